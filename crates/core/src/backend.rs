@@ -1,0 +1,84 @@
+//! The interface every backend implements. Backends are synchronous: the
+//! daemon calls them from blocking tasks. The namespace/jail/chroot work
+//! itself never happens here but in the backend's supervisor helper process,
+//! which the daemon starts with the bytes [`Backend::launch_config`] returns.
+
+use std::path::PathBuf;
+
+use crate::capability::{BackendKind, Capabilities};
+use crate::plan::Plan;
+use crate::validate::ValidatedSpec;
+
+/// Where one sandbox's host-side files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPaths {
+    /// Sandbox id.
+    pub id: String,
+    /// `STATE_DIR/sandboxes/<id>`: record, exit file, rootfs mount point,
+    /// scratch directories. Removed on destroy.
+    pub dir: PathBuf,
+}
+
+/// Backend failures, named after the step.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot do this on this host/build.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// REQUIRED properties the backend cannot give.
+    #[error("the backend cannot enforce REQUIRED properties: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// No image of that name.
+    #[error("spec.image: no image named {0:?} in the images directory")]
+    ImageNotFound(String),
+    /// The image exists but is unusable (symlink, not a directory).
+    #[error("spec.image: {name:?} {why}")]
+    ImageInvalid {
+        /// Image name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A host operation failed.
+    #[error("{step} {path}: {source}")]
+    Io {
+        /// The step.
+        step: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Encoding the launch configuration.
+    #[error("encoding launch configuration: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A sandbox backend.
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// What it can enforce on this host.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The effective report, refusals and native plan for a spec. Pure: reads
+    /// nothing from the host beyond what the backend probed at start-up.
+    fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan;
+
+    /// Checks host-side preconditions (the image exists and is a real
+    /// directory inside the images dir) and returns the configuration the
+    /// supervisor helper is started with.
+    fn launch_config(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// Removes whatever the sandbox left on the host (mounts, directories).
+    /// Idempotent: succeeds when there is nothing to remove.
+    fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError>;
+
+    /// Names of the images in the images directory (plus "host").
+    fn images(&self) -> Vec<String>;
+}

@@ -1,0 +1,23 @@
+//! sandboxd's platform-neutral core.
+//!
+//! Pure code that compiles on every OS: the spec model ([`spec`]), validation
+//! that reports every problem at once and produces the [`ValidatedSpec`] that
+//! backends accept ([`validate`]), capability-matrix and isolation-report
+//! types ([`capability`]), the [`Backend`] trait, the display form of native
+//! plans ([`plan`]), the daemon ↔ supervisor protocol ([`wire`]) and the
+//! atomic state store ([`store`]). No tokio, no tonic, no `unsafe`.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod capability;
+pub mod plan;
+pub mod spec;
+pub mod store;
+pub mod validate;
+pub mod wire;
+
+pub use backend::{Backend, BackendError, SandboxPaths};
+pub use capability::{BackendKind, Capabilities, Enforcement, IsolationReport, Level, Property};
+pub use plan::{NativePlan, Plan};
+pub use validate::{Policy, ValidatedProcess, ValidatedSpec, ValidationError};

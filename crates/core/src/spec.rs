@@ -1,0 +1,216 @@
+//! The sandbox spec as the core understands it: plain data, independent of the
+//! wire format. The daemon converts the protobuf spec into this; `validate`
+//! turns it into a [`crate::ValidatedSpec`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How strongly a client asks for a property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requirement {
+    /// Not asked for: the backend's default, reported.
+    #[default]
+    Unspecified,
+    /// Must be enforced or the create fails.
+    Required,
+    /// Enforced if possible; degradation is reported.
+    Preferred,
+    /// Explicitly shared with the host.
+    Disabled,
+}
+
+impl Requirement {
+    /// For values the client set (a limit, a hostname, a network mode): an
+    /// unspecified requirement means REQUIRED.
+    pub fn or_required(self) -> Self {
+        match self {
+            Self::Unspecified => Self::Required,
+            other => other,
+        }
+    }
+}
+
+/// Lifecycle mode of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One main process; the sandbox ends when it exits.
+    #[default]
+    Process,
+    /// The image's init (or a given command) is the first process.
+    Init,
+    /// No main process; work enters with Exec.
+    Idle,
+}
+
+/// Network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// The backend's default.
+    #[default]
+    Unspecified,
+    /// No network.
+    None,
+    /// Private loopback only.
+    Loopback,
+    /// Only the listed addresses.
+    Restricted,
+    /// The host's network.
+    Host,
+}
+
+/// The identity a process runs as; `None` means the daemon's default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// User id.
+    pub uid: Option<u32>,
+    /// Group id.
+    pub gid: Option<u32>,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+}
+
+/// The uid and gid used when a spec names none: "nobody"/"nogroup".
+pub const DEFAULT_UNPRIVILEGED_ID: u32 = 65534;
+
+impl UserSpec {
+    /// The effective uid.
+    pub fn uid(&self) -> u32 {
+        self.uid.unwrap_or(DEFAULT_UNPRIVILEGED_ID)
+    }
+    /// The effective gid.
+    pub fn gid(&self) -> u32 {
+        self.gid.unwrap_or(DEFAULT_UNPRIVILEGED_ID)
+    }
+}
+
+/// A process to start inside a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// "KEY=VALUE" environment.
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox ("" means "/").
+    pub cwd: String,
+    /// Identity.
+    pub user: UserSpec,
+    /// Allocate a terminal.
+    pub tty: bool,
+}
+
+impl ProcessSpec {
+    /// The working directory, defaulted.
+    pub fn cwd(&self) -> &str {
+        if self.cwd.is_empty() { "/" } else { &self.cwd }
+    }
+}
+
+/// One limit with its requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    /// The value.
+    pub value: u64,
+    /// UNSPECIFIED means REQUIRED.
+    pub requirement: Requirement,
+}
+
+/// Resource limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory in bytes.
+    pub memory_bytes: Option<Limit>,
+    /// Number of processes.
+    pub pids: Option<Limit>,
+    /// CPU quota in milli-CPUs.
+    pub cpu_millis: Option<Limit>,
+    /// Open files per process.
+    pub open_files: Option<Limit>,
+    /// Address space per process in bytes.
+    pub address_space_bytes: Option<Limit>,
+}
+
+/// Namespace-like isolation requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The image is `/`.
+    pub filesystem: Requirement,
+    /// Own pid space.
+    pub pid: Requirement,
+    /// Own hostname.
+    pub hostname: Requirement,
+    /// Own IPC.
+    pub ipc: Requirement,
+    /// Unprivileged root.
+    pub user: Requirement,
+    /// Own cgroup view.
+    pub cgroup: Requirement,
+}
+
+/// Network policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    /// Mode.
+    pub mode: NetworkMode,
+    /// UNSPECIFIED means REQUIRED when a mode is set.
+    pub requirement: Requirement,
+    /// Addresses for RESTRICTED.
+    pub addresses: Vec<String>,
+}
+
+/// A host directory bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute host path under an allowed mount source.
+    pub source: String,
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// The built-in image: a read-only view of the host's system directories.
+pub const HOST_IMAGE: &str = "host";
+
+/// Everything a client says about a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Optional unique human name.
+    pub name: String,
+    /// Image name ("" means [`HOST_IMAGE`]).
+    pub image: String,
+    /// Lifecycle mode.
+    pub mode: Mode,
+    /// Main process (empty argv for IDLE; INIT defaults to /sbin/init).
+    pub process: ProcessSpec,
+    /// Hostname ("" means the backend default).
+    pub hostname: String,
+    /// Isolation requests.
+    pub isolation: Isolation,
+    /// Network policy.
+    pub network: NetworkPolicy,
+    /// Limits.
+    pub limits: Limits,
+    /// Bind mounts.
+    pub mounts: Vec<MountSpec>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Read-only root.
+    pub readonly_rootfs: bool,
+    /// Stop signal (0 = SIGTERM).
+    pub stop_signal: u32,
+}
+
+impl SandboxSpec {
+    /// The image, defaulted.
+    pub fn image(&self) -> &str {
+        if self.image.is_empty() {
+            HOST_IMAGE
+        } else {
+            &self.image
+        }
+    }
+}

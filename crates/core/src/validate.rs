@@ -1,0 +1,941 @@
+//! Spec validation. [`validate`] checks everything at once and returns every
+//! problem, so a client fixes its request in one round trip. The result,
+//! [`ValidatedSpec`], is the only spec type a backend accepts.
+
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Limit, Mode, NetworkMode, ProcessSpec, Requirement, SandboxSpec};
+
+/// Server-side caps on what a client may ask for. Clients may only lower
+/// limits, never raise them past these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Maximum argv entries.
+    pub max_argv: usize,
+    /// Maximum environment entries.
+    pub max_env: usize,
+    /// Maximum bytes of argv plus env together.
+    pub max_arg_bytes: usize,
+    /// Maximum labels.
+    pub max_labels: usize,
+    /// Maximum bind mounts.
+    pub max_mounts: usize,
+    /// Maximum supplementary groups.
+    pub max_groups: usize,
+    /// Largest memory limit a client may set (bytes).
+    pub max_memory_bytes: u64,
+    /// Largest pids limit.
+    pub max_pids: u64,
+    /// Largest CPU quota (milli-CPUs).
+    pub max_cpu_millis: u64,
+    /// Largest open-files limit.
+    pub max_open_files: u64,
+    /// Largest address-space limit (bytes).
+    pub max_address_space_bytes: u64,
+    /// Host directories under which bind-mount sources may lie.
+    pub allowed_mount_sources: Vec<PathBuf>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_argv: 4096,
+            max_env: 1024,
+            max_arg_bytes: 256 * 1024,
+            max_labels: 64,
+            max_mounts: 32,
+            max_groups: 32,
+            max_memory_bytes: 64 << 30,
+            max_pids: 65536,
+            max_cpu_millis: 1024 * 1000,
+            max_open_files: 1 << 20,
+            max_address_space_bytes: 1 << 46,
+            allowed_mount_sources: Vec::new(),
+        }
+    }
+}
+
+/// Smallest memory limit accepted: below this nothing useful starts.
+pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+/// Smallest address-space limit accepted.
+pub const MIN_ADDRESS_SPACE_BYTES: u64 = 16 << 20;
+/// Smallest open-files limit accepted (stdio plus a few).
+pub const MIN_OPEN_FILES: u64 = 8;
+/// Default stop signal (SIGTERM).
+pub const DEFAULT_STOP_SIGNAL: u32 = 15;
+/// The argv INIT mode runs when none is given.
+pub const DEFAULT_INIT: &str = "/sbin/init";
+/// Longest path accepted anywhere.
+const MAX_PATH: usize = 4096;
+
+/// One thing wrong with a request: the field (as a dotted path) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Dotted field path, e.g. `spec.process.argv[0]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request: {}", render(.problems))]
+pub struct ValidationError {
+    /// The problems, in field order.
+    pub problems: Vec<Problem>,
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.field, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ValidationError {
+    /// A single-problem error.
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Collects problems while walking a request.
+#[derive(Debug, Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    fn finish<T>(self, value: T) -> Result<T, ValidationError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ValidationError { problems: self.0 })
+        }
+    }
+}
+
+/// A spec that passed validation, with defaults filled in. Backends accept
+/// nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatedSpec(SandboxSpec);
+
+impl ValidatedSpec {
+    /// The validated spec.
+    pub fn spec(&self) -> &SandboxSpec {
+        &self.0
+    }
+}
+
+/// A process (for Exec) that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatedProcess(ProcessSpec);
+
+impl ValidatedProcess {
+    /// The validated process.
+    pub fn process(&self) -> &ProcessSpec {
+        &self.0
+    }
+}
+
+/// Validates a full spec, returning all problems at once.
+pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec, ValidationError> {
+    let mut p = Problems::default();
+    if !spec.name.is_empty() {
+        check_name(&mut p, "spec.name", &spec.name);
+    }
+    if spec.image.is_empty() {
+        spec.image = crate::spec::HOST_IMAGE.to_owned();
+    }
+    check_image(&mut p, &spec.image);
+
+    match spec.mode {
+        Mode::Process => {
+            if spec.process.argv.is_empty() {
+                p.add("spec.process.argv", "must not be empty in PROCESS mode");
+            }
+        }
+        Mode::Init => {
+            if spec.process.argv.is_empty() {
+                spec.process.argv = vec![DEFAULT_INIT.to_owned()];
+            }
+        }
+        Mode::Idle => {
+            if !spec.process.argv.is_empty() {
+                p.add(
+                    "spec.process.argv",
+                    "must be empty in IDLE mode (use Exec to run work)",
+                );
+            }
+            if spec.process.tty {
+                p.add(
+                    "spec.process.tty",
+                    "IDLE mode has no main process to give a terminal",
+                );
+            }
+        }
+    }
+    check_process(
+        &mut p,
+        "spec.process",
+        &spec.process,
+        policy,
+        spec.mode == Mode::Idle,
+    );
+    if spec.mode != Mode::Idle && spec.process.tty {
+        // The main process's output is not streamed to any client (only Exec
+        // streams), so a terminal for it would have no reader.
+        p.add(
+            "spec.process.tty",
+            "a terminal is only available through Exec; run with tty=false",
+        );
+    }
+
+    if !spec.hostname.is_empty() {
+        check_hostname(&mut p, &spec.hostname);
+    }
+    if spec.isolation.filesystem == Requirement::Disabled {
+        p.add(
+            "spec.isolation.filesystem",
+            "DISABLED is not supported: every sandbox has its own root",
+        );
+    }
+    if spec.hostname.is_empty() && spec.isolation.hostname == Requirement::Disabled {
+        // Fine: explicitly shares the host's hostname.
+    } else if !spec.hostname.is_empty() && spec.isolation.hostname == Requirement::Disabled {
+        p.add(
+            "spec.isolation.hostname",
+            "DISABLED contradicts setting spec.hostname",
+        );
+    }
+
+    check_network(&mut p, &spec);
+    check_limits(&mut p, &spec, policy);
+    check_mounts(&mut p, &spec, policy);
+    check_labels(&mut p, &spec, policy);
+
+    if spec.stop_signal == 0 {
+        spec.stop_signal = DEFAULT_STOP_SIGNAL;
+    } else if !(1..=64).contains(&spec.stop_signal) {
+        p.add(
+            "spec.stop_signal",
+            format!("{} is not a signal number (1-64)", spec.stop_signal),
+        );
+    }
+    p.finish(ValidatedSpec(spec))
+}
+
+/// Validates a process for Exec/ExecSync.
+pub fn validate_process(
+    process: ProcessSpec,
+    field: &str,
+    policy: &Policy,
+) -> Result<ValidatedProcess, ValidationError> {
+    let mut p = Problems::default();
+    if process.argv.is_empty() {
+        p.add(format!("{field}.argv"), "must not be empty");
+    }
+    check_process(&mut p, field, &process, policy, false);
+    p.finish(ValidatedProcess(process))
+}
+
+/// Checks a sandbox id (16 lowercase hex characters) or name reference.
+pub fn validate_ref(field: &str, value: &str) -> Result<(), ValidationError> {
+    let mut p = Problems::default();
+    if value.is_empty() {
+        p.add(field, "must name a sandbox (id or name)");
+    } else if !is_id(value) {
+        check_name(&mut p, field, value);
+    }
+    p.finish(())
+}
+
+/// Whether `s` has the shape of a sandbox id.
+pub fn is_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Checks an idempotency key.
+pub fn validate_request_id(value: &str) -> Result<(), ValidationError> {
+    let ok = value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::one(
+            "request_id",
+            format!(
+                "{:?} must be at most 128 characters of [A-Za-z0-9._-]",
+                truncate(value)
+            ),
+        ))
+    }
+}
+
+/// Shortens client strings quoted in messages so an error cannot be used to
+/// amplify a huge request.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn check_name(p: &mut Problems, field: &str, name: &str) {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        p.add(
+            field,
+            format!(
+                "{:?} is not a valid name: 1-63 characters of [a-z0-9-], not starting or ending with '-'",
+                truncate(name)
+            ),
+        );
+    } else if is_id(name) {
+        p.add(
+            field,
+            format!("{name:?} looks like a sandbox id; names must not"),
+        );
+    }
+}
+
+fn check_image(p: &mut Problems, image: &str) {
+    // A single path component: the images dir is opened and the image looked
+    // up inside it without following symlinks, never by string join.
+    let ok = (1..=128).contains(&image.len())
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !image.starts_with('.');
+    if !ok {
+        p.add(
+            "spec.image",
+            format!(
+                "{:?} is not a valid image name: 1-128 characters of [A-Za-z0-9._-], no leading '.', no '/'",
+                truncate(image)
+            ),
+        );
+    }
+}
+
+fn check_process(
+    p: &mut Problems,
+    field: &str,
+    process: &ProcessSpec,
+    policy: &Policy,
+    idle: bool,
+) {
+    let mut bytes = 0usize;
+    if process.argv.len() > policy.max_argv {
+        p.add(
+            format!("{field}.argv"),
+            format!(
+                "{} entries exceed the limit of {}",
+                process.argv.len(),
+                policy.max_argv
+            ),
+        );
+    }
+    if let Some(first) = process.argv.first() {
+        if first.is_empty() {
+            p.add(format!("{field}.argv[0]"), "must not be empty");
+        }
+    }
+    for (i, arg) in process.argv.iter().enumerate() {
+        bytes = bytes.saturating_add(arg.len() + 1);
+        if arg.contains('\0') {
+            p.add(format!("{field}.argv[{i}]"), "contains a NUL byte");
+        }
+    }
+    if process.env.len() > policy.max_env {
+        p.add(
+            format!("{field}.env"),
+            format!(
+                "{} entries exceed the limit of {}",
+                process.env.len(),
+                policy.max_env
+            ),
+        );
+    }
+    for (i, kv) in process.env.iter().enumerate() {
+        bytes = bytes.saturating_add(kv.len() + 1);
+        if kv.contains('\0') {
+            p.add(format!("{field}.env[{i}]"), "contains a NUL byte");
+        } else {
+            match kv.split_once('=') {
+                Some((k, _)) if !k.is_empty() => {}
+                _ => p.add(
+                    format!("{field}.env[{i}]"),
+                    format!("{:?} is not of the form KEY=VALUE", truncate(kv)),
+                ),
+            }
+        }
+    }
+    if bytes > policy.max_arg_bytes {
+        p.add(
+            field,
+            format!(
+                "argv and env total {bytes} bytes, over the limit of {}",
+                policy.max_arg_bytes
+            ),
+        );
+    }
+    if !process.cwd.is_empty() {
+        check_abs_path(p, &format!("{field}.cwd"), &process.cwd);
+    }
+    if idle && !process.cwd.is_empty() {
+        p.add(format!("{field}.cwd"), "must be empty in IDLE mode");
+    }
+    for (name, id) in [("uid", process.user.uid), ("gid", process.user.gid)] {
+        if id == Some(u32::MAX) {
+            p.add(
+                format!("{field}.user.{name}"),
+                "4294967295 is not a valid id",
+            );
+        }
+    }
+    if process.user.additional_gids.len() > policy.max_groups {
+        p.add(
+            format!("{field}.user.additional_gids"),
+            format!(
+                "{} groups exceed the limit of {}",
+                process.user.additional_gids.len(),
+                policy.max_groups
+            ),
+        );
+    }
+    if process.user.additional_gids.contains(&u32::MAX) {
+        p.add(
+            format!("{field}.user.additional_gids"),
+            "4294967295 is not a valid id",
+        );
+    }
+}
+
+/// Checks that `path` is absolute and normal: no NUL, no `.` or `..`
+/// components, no empty components. Returns whether it passed.
+fn check_abs_path(p: &mut Problems, field: &str, path: &str) -> bool {
+    let problem = if path.contains('\0') {
+        Some("contains a NUL byte".to_owned())
+    } else if path.len() > MAX_PATH {
+        Some(format!("is longer than {MAX_PATH} bytes"))
+    } else if !path.starts_with('/') {
+        Some(format!("{:?} is not an absolute path", truncate(path)))
+    } else if path.len() > 1 && path.ends_with('/') || path.contains("//") {
+        Some(format!("{:?} has empty components", truncate(path)))
+    } else if Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || path.split('/').any(|c| c == "." || c == "..")
+    {
+        Some(format!(
+            "{:?} must not contain '.' or '..' components",
+            truncate(path)
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            p.add(field, message);
+            false
+        }
+        None => true,
+    }
+}
+
+fn check_hostname(p: &mut Problems, hostname: &str) {
+    let ok = hostname.len() <= 64
+        && hostname.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !ok {
+        p.add(
+            "spec.hostname",
+            format!(
+                "{:?} is not a valid hostname (RFC 1123 labels, at most 64 characters)",
+                truncate(hostname)
+            ),
+        );
+    }
+}
+
+fn check_network(p: &mut Problems, spec: &SandboxSpec) {
+    let net = &spec.network;
+    if net.requirement == Requirement::Disabled {
+        p.add(
+            "spec.network.requirement",
+            "DISABLED is not meaningful; use mode HOST to share the host network",
+        );
+    }
+    match net.mode {
+        NetworkMode::Restricted => {
+            if net.addresses.is_empty() {
+                p.add(
+                    "spec.network.addresses",
+                    "RESTRICTED needs at least one address",
+                );
+            }
+        }
+        _ => {
+            if !net.addresses.is_empty() {
+                p.add(
+                    "spec.network.addresses",
+                    "addresses are only allowed with mode RESTRICTED",
+                );
+            }
+        }
+    }
+    if net.addresses.len() > 16 {
+        p.add(
+            "spec.network.addresses",
+            format!("{} addresses exceed the limit of 16", net.addresses.len()),
+        );
+    }
+    for (i, a) in net.addresses.iter().enumerate() {
+        if a.parse::<IpAddr>().is_err() {
+            p.add(
+                format!("spec.network.addresses[{i}]"),
+                format!("{:?} is not an IPv4 or IPv6 address", truncate(a)),
+            );
+        }
+    }
+}
+
+fn check_limits(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
+    let l = &spec.limits;
+    let rows: [(&str, Option<Limit>, u64, u64); 5] = [
+        (
+            "memory_bytes",
+            l.memory_bytes,
+            MIN_MEMORY_BYTES,
+            policy.max_memory_bytes,
+        ),
+        ("pids", l.pids, 1, policy.max_pids),
+        ("cpu_millis", l.cpu_millis, 1, policy.max_cpu_millis),
+        (
+            "open_files",
+            l.open_files,
+            MIN_OPEN_FILES,
+            policy.max_open_files,
+        ),
+        (
+            "address_space_bytes",
+            l.address_space_bytes,
+            MIN_ADDRESS_SPACE_BYTES,
+            policy.max_address_space_bytes,
+        ),
+    ];
+    for (name, limit, min, max) in rows {
+        let Some(limit) = limit else { continue };
+        let field = format!("spec.limits.{name}");
+        if limit.requirement == Requirement::Disabled {
+            p.add(
+                &field,
+                "DISABLED is not meaningful for a limit; leave the limit unset",
+            );
+        }
+        if limit.value < min {
+            p.add(
+                &field,
+                format!("{} is below the minimum of {min}", limit.value),
+            );
+        } else if limit.value > max {
+            p.add(
+                &field,
+                format!(
+                    "{} is above the daemon's cap of {max} (clients may only lower limits)",
+                    limit.value
+                ),
+            );
+        }
+    }
+}
+
+fn check_mounts(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
+    if spec.mounts.len() > policy.max_mounts {
+        p.add(
+            "spec.mounts",
+            format!(
+                "{} mounts exceed the limit of {}",
+                spec.mounts.len(),
+                policy.max_mounts
+            ),
+        );
+    }
+    let mut targets: Vec<&str> = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let field = format!("spec.mounts[{i}]");
+        if check_abs_path(p, &format!("{field}.source"), &m.source) {
+            let source = Path::new(&m.source);
+            let allowed = policy
+                .allowed_mount_sources
+                .iter()
+                .any(|root| source.starts_with(root));
+            if !allowed {
+                let roots = if policy.allowed_mount_sources.is_empty() {
+                    "none are configured".to_owned()
+                } else {
+                    policy
+                        .allowed_mount_sources
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                p.add(
+                    format!("{field}.source"),
+                    format!(
+                        "{:?} is not under an allowed mount source ({roots})",
+                        truncate(&m.source)
+                    ),
+                );
+            }
+        }
+        if check_abs_path(p, &format!("{field}.target"), &m.target) {
+            if m.target == "/" {
+                p.add(
+                    format!("{field}.target"),
+                    "cannot mount over the sandbox root",
+                );
+            } else if targets.contains(&m.target.as_str()) {
+                p.add(
+                    format!("{field}.target"),
+                    format!("{:?} is mounted twice", truncate(&m.target)),
+                );
+            }
+            targets.push(&m.target);
+        }
+    }
+}
+
+fn check_labels(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
+    if spec.labels.len() > policy.max_labels {
+        p.add(
+            "spec.labels",
+            format!(
+                "{} labels exceed the limit of {}",
+                spec.labels.len(),
+                policy.max_labels
+            ),
+        );
+    }
+    for (k, v) in &spec.labels {
+        let key_ok = (1..=63).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+        if !key_ok {
+            p.add(
+                "spec.labels",
+                format!(
+                    "key {:?} must be 1-63 characters of [A-Za-z0-9._/-]",
+                    truncate(k)
+                ),
+            );
+        }
+        if v.len() > 255 || v.chars().any(char::is_control) {
+            p.add(
+                format!("spec.labels[{}]", truncate(k)),
+                "value must be at most 255 characters with no control characters",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{MountSpec, NetworkPolicy};
+
+    fn base() -> SandboxSpec {
+        SandboxSpec {
+            process: ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn fields(spec: SandboxSpec, policy: &Policy) -> Vec<String> {
+        match validate(spec, policy) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.into_iter().map(|p| p.field).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_minimal_spec_gets_defaults() {
+        let v = validate(base(), &Policy::default()).expect("valid");
+        assert_eq!(v.spec().image, "host");
+        assert_eq!(v.spec().stop_signal, DEFAULT_STOP_SIGNAL);
+        assert_eq!(v.spec().process.cwd(), "/");
+    }
+
+    #[test]
+    fn init_defaults_argv_and_idle_rejects_argv() {
+        let mut s = base();
+        s.mode = Mode::Init;
+        s.process.argv.clear();
+        assert_eq!(
+            validate(s, &Policy::default())
+                .expect("valid")
+                .spec()
+                .process
+                .argv,
+            vec![DEFAULT_INIT]
+        );
+        let mut s = base();
+        s.mode = Mode::Idle;
+        assert_eq!(fields(s, &Policy::default()), vec!["spec.process.argv"]);
+    }
+
+    #[test]
+    fn table_of_bad_specs() {
+        let policy = Policy {
+            allowed_mount_sources: vec!["/srv/data".into()],
+            ..Policy::default()
+        };
+        type Edit = fn(&mut SandboxSpec);
+        let cases: &[(&str, Edit, &[&str])] = &[
+            (
+                "empty argv",
+                |s| s.process.argv.clear(),
+                &["spec.process.argv"],
+            ),
+            (
+                "empty argv0",
+                |s| s.process.argv = vec![String::new()],
+                &["spec.process.argv[0]"],
+            ),
+            (
+                "nul in argv",
+                |s| s.process.argv.push("a\0b".into()),
+                &["spec.process.argv[1]"],
+            ),
+            (
+                "nul in env",
+                |s| s.process.env.push("A=\0".into()),
+                &["spec.process.env[0]"],
+            ),
+            (
+                "env without =",
+                |s| s.process.env.push("NOEQUALS".into()),
+                &["spec.process.env[0]"],
+            ),
+            (
+                "env empty key",
+                |s| s.process.env.push("=x".into()),
+                &["spec.process.env[0]"],
+            ),
+            (
+                "huge env",
+                |s| s.process.env = vec!["A=".to_owned() + &"x".repeat(300_000)],
+                &["spec.process"],
+            ),
+            (
+                "too many env",
+                |s| s.process.env = vec!["A=b".into(); 2000],
+                &["spec.process.env"],
+            ),
+            (
+                "relative cwd",
+                |s| s.process.cwd = "tmp".into(),
+                &["spec.process.cwd"],
+            ),
+            (
+                "dotdot cwd",
+                |s| s.process.cwd = "/tmp/../etc".into(),
+                &["spec.process.cwd"],
+            ),
+            (
+                "image traversal",
+                |s| s.image = "../etc".into(),
+                &["spec.image"],
+            ),
+            (
+                "image absolute",
+                |s| s.image = "/etc".into(),
+                &["spec.image"],
+            ),
+            ("image slash", |s| s.image = "a/b".into(), &["spec.image"]),
+            ("image dot", |s| s.image = ".".into(), &["spec.image"]),
+            ("image nul", |s| s.image = "a\0".into(), &["spec.image"]),
+            ("bad name", |s| s.name = "Bad_Name".into(), &["spec.name"]),
+            (
+                "name like id",
+                |s| s.name = "0123456789abcdef".into(),
+                &["spec.name"],
+            ),
+            (
+                "bad hostname",
+                |s| s.hostname = "-x".into(),
+                &["spec.hostname"],
+            ),
+            (
+                "fs disabled",
+                |s| s.isolation.filesystem = Requirement::Disabled,
+                &["spec.isolation.filesystem"],
+            ),
+            (
+                "restricted no address",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Restricted,
+                        ..Default::default()
+                    }
+                },
+                &["spec.network.addresses"],
+            ),
+            (
+                "bad address",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Restricted,
+                        addresses: vec!["300.1.1.1".into()],
+                        ..Default::default()
+                    }
+                },
+                &["spec.network.addresses[0]"],
+            ),
+            (
+                "memory too small",
+                |s| {
+                    s.limits.memory_bytes = Some(Limit {
+                        value: 1,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &["spec.limits.memory_bytes"],
+            ),
+            (
+                "pids above cap",
+                |s| {
+                    s.limits.pids = Some(Limit {
+                        value: u64::MAX,
+                        requirement: Requirement::Unspecified,
+                    })
+                },
+                &["spec.limits.pids"],
+            ),
+            (
+                "mount outside allowlist",
+                |s| {
+                    s.mounts.push(MountSpec {
+                        source: "/etc".into(),
+                        target: "/x".into(),
+                        read_only: true,
+                    })
+                },
+                &["spec.mounts[0].source"],
+            ),
+            (
+                "mount source traversal",
+                |s| {
+                    s.mounts.push(MountSpec {
+                        source: "/srv/data/../../etc".into(),
+                        target: "/x".into(),
+                        read_only: true,
+                    })
+                },
+                &["spec.mounts[0].source"],
+            ),
+            (
+                "mount over root",
+                |s| {
+                    s.mounts.push(MountSpec {
+                        source: "/srv/data".into(),
+                        target: "/".into(),
+                        read_only: true,
+                    })
+                },
+                &["spec.mounts[0].target"],
+            ),
+            (
+                "bad stop signal",
+                |s| s.stop_signal = 99,
+                &["spec.stop_signal"],
+            ),
+            (
+                "uid -1",
+                |s| s.process.user.uid = Some(u32::MAX),
+                &["spec.process.user.uid"],
+            ),
+            ("tty main", |s| s.process.tty = true, &["spec.process.tty"]),
+        ];
+        for (what, edit, want) in cases {
+            let mut s = base();
+            edit(&mut s);
+            assert_eq!(&fields(s, &policy), want, "case {what}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut s = base();
+        s.image = "../x".into();
+        s.name = "UPPER".into();
+        s.process.argv = vec!["a\0".into()];
+        s.process.cwd = "rel".into();
+        let err = validate(s, &Policy::default()).expect_err("invalid");
+        assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn allowed_mount_passes() {
+        let policy = Policy {
+            allowed_mount_sources: vec!["/srv/data".into()],
+            ..Policy::default()
+        };
+        let mut s = base();
+        s.mounts.push(MountSpec {
+            source: "/srv/data/sub".into(),
+            target: "/data".into(),
+            read_only: false,
+        });
+        assert!(validate(s, &policy).is_ok());
+    }
+
+    #[test]
+    fn refs_and_request_ids() {
+        assert!(validate_ref("id", "0123456789abcdef").is_ok());
+        assert!(validate_ref("id", "web-1").is_ok());
+        assert!(validate_ref("id", "").is_err());
+        assert!(validate_ref("id", "../../etc").is_err());
+        assert!(validate_request_id("req-1.a_b").is_ok());
+        assert!(validate_request_id("bad/id").is_err());
+        assert!(validate_request_id(&"x".repeat(129)).is_err());
+    }
+}
