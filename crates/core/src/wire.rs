@@ -147,14 +147,19 @@ pub enum WireError {
 
 /// Encodes one frame: length prefix and JSON body.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
-    let body = serde_json::to_vec(msg)?;
+    frame(&serde_json::to_vec(msg)?)
+}
+
+/// Frames an already-encoded JSON body (the backend's launch
+/// configuration).
+pub fn frame(body: &[u8]) -> Result<Vec<u8>, WireError> {
     if body.len() > MAX_FRAME {
         return Err(WireError::FrameTooLarge(body.len()));
     }
     let len = u32::try_from(body.len()).map_err(|_| WireError::FrameTooLarge(body.len()))?;
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     Ok(out)
 }
 
@@ -171,7 +176,7 @@ impl Decoder {
     }
 
     /// The next complete frame, if one is buffered.
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
         let Some(header) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
@@ -224,7 +229,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in [&bytes[..split], &bytes[split..]] {
                 d.push(chunk);
-                while let Some(m) = d.next::<Request>().expect("decode") {
+                while let Some(m) = d.next_frame::<Request>().expect("decode") {
                     got.push(m);
                 }
             }
@@ -237,7 +242,7 @@ mod tests {
         let mut d = Decoder::default();
         d.push(&u32::MAX.to_be_bytes());
         assert!(matches!(
-            d.next::<Event>(),
+            d.next_frame::<Event>(),
             Err(WireError::FrameTooLarge(_))
         ));
     }

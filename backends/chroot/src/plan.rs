@@ -1,0 +1,691 @@
+//! Pure translation of a spec into chroot steps. Compiled on every OS, so any
+//! host can answer PlanSandbox for the chroot backend; the supervisor
+//! executes exactly the [`ChrootSetup`] built here.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use sandboxd_core::capability::{self, BackendKind, Enforcement, Level, Property};
+use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
+use sandboxd_core::spec::{HOST_IMAGE, MountSpec, NetworkMode};
+use sandboxd_core::{SandboxPaths, ValidatedSpec};
+use sandboxd_supervisor::{Rlimit, RlimitKind};
+
+/// One entry of the host's system layout that the `host` image mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostEntry {
+    /// A directory bound read-only at the same path.
+    Bind(PathBuf),
+    /// A symlink recreated as is (merged-/usr layouts: /bin -> usr/bin).
+    Symlink {
+        /// Path of the link.
+        path: PathBuf,
+        /// Its target, as read from the host.
+        target: PathBuf,
+    },
+}
+
+/// What the chroot backend can do on a host, probed once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Linux mount(2) is available (bind mounts, tmpfs, overlayfs).
+    pub linux_mounts: bool,
+    /// overlayfs is available, for writable roots over directory images.
+    pub overlay: bool,
+    /// The host's system directories, for the `host` image.
+    pub host_layout: Vec<HostEntry>,
+}
+
+impl HostFacts {
+    /// A typical merged-/usr Linux host; used to plan for this backend when
+    /// the daemon runs on another OS.
+    pub fn assumed() -> Self {
+        let link = |p: &str, t: &str| HostEntry::Symlink {
+            path: p.into(),
+            target: t.into(),
+        };
+        Self {
+            linux_mounts: true,
+            overlay: true,
+            host_layout: vec![
+                HostEntry::Bind("/usr".into()),
+                HostEntry::Bind("/etc".into()),
+                link("/bin", "usr/bin"),
+                link("/sbin", "usr/sbin"),
+                link("/lib", "usr/lib"),
+                link("/lib64", "usr/lib64"),
+            ],
+        }
+    }
+}
+
+/// System directories the `host` image mirrors, if they exist on the host.
+pub const HOST_DIRS: [&str; 9] = [
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/libexec",
+];
+
+/// Device nodes bound into the sandbox's /dev.
+pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// How the sandbox root is assembled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootBuild {
+    /// A tmpfs root holding read-only binds of the host's system dirs.
+    HostView {
+        /// What to mirror.
+        layout: Vec<HostEntry>,
+    },
+    /// A directory image bound read-only.
+    ImageReadOnly {
+        /// Image name inside the images dir.
+        image: String,
+    },
+    /// A directory image under an overlay whose upper layer is in the
+    /// sandbox's state dir (the image itself is never written).
+    ImageOverlay {
+        /// Image name.
+        image: String,
+        /// Upper layer.
+        upper: PathBuf,
+        /// overlayfs work dir.
+        work: PathBuf,
+    },
+    /// No mount support: chroot straight into the image directory. Writes
+    /// go to the image itself.
+    ImageInPlace {
+        /// Image name.
+        image: String,
+    },
+}
+
+/// The chroot backend's executable plan (the supervisor's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChrootSetup {
+    /// The directory that becomes `/` (a mount point under the sandbox dir,
+    /// or the image itself for [`RootBuild::ImageInPlace`]).
+    pub root: PathBuf,
+    /// The images directory (trusted: from the daemon's configuration).
+    pub images_dir: PathBuf,
+    /// How the root is built.
+    pub build: RootBuild,
+    /// Remount the root read-only once built.
+    pub readonly: bool,
+    /// Mount a tmpfs /dev with the safe device nodes (when the root has /dev).
+    pub dev: bool,
+    /// Client bind mounts.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// Why a spec cannot be planned at all (as opposed to a refused property).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The `host` image needs bind mounts.
+    #[error(
+        "spec.image: the built-in \"host\" image needs bind mounts, which the chroot backend has only on Linux"
+    )]
+    HostImageWithoutMounts,
+}
+
+/// The mount point of a sandbox's root.
+pub fn root_dir(sandbox: &SandboxPaths) -> PathBuf {
+    sandbox.dir.join("rootfs")
+}
+
+/// Builds the executable plan.
+pub fn build(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    images_dir: &Path,
+    facts: &HostFacts,
+) -> Result<ChrootSetup, PlanError> {
+    let s = spec.spec();
+    let image = s.image().to_owned();
+    let (build, root) = if image == HOST_IMAGE {
+        if !facts.linux_mounts {
+            return Err(PlanError::HostImageWithoutMounts);
+        }
+        (
+            RootBuild::HostView {
+                layout: facts.host_layout.clone(),
+            },
+            root_dir(sandbox),
+        )
+    } else if !facts.linux_mounts {
+        (
+            RootBuild::ImageInPlace {
+                image: image.clone(),
+            },
+            images_dir.join(&image),
+        )
+    } else if s.readonly_rootfs || !facts.overlay {
+        (RootBuild::ImageReadOnly { image }, root_dir(sandbox))
+    } else {
+        let build = RootBuild::ImageOverlay {
+            image,
+            upper: sandbox.dir.join("upper"),
+            work: sandbox.dir.join("work"),
+        };
+        (build, root_dir(sandbox))
+    };
+    Ok(ChrootSetup {
+        root,
+        images_dir: images_dir.to_owned(),
+        build,
+        readonly: s.readonly_rootfs && facts.linux_mounts,
+        dev: facts.linux_mounts,
+        mounts: if facts.linux_mounts {
+            s.mounts.clone()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The rlimits a spec maps to.
+pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
+    let l = &spec.spec().limits;
+    [
+        (RlimitKind::Nproc, l.pids),
+        (RlimitKind::Nofile, l.open_files),
+        (RlimitKind::As, l.address_space_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(kind, limit)| {
+        limit.map(|l| Rlimit {
+            kind,
+            value: l.value,
+        })
+    })
+    .collect()
+}
+
+/// What the chroot backend enforces in general on a host with `facts`.
+pub fn capabilities(facts: &HostFacts) -> Vec<Enforcement> {
+    rows(None, facts)
+}
+
+/// Per-spec rows: the same as the matrix, except where the spec changes the
+/// answer (uid 0 can escape a chroot; HOST network is exactly what a chroot
+/// gives).
+fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
+    use Level::*;
+    let as_root = spec.is_some_and(|s| s.spec().process.user.uid() == 0);
+    let host_net = spec.is_some_and(|s| s.spec().network.mode == NetworkMode::Host);
+    let mounts = |yes: &'static str| -> (Level, &'static str) {
+        if facts.linux_mounts {
+            (Enforced, yes)
+        } else {
+            (NotEnforced, "no mount support on this OS")
+        }
+    };
+    Property::ALL
+        .into_iter()
+        .map(|p| {
+            let (level, mechanism, caveats) = match p {
+                Property::Filesystem if as_root => (
+                    BestEffort,
+                    "chroot(2) + chdir(\"/\")",
+                    "the process runs as uid 0, and root can leave a chroot (fchdir/double chroot); not a security boundary against root",
+                ),
+                Property::Filesystem => (
+                    Enforced,
+                    "chroot(2) + chdir(\"/\"), payload runs as a non-root uid",
+                    "only against non-root: uid 0 can leave a chroot; not a security boundary against root",
+                ),
+                Property::Pid => (NotEnforced, "none", "sandbox processes see host processes (where /proc is visible) and can signal those of the same uid"),
+                Property::Hostname => (NotEnforced, "none", "the host's hostname is shared"),
+                Property::Ipc => (NotEnforced, "none", "System V IPC and POSIX message queues are the host's"),
+                Property::Network if host_net => (Enforced, "none needed: the host network stack, as requested", ""),
+                Property::Network => (NotEnforced, "none", "the host's network stack is shared (only mode HOST is honoured)"),
+                Property::User if as_root => (NotEnforced, "none", "the process is root on the host"),
+                Property::User => (
+                    Emulated,
+                    "setgroups/setgid/setuid to the spec's ids (default 65534)",
+                    "no uid mapping: the sandbox uid is the same uid on the host",
+                ),
+                Property::Cgroup => (NotEnforced, "none", "the host's cgroup tree is visible"),
+                Property::MemoryLimit => (NotEnforced, "none", "no total-memory accounting; address_space_bytes (RLIMIT_AS) caps each process"),
+                Property::PidsLimit if as_root => (NotEnforced, "RLIMIT_NPROC", "not applied to root"),
+                Property::PidsLimit => (
+                    Emulated,
+                    "setrlimit(RLIMIT_NPROC)",
+                    "counts every process of the uid on the host, not just this sandbox's",
+                ),
+                Property::CpuLimit => (NotEnforced, "none", "no CPU controller without cgroups"),
+                Property::OpenFilesLimit if as_root => (BestEffort, "setrlimit(RLIMIT_NOFILE)", "root may raise its own hard limit"),
+                Property::OpenFilesLimit => (Enforced, "setrlimit(RLIMIT_NOFILE)", "per process"),
+                Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
+                Property::AddressSpaceLimit => (Enforced, "setrlimit(RLIMIT_AS)", "per process"),
+                Property::ReadonlyRootfs => {
+                    let (l, m) = mounts("MS_RDONLY bind remount of the root");
+                    (l, m, if as_root && l == Enforced { "root could remount it" } else { "" })
+                }
+                Property::Mounts => {
+                    let (l, m) = mounts("bind mounts (MS_BIND|MS_NOSUID), targets resolved with openat2(RESOLVE_IN_ROOT)");
+                    (l, m, "")
+                }
+            };
+            Enforcement::new(p, level, mechanism, caveats)
+        })
+        .collect()
+}
+
+/// The report, refusals and rendered native plan for a spec.
+pub fn plan(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    images_dir: &Path,
+    facts: &HostFacts,
+) -> Plan {
+    let (report, mut refusals) =
+        capability::assess(BackendKind::Chroot, spec, rows(Some(spec), facts));
+    let native = match build(spec, sandbox, images_dir, facts) {
+        Ok(setup) => render(spec, &setup),
+        Err(e) => {
+            refusals.push(e.to_string());
+            NativePlan::Chroot {
+                steps: Vec::new(),
+                mounts: Vec::new(),
+            }
+        }
+    };
+    Plan {
+        report,
+        refusals,
+        native,
+    }
+}
+
+fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
+    let root = setup.root.display().to_string();
+    let at = |p: &str| format!("{root}{p}");
+    let bind = |source: String, target: String, ro: bool| PlanMount {
+        source,
+        target,
+        fstype: "bind".into(),
+        options: if ro {
+            vec!["rbind".into(), "ro".into(), "nosuid".into()]
+        } else {
+            vec!["rbind".into(), "nosuid".into()]
+        },
+    };
+    let mut mounts = Vec::new();
+    let mut steps = Vec::new();
+    match &setup.build {
+        RootBuild::HostView { layout } => {
+            mounts.push(PlanMount {
+                source: "tmpfs".into(),
+                target: root.clone(),
+                fstype: "tmpfs".into(),
+                options: vec!["nosuid".into(), "nodev".into(), "mode=755".into(), "size=64m".into()],
+            });
+            for entry in layout {
+                match entry {
+                    HostEntry::Bind(p) => mounts.push(bind(p.display().to_string(), at(&p.display().to_string()), true)),
+                    HostEntry::Symlink { path, target } => steps.push(Step::new(
+                        "symlink",
+                        &[&target.display(), &at(&path.display().to_string())],
+                        "mirror the host's merged-/usr links",
+                    )),
+                }
+            }
+            steps.push(Step::new("mkdir", &[&at("/tmp"), &"1777"], "a writable /tmp inside the tmpfs root"));
+        }
+        RootBuild::ImageReadOnly { image } => {
+            mounts.push(bind(setup.images_dir.join(image).display().to_string(), root.clone(), true));
+        }
+        RootBuild::ImageOverlay { image, upper, work } => mounts.push(PlanMount {
+            source: "overlay".into(),
+            target: root.clone(),
+            fstype: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", setup.images_dir.join(image).display()),
+                format!("upperdir={}", upper.display()),
+                format!("workdir={}", work.display()),
+                "nosuid".into(),
+            ],
+        }),
+        RootBuild::ImageInPlace { .. } => steps.push(Step::new(
+            "note",
+            &[&"no mounts"],
+            "this OS has no bind mounts here: the image directory itself is the root and is writable",
+        )),
+    }
+    if setup.dev {
+        mounts.push(PlanMount {
+            source: "tmpfs".into(),
+            target: at("/dev"),
+            fstype: "tmpfs".into(),
+            options: vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "mode=755".into(),
+                "size=64k".into(),
+            ],
+        });
+        for node in DEV_NODES {
+            mounts.push(bind(
+                format!("/dev/{node}"),
+                at(&format!("/dev/{node}")),
+                false,
+            ));
+        }
+    }
+    for m in &setup.mounts {
+        mounts.push(bind(
+            m.source.clone(),
+            format!("{root}{} (resolved in root)", m.target),
+            m.read_only,
+        ));
+    }
+    if setup.readonly {
+        steps.push(Step::new(
+            "mount",
+            &[&"MS_REMOUNT|MS_BIND|MS_RDONLY", &root],
+            "read-only root",
+        ));
+    }
+    let s = spec.spec();
+    let p = &s.process;
+    steps.push(Step::new(
+        "fork",
+        &[],
+        "one child per process; the supervisor stays outside and reaps",
+    ));
+    steps.push(Step::new(
+        "setsid",
+        &[],
+        "own session and process group, so a stop or timeout kills the tree",
+    ));
+    steps.push(Step::new("chroot", &[&root], "the image becomes /"));
+    steps.push(Step::new(
+        "chdir",
+        &[&"/"],
+        "no directory handle left outside the root",
+    ));
+    steps.push(Step::new("chdir", &[&p.cwd()], "working directory"));
+    for l in rlimits(spec) {
+        let name = match l.kind {
+            RlimitKind::Nproc => "RLIMIT_NPROC",
+            RlimitKind::Nofile => "RLIMIT_NOFILE",
+            RlimitKind::As => "RLIMIT_AS",
+        };
+        steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
+    }
+    let groups = format!("{:?}", p.user.additional_gids);
+    steps.push(Step::new("setgroups", &[&groups], "supplementary groups"));
+    steps.push(Step::new("setgid", &[&p.user.gid()], "drop group"));
+    steps.push(Step::new(
+        "setuid",
+        &[&p.user.uid()],
+        "drop user (non-root by default)",
+    ));
+    steps.push(Step::new(
+        "no_new_privs",
+        &[],
+        "execve can never gain privileges",
+    ));
+    steps.push(Step::new(
+        "close_range",
+        &[&3, &"~0"],
+        "only fds 0-2 reach the payload",
+    ));
+    if !p.argv.is_empty() {
+        steps.push(Step::new(
+            "execve",
+            &[&p.argv.join(" ")],
+            "the main process",
+        ));
+    }
+    NativePlan::Chroot { steps, mounts }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use sandboxd_core::spec::{Limit, NetworkPolicy, ProcessSpec, Requirement, SandboxSpec};
+    use sandboxd_core::validate::{Policy, validate};
+
+    fn spec(edit: impl FnOnce(&mut SandboxSpec)) -> ValidatedSpec {
+        let mut s = SandboxSpec {
+            process: ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        edit(&mut s);
+        validate(
+            s,
+            &Policy {
+                allowed_mount_sources: vec!["/srv".into()],
+                ..Policy::default()
+            },
+        )
+        .expect("valid spec")
+    }
+
+    fn paths() -> SandboxPaths {
+        SandboxPaths {
+            id: "0123456789abcdef".into(),
+            dir: "/var/lib/sandboxd/sandboxes/0123456789abcdef".into(),
+        }
+    }
+
+    fn refusals(s: &ValidatedSpec, facts: &HostFacts) -> Vec<String> {
+        plan(s, &paths(), Path::new("/images"), facts).refusals
+    }
+
+    #[test]
+    fn required_properties_chroot_cannot_give_are_refused() {
+        let facts = HostFacts::assumed();
+        type Case = (&'static str, fn(&mut SandboxSpec), &'static [&'static str]);
+        let cases: &[Case] = &[
+            ("default", |_| {}, &[]),
+            ("pid", |s| s.isolation.pid = Requirement::Required, &["pid"]),
+            ("hostname", |s| s.hostname = "box".into(), &["hostname"]),
+            (
+                "ipc + cgroup",
+                |s| {
+                    s.isolation.ipc = Requirement::Required;
+                    s.isolation.cgroup = Requirement::Required;
+                },
+                &["ipc", "cgroup"],
+            ),
+            (
+                "network none",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::None,
+                        ..Default::default()
+                    }
+                },
+                &["network"],
+            ),
+            (
+                "network host",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Host,
+                        ..Default::default()
+                    }
+                },
+                &[],
+            ),
+            (
+                "memory",
+                |s| {
+                    s.limits.memory_bytes = Some(Limit {
+                        value: 64 << 20,
+                        requirement: Requirement::Unspecified,
+                    })
+                },
+                &["memory_limit"],
+            ),
+            (
+                "cpu",
+                |s| {
+                    s.limits.cpu_millis = Some(Limit {
+                        value: 500,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &["cpu_limit"],
+            ),
+            (
+                "pids emulated ok",
+                |s| {
+                    s.limits.pids = Some(Limit {
+                        value: 64,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &[],
+            ),
+            (
+                "fs as root",
+                |s| {
+                    s.isolation.filesystem = Requirement::Required;
+                    s.process.user.uid = Some(0);
+                },
+                &["filesystem"],
+            ),
+            (
+                "fs as nobody",
+                |s| s.isolation.filesystem = Requirement::Required,
+                &[],
+            ),
+            (
+                "preferred pid is degraded not refused",
+                |s| s.isolation.pid = Requirement::Preferred,
+                &[],
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let got = refusals(&spec(*edit), &facts);
+            let got: Vec<&str> = got
+                .iter()
+                .map(|r| r.split(':').next().unwrap_or_default())
+                .collect();
+            assert_eq!(&got, want, "case {what}");
+        }
+    }
+
+    #[test]
+    fn preferred_degradation_is_reported() {
+        let s = spec(|s| s.isolation.pid = Requirement::Preferred);
+        let p = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
+        let row = p.report.get(Property::Pid).expect("pid row");
+        assert!(row.degraded);
+        assert_eq!(row.requested, Requirement::Preferred);
+    }
+
+    #[test]
+    fn root_builds() {
+        let facts = HostFacts::assumed();
+        let no_mounts = HostFacts {
+            linux_mounts: false,
+            overlay: false,
+            host_layout: vec![],
+        };
+        let img = Path::new("/images");
+        let host = build(&spec(|_| {}), &paths(), img, &facts).expect("host");
+        assert!(matches!(host.build, RootBuild::HostView { .. }));
+        assert_eq!(host.root, paths().dir.join("rootfs"));
+        let ro = build(
+            &spec(|s| {
+                s.image = "alpine".into();
+                s.readonly_rootfs = true;
+            }),
+            &paths(),
+            img,
+            &facts,
+        )
+        .expect("ro");
+        assert_eq!(
+            ro.build,
+            RootBuild::ImageReadOnly {
+                image: "alpine".into()
+            }
+        );
+        assert!(ro.readonly);
+        let rw = build(&spec(|s| s.image = "alpine".into()), &paths(), img, &facts).expect("rw");
+        assert!(matches!(rw.build, RootBuild::ImageOverlay { .. }));
+        let bare = build(
+            &spec(|s| s.image = "alpine".into()),
+            &paths(),
+            img,
+            &no_mounts,
+        )
+        .expect("bare");
+        assert_eq!(bare.root, PathBuf::from("/images/alpine"));
+        assert_eq!(
+            build(&spec(|_| {}), &paths(), img, &no_mounts),
+            Err(PlanError::HostImageWithoutMounts)
+        );
+    }
+
+    #[test]
+    fn limits_map_to_rlimits() {
+        let s = spec(|s| {
+            s.limits.pids = Some(Limit {
+                value: 64,
+                requirement: Requirement::Required,
+            });
+            s.limits.open_files = Some(Limit {
+                value: 256,
+                requirement: Requirement::Required,
+            });
+            s.limits.address_space_bytes = Some(Limit {
+                value: 1 << 30,
+                requirement: Requirement::Required,
+            });
+        });
+        assert_eq!(
+            rlimits(&s),
+            vec![
+                Rlimit {
+                    kind: RlimitKind::Nproc,
+                    value: 64
+                },
+                Rlimit {
+                    kind: RlimitKind::Nofile,
+                    value: 256
+                },
+                Rlimit {
+                    kind: RlimitKind::As,
+                    value: 1 << 30
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rendered_steps_drop_privileges_after_chroot() {
+        let p = plan(
+            &spec(|_| {}),
+            &paths(),
+            Path::new("/images"),
+            &HostFacts::assumed(),
+        );
+        let NativePlan::Chroot { steps, mounts } = p.native else {
+            panic!("chroot plan")
+        };
+        let ops: Vec<&str> = steps.iter().map(|s| s.op.as_str()).collect();
+        let pos = |op: &str| ops.iter().position(|o| *o == op).expect(op);
+        assert!(pos("chroot") < pos("setuid"));
+        assert!(pos("setgid") < pos("setuid"));
+        assert!(pos("setuid") < pos("execve"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.target.ends_with("/rootfs/usr") && m.options.contains(&"ro".to_owned()))
+        );
+        let setuid = steps.iter().find(|s| s.op == "setuid").expect("setuid");
+        assert_eq!(setuid.args, vec!["65534"]);
+    }
+}

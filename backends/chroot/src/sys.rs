@@ -1,0 +1,212 @@
+//! The chroot backend's kernel operations, one function per call. Only the
+//! supervisor helper (single-threaded) and its forked children call the
+//! mutating ones. This module needs no `unsafe`: nix wraps every call used.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+/// Makes the open directory `root` the process root: fchdir to it,
+/// chroot("."), then chdir("/") so no directory handle is left outside. Using
+/// the descriptor means no path (and no symlink swapped in later) decides
+/// where the root is.
+pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), Errno> {
+    nix::unistd::fchdir(root)?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::chdir("/")
+}
+
+/// Opens a directory the daemon configured (trusted path), close-on-exec.
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens image `name` inside the images directory without following a
+/// symlink: a symlinked image (which could point anywhere on the host) fails
+/// with ELOOP or ENOTDIR.
+pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    openat(
+        images_dir,
+        name,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The path of an open descriptor, usable as a mount source or target: the
+/// kernel resolves it to exactly the object we opened, so no later rename or
+/// symlink swap can redirect the mount.
+pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::*;
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    use std::ffi::OsStr;
+
+    /// Mounts a tmpfs.
+    pub fn mount_tmpfs(target: &Path, flags: MsFlags, data: &str) -> Result<(), Errno> {
+        mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data))
+    }
+
+    /// Bind-mounts `source` on `target` (recursively). A bind ignores most
+    /// flags on creation: callers remount (by a path that names the new
+    /// mount) to add nosuid or read-only.
+    pub fn bind(source: &Path, target: &Path) -> Result<(), Errno> {
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    }
+
+    /// Remounts a bind mount with `flags` (MS_RDONLY, MS_NOSUID, ...).
+    pub fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), Errno> {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+    }
+
+    /// Remounts a (non-bind) filesystem read-only, keeping nosuid/nodev.
+    pub fn remount_ro(target: &Path) -> Result<(), Errno> {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+    }
+
+    /// Mounts an overlay of `lower` (read-only) with `upper`/`work`.
+    pub fn mount_overlay(
+        target: &Path,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<(), Errno> {
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NOSUID,
+            Some(data.as_str()),
+        )
+    }
+
+    /// Lazily detaches `target` and everything mounted below it.
+    pub fn umount_detach(target: &Path) -> Result<(), Errno> {
+        umount2(target, MntFlags::MNT_DETACH)
+    }
+
+    /// Resolves `path` (absolute, inside the sandbox) against `root` as if
+    /// `root` were `/`: `..` and symlinks cannot leave it
+    /// (openat2 RESOLVE_IN_ROOT). Returns an O_PATH descriptor.
+    pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        openat2(root, path, how)
+    }
+
+    /// Resolves `rel` below `dir` refusing any symlink and any `..` that
+    /// would leave it (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
+    pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, Errno> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        openat2(dir, rel, how)
+    }
+
+    /// Creates directory `name` inside `parent` (an O_PATH/dir descriptor
+    /// obtained by resolution in the root). EEXIST is fine.
+    pub fn mkdir_at(parent: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), Errno> {
+        match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Mount points at or below `dir`, from /proc/self/mountinfo. Teardown
+    /// must find none before it deletes anything under `dir`, or it would
+    /// delete through a bind mount into host data.
+    pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(info
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|p| PathBuf::from(unescape_mountinfo(p)))
+            .filter(|p| p.starts_with(dir))
+            .collect())
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    fn unescape_mountinfo(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\\'
+                && i + 3 < bytes.len()
+                && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+            {
+                let v =
+                    (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+                out.push(v);
+                i += 4;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn mountinfo_unescape() {
+            assert_eq!(super::unescape_mountinfo("/a\\040b"), "/a b");
+            assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
+        }
+    }
+}
+
+/// Whether `fd` refers to a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}

@@ -1,0 +1,157 @@
+//! The pure FreeBSD plan: a [`ValidatedSpec`] in, plain data out.
+//!
+//! - [`capabilities`] is the isolation matrix for a host described by
+//!   [`HostFacts`].
+//! - [`build`] computes the typed, serializable [`JailPlan`] the runtime
+//!   supervisor will execute step by step. It refuses (with
+//!   [`PlanError::Refused`]) any spec that asks for a REQUIRED property this
+//!   host cannot give, so a caller cannot run a weaker sandbox by forgetting
+//!   to check.
+//! - [`plan`] is the display form for `PlanSandbox`: the effective isolation
+//!   report, the refusals and the native translation, even for a spec that
+//!   would be refused.
+//!
+//! Nothing here touches the host: every fact about it comes in through
+//! [`HostFacts`], which the runtime probes once at start-up and
+//! [`HostFacts::assumed`] fills in for planning on another OS.
+//!
+//! Decisions where the design is silent:
+//! - Network `UNSPECIFIED` means `NONE` (`ip4=disable ip6=disable`).
+//!   `LOOPBACK` is a vnet jail whose only interface is lo0; without VIMAGE it
+//!   is emulated with a per-sandbox 127/8 alias on the host's lo0, to which
+//!   the jail's 127.0.0.1 maps. `RESTRICTED` gives the listed addresses and
+//!   disables a family that has none.
+//! - Only IDLE jails carry `persist`. The others are created persistent only
+//!   until their first process has attached, then `persist` is cleared, so
+//!   they end with their last process.
+//! - INIT with the default argv (`/sbin/init`) runs `/bin/sh /etc/rc`, as
+//!   jail(8)'s `exec.start` does: init(8) is the system's pid 1 and does not
+//!   run inside a jail. rc starts the jail's services and exits; the sandbox
+//!   lives while they do (they are reparented to the supervisor, the reaper).
+//! - The open-files limit is `setrlimit(RLIMIT_NOFILE)`, per process as the
+//!   API defines it and as on Linux: an rctl `openfiles` rule on the jail
+//!   would cap the sum over all its processes instead.
+//! - CPU: `pcpu` is percent of one CPU, `millis / 10` rounded up (1 milli
+//!   still gets 1%, never 0).
+//! - Client mounts may not target `/dev` (or below), which devfs owns.
+
+mod host;
+mod matrix;
+mod mounts;
+mod params;
+mod render;
+mod steps;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use sandboxd_core::capability::{self, BackendKind};
+use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
+
+pub use host::HostFacts;
+pub use matrix::{capabilities, rows_for};
+pub use mounts::HOST_IMAGE_DIRS;
+pub use params::{DEVFS_RULESET, loopback_alias};
+pub use steps::JAIL_RC;
+pub use types::{
+    Actor, Fstype, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource, ParamValue,
+    RctlResource, RctlRule, Rlimit,
+};
+
+/// Why a plan could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// REQUIRED properties this host cannot give ("property: why").
+    #[error("the freebsd backend cannot enforce REQUIRED properties: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// network: an address did not parse (validation should have caught it).
+    #[error("spec.network.addresses[{index}]: {address:?} is not an IPv4 or IPv6 address")]
+    NetworkAddress {
+        /// Index in `spec.network.addresses`.
+        index: usize,
+        /// The address.
+        address: String,
+    },
+    /// nullfs mount: the target is reserved for the jail's devfs.
+    #[error("spec.mounts[{index}].target: {target:?} is under /dev, which the jail's devfs owns")]
+    NullfsMountTarget {
+        /// Index in `spec.mounts`.
+        index: usize,
+        /// The target.
+        target: String,
+    },
+}
+
+/// The jail's name.
+pub fn jail_name(id: &str) -> String {
+    format!("sandboxd-{id}")
+}
+
+/// The plan without the REQUIRED check: what the runtime would do, with
+/// PREFERRED properties the host cannot give left out.
+fn build_unchecked(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<JailPlan, PlanError> {
+    let name = jail_name(&sandbox.id);
+    let rootfs = sandbox.dir.join("root");
+    let net = params::network(spec, &sandbox.id, host)?;
+    let rctl_rules = steps::rctl_rules(spec, &name, host);
+    Ok(JailPlan {
+        params: params::params(spec, sandbox, &rootfs, &name, &net),
+        mounts: mounts::mounts(spec)?,
+        steps: steps::steps(spec, host, &net, !rctl_rules.is_empty()),
+        rctl_rules,
+        id: sandbox.id.clone(),
+        name,
+        rootfs,
+    })
+}
+
+/// The executable plan for a spec on a host described by `host`. Fails with
+/// [`PlanError::Refused`] when a REQUIRED property cannot be given, so the
+/// result is always safe to execute.
+pub fn build(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<JailPlan, PlanError> {
+    let (_, refusals) = capability::assess(BackendKind::Freebsd, spec, rows_for(spec, host));
+    if !refusals.is_empty() {
+        return Err(PlanError::Refused(refusals));
+    }
+    build_unchecked(spec, sandbox, host)
+}
+
+/// The display plan (PlanSandbox): the effective report for this spec, the
+/// refusals, and the native translation. A refused spec still shows the plan
+/// the host would run with the unavailable properties left out; a spec that
+/// cannot be planned at all gets the reason as a refusal and an empty
+/// translation.
+pub fn plan(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Plan {
+    let (report, mut refusals) =
+        capability::assess(BackendKind::Freebsd, spec, rows_for(spec, host));
+    let native = match build_unchecked(spec, sandbox, host) {
+        Ok(p) => render::native(&p),
+        Err(e) => {
+            refusals.push(e.to_string());
+            render::empty()
+        }
+    };
+    Plan {
+        report,
+        refusals,
+        native,
+    }
+}
+
+/// A row saying the spec DISABLED this property: shared with the host.
+fn disabled_row(property: Property, what: &str) -> Enforcement {
+    Enforcement::new(
+        property,
+        Level::NotEnforced,
+        "none",
+        &format!("DISABLED by the spec: {what}"),
+    )
+}

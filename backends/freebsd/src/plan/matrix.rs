@@ -1,0 +1,201 @@
+//! The FreeBSD isolation matrix ([`capabilities`]) and the rows for one spec
+//! ([`rows_for`]), which differ with the network mode, the image, the uid and
+//! what the spec disables.
+
+use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
+use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
+
+use super::{HostFacts, disabled_row};
+
+/// Why rctl limits are off; part of the refusal text.
+const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
+
+/// The row for an rctl-backed limit.
+fn rctl(host: &HostFacts, property: Property, mechanism: &str, caveat: &str) -> Enforcement {
+    if host.racct_enabled {
+        Enforcement::new(property, Level::Enforced, mechanism, caveat)
+    } else {
+        Enforcement::new(property, Level::NotEnforced, mechanism, RACCT_OFF)
+    }
+}
+
+/// One row per [`Property::ALL`] entry: what this host can enforce.
+pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
+    let loopback = if host.vimage {
+        "LOOPBACK: a vnet jail whose only interface is lo0"
+    } else {
+        "LOOPBACK is EMULATED (no VIMAGE): the jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox 127/8 alias on lo0"
+    };
+    Property::ALL
+        .into_iter()
+        .map(|p| match p {
+            Property::Filesystem => Enforcement::new(
+                p,
+                Level::Enforced,
+                "jail path= + enforce_statfs=2 (chroot-based, jail root cannot escape)",
+                "mounts are made on the host under the sandbox's directory (no mount namespace); the \"host\" image is a tmpfs root with read-only nullfs mounts of /bin /sbin /lib /libexec /usr /etc",
+            ),
+            Property::Pid => Enforcement::new(
+                p,
+                Level::Enforced,
+                "jail process visibility",
+                "processes outside the jail are invisible to it; pids are host pids and there is no pid 1 of its own (the supervisor reaps with PROC_REAP_ACQUIRE)",
+            ),
+            Property::Hostname => Enforcement::new(
+                p,
+                Level::Enforced,
+                "host.hostname",
+                "the default hostname is the sandbox id; allow.set_hostname=0 fixes it",
+            ),
+            Property::Ipc => Enforcement::new(
+                p,
+                Level::Enforced,
+                "sysvmsg/sysvsem/sysvshm=new",
+                "System V IPC gets private namespaces; POSIX shm and message queues follow FreeBSD's jail rules",
+            ),
+            Property::Network => Enforcement::new(
+                p,
+                Level::Enforced,
+                "ip4.addr/ip6.addr",
+                &format!(
+                    "NONE: ip4=disable ip6=disable; RESTRICTED: only the listed addresses, on the host's stack; {loopback}; HOST: ip4/ip6=inherit, if the daemon's config permits"
+                ),
+            ),
+            Property::User => Enforcement::new(
+                p,
+                Level::Emulated,
+                "no uid mapping; jail root is restricted by jail(8) privileges",
+                "uid 0 in the jail owns host files it can reach; securelevel=2 and allow.*=0 withhold the dangerous privileges",
+            ),
+            Property::Cgroup => Enforcement::new(
+                p,
+                Level::NotEnforced,
+                "none",
+                "FreeBSD has no cgroups; rctl accounts per jail",
+            ),
+            Property::MemoryLimit => rctl(
+                host,
+                p,
+                "rctl memoryuse:deny",
+                "resident memory of the whole jail; pages above the limit are reclaimed by the VM daemon rather than allocations failing",
+            ),
+            Property::PidsLimit => rctl(
+                host,
+                p,
+                "rctl maxproc:deny",
+                "processes of the whole jail",
+            ),
+            Property::CpuLimit => rctl(
+                host,
+                p,
+                "rctl pcpu:deny",
+                "percent of one CPU (millis / 10, rounded up) for the whole jail, throttled",
+            ),
+            Property::OpenFilesLimit => Enforcement::new(
+                p,
+                Level::Enforced,
+                "setrlimit RLIMIT_NOFILE",
+                "per process, as on Linux (rctl openfiles would cap the whole jail's sum); inherited by children",
+            ),
+            Property::AddressSpaceLimit => Enforcement::new(
+                p,
+                Level::Enforced,
+                "RLIMIT_AS via setrlimit",
+                "per process, not per sandbox; inherited by children",
+            ),
+            Property::ReadonlyRootfs => Enforcement::new(
+                p,
+                Level::Enforced,
+                "nullfs -o ro",
+                "the \"host\" image's tmpfs root is updated to ro; /dev, /tmp and read-write client mounts stay writable",
+            ),
+            Property::Mounts => Enforcement::new(
+                p,
+                Level::Enforced,
+                "nullfs",
+                "made on the host before the jail starts; nosuid; not under /dev",
+            ),
+        })
+        .collect()
+}
+
+/// The rows for one spec: the matrix, adjusted where the spec changes what
+/// the sandbox actually gets.
+pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
+    let s = spec.spec();
+    let iso = s.isolation;
+    capabilities(host)
+        .into_iter()
+        .map(|row| match row.property {
+            Property::Filesystem if s.image() != HOST_IMAGE && !s.readonly_rootfs => {
+                Enforcement::new(
+                    row.property,
+                    row.level,
+                    &row.mechanism,
+                    "writable root: writes go to the image directory itself, shared with every sandbox using that image (no copy-on-write layer yet; set readonly_rootfs to avoid this)",
+                )
+            }
+            Property::Pid if iso.pid == Requirement::Disabled => Enforcement::new(
+                row.property,
+                row.level,
+                &row.mechanism,
+                "DISABLED was asked, but a jail always hides processes outside it",
+            ),
+            Property::Hostname if iso.hostname == Requirement::Disabled => {
+                disabled_row(row.property, "host=inherit shares the host's hostname")
+            }
+            Property::Ipc if iso.ipc == Requirement::Disabled => disabled_row(
+                row.property,
+                "sysvmsg/sysvsem/sysvshm=inherit share the host's System V IPC",
+            ),
+            Property::Cgroup if iso.cgroup == Requirement::Disabled => {
+                disabled_row(row.property, "FreeBSD has no cgroups")
+            }
+            Property::Network => network_row(s.network.mode, host),
+            Property::User if s.process.user.uid() == 0 => Enforcement::new(
+                row.property,
+                row.level,
+                &row.mechanism,
+                "runs as uid 0: jail root, host uid 0 on every file it can reach; securelevel=2 and allow.*=0 withhold the dangerous privileges",
+            ),
+            _ => row,
+        })
+        .collect()
+}
+
+/// The network row for one mode.
+fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
+    let p = Property::Network;
+    match mode {
+        NetworkMode::Unspecified | NetworkMode::None => Enforcement::new(
+            p,
+            Level::Enforced,
+            "ip4=disable ip6=disable",
+            "no IP sockets; local (unix) sockets only",
+        ),
+        NetworkMode::Loopback if host.vimage => Enforcement::new(
+            p,
+            Level::Enforced,
+            "vnet=new with only lo0",
+            "a private network stack with 127.0.0.1 and ::1",
+        ),
+        NetworkMode::Loopback => Enforcement::new(
+            p,
+            Level::Emulated,
+            "ip4.addr = a per-sandbox 127/8 alias on lo0 (no VIMAGE)",
+            "jail shares the host stack; 127.0.0.1 maps to the jail's first address; the host can reach it; no IPv6",
+        ),
+        NetworkMode::Restricted => Enforcement::new(
+            p,
+            Level::Enforced,
+            "ip4.addr/ip6.addr",
+            "only the listed addresses (a family with none is disabled); they must be configured on a host interface; the jail shares the host's stack and routes, with no firewall",
+        ),
+        NetworkMode::Host => Enforcement::new(
+            p,
+            Level::Enforced,
+            "ip4=inherit ip6=inherit",
+            "shares the host's addresses; the daemon's config must permit HOST networking, and the daemon enforces that",
+        ),
+    }
+}

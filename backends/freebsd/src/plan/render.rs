@@ -1,0 +1,173 @@
+//! Renders a [`JailPlan`] into the display form [`NativePlan::Jail`].
+//! Display only: targets are shown as host paths under the jail's root,
+//! though the runtime resolves them beneath it.
+
+use std::path::{Path, PathBuf};
+
+use sandboxd_core::NativePlan;
+use sandboxd_core::plan::{PlanMount, Step};
+
+use super::{Actor, JailMount, JailPlan, JailStep, MountSource, Rlimit};
+
+/// The images directory as shown in plans (its real path is configuration).
+const IMAGES: &str = "<images>";
+
+/// An empty translation, for specs that cannot be planned.
+pub(super) fn empty() -> NativePlan {
+    NativePlan::Jail {
+        params: Vec::new(),
+        mounts: Vec::new(),
+        rctl_rules: Vec::new(),
+        steps: Vec::new(),
+    }
+}
+
+/// `path` (absolute, inside the jail) under its root on the host.
+fn in_root(rootfs: &Path, path: &str) -> PathBuf {
+    rootfs.join(path.trim_start_matches('/'))
+}
+
+fn mount(rootfs: &Path, m: &JailMount) -> PlanMount {
+    let source = match &m.source {
+        MountSource::Pseudo => m.fstype.as_str().to_owned(),
+        MountSource::Host(p) => p.display().to_string(),
+        MountSource::Image(name) => format!("{IMAGES}/{name}"),
+    };
+    let mut options = Vec::new();
+    if m.update {
+        options.push("update".to_owned());
+    }
+    options.extend(m.options.iter().cloned());
+    PlanMount {
+        source,
+        target: in_root(rootfs, &m.target).display().to_string(),
+        fstype: m.fstype.as_str().to_owned(),
+        options,
+    }
+}
+
+/// The step's name, arguments and reason.
+fn step(plan: &JailPlan, step: &JailStep) -> Step {
+    let (op, args, why): (&str, Vec<String>, &str) = match step {
+        JailStep::Mounts => (
+            "mounts",
+            vec![format!("{} mounts", plan.mounts.len())],
+            "assemble the jail's root on the host; enforce_statfs=2 hides everything else",
+        ),
+        JailStep::AddLoopbackAlias(a) => (
+            "ifconfig",
+            vec!["lo0".to_owned(), "alias".to_owned(), format!("{a}/32")],
+            "LOOPBACK without VIMAGE: the jail's own loopback address, removed on destroy",
+        ),
+        JailStep::CreateJail => (
+            "jail_set",
+            vec!["JAIL_CREATE".to_owned(), plan.name.clone()],
+            if plan.params.iter().any(|p| p.name == "persist") {
+                "IDLE: a persistent jail that stays until destroyed"
+            } else {
+                "persistent only until the first process attaches"
+            },
+        ),
+        JailStep::RctlRules => (
+            "rctl_add_rule",
+            plan.rctl_rules.iter().map(|r| r.render()).collect(),
+            "limits are in place before any process enters",
+        ),
+        JailStep::LoopbackUp => (
+            "ifconfig",
+            vec![
+                "lo0".to_owned(),
+                "inet 127.0.0.1/8".to_owned(),
+                "inet6 ::1/128".to_owned(),
+                "up".to_owned(),
+            ],
+            "a short-lived child attached to the vnet jail configures its loopback",
+        ),
+        JailStep::ReapAcquire => (
+            "procctl",
+            vec![
+                "P_PID".to_owned(),
+                "self".to_owned(),
+                "PROC_REAP_ACQUIRE".to_owned(),
+            ],
+            "orphans of the sandbox are reparented to the supervisor, which sees every exit",
+        ),
+        JailStep::Fork => ("fork", Vec::new(), "the first process"),
+        JailStep::JailAttach => (
+            "jail_attach",
+            vec![plan.name.clone()],
+            "enter the jail; root and cwd become its path",
+        ),
+        JailStep::SetRlimit(Rlimit::Nofile(n)) => (
+            "setrlimit",
+            vec!["RLIMIT_NOFILE".to_owned(), n.to_string()],
+            "open_files limit, per process",
+        ),
+        JailStep::SetRlimit(Rlimit::As(n)) => (
+            "setrlimit",
+            vec!["RLIMIT_AS".to_owned(), n.to_string()],
+            "address_space limit, per process",
+        ),
+        JailStep::NoNewPrivs => (
+            "procctl",
+            vec![
+                "PROC_NO_NEW_PRIVS_CTL".to_owned(),
+                "PROC_NO_NEW_PRIVS_ENABLE".to_owned(),
+            ],
+            "setuid binaries cannot raise privileges (FreeBSD 14+)",
+        ),
+        JailStep::SetGroups(gids) => (
+            "setgroups",
+            gids.iter().map(u32::to_string).collect(),
+            "only the spec's supplementary groups",
+        ),
+        JailStep::SetGid(gid) => ("setgid", vec![gid.to_string()], "the spec's group"),
+        JailStep::SetUid(uid) => ("setuid", vec![uid.to_string()], "the spec's user, last"),
+        JailStep::Chdir(dir) => ("chdir", vec![dir.clone()], "the working directory"),
+        JailStep::Closefrom => (
+            "closefrom",
+            vec!["3".to_owned()],
+            "no descriptor beyond stdio leaks into the payload",
+        ),
+        JailStep::Execve { argv, env } => {
+            // Values of the environment may be secrets; show the names.
+            let mut args = argv.clone();
+            let keys: Vec<&str> = env
+                .iter()
+                .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
+                .collect();
+            if !keys.is_empty() {
+                args.push(format!("env: {}", keys.join(",")));
+            }
+            ("execve", args, "the payload")
+        }
+        JailStep::ClearPersist => (
+            "jail_set",
+            vec!["JAIL_UPDATE".to_owned(), "nopersist".to_owned()],
+            "once the first process attached: the jail ends with its last process",
+        ),
+    };
+    let actor = match step.actor() {
+        Actor::Supervisor => "supervisor",
+        Actor::Child => "child",
+    };
+    Step {
+        op: op.to_owned(),
+        args,
+        why: format!("{actor}: {why}"),
+    }
+}
+
+/// The display form of a plan.
+pub(super) fn native(plan: &JailPlan) -> NativePlan {
+    NativePlan::Jail {
+        params: plan
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.render()))
+            .collect(),
+        mounts: plan.mounts.iter().map(|m| mount(&plan.rootfs, m)).collect(),
+        rctl_rules: plan.rctl_rules.iter().map(|r| r.render()).collect(),
+        steps: plan.steps.iter().map(|s| step(plan, s)).collect(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The jail's rctl rules and the ordered runtime steps.
+
+use sandboxd_core::ValidatedSpec;
+use sandboxd_core::spec::Mode;
+use sandboxd_core::validate::DEFAULT_INIT;
+
+use super::params::Net;
+use super::{HostFacts, JailStep, RctlResource, RctlRule, Rlimit};
+
+/// What INIT mode runs instead of the default `/sbin/init`: jail(8)'s
+/// conventional `exec.start`, since init(8) only runs as the system's pid 1.
+pub const JAIL_RC: [&str; 2] = ["/bin/sh", "/etc/rc"];
+
+/// The rctl rules for the spec's limits. None without racct: the report says
+/// NOT_ENFORCED and [`super::build`] refuses them when REQUIRED.
+pub(super) fn rctl_rules(spec: &ValidatedSpec, jail: &str, host: &HostFacts) -> Vec<RctlRule> {
+    if !host.racct_enabled {
+        return Vec::new();
+    }
+    let l = spec.spec().limits;
+    [
+        (RctlResource::Memoryuse, l.memory_bytes.map(|l| l.value)),
+        (RctlResource::Maxproc, l.pids.map(|l| l.value)),
+        // Percent of one CPU, rounded up so a small quota is never 0%.
+        (
+            RctlResource::Pcpu,
+            l.cpu_millis.map(|l| l.value.div_ceil(10)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(resource, amount)| {
+        amount.map(|amount| RctlRule {
+            jail: jail.to_owned(),
+            resource,
+            amount,
+        })
+    })
+    .collect()
+}
+
+/// The argv the first process runs.
+fn argv(spec: &ValidatedSpec) -> Vec<String> {
+    let s = spec.spec();
+    if s.mode == Mode::Init && s.process.argv == [DEFAULT_INIT] {
+        JAIL_RC.map(str::to_owned).to_vec()
+    } else {
+        s.process.argv.clone()
+    }
+}
+
+/// The steps, in order.
+pub(super) fn steps(
+    spec: &ValidatedSpec,
+    host: &HostFacts,
+    net: &Net,
+    has_rules: bool,
+) -> Vec<JailStep> {
+    let s = spec.spec();
+    let mut steps = vec![JailStep::Mounts];
+    if let Net::Alias(a) = net {
+        steps.push(JailStep::AddLoopbackAlias(*a));
+    }
+    steps.push(JailStep::CreateJail);
+    if has_rules {
+        steps.push(JailStep::RctlRules);
+    }
+    if *net == Net::Vnet {
+        steps.push(JailStep::LoopbackUp);
+    }
+    steps.push(JailStep::ReapAcquire);
+    if s.mode == Mode::Idle {
+        return steps;
+    }
+    steps.extend([JailStep::Fork, JailStep::JailAttach]);
+    if let Some(l) = s.limits.open_files {
+        steps.push(JailStep::SetRlimit(Rlimit::Nofile(l.value)));
+    }
+    if let Some(l) = s.limits.address_space_bytes {
+        steps.push(JailStep::SetRlimit(Rlimit::As(l.value)));
+    }
+    if host.has_no_new_privs() {
+        steps.push(JailStep::NoNewPrivs);
+    }
+    let user = &s.process.user;
+    steps.extend([
+        JailStep::SetGroups(user.additional_gids.clone()),
+        JailStep::SetGid(user.gid()),
+        JailStep::SetUid(user.uid()),
+        // After setuid, so the directory's permissions apply to the payload.
+        JailStep::Chdir(s.process.cwd().to_owned()),
+        JailStep::Closefrom,
+        JailStep::Execve {
+            argv: argv(spec),
+            env: s.process.env.clone(),
+        },
+        JailStep::ClearPersist,
+    ]);
+    steps
+}

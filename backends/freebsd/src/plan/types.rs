@@ -1,0 +1,284 @@
+//! The typed, serializable executable plan the runtime supervisor executes.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A `jail_set(2)` "jailsys" value: how a jail relates to a kernel subsystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Jsys {
+    /// `JAIL_SYS_DISABLE` (0): no access.
+    Disable,
+    /// `JAIL_SYS_NEW` (1): its own instance.
+    New,
+    /// `JAIL_SYS_INHERIT` (2): the parent's (the host's).
+    Inherit,
+}
+
+impl Jsys {
+    /// The jail(8) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::New => "new",
+            Self::Inherit => "inherit",
+        }
+    }
+}
+
+/// A jail parameter's value, typed as `jail_set(2)` expects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamValue {
+    /// A string (path, name, hostname).
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A boolean (`allow.*`, `persist`).
+    Bool(bool),
+    /// A jailsys value.
+    Jsys(Jsys),
+    /// IPv4 addresses.
+    Ip4(Vec<Ipv4Addr>),
+    /// IPv6 addresses.
+    Ip6(Vec<Ipv6Addr>),
+}
+
+impl ParamValue {
+    /// The jail(8) spelling: booleans as 0/1, address lists comma-separated.
+    pub fn render(&self) -> String {
+        fn join<T: ToString>(v: &[T]) -> String {
+            v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+        }
+        match self {
+            Self::Str(s) => s.clone(),
+            Self::Int(n) => n.to_string(),
+            Self::Bool(b) => u8::from(*b).to_string(),
+            Self::Jsys(j) => j.as_str().to_owned(),
+            Self::Ip4(a) => join(a),
+            Self::Ip6(a) => join(a),
+        }
+    }
+}
+
+/// One jail parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailParam {
+    /// Name, e.g. "host.hostname".
+    pub name: String,
+    /// Value.
+    pub value: ParamValue,
+}
+
+/// Filesystem type of a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fstype {
+    /// nullfs (a bind mount).
+    Nullfs,
+    /// devfs.
+    Devfs,
+    /// tmpfs.
+    Tmpfs,
+}
+
+impl Fstype {
+    /// The `nmount(2)` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nullfs => "nullfs",
+            Self::Devfs => "devfs",
+            Self::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// Where a mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// A kernel filesystem with no backing path.
+    Pseudo,
+    /// A host path. Client mount sources are opened beneath their allowed
+    /// root (`O_RESOLVE_BENEATH`), never string-joined.
+    Host(PathBuf),
+    /// An image, looked up by name in the images directory without
+    /// following symlinks.
+    Image(String),
+}
+
+/// One mount, made on the host under the jail's root before the jail is
+/// created (FreeBSD has no mount namespaces; `enforce_statfs=2` hides every
+/// mount outside the jail from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailMount {
+    /// Filesystem type.
+    pub fstype: Fstype,
+    /// Source.
+    pub source: MountSource,
+    /// Absolute path inside the jail ("/" is its root), resolved beneath the
+    /// root without following symlinks; created when missing and the root is
+    /// writable.
+    pub target: String,
+    /// `nmount(2)` options, "name" or "name=value" ("ro", "ruleset=4").
+    pub options: Vec<String>,
+    /// `MNT_UPDATE` of an existing mount rather than a new one.
+    pub update: bool,
+}
+
+/// An rctl resource limited per jail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RctlResource {
+    /// Resident memory in bytes.
+    Memoryuse,
+    /// Number of processes.
+    Maxproc,
+    /// CPU time, percent of one CPU.
+    Pcpu,
+}
+
+impl RctlResource {
+    /// The rctl(8) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memoryuse => "memoryuse",
+            Self::Maxproc => "maxproc",
+            Self::Pcpu => "pcpu",
+        }
+    }
+}
+
+/// An rctl rule `jail:<jail>:<resource>:deny=<amount>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RctlRule {
+    /// The jail's name.
+    pub jail: String,
+    /// Resource.
+    pub resource: RctlResource,
+    /// Amount.
+    pub amount: u64,
+}
+
+impl RctlRule {
+    /// The rule as `rctl_add_rule(2)` and rctl(8) take it.
+    pub fn render(&self) -> String {
+        format!(
+            "jail:{}:{}:deny={}",
+            self.jail,
+            self.resource.as_str(),
+            self.amount
+        )
+    }
+}
+
+/// A resource limit set with `setrlimit(2)` (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rlimit {
+    /// `RLIMIT_NOFILE`.
+    Nofile(u64),
+    /// `RLIMIT_AS` in bytes.
+    As(u64),
+}
+
+/// Who runs a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// The per-sandbox supervisor, on the host.
+    Supervisor,
+    /// The forked first process, which attaches to the jail.
+    Child,
+}
+
+/// One step of the runtime, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JailStep {
+    /// Perform the plan's `mounts` in order.
+    Mounts,
+    /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE); removed when the
+    /// sandbox ends. Fails if another sandbox holds it.
+    AddLoopbackAlias(Ipv4Addr),
+    /// `jail_set(JAIL_CREATE)` with the plan's `params`. `persist` is also
+    /// set when the params lack it, so the jail survives until the first
+    /// process attaches.
+    CreateJail,
+    /// `rctl_add_rule(2)` for each of the plan's `rctl_rules`, before any
+    /// process enters the jail.
+    RctlRules,
+    /// In a vnet jail, a short-lived child attaches and brings lo0 up with
+    /// 127.0.0.1 and ::1.
+    LoopbackUp,
+    /// `procctl(P_PID, self, PROC_REAP_ACQUIRE)`: orphans of the sandbox are
+    /// reparented to the supervisor, which sees every exit.
+    ReapAcquire,
+    /// `fork(2)`.
+    Fork,
+    /// `jail_attach(jid)`: enters the jail and chroots to its path.
+    JailAttach,
+    /// `setrlimit(2)`.
+    SetRlimit(Rlimit),
+    /// `procctl(PROC_NO_NEW_PRIVS_CTL, PROC_NO_NEW_PRIVS_ENABLE)`.
+    NoNewPrivs,
+    /// `setgroups(2)`.
+    SetGroups(Vec<u32>),
+    /// `setgid(2)`.
+    SetGid(u32),
+    /// `setuid(2)`.
+    SetUid(u32),
+    /// `chdir(2)` to the working directory.
+    Chdir(String),
+    /// `closefrom(3)`.
+    Closefrom,
+    /// `execve(2)`.
+    Execve {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Environment.
+        env: Vec<String>,
+    },
+    /// `jail_set(JAIL_UPDATE, nopersist)` once the first process attached:
+    /// the jail now ends with its last process.
+    ClearPersist,
+}
+
+impl JailStep {
+    /// Who runs it.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::JailAttach
+            | Self::SetRlimit(_)
+            | Self::NoNewPrivs
+            | Self::SetGroups(_)
+            | Self::SetGid(_)
+            | Self::SetUid(_)
+            | Self::Chdir(_)
+            | Self::Closefrom
+            | Self::Execve { .. } => Actor::Child,
+            _ => Actor::Supervisor,
+        }
+    }
+}
+
+/// The executable plan of one jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailPlan {
+    /// Sandbox id.
+    pub id: String,
+    /// Jail name, `sandboxd-<id>`.
+    pub name: String,
+    /// The jail's root on the host (`<dir>/root`).
+    pub rootfs: PathBuf,
+    /// `jail_set(2)` parameters, in order.
+    pub params: Vec<JailParam>,
+    /// Mounts, in order.
+    pub mounts: Vec<JailMount>,
+    /// rctl rules.
+    pub rctl_rules: Vec<RctlRule>,
+    /// Steps, in order.
+    pub steps: Vec<JailStep>,
+}

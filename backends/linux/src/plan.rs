@@ -1,0 +1,220 @@
+//! The pure Linux plan: a [`ValidatedSpec`] in, plain data out.
+//!
+//! - [`capabilities`] is the isolation matrix for a host described by
+//!   [`HostFacts`].
+//! - [`build`] computes the typed, serializable [`LinuxPlan`] the runtime
+//!   supervisor will execute step by step. It refuses (with
+//!   [`PlanError::Refused`]) any spec that asks for a REQUIRED property this
+//!   host cannot give, so a caller cannot run a weaker sandbox by forgetting
+//!   to check.
+//! - [`plan`] is the display form for `PlanSandbox`: the effective isolation
+//!   report, the refusals and the native translation, even for a spec that
+//!   would be refused.
+//!
+//! Nothing here touches the host: every fact about it comes in through
+//! [`HostFacts`], which the runtime probes once at start-up and
+//! [`HostFacts::assumed`] fills in for planning on another OS.
+//!
+//! Decisions where the design is silent:
+//! - Network `UNSPECIFIED` means `NONE`: a fresh network namespace whose
+//!   loopback stays down. `LOOPBACK` brings `lo` up.
+//! - `RESTRICTED` (a veth carrying only the listed addresses) arrives with the
+//!   networking issue. Until then it is reported NOT_ENFORCED: REQUIRED is
+//!   refused, PREFERRED gets a loopback-only namespace (fail closed: stricter
+//!   than asked, never looser).
+//! - The user namespace is opt-in (`isolation.user` REQUIRED or PREFERRED)
+//!   and maps sandbox ids `0..count` onto [`HostFacts::userns_range`].
+//! - A writable root on a directory image is an overlay whose upper and work
+//!   directories live under the sandbox's directory, so the shared image is
+//!   never written; without overlayfs [`build`] fails rather than bind the
+//!   image read-write.
+//! - Client mounts may not target `/proc`, `/sys` or `/dev` (or below): they
+//!   would shadow or be shadowed by the sandbox's own pseudo-filesystems and
+//!   their masks.
+
+mod cgroups;
+mod host;
+mod matrix;
+mod mounts;
+mod render;
+mod steps;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use sandboxd_core::capability::{self, BackendKind};
+use sandboxd_core::spec::{NetworkMode, Requirement};
+use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
+
+pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
+pub use matrix::{capabilities, rows_for};
+pub use mounts::{MASKED_PATHS, READONLY_PROC_PATHS};
+pub use types::{
+    Actor, Capability, CgroupPlan, CgroupWrite, IdMap, LinuxPlan, LinuxStep, Mount, MountFlag,
+    MountSource, Namespace, Network, Rlimit, RootOp,
+};
+
+/// Why a plan could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// REQUIRED properties this host cannot give ("property: why").
+    #[error("the linux backend cannot enforce REQUIRED properties: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// rootfs: a writable root on a directory image needs overlayfs.
+    #[error(
+        "rootfs: image {image:?} needs overlayfs for a writable root (the shared image is never mounted read-write); set readonly_rootfs or enable overlayfs"
+    )]
+    RootfsOverlay {
+        /// Image name.
+        image: String,
+    },
+    /// user namespace: an id of the process lies outside the mapped range.
+    #[error(
+        "user namespace: {what} {id} is outside the mapped range 0..{count}; unmapped ids cannot be used"
+    )]
+    UserNamespaceMap {
+        /// "uid", "gid" or "additional gid".
+        what: &'static str,
+        /// The id.
+        id: u32,
+        /// Size of the map.
+        count: u32,
+    },
+    /// bind mount: the target is reserved for the sandbox's own filesystems.
+    #[error(
+        "spec.mounts[{index}].target: {target:?} is under /proc, /sys or /dev, which the sandbox mounts itself"
+    )]
+    BindMountTarget {
+        /// Index in `spec.mounts`.
+        index: usize,
+        /// The target.
+        target: String,
+    },
+}
+
+/// Whether the spec opts into the user namespace.
+fn wants_userns(spec: &ValidatedSpec) -> bool {
+    matches!(
+        spec.spec().isolation.user,
+        Requirement::Required | Requirement::Preferred
+    )
+}
+
+/// The network the sandbox gets: UNSPECIFIED is NONE; RESTRICTED is
+/// loopback-only until the networking issue lands (fail closed).
+fn network(spec: &ValidatedSpec) -> Network {
+    match spec.spec().network.mode {
+        NetworkMode::Unspecified | NetworkMode::None => Network::None,
+        NetworkMode::Loopback | NetworkMode::Restricted => Network::Loopback,
+        NetworkMode::Host => Network::Host,
+    }
+}
+
+/// The namespaces for a spec, in creation order. Mount is always created;
+/// the others unless the spec DISABLED them (user: only when opted into and
+/// available).
+fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
+    let iso = spec.spec().isolation;
+    let on = |r: Requirement| r != Requirement::Disabled;
+    let mut ns = Vec::new();
+    if wants_userns(spec) && host.user_namespaces {
+        ns.push(Namespace::User);
+    }
+    ns.push(Namespace::Mount);
+    let rest = [
+        (Namespace::Pid, on(iso.pid)),
+        (Namespace::Uts, on(iso.hostname)),
+        (Namespace::Ipc, on(iso.ipc)),
+        (Namespace::Net, network(spec) != Network::Host),
+        (Namespace::Cgroup, on(iso.cgroup)),
+    ];
+    ns.extend(rest.into_iter().filter(|(_, keep)| *keep).map(|(n, _)| n));
+    ns
+}
+
+/// Checks that the payload's ids are mapped in the user namespace.
+fn check_id_map(spec: &ValidatedSpec, range: IdRange) -> Result<(), PlanError> {
+    let user = &spec.spec().process.user;
+    let ids = [("uid", user.uid()), ("gid", user.gid())]
+        .into_iter()
+        .chain(user.additional_gids.iter().map(|g| ("additional gid", *g)));
+    for (what, id) in ids {
+        if id >= range.count {
+            return Err(PlanError::UserNamespaceMap {
+                what,
+                id,
+                count: range.count,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The plan without the REQUIRED check: what the runtime would do, with
+/// PREFERRED properties the host cannot give left out.
+fn build_unchecked(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<LinuxPlan, PlanError> {
+    let namespaces = namespaces(spec, host);
+    if namespaces.contains(&Namespace::User) {
+        check_id_map(spec, host.userns_range)?;
+    }
+    let mounts = mounts::root_ops(spec, sandbox, host, &namespaces)?;
+    Ok(LinuxPlan {
+        id: sandbox.id.clone(),
+        network: network(spec),
+        rootfs: sandbox.dir.join("root"),
+        mounts,
+        cgroups: cgroups::cgroups(spec, &sandbox.id, host),
+        steps: steps::steps(spec, sandbox, host, &namespaces),
+        namespaces,
+    })
+}
+
+/// The executable plan for a spec on a host described by `host`. Fails with
+/// [`PlanError::Refused`] when a REQUIRED property cannot be given, so the
+/// result is always safe to execute.
+pub fn build(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<LinuxPlan, PlanError> {
+    let (_, refusals) = capability::assess(BackendKind::Linux, spec, rows_for(spec, host));
+    if !refusals.is_empty() {
+        return Err(PlanError::Refused(refusals));
+    }
+    build_unchecked(spec, sandbox, host)
+}
+
+/// The display plan (PlanSandbox): the effective report for this spec, the
+/// refusals, and the native translation. A refused spec still shows the plan
+/// the host would run with the unavailable properties left out; a spec that
+/// cannot be planned at all gets the reason as a refusal and an empty
+/// translation.
+pub fn plan(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Plan {
+    let (report, mut refusals) = capability::assess(BackendKind::Linux, spec, rows_for(spec, host));
+    let native = match build_unchecked(spec, sandbox, host) {
+        Ok(p) => render::native(&p),
+        Err(e) => {
+            refusals.push(e.to_string());
+            render::empty()
+        }
+    };
+    Plan {
+        report,
+        refusals,
+        native,
+    }
+}
+
+/// A row saying the spec DISABLED this property: shared with the host.
+fn disabled_row(property: sandboxd_core::Property, what: &str) -> Enforcement {
+    Enforcement::new(
+        property,
+        sandboxd_core::Level::NotEnforced,
+        "none",
+        &format!("DISABLED by the spec: {what}"),
+    )
+}

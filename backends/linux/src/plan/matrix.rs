@@ -1,0 +1,211 @@
+//! The Linux isolation matrix ([`capabilities`]) and the rows for one spec
+//! ([`rows_for`]), which differ where the spec disables a namespace, picks a
+//! network mode, or does (not) opt into the user namespace.
+
+use sandboxd_core::spec::{NetworkMode, Requirement};
+use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
+
+use super::{Controller, HostFacts, disabled_row, wants_userns};
+
+/// Why RESTRICTED is not available; part of the refusal text.
+const RESTRICTED_PENDING: &str = "RESTRICTED (a veth carrying only the listed addresses) is not implemented yet and is refused when REQUIRED until the networking issue lands; when PREFERRED the sandbox gets a loopback-only network namespace, stricter than asked";
+
+/// The row for a cgroup-backed limit.
+fn cgroup_limit(
+    property: Property,
+    controller: &Option<Controller>,
+    v2: &str,
+    v1: &str,
+    caveat: &str,
+) -> Enforcement {
+    match controller {
+        Some(Controller::V2) => Enforcement::new(property, Level::Enforced, v2, caveat),
+        Some(Controller::V1 { .. }) => Enforcement::new(property, Level::Enforced, v1, caveat),
+        None => Enforcement::new(
+            property,
+            Level::NotEnforced,
+            v2,
+            "the controller is not available on this host (neither enabled in the cgroup v2 root's cgroup.subtree_control nor mounted as a v1 hierarchy)",
+        ),
+    }
+}
+
+/// One row per [`Property::ALL`] entry: what this host can enforce.
+pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
+    let cg = &host.cgroup;
+    let memory_caveat = if cg.swap_accounting {
+        "swap is capped at 0 (memory.swap.max / memory.memsw.limit_in_bytes); exceeding the limit OOM-kills inside the sandbox"
+    } else {
+        "swap accounting is off on this host, so swap is not capped; exceeding the limit OOM-kills inside the sandbox"
+    };
+    Property::ALL
+        .into_iter()
+        .map(|p| match p {
+            Property::Filesystem => Enforcement::new(
+                p,
+                Level::Enforced,
+                "pivot_root(2) into the image in a private mount namespace (CLONE_NEWNS)",
+                "the old root is detached (umount2 MNT_DETACH); the \"host\" image is a tmpfs root with read-only binds of the host's /usr and /etc",
+            ),
+            Property::Pid => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWPID",
+                "pid 1 is a minimal reaper in PROCESS and IDLE modes and the payload in INIT mode; /proc is mounted for the new namespace",
+            ),
+            Property::Hostname => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWUTS + sethostname",
+                "the default hostname is the sandbox id",
+            ),
+            Property::Ipc => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWIPC",
+                "System V IPC and POSIX message queues (private mqueue mount); POSIX shm lives in the private /dev/shm",
+            ),
+            Property::Network => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWNET",
+                &format!(
+                    "NONE (loopback down) and LOOPBACK are enforced; HOST shares the host's namespace and must be permitted by the daemon's config; {RESTRICTED_PENDING}"
+                ),
+            ),
+            Property::User if host.user_namespaces => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWUSER with uid/gid maps",
+                &format!(
+                    "opt-in (isolation.user REQUIRED or PREFERRED); sandbox ids 0..{} map to host ids from {}, shared by all sandboxes",
+                    host.userns_range.count, host.userns_range.host_start
+                ),
+            ),
+            Property::User => Enforcement::new(
+                p,
+                Level::NotEnforced,
+                "CLONE_NEWUSER with uid/gid maps",
+                "user namespaces are unavailable on this host (no CONFIG_USER_NS, or user.max_user_namespaces is 0)",
+            ),
+            Property::Cgroup => Enforcement::new(
+                p,
+                Level::Enforced,
+                "CLONE_NEWCGROUP",
+                "unshared after the sandbox is placed in its cgroup sandboxd/<id>, which it then sees as /; no cgroupfs is mounted inside",
+            ),
+            Property::MemoryLimit => cgroup_limit(
+                p,
+                &cg.memory,
+                "cgroup v2 memory.max",
+                "cgroup v1 memory.limit_in_bytes",
+                memory_caveat,
+            ),
+            Property::PidsLimit => cgroup_limit(
+                p,
+                &cg.pids,
+                "cgroup v2 pids.max",
+                "cgroup v1 pids.max",
+                "counts threads as well as processes",
+            ),
+            Property::CpuLimit => cgroup_limit(
+                p,
+                &cg.cpu,
+                "cgroup v2 cpu.max",
+                "cgroup v1 cpu.cfs_quota_us",
+                "a quota per 100 ms period (CFS bandwidth); 1000 millis = one CPU",
+            ),
+            Property::OpenFilesLimit => Enforcement::new(
+                p,
+                Level::Enforced,
+                "setrlimit RLIMIT_NOFILE",
+                "per process, not per sandbox; inherited by children",
+            ),
+            Property::AddressSpaceLimit => Enforcement::new(
+                p,
+                Level::Enforced,
+                "setrlimit RLIMIT_AS",
+                "per process, not per sandbox; inherited by children",
+            ),
+            Property::ReadonlyRootfs => Enforcement::new(
+                p,
+                Level::Enforced,
+                "MS_RDONLY bind remount",
+                "the root only: /tmp, /dev, /dev/shm and read-write client mounts stay writable",
+            ),
+            Property::Mounts => Enforcement::new(
+                p,
+                Level::Enforced,
+                "bind mounts resolved with openat2 RESOLVE_IN_ROOT",
+                "non-recursive (so read-only covers the whole mount), nosuid, nodev; not under /proc, /sys or /dev",
+            ),
+        })
+        .collect()
+}
+
+/// The rows for one spec: the matrix, adjusted where the spec changes what
+/// the sandbox actually gets.
+pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
+    let s = spec.spec();
+    let iso = s.isolation;
+    capabilities(host)
+        .into_iter()
+        .map(|row| match row.property {
+            Property::Pid if iso.pid == Requirement::Disabled => {
+                disabled_row(row.property, "shares the host's pid namespace")
+            }
+            Property::Hostname if iso.hostname == Requirement::Disabled => {
+                disabled_row(row.property, "shares the host's hostname")
+            }
+            Property::Ipc if iso.ipc == Requirement::Disabled => {
+                disabled_row(row.property, "shares the host's IPC namespace")
+            }
+            Property::Cgroup if iso.cgroup == Requirement::Disabled => disabled_row(
+                row.property,
+                "sees the host's cgroup tree (limits still apply)",
+            ),
+            Property::Network => network_row(s.network.mode),
+            Property::User if row.level == Level::Enforced && !wants_userns(spec) => {
+                let uid = s.process.user.uid();
+                let caveat = if uid == 0 {
+                    "not requested: uid 0 in the sandbox is host root, limited by the capability bounding set, no_new_privs and the namespaces".to_owned()
+                } else {
+                    format!("not requested: the process runs as host uid {uid}; ids are not mapped")
+                };
+                Enforcement::new(row.property, Level::NotEnforced, "none", &caveat)
+            }
+            _ => row,
+        })
+        .collect()
+}
+
+/// The network row for one mode.
+fn network_row(mode: NetworkMode) -> Enforcement {
+    let p = Property::Network;
+    match mode {
+        NetworkMode::Unspecified | NetworkMode::None => Enforcement::new(
+            p,
+            Level::Enforced,
+            "CLONE_NEWNET",
+            "no interfaces; loopback stays down",
+        ),
+        NetworkMode::Loopback => Enforcement::new(
+            p,
+            Level::Enforced,
+            "CLONE_NEWNET + lo up",
+            "a private loopback only",
+        ),
+        NetworkMode::Restricted => Enforcement::new(
+            p,
+            Level::NotEnforced,
+            "CLONE_NEWNET (loopback only)",
+            RESTRICTED_PENDING,
+        ),
+        NetworkMode::Host => Enforcement::new(
+            p,
+            Level::Enforced,
+            "host network namespace (no CLONE_NEWNET)",
+            "shares the host's network; the daemon's config must permit HOST networking, and the daemon enforces that",
+        ),
+    }
+}

@@ -1,0 +1,275 @@
+//! The ordered list of operations that builds a sandbox's root in its private
+//! mount namespace, before `pivot_root`.
+
+use std::path::{Path, PathBuf};
+
+use sandboxd_core::spec::HOST_IMAGE;
+use sandboxd_core::{SandboxPaths, ValidatedSpec};
+
+use super::{HostFacts, Mount, MountFlag, MountSource, Namespace, PlanError, RootOp};
+
+use MountFlag::{Bind, Nodev, Noexec, Nosuid, Rdonly, Remount};
+
+/// Kernel files and directories hidden from the sandbox because they leak
+/// host information or offer an attack surface (the list runc and Docker
+/// use). Files are covered with `/dev/null`, directories with an empty
+/// read-only tmpfs.
+pub const MASKED_PATHS: [&str; 7] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/acpi",
+    "/sys/firmware",
+];
+
+/// /proc entries that stay visible but read-only: writing them would change
+/// the host kernel (sysctls, sysrq, irq affinity).
+pub const READONLY_PROC_PATHS: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// Masked paths that are directories (the rest are files).
+const MASKED_DIRS: [&str; 3] = ["/proc/scsi", "/proc/acpi", "/sys/firmware"];
+
+/// Device nodes bound from the host into the private /dev.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Where client mounts may not go: the sandbox's own pseudo-filesystems.
+const RESERVED: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// A mount with no `if_exists`.
+fn mount(
+    source: MountSource,
+    target: &str,
+    fstype: Option<&str>,
+    flags: &[MountFlag],
+    data: &[&str],
+) -> RootOp {
+    RootOp::Mount(Mount {
+        source,
+        target: target.to_owned(),
+        fstype: fstype.map(str::to_owned),
+        flags: flags.to_vec(),
+        data: data.iter().map(|d| (*d).to_owned()).collect(),
+        if_exists: false,
+    })
+}
+
+/// A kernel filesystem.
+fn pseudo(fstype: &str, target: &str, flags: &[MountFlag], data: &[&str]) -> RootOp {
+    mount(
+        MountSource::Pseudo(fstype.to_owned()),
+        target,
+        Some(fstype),
+        flags,
+        data,
+    )
+}
+
+/// A bind of a host path.
+fn host_bind(source: &str, target: &str, flags: &[MountFlag]) -> RootOp {
+    mount(
+        MountSource::Host(PathBuf::from(source)),
+        target,
+        None,
+        flags,
+        &[],
+    )
+}
+
+/// Marks a mount as skipped when its source or target does not exist.
+fn optional(op: RootOp) -> RootOp {
+    match op {
+        RootOp::Mount(m) => RootOp::Mount(Mount {
+            if_exists: true,
+            ..m
+        }),
+        other => other,
+    }
+}
+
+/// The image as the new root.
+fn image(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<Vec<RootOp>, PlanError> {
+    let s = spec.spec();
+    let name = s.image();
+    if name == HOST_IMAGE {
+        let mut ops = vec![pseudo("tmpfs", "/", &[Nodev], &["mode=755"])];
+        ops.extend(
+            ["/usr", "/etc"]
+                .into_iter()
+                .map(|d| host_bind(d, d, &[Bind, Rdonly, Nodev])),
+        );
+        for (dir, usr) in [
+            ("/bin", "usr/bin"),
+            ("/sbin", "usr/sbin"),
+            ("/lib", "usr/lib"),
+            ("/lib64", "usr/lib64"),
+        ] {
+            ops.push(if host.merged_usr {
+                RootOp::Symlink {
+                    path: dir.to_owned(),
+                    target: usr.to_owned(),
+                }
+            } else {
+                optional(host_bind(dir, dir, &[Bind, Rdonly, Nodev]))
+            });
+        }
+        return Ok(ops);
+    }
+    if s.readonly_rootfs {
+        return Ok(vec![mount(
+            MountSource::Image(name.to_owned()),
+            "/",
+            None,
+            &[Bind, Rdonly, Nodev],
+            &[],
+        )]);
+    }
+    if !host.overlayfs {
+        return Err(PlanError::RootfsOverlay {
+            image: name.to_owned(),
+        });
+    }
+    Ok(vec![mount(
+        MountSource::Overlay {
+            image: name.to_owned(),
+            upper: sandbox.dir.join("upper"),
+            work: sandbox.dir.join("work"),
+        },
+        "/",
+        Some("overlay"),
+        &[Nodev],
+        &[],
+    )])
+}
+
+/// The root-building operations for a spec, in order.
+pub(super) fn root_ops(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+    namespaces: &[Namespace],
+) -> Result<Vec<RootOp>, PlanError> {
+    let s = spec.spec();
+    let mut ops = vec![RootOp::MakePrivate];
+    ops.extend(image(spec, sandbox, host)?);
+
+    ops.push(pseudo("proc", "/proc", &[Nosuid, Nodev, Noexec], &[]));
+    ops.push(pseudo("tmpfs", "/dev", &[Nosuid, Noexec], &["mode=755"]));
+    for dev in DEVICES {
+        let path = format!("/dev/{dev}");
+        ops.push(host_bind(&path, &path, &[Bind, Nosuid, Noexec]));
+    }
+    for (path, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+    ] {
+        ops.push(RootOp::Symlink {
+            path: path.to_owned(),
+            target: target.to_owned(),
+        });
+    }
+    // A new devpts instance: the sandbox sees only its own terminals.
+    ops.push(pseudo(
+        "devpts",
+        "/dev/pts",
+        &[Nosuid, Noexec],
+        &["newinstance", "ptmxmode=0666", "mode=0620"],
+    ));
+    ops.push(pseudo(
+        "tmpfs",
+        "/dev/shm",
+        &[Nosuid, Nodev, Noexec],
+        &["mode=1777"],
+    ));
+    if namespaces.contains(&Namespace::Ipc) {
+        ops.push(pseudo(
+            "mqueue",
+            "/dev/mqueue",
+            &[Nosuid, Nodev, Noexec],
+            &[],
+        ));
+    }
+    // sysfs shows the network namespace's devices; without one it would show
+    // the host's, so it is left out.
+    let sysfs = namespaces.contains(&Namespace::Net);
+    if sysfs {
+        ops.push(pseudo(
+            "sysfs",
+            "/sys",
+            &[Rdonly, Nosuid, Nodev, Noexec],
+            &[],
+        ));
+    }
+    ops.push(pseudo("tmpfs", "/tmp", &[Nosuid, Nodev], &["mode=1777"]));
+
+    for path in MASKED_PATHS {
+        if path.starts_with("/sys/") && !sysfs {
+            continue;
+        }
+        let op = if MASKED_DIRS.contains(&path) {
+            pseudo("tmpfs", path, &[Rdonly, Nosuid, Nodev, Noexec], &["size=0"])
+        } else {
+            host_bind("/dev/null", path, &[Bind, Rdonly, Nosuid, Noexec])
+        };
+        ops.push(optional(op));
+    }
+    for path in READONLY_PROC_PATHS {
+        ops.push(optional(mount(
+            MountSource::InRoot(path.to_owned()),
+            path,
+            None,
+            &[Bind, Rdonly, Nosuid, Nodev, Noexec],
+            &[],
+        )));
+    }
+
+    for (index, m) in s.mounts.iter().enumerate() {
+        let target = Path::new(&m.target);
+        if RESERVED.iter().any(|r| target.starts_with(r)) {
+            return Err(PlanError::BindMountTarget {
+                index,
+                target: m.target.clone(),
+            });
+        }
+        let mut flags = vec![Bind, Nosuid, Nodev];
+        if m.read_only {
+            flags.push(Rdonly);
+        }
+        ops.push(mount(
+            MountSource::Host(PathBuf::from(&m.source)),
+            &m.target,
+            None,
+            &flags,
+            &[],
+        ));
+    }
+
+    if s.readonly_rootfs {
+        // Last, so every mount point above could still be created. The
+        // runtime keeps the mount's existing nosuid/nodev flags, which a
+        // remount would otherwise clear (and which are locked in a user
+        // namespace).
+        ops.push(mount(
+            MountSource::InRoot("/".to_owned()),
+            "/",
+            None,
+            &[Remount, Bind, Rdonly],
+            &[],
+        ));
+    }
+    Ok(ops)
+}

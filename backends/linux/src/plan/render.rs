@@ -1,0 +1,221 @@
+//! Renders a [`LinuxPlan`] into the display form [`NativePlan::Linux`].
+//! Display only: targets are shown as host paths under the root being
+//! assembled, though the runtime resolves them inside it.
+
+use std::path::{Path, PathBuf};
+
+use sandboxd_core::NativePlan;
+use sandboxd_core::plan::{PlanMount, Step};
+
+use super::{Actor, LinuxPlan, LinuxStep, MountSource, Namespace, Rlimit, RootOp};
+
+/// The images directory as shown in plans (its real path is configuration).
+const IMAGES: &str = "<images>";
+
+/// An empty translation, for specs that cannot be planned.
+pub(super) fn empty() -> NativePlan {
+    NativePlan::Linux {
+        clone_flags: Vec::new(),
+        mounts: Vec::new(),
+        cgroup_writes: Vec::new(),
+        steps: Vec::new(),
+    }
+}
+
+/// `path` (absolute, inside the sandbox) under the root being assembled.
+fn in_root(rootfs: &Path, path: &str) -> PathBuf {
+    rootfs.join(path.trim_start_matches('/'))
+}
+
+fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
+    let root = &plan.rootfs;
+    match op {
+        RootOp::MakePrivate => PlanMount {
+            source: "none".to_owned(),
+            target: "/".to_owned(),
+            fstype: String::new(),
+            options: vec!["rec".to_owned(), "private".to_owned()],
+        },
+        RootOp::Symlink { path, target } => PlanMount {
+            source: target.clone(),
+            target: in_root(root, path).display().to_string(),
+            fstype: "symlink".to_owned(),
+            options: Vec::new(),
+        },
+        RootOp::Mount(m) => {
+            let mut options: Vec<String> = m.flags.iter().map(|f| f.option().to_owned()).collect();
+            options.extend(m.data.iter().cloned());
+            let source = match &m.source {
+                MountSource::Pseudo(s) => s.clone(),
+                MountSource::Host(p) => p.display().to_string(),
+                MountSource::Image(name) => format!("{IMAGES}/{name}"),
+                MountSource::Overlay { image, upper, work } => {
+                    options.extend([
+                        format!("lowerdir={IMAGES}/{image}"),
+                        format!("upperdir={}", upper.display()),
+                        format!("workdir={}", work.display()),
+                    ]);
+                    "overlay".to_owned()
+                }
+                MountSource::InRoot(p) => in_root(root, p).display().to_string(),
+            };
+            if m.if_exists {
+                options.push("if-exists".to_owned());
+            }
+            PlanMount {
+                source,
+                target: in_root(root, &m.target).display().to_string(),
+                fstype: m.fstype.clone().unwrap_or_default(),
+                options,
+            }
+        }
+    }
+}
+
+/// The step's name, arguments and reason.
+fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
+    let (op, args, why): (&str, Vec<String>, &str) = match step {
+        LinuxStep::CreateCgroups => (
+            "create_cgroups",
+            plan.cgroups
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+            "limits are in place before any sandbox code runs",
+        ),
+        LinuxStep::Clone => (
+            "clone",
+            plan.namespaces
+                .iter()
+                .filter(|n| **n != Namespace::Cgroup)
+                .map(|n| n.flag().to_owned())
+                .collect(),
+            "the child waits on a sync pipe until the supervisor has set it up",
+        ),
+        LinuxStep::WriteIdMaps(map) => (
+            "write_id_maps",
+            vec![
+                format!("uid_map: 0 {} {}", map.range.host_start, map.range.count),
+                "setgroups: deny".to_owned(),
+                format!("gid_map: 0 {} {}", map.range.host_start, map.range.count),
+            ],
+            "sandbox root is an unprivileged host id",
+        ),
+        LinuxStep::JoinCgroups => (
+            "join_cgroups",
+            plan.cgroups
+                .dirs
+                .iter()
+                .map(|d| d.join("cgroup.procs").display().to_string())
+                .collect(),
+            "every process of the sandbox is accounted and limited",
+        ),
+        LinuxStep::UnshareCgroup => (
+            "unshare",
+            vec!["CLONE_NEWCGROUP".to_owned()],
+            "after joining, so the sandbox's own cgroup is its root",
+        ),
+        LinuxStep::Mounts => (
+            "mounts",
+            vec![format!("{} operations", plan.mounts.len())],
+            "assemble the root in the private mount namespace",
+        ),
+        LinuxStep::SetHostname(name) => ("sethostname", vec![name.clone()], "own UTS namespace"),
+        LinuxStep::PivotRoot => (
+            "pivot_root",
+            vec![".".to_owned(), ".".to_owned()],
+            "from inside the new root; stacks the old root under it without needing a put_old directory",
+        ),
+        LinuxStep::DetachOldRoot => (
+            "umount2",
+            vec![".".to_owned(), "MNT_DETACH".to_owned()],
+            "the host's root is no longer reachable",
+        ),
+        LinuxStep::LoopbackUp => ("link_up", vec!["lo".to_owned()], "a private loopback"),
+        LinuxStep::ForkPayload => (
+            "fork",
+            Vec::new(),
+            "pid 1 stays a minimal reaper; the sandbox ends when the payload exits",
+        ),
+        LinuxStep::Idle => (
+            "idle",
+            Vec::new(),
+            "IDLE: pid 1 only reaps; work enters with Exec",
+        ),
+        LinuxStep::Capabilities(caps) => (
+            "capabilities",
+            caps.iter().map(|c| c.name().to_owned()).collect(),
+            "Docker's default set without NET_RAW; everything else leaves the bounding set",
+        ),
+        LinuxStep::NoNewPrivs => (
+            "prctl",
+            vec!["PR_SET_NO_NEW_PRIVS".to_owned(), "1".to_owned()],
+            "setuid binaries and file capabilities cannot raise privileges",
+        ),
+        LinuxStep::SetRlimit(Rlimit::Nofile(n)) => (
+            "setrlimit",
+            vec!["RLIMIT_NOFILE".to_owned(), n.to_string()],
+            "open_files limit, per process",
+        ),
+        LinuxStep::SetRlimit(Rlimit::As(n)) => (
+            "setrlimit",
+            vec!["RLIMIT_AS".to_owned(), n.to_string()],
+            "address_space limit, per process",
+        ),
+        LinuxStep::SetGroups(gids) => (
+            "setgroups",
+            gids.iter().map(u32::to_string).collect(),
+            "only the spec's supplementary groups",
+        ),
+        LinuxStep::SetGid(gid) => ("setgid", vec![gid.to_string()], "the spec's group"),
+        LinuxStep::SetUid(uid) => ("setuid", vec![uid.to_string()], "the spec's user, last"),
+        LinuxStep::Chdir(dir) => ("chdir", vec![dir.clone()], "the working directory"),
+        LinuxStep::CloseRange => (
+            "close_range",
+            vec!["3".to_owned(), "~0".to_owned()],
+            "no descriptor beyond stdio leaks into the payload",
+        ),
+        LinuxStep::Execve { argv, env } => {
+            // Values of the environment may be secrets; show the names.
+            let mut args = argv.clone();
+            let keys: Vec<&str> = env
+                .iter()
+                .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
+                .collect();
+            if !keys.is_empty() {
+                args.push(format!("env: {}", keys.join(",")));
+            }
+            ("execve", args, "the payload")
+        }
+    };
+    let actor = match step.actor() {
+        Actor::Supervisor => "supervisor",
+        Actor::Init => "pid 1",
+        Actor::Payload => "payload",
+    };
+    Step {
+        op: op.to_owned(),
+        args,
+        why: format!("{actor}: {why}"),
+    }
+}
+
+/// The display form of a plan.
+pub(super) fn native(plan: &LinuxPlan) -> NativePlan {
+    NativePlan::Linux {
+        clone_flags: plan
+            .namespaces
+            .iter()
+            .map(|n| n.flag().to_owned())
+            .collect(),
+        mounts: plan.mounts.iter().map(|op| mount(plan, op)).collect(),
+        cgroup_writes: plan
+            .cgroups
+            .writes
+            .iter()
+            .map(|w| (w.file.display().to_string(), w.value.clone()))
+            .collect(),
+        steps: plan.steps.iter().map(|s| step(plan, s)).collect(),
+    }
+}

@@ -1,0 +1,73 @@
+//! The ordered runtime steps of a sandbox.
+
+use sandboxd_core::spec::Mode;
+use sandboxd_core::{SandboxPaths, ValidatedSpec};
+
+use super::{Capability, HostFacts, IdMap, LinuxStep, Namespace, Network, Rlimit, network};
+
+/// The steps for a spec, in order.
+pub(super) fn steps(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+    namespaces: &[Namespace],
+) -> Vec<LinuxStep> {
+    let s = spec.spec();
+    let has = |n: Namespace| namespaces.contains(&n);
+    let mut steps = vec![LinuxStep::CreateCgroups, LinuxStep::Clone];
+    if has(Namespace::User) {
+        steps.push(LinuxStep::WriteIdMaps(IdMap {
+            range: host.userns_range,
+        }));
+    }
+    steps.push(LinuxStep::JoinCgroups);
+    if has(Namespace::Cgroup) {
+        steps.push(LinuxStep::UnshareCgroup);
+    }
+    steps.push(LinuxStep::Mounts);
+    if has(Namespace::Uts) {
+        let name = if s.hostname.is_empty() {
+            sandbox.id.clone()
+        } else {
+            s.hostname.clone()
+        };
+        steps.push(LinuxStep::SetHostname(name));
+    }
+    steps.extend([LinuxStep::PivotRoot, LinuxStep::DetachOldRoot]);
+    if network(spec) == Network::Loopback {
+        steps.push(LinuxStep::LoopbackUp);
+    }
+    match s.mode {
+        Mode::Idle => {
+            steps.push(LinuxStep::Idle);
+            return steps;
+        }
+        Mode::Process => steps.push(LinuxStep::ForkPayload),
+        // INIT: the payload is pid 1 itself, as nspawn does.
+        Mode::Init => {}
+    }
+    steps.extend([
+        LinuxStep::Capabilities(Capability::DEFAULT.to_vec()),
+        LinuxStep::NoNewPrivs,
+    ]);
+    if let Some(l) = s.limits.open_files {
+        steps.push(LinuxStep::SetRlimit(Rlimit::Nofile(l.value)));
+    }
+    if let Some(l) = s.limits.address_space_bytes {
+        steps.push(LinuxStep::SetRlimit(Rlimit::As(l.value)));
+    }
+    let user = &s.process.user;
+    steps.extend([
+        LinuxStep::SetGroups(user.additional_gids.clone()),
+        LinuxStep::SetGid(user.gid()),
+        LinuxStep::SetUid(user.uid()),
+        // After setuid, so the directory's permissions apply to the payload.
+        LinuxStep::Chdir(s.process.cwd().to_owned()),
+        LinuxStep::CloseRange,
+        LinuxStep::Execve {
+            argv: s.process.argv.clone(),
+            env: s.process.env.clone(),
+        },
+    ]);
+    steps
+}

@@ -1,0 +1,376 @@
+//! The typed, serializable executable plan the runtime supervisor executes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::IdRange;
+
+/// A namespace the sandbox gets, in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Namespace {
+    /// `CLONE_NEWUSER`: first, so the others are owned by it.
+    User,
+    /// `CLONE_NEWNS`: always.
+    Mount,
+    /// `CLONE_NEWPID`.
+    Pid,
+    /// `CLONE_NEWUTS`.
+    Uts,
+    /// `CLONE_NEWIPC`.
+    Ipc,
+    /// `CLONE_NEWNET`.
+    Net,
+    /// `CLONE_NEWCGROUP`: unshared by the child after it was placed in its
+    /// cgroup, so that cgroup becomes its root.
+    Cgroup,
+}
+
+impl Namespace {
+    /// The clone flag's name.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::User => "CLONE_NEWUSER",
+            Self::Mount => "CLONE_NEWNS",
+            Self::Pid => "CLONE_NEWPID",
+            Self::Uts => "CLONE_NEWUTS",
+            Self::Ipc => "CLONE_NEWIPC",
+            Self::Net => "CLONE_NEWNET",
+            Self::Cgroup => "CLONE_NEWCGROUP",
+        }
+    }
+}
+
+/// One `mount(2)` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountFlag {
+    /// `MS_RDONLY`. On a bind the runtime follows up with
+    /// `MS_REMOUNT|MS_BIND|MS_RDONLY`, as the kernel ignores it on the bind.
+    Rdonly,
+    /// `MS_NOSUID`.
+    Nosuid,
+    /// `MS_NODEV`.
+    Nodev,
+    /// `MS_NOEXEC`.
+    Noexec,
+    /// `MS_BIND`.
+    Bind,
+    /// `MS_REMOUNT`.
+    Remount,
+}
+
+impl MountFlag {
+    /// The mount(8) option name.
+    pub fn option(self) -> &'static str {
+        match self {
+            Self::Rdonly => "ro",
+            Self::Nosuid => "nosuid",
+            Self::Nodev => "nodev",
+            Self::Noexec => "noexec",
+            Self::Bind => "bind",
+            Self::Remount => "remount",
+        }
+    }
+}
+
+/// Where a mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// A kernel filesystem with no backing path ("proc", "tmpfs", ...).
+    Pseudo(String),
+    /// A host path. Client mount sources are opened beneath their allowed
+    /// root with `openat2(RESOLVE_IN_ROOT)`, never string-joined.
+    Host(PathBuf),
+    /// An image, looked up by name in the images directory without
+    /// following symlinks.
+    Image(String),
+    /// An overlay of an image with a private writable layer.
+    Overlay {
+        /// Image name (lower layer).
+        image: String,
+        /// Upper directory, under the sandbox's directory.
+        upper: PathBuf,
+        /// Overlay work directory, under the sandbox's directory.
+        work: PathBuf,
+    },
+    /// A path already inside the new root (self-binds, remounts).
+    InRoot(String),
+}
+
+/// One mount under the new root, performed before `pivot_root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Source.
+    pub source: MountSource,
+    /// Absolute path inside the sandbox ("/" is the new root itself),
+    /// resolved with `openat2(RESOLVE_IN_ROOT)` under the new root; created
+    /// when missing and the root is writable.
+    pub target: String,
+    /// Filesystem type; `None` for binds and remounts.
+    pub fstype: Option<String>,
+    /// Flags.
+    pub flags: Vec<MountFlag>,
+    /// Filesystem data ("mode=755").
+    pub data: Vec<String>,
+    /// Skip, rather than fail, when the target does not exist (masks of
+    /// kernel files that depend on the kernel's configuration).
+    pub if_exists: bool,
+}
+
+/// One operation building the root, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootOp {
+    /// `mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)`: nothing mounted in the
+    /// sandbox propagates to the host, and host mount events do not reach it.
+    MakePrivate,
+    /// A mount.
+    Mount(Mount),
+    /// A symlink inside the new root (merged-/usr links of the "host" image).
+    Symlink {
+        /// Absolute path of the link inside the sandbox.
+        path: String,
+        /// What it points to.
+        target: String,
+    },
+}
+
+/// One cgroup file write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupWrite {
+    /// The file (absolute host path).
+    pub file: PathBuf,
+    /// What is written.
+    pub value: String,
+}
+
+/// The sandbox's cgroups: `sandboxd/<id>` under each hierarchy used.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CgroupPlan {
+    /// Directories to create (parents included), one per hierarchy; the
+    /// child's pid is written to `cgroup.procs` in each.
+    pub dirs: Vec<PathBuf>,
+    /// Writes, in order, before any sandbox code runs.
+    pub writes: Vec<CgroupWrite>,
+}
+
+/// A uid/gid map for the user namespace: sandbox ids `0..count` are host ids
+/// `host_start..host_start+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// The range.
+    pub range: IdRange,
+}
+
+/// The capabilities the payload keeps (bounding, permitted, effective):
+/// Docker's default set minus `NET_RAW` (no raw sockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum Capability {
+    Chown,
+    DacOverride,
+    Fowner,
+    Fsetid,
+    Kill,
+    Setgid,
+    Setuid,
+    Setpcap,
+    NetBindService,
+    SysChroot,
+    Mknod,
+    AuditWrite,
+    Setfcap,
+}
+
+impl Capability {
+    /// The default set, in capability-number order.
+    pub const DEFAULT: [Capability; 13] = [
+        Self::Chown,
+        Self::DacOverride,
+        Self::Fowner,
+        Self::Fsetid,
+        Self::Kill,
+        Self::Setgid,
+        Self::Setuid,
+        Self::Setpcap,
+        Self::NetBindService,
+        Self::SysChroot,
+        Self::Mknod,
+        Self::AuditWrite,
+        Self::Setfcap,
+    ];
+
+    /// The kernel's number (linux/capability.h; stable ABI).
+    pub fn number(self) -> u32 {
+        match self {
+            Self::Chown => 0,
+            Self::DacOverride => 1,
+            Self::Fowner => 3,
+            Self::Fsetid => 4,
+            Self::Kill => 5,
+            Self::Setgid => 6,
+            Self::Setuid => 7,
+            Self::Setpcap => 8,
+            Self::NetBindService => 10,
+            Self::SysChroot => 18,
+            Self::Mknod => 27,
+            Self::AuditWrite => 29,
+            Self::Setfcap => 31,
+        }
+    }
+
+    /// "CAP_CHOWN".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chown => "CAP_CHOWN",
+            Self::DacOverride => "CAP_DAC_OVERRIDE",
+            Self::Fowner => "CAP_FOWNER",
+            Self::Fsetid => "CAP_FSETID",
+            Self::Kill => "CAP_KILL",
+            Self::Setgid => "CAP_SETGID",
+            Self::Setuid => "CAP_SETUID",
+            Self::Setpcap => "CAP_SETPCAP",
+            Self::NetBindService => "CAP_NET_BIND_SERVICE",
+            Self::SysChroot => "CAP_SYS_CHROOT",
+            Self::Mknod => "CAP_MKNOD",
+            Self::AuditWrite => "CAP_AUDIT_WRITE",
+            Self::Setfcap => "CAP_SETFCAP",
+        }
+    }
+}
+
+/// A resource limit set with `setrlimit(2)` (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rlimit {
+    /// `RLIMIT_NOFILE`.
+    Nofile(u64),
+    /// `RLIMIT_AS` in bytes.
+    As(u64),
+}
+
+/// Who runs a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// The per-sandbox supervisor, outside the namespaces.
+    Supervisor,
+    /// The sandbox's first process (pid 1 in its pid namespace), before it
+    /// becomes the reaper or the payload.
+    Init,
+    /// The payload process, after it was forked from the reaper (or, in INIT
+    /// mode, pid 1 itself).
+    Payload,
+}
+
+/// One step of the runtime, in order. Data a step needs is in it or in the
+/// plan's `namespaces`, `mounts` and `cgroups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinuxStep {
+    /// Create the cgroup directories and do the writes.
+    CreateCgroups,
+    /// `clone(2)` with the namespace flags except `CLONE_NEWCGROUP`; the
+    /// child waits on a sync pipe until the supervisor releases it.
+    Clone,
+    /// Write `/proc/<child>/uid_map`, `setgroups` ("deny") and `gid_map`.
+    WriteIdMaps(IdMap),
+    /// Write the child's pid to `cgroup.procs` in every cgroup directory.
+    JoinCgroups,
+    /// `unshare(CLONE_NEWCGROUP)`, now that the child is in its cgroup.
+    UnshareCgroup,
+    /// Perform the plan's `mounts` in order.
+    Mounts,
+    /// `sethostname(2)`.
+    SetHostname(String),
+    /// `pivot_root(".", ".")` from inside the new root.
+    PivotRoot,
+    /// `umount2(".", MNT_DETACH)`: drop the old root stacked under the new.
+    DetachOldRoot,
+    /// Bring `lo` up (SIOCSIFFLAGS) in the new network namespace.
+    LoopbackUp,
+    /// pid 1 stays a minimal reaper and forks the payload.
+    ForkPayload,
+    /// pid 1 stays a reaper with no payload (IDLE); work enters with Exec.
+    Idle,
+    /// Drop every capability not listed from the bounding, inheritable and
+    /// ambient sets; keep these as permitted and effective.
+    Capabilities(Vec<Capability>),
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    NoNewPrivs,
+    /// `setrlimit(2)`.
+    SetRlimit(Rlimit),
+    /// `setgroups(2)`.
+    SetGroups(Vec<u32>),
+    /// `setgid(2)`.
+    SetGid(u32),
+    /// `setuid(2)`.
+    SetUid(u32),
+    /// `chdir(2)` to the working directory.
+    Chdir(String),
+    /// `close_range(3, ~0, 0)`.
+    CloseRange,
+    /// `execve(2)`.
+    Execve {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Environment.
+        env: Vec<String>,
+    },
+}
+
+impl LinuxStep {
+    /// Who runs it.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::CreateCgroups | Self::Clone | Self::WriteIdMaps(_) | Self::JoinCgroups => {
+                Actor::Supervisor
+            }
+            Self::UnshareCgroup
+            | Self::Mounts
+            | Self::SetHostname(_)
+            | Self::PivotRoot
+            | Self::DetachOldRoot
+            | Self::LoopbackUp
+            | Self::ForkPayload
+            | Self::Idle => Actor::Init,
+            _ => Actor::Payload,
+        }
+    }
+}
+
+/// The network the sandbox gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A new network namespace; `lo` stays down.
+    None,
+    /// A new network namespace with `lo` up.
+    Loopback,
+    /// The host's network namespace.
+    Host,
+}
+
+/// The executable plan of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxPlan {
+    /// Sandbox id.
+    pub id: String,
+    /// Namespaces, in creation order.
+    pub namespaces: Vec<Namespace>,
+    /// The network.
+    pub network: Network,
+    /// Where the new root is assembled on the host (`<dir>/root`), inside
+    /// the child's private mount namespace.
+    pub rootfs: PathBuf,
+    /// Root-building operations, in order.
+    pub mounts: Vec<RootOp>,
+    /// cgroups.
+    pub cgroups: CgroupPlan,
+    /// Steps, in order.
+    pub steps: Vec<LinuxStep>,
+}

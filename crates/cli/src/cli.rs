@@ -1,0 +1,405 @@
+//! The command line, as clap derive types. Values that need more than a
+//! string check (sizes, users, mounts, requirement flags) are kept as strings
+//! here and parsed in `spec_flags`, so every error can name its flag in one
+//! line and the parsing is unit-testable without clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::connect::DEFAULT_HOST;
+
+/// Client for sandboxd: create, run and inspect sandboxes realised by FreeBSD
+/// jails, Linux namespaces or chroot, through one API.
+#[derive(Debug, Parser)]
+#[command(name = "sandboxctl", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The daemon to talk to: unix://PATH (tcp://ADDR needs mTLS, not yet
+    /// supported by this build).
+    #[arg(long, global = true, env = "SANDBOXD_HOST", default_value = DEFAULT_HOST, value_name = "URL")]
+    pub(crate) host: String,
+
+    /// Print responses as JSON (proto field and enum names) instead of
+    /// tables. `run` and `exec` are unaffected: their output is the process's.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Show the daemon's backend and what it can enforce.
+    Caps,
+    /// Dry run: show how a backend would realise a spec (nothing is created).
+    Plan(PlanArgs),
+    /// Create a sandbox and print its id.
+    Create(CreateArgs),
+    /// Create a sandbox, run a command in it with stdio attached, remove it
+    /// (like `docker run --rm`), and exit with the command's exit code.
+    Run(RunArgs),
+    /// Run a command in an existing sandbox with stdio attached, and exit
+    /// with its exit code.
+    Exec(ExecArgs),
+    /// List sandboxes.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show one sandbox in detail.
+    Inspect(IdArg),
+    /// Stop sandboxes: the stop signal, a grace period, then SIGKILL. They
+    /// stay (with their exit result) until removed.
+    Stop(StopArgs),
+    /// Destroy sandboxes: kill everything in them and remove all they left on
+    /// the host. Succeeds for unknown ids, saying so.
+    Rm(IdsArg),
+    /// Wait for a sandbox to end, print its exit result, and exit with its
+    /// exit code.
+    Wait(IdArg),
+    /// Stream lifecycle events, one per line, until interrupted.
+    Events(EventsArgs),
+}
+
+/// Flags describing the process to run (shared by the spec flags and `exec`).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ProcessFlags {
+    /// Environment variable KEY=VALUE (repeatable); a bare KEY copies the
+    /// local value. Nothing else is inherited.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+
+    /// Working directory inside the sandbox (absolute; default /).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<String>,
+
+    /// Numeric user and optional group to run as (default: the daemon's
+    /// unprivileged 65534). Names are not resolved: the client's passwd file
+    /// says nothing about the sandbox's.
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    pub(crate) user: Option<String>,
+
+    /// Supplementary group id (repeatable).
+    #[arg(long = "group", value_name = "GID")]
+    pub(crate) groups: Vec<String>,
+}
+
+/// The sandbox spec as flags (shared by plan, create and run).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct SpecFlags {
+    /// Human name: 1-63 of [a-z0-9-]; unique among live sandboxes.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+
+    /// Image: "host" (read-only view of the host's system directories) or a
+    /// directory under the daemon's images dir. Default: the daemon's
+    /// ("host").
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+
+    /// Lifecycle mode: process (one main process), init (the image's init or
+    /// the command runs as first process), idle (no main process; enter with
+    /// exec). Default for create/plan: process with a command, idle without.
+    #[arg(long, value_name = "MODE")]
+    pub(crate) mode: Option<String>,
+
+    /// Hostname inside the sandbox (asks for hostname isolation).
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) process: ProcessFlags,
+
+    /// Memory limit of the whole sandbox, e.g. 512M, 2G (K/M/G/T, 1024-based).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
+
+    /// Maximum number of processes/threads in the sandbox.
+    #[arg(long, value_name = "N")]
+    pub(crate) pids: Option<String>,
+
+    /// CPU quota in CPUs, e.g. 0.5 or 2 (or milli-CPUs as 500m).
+    #[arg(long, value_name = "CPUS")]
+    pub(crate) cpus: Option<String>,
+
+    /// Maximum open files per process (RLIMIT_NOFILE).
+    #[arg(long, value_name = "N")]
+    pub(crate) nofile: Option<String>,
+
+    /// Maximum address space per process (RLIMIT_AS), e.g. 1G.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) address_space: Option<String>,
+
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub(crate) readonly: bool,
+
+    /// Bind a host directory into the sandbox: SRC:DST[:ro|:rw], both
+    /// absolute (repeatable).
+    #[arg(short = 'v', long = "mount", value_name = "SRC:DST[:ro]")]
+    pub(crate) mounts: Vec<String>,
+
+    /// Label KEY=VALUE for selection with `ls --selector` (repeatable).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+
+    /// Network: none, loopback, host (if the daemon permits it) or
+    /// restricted (with --address).
+    #[arg(long, value_name = "MODE")]
+    pub(crate) network: Option<String>,
+
+    /// An IPv4/IPv6 address the sandbox may use (repeatable; implies
+    /// --network restricted).
+    #[arg(long = "address", value_name = "IP")]
+    pub(crate) addresses: Vec<String>,
+
+    /// Refuse to create unless PROP is enforced (the default for what you set).
+    /// PROP: filesystem pid hostname ipc user cgroup network memory pids cpu
+    /// nofile address-space; repeatable or comma-separated. For a limit or
+    /// the network, that flag must be given too.
+    #[arg(long = "require", value_name = "PROP", value_delimiter = ',')]
+    pub(crate) require: Vec<String>,
+
+    /// Enforce PROP if the backend can, else create anyway and report the
+    /// degradation (same PROP names as --require).
+    #[arg(long = "prefer", value_name = "PROP", value_delimiter = ',')]
+    pub(crate) prefer: Vec<String>,
+
+    /// Share the host's view of PROP (filesystem pid hostname ipc user
+    /// cgroup only; for the network use --network host).
+    #[arg(long = "disable", value_name = "PROP", value_delimiter = ',')]
+    pub(crate) disable: Vec<String>,
+
+    /// Signal `stop` sends first, as a number or a portable name (TERM, INT,
+    /// HUP, QUIT, KILL, ...). Default TERM.
+    #[arg(long, value_name = "SIGNAL")]
+    pub(crate) stop_signal: Option<String>,
+}
+
+/// A backend to plan for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendArg {
+    /// Linux namespaces + pivot_root + cgroups.
+    Linux,
+    /// FreeBSD jails.
+    Freebsd,
+    /// chroot(2) with dropped privileges and rlimits.
+    Chroot,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// Backend to plan for (default: the daemon's own). Any backend can be
+    /// planned on any host.
+    #[arg(long, value_enum)]
+    pub(crate) backend: Option<BackendArg>,
+
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
+
+    /// The main process's command, after `--`.
+    #[arg(last = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
+
+    /// Idempotency key: retrying with the same key returns the first result
+    /// instead of creating a second sandbox. 1-128 of [A-Za-z0-9._-].
+    #[arg(long, value_name = "ID")]
+    pub(crate) request_id: Option<String>,
+
+    /// The main process's command, after `--` (process and init modes). Its
+    /// stdio is discarded by the daemon; use `run` to see output.
+    #[arg(last = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
+
+    /// Forward local stdin to the process (without it the process's stdin is
+    /// closed at once).
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+
+    /// Give the process a terminal; the local terminal goes into raw mode and
+    /// its size follows the window.
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
+
+    /// Destroy the sandbox when the command ends (--rm=false keeps it; find
+    /// it with `sandboxctl ls`).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) rm: bool,
+
+    /// The command, after `--`. The sandbox is created idle (or, with
+    /// --mode init, running the image's init) and the command is exec'd into
+    /// it with stdio attached; --mode process is accepted but runs the same
+    /// way, because the daemon discards a main process's stdio.
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Forward local stdin to the process (without it the process's stdin is
+    /// closed at once).
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+
+    /// Give the process a terminal; the local terminal goes into raw mode and
+    /// its size follows the window.
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
+
+    #[command(flatten)]
+    pub(crate) process: ProcessFlags,
+
+    /// Sandbox id or name.
+    pub(crate) id: String,
+
+    /// The command, after `--`.
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Label selector: comma-separated key=value, key!=value or key terms,
+    /// all of which must match.
+    #[arg(long, value_name = "SEL")]
+    pub(crate) selector: Option<String>,
+
+    /// Follow page tokens and list every match (default: the first page).
+    #[arg(long)]
+    pub(crate) all_pages: bool,
+}
+
+/// A command taking one sandbox.
+#[derive(Debug, Args)]
+pub(crate) struct IdArg {
+    /// Sandbox id or name.
+    pub(crate) id: String,
+}
+
+/// A command taking one or more sandboxes.
+#[derive(Debug, Args)]
+pub(crate) struct IdsArg {
+    /// Sandbox ids or names.
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+}
+
+/// `stop`.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Seconds between the stop signal and SIGKILL (default: the daemon's,
+    /// 10; at most 300).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) grace: Option<u32>,
+
+    /// Signal to send first, as a number or a portable name (default: the
+    /// sandbox's stop signal).
+    #[arg(long, value_name = "SIGNAL")]
+    pub(crate) signal: Option<String>,
+
+    /// Sandbox ids or names.
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Replay retained events after this revision first (0: all retained).
+    /// Pass the last revision you saw to resume without gaps.
+    #[arg(long, value_name = "REV", default_value_t = 0)]
+    pub(crate) after: u64,
+
+    /// Only events of this sandbox (id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) sandbox: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sandboxctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_rm_forms() {
+        let rm = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => Some(r.rm),
+            _ => None,
+        };
+        assert_eq!(rm(&["run", "--", "true"]), Some(true));
+        assert_eq!(rm(&["run", "--rm", "--", "true"]), Some(true));
+        assert_eq!(rm(&["run", "--rm=false", "--", "true"]), Some(false));
+        assert_eq!(rm(&["run", "--rm=true", "-it", "--", "sh"]), Some(true));
+        assert_eq!(rm(&["run"]), None, "a command is required");
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = parse(&["ls", "--json", "--host", "unix:///tmp/s"]).ok();
+        assert_eq!(
+            cli.as_ref().map(|c| (c.json, c.host.as_str())),
+            Some((true, "unix:///tmp/s"))
+        );
+    }
+
+    #[test]
+    fn exec_takes_id_then_argv() {
+        match parse(&["exec", "-i", "-e", "A=1", "abc", "--", "sh", "-c", "echo"])
+            .map(|c| c.command)
+        {
+            Ok(Command::Exec(e)) => {
+                assert_eq!(e.id, "abc");
+                assert_eq!(e.argv, ["sh", "-c", "echo"]);
+                assert_eq!(e.process.env, ["A=1"]);
+                assert!(e.interactive && !e.tty);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeatable_and_comma_separated_requirements() {
+        match parse(&[
+            "plan",
+            "--require",
+            "pid,ipc",
+            "--require",
+            "user",
+            "--backend",
+            "freebsd",
+        ])
+        .map(|c| c.command)
+        {
+            Ok(Command::Plan(p)) => {
+                assert_eq!(p.spec.require, ["pid", "ipc", "user"]);
+                assert_eq!(p.backend, Some(BackendArg::Freebsd));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,1088 @@
+//! Turning the spec flags (`cli::SpecFlags`, `cli::ProcessFlags`) into a
+//! `SandboxSpec` / `ProcessSpec`.
+//!
+//! Each value parser returns a plain reason; the caller wraps it into a
+//! one-line usage error naming the flag and the value (`--memory 64X: ...`).
+//! Only what the client can know is checked here (syntax, contradictions
+//! between flags); rules that are the daemon's (name charset, allowed mount
+//! sources, image names) are left to it, so the two cannot drift apart.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use sandboxd_proto::v1::{
+    Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, ProcessSpec, Requirement,
+    SandboxMode, SandboxSpec, User,
+};
+
+use crate::cli::{ProcessFlags, SpecFlags};
+use crate::error::CliError;
+
+/// Looks up a variable in the local environment (injected so tests do not
+/// depend on the real environment).
+pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The real environment.
+pub(crate) fn local_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// A usage error for `flag value: reason`.
+fn flag_err(flag: &str, value: &str, reason: impl std::fmt::Display) -> CliError {
+    let shown = if value.is_empty() || value.contains(char::is_whitespace) {
+        format!("{value:?}")
+    } else {
+        value.to_owned()
+    };
+    CliError::Usage(format!("{flag} {shown}: {reason}"))
+}
+
+/// Parses `value` with `parse`, naming `flag` in the error.
+fn with_flag<T>(
+    flag: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, CliError> {
+    parse(value).map_err(|reason| flag_err(flag, value, reason))
+}
+
+/// A byte size: an integer with an optional K/M/G/T suffix (1024-based; `KB`,
+/// `KiB` and lower case accepted too, all meaning the same).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    if digits.is_empty() {
+        return Err("expected a number with an optional K, M, G or T suffix, e.g. 512M".into());
+    }
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("unknown size suffix {suffix:?} (use K, M, G or T)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| "number too large".to_owned())?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| "size too large".to_owned())?;
+    if bytes == 0 {
+        return Err("must be greater than 0".into());
+    }
+    Ok(bytes)
+}
+
+/// A positive integer count.
+pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| "expected a positive integer".to_owned())?;
+    if n == 0 {
+        return Err("must be greater than 0".into());
+    }
+    Ok(n)
+}
+
+/// CPUs as a decimal (`0.5`, `2`, at most 3 decimals) or milli-CPUs (`500m`),
+/// to milli-CPUs. Done in integers so `0.3` is exactly 300.
+pub(crate) fn parse_cpus(s: &str) -> Result<u64, String> {
+    const SYNTAX: &str = "expected CPUs like 0.5 or 2, or milli-CPUs like 500m";
+    let millis = if let Some(m) = s.strip_suffix('m') {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SYNTAX.into());
+        }
+        m.parse::<u64>()
+            .map_err(|_| "number too large".to_owned())?
+    } else {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+            return Err(SYNTAX.into());
+        }
+        if frac.len() > 3 {
+            return Err("at most 3 decimals (the quota is in milli-CPUs)".into());
+        }
+        let whole: u64 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| "number too large".to_owned())?
+        };
+        // frac has at most 3 digits, so padding to 3 and parsing cannot fail
+        // except on empty, handled by the default.
+        let frac_millis: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
+        whole
+            .checked_mul(1000)
+            .and_then(|w| w.checked_add(frac_millis))
+            .ok_or_else(|| "number too large".to_owned())?
+    };
+    if millis == 0 {
+        return Err("must be greater than 0".into());
+    }
+    Ok(millis)
+}
+
+/// A numeric id (uid or gid).
+fn parse_id(s: &str, what: &str) -> Result<u32, String> {
+    s.parse::<u32>().map_err(|_| {
+        format!(
+            "{what} must be numeric (names are not resolved: this host's user database says nothing about the sandbox's)"
+        )
+    })
+}
+
+/// `UID[:GID]` plus supplementary groups, to a `User`; `None` when nothing
+/// was given (the daemon's unprivileged default applies).
+pub(crate) fn parse_user(user: Option<&str>, groups: &[String]) -> Result<Option<User>, CliError> {
+    let mut out = User::default();
+    if let Some(u) = user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((uid, gid)) => (uid, Some(gid)),
+            None => (u, None),
+        };
+        out.uid = Some(with_flag("--user", u, |_| parse_id(uid, "UID"))?);
+        if let Some(gid) = gid {
+            out.gid = Some(with_flag("--user", u, |_| parse_id(gid, "GID"))?);
+        }
+    }
+    for g in groups {
+        out.additional_gids
+            .push(with_flag("--group", g, |g| parse_id(g, "GID"))?);
+    }
+    if user.is_none() && groups.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+/// `KEY=VALUE` entries; a bare `KEY` takes the local value (docker's
+/// behaviour), and is an error if unset rather than silently dropped.
+pub(crate) fn parse_env(
+    entries: &[String],
+    lookup: EnvLookup<'_>,
+) -> Result<Vec<String>, CliError> {
+    entries
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some(("", _)) => Err(flag_err("--env", e, "empty variable name")),
+            Some(_) => Ok(e.clone()),
+            None if e.is_empty() => Err(flag_err("--env", e, "expected KEY=VALUE")),
+            None => lookup(e).map(|v| format!("{e}={v}")).ok_or_else(|| {
+                flag_err(
+                    "--env",
+                    e,
+                    "not set in the local environment (use KEY=VALUE)",
+                )
+            }),
+        })
+        .collect()
+}
+
+/// `SRC:DST[:ro|:rw]`, both absolute.
+pub(crate) fn parse_mount(s: &str) -> Result<Mount, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        [_, _, opt] => return Err(format!("unknown option {opt:?} (use ro or rw)")),
+        _ => return Err("expected SRC:DST or SRC:DST:ro".into()),
+    };
+    if !source.starts_with('/') {
+        return Err("the source must be an absolute host path".into());
+    }
+    if !target.starts_with('/') {
+        return Err("the target must be an absolute path inside the sandbox".into());
+    }
+    Ok(Mount {
+        source: source.into(),
+        target: target.into(),
+        read_only,
+    })
+}
+
+/// `KEY=VALUE` labels; a key given twice is an error (which one was meant?).
+pub(crate) fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>, CliError> {
+    let mut labels = HashMap::new();
+    for e in entries {
+        let Some((k, v)) = e.split_once('=') else {
+            return Err(flag_err("--label", e, "expected KEY=VALUE"));
+        };
+        if k.is_empty() {
+            return Err(flag_err("--label", e, "empty key"));
+        }
+        if labels.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(flag_err("--label", e, format!("key {k:?} given twice")));
+        }
+    }
+    Ok(labels)
+}
+
+/// `--network` and `--address` to a policy; `None` if neither was given.
+pub(crate) fn parse_network(
+    mode: Option<&str>,
+    addresses: &[String],
+) -> Result<Option<NetworkPolicy>, CliError> {
+    let mode = match mode {
+        None if addresses.is_empty() => return Ok(None),
+        None => NetworkMode::Restricted,
+        Some(m) => match m.to_ascii_lowercase().as_str() {
+            "none" => NetworkMode::None,
+            "loopback" => NetworkMode::Loopback,
+            "host" => NetworkMode::Host,
+            "restricted" => NetworkMode::Restricted,
+            _ => {
+                return Err(flag_err(
+                    "--network",
+                    m,
+                    "expected none, loopback, host or restricted",
+                ));
+            }
+        },
+    };
+    let mut parsed = Vec::with_capacity(addresses.len());
+    for a in addresses {
+        if mode != NetworkMode::Restricted {
+            return Err(flag_err(
+                "--address",
+                a,
+                "only applies to --network restricted",
+            ));
+        }
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| flag_err("--address", a, "not an IPv4 or IPv6 address"))?;
+        parsed.push(ip.to_string());
+    }
+    if mode == NetworkMode::Restricted && parsed.is_empty() {
+        return Err(CliError::Usage(
+            "--network restricted: needs at least one --address IP".into(),
+        ));
+    }
+    Ok(Some(NetworkPolicy {
+        mode: mode as i32,
+        requirement: Requirement::Unspecified as i32,
+        addresses: parsed,
+    }))
+}
+
+/// Signal names accepted for `--stop-signal`/`--signal`: only those whose
+/// number is the same on Linux and FreeBSD, because the number is resolved
+/// here and the daemon may run on the other OS. Others go by number.
+const PORTABLE_SIGNALS: &[(&str, u32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("SEGV", 11),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+];
+
+/// A signal as a number (1-128; FreeBSD has 128) or a portable name with or
+/// without `SIG`.
+pub(crate) fn parse_signal(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return if (1..=128).contains(&n) {
+            Ok(n)
+        } else {
+            Err("signal numbers are 1-128".into())
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    PORTABLE_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            "unknown signal; names accepted are those numbered alike on Linux and FreeBSD \
+         (HUP INT QUIT ILL TRAP ABRT FPE KILL SEGV PIPE ALRM TERM), others by number"
+                .into()
+        })
+}
+
+/// `process|init|idle`.
+pub(crate) fn parse_mode(s: &str) -> Result<SandboxMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "process" => Ok(SandboxMode::Process),
+        "init" => Ok(SandboxMode::Init),
+        "idle" => Ok(SandboxMode::Idle),
+        _ => Err("expected process, init or idle".into()),
+    }
+}
+
+/// Something `--require/--prefer/--disable` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prop {
+    Filesystem,
+    Pid,
+    Hostname,
+    Ipc,
+    User,
+    Cgroup,
+    Network,
+    Memory,
+    Pids,
+    Cpu,
+    Nofile,
+    AddressSpace,
+}
+
+/// A property name: the short flag-style names, or the proto names
+/// (`MEMORY_LIMIT`, `memory-limit`) so what `caps` prints can be pasted back.
+fn parse_prop(s: &str) -> Result<Prop, String> {
+    let norm = s.to_ascii_lowercase().replace('_', "-");
+    Ok(match norm.as_str() {
+        "filesystem" | "fs" => Prop::Filesystem,
+        "pid" => Prop::Pid,
+        "hostname" => Prop::Hostname,
+        "ipc" => Prop::Ipc,
+        "user" => Prop::User,
+        "cgroup" => Prop::Cgroup,
+        "network" => Prop::Network,
+        "memory" | "memory-limit" => Prop::Memory,
+        "pids" | "pids-limit" => Prop::Pids,
+        "cpu" | "cpus" | "cpu-limit" => Prop::Cpu,
+        "nofile" | "open-files" | "open-files-limit" => Prop::Nofile,
+        "address-space" | "address-space-limit" => Prop::AddressSpace,
+        _ => {
+            return Err(
+                "unknown property (one of filesystem pid hostname ipc user cgroup network \
+                        memory pids cpu nofile address-space)"
+                    .into(),
+            );
+        }
+    })
+}
+
+impl Prop {
+    /// The flag that sets this limit or policy, for error messages.
+    fn value_flag(self) -> Option<&'static str> {
+        match self {
+            Prop::Network => Some("--network MODE"),
+            Prop::Memory => Some("--memory SIZE"),
+            Prop::Pids => Some("--pids N"),
+            Prop::Cpu => Some("--cpus CPUS"),
+            Prop::Nofile => Some("--nofile N"),
+            Prop::AddressSpace => Some("--address-space SIZE"),
+            _ => None,
+        }
+    }
+}
+
+/// Collects the requirement flags into (property, requirement, flag, value),
+/// refusing one property asked for two different ways.
+fn parse_requirements(
+    f: &SpecFlags,
+) -> Result<Vec<(Prop, Requirement, &'static str, String)>, CliError> {
+    let mut out: Vec<(Prop, Requirement, &'static str, String)> = Vec::new();
+    let groups = [
+        ("--require", Requirement::Required, &f.require),
+        ("--prefer", Requirement::Preferred, &f.prefer),
+        ("--disable", Requirement::Disabled, &f.disable),
+    ];
+    for (flag, req, values) in groups {
+        for v in values {
+            let prop = with_flag(flag, v, parse_prop)?;
+            if let Some((_, _, other_flag, other_value)) =
+                out.iter().find(|(p, r, ..)| *p == prop && *r != req)
+            {
+                return Err(CliError::Usage(format!(
+                    "{flag} {v}: conflicts with {other_flag} {other_value}"
+                )));
+            }
+            out.push((prop, req, flag, v.clone()));
+        }
+    }
+    Ok(out)
+}
+
+impl ProcessFlags {
+    /// True if any process flag was given.
+    pub(crate) fn is_set(&self) -> bool {
+        !self.env.is_empty() || self.cwd.is_some() || self.user.is_some() || !self.groups.is_empty()
+    }
+
+    /// The process to run: `argv` plus these flags.
+    pub(crate) fn to_process(
+        &self,
+        argv: Vec<String>,
+        tty: bool,
+        lookup: EnvLookup<'_>,
+    ) -> Result<ProcessSpec, CliError> {
+        let cwd = match &self.cwd {
+            Some(c) if !c.starts_with('/') => {
+                return Err(flag_err("--cwd", c, "must be an absolute path"));
+            }
+            Some(c) => c.clone(),
+            None => String::new(),
+        };
+        Ok(ProcessSpec {
+            argv,
+            env: parse_env(&self.env, lookup)?,
+            cwd,
+            user: parse_user(self.user.as_deref(), &self.groups)?,
+            tty,
+        })
+    }
+}
+
+/// An optional limit flag.
+fn limit(
+    flag: &str,
+    value: Option<&str>,
+    parse: fn(&str) -> Result<u64, String>,
+) -> Result<Option<Limit>, CliError> {
+    value
+        .map(|v| {
+            with_flag(flag, v, parse).map(|value| Limit {
+                value,
+                requirement: Requirement::Unspecified as i32,
+            })
+        })
+        .transpose()
+}
+
+impl SpecFlags {
+    /// Everything but the mode and the main process.
+    fn base_spec(&self) -> Result<SandboxSpec, CliError> {
+        let mut limits = Limits {
+            memory_bytes: limit("--memory", self.memory.as_deref(), parse_size)?,
+            pids: limit("--pids", self.pids.as_deref(), parse_count)?,
+            cpu_millis: limit("--cpus", self.cpus.as_deref(), parse_cpus)?,
+            open_files: limit("--nofile", self.nofile.as_deref(), parse_count)?,
+            address_space_bytes: limit(
+                "--address-space",
+                self.address_space.as_deref(),
+                parse_size,
+            )?,
+        };
+        let mut network = parse_network(self.network.as_deref(), &self.addresses)?;
+        let mut isolation = Isolation::default();
+        let mut any_isolation = false;
+        for (prop, req, flag, value) in parse_requirements(self)? {
+            let slot = match prop {
+                Prop::Filesystem => Some(&mut isolation.filesystem),
+                Prop::Pid => Some(&mut isolation.pid),
+                Prop::Hostname => Some(&mut isolation.hostname),
+                Prop::Ipc => Some(&mut isolation.ipc),
+                Prop::User => Some(&mut isolation.user),
+                Prop::Cgroup => Some(&mut isolation.cgroup),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = req as i32;
+                any_isolation = true;
+                continue;
+            }
+            if req == Requirement::Disabled {
+                let reason = if prop == Prop::Network {
+                    "to share the host's network use --network host".to_owned()
+                } else {
+                    format!(
+                        "a limit cannot be disabled; leave out {}",
+                        prop.value_flag().unwrap_or("its flag")
+                    )
+                };
+                return Err(flag_err(flag, &value, reason));
+            }
+            let target = match prop {
+                Prop::Network => network.as_mut().map(|n| &mut n.requirement),
+                Prop::Memory => limits.memory_bytes.as_mut().map(|l| &mut l.requirement),
+                Prop::Pids => limits.pids.as_mut().map(|l| &mut l.requirement),
+                Prop::Cpu => limits.cpu_millis.as_mut().map(|l| &mut l.requirement),
+                Prop::Nofile => limits.open_files.as_mut().map(|l| &mut l.requirement),
+                Prop::AddressSpace => limits
+                    .address_space_bytes
+                    .as_mut()
+                    .map(|l| &mut l.requirement),
+                // Namespace-like properties were handled above.
+                _ => None,
+            };
+            match target {
+                Some(t) => *t = req as i32,
+                None => {
+                    return Err(flag_err(
+                        flag,
+                        &value,
+                        format!(
+                            "needs {} too",
+                            prop.value_flag().unwrap_or("its value flag")
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.hostname.is_some() && isolation.hostname == Requirement::Disabled as i32 {
+            return Err(CliError::Usage(
+                "--disable hostname: conflicts with --hostname".into(),
+            ));
+        }
+        let stop_signal = match &self.stop_signal {
+            Some(s) => with_flag("--stop-signal", s, parse_signal)?,
+            None => 0,
+        };
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|m| with_flag("--mount", m, parse_mount))
+            .collect::<Result<_, _>>()?;
+        let any_limit = limits.memory_bytes.is_some()
+            || limits.pids.is_some()
+            || limits.cpu_millis.is_some()
+            || limits.open_files.is_some()
+            || limits.address_space_bytes.is_some();
+        Ok(SandboxSpec {
+            name: self.name.clone().unwrap_or_default(),
+            image: self.image.clone().unwrap_or_default(),
+            mode: SandboxMode::Unspecified as i32,
+            process: None,
+            hostname: self.hostname.clone().unwrap_or_default(),
+            isolation: any_isolation.then_some(isolation),
+            network,
+            limits: any_limit.then_some(limits),
+            mounts,
+            labels: parse_labels(&self.labels)?,
+            readonly_rootfs: self.readonly,
+            stop_signal,
+        })
+    }
+
+    /// The explicit `--mode`, parsed.
+    fn mode(&self) -> Result<Option<SandboxMode>, CliError> {
+        self.mode
+            .as_deref()
+            .map(|m| with_flag("--mode", m, parse_mode))
+            .transpose()
+    }
+
+    /// The spec for `create` and `plan`: the mode defaults to PROCESS with a
+    /// command and IDLE without; the command and process flags become the
+    /// main process.
+    pub(crate) fn create_spec(
+        &self,
+        argv: &[String],
+        lookup: EnvLookup<'_>,
+    ) -> Result<SandboxSpec, CliError> {
+        let mut spec = self.base_spec()?;
+        let mode = match self.mode()? {
+            Some(m) => m,
+            None if argv.is_empty() => SandboxMode::Idle,
+            None => SandboxMode::Process,
+        };
+        match mode {
+            SandboxMode::Idle if !argv.is_empty() => {
+                return Err(CliError::Usage(
+                    "--mode idle: an idle sandbox has no main process; drop the command after -- \
+                     and start it with `sandboxctl exec`"
+                        .into(),
+                ));
+            }
+            SandboxMode::Idle if self.process.is_set() => {
+                return Err(CliError::Usage(
+                    "--env/--cwd/--user/--group describe a main process, which an idle sandbox \
+                     does not have; pass them to `sandboxctl exec` instead"
+                        .into(),
+                ));
+            }
+            SandboxMode::Process | SandboxMode::Unspecified if argv.is_empty() => {
+                return Err(CliError::Usage(
+                    "--mode process: needs a command after --".into(),
+                ));
+            }
+            _ => {}
+        }
+        // INIT with neither command nor process flags leaves the process
+        // unset so the daemon's default (/sbin/init) applies.
+        if mode != SandboxMode::Idle && (!argv.is_empty() || self.process.is_set()) {
+            spec.process = Some(self.process.to_process(argv.to_vec(), false, lookup)?);
+        }
+        spec.mode = mode as i32;
+        Ok(spec)
+    }
+
+    /// The spec for `run`: IDLE (or INIT with --mode init) without a main
+    /// process; the command is exec'd into it so its stdio can be attached.
+    pub(crate) fn run_spec(&self) -> Result<SandboxSpec, CliError> {
+        let mut spec = self.base_spec()?;
+        let mode = match self.mode()? {
+            Some(SandboxMode::Init) => SandboxMode::Init,
+            // PROCESS is accepted and run like IDLE: the daemon discards a
+            // main process's stdio, so `run` must exec to attach it.
+            _ => SandboxMode::Idle,
+        };
+        spec.mode = mode as i32;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn usage(r: Result<impl std::fmt::Debug, CliError>) -> String {
+        match r {
+            Err(CliError::Usage(m)) => m,
+            other => format!("not a usage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Result<u64, &str>)] = &[
+            ("64M", Ok(64 << 20)),
+            ("64m", Ok(64 << 20)),
+            ("64MiB", Ok(64 << 20)),
+            ("64MB", Ok(64 << 20)),
+            ("1G", Ok(1 << 30)),
+            ("2t", Ok(2 << 40)),
+            ("4096", Ok(4096)),
+            ("10k", Ok(10 << 10)),
+            ("0", Err("must be greater than 0")),
+            (
+                "",
+                Err("expected a number with an optional K, M, G or T suffix, e.g. 512M"),
+            ),
+            (
+                "M",
+                Err("expected a number with an optional K, M, G or T suffix, e.g. 512M"),
+            ),
+            (
+                "1.5G",
+                Err("unknown size suffix \".5G\" (use K, M, G or T)"),
+            ),
+            ("64X", Err("unknown size suffix \"X\" (use K, M, G or T)")),
+            (
+                "-1",
+                Err("expected a number with an optional K, M, G or T suffix, e.g. 512M"),
+            ),
+            ("99999999999T", Err("size too large")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_size(input).as_ref().map_err(String::as_str),
+                want.as_ref().map_err(|e| *e),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cpus_and_counts() {
+        let cpus: &[(&str, Option<u64>)] = &[
+            ("0.5", Some(500)),
+            (".5", Some(500)),
+            ("2", Some(2000)),
+            ("1.25", Some(1250)),
+            ("0.001", Some(1)),
+            ("0.3", Some(300)),
+            ("500m", Some(500)),
+            ("0.0005", None),
+            ("0", None),
+            ("0m", None),
+            ("1.", Some(1000)),
+            (".", None),
+            ("a", None),
+            ("-1", None),
+            ("m", None),
+        ];
+        for (input, want) in cpus {
+            assert_eq!(parse_cpus(input).ok(), *want, "{input:?}");
+        }
+        assert_eq!(parse_count("42"), Ok(42));
+        assert!(parse_count("0").is_err());
+        assert!(parse_count("1k").is_err());
+    }
+
+    #[test]
+    fn users() {
+        let u = |s: Option<&str>, g: &[&str]| {
+            parse_user(s, &g.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(u(None, &[]).ok(), Some(None));
+        assert_eq!(
+            u(Some("1000"), &[]).ok(),
+            Some(Some(User {
+                uid: Some(1000),
+                gid: None,
+                additional_gids: vec![]
+            }))
+        );
+        assert_eq!(
+            u(Some("1000:100"), &["10", "20"]).ok(),
+            Some(Some(User {
+                uid: Some(1000),
+                gid: Some(100),
+                additional_gids: vec![10, 20]
+            }))
+        );
+        assert_eq!(
+            u(None, &["5"]).ok(),
+            Some(Some(User {
+                uid: None,
+                gid: None,
+                additional_gids: vec![5]
+            }))
+        );
+        assert!(usage(u(Some("alice"), &[])).starts_with("--user alice: UID must be numeric"));
+        assert!(usage(u(Some("1:x"), &[])).starts_with("--user 1:x: GID must be numeric"));
+        assert!(usage(u(Some(":1"), &[])).starts_with("--user :1: UID must be numeric"));
+        assert!(usage(u(None, &["wheel"])).starts_with("--group wheel: GID must be numeric"));
+    }
+
+    #[test]
+    fn env_entries() {
+        let lookup = |k: &str| (k == "HOME").then(|| "/home/me".to_owned());
+        let e = |v: &[&str]| {
+            parse_env(
+                &v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>(),
+                &lookup,
+            )
+        };
+        assert_eq!(
+            e(&["A=1", "B=", "C=x=y"]).ok(),
+            Some(vec!["A=1".into(), "B=".into(), "C=x=y".into()])
+        );
+        assert_eq!(e(&["HOME"]).ok(), Some(vec!["HOME=/home/me".into()]));
+        assert_eq!(
+            usage(e(&["NOPE"])),
+            "--env NOPE: not set in the local environment (use KEY=VALUE)"
+        );
+        assert_eq!(usage(e(&["=1"])), "--env =1: empty variable name");
+        assert_eq!(usage(e(&[""])), "--env \"\": expected KEY=VALUE");
+    }
+
+    #[test]
+    fn mounts() {
+        let m = |s, d, ro| {
+            Ok(Mount {
+                source: String::from(s),
+                target: String::from(d),
+                read_only: ro,
+            })
+        };
+        let cases: Vec<(&str, Result<Mount, String>)> = vec![
+            ("/srv/data:/data", m("/srv/data", "/data", false)),
+            ("/srv/data:/data:ro", m("/srv/data", "/data", true)),
+            ("/srv/data:/data:rw", m("/srv/data", "/data", false)),
+            (
+                "/srv/data:/data:rx",
+                Err("unknown option \"rx\" (use ro or rw)".into()),
+            ),
+            ("/srv/data", Err("expected SRC:DST or SRC:DST:ro".into())),
+            ("a:b:c:d", Err("expected SRC:DST or SRC:DST:ro".into())),
+            (
+                "data:/data",
+                Err("the source must be an absolute host path".into()),
+            ),
+            (
+                "/data:data",
+                Err("the target must be an absolute path inside the sandbox".into()),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_mount(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        let l = |v: &[&str]| parse_labels(&v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
+        let got = l(&["app=web", "tier="]).ok();
+        assert_eq!(
+            got.as_ref().and_then(|m| m.get("app")).map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            got.as_ref().and_then(|m| m.get("tier")).map(String::as_str),
+            Some("")
+        );
+        assert_eq!(usage(l(&["app"])), "--label app: expected KEY=VALUE");
+        assert_eq!(usage(l(&["=x"])), "--label =x: empty key");
+        assert_eq!(
+            usage(l(&["a=1", "a=2"])),
+            "--label a=2: key \"a\" given twice"
+        );
+    }
+
+    #[test]
+    fn networks() {
+        let n = |mode: Option<&str>, addrs: &[&str]| {
+            parse_network(
+                mode,
+                &addrs.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let policy = |mode: NetworkMode, a: &[&str]| {
+            Some(Some(NetworkPolicy {
+                mode: mode as i32,
+                requirement: 0,
+                addresses: a.iter().map(|x| (*x).to_owned()).collect(),
+            }))
+        };
+        assert_eq!(n(None, &[]).ok(), Some(None));
+        assert_eq!(n(Some("none"), &[]).ok(), policy(NetworkMode::None, &[]));
+        assert_eq!(
+            n(Some("Loopback"), &[]).ok(),
+            policy(NetworkMode::Loopback, &[])
+        );
+        assert_eq!(n(Some("host"), &[]).ok(), policy(NetworkMode::Host, &[]));
+        assert_eq!(
+            n(Some("restricted"), &["192.0.2.1", "2001:db8::1"]).ok(),
+            policy(NetworkMode::Restricted, &["192.0.2.1", "2001:db8::1"])
+        );
+        assert_eq!(
+            n(None, &["198.51.100.7"]).ok(),
+            policy(NetworkMode::Restricted, &["198.51.100.7"])
+        );
+        assert_eq!(
+            usage(n(Some("bridge"), &[])),
+            "--network bridge: expected none, loopback, host or restricted"
+        );
+        assert_eq!(
+            usage(n(Some("host"), &["192.0.2.1"])),
+            "--address 192.0.2.1: only applies to --network restricted"
+        );
+        assert_eq!(
+            usage(n(None, &["192.0.2.300"])),
+            "--address 192.0.2.300: not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            usage(n(Some("restricted"), &[])),
+            "--network restricted: needs at least one --address IP"
+        );
+    }
+
+    #[test]
+    fn signals_and_modes() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("15", Some(15)),
+            ("TERM", Some(15)),
+            ("sigint", Some(2)),
+            ("SIGKILL", Some(9)),
+            ("hup", Some(1)),
+            ("USR1", None), // 10 on Linux, 30 on FreeBSD: by number only
+            ("0", None),
+            ("129", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_signal(input).ok(), *want, "{input:?}");
+        }
+        assert_eq!(parse_mode("IDLE"), Ok(SandboxMode::Idle));
+        assert!(parse_mode("daemon").is_err());
+    }
+
+    fn flags(f: impl FnOnce(&mut SpecFlags)) -> SpecFlags {
+        let mut s = SpecFlags::default();
+        f(&mut s);
+        s
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn requirement_flags() {
+        // (flags, expected isolation, expected memory requirement, expected network requirement)
+        let ok = flags(|f| {
+            f.require = strings(&["pid", "IPC", "memory"]);
+            f.prefer = strings(&["user", "network", "ADDRESS_SPACE_LIMIT"]);
+            f.disable = strings(&["cgroup"]);
+            f.memory = Some("64M".into());
+            f.address_space = Some("1G".into());
+            f.network = Some("loopback".into());
+        });
+        let spec = ok.create_spec(&[], &no_env).ok();
+        let iso = spec.as_ref().and_then(|s| s.isolation);
+        assert_eq!(
+            iso,
+            Some(Isolation {
+                filesystem: 0,
+                pid: 1,
+                hostname: 0,
+                ipc: 1,
+                user: 2,
+                cgroup: 3
+            })
+        );
+        let limits = spec.as_ref().and_then(|s| s.limits);
+        assert_eq!(
+            limits.and_then(|l| l.memory_bytes),
+            Some(Limit {
+                value: 64 << 20,
+                requirement: 1
+            })
+        );
+        assert_eq!(
+            limits.and_then(|l| l.address_space_bytes),
+            Some(Limit {
+                value: 1 << 30,
+                requirement: 2
+            })
+        );
+        assert_eq!(limits.and_then(|l| l.pids), None);
+        assert_eq!(
+            spec.as_ref()
+                .and_then(|s| s.network.as_ref())
+                .map(|n| n.requirement),
+            Some(2)
+        );
+
+        let errors: Vec<(SpecFlags, &str)> = vec![
+            (
+                flags(|f| f.require = strings(&["memory"])),
+                "--require memory: needs --memory SIZE too",
+            ),
+            (
+                flags(|f| f.prefer = strings(&["network"])),
+                "--prefer network: needs --network MODE too",
+            ),
+            (
+                flags(|f| {
+                    f.disable = strings(&["pids"]);
+                    f.pids = Some("10".into());
+                }),
+                "--disable pids: a limit cannot be disabled; leave out --pids N",
+            ),
+            (
+                flags(|f| f.disable = strings(&["network"])),
+                "--disable network: to share the host's network use --network host",
+            ),
+            (
+                flags(|f| {
+                    f.require = strings(&["pid"]);
+                    f.prefer = strings(&["pid"]);
+                }),
+                "--prefer pid: conflicts with --require pid",
+            ),
+            (
+                flags(|f| f.require = strings(&["mounts"])),
+                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space)",
+            ),
+            (
+                flags(|f| {
+                    f.hostname = Some("web".into());
+                    f.disable = strings(&["hostname"]);
+                }),
+                "--disable hostname: conflicts with --hostname",
+            ),
+            (
+                flags(|f| f.memory = Some("lots".into())),
+                "--memory lots: expected a number with an optional K, M, G or T suffix, e.g. 512M",
+            ),
+            (
+                flags(|f| f.mode = Some("daemon".into())),
+                "--mode daemon: expected process, init or idle",
+            ),
+            (
+                flags(|f| f.stop_signal = Some("USR1".into())),
+                "--stop-signal USR1: unknown signal; names accepted are those numbered alike on Linux and FreeBSD (HUP INT QUIT ILL TRAP ABRT FPE KILL SEGV PIPE ALRM TERM), others by number",
+            ),
+            (
+                flags(|f| f.mounts = strings(&["x:/y"])),
+                "--mount x:/y: the source must be an absolute host path",
+            ),
+            (
+                flags(|f| f.process.cwd = Some("tmp".into())),
+                "--cwd tmp: must be an absolute path",
+            ),
+        ];
+        for (f, want) in errors {
+            let argv = strings(&["/bin/true"]);
+            assert_eq!(usage(f.create_spec(&argv, &no_env)), want);
+        }
+    }
+
+    #[test]
+    fn create_modes() {
+        let argv = strings(&["/bin/sh", "-c", "echo hi"]);
+        // A command without --mode is a PROCESS sandbox running it.
+        let spec = flags(|f| {
+            f.process.env = strings(&["A=1"]);
+            f.process.user = Some("1000:1000".into());
+            f.name = Some("web".into());
+            f.readonly = true;
+            f.stop_signal = Some("INT".into());
+        })
+        .create_spec(&argv, &no_env)
+        .ok();
+        assert_eq!(
+            spec.as_ref().map(|s| s.mode),
+            Some(SandboxMode::Process as i32)
+        );
+        assert_eq!(
+            spec.as_ref()
+                .map(|s| (s.name.as_str(), s.readonly_rootfs, s.stop_signal)),
+            Some(("web", true, 2))
+        );
+        let p = spec.as_ref().and_then(|s| s.process.as_ref());
+        assert_eq!(p.map(|p| p.argv.clone()), Some(argv.clone()));
+        assert_eq!(p.map(|p| p.env.clone()), Some(strings(&["A=1"])));
+        assert_eq!(
+            p.and_then(|p| p.user.as_ref()).and_then(|u| u.gid),
+            Some(1000)
+        );
+        assert_eq!(
+            spec.as_ref().map(|s| (
+                s.isolation.is_none(),
+                s.limits.is_none(),
+                s.network.is_none()
+            )),
+            Some((true, true, true))
+        );
+
+        // No command: IDLE, no process.
+        let idle = SpecFlags::default().create_spec(&[], &no_env).ok();
+        assert_eq!(
+            idle.as_ref().map(|s| (s.mode, s.process.is_none())),
+            Some((SandboxMode::Idle as i32, true))
+        );
+
+        // INIT without a command: the daemon's /sbin/init.
+        let init = flags(|f| f.mode = Some("init".into()))
+            .create_spec(&[], &no_env)
+            .ok();
+        assert_eq!(
+            init.as_ref().map(|s| (s.mode, s.process.is_none())),
+            Some((SandboxMode::Init as i32, true))
+        );
+
+        let idle_cmd = flags(|f| f.mode = Some("idle".into())).create_spec(&argv, &no_env);
+        assert!(usage(idle_cmd).starts_with("--mode idle: an idle sandbox has no main process"));
+        let idle_env = flags(|f| f.process.env = strings(&["A=1"])).create_spec(&[], &no_env);
+        assert!(usage(idle_env).starts_with("--env/--cwd/--user/--group describe a main process"));
+        let process_nothing = flags(|f| f.mode = Some("process".into())).create_spec(&[], &no_env);
+        assert_eq!(
+            usage(process_nothing),
+            "--mode process: needs a command after --"
+        );
+    }
+
+    #[test]
+    fn run_modes() {
+        let mode = |m: Option<&str>| {
+            flags(|f| f.mode = m.map(str::to_owned))
+                .run_spec()
+                .ok()
+                .map(|s| (s.mode, s.process.is_none()))
+        };
+        assert_eq!(mode(None), Some((SandboxMode::Idle as i32, true)));
+        assert_eq!(
+            mode(Some("process")),
+            Some((SandboxMode::Idle as i32, true))
+        );
+        assert_eq!(mode(Some("init")), Some((SandboxMode::Init as i32, true)));
+        assert_eq!(mode(Some("idle")), Some((SandboxMode::Idle as i32, true)));
+    }
+}

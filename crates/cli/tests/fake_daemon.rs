@@ -1,0 +1,672 @@
+//! End-to-end tests of the `sandboxctl` binary against an in-process fake
+//! daemon on a unix socket: argument handling, output formats, exit codes
+//! and the attached Exec stream, without needing the real daemon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic loudly
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use sandboxd_proto::v1::{
+    self as pb,
+    event_service_server::{EventService, EventServiceServer},
+    host_service_server::{HostService, HostServiceServer},
+    process_service_server::{ProcessService, ProcessServiceServer},
+    sandbox_service_server::{SandboxService, SandboxServiceServer},
+};
+use tokio::io::AsyncWriteExt;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+const ID: &str = "00000000000000aa";
+
+/// What the fake saw, for assertions.
+#[derive(Debug, Default)]
+struct Log {
+    calls: Vec<String>,
+    specs: Vec<pb::SandboxSpec>,
+    exec_starts: Vec<pb::ExecStart>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Fake {
+    log: Arc<Mutex<Log>>,
+}
+
+impl Fake {
+    fn call(&self, what: impl Into<String>) {
+        self.log.lock().unwrap().calls.push(what.into());
+    }
+}
+
+fn sandbox(n: u32) -> pb::Sandbox {
+    pb::Sandbox {
+        id: format!("{n:016x}"),
+        name: format!("box{n}"),
+        spec: Some(pb::SandboxSpec {
+            image: "host".into(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        }),
+        state: pb::SandboxState::Running as i32,
+        created_at_ms: 1_714_566_896_789,
+        owner: "local".into(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl HostService for Fake {
+    async fn get_capabilities(
+        &self,
+        _: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        Ok(Response::new(pb::GetCapabilitiesResponse {
+            backend: pb::BackendKind::Linux as i32,
+            os: "Linux".into(),
+            os_version: "6.1.0".into(),
+            build_features: vec![],
+            matrix: vec![pb::PropertyEnforcement {
+                property: pb::IsolationProperty::Pid as i32,
+                level: pb::EnforcementLevel::Enforced as i32,
+                mechanism: "CLONE_NEWPID".into(),
+                ..Default::default()
+            }],
+            daemon_version: "0.1.0".into(),
+            backend_reason: "Linux build".into(),
+            images: vec!["host".into()],
+        }))
+    }
+
+    async fn plan_sandbox(
+        &self,
+        req: Request<pb::PlanSandboxRequest>,
+    ) -> Result<Response<pb::PlanSandboxResponse>, Status> {
+        let req = req.into_inner();
+        self.log
+            .lock()
+            .unwrap()
+            .specs
+            .push(req.spec.unwrap_or_default());
+        Ok(Response::new(pb::PlanSandboxResponse {
+            backend: req.backend,
+            isolation: None,
+            refusals: vec![],
+            plan: Some(pb::plan_sandbox_response::Plan::Freebsd(pb::JailPlan {
+                params: vec![pb::PlanParam {
+                    key: "host.hostname".into(),
+                    value: "web".into(),
+                }],
+                ..Default::default()
+            })),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl SandboxService for Fake {
+    async fn create_sandbox(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
+        let spec = req.into_inner().spec.unwrap_or_default();
+        if spec.image == "bad" {
+            return Err(Status::invalid_argument(
+                "image \"bad\" does not exist\nname is too long",
+            ));
+        }
+        self.call("create");
+        self.log.lock().unwrap().specs.push(spec.clone());
+        let mut s = sandbox(0xaa);
+        s.spec = Some(spec);
+        s.isolation = Some(pb::IsolationReport {
+            backend: pb::BackendKind::Linux as i32,
+            properties: vec![pb::PropertyEnforcement {
+                property: pb::IsolationProperty::MemoryLimit as i32,
+                level: pb::EnforcementLevel::BestEffort as i32,
+                mechanism: "RLIMIT_AS".into(),
+                requested: pb::Requirement::Preferred as i32,
+                degraded: true,
+                ..Default::default()
+            }],
+        });
+        Ok(Response::new(pb::CreateSandboxResponse {
+            sandbox: Some(s),
+        }))
+    }
+
+    async fn get_sandbox(
+        &self,
+        req: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::GetSandboxResponse>, Status> {
+        if req.get_ref().id != ID {
+            return Err(Status::not_found(format!(
+                "no sandbox {:?}",
+                req.get_ref().id
+            )));
+        }
+        Ok(Response::new(pb::GetSandboxResponse {
+            sandbox: Some(sandbox(0xaa)),
+        }))
+    }
+
+    async fn list_sandboxes(
+        &self,
+        req: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let (sandboxes, next) = match req.get_ref().page_token.as_str() {
+            "" => (vec![sandbox(1)], "p2"),
+            "p2" => (vec![sandbox(2)], ""),
+            t => return Err(Status::invalid_argument(format!("bad token {t}"))),
+        };
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes,
+            next_page_token: next.into(),
+        }))
+    }
+
+    async fn stop_sandbox(
+        &self,
+        req: Request<pb::StopSandboxRequest>,
+    ) -> Result<Response<pb::StopSandboxResponse>, Status> {
+        let r = req.into_inner();
+        self.call(format!("stop {} {} {}", r.id, r.grace_seconds, r.signal));
+        let mut s = sandbox(0xaa);
+        s.state = pb::SandboxState::ExitedState as i32;
+        s.exit = Some(pb::ExitResult {
+            reason: pb::ExitReason::Signaled as i32,
+            exit_code: 143,
+            signal: 15,
+            ..Default::default()
+        });
+        Ok(Response::new(pb::StopSandboxResponse { sandbox: Some(s) }))
+    }
+
+    async fn destroy_sandbox(
+        &self,
+        req: Request<pb::DestroySandboxRequest>,
+    ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
+        let id = req.into_inner().id;
+        self.call(format!("destroy {id}"));
+        Ok(Response::new(pb::DestroySandboxResponse {
+            existed: id == ID,
+        }))
+    }
+
+    async fn wait_sandbox(
+        &self,
+        _: Request<pb::WaitSandboxRequest>,
+    ) -> Result<Response<pb::WaitSandboxResponse>, Status> {
+        Ok(Response::new(pb::WaitSandboxResponse {
+            exit: Some(pb::ExitResult {
+                reason: pb::ExitReason::Exited as i32,
+                exit_code: 3,
+                ..Default::default()
+            }),
+        }))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn out(msg: pb::exec_response::Msg) -> Result<pb::ExecResponse, Status> {
+    Ok(pb::ExecResponse { msg: Some(msg) })
+}
+
+#[tonic::async_trait]
+impl ProcessService for Fake {
+    type ExecStream = BoxStream<pb::ExecResponse>;
+
+    /// `cat` with a twist: echoes stdin to stdout, writes "bye" to stderr at
+    /// EOF and exits 7; a SIGINT ends it as signaled (130).
+    async fn exec(
+        &self,
+        req: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let Some(pb::ExecRequest {
+            msg: Some(pb::exec_request::Msg::Start(start)),
+        }) = input.message().await?
+        else {
+            return Err(Status::invalid_argument("first message must be start"));
+        };
+        if start.sandbox_id != ID {
+            return Err(Status::not_found("no such sandbox"));
+        }
+        self.log.lock().unwrap().exec_starts.push(start);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let _ = tx.send(out(pb::exec_response::Msg::StartedPid(42))).await;
+            while let Ok(Some(m)) = input.message().await {
+                match m.msg {
+                    // ^D ends it with 5, as a remote terminal's line
+                    // discipline would end `cat` (raw mode sends it as a byte).
+                    Some(pb::exec_request::Msg::Stdin(b)) if b.contains(&4) => {
+                        let exit = pb::ExitResult {
+                            reason: pb::ExitReason::Exited as i32,
+                            exit_code: 5,
+                            ..Default::default()
+                        };
+                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                        return;
+                    }
+                    Some(pb::exec_request::Msg::Stdin(b)) => {
+                        let _ = tx.send(out(pb::exec_response::Msg::Stdout(b))).await;
+                    }
+                    Some(pb::exec_request::Msg::CloseStdin(_)) => {
+                        let _ = tx
+                            .send(out(pb::exec_response::Msg::Stderr(b"bye\n".to_vec())))
+                            .await;
+                        let exit = pb::ExitResult {
+                            reason: pb::ExitReason::Exited as i32,
+                            exit_code: 7,
+                            ..Default::default()
+                        };
+                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                        return;
+                    }
+                    Some(pb::exec_request::Msg::Signal(n)) => {
+                        let exit = pb::ExitResult {
+                            reason: pb::ExitReason::Signaled as i32,
+                            exit_code: 128 + n,
+                            signal: n,
+                            ..Default::default()
+                        };
+                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn exec_sync(
+        &self,
+        _: Request<pb::ExecSyncRequest>,
+    ) -> Result<Response<pb::ExecSyncResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn signal_process(
+        &self,
+        _: Request<pb::SignalProcessRequest>,
+    ) -> Result<Response<pb::SignalProcessResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for Fake {
+    type WatchEventsStream = BoxStream<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let after = req.into_inner().after_revision;
+        let events: Vec<Result<pb::Event, Status>> = (1..=3u64)
+            .filter(|r| *r > after)
+            .map(|r| {
+                Ok(pb::Event {
+                    revision: r,
+                    kind: pb::EventKind::EventCreated as i32,
+                    sandbox_id: ID.into(),
+                    time_ms: 1_714_566_896_789,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(events))))
+    }
+}
+
+/// A fake daemon on a fresh socket; stops when the test's runtime ends.
+async fn start() -> (PathBuf, Fake) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sandboxctl-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sandboxd.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let fake = Fake::default();
+    let server = tonic::transport::Server::builder()
+        .add_service(HostServiceServer::new(fake.clone()))
+        .add_service(SandboxServiceServer::new(fake.clone()))
+        .add_service(ProcessServiceServer::new(fake.clone()))
+        .add_service(EventServiceServer::new(fake.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+    tokio::spawn(server);
+    (path, fake)
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn sandboxctl(socket: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .env_remove("SANDBOXD_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin).await.unwrap();
+    drop(pipe);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_streams_stdio_and_removes_the_sandbox() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(
+        &sock,
+        &[
+            "run", "-i", "--memory", "64M", "--prefer", "memory", "-e", "A=1", "--", "cat",
+        ],
+        b"hello\n",
+    )
+    .await;
+    assert_eq!(o.code, 7, "{}", o.stderr);
+    assert_eq!(o.stdout, "hello\n");
+    assert!(o.stderr.contains("bye\n"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("warning: MEMORY_LIMIT is degraded: BEST_EFFORT via RLIMIT_AS"),
+        "{}",
+        o.stderr
+    );
+    let log = fake.log.lock().unwrap();
+    assert_eq!(log.calls, ["create".to_owned(), format!("destroy {ID}")]);
+    assert_eq!(log.specs[0].mode, pb::SandboxMode::Idle as i32);
+    assert!(log.specs[0].process.is_none());
+    let p = log.exec_starts[0].process.as_ref().unwrap();
+    assert_eq!(
+        (p.argv.clone(), p.env.clone(), p.tty),
+        (vec!["cat".to_owned()], vec!["A=1".to_owned()], false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_without_i_closes_stdin_and_keeps_with_rm_false() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(&sock, &["run", "--rm=false", "--", "cat"], b"ignored\n").await;
+    assert_eq!((o.code, o.stdout.as_str()), (7, ""), "{}", o.stderr);
+    assert_eq!(fake.log.lock().unwrap().calls, ["create"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_failures_exit_125() {
+    let (sock, _fake) = start().await;
+    let o = sandboxctl(&sock, &["run", "--image", "bad", "--", "true"], b"").await;
+    assert_eq!(o.code, 125);
+    assert_eq!(
+        o.stderr,
+        "sandboxctl: INVALID_ARGUMENT: image \"bad\" does not exist; name is too long\n"
+    );
+    let o = sandboxctl(
+        Path::new("/nonexistent/sandboxd.sock"),
+        &["run", "--", "true"],
+        b"",
+    )
+    .await;
+    assert_eq!(o.code, 125);
+    assert_eq!(
+        o.stderr,
+        "sandboxctl: cannot connect to unix:///nonexistent/sandboxd.sock: No such file or directory (is sandboxd running?)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_into_unknown_sandbox_is_a_grpc_error() {
+    let (sock, _fake) = start().await;
+    let o = sandboxctl(&sock, &["exec", "nope", "--", "true"], b"").await;
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "sandboxctl: NOT_FOUND: no such sandbox\n")
+    );
+    let o = sandboxctl(&sock, &["exec", "-i", ID, "--", "cat"], b"x").await;
+    assert_eq!((o.code, o.stdout.as_str()), (7, "x"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_follows_pages() {
+    let (sock, _fake) = start().await;
+    let o = sandboxctl(&sock, &["ls"], b"").await;
+    assert_eq!(o.code, 0);
+    assert_eq!(o.stdout.lines().count(), 2, "{}", o.stdout);
+    assert!(o.stdout.starts_with("ID                NAME  IMAGE  MODE  STATE    EXIT  CREATED\n0000000000000001  box1  host   idle  running  -     "), "{}", o.stdout);
+    assert!(o.stderr.contains("--all-pages"));
+    let o = sandboxctl(&sock, &["ls", "--all-pages", "--json"], b"").await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["sandboxes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["sandboxes"][1]["state"], "RUNNING");
+    assert_eq!(v["next_page_token"], "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caps_plan_inspect_wait_stop_rm_events() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(&sock, &["caps"], b"").await;
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("Backend:   LINUX\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(
+            "PROPERTY  LEVEL     MECHANISM     CAVEATS\nPID       ENFORCED  CLONE_NEWPID\n"
+        ),
+        "{}",
+        o.stdout
+    );
+
+    let o = sandboxctl(
+        &sock,
+        &[
+            "plan",
+            "--backend",
+            "freebsd",
+            "--hostname",
+            "web",
+            "--",
+            "/bin/sh",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("host.hostname  web"), "{}", o.stdout);
+    assert_eq!(fake.log.lock().unwrap().specs[0].hostname, "web");
+
+    let o = sandboxctl(&sock, &["inspect", ID], b"").await;
+    assert!(
+        o.stdout.contains("Name:            box170\n"),
+        "{}",
+        o.stdout
+    );
+    let o = sandboxctl(&sock, &["inspect", "nope"], b"").await;
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (1, "sandboxctl: NOT_FOUND: no sandbox \"nope\"\n")
+    );
+
+    let o = sandboxctl(&sock, &["wait", ID], b"").await;
+    assert_eq!((o.code, o.stdout.as_str()), (3, "EXITED exit_code=3\n"));
+
+    let o = sandboxctl(&sock, &["stop", "--grace", "5", "--signal", "INT", ID], b"").await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "00000000000000aa: exited signaled(15)\n")
+    );
+    assert!(
+        fake.log
+            .lock()
+            .unwrap()
+            .calls
+            .contains(&format!("stop {ID} 5 2"))
+    );
+
+    let o = sandboxctl(&sock, &["rm", ID, "other"], b"").await;
+    assert_eq!(
+        o.stdout,
+        "00000000000000aa: removed\nother: did not exist\n"
+    );
+    let o = sandboxctl(&sock, &["--json", "rm", "other"], b"").await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([{"id": "other", "existed": false}]));
+
+    let o = sandboxctl(&sock, &["events", "--after", "1"], b"").await;
+    assert_eq!(
+        o.stdout,
+        "2 2024-05-01T12:34:56.789Z created 00000000000000aa\n3 2024-05-01T12:34:56.789Z created 00000000000000aa\n"
+    );
+    let o = sandboxctl(&sock, &["--json", "events"], b"").await;
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["kind"], "EVENT_CREATED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_prints_the_id() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(
+        &sock,
+        &[
+            "create",
+            "--request-id",
+            "r1",
+            "-l",
+            "app=web",
+            "--",
+            "/bin/sleep",
+            "1",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "00000000000000aa\n"),
+        "{}",
+        o.stderr
+    );
+    let spec = fake.log.lock().unwrap().specs[0].clone();
+    assert_eq!(spec.mode, pb::SandboxMode::Process as i32);
+    assert_eq!(spec.labels.get("app").map(String::as_str), Some("web"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_without_tty_is_forwarded_as_sigint() {
+    let (sock, fake) = start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "-i", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep stdin open so the process is still running when the signal comes.
+    let _stdin = child.stdin.take().unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    // Wait until the exec has started, so the signal goes to the process and
+    // not to the create.
+    for _ in 0..200 {
+        if !fake.log.lock().unwrap().exec_starts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fake.log.lock().unwrap().calls,
+        ["create".to_owned(), format!("destroy {ID}")]
+    );
+}
+
+/// `-it` under a pseudo-terminal made by script(1): the terminal goes raw
+/// (^D reaches the process as a byte instead of ending local input) and is
+/// restored afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn tty_mode_is_raw_and_restored() {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no /usr/bin/script to make a pty");
+        return;
+    }
+    let (sock, fake) = start().await;
+    let inner = format!(
+        "stty cols 80 rows 24; {} --host unix://{} run -it -- cat; echo rc=$?; stty -a",
+        env!("CARGO_BIN_EXE_sandboxctl"),
+        sock.display()
+    );
+    let mut child = tokio::process::Command::new("/usr/bin/script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..500 {
+        if !fake.log.lock().unwrap().exec_starts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stdin.write_all(b"hi\x04").await.unwrap();
+    stdin.flush().await.unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rc=5"), "{text}");
+    let start = fake.log.lock().unwrap().exec_starts[0].clone();
+    assert!(start.process.unwrap().tty);
+    assert_eq!(start.size, Some(pb::TerminalSize { rows: 24, cols: 80 }));
+    // Restored: canonical mode and echo are back on.
+    assert!(
+        text.contains(" icanon") && text.contains(" echo "),
+        "{text}"
+    );
+    drop(stdin);
+}

@@ -1,0 +1,119 @@
+//! Daemon configuration: command-line flags with embedded defaults, so the
+//! daemon starts with no config file.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use sandboxd_core::Policy;
+
+/// Default unix socket.
+pub const DEFAULT_SOCKET: &str = "/run/sandboxd/sandboxd.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sandboxd/state";
+/// Default images directory.
+pub const DEFAULT_IMAGES_DIR: &str = "/var/lib/sandboxd/images";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `sandboxd` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandboxd",
+    version,
+    about = "One gRPC API for sandboxes: FreeBSD jails, Linux namespaces, or chroot"
+)]
+pub struct Args {
+    /// Where to listen: unix://PATH (TCP needs mTLS, which comes with remote access support).
+    #[arg(long, default_value = concat!("unix://", "/run/sandboxd/sandboxd.sock"), env = "SANDBOXD_LISTEN")]
+    pub listen: String,
+    /// State directory (sandbox records, per-sandbox mounts and scratch space).
+    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Images directory: each subdirectory is an image usable by name.
+    #[arg(long, default_value = DEFAULT_IMAGES_DIR, env = "SANDBOXD_IMAGES_DIR")]
+    pub images_dir: PathBuf,
+    /// Host directory under which client bind-mount sources may lie (repeatable; none by default).
+    #[arg(long = "allow-mount-source", value_name = "DIR")]
+    pub allowed_mount_sources: Vec<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "SANDBOXD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Images directory.
+    pub images_dir: PathBuf,
+    /// Caps on client requests.
+    pub policy: Policy,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks the flags.
+    pub fn from_args(args: Args) -> anyhow::Result<Self> {
+        let socket = match args.listen.split_once("://") {
+            Some(("unix", path)) if path.starts_with('/') => PathBuf::from(path),
+            Some(("unix", path)) => {
+                bail!("--listen unix://{path}: the socket path must be absolute")
+            }
+            Some(("tcp", _)) => bail!(
+                "--listen {}: TCP is only served with TLS 1.3 and client certificates, which this build does not support yet; use unix://PATH",
+                args.listen
+            ),
+            _ => bail!("--listen {}: expected unix://PATH", args.listen),
+        };
+        for (flag, dir) in [
+            ("--state-dir", &args.state_dir),
+            ("--images-dir", &args.images_dir),
+        ] {
+            if !dir.is_absolute() {
+                bail!("{flag} {}: must be an absolute path", dir.display());
+            }
+        }
+        if args.state_dir.to_string_lossy().contains([',', ':']) {
+            // overlayfs mount options are comma/colon separated.
+            bail!(
+                "--state-dir {}: must not contain ',' or ':'",
+                args.state_dir.display()
+            );
+        }
+        for dir in &args.allowed_mount_sources {
+            if !dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                bail!(
+                    "--allow-mount-source {}: must be an absolute path without '..'",
+                    dir.display()
+                );
+            }
+        }
+        let policy = Policy {
+            allowed_mount_sources: args.allowed_mount_sources,
+            ..Policy::default()
+        };
+        Ok(Self {
+            socket,
+            state_dir: args.state_dir,
+            images_dir: args.images_dir,
+            policy,
+            log_format: args.log_format,
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Every error the API returns, and the single mapping to gRPC status codes.
+
+use sandboxd_core::store::StoreError;
+use sandboxd_core::{BackendError, ValidationError};
+use tonic::{Code, Status};
+
+/// An API-level failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: every problem listed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No sandbox by that id or name (or not visible to the caller).
+    #[error("sandbox {0:?} not found")]
+    NotFound(String),
+    /// A name or idempotency key already in use.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the system is not in a state to honour it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A server-side cap was hit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A resumable stream position is no longer available.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The operation raced with another one and lost.
+    #[error("{0}")]
+    Aborted(String),
+    /// A backend operation failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// A sandbox's setup failed in its supervisor.
+    #[error("sandbox setup failed at step {step:?}: {message}")]
+    SetupFailed {
+        /// The failed step.
+        step: String,
+        /// Why.
+        message: String,
+    },
+    /// The supervisor is gone or does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected host failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let code = match &e {
+            ApiError::Invalid(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
+                Code::FailedPrecondition
+            }
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::OutOfRange(_) => Code::OutOfRange,
+            ApiError::Aborted(_) => Code::Aborted,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Backend(b) => match b {
+                BackendError::Refused(_) | BackendError::Unsupported(_) => Code::FailedPrecondition,
+                BackendError::ImageNotFound(_) => Code::NotFound,
+                BackendError::ImageInvalid { .. } => Code::InvalidArgument,
+                BackendError::Io { .. } | BackendError::Encode(_) => Code::Internal,
+            },
+            ApiError::Store(_) | ApiError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Result alias for API handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

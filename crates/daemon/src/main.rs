@@ -1,0 +1,53 @@
+//! `sandboxd`: the daemon binary. Helper mode is detected here, before any
+//! runtime or thread exists, because the supervisor must be single-threaded.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use sandboxd::config::{Args, Config, LogFormat};
+
+fn main() -> ExitCode {
+    // `sandboxd __supervise <id>`: the per-sandbox supervisor helper. It is
+    // this same binary re-executed by the daemon; argv[2] (the id) is only
+    // there so `ps` shows which sandbox a helper serves.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sandboxd::SUPERVISE_ARG)
+    {
+        let code = sandboxd::backend::supervisor_main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandboxd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::from_args(args)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sandboxd")
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(sandboxd::server::serve(config))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDBOXD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

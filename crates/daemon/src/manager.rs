@@ -1,0 +1,992 @@
+//! The sandbox manager: the daemon's model of every sandbox, and the
+//! lifecycle operations behind the RPCs. Each sandbox has a supervisor
+//! helper; one task per sandbox reads its events and updates the record,
+//! the event log and anyone waiting.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::spec::{ProcessSpec, SandboxSpec};
+use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState, StateStore};
+use sandboxd_core::validate::{self, ValidatedProcess};
+use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request, SignalTarget};
+use sandboxd_core::{Backend, Plan, Policy, ValidatedSpec};
+use sandboxd_proto::v1 as pb;
+use sandboxd_supervisor::{ExitFile, now_ms};
+use tokio::process::Child;
+use tokio::sync::{oneshot, watch};
+
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventLog;
+use crate::link::{self, Link};
+
+/// How long a supervisor may take to set a sandbox up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a supervisor may take to shut down after SIGKILLing everything.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Stop's default grace period.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Largest grace period a client may ask for.
+pub const MAX_GRACE: Duration = Duration::from_secs(300);
+
+/// A failed step reported by a supervisor.
+type StepFailure = (String, String);
+
+/// Completes a create: the main pid (None for IDLE) or the failed step.
+type ReadyTx = oneshot::Sender<Result<Option<i32>, StepFailure>>;
+
+/// One Exec'd process the daemon is waiting on.
+#[derive(Debug)]
+struct ExecSlot {
+    started: Option<oneshot::Sender<Result<i32, StepFailure>>>,
+    exited: Option<oneshot::Sender<ProcessExit>>,
+    pid: i32,
+}
+
+/// One sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Its id.
+    pub id: String,
+    paths: SandboxPaths,
+    record: Mutex<SandboxRecord>,
+    exit_tx: watch::Sender<Option<ExitRecord>>,
+    link: Mutex<Option<Arc<Link>>>,
+    link_closed: watch::Sender<bool>,
+    ready: Mutex<Option<ReadyTx>>,
+    execs: Mutex<HashMap<u64, ExecSlot>>,
+    child: Mutex<Option<Child>>,
+    /// An exit that arrived while the create was still finishing; applied
+    /// after the CREATED/STARTED events so events stay in order.
+    pending_exit: Mutex<Option<ExitRecord>>,
+    /// Serialises stop/destroy on one sandbox.
+    op: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // keep serving rather than poisoning every later call.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sandbox {
+    /// A snapshot of the record.
+    pub fn record(&self) -> SandboxRecord {
+        lock(&self.record).clone()
+    }
+
+    fn link(&self) -> Option<Arc<Link>> {
+        lock(&self.link).clone()
+    }
+}
+
+/// A started Exec: its pid and the daemon's ends of its stdio.
+#[derive(Debug)]
+pub struct ExecHandle {
+    /// Host pid.
+    pub pid: i32,
+    /// Daemon-side exec id (for ExecTree signals).
+    pub exec_id: u64,
+    /// stdin (pipe write end), stdout and stderr (pipe read ends), or with a
+    /// terminal: the pty master in `stdout` and nothing else.
+    pub stdio: ExecStdio,
+    /// Resolves when the process exits.
+    pub exited: oneshot::Receiver<ProcessExit>,
+}
+
+/// The daemon's side of an exec's stdio.
+#[derive(Debug)]
+pub enum ExecStdio {
+    /// Three pipes.
+    Pipes {
+        /// Write end of stdin.
+        stdin: OwnedFd,
+        /// Read end of stdout.
+        stdout: OwnedFd,
+        /// Read end of stderr.
+        stderr: OwnedFd,
+    },
+    /// A terminal.
+    Pty {
+        /// The pty's controlling side.
+        master: OwnedFd,
+    },
+}
+
+/// The manager.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Arc<dyn Backend>,
+    store: StateStore,
+    policy: Policy,
+    /// The event log.
+    pub events: EventLog,
+    exe: PathBuf,
+    registry: Mutex<Registry>,
+    next_exec: AtomicU64,
+}
+
+/// What [`Manager::register`] found or made.
+enum Registered {
+    /// The sandbox of an earlier request with the same key (None if it is
+    /// being rolled back).
+    Existing(Option<Arc<Sandbox>>),
+    /// A new sandbox in state CREATING.
+    New(Arc<Sandbox>, SandboxPaths),
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<Sandbox>>,
+    by_request: HashMap<(String, String), String>,
+}
+
+impl Manager {
+    /// Opens the state store and loads what a previous daemon left.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        state_dir: &std::path::Path,
+        policy: Policy,
+    ) -> ApiResult<Arc<Self>> {
+        let store = StateStore::open(state_dir)?;
+        let exe = self_exe()?;
+        let manager = Arc::new(Self {
+            backend,
+            store,
+            policy,
+            events: EventLog::default(),
+            exe,
+            registry: Mutex::new(Registry::default()),
+            next_exec: AtomicU64::new(1),
+        });
+        manager.load_previous()?;
+        Ok(manager)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The request caps.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Records from a previous daemon run. Reattaching to live supervisors is
+    /// not implemented yet: a sandbox whose supervisor persisted an exit is
+    /// reported with it; any other is reported LOST (exit 255), never as a
+    /// false success. Destroy cleans both up.
+    fn load_previous(&self) -> ApiResult<()> {
+        let (records, orphans) = self.store.load_all()?;
+        for id in orphans {
+            tracing::warn!(sandbox = %id, "state directory without a readable record; cleaning up");
+            if let Ok(dir) = self.store.sandbox_dir(&id) {
+                let paths = SandboxPaths {
+                    id: id.clone(),
+                    dir,
+                };
+                if self.backend.cleanup(&paths).is_ok() {
+                    let _ = self.store.remove(&id);
+                }
+            }
+        }
+        let mut reg = lock(&self.registry);
+        for mut record in records {
+            let paths = SandboxPaths {
+                id: record.id.clone(),
+                dir: self.store.sandbox_dir(&record.id)?,
+            };
+            if record.exit.is_none() {
+                let exit = read_exit_file(&paths).map_or_else(
+                    || ExitRecord {
+                        reason: ExitReason::Lost,
+                        code: 255,
+                        signal: 0,
+                        message:
+                            "the daemon restarted and cannot reattach to this sandbox's supervisor"
+                                .into(),
+                        finished_at_ms: now_ms(),
+                    },
+                    |f| exit_record(f.exit, f.finished_at_ms, ""),
+                );
+                record.exit = Some(exit);
+                record.state = SandboxState::Exited;
+                self.store.save(&record)?;
+            }
+            let sb = new_sandbox(paths, record.clone());
+            sb.link_closed.send_replace(true);
+            if !record.request_id.is_empty() {
+                reg.by_request.insert(
+                    (record.owner.clone(), record.request_id.clone()),
+                    record.id.clone(),
+                );
+            }
+            reg.by_id.insert(record.id.clone(), Arc::new(sb));
+        }
+        Ok(())
+    }
+
+    /// Plans a spec with this daemon's backend.
+    pub fn plan_local(&self, spec: &ValidatedSpec) -> Plan {
+        let paths = SandboxPaths {
+            id: "0000000000000000".into(),
+            dir: self.store_path_example(),
+        };
+        self.backend.plan(spec, &paths)
+    }
+
+    /// The sandbox dir a new sandbox would get (for plans).
+    pub fn store_path_example(&self) -> PathBuf {
+        self.store
+            .sandbox_dir("0000000000000000")
+            .unwrap_or_default()
+    }
+
+    /// Validates a wire spec.
+    pub fn validate_spec(&self, spec: Option<pb::SandboxSpec>) -> ApiResult<ValidatedSpec> {
+        let spec = convert::spec_from_pb(spec)?;
+        Ok(validate::validate(spec, &self.policy)?)
+    }
+
+    /// Finds a sandbox by id or name.
+    pub fn get(&self, reference: &str) -> ApiResult<Arc<Sandbox>> {
+        validate::validate_ref("id", reference)?;
+        let reg = lock(&self.registry);
+        let found = if validate::is_id(reference) {
+            reg.by_id.get(reference).cloned()
+        } else {
+            reg.by_id
+                .values()
+                .find(|s| lock(&s.record).spec.name == reference)
+                .cloned()
+        };
+        found.ok_or_else(|| ApiError::NotFound(reference.to_owned()))
+    }
+
+    /// Every sandbox, oldest first.
+    pub fn list(&self) -> Vec<SandboxRecord> {
+        let reg = lock(&self.registry);
+        let mut all: Vec<SandboxRecord> = reg.by_id.values().map(|s| s.record()).collect();
+        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        all
+    }
+
+    /// CreateSandbox.
+    pub async fn create(
+        self: &Arc<Self>,
+        spec: ValidatedSpec,
+        request_id: String,
+        owner: &str,
+    ) -> ApiResult<SandboxRecord> {
+        validate::validate_request_id(&request_id)?;
+        let (sb, paths) = match self.register(&spec, &request_id, owner)? {
+            Registered::Existing(existing) => {
+                return self
+                    .existing_for_request(existing, &spec, &request_id)
+                    .await;
+            }
+            Registered::New(sb, paths) => (sb, paths),
+        };
+        match self.start(&sb, &spec, &paths).await {
+            Ok(()) => {
+                let record = sb.record();
+                tracing::info!(sandbox = %sb.id, owner, image = %record.spec.image, mode = ?record.spec.mode, "created");
+                self.events
+                    .emit(pb::EventKind::EventCreated, &sb.id, 0, None);
+                self.events
+                    .emit(pb::EventKind::EventStarted, &sb.id, record.main_pid, None);
+                let pending = lock(&sb.pending_exit).take();
+                if let Some(exit) = pending {
+                    self.finish_with(&sb, exit).await;
+                } else if *sb.link_closed.borrow() {
+                    self.finish_with(&sb, self.exit_after_close(&sb)).await;
+                }
+                Ok(sb.record())
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, error = %e, "create failed; rolling back");
+                self.rollback(&sb).await;
+                let mut reg = lock(&self.registry);
+                reg.by_id.remove(&sb.id);
+                reg.by_request.retain(|_, v| v != &sb.id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Under the registry lock: finds the sandbox an earlier request with the
+    /// same key made, or checks the name, plans, and registers a new sandbox
+    /// in state CREATING (so a concurrent retry finds it).
+    fn register(
+        &self,
+        spec: &ValidatedSpec,
+        request_id: &str,
+        owner: &str,
+    ) -> ApiResult<Registered> {
+        let mut reg = lock(&self.registry);
+        let key = (owner.to_owned(), request_id.to_owned());
+        if !request_id.is_empty() {
+            if let Some(id) = reg.by_request.get(&key) {
+                return Ok(Registered::Existing(reg.by_id.get(id).cloned()));
+            }
+        }
+        let name = &spec.spec().name;
+        if !name.is_empty()
+            && reg
+                .by_id
+                .values()
+                .any(|s| &lock(&s.record).spec.name == name)
+        {
+            return Err(ApiError::AlreadyExists(format!(
+                "a sandbox named {name:?} already exists"
+            )));
+        }
+        let id = new_id()?;
+        let paths = SandboxPaths {
+            id: id.clone(),
+            dir: self.store.sandbox_dir(&id)?,
+        };
+        let plan = self.backend.plan(spec, &paths);
+        if !plan.refusals.is_empty() {
+            return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
+                plan.refusals,
+            )));
+        }
+        let record = SandboxRecord {
+            id: id.clone(),
+            owner: owner.to_owned(),
+            request_id: request_id.to_owned(),
+            spec: spec.spec().clone(),
+            report: plan.report,
+            state: SandboxState::Creating,
+            supervisor_pid: 0,
+            main_pid: 0,
+            exit: None,
+            created_at_ms: now_ms(),
+        };
+        let sb = Arc::new(new_sandbox(paths.clone(), record));
+        if !request_id.is_empty() {
+            reg.by_request.insert(key, id.clone());
+        }
+        reg.by_id.insert(id, sb.clone());
+        Ok(Registered::New(sb, paths))
+    }
+
+    async fn existing_for_request(
+        &self,
+        existing: Option<Arc<Sandbox>>,
+        spec: &ValidatedSpec,
+        request_id: &str,
+    ) -> ApiResult<SandboxRecord> {
+        let sb = existing.ok_or_else(|| {
+            ApiError::Aborted(format!("request_id {request_id:?} is being retried"))
+        })?;
+        if &sb.record().spec != spec.spec() {
+            return Err(ApiError::AlreadyExists(format!(
+                "request_id {request_id:?} was already used for a different spec (sandbox {})",
+                sb.id
+            )));
+        }
+        // A concurrent create with the same key may still be setting up.
+        let mut link_closed = sb.link_closed.subscribe();
+        for _ in 0..(SETUP_TIMEOUT.as_millis() / 20) {
+            let record = sb.record();
+            if record.state != SandboxState::Creating {
+                return Ok(record);
+            }
+            if *link_closed.borrow_and_update() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = sb.record();
+        if record.state == SandboxState::Creating {
+            return Err(ApiError::Aborted(format!(
+                "the create with request_id {request_id:?} did not complete"
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Writes the record, starts the supervisor and waits for Ready.
+    async fn start(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        spec: &ValidatedSpec,
+        paths: &SandboxPaths,
+    ) -> ApiResult<()> {
+        let (backend, store, spec2, paths2, record) = (
+            self.backend.clone(),
+            self.store.clone(),
+            spec.clone(),
+            paths.clone(),
+            sb.record(),
+        );
+        let config = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+            store.create_sandbox_dir(&paths2.id)?;
+            store.save(&record)?;
+            Ok(backend.launch_config(&spec2, &paths2)?)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        *lock(&sb.ready) = Some(ready_tx);
+        let (child, link) = link::spawn(&self.exe, &sb.id, &config)
+            .await
+            .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
+        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let link = Arc::new(link);
+        *lock(&sb.link) = Some(link.clone());
+        *lock(&sb.child) = Some(child);
+        lock(&sb.record).supervisor_pid = supervisor_pid;
+        tokio::spawn(read_events(self.clone(), sb.clone(), link));
+
+        let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
+            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Err((step, message)))) => return Err(ApiError::SetupFailed { step, message }),
+            Ok(Err(_)) => {
+                return Err(ApiError::SetupFailed {
+                    step: "start supervisor".into(),
+                    message: "the supervisor exited before reporting".into(),
+                });
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox setup did not finish within {SETUP_TIMEOUT:?}"
+                )));
+            }
+        };
+        let record = {
+            let mut r = lock(&sb.record);
+            r.main_pid = main_pid.unwrap_or(0);
+            // The main process may already have exited (and been reported).
+            if r.state == SandboxState::Creating {
+                r.state = SandboxState::Running;
+            }
+            r.clone()
+        };
+        self.save(record).await
+    }
+
+    /// Undoes a failed create: supervisor gone, host clean, record gone.
+    async fn rollback(&self, sb: &Arc<Sandbox>) {
+        self.shutdown_supervisor(sb).await;
+        if let Err(e) = self.cleanup_host(sb).await {
+            tracing::error!(sandbox = %sb.id, error = %e, "cleanup after a failed create");
+        }
+    }
+
+    async fn save(&self, record: SandboxRecord) -> ApiResult<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
+        Ok(())
+    }
+
+    /// Asks the supervisor to kill everything and exit, and waits for it;
+    /// SIGKILLs it (our own child, by its handle) if it does not.
+    async fn shutdown_supervisor(&self, sb: &Arc<Sandbox>) {
+        let mut closed = sb.link_closed.subscribe();
+        if let Some(link) = sb.link() {
+            if !*closed.borrow() {
+                let _ = link.send(&Request::Shutdown, &[]).await;
+                let done = tokio::time::timeout(SHUTDOWN_TIMEOUT, closed.wait_for(|c| *c)).await;
+                if done.is_err() {
+                    tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
+                }
+            }
+        }
+        let child = lock(&sb.child).take();
+        if let Some(mut child) = child {
+            // Reap it (it has exited, or is killed now).
+            if tokio::time::timeout(Duration::from_secs(1), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+
+    async fn cleanup_host(&self, sb: &Arc<Sandbox>) -> ApiResult<()> {
+        let (backend, store, paths) = (self.backend.clone(), self.store.clone(), sb.paths.clone());
+        tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            // Only once nothing is mounted under the sandbox dir may it be
+            // deleted: cleanup() proves that or fails.
+            backend.cleanup(&paths)?;
+            store.remove(&paths.id)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("cleanup task: {e}")))?
+    }
+
+    /// StopSandbox.
+    pub async fn stop(
+        &self,
+        sb: &Arc<Sandbox>,
+        grace: Duration,
+        signal: Option<i32>,
+    ) -> ApiResult<SandboxRecord> {
+        let _op = sb.op.lock().await;
+        let mut exit_rx = sb.exit_tx.subscribe();
+        if exit_rx.borrow().is_some() {
+            return Ok(sb.record());
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let sig =
+            signal.unwrap_or_else(|| i32::try_from(sb.record().spec.stop_signal).unwrap_or(15));
+        lock(&sb.record).state = SandboxState::Stopping;
+        tracing::info!(sandbox = %sb.id, signal = sig, "stopping");
+        let send = |sig| {
+            let link = link.clone();
+            async move { link.send(&Request::Stop { signal: sig }, &[]).await }
+        };
+        send(sig)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("signalling the supervisor: {e}")))?;
+        if tokio::time::timeout(grace, exit_rx.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            let _ = send(libc::SIGKILL).await;
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, exit_rx.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox {} did not stop after SIGKILL",
+                    sb.id
+                )));
+            }
+        }
+        Ok(sb.record())
+    }
+
+    /// DestroySandbox. Returns whether it existed.
+    pub async fn destroy(&self, reference: &str) -> ApiResult<bool> {
+        let sb = match self.get(reference) {
+            Ok(sb) => sb,
+            Err(ApiError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let _op = sb.op.lock().await;
+        if !lock(&self.registry).by_id.contains_key(&sb.id) {
+            return Ok(false); // destroyed by a concurrent call
+        }
+        self.shutdown_supervisor(&sb).await;
+        if sb.exit_tx.borrow().is_none() {
+            self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), "destroyed")
+                .await;
+        }
+        self.cleanup_host(&sb).await?;
+        {
+            let mut reg = lock(&self.registry);
+            reg.by_id.remove(&sb.id);
+            reg.by_request.retain(|_, v| v != &sb.id);
+        }
+        tracing::info!(sandbox = %sb.id, "destroyed");
+        self.events
+            .emit(pb::EventKind::EventDestroyed, &sb.id, 0, None);
+        Ok(true)
+    }
+
+    /// WaitSandbox.
+    pub async fn wait(&self, sb: &Arc<Sandbox>) -> ExitRecord {
+        let mut rx = sb.exit_tx.subscribe();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // Unreachable while we hold the Arc (the sender lives in it).
+                return lost_exit("sandbox removed while waiting");
+            }
+        }
+    }
+
+    /// Starts an exec in a running sandbox.
+    pub async fn exec(
+        &self,
+        sb: &Arc<Sandbox>,
+        process: ValidatedProcess,
+        size: Option<(u16, u16)>,
+    ) -> ApiResult<ExecHandle> {
+        let record = sb.record();
+        if record.state != SandboxState::Running {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is not running (state {:?})",
+                sb.id, record.state
+            )));
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let process: ProcessSpec = process.process().clone();
+        let io_err = |what: &str, e: nix::Error| ApiError::Internal(format!("{what}: {e}"));
+        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if process.tty {
+            let (rows, cols) = size.unwrap_or((24, 80));
+            let pty =
+                sandboxd_supervisor::sys::openpty(rows, cols).map_err(|e| io_err("openpty", e))?;
+            let replica = pty.replica;
+            let copies = [replica.try_clone(), replica.try_clone()]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::Internal(format!("dup pty: {e}")))?;
+            let mut fds = vec![replica];
+            fds.extend(copies);
+            (ExecStdio::Pty { master: pty.master }, fds)
+        } else {
+            let pipe =
+                || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e));
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            (
+                ExecStdio::Pipes {
+                    stdin: in_w,
+                    stdout: out_r,
+                    stderr: err_r,
+                },
+                vec![in_r, out_w, err_w],
+            )
+        };
+        let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        lock(&sb.execs).insert(
+            exec_id,
+            ExecSlot {
+                started: Some(started_tx),
+                exited: Some(exited_tx),
+                pid: 0,
+            },
+        );
+        let borrowed: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
+        let sent = link
+            .send(&Request::Exec { exec_id, process }, &borrowed)
+            .await;
+        drop(borrowed);
+        // The supervisor has its own copies now; ours must close so EOF
+        // reaches the reader when the process exits.
+        drop(theirs);
+        if let Err(e) = sent {
+            lock(&sb.execs).remove(&exec_id);
+            return Err(ApiError::Unavailable(format!(
+                "sending exec to the supervisor: {e}"
+            )));
+        }
+        let pid = match started_rx.await {
+            Ok(Ok(pid)) => pid,
+            Ok(Err((step, message))) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "exec failed at step {step:?}: {message}"
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "the supervisor exited before starting the process".into(),
+                ));
+            }
+        };
+        self.events
+            .emit(pb::EventKind::EventExecStarted, &sb.id, pid, None);
+        Ok(ExecHandle {
+            pid,
+            exec_id,
+            stdio: ours,
+            exited: exited_rx,
+        })
+    }
+
+    /// Emits the exec-exited event and converts the exit.
+    pub fn exec_finished(
+        &self,
+        sb: &Sandbox,
+        pid: i32,
+        exit: ProcessExit,
+        timed_out: bool,
+    ) -> ExitRecord {
+        let mut record = exit_record(exit, now_ms(), "");
+        if timed_out {
+            record.reason = ExitReason::Timeout;
+            record.message = "killed by the ExecSync timeout".into();
+        }
+        self.events.emit(
+            pb::EventKind::EventExecExited,
+            &sb.id,
+            pid,
+            Some(convert::exit_to_pb(&record)),
+        );
+        record
+    }
+
+    /// Sends a signal to a process of the sandbox or an exec's tree.
+    pub async fn signal(
+        &self,
+        sb: &Arc<Sandbox>,
+        target: SignalTarget,
+        signal: i32,
+    ) -> ApiResult<()> {
+        if !(1..=64).contains(&signal) {
+            return Err(ApiError::Invalid(validate::ValidationError::one(
+                "signal",
+                format!("{signal} is not a signal number (1-64)"),
+            )));
+        }
+        if let SignalTarget::Pid(pid) = target {
+            let record = sb.record();
+            let known = (record.main_pid == pid && record.exit.is_none())
+                || lock(&sb.execs).values().any(|slot| slot.pid == pid);
+            if !known {
+                return Err(ApiError::NotFound(format!(
+                    "pid {pid} is not a running process of sandbox {}",
+                    sb.id
+                )));
+            }
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        link.send(&Request::Signal { target, signal }, &[])
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("signalling the supervisor: {e}")))
+    }
+
+    /// Records the end of a sandbox.
+    async fn finish(&self, sb: &Arc<Sandbox>, exit: ProcessExit, message: &str) {
+        let exit = exit_record(exit, now_ms(), message);
+        self.finish_with(sb, exit).await;
+    }
+
+    async fn finish_with(&self, sb: &Arc<Sandbox>, exit: ExitRecord) {
+        let record = {
+            let mut r = lock(&sb.record);
+            if r.exit.is_some() {
+                return;
+            }
+            if r.state == SandboxState::Creating {
+                *lock(&sb.pending_exit) = Some(exit);
+                return;
+            }
+            r.state = SandboxState::Exited;
+            r.exit = Some(exit.clone());
+            r.clone()
+        };
+        if let Err(e) = self.save(record).await {
+            tracing::error!(sandbox = %sb.id, error = %e, "persisting exit");
+        }
+        tracing::info!(sandbox = %sb.id, reason = ?exit.reason, code = exit.code, "exited");
+        self.events.emit(
+            pb::EventKind::EventExited,
+            &sb.id,
+            0,
+            Some(convert::exit_to_pb(&exit)),
+        );
+        sb.exit_tx.send_replace(Some(exit));
+    }
+
+    /// Dispatches one supervisor event.
+    async fn on_event(&self, sb: &Arc<Sandbox>, event: Event) {
+        match event {
+            Event::Ready { main_pid } => {
+                if let Some(tx) = lock(&sb.ready).take() {
+                    let _ = tx.send(Ok(main_pid));
+                }
+            }
+            Event::SetupFailed { step, message } => {
+                if let Some(tx) = lock(&sb.ready).take() {
+                    let _ = tx.send(Err((step, message)));
+                }
+            }
+            Event::ExecStarted { exec_id, pid } => {
+                if let Some(slot) = lock(&sb.execs).get_mut(&exec_id) {
+                    slot.pid = pid;
+                    if let Some(tx) = slot.started.take() {
+                        let _ = tx.send(Ok(pid));
+                    }
+                }
+            }
+            Event::ExecFailed {
+                exec_id,
+                step,
+                message,
+            } => {
+                if let Some(mut slot) = lock(&sb.execs).remove(&exec_id) {
+                    if let Some(tx) = slot.started.take() {
+                        let _ = tx.send(Err((step, message)));
+                    }
+                }
+            }
+            Event::ExecExited { exec_id, exit } => {
+                if let Some(mut slot) = lock(&sb.execs).remove(&exec_id) {
+                    if let Some(tx) = slot.exited.take() {
+                        let _ = tx.send(exit);
+                    }
+                }
+            }
+            Event::SandboxExited { exit } => {
+                // An exit during setup (main exited at once) is still an exit.
+                self.finish(sb, exit, "").await;
+            }
+            Event::SignalFailed { target, message } => {
+                tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");
+            }
+            Event::ShutdownComplete => {}
+        }
+    }
+
+    /// The supervisor's channel closed: it exited.
+    async fn on_link_closed(&self, sb: &Arc<Sandbox>) {
+        if let Some(tx) = lock(&sb.ready).take() {
+            let _ = tx.send(Err((
+                "supervisor".into(),
+                "exited before the sandbox was ready".into(),
+            )));
+        }
+        lock(&sb.execs).clear(); // dropping the senders fails every waiter
+        sb.link_closed.send_replace(true);
+        if sb.exit_tx.borrow().is_none() && sb.record().state != SandboxState::Creating {
+            self.finish_with(sb, self.exit_after_close(sb)).await;
+        }
+    }
+
+    /// The exit of a sandbox whose supervisor is gone: what it persisted, or
+    /// LOST — never a made-up success.
+    fn exit_after_close(&self, sb: &Sandbox) -> ExitRecord {
+        if let Some(exit) = lock(&sb.pending_exit).take() {
+            return exit;
+        }
+        read_exit_file(&sb.paths).map_or_else(
+            || lost_exit("the supervisor exited without reporting the sandbox's end"),
+            |f| exit_record(f.exit, f.finished_at_ms, ""),
+        )
+    }
+}
+
+/// Reads a sandbox's supervisor events until it closes the channel.
+async fn read_events(manager: Arc<Manager>, sb: Arc<Sandbox>, link: Arc<Link>) {
+    let mut decoder = Decoder::default();
+    loop {
+        match link.recv(&mut decoder).await {
+            Ok(events) if events.is_empty() => break,
+            Ok(events) => {
+                for ev in events {
+                    manager.on_event(&sb, ev).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(sandbox = %sb.id, error = %e, "supervisor channel failed");
+                break;
+            }
+        }
+    }
+    manager.on_link_closed(&sb).await;
+    // Reap the helper so it never lingers as a zombie.
+    let child = lock(&sb.child).take();
+    if let Some(mut child) = child {
+        let _ = child.wait().await;
+    }
+}
+
+fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
+    Sandbox {
+        id: record.id.clone(),
+        paths,
+        exit_tx: watch::channel(record.exit.clone()).0,
+        record: Mutex::new(record),
+        link: Mutex::new(None),
+        link_closed: watch::channel(false).0,
+        ready: Mutex::new(None),
+        execs: Mutex::new(HashMap::new()),
+        child: Mutex::new(None),
+        pending_exit: Mutex::new(None),
+        op: tokio::sync::Mutex::new(()),
+    }
+}
+
+fn exit_record(exit: ProcessExit, finished_at_ms: i64, message: &str) -> ExitRecord {
+    let (reason, signal) = match exit {
+        ProcessExit::Exited(_) => (ExitReason::Exited, 0),
+        ProcessExit::Signaled(s) => (ExitReason::Signaled, s),
+    };
+    ExitRecord {
+        reason,
+        code: exit.code(),
+        signal,
+        message: message.to_owned(),
+        finished_at_ms,
+    }
+}
+
+fn lost_exit(message: &str) -> ExitRecord {
+    ExitRecord {
+        reason: ExitReason::Lost,
+        code: 255,
+        signal: 0,
+        message: message.to_owned(),
+        finished_at_ms: now_ms(),
+    }
+}
+
+fn read_exit_file(paths: &SandboxPaths) -> Option<ExitFile> {
+    let bytes = std::fs::read(paths.dir.join("exit.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A fresh sandbox id: 16 hex characters from the kernel's CSPRNG.
+fn new_id() -> ApiResult<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| ApiError::Internal(format!("reading /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The binary to re-execute as the supervisor helper. On Linux
+/// /proc/self/exe names this very binary even if its file was replaced.
+fn self_exe() -> ApiResult<PathBuf> {
+    if cfg!(target_os = "linux") {
+        return Ok(PathBuf::from("/proc/self/exe"));
+    }
+    std::env::current_exe()
+        .map_err(|e| ApiError::Internal(format!("locating the sandboxd binary: {e}")))
+}
+
+/// Label selector matching (`k=v`, `k!=v`, `k`), all terms must hold.
+pub fn matches_selector(spec: &SandboxSpec, selector: &str) -> ApiResult<bool> {
+    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let ok = if let Some((k, v)) = term.split_once("!=") {
+            spec.labels.get(k.trim()).map(String::as_str) != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once('=') {
+            spec.labels.get(k.trim()).map(String::as_str) == Some(v.trim())
+        } else if term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+        {
+            spec.labels.contains_key(term)
+        } else {
+            return Err(ApiError::Invalid(validate::ValidationError::one(
+                "label_selector",
+                format!("{term:?} is not key=value, key!=value or key"),
+            )));
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,181 @@
+//! Server start-up: directories, the unix socket, the gRPC services (plus
+//! health and reflection), and graceful shutdown on SIGTERM/SIGINT.
+
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sandboxd_proto::v1 as pb;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::manager::Manager;
+use crate::service::{Events, Host, Processes, Sandboxes, Shared};
+
+/// Largest request message accepted (a spec with 128 KiB of argv/env fits).
+pub const MAX_MESSAGE: usize = 4 << 20;
+/// How long in-flight calls get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    for dir in [&config.state_dir, &config.images_dir] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let backend = crate::backend::new(config.images_dir.clone());
+    tracing::info!(
+        backend = backend.kind().as_str(),
+        reason = crate::backend::REASON,
+        "backend selected"
+    );
+    let manager = Manager::new(backend, &config.state_dir, config.policy.clone())
+        .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
+    let listener = bind_socket(&config.socket).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Shared {
+        manager,
+        images_dir: config.images_dir.clone(),
+        shutdown: shutdown_rx,
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::host_service_server::HostServiceServer<Host>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::sandbox_service_server::SandboxServiceServer<Sandboxes>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::process_service_server::ProcessServiceServer<Processes>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::event_service_server::EventServiceServer<Events>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection service")?;
+    // grpcurl releases before 1.9 speak only v1alpha reflection.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building reflection service")?;
+
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE)
+        };
+    }
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(256))
+        .add_service(limited!(pb::host_service_server::HostServiceServer::new(
+            Host(shared.clone())
+        )))
+        .add_service(limited!(
+            pb::sandbox_service_server::SandboxServiceServer::new(Sandboxes(shared.clone()))
+        ))
+        .add_service(limited!(
+            pb::process_service_server::ProcessServiceServer::new(Processes(shared.clone()))
+        ))
+        .add_service(limited!(pb::event_service_server::EventServiceServer::new(
+            Events(shared.clone())
+        )))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), images_dir = %config.images_dir.display(), "sandboxd listening");
+    let stop = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight calls; sandboxes keep running");
+        let _ = shutdown_tx.send(true);
+    };
+    let mut stopping = Box::pin(stop);
+    let serve =
+        router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), &mut stopping);
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r.map_err(anyhow::Error::from),
+        () = async {
+            // Only after the signal: bound how long shutdown may take.
+            shared.shutting_down().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&config.socket);
+    result
+}
+
+async fn wait_for_signal() {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the daemon can only be killed; keep
+            // serving rather than exit at once.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Binds the unix socket with mode 0600 in a directory that only root may
+/// write. A stale socket (nobody answering) is replaced; a live one means
+/// another daemon runs, and start-up fails.
+async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .context("socket path has no parent directory")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("creating socket directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+    if meta.permissions().mode() & 0o002 != 0 {
+        bail!(
+            "socket directory {} is writable by others; refusing to listen there",
+            dir.display()
+        );
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                bail!("another daemon is already listening on {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    Ok(listener)
+}

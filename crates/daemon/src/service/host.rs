@@ -1,0 +1,75 @@
+//! HostService: capabilities and dry-run plans.
+
+use sandboxd_core::SandboxPaths;
+use sandboxd_core::capability::BackendKind;
+use sandboxd_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::convert;
+use crate::error::ApiError;
+
+/// The HostService implementation.
+#[derive(Debug)]
+pub struct Host(pub Shared);
+
+#[tonic::async_trait]
+impl pb::host_service_server::HostService for Host {
+    async fn get_capabilities(
+        &self,
+        _req: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let backend = self.0.manager.backend();
+        let caps = backend.capabilities();
+        let uts =
+            nix::sys::utsname::uname().map_err(|e| ApiError::Internal(format!("uname: {e}")))?;
+        Ok(Response::new(pb::GetCapabilitiesResponse {
+            backend: convert::backend_to_pb(caps.backend),
+            os: uts.sysname().to_string_lossy().into_owned(),
+            os_version: uts.release().to_string_lossy().into_owned(),
+            build_features: crate::backend::build_features(),
+            matrix: caps.matrix.iter().map(convert::enforcement_to_pb).collect(),
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backend_reason: caps.reason,
+            images: backend.images(),
+        }))
+    }
+
+    async fn plan_sandbox(
+        &self,
+        req: Request<pb::PlanSandboxRequest>,
+    ) -> Result<Response<pb::PlanSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let manager = &self.0.manager;
+        let wanted = convert::backend_from_pb(req.backend).map_err(ApiError::from)?;
+        let spec = manager.validate_spec(req.spec)?;
+        let own = manager.backend().kind();
+        let paths = SandboxPaths {
+            id: "0000000000000000".into(),
+            dir: manager.store_path_example(),
+        };
+        // Another backend's plan is computed by its pure plan module with
+        // the host facts it documents as typical for its OS.
+        let plan = match wanted {
+            None => manager.plan_local(&spec),
+            Some(kind) if kind == own => manager.plan_local(&spec),
+            Some(BackendKind::Chroot) => sandboxd_backend_chroot::plan::plan(
+                &spec,
+                &paths,
+                &self.0.images_dir,
+                &sandboxd_backend_chroot::plan::HostFacts::assumed(),
+            ),
+            Some(BackendKind::Linux) => sandboxd_backend_linux::plan::plan(
+                &spec,
+                &paths,
+                &sandboxd_backend_linux::plan::HostFacts::assumed(),
+            ),
+            Some(BackendKind::Freebsd) => sandboxd_backend_freebsd::plan::plan(
+                &spec,
+                &paths,
+                &sandboxd_backend_freebsd::plan::HostFacts::assumed(),
+            ),
+        };
+        Ok(Response::new(convert::plan_to_pb(&plan)))
+    }
+}

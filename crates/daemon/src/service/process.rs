@@ -1,0 +1,436 @@
+//! ProcessService: Exec (bidirectional stdio stream), ExecSync, SignalProcess.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandboxd_core::validate;
+use sandboxd_core::wire::{ProcessExit, SignalTarget};
+use sandboxd_proto::v1 as pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::convert;
+use crate::error::ApiError;
+use crate::manager::{ExecHandle, ExecStdio, Manager, Sandbox};
+
+/// Default and largest ExecSync output kept per stream.
+pub(super) const MAX_OUTPUT: u64 = 1 << 20;
+/// After a process exits, how long its output may keep flowing (a daemonised
+/// grandchild holding the pipe must not hold the call open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// Read chunk size.
+const CHUNK: usize = 32 * 1024;
+
+/// The ProcessService implementation.
+#[derive(Debug)]
+pub struct Processes(pub Shared);
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::process_service_server::ProcessService for Processes {
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<ExecStream>, Status> {
+        let mut inbound = req.into_inner();
+        let start = match inbound.message().await? {
+            Some(pb::ExecRequest {
+                msg: Some(pb::exec_request::Msg::Start(start)),
+            }) => start,
+            _ => {
+                return Err(ApiError::Invalid(validate::ValidationError::one(
+                    "msg",
+                    "the first message of an Exec stream must be `start`",
+                ))
+                .into());
+            }
+        };
+        let manager = self.0.manager.clone();
+        let sb = manager.get(&start.sandbox_id)?;
+        let process = validate::validate_process(
+            convert::process_from_pb(start.process),
+            "start.process",
+            manager.policy(),
+        )
+        .map_err(ApiError::from)?;
+        let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
+        let handle = manager.exec(&sb, process, size).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx
+            .send(Ok(msg(pb::exec_response::Msg::StartedPid(i64::from(
+                handle.pid,
+            )))))
+            .await;
+        tokio::spawn(run_exec_stream(
+            manager,
+            sb,
+            handle,
+            inbound,
+            tx,
+            self.0.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<pb::ExecSyncRequest>,
+    ) -> Result<Response<pb::ExecSyncResponse>, Status> {
+        let req = req.into_inner();
+        let manager = self.0.manager.clone();
+        let sb = manager.get(&req.sandbox_id)?;
+        let process = validate::validate_process(
+            convert::process_from_pb(req.process),
+            "process",
+            manager.policy(),
+        )
+        .map_err(ApiError::from)?;
+        if process.process().tty {
+            return Err(ApiError::Invalid(validate::ValidationError::one(
+                "process.tty",
+                "ExecSync has no terminal; use Exec",
+            ))
+            .into());
+        }
+        let cap = match req.output_limit_bytes {
+            0 => MAX_OUTPUT,
+            n => n.min(MAX_OUTPUT),
+        };
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let handle = manager.exec(&sb, process, None).await?;
+        let (pid, exec_id) = (handle.pid, handle.exec_id);
+        let ExecStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } = handle.stdio
+        else {
+            return Err(ApiError::Internal("ExecSync got a terminal".into()).into());
+        };
+        let stdin_task = tokio::spawn(async move {
+            if let Ok(mut w) = pipe::Sender::from_owned_fd(stdin) {
+                let _ = w.write_all(&req.stdin).await;
+            }
+        });
+        let out = tokio::spawn(collect(stdout, cap));
+        let err = tokio::spawn(collect(stderr, cap));
+        let mut exited = handle.exited;
+        let mut timed_out = false;
+        let exit = if req.timeout_ms == 0 {
+            (&mut exited).await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(req.timeout_ms), &mut exited).await {
+                Ok(r) => r,
+                Err(_) => {
+                    timed_out = true;
+                    // Kill this exec's process tree only.
+                    let _ = manager
+                        .signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+                        .await;
+                    (&mut exited).await
+                }
+            }
+        };
+        let exit = exit.map_err(|_| {
+            ApiError::Unavailable("the supervisor exited while the process ran".into())
+        })?;
+        stdin_task.abort();
+        let (stdout, t1) = drain(out).await;
+        let (stderr, t2) = drain(err).await;
+        let record = manager.exec_finished(&sb, pid, exit, timed_out);
+        Ok(Response::new(pb::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit: Some(convert::exit_to_pb(&record)),
+            truncated: t1 || t2,
+            pid: i64::from(pid),
+        }))
+    }
+
+    async fn signal_process(
+        &self,
+        req: Request<pb::SignalProcessRequest>,
+    ) -> Result<Response<pb::SignalProcessResponse>, Status> {
+        let req = req.into_inner();
+        let sb = self.0.manager.get(&req.sandbox_id)?;
+        let pid = i32::try_from(req.pid).map_err(|_| {
+            ApiError::Invalid(validate::ValidationError::one(
+                "pid",
+                format!("{} is not a pid", req.pid),
+            ))
+        })?;
+        self.0
+            .manager
+            .signal(&sb, SignalTarget::Pid(pid), req.signal)
+            .await?;
+        Ok(Response::new(pb::SignalProcessResponse {}))
+    }
+}
+
+fn clamp_u16(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+fn msg(m: pb::exec_response::Msg) -> pb::ExecResponse {
+    pb::ExecResponse { msg: Some(m) }
+}
+
+/// Reads a pipe to EOF, keeping at most `cap` bytes.
+async fn collect(fd: OwnedFd, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) else {
+        return (kept, truncated);
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+}
+
+/// Waits for a collector, but no longer than [`DRAIN_AFTER_EXIT`].
+async fn drain(task: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(DRAIN_AFTER_EXIT, task).await {
+        Ok(Ok(r)) => r,
+        _ => {
+            abort.abort();
+            (Vec::new(), false)
+        }
+    }
+}
+
+type Tx = mpsc::Sender<Result<pb::ExecResponse, Status>>;
+
+/// Pumps one Exec stream: output out, stdin/resize/signal in, exit last.
+async fn run_exec_stream(
+    manager: Arc<Manager>,
+    sb: Arc<Sandbox>,
+    handle: ExecHandle,
+    mut inbound: Streaming<pb::ExecRequest>,
+    tx: Tx,
+    shared: Shared,
+) {
+    let ExecHandle {
+        pid,
+        exec_id,
+        stdio,
+        exited,
+    } = handle;
+    let (outputs, mut input): (Vec<tokio::task::JoinHandle<()>>, Input) = match stdio {
+        ExecStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let o = tokio::spawn(pump_pipe(
+                stdout,
+                tx.clone(),
+                pb::exec_response::Msg::Stdout,
+            ));
+            let e = tokio::spawn(pump_pipe(
+                stderr,
+                tx.clone(),
+                pb::exec_response::Msg::Stderr,
+            ));
+            (
+                vec![o, e],
+                Input::Pipe(pipe::Sender::from_owned_fd(stdin).ok()),
+            )
+        }
+        ExecStdio::Pty { master } => match Pty::new(master) {
+            Ok(pty) => {
+                let pty = Arc::new(pty);
+                let o = tokio::spawn(pump_pty(pty.clone(), tx.clone()));
+                (vec![o], Input::Pty(pty))
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(ApiError::Internal(format!("pty: {e}")).into()))
+                    .await;
+                let _ = manager
+                    .signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+                    .await;
+                return;
+            }
+        },
+    };
+    let mut exited = exited;
+    let mut inbound_open = true;
+    let exit = loop {
+        tokio::select! {
+            r = &mut exited => break r.ok(),
+            m = inbound.message(), if inbound_open => match m {
+                Ok(Some(req)) => handle_input(&manager, &sb, pid, &mut input, req).await,
+                Ok(None) => inbound_open = false,
+                Err(_) => {
+                    // The client went away: end its process tree rather than
+                    // leave it running with nobody to read its output.
+                    inbound_open = false;
+                    let _ = manager.signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL).await;
+                }
+            },
+            () = shared.shutting_down() => {
+                let _ = tx.send(Err(ApiError::Unavailable("the daemon is shutting down".into()).into())).await;
+                return;
+            }
+        }
+    };
+    drop(input);
+    for o in outputs {
+        let abort = o.abort_handle();
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, o).await.is_err() {
+            abort.abort();
+        }
+    }
+    let record = manager.exec_finished(
+        &sb,
+        pid,
+        exit.unwrap_or(ProcessExit::Signaled(libc::SIGKILL)),
+        false,
+    );
+    let mut exit_pb = convert::exit_to_pb(&record);
+    if exit.is_none() {
+        exit_pb.reason = pb::ExitReason::Lost as i32;
+        exit_pb.exit_code = 255;
+        exit_pb.message = "the supervisor exited while the process ran".into();
+    }
+    let _ = tx
+        .send(Ok(msg(pb::exec_response::Msg::Exited(exit_pb))))
+        .await;
+}
+
+enum Input {
+    Pipe(Option<pipe::Sender>),
+    Pty(Arc<Pty>),
+}
+
+async fn handle_input(
+    manager: &Manager,
+    sb: &Arc<Sandbox>,
+    pid: i32,
+    input: &mut Input,
+    req: pb::ExecRequest,
+) {
+    use pb::exec_request::Msg;
+    match req.msg {
+        Some(Msg::Stdin(bytes)) => match input {
+            Input::Pipe(Some(w)) => {
+                if w.write_all(&bytes).await.is_err() {
+                    *input = Input::Pipe(None);
+                }
+            }
+            Input::Pipe(None) => {}
+            Input::Pty(pty) => {
+                let _ = pty.write_all(&bytes).await;
+            }
+        },
+        Some(Msg::CloseStdin(true)) => match input {
+            Input::Pipe(w) => *w = None,
+            // A terminal has no EOF of its own; send ^D as a terminal would.
+            Input::Pty(pty) => {
+                let _ = pty.write_all(&[4]).await;
+            }
+        },
+        Some(Msg::Resize(size)) => {
+            if let Input::Pty(pty) = input {
+                let _ = sandboxd_supervisor::sys::set_winsize(
+                    pty.master.as_fd(),
+                    clamp_u16(size.rows),
+                    clamp_u16(size.cols),
+                );
+            }
+        }
+        Some(Msg::Signal(sig)) => {
+            if let Err(e) = manager.signal(sb, SignalTarget::Pid(pid), sig).await {
+                tracing::debug!(pid, sig, error = %e, "exec signal not delivered");
+            }
+        }
+        Some(Msg::Start(_)) | Some(Msg::CloseStdin(false)) | None => {}
+    }
+}
+
+async fn pump_pipe(fd: OwnedFd, tx: Tx, wrap: fn(Vec<u8>) -> pb::exec_response::Msg) {
+    let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Ok(msg(wrap(buf[..n].to_vec())))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A pty master. Terminal I/O goes through tokio's blocking-pool file
+/// wrapper: a pty is not a pipe or socket the reactor can watch safely, and
+/// interactive sessions are few.
+struct Pty {
+    /// The master, kept for resizes.
+    master: OwnedFd,
+    reader: tokio::sync::Mutex<tokio::fs::File>,
+    writer: tokio::sync::Mutex<tokio::fs::File>,
+}
+
+impl Pty {
+    fn new(master: OwnedFd) -> std::io::Result<Self> {
+        let reader = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
+        let writer = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
+        Ok(Self {
+            master,
+            reader: tokio::sync::Mutex::new(reader),
+            writer: tokio::sync::Mutex::new(writer),
+        })
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.lock().await.read(buf).await
+    }
+
+    async fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.writer.lock().await;
+        w.write_all(bytes).await?;
+        w.flush().await
+    }
+}
+
+async fn pump_pty(pty: Arc<Pty>, tx: Tx) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        // EIO means every holder of the terminal side is gone: EOF.
+        match pty.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx
+                    .send(Ok(msg(pb::exec_response::Msg::Stdout(buf[..n].to_vec()))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}

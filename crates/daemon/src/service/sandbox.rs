@@ -1,0 +1,150 @@
+//! SandboxService: the lifecycle RPCs.
+
+use std::time::Duration;
+
+use sandboxd_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{Shared, caller};
+use crate::convert;
+use crate::error::ApiError;
+use crate::manager::{DEFAULT_GRACE, MAX_GRACE, matches_selector};
+
+/// Largest ListSandboxes page.
+const MAX_PAGE: usize = 1000;
+/// Default ListSandboxes page.
+const DEFAULT_PAGE: usize = 100;
+
+/// The SandboxService implementation.
+#[derive(Debug)]
+pub struct Sandboxes(pub Shared);
+
+#[tonic::async_trait]
+impl pb::sandbox_service_server::SandboxService for Sandboxes {
+    async fn create_sandbox(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
+        let owner = caller(&req);
+        let req = req.into_inner();
+        let spec = self.0.manager.validate_spec(req.spec)?;
+        let record = self.0.manager.create(spec, req.request_id, owner).await?;
+        Ok(Response::new(pb::CreateSandboxResponse {
+            sandbox: Some(convert::record_to_pb(&record)),
+        }))
+    }
+
+    async fn get_sandbox(
+        &self,
+        req: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::GetSandboxResponse>, Status> {
+        let sb = self.0.manager.get(&req.into_inner().id)?;
+        Ok(Response::new(pb::GetSandboxResponse {
+            sandbox: Some(convert::record_to_pb(&sb.record())),
+        }))
+    }
+
+    async fn list_sandboxes(
+        &self,
+        req: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let req = req.into_inner();
+        let page = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let all = self.0.manager.list();
+        // The token is the id of the last sandbox of the previous page; the
+        // order is creation order, so later creates never shift a page.
+        let start = if req.page_token.is_empty() {
+            0
+        } else {
+            sandboxd_core::validate::validate_ref("page_token", &req.page_token)
+                .map_err(ApiError::from)?;
+            match all.iter().position(|r| r.id == req.page_token) {
+                Some(i) => i + 1,
+                None => {
+                    // The sandbox was destroyed: resume after where it would be.
+                    all.iter()
+                        .position(|r| r.id > req.page_token)
+                        .unwrap_or(all.len())
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let mut next = String::new();
+        for r in all.iter().skip(start) {
+            if !matches_selector(&r.spec, &req.label_selector)? {
+                continue;
+            }
+            if out.len() == page {
+                next = out
+                    .last()
+                    .map(|s: &pb::Sandbox| s.id.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            out.push(convert::record_to_pb(r));
+        }
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes: out,
+            next_page_token: next,
+        }))
+    }
+
+    async fn stop_sandbox(
+        &self,
+        req: Request<pb::StopSandboxRequest>,
+    ) -> Result<Response<pb::StopSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let sb = self.0.manager.get(&req.id)?;
+        let grace = match req.grace_seconds {
+            0 => DEFAULT_GRACE,
+            s => Duration::from_secs(u64::from(s)).min(MAX_GRACE),
+        };
+        let signal = match req.signal {
+            0 => None,
+            s @ 1..=64 => i32::try_from(s).ok(),
+            s => {
+                return Err(ApiError::Invalid(sandboxd_core::ValidationError::one(
+                    "signal",
+                    format!("{s} is not a signal number (1-64)"),
+                ))
+                .into());
+            }
+        };
+        tracing::info!(audit = true, identity = caller_name(), op = "StopSandbox", sandbox = %sb.id);
+        let record = self.0.manager.stop(&sb, grace, signal).await?;
+        Ok(Response::new(pb::StopSandboxResponse {
+            sandbox: Some(convert::record_to_pb(&record)),
+        }))
+    }
+
+    async fn destroy_sandbox(
+        &self,
+        req: Request<pb::DestroySandboxRequest>,
+    ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
+        let id = req.into_inner().id;
+        sandboxd_core::validate::validate_ref("id", &id).map_err(ApiError::from)?;
+        tracing::info!(audit = true, identity = caller_name(), op = "DestroySandbox", sandbox = %id);
+        let existed = self.0.manager.destroy(&id).await?;
+        Ok(Response::new(pb::DestroySandboxResponse { existed }))
+    }
+
+    async fn wait_sandbox(
+        &self,
+        req: Request<pb::WaitSandboxRequest>,
+    ) -> Result<Response<pb::WaitSandboxResponse>, Status> {
+        let sb = self.0.manager.get(&req.into_inner().id)?;
+        tokio::select! {
+            exit = self.0.manager.wait(&sb) => {
+                Ok(Response::new(pb::WaitSandboxResponse { exit: Some(convert::exit_to_pb(&exit)) }))
+            }
+            () = self.0.shutting_down() => Err(ApiError::Unavailable("the daemon is shutting down".into()).into()),
+        }
+    }
+}
+
+fn caller_name() -> &'static str {
+    "local"
+}

@@ -1,0 +1,140 @@
+//! The supervisor's blocking end of the daemon ↔ supervisor socket: frames
+//! from [`sandboxd_core::wire`], descriptors via SCM_RIGHTS.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use sandboxd_core::wire::{self, Decoder, Event, Request, WireError};
+
+use crate::sys;
+
+/// One end of the socketpair.
+#[derive(Debug)]
+pub struct Channel {
+    sock: OwnedFd,
+    decoder: Decoder,
+    fds: VecDeque<OwnedFd>,
+    /// The peer closed or a write hit EPIPE: the daemon is gone.
+    closed: bool,
+}
+
+/// What one read produced.
+#[derive(Debug)]
+pub enum RecvOutcome {
+    /// Complete requests, each with the descriptors it carried.
+    Requests(Vec<(Request, Vec<OwnedFd>)>),
+    /// The daemon closed its end.
+    Closed,
+}
+
+impl Channel {
+    /// Wraps a connected socket.
+    pub fn new(sock: OwnedFd) -> Self {
+        Self {
+            sock,
+            decoder: Decoder::default(),
+            fds: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// Whether the daemon has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Stops listening (after a corrupt frame): the sandbox keeps running
+    /// without a daemon, as if it had gone away.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Reads once (the socket is readable) and returns complete requests.
+    pub fn recv(&mut self) -> Result<RecvOutcome, WireError> {
+        let mut buf = [0u8; 64 * 1024];
+        let mut new_fds = Vec::new();
+        let n = loop {
+            match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut new_fds) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(RecvOutcome::Requests(Vec::new()));
+                }
+                Err(_) => {
+                    self.closed = true;
+                    return Ok(RecvOutcome::Closed);
+                }
+            }
+        };
+        self.fds.extend(new_fds);
+        if n == 0 {
+            self.closed = true;
+            return Ok(RecvOutcome::Closed);
+        }
+        self.decoder.push(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some(req) = self.decoder.next_frame::<Request>()? {
+            let count = req.fd_count();
+            if self.fds.len() < count {
+                return Err(WireError::Malformed(serde::de::Error::custom(format!(
+                    "request carries {count} descriptors but {} arrived",
+                    self.fds.len()
+                ))));
+            }
+            let fds = self.fds.drain(..count).collect();
+            out.push((req, fds));
+        }
+        Ok(RecvOutcome::Requests(out))
+    }
+
+    /// Blocks until one complete frame of type `T` arrives (the launch
+    /// configuration, which the daemon sends first).
+    pub fn recv_first<T: for<'de> serde::Deserialize<'de>>(&mut self) -> Result<T, WireError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame::<T>()? {
+                return Ok(frame);
+            }
+            let mut buf = [0u8; 64 * 1024];
+            let mut fds = Vec::new();
+            match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut fds) {
+                Ok(0) => {
+                    return Err(WireError::Malformed(serde::de::Error::custom(
+                        "daemon closed the channel before sending the launch configuration",
+                    )));
+                }
+                Ok(n) => self.decoder.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WireError::Malformed(serde::de::Error::custom(e))),
+            }
+        }
+    }
+
+    /// Sends one event. A vanished daemon is not an error: the sandbox keeps
+    /// running and its exit is persisted to the exit file instead.
+    pub fn send(&mut self, event: &Event) {
+        if self.closed {
+            return;
+        }
+        let Ok(bytes) = wire::encode(event) else {
+            return;
+        };
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match sys::send_with_fds(self.sock.as_fd(), &bytes[sent..], &[]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}

@@ -1,0 +1,242 @@
+//! Starting one process inside the sandbox: fork, then in the child enter the
+//! sandbox, harden, and exec. A close-on-exec "error pipe" carries the failed
+//! step back to the supervisor; EOF on it means exec succeeded.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Pid, Uid};
+use sandboxd_core::spec::ProcessSpec;
+
+use crate::supervisor::{Isolation, Rlimit, RlimitKind, StepError};
+use crate::sys;
+
+/// PATH for payloads whose environment names none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a process's stdio comes from.
+#[derive(Debug)]
+pub(crate) enum Stdio {
+    /// /dev/null for all three (the main process).
+    Null(OwnedFd),
+    /// stdin, stdout, stderr from the daemon; `tty` if they are a terminal.
+    Fds { fds: Vec<OwnedFd>, tty: bool },
+}
+
+/// The argv/env/identity to exec, prepared before fork so the child only
+/// makes system calls.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    path_var: String,
+    cwd: CString,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+impl ExecPlan {
+    /// Converts a validated process (validation already refused NUL bytes).
+    pub fn new(process: &ProcessSpec) -> Result<Self, StepError> {
+        let cstr = |s: &str| {
+            CString::new(s)
+                .map_err(|_| StepError::new("prepare exec", format!("{s:?} contains NUL")))
+        };
+        let argv = process
+            .argv
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = process
+            .env
+            .iter()
+            .map(|e| cstr(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let path_var = match process.env.iter().find_map(|e| e.strip_prefix("PATH=")) {
+            Some(p) => p.to_owned(),
+            None => {
+                env.push(cstr(&format!("PATH={DEFAULT_PATH}"))?);
+                DEFAULT_PATH.to_owned()
+            }
+        };
+        if process.tty && !process.env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push(cstr("TERM=xterm")?);
+        }
+        Ok(Self {
+            argv,
+            env,
+            path_var,
+            cwd: cstr(process.cwd())?,
+            uid: Uid::from_raw(process.user.uid()),
+            gid: Gid::from_raw(process.user.gid()),
+            groups: process
+                .user
+                .additional_gids
+                .iter()
+                .map(|g| Gid::from_raw(*g))
+                .collect(),
+        })
+    }
+}
+
+/// Resolves argv[0] the way execvp does, but against the filesystem the
+/// caller currently sees (after entering the sandbox): a name with a '/' is
+/// used as is; otherwise each PATH entry is tried for an executable file.
+pub fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
+    if argv0.contains('/') {
+        return Some(argv0.to_owned());
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{argv0}"))
+        .find(|candidate| {
+            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+                && std::fs::metadata(candidate).is_ok_and(|m| m.is_file())
+        })
+}
+
+/// Forks a child that enters the sandbox and execs `plan`. Returns its pid
+/// once exec has succeeded, or the step that failed.
+pub(crate) fn spawn(
+    isolation: &dyn Isolation,
+    rlimits: &[Rlimit],
+    plan: &ExecPlan,
+    stdio: Stdio,
+) -> Result<Pid, StepError> {
+    let (mut err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map(|(r, w)| (std::fs::File::from(r), w))
+        .map_err(|e| StepError::new("create error pipe", e))?;
+    match sys::fork().map_err(|e| StepError::new("fork", e))? {
+        sys::Fork::Child => {
+            let err = child(isolation, rlimits, plan, stdio, err_write.as_raw_fd());
+            let report = format!("{}\0{}", err.step, err.message);
+            // Best effort: if the supervisor is gone nobody can hear us.
+            let _ = nix::unistd::write(&err_write, report.as_bytes());
+            sys::exit_child(127)
+        }
+        sys::Fork::Parent { child } => {
+            drop(err_write);
+            drop(stdio);
+            let mut report = Vec::new();
+            let _ = err_read.read_to_end(&mut report);
+            if report.is_empty() {
+                return Ok(child);
+            }
+            // The child has exited (127); reap it so it is never mistaken for
+            // a sandbox process.
+            let _ = nix::sys::wait::waitpid(child, None);
+            let text = String::from_utf8_lossy(&report);
+            let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
+            Err(StepError::new(step, message))
+        }
+    }
+}
+
+/// The child side: runs only in the forked copy of the single-threaded
+/// supervisor. Returns only on failure.
+fn child(
+    isolation: &dyn Isolation,
+    rlimits: &[Rlimit],
+    plan: &ExecPlan,
+    stdio: Stdio,
+    keep: i32,
+) -> StepError {
+    let step = |step: &str, e: nix::Error| StepError::new(step, e);
+    if let Err(e) = sys::reset_signals() {
+        return step("reset signal dispositions", e);
+    }
+    // A new session: the process leads its own group, so a timeout or stop
+    // can kill its tree without touching anything else, and a terminal can
+    // become its controlling tty.
+    if let Err(e) = nix::unistd::setsid() {
+        return step("setsid", e);
+    }
+    match &stdio {
+        Stdio::Null(null) => {
+            for target in 0..=2 {
+                if let Err(e) = sys::dup_to(null.as_fd(), target) {
+                    return step("redirect stdio to /dev/null", e);
+                }
+            }
+        }
+        Stdio::Fds { fds, tty } => {
+            for (target, fd) in fds.iter().enumerate() {
+                if let Err(e) = sys::dup_to(fd.as_fd(), target as i32) {
+                    return step("install stdio", e);
+                }
+            }
+            if *tty {
+                if let Some(Err(e)) = fds.first().map(|t| sys::set_controlling_tty(t.as_fd())) {
+                    return step("set controlling terminal", e);
+                }
+            }
+        }
+    }
+    drop(stdio);
+    if let Err(e) = isolation.enter() {
+        return e;
+    }
+    if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
+        return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
+    }
+    for limit in rlimits {
+        let resource = match limit.kind {
+            RlimitKind::Nproc => Resource::RLIMIT_NPROC,
+            RlimitKind::Nofile => Resource::RLIMIT_NOFILE,
+            #[cfg(not(target_os = "freebsd"))]
+            RlimitKind::As => Resource::RLIMIT_AS,
+            #[cfg(target_os = "freebsd")]
+            RlimitKind::As => Resource::RLIMIT_VMEM,
+        };
+        // rlim_t is u64 on Linux and i64 on FreeBSD; values above i64::MAX
+        // mean "unlimited" in practice.
+        #[allow(clippy::useless_conversion)]
+        let value = limit
+            .value
+            .try_into()
+            .unwrap_or(nix::sys::resource::RLIM_INFINITY);
+        if let Err(e) = setrlimit(resource, value, value) {
+            return StepError::new(
+                "setrlimit",
+                format!("{:?}={}: {e}", limit.kind, limit.value),
+            );
+        }
+    }
+    // Groups first: after setuid we could no longer change them.
+    if let Err(e) = nix::unistd::setgroups(&plan.groups) {
+        return step("setgroups", e);
+    }
+    if let Err(e) = nix::unistd::setgid(plan.gid) {
+        return StepError::new("setgid", format!("{}: {e}", plan.gid));
+    }
+    if let Err(e) = nix::unistd::setuid(plan.uid) {
+        return StepError::new("setuid", format!("{}: {e}", plan.uid));
+    }
+    if let Err(e) = sys::set_no_new_privs() {
+        return step("set no_new_privs", e);
+    }
+    let argv0 = plan
+        .argv
+        .first()
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    let Some(program) = resolve_program(argv0, &plan.path_var) else {
+        return StepError::new(
+            "exec",
+            format!("{argv0}: not found in PATH {}", plan.path_var),
+        );
+    };
+    let Ok(program) = CString::new(program) else {
+        return StepError::new("exec", "program path contains NUL");
+    };
+    // Only 0-2 and the close-on-exec error pipe survive until exec; the pipe
+    // then closes itself, so the payload starts with exactly 0-2.
+    sys::close_fds_except(3, keep);
+    let err = sys::execve(&program, &plan.argv, &plan.env);
+    StepError::new("exec", format!("{}: {err}", program.to_string_lossy()))
+}

@@ -1,0 +1,470 @@
+//! The supervisor's event loop: set the sandbox up, start its processes,
+//! reap them, answer the daemon, tear down when the sandbox ends.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use sandboxd_core::spec::{Mode, ProcessSpec};
+use sandboxd_core::wire::{Event, ProcessExit, Request, SignalTarget};
+
+use crate::channel::{Channel, RecvOutcome};
+use crate::launch::{self, ExecPlan, Stdio};
+use crate::sys;
+
+/// A failed step, as reported to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct StepError {
+    /// The step that failed ("mount image", "chroot", "setuid", ...).
+    pub step: String,
+    /// Why, with the path/value involved.
+    pub message: String,
+}
+
+impl StepError {
+    /// Builds a step error.
+    pub fn new(step: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            step: step.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What a backend does to build, enter and remove its sandbox.
+pub trait Isolation {
+    /// In the supervisor, before any process starts (mounts, jail, ...). On
+    /// error it must have undone whatever it did.
+    fn setup(&mut self) -> Result<(), StepError>;
+    /// In each forked child, before privileges are dropped: enter the
+    /// sandbox (chroot, jail_attach, setns) and chdir to its root.
+    fn enter(&self) -> Result<(), StepError>;
+    /// In the supervisor, after every process is gone: undo `setup`.
+    /// Idempotent.
+    fn teardown(&mut self) -> Result<(), StepError>;
+}
+
+/// Which per-process resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RlimitKind {
+    /// RLIMIT_NPROC.
+    Nproc,
+    /// RLIMIT_NOFILE.
+    Nofile,
+    /// RLIMIT_AS.
+    As,
+}
+
+/// One setrlimit applied to every sandbox process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// Which limit.
+    pub kind: RlimitKind,
+    /// Soft and hard value.
+    pub value: u64,
+}
+
+/// Backend-independent part of the launch configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommonConfig {
+    /// Sandbox id (for messages).
+    pub sandbox_id: String,
+    /// Lifecycle mode.
+    pub mode: Mode,
+    /// Main process (None for IDLE).
+    pub main: Option<ProcessSpec>,
+    /// Limits applied to every process.
+    pub rlimits: Vec<Rlimit>,
+    /// Where the sandbox's exit is persisted for a daemon that was away.
+    pub exit_file: PathBuf,
+}
+
+/// What the daemon sends as the first frame: common part plus the
+/// backend's own isolation configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchConfig<T> {
+    /// Backend-independent part.
+    pub common: CommonConfig,
+    /// The backend's part.
+    pub isolation: T,
+}
+
+/// The content of the exit file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitFile {
+    /// How the sandbox ended.
+    pub exit: ProcessExit,
+    /// When, in ms since the epoch.
+    pub finished_at_ms: i64,
+}
+
+/// How long the final SIGKILL sweep waits for processes to disappear.
+const KILL_SWEEP: Duration = Duration::from_secs(10);
+
+struct Supervisor<I: Isolation> {
+    chan: Channel,
+    sigchld: OwnedFd,
+    config: CommonConfig,
+    isolation: I,
+    main: Option<Pid>,
+    main_exit: Option<ProcessExit>,
+    /// Exec processes by pid → exec id. Each is a process-group leader.
+    execs: HashMap<Pid, u64>,
+    /// Set by Stop: the signal used.
+    stopping: Option<i32>,
+    null: OwnedFd,
+}
+
+/// Runs the supervisor on `sock` until the sandbox ends or the daemon asks
+/// for shutdown. Returns the helper's process exit code.
+pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isolation: I) -> i32 {
+    let fail = |chan: &mut Channel, e: StepError| {
+        chan.send(&Event::SetupFailed {
+            step: e.step,
+            message: e.message,
+        });
+        1
+    };
+    let prepared = (|| {
+        sys::ignore_sigpipe().map_err(|e| StepError::new("ignore SIGPIPE", e))?;
+        sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
+        let sigchld = sys::install_sigchld_pipe()
+            .map_err(|e| StepError::new("install SIGCHLD handler", e))?;
+        let null = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| StepError::new("open /dev/null", e))?;
+        let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
+        Ok::<_, StepError>((sigchld, null, main))
+    })();
+    let (sigchld, null, main_plan) = match prepared {
+        Ok(p) => p,
+        Err(e) => return fail(&mut chan, e),
+    };
+    if let Err(e) = isolation.setup() {
+        return fail(&mut chan, e);
+    }
+    let mut sup = Supervisor {
+        chan,
+        sigchld,
+        config,
+        isolation,
+        main: None,
+        main_exit: None,
+        execs: HashMap::new(),
+        stopping: None,
+        null,
+    };
+    if let Some(plan) = main_plan {
+        let null = match sup.null.try_clone() {
+            Ok(n) => n,
+            Err(e) => return sup.abort_setup(StepError::new("duplicate /dev/null", e)),
+        };
+        match launch::spawn(
+            &sup.isolation,
+            &sup.config.rlimits,
+            &plan,
+            Stdio::Null(null),
+        ) {
+            Ok(pid) => sup.main = Some(pid),
+            Err(e) => return sup.abort_setup(e),
+        }
+    }
+    sup.chan.send(&Event::Ready {
+        main_pid: sup.main.map(Pid::as_raw),
+    });
+    sup.run()
+}
+
+impl<I: Isolation> Supervisor<I> {
+    fn abort_setup(mut self, e: StepError) -> i32 {
+        self.kill_everything();
+        let _ = self.isolation.teardown();
+        self.chan.send(&Event::SetupFailed {
+            step: e.step,
+            message: e.message,
+        });
+        1
+    }
+
+    fn run(mut self) -> i32 {
+        loop {
+            let mut fds = vec![PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
+            if !self.chan.is_closed() {
+                fds.push(PollFd::new(self.chan.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            let chan_ready = fds
+                .get(1)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty());
+            drop(fds);
+            self.drain_sigchld();
+            let no_children = self.reap();
+            if chan_ready {
+                match self.chan.recv() {
+                    Ok(RecvOutcome::Requests(reqs)) => {
+                        for (req, fds) in reqs {
+                            if let Some(code) = self.handle(req, fds) {
+                                return code;
+                            }
+                        }
+                    }
+                    Ok(RecvOutcome::Closed) => {}
+                    // A corrupt frame from the daemon: stop listening rather
+                    // than act on garbage; the sandbox keeps running.
+                    Err(_) => self.chan.close(),
+                }
+            }
+            let ended = match self.config.mode {
+                Mode::Idle => self.stopping.is_some() && no_children && self.execs.is_empty(),
+                Mode::Process | Mode::Init => self.main_exit.is_some(),
+            };
+            if ended {
+                return self.finish();
+            }
+        }
+    }
+
+    fn drain_sigchld(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.sigchld, &mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Reaps every exited child. Returns true if no children are left.
+    fn reap(&mut self) -> bool {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return false,
+                Ok(status) => {
+                    let (pid, exit) = match status {
+                        WaitStatus::Exited(pid, code) => (pid, ProcessExit::Exited(code)),
+                        WaitStatus::Signaled(pid, sig, _) => {
+                            (pid, ProcessExit::Signaled(sig as i32))
+                        }
+                        _ => continue,
+                    };
+                    if Some(pid) == self.main {
+                        self.main_exit = Some(exit);
+                    } else if let Some(exec_id) = self.execs.remove(&pid) {
+                        self.chan.send(&Event::ExecExited { exec_id, exit });
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => return true, // ECHILD: nothing left
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Option<i32> {
+        match req {
+            Request::Exec { exec_id, process } => {
+                let ended = self.main_exit.is_some() || self.stopping.is_some();
+                let result = if ended {
+                    Err(StepError::new("exec", "the sandbox is stopping"))
+                } else {
+                    ExecPlan::new(&process).and_then(|plan| {
+                        launch::spawn(
+                            &self.isolation,
+                            &self.config.rlimits,
+                            &plan,
+                            Stdio::Fds {
+                                fds,
+                                tty: process.tty,
+                            },
+                        )
+                    })
+                };
+                match result {
+                    Ok(pid) => {
+                        self.execs.insert(pid, exec_id);
+                        self.chan.send(&Event::ExecStarted {
+                            exec_id,
+                            pid: pid.as_raw(),
+                        });
+                    }
+                    Err(e) => self.chan.send(&Event::ExecFailed {
+                        exec_id,
+                        step: e.step,
+                        message: e.message,
+                    }),
+                }
+            }
+            Request::Signal { target, signal } => {
+                let result = Signal::try_from(signal)
+                    .map_err(|e| e.to_string())
+                    .and_then(|sig| match target {
+                        SignalTarget::Pid(pid) => {
+                            let pid = Pid::from_raw(pid);
+                            if Some(pid) == self.main && self.main_exit.is_none()
+                                || self.execs.contains_key(&pid)
+                            {
+                                kill(pid, sig).map_err(|e| e.to_string())
+                            } else {
+                                Err(format!(
+                                    "pid {pid} is not a running process of this sandbox"
+                                ))
+                            }
+                        }
+                        SignalTarget::ExecTree(id) => {
+                            match self.execs.iter().find(|(_, e)| **e == id) {
+                                Some((pid, _)) => killpg(*pid, sig).map_err(|e| e.to_string()),
+                                None => Err(format!("exec {id} is not running")),
+                            }
+                        }
+                    });
+                if let Err(message) = result {
+                    self.chan.send(&Event::SignalFailed { target, message });
+                }
+            }
+            Request::Stop { signal } => {
+                let sig = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                self.stopping = Some(sig as i32);
+                self.signal_everything(sig);
+            }
+            Request::Shutdown => {
+                self.kill_everything();
+                if self.main_exit.is_none() && self.config.mode != Mode::Idle {
+                    self.main_exit = Some(ProcessExit::Signaled(Signal::SIGKILL as i32));
+                }
+                let _ = self.finish_quietly();
+                self.chan.send(&Event::ShutdownComplete);
+                return Some(0);
+            }
+        }
+        None
+    }
+
+    /// Sends `sig` to every process of the sandbox: the main process's and
+    /// each exec's process group, and (as subreaper) any orphan reparented to
+    /// us, which may have left its group.
+    fn signal_everything(&self, sig: Signal) {
+        if sys::kill_all_descendants(sig) {
+            return;
+        }
+        for leader in self.main.iter().chain(self.execs.keys()) {
+            let _ = killpg(*leader, sig);
+        }
+        for child in sys::children_of(nix::unistd::getpid()) {
+            let _ = kill(child, sig);
+        }
+    }
+
+    /// SIGKILLs everything until no child is left (bounded).
+    fn kill_everything(&mut self) {
+        let deadline = Instant::now() + KILL_SWEEP;
+        loop {
+            self.signal_everything(Signal::SIGKILL);
+            if self.reap() || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The sandbox ended: kill what is left, report, persist, tear down.
+    fn finish(mut self) -> i32 {
+        let code = self.finish_quietly();
+        let exit = self.sandbox_exit();
+        self.chan.send(&Event::SandboxExited { exit });
+        code
+    }
+
+    fn sandbox_exit(&self) -> ProcessExit {
+        match (self.config.mode, self.main_exit, self.stopping) {
+            (Mode::Idle, _, sig) => ProcessExit::Signaled(sig.unwrap_or(Signal::SIGKILL as i32)),
+            (_, Some(exit), _) => exit,
+            (_, None, _) => ProcessExit::Signaled(Signal::SIGKILL as i32),
+        }
+    }
+
+    /// Kills, reports exec exits, persists the exit file, tears down.
+    fn finish_quietly(&mut self) -> i32 {
+        self.kill_everything();
+        // Execs killed in the sweep were reported by reap(); anything still
+        // tracked could not be reaped in time.
+        let exit = self.sandbox_exit();
+        let file = ExitFile {
+            exit,
+            finished_at_ms: now_ms(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&file) {
+            let _ = sandboxd_core::store::write_atomic(&self.config.exit_file, &bytes);
+        }
+        match self.isolation.teardown() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!(
+                    "sandboxd supervisor {}: teardown: {e}",
+                    self.config.sandbox_id
+                );
+                2
+            }
+        }
+    }
+}
+
+/// The helper's entry point: detaches from the daemon's session, takes the
+/// channel from fd 0, reads the launch configuration, lets the backend build
+/// its [`Isolation`] from it, and supervises. Returns the exit code.
+pub fn helper_main<T, I, F>(make: F) -> i32
+where
+    T: for<'de> Deserialize<'de>,
+    I: Isolation,
+    F: FnOnce(T) -> Result<I, StepError>,
+{
+    // Own session: a signal to the daemon's process group or terminal must
+    // not reach the sandbox, and the sandbox outlives the daemon.
+    let _ = nix::unistd::setsid();
+    let sock = match sys::take_stdin_channel() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("sandboxd supervisor: fd 0 is not the daemon channel: {e}");
+            return 1;
+        }
+    };
+    let mut chan = Channel::new(sock);
+    let config: LaunchConfig<T> = match chan.recv_first() {
+        Ok(c) => c,
+        Err(e) => {
+            chan.send(&Event::SetupFailed {
+                step: "read launch configuration".into(),
+                message: e.to_string(),
+            });
+            return 1;
+        }
+    };
+    match make(config.isolation) {
+        Ok(isolation) => supervise(chan, config.common, isolation),
+        Err(e) => {
+            chan.send(&Event::SetupFailed {
+                step: e.step,
+                message: e.message,
+            });
+            1
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

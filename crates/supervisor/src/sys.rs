@@ -1,0 +1,439 @@
+//! Every raw system call the supervisor and the daemon's channel need, one
+//! function per kernel operation. This is the only module of the crate with
+//! `unsafe`; each block says why it is sound.
+
+use std::ffi::CString;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::unistd::{ForkResult, Pid};
+
+/// Result of [`fork`].
+pub use nix::unistd::ForkResult as Fork;
+
+/// fork(2).
+///
+/// Only called from the single-threaded supervisor, never from the
+/// multi-threaded daemon.
+pub fn fork() -> Result<ForkResult, Errno> {
+    // SAFETY: the supervisor is single-threaded (it is a freshly exec'd helper
+    // that never starts threads), so the child inherits no lock held by
+    // another thread and may run arbitrary code before exec.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Write end of the SIGCHLD self-pipe; -1 until installed.
+static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigchld(_: libc::c_int) {
+    let fd = SIGCHLD_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a live local;
+        // a full pipe (EAGAIN) is fine because one pending byte already
+        // wakes the loop.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    }
+}
+
+/// Installs a SIGCHLD handler that writes a byte to a non-blocking pipe and
+/// returns the pipe's read end, so the event loop can poll for child exits.
+pub fn install_sigchld_pipe() -> Result<OwnedFd, Errno> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    // The write end lives for the whole process: the handler needs it.
+    SIGCHLD_PIPE.store(
+        std::os::fd::IntoRawFd::into_raw_fd(write),
+        Ordering::Relaxed,
+    );
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigchld),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only performs an async-signal-safe write(2).
+    unsafe { signal::sigaction(Signal::SIGCHLD, &action) }?;
+    Ok(read)
+}
+
+/// Ignores SIGPIPE so a vanished daemon turns writes into EPIPE errors
+/// instead of killing the supervisor (and with it the sandbox).
+pub fn ignore_sigpipe() -> Result<(), Errno> {
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map(drop)
+}
+
+/// In a forked child: restores default dispositions for every signal the
+/// supervisor changed and clears the signal mask, so the payload starts
+/// clean.
+pub fn reset_signals() -> Result<(), Errno> {
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGPIPE,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        // SAFETY: SIG_DFL installs no handler code.
+        unsafe { signal::signal(sig, SigHandler::SigDfl) }?;
+    }
+    signal::sigprocmask(
+        signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    )
+}
+
+/// Makes the supervisor the reaper of orphaned descendants, so no sandbox
+/// process is reparented to the host's init and Stop can find them all.
+/// Returns false where the OS has no such facility.
+pub fn become_subreaper() -> Result<bool, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer argument only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        Errno::result(rc).map(|_| true)
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: PROC_REAP_ACQUIRE on ourselves takes no data.
+        let rc = unsafe {
+            libc::procctl(
+                libc::P_PID,
+                libc::getpid() as libc::id_t,
+                libc::PROC_REAP_ACQUIRE,
+                std::ptr::null_mut(),
+            )
+        };
+        Errno::result(rc).map(|_| true)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        Ok(false)
+    }
+}
+
+/// Sets no_new_privs: execve can never grant privileges (setuid bits, file
+/// capabilities) to the payload or its descendants.
+pub fn set_no_new_privs() -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        Errno::result(rc).map(drop)
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut enable: libc::c_int = libc::PROC_NO_NEW_PRIVS_ENABLE;
+        // SAFETY: PROC_NO_NEW_PRIVS_CTL reads one c_int from the pointer,
+        // which points at a live local.
+        let rc = unsafe {
+            libc::procctl(
+                libc::P_PID,
+                libc::getpid() as libc::id_t,
+                libc::PROC_NO_NEW_PRIVS_CTL,
+                (&raw mut enable).cast(),
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// Whether no_new_privs exists on this OS (for honest capability reports).
+pub const HAS_NO_NEW_PRIVS: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
+
+/// Closes every descriptor >= `first` except `keep`.
+pub fn close_fds_except(first: RawFd, keep: RawFd) {
+    if keep > first {
+        close_range(first, keep - 1);
+    }
+    close_range(first.max(keep + 1), RawFd::MAX);
+}
+
+/// Closes descriptors `first..=last`.
+fn close_range(first: RawFd, last: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range only closes descriptors; this runs in a forked,
+        // single-threaded child right before exec, where no Rust object uses
+        // those numbers again.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                last as libc::c_uint,
+                0,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    // Fallback (old kernels, other Unixes): close up to the soft limit.
+    let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+        .unwrap_or(1024);
+    for fd in first..=last.min(max) {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Moves `fd` to descriptor `target` (dup2), clearing close-on-exec.
+pub fn dup_to(fd: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
+    if fd.as_raw_fd() == target {
+        // dup2 to itself keeps CLOEXEC; clear it explicitly.
+        return nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map(drop);
+    }
+    // SAFETY: dup2 onto 0..=2 replaces our stdio, which we own; no Rust object
+    // holds those numbers in the child.
+    Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling session
+/// leader.
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY as _, 0) }).map(drop)
+}
+
+/// Sets a terminal's size.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, a live local.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &raw const ws) })
+        .map(drop)
+}
+
+/// A pseudo-terminal pair.
+#[derive(Debug)]
+pub struct Pty {
+    /// The controlling side (the daemon's).
+    pub master: OwnedFd,
+    /// The terminal side (the process's stdio).
+    pub replica: OwnedFd,
+}
+
+/// Allocates a pseudo-terminal, both ends close-on-exec.
+pub fn openpty(rows: u16, cols: u16) -> Result<Pty, Errno> {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None)?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+    }
+    Ok(Pty {
+        master: pty.master,
+        replica: pty.slave,
+    })
+}
+
+/// Sends `bytes` with `fds` attached as SCM_RIGHTS. Returns bytes written
+/// (possibly fewer; the caller sends the rest without fds).
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
+    let flags = msg_nosignal();
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &cmsgs,
+        flags,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "android"))]
+fn msg_nosignal() -> MsgFlags {
+    MsgFlags::MSG_NOSIGNAL
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "android")))]
+fn msg_nosignal() -> MsgFlags {
+    MsgFlags::empty()
+}
+
+/// Receives bytes into `buf`, appending any descriptors that arrived to
+/// `fds` (marked close-on-exec). Returns bytes read; 0 means EOF.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), recv_flags())
+        .map_err(io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
+                // SAFETY: the kernel just installed this descriptor for us in
+                // SCM_RIGHTS; nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(msg.bytes)
+}
+
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "android"))]
+fn recv_flags() -> MsgFlags {
+    MsgFlags::MSG_CMSG_CLOEXEC
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "android")))]
+fn recv_flags() -> MsgFlags {
+    MsgFlags::empty()
+}
+
+/// Direct children of `parent`, read from /proc (Linux). Used to find
+/// orphans reparented to the subreaper supervisor.
+pub fn children_of(parent: Pid) -> Vec<Pid> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The command name is in parentheses and may contain spaces:
+            // fields after the last ')' are "state ppid ...".
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<i32>().ok());
+            if ppid == Some(parent.as_raw()) {
+                out.push(Pid::from_raw(pid));
+            }
+        }
+        out
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = parent;
+        Vec::new()
+    }
+}
+
+/// Kills every descendant of the calling reaper at once where the OS can
+/// (FreeBSD PROC_REAP_KILL). Returns false elsewhere.
+pub fn kill_all_descendants(sig: Signal) -> bool {
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut req = ReaperKill {
+            rk_sig: sig as libc::c_int,
+            ..ReaperKill::default()
+        };
+        // SAFETY: PROC_REAP_KILL reads/writes one procctl_reaper_kill, a live
+        // local.
+        let rc = unsafe {
+            libc::procctl(
+                libc::P_PID,
+                libc::getpid() as libc::id_t,
+                libc::PROC_REAP_KILL,
+                (&raw mut req).cast(),
+            )
+        };
+        rc == 0
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        let _ = sig;
+        false
+    }
+}
+
+/// `struct procctl_reaper_kill` from FreeBSD's <sys/procctl.h> (libc does
+/// not export it).
+#[cfg(target_os = "freebsd")]
+#[repr(C)]
+#[derive(Default)]
+struct ReaperKill {
+    rk_sig: libc::c_int,
+    rk_flags: libc::c_uint,
+    rk_subtree: libc::pid_t,
+    rk_killed: libc::c_uint,
+    rk_fpid: libc::pid_t,
+    rk_pad0: [libc::c_uint; 15],
+}
+
+/// execve(2), or an error if it returns.
+pub fn execve(path: &CString, argv: &[CString], env: &[CString]) -> Errno {
+    match nix::unistd::execve(path, argv, env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// _exit(2): leaves a forked child without running the parent's atexit
+/// handlers or flushing its buffers.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Takes fd 0 (the daemon's end of the socketpair, passed as stdin) as an
+/// owned close-on-exec descriptor and puts /dev/null on fd 0 instead.
+pub fn take_stdin_channel() -> Result<OwnedFd, Errno> {
+    nix::sys::stat::fstat(std::io::stdin().as_fd()).and_then(|st| {
+        if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+            Ok(())
+        } else {
+            Err(Errno::ENOTSOCK)
+        }
+    })?;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that nothing else owns.
+    let raw = Errno::result(unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `raw` was just created above and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    dup_to(null.as_fd(), 0)?;
+    Ok(sock)
+}
