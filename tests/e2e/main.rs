@@ -1,1 +1,9 @@
-//! End-to-end tests (filled in below).
+//! End-to-end tests: each starts the real `sandboxd` binary (as root) on a
+//! temporary socket and state dir and drives it over gRPC, as a client would.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod harness;
+mod hostile;
+mod lifecycle;

@@ -326,8 +326,27 @@ impl EventService for Fake {
     }
 }
 
+/// The fake daemon's socket path; its temporary directory is removed when
+/// the test drops it.
+struct Sock(PathBuf);
+
+impl std::ops::Deref for Sock {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A fake daemon on a fresh socket; stops when the test's runtime ends.
-async fn start() -> (PathBuf, Fake) {
+async fn start() -> (Sock, Fake) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sandboxctl-test-{}-{}",
@@ -346,7 +365,7 @@ async fn start() -> (PathBuf, Fake) {
         .add_service(EventServiceServer::new(fake.clone()))
         .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
     tokio::spawn(server);
-    (path, fake)
+    (Sock(path), fake)
 }
 
 struct Output {

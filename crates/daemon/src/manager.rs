@@ -65,6 +65,9 @@ pub struct Sandbox {
     /// An exit that arrived while the create was still finishing; applied
     /// after the CREATED/STARTED events so events stay in order.
     pending_exit: Mutex<Option<ExitRecord>>,
+    /// The supervisor's channel closed while the create was still
+    /// finishing. Set and read under the record lock.
+    closed_early: std::sync::atomic::AtomicBool,
     /// Serialises stop/destroy on one sandbox.
     op: tokio::sync::Mutex<()>,
 }
@@ -302,10 +305,22 @@ impl Manager {
                     .emit(pb::EventKind::EventCreated, &sb.id, 0, None);
                 self.events
                     .emit(pb::EventKind::EventStarted, &sb.id, record.main_pid, None);
+                // Only now RUNNING: an exit or a closed channel seen while
+                // CREATING was parked, so EXITED always follows STARTED.
+                let closed_early = {
+                    let mut r = lock(&sb.record);
+                    if r.state == SandboxState::Creating {
+                        r.state = SandboxState::Running;
+                    }
+                    sb.closed_early.load(Ordering::SeqCst)
+                };
+                if let Err(e) = self.save(sb.record()).await {
+                    tracing::error!(sandbox = %sb.id, error = %e, "persisting record");
+                }
                 let pending = lock(&sb.pending_exit).take();
                 if let Some(exit) = pending {
                     self.finish_with(&sb, exit).await;
-                } else if *sb.link_closed.borrow() {
+                } else if closed_early {
                     self.finish_with(&sb, self.exit_after_close(&sb)).await;
                 }
                 Ok(sb.record())
@@ -464,16 +479,8 @@ impl Manager {
                 )));
             }
         };
-        let record = {
-            let mut r = lock(&sb.record);
-            r.main_pid = main_pid.unwrap_or(0);
-            // The main process may already have exited (and been reported).
-            if r.state == SandboxState::Creating {
-                r.state = SandboxState::Running;
-            }
-            r.clone()
-        };
-        self.save(record).await
+        lock(&sb.record).main_pid = main_pid.unwrap_or(0);
+        Ok(())
     }
 
     /// Undoes a failed create: supervisor gone, host clean, record gone.
@@ -857,10 +864,19 @@ impl Manager {
             )));
         }
         lock(&sb.execs).clear(); // dropping the senders fails every waiter
-        sb.link_closed.send_replace(true);
-        if sb.exit_tx.borrow().is_none() && sb.record().state != SandboxState::Creating {
+        let creating = {
+            let r = lock(&sb.record);
+            let creating = r.state == SandboxState::Creating;
+            if creating {
+                sb.closed_early.store(true, Ordering::SeqCst);
+            }
+            creating
+        };
+        if !creating && sb.exit_tx.borrow().is_none() {
             self.finish_with(sb, self.exit_after_close(sb)).await;
         }
+        // Last: whoever waits for this (destroy) may now delete the state.
+        sb.link_closed.send_replace(true);
     }
 
     /// The exit of a sandbox whose supervisor is gone: what it persisted, or
@@ -913,6 +929,7 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         execs: Mutex::new(HashMap::new()),
         child: Mutex::new(None),
         pending_exit: Mutex::new(None),
+        closed_early: std::sync::atomic::AtomicBool::new(false),
         op: tokio::sync::Mutex::new(()),
     }
 }
@@ -966,27 +983,86 @@ fn self_exe() -> ApiResult<PathBuf> {
         .map_err(|e| ApiError::Internal(format!("locating the sandboxd binary: {e}")))
 }
 
-/// Label selector matching (`k=v`, `k!=v`, `k`), all terms must hold.
-pub fn matches_selector(spec: &SandboxSpec, selector: &str) -> ApiResult<bool> {
-    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let ok = if let Some((k, v)) = term.split_once("!=") {
-            spec.labels.get(k.trim()).map(String::as_str) != Some(v.trim())
-        } else if let Some((k, v)) = term.split_once('=') {
-            spec.labels.get(k.trim()).map(String::as_str) == Some(v.trim())
-        } else if term
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-        {
-            spec.labels.contains_key(term)
-        } else {
-            return Err(ApiError::Invalid(validate::ValidationError::one(
-                "label_selector",
-                format!("{term:?} is not key=value, key!=value or key"),
-            )));
-        };
-        if !ok {
-            return Ok(false);
+/// One term of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectorTerm {
+    /// `key=value`.
+    Equals(String, String),
+    /// `key!=value` (also matches when the key is absent).
+    NotEquals(String, String),
+    /// `key`: the label is present.
+    Exists(String),
+}
+
+/// Parses a label selector: comma-separated `k=v`, `k!=v` or `k` terms.
+pub fn parse_selector(selector: &str) -> ApiResult<Vec<SelectorTerm>> {
+    let key_ok = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+    };
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|term| {
+            let parsed = if let Some((k, v)) = term.split_once("!=") {
+                SelectorTerm::NotEquals(k.trim().to_owned(), v.trim().to_owned())
+            } else if let Some((k, v)) = term.split_once('=') {
+                SelectorTerm::Equals(k.trim().to_owned(), v.trim().to_owned())
+            } else {
+                SelectorTerm::Exists(term.to_owned())
+            };
+            let key = match &parsed {
+                SelectorTerm::Equals(k, _)
+                | SelectorTerm::NotEquals(k, _)
+                | SelectorTerm::Exists(k) => k,
+            };
+            if key_ok(key) {
+                Ok(parsed)
+            } else {
+                Err(ApiError::Invalid(validate::ValidationError::one(
+                    "label_selector",
+                    format!("{term:?} is not key=value, key!=value or key"),
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Whether a spec's labels satisfy every term.
+pub fn matches_selector(spec: &SandboxSpec, terms: &[SelectorTerm]) -> bool {
+    terms.iter().all(|t| match t {
+        SelectorTerm::Equals(k, v) => spec.labels.get(k) == Some(v),
+        SelectorTerm::NotEquals(k, v) => spec.labels.get(k) != Some(v),
+        SelectorTerm::Exists(k) => spec.labels.contains_key(k),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let mut spec = SandboxSpec::default();
+        spec.labels.insert("team".into(), "a".into());
+        let cases: &[(&str, Option<bool>)] = &[
+            ("", Some(true)),
+            ("team=a", Some(true)),
+            ("team=b", Some(false)),
+            ("team!=b", Some(true)),
+            ("team", Some(true)),
+            ("other", Some(false)),
+            ("team=a, other!=x", Some(true)),
+            ("(", None),
+            ("=a", None),
+        ];
+        for (sel, want) in cases {
+            let got = parse_selector(sel)
+                .ok()
+                .map(|t| matches_selector(&spec, &t));
+            assert_eq!(got, *want, "{sel}");
         }
     }
-    Ok(true)
 }

@@ -1,8 +1,13 @@
 //! Server start-up: directories, the unix socket, the gRPC services (plus
 //! health and reflection), and graceful shutdown on SIGTERM/SIGINT.
 
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -78,8 +83,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE)
         };
     }
+    let in_flight = InFlight::default();
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(256))
+        .layer(in_flight.clone())
         .add_service(limited!(pb::host_service_server::HostServiceServer::new(
             Host(shared.clone())
         )))
@@ -109,13 +116,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let result = tokio::select! {
         r = &mut serve => r.map_err(anyhow::Error::from),
         () = async {
-            // Only after the signal: bound how long shutdown may take.
+            // After the signal, unary calls get up to SHUTDOWN_GRACE to
+            // finish (streams end at once with UNAVAILABLE). Idle client
+            // connections do not hold the exit: hyper's graceful shutdown
+            // may wait for them indefinitely.
             shared.shutting_down().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway");
-            Ok(())
-        }
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while in_flight.count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if in_flight.count() > 0 {
+                tracing::warn!(calls = in_flight.count(), "in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway");
+            }
+        } => Ok(()),
     };
     let _ = std::fs::remove_file(&config.socket);
     result
@@ -178,4 +191,65 @@ async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
     Ok(listener)
+}
+
+/// A tower layer counting calls whose response has not been produced yet.
+#[derive(Debug, Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = Counted<S>;
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            count: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`InFlight`] wraps.
+#[derive(Debug, Clone)]
+struct Counted<S> {
+    inner: S,
+    count: Arc<AtomicUsize>,
+}
+
+/// Decrements the counter when the call's future finishes or is dropped.
+struct Guard(Arc<AtomicUsize>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<S, R> tower::Service<R> for Counted<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let guard = Guard(self.count.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
 }

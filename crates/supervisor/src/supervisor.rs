@@ -138,8 +138,8 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
     let prepared = (|| {
         sys::ignore_sigpipe().map_err(|e| StepError::new("ignore SIGPIPE", e))?;
         sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
-        let sigchld = sys::install_sigchld_pipe()
-            .map_err(|e| StepError::new("install SIGCHLD handler", e))?;
+        let sigchld =
+            sys::install_signal_pipe().map_err(|e| StepError::new("install signal handlers", e))?;
         let null = nix::fcntl::open(
             "/dev/null",
             nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
@@ -215,6 +215,11 @@ impl<I: Isolation> Supervisor<I> {
                 .is_some_and(|r| !r.is_empty());
             drop(fds);
             self.drain_sigchld();
+            if sys::take_term_request() {
+                // SIGTERM: the same clean shutdown the daemon's Shutdown asks
+                // for (kill everything, undo every host change, exit).
+                return self.handle(Request::Shutdown, Vec::new()).unwrap_or(0);
+            }
             let no_children = self.reap();
             if chan_ready {
                 match self.chan.recv() {

@@ -26,10 +26,21 @@ pub fn fork() -> Result<ForkResult, Errno> {
     unsafe { nix::unistd::fork() }
 }
 
-/// Write end of the SIGCHLD self-pipe; -1 until installed.
+/// Write end of the signal self-pipe; -1 until installed.
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// Set by SIGTERM: someone (an operator, or a daemon that lost this
+/// supervisor's channel) asks for a clean shutdown.
+static TERM_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_sigchld(_: libc::c_int) {
+/// Whether SIGTERM arrived since the last call.
+pub fn take_term_request() -> bool {
+    TERM_REQUESTED.swap(false, Ordering::SeqCst)
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGTERM {
+        TERM_REQUESTED.store(true, Ordering::SeqCst);
+    }
     let fd = SIGCHLD_PIPE.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = 1u8;
@@ -40,9 +51,10 @@ extern "C" fn on_sigchld(_: libc::c_int) {
     }
 }
 
-/// Installs a SIGCHLD handler that writes a byte to a non-blocking pipe and
-/// returns the pipe's read end, so the event loop can poll for child exits.
-pub fn install_sigchld_pipe() -> Result<OwnedFd, Errno> {
+/// Installs SIGCHLD and SIGTERM handlers that write a byte to a
+/// non-blocking pipe and returns the pipe's read end, so the event loop can
+/// poll for child exits and shutdown requests.
+pub fn install_signal_pipe() -> Result<OwnedFd, Errno> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     // The write end lives for the whole process: the handler needs it.
@@ -51,12 +63,15 @@ pub fn install_sigchld_pipe() -> Result<OwnedFd, Errno> {
         Ordering::Relaxed,
     );
     let action = SigAction::new(
-        SigHandler::Handler(on_sigchld),
+        SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
         SigSet::empty(),
     );
-    // SAFETY: the handler only performs an async-signal-safe write(2).
-    unsafe { signal::sigaction(Signal::SIGCHLD, &action) }?;
+    for sig in [Signal::SIGCHLD, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic and performs an
+        // async-signal-safe write(2).
+        unsafe { signal::sigaction(sig, &action) }?;
+    }
     Ok(read)
 }
 

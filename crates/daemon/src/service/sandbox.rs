@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{Shared, caller};
 use crate::convert;
 use crate::error::ApiError;
-use crate::manager::{DEFAULT_GRACE, MAX_GRACE, matches_selector};
+use crate::manager::{DEFAULT_GRACE, MAX_GRACE, matches_selector, parse_selector};
 
 /// Largest ListSandboxes page.
 const MAX_PAGE: usize = 1000;
@@ -53,6 +53,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
+        let terms = parse_selector(&req.label_selector)?;
         let all = self.0.manager.list();
         // The token is the id of the last sandbox of the previous page; the
         // order is creation order, so later creates never shift a page.
@@ -74,7 +75,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let mut out = Vec::new();
         let mut next = String::new();
         for r in all.iter().skip(start) {
-            if !matches_selector(&r.spec, &req.label_selector)? {
+            if !matches_selector(&r.spec, &terms) {
                 continue;
             }
             if out.len() == page {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# After the suites: nothing the tests made may be left on the host. Only
+# looks; it never kills anything (processes are ended by their own tests,
+# by pid).
+set -euo pipefail
+
+fail=0
+report() { echo "leak-check: $*" >&2; fail=1; }
+
+if grep -q 'sandboxd-e2e-' /proc/self/mountinfo; then
+    report "mounts left by the end-to-end tests:"
+    grep 'sandboxd-e2e-' /proc/self/mountinfo >&2
+fi
+for d in /tmp/sandboxd-e2e-* /tmp/sandboxctl-test-*; do
+    [ -e "$d" ] && report "test directory left behind: $d"
+done
+for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null || true)
+    case "$cmd" in
+        *"__supervise "*) report "supervisor still running: pid ${p#/proc/}: $cmd" ;;
+    esac
+done
+
+if [ "$fail" -ne 0 ]; then
+    exit 1
+fi
+echo "leak-check: no mounts, test directories or supervisors left"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's one test command (README): formatting, clippy for every
+# backend selection (native, force-chroot, FreeBSD), then every test. The
+# end-to-end tests start the real daemon and need root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "ci/test.sh: the end-to-end tests create mounts and sandboxes and must run as root" >&2
+    exit 1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy (native: $(uname -s))"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "clippy (force-chroot)"
+cargo clippy --workspace --all-targets --locked --features sandboxd/force-chroot -- -D warnings
+step "clippy (x86_64-unknown-freebsd)"
+cargo clippy --workspace --all-targets --locked --target x86_64-unknown-freebsd -- -D warnings
+
+step "build binaries"
+cargo build --workspace --locked --bins
+
+step "tests"
+cargo test --workspace --locked -- --test-threads=4
+
+step "leak check"
+ci/leak-check.sh

@@ -1,0 +1,398 @@
+//! The end-to-end harness: starts the real `sandboxd` binary on a temporary
+//! socket, state dir and images dir, connects real gRPC clients over the
+//! unix socket, and on `finish` destroys what is left, stops the daemon with
+//! SIGTERM and checks that nothing leaked (mounts, processes, state files).
+
+#![allow(dead_code)] // shared helpers; not every suite uses each one
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use sandboxd_proto::v1 as pb;
+use sandboxd_proto::v1::host_service_client::HostServiceClient;
+use sandboxd_proto::v1::process_service_client::ProcessServiceClient;
+use sandboxd_proto::v1::sandbox_service_client::SandboxServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Fails loudly (never skips) when not root: CI runs these as root.
+pub(crate) fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests start sandboxd, which mounts and chroots: run them as root (ci/test.sh does)"
+    );
+}
+
+/// A running daemon under test.
+pub(crate) struct Daemon {
+    child: Option<Child>,
+    /// Temporary directory holding everything below.
+    pub(crate) dir: PathBuf,
+    /// The unix socket.
+    pub(crate) socket: PathBuf,
+    /// The state dir.
+    pub(crate) state: PathBuf,
+    /// The images dir.
+    pub(crate) images: PathBuf,
+    /// The daemon's log file.
+    pub(crate) log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with extra flags.
+    pub(crate) fn start_with(extra: &[&str]) -> Self {
+        require_root();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/tmp/sandboxd-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let socket = dir.join("run/sandboxd.sock");
+        let state = dir.join("state");
+        let images = dir.join("images");
+        let log = dir.join("daemon.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+            .arg("--listen")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--images-dir")
+            .arg(&images)
+            .args(extra)
+            .env("SANDBOXD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn sandboxd");
+        let d = Self {
+            child: Some(child),
+            dir,
+            socket,
+            state,
+            images,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !d.socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "sandboxd did not create its socket; log:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// Starts a daemon with default flags.
+    pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// The daemon's log so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// A gRPC channel over the unix socket.
+    pub(crate) async fn channel(&self) -> Channel {
+        let path = self.socket.clone();
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to sandboxd")
+    }
+
+    /// Clients for every service.
+    pub(crate) async fn clients(&self) -> Clients {
+        let ch = self.channel().await;
+        Clients {
+            host: HostServiceClient::new(ch.clone()),
+            sandboxes: SandboxServiceClient::new(ch.clone()),
+            processes: ProcessServiceClient::new(ch.clone()),
+            events: pb::event_service_client::EventServiceClient::new(ch),
+        }
+    }
+
+    /// Makes a tiny directory image from the static busybox: `/bin/sh` and
+    /// friends, `/etc/passwd`, `/tmp`, `/dev`.
+    pub(crate) fn make_busybox_image(&self, name: &str) -> PathBuf {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("busybox-static is installed (.ci/run installs it)");
+        let root = self.images.join(name);
+        for d in ["bin", "etc", "tmp", "dev", "proc", "data"] {
+            std::fs::create_dir_all(root.join(d)).expect("image dir");
+        }
+        std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        for applet in [
+            "sh", "cat", "echo", "ls", "id", "sleep", "true", "false", "touch", "mkdir", "head",
+            "wc",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+                .expect("applet link");
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .expect("passwd");
+        root
+    }
+
+    /// Destroys every sandbox, stops the daemon with SIGTERM, and asserts that
+    /// nothing leaked.
+    pub(crate) async fn finish(mut self) {
+        let mut c = self.clients().await;
+        let list = c
+            .sandboxes
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        let supervisors: Vec<i64> = list.sandboxes.iter().map(|s| s.supervisor_pid).collect();
+        for s in list.sandboxes {
+            c.sandboxes
+                .destroy_sandbox(pb::DestroySandboxRequest { id: s.id })
+                .await
+                .expect("destroy");
+        }
+        drop(c);
+        self.stop_daemon();
+        let leaks = self.leaks(&supervisors);
+        assert!(
+            leaks.is_empty(),
+            "leaks after the suite: {leaks:#?}\nlog:\n{}",
+            self.log_text()
+        );
+        std::fs::remove_dir_all(&self.dir).expect("remove test dir");
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(
+                        status.success(),
+                        "sandboxd exited with {status} after SIGTERM"
+                    );
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("sandboxd did not exit within 20s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Mounts under the test dir, live supervisors, and sandbox state dirs.
+    fn leaks(&self, supervisors: &[i64]) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = self.dir.display().to_string();
+        leaks.extend(
+            mountinfo
+                .lines()
+                .filter(|l| l.contains(&dir))
+                .map(|l| format!("mount: {l}")),
+        );
+        for pid in supervisors.iter().filter(|p| **p > 0) {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                leaks.push(format!("supervisor pid {pid} still running"));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) {
+            leaks.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("state: {}", e.path().display())),
+            );
+        }
+        leaks
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Only if a test failed before finish(): stop our own daemon by its
+        // pid, then ask each supervisor it started (pid from its record,
+        // checked against its command line) to shut down cleanly.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            for (id, pid) in self.recorded_supervisors() {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if !String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}")) {
+                    continue;
+                }
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// (id, supervisor pid) from the state records.
+    fn recorded_supervisors(&self) -> Vec<(String, i32)> {
+        let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path().join("record.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                Some((
+                    v["id"].as_str()?.to_owned(),
+                    i32::try_from(v["supervisor_pid"].as_i64()?).ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// One client per service.
+pub(crate) struct Clients {
+    /// HostService.
+    pub(crate) host: HostServiceClient<Channel>,
+    /// SandboxService.
+    pub(crate) sandboxes: SandboxServiceClient<Channel>,
+    /// ProcessService.
+    pub(crate) processes: ProcessServiceClient<Channel>,
+    /// EventService.
+    pub(crate) events: pb::event_service_client::EventServiceClient<Channel>,
+}
+
+impl Clients {
+    /// Creates a sandbox and returns it.
+    pub(crate) async fn create(&mut self, spec: pb::SandboxSpec) -> pb::Sandbox {
+        self.sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(spec),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .sandbox
+            .expect("sandbox")
+    }
+
+    /// Creates an IDLE sandbox on `image`.
+    pub(crate) async fn idle(&mut self, image: &str) -> pb::Sandbox {
+        self.create(pb::SandboxSpec {
+            image: image.into(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// ExecSync with a shell command.
+    pub(crate) async fn sh(&mut self, id: &str, script: &str) -> pb::ExecSyncResponse {
+        self.exec_sync(id, argv(&["/bin/sh", "-c", script]), 0)
+            .await
+    }
+
+    /// ExecSync.
+    pub(crate) async fn exec_sync(
+        &mut self,
+        id: &str,
+        process: pb::ProcessSpec,
+        timeout_ms: u64,
+    ) -> pb::ExecSyncResponse {
+        self.processes
+            .exec_sync(pb::ExecSyncRequest {
+                sandbox_id: id.into(),
+                process: Some(process),
+                timeout_ms,
+                ..Default::default()
+            })
+            .await
+            .expect("exec_sync")
+            .into_inner()
+    }
+
+    /// ExecSync expecting an error status.
+    pub(crate) async fn sh_status(&mut self, id: &str, script: &str) -> tonic::Status {
+        self.processes
+            .exec_sync(pb::ExecSyncRequest {
+                sandbox_id: id.into(),
+                process: Some(argv(&["/bin/sh", "-c", script])),
+                ..Default::default()
+            })
+            .await
+            .expect_err("exec_sync should fail")
+    }
+
+    /// Another ProcessService client on the same channel.
+    pub(crate) fn clone_processes(&self) -> ProcessServiceClient<Channel> {
+        self.processes.clone()
+    }
+
+    /// Destroys a sandbox.
+    pub(crate) async fn destroy(&mut self, id: &str) -> bool {
+        self.sandboxes
+            .destroy_sandbox(pb::DestroySandboxRequest { id: id.into() })
+            .await
+            .expect("destroy")
+            .into_inner()
+            .existed
+    }
+}
+
+/// A process spec from argv.
+pub(crate) fn argv(args: &[&str]) -> pb::ProcessSpec {
+    pb::ProcessSpec {
+        argv: args.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// stdout as text.
+pub(crate) fn out(r: &pb::ExecSyncResponse) -> String {
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// The exit code of an ExecSync.
+pub(crate) fn code(r: &pb::ExecSyncResponse) -> i32 {
+    r.exit.as_ref().map_or(-1, |e| e.exit_code)
+}
+
+/// Mount lines currently in the host's mountinfo.
+pub(crate) fn mount_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .count()
+}

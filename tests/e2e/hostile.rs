@@ -1,0 +1,599 @@
+//! Hostile and malformed requests: each gets a clear status naming the
+//! problem, and none changes the host (no new mounts, no new files outside
+//! the state dir, no sandbox left behind).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use sandboxd_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{Clients, Daemon, argv};
+
+type Edit = fn(&mut pb::SandboxSpec);
+
+fn base() -> pb::SandboxSpec {
+    pb::SandboxSpec {
+        process: Some(argv(&["/bin/true"])),
+        ..Default::default()
+    }
+}
+
+fn proc_mut(s: &mut pb::SandboxSpec) -> &mut pb::ProcessSpec {
+    s.process.get_or_insert_with(Default::default)
+}
+
+fn limit(value: u64) -> Option<pb::Limit> {
+    Some(pb::Limit {
+        value,
+        requirement: 0,
+    })
+}
+
+/// Creates that must fail: (what, edit, code, text the message must contain).
+const CREATES: &[(&str, Edit, Code, &str)] = &[
+    (
+        "image traversal",
+        |s| s.image = "../..".into(),
+        Code::InvalidArgument,
+        "spec.image",
+    ),
+    (
+        "image dotdot prefix",
+        |s| s.image = "../etc".into(),
+        Code::InvalidArgument,
+        "spec.image",
+    ),
+    (
+        "image absolute",
+        |s| s.image = "/etc".into(),
+        Code::InvalidArgument,
+        "spec.image",
+    ),
+    (
+        "image with slash",
+        |s| s.image = "tiny/../../etc".into(),
+        Code::InvalidArgument,
+        "spec.image",
+    ),
+    (
+        "image nul",
+        |s| s.image = "ti\0ny".into(),
+        Code::InvalidArgument,
+        "spec.image",
+    ),
+    (
+        "image symlink escape",
+        |s| s.image = "evil".into(),
+        Code::InvalidArgument,
+        "symlink",
+    ),
+    (
+        "image missing",
+        |s| s.image = "nope".into(),
+        Code::NotFound,
+        "no image named",
+    ),
+    (
+        "empty argv",
+        |s| proc_mut(s).argv.clear(),
+        Code::InvalidArgument,
+        "spec.process.argv",
+    ),
+    (
+        "empty argv0",
+        |s| proc_mut(s).argv = vec![String::new()],
+        Code::InvalidArgument,
+        "argv[0]",
+    ),
+    (
+        "nul in argv",
+        |s| proc_mut(s).argv.push("a\0b".into()),
+        Code::InvalidArgument,
+        "NUL",
+    ),
+    (
+        "nul in env",
+        |s| proc_mut(s).env.push("K=v\0".into()),
+        Code::InvalidArgument,
+        "NUL",
+    ),
+    (
+        "env without =",
+        |s| proc_mut(s).env.push("JUSTKEY".into()),
+        Code::InvalidArgument,
+        "KEY=VALUE",
+    ),
+    (
+        "huge env",
+        |s| proc_mut(s).env = vec![format!("BIG={}", "x".repeat(300_000))],
+        Code::InvalidArgument,
+        "over the limit",
+    ),
+    (
+        "too many env",
+        |s| proc_mut(s).env = vec!["A=b".into(); 2000],
+        Code::InvalidArgument,
+        "exceed the limit",
+    ),
+    (
+        "relative cwd",
+        |s| proc_mut(s).cwd = "tmp".into(),
+        Code::InvalidArgument,
+        "absolute",
+    ),
+    (
+        "cwd traversal",
+        |s| proc_mut(s).cwd = "/tmp/../../etc".into(),
+        Code::InvalidArgument,
+        "..",
+    ),
+    (
+        "uid -1",
+        |s| {
+            proc_mut(s).user = Some(pb::User {
+                uid: Some(u32::MAX),
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "uid",
+    ),
+    (
+        "bad name",
+        |s| s.name = "Not_A_Name".into(),
+        Code::InvalidArgument,
+        "spec.name",
+    ),
+    (
+        "bad hostname",
+        |s| s.hostname = "-bad-".into(),
+        Code::InvalidArgument,
+        "spec.hostname",
+    ),
+    (
+        "bad label key",
+        |s| {
+            s.labels.insert("bad key!".into(), "v".into());
+        },
+        Code::InvalidArgument,
+        "spec.labels",
+    ),
+    (
+        "unknown mode",
+        |s| s.mode = 42,
+        Code::InvalidArgument,
+        "spec.mode",
+    ),
+    (
+        "unknown requirement",
+        |s| {
+            s.isolation = Some(pb::Isolation {
+                pid: 9,
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "spec.isolation.pid",
+    ),
+    (
+        "idle with argv",
+        |s| s.mode = pb::SandboxMode::Idle as i32,
+        Code::InvalidArgument,
+        "IDLE",
+    ),
+    (
+        "zero pids",
+        |s| {
+            s.limits = Some(pb::Limits {
+                pids: limit(0),
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "pids",
+    ),
+    (
+        "limit above cap",
+        |s| {
+            s.limits = Some(pb::Limits {
+                memory_bytes: limit(u64::MAX),
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "cap",
+    ),
+    (
+        "stop signal 99",
+        |s| s.stop_signal = 99,
+        Code::InvalidArgument,
+        "stop_signal",
+    ),
+    (
+        "mount outside allowlist",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/etc".into(),
+                target: "/x".into(),
+                read_only: true,
+            })
+        },
+        Code::InvalidArgument,
+        "allowed mount source",
+    ),
+    (
+        "mount source traversal",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/srv/sandboxd-allowed/../../etc".into(),
+                target: "/x".into(),
+                read_only: true,
+            })
+        },
+        Code::InvalidArgument,
+        "..",
+    ),
+    (
+        "mount target traversal",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/srv/sandboxd-allowed".into(),
+                target: "/../../etc".into(),
+                read_only: true,
+            })
+        },
+        Code::InvalidArgument,
+        "..",
+    ),
+    (
+        "mount over root",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/srv/sandboxd-allowed".into(),
+                target: "/".into(),
+                read_only: true,
+            })
+        },
+        Code::InvalidArgument,
+        "root",
+    ),
+    (
+        "restricted without address",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "address",
+    ),
+    (
+        "malformed address",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                addresses: vec!["192.0.2.300".into()],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "not an IPv4 or IPv6",
+    ),
+    (
+        "REQUIRED pid on chroot",
+        |s| {
+            s.isolation = Some(pb::Isolation {
+                pid: pb::Requirement::Required as i32,
+                ..Default::default()
+            })
+        },
+        Code::FailedPrecondition,
+        "pid",
+    ),
+    (
+        "hostname on chroot",
+        |s| s.hostname = "web".into(),
+        Code::FailedPrecondition,
+        "hostname",
+    ),
+    (
+        "memory limit on chroot",
+        |s| {
+            s.limits = Some(pb::Limits {
+                memory_bytes: limit(64 << 20),
+                ..Default::default()
+            })
+        },
+        Code::FailedPrecondition,
+        "memory_limit",
+    ),
+    (
+        "network none on chroot",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::None as i32,
+                ..Default::default()
+            })
+        },
+        Code::FailedPrecondition,
+        "network",
+    ),
+    (
+        "root escape-prone filesystem",
+        |s| {
+            s.isolation = Some(pb::Isolation {
+                filesystem: pb::Requirement::Required as i32,
+                ..Default::default()
+            });
+            proc_mut(s).user = Some(pb::User {
+                uid: Some(0),
+                gid: Some(0),
+                ..Default::default()
+            });
+        },
+        Code::FailedPrecondition,
+        "filesystem",
+    ),
+    (
+        "missing program",
+        |s| proc_mut(s).argv = vec!["/no/such/program".into()],
+        Code::FailedPrecondition,
+        "exec",
+    ),
+    (
+        "cwd missing in image",
+        |s| proc_mut(s).cwd = "/no/such/dir".into(),
+        Code::FailedPrecondition,
+        "chdir",
+    ),
+];
+
+/// A snapshot of what a hostile request must not change.
+fn host_state(d: &Daemon) -> (BTreeSet<String>, usize) {
+    fn walk(dir: &Path, skip: &Path, out: &mut BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p == skip {
+                continue;
+            }
+            out.insert(p.display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, skip, out);
+            }
+        }
+    }
+    let mut files = BTreeSet::new();
+    walk(&d.dir, &d.state, &mut files);
+    walk(
+        Path::new("/srv/sandboxd-allowed"),
+        Path::new("/nonexistent"),
+        &mut files,
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .count();
+    (files, mounts)
+}
+
+async fn state_dir_entries(d: &Daemon) -> usize {
+    std::fs::read_dir(d.state.join("sandboxes"))
+        .map(|e| e.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn hostile_requests_get_clear_errors_and_change_nothing() {
+    std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
+    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
+    d.make_busybox_image("tiny");
+    std::os::unix::fs::symlink("/", d.images.join("evil")).expect("symlink image");
+    let mut c = d.clients().await;
+    let before = host_state(&d);
+    let mut count = 0;
+    for (what, edit, want_code, want_text) in CREATES {
+        let mut spec = base();
+        edit(&mut spec);
+        let err = c
+            .sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(spec),
+                request_id: String::new(),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), *want_code, "{what}: {}", err.message());
+        assert!(
+            err.message().contains(want_text),
+            "{what}: {:?} lacks {want_text:?}",
+            err.message()
+        );
+        assert!(!err.message().contains('\n'), "{what}: one-line message");
+        count += 1;
+    }
+    assert_eq!(
+        state_dir_entries(&d).await,
+        0,
+        "a failed create left state behind"
+    );
+    count += other_hostile_calls(&mut c).await;
+    assert!(count >= 20, "only {count} hostile requests");
+    assert_eq!(host_state(&d), before, "hostile requests changed the host");
+    let list = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(list.sandboxes.is_empty());
+    d.finish().await;
+}
+
+/// Non-create hostile calls; returns how many ran.
+async fn other_hostile_calls(c: &mut Clients) -> usize {
+    let mut n = 0;
+    let mut check = |what: &str, r: Result<(), tonic::Status>, code: Code, text: &str| {
+        let err = r.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(
+            err.message().contains(text),
+            "{what}: {:?} lacks {text:?}",
+            err.message()
+        );
+        n += 1;
+    };
+    let bad_ids = ["../../etc", "", "0123456789ABCDEF", "a/b", "x\0y"];
+    for id in bad_ids {
+        let r = c
+            .sandboxes
+            .get_sandbox(pb::GetSandboxRequest { id: id.into() })
+            .await
+            .map(drop);
+        check("get bad id", r, Code::InvalidArgument, "id");
+        let r = c
+            .sandboxes
+            .destroy_sandbox(pb::DestroySandboxRequest { id: id.into() })
+            .await
+            .map(drop);
+        check("destroy bad id", r, Code::InvalidArgument, "id");
+    }
+    let r = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest {
+            id: "0123456789abcdef".into(),
+        })
+        .await
+        .map(drop);
+    check("get unknown", r, Code::NotFound, "not found");
+    let r = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: "0123456789abcdef".into(),
+            process: Some(argv(&["/bin/true"])),
+            ..Default::default()
+        })
+        .await
+        .map(drop);
+    check("exec into unknown sandbox", r, Code::NotFound, "not found");
+    let r = c
+        .sandboxes
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(base()),
+            request_id: "bad/id".into(),
+        })
+        .await
+        .map(drop);
+    check("bad request id", r, Code::InvalidArgument, "request_id");
+    let r = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest {
+            label_selector: "a=b,(".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop);
+    check("bad selector", r, Code::InvalidArgument, "label_selector");
+    let r = c
+        .sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: "0123456789abcdef".into(),
+            grace_seconds: 1,
+            signal: 0,
+        })
+        .await
+        .map(drop);
+    check("stop unknown", r, Code::NotFound, "not found");
+    let r = c
+        .host
+        .plan_sandbox(pb::PlanSandboxRequest {
+            backend: 77,
+            spec: Some(base()),
+        })
+        .await
+        .map(drop);
+    check("plan unknown backend", r, Code::InvalidArgument, "backend");
+    let r = c
+        .events
+        .watch_events(pb::WatchEventsRequest {
+            after_revision: 1 << 40,
+            sandbox_id: String::new(),
+        })
+        .await
+        .map(drop);
+    check(
+        "events from the future",
+        r,
+        Code::OutOfRange,
+        "after_revision",
+    );
+    n
+}
+
+#[tokio::test]
+async fn exec_level_hostility_in_a_live_sandbox() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let mut tty = argv(&["/bin/true"]);
+    tty.tty = true;
+    let err = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(tty),
+            ..Default::default()
+        })
+        .await
+        .expect_err("tty in ExecSync");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(argv(&[])),
+            ..Default::default()
+        })
+        .await
+        .expect_err("empty argv");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = c
+        .processes
+        .signal_process(pb::SignalProcessRequest {
+            sandbox_id: sb.id.clone(),
+            pid: 1,
+            signal: 9,
+        })
+        .await
+        .expect_err("signal to host init");
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let err = c
+        .processes
+        .signal_process(pb::SignalProcessRequest {
+            sandbox_id: sb.id.clone(),
+            pid: 1,
+            signal: 0,
+        })
+        .await
+        .expect_err("signal 0");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Output caps: a flood is cut at the cap and flagged.
+    let r = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(argv(&["/bin/sh", "-c", "head -c 100000 /dev/zero"])),
+            output_limit_bytes: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("flood")
+        .into_inner();
+    assert_eq!(r.stdout.len(), 1000);
+    assert!(r.truncated);
+    d.finish().await;
+}
