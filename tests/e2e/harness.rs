@@ -40,6 +40,7 @@ pub(crate) struct Daemon {
     pub(crate) images: PathBuf,
     /// The daemon's log file.
     pub(crate) log: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Daemon {
@@ -54,39 +55,62 @@ impl Daemon {
         let state = dir.join("state");
         let images = dir.join("images");
         let log = dir.join("daemon.log");
-        let logf = std::fs::File::create(&log).expect("log file");
+        let mut d = Self {
+            child: None,
+            dir,
+            socket,
+            state,
+            images,
+            log,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process on this harness's paths and waits for its
+    /// socket.
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
             .arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(format!("unix://{}", self.socket.display()))
             .arg("--state-dir")
-            .arg(&state)
+            .arg(&self.state)
             .arg("--images-dir")
-            .arg(&images)
-            .args(extra)
+            .arg(&self.images)
+            .args(&self.extra)
             .env("SANDBOXD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .expect("spawn sandboxd");
-        let d = Self {
-            child: Some(child),
-            dir,
-            socket,
-            state,
-            images,
-            log,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !d.socket.exists() {
+        while !self.socket.exists() {
             assert!(
                 Instant::now() < deadline,
                 "sandboxd did not create its socket; log:\n{}",
-                d.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        d
+    }
+
+    /// SIGKILLs the daemon (our child, by pid) and starts it again on the
+    /// same directories.
+    pub(crate) fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// Starts a daemon with default flags.
@@ -257,6 +281,15 @@ impl Drop for Daemon {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+        }
+        // Never delete through a mount: only a directory nothing is mounted
+        // under goes away.
+        let dir = self.dir.display().to_string();
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(&dir);
+        if !mounted {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

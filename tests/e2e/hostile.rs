@@ -351,7 +351,7 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
 ];
 
 /// A snapshot of what a hostile request must not change.
-fn host_state(d: &Daemon) -> (BTreeSet<String>, usize) {
+fn host_state(d: &Daemon) -> (BTreeSet<String>, BTreeSet<String>) {
     fn walk(dir: &Path, skip: &Path, out: &mut BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -374,10 +374,16 @@ fn host_state(d: &Daemon) -> (BTreeSet<String>, usize) {
         Path::new("/nonexistent"),
         &mut files,
     );
+    // Other tests run in parallel and mount under their own directories:
+    // compare ours plus every mount point that belongs to no test.
+    let ours = d.dir.display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .count();
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains(&ours) || !m.contains("sandboxd-e2e-"))
+        .map(str::to_owned)
+        .collect();
     (files, mounts)
 }
 

@@ -693,3 +693,81 @@ async fn grpcurl_lists_services_through_reflection() {
     }
     d.finish().await;
 }
+
+#[tokio::test]
+async fn after_a_daemon_crash_sandboxes_are_reported_lost_never_a_false_success_and_destroy_cleans_up()
+ {
+    let mut d = Daemon::start();
+    let mut c = d.clients().await;
+    let idle = c.idle("host").await;
+    let done = c
+        .create(pb::SandboxSpec {
+            process: Some(argv(&["/bin/sh", "-c", "exit 4"])),
+            ..Default::default()
+        })
+        .await;
+    c.sandboxes
+        .wait_sandbox(pb::WaitSandboxRequest {
+            id: done.id.clone(),
+        })
+        .await
+        .expect("wait");
+    drop(c);
+    d.kill_and_restart();
+    let mut c = d.clients().await;
+    // The supervisor outlived the daemon; the new daemon cannot reattach yet
+    // and says so instead of inventing an exit code.
+    assert!(std::path::Path::new(&format!("/proc/{}", idle.supervisor_pid)).exists());
+    let got = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest {
+            id: idle.id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let exit = got.sandbox.expect("sb").exit.expect("exit");
+    assert_eq!(
+        (exit.reason, exit.exit_code),
+        (pb::ExitReason::Lost as i32, 255),
+        "{exit:?}"
+    );
+    let w = c
+        .sandboxes
+        .wait_sandbox(pb::WaitSandboxRequest {
+            id: done.id.clone(),
+        })
+        .await
+        .expect("wait")
+        .into_inner();
+    assert_eq!(
+        w.exit.expect("exit").exit_code,
+        4,
+        "the persisted exit survives the restart"
+    );
+    assert!(c.destroy(&idle.id).await);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}/cmdline", idle.supervisor_pid)).exists()
+            || std::fs::read(format!("/proc/{}/cmdline", idle.supervisor_pid))
+                .unwrap_or_default()
+                .is_empty(),
+        "destroy stopped the old supervisor"
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn exec_sync_keeps_output_when_a_background_child_holds_the_pipe() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let t = std::time::Instant::now();
+    let r = c.sh(&sb.id, "echo hi; sleep 5 &").await;
+    assert_eq!(out(&r), "hi\n");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    d.finish().await;
+}

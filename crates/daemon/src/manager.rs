@@ -513,6 +513,9 @@ impl Manager {
             }
         }
         let child = lock(&sb.child).take();
+        if child.is_none() {
+            self.stop_detached_supervisor(sb).await;
+        }
         if let Some(mut child) = child {
             // Reap it (it has exited, or is killed now).
             if tokio::time::timeout(Duration::from_secs(1), child.wait())
@@ -522,6 +525,27 @@ impl Manager {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
+        }
+    }
+
+    /// A supervisor a previous daemon started (no channel to it): SIGTERM
+    /// asks it for the same clean shutdown, after checking by its command
+    /// line that the pid is still that supervisor.
+    async fn stop_detached_supervisor(&self, sb: &Arc<Sandbox>) {
+        let pid = sb.record().supervisor_pid;
+        if pid <= 0 || !sandboxd_supervisor::sys::is_supervisor(pid, &sb.id) {
+            return;
+        }
+        tracing::info!(sandbox = %sb.id, pid, "stopping a supervisor left by a previous daemon");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+        while sandboxd_supervisor::sys::is_supervisor(pid, &sb.id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

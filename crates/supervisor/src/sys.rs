@@ -452,3 +452,14 @@ pub fn take_stdin_channel() -> Result<OwnedFd, Errno> {
     dup_to(null.as_fd(), 0)?;
     Ok(sock)
 }
+
+/// Whether `pid` is (still) the supervisor of sandbox `id`: its command line
+/// is `<exe> __supervise <id>`. Guards against signalling a recycled pid.
+/// Where /proc is unavailable the answer is false: never signal blindly.
+pub fn is_supervisor(pid: i32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0).skip(1);
+    args.next() == Some(b"__supervise".as_slice()) && args.next() == Some(id.as_bytes())
+}

@@ -122,8 +122,17 @@ impl pb::process_service_server::ProcessService for Processes {
                 let _ = w.write_all(&req.stdin).await;
             }
         });
-        let out = tokio::spawn(collect(stdout, cap));
-        let err = tokio::spawn(collect(stderr, cap));
+        let (out, err) = (Collected::default(), Collected::default());
+        let collectors = vec![
+            tokio::spawn(collect(stdout, cap, out.clone())),
+            tokio::spawn(collect(stderr, cap, err.clone())),
+        ];
+        let mut guard = KillOnDrop {
+            manager: manager.clone(),
+            sandbox: sb.clone(),
+            exec_id,
+            armed: true,
+        };
         let mut exited = handle.exited;
         let mut timed_out = false;
         let exit = if req.timeout_ms == 0 {
@@ -141,12 +150,14 @@ impl pb::process_service_server::ProcessService for Processes {
                 }
             }
         };
+        guard.armed = false;
         let exit = exit.map_err(|_| {
             ApiError::Unavailable("the supervisor exited while the process ran".into())
         })?;
         stdin_task.abort();
-        let (stdout, t1) = drain(out).await;
-        let (stderr, t2) = drain(err).await;
+        drain(collectors, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
+        let (stdout, t1) = take(&out);
+        let (stderr, t2) = take(&err);
         let record = manager.exec_finished(&sb, pid, exit, timed_out);
         Ok(Response::new(pb::ExecSyncResponse {
             stdout,
@@ -185,34 +196,66 @@ fn msg(m: pb::exec_response::Msg) -> pb::ExecResponse {
     pb::ExecResponse { msg: Some(m) }
 }
 
-/// Reads a pipe to EOF, keeping at most `cap` bytes.
-async fn collect(fd: OwnedFd, cap: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
+/// Output kept from one stream: the bytes (up to the cap) and whether more
+/// was dropped. Shared so a collector cut short still hands over what it
+/// read.
+type Collected = Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+/// Reads a pipe to EOF into `into`, keeping at most `cap` bytes.
+async fn collect(fd: OwnedFd, cap: usize, into: Collected) {
     let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) else {
-        return (kept, truncated);
+        return;
     };
     let mut buf = vec![0u8; CHUNK];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(0) | Err(_) => return,
             Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
+                let mut kept = into
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let room = cap.saturating_sub(kept.0.len());
+                kept.0.extend_from_slice(&buf[..n.min(room)]);
+                kept.1 |= n > room;
             }
         }
     }
 }
 
-/// Waits for a collector, but no longer than [`DRAIN_AFTER_EXIT`].
-async fn drain(task: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(DRAIN_AFTER_EXIT, task).await {
-        Ok(Ok(r)) => r,
-        _ => {
+/// Waits for the collectors until `deadline` (a daemonised grandchild may
+/// hold a pipe open forever), then takes what they read.
+async fn drain(tasks: Vec<tokio::task::JoinHandle<()>>, deadline: tokio::time::Instant) {
+    for task in tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
             abort.abort();
-            (Vec::new(), false)
+        }
+    }
+}
+
+fn take(c: &Collected) -> (Vec<u8>, bool) {
+    std::mem::take(&mut *c.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Kills an exec's process tree if the call is abandoned (client cancelled
+/// or deadline passed) before the process ended.
+struct KillOnDrop {
+    manager: Arc<Manager>,
+    sandbox: Arc<Sandbox>,
+    exec_id: u64,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let (manager, sandbox, exec_id) =
+                (self.manager.clone(), self.sandbox.clone(), self.exec_id);
+            tokio::spawn(async move {
+                let _ = manager
+                    .signal(&sandbox, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+                    .await;
+            });
         }
     }
 }
@@ -294,12 +337,7 @@ async fn run_exec_stream(
         }
     };
     drop(input);
-    for o in outputs {
-        let abort = o.abort_handle();
-        if tokio::time::timeout(DRAIN_AFTER_EXIT, o).await.is_err() {
-            abort.abort();
-        }
-    }
+    drain(outputs, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
     let record = manager.exec_finished(
         &sb,
         pid,
