@@ -771,3 +771,65 @@ async fn exec_sync_keeps_output_when_a_background_child_holds_the_pipe() {
     );
     d.finish().await;
 }
+
+#[tokio::test]
+async fn root_in_a_chroot_sandbox_has_no_chroot_mount_or_mknod_capability() {
+    let d = Daemon::start();
+    d.make_busybox_image("tiny");
+    let mut c = d.clients().await;
+    let sb = c.idle("tiny").await;
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        "busybox chroot / /bin/true && echo chroot-ok; busybox mknod /tmp/disk b 8 0 && echo mknod-ok; echo done",
+    ]);
+    p.user = Some(pb::User {
+        uid: Some(0),
+        gid: Some(0),
+        additional_gids: vec![],
+    });
+    let r = c.exec_sync(&sb.id, p, 0).await;
+    assert_eq!(
+        out(&r),
+        "done\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // And the bounding set, seen from the host while a root process runs.
+    let mut p = argv(&["/bin/sleep", "30"]);
+    p.user = Some(pb::User {
+        uid: Some(0),
+        gid: Some(0),
+        additional_gids: vec![],
+    });
+    let main = c
+        .create(pb::SandboxSpec {
+            image: "tiny".into(),
+            process: Some(p),
+            ..Default::default()
+        })
+        .await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", main.main_pid)).expect("status");
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim();
+    let bnd = u64::from_str_radix(bnd, 16).expect("hex");
+    for (name, bit) in [
+        ("SYS_CHROOT", 18),
+        ("SYS_ADMIN", 21),
+        ("MKNOD", 27),
+        ("NET_RAW", 13),
+        ("SYS_PTRACE", 19),
+    ] {
+        assert_eq!(
+            bnd & (1 << bit),
+            0,
+            "{name} still in the bounding set ({bnd:x})"
+        );
+    }
+    assert_ne!(bnd & (1 << 1), 0, "DAC_OVERRIDE kept");
+    d.finish().await;
+}

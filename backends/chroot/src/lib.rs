@@ -17,6 +17,8 @@ pub mod plan;
 pub mod sys;
 
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -113,6 +115,7 @@ impl Backend for ChrootBackend {
             mode: s.mode,
             main: (s.mode != Mode::Idle).then(|| s.process.clone()),
             rlimits: plan::rlimits(spec),
+            capabilities: plan::ROOT_CAPABILITIES.to_vec(),
             exit_file: sandbox.dir.join("exit.json"),
         };
         Ok(serde_json::to_vec(&LaunchConfig {
@@ -347,6 +350,9 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     if setup.dev {
         populate_dev(root_fd.as_fd())?;
     }
+    if matches!(setup.build, RootBuild::HostView { .. }) {
+        mask_own_binary(root_fd.as_fd(), root)?;
+    }
     for m in &setup.mounts {
         bind_client_mount(root_fd.as_fd(), m)?;
     }
@@ -374,6 +380,49 @@ fn open_image_fd(setup: &ChrootSetup, image: &str) -> Result<OwnedFd, StepError>
     sys::open_dir(&setup.images_dir)
         .and_then(|d| sys::open_image(d.as_fd(), image))
         .map_err(|e| StepError::new("open image", format!("{image}: {e}")))
+}
+
+/// If this binary (the supervisor, i.e. sandboxd) is visible inside the host
+/// view (installed under /usr, say), covers it with an empty, unreadable
+/// file, so a payload can neither read nor run the helper (the
+/// CVE-2019-5736 class); the binds are read-only, so it was never writable.
+#[cfg(target_os = "linux")]
+fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Result<(), StepError> {
+    use nix::mount::MsFlags;
+
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return Ok(());
+    };
+    let Ok(target) = sys::resolve_in_root(root, &exe) else {
+        return Ok(());
+    };
+    if !nix::sys::stat::fstat(target.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    {
+        return Ok(());
+    }
+    let sandbox_dir = root_path.parent().unwrap_or(root_path);
+    let cover = sandbox_dir.join("masked");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o000)
+        .open(&cover)
+        .map_err(|e| StepError::new("create mask file", format!("{}: {e}", cover.display())))?;
+    sys::bind(&cover, &sys::fd_path(target.as_fd())).map_err(|e| {
+        StepError::new(
+            "mask the sandboxd binary",
+            format!("{}: {e}", exe.display()),
+        )
+    })?;
+    let masked = sys::resolve_in_root(root, &exe)
+        .map_err(|e| StepError::new("mask the sandboxd binary", e))?;
+    sys::remount_bind(
+        &sys::fd_path(masked.as_fd()),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+    )
+    .map_err(|e| StepError::new("mask the sandboxd binary", e))
 }
 
 /// A tmpfs /dev holding binds of the safe device nodes, if the root has a

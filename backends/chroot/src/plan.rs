@@ -66,6 +66,13 @@ pub const HOST_DIRS: [&str; 9] = [
     "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/libexec",
 ];
 
+/// Capabilities a uid-0 payload keeps (Docker's default set without
+/// SYS_CHROOT, MKNOD, NET_RAW and AUDIT_WRITE: no second chroot, no device
+/// nodes, no raw sockets). Numbers from <linux/capability.h>: CHOWN 0,
+/// DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6, SETUID 7, SETPCAP 8,
+/// NET_BIND_SERVICE 10, SETFCAP 31.
+pub const ROOT_CAPABILITIES: [u32; 10] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 31];
+
 /// Device nodes bound into the sandbox's /dev.
 pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -227,8 +234,8 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
             let (level, mechanism, caveats) = match p {
                 Property::Filesystem if as_root => (
                     BestEffort,
-                    "chroot(2) + chdir(\"/\")",
-                    "the process runs as uid 0, and root can leave a chroot (fchdir/double chroot); not a security boundary against root",
+                    "chroot(2) + chdir(\"/\"); uid 0 without CAP_SYS_CHROOT/CAP_SYS_ADMIN/CAP_MKNOD",
+                    "the process runs as uid 0: dropping those capabilities blocks the classic double-chroot and mount escapes, but it is still the host's root identity (it can signal host root processes and write what the binds expose); not a security boundary against root",
                 ),
                 Property::Filesystem => (
                     Enforced,
@@ -307,9 +314,9 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         target,
         fstype: "bind".into(),
         options: if ro {
-            vec!["rbind".into(), "ro".into(), "nosuid".into()]
+            vec!["ro".into(), "nosuid".into()]
         } else {
-            vec!["rbind".into(), "nosuid".into()]
+            vec!["nosuid".into()]
         },
     };
     let mut mounts = Vec::new();
@@ -367,11 +374,14 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
             ],
         });
         for node in DEV_NODES {
-            mounts.push(bind(
-                format!("/dev/{node}"),
-                at(&format!("/dev/{node}")),
-                false,
-            ));
+            // Device nodes keep their own flags (the /dev tmpfs around
+            // them is nosuid,noexec).
+            mounts.push(PlanMount {
+                source: format!("/dev/{node}"),
+                target: at(&format!("/dev/{node}")),
+                fstype: "bind".into(),
+                options: Vec::new(),
+            });
         }
     }
     for m in &setup.mounts {
@@ -414,6 +424,14 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
             RlimitKind::As => "RLIMIT_AS",
         };
         steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
+    }
+    if p.user.uid() == 0 {
+        let keep = format!("{ROOT_CAPABILITIES:?}");
+        steps.push(Step::new(
+            "capbset_drop",
+            &[&"all but", &keep],
+            "uid 0 keeps no CAP_SYS_CHROOT, CAP_SYS_ADMIN or CAP_MKNOD",
+        ));
     }
     let groups = format!("{:?}", p.user.additional_gids);
     steps.push(Step::new("setgroups", &[&groups], "supplementary groups"));

@@ -21,6 +21,7 @@ mod format;
 mod json;
 mod spec_flags;
 mod stream;
+mod sys;
 mod table;
 
 use std::ffi::OsString;

@@ -101,25 +101,13 @@ impl Drop for RawMode {
 /// The local terminal's size, from whichever standard descriptor is a
 /// terminal; `None` if none is.
 fn terminal_size() -> Option<TerminalSize> {
-    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO, libc::STDERR_FILENO] {
-        let mut ws = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which
-        // points to a live, aligned local of that type; on a descriptor that
-        // is not a terminal it fails with ENOTTY and writes nothing.
-        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
-        if rc == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
-            return Some(TerminalSize {
-                rows: u32::from(ws.ws_row),
-                cols: u32::from(ws.ws_col),
-            });
-        }
-    }
-    None
+    [libc::STDOUT_FILENO, libc::STDIN_FILENO, libc::STDERR_FILENO]
+        .into_iter()
+        .find_map(crate::sys::window_size)
+        .map(|(rows, cols)| TerminalSize {
+            rows: u32::from(rows),
+            cols: u32::from(cols),
+        })
 }
 
 fn request(msg: exec_request::Msg) -> ExecRequest {

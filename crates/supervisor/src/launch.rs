@@ -11,7 +11,7 @@ use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
-use crate::supervisor::{Isolation, Rlimit, RlimitKind, StepError};
+use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
 use crate::sys;
 
 /// PATH for payloads whose environment names none (Docker's default).
@@ -104,7 +104,7 @@ pub fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
 /// once exec has succeeded, or the step that failed.
 pub(crate) fn spawn(
     isolation: &dyn Isolation,
-    rlimits: &[Rlimit],
+    config: &CommonConfig,
     plan: &ExecPlan,
     stdio: Stdio,
 ) -> Result<Pid, StepError> {
@@ -113,7 +113,7 @@ pub(crate) fn spawn(
         .map_err(|e| StepError::new("create error pipe", e))?;
     match sys::fork().map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
-            let err = child(isolation, rlimits, plan, stdio, err_write.as_raw_fd());
+            let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
             let report = format!("{}\0{}", err.step, err.message);
             // Best effort: if the supervisor is gone nobody can hear us.
             let _ = nix::unistd::write(&err_write, report.as_bytes());
@@ -141,7 +141,7 @@ pub(crate) fn spawn(
 /// supervisor. Returns only on failure.
 fn child(
     isolation: &dyn Isolation,
-    rlimits: &[Rlimit],
+    config: &CommonConfig,
     plan: &ExecPlan,
     stdio: Stdio,
     keep: i32,
@@ -184,7 +184,7 @@ fn child(
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
     }
-    for limit in rlimits {
+    for limit in &config.rlimits {
         let resource = match limit.kind {
             RlimitKind::Nproc => Resource::RLIMIT_NPROC,
             RlimitKind::Nofile => Resource::RLIMIT_NOFILE,
@@ -207,6 +207,10 @@ fn child(
             );
         }
     }
+    // While still privileged: bound what a uid-0 payload can ever hold.
+    if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
+        return step("drop capabilities from the bounding set", e);
+    }
     // Groups first: after setuid we could no longer change them.
     if let Err(e) = nix::unistd::setgroups(&plan.groups) {
         return step("setgroups", e);
@@ -217,8 +221,12 @@ fn child(
     if let Err(e) = nix::unistd::setuid(plan.uid) {
         return StepError::new("setuid", format!("{}: {e}", plan.uid));
     }
-    if let Err(e) = sys::set_no_new_privs() {
-        return step("set no_new_privs", e);
+    // Where the OS has no such control (not Linux/FreeBSD) the capability
+    // report does not claim it.
+    if sys::HAS_NO_NEW_PRIVS {
+        if let Err(e) = sys::set_no_new_privs() {
+            return step("set no_new_privs", e);
+        }
     }
     let argv0 = plan
         .argv

@@ -85,6 +85,9 @@ pub struct CommonConfig {
     pub main: Option<ProcessSpec>,
     /// Limits applied to every process.
     pub rlimits: Vec<Rlimit>,
+    /// Capability numbers a uid-0 process keeps in its bounding set (Linux);
+    /// every other capability is dropped before exec.
+    pub capabilities: Vec<u32>,
     /// Where the sandbox's exit is persisted for a daemon that was away.
     pub exit_file: PathBuf,
 }
@@ -172,12 +175,7 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
             Ok(n) => n,
             Err(e) => return sup.abort_setup(StepError::new("duplicate /dev/null", e)),
         };
-        match launch::spawn(
-            &sup.isolation,
-            &sup.config.rlimits,
-            &plan,
-            Stdio::Null(null),
-        ) {
+        match launch::spawn(&sup.isolation, &sup.config, &plan, Stdio::Null(null)) {
             Ok(pid) => sup.main = Some(pid),
             Err(e) => return sup.abort_setup(e),
         }
@@ -286,7 +284,7 @@ impl<I: Isolation> Supervisor<I> {
                     ExecPlan::new(&process).and_then(|plan| {
                         launch::spawn(
                             &self.isolation,
-                            &self.config.rlimits,
+                            &self.config,
                             &plan,
                             Stdio::Fds {
                                 fds,

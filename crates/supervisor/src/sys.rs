@@ -162,6 +162,42 @@ pub fn set_no_new_privs() -> Result<(), Errno> {
     }
 }
 
+/// Drops every capability not in `keep` from the bounding set and clears
+/// the ambient set, so a uid-0 payload execs with at most `keep` (its
+/// permitted set after execve is the bounding set when, as here, the
+/// inheritable set is empty). Linux only; elsewhere a no-op returning false.
+pub fn restrict_capabilities(keep: &[u32]) -> Result<bool, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        for cap in (0..=last).filter(|c| !keep.contains(c)) {
+            // SAFETY: PR_CAPBSET_DROP takes an integer capability number.
+            let rc =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+            Errno::result(rc)?;
+        }
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        };
+        Errno::result(rc).map(|_| true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = keep;
+        Ok(false)
+    }
+}
+
 /// Whether no_new_privs exists on this OS (for honest capability reports).
 pub const HAS_NO_NEW_PRIVS: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
 
