@@ -4,6 +4,7 @@
 // Test code: a failed expectation is the test failing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod cli;
 mod harness;
 mod hostile;
 mod lifecycle;
