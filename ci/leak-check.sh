@@ -21,7 +21,14 @@ for p in /proc/[0-9]*; do
     esac
 done
 
+for d in /sys/fs/cgroup/sandboxd/* /sys/fs/cgroup/*/sandboxd/*; do
+    case "${d##*/}" in
+        [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])
+            [ -d "$d" ] && report "sandbox cgroup left behind: $d" ;;
+    esac
+done
+
 if [ "$fail" -ne 0 ]; then
     exit 1
 fi
-echo "leak-check: no mounts, test directories or supervisors left"
+echo "leak-check: no mounts, test directories, supervisors or sandbox cgroups left"

@@ -25,8 +25,14 @@ cargo clippy --workspace --all-targets --locked --target x86_64-unknown-freebsd 
 step "build binaries"
 cargo build --workspace --locked --bins
 
-step "tests"
+step "tests (native backend)"
 cargo test --workspace --locked -- --test-threads=4
+
+# The same end-to-end suite against the chroot backend, which a Linux
+# build selects only with this feature.
+step "end-to-end tests (force-chroot)"
+cargo build --locked --bins --features sandboxd/force-chroot
+cargo test --locked -p sandboxd --features force-chroot --test e2e -- --test-threads=4
 
 step "leak check"
 ci/leak-check.sh

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::Daemon;
+use crate::harness::{Daemon, linux_backend};
 
 /// The sandboxctl binary built next to sandboxd (ci/test.sh builds every
 /// binary before the tests run).
@@ -87,9 +87,21 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
     let (code, out, _) = run(sandboxctl(&d).args(["--json", "caps"]), "");
     assert_eq!(code, 0);
     let caps: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(caps["backend"], "CHROOT");
+    assert_eq!(
+        caps["backend"],
+        if linux_backend() { "LINUX" } else { "CHROOT" }
+    );
+    // A property this backend cannot give, asked for as REQUIRED.
+    let refused = if linux_backend() {
+        ["--require", "user"]
+    } else {
+        ["--hostname", "web"]
+    };
     let (code, _, err) = run(
-        sandboxctl(&d).args(["run", "--hostname", "web", "--", "/bin/true"]),
+        sandboxctl(&d)
+            .arg("run")
+            .args(refused)
+            .args(["--", "/bin/true"]),
         "",
     );
     assert_eq!(code, 125, "a refused create exits 125 like docker");

@@ -19,6 +19,12 @@ use tonic::transport::{Channel, Endpoint};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Whether this build's daemon uses the Linux namespace backend (otherwise
+/// the chroot backend: `--features force-chroot`, or a non-Linux OS).
+pub(crate) fn linux_backend() -> bool {
+    cfg!(all(target_os = "linux", not(feature = "force-chroot")))
+}
+
 /// Fails loudly (never skips) when not root: CI runs these as root.
 pub(crate) fn require_root() {
     assert!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use sandboxd_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv};
+use crate::harness::{Clients, Daemon, argv, linux_backend};
 
 type Edit = fn(&mut pb::SandboxSpec);
 
@@ -282,6 +282,22 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "not an IPv4 or IPv6",
     ),
     (
+        "missing program",
+        |s| proc_mut(s).argv = vec!["/no/such/program".into()],
+        Code::FailedPrecondition,
+        "exec",
+    ),
+    (
+        "cwd missing in image",
+        |s| proc_mut(s).cwd = "/no/such/dir".into(),
+        Code::FailedPrecondition,
+        "chdir",
+    ),
+];
+
+/// Refused only by the chroot backend.
+const CHROOT_REFUSALS: &[(&str, Edit, Code, &str)] = &[
+    (
         "REQUIRED pid on chroot",
         |s| {
             s.isolation = Some(pb::Isolation {
@@ -336,17 +352,45 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         Code::FailedPrecondition,
         "filesystem",
     ),
+];
+
+/// Refused by the Linux backend (what its runtime does not do yet, and
+/// targets it reserves).
+const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
     (
-        "missing program",
-        |s| proc_mut(s).argv = vec!["/no/such/program".into()],
+        "REQUIRED user namespace",
+        |s| {
+            s.isolation = Some(pb::Isolation {
+                user: pb::Requirement::Required as i32,
+                ..Default::default()
+            })
+        },
         Code::FailedPrecondition,
-        "exec",
+        "user",
     ),
     (
-        "cwd missing in image",
-        |s| proc_mut(s).cwd = "/no/such/dir".into(),
+        "REQUIRED restricted network",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                addresses: vec!["192.0.2.10".into()],
+                ..Default::default()
+            })
+        },
         Code::FailedPrecondition,
-        "chdir",
+        "network",
+    ),
+    (
+        "mount target under /proc",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/srv/sandboxd-allowed".into(),
+                target: "/proc/x".into(),
+                read_only: true,
+            })
+        },
+        Code::FailedPrecondition,
+        "/proc",
     ),
 ];
 
@@ -402,7 +446,12 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
     let mut c = d.clients().await;
     let before = host_state(&d);
     let mut count = 0;
-    for (what, edit, want_code, want_text) in CREATES {
+    let backend_cases = if linux_backend() {
+        LINUX_REFUSALS
+    } else {
+        CHROOT_REFUSALS
+    };
+    for (what, edit, want_code, want_text) in CREATES.iter().chain(backend_cases) {
         let mut spec = base();
         edit(&mut spec);
         let err = c

@@ -240,7 +240,7 @@ impl Isolation for ChrootIsolation {
         Ok(())
     }
 
-    fn enter(&self) -> Result<(), StepError> {
+    fn enter(&self, _report_fd: std::os::fd::RawFd) -> Result<(), StepError> {
         let root = self
             .root
             .as_ref()

@@ -1,20 +1,28 @@
-//! sandboxd's Linux backend: namespaces (mnt, pid, uts, ipc, net, cgroup and,
-//! opt-in, user), `pivot_root(2)`, cgroups v1 and v2, rlimits.
+//! sandboxd's Linux backend: namespaces (mnt, pid, uts, ipc, net, cgroup),
+//! `pivot_root(2)`, cgroups v1 and v2, rlimits, a bounded capability set.
 //!
-//! What this crate provides today is the **pure plan** ([`plan`]): it maps a
-//! [`sandboxd_core::ValidatedSpec`] to plain data (clone flags, an ordered
-//! mount list, cgroup writes, steps) and to an isolation report. It has no
-//! `unsafe` and makes no system calls, so it compiles on every OS and serves
-//! `PlanSandbox` from any host: a FreeBSD daemon can show how Linux would
-//! realise a spec.
+//! [`plan`] is pure: it maps a [`sandboxd_core::ValidatedSpec`] to plain data
+//! (clone flags, an ordered mount list, cgroup writes, steps) and to an
+//! isolation report. It has no `unsafe`, makes no system calls, compiles on
+//! every OS and serves `PlanSandbox` from any host.
 //!
-//! The runtime backend — the `impl Backend`, the supervisor that executes a
-//! [`plan::LinuxPlan`] step by step, and the `sys` module that holds every
-//! raw system call — comes in a later issue. Until then the daemon selects
-//! the chroot backend on Linux.
-
-#![forbid(unsafe_code)]
+//! On Linux, [`runtime`] executes that plan in the supervisor helper (see its
+//! docs for the process layout), [`sys`] holds every raw system call, and
+//! [`LinuxBackend`] implements [`sandboxd_core::Backend`] for the daemon,
+//! probing the host's cgroup layout once at start-up. User namespaces are
+//! not implemented by the runtime yet, so the probe reports them absent and
+//! the report and refusals say so.
 
 pub mod plan;
 
+#[cfg(target_os = "linux")]
+pub mod runtime;
+#[cfg(target_os = "linux")]
+pub mod sys;
+
+#[cfg(target_os = "linux")]
+mod backend;
+
+#[cfg(target_os = "linux")]
+pub use backend::{LinuxBackend, new_backend, probe, supervisor_main};
 pub use plan::{HostFacts, LinuxPlan, PlanError, build, capabilities};

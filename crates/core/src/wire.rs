@@ -122,6 +122,9 @@ pub enum Event {
     SandboxExited {
         /// How the main process ended (for IDLE, the stop signal).
         exit: ProcessExit,
+        /// The kernel's OOM killer acted in the sandbox's memory cgroup.
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// A Signal request could not be delivered.
     SignalFailed {

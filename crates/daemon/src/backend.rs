@@ -13,9 +13,9 @@ cfg_if::cfg_if! {
         /// Why this backend was compiled in.
         pub const REASON: &str = "chroot backend forced by the `force-chroot` build feature (not a security boundary against root)";
     } else if #[cfg(target_os = "linux")] {
-        use sandboxd_backend_chroot as selected;
+        use sandboxd_backend_linux as selected;
         /// Why this backend was compiled in.
-        pub const REASON: &str = "Linux build: the Linux namespace backend is not implemented yet, so this build uses the chroot backend (not a security boundary against root)";
+        pub const REASON: &str = "Linux build: namespaces + pivot_root + cgroups";
     } else if #[cfg(target_os = "freebsd")] {
         use sandboxd_backend_chroot as selected;
         /// Why this backend was compiled in.

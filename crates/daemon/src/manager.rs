@@ -868,9 +868,15 @@ impl Manager {
                     }
                 }
             }
-            Event::SandboxExited { exit } => {
+            Event::SandboxExited { exit, oom_killed } => {
                 // An exit during setup (main exited at once) is still an exit.
-                self.finish(sb, exit, "").await;
+                let mut record = exit_record(exit, now_ms(), "");
+                if oom_killed {
+                    record.reason = ExitReason::OomKilled;
+                    record.message =
+                        "killed by the OOM killer under the sandbox's memory limit".into();
+                }
+                self.finish_with(sb, record).await;
             }
             Event::SignalFailed { target, message } => {
                 tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");

@@ -124,17 +124,45 @@ pub(crate) fn spawn(
             drop(stdio);
             let mut report = Vec::new();
             let _ = err_read.read_to_end(&mut report);
-            if report.is_empty() {
-                return Ok(child);
+            // A backend that forked again (into a pid namespace) reported the
+            // real process first; the intermediate has exited: reap it.
+            let (pid, rest) = match parse_pid_report(&report) {
+                Some((pid, rest)) => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    (pid, rest)
+                }
+                None => (child, report.as_slice()),
+            };
+            if rest.is_empty() {
+                return Ok(pid);
             }
-            // The child has exited (127); reap it so it is never mistaken for
-            // a sandbox process.
-            let _ = nix::sys::wait::waitpid(child, None);
-            let text = String::from_utf8_lossy(&report);
+            // The process has exited (127); reap it so it is never mistaken
+            // for a sandbox process.
+            let _ = nix::sys::wait::waitpid(pid, None);
+            let text = String::from_utf8_lossy(rest);
             let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
             Err(StepError::new(step, message))
         }
     }
+}
+
+/// Marks a pid report on the error pipe (never the first byte of a step
+/// name).
+const PID_REPORT: u8 = 0x01;
+
+/// From an intermediate process inside [`Isolation::enter`]: tells the
+/// supervisor the pid of the process that will exec.
+pub fn report_pid(report_fd: std::os::fd::RawFd, pid: Pid) {
+    let msg = format!("{}{}\n", PID_REPORT as char, pid.as_raw());
+    let _ = nix::unistd::write(sys::borrow_fd(report_fd), msg.as_bytes());
+}
+
+/// Splits a leading pid report off the error-pipe bytes.
+fn parse_pid_report(bytes: &[u8]) -> Option<(Pid, &[u8])> {
+    let rest = bytes.strip_prefix(&[PID_REPORT])?;
+    let end = rest.iter().position(|b| *b == b'\n')?;
+    let pid = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((Pid::from_raw(pid), &rest[end + 1..]))
 }
 
 /// The child side: runs only in the forked copy of the single-threaded
@@ -147,8 +175,16 @@ fn child(
     keep: i32,
 ) -> StepError {
     let step = |step: &str, e: nix::Error| StepError::new(step, e);
+    if let Err(e) = sys::set_non_dumpable() {
+        return step("mark non-dumpable", e);
+    }
     if let Err(e) = sys::reset_signals() {
         return step("reset signal dispositions", e);
+    }
+    // Enter first: a backend may fork once more here, and only the process
+    // that returns is the payload.
+    if let Err(e) = isolation.enter(keep) {
+        return e;
     }
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
@@ -178,9 +214,6 @@ fn child(
         }
     }
     drop(stdio);
-    if let Err(e) = isolation.enter() {
-        return e;
-    }
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
     }

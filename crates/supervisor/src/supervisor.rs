@@ -2,7 +2,7 @@
 //! reap them, answer the daemon, tear down when the sandbox ends.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,30 @@ pub trait Isolation {
     fn setup(&mut self) -> Result<(), StepError>;
     /// In each forked child, before privileges are dropped: enter the
     /// sandbox (chroot, jail_attach, setns) and chdir to its root.
-    fn enter(&self) -> Result<(), StepError>;
+    ///
+    /// A backend that must fork once more to land in a pid namespace does
+    /// so with CLONE_PARENT (so the supervisor stays the parent), reports
+    /// the new pid with [`crate::report_pid`] on `report_fd` from the
+    /// intermediate process, and lets only the new process return.
+    fn enter(&self, report_fd: RawFd) -> Result<(), StepError>;
+
+    /// Sends `sig` to every process of the sandbox, if the backend knows
+    /// them better than the supervisor's process groups and children (a pid
+    /// namespace). Returns false to let the supervisor do it.
+    fn signal_all(&self, _sig: Signal) -> bool {
+        false
+    }
+
+    /// Whether any sandbox process is left, if the backend can tell (the
+    /// supervisor otherwise counts its own children).
+    fn has_processes(&self) -> Option<bool> {
+        None
+    }
+
+    /// Whether the kernel's OOM killer acted on the sandbox (memory cgroup).
+    fn oom_killed(&self) -> bool {
+        false
+    }
     /// In the supervisor, after every process is gone: undo `setup`.
     /// Idempotent.
     fn teardown(&mut self) -> Result<(), StepError>;
@@ -235,7 +258,14 @@ impl<I: Isolation> Supervisor<I> {
                 }
             }
             let ended = match self.config.mode {
-                Mode::Idle => self.stopping.is_some() && no_children && self.execs.is_empty(),
+                Mode::Idle => {
+                    self.stopping.is_some()
+                        && self.execs.is_empty()
+                        && self
+                            .isolation
+                            .has_processes()
+                            .map_or(no_children, |left| !left)
+                }
                 Mode::Process | Mode::Init => self.main_exit.is_some(),
             };
             if ended {
@@ -357,7 +387,7 @@ impl<I: Isolation> Supervisor<I> {
     /// each exec's process group, and (as subreaper) any orphan reparented to
     /// us, which may have left its group.
     fn signal_everything(&self, sig: Signal) {
-        if sys::kill_all_descendants(sig) {
+        if self.isolation.signal_all(sig) || sys::kill_all_descendants(sig) {
             return;
         }
         for leader in self.main.iter().chain(self.execs.keys()) {
@@ -384,7 +414,8 @@ impl<I: Isolation> Supervisor<I> {
     fn finish(mut self) -> i32 {
         let code = self.finish_quietly();
         let exit = self.sandbox_exit();
-        self.chan.send(&Event::SandboxExited { exit });
+        let oom_killed = matches!(exit, ProcessExit::Signaled(9)) && self.isolation.oom_killed();
+        self.chan.send(&Event::SandboxExited { exit, oom_killed });
         code
     }
 

@@ -198,6 +198,23 @@ pub fn restrict_capabilities(keep: &[u32]) -> Result<bool, Errno> {
     }
 }
 
+/// Marks the calling process non-dumpable, so no other process (without
+/// CAP_SYS_PTRACE) can open its /proc/<pid>/exe, mem or fds: a forked copy of
+/// the supervisor must not expose the sandboxd binary to the sandbox before
+/// it execs the payload (the CVE-2019-5736 class). execve of the payload
+/// resets it. No-op outside Linux.
+pub fn set_non_dumpable() -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
 /// Whether no_new_privs exists on this OS (for honest capability reports).
 pub const HAS_NO_NEW_PRIVS: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
 
@@ -498,4 +515,12 @@ pub fn is_supervisor(pid: i32, id: &str) -> bool {
     };
     let mut args = cmdline.split(|b| *b == 0).skip(1);
     args.next() == Some(b"__supervise".as_slice()) && args.next() == Some(id.as_bytes())
+}
+
+/// Borrows a descriptor number handed to us (the error pipe inside a forked
+/// child) for one call.
+pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: only used in a forked child for descriptors the supervisor
+    // created and keeps open until that child execs or exits.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }

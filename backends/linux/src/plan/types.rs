@@ -188,7 +188,10 @@ pub enum Capability {
 
 impl Capability {
     /// The default set, in capability-number order.
-    pub const DEFAULT: [Capability; 13] = [
+    ///
+    /// `CAP_MKNOD` is not in it: without a devices cgroup a root payload
+    /// could create and open a node for the host's disk.
+    pub const DEFAULT: [Capability; 12] = [
         Self::Chown,
         Self::DacOverride,
         Self::Fowner,
@@ -199,7 +202,6 @@ impl Capability {
         Self::Setpcap,
         Self::NetBindService,
         Self::SysChroot,
-        Self::Mknod,
         Self::AuditWrite,
         Self::Setfcap,
     ];

@@ -1,0 +1,246 @@
+//! `impl Backend` for Linux: the daemon side, plus the host probe.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use sandboxd_core::capability::{BackendKind, Capabilities};
+use sandboxd_core::spec::{HOST_IMAGE, Mode};
+use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
+
+use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
+use crate::runtime::{LinuxIsolation, LinuxLaunch};
+use crate::sys;
+
+/// The Linux backend as the daemon sees it.
+#[derive(Debug)]
+pub struct LinuxBackend {
+    images_dir: PathBuf,
+    facts: HostFacts,
+    reason: String,
+}
+
+/// Builds the backend, probing the host once.
+pub fn new_backend(images_dir: PathBuf, reason: &str) -> LinuxBackend {
+    LinuxBackend {
+        images_dir,
+        facts: probe(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The helper-mode entry point for this backend.
+pub fn supervisor_main() -> i32 {
+    sandboxd_supervisor::helper_main(|launch: LinuxLaunch| Ok(LinuxIsolation::new(launch)))
+}
+
+/// What this host offers: the cgroup layout from /proc/self/mountinfo,
+/// overlayfs from /proc/filesystems, the /usr layout.
+pub fn probe() -> HostFacts {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut unified = None;
+    let mut v1: Vec<(String, PathBuf)> = Vec::new();
+    for line in mountinfo.lines() {
+        // "... mountpoint ... - fstype source superoptions"
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount_point), Some(fstype), Some(opts)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+        else {
+            continue;
+        };
+        match *fstype {
+            "cgroup2" if unified.is_none() => unified = Some(PathBuf::from(mount_point)),
+            "cgroup" => {
+                for c in opts.split(',') {
+                    v1.push((c.to_owned(), PathBuf::from(mount_point)));
+                }
+            }
+            _ => {}
+        }
+    }
+    let v2_controllers = unified
+        .as_ref()
+        .and_then(|u| std::fs::read_to_string(u.join("cgroup.controllers")).ok())
+        .unwrap_or_default();
+    let controller = |name: &str| -> Option<Controller> {
+        if let Some((_, mount)) = v1.iter().find(|(c, _)| c == name) {
+            return Some(Controller::V1 {
+                mount: mount.clone(),
+            });
+        }
+        v2_controllers
+            .split_whitespace()
+            .any(|c| c == name)
+            .then_some(Controller::V2)
+    };
+    let memory = controller("memory");
+    let swap_accounting = match &memory {
+        Some(Controller::V1 { mount }) => mount.join("memory.memsw.limit_in_bytes").exists(),
+        _ => false,
+    };
+    let cgroup = CgroupFacts {
+        unified,
+        memory,
+        pids: controller("pids"),
+        cpu: controller("cpu"),
+        swap_accounting,
+    };
+    let overlayfs = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")));
+    let merged_usr = std::fs::symlink_metadata("/bin").is_ok_and(|m| m.file_type().is_symlink());
+    HostFacts {
+        cgroup,
+        overlayfs,
+        // The runtime does not create user namespaces yet: say so through
+        // the facts, so the report shows NOT_ENFORCED and REQUIRED refuses.
+        user_namespaces: false,
+        merged_usr,
+        userns_range: IdRange {
+            host_start: 100_000,
+            count: 65_536,
+        },
+    }
+}
+
+impl Backend for LinuxBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Linux
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BackendKind::Linux,
+            reason: self.reason.clone(),
+            matrix: plan::capabilities(&self.facts),
+        }
+    }
+
+    fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        plan::plan(spec, sandbox, &self.facts)
+    }
+
+    fn launch_config(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<Vec<u8>, BackendError> {
+        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
+            plan::PlanError::Refused(r) => BackendError::Refused(r),
+            other => BackendError::Unsupported(other.to_string()),
+        })?;
+        if spec.spec().image() != HOST_IMAGE {
+            check_image(&self.images_dir, spec.spec().image())?;
+        }
+        let mut rlimits = Vec::new();
+        // Every payload (Exec'd ones too, and in IDLE mode) gets the default
+        // set unless the plan names another.
+        let mut capabilities: Vec<u32> = plan::Capability::DEFAULT
+            .iter()
+            .map(|c| c.number())
+            .collect();
+        for step in &linux_plan.steps {
+            match step {
+                LinuxStep::SetRlimit(plan::Rlimit::Nofile(v)) => rlimits.push(Rlimit {
+                    kind: RlimitKind::Nofile,
+                    value: *v,
+                }),
+                LinuxStep::SetRlimit(plan::Rlimit::As(v)) => rlimits.push(Rlimit {
+                    kind: RlimitKind::As,
+                    value: *v,
+                }),
+                LinuxStep::Capabilities(caps) => {
+                    capabilities = caps.iter().map(|c| c.number()).collect()
+                }
+                _ => {}
+            }
+        }
+        let s = spec.spec();
+        let common = CommonConfig {
+            sandbox_id: sandbox.id.clone(),
+            mode: s.mode,
+            main: (s.mode != Mode::Idle).then(|| s.process.clone()),
+            rlimits,
+            capabilities,
+            exit_file: sandbox.dir.join("exit.json"),
+        };
+        let launch = LinuxLaunch {
+            plan: linux_plan,
+            images_dir: self.images_dir.clone(),
+        };
+        Ok(serde_json::to_vec(&LaunchConfig {
+            common,
+            isolation: launch,
+        })?)
+    }
+
+    fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        let cg = &self.facts.cgroup;
+        let mut roots: Vec<&Path> = cg.unified.iter().map(PathBuf::as_path).collect();
+        for c in [&cg.memory, &cg.pids, &cg.cpu].into_iter().flatten() {
+            if let Controller::V1 { mount } = c {
+                roots.push(mount);
+            }
+        }
+        for root in roots {
+            let dir = root.join("sandboxd").join(&sandbox.id);
+            crate::runtime::remove_cgroup_dir(&dir).map_err(|e| BackendError::Io {
+                step: "remove cgroup",
+                path: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        // Every mount lives in the sandbox's own mount namespace, which died
+        // with its last process; prove nothing is left before the caller
+        // deletes the directory.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = sandbox.dir.display().to_string();
+        match mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        {
+            None => Ok(()),
+            Some(line) => Err(BackendError::Io {
+                step: "check mounts",
+                path: sandbox.dir.clone(),
+                source: std::io::Error::other(format!("still mounted: {line}")),
+            }),
+        }
+    }
+
+    fn images(&self) -> Vec<String> {
+        let mut names = vec![HOST_IMAGE.to_owned()];
+        if let Ok(entries) = std::fs::read_dir(&self.images_dir) {
+            let mut dirs: Vec<String> = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| !n.starts_with('.') && n != HOST_IMAGE)
+                .collect();
+            dirs.sort();
+            names.extend(dirs);
+        }
+        names
+    }
+}
+
+/// Checks that image `name` is a real directory inside the images dir.
+fn check_image(images_dir: &Path, name: &str) -> Result<(), BackendError> {
+    let dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
+        step: "open images directory",
+        path: images_dir.to_owned(),
+        source: e.into(),
+    })?;
+    match sys::open_image(dir.as_fd(), name) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOENT) => Err(BackendError::ImageNotFound(name.to_owned())),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(BackendError::ImageInvalid {
+            name: name.to_owned(),
+            why: "is a symlink or not a directory; an image must be a real directory inside the images dir".into(),
+        }),
+        Err(e) => Err(BackendError::Io { step: "open image", path: images_dir.join(name), source: e.into() }),
+    }
+}

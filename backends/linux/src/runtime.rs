@@ -1,0 +1,578 @@
+//! The Linux runtime: what the supervisor helper does with a [`LinuxPlan`].
+//!
+//! `setup` creates the cgroups and clones the sandbox's first process into
+//! new namespaces. That process (pid 1 of the new pid namespace) builds the
+//! root from the plan's mount list, sets the hostname, brings `lo` up when
+//! asked, pivots into the root, detaches the old one, and stays a minimal
+//! reaper. Every payload — the main process too — is started by `enter`: a
+//! forked child of the supervisor joins the cgroups and setns()es into the
+//! reaper's namespaces, then clones once more with CLONE_PARENT so the
+//! payload lands inside the pid namespace while the supervisor stays its
+//! parent (and reaps it, and reports its exit). Killing the reaper ends the
+//! whole pid namespace; nothing is mounted in the host's mount namespace.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use sandboxd_supervisor::{Isolation, StepError};
+
+use crate::plan::{Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, RootOp};
+use crate::sys::{self, Cloned};
+
+/// The supervisor's configuration for one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxLaunch {
+    /// The executable plan.
+    pub plan: LinuxPlan,
+    /// The images directory (trusted: daemon configuration).
+    pub images_dir: PathBuf,
+}
+
+/// The supervisor side of a Linux sandbox.
+#[derive(Debug)]
+pub struct LinuxIsolation {
+    launch: LinuxLaunch,
+    reaper: Option<Pid>,
+    /// Namespace descriptors of the reaper, in the order `enter` joins them.
+    namespaces: Vec<(CloneFlags, OwnedFd)>,
+    pid_ns: Option<String>,
+    oom_base: u64,
+}
+
+impl LinuxIsolation {
+    /// From the launch configuration.
+    pub fn new(launch: LinuxLaunch) -> Self {
+        Self {
+            launch,
+            reaper: None,
+            namespaces: Vec::new(),
+            pid_ns: None,
+            oom_base: 0,
+        }
+    }
+
+    fn has(&self, ns: Namespace) -> bool {
+        self.launch.plan.namespaces.contains(&ns)
+    }
+
+    fn remove_cgroups(&self) -> Result<(), StepError> {
+        for dir in self.launch.plan.cgroups.dirs.iter().rev() {
+            remove_cgroup_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn oom_count(&self) -> u64 {
+        self.launch
+            .plan
+            .cgroups
+            .dirs
+            .iter()
+            .map(|d| oom_kills(d))
+            .sum()
+    }
+
+    fn setup_inner(&mut self) -> Result<(), StepError> {
+        let plan = &self.launch.plan;
+        for dir in &plan.cgroups.dirs {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StepError::new("create cgroup", format!("{}: {e}", dir.display())))?;
+        }
+        for w in &plan.cgroups.writes {
+            sys::write_file(&w.file, &w.value).map_err(|e| {
+                StepError::new(
+                    "write cgroup limit",
+                    format!("{} = {}: {e}", w.file.display(), w.value),
+                )
+            })?;
+        }
+        std::fs::create_dir_all(&plan.rootfs).map_err(|e| {
+            StepError::new(
+                "create root mount point",
+                format!("{}: {e}", plan.rootfs.display()),
+            )
+        })?;
+
+        let (go_r, go_w) = pipe()?;
+        let (ready_r, ready_w) = pipe()?;
+        let mut flags = CloneFlags::empty();
+        for ns in &plan.namespaces {
+            flags |= match ns {
+                Namespace::Mount => CloneFlags::CLONE_NEWNS,
+                Namespace::Pid => CloneFlags::CLONE_NEWPID,
+                Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+                Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+                Namespace::Net => CloneFlags::CLONE_NEWNET,
+                // Unshared by the reaper once it is in its cgroup.
+                Namespace::Cgroup => CloneFlags::empty(),
+                Namespace::User => {
+                    return Err(StepError::new(
+                        "clone",
+                        "user namespaces are not supported by this runtime yet",
+                    ));
+                }
+            };
+        }
+        match sys::clone_process(flags).map_err(|e| StepError::new("clone namespaces", e))? {
+            Cloned::Child => {
+                drop(go_w);
+                drop(ready_r);
+                reaper_main(&self.launch, go_r, ready_w)
+            }
+            Cloned::Parent(reaper) => {
+                drop(go_r);
+                drop(ready_w);
+                self.reaper = Some(reaper);
+                for dir in &plan.cgroups.dirs {
+                    let procs = dir.join("cgroup.procs");
+                    sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
+                        StepError::new("join cgroup", format!("{}: {e}", procs.display()))
+                    })?;
+                }
+                let mut go = std::fs::File::from(go_w);
+                go.write_all(b"g")
+                    .map_err(|e| StepError::new("release sandbox init", e))?;
+                drop(go);
+                let mut report = Vec::new();
+                let _ = std::fs::File::from(ready_r).read_to_end(&mut report);
+                if report != b"R" {
+                    let text = String::from_utf8_lossy(&report);
+                    let (step, message) = text
+                        .split_once('\0')
+                        .unwrap_or(("sandbox init", "exited during setup"));
+                    return Err(StepError::new(step, message));
+                }
+            }
+        }
+        let reaper = self.reaper.map(Pid::as_raw).unwrap_or_default();
+        let order = [
+            (Namespace::Ipc, "ipc", CloneFlags::CLONE_NEWIPC),
+            (Namespace::Uts, "uts", CloneFlags::CLONE_NEWUTS),
+            (Namespace::Net, "net", CloneFlags::CLONE_NEWNET),
+            (Namespace::Cgroup, "cgroup", CloneFlags::CLONE_NEWCGROUP),
+            (Namespace::Pid, "pid", CloneFlags::CLONE_NEWPID),
+            (Namespace::Mount, "mnt", CloneFlags::CLONE_NEWNS),
+        ];
+        for (ns, name, flag) in order {
+            if self.has(ns) {
+                let path = format!("/proc/{reaper}/ns/{name}");
+                let fd = nix::fcntl::open(
+                    path.as_str(),
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| StepError::new("open namespace", format!("{path}: {e}")))?;
+                self.namespaces.push((flag, fd));
+            }
+        }
+        self.pid_ns = sys::pid_ns_of(reaper);
+        self.oom_base = self.oom_count();
+        Ok(())
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| StepError::new("create sync pipe", e))
+}
+
+/// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
+/// memory.oom_control); 0 for other hierarchies.
+fn oom_kills(dir: &Path) -> u64 {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// rmdir of a cgroup, retrying briefly while its last tasks exit.
+pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<(), StepError> {
+    for _ in 0..200 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => {
+                return Err(StepError::new(
+                    "remove cgroup",
+                    format!("{}: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+    Err(StepError::new(
+        "remove cgroup",
+        format!("{}: still busy", dir.display()),
+    ))
+}
+
+impl Isolation for LinuxIsolation {
+    fn setup(&mut self) -> Result<(), StepError> {
+        let result = self.setup_inner();
+        if result.is_err() {
+            let _ = self.teardown();
+        }
+        result
+    }
+
+    fn enter(&self, report_fd: RawFd) -> Result<(), StepError> {
+        let me = std::process::id().to_string();
+        for dir in &self.launch.plan.cgroups.dirs {
+            let procs = dir.join("cgroup.procs");
+            sys::write_file(&procs, &me)
+                .map_err(|e| StepError::new("join cgroup", format!("{}: {e}", procs.display())))?;
+        }
+        for (flag, fd) in &self.namespaces {
+            sys::setns(fd.as_fd(), *flag)
+                .map_err(|e| StepError::new("setns", format!("{flag:?}: {e}")))?;
+        }
+        // setns(CLONE_NEWPID) only affects children: clone once more, with
+        // the supervisor as the parent.
+        match sys::clone_process(CloneFlags::CLONE_PARENT)
+            .map_err(|e| StepError::new("clone into the pid namespace", e))?
+        {
+            Cloned::Child => Ok(()),
+            Cloned::Parent(pid) => {
+                sandboxd_supervisor::report_pid(report_fd, pid);
+                sandboxd_supervisor::sys::exit_child(0)
+            }
+        }
+    }
+
+    fn teardown(&mut self) -> Result<(), StepError> {
+        self.namespaces.clear();
+        if let Some(reaper) = self.reaper.take() {
+            let _ = kill(reaper, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(reaper, None);
+        }
+        self.remove_cgroups()
+    }
+
+    fn signal_all(&self, sig: Signal) -> bool {
+        let (Some(reaper), Some(ns)) = (self.reaper, self.pid_ns.as_deref()) else {
+            return false;
+        };
+        if sig == Signal::SIGKILL {
+            // pid 1 dying takes every process of the namespace with it.
+            let _ = kill(reaper, Signal::SIGKILL);
+        }
+        for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
+            let _ = kill(pid, sig);
+        }
+        true
+    }
+
+    fn has_processes(&self) -> Option<bool> {
+        let (reaper, ns) = (self.reaper?, self.pid_ns.as_deref()?);
+        Some(sys::pids_in_ns(ns).into_iter().any(|p| p != reaper))
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.oom_count() > self.oom_base
+    }
+}
+
+/// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
+/// root, reports, then reaps forever.
+fn reaper_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
+    // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
+    // closed to the sandbox's processes.
+    if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
+        sandboxd_supervisor::sys::exit_child(1);
+    }
+    let mut byte = [0u8; 1];
+    let released = std::fs::File::from(go)
+        .read(&mut byte)
+        .is_ok_and(|n| n == 1);
+    let mut ready = std::fs::File::from(ready);
+    if !released {
+        sandboxd_supervisor::sys::exit_child(1);
+    }
+    match build_sandbox(launch) {
+        Ok(()) => {
+            let _ = ready.write_all(b"R");
+        }
+        Err(e) => {
+            let _ = ready.write_all(format!("{}\0{}", e.step, e.message).as_bytes());
+            sandboxd_supervisor::sys::exit_child(1);
+        }
+    }
+    drop(ready);
+    reap_forever()
+}
+
+fn reap_forever() -> ! {
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    // Block SIGCHLD and wait for it atomically, so no exit is missed.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    loop {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = set.wait();
+    }
+}
+
+fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
+    let plan = &launch.plan;
+    for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
+        match step {
+            LinuxStep::UnshareCgroup => {
+                sys::unshare(CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| StepError::new("unshare cgroup namespace", e))?;
+            }
+            LinuxStep::Mounts => build_root(launch)?,
+            LinuxStep::SetHostname(name) => {
+                sys::sethostname(name)
+                    .map_err(|e| StepError::new("sethostname", format!("{name}: {e}")))?;
+            }
+            LinuxStep::PivotRoot => {
+                nix::unistd::chdir(&plan.rootfs).map_err(|e| {
+                    StepError::new(
+                        "chdir to new root",
+                        format!("{}: {e}", plan.rootfs.display()),
+                    )
+                })?;
+                sys::pivot_root_here().map_err(|e| StepError::new("pivot_root", e))?;
+            }
+            LinuxStep::DetachOldRoot => {
+                sys::detach(Path::new(".")).map_err(|e| StepError::new("detach old root", e))?;
+                nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
+            }
+            LinuxStep::LoopbackUp => {
+                sys::loopback_up().map_err(|e| StepError::new("bring lo up", e))?
+            }
+            // The reaper never execs a payload itself: payloads enter with
+            // setns + CLONE_PARENT so the supervisor reaps them.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn ms_flags(flags: &[MountFlag]) -> MsFlags {
+    flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match f {
+            MountFlag::Rdonly => MsFlags::MS_RDONLY,
+            MountFlag::Nosuid => MsFlags::MS_NOSUID,
+            MountFlag::Nodev => MsFlags::MS_NODEV,
+            MountFlag::Noexec => MsFlags::MS_NOEXEC,
+            MountFlag::Bind => MsFlags::MS_BIND,
+            MountFlag::Remount => MsFlags::MS_REMOUNT,
+        }
+    })
+}
+
+/// Runs the plan's root operations, in the reaper's private mount namespace.
+fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
+    let rootfs = &launch.plan.rootfs;
+    let mut root: Option<OwnedFd> = None;
+    for op in &launch.plan.mounts {
+        match op {
+            RootOp::MakePrivate => {
+                sys::mount_fs(
+                    None,
+                    Path::new("/"),
+                    None,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None,
+                )
+                .map_err(|e| StepError::new("make / private", e))?;
+            }
+            RootOp::Symlink { path, target } => {
+                let root = root
+                    .as_ref()
+                    .ok_or_else(|| StepError::new("symlink", "root not mounted yet"))?;
+                let (parent, name) = parent_in_root(root, path)?;
+                sys::symlink_at(target, parent.as_fd(), name.as_os_str())
+                    .map_err(|e| StepError::new("symlink", format!("{path} -> {target}: {e}")))?;
+            }
+            RootOp::Mount(m) => {
+                do_mount(launch, root.as_ref(), m)?;
+                if m.target == "/" {
+                    root = Some(sys::open_dir(rootfs).map_err(|e| {
+                        StepError::new("open root", format!("{}: {e}", rootfs.display()))
+                    })?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The parent directory (resolved in the root) and final name of `path`.
+fn parent_in_root(root: &OwnedFd, path: &str) -> Result<(OwnedFd, PathBuf), StepError> {
+    let p = Path::new(path);
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    let name = p.file_name().map(PathBuf::from).unwrap_or_default();
+    let fd = sys::resolve_in_root(root.as_fd(), parent)
+        .map_err(|e| StepError::new("resolve in root", format!("{}: {e}", parent.display())))?;
+    Ok((fd, name))
+}
+
+fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(), StepError> {
+    let err =
+        |step: &str, e: &dyn std::fmt::Display| StepError::new(step, format!("{}: {e}", m.target));
+    // Keep every descriptor a /proc/self/fd path refers to alive until the
+    // mount call is done.
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let mut data: Vec<String> = m.data.clone();
+    let source: Option<PathBuf> = match &m.source {
+        MountSource::Pseudo(name) => Some(PathBuf::from(name)),
+        MountSource::Host(path) => {
+            let fd = sys::resolve_host_path(path).map_err(|e| {
+                err(
+                    "resolve mount source",
+                    &format!("{}: {e} (symlinks are not allowed)", path.display()),
+                )
+            })?;
+            let p = sys::fd_path(fd.as_fd());
+            held.push(fd);
+            Some(p)
+        }
+        MountSource::Image(name) => {
+            let fd = open_image(&launch.images_dir, name)?;
+            let p = sys::fd_path(fd.as_fd());
+            held.push(fd);
+            Some(p)
+        }
+        MountSource::Overlay { image, upper, work } => {
+            for d in [upper, work] {
+                std::fs::create_dir_all(d).map_err(|e| {
+                    err("create overlay directory", &format!("{}: {e}", d.display()))
+                })?;
+            }
+            let fd = open_image(&launch.images_dir, image)?;
+            data.insert(
+                0,
+                format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    sys::fd_path(fd.as_fd()).display(),
+                    upper.display(),
+                    work.display()
+                ),
+            );
+            held.push(fd);
+            Some(PathBuf::from("overlay"))
+        }
+        MountSource::InRoot(path) => {
+            let root = root.ok_or_else(|| err("resolve mount source", &"root not mounted yet"))?;
+            let fd = match sys::resolve_in_root(root.as_fd(), Path::new(path)) {
+                Ok(fd) => fd,
+                // Kernel files that depend on the kernel's configuration.
+                Err(Errno::ENOENT) if m.if_exists => return Ok(()),
+                Err(e) => return Err(err("resolve mount source", &e)),
+            };
+            let p = sys::fd_path(fd.as_fd());
+            held.push(fd);
+            Some(p)
+        }
+    };
+    let source_is_dir = held.first().is_none_or(|fd| sys::is_dir(fd.as_fd()));
+    let target = |held: &mut Vec<OwnedFd>| -> Result<Option<PathBuf>, StepError> {
+        if m.target == "/" {
+            return Ok(Some(launch.plan.rootfs.clone()));
+        }
+        let root = root.ok_or_else(|| err("resolve mount target", &"root not mounted yet"))?;
+        match sys::resolve_in_root(root.as_fd(), Path::new(&m.target)) {
+            Ok(fd) => {
+                let p = sys::fd_path(fd.as_fd());
+                held.push(fd);
+                Ok(Some(p))
+            }
+            Err(Errno::ENOENT) if m.if_exists => Ok(None),
+            Err(Errno::ENOENT) => {
+                let (parent, name) = parent_in_root(root, &m.target)?;
+                let made = if source_is_dir {
+                    sys::mkdir_at(parent.as_fd(), name.as_os_str())
+                } else {
+                    sys::touch_at(parent.as_fd(), name.as_os_str())
+                };
+                made.map_err(|e| err("create mount point", &e))?;
+                let fd = sys::resolve_in_root(root.as_fd(), Path::new(&m.target))
+                    .map_err(|e| err("resolve mount target", &e))?;
+                let p = sys::fd_path(fd.as_fd());
+                held.push(fd);
+                Ok(Some(p))
+            }
+            Err(e) => Err(err("resolve mount target", &e)),
+        }
+    };
+    let Some(target_path) = target(&mut held)? else {
+        return Ok(());
+    };
+    let flags = ms_flags(&m.flags);
+    let data = data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if flags.contains(MsFlags::MS_BIND) && !flags.contains(MsFlags::MS_REMOUNT) {
+        sys::mount_fs(
+            source.as_deref(),
+            &target_path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(|e| err("bind mount", &e))?;
+        let extra = flags
+            & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        if !extra.is_empty() {
+            // The new mount, named again: the old descriptor names what is
+            // underneath.
+            let mut again = Vec::new();
+            let remount_target = target(&mut again)?.unwrap_or(target_path);
+            sys::mount_fs(
+                None,
+                &remount_target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
+                None,
+            )
+            .map_err(|e| err("remount bind", &e))?;
+        }
+    } else {
+        let fstype = m.fstype.as_deref();
+        let source = if flags.contains(MsFlags::MS_REMOUNT) {
+            None
+        } else {
+            source.as_deref()
+        };
+        sys::mount_fs(source, &target_path, fstype, flags, data).map_err(|e| err("mount", &e))?;
+    }
+    drop(held);
+    Ok(())
+}
+
+fn open_image(images_dir: &Path, name: &str) -> Result<OwnedFd, StepError> {
+    let dir = sys::open_dir(images_dir).map_err(|e| {
+        StepError::new(
+            "open images directory",
+            format!("{}: {e}", images_dir.display()),
+        )
+    })?;
+    sys::open_image(dir.as_fd(), name)
+        .map_err(|e| StepError::new("open image", format!("{name}: {e}")))
+}

@@ -1,0 +1,208 @@
+//! The Linux backend's kernel operations, one function per call. Only the
+//! single-threaded supervisor helper and its forked children call these.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+/// What [`clone_process`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloned {
+    /// In the new process.
+    Child,
+    /// In the caller: the new process's pid (in the caller's pid namespace).
+    Parent(Pid),
+}
+
+/// clone(2) with fork semantics (no new stack) and `flags` (namespaces,
+/// CLONE_PARENT). SIGCHLD is the exit signal.
+pub fn clone_process(flags: CloneFlags) -> Result<Cloned, Errno> {
+    let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: only called from the single-threaded supervisor or its forked
+    // children, so the child inherits no lock held by another thread; with a
+    // null stack the child runs on a copy of the caller's stack, exactly as
+    // after fork(2).
+    let rc = unsafe { libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize) };
+    match Errno::result(rc)? {
+        0 => Ok(Cloned::Child),
+        pid => Ok(Cloned::Parent(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// setns(2) into the namespace `fd` refers to.
+pub fn setns(fd: BorrowedFd<'_>, kind: CloneFlags) -> Result<(), Errno> {
+    nix::sched::setns(fd, kind)
+}
+
+/// unshare(2).
+pub fn unshare(flags: CloneFlags) -> Result<(), Errno> {
+    nix::sched::unshare(flags)
+}
+
+/// mount(2).
+pub fn mount_fs(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), Errno> {
+    mount(source, target, fstype, flags, data)
+}
+
+/// umount2(path, MNT_DETACH).
+pub fn detach(target: &Path) -> Result<(), Errno> {
+    umount2(target, MntFlags::MNT_DETACH)
+}
+
+/// pivot_root(".", ".") from the new root: the old root ends up stacked
+/// under the new one, to be detached with [`detach`] on ".".
+pub fn pivot_root_here() -> Result<(), Errno> {
+    nix::unistd::pivot_root(".", ".")
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> Result<(), Errno> {
+    nix::unistd::sethostname(name)
+}
+
+/// Opens a trusted directory (from the daemon's configuration).
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens image `name` in the images directory without following a symlink.
+pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    openat(
+        images_dir,
+        name,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Resolves `path` inside `root` as if it were `/` (RESOLVE_IN_ROOT).
+pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root, path, how)
+}
+
+/// Resolves an absolute host path from `/` refusing every symlink
+/// (client bind sources: validation already checked the allowlist prefix).
+pub fn resolve_host_path(path: &Path) -> Result<OwnedFd, Errno> {
+    let root = open_dir(Path::new("/"))?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(&root, rel, how)
+}
+
+/// The kernel path of an open descriptor, for mount(2) source/target.
+pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// mkdirat; EEXIST is fine.
+pub fn mkdir_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates an empty file `name` in `parent` (a bind target for a file).
+pub fn touch_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    openat(
+        parent,
+        name,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map(drop)
+}
+
+/// symlinkat.
+pub fn symlink_at(target: &str, parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    match nix::unistd::symlinkat(target, parent, name) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `fd` is a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Brings `lo` up in the caller's network namespace (SIOCSIFFLAGS).
+pub fn loopback_up() -> Result<(), Errno> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a plain C struct; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of one ifreq,
+    // a live local.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) })?;
+    // SAFETY: reading the union member SIOCGIFFLAGS just filled in.
+    let flags = unsafe { req.ifr_ifru.ifru_flags } | libc::IFF_UP as libc::c_short;
+    req.ifr_ifru.ifru_flags = flags;
+    // SAFETY: SIOCSIFFLAGS reads one ifreq, a live local.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) })
+        .map(drop)
+}
+
+/// The pid-namespace inode of `pid` (`/proc/<pid>/ns/pid` link text), to
+/// find every process of a sandbox.
+pub fn pid_ns_of(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Host pids of every process whose pid namespace is `ns`.
+pub fn pids_in_ns(ns: &str) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| pid_ns_of(*pid).as_deref() == Some(ns))
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Writes `value` to a cgroup (or /proc) file.
+pub fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value)
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the sandboxd benchmark harness (bench/README.md), by hand, as root:
+# installs the peers if missing (bubblewrap, crun, runc, busybox-static),
+# builds sandboxd and sandboxd-bench in release mode, and runs the harness.
+# Extra arguments go to sandboxd-bench (e.g. --iterations 50 --seconds 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench/run.sh: run as root (the peers and sandboxd mount, chroot and unshare)" >&2
+    exit 1
+fi
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v crun >/dev/null 2>&1 || missing+=(crun)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bench/run.sh: installing ${missing[*]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
+        # A peer that is still missing is reported as "not installed".
+        echo "bench/run.sh: apt-get install failed; continuing with what is installed" >&2
+    fi
+fi
+
+cargo build --release -p sandboxd -p sandboxd-bench
+exec target/release/sandboxd-bench "$@"
