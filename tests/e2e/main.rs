@@ -8,3 +8,4 @@ mod cli;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod linux;

@@ -412,9 +412,11 @@ impl<I: Isolation> Supervisor<I> {
 
     /// The sandbox ended: kill what is left, report, persist, tear down.
     fn finish(mut self) -> i32 {
+        // Before teardown removes the cgroup that counts OOM kills.
+        let oom_killed =
+            matches!(self.sandbox_exit(), ProcessExit::Signaled(9)) && self.isolation.oom_killed();
         let code = self.finish_quietly();
         let exit = self.sandbox_exit();
-        let oom_killed = matches!(exit, ProcessExit::Signaled(9)) && self.isolation.oom_killed();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });
         code
     }

@@ -1,0 +1,356 @@
+//! What the Linux backend enforces, observed from inside and from the host:
+//! pid/uts/ipc/net/mount namespaces, cgroup limits (OOM, pids), the
+//! capability set and escape probes.
+
+use std::time::Duration;
+
+use sandboxd_proto::v1 as pb;
+
+use crate::harness::{Clients, Daemon, argv, code, linux_backend, out};
+
+/// Prints why a test does nothing in this build, instead of skipping
+/// silently.
+fn skip_unless_linux(test: &str) -> bool {
+    if linux_backend() {
+        return false;
+    }
+    eprintln!(
+        "SKIPPED {test}: this build uses the chroot backend (force-chroot); the Linux suite runs in the default build"
+    );
+    true
+}
+
+fn limit(value: u64) -> Option<pb::Limit> {
+    Some(pb::Limit {
+        value,
+        requirement: 0,
+    })
+}
+
+async fn root_sh(c: &mut Clients, id: &str, script: &str) -> pb::ExecSyncResponse {
+    let mut p = argv(&["/bin/sh", "-c", script]);
+    p.user = Some(pb::User {
+        uid: Some(0),
+        gid: Some(0),
+        additional_gids: vec![],
+    });
+    c.exec_sync(id, p, 20_000).await
+}
+
+#[tokio::test]
+async fn namespaces_hide_the_host() {
+    if skip_unless_linux("namespaces_hide_the_host") {
+        return;
+    }
+    let d = Daemon::start();
+    let secret = d.dir.join("host-secret");
+    std::fs::write(&secret, "host only").expect("canary");
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            hostname: "web".into(),
+            ..Default::default()
+        })
+        .await;
+    // UTS: its own hostname.
+    assert_eq!(out(&c.sh(&sb.id, "hostname").await), "web\n");
+    // PID: only its own processes; pid 1 is the sandbox's reaper.
+    let r = c
+        .sh(
+            &sb.id,
+            "echo $$; ls /proc | grep -cE '^[0-9]+$'; tr '\\0' ' ' </proc/1/cmdline",
+        )
+        .await;
+    let text = out(&r);
+    let mut lines = text.lines();
+    let my_pid: i32 = lines.next().and_then(|l| l.parse().ok()).expect("pid");
+    let count: usize = lines.next().and_then(|l| l.parse().ok()).expect("count");
+    assert!(my_pid < 10, "pid {my_pid} inside a fresh pid namespace");
+    assert!(count <= 5, "{count} processes visible: {text}");
+    assert!(
+        lines.next().is_some_and(|l| l.contains("__supervise")),
+        "pid 1 is the reaper: {text}"
+    );
+    // NET: only loopback, and it is down by default (NONE).
+    assert_eq!(out(&c.sh(&sb.id, "ls /sys/class/net").await), "lo\n");
+    // MNT: the image is /, host files are out of reach.
+    let r = c
+        .sh(&sb.id, &format!("cat {} 2>&1; ls /", secret.display()))
+        .await;
+    assert!(!out(&r).contains("host only"), "{}", out(&r));
+    // IPC: a segment made inside is invisible outside.
+    let before = std::fs::read_to_string("/proc/sysvipc/shm")
+        .expect("shm")
+        .lines()
+        .count();
+    let r = root_sh(
+        &mut c,
+        &sb.id,
+        "ipcmk -M 4096 >/dev/null && ipcs -m | grep -c 0x",
+    )
+    .await;
+    assert_eq!(
+        out(&r).trim(),
+        "1",
+        "made inside: {} {}",
+        out(&r),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let after = std::fs::read_to_string("/proc/sysvipc/shm")
+        .expect("shm")
+        .lines()
+        .count();
+    assert_eq!(
+        before, after,
+        "the segment leaked into the host's IPC namespace"
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn loopback_mode_brings_lo_up_and_none_keeps_it_down() {
+    if skip_unless_linux("loopback_mode_brings_lo_up_and_none_keeps_it_down") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    for (mode, want) in [
+        (pb::NetworkMode::Loopback, "up"),
+        (pb::NetworkMode::None, "down"),
+    ] {
+        let sb = c
+            .create(pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                network: Some(pb::NetworkPolicy {
+                    mode: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        let r = c
+            .sh(&sb.id, "cat /sys/class/net/lo/operstate; ls /sys/class/net")
+            .await;
+        let state = if out(&r).contains("unknown") || out(&r).starts_with("up") {
+            "up"
+        } else {
+            "down"
+        };
+        assert_eq!(state, want, "{mode:?}: {}", out(&r));
+        assert!(out(&r).ends_with("lo\n"), "only lo: {}", out(&r));
+        c.destroy(&sb.id).await;
+    }
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed() {
+    if skip_unless_linux("memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            // tail buffers a "line" that never ends: it grows until killed.
+            process: Some(argv(&["/bin/sh", "-c", "exec tail /dev/zero"])),
+            limits: Some(pb::Limits {
+                memory_bytes: limit(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let w = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.sandboxes
+            .wait_sandbox(pb::WaitSandboxRequest { id: sb.id.clone() }),
+    )
+    .await
+    .expect("the hog ends")
+    .expect("wait")
+    .into_inner();
+    let exit = w.exit.expect("exit");
+    assert_eq!(exit.reason, pb::ExitReason::OomKilled as i32, "{exit:?}");
+    assert_eq!(exit.exit_code, 137);
+    let cgroup_dirs: Vec<std::path::PathBuf> = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .map(|root| std::path::Path::new(root).join("sandboxd").join(&sb.id))
+        .collect();
+    c.destroy(&sb.id).await;
+    for dir in cgroup_dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering() {
+    if skip_unless_linux("pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            limits: Some(pb::Limits {
+                pids: limit(64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    // The shell gives up when fork fails; the sleeps it started stay.
+    c.sh(
+        &sb.id,
+        "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done",
+    )
+    .await;
+    let current = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(
+                std::path::Path::new(root)
+                    .join("sandboxd")
+                    .join(&sb.id)
+                    .join("pids.current"),
+            )
+            .ok()
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("pids.current of the sandbox's cgroup");
+    assert!(current <= 64, "{current} tasks despite pids=64");
+    assert!(current >= 50, "the bomb did fork ({current} tasks)");
+    let caps = c.host.get_capabilities(pb::GetCapabilitiesRequest {}).await;
+    assert!(caps.is_ok(), "the daemon still answers");
+    let t = std::time::Instant::now();
+    c.destroy(&sb.id).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "destroy took {:?}",
+        t.elapsed()
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn escape_probes_as_root_are_refused() {
+    if skip_unless_linux("escape_probes_as_root_are_refused") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let probes: &[(&str, &str)] = &[
+        ("mount proc again", "mount -t proc proc /tmp"),
+        ("mount sysfs again", "mount -t sysfs sysfs /tmp"),
+        ("mknod a disk", "mknod /tmp/sda b 8 0"),
+        (
+            "read the helper through /proc/1/exe",
+            "head -c 1 /proc/1/exe",
+        ),
+        ("host files through /proc/1/root", "ls /proc/1/root/"),
+        (
+            "write a host sysctl",
+            "echo evil > /proc/sys/kernel/hostname",
+        ),
+        ("sysrq", "echo h > /proc/sysrq-trigger"),
+        (
+            "raw socket",
+            "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'",
+        ),
+        (
+            "load a module",
+            "python3 -c 'import ctypes; ctypes.CDLL(None).syscall(175, 0, 0, 0) == 0 or exit(1)'",
+        ),
+    ];
+    for (what, script) in probes {
+        let r = root_sh(&mut c, &sb.id, &format!("{script} >/dev/null 2>&1")).await;
+        assert_ne!(code(&r), 0, "{what} succeeded as root inside");
+    }
+    // The hostname really is untouched (the write above went nowhere).
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim(),
+        "evil"
+    );
+    // Root inside has the default set only.
+    let r = root_sh(&mut c, &sb.id, "grep CapEff /proc/self/status").await;
+    let eff = out(&r)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .expect("CapEff");
+    let default: u64 = [0u32, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31]
+        .iter()
+        .map(|b| 1u64 << b)
+        .sum();
+    assert_eq!(eff, default, "effective capabilities {eff:x}");
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn readonly_root_keeps_tmp_writable() {
+    if skip_unless_linux("readonly_root_keeps_tmp_writable") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            readonly_rootfs: true,
+            ..Default::default()
+        })
+        .await;
+    let r = root_sh(
+        &mut c,
+        &sb.id,
+        "touch /x 2>/dev/null && echo root-writable; touch /tmp/y && echo tmp-ok",
+    )
+    .await;
+    assert_eq!(out(&r), "tmp-ok\n");
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn required_isolation_this_runtime_lacks_is_refused() {
+    if skip_unless_linux("required_isolation_this_runtime_lacks_is_refused") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let spec = pb::SandboxSpec {
+        process: Some(argv(&["/bin/true"])),
+        isolation: Some(pb::Isolation {
+            user: pb::Requirement::Required as i32,
+            ..Default::default()
+        }),
+        network: Some(pb::NetworkPolicy {
+            mode: pb::NetworkMode::Restricted as i32,
+            addresses: vec!["192.0.2.10".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = c
+        .sandboxes
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(spec),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    for prop in ["user:", "network:"] {
+        assert!(
+            err.message().contains(prop),
+            "{prop} missing from {}",
+            err.message()
+        );
+    }
+    d.finish().await;
+}
