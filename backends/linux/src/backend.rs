@@ -167,9 +167,19 @@ impl Backend for LinuxBackend {
             capabilities,
             exit_file: sandbox.dir.join("exit.json"),
         };
+        // The sandbox's cgroup v2 directory, if the plan uses one: processes
+        // are cloned straight into it.
+        let unified_cgroup = self
+            .facts
+            .cgroup
+            .unified
+            .as_ref()
+            .map(|u| u.join("sandboxd").join(&sandbox.id))
+            .filter(|d| linux_plan.cgroups.dirs.contains(d));
         let launch = LinuxLaunch {
             plan: linux_plan,
             images_dir: self.images_dir.clone(),
+            unified_cgroup,
         };
         Ok(serde_json::to_vec(&LaunchConfig {
             common,

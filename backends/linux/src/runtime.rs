@@ -34,6 +34,9 @@ pub struct LinuxLaunch {
     pub plan: LinuxPlan,
     /// The images directory (trusted: daemon configuration).
     pub images_dir: PathBuf,
+    /// The sandbox's cgroup in the cgroup v2 hierarchy (one of
+    /// `plan.cgroups.dirs`), which processes are cloned straight into.
+    pub unified_cgroup: Option<PathBuf>,
 }
 
 /// The supervisor side of a Linux sandbox.
@@ -45,6 +48,11 @@ pub struct LinuxIsolation {
     namespaces: Vec<(CloneFlags, OwnedFd)>,
     pid_ns: Option<String>,
     oom_base: u64,
+    /// The v2 cgroup directory, for clone3(CLONE_INTO_CGROUP).
+    cgroup_fd: Option<OwnedFd>,
+    /// Children are cloned straight into the v2 cgroup (the kernel took
+    /// CLONE_INTO_CGROUP for pid 1).
+    into_cgroup: bool,
 }
 
 impl LinuxIsolation {
@@ -56,7 +64,34 @@ impl LinuxIsolation {
             namespaces: Vec::new(),
             pid_ns: None,
             oom_base: 0,
+            cgroup_fd: None,
+            into_cgroup: false,
         }
+    }
+
+    /// Clones pid 1 with `flags`, into the v2 cgroup when there is one (no
+    /// migration), else plainly. Returns whether the child started in it.
+    fn clone_placed(&self, flags: CloneFlags) -> Result<(Cloned, bool), Errno> {
+        if let Some(fd) = &self.cgroup_fd {
+            match sys::clone_into_cgroup(flags, fd.as_fd()) {
+                Ok(c) => return Ok((c, true)),
+                Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sys::clone_process(flags).map(|c| (c, false))
+    }
+
+    /// The cgroup directories a process must still be written into after a
+    /// clone that did (or did not) place it in the v2 one.
+    fn dirs_to_join(&self, placed: bool) -> impl Iterator<Item = &PathBuf> {
+        let unified = self.launch.unified_cgroup.as_ref();
+        self.launch
+            .plan
+            .cgroups
+            .dirs
+            .iter()
+            .filter(move |d| !(placed && Some(*d) == unified))
     }
 
     fn has(&self, ns: Namespace) -> bool {
@@ -100,6 +135,12 @@ impl LinuxIsolation {
                 format!("{}: {e}", plan.rootfs.display()),
             )
         })?;
+        if let Some(dir) = &self.launch.unified_cgroup {
+            let fd = sys::open_dir(dir)
+                .map_err(|e| StepError::new("open cgroup", format!("{}: {e}", dir.display())))?;
+            self.cgroup_fd = Some(fd);
+        }
+        let plan = &self.launch.plan;
 
         let (go_r, go_w) = pipe()?;
         let (ready_r, ready_w) = pipe()?;
@@ -121,7 +162,11 @@ impl LinuxIsolation {
                 }
             };
         }
-        match sys::clone_process(flags).map_err(|e| StepError::new("clone namespaces", e))? {
+        let (cloned, placed) = self
+            .clone_placed(flags)
+            .map_err(|e| StepError::new("clone namespaces", e))?;
+        self.into_cgroup = placed;
+        match cloned {
             Cloned::Child => {
                 drop(go_w);
                 drop(ready_r);
@@ -131,7 +176,7 @@ impl LinuxIsolation {
                 drop(go_r);
                 drop(ready_w);
                 self.reaper = Some(reaper);
-                for dir in &plan.cgroups.dirs {
+                for dir in self.dirs_to_join(placed) {
                     let procs = dir.join("cgroup.procs");
                     sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
                         StepError::new("join cgroup", format!("{}: {e}", procs.display()))
@@ -234,8 +279,12 @@ impl Isolation for LinuxIsolation {
     }
 
     fn enter(&self, report_fd: RawFd) -> Result<(), StepError> {
+        // Join the cgroups while host paths are still visible; `fork` already
+        // created this process in the v2 one when it could (a migration
+        // costs an RCU grace period; clone3 refuses CLONE_INTO_CGROUP with
+        // CLONE_PARENT and an exit signal, so it is done one step earlier).
         let me = std::process::id().to_string();
-        for dir in &self.launch.plan.cgroups.dirs {
+        for dir in self.dirs_to_join(self.into_cgroup) {
             let procs = dir.join("cgroup.procs");
             sys::write_file(&procs, &me)
                 .map_err(|e| StepError::new("join cgroup", format!("{}: {e}", procs.display())))?;
@@ -257,8 +306,19 @@ impl Isolation for LinuxIsolation {
         }
     }
 
+    fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
+        match (&self.cgroup_fd, self.into_cgroup) {
+            (Some(fd), true) => match sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd())? {
+                Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
+                Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
+            },
+            _ => sandboxd_supervisor::sys::fork(),
+        }
+    }
+
     fn teardown(&mut self) -> Result<(), StepError> {
         self.namespaces.clear();
+        self.cgroup_fd = None;
         if let Some(reaper) = self.reaper.take() {
             let _ = kill(reaper, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(reaper, None);

@@ -111,7 +111,7 @@ pub(crate) fn spawn(
     let (mut err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map(|(r, w)| (std::fs::File::from(r), w))
         .map_err(|e| StepError::new("create error pipe", e))?;
-    match sys::fork().map_err(|e| StepError::new("fork", e))? {
+    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
             let report = format!("{}\0{}", err.step, err.message);

@@ -54,6 +54,13 @@ pub trait Isolation {
     /// intermediate process, and lets only the new process return.
     fn enter(&self, report_fd: RawFd) -> Result<(), StepError>;
 
+    /// Forks the child that will become a sandbox process. A backend may
+    /// create it somewhere cheaper to start from (directly in the
+    /// sandbox's cgroup); the default is fork(2).
+    fn fork(&self) -> Result<sys::Fork, nix::Error> {
+        sys::fork()
+    }
+
     /// Sends `sig` to every process of the sandbox, if the backend knows
     /// them better than the supervisor's process groups and children (a pid
     /// namespace). Returns false to let the supervisor do it.
