@@ -282,6 +282,17 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "not an IPv4 or IPv6",
     ),
     (
+        "HOST network without --allow-host-network",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Host as i32,
+                ..Default::default()
+            })
+        },
+        Code::PermissionDenied,
+        "--allow-host-network",
+    ),
+    (
         "missing program",
         |s| proc_mut(s).argv = vec!["/no/such/program".into()],
         Code::FailedPrecondition,

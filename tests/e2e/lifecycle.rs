@@ -879,3 +879,63 @@ async fn root_in_a_sandbox_has_no_mount_or_mknod_capability() {
     assert_ne!(bnd & (1 << 1), 0, "DAC_OVERRIDE kept");
     d.finish().await;
 }
+
+#[tokio::test]
+async fn host_network_only_when_the_daemon_allows_it() {
+    let d = Daemon::start_with(&["--allow-host-network"]);
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            network: Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Host as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let row = sb
+        .isolation
+        .expect("report")
+        .properties
+        .into_iter()
+        .find(|p| p.property == pb::IsolationProperty::Network as i32)
+        .expect("network row");
+    assert_eq!(row.level, pb::EnforcementLevel::Enforced as i32, "{row:?}");
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn stopping_an_idle_sandbox_reaches_orphaned_processes_without_waiting_out_the_grace() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    assert_eq!(
+        out(&c.sh(&sb.id, "sleep 300 >/dev/null 2>&1 & echo bg").await),
+        "bg\n"
+    );
+    let t = std::time::Instant::now();
+    let s = c
+        .sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: sb.id.clone(),
+            grace_seconds: 10,
+            signal: 0,
+        })
+        .await
+        .expect("stop")
+        .into_inner()
+        .sandbox
+        .expect("sb");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        s.exit.expect("exit").signal,
+        15,
+        "ended by the stop signal, not the SIGKILL escalation"
+    );
+    d.finish().await;
+}

@@ -78,8 +78,13 @@ pub fn probe() -> HostFacts {
             .then_some(Controller::V2)
     };
     let memory = controller("memory");
-    let swap_accounting = match &memory {
-        Some(Controller::V1 { mount }) => mount.join("memory.memsw.limit_in_bytes").exists(),
+    let swap_accounting = match (&memory, &unified) {
+        (Some(Controller::V1 { mount }), _) => mount.join("memory.memsw.limit_in_bytes").exists(),
+        // cgroup v2 shows memory.swap.max in non-root cgroups when swap
+        // accounting is on: look at our own.
+        (Some(Controller::V2), Some(u)) => {
+            own_v2_cgroup(u).is_some_and(|d| d.join("memory.swap.max").exists())
+        }
         _ => false,
     };
     let cgroup = CgroupFacts {
@@ -104,6 +109,13 @@ pub fn probe() -> HostFacts {
             count: 65_536,
         },
     }
+}
+
+/// This process's cgroup v2 directory, from /proc/self/cgroup ("0::/path").
+fn own_v2_cgroup(unified: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(unified.join(rel.trim().trim_start_matches('/')))
 }
 
 impl Backend for LinuxBackend {

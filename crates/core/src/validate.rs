@@ -37,6 +37,8 @@ pub struct Policy {
     pub max_address_space_bytes: u64,
     /// Host directories under which bind-mount sources may lie.
     pub allowed_mount_sources: Vec<PathBuf>,
+    /// Whether clients may ask for the host's network (mode HOST).
+    pub allow_host_network: bool,
 }
 
 impl Default for Policy {
@@ -54,6 +56,7 @@ impl Default for Policy {
             max_open_files: 1 << 20,
             max_address_space_bytes: 1 << 46,
             allowed_mount_sources: Vec::new(),
+            allow_host_network: false,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Args {
     /// Host directory under which client bind-mount sources may lie (repeatable; none by default).
     #[arg(long = "allow-mount-source", value_name = "DIR")]
     pub allowed_mount_sources: Vec<PathBuf>,
+    /// Let clients ask for network mode HOST (the host's network stack).
+    #[arg(long)]
+    pub allow_host_network: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "SANDBOXD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -106,6 +109,7 @@ impl Config {
         }
         let policy = Policy {
             allowed_mount_sources: args.allowed_mount_sources,
+            allow_host_network: args.allow_host_network,
             ..Policy::default()
         };
         Ok(Self {

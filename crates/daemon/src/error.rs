@@ -19,6 +19,9 @@ pub enum ApiError {
     /// The request is valid but the system is not in a state to honour it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The daemon's configuration does not allow this for the caller.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A server-side cap was hit.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -60,6 +63,7 @@ impl From<ApiError> for Status {
                 Code::FailedPrecondition
             }
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::OutOfRange(_) => Code::OutOfRange,
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::Unavailable(_) => Code::Unavailable,

@@ -289,6 +289,13 @@ impl Manager {
         owner: &str,
     ) -> ApiResult<SandboxRecord> {
         validate::validate_request_id(&request_id)?;
+        if spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Host
+            && !self.policy.allow_host_network
+        {
+            return Err(ApiError::PermissionDenied(
+                "spec.network.mode: HOST is not permitted by this daemon's configuration (start it with --allow-host-network)".into(),
+            ));
+        }
         let (sb, paths) = match self.register(&spec, &request_id, owner)? {
             Registered::Existing(existing) => {
                 return self

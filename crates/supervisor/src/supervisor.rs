@@ -233,7 +233,15 @@ impl<I: Isolation> Supervisor<I> {
             if !self.chan.is_closed() {
                 fds.push(PollFd::new(self.chan.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            // While stopping, processes may die as children of a pid-1
+            // reaper inside the sandbox, which never wakes us: look again
+            // every 20 ms.
+            let timeout = if self.stopping.is_some() {
+                PollTimeout::from(20u8)
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
@@ -420,8 +428,11 @@ impl<I: Isolation> Supervisor<I> {
     /// The sandbox ended: kill what is left, report, persist, tear down.
     fn finish(mut self) -> i32 {
         // Before teardown removes the cgroup that counts OOM kills.
-        let oom_killed =
-            matches!(self.sandbox_exit(), ProcessExit::Signaled(9)) && self.isolation.oom_killed();
+        // Only a main process can be OOM-killed as "the sandbox": an IDLE
+        // sandbox ends by Stop.
+        let oom_killed = self.config.mode != Mode::Idle
+            && matches!(self.sandbox_exit(), ProcessExit::Signaled(9))
+            && self.isolation.oom_killed();
         let code = self.finish_quietly();
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });

@@ -75,12 +75,20 @@ pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Cgrou
     if let Some(unified) = &cg.unified {
         let dir = cgroup_dir(unified, id);
         if !v2_controllers.is_empty() {
-            let parent = unified.join("sandboxd").join("cgroup.subtree_control");
+            // A controller reaches sandboxd/<id> only if every ancestor
+            // enables it for its children: the root (usually done by the
+            // init system already; writing it again is harmless) and
+            // sandboxd/.
             let enable: Vec<String> = v2_controllers.iter().map(|c| format!("+{c}")).collect();
-            plan.writes.push(CgroupWrite {
-                file: parent,
-                value: enable.join(" "),
-            });
+            for parent in [
+                unified.join("cgroup.subtree_control"),
+                unified.join("sandboxd").join("cgroup.subtree_control"),
+            ] {
+                plan.writes.push(CgroupWrite {
+                    file: parent,
+                    value: enable.join(" "),
+                });
+            }
         }
         plan.writes
             .extend(v2_writes.into_iter().map(|(f, value)| CgroupWrite {

@@ -146,7 +146,7 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
         LinuxStep::Capabilities(caps) => (
             "capabilities",
             caps.iter().map(|c| c.name().to_owned()).collect(),
-            "Docker's default set without NET_RAW; everything else leaves the bounding set",
+            "Docker's default set without NET_RAW and MKNOD; everything else leaves the bounding set",
         ),
         LinuxStep::NoNewPrivs => (
             "prctl",

@@ -457,6 +457,10 @@ fn cgroup_writes_v2_and_v1() {
             HostFacts::assumed(),
             vec![
                 w(
+                    "/sys/fs/cgroup/cgroup.subtree_control",
+                    "+cpu +memory +pids",
+                ),
+                w(
                     "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
                     "+cpu +memory +pids",
                 ),

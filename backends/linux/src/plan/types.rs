@@ -166,7 +166,7 @@ pub struct IdMap {
 }
 
 /// The capabilities the payload keeps (bounding, permitted, effective):
-/// Docker's default set minus `NET_RAW` (no raw sockets).
+/// Docker's default set minus `NET_RAW` (no raw sockets) and `MKNOD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
