@@ -354,3 +354,38 @@ async fn required_isolation_this_runtime_lacks_is_refused() {
     }
     d.finish().await;
 }
+
+#[tokio::test]
+async fn an_execd_process_killed_by_the_oom_killer_is_reported_as_such() {
+    if skip_unless_linux("an_execd_process_killed_by_the_oom_killer_is_reported_as_such") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            limits: Some(pb::Limits {
+                memory_bytes: limit(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let r = c
+        .exec_sync(
+            &sb.id,
+            argv(&["/bin/sh", "-c", "exec tail /dev/zero"]),
+            60_000,
+        )
+        .await;
+    let exit = r.exit.expect("exit");
+    assert_eq!(exit.reason, pb::ExitReason::OomKilled as i32, "{exit:?}");
+    // A SIGKILL that is not the OOM killer's stays SIGNALED.
+    let r = c.sh(&sb.id, "kill -9 $$").await;
+    assert_eq!(
+        r.exit.expect("exit").reason,
+        pb::ExitReason::Signaled as i32
+    );
+    d.finish().await;
+}

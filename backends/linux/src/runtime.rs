@@ -47,7 +47,6 @@ pub struct LinuxIsolation {
     /// Namespace descriptors of the reaper, in the order `enter` joins them.
     namespaces: Vec<(CloneFlags, OwnedFd)>,
     pid_ns: Option<String>,
-    oom_base: u64,
     /// The v2 cgroup directory, for clone3(CLONE_INTO_CGROUP).
     cgroup_fd: Option<OwnedFd>,
     /// Children are cloned straight into the v2 cgroup (the kernel took
@@ -63,7 +62,6 @@ impl LinuxIsolation {
             reaper: None,
             namespaces: Vec::new(),
             pid_ns: None,
-            oom_base: 0,
             cgroup_fd: None,
             into_cgroup: false,
         }
@@ -219,7 +217,6 @@ impl LinuxIsolation {
             }
         }
         self.pid_ns = sys::pid_ns_of(reaper);
-        self.oom_base = self.oom_count();
         Ok(())
     }
 }
@@ -345,8 +342,8 @@ impl Isolation for LinuxIsolation {
         Some(sys::pids_in_ns(ns).into_iter().any(|p| p != reaper))
     }
 
-    fn oom_killed(&self) -> bool {
-        self.oom_count() > self.oom_base
+    fn oom_kills(&self) -> u64 {
+        self.oom_count()
     }
 }
 

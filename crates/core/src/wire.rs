@@ -116,6 +116,9 @@ pub enum Event {
         exec_id: u64,
         /// How.
         exit: ProcessExit,
+        /// SIGKILLed while the sandbox's OOM-kill counter rose.
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// The sandbox ended (main process exited, or IDLE stopped). Every
     /// process in it is gone.

@@ -35,6 +35,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Largest grace period a client may ask for.
 pub const MAX_GRACE: Duration = Duration::from_secs(300);
 
+/// How an exec ended, and whether the OOM killer ended it.
+pub type ExecEnd = (ProcessExit, bool);
+
 /// A failed step reported by a supervisor.
 type StepFailure = (String, String);
 
@@ -45,7 +48,7 @@ type ReadyTx = oneshot::Sender<Result<Option<i32>, StepFailure>>;
 #[derive(Debug)]
 struct ExecSlot {
     started: Option<oneshot::Sender<Result<i32, StepFailure>>>,
-    exited: Option<oneshot::Sender<ProcessExit>>,
+    exited: Option<oneshot::Sender<ExecEnd>>,
     pid: i32,
 }
 
@@ -100,7 +103,7 @@ pub struct ExecHandle {
     /// terminal: the pty master in `stdout` and nothing else.
     pub stdio: ExecStdio,
     /// Resolves when the process exits.
-    pub exited: oneshot::Receiver<ProcessExit>,
+    pub exited: oneshot::Receiver<ExecEnd>,
 }
 
 /// The daemon's side of an exec's stdio.
@@ -754,11 +757,14 @@ impl Manager {
         &self,
         sb: &Sandbox,
         pid: i32,
-        exit: ProcessExit,
+        (exit, oom_killed): ExecEnd,
         timed_out: bool,
     ) -> ExitRecord {
         let mut record = exit_record(exit, now_ms(), "");
-        if timed_out {
+        if oom_killed {
+            record.reason = ExitReason::OomKilled;
+            record.message = "killed by the OOM killer under the sandbox's memory limit".into();
+        } else if timed_out {
             record.reason = ExitReason::Timeout;
             record.message = "killed by the ExecSync timeout".into();
         }
@@ -868,10 +874,14 @@ impl Manager {
                     }
                 }
             }
-            Event::ExecExited { exec_id, exit } => {
+            Event::ExecExited {
+                exec_id,
+                exit,
+                oom_killed,
+            } => {
                 if let Some(mut slot) = lock(&sb.execs).remove(&exec_id) {
                     if let Some(tx) = slot.exited.take() {
-                        let _ = tx.send(exit);
+                        let _ = tx.send((exit, oom_killed));
                     }
                 }
             }

@@ -74,9 +74,10 @@ pub trait Isolation {
         None
     }
 
-    /// Whether the kernel's OOM killer acted on the sandbox (memory cgroup).
-    fn oom_killed(&self) -> bool {
-        false
+    /// How many processes the kernel's OOM killer has killed in the
+    /// sandbox (its memory cgroup's counter); 0 where unknown.
+    fn oom_kills(&self) -> u64 {
+        0
     }
     /// In the supervisor, after every process is gone: undo `setup`.
     /// Idempotent.
@@ -153,6 +154,10 @@ struct Supervisor<I: Isolation> {
     main_exit: Option<ProcessExit>,
     /// Exec processes by pid → exec id. Each is a process-group leader.
     execs: HashMap<Pid, u64>,
+    /// The OOM-kill counter when each exec started.
+    oom_at_exec: HashMap<Pid, u64>,
+    /// The OOM-kill counter once the sandbox was set up.
+    oom_at_start: u64,
     /// Set by Stop: the signal used.
     stopping: Option<i32>,
     null: OwnedFd,
@@ -189,6 +194,7 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
     if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
+    let oom_at_start = isolation.oom_kills();
     let mut sup = Supervisor {
         chan,
         sigchld,
@@ -197,6 +203,8 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
         main: None,
         main_exit: None,
         execs: HashMap::new(),
+        oom_at_exec: HashMap::new(),
+        oom_at_start,
         stopping: None,
         null,
     };
@@ -310,7 +318,14 @@ impl<I: Isolation> Supervisor<I> {
                     if Some(pid) == self.main {
                         self.main_exit = Some(exit);
                     } else if let Some(exec_id) = self.execs.remove(&pid) {
-                        self.chan.send(&Event::ExecExited { exec_id, exit });
+                        let before = self.oom_at_exec.remove(&pid).unwrap_or(u64::MAX);
+                        let oom_killed = matches!(exit, ProcessExit::Signaled(9))
+                            && self.isolation.oom_kills() > before;
+                        self.chan.send(&Event::ExecExited {
+                            exec_id,
+                            exit,
+                            oom_killed,
+                        });
                     }
                 }
                 Err(Errno::EINTR) => {}
@@ -341,6 +356,7 @@ impl<I: Isolation> Supervisor<I> {
                 match result {
                     Ok(pid) => {
                         self.execs.insert(pid, exec_id);
+                        self.oom_at_exec.insert(pid, self.isolation.oom_kills());
                         self.chan.send(&Event::ExecStarted {
                             exec_id,
                             pid: pid.as_raw(),
@@ -432,7 +448,7 @@ impl<I: Isolation> Supervisor<I> {
         // sandbox ends by Stop.
         let oom_killed = self.config.mode != Mode::Idle
             && matches!(self.sandbox_exit(), ProcessExit::Signaled(9))
-            && self.isolation.oom_killed();
+            && self.isolation.oom_kills() > self.oom_at_start;
         let code = self.finish_quietly();
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });

@@ -341,7 +341,7 @@ async fn run_exec_stream(
     let record = manager.exec_finished(
         &sb,
         pid,
-        exit.unwrap_or(ProcessExit::Signaled(libc::SIGKILL)),
+        exit.unwrap_or((ProcessExit::Signaled(libc::SIGKILL), false)),
         false,
     );
     let mut exit_pb = convert::exit_to_pb(&record);
