@@ -389,3 +389,48 @@ async fn an_execd_process_killed_by_the_oom_killer_is_reported_as_such() {
     );
     d.finish().await;
 }
+
+#[tokio::test]
+async fn init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal() {
+    if skip_unless_linux("init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let script = "trap 'exit 0' TERM; echo $$ > /tmp/pid; while true; do sleep 0.1; done";
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Init as i32,
+            process: Some(argv(&["/bin/sh", "-c", script])),
+            ..Default::default()
+        })
+        .await;
+    let mut pid = String::new();
+    for _ in 0..50 {
+        pid = out(&c.sh(&sb.id, "cat /tmp/pid 2>/dev/null").await);
+        if !pid.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pid, "1\n", "the init is pid 1 of its namespace");
+    let s = c
+        .sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: sb.id.clone(),
+            grace_seconds: 10,
+            signal: 0,
+        })
+        .await
+        .expect("stop")
+        .into_inner()
+        .sandbox
+        .expect("sb");
+    let exit = s.exit.expect("exit");
+    assert_eq!(
+        (exit.reason, exit.exit_code),
+        (pb::ExitReason::Exited as i32, 0),
+        "the init handled SIGTERM: {exit:?}"
+    );
+    d.finish().await;
+}

@@ -416,15 +416,6 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         &[&"/"],
         "no directory handle left outside the root",
     ));
-    steps.push(Step::new("chdir", &[&p.cwd()], "working directory"));
-    for l in rlimits(spec) {
-        let name = match l.kind {
-            RlimitKind::Nproc => "RLIMIT_NPROC",
-            RlimitKind::Nofile => "RLIMIT_NOFILE",
-            RlimitKind::As => "RLIMIT_AS",
-        };
-        steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
-    }
     if p.user.uid() == 0 {
         let keep = format!("{ROOT_CAPABILITIES:?}");
         steps.push(Step::new(
@@ -432,6 +423,19 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
             &[&"all but", &keep],
             "uid 0 keeps no CAP_SYS_CHROOT, CAP_SYS_ADMIN or CAP_MKNOD",
         ));
+    }
+    steps.push(Step::new(
+        "no_new_privs",
+        &[],
+        "execve can never gain privileges",
+    ));
+    for l in rlimits(spec) {
+        let name = match l.kind {
+            RlimitKind::Nproc => "RLIMIT_NPROC",
+            RlimitKind::Nofile => "RLIMIT_NOFILE",
+            RlimitKind::As => "RLIMIT_AS",
+        };
+        steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
     }
     let groups = format!("{:?}", p.user.additional_gids);
     steps.push(Step::new("setgroups", &[&groups], "supplementary groups"));
@@ -442,9 +446,9 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         "drop user (non-root by default)",
     ));
     steps.push(Step::new(
-        "no_new_privs",
-        &[],
-        "execve can never gain privileges",
+        "chdir",
+        &[&p.cwd()],
+        "working directory, with the payload's permissions",
     ));
     steps.push(Step::new(
         "close_range",

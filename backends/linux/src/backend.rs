@@ -188,10 +188,13 @@ impl Backend for LinuxBackend {
             .as_ref()
             .map(|u| u.join("sandboxd").join(&sandbox.id))
             .filter(|d| linux_plan.cgroups.dirs.contains(d));
+        // INIT mode: pid 1 becomes the main process itself.
+        let init = (s.mode == Mode::Init).then(|| common.clone());
         let launch = LinuxLaunch {
             plan: linux_plan,
             images_dir: self.images_dir.clone(),
             unified_cgroup,
+            init,
         };
         Ok(serde_json::to_vec(&LaunchConfig {
             common,

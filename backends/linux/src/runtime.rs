@@ -12,7 +12,7 @@
 //! whole pid namespace; nothing is mounted in the host's mount namespace.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -22,7 +22,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use sandboxd_supervisor::{Isolation, StepError};
+use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
 use crate::plan::{Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, RootOp};
 use crate::sys::{self, Cloned};
@@ -37,6 +37,9 @@ pub struct LinuxLaunch {
     /// The sandbox's cgroup in the cgroup v2 hierarchy (one of
     /// `plan.cgroups.dirs`), which processes are cloned straight into.
     pub unified_cgroup: Option<PathBuf>,
+    /// INIT mode: pid 1 itself becomes the main process (the image's init or
+    /// the given command), hardened like every payload.
+    pub init: Option<CommonConfig>,
 }
 
 /// The supervisor side of a Linux sandbox.
@@ -168,7 +171,7 @@ impl LinuxIsolation {
             Cloned::Child => {
                 drop(go_w);
                 drop(ready_r);
-                reaper_main(&self.launch, go_r, ready_w)
+                pid1_main(&self.launch, go_r, ready_w)
             }
             Cloned::Parent(reaper) => {
                 drop(go_r);
@@ -186,7 +189,14 @@ impl LinuxIsolation {
                 drop(go);
                 let mut report = Vec::new();
                 let _ = std::fs::File::from(ready_r).read_to_end(&mut report);
-                if report != b"R" {
+                // A reaper says "R"; an init's successful exec closes the
+                // pipe with nothing said.
+                let ready = if self.launch.init.is_some() {
+                    report.is_empty()
+                } else {
+                    report == b"R"
+                };
+                if !ready {
                     let text = String::from_utf8_lossy(&report);
                     let (step, message) = text
                         .split_once('\0')
@@ -327,14 +337,19 @@ impl Isolation for LinuxIsolation {
         let (Some(reaper), Some(ns)) = (self.reaper, self.pid_ns.as_deref()) else {
             return false;
         };
-        if sig == Signal::SIGKILL {
-            // pid 1 dying takes every process of the namespace with it.
-            let _ = kill(reaper, Signal::SIGKILL);
+        if sig == Signal::SIGKILL || self.launch.init.is_some() {
+            // SIGKILL to pid 1 takes every process of the namespace with it;
+            // an init gets the stop signal first, as under nspawn.
+            let _ = kill(reaper, sig);
         }
         for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
             let _ = kill(pid, sig);
         }
         true
+    }
+
+    fn main_pid(&self) -> Option<Pid> {
+        self.launch.init.as_ref().and(self.reaper)
     }
 
     fn has_processes(&self) -> Option<bool> {
@@ -349,7 +364,7 @@ impl Isolation for LinuxIsolation {
 
 /// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
 /// root, reports, then reaps forever.
-fn reaper_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
+fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
     // closed to the sandbox's processes.
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
@@ -363,17 +378,40 @@ fn reaper_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     if !released {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    match build_sandbox(launch) {
-        Ok(()) => {
-            let _ = ready.write_all(b"R");
-        }
-        Err(e) => {
-            let _ = ready.write_all(format!("{}\0{}", e.step, e.message).as_bytes());
-            sandboxd_supervisor::sys::exit_child(1);
-        }
+    let fail = |ready: &mut std::fs::File, e: StepError| -> ! {
+        let _ = ready.write_all(format!("{}\0{}", e.step, e.message).as_bytes());
+        sandboxd_supervisor::sys::exit_child(1)
+    };
+    if let Err(e) = build_sandbox(launch) {
+        fail(&mut ready, e);
     }
+    if let Some(init) = &launch.init {
+        // INIT mode: become the image's init. The pipe is close-on-exec, so
+        // a successful exec reports itself by closing it.
+        let process = init.main.clone().unwrap_or_default();
+        let e = sandboxd_supervisor::exec_main_in_place(init, &process, ready.as_raw_fd());
+        fail(&mut ready, e);
+    }
+    if let Err(e) = drop_privileges() {
+        fail(&mut ready, e);
+    }
+    let _ = ready.write_all(b"R");
     drop(ready);
     reap_forever()
+}
+
+/// A reaper needs no privilege: no capabilities, uid/gid 65534, and still
+/// non-dumpable (a uid change resets that).
+fn drop_privileges() -> Result<(), StepError> {
+    use nix::unistd::{Gid, Uid};
+    let nobody = sandboxd_core::spec::DEFAULT_UNPRIVILEGED_ID;
+    sandboxd_supervisor::sys::restrict_capabilities(&[])
+        .map_err(|e| StepError::new("drop reaper capabilities", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
+    nix::unistd::setgid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
+    nix::unistd::setuid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
+    sandboxd_supervisor::sys::set_non_dumpable()
+        .map_err(|e| StepError::new("mark reaper non-dumpable", e))
 }
 
 fn reap_forever() -> ! {

@@ -186,6 +186,38 @@ fn child(
     if let Err(e) = isolation.enter(keep) {
         return e;
     }
+    payload(config, plan, stdio, keep)
+}
+
+/// Runs `process` in place as a sandbox's main process from a process that
+/// is already inside the sandbox (a backend's pid 1 in INIT mode): the same
+/// hardening as every payload, stdio on /dev/null, then exec. `keep` is a
+/// close-on-exec descriptor that must survive until exec (its error pipe).
+/// Returns only on failure.
+pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i32) -> StepError {
+    let plan = match ExecPlan::new(process) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let null = match nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return StepError::new("open /dev/null", e),
+    };
+    if let Err(e) = sys::reset_signals() {
+        return StepError::new("reset signal dispositions", e);
+    }
+    payload(config, &plan, Stdio::Null(null), keep)
+}
+
+/// The payload side once inside the sandbox: session, stdio, working
+/// directory, limits, capabilities, identity, no_new_privs, descriptors,
+/// exec.
+fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> StepError {
+    let step = |step: &str, e: nix::Error| StepError::new(step, e);
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
     // become its controlling tty.
@@ -214,8 +246,16 @@ fn child(
         }
     }
     drop(stdio);
-    if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
-        return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
+    // While still privileged: bound what a uid-0 payload can ever hold.
+    if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
+        return step("drop capabilities from the bounding set", e);
+    }
+    // Where the OS has no such control (not Linux/FreeBSD) the capability
+    // report does not claim it.
+    if sys::HAS_NO_NEW_PRIVS {
+        if let Err(e) = sys::set_no_new_privs() {
+            return step("set no_new_privs", e);
+        }
     }
     for limit in &config.rlimits {
         let resource = match limit.kind {
@@ -233,16 +273,13 @@ fn child(
             .value
             .try_into()
             .unwrap_or(nix::sys::resource::RLIM_INFINITY);
+        // Still privileged: a limit above the current hard one is allowed.
         if let Err(e) = setrlimit(resource, value, value) {
             return StepError::new(
                 "setrlimit",
                 format!("{:?}={}: {e}", limit.kind, limit.value),
             );
         }
-    }
-    // While still privileged: bound what a uid-0 payload can ever hold.
-    if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
-        return step("drop capabilities from the bounding set", e);
     }
     // Groups first: after setuid we could no longer change them.
     if let Err(e) = nix::unistd::setgroups(&plan.groups) {
@@ -254,12 +291,9 @@ fn child(
     if let Err(e) = nix::unistd::setuid(plan.uid) {
         return StepError::new("setuid", format!("{}: {e}", plan.uid));
     }
-    // Where the OS has no such control (not Linux/FreeBSD) the capability
-    // report does not claim it.
-    if sys::HAS_NO_NEW_PRIVS {
-        if let Err(e) = sys::set_no_new_privs() {
-            return step("set no_new_privs", e);
-        }
+    // After setuid, so the directory's permissions apply to the payload.
+    if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
+        return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
     }
     let argv0 = plan
         .argv

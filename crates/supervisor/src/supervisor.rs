@@ -61,6 +61,13 @@ pub trait Isolation {
         sys::fork()
     }
 
+    /// The main process, if the backend started it itself during `setup`
+    /// (pid 1 becoming the init in INIT mode); the supervisor then does not
+    /// start one.
+    fn main_pid(&self) -> Option<Pid> {
+        None
+    }
+
     /// Sends `sig` to every process of the sandbox, if the backend knows
     /// them better than the supervisor's process groups and children (a pid
     /// namespace). Returns false to let the supervisor do it.
@@ -208,7 +215,9 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
         stopping: None,
         null,
     };
-    if let Some(plan) = main_plan {
+    if let Some(pid) = sup.isolation.main_pid() {
+        sup.main = Some(pid);
+    } else if let Some(plan) = main_plan {
         let null = match sup.null.try_clone() {
             Ok(n) => n,
             Err(e) => return sup.abort_setup(StepError::new("duplicate /dev/null", e)),

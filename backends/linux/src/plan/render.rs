@@ -134,9 +134,9 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
         ),
         LinuxStep::LoopbackUp => ("link_up", vec!["lo".to_owned()], "a private loopback"),
         LinuxStep::ForkPayload => (
-            "fork",
-            Vec::new(),
-            "pid 1 stays a minimal reaper; the sandbox ends when the payload exits",
+            "clone",
+            vec!["CLONE_PARENT".to_owned()],
+            "pid 1 stays a minimal reaper; the payload enters its namespaces from a child of the supervisor (setns, then clone with CLONE_PARENT) so the supervisor reaps it; the sandbox ends when it exits",
         ),
         LinuxStep::Idle => (
             "idle",
