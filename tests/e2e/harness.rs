@@ -47,6 +47,7 @@ pub(crate) struct Daemon {
     /// The daemon's log file.
     pub(crate) log: PathBuf,
     extra: Vec<String>,
+    bin: PathBuf,
 }
 
 impl Daemon {
@@ -69,6 +70,7 @@ impl Daemon {
             images,
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_sandboxd")),
         };
         d.spawn();
         d
@@ -83,7 +85,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+        let child = Command::new(&self.bin)
             .arg("--listen")
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--state-dir")
@@ -107,6 +109,17 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the daemon (our child, by pid) and starts `bin` instead on the
+    /// same directories.
+    pub(crate) fn restart_as(&mut self, bin: &Path) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.bin = bin.to_owned();
+        self.spawn();
     }
 
     /// SIGKILLs the daemon (our child, by pid) and starts it again on the

@@ -939,3 +939,35 @@ async fn stopping_an_idle_sandbox_reaches_orphaned_processes_without_waiting_out
     );
     d.finish().await;
 }
+
+#[tokio::test]
+async fn the_sandboxd_binary_is_masked_inside_the_host_view() {
+    let mut d = Daemon::start();
+    // Install a copy where the host view mirrors it (/usr), run that one.
+    let dir = std::path::PathBuf::from(format!(
+        "/usr/local/lib/sandboxd-e2e-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("install dir");
+    let bin = dir.join("sandboxd");
+    std::fs::copy(env!("CARGO_BIN_EXE_sandboxd"), &bin).expect("copy sandboxd");
+    d.restart_as(&bin);
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let r = c
+        .sh(
+            &sb.id,
+            &format!(
+                "cat {0} | wc -c; {0} --version >/dev/null 2>&1; echo rc=$?",
+                bin.display()
+            ),
+        )
+        .await;
+    d.finish().await;
+    std::fs::remove_dir_all(&dir).expect("remove the copy");
+    assert_eq!(
+        out(&r),
+        "0\nrc=126\n",
+        "the helper binary is readable or runnable inside"
+    );
+}

@@ -440,7 +440,10 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
                 sys::unshare(CloneFlags::CLONE_NEWCGROUP)
                     .map_err(|e| StepError::new("unshare cgroup namespace", e))?;
             }
-            LinuxStep::Mounts => build_root(launch)?,
+            LinuxStep::Mounts => {
+                build_root(launch)?;
+                mask_own_binary(&plan.rootfs)?;
+            }
             LinuxStep::SetHostname(name) => {
                 sys::sethostname(name)
                     .map_err(|e| StepError::new("sethostname", format!("{name}: {e}")))?;
@@ -467,6 +470,57 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+
+/// If this binary (sandboxd, which pid 1 and every forked payload start
+/// as) is visible inside the new root — installed under /usr and mirrored
+/// by the "host" image — covers it with an empty mode-000 file mounted
+/// ro,nosuid,noexec, so a payload can neither read nor run the helper.
+fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return Ok(());
+    };
+    let root = sys::open_dir(rootfs).map_err(|e| StepError::new("open root", e))?;
+    let Ok(target) = sys::resolve_in_root(root.as_fd(), &exe) else {
+        return Ok(());
+    };
+    if !nix::sys::stat::fstat(target.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    {
+        return Ok(());
+    }
+    let cover = rootfs.parent().unwrap_or(rootfs).join("masked");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o000)
+            .open(&cover)
+            .map_err(|e| StepError::new("create mask file", format!("{}: {e}", cover.display())))?;
+    }
+    let err = |e: Errno| {
+        StepError::new(
+            "mask the sandboxd binary",
+            format!("{}: {e}", exe.display()),
+        )
+    };
+    sys::mount_fs(
+        Some(&cover),
+        &sys::fd_path(target.as_fd()),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
+    .map_err(err)?;
+    let masked = sys::resolve_in_root(root.as_fd(), &exe).map_err(err)?;
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NOEXEC;
+    sys::mount_fs(None, &sys::fd_path(masked.as_fd()), None, flags, None).map_err(err)
 }
 
 fn ms_flags(flags: &[MountFlag]) -> MsFlags {
