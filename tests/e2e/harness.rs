@@ -212,7 +212,11 @@ impl Daemon {
             .await
             .expect("list")
             .into_inner();
-        let supervisors: Vec<i64> = list.sandboxes.iter().map(|s| s.supervisor_pid).collect();
+        let supervisors: Vec<(String, i64)> = list
+            .sandboxes
+            .iter()
+            .map(|s| (s.id.clone(), s.supervisor_pid))
+            .collect();
         for s in list.sandboxes {
             c.sandboxes
                 .destroy_sandbox(pb::DestroySandboxRequest { id: s.id })
@@ -254,7 +258,7 @@ impl Daemon {
     }
 
     /// Mounts under the test dir, live supervisors, and sandbox state dirs.
-    fn leaks(&self, supervisors: &[i64]) -> Vec<String> {
+    fn leaks(&self, supervisors: &[(String, i64)]) -> Vec<String> {
         let mut leaks = Vec::new();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let dir = self.dir.display().to_string();
@@ -264,9 +268,12 @@ impl Daemon {
                 .filter(|l| l.contains(&dir))
                 .map(|l| format!("mount: {l}")),
         );
-        for pid in supervisors.iter().filter(|p| **p > 0) {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                leaks.push(format!("supervisor pid {pid} still running"));
+        for (id, pid) in supervisors.iter().filter(|(_, p)| *p > 0) {
+            // By command line, not bare pid: another test may have been given
+            // the same pid since.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}")) {
+                leaks.push(format!("supervisor pid {pid} of {id} still running"));
             }
         }
         if let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) {

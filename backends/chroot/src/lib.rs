@@ -21,6 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+#[cfg(target_os = "linux")]
 use nix::errno::Errno;
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
@@ -107,7 +108,7 @@ impl Backend for ChrootBackend {
         let setup = plan::build(spec, sandbox, &self.images_dir, &self.facts)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         if spec.spec().image() != HOST_IMAGE {
-            check_image(&self.images_dir, spec.spec().image())?;
+            sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
         let s = spec.spec();
         let common = CommonConfig {
@@ -129,36 +130,7 @@ impl Backend for ChrootBackend {
     }
 
     fn images(&self) -> Vec<String> {
-        let mut names = vec![HOST_IMAGE.to_owned()];
-        if let Ok(entries) = std::fs::read_dir(&self.images_dir) {
-            let mut dirs: Vec<String> = entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| !n.starts_with('.') && n != HOST_IMAGE)
-                .collect();
-            dirs.sort();
-            names.extend(dirs);
-        }
-        names
-    }
-}
-
-/// Checks that image `name` is a real directory inside the images dir.
-fn check_image(images_dir: &Path, name: &str) -> Result<(), BackendError> {
-    let dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
-        step: "open images directory",
-        path: images_dir.to_owned(),
-        source: e.into(),
-    })?;
-    match sys::open_image(dir.as_fd(), name) {
-        Ok(_) => Ok(()),
-        Err(Errno::ENOENT) => Err(BackendError::ImageNotFound(name.to_owned())),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(BackendError::ImageInvalid {
-            name: name.to_owned(),
-            why: "is a symlink or not a directory; an image must be a real directory inside the images dir".into(),
-        }),
-        Err(e) => Err(BackendError::Io { step: "open image", path: images_dir.join(name), source: e.into() }),
+        sandboxd_supervisor::images::list_images(&self.images_dir)
     }
 }
 

@@ -2,12 +2,10 @@
 //! supervisor helper (single-threaded) and its forked children call the
 //! mutating ones. This module needs no `unsafe`: nix wraps every call used.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::Mode;
 
 /// Makes the open directory `root` the process root: fchdir to it,
 /// chroot("."), then chdir("/") so no directory handle is left outside. Using
@@ -19,26 +17,7 @@ pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), Errno> {
     nix::unistd::chdir("/")
 }
 
-/// Opens a directory the daemon configured (trusted path), close-on-exec.
-pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// Opens image `name` inside the images directory without following a
-/// symlink: a symlinked image (which could point anywhere on the host) fails
-/// with ELOOP or ENOTDIR.
-pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
-    openat(
-        images_dir,
-        name,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
+pub use sandboxd_supervisor::sys::{open_dir, open_image};
 
 /// The path of an open descriptor, usable as a mount source or target: the
 /// kernel resolves it to exactly the object we opened, so no later rename or
@@ -53,9 +32,13 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
+    use nix::fcntl::OFlag;
     use nix::fcntl::{OpenHow, ResolveFlag, openat2};
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    use nix::sys::stat::Mode;
     use std::ffi::OsStr;
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
 
     /// Mounts a tmpfs.
     pub fn mount_tmpfs(target: &Path, flags: MsFlags, data: &str) -> Result<(), Errno> {

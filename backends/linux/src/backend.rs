@@ -1,9 +1,7 @@
 //! `impl Backend` for Linux: the daemon side, plus the host probe.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
 use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
@@ -11,7 +9,6 @@ use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
 use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
 use crate::runtime::{LinuxIsolation, LinuxLaunch};
-use crate::sys;
 
 /// The Linux backend as the daemon sees it.
 #[derive(Debug)]
@@ -145,7 +142,7 @@ impl Backend for LinuxBackend {
             other => BackendError::Unsupported(other.to_string()),
         })?;
         if spec.spec().image() != HOST_IMAGE {
-            check_image(&self.images_dir, spec.spec().image())?;
+            sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
         let mut rlimits = Vec::new();
         // Every payload (Exec'd ones too, and in IDLE mode) gets the default
@@ -237,35 +234,6 @@ impl Backend for LinuxBackend {
     }
 
     fn images(&self) -> Vec<String> {
-        let mut names = vec![HOST_IMAGE.to_owned()];
-        if let Ok(entries) = std::fs::read_dir(&self.images_dir) {
-            let mut dirs: Vec<String> = entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| !n.starts_with('.') && n != HOST_IMAGE)
-                .collect();
-            dirs.sort();
-            names.extend(dirs);
-        }
-        names
-    }
-}
-
-/// Checks that image `name` is a real directory inside the images dir.
-fn check_image(images_dir: &Path, name: &str) -> Result<(), BackendError> {
-    let dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
-        step: "open images directory",
-        path: images_dir.to_owned(),
-        source: e.into(),
-    })?;
-    match sys::open_image(dir.as_fd(), name) {
-        Ok(_) => Ok(()),
-        Err(Errno::ENOENT) => Err(BackendError::ImageNotFound(name.to_owned())),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(BackendError::ImageInvalid {
-            name: name.to_owned(),
-            why: "is a symlink or not a directory; an image must be a real directory inside the images dir".into(),
-        }),
-        Err(e) => Err(BackendError::Io { step: "open image", path: images_dir.join(name), source: e.into() }),
+        sandboxd_supervisor::images::list_images(&self.images_dir)
     }
 }

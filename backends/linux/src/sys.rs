@@ -122,24 +122,7 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
 }
 
-/// Opens a trusted directory (from the daemon's configuration).
-pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// Opens image `name` in the images directory without following a symlink.
-pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
-    openat(
-        images_dir,
-        name,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
+pub use sandboxd_supervisor::sys::{open_dir, open_image};
 
 /// Resolves `path` inside `root` as if it were `/` (RESOLVE_IN_ROOT).
 pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {

@@ -15,6 +15,7 @@
 //! uses on its end of the socketpair. Raw system calls live in [`sys`].
 
 mod channel;
+pub mod images;
 mod launch;
 mod supervisor;
 pub mod sys;

@@ -524,3 +524,27 @@ pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
     // created and keeps open until that child execs or exits.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
+
+/// Opens a directory the daemon configured (trusted path), close-on-exec.
+pub fn open_dir(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Opens image `name` inside the images directory without following a
+/// symlink: a symlinked image (which could point anywhere on the host) fails
+/// with ELOOP or ENOTDIR.
+pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        images_dir,
+        name,
+        nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}

@@ -1,0 +1,46 @@
+//! The images directory, as every backend sees it: listing images and
+//! checking that one is a real directory inside it (opened without following
+//! a symlink, never by joining a client string into a path).
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use sandboxd_core::BackendError;
+use sandboxd_core::spec::HOST_IMAGE;
+
+use crate::sys;
+
+/// "host" plus every directory in the images dir (sorted, no dotfiles).
+pub fn list_images(images_dir: &Path) -> Vec<String> {
+    let mut names = vec![HOST_IMAGE.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(images_dir) {
+        let mut dirs: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| !n.starts_with('.') && n != HOST_IMAGE)
+            .collect();
+        dirs.sort();
+        names.extend(dirs);
+    }
+    names
+}
+
+/// Checks that image `name` is a real directory inside the images dir.
+pub fn check_image(images_dir: &Path, name: &str) -> Result<(), BackendError> {
+    let dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
+        step: "open images directory",
+        path: images_dir.to_owned(),
+        source: e.into(),
+    })?;
+    match sys::open_image(dir.as_fd(), name) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOENT) => Err(BackendError::ImageNotFound(name.to_owned())),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(BackendError::ImageInvalid {
+            name: name.to_owned(),
+            why: "is a symlink or not a directory; an image must be a real directory inside the images dir".into(),
+        }),
+        Err(e) => Err(BackendError::Io { step: "open image", path: images_dir.join(name), source: e.into() }),
+    }
+}
