@@ -255,12 +255,13 @@ fn oom_kills(dir: &Path) -> u64 {
 
 /// rmdir of a cgroup, retrying briefly while its last tasks exit.
 pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<(), StepError> {
-    for _ in 0..200 {
+    // The cgroup stays busy for a moment after its last task is reaped.
+    for _ in 0..2000 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
+                std::thread::sleep(std::time::Duration::from_millis(1))
             }
             Err(e) => {
                 return Err(StepError::new(

@@ -446,7 +446,11 @@ impl<I: Isolation> Supervisor<I> {
             if self.reap() || Instant::now() > deadline {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Wake on the next child exit (SIGCHLD self-pipe), not a fixed
+            // sleep: this sits on the path of every sandbox's end.
+            let mut fds = [PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(5u8));
+            self.drain_sigchld();
         }
     }
 
