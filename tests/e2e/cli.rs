@@ -93,9 +93,9 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
     );
     // A property this backend cannot give, asked for as REQUIRED.
     let refused = if linux_backend() {
-        ["--require", "user"]
+        ["--network", "restricted", "--address", "192.0.2.10"]
     } else {
-        ["--hostname", "web"]
+        ["--hostname", "web", "--cwd", "/"]
     };
     let (code, _, err) = run(
         sandboxctl(&d)

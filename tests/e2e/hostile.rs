@@ -369,15 +369,19 @@ const CHROOT_REFUSALS: &[(&str, Edit, Code, &str)] = &[
 /// targets it reserves).
 const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
     (
-        "REQUIRED user namespace",
+        "user namespace with a uid outside the id map",
         |s| {
             s.isolation = Some(pb::Isolation {
                 user: pb::Requirement::Required as i32,
                 ..Default::default()
-            })
+            });
+            proc_mut(s).user = Some(pb::User {
+                uid: Some(70_000),
+                ..Default::default()
+            });
         },
         Code::FailedPrecondition,
-        "user",
+        "70000",
     ),
     (
         "REQUIRED restricted network",

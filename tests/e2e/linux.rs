@@ -324,14 +324,21 @@ async fn required_isolation_this_runtime_lacks_is_refused() {
     let d = Daemon::start();
     let mut c = d.clients().await;
     let spec = pb::SandboxSpec {
-        process: Some(argv(&["/bin/true"])),
-        isolation: Some(pb::Isolation {
-            user: pb::Requirement::Required as i32,
-            ..Default::default()
+        process: Some(pb::ProcessSpec {
+            user: Some(pb::User {
+                uid: Some(70_000),
+                ..Default::default()
+            }),
+            ..argv(&["/bin/true"])
         }),
         network: Some(pb::NetworkPolicy {
             mode: pb::NetworkMode::Restricted as i32,
             addresses: vec!["192.0.2.10".into()],
+            ..Default::default()
+        }),
+        // A user namespace maps ids 0..65536 only.
+        isolation: Some(pb::Isolation {
+            user: pb::Requirement::Required as i32,
             ..Default::default()
         }),
         ..Default::default()
@@ -345,7 +352,7 @@ async fn required_isolation_this_runtime_lacks_is_refused() {
         .await
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    for prop in ["user:", "network:"] {
+    for prop in ["network:", "70000"] {
         assert!(
             err.message().contains(prop),
             "{prop} missing from {}",
@@ -431,6 +438,63 @@ async fn init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal() {
         (exit.reason, exit.exit_code),
         (pb::ExitReason::Exited as i32, 0),
         "the init handled SIGTERM: {exit:?}"
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside() {
+    if skip_unless_linux("with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let mut p = argv(&["/bin/sleep", "30"]);
+    p.user = Some(pb::User {
+        uid: Some(0),
+        gid: Some(0),
+        additional_gids: vec![],
+    });
+    let sb = c
+        .create(pb::SandboxSpec {
+            process: Some(p),
+            isolation: Some(pb::Isolation {
+                user: pb::Requirement::Required as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let row = sb
+        .isolation
+        .clone()
+        .expect("report")
+        .properties
+        .into_iter()
+        .find(|r| r.property == pb::IsolationProperty::User as i32)
+        .expect("user row");
+    assert_eq!(row.level, pb::EnforcementLevel::Enforced as i32, "{row:?}");
+    // From the host: the main process, root inside, is host uid 100000.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sb.main_pid)).expect("status");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid")
+        .split_whitespace()
+        .next()
+        .map(str::to_owned);
+    assert_eq!(uid.as_deref(), Some("100000"));
+    // From inside: root, but host-root files are out of reach.
+    let r = c.exec_sync(&sb.id, {
+        let mut p = argv(&["/bin/sh", "-c", "id -u; cat /proc/self/uid_map | tr -s ' '; cat /etc/shadow >/dev/null 2>&1 && echo shadow-readable; echo done"]);
+        p.user = Some(pb::User { uid: Some(0), gid: Some(0), additional_gids: vec![] });
+        p
+    }, 20_000).await;
+    assert_eq!(
+        out(&r),
+        "0\n 0 100000 65536\ndone\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
     );
     d.finish().await;
 }

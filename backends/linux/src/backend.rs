@@ -97,9 +97,10 @@ pub fn probe() -> HostFacts {
     HostFacts {
         cgroup,
         overlayfs,
-        // The runtime does not create user namespaces yet: say so through
-        // the facts, so the report shows NOT_ENFORCED and REQUIRED refuses.
-        user_namespaces: false,
+        user_namespaces: std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0),
         merged_usr,
         userns_range: IdRange {
             host_start: 100_000,

@@ -155,14 +155,14 @@ impl LinuxIsolation {
                 Namespace::Net => CloneFlags::CLONE_NEWNET,
                 // Unshared by the reaper once it is in its cgroup.
                 Namespace::Cgroup => CloneFlags::empty(),
-                Namespace::User => {
-                    return Err(StepError::new(
-                        "clone",
-                        "user namespaces are not supported by this runtime yet",
-                    ));
-                }
+                // Unshared by pid 1 once the sandbox is built (see pid1_main).
+                Namespace::User => CloneFlags::empty(),
             };
         }
+        let id_map = plan.steps.iter().find_map(|s| match s {
+            LinuxStep::WriteIdMaps(map) => Some(map.range),
+            _ => None,
+        });
         let (cloned, placed) = self
             .clone_placed(flags)
             .map_err(|e| StepError::new("clone namespaces", e))?;
@@ -186,9 +186,40 @@ impl LinuxIsolation {
                 let mut go = std::fs::File::from(go_w);
                 go.write_all(b"g")
                     .map_err(|e| StepError::new("release sandbox init", e))?;
-                drop(go);
+                // pid 1 reports as it goes: "U" = it has unshared its user
+                // namespace and waits for the id maps (answered with "m");
+                // "R" = ready (a reaper); EOF with nothing else = an init's
+                // exec succeeded; anything else is "step\0message".
+                let mut ready_r = std::fs::File::from(ready_r);
                 let mut report = Vec::new();
-                let _ = std::fs::File::from(ready_r).read_to_end(&mut report);
+                let mut byte = [0u8; 1];
+                while report.is_empty() && matches!(ready_r.read(&mut byte), Ok(1)) {
+                    match (byte[0], id_map) {
+                        (b'U', Some(range)) => {
+                            // Written by real root, so setgroups(2) stays
+                            // allowed inside: sandbox ids 0..count are host
+                            // ids start.. .
+                            let line = format!("0 {} {}\n", range.host_start, range.count);
+                            for file in ["uid_map", "gid_map"] {
+                                let path = PathBuf::from(format!("/proc/{reaper}/{file}"));
+                                sys::write_file(&path, &line).map_err(|e| {
+                                    StepError::new(
+                                        "write id map",
+                                        format!("{}: {e}", path.display()),
+                                    )
+                                })?;
+                            }
+                            go.write_all(b"m")
+                                .map_err(|e| StepError::new("release sandbox init", e))?;
+                        }
+                        (b'R', _) => report.push(b'R'),
+                        (other, _) => {
+                            report.push(other);
+                            let _ = ready_r.read_to_end(&mut report);
+                        }
+                    }
+                }
+                drop(go);
                 // A reaper says "R"; an init's successful exec closes the
                 // pipe with nothing said.
                 let ready = if self.launch.init.is_some() {
@@ -206,6 +237,8 @@ impl LinuxIsolation {
             }
         }
         let reaper = self.reaper.map(Pid::as_raw).unwrap_or_default();
+        // The user namespace last: it owns none of the others (pid 1 created
+        // it after them), so the host's root must join those first.
         let order = [
             (Namespace::Ipc, "ipc", CloneFlags::CLONE_NEWIPC),
             (Namespace::Uts, "uts", CloneFlags::CLONE_NEWUTS),
@@ -213,6 +246,7 @@ impl LinuxIsolation {
             (Namespace::Cgroup, "cgroup", CloneFlags::CLONE_NEWCGROUP),
             (Namespace::Pid, "pid", CloneFlags::CLONE_NEWPID),
             (Namespace::Mount, "mnt", CloneFlags::CLONE_NEWNS),
+            (Namespace::User, "user", CloneFlags::CLONE_NEWUSER),
         ];
         for (ns, name, flag) in order {
             if self.has(ns) {
@@ -371,12 +405,10 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    let mut byte = [0u8; 1];
-    let released = std::fs::File::from(go)
-        .read(&mut byte)
-        .is_ok_and(|n| n == 1);
+    let mut go = std::fs::File::from(go);
     let mut ready = std::fs::File::from(ready);
-    if !released {
+    let mut byte = [0u8; 1];
+    if !go.read(&mut byte).is_ok_and(|n| n == 1) {
         sandboxd_supervisor::sys::exit_child(1);
     }
     let fail = |ready: &mut std::fs::File, e: StepError| -> ! {
@@ -385,6 +417,11 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     };
     if let Err(e) = build_sandbox(launch) {
         fail(&mut ready, e);
+    }
+    if launch.plan.namespaces.contains(&Namespace::User) {
+        if let Err(e) = enter_new_user_namespace(&mut go, &mut ready) {
+            fail(&mut ready, e);
+        }
     }
     if let Some(init) = &launch.init {
         // INIT mode: become the image's init. The pipe is close-on-exec, so
@@ -399,6 +436,35 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     let _ = ready.write_all(b"R");
     drop(ready);
     reap_forever()
+}
+
+/// The user namespace is created last, by pid 1 once the root is built and
+/// pivoted: every mount, the hostname and lo were set up by the host's root,
+/// and the sandbox's root — host uid `host_start` — owns no other namespace,
+/// so it holds capabilities only over itself. pid 1 asks the supervisor for
+/// the id maps ("U"), waits for them ("m"), then becomes the namespace's
+/// root.
+fn enter_new_user_namespace(
+    go: &mut std::fs::File,
+    ready: &mut std::fs::File,
+) -> Result<(), StepError> {
+    use nix::unistd::{Gid, Uid, setresgid, setresuid};
+    sys::unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| StepError::new("unshare user namespace", e))?;
+    ready
+        .write_all(b"U")
+        .map_err(|e| StepError::new("ask for id maps", e))?;
+    let mut byte = [0u8; 1];
+    if !go.read(&mut byte).is_ok_and(|n| n == 1 && byte[0] == b'm') {
+        return Err(StepError::new(
+            "wait for id maps",
+            "the supervisor did not write them",
+        ));
+    }
+    let (uid, gid) = (Uid::from_raw(0), Gid::from_raw(0));
+    setresgid(gid, gid, gid)
+        .and_then(|()| setresuid(uid, uid, uid))
+        .map_err(|e| StepError::new("become root of the user namespace", e))
 }
 
 /// A reaper needs no privilege: no capabilities, uid/gid 65534, and still
@@ -694,11 +760,12 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             // underneath.
             let mut again = Vec::new();
             let remount_target = target(&mut again)?.unwrap_or(target_path);
+            let keep = sys::mount_flags_of(&remount_target);
             sys::mount_fs(
                 None,
                 &remount_target,
                 None,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | keep | extra,
                 None,
             )
             .map_err(|e| err("remount bind", &e))?;

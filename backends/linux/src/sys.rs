@@ -238,3 +238,27 @@ pub fn pids_in_ns(ns: &str) -> Vec<Pid> {
 pub fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
     std::fs::write(path, value)
 }
+
+/// The per-mount flags `path`'s mount already has (read-only, nosuid, nodev,
+/// noexec, atime), to carry over on a bind remount: inside a user namespace
+/// the kernel refuses a remount that would clear a flag locked by the
+/// mount's original owner.
+pub fn mount_flags_of(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| f.contains(*st))
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+}
