@@ -223,6 +223,17 @@ async fn pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering() {
         .expect("pids.current of the sandbox's cgroup");
     assert!(current <= 64, "{current} tasks despite pids=64");
     assert!(current >= 50, "the bomb did fork ({current} tasks)");
+    // The sandbox's status shows its task count.
+    let got = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .sandbox
+        .expect("sb");
+    let tasks = got.usage.and_then(|u| u.pids).expect("pids usage");
+    assert!((50..=64).contains(&tasks), "usage.pids = {tasks}");
     let caps = c.host.get_capabilities(pb::GetCapabilitiesRequest {}).await;
     assert!(caps.is_ok(), "the daemon still answers");
     let t = std::time::Instant::now();
@@ -379,6 +390,19 @@ async fn an_execd_process_killed_by_the_oom_killer_is_reported_as_such() {
             ..Default::default()
         })
         .await;
+    let got = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .sandbox
+        .expect("sb");
+    let memory = got
+        .usage
+        .and_then(|u| u.memory_bytes)
+        .expect("memory usage");
+    assert!(memory < 64 << 20, "usage.memory_bytes = {memory}");
     let r = c
         .exec_sync(
             &sb.id,

@@ -234,6 +234,42 @@ impl Backend for LinuxBackend {
         }
     }
 
+    fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {
+        let cg = &self.facts.cgroup;
+        let dir_of = |c: &Option<Controller>| -> Option<PathBuf> {
+            match c {
+                Some(Controller::V1 { mount }) => Some(mount.join("sandboxd").join(&sandbox.id)),
+                Some(Controller::V2) => cg
+                    .unified
+                    .as_ref()
+                    .map(|u| u.join("sandboxd").join(&sandbox.id)),
+                None => None,
+            }
+        };
+        let read = |dir: Option<PathBuf>, files: &[&str]| -> Option<u64> {
+            let dir = dir?;
+            files.iter().find_map(|f| {
+                std::fs::read_to_string(dir.join(f))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        let memory_bytes = read(
+            dir_of(&cg.memory),
+            &["memory.current", "memory.usage_in_bytes"],
+        );
+        // Without a pids controller, count the processes in the cgroup the
+        // sandbox always has in the unified hierarchy.
+        let pids = read(dir_of(&cg.pids), &["pids.current"]).or_else(|| {
+            let dir = cg.unified.as_ref()?.join("sandboxd").join(&sandbox.id);
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+            u64::try_from(procs.lines().count()).ok()
+        });
+        sandboxd_core::Usage { memory_bytes, pids }
+    }
+
     fn images(&self) -> Vec<String> {
         sandboxd_supervisor::images::list_images(&self.images_dir)
     }

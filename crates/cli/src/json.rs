@@ -18,7 +18,7 @@ use sandboxd_proto::v1::{
     GetCapabilitiesResponse, Isolation, IsolationProperty, IsolationReport, JailPlan, Limit,
     Limits, LinuxPlan, ListSandboxesResponse, Mount, NetworkMode, NetworkPolicy, PlanMount,
     PlanParam, PlanSandboxResponse, PlanStep, ProcessSpec, PropertyEnforcement, Requirement,
-    Sandbox, SandboxMode, SandboxSpec, SandboxState, User, WaitSandboxResponse,
+    ResourceUsage, Sandbox, SandboxMode, SandboxSpec, SandboxState, User, WaitSandboxResponse,
     plan_sandbox_response::Plan,
 };
 
@@ -198,6 +198,10 @@ pub(crate) fn sandbox(s: &Sandbox) -> Value {
         "exit": opt(s.exit.as_ref(), exit_result),
         "created_at_ms": s.created_at_ms,
         "owner": s.owner,
+        "usage": opt(s.usage.as_ref(), |u: &ResourceUsage| json!({
+            "memory_bytes": u.memory_bytes,
+            "pids": u.pids,
+        })),
     })
 }
 
@@ -382,6 +386,7 @@ mod tests {
             exit: None,
             created_at_ms: 1_714_566_896_789,
             owner: "local".into(),
+            usage: None,
         };
         let v = sandbox(&s);
         assert_eq!(v["state"], "RUNNING");

@@ -54,6 +54,15 @@ pub enum BackendError {
     Encode(#[from] serde_json::Error),
 }
 
+/// Resource use of one sandbox; `None` where the backend cannot measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Memory charged to the sandbox, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Tasks (or processes) in the sandbox.
+    pub pids: Option<u64>,
+}
+
 /// A sandbox backend.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
@@ -81,4 +90,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Names of the images in the images directory (plus "host").
     fn images(&self) -> Vec<String>;
+
+    /// Current resource use of a running sandbox, where measurable.
+    fn usage(&self, _sandbox: &SandboxPaths) -> Usage {
+        Usage::default()
+    }
 }

@@ -17,7 +17,7 @@ pub mod store;
 pub mod validate;
 pub mod wire;
 
-pub use backend::{Backend, BackendError, SandboxPaths};
+pub use backend::{Backend, BackendError, SandboxPaths, Usage};
 pub use capability::{BackendKind, Capabilities, Enforcement, IsolationReport, Level, Property};
 pub use plan::{NativePlan, Plan};
 pub use validate::{Policy, ValidatedProcess, ValidatedSpec, ValidationError};

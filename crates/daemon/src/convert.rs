@@ -314,6 +314,15 @@ pub fn record_to_pb(r: &SandboxRecord) -> pb::Sandbox {
         exit: r.exit.as_ref().map(exit_to_pb),
         created_at_ms: r.created_at_ms,
         owner: r.owner.clone(),
+        usage: None,
+    }
+}
+
+/// Resource use to wire.
+pub fn usage_to_pb(u: sandboxd_core::Usage) -> pb::ResourceUsage {
+    pb::ResourceUsage {
+        memory_bytes: u.memory_bytes,
+        pids: u.pids,
     }
 }
 

@@ -276,6 +276,22 @@ impl Manager {
         found.ok_or_else(|| ApiError::NotFound(reference.to_owned()))
     }
 
+    /// A sandbox as the API shows it: its record, plus current resource use
+    /// while it runs.
+    pub fn describe(&self, record: &SandboxRecord) -> pb::Sandbox {
+        let mut out = convert::record_to_pb(record);
+        if record.state == SandboxState::Running {
+            if let Ok(dir) = self.store.sandbox_dir(&record.id) {
+                let usage = self.backend.usage(&SandboxPaths {
+                    id: record.id.clone(),
+                    dir,
+                });
+                out.usage = Some(convert::usage_to_pb(usage));
+            }
+        }
+        out
+    }
+
     /// Every sandbox, oldest first.
     pub fn list(&self) -> Vec<SandboxRecord> {
         let reg = lock(&self.registry);

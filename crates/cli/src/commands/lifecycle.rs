@@ -283,6 +283,11 @@ fn render_inspect(s: &Sandbox, now: i64) -> String {
     t.row(["Name:".into(), dash(&s.name)]);
     t.row(["Owner:".into(), dash(&s.owner)]);
     t.row(["State:".into(), format::state(s.state)]);
+    if let Some(u) = &s.usage {
+        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        t.row(["Memory (bytes):".into(), show(u.memory_bytes)]);
+        t.row(["Tasks:".into(), show(u.pids)]);
+    }
     t.row([
         "Created:".into(),
         format!(
@@ -461,6 +466,7 @@ mod tests {
             }),
             created_at_ms: 1_714_566_896_789,
             owner: "local".into(),
+            usage: None,
             ..Default::default()
         };
         let text = render_inspect(&s, 1_714_566_896_789 + 120_000);

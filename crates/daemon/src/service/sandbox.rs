@@ -40,7 +40,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
     ) -> Result<Response<pb::GetSandboxResponse>, Status> {
         let sb = self.0.manager.get(&req.into_inner().id)?;
         Ok(Response::new(pb::GetSandboxResponse {
-            sandbox: Some(convert::record_to_pb(&sb.record())),
+            sandbox: Some(self.0.manager.describe(&sb.record())),
         }))
     }
 
@@ -85,7 +85,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
                     .unwrap_or_default();
                 break;
             }
-            out.push(convert::record_to_pb(r));
+            out.push(self.0.manager.describe(r));
         }
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes: out,
