@@ -971,3 +971,64 @@ async fn the_sandboxd_binary_is_masked_inside_the_host_view() {
         "the helper binary is readable or runnable inside"
     );
 }
+
+#[tokio::test]
+async fn exec_with_a_terminal_sees_a_tty_and_follows_resizes() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        "test -t 0 && echo is-tty; stty size; sleep 0.5; stty size",
+    ]);
+    p.tty = true;
+    let start = pb::ExecStart {
+        sandbox_id: sb.id.clone(),
+        process: Some(p),
+        size: Some(pb::TerminalSize {
+            rows: 30,
+            cols: 100,
+        }),
+    };
+    tx.send(pb::ExecRequest {
+        msg: Some(pb::exec_request::Msg::Start(start)),
+    })
+    .await
+    .expect("send");
+    let mut stream = c
+        .processes
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("exec")
+        .into_inner();
+    let mut output = Vec::new();
+    let mut exit = None;
+    let mut resized = false;
+    while let Some(msg) = stream.next().await {
+        match msg.expect("stream").msg {
+            Some(pb::exec_response::Msg::Stdout(b)) => {
+                output.extend(b);
+                if !resized && String::from_utf8_lossy(&output).contains("30 100") {
+                    resized = true;
+                    let resize = pb::TerminalSize {
+                        rows: 40,
+                        cols: 120,
+                    };
+                    tx.send(pb::ExecRequest {
+                        msg: Some(pb::exec_request::Msg::Resize(resize)),
+                    })
+                    .await
+                    .expect("send");
+                }
+            }
+            Some(pb::exec_response::Msg::Exited(e)) => exit = Some(e),
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&output).replace('\r', "");
+    assert_eq!(text, "is-tty\n30 100\n40 120\n");
+    assert_eq!(exit.expect("exit").exit_code, 0);
+    d.finish().await;
+}

@@ -281,6 +281,21 @@ async fn escape_probes_as_root_are_refused() {
         let r = root_sh(&mut c, &sb.id, &format!("{script} >/dev/null 2>&1")).await;
         assert_ne!(code(&r), 0, "{what} succeeded as root inside");
     }
+    // The classic double-chroot escape only reaches the namespace's root:
+    // the host's root was detached after pivot_root.
+    let secret = d.dir.join("escape-canary");
+    std::fs::write(&secret, "host").expect("canary");
+    let script = format!(
+        "import os\nos.makedirs('/tmp/e', exist_ok=True)\nos.chroot('/tmp/e')\nfor _ in range(64): os.chdir('..')\nos.chroot('.')\nprint('escaped' if os.path.exists('{}') else 'contained')",
+        secret.display()
+    );
+    let r = root_sh(&mut c, &sb.id, &format!("python3 -c \"{script}\"")).await;
+    assert_eq!(
+        out(&r),
+        "contained\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     // The hostname really is untouched (the write above went nowhere).
     assert_ne!(
         std::fs::read_to_string("/proc/sys/kernel/hostname")
