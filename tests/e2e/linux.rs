@@ -339,6 +339,18 @@ async fn readonly_root_keeps_tmp_writable() {
     )
     .await;
     assert_eq!(out(&r), "tmp-ok\n");
+    // The read-only remount kept the root's other flags.
+    let r = c
+        .sh(
+            &sb.id,
+            "awk '$2 == \"/\" { print $4 }' /proc/self/mounts | tail -1",
+        )
+        .await;
+    let opts = out(&r);
+    assert!(
+        opts.split(',').any(|o| o.trim() == "ro") && opts.contains("nodev"),
+        "root mounted {opts}"
+    );
     d.finish().await;
 }
 
@@ -535,5 +547,23 @@ async fn with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside() {
         "stderr: {}",
         String::from_utf8_lossy(&r.stderr)
     );
+    // An Exec as an id the map does not cover is refused up front.
+    let mut p = argv(&["/bin/true"]);
+    p.user = Some(pb::User {
+        uid: Some(70_000),
+        gid: None,
+        additional_gids: vec![],
+    });
+    let err = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(p),
+            ..Default::default()
+        })
+        .await
+        .expect_err("uid outside the map");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("70000"), "{}", err.message());
     d.finish().await;
 }

@@ -234,6 +234,38 @@ impl Backend for LinuxBackend {
         }
     }
 
+    fn check_exec(
+        &self,
+        sandbox_spec: &sandboxd_core::spec::SandboxSpec,
+        process: &sandboxd_core::spec::ProcessSpec,
+    ) -> Result<(), BackendError> {
+        use sandboxd_core::spec::Requirement;
+        let userns = self.facts.user_namespaces
+            && matches!(
+                sandbox_spec.isolation.user,
+                Requirement::Required | Requirement::Preferred
+            );
+        if !userns {
+            return Ok(());
+        }
+        let count = self.facts.userns_range.count;
+        let user = &process.user;
+        let ids = [("uid", user.uid()), ("gid", user.gid())]
+            .into_iter()
+            .chain(user.additional_gids.iter().map(|g| ("additional_gids", *g)));
+        for (field, id) in ids {
+            if id >= count {
+                return Err(BackendError::InvalidProcess {
+                    field: format!("process.user.{field}"),
+                    why: format!(
+                        "{id} is outside the sandbox's user-namespace id map (0..{count})"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {
         let cg = &self.facts.cgroup;
         let dir_of = |c: &Option<Controller>| -> Option<PathBuf> {

@@ -772,10 +772,12 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         }
     } else {
         let fstype = m.fstype.as_deref();
-        let source = if flags.contains(MsFlags::MS_REMOUNT) {
-            None
+        let (source, flags) = if flags.contains(MsFlags::MS_REMOUNT) {
+            // A remount replaces the per-mount flags: keep those already set
+            // (nodev on the root, locked flags in a user namespace).
+            (None, flags | sys::mount_flags_of(&target_path))
         } else {
-            source.as_deref()
+            (source.as_deref(), flags)
         };
         sys::mount_fs(source, &target_path, fstype, flags, data).map_err(|e| err("mount", &e))?;
     }

@@ -31,6 +31,14 @@ pub enum BackendError {
     /// No image of that name.
     #[error("spec.image: no image named {0:?} in the images directory")]
     ImageNotFound(String),
+    /// A process the sandbox cannot run as asked.
+    #[error("{field}: {why}")]
+    InvalidProcess {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The image exists but is unusable (symlink, not a directory).
     #[error("spec.image: {name:?} {why}")]
     ImageInvalid {
@@ -90,6 +98,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Names of the images in the images directory (plus "host").
     fn images(&self) -> Vec<String>;
+
+    /// Checks a process about to be Exec'd into a sandbox created from
+    /// `sandbox_spec` against what that sandbox can run (ids inside a user
+    /// namespace's map, say). INVALID_ARGUMENT naming the problem otherwise.
+    fn check_exec(
+        &self,
+        _sandbox_spec: &crate::spec::SandboxSpec,
+        _process: &crate::spec::ProcessSpec,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Current resource use of a running sandbox, where measurable.
     fn usage(&self, _sandbox: &SandboxPaths) -> Usage {

@@ -70,7 +70,9 @@ impl From<ApiError> for Status {
             ApiError::Backend(b) => match b {
                 BackendError::Refused(_) | BackendError::Unsupported(_) => Code::FailedPrecondition,
                 BackendError::ImageNotFound(_) => Code::NotFound,
-                BackendError::ImageInvalid { .. } => Code::InvalidArgument,
+                BackendError::ImageInvalid { .. } | BackendError::InvalidProcess { .. } => {
+                    Code::InvalidArgument
+                }
                 BackendError::Io { .. } | BackendError::Encode(_) => Code::Internal,
             },
             ApiError::Store(_) | ApiError::Internal(_) => Code::Internal,

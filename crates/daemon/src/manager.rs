@@ -688,6 +688,7 @@ impl Manager {
                 sb.id, record.state
             )));
         }
+        self.backend.check_exec(&record.spec, process.process())?;
         let link = sb
             .link()
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;

@@ -86,7 +86,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 p,
                 Level::NotEnforced,
                 "CLONE_NEWUSER with uid/gid maps",
-                "user namespaces are unavailable: the runtime does not create them yet (or the host lacks CONFIG_USER_NS / user.max_user_namespaces); root inside is root on the host, limited by the capability set",
+                "user namespaces are unavailable on this host (no CONFIG_USER_NS, or user.max_user_namespaces is 0); root inside is root on the host, limited by the capability set",
             ),
             Property::Cgroup => Enforcement::new(
                 p,

@@ -97,7 +97,6 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             "write_id_maps",
             vec![
                 format!("uid_map: 0 {} {}", map.range.host_start, map.range.count),
-                "setgroups: deny".to_owned(),
                 format!("gid_map: 0 {} {}", map.range.host_start, map.range.count),
             ],
             "sandbox root is an unprivileged host id",
@@ -110,6 +109,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
                 .map(|d| d.join("cgroup.procs").display().to_string())
                 .collect(),
             "every process of the sandbox is accounted and limited",
+        ),
+        LinuxStep::UnshareUser => (
+            "unshare",
+            vec!["CLONE_NEWUSER".to_owned()],
+            "last, after the root is built: the sandbox's root (host uid from the id map) owns no other namespace; pid 1 then becomes that root",
         ),
         LinuxStep::UnshareCgroup => (
             "unshare",
@@ -204,9 +208,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
 /// The display form of a plan.
 pub(super) fn native(plan: &LinuxPlan) -> NativePlan {
     NativePlan::Linux {
+        // CLONE_NEWUSER is not a clone flag here: pid 1 unshares it last.
         clone_flags: plan
             .namespaces
             .iter()
+            .filter(|n| **n != super::Namespace::User)
             .map(|n| n.flag().to_owned())
             .collect(),
         mounts: plan.mounts.iter().map(|op| mount(plan, op)).collect(),

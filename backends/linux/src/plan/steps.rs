@@ -15,11 +15,6 @@ pub(super) fn steps(
     let s = spec.spec();
     let has = |n: Namespace| namespaces.contains(&n);
     let mut steps = vec![LinuxStep::CreateCgroups, LinuxStep::Clone];
-    if has(Namespace::User) {
-        steps.push(LinuxStep::WriteIdMaps(IdMap {
-            range: host.userns_range,
-        }));
-    }
     steps.push(LinuxStep::JoinCgroups);
     if has(Namespace::Cgroup) {
         steps.push(LinuxStep::UnshareCgroup);
@@ -36,6 +31,12 @@ pub(super) fn steps(
     steps.extend([LinuxStep::PivotRoot, LinuxStep::DetachOldRoot]);
     if network(spec) == Network::Loopback {
         steps.push(LinuxStep::LoopbackUp);
+    }
+    if has(Namespace::User) {
+        steps.push(LinuxStep::UnshareUser);
+        steps.push(LinuxStep::WriteIdMaps(IdMap {
+            range: host.userns_range,
+        }));
     }
     match s.mode {
         Mode::Idle => {

@@ -10,7 +10,8 @@ use super::IdRange;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Namespace {
-    /// `CLONE_NEWUSER`: first, so the others are owned by it.
+    /// `CLONE_NEWUSER`: unshared last, by pid 1 once the root is built, so
+    /// the sandbox's root owns none of the other namespaces.
     User,
     /// `CLONE_NEWNS`: always.
     Mount,
@@ -279,12 +280,16 @@ pub enum LinuxStep {
     /// `clone(2)` with the namespace flags except `CLONE_NEWCGROUP`; the
     /// child waits on a sync pipe until the supervisor releases it.
     Clone,
-    /// Write `/proc/<child>/uid_map`, `setgroups` ("deny") and `gid_map`.
+    /// Write `/proc/<pid 1>/uid_map` and `gid_map` once pid 1 has unshared its
+    /// user namespace (by the host's root, so setgroups stays allowed).
     WriteIdMaps(IdMap),
     /// Write the child's pid to `cgroup.procs` in every cgroup directory.
     JoinCgroups,
     /// `unshare(CLONE_NEWCGROUP)`, now that the child is in its cgroup.
     UnshareCgroup,
+    /// `unshare(CLONE_NEWUSER)` and become its root: last, after the root
+    /// is built and pivoted.
+    UnshareUser,
     /// Perform the plan's `mounts` in order.
     Mounts,
     /// `sethostname(2)`.
@@ -333,6 +338,7 @@ impl LinuxStep {
                 Actor::Supervisor
             }
             Self::UnshareCgroup
+            | Self::UnshareUser
             | Self::Mounts
             | Self::SetHostname(_)
             | Self::PivotRoot
