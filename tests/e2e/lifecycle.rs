@@ -1032,3 +1032,37 @@ async fn exec_with_a_terminal_sees_a_tty_and_follows_resizes() {
     assert_eq!(exit.expect("exit").exit_code, 0);
     d.finish().await;
 }
+
+// Linux only: seccomp (and these system call numbers) exist only there.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_default_seccomp_filter_refuses_new_user_namespaces_and_keyrings() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let r = c
+        .sh(
+            &sb.id,
+            "unshare -U true 2>/dev/null && echo userns-created; (true) && echo fork-ok",
+        )
+        .await;
+    assert_eq!(
+        out(&r),
+        "fork-ok\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let keyctl = format!(
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True); libc.syscall({}, 0, 0, 0, 0, 0); print(ctypes.get_errno())",
+        libc::SYS_keyctl
+    );
+    let r = c
+        .exec_sync(&sb.id, argv(&["/usr/bin/python3", "-c", &keyctl]), 20_000)
+        .await;
+    assert_eq!(
+        out(&r),
+        format!("{}\n", libc::EPERM),
+        "keyctl(2) is refused"
+    );
+    d.finish().await;
+}

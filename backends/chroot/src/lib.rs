@@ -117,6 +117,7 @@ impl Backend for ChrootBackend {
             main: (s.mode != Mode::Idle).then(|| s.process.clone()),
             rlimits: plan::rlimits(spec),
             capabilities: plan::ROOT_CAPABILITIES.to_vec(),
+            seccomp: self.facts.linux_mounts,
             exit_file: sandbox.dir.join("exit.json"),
         };
         Ok(serde_json::to_vec(&LaunchConfig {

@@ -450,6 +450,15 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         &[&p.cwd()],
         "working directory, with the payload's permissions",
     ));
+    if setup.dev {
+        // Linux (where the root is built with mounts): the default seccomp
+        // deny list, last before execve.
+        steps.push(Step::new(
+            "seccomp",
+            &[&"deny list"],
+            "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3",
+        ));
+    }
     steps.push(Step::new(
         "close_range",
         &[&3, &"~0"],

@@ -175,6 +175,7 @@ impl Backend for LinuxBackend {
             main: (s.mode != Mode::Idle).then(|| s.process.clone()),
             rlimits,
             capabilities,
+            seccomp: true,
             exit_file: sandbox.dir.join("exit.json"),
         };
         // The sandbox's cgroup v2 directory, if the plan uses one: processes

@@ -295,6 +295,14 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
     }
+    // Last before exec: from here on the deny list applies.
+    #[cfg(target_os = "linux")]
+    if config.seccomp {
+        let installed = crate::seccomp::default_filters().and_then(|f| crate::seccomp::install(&f));
+        if let Err(e) = installed {
+            return StepError::new("install seccomp filter", e);
+        }
+    }
     let argv0 = plan
         .argv
         .first()

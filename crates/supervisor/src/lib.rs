@@ -17,6 +17,8 @@
 mod channel;
 pub mod images;
 mod launch;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
 mod supervisor;
 pub mod sys;
 

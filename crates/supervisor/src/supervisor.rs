@@ -126,6 +126,9 @@ pub struct CommonConfig {
     /// Capability numbers a uid-0 process keeps in its bounding set (Linux);
     /// every other capability is dropped before exec.
     pub capabilities: Vec<u32>,
+    /// Install the default seccomp filter (Linux) right before exec.
+    #[serde(default)]
+    pub seccomp: bool,
     /// Where the sandbox's exit is persisted for a daemon that was away.
     pub exit_file: PathBuf,
 }

@@ -152,6 +152,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             caps.iter().map(|c| c.name().to_owned()).collect(),
             "Docker's default set without NET_RAW and MKNOD; everything else leaves the bounding set",
         ),
+        LinuxStep::Seccomp => (
+            "seccomp",
+            vec!["deny list".to_owned()],
+            "EPERM for keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd, kexec_*, *_module, open_by_handle_at, the mount API, swapon/off, reboot, setns, acct, quotactl, and unshare/clone with CLONE_NEWUSER; ENOSYS for clone3",
+        ),
         LinuxStep::NoNewPrivs => (
             "prctl",
             vec!["PR_SET_NO_NEW_PRIVS".to_owned(), "1".to_owned()],

@@ -64,6 +64,7 @@ pub(super) fn steps(
         LinuxStep::SetUid(user.uid()),
         // After setuid, so the directory's permissions apply to the payload.
         LinuxStep::Chdir(s.process.cwd().to_owned()),
+        LinuxStep::Seccomp,
         LinuxStep::CloseRange,
         LinuxStep::Execve {
             argv: s.process.argv.clone(),

@@ -579,6 +579,7 @@ fn rlimits_and_identity() {
             &LinuxStep::SetGid(100),
             &LinuxStep::SetUid(1000),
             &LinuxStep::Chdir("/tmp".into()),
+            &LinuxStep::Seccomp,
             &LinuxStep::CloseRange,
             &LinuxStep::Execve {
                 argv: vec!["/bin/true".into()],

@@ -309,6 +309,8 @@ pub enum LinuxStep {
     Capabilities(Vec<Capability>),
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
     NoNewPrivs,
+    /// Install the default seccomp deny list (last before execve).
+    Seccomp,
     /// `setrlimit(2)`.
     SetRlimit(Rlimit),
     /// `setgroups(2)`.
