@@ -567,3 +567,49 @@ async fn with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside() {
     assert!(err.message().contains("70000"), "{}", err.message());
     d.finish().await;
 }
+
+#[tokio::test]
+async fn stopping_a_sandbox_that_shares_the_host_pid_namespace_touches_only_its_own_processes() {
+    if skip_unless_linux(
+        "stopping_a_sandbox_that_shares_the_host_pid_namespace_touches_only_its_own_processes",
+    ) {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    // A host process of ours, which no stop may reach.
+    let mut bystander = std::process::Command::new("/bin/sleep")
+        .arg("60")
+        .spawn()
+        .expect("host sleep");
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            isolation: Some(pb::Isolation {
+                pid: pb::Requirement::Disabled as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        out(&c.sh(&sb.id, "sleep 300 >/dev/null 2>&1 & echo bg").await),
+        "bg\n"
+    );
+    for signal in [15, 9] {
+        c.sandboxes
+            .stop_sandbox(pb::StopSandboxRequest {
+                id: sb.id.clone(),
+                grace_seconds: 2,
+                signal,
+            })
+            .await
+            .expect("stop");
+    }
+    c.destroy(&sb.id).await;
+    let alive = bystander.try_wait().expect("try_wait").is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(alive, "a host process outside the sandbox was signalled");
+    d.finish().await;
+}

@@ -95,6 +95,13 @@ impl LinuxIsolation {
             .filter(move |d| !(placed && Some(*d) == unified))
     }
 
+    /// The sandbox's pid namespace, if it has its own.
+    fn own_pid_ns(&self) -> Option<&str> {
+        self.has(Namespace::Pid)
+            .then_some(self.pid_ns.as_deref())
+            .flatten()
+    }
+
     fn has(&self, ns: Namespace) -> bool {
         self.launch.plan.namespaces.contains(&ns)
     }
@@ -369,12 +376,19 @@ impl Isolation for LinuxIsolation {
     }
 
     fn signal_all(&self, sig: Signal) -> bool {
-        let (Some(reaper), Some(ns)) = (self.reaper, self.pid_ns.as_deref()) else {
+        // Only with a pid namespace of our own: without one (isolation.pid
+        // DISABLED) the namespace is the host's, and the supervisor's process
+        // groups and children are the sandbox.
+        let (Some(reaper), Some(ns)) = (self.reaper, self.own_pid_ns()) else {
             return false;
         };
-        if sig == Signal::SIGKILL || self.launch.init.is_some() {
-            // SIGKILL to pid 1 takes every process of the namespace with it;
-            // an init gets the stop signal first, as under nspawn.
+        if sig == Signal::SIGKILL {
+            // pid 1 dying takes every process of the namespace with it.
+            let _ = kill(reaper, sig);
+            return true;
+        }
+        if self.launch.init.is_some() {
+            // An init gets the stop signal first, as under nspawn.
             let _ = kill(reaper, sig);
         }
         for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
@@ -388,7 +402,7 @@ impl Isolation for LinuxIsolation {
     }
 
     fn has_processes(&self) -> Option<bool> {
-        let (reaper, ns) = (self.reaper?, self.pid_ns.as_deref()?);
+        let (reaper, ns) = (self.reaper?, self.own_pid_ns()?);
         Some(sys::pids_in_ns(ns).into_iter().any(|p| p != reaper))
     }
 
