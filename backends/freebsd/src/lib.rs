@@ -2,20 +2,55 @@
 //! `ip4.addr`/`ip6.addr` or vnet networking, rctl limits, nullfs/devfs/tmpfs
 //! mounts.
 //!
-//! What this crate provides today is the **pure plan** ([`plan`]): it maps a
-//! [`sandboxd_core::ValidatedSpec`] to plain data (jail parameters, mounts,
-//! rctl rules, steps) and to an isolation report. It has no `unsafe` and makes
-//! no system calls, so it compiles on every OS and serves `PlanSandbox` from
-//! any host: a Linux daemon can show how FreeBSD would realise a spec.
+//! [`plan`] is pure: it maps a [`sandboxd_core::ValidatedSpec`] to plain
+//! data (jail parameters, mounts, rctl rules, steps) and to an isolation
+//! report. [`pure`] holds the other conversions the runtime needs (the
+//! `jail_set(2)` and `nmount(2)` name/value lists, the unmount order, the
+//! sysctl and racct parsers). Both have no `unsafe`, make no system calls,
+//! compile on every OS and are unit tested on Linux; `plan` also serves
+//! `PlanSandbox` from any host.
 //!
-//! The runtime backend — the `impl Backend`, the supervisor that executes a
-//! [`plan::JailPlan`] step by step, and the `sys` module that holds every raw
-//! system call (through the `jail` crate, a FreeBSD-only dependency) — comes
-//! in a later issue. Until then the daemon selects the chroot backend on
-//! FreeBSD.
-
-#![forbid(unsafe_code)]
+//! On FreeBSD, `runtime` executes a [`plan::JailPlan`] in the supervisor
+//! helper, `sys` holds every raw system call (the crate's only `unsafe`),
+//! and `FreeBsdBackend` implements [`sandboxd_core::Backend`] for the
+//! daemon, probing `kern.racct.enable`, `kern.osrelease` and
+//! `kern.features.vimage` once at start-up.
+//!
+//! # Status
+//!
+//! The runtime is compiled and clippy-checked for `x86_64-unknown-freebsd`
+//! in CI, but it is **not run there**: CI has no FreeBSD kernel. Only the
+//! pure parts are tested. A FreeBSD user should check these first:
+//!
+//! 1. Create, Exec and destroy a PROCESS sandbox on the `host` image as root,
+//!    then `mount -p | grep sandboxes`, `jls` and `rctl` must show nothing
+//!    of it.
+//! 2. devfs ruleset 4 (`devfsrules_jail`) must be loaded (`devfs rule -s 4
+//!    show`); setup refuses a jail whose /dev shows `mem`, `kmem`, `io` or
+//!    `bpf`.
+//! 3. With `kern.racct.enable=1` in `/boot/loader.conf`: a memory limit
+//!    appears in `rctl` as `jail:sandboxd-<id>:memoryuse:deny=…` and is gone
+//!    after destroy.
+//! 4. LOOPBACK networking: in a vnet jail `ifconfig lo0` shows 127.0.0.1
+//!    (`::1` is not added); without VIMAGE the per-sandbox 127.128/9 alias
+//!    appears on the host's lo0 and goes away with the sandbox.
+//! 5. Client mounts (nullfs) with a symlink anywhere in the source or
+//!    target path are refused.
+//! 6. INIT mode with the default argv runs `/bin/sh /etc/rc`; the sandbox
+//!    ends when rc exits (the generic supervisor ends INIT sandboxes with
+//!    their main process), even if rc left daemons running.
 
 pub mod plan;
+pub mod pure;
 
+#[cfg(target_os = "freebsd")]
+pub mod runtime;
+#[cfg(target_os = "freebsd")]
+pub mod sys;
+
+#[cfg(target_os = "freebsd")]
+mod backend;
+
+#[cfg(target_os = "freebsd")]
+pub use backend::{FreeBsdBackend, new_backend, probe, supervisor_main};
 pub use plan::{HostFacts, JailPlan, PlanError, build, capabilities};

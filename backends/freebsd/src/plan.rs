@@ -35,6 +35,8 @@
 //!   still gets 1%, never 0).
 //! - Client mounts may not target `/dev` (or below), which devfs owns.
 
+#![forbid(unsafe_code)]
+
 mod host;
 mod matrix;
 mod mounts;

@@ -1,0 +1,153 @@
+//! `impl Backend` for FreeBSD: the daemon side, plus the host probe.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use sandboxd_core::capability::{BackendKind, Capabilities};
+use sandboxd_core::spec::{HOST_IMAGE, Mode};
+use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
+
+use crate::plan::{self, HostFacts};
+use crate::pure;
+use crate::runtime::{self, FreeBsdIsolation, FreeBsdLaunch};
+use crate::sys;
+
+/// The FreeBSD jail backend as the daemon sees it.
+#[derive(Debug)]
+pub struct FreeBsdBackend {
+    images_dir: PathBuf,
+    facts: HostFacts,
+    reason: String,
+}
+
+/// Builds the backend, probing the host once. `reason` says why this
+/// backend was selected.
+pub fn new_backend(images_dir: PathBuf, reason: &str) -> FreeBsdBackend {
+    FreeBsdBackend {
+        images_dir,
+        facts: probe(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The helper-mode entry point for this backend.
+pub fn supervisor_main() -> i32 {
+    sandboxd_supervisor::helper_main(|launch: FreeBsdLaunch| Ok(FreeBsdIsolation::new(launch)))
+}
+
+/// What this host offers, from sysctls: `kern.racct.enable` (a boot
+/// tunable; absent when the kernel lacks `options RACCT`),
+/// `kern.osrelease`, and `kern.features.vimage` (absent without `options
+/// VIMAGE`). A sysctl that cannot be read counts as "no".
+pub fn probe() -> HostFacts {
+    let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
+    HostFacts {
+        racct_enabled: flag("kern.racct.enable"),
+        os_release: sys::sysctl("kern.osrelease")
+            .map(|b| pure::sysctl_string(&b))
+            .unwrap_or_default(),
+        vimage: flag("kern.features.vimage"),
+    }
+}
+
+impl Backend for FreeBsdBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Freebsd
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BackendKind::Freebsd,
+            reason: self.reason.clone(),
+            matrix: plan::capabilities(&self.facts),
+        }
+    }
+
+    fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        plan::plan(spec, sandbox, &self.facts)
+    }
+
+    fn launch_config(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<Vec<u8>, BackendError> {
+        let jail_plan = plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
+            plan::PlanError::Refused(r) => BackendError::Refused(r),
+            other => BackendError::Unsupported(other.to_string()),
+        })?;
+        // Fail early (and without a supervisor) on parameters the kernel
+        // could not even be handed.
+        pure::jail_iovecs(&jail_plan.params, true)
+            .map_err(|e| BackendError::Unsupported(e.to_string()))?;
+        let s = spec.spec();
+        if s.image() != HOST_IMAGE {
+            sandboxd_supervisor::images::check_image(&self.images_dir, s.image())?;
+        }
+        let rlimits = pure::rlimits(&jail_plan.steps)
+            .into_iter()
+            .map(|r| match r {
+                plan::Rlimit::Nofile(value) => Rlimit {
+                    kind: RlimitKind::Nofile,
+                    value,
+                },
+                plan::Rlimit::As(value) => Rlimit {
+                    kind: RlimitKind::As,
+                    value,
+                },
+            })
+            .collect();
+        // The main process runs what the plan says: in INIT mode with the
+        // default argv, `/bin/sh /etc/rc` instead of `/sbin/init`.
+        let main = (s.mode != Mode::Idle).then(|| {
+            let mut process = s.process.clone();
+            if let Some(argv) = pure::main_argv(&jail_plan.steps) {
+                process.argv = argv.to_vec();
+            }
+            process
+        });
+        let common = CommonConfig {
+            sandbox_id: sandbox.id.clone(),
+            mode: s.mode,
+            main,
+            rlimits,
+            // FreeBSD has no capability bounding set: a jail's root is
+            // limited by the jail itself (securelevel, allow.*).
+            capabilities: vec![],
+            // seccomp is Linux's.
+            seccomp: false,
+            exit_file: sandbox.dir.join("exit.json"),
+        };
+        Ok(serde_json::to_vec(&LaunchConfig {
+            common,
+            isolation: FreeBsdLaunch {
+                plan: jail_plan,
+                images_dir: self.images_dir.clone(),
+            },
+        })?)
+    }
+
+    fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir).map_err(|e| {
+            BackendError::Io {
+                step: "clean up jail",
+                path: sandbox.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+
+    fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {
+        if !self.facts.racct_enabled {
+            return sandboxd_core::Usage::default();
+        }
+        let (memory_bytes, pids) = runtime::usage(&plan::jail_name(&sandbox.id));
+        sandboxd_core::Usage { memory_bytes, pids }
+    }
+
+    fn images(&self) -> Vec<String> {
+        sandboxd_supervisor::images::list_images(&self.images_dir)
+    }
+}

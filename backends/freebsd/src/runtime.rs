@@ -1,0 +1,437 @@
+//! The FreeBSD runtime: what the supervisor helper does with a
+//! [`JailPlan`].
+//!
+//! `setup` runs the plan's supervisor steps in order:
+//! 1. the mounts, made on the host under `<sandbox dir>/root` (FreeBSD has
+//!    no mount namespaces; `enforce_statfs=2` hides everything outside the
+//!    jail's root from it). Each mount point is walked from the root one
+//!    component at a time without following symlinks (created when
+//!    missing), and after `nmount(2)` the new mount is checked to be where
+//!    it was meant to be (`fstatfs` of the walked directory names it) and,
+//!    for nullfs, to show the source that was opened (same inode). The
+//!    jail's devfs is checked to hide `mem`/`kmem`/`io`/`bpf`, which it
+//!    only does if devfs ruleset 4 is loaded;
+//! 2. the lo0 alias for LOOPBACK without VIMAGE;
+//! 3. `jail_set(JAIL_CREATE)` with the plan's parameters, always with
+//!    `persist` (see below);
+//! 4. the rctl rules;
+//! 5. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
+//!
+//! Any failure undoes everything done so far (`teardown`). The supervisor
+//! itself already holds `PROC_REAP_ACQUIRE`, so every process of the jail
+//! is its descendant: `signal_all` is left to its `PROC_REAP_KILL`.
+//!
+//! `enter` (in each forked child) is `jail_attach(jid)` and `chdir("/")`;
+//! the jail is the whole isolation, no extra fork is needed.
+//!
+//! **Persistence.** The plan says non-IDLE jails drop `persist` once their
+//! first process attached. The runtime instead keeps every jail persistent
+//! until `teardown` removes it: the supervisor, not the kernel, decides when
+//! a sandbox ends (its main process exits, or Stop/Destroy), and a jail that
+//! cannot vanish under it keeps its jid valid for every Exec — a jid freed
+//! by the kernel could be reused by another jail, and a later Exec would
+//! attach to that one. The plan's `ClearPersist` step is therefore not
+//! executed; the observable result is the same (the jail is gone once the
+//! sandbox ended).
+//!
+//! `teardown` removes the rctl rules, the jail (`jail_remove` kills
+//! whatever is left), the lo0 alias, then unmounts everything mounted at or
+//! below the sandbox directory, newest first, by filesystem id, and proves
+//! from `getfsstat(2)` that nothing is left.
+
+#![forbid(unsafe_code)]
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, mkdirat};
+use serde::{Deserialize, Serialize};
+
+use sandboxd_supervisor::{Isolation, StepError};
+
+use crate::plan::{Fstype, JailMount, JailPlan, JailStep, MountSource};
+use crate::pure;
+use crate::sys;
+
+/// The supervisor's configuration for one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeBsdLaunch {
+    /// The executable plan.
+    pub plan: JailPlan,
+    /// The images directory (trusted: daemon configuration).
+    pub images_dir: PathBuf,
+}
+
+/// The supervisor side of a FreeBSD sandbox.
+#[derive(Debug)]
+pub struct FreeBsdIsolation {
+    launch: FreeBsdLaunch,
+    jid: Option<i32>,
+    /// The lo0 alias this supervisor added (removed at teardown).
+    alias: Option<Ipv4Addr>,
+}
+
+impl FreeBsdIsolation {
+    /// From the launch configuration.
+    pub fn new(launch: FreeBsdLaunch) -> Self {
+        Self {
+            launch,
+            jid: None,
+            alias: None,
+        }
+    }
+
+    /// `<sandbox dir>`: the parent of the jail's root.
+    fn sandbox_dir(&self) -> &Path {
+        let root = &self.launch.plan.rootfs;
+        root.parent().unwrap_or(root)
+    }
+
+    fn setup_inner(&mut self) -> Result<(), StepError> {
+        let plan = self.launch.plan.clone();
+        for step in &plan.steps {
+            match step {
+                JailStep::Mounts => self.mount_all()?,
+                JailStep::AddLoopbackAlias(a) => {
+                    if sys::has_inet_address("lo0", *a)
+                        .map_err(|e| StepError::new("add lo0 alias", e))?
+                    {
+                        return Err(StepError::new(
+                            "add lo0 alias",
+                            format!(
+                                "{a} is already on lo0 (another sandbox, or the host, uses it)"
+                            ),
+                        ));
+                    }
+                    sys::add_inet_address("lo0", *a, Ipv4Addr::BROADCAST)
+                        .map_err(|e| StepError::new("add lo0 alias", format!("{a}: {e}")))?;
+                    self.alias = Some(*a);
+                }
+                JailStep::CreateJail => {
+                    let iov = pure::jail_iovecs(&plan.params, true)
+                        .map_err(|e| StepError::new("jail_set", e))?;
+                    let jid = sys::jail_create(&iov)
+                        .map_err(|e| StepError::new("jail_set", format!("{}: {e}", plan.name)))?;
+                    self.jid = Some(jid);
+                }
+                JailStep::RctlRules => {
+                    for rule in &plan.rctl_rules {
+                        let text = rule.render();
+                        sys::rctl_add(&text)
+                            .map_err(|e| StepError::new("rctl_add_rule", format!("{text}: {e}")))?;
+                    }
+                }
+                JailStep::LoopbackUp => self.loopback_up()?,
+                // Done by the generic supervisor (ReapAcquire, the child
+                // steps), or deliberately not done (ClearPersist: see the
+                // module docs).
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// In a vnet jail: a child attaches and puts 127.0.0.1/8 on the jail's
+    /// own lo0 (which also brings it up).
+    fn loopback_up(&self) -> Result<(), StepError> {
+        let jid = self
+            .jid
+            .ok_or_else(|| StepError::new("lo0 up", "the jail does not exist"))?;
+        match sandboxd_supervisor::sys::fork().map_err(|e| StepError::new("lo0 up: fork", e))? {
+            sandboxd_supervisor::sys::Fork::Child => {
+                // Only the exit status reaches the parent: 2 = attach
+                // failed, 3 = the address could not be added.
+                let code = if sys::jail_attach(jid).is_err() {
+                    2
+                } else if sys::add_inet_address(
+                    "lo0",
+                    Ipv4Addr::LOCALHOST,
+                    Ipv4Addr::new(255, 0, 0, 0),
+                )
+                .is_err()
+                {
+                    3
+                } else {
+                    0
+                };
+                sandboxd_supervisor::sys::exit_child(code)
+            }
+            sandboxd_supervisor::sys::Fork::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 2)) => Err(StepError::new(
+                        "lo0 up",
+                        "jail_attach into the new vnet jail failed",
+                    )),
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 3)) => Err(StepError::new(
+                        "lo0 up",
+                        "SIOCAIFADDR 127.0.0.1/8 on the jail's lo0 failed",
+                    )),
+                    other => Err(StepError::new("lo0 up", format!("helper child: {other:?}"))),
+                }
+            }
+        }
+    }
+
+    fn mount_all(&self) -> Result<(), StepError> {
+        let planned = &self.launch.plan.rootfs;
+        std::fs::create_dir_all(planned).map_err(|e| {
+            StepError::new("create jail root", format!("{}: {e}", planned.display()))
+        })?;
+        // The kernel names mount points by their resolved path: resolve the
+        // state directory's own symlinks (it is trusted configuration, e.g.
+        // under /home -> /usr/home) once, so the checks compare like with
+        // like.
+        let root = std::fs::canonicalize(planned).map_err(|e| {
+            StepError::new("resolve jail root", format!("{}: {e}", planned.display()))
+        })?;
+        for m in &self.launch.plan.mounts {
+            self.mount_one(&root, m)?;
+        }
+        Ok(())
+    }
+
+    fn mount_one(&self, root: &Path, m: &JailMount) -> Result<(), StepError> {
+        let what = format!("{} {}", m.fstype.as_str(), m.target);
+        let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
+        let fspath = pure::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
+        // The mount point, walked without following symlinks (and created
+        // if missing, unless this updates an existing mount).
+        drop(walk(root, &m.target, !m.update).map_err(|e| step("mount target", &e))?);
+        // The source, opened the same way, to compare with what got mounted.
+        let (from, source_ino) = match &m.source {
+            MountSource::Pseudo => (None, None),
+            MountSource::Host(p) => {
+                let text = p
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?;
+                let fd = walk(Path::new("/"), text, false).map_err(|e| step("mount source", &e))?;
+                (Some(text.to_owned()), Some(ino(fd.as_fd())?))
+            }
+            MountSource::Image(name) => {
+                let dir = sandboxd_supervisor::sys::open_dir(&self.launch.images_dir)
+                    .map_err(|e| step("open images directory", &e))?;
+                let fd = sandboxd_supervisor::sys::open_image(dir.as_fd(), name)
+                    .map_err(|e| step("open image", &format!("{name}: {e}")))?;
+                // The name was validated (no '/', no '..'): one component.
+                let path = self.launch.images_dir.join(name);
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
+        };
+        let fspath_text = fspath
+            .to_str()
+            .ok_or_else(|| step("mount target", &"not UTF-8"))?;
+        let pairs = pure::nmount_pairs(m, fspath_text, from.as_deref());
+        sys::nmount(&pairs, m.update).map_err(|e| step("nmount", &e))?;
+        // Where did it land? Walk again (no symlinks) and ask the kernel.
+        let landed = walk(root, &m.target, false).map_err(|e| step("verify mount", &e))?;
+        let on = sys::mount_point_of(landed.as_fd()).map_err(|e| step("verify mount", &e))?;
+        if on != fspath {
+            return Err(step(
+                "verify mount",
+                &format!(
+                    "mounted on {} instead of {}",
+                    on.display(),
+                    fspath.display()
+                ),
+            ));
+        }
+        if let Some(expected) = source_ino {
+            let got = ino(landed.as_fd())?;
+            if got != expected {
+                return Err(step(
+                    "verify mount",
+                    &"the mounted directory is not the source that was opened (it changed meanwhile)",
+                ));
+            }
+        }
+        if m.fstype == Fstype::Devfs {
+            for dev in pure::FORBIDDEN_DEVICES {
+                if nix::sys::stat::fstatat(
+                    landed.as_fd(),
+                    dev,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .is_ok()
+                {
+                    return Err(step(
+                        "devfs ruleset",
+                        &format!(
+                            "/dev/{dev} is visible: devfs ruleset {} (devfsrules_jail) is not loaded; \
+                             run `service devfs restart` or set devfs_load_rulesets=\"YES\" in rc.conf",
+                            crate::plan::DEVFS_RULESET
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ino(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, StepError> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| st.st_ino)
+        .map_err(|e| StepError::new("fstat", e))
+}
+
+/// Opens the directory `path` (absolute, inside `root`) component by
+/// component from `root`, never following a symlink (`O_NOFOLLOW` on each
+/// step: a symlink fails with ELOOP). With `create`, a missing component is
+/// made (mode 0755).
+fn walk(root: &Path, path: &str, create: bool) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut dir =
+        sandboxd_supervisor::sys::open_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    for c in pure::components(path).map_err(|e| e.to_string())? {
+        let next = match openat(dir.as_fd(), c, flags, Mode::empty()) {
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(format!("{path}: create {c:?}: {e}")),
+                }
+                openat(dir.as_fd(), c, flags, Mode::empty())
+            }
+            other => other,
+        };
+        dir = next.map_err(|e| match e {
+            Errno::ELOOP | Errno::EMLINK | Errno::ENOTDIR => {
+                format!("{path}: {c:?} is a symlink or not a directory")
+            }
+            e => format!("{path}: {c:?}: {e}"),
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Removes whatever a sandbox may have left on the host, by name and by
+/// path only (so the daemon's `cleanup` can run it for a supervisor that
+/// died): the rctl rules of jail `name`, the jail, then every mount at or
+/// below `dir`. Idempotent; Ok only once nothing is mounted below `dir`.
+pub(crate) fn remove_all(name: &str, jid: Option<i32>, dir: &Path) -> Result<(), StepError> {
+    match sys::rctl_remove(&pure::rctl_jail_filter(name)) {
+        // ESRCH: no rule; ENOSYS: racct off (then there never were any).
+        Ok(()) | Err(Errno::ESRCH | Errno::ENOSYS) => {}
+        Err(e) => return Err(StepError::new("rctl_remove_rule", format!("{name}: {e}"))),
+    }
+    let jid = match jid {
+        Some(j) => Some(j),
+        None => {
+            sys::jail_find(name).map_err(|e| StepError::new("jail_get", format!("{name}: {e}")))?
+        }
+    };
+    if let Some(jid) = jid {
+        match sys::jail_remove(jid) {
+            // EINVAL: already gone.
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(StepError::new("jail_remove", format!("{name}: {e}"))),
+        }
+    }
+    unmount_all_under(dir)
+}
+
+/// Unmounts every filesystem at or below `dir`, newest first, and proves
+/// none is left. A busy one (a process of the dying jail still exiting) is
+/// retried, then forced.
+pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
+    // Mount points are listed by resolved path. A directory that does not
+    // exist (any more) has nothing mounted below it, and is compared as is.
+    let dir = &match std::fs::canonicalize(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir.to_owned(),
+        Err(e) => {
+            return Err(StepError::new(
+                "resolve sandbox directory",
+                format!("{}: {e}", dir.display()),
+            ));
+        }
+    };
+    let list = || -> Result<Vec<(PathBuf, sys::Mounted)>, StepError> {
+        let all = sys::mounts().map_err(|e| StepError::new("getfsstat", e))?;
+        Ok(pure::mounts_to_undo(&all, dir))
+    };
+    for round in 0..20 {
+        let left = list()?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        let force = round >= 5;
+        for (on, m) in left {
+            match sys::unmount_fsid(m.fsid, force) {
+                // ENOENT/EINVAL: already gone (a parent took it, or a race).
+                Ok(()) | Err(Errno::ENOENT | Errno::EINVAL | Errno::EBUSY) => {}
+                Err(e) => {
+                    return Err(StepError::new(
+                        "unmount",
+                        format!("{} ({}): {e}", on.display(), m.fstype),
+                    ));
+                }
+            }
+        }
+        if round >= 1 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    match list()?.first() {
+        None => Ok(()),
+        Some((on, m)) => Err(StepError::new(
+            "unmount",
+            format!(
+                "{} ({}) is still mounted after 20 attempts",
+                on.display(),
+                m.fstype
+            ),
+        )),
+    }
+}
+
+impl Isolation for FreeBsdIsolation {
+    fn setup(&mut self) -> Result<(), StepError> {
+        if let Err(e) = self.setup_inner() {
+            // Undo whatever was done; the first error is the one to report.
+            let _ = self.teardown();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn enter(&self, _report_fd: std::os::fd::RawFd) -> Result<(), StepError> {
+        let jid = self
+            .jid
+            .ok_or_else(|| StepError::new("jail_attach", "the jail does not exist"))?;
+        sys::jail_attach(jid).map_err(|e| {
+            StepError::new("jail_attach", format!("{}: {e}", self.launch.plan.name))
+        })?;
+        nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))
+    }
+
+    fn teardown(&mut self) -> Result<(), StepError> {
+        let dir = self.sandbox_dir().to_owned();
+        let removed = remove_all(&self.launch.plan.name, self.jid.take(), &dir);
+        let unaliased = match self
+            .alias
+            .take()
+            .map(|a| (a, sys::remove_inet_address("lo0", a)))
+        {
+            None | Some((_, Ok(()) | Err(Errno::EADDRNOTAVAIL))) => Ok(()),
+            Some((a, Err(e))) => Err(StepError::new("remove lo0 alias", format!("{a}: {e}"))),
+        };
+        removed.and(unaliased)
+    }
+}
+
+/// The sandbox's memory and process count from racct (None when racct is
+/// off or the jail is gone).
+pub(crate) fn usage(name: &str) -> (Option<u64>, Option<u64>) {
+    match sys::rctl_usage(&format!("{}:", pure::rctl_jail_filter(name))) {
+        Ok(text) => pure::racct_usage(&text),
+        Err(_) => (None, None),
+    }
+}
