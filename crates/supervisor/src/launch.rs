@@ -298,8 +298,7 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     // Last before exec: from here on the deny list applies.
     #[cfg(target_os = "linux")]
     if config.seccomp {
-        let installed = crate::seccomp::default_filters().and_then(|f| crate::seccomp::install(&f));
-        if let Err(e) = installed {
+        if let Err(e) = crate::seccomp::install_default() {
             return StepError::new("install seccomp filter", e);
         }
     }

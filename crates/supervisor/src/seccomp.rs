@@ -96,8 +96,22 @@ pub fn default_filters() -> Result<Vec<BpfProgram>, String> {
     Ok(vec![program, clone3])
 }
 
-/// Installs the filters on the calling thread (no_new_privs must be set).
-pub fn install(filters: &[BpfProgram]) -> Result<(), String> {
+/// The default filters, compiled once per supervisor (every fork inherits
+/// them) instead of once per process.
+static DEFAULT: std::sync::OnceLock<Result<Vec<BpfProgram>, String>> = std::sync::OnceLock::new();
+
+/// Compiles the default filters now, so forked children only install them.
+pub fn prepare_default() {
+    DEFAULT.get_or_init(default_filters);
+}
+
+/// Installs the default filters on the calling thread (no_new_privs must be
+/// set).
+pub fn install_default() -> Result<(), String> {
+    let filters = DEFAULT
+        .get_or_init(default_filters)
+        .as_ref()
+        .map_err(Clone::clone)?;
     filters
         .iter()
         .try_for_each(|f| seccompiler::apply_filter(f).map_err(|e| e.to_string()))
