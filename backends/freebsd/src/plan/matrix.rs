@@ -177,7 +177,7 @@ fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
             p,
             Level::Enforced,
             "vnet=new with only lo0",
-            "a private network stack with 127.0.0.1 and ::1",
+            "a private network stack with 127.0.0.1 on its lo0 (no ::1 yet)",
         ),
         NetworkMode::Loopback => Enforcement::new(
             p,
