@@ -2,9 +2,7 @@
 //! model. Unknown enum numbers are input errors, reported like any other
 //! validation problem.
 
-use sandboxd_core::capability::{
-    self as cap, BackendKind, Enforcement, IsolationReport, Level, Property,
-};
+use sandboxd_core::capability::{BackendKind, Enforcement, IsolationReport, Level, Property};
 use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
 use sandboxd_core::spec::{
     self, Limit, Limits, Mode, MountSpec, NetworkMode, NetworkPolicy, Requirement, UserSpec,
@@ -404,9 +402,6 @@ pub fn plan_to_pb(plan: &Plan) -> pb::PlanSandboxResponse {
         plan: Some(native),
     }
 }
-
-/// Keeps the capability module's name in use for readers following types.
-pub use cap::Capabilities;
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
