@@ -122,6 +122,19 @@ impl Daemon {
         self.spawn();
     }
 
+    /// SIGKILLs the daemon (our child, by pid) and leaves it down.
+    pub(crate) fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same directories.
+    pub(crate) fn respawn(&mut self) {
+        self.spawn();
+    }
+
     /// SIGKILLs the daemon (our child, by pid) and starts it again on the
     /// same directories.
     pub(crate) fn kill_and_restart(&mut self) {

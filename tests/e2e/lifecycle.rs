@@ -720,8 +720,7 @@ async fn grpcurl_lists_services_through_reflection() {
 }
 
 #[tokio::test]
-async fn after_a_daemon_crash_sandboxes_are_reported_lost_never_a_false_success_and_destroy_cleans_up()
- {
+async fn sandboxes_survive_a_daemon_crash_are_reattached_and_never_report_a_false_success() {
     let mut d = Daemon::start();
     let mut c = d.clients().await;
     let idle = c.idle("host").await;
@@ -737,12 +736,24 @@ async fn after_a_daemon_crash_sandboxes_are_reported_lost_never_a_false_success_
         })
         .await
         .expect("wait");
+    // Ends while the daemon is down: its supervisor persists the exit.
+    let later = c
+        .create(pb::SandboxSpec {
+            process: Some(argv(&["/bin/sh", "-c", "sleep 0.5; exit 5"])),
+            ..Default::default()
+        })
+        .await;
+    // Its supervisor dies with the daemon away: nothing can know its exit.
+    let orphaned = c.idle("host").await;
     drop(c);
-    d.kill_and_restart();
+    d.kill_daemon();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(orphaned.supervisor_pid).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill supervisor");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.respawn();
     let mut c = d.clients().await;
-    // The supervisor outlived the daemon; the new daemon cannot reattach yet
-    // and says so instead of inventing an exit code.
-    assert!(std::path::Path::new(&format!("/proc/{}", idle.supervisor_pid)).exists());
+
+    // The live one is reattached: running, and Exec works.
     let got = c
         .sandboxes
         .get_sandbox(pb::GetSandboxRequest {
@@ -751,33 +762,71 @@ async fn after_a_daemon_crash_sandboxes_are_reported_lost_never_a_false_success_
         .await
         .expect("get")
         .into_inner();
-    let exit = got.sandbox.expect("sb").exit.expect("exit");
+    let sb = got.sandbox.expect("sb");
+    assert_eq!(sb.state, pb::SandboxState::Running as i32, "{sb:?}");
     assert_eq!(
-        (exit.reason, exit.exit_code),
-        (pb::ExitReason::Lost as i32, 255),
-        "{exit:?}"
+        out(&c.sh(&idle.id, "echo still-here").await),
+        "still-here\n"
     );
-    let w = c
-        .sandboxes
-        .wait_sandbox(pb::WaitSandboxRequest {
-            id: done.id.clone(),
+    // Exits are the real ones, or LOST (255) — never a made-up 0.
+    for (id, want) in [
+        (&done.id, (pb::ExitReason::Exited, 4)),
+        (&later.id, (pb::ExitReason::Exited, 5)),
+        (&orphaned.id, (pb::ExitReason::Lost, 255)),
+    ] {
+        let w = c
+            .sandboxes
+            .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
+            .await
+            .expect("wait")
+            .into_inner();
+        let exit = w.exit.expect("exit");
+        assert_eq!(
+            (exit.reason, exit.exit_code),
+            (want.0 as i32, want.1),
+            "{id}: {exit:?}"
+        );
+    }
+    // Reconciliation events: RECOVERED / LOST, then RECONCILE_COMPLETE.
+    let mut stream = c
+        .events
+        .watch_events(pb::WatchEventsRequest {
+            after_revision: 0,
+            sandbox_id: String::new(),
         })
         .await
-        .expect("wait")
+        .expect("watch")
         .into_inner();
-    assert_eq!(
-        w.exit.expect("exit").exit_code,
-        4,
-        "the persisted exit survives the restart"
-    );
-    assert!(c.destroy(&idle.id).await);
+    let mut kinds = Vec::new();
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        kinds.push((pb::EventKind::try_from(e.kind).expect("kind"), e.sandbox_id));
+        if kinds
+            .last()
+            .is_some_and(|(k, _)| *k == pb::EventKind::EventReconcileComplete)
+        {
+            break;
+        }
+    }
+    use pb::EventKind as K;
     assert!(
-        !std::path::Path::new(&format!("/proc/{}/cmdline", idle.supervisor_pid)).exists()
-            || std::fs::read(format!("/proc/{}/cmdline", idle.supervisor_pid))
-                .unwrap_or_default()
-                .is_empty(),
-        "destroy stopped the old supervisor"
+        kinds.contains(&(K::EventRecovered, idle.id.clone())),
+        "{kinds:?}"
     );
+    assert!(
+        kinds.contains(&(K::EventRecovered, later.id.clone())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(K::EventLost, orphaned.id.clone())),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(|(k, _)| *k),
+        Some(K::EventReconcileComplete)
+    );
+    // Destroy works on all of them and leaves nothing (finish checks).
     d.finish().await;
 }
 

@@ -9,6 +9,7 @@ use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
 use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
 use crate::runtime::{LinuxIsolation, LinuxLaunch};
+use crate::sys;
 
 /// The Linux backend as the daemon sees it.
 #[derive(Debug)]
@@ -207,6 +208,18 @@ impl Backend for LinuxBackend {
         for c in [&cg.memory, &cg.pids, &cg.cpu].into_iter().flatten() {
             if let Controller::V1 { mount } = c {
                 roots.push(mount);
+            }
+        }
+        // A sandbox whose supervisor died may still have processes: the
+        // v2 cgroup's cgroup.kill SIGKILLs every one of them (Linux 5.14+),
+        // which also ends its namespaces and mounts.
+        if let Some(unified) = &cg.unified {
+            let kill = unified
+                .join("sandboxd")
+                .join(&sandbox.id)
+                .join("cgroup.kill");
+            if kill.exists() {
+                let _ = sys::write_file(&kill, "1");
             }
         }
         for root in roots {

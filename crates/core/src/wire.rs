@@ -136,6 +136,12 @@ pub enum Event {
         /// Why.
         message: String,
     },
+    /// A restarted daemon connected on the control socket; this is what
+    /// runs now.
+    Attached {
+        /// Host pid of the main process, if it is still running.
+        main_pid: Option<i32>,
+    },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
 }

@@ -50,6 +50,16 @@ pub async fn spawn(exe: &Path, id: &str, config: &[u8]) -> io::Result<(Child, Li
     Ok((child, link))
 }
 
+/// Reconnects to a running supervisor's control socket (after a daemon
+/// restart).
+pub async fn connect(path: &Path) -> io::Result<Link> {
+    let sock = UnixStream::connect(path).await?;
+    Ok(Link {
+        sock,
+        write: Mutex::new(()),
+    })
+}
+
 impl Link {
     /// Sends a request with the descriptors it carries.
     pub async fn send(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<()> {

@@ -136,6 +136,8 @@ pub struct Manager {
     exe: PathBuf,
     registry: Mutex<Registry>,
     next_exec: AtomicU64,
+    /// Sandboxes found running at start-up, until `reattach` runs.
+    reattach: Mutex<Vec<Arc<Sandbox>>>,
 }
 
 /// What [`Manager::register`] found or made.
@@ -169,7 +171,10 @@ impl Manager {
             events: EventLog::default(),
             exe,
             registry: Mutex::new(Registry::default()),
-            next_exec: AtomicU64::new(1),
+            // Exec ids stay unique across restarts: a reattached supervisor
+            // may still run execs numbered by the previous daemon.
+            next_exec: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(1) << 20),
+            reattach: Mutex::new(Vec::new()),
         });
         manager.load_previous()?;
         Ok(manager)
@@ -204,39 +209,94 @@ impl Manager {
             }
         }
         let mut reg = lock(&self.registry);
+        let mut pending = Vec::new();
         for mut record in records {
             let paths = SandboxPaths {
                 id: record.id.clone(),
                 dir: self.store.sandbox_dir(&record.id)?,
             };
-            if record.exit.is_none() {
-                let exit = read_exit_file(&paths).map_or_else(
-                    || ExitRecord {
-                        reason: ExitReason::Lost,
-                        code: 255,
-                        signal: 0,
-                        message:
-                            "the daemon restarted and cannot reattach to this sandbox's supervisor"
-                                .into(),
-                        finished_at_ms: now_ms(),
-                    },
-                    |f| exit_record(f.exit, f.finished_at_ms, ""),
-                );
+            // Still running under its supervisor: reattach once the runtime
+            // runs (see reattach). Otherwise the supervisor's persisted exit,
+            // or LOST — never an invented success.
+            let running = record.exit.is_none()
+                && sandboxd_supervisor::sys::is_supervisor(record.supervisor_pid, &record.id);
+            let mut outcome = None;
+            if record.exit.is_none() && !running {
+                let (exit, kind) = match read_exit_file(&paths) {
+                    Some(f) => (
+                        exit_record(f.exit, f.finished_at_ms, ""),
+                        pb::EventKind::EventRecovered,
+                    ),
+                    None => (
+                        lost_exit(
+                            "the daemon restarted and the sandbox's supervisor was gone without a persisted exit",
+                        ),
+                        pb::EventKind::EventLost,
+                    ),
+                };
                 record.exit = Some(exit);
                 record.state = SandboxState::Exited;
                 self.store.save(&record)?;
+                outcome = Some(kind);
             }
-            let sb = new_sandbox(paths, record.clone());
-            sb.link_closed.send_replace(true);
+            let sb = Arc::new(new_sandbox(paths, record.clone()));
+            if running {
+                pending.push(sb.clone());
+            } else {
+                sb.link_closed.send_replace(true);
+            }
+            if let Some(kind) = outcome {
+                self.events.emit(kind, &record.id, 0, None);
+            }
             if !record.request_id.is_empty() {
                 reg.by_request.insert(
                     (record.owner.clone(), record.request_id.clone()),
                     record.id.clone(),
                 );
             }
-            reg.by_id.insert(record.id.clone(), Arc::new(sb));
+            reg.by_id.insert(record.id.clone(), sb);
         }
+        *lock(&self.reattach) = pending;
         Ok(())
+    }
+
+    /// Reconnects to the supervisors a previous daemon left running (their
+    /// control sockets), emitting RECOVERED or LOST for each, then
+    /// RECONCILE_COMPLETE.
+    pub async fn reattach(self: &Arc<Self>) {
+        let pending = std::mem::take(&mut *lock(&self.reattach));
+        for sb in pending {
+            let path = sb.paths.dir.join(sandboxd_supervisor::CONTROL_SOCKET);
+            match link::connect(&path).await {
+                Ok(link) => {
+                    let link = Arc::new(link);
+                    *lock(&sb.link) = Some(link.clone());
+                    tokio::spawn(read_events(self.clone(), sb.clone(), link));
+                    tracing::info!(sandbox = %sb.id, "reattached to its supervisor");
+                    self.events.emit(
+                        pb::EventKind::EventRecovered,
+                        &sb.id,
+                        sb.record().main_pid,
+                        None,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %sb.id, error = %e, "cannot reattach");
+                    sb.link_closed.send_replace(true);
+                    let exit = self.exit_after_close(&sb);
+                    let lost = exit.reason == ExitReason::Lost;
+                    self.finish_with(&sb, exit).await;
+                    let kind = if lost {
+                        pb::EventKind::EventLost
+                    } else {
+                        pb::EventKind::EventRecovered
+                    };
+                    self.events.emit(kind, &sb.id, 0, None);
+                }
+            }
+        }
+        self.events
+            .emit(pb::EventKind::EventReconcileComplete, "", 0, None);
     }
 
     /// Plans a spec with this daemon's backend.
@@ -915,7 +975,7 @@ impl Manager {
             Event::SignalFailed { target, message } => {
                 tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");
             }
-            Event::ShutdownComplete => {}
+            Event::ShutdownComplete | Event::Attached { .. } => {}
         }
     }
 

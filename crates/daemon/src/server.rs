@@ -43,6 +43,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let manager = Manager::new(backend, &config.state_dir, config.policy.clone())
         .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
+    manager.reattach().await;
     let listener = bind_socket(&config.socket).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {

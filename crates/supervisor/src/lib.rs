@@ -25,6 +25,6 @@ pub mod sys;
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, exec_main_in_place, report_pid, resolve_program};
 pub use supervisor::{
-    CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError, helper_main,
-    now_ms, supervise,
+    CONTROL_SOCKET, CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError,
+    helper_main, now_ms, supervise,
 };

@@ -152,6 +152,9 @@ pub struct ExitFile {
     pub finished_at_ms: i64,
 }
 
+/// The control socket's file name, beside the exit file.
+pub const CONTROL_SOCKET: &str = "supervisor.sock";
+
 /// How long the final SIGKILL sweep waits for processes to disappear.
 const KILL_SWEEP: Duration = Duration::from_secs(10);
 
@@ -170,6 +173,8 @@ struct Supervisor<I: Isolation> {
     oom_at_start: u64,
     /// Set by Stop: the signal used.
     stopping: Option<i32>,
+    /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`).
+    control: Option<std::os::unix::net::UnixListener>,
     null: OwnedFd,
 }
 
@@ -216,8 +221,24 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
+        control: None,
         null,
     };
+    // A daemon that restarts reconnects here (the directory is the
+    // sandbox's own, 0700 under the state dir). Without it the sandbox still
+    // runs; only reattaching is lost.
+    let control_path = sup.config.exit_file.with_file_name(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&control_path);
+    match std::os::unix::net::UnixListener::bind(&control_path)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => sup.control = Some(l),
+        Err(e) => eprintln!(
+            "sandboxd supervisor {}: control socket {}: {e}",
+            sup.config.sandbox_id,
+            control_path.display()
+        ),
+    }
     if let Some(pid) = sup.isolation.main_pid() {
         sup.main = Some(pid);
     } else if let Some(plan) = main_plan {
@@ -250,6 +271,10 @@ impl<I: Isolation> Supervisor<I> {
     fn run(mut self) -> i32 {
         loop {
             let mut fds = vec![PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
+            if let Some(l) = &self.control {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            let chan_index = fds.len();
             if !self.chan.is_closed() {
                 fds.push(PollFd::new(self.chan.as_fd(), PollFlags::POLLIN));
             }
@@ -265,11 +290,17 @@ impl<I: Isolation> Supervisor<I> {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
-            let chan_ready = fds
-                .get(1)
-                .and_then(PollFd::revents)
-                .is_some_and(|r| !r.is_empty());
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let control_ready = self.control.is_some() && ready(1);
+            let chan_ready = ready(chan_index);
             drop(fds);
+            if control_ready {
+                self.accept_daemon();
+            }
             self.drain_sigchld();
             if sys::take_term_request() {
                 // SIGTERM: the same clean shutdown the daemon's Shutdown asks
@@ -305,6 +336,24 @@ impl<I: Isolation> Supervisor<I> {
             };
             if ended {
                 return self.finish();
+            }
+        }
+    }
+
+    /// A restarted daemon connected: it replaces the old channel, and is
+    /// told what runs now.
+    fn accept_daemon(&mut self) {
+        let Some(listener) = &self.control else {
+            return;
+        };
+        if let Ok((stream, _)) = listener.accept() {
+            if stream.set_nonblocking(false).is_ok() {
+                self.chan = Channel::new(OwnedFd::from(stream));
+                let main_pid = self
+                    .main
+                    .filter(|_| self.main_exit.is_none())
+                    .map(Pid::as_raw);
+                self.chan.send(&Event::Attached { main_pid });
             }
         }
     }
