@@ -1115,3 +1115,42 @@ async fn the_default_seccomp_filter_refuses_new_user_namespaces_and_keyrings() {
     );
     d.finish().await;
 }
+
+#[tokio::test]
+async fn ten_sandboxes_survive_ten_daemon_kills() {
+    let mut d = Daemon::start();
+    let mut c = d.clients().await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(c.idle("host").await.id);
+    }
+    ids.sort();
+    drop(c);
+    for round in 0..10 {
+        d.kill_and_restart();
+        let mut c = d.clients().await;
+        let list = c
+            .sandboxes
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        let mut listed: Vec<String> = list.sandboxes.iter().map(|s| s.id.clone()).collect();
+        listed.sort();
+        assert_eq!(listed, ids, "round {round}: the same sandboxes");
+        assert!(
+            list.sandboxes
+                .iter()
+                .all(|s| s.state == pb::SandboxState::Running as i32),
+            "round {round}"
+        );
+        for id in &ids {
+            assert_eq!(
+                out(&c.sh(id, "echo ok").await),
+                "ok\n",
+                "round {round}: exec into {id}"
+            );
+        }
+    }
+    d.finish().await;
+}
