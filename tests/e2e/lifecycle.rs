@@ -1154,3 +1154,59 @@ async fn ten_sandboxes_survive_ten_daemon_kills() {
     }
     d.finish().await;
 }
+
+#[tokio::test]
+async fn daemon_kills_during_create_and_destroy_leave_every_sandbox_usable_or_absent() {
+    let mut d = Daemon::start();
+    for i in 0u64..50 {
+        let mut worker = d.clients().await;
+        let task = tokio::spawn(async move {
+            let created = worker
+                .sandboxes
+                .create_sandbox(pb::CreateSandboxRequest {
+                    spec: Some(pb::SandboxSpec {
+                        mode: pb::SandboxMode::Idle as i32,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await;
+            if let Ok(r) = created {
+                if i % 2 == 0 {
+                    let id = r.into_inner().sandbox.map(|s| s.id).unwrap_or_default();
+                    let _ = worker
+                        .sandboxes
+                        .destroy_sandbox(pb::DestroySandboxRequest { id })
+                        .await;
+                }
+            }
+        });
+        // A spread of moments: before, during and after the create/destroy.
+        tokio::time::sleep(Duration::from_millis((i * 7) % 23)).await;
+        d.kill_and_restart();
+        let _ = task.await;
+        let mut c = d.clients().await;
+        let list = c
+            .sandboxes
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        for s in &list.sandboxes {
+            match pb::SandboxState::try_from(s.state).expect("state") {
+                pb::SandboxState::Running => {
+                    assert_eq!(
+                        out(&c.sh(&s.id, "echo ok").await),
+                        "ok\n",
+                        "iteration {i}: {} is listed but unusable",
+                        s.id
+                    );
+                }
+                pb::SandboxState::ExitedState => {}
+                other => panic!("iteration {i}: {} is half-created ({other:?})", s.id),
+            }
+        }
+    }
+    // finish() destroys everything left and asserts nothing leaked.
+    d.finish().await;
+}

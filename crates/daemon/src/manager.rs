@@ -215,6 +215,21 @@ impl Manager {
                 id: record.id.clone(),
                 dir: self.store.sandbox_dir(&record.id)?,
             };
+            if record.state == SandboxState::Creating {
+                // The daemon died mid-create: the create never answered, so
+                // roll it back — a half-created sandbox is never usable.
+                tracing::warn!(sandbox = %record.id, "rolling back a create interrupted by a daemon crash");
+                // The record was written before the supervisor started, so it
+                // may not know the pid: look for it by command line.
+                stop_supervisors(
+                    &sandboxd_supervisor::sys::find_supervisors(&record.id),
+                    &record.id,
+                );
+                if self.backend.cleanup(&paths).is_ok() {
+                    let _ = self.store.remove(&record.id);
+                }
+                continue;
+            }
             // Still running under its supervisor: reattach once the runtime
             // runs (see reattach). Otherwise the supervisor's persisted exit,
             // or LOST — never an invented success.
@@ -1085,6 +1100,24 @@ fn lost_exit(message: &str) -> ExitRecord {
 fn read_exit_file(paths: &SandboxPaths) -> Option<ExitFile> {
     let bytes = std::fs::read(paths.dir.join("exit.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Asks the supervisor processes a previous daemon started for sandbox `id`
+/// to shut down (SIGTERM; each pid is checked by its command line first),
+/// and waits (bounded) for all of them to go. Used at start-up, before the
+/// runtime serves anything.
+fn stop_supervisors(pids: &[i32], id: &str) {
+    let alive = |pid: i32| pid > 0 && sandboxd_supervisor::sys::is_supervisor(pid, id);
+    for pid in pids.iter().copied().filter(|p| alive(*p)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = std::time::Instant::now() + SHUTDOWN_TIMEOUT;
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A fresh sandbox id: 16 hex characters from the kernel's CSPRNG.

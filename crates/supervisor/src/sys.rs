@@ -548,3 +548,17 @@ pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Err
         nix::sys::stat::Mode::empty(),
     )
 }
+
+/// Every process whose command line is `<exe> __supervise <id>` (the
+/// supervisor, and on Linux its pid-1 clone), for a record that does not know
+/// its supervisor's pid yet (a create cut short by a daemon crash).
+pub fn find_supervisors(id: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| is_supervisor(*pid, id))
+        .collect()
+}
