@@ -48,6 +48,11 @@ pub(crate) struct Args {
     /// private directory; set SANDBOXD_LOG=debug for per-step timestamps.
     #[arg(long)]
     pub(crate) daemon_log: Option<PathBuf>,
+    /// Instead of the benchmark: soak for this many seconds (4 clients doing
+    /// create/exec/destroy), then report cycles, failures and leaks; fails
+    /// unless both are zero. See ci/soak.sh.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) soak: Option<u64>,
 }
 
 fn main() -> ExitCode {

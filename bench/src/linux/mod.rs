@@ -5,6 +5,7 @@ mod daemon;
 mod peers;
 mod procfs;
 mod report;
+mod soak;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -145,6 +146,9 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let root = dir.join("root");
     peers::make_busybox_root(&root, &busybox)?;
     peers::make_busybox_root(&dir.join("images").join(daemon::IMAGE), &busybox)?;
+    if let Some(seconds) = args.soak {
+        return soak::soak(&sandboxd, dir, seconds).await;
+    }
 
     let baseline = Peer::baseline()?;
     let mut others: Vec<(Option<Peer>, Row)> = Vec::new();
