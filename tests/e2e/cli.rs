@@ -118,3 +118,51 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
     assert_eq!(code, 0, "{out}");
     d.finish().await;
 }
+
+#[tokio::test]
+async fn sandboxctl_stop_and_rm_report_each_id() {
+    let d = Daemon::start();
+    for name in ["one", "two"] {
+        let (code, _, err) = run(
+            sandboxctl(&d).args(["create", "--mode", "idle", "--name", name]),
+            "",
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    // An unknown id fails on its own line and does not stop the others.
+    let (code, out, err) = run(
+        sandboxctl(&d).args(["stop", "--grace", "1", "one", "nosuch", "two"]),
+        "",
+    );
+    assert_eq!(code, 1, "stdout: {out} stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("EXITED") || lines[0].contains("exited"),
+        "{out}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    // Destroy is idempotent: an unknown id is reported, not an error.
+    let (code, out, err) = run(
+        sandboxctl(&d).args(["--json", "rm", "one", "nosuch", "two"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let docs: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let existed: Vec<_> = docs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap_or_default(), d["existed"].as_bool()))
+        .collect();
+    assert_eq!(
+        existed,
+        [
+            ("one", Some(true)),
+            ("nosuch", Some(false)),
+            ("two", Some(true))
+        ]
+    );
+    d.finish().await;
+}

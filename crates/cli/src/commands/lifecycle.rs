@@ -335,8 +335,7 @@ pub(super) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<i32, CliError> {
         None => 0,
     };
     let mut client = SandboxServiceClient::new(ctx.channel().await?);
-    let mut code = 0;
-    let mut docs = Vec::new();
+    let mut report = PerId::new(ctx);
     for id in &args.ids {
         let req = StopSandboxRequest {
             id: id.clone(),
@@ -346,35 +345,29 @@ pub(super) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<i32, CliError> {
         match client.stop_sandbox(req).await {
             Ok(resp) => {
                 let sandbox = required(resp.into_inner().sandbox, "StopSandbox")?;
-                if ctx.json {
-                    docs.push(json::sandbox(&sandbox));
-                } else {
-                    out(&format!(
-                        "{}: {} {}\n",
-                        sandbox.id,
-                        format::state(sandbox.state),
-                        format::exit_short(sandbox.exit.as_ref())
-                    ))?;
-                }
+                report.ok(
+                    || json::sandbox(&sandbox),
+                    || {
+                        format!(
+                            "{}: {} {}",
+                            sandbox.id,
+                            format::state(sandbox.state),
+                            format::exit_short(sandbox.exit.as_ref())
+                        )
+                    },
+                )?;
             }
-            Err(status) => {
-                eprintln!("sandboxctl: {id}: {}", CliError::Rpc(status));
-                code = EXIT_FAILURE;
-            }
+            Err(status) => report.failed(id, status),
         }
     }
-    if ctx.json {
-        print_json(&Value::Array(docs))?;
-    }
-    Ok(code)
+    report.finish()
 }
 
 /// DestroySandbox for each id; says whether each existed. Unknown ids are
 /// not an error (destroy is idempotent), other failures make it exit 1.
 pub(super) async fn rm(ctx: &Ctx, args: IdsArg) -> Result<i32, CliError> {
     let mut client = SandboxServiceClient::new(ctx.channel().await?);
-    let mut code = 0;
-    let mut docs = Vec::new();
+    let mut report = PerId::new(ctx);
     for id in &args.ids {
         match client
             .destroy_sandbox(DestroySandboxRequest { id: id.clone() })
@@ -382,25 +375,64 @@ pub(super) async fn rm(ctx: &Ctx, args: IdsArg) -> Result<i32, CliError> {
         {
             Ok(resp) => {
                 let existed = resp.into_inner().existed;
-                if ctx.json {
-                    docs.push(json::destroyed(id, existed));
-                } else {
-                    out(&format!(
-                        "{id}: {}\n",
-                        if existed { "removed" } else { "did not exist" }
-                    ))?;
-                }
+                report.ok(
+                    || json::destroyed(id, existed),
+                    || {
+                        format!(
+                            "{id}: {}",
+                            if existed { "removed" } else { "did not exist" }
+                        )
+                    },
+                )?;
             }
-            Err(status) => {
-                eprintln!("sandboxctl: {id}: {}", CliError::Rpc(status));
-                code = EXIT_FAILURE;
-            }
+            Err(status) => report.failed(id, status),
         }
     }
-    if ctx.json {
-        print_json(&Value::Array(docs))?;
+    report.finish()
+}
+
+/// Output of a command run on several ids: one JSON array at the end, or a
+/// text line as each id completes. A failed id goes to stderr and makes the
+/// exit code 1 without stopping the others.
+struct PerId {
+    json: bool,
+    docs: Vec<Value>,
+    code: i32,
+}
+
+impl PerId {
+    fn new(ctx: &Ctx) -> Self {
+        Self {
+            json: ctx.json,
+            docs: Vec::new(),
+            code: 0,
+        }
     }
-    Ok(code)
+
+    fn ok(
+        &mut self,
+        doc: impl FnOnce() -> Value,
+        line: impl FnOnce() -> String,
+    ) -> Result<(), CliError> {
+        if self.json {
+            self.docs.push(doc());
+            Ok(())
+        } else {
+            out(&format!("{}\n", line()))
+        }
+    }
+
+    fn failed(&mut self, id: &str, status: tonic::Status) {
+        eprintln!("sandboxctl: {id}: {}", CliError::Rpc(status));
+        self.code = EXIT_FAILURE;
+    }
+
+    fn finish(self) -> Result<i32, CliError> {
+        if self.json {
+            print_json(&Value::Array(self.docs))?;
+        }
+        Ok(self.code)
+    }
 }
 
 /// WaitSandbox; exits with the sandbox's exit code.
