@@ -259,15 +259,15 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "root",
     ),
     (
-        "restricted without address",
+        "restricted on a daemon without an address pool",
         |s| {
             s.network = Some(pb::NetworkPolicy {
                 mode: pb::NetworkMode::Restricted as i32,
                 ..Default::default()
             })
         },
-        Code::InvalidArgument,
-        "address",
+        Code::FailedPrecondition,
+        "network",
     ),
     (
         "malformed address",

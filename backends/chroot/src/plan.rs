@@ -504,6 +504,7 @@ mod tests {
         SandboxPaths {
             id: "0123456789abcdef".into(),
             dir: "/var/lib/sandboxd/sandboxes/0123456789abcdef".into(),
+            ..Default::default()
         }
     }
 

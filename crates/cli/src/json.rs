@@ -387,6 +387,7 @@ mod tests {
             created_at_ms: 1_714_566_896_789,
             owner: "local".into(),
             usage: None,
+            addresses: Vec::new(),
         };
         let v = sandbox(&s);
         assert_eq!(v["state"], "RUNNING");

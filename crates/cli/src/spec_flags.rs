@@ -253,15 +253,11 @@ pub(crate) fn parse_network(
             .map_err(|_| flag_err("--address", a, "not an IPv4 or IPv6 address"))?;
         parsed.push(ip.to_string());
     }
-    if mode == NetworkMode::Restricted && parsed.is_empty() {
-        return Err(CliError::Usage(
-            "--network restricted: needs at least one --address IP".into(),
-        ));
-    }
     Ok(Some(NetworkPolicy {
         mode: mode as i32,
         requirement: Requirement::Unspecified as i32,
         addresses: parsed,
+        ..NetworkPolicy::default()
     }))
 }
 
@@ -827,6 +823,7 @@ mod tests {
                 mode: mode as i32,
                 requirement: 0,
                 addresses: a.iter().map(|x| (*x).to_owned()).collect(),
+                ..NetworkPolicy::default()
             }))
         };
         assert_eq!(n(None, &[]).ok(), Some(None));
@@ -856,9 +853,10 @@ mod tests {
             usage(n(None, &["192.0.2.300"])),
             "--address 192.0.2.300: not an IPv4 or IPv6 address"
         );
+        // No --address: the daemon leases one from its pool.
         assert_eq!(
-            usage(n(Some("restricted"), &[])),
-            "--network restricted: needs at least one --address IP"
+            n(Some("restricted"), &[]).ok(),
+            policy(NetworkMode::Restricted, &[])
         );
     }
 

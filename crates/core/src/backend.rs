@@ -6,17 +6,22 @@
 use std::path::PathBuf;
 
 use crate::capability::{BackendKind, Capabilities};
+use crate::net::NetLease;
 use crate::plan::Plan;
 use crate::validate::ValidatedSpec;
 
-/// Where one sandbox's host-side files live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where one sandbox lives on the host: its id, its directory, and the
+/// network resources leased to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SandboxPaths {
     /// Sandbox id.
     pub id: String,
     /// `STATE_DIR/sandboxes/<id>`: record, exit file, rootfs mount point,
     /// scratch directories. Removed on destroy.
     pub dir: PathBuf,
+    /// Addresses and host ports leased to it (RESTRICTED); empty otherwise
+    /// and for cleanup, which finds host-side resources by the id alone.
+    pub lease: NetLease,
 }
 
 /// Backend failures, named after the step.
@@ -57,6 +62,14 @@ pub enum BackendError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Setting up or tearing down the sandbox's network.
+    #[error("network: {step}: {message}")]
+    Network {
+        /// The step.
+        step: String,
+        /// What failed.
+        message: String,
+    },
     /// Encoding the launch configuration.
     #[error("encoding launch configuration: {0}")]
     Encode(#[from] serde_json::Error),
@@ -91,6 +104,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError>;
+
+    /// Creates the host-side resources that must exist before the
+    /// supervisor starts (Linux: the network namespace, its veth pair and
+    /// firewall table). On error the caller runs [`Backend::cleanup`], which
+    /// removes whatever part of them exists.
+    fn prepare(&self, _spec: &ValidatedSpec, _sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Removes whatever the sandbox left on the host (mounts, directories).
     /// Idempotent: succeeds when there is nothing to remove.

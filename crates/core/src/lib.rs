@@ -3,7 +3,7 @@
 //! Pure code that compiles on every OS: the spec model ([`spec`]), validation
 //! that reports every problem at once and produces the [`ValidatedSpec`] that
 //! backends accept ([`validate`]), capability-matrix and isolation-report
-//! types ([`capability`]), the [`Backend`] trait, the display form of native
+//! types ([`capability`]), network leases ([`net`]), the [`Backend`] trait, the display form of native
 //! plans ([`plan`]), the daemon ↔ supervisor protocol ([`wire`]) and the
 //! atomic state store ([`store`]). No tokio, no tonic, no `unsafe`.
 
@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod capability;
+pub mod net;
 pub mod plan;
 pub mod spec;
 pub mod store;

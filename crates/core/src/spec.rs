@@ -157,8 +157,55 @@ pub struct NetworkPolicy {
     pub mode: NetworkMode,
     /// UNSPECIFIED means REQUIRED when a mode is set.
     pub requirement: Requirement,
-    /// Addresses for RESTRICTED.
+    /// Addresses for RESTRICTED (empty: one from the daemon's pool).
     pub addresses: Vec<String>,
+    /// RESTRICTED: masquerade outbound traffic behind the host's address.
+    #[serde(default)]
+    pub outbound_nat: bool,
+    /// RESTRICTED: host ports forwarded to the sandbox.
+    #[serde(default)]
+    pub port_forwards: Vec<PortForward>,
+    /// Nameservers for the sandbox's /etc/resolv.conf.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    /// Search domains for the sandbox's /etc/resolv.conf.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+}
+
+/// A transport protocol.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// "tcp" or "udp", as nft and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// A host port forwarded to a sandbox port. Ports are `u32` as on the wire,
+/// so validation can name an out-of-range value instead of truncating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Host port.
+    pub host_port: u32,
+    /// Sandbox port.
+    pub sandbox_port: u32,
 }
 
 /// A host directory bound into the sandbox.

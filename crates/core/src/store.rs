@@ -85,6 +85,9 @@ pub struct SandboxRecord {
     pub exit: Option<ExitRecord>,
     /// Creation time (ms since epoch).
     pub created_at_ms: i64,
+    /// Network leases (RESTRICTED); rebuilt into the lease table at start.
+    #[serde(default)]
+    pub lease: crate::net::NetLease,
 }
 
 /// State-store failures, named after the step.
@@ -329,6 +332,7 @@ mod tests {
             main_pid: 2,
             exit: None,
             created_at_ms: 5,
+            lease: Default::default(),
         };
         store.create_sandbox_dir(&rec.id).expect("mkdir");
         store.save(&rec).expect("save");

@@ -474,16 +474,18 @@ fn check_abs_path(p: &mut Problems, field: &str, path: &str) -> bool {
     }
 }
 
+/// An RFC 1123 label.
+fn valid_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 fn check_hostname(p: &mut Problems, hostname: &str) {
-    let ok = hostname.len() <= 64
-        && hostname.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
+    let ok = hostname.len() <= 64 && hostname.split('.').all(valid_label);
     if !ok {
         p.add(
             "spec.hostname",
@@ -503,24 +505,21 @@ fn check_network(p: &mut Problems, spec: &SandboxSpec) {
             "DISABLED is not meaningful; use mode HOST to share the host network",
         );
     }
-    match net.mode {
-        NetworkMode::Restricted => {
-            if net.addresses.is_empty() {
-                p.add(
-                    "spec.network.addresses",
-                    "RESTRICTED needs at least one address",
-                );
-            }
-        }
-        _ => {
-            if !net.addresses.is_empty() {
-                p.add(
-                    "spec.network.addresses",
-                    "addresses are only allowed with mode RESTRICTED",
-                );
+    if net.mode != NetworkMode::Restricted {
+        // Empty addresses under RESTRICTED mean "one from the pool".
+        let only_restricted = [
+            ("spec.network.addresses", !net.addresses.is_empty()),
+            ("spec.network.outbound_nat", net.outbound_nat),
+            ("spec.network.port_forwards", !net.port_forwards.is_empty()),
+        ];
+        for (field, set) in only_restricted {
+            if set {
+                p.add(field, "only allowed with mode RESTRICTED");
             }
         }
     }
+    check_port_forwards(p, net);
+    check_dns(p, net);
     if net.addresses.len() > 16 {
         p.add(
             "spec.network.addresses",
@@ -532,6 +531,77 @@ fn check_network(p: &mut Problems, spec: &SandboxSpec) {
             p.add(
                 format!("spec.network.addresses[{i}]"),
                 format!("{:?} is not an IPv4 or IPv6 address", truncate(a)),
+            );
+        }
+    }
+}
+
+/// At most this many port forwards per sandbox.
+const MAX_PORT_FORWARDS: usize = 32;
+
+fn check_port_forwards(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
+    if net.port_forwards.len() > MAX_PORT_FORWARDS {
+        p.add(
+            "spec.network.port_forwards",
+            format!(
+                "{} port forwards exceed the limit of {MAX_PORT_FORWARDS}",
+                net.port_forwards.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, f) in net.port_forwards.iter().enumerate() {
+        for (name, port) in [("host_port", f.host_port), ("sandbox_port", f.sandbox_port)] {
+            if !(1..=65535).contains(&port) {
+                p.add(
+                    format!("spec.network.port_forwards[{i}].{name}"),
+                    format!("{port} is not a port (1..65535)"),
+                );
+            }
+        }
+        if !seen.insert((f.protocol, f.host_port)) {
+            p.add(
+                format!("spec.network.port_forwards[{i}].host_port"),
+                format!("{}/{} is forwarded twice", f.host_port, f.protocol.as_str()),
+            );
+        }
+    }
+}
+
+/// resolv(5): glibc reads at most 3 nameservers and 6 search domains.
+fn check_dns(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
+    if net.dns_servers.len() > 3 {
+        p.add(
+            "spec.network.dns_servers",
+            "at most 3 nameservers (resolv.conf's limit)",
+        );
+    }
+    for (i, a) in net.dns_servers.iter().enumerate() {
+        if a.parse::<IpAddr>().is_err() {
+            p.add(
+                format!("spec.network.dns_servers[{i}]"),
+                format!("{:?} is not an IPv4 or IPv6 address", truncate(a)),
+            );
+        }
+    }
+    if !net.dns_search.is_empty() && net.dns_servers.is_empty() {
+        p.add(
+            "spec.network.dns_search",
+            "search domains need dns_servers too",
+        );
+    }
+    if net.dns_search.len() > 6 {
+        p.add(
+            "spec.network.dns_search",
+            "at most 6 search domains (resolv.conf's limit)",
+        );
+    }
+    for (i, d) in net.dns_search.iter().enumerate() {
+        let name = d.strip_suffix('.').unwrap_or(d);
+        if name.len() > 253 || name.split('.').any(|l| !valid_label(l)) {
+            p.add(
+                format!("spec.network.dns_search[{i}]"),
+                format!("{:?} is not a domain name", truncate(d)),
             );
         }
     }
@@ -680,7 +750,15 @@ fn check_labels(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{MountSpec, NetworkPolicy};
+    use crate::spec::{MountSpec, NetworkPolicy, PortForward, Protocol};
+
+    fn forward(host_port: u32, sandbox_port: u32) -> PortForward {
+        PortForward {
+            protocol: Protocol::Tcp,
+            host_port,
+            sandbox_port,
+        }
+    }
 
     fn base() -> SandboxSpec {
         SandboxSpec {
@@ -813,14 +891,48 @@ mod tests {
                 &["spec.isolation.filesystem"],
             ),
             (
-                "restricted no address",
+                "nat and forwards outside RESTRICTED",
                 |s| {
                     s.network = NetworkPolicy {
-                        mode: NetworkMode::Restricted,
+                        mode: NetworkMode::Loopback,
+                        outbound_nat: true,
+                        port_forwards: vec![forward(8080, 80)],
                         ..Default::default()
                     }
                 },
-                &["spec.network.addresses"],
+                &["spec.network.outbound_nat", "spec.network.port_forwards"],
+            ),
+            (
+                "bad forwards",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Restricted,
+                        port_forwards: vec![
+                            forward(0, 80),
+                            forward(8080, 70000),
+                            forward(8080, 81),
+                        ],
+                        ..Default::default()
+                    }
+                },
+                &[
+                    "spec.network.port_forwards[0].host_port",
+                    "spec.network.port_forwards[1].sandbox_port",
+                    "spec.network.port_forwards[2].host_port",
+                ],
+            ),
+            (
+                "bad dns",
+                |s| {
+                    s.network.dns_servers = vec!["8.8.8".into()];
+                    s.network.dns_search = vec!["ex..ample".into()];
+                },
+                &["spec.network.dns_servers[0]", "spec.network.dns_search[0]"],
+            ),
+            (
+                "search without servers",
+                |s| s.network.dns_search = vec!["example.org".into()],
+                &["spec.network.dns_search"],
             ),
             (
                 "bad address",

@@ -46,6 +46,14 @@ pub struct Args {
     /// Let clients ask for network mode HOST (the host's network stack).
     #[arg(long)]
     pub allow_host_network: bool,
+    /// Address range RESTRICTED sandboxes lease from (repeatable; none by
+    /// default, so RESTRICTED is refused until one is given). The first
+    /// host address of each range is the gateway every sandbox link uses.
+    #[arg(long = "net-pool", value_name = "CIDR")]
+    pub net_pool: Vec<String>,
+    /// Lowest host port a client may forward to a sandbox.
+    #[arg(long, default_value_t = 1024, value_name = "PORT")]
+    pub port_floor: u16,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "SANDBOXD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -62,6 +70,10 @@ pub struct Config {
     pub images_dir: PathBuf,
     /// Caps on client requests.
     pub policy: Policy,
+    /// Address pool ranges.
+    pub net_pool: Vec<sandboxd_core::net::IpNet>,
+    /// Port-forward policy.
+    pub ports: sandboxd_core::net::PortPolicy,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -107,6 +119,20 @@ impl Config {
                 );
             }
         }
+        let mut net_pool = Vec::new();
+        for text in &args.net_pool {
+            let range = sandboxd_core::net::parse_range(text)
+                .map_err(|e| anyhow::anyhow!("--net-pool: {e}"))?;
+            if let Some(other) = net_pool.iter().find(|o: &&sandboxd_core::net::IpNet| {
+                o.contains(&range.network()) || range.contains(&o.network())
+            }) {
+                bail!("--net-pool {range} overlaps {other}");
+            }
+            net_pool.push(range);
+        }
+        if args.port_floor == 0 {
+            bail!("--port-floor 0: must be at least 1");
+        }
         let policy = Policy {
             allowed_mount_sources: args.allowed_mount_sources,
             allow_host_network: args.allow_host_network,
@@ -117,6 +143,13 @@ impl Config {
             state_dir: args.state_dir,
             images_dir: args.images_dir,
             policy,
+            net_pool,
+            ports: sandboxd_core::net::PortPolicy {
+                floor: args.port_floor,
+                // The daemon serves on a unix socket only; a TCP listener's
+                // port joins this list when remote access lands.
+                reserved: Vec::new(),
+            },
             log_format: args.log_format,
         })
     }

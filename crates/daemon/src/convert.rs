@@ -5,7 +5,8 @@
 use sandboxd_core::capability::{BackendKind, Enforcement, IsolationReport, Level, Property};
 use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
 use sandboxd_core::spec::{
-    self, Limit, Limits, Mode, MountSpec, NetworkMode, NetworkPolicy, Requirement, UserSpec,
+    self, Limit, Limits, Mode, MountSpec, NetworkMode, NetworkPolicy, PortForward, Protocol,
+    Requirement, UserSpec,
 };
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState};
 use sandboxd_core::validate::{Problem, ValidationError};
@@ -114,6 +115,29 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         },
         requirement: requirement(&mut p, "spec.network.requirement", net.requirement),
         addresses: net.addresses,
+        outbound_nat: net.outbound_nat,
+        port_forwards: net
+            .port_forwards
+            .iter()
+            .enumerate()
+            .map(|(i, f)| PortForward {
+                protocol: match pb::Protocol::try_from(f.protocol) {
+                    Ok(pb::Protocol::Unspecified | pb::Protocol::Tcp) => Protocol::Tcp,
+                    Ok(pb::Protocol::Udp) => Protocol::Udp,
+                    Err(_) => {
+                        p.bad_enum(
+                            &format!("spec.network.port_forwards[{i}].protocol"),
+                            f.protocol,
+                        );
+                        Protocol::Tcp
+                    }
+                },
+                host_port: f.host_port,
+                sandbox_port: f.sandbox_port,
+            })
+            .collect(),
+        dns_servers: net.dns_servers,
+        dns_search: net.dns_search,
     };
     let l = s.limits.unwrap_or_default();
     let mut limit = |name: &str, v: Option<pb::Limit>| {
@@ -198,6 +222,22 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
             }) as i32,
             requirement: requirement_to_pb(s.network.requirement),
             addresses: s.network.addresses.clone(),
+            outbound_nat: s.network.outbound_nat,
+            port_forwards: s
+                .network
+                .port_forwards
+                .iter()
+                .map(|f| pb::PortForward {
+                    protocol: (match f.protocol {
+                        Protocol::Tcp => pb::Protocol::Tcp,
+                        Protocol::Udp => pb::Protocol::Udp,
+                    }) as i32,
+                    host_port: f.host_port,
+                    sandbox_port: f.sandbox_port,
+                })
+                .collect(),
+            dns_servers: s.network.dns_servers.clone(),
+            dns_search: s.network.dns_search.clone(),
         }),
         limits: Some(pb::Limits {
             memory_bytes: limit(s.limits.memory_bytes),
@@ -313,6 +353,7 @@ pub fn record_to_pb(r: &SandboxRecord) -> pb::Sandbox {
         created_at_ms: r.created_at_ms,
         owner: r.owner.clone(),
         usage: None,
+        addresses: r.lease.addresses.iter().map(ToString::to_string).collect(),
     }
 }
 

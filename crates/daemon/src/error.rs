@@ -1,5 +1,6 @@
 //! Every error the API returns, and the single mapping to gRPC status codes.
 
+use sandboxd_core::net::LeaseError;
 use sandboxd_core::store::StoreError;
 use sandboxd_core::{BackendError, ValidationError};
 use tonic::{Code, Status};
@@ -10,6 +11,9 @@ pub enum ApiError {
     /// Bad input: every problem listed.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// One bad field found after validation (the message names it).
+    #[error("{0}")]
+    InvalidField(String),
     /// No sandbox by that id or name (or not visible to the caller).
     #[error("sandbox {0:?} not found")]
     NotFound(String),
@@ -56,7 +60,7 @@ pub enum ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let code = match &e {
-            ApiError::Invalid(_) => Code::InvalidArgument,
+            ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
@@ -73,11 +77,30 @@ impl From<ApiError> for Status {
                 BackendError::ImageInvalid { .. } | BackendError::InvalidProcess { .. } => {
                     Code::InvalidArgument
                 }
-                BackendError::Io { .. } | BackendError::Encode(_) => Code::Internal,
+                BackendError::Io { .. }
+                | BackendError::Network { .. }
+                | BackendError::Encode(_) => Code::Internal,
             },
             ApiError::Store(_) | ApiError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+impl From<LeaseError> for ApiError {
+    fn from(e: LeaseError) -> Self {
+        let message = e.to_string();
+        match e {
+            LeaseError::NoPool => Self::FailedPrecondition(message),
+            LeaseError::OutsidePool { .. }
+            | LeaseError::ReservedAddress { .. }
+            | LeaseError::PortBelowFloor { .. }
+            | LeaseError::PortReserved { .. } => Self::InvalidField(message),
+            LeaseError::AddressLeased { .. } | LeaseError::PortLeased { .. } => {
+                Self::AlreadyExists(message)
+            }
+            LeaseError::Exhausted { .. } => Self::ResourceExhausted(message),
+        }
     }
 }
 

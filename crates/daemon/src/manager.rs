@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sandboxd_core::backend::SandboxPaths;
-use sandboxd_core::spec::{ProcessSpec, SandboxSpec};
+use sandboxd_core::net::{LeaseError, Leases, NetLease};
+use sandboxd_core::spec::{ProcessSpec, Protocol, SandboxSpec};
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState, StateStore};
 use sandboxd_core::validate::{self, ValidatedProcess};
 use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request, SignalTarget};
@@ -153,6 +154,8 @@ enum Registered {
 struct Registry {
     by_id: HashMap<String, Arc<Sandbox>>,
     by_request: HashMap<(String, String), String>,
+    /// Addresses and host ports, rebuilt from the records at start-up.
+    leases: Leases,
 }
 
 impl Manager {
@@ -161,6 +164,7 @@ impl Manager {
         backend: Arc<dyn Backend>,
         state_dir: &std::path::Path,
         policy: Policy,
+        leases: Leases,
     ) -> ApiResult<Arc<Self>> {
         let store = StateStore::open(state_dir)?;
         let exe = self_exe()?;
@@ -170,7 +174,10 @@ impl Manager {
             policy,
             events: EventLog::default(),
             exe,
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry {
+                leases,
+                ..Registry::default()
+            }),
             // Exec ids stay unique across restarts: a reattached supervisor
             // may still run execs numbered by the previous daemon.
             next_exec: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(1) << 20),
@@ -202,6 +209,7 @@ impl Manager {
                 let paths = SandboxPaths {
                     id: id.clone(),
                     dir,
+                    ..Default::default()
                 };
                 if self.backend.cleanup(&paths).is_ok() {
                     let _ = self.store.remove(&id);
@@ -214,6 +222,7 @@ impl Manager {
             let paths = SandboxPaths {
                 id: record.id.clone(),
                 dir: self.store.sandbox_dir(&record.id)?,
+                lease: record.lease.clone(),
             };
             if record.state == SandboxState::Creating {
                 // The daemon died mid-create: the create never answered, so
@@ -269,6 +278,8 @@ impl Manager {
                     record.id.clone(),
                 );
             }
+            // An ended sandbox keeps its addresses until it is destroyed.
+            reg.leases.restore(&record.id, &record.lease);
             reg.by_id.insert(record.id.clone(), sb);
         }
         *lock(&self.reattach) = pending;
@@ -314,13 +325,26 @@ impl Manager {
             .emit(pb::EventKind::EventReconcileComplete, "", 0, None);
     }
 
-    /// Plans a spec with this daemon's backend.
+    /// Plans a spec with this daemon's backend, with the addresses a create
+    /// would lease now.
     pub fn plan_local(&self, spec: &ValidatedSpec) -> Plan {
+        let (lease, problem) = match self.preview_lease(spec) {
+            Ok(lease) => (lease, None),
+            Err(e) => (NetLease::default(), Some(e.to_string())),
+        };
         let paths = SandboxPaths {
             id: "0000000000000000".into(),
             dir: self.store_path_example(),
+            lease,
         };
-        self.backend.plan(spec, &paths)
+        let mut plan = self.backend.plan(spec, &paths);
+        plan.refusals.extend(problem);
+        plan
+    }
+
+    /// What a create of `spec` would lease now, without taking it.
+    pub fn preview_lease(&self, spec: &ValidatedSpec) -> Result<NetLease, LeaseError> {
+        lock(&self.registry).leases.propose(&spec.spec().network)
     }
 
     /// The sandbox dir a new sandbox would get (for plans).
@@ -360,6 +384,7 @@ impl Manager {
                 let usage = self.backend.usage(&SandboxPaths {
                     id: record.id.clone(),
                     dir,
+                    ..Default::default()
                 });
                 out.usage = Some(convert::usage_to_pb(usage));
             }
@@ -432,6 +457,7 @@ impl Manager {
                 let mut reg = lock(&self.registry);
                 reg.by_id.remove(&sb.id);
                 reg.by_request.retain(|_, v| v != &sb.id);
+                reg.leases.release(&sb.id);
                 Err(e)
             }
         }
@@ -465,15 +491,26 @@ impl Manager {
             )));
         }
         let id = new_id()?;
-        let paths = SandboxPaths {
+        let mut paths = SandboxPaths {
             id: id.clone(),
             dir: self.store.sandbox_dir(&id)?,
+            ..Default::default()
         };
         let plan = self.backend.plan(spec, &paths);
         if !plan.refusals.is_empty() {
             return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
                 plan.refusals,
             )));
+        }
+        // Addresses only where the backend really gives RESTRICTED (a
+        // PREFERRED request it cannot honour leases nothing).
+        let mut plan = plan;
+        if gets_restricted_network(spec, &plan) {
+            let lease = reg.leases.propose(&spec.spec().network)?;
+            check_host_ports(spec, &lease)?;
+            reg.leases.restore(&id, &lease);
+            paths.lease = lease;
+            plan = self.backend.plan(spec, &paths);
         }
         let record = SandboxRecord {
             id: id.clone(),
@@ -486,6 +523,7 @@ impl Manager {
             main_pid: 0,
             exit: None,
             created_at_ms: now_ms(),
+            lease: paths.lease.clone(),
         };
         let sb = Arc::new(new_sandbox(paths.clone(), record));
         if !request_id.is_empty() {
@@ -547,7 +585,11 @@ impl Manager {
         );
         let config = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
             store.create_sandbox_dir(&paths2.id)?;
+            // The CREATING record is the journal: a crash from here on is
+            // rolled back at the next start by cleanup(), which finds the
+            // host-side resources by the id.
             store.save(&record)?;
+            backend.prepare(&spec2, &paths2)?;
             Ok(backend.launch_config(&spec2, &paths2)?)
         })
         .await
@@ -728,6 +770,7 @@ impl Manager {
             let mut reg = lock(&self.registry);
             reg.by_id.remove(&sb.id);
             reg.by_request.retain(|_, v| v != &sb.id);
+            reg.leases.release(&sb.id);
         }
         tracing::info!(sandbox = %sb.id, "destroyed");
         self.events
@@ -1121,6 +1164,42 @@ fn stop_supervisors(pids: &[i32], id: &str) {
 }
 
 /// A fresh sandbox id: 16 hex characters from the kernel's CSPRNG.
+/// Whether the backend's report gives this spec a RESTRICTED network (and
+/// so needs addresses).
+fn gets_restricted_network(spec: &ValidatedSpec, plan: &Plan) -> bool {
+    spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Restricted
+        && plan
+            .report
+            .get(sandboxd_core::Property::Network)
+            .is_some_and(|row| row.level != sandboxd_core::Level::NotEnforced)
+}
+
+/// A forwarded host port must not be one a host process listens on: the
+/// forward would silently take its traffic. (A probe, not a reservation.)
+fn check_host_ports(spec: &ValidatedSpec, lease: &NetLease) -> ApiResult<()> {
+    for (i, (protocol, port)) in lease.ports.iter().enumerate() {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], *port));
+        let probe = match protocol {
+            Protocol::Tcp => std::net::TcpListener::bind(addr).map(drop),
+            Protocol::Udp => std::net::UdpSocket::bind(addr).map(drop),
+        };
+        if let Err(e) = probe {
+            let field = spec
+                .spec()
+                .network
+                .port_forwards
+                .iter()
+                .position(|f| f.protocol == *protocol && f.host_port == u32::from(*port))
+                .unwrap_or(i);
+            return Err(ApiError::FailedPrecondition(format!(
+                "spec.network.port_forwards[{field}].host_port: {port}/{} cannot be forwarded: binding it on the host failed ({e}); a host process probably uses it",
+                protocol.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn new_id() -> ApiResult<String> {
     use std::io::Read;
     let mut bytes = [0u8; 8];

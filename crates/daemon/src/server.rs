@@ -41,8 +41,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         reason = crate::backend::REASON,
         "backend selected"
     );
-    let manager = Manager::new(backend, &config.state_dir, config.policy.clone())
-        .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
+    let manager = Manager::new(
+        backend,
+        &config.state_dir,
+        config.policy.clone(),
+        sandboxd_core::net::Leases::new(config.net_pool.clone(), config.ports.clone()),
+    )
+    .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
     manager.reattach().await;
     let listener = bind_socket(&config.socket).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -38,6 +38,7 @@ fn sandbox() -> SandboxPaths {
     SandboxPaths {
         id: ID.into(),
         dir: PathBuf::from("/var/db/sandboxd/sandboxes").join(ID),
+        ..Default::default()
     }
 }
 
@@ -98,6 +99,7 @@ fn restricted(requirement: Requirement, addresses: &[&str]) -> NetworkPolicy {
         mode: NetworkMode::Restricted,
         requirement,
         addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+        ..NetworkPolicy::default()
     }
 }
 

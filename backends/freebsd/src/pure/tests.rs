@@ -45,6 +45,7 @@ fn plan_for(edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
     let sandbox = SandboxPaths {
         id: ID.into(),
         dir: PathBuf::from("/var/db/sandboxd/sandboxes").join(ID),
+        ..Default::default()
     };
     build(&spec, &sandbox, &HostFacts::assumed()).expect("plan builds")
 }

@@ -37,6 +37,7 @@ fn sandbox() -> SandboxPaths {
     SandboxPaths {
         id: ID.into(),
         dir: PathBuf::from("/var/lib/sandboxd/sandboxes").join(ID),
+        ..Default::default()
     }
 }
 
@@ -351,6 +352,7 @@ fn network_modes() {
                     mode: NetworkMode::Restricted,
                     requirement: Requirement::Unspecified,
                     addresses: vec!["192.0.2.10".into()],
+                    ..NetworkPolicy::default()
                 }
             },
             net_ns: true,
@@ -365,6 +367,7 @@ fn network_modes() {
                     mode: NetworkMode::Restricted,
                     requirement: Requirement::Preferred,
                     addresses: vec!["192.0.2.10".into()],
+                    ..NetworkPolicy::default()
                 }
             },
             net_ns: true,
@@ -424,6 +427,7 @@ fn network_modes() {
             mode: NetworkMode::Restricted,
             requirement: Requirement::Required,
             addresses: vec!["192.0.2.10".into()],
+            ..NetworkPolicy::default()
         }
     });
     let refusals = plan(&s, &sandbox(), &host).refusals;

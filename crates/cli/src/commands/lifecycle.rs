@@ -474,6 +474,7 @@ mod tests {
                     mode: NetworkMode::Restricted as i32,
                     requirement: 2,
                     addresses: vec!["192.0.2.1".into()],
+                    ..NetworkPolicy::default()
                 }),
                 limits: Some(Limits {
                     memory_bytes: Some(Limit {

@@ -44,13 +44,18 @@ impl pb::host_service_server::HostService for Host {
         let wanted = convert::backend_from_pb(req.backend).map_err(ApiError::from)?;
         let spec = manager.validate_spec(req.spec)?;
         let own = manager.backend().kind();
+        let (lease, lease_problem) = match manager.preview_lease(&spec) {
+            Ok(lease) => (lease, None),
+            Err(e) => (Default::default(), Some(e.to_string())),
+        };
         let paths = SandboxPaths {
             id: "0000000000000000".into(),
             dir: manager.store_path_example(),
+            lease,
         };
         // Another backend's plan is computed by its pure plan module with
         // the host facts it documents as typical for its OS.
-        let plan = match wanted {
+        let mut plan = match wanted {
             None => manager.plan_local(&spec),
             Some(kind) if kind == own => manager.plan_local(&spec),
             Some(BackendKind::Chroot) => sandboxd_backend_chroot::plan::plan(
@@ -70,6 +75,9 @@ impl pb::host_service_server::HostService for Host {
                 &sandboxd_backend_freebsd::plan::HostFacts::assumed(),
             ),
         };
+        if wanted.is_some() && wanted != Some(own) {
+            plan.refusals.extend(lease_problem);
+        }
         Ok(Response::new(convert::plan_to_pb(&plan)))
     }
 }
