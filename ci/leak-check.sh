@@ -28,7 +28,16 @@ for d in /sys/fs/cgroup/sandboxd/* /sys/fs/cgroup/*/sandboxd/*; do
     esac
 done
 
+if [ -n "${SANDBOXD_NET_BASELINE:-}" ] && [ -f "$SANDBOXD_NET_BASELINE" ]; then
+    if ! diff -u "$SANDBOXD_NET_BASELINE" <(ci/net-state.sh) >&2; then
+        report "the host's links, addresses, routes, nft ruleset or netns list changed (diff above)"
+    fi
+    rm -f "$SANDBOXD_NET_BASELINE"
+else
+    echo "leak-check: no network baseline (SANDBOXD_NET_BASELINE); run through ci/test.sh to compare the host's network"
+fi
+
 if [ "$fail" -ne 0 ]; then
     exit 1
 fi
-echo "leak-check: no mounts, test directories, supervisors or sandbox cgroups left"
+echo "leak-check: no mounts, test directories, supervisors, sandbox cgroups or network changes left"

@@ -12,6 +12,11 @@ fi
 
 step() { printf '\n== %s\n' "$*"; }
 
+# The host's network before any test: leak-check compares it afterwards.
+export SANDBOXD_NET_BASELINE
+SANDBOXD_NET_BASELINE=$(mktemp /tmp/sandboxd-net-baseline.XXXXXX)
+ci/net-state.sh >"$SANDBOXD_NET_BASELINE"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -95,9 +95,10 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
         caps["backend"],
         if linux_backend() { "LINUX" } else { "CHROOT" }
     );
-    // A property this backend cannot give, asked for as REQUIRED.
+    // What this daemon cannot give: RESTRICTED without an address pool
+    // (Linux), a REQUIRED hostname (chroot).
     let refused = if linux_backend() {
-        ["--network", "restricted", "--address", "192.0.2.10"]
+        ["--network", "restricted", "--address", "203.0.113.10"]
     } else {
         ["--hostname", "web", "--cwd", "/"]
     };

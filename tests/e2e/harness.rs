@@ -289,6 +289,9 @@ impl Daemon {
                 leaks.push(format!("supervisor pid {pid} of {id} still running"));
             }
         }
+        for (id, _) in supervisors {
+            leaks.extend(network_leaks(id));
+        }
         if let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) {
             leaks.extend(
                 entries
@@ -319,6 +322,32 @@ impl Drop for Daemon {
                 while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+            }
+        }
+        // A failed test's RESTRICTED sandboxes: their tables, links and
+        // pinned namespaces, found by id as the daemon's cleanup would.
+        #[cfg(target_os = "linux")]
+        if let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let quiet = |cmd: &mut Command| {
+                    let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+                };
+                quiet(Command::new("nft").args([
+                    "delete",
+                    "table",
+                    "inet",
+                    &format!("sandboxd_{id}"),
+                ]));
+                quiet(Command::new("ip").args([
+                    "link",
+                    "del",
+                    &format!("sbx{}", id.get(..12).unwrap_or(&id)),
+                ]));
+                let _ = nix::mount::umount2(
+                    &entry.path().join("netns"),
+                    nix::mount::MntFlags::MNT_DETACH,
+                );
             }
         }
         // Never delete through a mount: only a directory nothing is mounted
@@ -459,6 +488,26 @@ pub(crate) fn out(r: &pb::ExecSyncResponse) -> String {
 /// The exit code of an ExecSync.
 pub(crate) fn code(r: &pb::ExecSyncResponse) -> i32 {
     r.exit.as_ref().map_or(-1, |e| e.exit_code)
+}
+
+/// A sandbox's host link and nft table, if either is still there.
+pub(crate) fn network_leaks(id: &str) -> Vec<String> {
+    let mut leaks = Vec::new();
+    let link = format!("sbx{}", id.get(..12).unwrap_or(id));
+    if Path::new("/sys/class/net").join(&link).exists() {
+        leaks.push(format!("link {link} of {id}"));
+    }
+    let table = format!("sandboxd_{id}");
+    let listed = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if listed {
+        leaks.push(format!("nft table inet {table}"));
+    }
+    leaks
 }
 
 /// Mount lines currently in the host's mountinfo.

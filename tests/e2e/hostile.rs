@@ -274,7 +274,7 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         |s| {
             s.network = Some(pb::NetworkPolicy {
                 mode: pb::NetworkMode::Restricted as i32,
-                addresses: vec!["192.0.2.300".into()],
+                addresses: vec!["203.0.113.300".into()],
                 ..Default::default()
             })
         },
@@ -384,11 +384,11 @@ const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
         "70000",
     ),
     (
-        "REQUIRED restricted network",
+        "a named RESTRICTED address on a daemon without a pool",
         |s| {
             s.network = Some(pb::NetworkPolicy {
                 mode: pb::NetworkMode::Restricted as i32,
-                addresses: vec!["192.0.2.10".into()],
+                addresses: vec!["203.0.113.10".into()],
                 ..Default::default()
             })
         },

@@ -9,3 +9,4 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod linux;
+mod network;

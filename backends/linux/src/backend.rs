@@ -107,6 +107,21 @@ pub fn probe() -> HostFacts {
             host_start: 100_000,
             count: 65_536,
         },
+        nftables: crate::net::nft_binary().is_some(),
+    }
+}
+
+fn plan_error(e: plan::PlanError) -> BackendError {
+    match e {
+        plan::PlanError::Refused(r) => BackendError::Refused(r),
+        other => BackendError::Unsupported(other.to_string()),
+    }
+}
+
+fn net_error(e: crate::net::NetError) -> BackendError {
+    BackendError::Network {
+        step: e.step(),
+        message: e.to_string(),
     }
 }
 
@@ -139,10 +154,7 @@ impl Backend for LinuxBackend {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
-        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
-            plan::PlanError::Refused(r) => BackendError::Refused(r),
-            other => BackendError::Unsupported(other.to_string()),
-        })?;
+        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(plan_error)?;
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
@@ -202,6 +214,14 @@ impl Backend for LinuxBackend {
         })?)
     }
 
+    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(plan_error)?;
+        match &linux_plan.network {
+            plan::Network::Routed(r) => crate::net::setup(r).map_err(net_error),
+            _ => Ok(()),
+        }
+    }
+
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
         let cg = &self.facts.cgroup;
         let mut roots: Vec<&Path> = cg.unified.iter().map(PathBuf::as_path).collect();
@@ -222,6 +242,9 @@ impl Backend for LinuxBackend {
                 let _ = sys::write_file(&kill, "1");
             }
         }
+        // After the kill: the namespace pin goes last, once no process can
+        // be using the network any more.
+        crate::net::teardown(&sandbox.id, &sandbox.dir).map_err(net_error)?;
         for root in roots {
             let dir = root.join("sandboxd").join(&sandbox.id);
             crate::runtime::remove_cgroup_dir(&dir).map_err(|e| BackendError::Io {

@@ -7,14 +7,16 @@
 //! every OS and serves `PlanSandbox` from any host.
 //!
 //! On Linux, [`runtime`] executes that plan in the supervisor helper (see its
-//! docs for the process layout), [`sys`] holds every raw system call, and
-//! [`LinuxBackend`] implements [`sandboxd_core::Backend`] for the daemon,
-//! probing the host's cgroup layout once at start-up. User namespaces are
-//! not implemented by the runtime yet, so the probe reports them absent and
-//! the report and refusals say so.
+//! docs for the process layout), [`net`] builds and removes a RESTRICTED
+//! sandbox's network from the daemon (netlink and nftables), [`sys`] holds
+//! every raw system call, and [`LinuxBackend`] implements
+//! [`sandboxd_core::Backend`] for the daemon, probing the host once at
+//! start-up.
 
 pub mod plan;
 
+#[cfg(target_os = "linux")]
+pub mod net;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 #[cfg(target_os = "linux")]

@@ -18,10 +18,9 @@
 //! Decisions where the design is silent:
 //! - Network `UNSPECIFIED` means `NONE`: a fresh network namespace whose
 //!   loopback stays down. `LOOPBACK` brings `lo` up.
-//! - `RESTRICTED` (a veth carrying only the listed addresses) arrives with the
-//!   networking issue. Until then it is reported NOT_ENFORCED: REQUIRED is
-//!   refused, PREFERRED gets a loopback-only namespace (fail closed: stricter
-//!   than asked, never looser).
+//! - `RESTRICTED` is a namespace the daemon prepares before the supervisor
+//!   starts (see [`RoutedNetwork`]): pid 1 joins it instead of creating
+//!   one, and every Exec joins pid 1's.
 //! - The user namespace is opt-in (`isolation.user` REQUIRED or PREFERRED)
 //!   and maps sandbox ids `0..count` onto [`HostFacts::userns_range`].
 //! - A writable root on a directory image is an overlay whose upper and work
@@ -36,6 +35,7 @@ mod cgroups;
 mod host;
 mod matrix;
 mod mounts;
+mod network;
 mod render;
 mod steps;
 #[cfg(test)]
@@ -49,6 +49,9 @@ use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{MASKED_PATHS, READONLY_PROC_PATHS};
+pub use network::{
+    Forward, NETNS_FILE, RoutedNetwork, SANDBOX_LINK, host_link, nft_script, nft_table,
+};
 pub use types::{
     Actor, Capability, CgroupPlan, CgroupWrite, IdMap, LinuxPlan, LinuxStep, Mount, MountFlag,
     MountSource, Namespace, Network, Rlimit, RootOp,
@@ -80,6 +83,10 @@ pub enum PlanError {
         /// Size of the map.
         count: u32,
     },
+    /// RESTRICTED without leased addresses and gateways (the daemon leases
+    /// them before it builds a plan).
+    #[error("network: RESTRICTED needs leased addresses and a gateway, and none were given")]
+    NoLease,
     /// bind mount: the target is reserved for the sandbox's own filesystems.
     #[error(
         "spec.mounts[{index}].target: {target:?} is under /proc, /sys or /dev, which the sandbox mounts itself"
@@ -100,12 +107,15 @@ fn wants_userns(spec: &ValidatedSpec) -> bool {
     )
 }
 
-/// The network the sandbox gets: UNSPECIFIED is NONE; RESTRICTED is
-/// loopback-only until the networking issue lands (fail closed).
-fn network(spec: &ValidatedSpec) -> Network {
+/// The network the sandbox gets: UNSPECIFIED is NONE; RESTRICTED without
+/// nftables (PREFERRED, or refused) falls back to loopback only, stricter
+/// than asked.
+fn network(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Network {
     match spec.spec().network.mode {
         NetworkMode::Unspecified | NetworkMode::None => Network::None,
-        NetworkMode::Loopback | NetworkMode::Restricted => Network::Loopback,
+        NetworkMode::Loopback => Network::Loopback,
+        NetworkMode::Restricted if host.nftables => Network::Routed(network::routed(spec, sandbox)),
+        NetworkMode::Restricted => Network::Loopback,
         NetworkMode::Host => Network::Host,
     }
 }
@@ -114,6 +124,7 @@ fn network(spec: &ValidatedSpec) -> Network {
 /// the others unless the spec DISABLED them (user: only when opted into and
 /// available).
 fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
+    let host_net = spec.spec().network.mode == NetworkMode::Host;
     let iso = spec.spec().isolation;
     let on = |r: Requirement| r != Requirement::Disabled;
     let mut ns = Vec::new();
@@ -125,7 +136,7 @@ fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
         (Namespace::Pid, on(iso.pid)),
         (Namespace::Uts, on(iso.hostname)),
         (Namespace::Ipc, on(iso.ipc)),
-        (Namespace::Net, network(spec) != Network::Host),
+        (Namespace::Net, !host_net),
         (Namespace::Cgroup, on(iso.cgroup)),
     ];
     ns.extend(rest.into_iter().filter(|(_, keep)| *keep).map(|(n, _)| n));
@@ -164,7 +175,7 @@ fn build_unchecked(
     let mounts = mounts::root_ops(spec, sandbox, host, &namespaces)?;
     Ok(LinuxPlan {
         id: sandbox.id.clone(),
-        network: network(spec),
+        network: network(spec, sandbox, host),
         rootfs: sandbox.dir.join("root"),
         mounts,
         cgroups: cgroups::cgroups(spec, &sandbox.id, host),
@@ -185,7 +196,13 @@ pub fn build(
     if !refusals.is_empty() {
         return Err(PlanError::Refused(refusals));
     }
-    build_unchecked(spec, sandbox, host)
+    let plan = build_unchecked(spec, sandbox, host)?;
+    if let Network::Routed(r) = &plan.network {
+        if r.addresses.is_empty() || r.gateways.is_empty() {
+            return Err(PlanError::NoLease);
+        }
+    }
+    Ok(plan)
 }
 
 /// The display plan (PlanSandbox): the effective report for this spec, the

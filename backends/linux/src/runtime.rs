@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
-use crate::plan::{Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, RootOp};
+use crate::plan::{
+    Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network, RootOp,
+};
 use crate::sys::{self, Cloned};
 
 /// The supervisor's configuration for one sandbox.
@@ -159,6 +161,8 @@ impl LinuxIsolation {
                 Namespace::Pid => CloneFlags::CLONE_NEWPID,
                 Namespace::Uts => CloneFlags::CLONE_NEWUTS,
                 Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+                // RESTRICTED: pid 1 joins the daemon's namespace instead.
+                Namespace::Net if matches!(plan.network, Network::Routed(_)) => CloneFlags::empty(),
                 Namespace::Net => CloneFlags::CLONE_NEWNET,
                 // Unshared by the reaper once it is in its cgroup.
                 Namespace::Cgroup => CloneFlags::empty(),
@@ -544,6 +548,14 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
             }
             LinuxStep::LoopbackUp => {
                 sys::loopback_up().map_err(|e| StepError::new("bring lo up", e))?
+            }
+            LinuxStep::JoinNetns(path) => {
+                let ns = std::fs::File::open(path).map_err(|e| {
+                    StepError::new("open network namespace", format!("{}: {e}", path.display()))
+                })?;
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    StepError::new("join network namespace", format!("{}: {e}", path.display()))
+                })?;
             }
             // The reaper never execs a payload itself: payloads enter with
             // setns + CLONE_PARENT so the supervisor reaps them.

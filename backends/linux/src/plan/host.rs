@@ -97,6 +97,9 @@ pub struct HostFacts {
     /// Host ids for user namespaces (daemon configuration, like root's
     /// `/etc/subuid` entry). All sandboxes share it.
     pub userns_range: IdRange,
+    /// The `nft` binary is installed (RESTRICTED's firewall table is
+    /// loaded with `nft -f -`).
+    pub nftables: bool,
 }
 
 impl HostFacts {
@@ -115,6 +118,7 @@ impl HostFacts {
                 host_start: 100_000,
                 count: 65_536,
             },
+            nftables: true,
         }
     }
 }

@@ -7,8 +7,12 @@ use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
 use super::{Controller, HostFacts, disabled_row, wants_userns};
 
-/// Why RESTRICTED is not available; part of the refusal text.
-const RESTRICTED_PENDING: &str = "RESTRICTED (a veth carrying only the listed addresses) is not implemented yet and is refused when REQUIRED until the networking issue lands; when PREFERRED the sandbox gets a loopback-only network namespace, stricter than asked";
+/// How RESTRICTED is enforced.
+const RESTRICTED_HOW: &str = "CLONE_NEWNET + routed veth + nftables";
+/// What RESTRICTED gives and does not.
+const RESTRICTED_CAVEATS: &str = "an own network stack with a private loopback and one veth carrying only the sandbox's addresses (/32 or /128, routed from the host; 127.0.0.1 is the sandbox's own loopback); an nftables guard drops any other source address; the sandbox cannot open connections to the host itself; the daemon turns on IP forwarding (net.ipv4.ip_forward, and IPv6 forwarding for IPv6 addresses)";
+/// Why RESTRICTED is unavailable without nft.
+const RESTRICTED_NO_NFT: &str = "RESTRICTED needs the nft binary (nftables) for its source-address guard, NAT and port forwards, and it is not installed; when PREFERRED the sandbox gets a loopback-only network namespace, stricter than asked";
 
 /// The row for a cgroup-backed limit.
 fn cgroup_limit(
@@ -70,7 +74,8 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 Level::Enforced,
                 "CLONE_NEWNET",
                 &format!(
-                    "NONE (loopback down) and LOOPBACK are enforced; HOST shares the host's namespace and must be permitted by the daemon's config; {RESTRICTED_PENDING}"
+                    "NONE (loopback down) and LOOPBACK are enforced; HOST shares the host's namespace and must be permitted by the daemon's config; RESTRICTED: {}",
+                    if host.nftables { RESTRICTED_CAVEATS } else { RESTRICTED_NO_NFT }
                 ),
             ),
             Property::User if host.user_namespaces => Enforcement::new(
@@ -164,7 +169,7 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
                 row.property,
                 "sees the host's cgroup tree (limits still apply)",
             ),
-            Property::Network => network_row(s.network.mode),
+            Property::Network => network_row(s.network.mode, host),
             Property::User if row.level == Level::Enforced && !wants_userns(spec) => {
                 let uid = s.process.user.uid();
                 let caveat = if uid == 0 {
@@ -180,7 +185,7 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
 }
 
 /// The network row for one mode.
-fn network_row(mode: NetworkMode) -> Enforcement {
+fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
     let p = Property::Network;
     match mode {
         NetworkMode::Unspecified | NetworkMode::None => Enforcement::new(
@@ -195,11 +200,14 @@ fn network_row(mode: NetworkMode) -> Enforcement {
             "CLONE_NEWNET + lo up",
             "a private loopback only",
         ),
+        NetworkMode::Restricted if host.nftables => {
+            Enforcement::new(p, Level::Enforced, RESTRICTED_HOW, RESTRICTED_CAVEATS)
+        }
         NetworkMode::Restricted => Enforcement::new(
             p,
             Level::NotEnforced,
             "CLONE_NEWNET (loopback only)",
-            RESTRICTED_PENDING,
+            RESTRICTED_NO_NFT,
         ),
         NetworkMode::Host => Enforcement::new(
             p,

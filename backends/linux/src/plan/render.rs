@@ -2,12 +2,16 @@
 //! Display only: targets are shown as host paths under the root being
 //! assembled, though the runtime resolves them inside it.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use sandboxd_core::NativePlan;
 use sandboxd_core::plan::{PlanMount, Step};
 
-use super::{Actor, LinuxPlan, LinuxStep, MountSource, Namespace, Rlimit, RootOp};
+use super::{
+    Actor, LinuxPlan, LinuxStep, MountSource, Namespace, Network, Rlimit, RootOp, RoutedNetwork,
+    nft_script,
+};
 
 /// The images directory as shown in plans (its real path is configuration).
 const IMAGES: &str = "<images>";
@@ -86,9 +90,8 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
         ),
         LinuxStep::Clone => (
             "clone",
-            plan.namespaces
-                .iter()
-                .filter(|n| **n != Namespace::Cgroup)
+            clone_flags(plan)
+                .filter(|n| *n != Namespace::Cgroup)
                 .map(|n| n.flag().to_owned())
                 .collect(),
             "the child waits on a sync pipe until the supervisor has set it up",
@@ -137,6 +140,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             "the host's root is no longer reachable",
         ),
         LinuxStep::LoopbackUp => ("link_up", vec!["lo".to_owned()], "a private loopback"),
+        LinuxStep::JoinNetns(path) => (
+            "setns",
+            vec![path.display().to_string(), "CLONE_NEWNET".to_owned()],
+            "the network namespace the daemon prepared (RESTRICTED), before the root is built so sysfs shows its devices",
+        ),
         LinuxStep::ForkPayload => (
             "clone",
             vec!["CLONE_PARENT".to_owned()],
@@ -210,14 +218,103 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
     }
 }
 
+/// The namespaces pid 1 is cloned into: all but a RESTRICTED sandbox's
+/// network namespace, which it joins (the daemon made it).
+fn clone_flags(plan: &LinuxPlan) -> impl Iterator<Item = Namespace> + '_ {
+    let routed = matches!(plan.network, Network::Routed(_));
+    plan.namespaces
+        .iter()
+        .copied()
+        .filter(move |n| !(routed && *n == Namespace::Net))
+}
+
+/// The daemon's host-side steps for a routed network, before the
+/// supervisor starts.
+fn network_steps(r: &RoutedNetwork) -> Vec<Step> {
+    let daemon = |op: &str, args: Vec<String>, why: &str| Step {
+        op: op.to_owned(),
+        args,
+        why: format!("daemon: {why}"),
+    };
+    let prefix = |a: &IpAddr| if a.is_ipv4() { 32 } else { 128 };
+    let mut steps = vec![
+        daemon(
+            "netns_create",
+            vec![r.netns.display().to_string()],
+            "unshare(CLONE_NEWNET) in a thread, pinned by a bind mount; lo up",
+        ),
+        daemon(
+            "veth_create",
+            vec![
+                r.host_link.clone(),
+                format!("peer {} in {}", r.sandbox_link, r.netns.display()),
+            ],
+            "the peer is created inside the namespace, never visible on the host",
+        ),
+    ];
+    for gw in &r.gateways {
+        steps.push(daemon(
+            "addr_add",
+            vec![
+                format!("{gw}/{}", prefix(gw)),
+                format!("dev {}", r.host_link),
+            ],
+            "the gateway the sandbox routes through",
+        ));
+    }
+    for a in &r.addresses {
+        steps.push(daemon(
+            "route_add",
+            vec![format!("{a}/{}", prefix(a)), format!("dev {}", r.host_link)],
+            "the host reaches the sandbox address over its link",
+        ));
+        steps.push(daemon(
+            "addr_add",
+            vec![
+                format!("{a}/{}", prefix(a)),
+                format!("dev {} (in the namespace)", r.sandbox_link),
+            ],
+            "the sandbox's only addresses",
+        ));
+    }
+    for gw in &r.gateways {
+        steps.push(daemon(
+            "route_add",
+            vec![
+                "default".to_owned(),
+                format!("via {gw} dev {} (in the namespace)", r.sandbox_link),
+            ],
+            "everything else goes through the host",
+        ));
+    }
+    let mut forwarding = vec!["net.ipv4.ip_forward=1".to_owned()];
+    if r.has_ipv6() {
+        forwarding.push("net.ipv6.conf.all.forwarding=1".to_owned());
+    }
+    steps.push(daemon(
+        "sysctl",
+        forwarding,
+        "the host routes for the sandbox",
+    ));
+    steps.push(daemon(
+        "nft",
+        nft_script(r).lines().map(str::to_owned).collect(),
+        "one table per sandbox: source guard, no connections to the host, NAT and port forwards; deleting the table removes them all",
+    ));
+    steps
+}
+
 /// The display form of a plan.
 pub(super) fn native(plan: &LinuxPlan) -> NativePlan {
+    let mut steps = match &plan.network {
+        Network::Routed(r) => network_steps(r),
+        _ => Vec::new(),
+    };
+    steps.extend(plan.steps.iter().map(|s| step(plan, s)));
     NativePlan::Linux {
         // CLONE_NEWUSER is not a clone flag here: pid 1 unshares it last.
-        clone_flags: plan
-            .namespaces
-            .iter()
-            .filter(|n| **n != super::Namespace::User)
+        clone_flags: clone_flags(plan)
+            .filter(|n| *n != Namespace::User)
             .map(|n| n.flag().to_owned())
             .collect(),
         mounts: plan.mounts.iter().map(|op| mount(plan, op)).collect(),
@@ -227,6 +324,6 @@ pub(super) fn native(plan: &LinuxPlan) -> NativePlan {
             .iter()
             .map(|w| (w.file.display().to_string(), w.value.clone()))
             .collect(),
-        steps: plan.steps.iter().map(|s| step(plan, s)).collect(),
+        steps,
     }
 }

@@ -16,6 +16,10 @@ pub(super) fn steps(
     let has = |n: Namespace| namespaces.contains(&n);
     let mut steps = vec![LinuxStep::CreateCgroups, LinuxStep::Clone];
     steps.push(LinuxStep::JoinCgroups);
+    if let Network::Routed(r) = network(spec, sandbox, host) {
+        // First, so sysfs and every later step see the sandbox's stack.
+        steps.push(LinuxStep::JoinNetns(r.netns));
+    }
     if has(Namespace::Cgroup) {
         steps.push(LinuxStep::UnshareCgroup);
     }
@@ -29,7 +33,7 @@ pub(super) fn steps(
         steps.push(LinuxStep::SetHostname(name));
     }
     steps.extend([LinuxStep::PivotRoot, LinuxStep::DetachOldRoot]);
-    if network(spec) == Network::Loopback {
+    if network(spec, sandbox, host) == Network::Loopback {
         steps.push(LinuxStep::LoopbackUp);
     }
     if has(Namespace::User) {

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use sandboxd_core::spec::{
-    Limit, Mode, MountSpec, NetworkMode, NetworkPolicy, ProcessSpec, Requirement, SandboxSpec,
+    Limit, Mode, MountSpec, NetworkMode, NetworkPolicy, PortForward, ProcessSpec, Protocol,
+    Requirement, SandboxSpec,
 };
 use sandboxd_core::validate::{Policy, validate};
 use sandboxd_core::{Level, NativePlan, Property, SandboxPaths, ValidatedSpec};
@@ -315,79 +316,113 @@ fn network_modes() {
     struct Case {
         what: &'static str,
         edit: Edit,
+        /// The host has nft.
+        nft: bool,
+        /// pid 1 is cloned with CLONE_NEWNET.
         net_ns: bool,
+        /// pid 1 brings lo up itself.
         lo_up: bool,
+        /// pid 1 joins the daemon's namespace (RESTRICTED).
+        joins: bool,
         level: Level,
         refused: bool,
     }
+    fn restricted(requirement: Requirement) -> NetworkPolicy {
+        NetworkPolicy {
+            mode: NetworkMode::Restricted,
+            requirement,
+            ..NetworkPolicy::default()
+        }
+    }
+    let case = |what, edit, nft, net_ns, lo_up, joins, level, refused| Case {
+        what,
+        edit,
+        nft,
+        net_ns,
+        lo_up,
+        joins,
+        level,
+        refused,
+    };
     let cases = [
-        Case {
-            what: "unspecified is none",
-            edit: |_| {},
-            net_ns: true,
-            lo_up: false,
-            level: Level::Enforced,
-            refused: false,
-        },
-        Case {
-            what: "none",
-            edit: |s| s.network.mode = NetworkMode::None,
-            net_ns: true,
-            lo_up: false,
-            level: Level::Enforced,
-            refused: false,
-        },
-        Case {
-            what: "loopback",
-            edit: |s| s.network.mode = NetworkMode::Loopback,
-            net_ns: true,
-            lo_up: true,
-            level: Level::Enforced,
-            refused: false,
-        },
-        Case {
-            what: "restricted required",
-            edit: |s| {
-                s.network = NetworkPolicy {
-                    mode: NetworkMode::Restricted,
-                    requirement: Requirement::Unspecified,
-                    addresses: vec!["192.0.2.10".into()],
-                    ..NetworkPolicy::default()
-                }
-            },
-            net_ns: true,
-            lo_up: true,
-            level: Level::NotEnforced,
-            refused: true,
-        },
-        Case {
-            what: "restricted preferred",
-            edit: |s| {
-                s.network = NetworkPolicy {
-                    mode: NetworkMode::Restricted,
-                    requirement: Requirement::Preferred,
-                    addresses: vec!["192.0.2.10".into()],
-                    ..NetworkPolicy::default()
-                }
-            },
-            net_ns: true,
-            lo_up: true,
-            level: Level::NotEnforced,
-            refused: false,
-        },
-        Case {
-            what: "host",
-            edit: |s| s.network.mode = NetworkMode::Host,
-            net_ns: false,
-            lo_up: false,
-            level: Level::Enforced,
-            refused: false,
-        },
+        case(
+            "unspecified is none",
+            |_| {},
+            true,
+            true,
+            false,
+            false,
+            Level::Enforced,
+            false,
+        ),
+        case(
+            "none",
+            |s| s.network.mode = NetworkMode::None,
+            true,
+            true,
+            false,
+            false,
+            Level::Enforced,
+            false,
+        ),
+        case(
+            "loopback",
+            |s| s.network.mode = NetworkMode::Loopback,
+            true,
+            true,
+            true,
+            false,
+            Level::Enforced,
+            false,
+        ),
+        case(
+            "restricted",
+            |s| s.network = restricted(Requirement::Unspecified),
+            true,
+            false,
+            false,
+            true,
+            Level::Enforced,
+            false,
+        ),
+        case(
+            "restricted without nft",
+            |s| s.network = restricted(Requirement::Unspecified),
+            false,
+            true,
+            true,
+            false,
+            Level::NotEnforced,
+            true,
+        ),
+        case(
+            "restricted preferred without nft: loopback only",
+            |s| s.network = restricted(Requirement::Preferred),
+            false,
+            true,
+            true,
+            false,
+            Level::NotEnforced,
+            false,
+        ),
+        case(
+            "host",
+            |s| s.network.mode = NetworkMode::Host,
+            true,
+            false,
+            false,
+            false,
+            Level::Enforced,
+            false,
+        ),
     ];
-    let host = HostFacts::assumed();
     for c in cases {
+        let host = HostFacts {
+            nftables: c.nft,
+            ..HostFacts::assumed()
+        };
         let s = spec(c.edit);
-        let p = plan(&s, &sandbox(), &host);
+        let p = plan(&s, &leased(), &host);
         let r = p.report.get(Property::Network).expect("row");
         assert_eq!(r.level, c.level, "{}", c.what);
         assert_eq!(
@@ -403,45 +438,171 @@ fn network_modes() {
         else {
             panic!("{}: not a linux plan", c.what);
         };
+        let has = |op: &str| steps.iter().any(|s| s.op == op);
         assert_eq!(
             clone_flags.iter().any(|f| f == "CLONE_NEWNET"),
             c.net_ns,
             "{}",
             c.what
         );
+        assert_eq!(has("link_up"), c.lo_up, "{}", c.what);
+        assert_eq!(has("setns") && has("nft"), c.joins, "{}", c.what);
         assert_eq!(
-            steps.iter().any(|s| s.op == "link_up"),
-            c.lo_up,
-            "{}",
-            c.what
-        );
-        assert_eq!(
-            build(&s, &sandbox(), &host).is_err(),
+            build(&s, &leased(), &host).is_err(),
             c.refused,
             "{}",
             c.what
         );
     }
-    let s = spec(|s| {
-        s.network = NetworkPolicy {
-            mode: NetworkMode::Restricted,
-            requirement: Requirement::Required,
-            addresses: vec!["192.0.2.10".into()],
-            ..NetworkPolicy::default()
-        }
-    });
-    let refusals = plan(&s, &sandbox(), &host).refusals;
+    let host = HostFacts {
+        nftables: false,
+        ..HostFacts::assumed()
+    };
+    let refusals = plan(
+        &spec(|s| s.network = restricted(Requirement::Required)),
+        &sandbox(),
+        &host,
+    )
+    .refusals;
     assert!(refusals[0].starts_with("network:"), "{refusals:?}");
-    assert!(
-        refusals[0].contains("until the networking issue lands"),
-        "{refusals:?}"
+    assert!(refusals[0].contains("needs the nft binary"), "{refusals:?}");
+    // Without a lease there is nothing to configure: build refuses.
+    let s = spec(|s| s.network = restricted(Requirement::Required));
+    assert_eq!(
+        build(&s, &sandbox(), &HostFacts::assumed()),
+        Err(PlanError::NoLease)
     );
     let r = row(
         &spec(|s| s.network.mode = NetworkMode::Host),
-        &host,
+        &HostFacts::assumed(),
         Property::Network,
     );
     assert!(r.caveats.contains("daemon's config"), "{}", r.caveats);
+}
+
+/// The sandbox with a lease: 203.0.113.2 and 2001:db8::2, gateways .1/::1.
+fn leased() -> SandboxPaths {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    SandboxPaths {
+        lease: sandboxd_core::net::NetLease {
+            addresses: vec![ip("203.0.113.2"), ip("2001:db8::2")],
+            gateways: vec![ip("203.0.113.1"), ip("2001:db8::1")],
+            ports: vec![(Protocol::Tcp, 8080)],
+        },
+        ..sandbox()
+    }
+}
+
+#[test]
+fn restricted_network_plan_and_nft_rules() {
+    let s = spec(|s| {
+        s.network = NetworkPolicy {
+            mode: NetworkMode::Restricted,
+            outbound_nat: true,
+            port_forwards: vec![
+                PortForward {
+                    protocol: Protocol::Tcp,
+                    host_port: 8080,
+                    sandbox_port: 80,
+                },
+                PortForward {
+                    protocol: Protocol::Udp,
+                    host_port: 5353,
+                    sandbox_port: 53,
+                },
+            ],
+            ..NetworkPolicy::default()
+        }
+    });
+    let p = build(&s, &leased(), &HostFacts::assumed()).expect("plan");
+    let Network::Routed(r) = &p.network else {
+        panic!("not routed: {:?}", p.network);
+    };
+    assert_eq!(r.host_link, "sbx0123456789ab");
+    assert_eq!(r.netns, sandbox().dir.join("netns"));
+    assert_eq!(r.nft_table, "sandboxd_0123456789abcdef");
+    assert!(r.has_ipv6());
+    // pid 1 joins the namespace first thing after joining its cgroups.
+    let join = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, LinuxStep::JoinNetns(path) if *path == r.netns));
+    assert_eq!(join, Some(3), "{:?}", p.steps);
+    assert!(!p.steps.contains(&LinuxStep::LoopbackUp));
+    let want = r#"table inet sandboxd_0123456789abcdef {
+  chain guard {
+    type filter hook prerouting priority raw; policy accept;
+    iifname "sbx0123456789ab" ip saddr != { 203.0.113.2 } drop
+    iifname "sbx0123456789ab" ip6 saddr != { fe80::/10, 2001:db8::2 } drop
+  }
+  chain to_host {
+    type filter hook input priority filter; policy accept;
+    iifname "sbx0123456789ab" ct state established,related accept
+    iifname "sbx0123456789ab" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+    iifname "sbx0123456789ab" drop
+  }
+  chain nat_out {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr { 203.0.113.2 } oifname != "sbx0123456789ab" masquerade
+    ip6 saddr { 2001:db8::2 } oifname != "sbx0123456789ab" masquerade
+  }
+  chain forwards {
+    type nat hook prerouting priority -100; policy accept;
+    fib daddr type local tcp dport 8080 dnat ip to 203.0.113.2:80
+    fib daddr type local udp dport 5353 dnat ip to 203.0.113.2:53
+  }
+  chain forwards_local {
+    type nat hook output priority -100; policy accept;
+    fib daddr type local tcp dport 8080 dnat ip to 203.0.113.2:80
+    fib daddr type local udp dport 5353 dnat ip to 203.0.113.2:53
+  }
+}
+"#;
+    assert_eq!(nft_script(r), want);
+
+    // An IPv4-only sandbox without options drops all IPv6 from its link
+    // and has no NAT or forward chains.
+    let v4 = SandboxPaths {
+        lease: sandboxd_core::net::NetLease {
+            addresses: vec!["203.0.113.9".parse().expect("ip")],
+            gateways: vec!["203.0.113.1".parse().expect("ip")],
+            ports: Vec::new(),
+        },
+        ..sandbox()
+    };
+    let plain = spec(|s| s.network.mode = NetworkMode::Restricted);
+    let p = build(&plain, &v4, &HostFacts::assumed()).expect("plan");
+    let Network::Routed(r) = &p.network else {
+        panic!("not routed");
+    };
+    let script = nft_script(r);
+    assert!(script.contains("meta nfproto ipv6 drop"), "{script}");
+    assert!(!script.contains("nat"), "{script}");
+    // The display plan lists the daemon's steps before the supervisor's.
+    let NativePlan::Linux {
+        steps, clone_flags, ..
+    } = plan(&plain, &v4, &HostFacts::assumed()).native
+    else {
+        panic!("not a linux plan");
+    };
+    let ops: Vec<&str> = steps.iter().take(8).map(|s| s.op.as_str()).collect();
+    assert_eq!(
+        ops,
+        [
+            "netns_create",
+            "veth_create",
+            "addr_add",
+            "route_add",
+            "addr_add",
+            "route_add",
+            "sysctl",
+            "nft"
+        ]
+    );
+    assert!(
+        !clone_flags.contains(&"CLONE_NEWNET".to_owned()),
+        "{clone_flags:?}"
+    );
 }
 
 #[test]

@@ -300,6 +300,9 @@ pub enum LinuxStep {
     DetachOldRoot,
     /// Bring `lo` up (SIOCSIFFLAGS) in the new network namespace.
     LoopbackUp,
+    /// `setns(CLONE_NEWNET)` into the namespace the daemon prepared and
+    /// pinned at this path (RESTRICTED), before anything else.
+    JoinNetns(PathBuf),
     /// pid 1 stays a minimal reaper and forks the payload.
     ForkPayload,
     /// pid 1 stays a reaper with no payload (IDLE); work enters with Exec.
@@ -346,6 +349,7 @@ impl LinuxStep {
             | Self::PivotRoot
             | Self::DetachOldRoot
             | Self::LoopbackUp
+            | Self::JoinNetns(_)
             | Self::ForkPayload
             | Self::Idle => Actor::Init,
             _ => Actor::Payload,
@@ -354,13 +358,16 @@ impl LinuxStep {
 }
 
 /// The network the sandbox gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// A new network namespace; `lo` stays down.
     None,
     /// A new network namespace with `lo` up.
     Loopback,
+    /// RESTRICTED: the namespace the daemon prepared, with a routed veth
+    /// carrying only the sandbox's addresses.
+    Routed(super::RoutedNetwork),
     /// The host's network namespace.
     Host,
 }
