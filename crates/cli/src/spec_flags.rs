@@ -277,8 +277,9 @@ fn parse_domain(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// resolv.conf(5) reads at most this many nameservers and search domains.
+/// resolv.conf(5): glibc reads at most this many nameservers...
 const MAX_DNS_SERVERS: usize = 3;
+/// ...and this many search domains (the daemon refuses more too).
 const MAX_DNS_SEARCH: usize = 6;
 
 /// The reason for a RESTRICTED-only flag given with another mode.
