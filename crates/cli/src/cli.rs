@@ -141,15 +141,8 @@ pub(crate) struct SpecFlags {
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,
 
-    /// Network: none, loopback, host (if the daemon permits it) or
-    /// restricted (with --address).
-    #[arg(long, value_name = "MODE")]
-    pub(crate) network: Option<String>,
-
-    /// An IPv4/IPv6 address the sandbox may use (repeatable; implies
-    /// --network restricted).
-    #[arg(long = "address", value_name = "IP")]
-    pub(crate) addresses: Vec<String>,
+    #[command(flatten)]
+    pub(crate) net: NetworkFlags,
 
     /// Refuse to create unless PROP is enforced (the default for what you set).
     /// PROP: filesystem pid hostname ipc user cgroup network memory pids cpu
@@ -172,6 +165,48 @@ pub(crate) struct SpecFlags {
     /// HUP, QUIT, KILL, ...). Default TERM.
     #[arg(long, value_name = "SIGNAL")]
     pub(crate) stop_signal: Option<String>,
+}
+
+/// The network policy as flags (part of the spec flags).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct NetworkFlags {
+    /// Network: none, loopback, host (if the daemon permits it) or
+    /// restricted (own addresses from the daemon's pool; implied by
+    /// --address, --nat and --publish).
+    #[arg(long, value_name = "MODE")]
+    pub(crate) network: Option<String>,
+
+    /// An IPv4/IPv6 address the sandbox may use (repeatable; implies
+    /// --network restricted). With none, the daemon leases one from its
+    /// pool.
+    #[arg(long = "address", value_name = "IP")]
+    pub(crate) addresses: Vec<String>,
+
+    /// Masquerade the sandbox's outbound traffic behind the host's address,
+    /// so it can reach networks without a route back to the pool (implies
+    /// --network restricted).
+    #[arg(long)]
+    pub(crate) nat: bool,
+
+    /// Forward a host port, on all of the host's addresses, to a port of the
+    /// sandbox's first address; tcp unless /udp is given (repeatable;
+    /// implies --network restricted).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "HOST_PORT:SANDBOX_PORT[/tcp|/udp]"
+    )]
+    pub(crate) publish: Vec<String>,
+
+    /// A nameserver for the sandbox's /etc/resolv.conf (repeatable, at most
+    /// 3; any network mode). Without it the image's file is left as it is.
+    #[arg(long = "dns", value_name = "IP")]
+    pub(crate) dns: Vec<String>,
+
+    /// A search domain for the sandbox's /etc/resolv.conf (repeatable, at
+    /// most 6; needs --dns).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub(crate) dns_search: Vec<String>,
 }
 
 /// A backend to plan for.
@@ -379,6 +414,39 @@ mod tests {
                 assert!(e.interactive && !e.tty);
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn network_flags_on_every_spec_command() {
+        for cmd in ["plan", "create", "run"] {
+            let args = [
+                cmd,
+                "--nat",
+                "-p",
+                "8080:80",
+                "--publish",
+                "5353:53/udp",
+                "--dns",
+                "192.0.2.53",
+                "--dns",
+                "192.0.2.54",
+                "--dns-search",
+                "example.com",
+                "--",
+                "true",
+            ];
+            let net = match parse(&args).map(|c| c.command) {
+                Ok(Command::Plan(a)) => a.spec.net,
+                Ok(Command::Create(a)) => a.spec.net,
+                Ok(Command::Run(a)) => a.spec.net,
+                other => panic!("{cmd}: unexpected {other:?}"),
+            };
+            assert!(net.nat, "{cmd}");
+            assert_eq!(net.publish, ["8080:80", "5353:53/udp"], "{cmd}");
+            assert_eq!(net.dns, ["192.0.2.53", "192.0.2.54"], "{cmd}");
+            assert_eq!(net.dns_search, ["example.com"], "{cmd}");
+            assert_eq!(net.network, None, "{cmd}");
         }
     }
 

@@ -6,7 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sandboxd_proto::v1::{ExitReason, ExitResult, SandboxMode, SandboxState};
+use sandboxd_proto::v1::{
+    ExitReason, ExitResult, PortForward, Protocol, SandboxMode, SandboxState,
+};
 
 use crate::json::enum_name;
 
@@ -132,6 +134,25 @@ pub(crate) fn mode(value: i32) -> String {
     friendly(enum_name::<SandboxMode>(value), value, "", "")
 }
 
+/// `tcp` or `udp` (UNSPECIFIED means TCP per the proto).
+pub(crate) fn protocol(value: i32) -> String {
+    if value == Protocol::Unspecified as i32 {
+        return "tcp".into();
+    }
+    friendly(enum_name::<Protocol>(value), value, "", "")
+}
+
+/// A port forward docker-style, as `--publish` takes it reversed:
+/// `8080->80/tcp`.
+pub(crate) fn port_forward(f: &PortForward) -> String {
+    format!(
+        "{}->{}/{}",
+        f.host_port,
+        f.sandbox_port,
+        protocol(f.protocol)
+    )
+}
+
 /// `created`, `exec-started`, ...
 pub(crate) fn event_kind(value: i32) -> String {
     friendly(
@@ -253,5 +274,23 @@ mod tests {
         };
         assert_eq!(exit_short(Some(&oom)), "oom-killed(137)");
         assert_eq!(exit_long(&sig), "SIGNALED exit_code=137 signal=9");
+    }
+
+    #[test]
+    fn port_forwards() {
+        let cases: &[(i32, u32, u32, &str)] = &[
+            (Protocol::Tcp as i32, 8080, 80, "8080->80/tcp"),
+            (Protocol::Udp as i32, 5353, 53, "5353->53/udp"),
+            (Protocol::Unspecified as i32, 2222, 22, "2222->22/tcp"),
+            (9, 1, 2, "1->2/unknown(9)"),
+        ];
+        for (protocol, host_port, sandbox_port, want) in cases {
+            let f = PortForward {
+                protocol: *protocol,
+                host_port: *host_port,
+                sandbox_port: *sandbox_port,
+            };
+            assert_eq!(port_forward(&f), *want);
+        }
     }
 }

@@ -17,9 +17,9 @@ use sandboxd_proto::v1::{
     BackendKind, ChrootPlan, EnforcementLevel, Event, EventKind, ExitReason, ExitResult,
     GetCapabilitiesResponse, Isolation, IsolationProperty, IsolationReport, JailPlan, Limit,
     Limits, LinuxPlan, ListSandboxesResponse, Mount, NetworkMode, NetworkPolicy, PlanMount,
-    PlanParam, PlanSandboxResponse, PlanStep, ProcessSpec, PropertyEnforcement, Requirement,
-    ResourceUsage, Sandbox, SandboxMode, SandboxSpec, SandboxState, User, WaitSandboxResponse,
-    plan_sandbox_response::Plan,
+    PlanParam, PlanSandboxResponse, PlanStep, PortForward, ProcessSpec, PropertyEnforcement,
+    Protocol, Requirement, ResourceUsage, Sandbox, SandboxMode, SandboxSpec, SandboxState, User,
+    WaitSandboxResponse, plan_sandbox_response::Plan,
 };
 
 /// A generated proto enum: convertible from its wire `i32`, with a proto name.
@@ -48,6 +48,7 @@ proto_enums!(
     ExitReason,
     SandboxState,
     EventKind,
+    Protocol,
 );
 
 /// The proto name of an enum value, or `None` if this build does not know it.
@@ -117,12 +118,25 @@ fn isolation(i: &Isolation) -> Value {
     })
 }
 
+/// `PortForward`.
+fn port_forward(f: &PortForward) -> Value {
+    json!({
+        "protocol": enum_value::<Protocol>(f.protocol),
+        "host_port": f.host_port,
+        "sandbox_port": f.sandbox_port,
+    })
+}
+
 /// `NetworkPolicy`.
 fn network(n: &NetworkPolicy) -> Value {
     json!({
         "mode": enum_value::<NetworkMode>(n.mode),
         "requirement": enum_value::<Requirement>(n.requirement),
         "addresses": n.addresses,
+        "outbound_nat": n.outbound_nat,
+        "port_forwards": n.port_forwards.iter().map(port_forward).collect::<Vec<_>>(),
+        "dns_servers": n.dns_servers,
+        "dns_search": n.dns_search,
     })
 }
 
@@ -202,6 +216,7 @@ pub(crate) fn sandbox(s: &Sandbox) -> Value {
             "memory_bytes": u.memory_bytes,
             "pids": u.pids,
         })),
+        "addresses": s.addresses,
     })
 }
 
@@ -412,6 +427,67 @@ mod tests {
             serde_json::to_string(&v["spec"]["labels"]).ok().as_deref(),
             Some(r#"{"a":"1","b":"2"}"#)
         );
+    }
+
+    #[test]
+    fn network_policy_and_leased_addresses() {
+        let forward = |protocol: i32, host_port, sandbox_port| PortForward {
+            protocol,
+            host_port,
+            sandbox_port,
+        };
+        let cases: Vec<(NetworkPolicy, Value)> = vec![
+            (
+                NetworkPolicy::default(),
+                json!({
+                    "mode": "NETWORK_MODE_UNSPECIFIED", "requirement": "REQUIREMENT_UNSPECIFIED",
+                    "addresses": [], "outbound_nat": false, "port_forwards": [],
+                    "dns_servers": [], "dns_search": [],
+                }),
+            ),
+            (
+                NetworkPolicy {
+                    mode: NetworkMode::Restricted as i32,
+                    requirement: Requirement::Preferred as i32,
+                    addresses: vec!["203.0.113.2".into()],
+                    outbound_nat: true,
+                    port_forwards: vec![
+                        forward(Protocol::Tcp as i32, 8080, 80),
+                        forward(Protocol::Udp as i32, 5353, 53),
+                        forward(Protocol::Unspecified as i32, 2222, 22),
+                        // A protocol from a newer daemon: its number.
+                        forward(9, 1, 1),
+                    ],
+                    dns_servers: vec!["192.0.2.53".into()],
+                    dns_search: vec!["example.com".into()],
+                },
+                json!({
+                    "mode": "RESTRICTED", "requirement": "PREFERRED",
+                    "addresses": ["203.0.113.2"], "outbound_nat": true,
+                    "port_forwards": [
+                        {"protocol": "TCP", "host_port": 8080, "sandbox_port": 80},
+                        {"protocol": "UDP", "host_port": 5353, "sandbox_port": 53},
+                        {"protocol": "PROTOCOL_UNSPECIFIED", "host_port": 2222, "sandbox_port": 22},
+                        {"protocol": 9, "host_port": 1, "sandbox_port": 1},
+                    ],
+                    "dns_servers": ["192.0.2.53"], "dns_search": ["example.com"],
+                }),
+            ),
+        ];
+        for (policy, want) in cases {
+            let s = Sandbox {
+                spec: Some(SandboxSpec {
+                    network: Some(policy.clone()),
+                    ..Default::default()
+                }),
+                addresses: vec!["203.0.113.2".into(), "2001:db8::2".into()],
+                ..Default::default()
+            };
+            let v = sandbox(&s);
+            assert_eq!(v["spec"]["network"], want, "{policy:?}");
+            assert_eq!(v["addresses"], json!(["203.0.113.2", "2001:db8::2"]));
+        }
+        assert_eq!(sandbox(&Sandbox::default())["addresses"], json!([]));
     }
 
     #[test]

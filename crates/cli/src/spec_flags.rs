@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use sandboxd_proto::v1::{
-    Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, ProcessSpec, Requirement,
-    SandboxMode, SandboxSpec, User,
+    Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, PortForward, ProcessSpec,
+    Protocol, Requirement, SandboxMode, SandboxSpec, User,
 };
 
-use crate::cli::{ProcessFlags, SpecFlags};
+use crate::cli::{NetworkFlags, ProcessFlags, SpecFlags};
 use crate::error::CliError;
 
 /// Looks up a variable in the local environment (injected so tests do not
@@ -217,47 +217,166 @@ pub(crate) fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>
     Ok(labels)
 }
 
-/// `--network` and `--address` to a policy; `None` if neither was given.
-pub(crate) fn parse_network(
-    mode: Option<&str>,
-    addresses: &[String],
-) -> Result<Option<NetworkPolicy>, CliError> {
-    let mode = match mode {
-        None if addresses.is_empty() => return Ok(None),
-        None => NetworkMode::Restricted,
-        Some(m) => match m.to_ascii_lowercase().as_str() {
-            "none" => NetworkMode::None,
-            "loopback" => NetworkMode::Loopback,
-            "host" => NetworkMode::Host,
-            "restricted" => NetworkMode::Restricted,
-            _ => {
-                return Err(flag_err(
-                    "--network",
-                    m,
-                    "expected none, loopback, host or restricted",
-                ));
-            }
+/// `HOST_PORT:SANDBOX_PORT[/tcp|/udp]` (docker's `-p` without a host
+/// address: the daemon forwards on all of the host's addresses).
+pub(crate) fn parse_publish(s: &str) -> Result<PortForward, String> {
+    const SYNTAX: &str = "expected HOST_PORT:SANDBOX_PORT[/tcp|/udp], e.g. 8080:80";
+    let (ports, protocol) = match s.split_once('/') {
+        None => (s, Protocol::Tcp),
+        Some((ports, proto)) => match proto.to_ascii_lowercase().as_str() {
+            "tcp" => (ports, Protocol::Tcp),
+            "udp" => (ports, Protocol::Udp),
+            _ => return Err(format!("unknown protocol {proto:?} (use tcp or udp)")),
         },
     };
-    let mut parsed = Vec::with_capacity(addresses.len());
-    for a in addresses {
-        if mode != NetworkMode::Restricted {
-            return Err(flag_err(
-                "--address",
-                a,
-                "only applies to --network restricted",
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (host, sandbox) = match parts.as_slice() {
+        [host, sandbox] => (*host, *sandbox),
+        [_, _, _] => {
+            return Err(format!(
+                "{SYNTAX} (no host address: forwards listen on all of the host's addresses)"
             ));
         }
-        let ip: IpAddr = a
-            .parse()
-            .map_err(|_| flag_err("--address", a, "not an IPv4 or IPv6 address"))?;
-        parsed.push(ip.to_string());
+        _ => return Err(SYNTAX.into()),
+    };
+    let port = |p: &str, which: &str| {
+        // Digits only: `parse` would also take a leading `+`.
+        Some(p)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+            .filter(|n| (1..=65535).contains(n))
+            .ok_or_else(|| format!("the {which} port must be a number from 1 to 65535"))
+    };
+    Ok(PortForward {
+        protocol: protocol as i32,
+        host_port: port(host, "host")?,
+        sandbox_port: port(sandbox, "sandbox")?,
+    })
+}
+
+/// An IPv4/IPv6 address, in its canonical form.
+fn parse_ip(s: &str) -> Result<String, String> {
+    s.parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| "not an IPv4 or IPv6 address".to_owned())
+}
+
+/// A search domain: RFC 1123 labels, an optional trailing dot (the same
+/// syntax the daemon checks, here so the error names the flag).
+fn parse_domain(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("not a domain name (letters, digits and -, dot-separated)".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// resolv.conf(5): glibc reads at most this many nameservers...
+const MAX_DNS_SERVERS: usize = 3;
+/// ...and this many search domains (the daemon refuses more too).
+const MAX_DNS_SEARCH: usize = 6;
+
+/// The reason for a RESTRICTED-only flag given with another mode.
+const RESTRICTED_ONLY: &str = "only applies to --network restricted";
+
+/// `--network MODE`.
+fn parse_network_mode(s: &str) -> Result<NetworkMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "none" => Ok(NetworkMode::None),
+        "loopback" => Ok(NetworkMode::Loopback),
+        "host" => Ok(NetworkMode::Host),
+        "restricted" => Ok(NetworkMode::Restricted),
+        _ => Err("expected none, loopback, host or restricted".into()),
+    }
+}
+
+/// The network flags to a policy; `None` if none was given. `--address`,
+/// `--nat` and `--publish` select RESTRICTED (and refuse another mode);
+/// `--dns`/`--dns-search` alone leave the mode to the backend.
+pub(crate) fn parse_network(f: &NetworkFlags) -> Result<Option<NetworkPolicy>, CliError> {
+    let restricted_only = !f.addresses.is_empty() || f.nat || !f.publish.is_empty();
+    let mode = match f.network.as_deref() {
+        Some(m) => with_flag("--network", m, parse_network_mode)?,
+        None if restricted_only => NetworkMode::Restricted,
+        None if f.dns.is_empty() && f.dns_search.is_empty() => return Ok(None),
+        None => NetworkMode::Unspecified,
+    };
+    if mode != NetworkMode::Restricted {
+        if let Some(a) = f.addresses.first() {
+            return Err(flag_err("--address", a, RESTRICTED_ONLY));
+        }
+        if f.nat {
+            return Err(CliError::Usage(format!("--nat: {RESTRICTED_ONLY}")));
+        }
+        if let Some(p) = f.publish.first() {
+            return Err(flag_err("--publish", p, RESTRICTED_ONLY));
+        }
+    }
+    let addresses = f
+        .addresses
+        .iter()
+        .map(|a| with_flag("--address", a, parse_ip))
+        .collect::<Result<_, _>>()?;
+    let mut port_forwards: Vec<PortForward> = Vec::with_capacity(f.publish.len());
+    for p in &f.publish {
+        let fwd = with_flag("--publish", p, parse_publish)?;
+        // One host port and protocol can go to one place only.
+        if port_forwards
+            .iter()
+            .any(|o| (o.host_port, o.protocol) == (fwd.host_port, fwd.protocol))
+        {
+            let proto = if fwd.protocol == Protocol::Udp as i32 {
+                "udp"
+            } else {
+                "tcp"
+            };
+            return Err(flag_err(
+                "--publish",
+                p,
+                format!("host port {}/{proto} is published twice", fwd.host_port),
+            ));
+        }
+        port_forwards.push(fwd);
+    }
+    let mut dns_servers = Vec::with_capacity(f.dns.len());
+    for (i, d) in f.dns.iter().enumerate() {
+        if i == MAX_DNS_SERVERS {
+            return Err(flag_err(
+                "--dns",
+                d,
+                format!("at most {MAX_DNS_SERVERS} nameservers (resolv.conf's limit)"),
+            ));
+        }
+        dns_servers.push(with_flag("--dns", d, parse_ip)?);
+    }
+    let mut dns_search = Vec::with_capacity(f.dns_search.len());
+    for (i, d) in f.dns_search.iter().enumerate() {
+        if f.dns.is_empty() {
+            return Err(flag_err("--dns-search", d, "needs --dns IP too"));
+        }
+        if i == MAX_DNS_SEARCH {
+            return Err(flag_err(
+                "--dns-search",
+                d,
+                format!("at most {MAX_DNS_SEARCH} search domains (resolv.conf's limit)"),
+            ));
+        }
+        dns_search.push(with_flag("--dns-search", d, parse_domain)?);
     }
     Ok(Some(NetworkPolicy {
         mode: mode as i32,
         requirement: Requirement::Unspecified as i32,
-        addresses: parsed,
-        ..NetworkPolicy::default()
+        addresses,
+        outbound_nat: f.nat,
+        port_forwards,
+        dns_servers,
+        dns_search,
     }))
 }
 
@@ -458,7 +577,7 @@ impl SpecFlags {
                 parse_size,
             )?,
         };
-        let mut network = parse_network(self.network.as_deref(), &self.addresses)?;
+        let mut network = parse_network(&self.net)?;
         let mut isolation = Isolation::default();
         let mut any_isolation = false;
         for (prop, req, flag, value) in parse_requirements(self)? {
@@ -488,7 +607,11 @@ impl SpecFlags {
                 return Err(flag_err(flag, &value, reason));
             }
             let target = match prop {
-                Prop::Network => network.as_mut().map(|n| &mut n.requirement),
+                // A policy with only --dns has no mode to require.
+                Prop::Network => network
+                    .as_mut()
+                    .filter(|n| n.mode != NetworkMode::Unspecified as i32)
+                    .map(|n| &mut n.requirement),
                 Prop::Memory => limits.memory_bytes.as_mut().map(|l| &mut l.requirement),
                 Prop::Pids => limits.pids.as_mut().map(|l| &mut l.requirement),
                 Prop::Cpu => limits.cpu_millis.as_mut().map(|l| &mut l.requirement),
@@ -811,53 +934,301 @@ mod tests {
     }
 
     #[test]
+    fn publish_values() {
+        let fwd = |proto: Protocol, host, sandbox| {
+            Ok(PortForward {
+                protocol: proto as i32,
+                host_port: host,
+                sandbox_port: sandbox,
+            })
+        };
+        const SYNTAX: &str = "expected HOST_PORT:SANDBOX_PORT[/tcp|/udp], e.g. 8080:80";
+        let cases: Vec<(&str, Result<PortForward, String>)> = vec![
+            ("8080:80", fwd(Protocol::Tcp, 8080, 80)),
+            ("8080:80/tcp", fwd(Protocol::Tcp, 8080, 80)),
+            ("5353:53/udp", fwd(Protocol::Udp, 5353, 53)),
+            ("5353:53/UDP", fwd(Protocol::Udp, 5353, 53)),
+            ("1:65535", fwd(Protocol::Tcp, 1, 65535)),
+            ("8080", Err(SYNTAX.into())),
+            ("8080/udp", Err(SYNTAX.into())),
+            ("", Err(SYNTAX.into())),
+            (
+                "127.0.0.1:8080:80",
+                Err(format!(
+                    "{SYNTAX} (no host address: forwards listen on all of the host's addresses)"
+                )),
+            ),
+            (
+                "8080:80/sctp",
+                Err("unknown protocol \"sctp\" (use tcp or udp)".into()),
+            ),
+            (
+                "8080:80/",
+                Err("unknown protocol \"\" (use tcp or udp)".into()),
+            ),
+            (
+                "0:80",
+                Err("the host port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "65536:80",
+                Err("the host port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "+80:80",
+                Err("the host port must be a number from 1 to 65535".into()),
+            ),
+            (
+                ":80",
+                Err("the host port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "8080:0",
+                Err("the sandbox port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "8080:http",
+                Err("the sandbox port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "8080:",
+                Err("the sandbox port must be a number from 1 to 65535".into()),
+            ),
+            (
+                "8000-8010:80",
+                Err("the host port must be a number from 1 to 65535".into()),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_publish(input), want, "{input:?}");
+        }
+    }
+
+    /// Flags as (flag, value) pairs; the value is ignored for `--nat`.
+    type FlagArgs<'a> = &'a [(&'a str, &'a str)];
+
+    /// Network flags from (flag, value) pairs, as clap would collect them.
+    fn net(args: FlagArgs<'_>) -> NetworkFlags {
+        let mut f = NetworkFlags::default();
+        for (flag, value) in args {
+            let v = (*value).to_owned();
+            match *flag {
+                "--network" => f.network = Some(v),
+                "--address" => f.addresses.push(v),
+                "--nat" => f.nat = true,
+                "--publish" => f.publish.push(v),
+                "--dns" => f.dns.push(v),
+                "--dns-search" => f.dns_search.push(v),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        f
+    }
+
+    #[test]
     fn networks() {
-        let n = |mode: Option<&str>, addrs: &[&str]| {
-            parse_network(
-                mode,
-                &addrs.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>(),
-            )
+        let restricted = NetworkPolicy {
+            mode: NetworkMode::Restricted as i32,
+            ..NetworkPolicy::default()
         };
-        let policy = |mode: NetworkMode, a: &[&str]| {
-            Some(Some(NetworkPolicy {
-                mode: mode as i32,
-                requirement: 0,
-                addresses: a.iter().map(|x| (*x).to_owned()).collect(),
-                ..NetworkPolicy::default()
-            }))
+        let tcp = |host, sandbox| PortForward {
+            protocol: Protocol::Tcp as i32,
+            host_port: host,
+            sandbox_port: sandbox,
         };
-        assert_eq!(n(None, &[]).ok(), Some(None));
-        assert_eq!(n(Some("none"), &[]).ok(), policy(NetworkMode::None, &[]));
-        assert_eq!(
-            n(Some("Loopback"), &[]).ok(),
-            policy(NetworkMode::Loopback, &[])
-        );
-        assert_eq!(n(Some("host"), &[]).ok(), policy(NetworkMode::Host, &[]));
-        assert_eq!(
-            n(Some("restricted"), &["192.0.2.1", "2001:db8::1"]).ok(),
-            policy(NetworkMode::Restricted, &["192.0.2.1", "2001:db8::1"])
-        );
-        assert_eq!(
-            n(None, &["198.51.100.7"]).ok(),
-            policy(NetworkMode::Restricted, &["198.51.100.7"])
-        );
-        assert_eq!(
-            usage(n(Some("bridge"), &[])),
-            "--network bridge: expected none, loopback, host or restricted"
-        );
-        assert_eq!(
-            usage(n(Some("host"), &["192.0.2.1"])),
-            "--address 192.0.2.1: only applies to --network restricted"
-        );
-        assert_eq!(
-            usage(n(None, &["192.0.2.300"])),
-            "--address 192.0.2.300: not an IPv4 or IPv6 address"
-        );
-        // No --address: the daemon leases one from its pool.
-        assert_eq!(
-            n(Some("restricted"), &[]).ok(),
-            policy(NetworkMode::Restricted, &[])
-        );
+        let good: Vec<(FlagArgs<'_>, Option<NetworkPolicy>)> = vec![
+            (&[], None),
+            (
+                &[("--network", "none")],
+                Some(NetworkPolicy {
+                    mode: NetworkMode::None as i32,
+                    ..NetworkPolicy::default()
+                }),
+            ),
+            (
+                &[("--network", "Loopback")],
+                Some(NetworkPolicy {
+                    mode: NetworkMode::Loopback as i32,
+                    ..NetworkPolicy::default()
+                }),
+            ),
+            (
+                &[("--network", "host")],
+                Some(NetworkPolicy {
+                    mode: NetworkMode::Host as i32,
+                    ..NetworkPolicy::default()
+                }),
+            ),
+            // No --address: the daemon leases one from its pool.
+            (&[("--network", "restricted")], Some(restricted.clone())),
+            (
+                &[
+                    ("--network", "restricted"),
+                    ("--address", "192.0.2.1"),
+                    ("--address", "2001:db8:0::1"),
+                ],
+                Some(NetworkPolicy {
+                    addresses: strings(&["192.0.2.1", "2001:db8::1"]),
+                    ..restricted.clone()
+                }),
+            ),
+            (
+                &[("--address", "198.51.100.7")],
+                Some(NetworkPolicy {
+                    addresses: strings(&["198.51.100.7"]),
+                    ..restricted.clone()
+                }),
+            ),
+            // --nat and --publish select RESTRICTED on their own.
+            (
+                &[("--nat", "")],
+                Some(NetworkPolicy {
+                    outbound_nat: true,
+                    ..restricted.clone()
+                }),
+            ),
+            (
+                &[
+                    ("--publish", "8080:80"),
+                    ("--publish", "8080:80/udp"),
+                    ("--publish", "8443:443/tcp"),
+                ],
+                Some(NetworkPolicy {
+                    port_forwards: vec![
+                        tcp(8080, 80),
+                        PortForward {
+                            protocol: Protocol::Udp as i32,
+                            ..tcp(8080, 80)
+                        },
+                        tcp(8443, 443),
+                    ],
+                    ..restricted.clone()
+                }),
+            ),
+            (
+                &[
+                    ("--network", "RESTRICTED"),
+                    ("--nat", ""),
+                    ("--publish", "2222:22"),
+                    ("--address", "203.0.113.2"),
+                ],
+                Some(NetworkPolicy {
+                    addresses: strings(&["203.0.113.2"]),
+                    outbound_nat: true,
+                    port_forwards: vec![tcp(2222, 22)],
+                    ..restricted.clone()
+                }),
+            ),
+            // DNS alone leaves the mode to the backend; with a mode, any mode.
+            (
+                &[("--dns", "192.0.2.53")],
+                Some(NetworkPolicy {
+                    dns_servers: strings(&["192.0.2.53"]),
+                    ..NetworkPolicy::default()
+                }),
+            ),
+            (
+                &[
+                    ("--network", "host"),
+                    ("--dns", "192.0.2.53"),
+                    ("--dns", "2001:DB8::53"),
+                    ("--dns", "198.51.100.53"),
+                    ("--dns-search", "example.com"),
+                    ("--dns-search", "corp.example.org."),
+                ],
+                Some(NetworkPolicy {
+                    mode: NetworkMode::Host as i32,
+                    dns_servers: strings(&["192.0.2.53", "2001:db8::53", "198.51.100.53"]),
+                    dns_search: strings(&["example.com", "corp.example.org."]),
+                    ..NetworkPolicy::default()
+                }),
+            ),
+        ];
+        for (args, want) in good {
+            assert_eq!(parse_network(&net(args)).ok(), Some(want), "{args:?}");
+        }
+
+        let seven_domains: Vec<(&str, &str)> = std::iter::once(("--dns", "192.0.2.53"))
+            .chain(["a", "b", "c", "d", "e", "f", "g"].map(|d| ("--dns-search", d)))
+            .collect();
+        let bad: Vec<(FlagArgs<'_>, &str)> = vec![
+            (
+                &[("--network", "bridge")],
+                "--network bridge: expected none, loopback, host or restricted",
+            ),
+            (
+                &[("--network", "host"), ("--address", "192.0.2.1")],
+                "--address 192.0.2.1: only applies to --network restricted",
+            ),
+            (
+                &[("--network", "loopback"), ("--nat", "")],
+                "--nat: only applies to --network restricted",
+            ),
+            (
+                &[("--network", "none"), ("--publish", "8080:80")],
+                "--publish 8080:80: only applies to --network restricted",
+            ),
+            (
+                &[("--address", "192.0.2.300")],
+                "--address 192.0.2.300: not an IPv4 or IPv6 address",
+            ),
+            (
+                &[("--publish", "8080:0")],
+                "--publish 8080:0: the sandbox port must be a number from 1 to 65535",
+            ),
+            (
+                &[("--publish", "70000:80/udp")],
+                "--publish 70000:80/udp: the host port must be a number from 1 to 65535",
+            ),
+            (
+                &[("--publish", "http")],
+                "--publish http: expected HOST_PORT:SANDBOX_PORT[/tcp|/udp], e.g. 8080:80",
+            ),
+            (
+                &[("--publish", "8080:80"), ("--publish", "8080:8080/tcp")],
+                "--publish 8080:8080/tcp: host port 8080/tcp is published twice",
+            ),
+            (
+                &[("--dns", "dns.example.com")],
+                "--dns dns.example.com: not an IPv4 or IPv6 address",
+            ),
+            (
+                &[
+                    ("--dns", "192.0.2.1"),
+                    ("--dns", "192.0.2.2"),
+                    ("--dns", "192.0.2.3"),
+                    ("--dns", "192.0.2.4"),
+                ],
+                "--dns 192.0.2.4: at most 3 nameservers (resolv.conf's limit)",
+            ),
+            (
+                &[("--dns-search", "example.com")],
+                "--dns-search example.com: needs --dns IP too",
+            ),
+            (
+                &seven_domains,
+                "--dns-search g: at most 6 search domains (resolv.conf's limit)",
+            ),
+            (
+                &[("--dns", "192.0.2.53"), ("--dns-search", "bad_domain.com")],
+                "--dns-search bad_domain.com: not a domain name (letters, digits and -, dot-separated)",
+            ),
+            (
+                &[("--dns", "192.0.2.53"), ("--dns-search", "a..b")],
+                "--dns-search a..b: not a domain name (letters, digits and -, dot-separated)",
+            ),
+            (
+                &[("--dns", "192.0.2.53"), ("--dns-search", "")],
+                "--dns-search \"\": not a domain name (letters, digits and -, dot-separated)",
+            ),
+            (
+                &[("--dns", "192.0.2.53"), ("--dns-search", "a b")],
+                "--dns-search \"a b\": not a domain name (letters, digits and -, dot-separated)",
+            ),
+        ];
+        for (args, want) in bad {
+            assert_eq!(usage(parse_network(&net(args))), want, "{args:?}");
+        }
     }
 
     #[test]
@@ -899,7 +1270,7 @@ mod tests {
             f.disable = strings(&["cgroup"]);
             f.memory = Some("64M".into());
             f.address_space = Some("1G".into());
-            f.network = Some("loopback".into());
+            f.net.network = Some("loopback".into());
         });
         let spec = ok.create_spec(&[], &no_env).ok();
         let iso = spec.as_ref().and_then(|s| s.isolation);
@@ -952,6 +1323,14 @@ mod tests {
                     f.pids = Some("10".into());
                 }),
                 "--disable pids: a limit cannot be disabled; leave out --pids N",
+            ),
+            (
+                // --dns alone sets no mode for the requirement to apply to.
+                flags(|f| {
+                    f.prefer = strings(&["network"]);
+                    f.net.dns = strings(&["192.0.2.53"]);
+                }),
+                "--prefer network: needs --network MODE too",
             ),
             (
                 flags(|f| f.disable = strings(&["network"])),

@@ -120,6 +120,17 @@ impl SandboxService for Fake {
         self.call("create");
         self.log.lock().unwrap().specs.push(spec.clone());
         let mut s = sandbox(0xaa);
+        // Like the daemon: RESTRICTED gets the named addresses or one from
+        // the pool.
+        if let Some(net) = &spec.network {
+            if net.mode == pb::NetworkMode::Restricted as i32 {
+                s.addresses = if net.addresses.is_empty() {
+                    vec!["203.0.113.2".into()]
+                } else {
+                    net.addresses.clone()
+                };
+            }
+        }
         s.spec = Some(spec);
         s.isolation = Some(pb::IsolationReport {
             backend: pb::BackendKind::Linux as i32,
@@ -157,7 +168,11 @@ impl SandboxService for Fake {
         req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
         let (sandboxes, next) = match req.get_ref().page_token.as_str() {
-            "" => (vec![sandbox(1)], "p2"),
+            "" => {
+                let mut first = sandbox(1);
+                first.addresses = vec!["203.0.113.1".into(), "2001:db8::1".into()];
+                (vec![first], "p2")
+            }
             "p2" => (vec![sandbox(2)], ""),
             t => return Err(Status::invalid_argument(format!("bad token {t}"))),
         };
@@ -483,13 +498,31 @@ async fn ls_follows_pages() {
     let o = sandboxctl(&sock, &["ls"], b"").await;
     assert_eq!(o.code, 0);
     assert_eq!(o.stdout.lines().count(), 2, "{}", o.stdout);
-    assert!(o.stdout.starts_with("ID                NAME  IMAGE  MODE  STATE    EXIT  CREATED\n0000000000000001  box1  host   idle  running  -     "), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .starts_with("ID                NAME  IMAGE  MODE  STATE    EXIT  CREATED"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("\n0000000000000001  box1  host   idle  running  -     "),
+        "{}",
+        o.stdout
+    );
+    // The first leased address, last.
+    assert!(o.stdout.ends_with("  203.0.113.1\n"), "{}", o.stdout);
     assert!(o.stderr.contains("--all-pages"));
     let o = sandboxctl(&sock, &["ls", "--all-pages", "--json"], b"").await;
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["sandboxes"].as_array().map(Vec::len), Some(2));
     assert_eq!(v["sandboxes"][1]["state"], "RUNNING");
     assert_eq!(v["next_page_token"], "");
+    assert_eq!(
+        v["sandboxes"][0]["addresses"],
+        serde_json::json!(["203.0.113.1", "2001:db8::1"])
+    );
+    assert_eq!(v["sandboxes"][1]["addresses"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -693,4 +726,64 @@ async fn tty_mode_is_raw_and_restored() {
         "{text}"
     );
     drop(stdin);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_with_network_flags() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(
+        &sock,
+        &[
+            "--json",
+            "create",
+            "--nat",
+            "-p",
+            "8080:80",
+            "--publish",
+            "5353:53/udp",
+            "--dns",
+            "192.0.2.53",
+            "--dns-search",
+            "example.com",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let spec = fake.log.lock().unwrap().specs[0].clone();
+    let net = spec.network.unwrap();
+    assert_eq!(net.mode, pb::NetworkMode::Restricted as i32);
+    assert!(net.outbound_nat && net.addresses.is_empty());
+    assert_eq!(net.dns_servers, ["192.0.2.53"]);
+    assert_eq!(net.dns_search, ["example.com"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["addresses"], serde_json::json!(["203.0.113.2"]));
+    assert_eq!(
+        v["spec"]["network"]["port_forwards"],
+        serde_json::json!([
+            {"protocol": "TCP", "host_port": 8080, "sandbox_port": 80},
+            {"protocol": "UDP", "host_port": 5353, "sandbox_port": 53},
+        ])
+    );
+    assert_eq!(v["spec"]["network"]["outbound_nat"], true);
+
+    // Usage errors never reach the daemon (`run` reports its own failures
+    // as 125, docker-style).
+    let bad: &[(&[&str], i32, &str)] = &[
+        (
+            &["create", "--network", "host", "--nat"],
+            2,
+            "sandboxctl: --nat: only applies to --network restricted\n",
+        ),
+        (
+            &["run", "-p", "8080:99999", "--", "true"],
+            125,
+            "sandboxctl: --publish 8080:99999: the sandbox port must be a number from 1 to 65535\n",
+        ),
+    ];
+    for (args, code, want) in bad {
+        let o = sandboxctl(&sock, args, b"").await;
+        assert_eq!((o.code, o.stderr.as_str()), (*code, *want), "{args:?}");
+    }
+    assert_eq!(fake.log.lock().unwrap().specs.len(), 1);
 }

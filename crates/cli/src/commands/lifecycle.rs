@@ -2,8 +2,8 @@
 
 use sandboxd_proto::v1::{
     CreateSandboxRequest, DestroySandboxRequest, GetSandboxRequest, ListSandboxesRequest,
-    ListSandboxesResponse, NetworkMode, Requirement, Sandbox, SandboxSpec, StopSandboxRequest,
-    WaitSandboxRequest, sandbox_service_client::SandboxServiceClient,
+    ListSandboxesResponse, NetworkMode, NetworkPolicy, Requirement, Sandbox, SandboxSpec,
+    StopSandboxRequest, WaitSandboxRequest, sandbox_service_client::SandboxServiceClient,
 };
 use serde_json::Value;
 
@@ -67,7 +67,9 @@ pub(super) async fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let now = format::now_ms();
-    let mut t = Table::new(&["ID", "NAME", "IMAGE", "MODE", "STATE", "EXIT", "CREATED"]);
+    let mut t = Table::new(&[
+        "ID", "NAME", "IMAGE", "MODE", "STATE", "EXIT", "CREATED", "ADDRESS",
+    ]);
     for s in &all.sandboxes {
         let spec = s.spec.as_ref();
         t.row([
@@ -78,6 +80,9 @@ pub(super) async fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32, CliError> {
             format::state(s.state),
             format::exit_short(s.exit.as_ref()),
             format::relative(s.created_at_ms, now),
+            // The first leased address (the one forwards go to); inspect
+            // shows them all. Last, as it is often empty.
+            dash(s.addresses.first().map_or("", String::as_str)),
         ]);
     }
     out(&t.render())?;
@@ -124,8 +129,57 @@ fn req(value: i32, unspecified: &str) -> String {
     enum_name::<Requirement>(value).map_or_else(|| value.to_string(), str::to_owned)
 }
 
-/// The spec's lines of the inspect block.
-fn spec_rows(t: &mut Table, spec: &SandboxSpec) {
+/// The network lines of the inspect block: the policy asked for, then what
+/// the sandbox got (`leased` is `Sandbox.addresses`).
+fn network_rows(t: &mut Table, policy: Option<&NetworkPolicy>, leased: &[String]) {
+    let network = match policy {
+        None => "(backend default)".to_owned(),
+        // Resolver settings alone: no mode, so nothing is required of it.
+        Some(n)
+            if n.mode == NetworkMode::Unspecified as i32
+                && n.requirement == Requirement::Unspecified as i32
+                && n.addresses.is_empty() =>
+        {
+            "(backend default)".to_owned()
+        }
+        Some(n) => {
+            let mode = if n.mode == NetworkMode::Unspecified as i32 {
+                "(backend default)".to_owned()
+            } else {
+                enum_name::<NetworkMode>(n.mode)
+                    .map_or_else(|| n.mode.to_string(), str::to_ascii_lowercase)
+            };
+            let mut s = format!("{mode} {}", req(n.requirement, "REQUIRED"));
+            if !n.addresses.is_empty() {
+                s.push_str(&format!(" addresses {}", n.addresses.join(",")));
+            }
+            s
+        }
+    };
+    t.row(["Network:".into(), network]);
+    if !leased.is_empty() {
+        t.row(["Addresses:".into(), leased.join(" ")]);
+    }
+    let Some(n) = policy else {
+        return;
+    };
+    if n.mode == NetworkMode::Restricted as i32 || n.outbound_nat {
+        t.row(["NAT:", if n.outbound_nat { "yes" } else { "no" }]);
+    }
+    if !n.port_forwards.is_empty() {
+        let ports: Vec<String> = n.port_forwards.iter().map(format::port_forward).collect();
+        t.row(["Ports:".into(), ports.join(", ")]);
+    }
+    if !n.dns_servers.is_empty() {
+        t.row(["DNS:".into(), n.dns_servers.join(" ")]);
+    }
+    if !n.dns_search.is_empty() {
+        t.row(["DNS search:".into(), n.dns_search.join(" ")]);
+    }
+}
+
+/// The spec's lines of the inspect block (`leased`: the sandbox's addresses).
+fn spec_rows(t: &mut Table, spec: &SandboxSpec, leased: &[String]) {
     t.row(["Image:".into(), dash(&spec.image)]);
     t.row(["Mode:".into(), format::mode(spec.mode)]);
     if let Some(p) = &spec.process {
@@ -180,23 +234,7 @@ fn spec_rows(t: &mut Table, spec: &SandboxSpec) {
         "Read-only root:",
         if spec.readonly_rootfs { "yes" } else { "no" },
     ]);
-    let network = match &spec.network {
-        None => "(backend default)".to_owned(),
-        Some(n) => {
-            let mode = if n.mode == NetworkMode::Unspecified as i32 {
-                "(backend default)".to_owned()
-            } else {
-                enum_name::<NetworkMode>(n.mode)
-                    .map_or_else(|| n.mode.to_string(), str::to_ascii_lowercase)
-            };
-            let mut s = format!("{mode} {}", req(n.requirement, "REQUIRED"));
-            if !n.addresses.is_empty() {
-                s.push_str(&format!(" addresses {}", n.addresses.join(",")));
-            }
-            s
-        }
-    };
-    t.row(["Network:".into(), network]);
+    network_rows(t, spec.network.as_ref(), leased);
     if let Some(l) = &spec.limits {
         let mut parts = Vec::new();
         let mut add =
@@ -311,8 +349,12 @@ fn render_inspect(s: &Sandbox, now: i64) -> String {
             .as_ref()
             .map_or_else(|| "-".to_owned(), format::exit_long),
     ]);
-    if let Some(spec) = &s.spec {
-        spec_rows(&mut t, spec);
+    match &s.spec {
+        Some(spec) => spec_rows(&mut t, spec, &s.addresses),
+        // A daemon always sends the spec; if one did not, the leases
+        // still show, without claims about a policy nobody saw.
+        None if !s.addresses.is_empty() => t.row(["Addresses:".into(), s.addresses.join(" ")]),
+        None => {}
     }
     let mut text = t.render();
     if let Some(report) = &s.isolation {
@@ -458,7 +500,7 @@ pub(super) async fn wait(ctx: &Ctx, args: IdArg) -> Result<i32, CliError> {
 mod tests {
     use super::*;
     use sandboxd_proto::v1::{
-        ExitReason, ExitResult, Limit, Limits, Mount, NetworkPolicy, SandboxState,
+        ExitReason, ExitResult, Limit, Limits, Mount, PortForward, Protocol, SandboxState,
     };
     use std::collections::HashMap;
 
@@ -517,5 +559,99 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    /// The network lines of the inspect block, for one policy and lease.
+    fn network_lines(policy: Option<NetworkPolicy>, leased: &[&str]) -> String {
+        let s = Sandbox {
+            spec: Some(SandboxSpec {
+                network: policy,
+                ..Default::default()
+            }),
+            addresses: leased.iter().map(|a| (*a).to_owned()).collect(),
+            ..Default::default()
+        };
+        let text = render_inspect(&s, 0);
+        // From the Network line up to the line after the network rows.
+        let start = text.find("Network:").unwrap_or(0);
+        let end = text.find("Stop signal:").unwrap_or(text.len());
+        text[start..end].to_owned()
+    }
+
+    #[test]
+    fn inspect_network_rows() {
+        let restricted = NetworkPolicy {
+            mode: NetworkMode::Restricted as i32,
+            ..NetworkPolicy::default()
+        };
+        let cases: Vec<(Option<NetworkPolicy>, &[&str], &str)> = vec![
+            (None, &[], "Network:         (backend default)\n"),
+            (
+                Some(NetworkPolicy {
+                    mode: NetworkMode::Loopback as i32,
+                    ..NetworkPolicy::default()
+                }),
+                &[],
+                "Network:         loopback REQUIRED\n",
+            ),
+            // Leased from the pool: the spec names no address, the sandbox does.
+            (
+                Some(restricted.clone()),
+                &["203.0.113.2"],
+                "Network:         restricted REQUIRED\n\
+                 Addresses:       203.0.113.2\n\
+                 NAT:             no\n",
+            ),
+            (
+                Some(NetworkPolicy {
+                    addresses: vec!["203.0.113.2".into()],
+                    outbound_nat: true,
+                    port_forwards: vec![
+                        PortForward {
+                            protocol: Protocol::Tcp as i32,
+                            host_port: 8080,
+                            sandbox_port: 80,
+                        },
+                        PortForward {
+                            protocol: Protocol::Udp as i32,
+                            host_port: 5353,
+                            sandbox_port: 53,
+                        },
+                    ],
+                    dns_servers: vec!["192.0.2.53".into(), "2001:db8::53".into()],
+                    dns_search: vec!["example.com".into()],
+                    ..restricted.clone()
+                }),
+                &["203.0.113.2", "2001:db8::2"],
+                "Network:         restricted REQUIRED addresses 203.0.113.2\n\
+                 Addresses:       203.0.113.2 2001:db8::2\n\
+                 NAT:             yes\n\
+                 Ports:           8080->80/tcp, 5353->53/udp\n\
+                 DNS:             192.0.2.53 2001:db8::53\n\
+                 DNS search:      example.com\n",
+            ),
+            // Resolver settings alone: the backend's mode.
+            (
+                Some(NetworkPolicy {
+                    dns_servers: vec!["192.0.2.53".into()],
+                    ..NetworkPolicy::default()
+                }),
+                &[],
+                "Network:         (backend default)\n\
+                 DNS:             192.0.2.53\n",
+            ),
+        ];
+        for (policy, leased, want) in cases {
+            assert_eq!(network_lines(policy.clone(), leased), want, "{policy:?}");
+        }
+        let no_spec = Sandbox {
+            addresses: vec!["203.0.113.2".into()],
+            ..Default::default()
+        };
+        let text = render_inspect(&no_spec, 0);
+        assert!(
+            text.contains("Addresses:       203.0.113.2\n") && !text.contains("Network:"),
+            "{text}"
+        );
     }
 }
