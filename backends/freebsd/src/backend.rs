@@ -9,7 +9,8 @@ use sandboxd_core::spec::{HOST_IMAGE, Mode};
 use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
-use crate::plan::{self, HostFacts};
+use crate::netcfg;
+use crate::plan::{self, HostFacts, JailPlan};
 use crate::pure;
 use crate::runtime::{self, FreeBsdIsolation, FreeBsdLaunch};
 use crate::sys;
@@ -32,6 +33,34 @@ pub fn new_backend(images_dir: PathBuf, reason: &str) -> FreeBsdBackend {
     }
 }
 
+impl FreeBsdBackend {
+    /// The executable plan, or the refusal.
+    fn build(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<JailPlan, BackendError> {
+        plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
+            plan::PlanError::Refused(r) => BackendError::Refused(r),
+            other => BackendError::Unsupported(other.to_string()),
+        })
+    }
+
+    /// Overrides the probed alias interface (daemon configuration): the
+    /// interface RESTRICTED addresses are added to, or `None` when they
+    /// must already be configured on the host.
+    #[must_use]
+    pub fn with_alias_interface(mut self, interface: Option<String>) -> Self {
+        self.facts.alias_interface = interface;
+        self
+    }
+
+    /// The host facts this backend plans with.
+    pub fn facts(&self) -> &HostFacts {
+        &self.facts
+    }
+}
+
 /// The helper-mode entry point for this backend.
 pub fn supervisor_main() -> i32 {
     sandboxd_supervisor::helper_main(|launch: FreeBsdLaunch| Ok(FreeBsdIsolation::new(launch)))
@@ -40,7 +69,10 @@ pub fn supervisor_main() -> i32 {
 /// What this host offers, from sysctls: `kern.racct.enable` (a boot
 /// tunable; absent when the kernel lacks `options RACCT`),
 /// `kern.osrelease`, and `kern.features.vimage` (absent without `options
-/// VIMAGE`). A sysctl that cannot be read counts as "no".
+/// VIMAGE`); whether `lo1` exists (the alias interface); whether pf is
+/// enabled with the sandboxd anchors (`pfctl -s info`, `pfctl -s nat`);
+/// the default route's interface (`route -n get -inet default`). Anything
+/// that cannot be read counts as "no".
 pub fn probe() -> HostFacts {
     let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
     HostFacts {
@@ -49,6 +81,10 @@ pub fn probe() -> HostFacts {
             .map(|b| pure::sysctl_string(&b))
             .unwrap_or_default(),
         vimage: flag("kern.features.vimage"),
+        alias_interface: netcfg::interface_exists(plan::DEFAULT_ALIAS_INTERFACE)
+            .then(|| plan::DEFAULT_ALIAS_INTERFACE.to_owned()),
+        pf_anchors: netcfg::pf_anchors(),
+        egress_interface: netcfg::egress_interface(),
     }
 }
 
@@ -74,10 +110,7 @@ impl Backend for FreeBsdBackend {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
-        let jail_plan = plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
-            plan::PlanError::Refused(r) => BackendError::Refused(r),
-            other => BackendError::Unsupported(other.to_string()),
-        })?;
+        let jail_plan = self.build(spec, sandbox)?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
         pure::jail_iovecs(&jail_plan.params, true)
@@ -129,13 +162,27 @@ impl Backend for FreeBsdBackend {
         })?)
     }
 
+    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        let jail_plan = self.build(spec, sandbox)?;
+        netcfg::prepare(&jail_plan).map_err(|e| BackendError::Network {
+            step: "prepare".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        // The jail first: its processes are gone before their addresses.
         runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir).map_err(|e| {
             BackendError::Io {
                 step: "clean up jail",
                 path: sandbox.dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             }
+        })?;
+        let anchor = self.facts.pf_anchors.then(|| plan::pf_anchor(&sandbox.id));
+        netcfg::cleanup(&sandbox.dir, anchor.as_deref()).map_err(|e| BackendError::Network {
+            step: "cleanup".to_owned(),
+            message: e.to_string(),
         })
     }
 

@@ -50,6 +50,8 @@ pub mod sys;
 
 #[cfg(target_os = "freebsd")]
 mod backend;
+#[cfg(target_os = "freebsd")]
+mod netcfg;
 
 #[cfg(target_os = "freebsd")]
 pub use backend::{FreeBsdBackend, new_backend, probe, supervisor_main};

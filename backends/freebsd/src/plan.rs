@@ -19,8 +19,14 @@
 //! - Network `UNSPECIFIED` means `NONE` (`ip4=disable ip6=disable`).
 //!   `LOOPBACK` is a vnet jail whose only interface is lo0; without VIMAGE it
 //!   is emulated with a per-sandbox 127/8 alias on the host's lo0, to which
-//!   the jail's 127.0.0.1 maps. `RESTRICTED` gives the listed addresses and
-//!   disables a family that has none.
+//!   the jail's 127.0.0.1 maps. `RESTRICTED` gives the leased addresses (the
+//!   spec's own when nothing is leased, as in a PlanSandbox without a pool)
+//!   and disables a family that has none; the daemon adds them as aliases
+//!   on [`HostFacts::alias_interface`], and outbound NAT and port forwards
+//!   are pf rules in the anchor `sandboxd/<id>` (see `net`).
+//! - DNS: the generated resolv.conf is nullfs-mounted, read-only, over the
+//!   image's `/etc/resolv.conf` (which must exist): this works for
+//!   read-only roots too, and never writes into a shared image.
 //! - Only IDLE jails carry `persist`. The others are created persistent only
 //!   until their first process has attached, then `persist` is cleared, so
 //!   they end with their last process.
@@ -40,6 +46,7 @@
 mod host;
 mod matrix;
 mod mounts;
+mod net;
 mod params;
 mod render;
 mod steps;
@@ -50,14 +57,15 @@ mod types;
 use sandboxd_core::capability::{self, BackendKind};
 use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
 
-pub use host::HostFacts;
+pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts};
 pub use matrix::{capabilities, rows_for};
-pub use mounts::HOST_IMAGE_DIRS;
+pub use mounts::{HOST_IMAGE_DIRS, RESOLV_CONF};
+pub use net::{pf_anchor, pf_rules, wants_pf};
 pub use params::{DEVFS_RULESET, loopback_alias};
 pub use steps::JAIL_RC;
 pub use types::{
-    Actor, Fstype, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource, ParamValue,
-    RctlResource, RctlRule, Rlimit,
+    Actor, Fstype, HostAlias, HostNet, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource,
+    ParamValue, RctlResource, RctlRule, Rlimit,
 };
 
 /// Why a plan could not be built.
@@ -73,6 +81,14 @@ pub enum PlanError {
         index: usize,
         /// The address.
         address: String,
+    },
+    /// dns: this host's nullfs cannot mount the generated resolv.conf.
+    #[error(
+        "spec.network.dns_servers: FreeBSD {os_release} cannot give the jail its own /etc/resolv.conf (that needs nullfs mounts of single files, FreeBSD 13.2 or later)"
+    )]
+    DnsUnsupported {
+        /// The host's `kern.osrelease`.
+        os_release: String,
     },
     /// nullfs mount: the target is reserved for the jail's devfs.
     #[error("spec.mounts[{index}].target: {target:?} is under /dev, which the jail's devfs owns")]
@@ -98,13 +114,26 @@ fn build_unchecked(
 ) -> Result<JailPlan, PlanError> {
     let name = jail_name(&sandbox.id);
     let rootfs = sandbox.dir.join("root");
-    let net = params::network(spec, &sandbox.id, host)?;
+    let net = params::network(spec, sandbox, host)?;
+    let host_net = net::host_net(spec, sandbox, host)?;
+    let resolv_conf = net::resolv_conf(spec, &sandbox.id, host)?;
     let rctl_rules = steps::rctl_rules(spec, &name, host);
     Ok(JailPlan {
         params: params::params(spec, sandbox, &rootfs, &name, &net),
-        mounts: mounts::mounts(spec)?,
-        steps: steps::steps(spec, host, &net, !rctl_rules.is_empty()),
+        mounts: mounts::mounts(spec, resolv_conf.is_some())?,
+        steps: steps::steps(
+            spec,
+            host,
+            &net,
+            &host_net,
+            &steps::Has {
+                rules: !rctl_rules.is_empty(),
+                resolv_conf: resolv_conf.is_some(),
+            },
+        ),
         rctl_rules,
+        host_net,
+        resolv_conf,
         id: sandbox.id.clone(),
         name,
         rootfs,

@@ -10,7 +10,9 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use crate::plan::{Fstype, JailMount, JailParam, JailStep, Jsys, ParamValue, Rlimit};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Fstype, HostAlias, JailMount, JailParam, JailStep, Jsys, ParamValue, Rlimit};
 
 /// One `jail_set(2)` iovec pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +244,83 @@ pub fn racct_usage(text: &str) -> (Option<u64>, Option<u64>) {
 /// The rctl filter that matches every rule of a jail.
 pub fn rctl_jail_filter(jail: &str) -> String {
     format!("jail:{jail}")
+}
+
+/// What the daemon did to the host for one sandbox's network, recorded in
+/// the sandbox's directory as it goes, so `cleanup` can undo exactly that
+/// by the sandbox id alone (never an address the host had on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostNetRecord {
+    /// Aliases the daemon added.
+    pub aliases: Vec<HostAlias>,
+    /// The pf anchor it loaded rules into.
+    pub pf_anchor: Option<String>,
+}
+
+/// The record's file name in the sandbox directory.
+pub const HOST_NET_RECORD: &str = "hostnet.json";
+
+/// ifconfig(8) arguments that add (`add`) or remove an alias.
+pub fn ifconfig_alias_args(alias: &HostAlias, add: bool) -> Vec<String> {
+    let af = if alias.address.is_ipv4() {
+        "inet"
+    } else {
+        "inet6"
+    };
+    let (address, verb) = if add {
+        (alias.with_prefix(), "alias")
+    } else {
+        (alias.address.to_string(), "-alias")
+    };
+    vec![
+        alias.interface.clone(),
+        af.to_owned(),
+        address,
+        verb.to_owned(),
+    ]
+}
+
+/// pfctl(8) arguments that load rules from stdin into `anchor`.
+pub fn pfctl_load_args(anchor: &str) -> Vec<String> {
+    ["-a", anchor, "-f", "-"].map(str::to_owned).to_vec()
+}
+
+/// pfctl(8) arguments that flush every rule of `anchor`.
+pub fn pfctl_flush_args(anchor: &str) -> Vec<String> {
+    ["-a", anchor, "-F", "all"].map(str::to_owned).to_vec()
+}
+
+/// The rules file `pfctl -f -` reads: one rule a line.
+pub fn pf_rules_text(rules: &[String]) -> String {
+    rules.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// `pfctl -s info` says pf is enabled.
+pub fn pf_enabled(info: &str) -> bool {
+    info.lines()
+        .any(|l| l.trim_start().starts_with("Status: Enabled"))
+}
+
+/// `pfctl -s nat` (the main ruleset's translation rules) hooks the
+/// sandboxd anchors: `nat-anchor "sandboxd/*"` and `rdr-anchor
+/// "sandboxd/*"`.
+pub fn pf_has_anchors(nat: &str) -> bool {
+    let has = |kind: &str| {
+        let want = format!("{kind} \"sandboxd/*\"");
+        nat.lines().any(|l| l.trim_start().starts_with(&want))
+    };
+    has("nat-anchor") && has("rdr-anchor")
+}
+
+/// The interface of `route -n get -inet default`'s answer ("interface:
+/// em0"), if any.
+pub fn route_interface(route: &str) -> Option<String> {
+    route.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("interface:")
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty())
+    })
 }
 
 /// Device nodes a jail's devfs must never show. Ruleset 4

@@ -94,6 +94,16 @@ impl FreeBsdIsolation {
         let plan = self.launch.plan.clone();
         for step in &plan.steps {
             match step {
+                JailStep::WriteResolvConf => {
+                    let text = plan.resolv_conf.as_deref().unwrap_or_default();
+                    std::fs::create_dir_all(plan.sandbox_dir()).map_err(|e| {
+                        StepError::new(
+                            "write resolv.conf",
+                            format!("{}: {e}", plan.sandbox_dir().display()),
+                        )
+                    })?;
+                    write_resolv_conf(&plan.resolv_conf_path(), text)?;
+                }
                 JailStep::Mounts => self.mount_all()?,
                 JailStep::AddLoopbackAlias(a) => {
                     if sys::has_inet_address("lo0", *a)
@@ -125,9 +135,10 @@ impl FreeBsdIsolation {
                     }
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
-                // Done by the generic supervisor (ReapAcquire, the child
-                // steps), or deliberately not done (ClearPersist: see the
-                // module docs).
+                // Done by the daemon before the supervisor started
+                // (CheckAddresses, AddAliases, LoadPfRules), by the generic
+                // supervisor (ReapAcquire, the child steps), or
+                // deliberately not done (ClearPersist: see the module docs).
                 _ => {}
             }
         }
@@ -198,12 +209,39 @@ impl FreeBsdIsolation {
         let what = format!("{} {}", m.fstype.as_str(), m.target);
         let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
         let fspath = pure::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
+        // A single-file mount (the generated resolv.conf) covers an existing
+        // regular file; every other mount a directory.
+        let file = m.source == MountSource::ResolvConf;
+        let open_target = |create: bool| {
+            if file {
+                walk_file(root, &m.target)
+            } else {
+                walk(root, &m.target, create)
+            }
+        };
         // The mount point, walked without following symlinks (and created
         // if missing, unless this updates an existing mount).
-        drop(walk(root, &m.target, !m.update).map_err(|e| step("mount target", &e))?);
+        drop(open_target(!m.update).map_err(|e| step("mount target", &e))?);
         // The source, opened the same way, to compare with what got mounted.
         let (from, source_ino) = match &m.source {
             MountSource::Pseudo => (None, None),
+            MountSource::ResolvConf => {
+                // Written by this supervisor in the sandbox directory (the
+                // parent of the resolved root, trusted configuration).
+                let dir = root.parent().unwrap_or(root);
+                let path = dir.join("resolv.conf");
+                let fd = nix::fcntl::open(
+                    &path,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| step("mount source", &format!("{}: {e}", path.display())))?;
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
             MountSource::Host(p) => {
                 let text = p
                     .to_str()
@@ -231,7 +269,7 @@ impl FreeBsdIsolation {
         let pairs = pure::nmount_pairs(m, fspath_text, from.as_deref());
         sys::nmount(&pairs, m.update).map_err(|e| step("nmount", &e))?;
         // Where did it land? Walk again (no symlinks) and ask the kernel.
-        let landed = walk(root, &m.target, false).map_err(|e| step("verify mount", &e))?;
+        let landed = open_target(false).map_err(|e| step("verify mount", &e))?;
         let on = sys::mount_point_of(landed.as_fd()).map_err(|e| step("verify mount", &e))?;
         if on != fspath {
             return Err(step(
@@ -309,6 +347,55 @@ fn walk(root: &Path, path: &str, create: bool) -> Result<OwnedFd, String> {
         })?;
     }
     Ok(dir)
+}
+
+/// Opens the existing regular file `path` (absolute, inside `root`): its
+/// directory is walked as by [`walk`], and the file itself opened with
+/// `O_NOFOLLOW`. It is not created: a read-only root could not hold it, and
+/// a writable directory image is shared with other sandboxes.
+fn walk_file(root: &Path, path: &str) -> Result<OwnedFd, String> {
+    let parts = pure::components(path).map_err(|e| e.to_string())?;
+    let Some((name, parents)) = parts.split_last() else {
+        return Err(format!("{path}: not a file"));
+    };
+    let dir = walk(root, &format!("/{}", parents.join("/")), false)?;
+    let fd = openat(
+        dir.as_fd(),
+        *name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ENOENT => format!(
+            "{path}: the image has none to mount the generated file over (create an empty one in the image)"
+        ),
+        Errno::ELOOP | Errno::EMLINK => format!("{path}: is a symlink"),
+        e => format!("{path}: {e}"),
+    })?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| format!("{path}: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!("{path}: not a regular file"));
+    }
+    Ok(fd)
+}
+
+/// Writes the generated resolv.conf into the sandbox directory (trusted:
+/// the daemon's state directory), replacing any earlier one, mode 0644.
+fn write_resolv_conf(path: &Path, text: &str) -> Result<(), StepError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err =
+        |e: std::io::Error| StepError::new("write resolv.conf", format!("{}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
 }
 
 /// Removes whatever a sandbox may have left on the host, by name and by

@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The interface RESTRICTED sandboxes' addresses are added to as aliases
+/// when the host has it: a cloned loopback (`cloned_interfaces="lo1"` in
+/// rc.conf), the usual home of jail addresses that pf NATs.
+pub const DEFAULT_ALIAS_INTERFACE: &str = "lo1";
+
 /// What the runtime probes once at start-up. Plans read nothing else from
 /// the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,32 +20,76 @@ pub struct HostFacts {
     /// The kernel has VIMAGE (`kern.features.vimage`), so a jail can get its
     /// own network stack (`vnet=new`). In GENERIC since 12.0.
     pub vimage: bool,
+    /// The interface a RESTRICTED sandbox's addresses are added to as /32
+    /// or /128 aliases before it starts, and removed from on destroy.
+    /// `None`: the daemon adds none, and every address must already be
+    /// configured on some host interface (checked before the jail starts).
+    /// The probe uses [`DEFAULT_ALIAS_INTERFACE`] when it exists.
+    pub alias_interface: Option<String>,
+    /// pf is enabled and its loaded ruleset holds `nat-anchor "sandboxd/*"`
+    /// and `rdr-anchor "sandboxd/*"`, so a per-sandbox anchor's nat and rdr
+    /// rules take effect (`pfctl -s info`, `pfctl -s nat`).
+    pub pf_anchors: bool,
+    /// The interface of the IPv4 default route (`route -n get -inet
+    /// default`): where outbound NAT and port forwards apply. `None` when
+    /// the host has no default route.
+    pub egress_interface: Option<String>,
 }
 
 impl HostFacts {
-    /// A typical modern host: FreeBSD 14 with racct on and VIMAGE. Used when
-    /// planning for FreeBSD from a host that is not running the FreeBSD
-    /// backend (PlanSandbox on Linux), so the plan shows what a standard host
-    /// would do, not this one.
+    /// A typical modern host: FreeBSD 14 with racct on, VIMAGE, `lo1`
+    /// cloned for jail addresses, pf enabled with the sandboxd anchors in
+    /// pf.conf, and the default route on `em0`. Used when planning for
+    /// FreeBSD from a host that is not running the FreeBSD backend
+    /// (PlanSandbox on Linux), so the plan shows what a standard host would
+    /// do, not this one.
     pub fn assumed() -> Self {
         Self {
             racct_enabled: true,
             os_release: "14.1-RELEASE".to_owned(),
             vimage: true,
+            alias_interface: Some(DEFAULT_ALIAS_INTERFACE.to_owned()),
+            pf_anchors: true,
+            egress_interface: Some("em0".to_owned()),
         }
     }
 
     /// The major version from `os_release` (0 when it cannot be parsed).
     pub fn major_version(&self) -> u32 {
-        self.os_release
-            .split(['.', '-'])
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0)
+        self.version().0
+    }
+
+    /// (major, minor) from `os_release` ((0, 0) when it cannot be parsed).
+    fn version(&self) -> (u32, u32) {
+        let mut parts = self.os_release.split(['.', '-']);
+        let mut next = || parts.next().and_then(|m| m.parse().ok());
+        match next() {
+            Some(major) => (major, next().unwrap_or(0)),
+            None => (0, 0),
+        }
     }
 
     /// `procctl(PROC_NO_NEW_PRIVS_CTL)` exists (FreeBSD 14.0 and later).
     pub fn has_no_new_privs(&self) -> bool {
         self.major_version() >= 14
+    }
+
+    /// nullfs can mount a single regular file over another (13.2 and
+    /// later), which the generated `/etc/resolv.conf` needs.
+    pub fn has_nullfs_file_mounts(&self) -> bool {
+        self.version() >= (13, 2)
+    }
+
+    /// Outbound NAT and port forwards can be applied: pf has the anchors
+    /// and there is an egress interface. `Err` says what is missing.
+    pub fn pf_ready(&self) -> Result<&str, &'static str> {
+        if !self.pf_anchors {
+            return Err(
+                "pf is not enabled with nat-anchor \"sandboxd/*\" and rdr-anchor \"sandboxd/*\" in pf.conf",
+            );
+        }
+        self.egress_interface
+            .as_deref()
+            .ok_or("the host has no IPv4 default route, so there is no egress interface")
     }
 }

@@ -5,7 +5,7 @@
 use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
-use super::{HostFacts, disabled_row};
+use super::{HostFacts, disabled_row, wants_pf};
 
 /// Why rctl limits are off; part of the refusal text.
 const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
@@ -56,9 +56,16 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
             Property::Network => Enforcement::new(
                 p,
                 Level::Enforced,
-                "ip4.addr/ip6.addr",
+                "jail ip4/ip6 parameters; vnet for LOOPBACK; pf for NAT and forwards",
                 &format!(
-                    "NONE: ip4=disable ip6=disable; RESTRICTED: only the listed addresses, on the host's stack; {loopback}; HOST: ip4/ip6=inherit, if the daemon's config permits"
+                    "NONE: ip4=disable ip6=disable; {loopback}; RESTRICTED: ip4.addr/ip6.addr on the host's stack ({aliases}), {pf}; HOST: ip4/ip6=inherit, if the daemon's config permits; raw sockets are off (allow.raw_sockets=0)",
+                    aliases = alias_text(host),
+                    pf = match host.pf_ready() {
+                        Ok(egress) => format!(
+                            "outbound NAT and port forwards as pf nat/rdr on {egress} in anchor sandboxd/<id>"
+                        ),
+                        Err(why) => format!("no outbound NAT or port forwards: {why}"),
+                    },
                 ),
             ),
             Property::User => Enforcement::new(
@@ -151,7 +158,7 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
             Property::Cgroup if iso.cgroup == Requirement::Disabled => {
                 disabled_row(row.property, "FreeBSD has no cgroups")
             }
-            Property::Network => network_row(s.network.mode, host),
+            Property::Network => network_row(spec, host),
             Property::User if s.process.user.uid() == 0 => Enforcement::new(
                 row.property,
                 row.level,
@@ -163,21 +170,31 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
         .collect()
 }
 
-/// The network row for one mode.
-fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
+/// Where RESTRICTED addresses live on this host.
+fn alias_text(host: &HostFacts) -> String {
+    match &host.alias_interface {
+        Some(i) => {
+            format!("the daemon adds each as a /32 or /128 alias on {i} and removes it on destroy")
+        }
+        None => "each must already be configured on a host interface".to_owned(),
+    }
+}
+
+/// The network row for a spec.
+fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
     let p = Property::Network;
-    match mode {
+    match spec.spec().network.mode {
         NetworkMode::Unspecified | NetworkMode::None => Enforcement::new(
             p,
             Level::Enforced,
             "ip4=disable ip6=disable",
-            "no IP sockets; local (unix) sockets only",
+            "no IPv4 or IPv6 sockets at all; local (unix) sockets only",
         ),
         NetworkMode::Loopback if host.vimage => Enforcement::new(
             p,
             Level::Enforced,
             "vnet=new with only lo0",
-            "a private network stack with 127.0.0.1 on its lo0 (no ::1 yet)",
+            "a private network stack whose only interface is lo0, with 127.0.0.1 (no ::1 yet); nothing outside the jail is reachable, and the host cannot reach it",
         ),
         NetworkMode::Loopback => Enforcement::new(
             p,
@@ -185,12 +202,7 @@ fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
             "ip4.addr = a per-sandbox 127/8 alias on lo0 (no VIMAGE)",
             "jail shares the host stack; 127.0.0.1 maps to the jail's first address; the host can reach it; no IPv6",
         ),
-        NetworkMode::Restricted => Enforcement::new(
-            p,
-            Level::Enforced,
-            "ip4.addr/ip6.addr",
-            "only the listed addresses (a family with none is disabled); they must be configured on a host interface; the jail shares the host's stack and routes, with no firewall",
-        ),
+        NetworkMode::Restricted => restricted_row(spec, host),
         NetworkMode::Host => Enforcement::new(
             p,
             Level::Enforced,
@@ -198,4 +210,45 @@ fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
             "shares the host's addresses; the daemon's config must permit HOST networking, and the daemon enforces that",
         ),
     }
+}
+
+/// RESTRICTED: the addresses are always enforced; NAT and forwards need pf.
+fn restricted_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
+    let net = &spec.spec().network;
+    let mut caveats = format!(
+        "a jail shares the host stack and routing table: it can bind and send only from its addresses (a family with none is disabled); 127.0.0.1 inside maps to the jail's first IPv4 address; raw sockets off (allow.raw_sockets=0); {}; no firewall between it and the host's other addresses",
+        alias_text(host)
+    );
+    let mut level = Level::Enforced;
+    let mut mechanism = "ip4.addr/ip6.addr, ip4/ip6=disable for a family without one".to_owned();
+    if wants_pf(spec) {
+        match host.pf_ready() {
+            Ok(egress) => {
+                mechanism.push_str(&format!("; pf anchor sandboxd/<id> on {egress}"));
+                if net.outbound_nat {
+                    caveats.push_str(&format!(
+                        "; outbound NAT: pf nat on {egress} from each address to ({egress})"
+                    ));
+                }
+                if !net.port_forwards.is_empty() {
+                    caveats.push_str(&format!(
+                        "; port forwards: pf rdr pass on {egress} to the first address (not for connections from the host itself)"
+                    ));
+                }
+            }
+            Err(why) => {
+                // The addresses still hold; what was asked on top does not.
+                level = Level::BestEffort;
+                caveats.push_str(&format!(
+                    "; outbound NAT and port forwards are NOT applied: {why}"
+                ));
+            }
+        }
+    }
+    if !net.dns_servers.is_empty() {
+        caveats.push_str(
+            "; /etc/resolv.conf: a generated file nullfs-mounted read-only over the image's",
+        );
+    }
+    Enforcement::new(Property::Network, level, &mechanism, &caveats)
 }

@@ -22,8 +22,12 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
     }
 }
 
-/// The mounts for a spec, in order.
-pub(super) fn mounts(spec: &ValidatedSpec) -> Result<Vec<JailMount>, PlanError> {
+/// The jail's resolver configuration, covered by the generated file.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The mounts for a spec, in order; with `resolv_conf`, the generated
+/// resolv.conf over the image's, after every mount that could cover /etc.
+pub(super) fn mounts(spec: &ValidatedSpec, resolv_conf: bool) -> Result<Vec<JailMount>, PlanError> {
     let s = spec.spec();
     let ro = s.readonly_rootfs;
     let mut m = Vec::new();
@@ -72,6 +76,14 @@ pub(super) fn mounts(spec: &ValidatedSpec) -> Result<Vec<JailMount>, PlanError> 
             MountSource::Host(PathBuf::from(&c.source)),
             &c.target,
             options,
+        ));
+    }
+    if resolv_conf {
+        m.push(new(
+            Fstype::Nullfs,
+            MountSource::ResolvConf,
+            RESOLV_CONF,
+            &["ro", "nosuid"],
         ));
     }
     if ro && host_image {

@@ -41,26 +41,49 @@ pub fn loopback_alias(id: &str) -> Ipv4Addr {
     Ipv4Addr::new(127, a | 0x80, b, c)
 }
 
+/// The addresses a RESTRICTED sandbox holds: the daemon's lease, or, when
+/// nothing is leased (a PlanSandbox without an address pool), the spec's
+/// own list, so the plan still shows what they would become.
+pub(super) fn addresses(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+) -> Result<Vec<IpAddr>, PlanError> {
+    if !sandbox.lease.addresses.is_empty() {
+        return Ok(sandbox.lease.addresses.clone());
+    }
+    spec.spec()
+        .network
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(index, address)| {
+            address
+                .parse::<IpAddr>()
+                .map_err(|_| PlanError::NetworkAddress {
+                    index,
+                    address: address.clone(),
+                })
+        })
+        .collect()
+}
+
 /// The network for a spec on this host.
-pub(super) fn network(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Result<Net, PlanError> {
-    let net = &spec.spec().network;
-    Ok(match net.mode {
+pub(super) fn network(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+    host: &HostFacts,
+) -> Result<Net, PlanError> {
+    Ok(match spec.spec().network.mode {
         NetworkMode::Unspecified | NetworkMode::None => Net::None,
         NetworkMode::Loopback if host.vimage => Net::Vnet,
-        NetworkMode::Loopback => Net::Alias(loopback_alias(id)),
+        NetworkMode::Loopback => Net::Alias(loopback_alias(&sandbox.id)),
         NetworkMode::Host => Net::Host,
         NetworkMode::Restricted => {
             let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            for (index, address) in net.addresses.iter().enumerate() {
-                match address.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(a)) => v4.push(a),
-                    Ok(IpAddr::V6(a)) => v6.push(a),
-                    Err(_) => {
-                        return Err(PlanError::NetworkAddress {
-                            index,
-                            address: address.clone(),
-                        });
-                    }
+            for a in addresses(spec, sandbox)? {
+                match a {
+                    IpAddr::V4(a) => v4.push(a),
+                    IpAddr::V6(a) => v6.push(a),
                 }
             }
             Net::Restricted(v4, v6)

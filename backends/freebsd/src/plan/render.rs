@@ -27,8 +27,10 @@ fn in_root(rootfs: &Path, path: &str) -> PathBuf {
     rootfs.join(path.trim_start_matches('/'))
 }
 
-fn mount(rootfs: &Path, m: &JailMount) -> PlanMount {
+fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
+    let rootfs = &plan.rootfs;
     let source = match &m.source {
+        MountSource::ResolvConf => plan.resolv_conf_path().display().to_string(),
         MountSource::Pseudo => m.fstype.as_str().to_owned(),
         MountSource::Host(p) => p.display().to_string(),
         MountSource::Image(name) => format!("{IMAGES}/{name}"),
@@ -48,7 +50,48 @@ fn mount(rootfs: &Path, m: &JailMount) -> PlanMount {
 
 /// The step's name, arguments and reason.
 fn step(plan: &JailPlan, step: &JailStep) -> Step {
+    let net = &plan.host_net;
     let (op, args, why): (&str, Vec<String>, &str) = match step {
+        JailStep::CheckAddresses => (
+            "check addresses",
+            net.present.iter().map(ToString::to_string).collect(),
+            "no alias interface is configured: each address must already be on a host interface",
+        ),
+        JailStep::AddAliases => (
+            "ifconfig",
+            net.aliases
+                .iter()
+                .map(|a| {
+                    let af = if a.address.is_ipv4() { "inet" } else { "inet6" };
+                    format!("{} {af} {} alias", a.interface, a.with_prefix())
+                })
+                .collect(),
+            "the jail's addresses live on the host's stack; recorded in the sandbox directory and removed on destroy",
+        ),
+        JailStep::LoadPfRules => {
+            let mut args = vec![format!("-a {} -f -", net.pf_anchor)];
+            args.extend(net.pf_rules.iter().cloned());
+            (
+                "pfctl",
+                args,
+                "outbound NAT and port forwards as nat/rdr rules in the sandbox's anchor; flushed on destroy (pfctl -a ANCHOR -F all)",
+            )
+        }
+        JailStep::WriteResolvConf => {
+            let mut args = vec![plan.resolv_conf_path().display().to_string()];
+            args.extend(
+                plan.resolv_conf
+                    .iter()
+                    .flat_map(|t| t.lines())
+                    .filter(|l| !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+            (
+                "write",
+                args,
+                "the jail's /etc/resolv.conf, mounted read-only over the image's own",
+            )
+        }
         JailStep::Mounts => (
             "mounts",
             vec![format!("{} mounts", plan.mounts.len())],
@@ -148,6 +191,7 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
         ),
     };
     let actor = match step.actor() {
+        Actor::Daemon => "daemon",
         Actor::Supervisor => "supervisor",
         Actor::Child => "child",
     };
@@ -166,7 +210,7 @@ pub(super) fn native(plan: &JailPlan) -> NativePlan {
             .iter()
             .map(|p| (p.name.clone(), p.value.render()))
             .collect(),
-        mounts: plan.mounts.iter().map(|m| mount(&plan.rootfs, m)).collect(),
+        mounts: plan.mounts.iter().map(|m| mount(plan, m)).collect(),
         rctl_rules: plan.rctl_rules.iter().map(|r| r.render()).collect(),
         steps: plan.steps.iter().map(|s| step(plan, s)).collect(),
     }

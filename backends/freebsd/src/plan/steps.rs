@@ -5,7 +5,15 @@ use sandboxd_core::spec::Mode;
 use sandboxd_core::validate::DEFAULT_INIT;
 
 use super::params::Net;
-use super::{HostFacts, JailStep, RctlResource, RctlRule, Rlimit};
+use super::{HostFacts, HostNet, JailStep, RctlResource, RctlRule, Rlimit};
+
+/// What else the plan holds that needs a step.
+pub(super) struct Has {
+    /// rctl rules.
+    pub(super) rules: bool,
+    /// A generated resolv.conf.
+    pub(super) resolv_conf: bool,
+}
 
 /// What INIT mode runs instead of the default `/sbin/init`: jail(8)'s
 /// conventional `exec.start`, since init(8) only runs as the system's pid 1.
@@ -53,15 +61,29 @@ pub(super) fn steps(
     spec: &ValidatedSpec,
     host: &HostFacts,
     net: &Net,
-    has_rules: bool,
+    host_net: &HostNet,
+    has: &Has,
 ) -> Vec<JailStep> {
     let s = spec.spec();
-    let mut steps = vec![JailStep::Mounts];
+    let mut steps = Vec::new();
+    if !host_net.present.is_empty() {
+        steps.push(JailStep::CheckAddresses);
+    }
+    if !host_net.aliases.is_empty() {
+        steps.push(JailStep::AddAliases);
+    }
+    if !host_net.pf_rules.is_empty() {
+        steps.push(JailStep::LoadPfRules);
+    }
+    if has.resolv_conf {
+        steps.push(JailStep::WriteResolvConf);
+    }
+    steps.push(JailStep::Mounts);
     if let Net::Alias(a) = net {
         steps.push(JailStep::AddLoopbackAlias(*a));
     }
     steps.push(JailStep::CreateJail);
-    if has_rules {
+    if has.rules {
         steps.push(JailStep::RctlRules);
     }
     if *net == Net::Vnet {

@@ -2,10 +2,13 @@
 
 #![allow(clippy::expect_used)]
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
+use sandboxd_core::net::NetLease;
 use sandboxd_core::spec::{
-    Limit, Mode, MountSpec, NetworkMode, NetworkPolicy, ProcessSpec, Requirement, SandboxSpec,
+    Limit, Mode, MountSpec, NetworkMode, NetworkPolicy, PortForward, ProcessSpec, Protocol,
+    Requirement, SandboxSpec,
 };
 use sandboxd_core::validate::{Policy, validate};
 use sandboxd_core::{Level, NativePlan, Property, SandboxPaths, ValidatedSpec};
@@ -800,4 +803,565 @@ fn rendered_plan() {
         serde_json::from_str::<JailPlan>(&json).expect("deserialize"),
         typed
     );
+}
+
+fn ip(a: &str) -> IpAddr {
+    a.parse().expect("address")
+}
+
+fn leased(addresses: &[&str]) -> SandboxPaths {
+    SandboxPaths {
+        lease: NetLease {
+            addresses: addresses.iter().map(|a| ip(a)).collect(),
+            ..NetLease::default()
+        },
+        ..sandbox()
+    }
+}
+
+fn net_params(p: &JailPlan) -> Vec<String> {
+    params(p)
+        .into_iter()
+        .filter(|p| p.starts_with("ip4") || p.starts_with("ip6") || p.starts_with("vnet"))
+        .collect()
+}
+
+fn forward(protocol: Protocol, host_port: u32, sandbox_port: u32) -> PortForward {
+    PortForward {
+        protocol,
+        host_port,
+        sandbox_port,
+    }
+}
+
+#[test]
+fn restricted_addresses_come_from_the_lease() {
+    // (spec addresses, lease addresses, jail parameters, aliases on lo1)
+    type Strs = &'static [&'static str];
+    let cases: &[(Strs, Strs, Strs, Strs)] = &[
+        (
+            &[],
+            &["203.0.113.2"],
+            &["ip4.addr=203.0.113.2", "ip6=disable"],
+            &["lo1 inet 203.0.113.2/32 alias"],
+        ),
+        (
+            &[],
+            &["2001:db8::2"],
+            &["ip4=disable", "ip6.addr=2001:db8::2"],
+            &["lo1 inet6 2001:db8::2/128 alias"],
+        ),
+        (
+            &[],
+            &["2001:db8::2", "203.0.113.2", "203.0.113.3"],
+            &["ip4.addr=203.0.113.2,203.0.113.3", "ip6.addr=2001:db8::2"],
+            &[
+                "lo1 inet6 2001:db8::2/128 alias",
+                "lo1 inet 203.0.113.2/32 alias",
+                "lo1 inet 203.0.113.3/32 alias",
+            ],
+        ),
+        // The lease wins over what the spec named.
+        (
+            &["192.0.2.10"],
+            &["203.0.113.5"],
+            &["ip4.addr=203.0.113.5", "ip6=disable"],
+            &["lo1 inet 203.0.113.5/32 alias"],
+        ),
+        // Nothing leased (PlanSandbox without a pool): the spec's.
+        (
+            &["192.0.2.10"],
+            &[],
+            &["ip4.addr=192.0.2.10", "ip6=disable"],
+            &["lo1 inet 192.0.2.10/32 alias"],
+        ),
+        // Neither: both families disabled, nothing to add.
+        (&[], &[], &["ip4=disable", "ip6=disable"], &[]),
+    ];
+    let host = HostFacts::assumed();
+    for (spec_addrs, lease, want_params, want_aliases) in cases {
+        let mut s = SandboxSpec {
+            process: ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                ..Default::default()
+            },
+            network: restricted(Requirement::Required, spec_addrs),
+            ..Default::default()
+        };
+        s.network.mode = NetworkMode::Restricted;
+        let s = validate(s, &Policy::default()).expect("valid");
+        let p = build(&s, &leased(lease), &host).expect("plan builds");
+        assert_eq!(&net_params(&p), want_params, "{lease:?}");
+        let aliases: Vec<String> = p
+            .host_net
+            .aliases
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} {} alias",
+                    a.interface,
+                    if a.address.is_ipv4() { "inet" } else { "inet6" },
+                    a.with_prefix()
+                )
+            })
+            .collect();
+        assert_eq!(&aliases, want_aliases, "{lease:?}");
+        assert_eq!(
+            p.steps.contains(&JailStep::AddAliases),
+            !want_aliases.is_empty(),
+            "{lease:?}"
+        );
+        // The display form shows the same ifconfig lines.
+        let shown = plan(&s, &leased(lease), &host);
+        let NativePlan::Jail { steps, .. } = &shown.native else {
+            panic!("not a jail plan");
+        };
+        let ifconfig = steps.iter().find(|s| s.op == "ifconfig");
+        assert_eq!(
+            ifconfig.map(|s| s.args.clone()).unwrap_or_default(),
+            want_aliases
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect::<Vec<_>>(),
+            "{lease:?}"
+        );
+        assert!(ifconfig.is_none_or(|s| s.why.starts_with("daemon: ")));
+    }
+}
+
+#[test]
+fn other_modes_have_no_host_side_network() {
+    let cases: &[(&str, Edit)] = &[
+        ("unspecified", |_| {}),
+        ("none", |s| s.network.mode = NetworkMode::None),
+        ("loopback", |s| s.network.mode = NetworkMode::Loopback),
+        ("host", |s| s.network.mode = NetworkMode::Host),
+    ];
+    for (what, edit) in cases {
+        // Even a (stray) lease gives these modes no aliases or pf rules.
+        let p = build(
+            &spec(*edit),
+            &leased(&["203.0.113.2"]),
+            &HostFacts::assumed(),
+        )
+        .expect("plan builds");
+        assert_eq!(
+            p.host_net,
+            HostNet {
+                pf_anchor: format!("sandboxd/{ID}"),
+                ..HostNet::default()
+            },
+            "{what}"
+        );
+        assert!(
+            !p.steps.iter().any(|s| s.actor() == Actor::Daemon),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn without_an_alias_interface_addresses_must_be_present() {
+    let host = HostFacts {
+        alias_interface: None,
+        ..HostFacts::assumed()
+    };
+    let s = spec(|s| s.network = restricted(Requirement::Required, &[]));
+    let p = build(&s, &leased(&["203.0.113.2", "2001:db8::2"]), &host).expect("plan builds");
+    assert!(p.host_net.aliases.is_empty());
+    assert_eq!(p.host_net.present, [ip("203.0.113.2"), ip("2001:db8::2")]);
+    assert_eq!(p.steps[0], JailStep::CheckAddresses);
+    assert!(!p.steps.contains(&JailStep::AddAliases));
+    let r = row(&s, &host, Property::Network);
+    assert!(
+        r.caveats
+            .contains("must already be configured on a host interface"),
+        "{}",
+        r.caveats
+    );
+}
+
+#[test]
+fn nat_and_forwards_are_pf_rules_in_the_sandbox_anchor() {
+    struct Case {
+        what: &'static str,
+        lease: &'static [&'static str],
+        nat: bool,
+        forwards: Vec<PortForward>,
+        rules: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            what: "nothing asked",
+            lease: &["203.0.113.2"],
+            nat: false,
+            forwards: vec![],
+            rules: &[],
+        },
+        Case {
+            what: "nat, dual stack",
+            lease: &["203.0.113.2", "2001:db8::2"],
+            nat: true,
+            forwards: vec![],
+            rules: &[
+                "nat on em0 inet from 203.0.113.2 to any -> (em0)",
+                "nat on em0 inet6 from 2001:db8::2 to any -> (em0)",
+            ],
+        },
+        Case {
+            what: "forwards go to the first address",
+            lease: &["203.0.113.2", "203.0.113.3"],
+            nat: false,
+            forwards: vec![
+                forward(Protocol::Tcp, 8080, 80),
+                forward(Protocol::Udp, 5353, 53),
+            ],
+            rules: &[
+                "rdr pass on em0 inet proto tcp from any to (em0) port 8080 -> 203.0.113.2 port 80",
+                "rdr pass on em0 inet proto udp from any to (em0) port 5353 -> 203.0.113.2 port 53",
+            ],
+        },
+        Case {
+            what: "both, v6 first",
+            lease: &["2001:db8::2"],
+            nat: true,
+            forwards: vec![forward(Protocol::Tcp, 8443, 443)],
+            rules: &[
+                "nat on em0 inet6 from 2001:db8::2 to any -> (em0)",
+                "rdr pass on em0 inet6 proto tcp from any to (em0) port 8443 -> 2001:db8::2 port 443",
+            ],
+        },
+    ];
+    let host = HostFacts::assumed();
+    for c in cases {
+        let mut s = SandboxSpec {
+            process: ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                ..Default::default()
+            },
+            network: restricted(Requirement::Unspecified, &[]),
+            ..Default::default()
+        };
+        s.network.outbound_nat = c.nat;
+        s.network.port_forwards = c.forwards.clone();
+        let s = validate(s, &Policy::default()).expect("valid");
+        let p = build(&s, &leased(c.lease), &host).expect("plan builds");
+        assert_eq!(p.host_net.pf_anchor, format!("sandboxd/{ID}"), "{}", c.what);
+        assert_eq!(p.host_net.pf_rules, c.rules, "{}", c.what);
+        assert_eq!(
+            p.steps.contains(&JailStep::LoadPfRules),
+            !c.rules.is_empty(),
+            "{}",
+            c.what
+        );
+        let shown = plan(&s, &leased(c.lease), &host);
+        let NativePlan::Jail { steps, .. } = &shown.native else {
+            panic!("not a jail plan");
+        };
+        if let Some(pfctl) = steps.iter().find(|s| s.op == "pfctl") {
+            assert_eq!(pfctl.args[0], format!("-a sandboxd/{ID} -f -"));
+            assert_eq!(&pfctl.args[1..], c.rules, "{}", c.what);
+        }
+        let r = row(&s, &host, Property::Network);
+        assert_eq!(r.level, Level::Enforced, "{}", c.what);
+        assert!(!r.degraded, "{}", c.what);
+    }
+}
+
+#[test]
+fn nat_and_forwards_without_pf_are_refused_or_degraded() {
+    let no_pf = HostFacts {
+        pf_anchors: false,
+        ..HostFacts::assumed()
+    };
+    let no_route = HostFacts {
+        egress_interface: None,
+        ..HostFacts::assumed()
+    };
+    // (what, requirement, nat, forward, host, refused, degraded)
+    let cases = [
+        (
+            "nat unspecified",
+            Requirement::Unspecified,
+            true,
+            false,
+            &no_pf,
+            true,
+            false,
+        ),
+        (
+            "nat required",
+            Requirement::Required,
+            true,
+            false,
+            &no_pf,
+            true,
+            false,
+        ),
+        (
+            "forward required",
+            Requirement::Required,
+            false,
+            true,
+            &no_pf,
+            true,
+            false,
+        ),
+        (
+            "forward preferred",
+            Requirement::Preferred,
+            false,
+            true,
+            &no_pf,
+            false,
+            true,
+        ),
+        (
+            "nat preferred",
+            Requirement::Preferred,
+            true,
+            false,
+            &no_pf,
+            false,
+            true,
+        ),
+        (
+            "no default route",
+            Requirement::Required,
+            true,
+            false,
+            &no_route,
+            true,
+            false,
+        ),
+        (
+            "plain restricted",
+            Requirement::Required,
+            false,
+            false,
+            &no_pf,
+            false,
+            false,
+        ),
+    ];
+    for (what, requirement, nat, fwd, host, refused, degraded) in cases {
+        let mut s = SandboxSpec {
+            process: ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                ..Default::default()
+            },
+            network: restricted(requirement, &[]),
+            ..Default::default()
+        };
+        s.network.outbound_nat = nat;
+        if fwd {
+            s.network.port_forwards = vec![forward(Protocol::Tcp, 8080, 80)];
+        }
+        let s = validate(s, &Policy::default()).expect("valid");
+        let sb = leased(&["203.0.113.2"]);
+        let p = plan(&s, &sb, host);
+        assert_eq!(
+            p.refusals.iter().any(|r| r.starts_with("network:")),
+            refused,
+            "{what}: {:?}",
+            p.refusals
+        );
+        let r = p.report.get(Property::Network).expect("row");
+        assert_eq!(r.degraded, degraded, "{what}");
+        if nat || fwd {
+            assert_eq!(r.level, Level::BestEffort, "{what}");
+            assert!(r.caveats.contains("NOT applied"), "{what}: {}", r.caveats);
+        }
+        match build(&s, &sb, host) {
+            Err(PlanError::Refused(r)) => assert!(refused, "{what}: {r:?}"),
+            Err(e) => panic!("{what}: {e}"),
+            Ok(b) => {
+                assert!(!refused, "{what}");
+                // Degraded: the addresses hold, no pf rule is half-applied.
+                assert!(b.host_net.pf_rules.is_empty(), "{what}");
+                assert!(!b.steps.contains(&JailStep::LoadPfRules), "{what}");
+                assert_eq!(net_params(&b)[0], "ip4.addr=203.0.113.2", "{what}");
+            }
+        }
+    }
+    let p = plan(
+        &spec(|s| {
+            s.network = restricted(Requirement::Required, &[]);
+            s.network.outbound_nat = true;
+        }),
+        &leased(&["203.0.113.2"]),
+        &no_pf,
+    );
+    assert!(
+        p.refusals[0].contains("nat-anchor \"sandboxd/*\""),
+        "{:?}",
+        p.refusals
+    );
+}
+
+#[test]
+fn dns_is_a_generated_resolv_conf_mounted_over_the_images() {
+    let host = HostFacts::assumed();
+    let cases: &[(&str, Edit, Option<&str>)] = &[
+        ("no dns", |_| {}, None),
+        (
+            "servers only",
+            |s| s.network.dns_servers = vec!["192.0.2.53".into(), "2001:db8::53".into()],
+            Some("nameserver 192.0.2.53\nnameserver 2001:db8::53\n"),
+        ),
+        (
+            "servers and search, read-only image",
+            |s| {
+                s.image = "base14".into();
+                s.readonly_rootfs = true;
+                s.network = restricted(Requirement::Required, &["192.0.2.10"]);
+                s.network.dns_servers = vec!["192.0.2.53".into()];
+                s.network.dns_search = vec!["example.org".into(), "corp.example".into()];
+            },
+            Some("nameserver 192.0.2.53\nsearch example.org corp.example\n"),
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let p = built(*edit, &host);
+        let want = want.map(|w| format!("# generated by sandboxd for sandbox {ID}\n{w}"));
+        assert_eq!(p.resolv_conf, want, "{what}");
+        let mount = p
+            .mounts
+            .iter()
+            .position(|m| m.source == MountSource::ResolvConf);
+        assert_eq!(mount.is_some(), want.is_some(), "{what}");
+        if let Some(i) = mount {
+            let m = &p.mounts[i];
+            assert_eq!(m.target, "/etc/resolv.conf", "{what}");
+            assert_eq!(m.options, ["ro", "nosuid"], "{what}");
+            // After everything that could cover /etc, before the root
+            // turns read-only.
+            assert!(
+                p.mounts[i + 1..].iter().all(|m| m.update),
+                "{what}: {:?}",
+                p.mounts
+            );
+            let w = p
+                .steps
+                .iter()
+                .position(|s| *s == JailStep::WriteResolvConf)
+                .expect("write step");
+            let mounts = p
+                .steps
+                .iter()
+                .position(|s| *s == JailStep::Mounts)
+                .expect("mounts step");
+            assert!(w < mounts, "{what}");
+            assert_eq!(
+                p.resolv_conf_path(),
+                PathBuf::from("/var/db/sandboxd/sandboxes")
+                    .join(ID)
+                    .join("resolv.conf")
+            );
+        }
+    }
+    // Host image: the file goes over the host /etc's nullfs view, then root
+    // turns read-only.
+    let p = built(
+        |s| {
+            s.readonly_rootfs = true;
+            s.network.dns_servers = vec!["192.0.2.53".into()];
+        },
+        &host,
+    );
+    let n = p.mounts.len();
+    assert_eq!(p.mounts[n - 2].source, MountSource::ResolvConf);
+    assert!(p.mounts[n - 1].update);
+
+    // A kernel whose nullfs cannot mount a file: a clear plan error.
+    let old = HostFacts {
+        os_release: "13.1-RELEASE".into(),
+        ..HostFacts::assumed()
+    };
+    let s = spec(|s| s.network.dns_servers = vec!["192.0.2.53".into()]);
+    let e = build(&s, &sandbox(), &old).expect_err("refused");
+    assert!(matches!(e, PlanError::DnsUnsupported { .. }), "{e}");
+    assert!(e.to_string().starts_with("spec.network.dns_servers"), "{e}");
+    let p = plan(&s, &sandbox(), &old);
+    assert!(p.refusals[0].contains("13.2 or later"), "{:?}", p.refusals);
+    for (release, ok) in [
+        ("13.2-RELEASE", true),
+        ("14.0-RELEASE-p3", true),
+        ("13.1-STABLE", false),
+        ("12.4-RELEASE", false),
+    ] {
+        let h = HostFacts {
+            os_release: release.into(),
+            ..HostFacts::assumed()
+        };
+        assert_eq!(h.has_nullfs_file_mounts(), ok, "{release}");
+    }
+}
+
+#[test]
+fn network_rows_say_what_is_enforced_and_how() {
+    let host = HostFacts::assumed();
+    let cases: &[(&str, Edit, &str, &[&str])] = &[
+        (
+            "none",
+            |s| s.network.mode = NetworkMode::None,
+            "ip4=disable ip6=disable",
+            &["no IPv4 or IPv6 sockets"],
+        ),
+        (
+            "loopback",
+            |s| s.network.mode = NetworkMode::Loopback,
+            "vnet=new with only lo0",
+            &["private network stack", "127.0.0.1"],
+        ),
+        (
+            "restricted",
+            |s| {
+                s.network = restricted(Requirement::Required, &["192.0.2.10"]);
+                s.network.outbound_nat = true;
+                s.network.port_forwards = vec![forward(Protocol::Tcp, 8080, 80)];
+            },
+            "ip4.addr/ip6.addr",
+            &[
+                "a jail shares the host stack",
+                "127.0.0.1 inside maps to the jail's first IPv4 address",
+                "raw sockets off",
+                "alias on lo1",
+                "pf nat on em0",
+                "rdr pass on em0",
+            ],
+        ),
+        (
+            "host",
+            |s| s.network.mode = NetworkMode::Host,
+            "ip4=inherit ip6=inherit",
+            &["daemon's config"],
+        ),
+    ];
+    for (what, edit, mechanism, caveats) in cases {
+        let r = row(&spec(*edit), &host, Property::Network);
+        assert!(
+            r.mechanism.starts_with(mechanism),
+            "{what}: {}",
+            r.mechanism
+        );
+        for c in *caveats {
+            assert!(r.caveats.contains(c), "{what}: {c:?} not in {}", r.caveats);
+        }
+    }
+    // The matrix row names every mode and whether pf can do NAT here.
+    let m = capabilities(&host)
+        .into_iter()
+        .find(|r| r.property == Property::Network)
+        .expect("row");
+    assert!(m.caveats.contains("sandboxd/<id>"), "{}", m.caveats);
+    let no_pf = HostFacts {
+        pf_anchors: false,
+        ..HostFacts::assumed()
+    };
+    let m = capabilities(&no_pf)
+        .into_iter()
+        .find(|r| r.property == Property::Network)
+        .expect("row");
+    assert!(m.caveats.contains("no outbound NAT"), "{}", m.caveats);
 }

@@ -1,6 +1,6 @@
 //! The typed, serializable executable plan the runtime supervisor executes.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,9 @@ pub enum MountSource {
     /// An image, looked up by name in the images directory without
     /// following symlinks.
     Image(String),
+    /// The generated `resolv.conf` in the sandbox's directory (the plan's
+    /// `resolv_conf`), a single file mounted over the image's own.
+    ResolvConf,
 }
 
 /// One mount, made on the host under the jail's root before the jail is
@@ -184,10 +187,46 @@ pub enum Rlimit {
     As(u64),
 }
 
+/// One address the daemon adds to a host interface before the jail
+/// starts (a /32 or /128 alias) and removes on destroy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAlias {
+    /// The interface ("lo1").
+    pub interface: String,
+    /// The address.
+    pub address: IpAddr,
+}
+
+impl HostAlias {
+    /// The address with its host prefix, as ifconfig(8) takes it.
+    pub fn with_prefix(&self) -> String {
+        let bits = if self.address.is_ipv4() { 32 } else { 128 };
+        format!("{}/{bits}", self.address)
+    }
+}
+
+/// The host side of a sandbox's network, made by the daemon before the
+/// supervisor starts (`Backend::prepare`) and removed, by the sandbox id
+/// alone, on destroy (`Backend::cleanup`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostNet {
+    /// Aliases to add (RESTRICTED with an alias interface).
+    pub aliases: Vec<HostAlias>,
+    /// Addresses that must already be configured on a host interface
+    /// (RESTRICTED without an alias interface); checked, never touched.
+    pub present: Vec<IpAddr>,
+    /// The pf anchor of the sandbox, `sandboxd/<id>`.
+    pub pf_anchor: String,
+    /// The nat and rdr rules loaded into the anchor; empty: none.
+    pub pf_rules: Vec<String>,
+}
+
 /// Who runs a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {
+    /// The daemon, before the supervisor starts (`Backend::prepare`).
+    Daemon,
     /// The per-sandbox supervisor, on the host.
     Supervisor,
     /// The forked first process, which attaches to the jail.
@@ -198,6 +237,17 @@ pub enum Actor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JailStep {
+    /// Check that each of `host_net.present` is configured on a host
+    /// interface.
+    CheckAddresses,
+    /// Add each of `host_net.aliases` to its interface (ifconfig alias),
+    /// recording it in the sandbox directory so cleanup can remove it.
+    AddAliases,
+    /// Load `host_net.pf_rules` into the anchor (`pfctl -a ANCHOR -f -`).
+    LoadPfRules,
+    /// Write `resolv_conf` to `<sandbox dir>/resolv.conf`, which the mounts
+    /// then put over the jail's `/etc/resolv.conf`.
+    WriteResolvConf,
     /// Perform the plan's `mounts` in order.
     Mounts,
     /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE); removed when the
@@ -259,6 +309,7 @@ impl JailStep {
             | Self::Chdir(_)
             | Self::Closefrom
             | Self::Execve { .. } => Actor::Child,
+            Self::CheckAddresses | Self::AddAliases | Self::LoadPfRules => Actor::Daemon,
             _ => Actor::Supervisor,
         }
     }
@@ -279,6 +330,22 @@ pub struct JailPlan {
     pub mounts: Vec<JailMount>,
     /// rctl rules.
     pub rctl_rules: Vec<RctlRule>,
+    /// The host side of its network.
+    pub host_net: HostNet,
+    /// The generated `/etc/resolv.conf`, when the spec names nameservers.
+    pub resolv_conf: Option<String>,
     /// Steps, in order.
     pub steps: Vec<JailStep>,
+}
+
+impl JailPlan {
+    /// The sandbox's directory on the host: the parent of the jail's root.
+    pub fn sandbox_dir(&self) -> &std::path::Path {
+        self.rootfs.parent().unwrap_or(&self.rootfs)
+    }
+
+    /// Where the generated resolv.conf is written on the host.
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        self.sandbox_dir().join("resolv.conf")
+    }
 }

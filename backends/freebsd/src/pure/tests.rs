@@ -351,3 +351,83 @@ fn racct_usage_and_rctl_filters() {
             .starts_with(&format!("{}:", rctl_jail_filter("sandboxd-ab")))
     );
 }
+
+#[test]
+fn host_network_commands_and_probes() {
+    let alias = |a: &str| crate::plan::HostAlias {
+        interface: "lo1".into(),
+        address: a.parse().unwrap(),
+    };
+    let cases: &[(&str, bool, &[&str])] = &[
+        (
+            "203.0.113.2",
+            true,
+            &["lo1", "inet", "203.0.113.2/32", "alias"],
+        ),
+        (
+            "203.0.113.2",
+            false,
+            &["lo1", "inet", "203.0.113.2", "-alias"],
+        ),
+        (
+            "2001:db8::2",
+            true,
+            &["lo1", "inet6", "2001:db8::2/128", "alias"],
+        ),
+        (
+            "2001:db8::2",
+            false,
+            &["lo1", "inet6", "2001:db8::2", "-alias"],
+        ),
+    ];
+    for (a, add, want) in cases {
+        assert_eq!(&ifconfig_alias_args(&alias(a), *add), want, "{a} {add}");
+    }
+    assert_eq!(
+        pfctl_load_args("sandboxd/x"),
+        ["-a", "sandboxd/x", "-f", "-"]
+    );
+    assert_eq!(
+        pfctl_flush_args("sandboxd/x"),
+        ["-a", "sandboxd/x", "-F", "all"]
+    );
+    assert_eq!(
+        pf_rules_text(&[
+            "nat on em0 inet from 192.0.2.1 to any -> (em0)".into(),
+            "b".into()
+        ]),
+        "nat on em0 inet from 192.0.2.1 to any -> (em0)\nb\n"
+    );
+
+    assert!(pf_enabled(
+        "Status: Enabled for 0 days 00:05:12           Debug: Urgent\n\nState Table  Total  Rate\n"
+    ));
+    assert!(!pf_enabled(
+        "Status: Disabled for 0 days 00:00:03   Debug: Urgent\n"
+    ));
+    assert!(!pf_enabled(""));
+
+    let hooked = "nat-anchor \"sandboxd/*\" all\nrdr-anchor \"sandboxd/*\" all\nnat on em0 inet from 10.0.0.0/8 to any -> (em0) round-robin\n";
+    assert!(pf_has_anchors(hooked));
+    assert!(!pf_has_anchors("nat-anchor \"sandboxd/*\" all\n"));
+    assert!(!pf_has_anchors("rdr-anchor \"sandboxd/*\" all\n"));
+    assert!(!pf_has_anchors(
+        "nat-anchor \"other/*\" all\nrdr-anchor \"other/*\" all\n"
+    ));
+
+    let route = "   route to: default\ndestination: default\n       mask: default\n    gateway: 192.0.2.1\n        fib: 0\n  interface: vtnet0\n      flags: <UP,GATEWAY,DONE,STATIC>\n";
+    assert_eq!(route_interface(route).as_deref(), Some("vtnet0"));
+    assert_eq!(route_interface("route: route has not been found\n"), None);
+
+    // The record survives a JSON round trip.
+    let record = HostNetRecord {
+        aliases: vec![alias("203.0.113.2"), alias("2001:db8::2")],
+        pf_anchor: Some("sandboxd/x".into()),
+    };
+    let json = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<HostNetRecord>(&json).unwrap(),
+        record
+    );
+    assert_eq!(HOST_NET_RECORD, "hostnet.json");
+}
