@@ -773,3 +773,41 @@ async fn chroot_refuses_private_networks() {
     drop(c);
     d.finish().await;
 }
+
+#[tokio::test]
+async fn dns_options_set_the_sandboxs_resolv_conf_only() {
+    let d = Daemon::start();
+    let host_before = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(idle(pb::NetworkPolicy {
+            dns_servers: vec!["203.0.113.53".into(), "2001:db8::53".into()],
+            dns_search: vec!["example.org".into()],
+            ..Default::default()
+        }))
+        .await;
+    let r = c.sh(&sb.id, "grep -v '^#' /etc/resolv.conf").await;
+    assert_eq!(
+        out(&r),
+        "nameserver 203.0.113.53\nnameserver 2001:db8::53\nsearch example.org\n"
+    );
+    // Read-only inside, even for root.
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        "echo nameserver 203.0.113.66 >/etc/resolv.conf",
+    ]);
+    p.user = Some(pb::User {
+        uid: Some(0),
+        gid: Some(0),
+        additional_gids: vec![],
+    });
+    assert_ne!(code(&c.exec_sync(&sb.id, p, 10_000).await), 0);
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        host_before,
+        "the host's resolv.conf"
+    );
+    drop(c);
+    d.finish().await;
+}

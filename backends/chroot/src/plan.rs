@@ -134,6 +134,11 @@ pub enum PlanError {
         "spec.image: the built-in \"host\" image needs bind mounts, which the chroot backend has only on Linux"
     )]
     HostImageWithoutMounts,
+    /// DNS options need a bind mount over /etc/resolv.conf.
+    #[error(
+        "spec.network.dns_servers: the chroot backend sets a sandbox's resolv.conf with a bind mount, which it has only on Linux"
+    )]
+    DnsWithoutMounts,
 }
 
 /// The mount point of a sandbox's root.
@@ -184,12 +189,27 @@ pub fn build(
         readonly: s.readonly_rootfs && facts.linux_mounts,
         dev: facts.linux_mounts,
         mounts: if facts.linux_mounts {
-            s.mounts.clone()
+            let mut mounts = s.mounts.clone();
+            if !s.network.dns_servers.is_empty() {
+                // Written by the daemon (prepare); the image must have
+                // /etc/resolv.conf for it to cover.
+                mounts.push(MountSpec {
+                    source: sandbox.dir.join(RESOLV_CONF).display().to_string(),
+                    target: "/etc/resolv.conf".to_owned(),
+                    read_only: true,
+                });
+            }
+            mounts
+        } else if !s.network.dns_servers.is_empty() {
+            return Err(PlanError::DnsWithoutMounts);
         } else {
             Vec::new()
         },
     })
 }
+
+/// The generated resolv.conf under the sandbox directory.
+pub const RESOLV_CONF: &str = "resolv.conf";
 
 /// The rlimits a spec maps to.
 pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {

@@ -153,6 +153,9 @@ fn image(
     )])
 }
 
+/// The generated resolv.conf under the sandbox directory.
+pub const RESOLV_CONF: &str = "resolv.conf";
+
 /// The root-building operations for a spec, in order.
 pub(super) fn root_ops(
     spec: &ValidatedSpec,
@@ -254,6 +257,18 @@ pub(super) fn root_ops(
             &m.target,
             None,
             &flags,
+            &[],
+        ));
+    }
+
+    if !s.network.dns_servers.is_empty() {
+        // The daemon writes the file (prepare); read-only inside, so the
+        // sandbox cannot redirect its own lookups elsewhere for others.
+        ops.push(mount(
+            MountSource::Host(sandbox.dir.join(RESOLV_CONF)),
+            "/etc/resolv.conf",
+            None,
+            &[Bind, Rdonly, Nosuid, Nodev, Noexec],
             &[],
         ));
     }

@@ -1043,3 +1043,26 @@ fn rendered_plan() {
         hybrid()
     );
 }
+
+#[test]
+fn dns_binds_the_generated_resolv_conf_read_only() {
+    let s = spec(|s| s.network.dns_servers = vec!["203.0.113.53".into()]);
+    let p = build(&s, &sandbox(), &HostFacts::assumed()).expect("plan");
+    let bind = p.mounts.iter().find_map(|op| match op {
+        RootOp::Mount(m) if m.target == "/etc/resolv.conf" => Some(m),
+        _ => None,
+    });
+    let m = bind.expect("a resolv.conf mount");
+    assert_eq!(
+        m.source,
+        MountSource::Host(sandbox().dir.join("resolv.conf"))
+    );
+    assert!(m.flags.contains(&MountFlag::Rdonly), "{:?}", m.flags);
+    // Without DNS options the image's file is left alone.
+    let p = build(&spec(|_| {}), &sandbox(), &HostFacts::assumed()).expect("plan");
+    assert!(
+        !p.mounts
+            .iter()
+            .any(|op| matches!(op, RootOp::Mount(m) if m.target == "/etc/resolv.conf"))
+    );
+}
