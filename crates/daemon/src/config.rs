@@ -1,11 +1,18 @@
-//! Daemon configuration: command-line flags with embedded defaults, so the
-//! daemon starts with no config file.
+//! Daemon configuration: embedded defaults, an optional TOML file
+//! (`--config`), and command-line flags, in increasing precedence. The
+//! daemon starts with no file at all; `sandboxd --check-config` validates
+//! one without starting.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use sandboxd_core::Policy;
+use sandboxd_core::net::{IpNet, PortPolicy};
+use serde::Deserialize;
 
 /// Default unix socket.
 pub const DEFAULT_SOCKET: &str = "/run/sandboxd/sandboxd.sock";
@@ -13,9 +20,18 @@ pub const DEFAULT_SOCKET: &str = "/run/sandboxd/sandboxd.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sandboxd/state";
 /// Default images directory.
 pub const DEFAULT_IMAGES_DIR: &str = "/var/lib/sandboxd/images";
+/// Default largest request or response message.
+pub const DEFAULT_MAX_MESSAGE: usize = 4 << 20;
+/// Default HTTP/2 streams per connection.
+pub const DEFAULT_MAX_STREAMS: u32 = 256;
+/// Default creates running at once, over all clients.
+pub const DEFAULT_MAX_INFLIGHT_CREATES: usize = 64;
+/// Default TLS handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Human,
@@ -23,7 +39,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `sandboxd` command line.
+/// `sandboxd` command line. Flags override the config file.
 #[derive(Debug, Parser)]
 #[command(
     name = "sandboxd",
@@ -31,15 +47,21 @@ pub enum LogFormat {
     about = "One gRPC API for sandboxes: FreeBSD jails, Linux namespaces, or chroot"
 )]
 pub struct Args {
-    /// Where to listen: unix://PATH (TCP needs mTLS, which comes with remote access support).
-    #[arg(long, default_value = concat!("unix://", "/run/sandboxd/sandboxd.sock"), env = "SANDBOXD_LISTEN")]
-    pub listen: String,
+    /// TOML configuration file (see docs/security.md for every key and its default).
+    #[arg(long, env = "SANDBOXD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (file and flags), print the result and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Where to listen (repeatable): unix://PATH, or tcp://ADDR:PORT (TLS 1.3 with client certificates; needs [tls] in the config). Default: unix:///run/sandboxd/sandboxd.sock.
+    #[arg(long, env = "SANDBOXD_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
     /// State directory (sandbox records, per-sandbox mounts and scratch space).
-    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "SANDBOXD_STATE_DIR")]
-    pub state_dir: PathBuf,
+    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Images directory: each subdirectory is an image usable by name.
-    #[arg(long, default_value = DEFAULT_IMAGES_DIR, env = "SANDBOXD_IMAGES_DIR")]
-    pub images_dir: PathBuf,
+    #[arg(long, env = "SANDBOXD_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
     /// Host directory under which client bind-mount sources may lie (repeatable; none by default).
     #[arg(long = "allow-mount-source", value_name = "DIR")]
     pub allowed_mount_sources: Vec<PathBuf>,
@@ -51,19 +73,138 @@ pub struct Args {
     /// host address of each range is the gateway every sandbox link uses.
     #[arg(long = "net-pool", value_name = "CIDR")]
     pub net_pool: Vec<String>,
-    /// Lowest host port a client may forward to a sandbox.
-    #[arg(long, default_value_t = 1024, value_name = "PORT")]
-    pub port_floor: u16,
+    /// Lowest host port a client may forward to a sandbox (default 1024).
+    #[arg(long, value_name = "PORT")]
+    pub port_floor: Option<u16>,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "SANDBOXD_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum, env = "SANDBOXD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen addresses.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Group that may use the unix socket (mode 0660 instead of 0600).
+    pub socket_group: Option<String>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Images directory.
+    pub images_dir: Option<PathBuf>,
+    /// Allowed bind-mount sources.
+    #[serde(default)]
+    pub allow_mount_sources: Vec<PathBuf>,
+    /// Allow network mode HOST.
+    #[serde(default)]
+    pub allow_host_network: bool,
+    /// Address pool.
+    #[serde(default)]
+    pub net_pool: Vec<String>,
+    /// Port-forward floor.
+    pub port_floor: Option<u16>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// TLS for TCP listeners.
+    pub tls: Option<TlsFile>,
+    /// Server-side bounds.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Known client identities (certificate SAN URI or CN -> role).
+    #[serde(default)]
+    pub identities: BTreeMap<String, IdentityFile>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// CA bundle that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM); must not be readable by group or others.
+    pub key: PathBuf,
+    /// TLS handshake timeout in milliseconds (default 5000).
+    pub handshake_timeout_ms: Option<u64>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest message in bytes (default 4 MiB).
+    pub max_message_bytes: Option<usize>,
+    /// HTTP/2 streams per connection (default 256).
+    pub max_concurrent_streams: Option<u32>,
+    /// Creates running at once, all clients together (default 64).
+    pub max_inflight_creates: Option<usize>,
+    /// Sandboxes per identity unless its entry says otherwise (default: no cap).
+    pub max_sandboxes_per_identity: Option<usize>,
+}
+
+/// `[identities.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// Sees and acts on every sandbox.
+    #[serde(default)]
+    pub admin: bool,
+    /// Most sandboxes it may hold at once.
+    pub max_sandboxes: Option<usize>,
+}
+
+/// One listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A unix socket.
+    Unix(PathBuf),
+    /// A TCP address, served with TLS 1.3 and client certificates only.
+    Tcp(std::net::SocketAddr),
+}
+
+/// TLS material, checked.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Client CA bundle.
+    pub client_ca: PathBuf,
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server key.
+    pub key: PathBuf,
+    /// Handshake timeout.
+    pub handshake_timeout: Duration,
+}
+
+/// A known remote identity's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Sees and acts on every sandbox.
+    pub admin: bool,
+    /// Most sandboxes at once.
+    pub max_sandboxes: Option<usize>,
+}
+
+/// Server-side bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message.
+    pub max_message_bytes: usize,
+    /// Streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Creates at once.
+    pub max_inflight_creates: usize,
 }
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Unix socket path.
-    pub socket: PathBuf,
+    /// Listen addresses (at least one).
+    pub listen: Vec<Listen>,
+    /// Group for the unix socket.
+    pub socket_group: Option<nix::unistd::Gid>,
     /// State directory.
     pub state_dir: PathBuf,
     /// Images directory.
@@ -71,86 +212,334 @@ pub struct Config {
     /// Caps on client requests.
     pub policy: Policy,
     /// Address pool ranges.
-    pub net_pool: Vec<sandboxd_core::net::IpNet>,
+    pub net_pool: Vec<IpNet>,
     /// Port-forward policy.
-    pub ports: sandboxd_core::net::PortPolicy,
+    pub ports: PortPolicy,
+    /// TLS, required when a TCP listener is configured.
+    pub tls: Option<Tls>,
+    /// Known remote identities.
+    pub identities: BTreeMap<String, Role>,
+    /// Default per-identity sandbox cap.
+    pub default_max_sandboxes: Option<usize>,
+    /// Server-side bounds.
+    pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
 }
 
+fn parse_listen(text: &str) -> anyhow::Result<Listen> {
+    match text.split_once("://") {
+        Some(("unix", path)) if path.starts_with('/') => Ok(Listen::Unix(PathBuf::from(path))),
+        Some(("unix", path)) => bail!("listen unix://{path}: the socket path must be absolute"),
+        Some(("tcp", addr)) => addr
+            .parse()
+            .map(Listen::Tcp)
+            .map_err(|_| anyhow::anyhow!("listen {text}: expected tcp://IP:PORT")),
+        _ => bail!("listen {text}: expected unix://PATH or tcp://IP:PORT"),
+    }
+}
+
+/// A key file must be readable by its owner only: anyone else who can read
+/// it can impersonate the daemon.
+fn check_key_file(path: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("tls.key {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "tls.key {}: mode {:o} lets group or others read it; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 impl Config {
-    /// Checks the flags.
-    pub fn from_args(args: Args) -> anyhow::Result<Self> {
-        let socket = match args.listen.split_once("://") {
-            Some(("unix", path)) if path.starts_with('/') => PathBuf::from(path),
-            Some(("unix", path)) => {
-                bail!("--listen unix://{path}: the socket path must be absolute")
+    /// Reads the file named by `--config` (if any) and merges the flags.
+    pub fn load(args: Args) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config {}", path.display()))?
             }
-            Some(("tcp", _)) => bail!(
-                "--listen {}: TCP is only served with TLS 1.3 and client certificates, which this build does not support yet; use unix://PATH",
-                args.listen
-            ),
-            _ => bail!("--listen {}: expected unix://PATH", args.listen),
+            None => FileConfig::default(),
         };
-        for (flag, dir) in [
-            ("--state-dir", &args.state_dir),
-            ("--images-dir", &args.images_dir),
-        ] {
+        Self::merge(args, file)
+    }
+
+    /// Flags over file over defaults, then every check.
+    pub fn merge(args: Args, file: FileConfig) -> anyhow::Result<Self> {
+        let listen_text = if !args.listen.is_empty() {
+            args.listen
+        } else if !file.listen.is_empty() {
+            file.listen
+        } else {
+            vec![format!("unix://{DEFAULT_SOCKET}")]
+        };
+        let listen = listen_text
+            .iter()
+            .map(|l| parse_listen(l))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let state_dir = args
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let images_dir = args
+            .images_dir
+            .or(file.images_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGES_DIR));
+        for (key, dir) in [("state_dir", &state_dir), ("images_dir", &images_dir)] {
             if !dir.is_absolute() {
-                bail!("{flag} {}: must be an absolute path", dir.display());
+                bail!("{key} {}: must be an absolute path", dir.display());
             }
         }
-        if args.state_dir.to_string_lossy().contains([',', ':']) {
+        if state_dir.to_string_lossy().contains([',', ':']) {
             // overlayfs mount options are comma/colon separated.
             bail!(
-                "--state-dir {}: must not contain ',' or ':'",
-                args.state_dir.display()
+                "state_dir {}: must not contain ',' or ':'",
+                state_dir.display()
             );
         }
-        for dir in &args.allowed_mount_sources {
+        let mut mount_sources = file.allow_mount_sources;
+        mount_sources.extend(args.allowed_mount_sources);
+        for dir in &mount_sources {
             if !dir.is_absolute()
                 || dir
                     .components()
                     .any(|c| matches!(c, std::path::Component::ParentDir))
             {
                 bail!(
-                    "--allow-mount-source {}: must be an absolute path without '..'",
+                    "allow-mount-source {}: must be an absolute path without '..'",
                     dir.display()
                 );
             }
         }
-        let mut net_pool = Vec::new();
-        for text in &args.net_pool {
+        let mut net_pool: Vec<IpNet> = Vec::new();
+        for text in file.net_pool.iter().chain(&args.net_pool) {
             let range = sandboxd_core::net::parse_range(text)
-                .map_err(|e| anyhow::anyhow!("--net-pool: {e}"))?;
-            if let Some(other) = net_pool.iter().find(|o: &&sandboxd_core::net::IpNet| {
-                o.contains(&range.network()) || range.contains(&o.network())
-            }) {
-                bail!("--net-pool {range} overlaps {other}");
+                .map_err(|e| anyhow::anyhow!("net-pool: {e}"))?;
+            if let Some(other) = net_pool
+                .iter()
+                .find(|o| o.contains(&range.network()) || range.contains(&o.network()))
+            {
+                bail!("net-pool {range} overlaps {other}");
             }
             net_pool.push(range);
         }
-        if args.port_floor == 0 {
-            bail!("--port-floor 0: must be at least 1");
+        let port_floor = args.port_floor.or(file.port_floor).unwrap_or(1024);
+        if port_floor == 0 {
+            bail!("port-floor 0: must be at least 1");
+        }
+        let tcp_ports: Vec<u16> = listen
+            .iter()
+            .filter_map(|l| match l {
+                Listen::Tcp(a) => Some(a.port()),
+                Listen::Unix(_) => None,
+            })
+            .collect();
+        let tls = match (&file.tls, tcp_ports.is_empty()) {
+            (None, false) => bail!(
+                "a tcp:// listener needs [tls] with client_ca, cert and key in the config file: the daemon never serves TCP without TLS and client certificates"
+            ),
+            (None, true) => None,
+            (Some(t), _) => {
+                for (key, path) in [("tls.client_ca", &t.client_ca), ("tls.cert", &t.cert)] {
+                    std::fs::metadata(path).with_context(|| format!("{key} {}", path.display()))?;
+                }
+                check_key_file(&t.key)?;
+                Some(Tls {
+                    client_ca: t.client_ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    handshake_timeout: Duration::from_millis(
+                        t.handshake_timeout_ms
+                            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+                    ),
+                })
+            }
+        };
+        let socket_group = match &file.socket_group {
+            None => None,
+            Some(name) => Some(
+                nix::unistd::Group::from_name(name)
+                    .with_context(|| format!("socket_group {name:?}"))?
+                    .with_context(|| format!("socket_group {name:?}: no such group"))?
+                    .gid,
+            ),
+        };
+        let identities = file
+            .identities
+            .into_iter()
+            .map(|(name, i)| {
+                (
+                    name,
+                    Role {
+                        admin: i.admin,
+                        max_sandboxes: i.max_sandboxes,
+                    },
+                )
+            })
+            .collect();
+        let limits = Limits {
+            max_message_bytes: file.limits.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE),
+            max_concurrent_streams: file
+                .limits
+                .max_concurrent_streams
+                .unwrap_or(DEFAULT_MAX_STREAMS),
+            max_inflight_creates: file
+                .limits
+                .max_inflight_creates
+                .unwrap_or(DEFAULT_MAX_INFLIGHT_CREATES),
+        };
+        if limits.max_message_bytes < 64 << 10 || limits.max_inflight_creates == 0 {
+            bail!(
+                "limits: max_message_bytes must be at least 65536 and max_inflight_creates at least 1"
+            );
         }
         let policy = Policy {
-            allowed_mount_sources: args.allowed_mount_sources,
-            allow_host_network: args.allow_host_network,
+            allowed_mount_sources: mount_sources,
+            allow_host_network: args.allow_host_network || file.allow_host_network,
             ..Policy::default()
         };
         Ok(Self {
-            socket,
-            state_dir: args.state_dir,
-            images_dir: args.images_dir,
+            listen,
+            socket_group,
+            state_dir,
+            images_dir,
             policy,
             net_pool,
-            ports: sandboxd_core::net::PortPolicy {
-                floor: args.port_floor,
-                // The daemon serves on a unix socket only; a TCP listener's
-                // port joins this list when remote access lands.
-                reserved: Vec::new(),
+            ports: PortPolicy {
+                floor: port_floor,
+                // The daemon's own TCP ports are never forwarded.
+                reserved: tcp_ports,
             },
-            log_format: args.log_format,
+            tls,
+            identities,
+            default_max_sandboxes: file.limits.max_sandboxes_per_identity,
+            limits,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Human),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["sandboxd"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("toml")
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::merge(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.listen, vec![Listen::Unix(DEFAULT_SOCKET.into())]);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.ports.floor, 1024);
+        assert_eq!(c.limits.max_message_bytes, DEFAULT_MAX_MESSAGE);
+        assert!(c.tls.is_none() && c.identities.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file(
+            r#"
+            state_dir = "/srv/state"
+            port_floor = 2000
+            net_pool = ["203.0.113.0/28"]
+            [identities.alice]
+            max_sandboxes = 3
+            [identities.ops]
+            admin = true
+            "#,
+        );
+        let c = Config::merge(
+            args(&["--port-floor", "3000", "--net-pool", "203.0.113.16/28"]),
+            f,
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/srv/state"));
+        assert_eq!(c.ports.floor, 3000);
+        assert_eq!(c.net_pool.len(), 2);
+        assert_eq!(
+            c.identities.get("alice"),
+            Some(&Role {
+                admin: false,
+                max_sandboxes: Some(3)
+            })
+        );
+        assert!(c.identities["ops"].admin);
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&["--listen", "tcp://198.51.100.1:7443"], "", "needs [tls]"),
+            (&["--listen", "tcp://nowhere"], "", "expected tcp://IP:PORT"),
+            (&["--listen", "http://x"], "", "expected unix://PATH"),
+            (&["--state-dir", "relative"], "", "absolute"),
+            (&[], "bogus = 1", "unknown field"),
+            (
+                &[
+                    "--net-pool",
+                    "203.0.113.0/24",
+                    "--net-pool",
+                    "203.0.113.16/28",
+                ],
+                "",
+                "overlaps",
+            ),
+            (&[], "[limits]\nmax_message_bytes = 10", "at least 65536"),
+            (
+                &[],
+                "[tls]\nclient_ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "tls.client_ca /nonexistent/ca.pem",
+            ),
+        ];
+        for (flags, text, want) in cases {
+            let err = toml::from_str::<FileConfig>(text)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| Config::merge(args(flags), f))
+                .expect_err(want);
+            assert!(
+                format!("{err:#}").contains(want),
+                "{flags:?} {text}: {err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sandboxd-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        let key = dir.join("key.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[tls]\nclient_ca = \"{0}/ca.pem\"\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"",
+            dir.display()
+        );
+        let tcp = ["--listen", "tcp://127.0.0.1:7443"];
+        let err = Config::merge(args(&tcp), file(&text)).expect_err("readable key");
+        assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::merge(args(&tcp), file(&text)).unwrap();
+        assert_eq!(c.ports.reserved, vec![7443], "the daemon's own port");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

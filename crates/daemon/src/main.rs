@@ -30,7 +30,12 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::from_args(args)?;
+    let check = args.check_config;
+    let config = Config::load(args)?;
+    if check {
+        println!("configuration OK: {config:#?}");
+        return Ok(());
+    }
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,6 +22,7 @@ use sandboxd_supervisor::{ExitFile, now_ms};
 use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 
+use crate::auth::Caller;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventLog;
@@ -156,6 +157,30 @@ struct Registry {
     by_request: HashMap<(String, String), String>,
     /// Addresses and host ports, rebuilt from the records at start-up.
     leases: Leases,
+    /// Owners of destroyed sandboxes, so their last events still reach
+    /// them; oldest dropped past [`GONE_OWNERS`].
+    gone_owners: HashMap<String, String>,
+    gone_order: std::collections::VecDeque<String>,
+}
+
+/// How many destroyed sandboxes' owners are remembered.
+const GONE_OWNERS: usize = 4096;
+
+impl Registry {
+    fn forget(&mut self, id: &str) {
+        if let Some(sb) = self.by_id.remove(id) {
+            let owner = lock(&sb.record).owner.clone();
+            self.gone_owners.insert(id.to_owned(), owner);
+            self.gone_order.push_back(id.to_owned());
+            while self.gone_order.len() > GONE_OWNERS {
+                if let Some(old) = self.gone_order.pop_front() {
+                    self.gone_owners.remove(&old);
+                }
+            }
+        }
+        self.by_request.retain(|_, v| v != id);
+        self.leases.release(id);
+    }
 }
 
 impl Manager {
@@ -375,6 +400,27 @@ impl Manager {
         found.ok_or_else(|| ApiError::NotFound(reference.to_owned()))
     }
 
+    /// Finds a sandbox `who` may see: another identity's is NOT_FOUND, as
+    /// if it did not exist.
+    pub fn get_for(&self, reference: &str, who: &Caller) -> ApiResult<Arc<Sandbox>> {
+        let sb = self.get(reference)?;
+        if who.may_see(&lock(&sb.record).owner) {
+            Ok(sb)
+        } else {
+            Err(ApiError::NotFound(reference.to_owned()))
+        }
+    }
+
+    /// The owner of a live sandbox, or of one destroyed recently (for
+    /// filtering its events).
+    pub fn owner_of(&self, id: &str) -> Option<String> {
+        let reg = lock(&self.registry);
+        reg.by_id
+            .get(id)
+            .map(|s| lock(&s.record).owner.clone())
+            .or_else(|| reg.gone_owners.get(id).cloned())
+    }
+
     /// A sandbox as the API shows it: its record, plus current resource use
     /// while it runs.
     pub fn describe(&self, record: &SandboxRecord) -> pb::Sandbox {
@@ -405,8 +451,9 @@ impl Manager {
         self: &Arc<Self>,
         spec: ValidatedSpec,
         request_id: String,
-        owner: &str,
+        who: &Caller,
     ) -> ApiResult<SandboxRecord> {
+        let owner = who.name.as_str();
         validate::validate_request_id(&request_id)?;
         if spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Host
             && !self.policy.allow_host_network
@@ -415,7 +462,7 @@ impl Manager {
                 "spec.network.mode: HOST is not permitted by this daemon's configuration (start it with --allow-host-network)".into(),
             ));
         }
-        let (sb, paths) = match self.register(&spec, &request_id, owner)? {
+        let (sb, paths) = match self.register(&spec, &request_id, who)? {
             Registered::Existing(existing) => {
                 return self
                     .existing_for_request(existing, &spec, &request_id)
@@ -454,10 +501,7 @@ impl Manager {
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, error = %e, "create failed; rolling back");
                 self.rollback(&sb).await;
-                let mut reg = lock(&self.registry);
-                reg.by_id.remove(&sb.id);
-                reg.by_request.retain(|_, v| v != &sb.id);
-                reg.leases.release(&sb.id);
+                lock(&self.registry).forget(&sb.id);
                 Err(e)
             }
         }
@@ -470,13 +514,26 @@ impl Manager {
         &self,
         spec: &ValidatedSpec,
         request_id: &str,
-        owner: &str,
+        who: &Caller,
     ) -> ApiResult<Registered> {
+        let owner = who.name.as_str();
         let mut reg = lock(&self.registry);
         let key = (owner.to_owned(), request_id.to_owned());
         if !request_id.is_empty() {
             if let Some(id) = reg.by_request.get(&key) {
                 return Ok(Registered::Existing(reg.by_id.get(id).cloned()));
+            }
+        }
+        if let Some(max) = who.max_sandboxes {
+            let held = reg
+                .by_id
+                .values()
+                .filter(|s| lock(&s.record).owner == owner)
+                .count();
+            if held >= max {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "identity {owner:?} holds {held} sandboxes, its quota; destroy one first"
+                )));
             }
         }
         let name = &spec.spec().name;
@@ -767,10 +824,7 @@ impl Manager {
         }
         self.cleanup_host(&sb).await?;
         {
-            let mut reg = lock(&self.registry);
-            reg.by_id.remove(&sb.id);
-            reg.by_request.retain(|_, v| v != &sb.id);
-            reg.leases.release(&sb.id);
+            lock(&self.registry).forget(&sb.id);
         }
         tracing::info!(sandbox = %sb.id, "destroyed");
         self.events

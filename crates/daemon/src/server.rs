@@ -15,14 +15,14 @@ use sandboxd_proto::v1 as pb;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::auth::Authorizer;
+use crate::config::{Config, Listen};
 use crate::manager::Manager;
 use crate::service::{Events, Host, Processes, Sandboxes, Shared};
+use crate::transport::{self, Bound};
 
-/// Largest request message accepted (a spec with 128 KiB of argv/env fits).
-pub const MAX_MESSAGE: usize = 4 << 20;
 /// How long in-flight calls get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -49,12 +49,40 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
     manager.reattach().await;
-    let listener = bind_socket(&config.socket).await?;
+    let mut listeners = Vec::new();
+    let mut sockets = Vec::new();
+    for listen in &config.listen {
+        match listen {
+            Listen::Unix(path) => {
+                listeners.push(Bound::Unix(bind_socket(path, config.socket_group).await?));
+                sockets.push(path.clone());
+            }
+            Listen::Tcp(addr) => {
+                // Config::merge refuses a TCP listener without TLS.
+                let tls = config
+                    .tls
+                    .as_ref()
+                    .context("a tcp:// listener needs [tls]")?;
+                let acceptor = TlsAcceptor::from(Arc::new(transport::server_config(tls)?));
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding tcp://{addr}"))?;
+                listeners.push(Bound::Tcp(listener, acceptor, tls.handshake_timeout));
+            }
+        }
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
         manager,
         images_dir: config.images_dir.clone(),
         shutdown: shutdown_rx,
+        auth: Arc::new(Authorizer::new(
+            config.identities.clone(),
+            config.default_max_sandboxes,
+        )),
+        creates: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_inflight_creates,
+        )),
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -82,16 +110,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .build_v1alpha()
         .context("building reflection service")?;
 
+    let max_message = config.limits.max_message_bytes;
     macro_rules! limited {
         ($server:expr) => {
             $server
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message)
         };
     }
     let in_flight = InFlight::default();
     let router = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(256))
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .layer(in_flight.clone())
         .add_service(limited!(pb::host_service_server::HostServiceServer::new(
             Host(shared.clone())
@@ -109,15 +138,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), images_dir = %config.images_dir.display(), "sandboxd listening");
+    tracing::info!(listen = ?config.listen, state_dir = %config.state_dir.display(), images_dir = %config.images_dir.display(), "sandboxd listening");
     let stop = async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight calls; sandboxes keep running");
         let _ = shutdown_tx.send(true);
     };
     let mut stopping = Box::pin(stop);
-    let serve =
-        router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), &mut stopping);
+    let serve = router.serve_with_incoming_shutdown(transport::incoming(listeners), &mut stopping);
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r.map_err(anyhow::Error::from),
@@ -136,7 +164,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         } => Ok(()),
     };
-    let _ = std::fs::remove_file(&config.socket);
+    for path in &sockets {
+        let _ = std::fs::remove_file(path);
+    }
     result
 }
 
@@ -162,7 +192,7 @@ async fn wait_for_signal() {
 /// Binds the unix socket with mode 0600 in a directory that only root may
 /// write. A stale socket (nobody answering) is replaced; a live one means
 /// another daemon runs, and start-up fails.
-async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Result<UnixListener> {
     let dir = path
         .parent()
         .context("socket path has no parent directory")?;
@@ -194,8 +224,17 @@ async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    // Whoever can connect is an admin: the owner only, or a chosen group.
+    let mode = match group {
+        Some(gid) => {
+            nix::unistd::chown(path, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
     Ok(listener)
 }
 

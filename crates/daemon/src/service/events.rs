@@ -25,6 +25,7 @@ impl pb::event_service_server::EventService for Events {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
         if !req.sandbox_id.is_empty() && !sandboxd_core::validate::is_id(&req.sandbox_id) {
             return Err(ApiError::Invalid(sandboxd_core::ValidationError::one(
@@ -39,8 +40,15 @@ impl pb::event_service_server::EventService for Events {
         let (replay, mut live) = self.0.manager.events.subscribe(req.after_revision)?;
         let (tx, rx) = mpsc::channel(256);
         let shared = self.0.clone();
-        let wanted =
-            move |e: &pb::Event| req.sandbox_id.is_empty() || e.sandbox_id == req.sandbox_id;
+        let manager = self.0.manager.clone();
+        // A non-admin sees only its own sandboxes' events (and the
+        // daemon-wide ones, which name no sandbox).
+        let wanted = move |e: &pb::Event| {
+            (req.sandbox_id.is_empty() || e.sandbox_id == req.sandbox_id)
+                && (who.admin
+                    || e.sandbox_id.is_empty()
+                    || manager.owner_of(&e.sandbox_id).as_deref() == Some(who.name.as_str()))
+        };
         tokio::spawn(async move {
             for e in replay.iter().filter(|e| wanted(e)) {
                 if tx.send(Ok((**e).clone())).await.is_err() {

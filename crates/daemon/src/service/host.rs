@@ -17,8 +17,9 @@ pub struct Host(pub Shared);
 impl pb::host_service_server::HostService for Host {
     async fn get_capabilities(
         &self,
-        _req: Request<pb::GetCapabilitiesRequest>,
+        req: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        self.0.caller(&req)?;
         let backend = self.0.manager.backend();
         let caps = backend.capabilities();
         let uts =
@@ -39,6 +40,7 @@ impl pb::host_service_server::HostService for Host {
         &self,
         req: Request<pb::PlanSandboxRequest>,
     ) -> Result<Response<pb::PlanSandboxResponse>, Status> {
+        self.0.caller(&req)?;
         let req = req.into_inner();
         let manager = &self.0.manager;
         let wanted = convert::backend_from_pb(req.backend).map_err(ApiError::from)?;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::auth::{Authorizer, Caller};
+use crate::error::ApiError;
 use crate::manager::Manager;
 
 pub use events::Events;
@@ -27,6 +29,10 @@ pub struct Shared {
     pub images_dir: PathBuf,
     /// Flips to true when the daemon shuts down: long-lived calls end.
     pub shutdown: watch::Receiver<bool>,
+    /// Resolves callers.
+    pub auth: Arc<Authorizer>,
+    /// Creates running at once (the config's max_inflight_creates).
+    pub creates: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -37,8 +43,9 @@ impl Shared {
     }
 }
 
-/// The caller's identity. Local unix-socket clients are all "local" (admin);
-/// per-certificate identities come with remote access.
-pub(crate) fn caller<T>(_req: &tonic::Request<T>) -> &'static str {
-    "local"
+impl Shared {
+    /// The caller of a request; PERMISSION_DENIED for an unknown identity.
+    pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        self.auth.caller(req)
+    }
 }

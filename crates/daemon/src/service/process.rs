@@ -42,6 +42,7 @@ impl pb::process_service_server::ProcessService for Processes {
         &self,
         req: Request<Streaming<pb::ExecRequest>>,
     ) -> Result<Response<ExecStream>, Status> {
+        let who = self.0.caller(&req)?;
         let mut inbound = req.into_inner();
         let start = match inbound.message().await? {
             Some(pb::ExecRequest {
@@ -56,7 +57,8 @@ impl pb::process_service_server::ProcessService for Processes {
             }
         };
         let manager = self.0.manager.clone();
-        let sb = manager.get(&start.sandbox_id)?;
+        let sb = manager.get_for(&start.sandbox_id, &who)?;
+        tracing::info!(audit = true, identity = %who.name, op = "Exec", sandbox = %sb.id);
         let process = validate::validate_process(
             convert::process_from_pb(start.process),
             "start.process",
@@ -86,9 +88,11 @@ impl pb::process_service_server::ProcessService for Processes {
         &self,
         req: Request<pb::ExecSyncRequest>,
     ) -> Result<Response<pb::ExecSyncResponse>, Status> {
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
         let manager = self.0.manager.clone();
-        let sb = manager.get(&req.sandbox_id)?;
+        let sb = manager.get_for(&req.sandbox_id, &who)?;
+        tracing::info!(audit = true, identity = %who.name, op = "ExecSync", sandbox = %sb.id);
         let process = validate::validate_process(
             convert::process_from_pb(req.process),
             "process",
@@ -172,8 +176,10 @@ impl pb::process_service_server::ProcessService for Processes {
         &self,
         req: Request<pb::SignalProcessRequest>,
     ) -> Result<Response<pb::SignalProcessResponse>, Status> {
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
-        let sb = self.0.manager.get(&req.sandbox_id)?;
+        let sb = self.0.manager.get_for(&req.sandbox_id, &who)?;
+        tracing::info!(audit = true, identity = %who.name, op = "SignalProcess", sandbox = %sb.id, pid = req.pid, signal = req.signal);
         let pid = i32::try_from(req.pid).map_err(|_| {
             ApiError::Invalid(validate::ValidationError::one(
                 "pid",

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sandboxd_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, caller};
+use super::Shared;
 use crate::convert;
 use crate::error::ApiError;
 use crate::manager::{DEFAULT_GRACE, MAX_GRACE, matches_selector, parse_selector};
@@ -25,10 +25,18 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
-        let owner = caller(&req);
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
         let spec = self.0.manager.validate_spec(req.spec)?;
-        let record = self.0.manager.create(spec, req.request_id, owner).await?;
+        // Bounded over all clients: a flood cannot queue unbounded work.
+        let _permit = self.0.creates.try_acquire().map_err(|_| {
+            ApiError::ResourceExhausted(
+                "too many creates are in flight (the daemon's max_inflight_creates); retry later"
+                    .into(),
+            )
+        })?;
+        tracing::info!(audit = true, identity = %who.name, op = "CreateSandbox", image = %spec.spec().image());
+        let record = self.0.manager.create(spec, req.request_id, &who).await?;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox: Some(convert::record_to_pb(&record)),
         }))
@@ -38,7 +46,8 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::GetSandboxRequest>,
     ) -> Result<Response<pb::GetSandboxResponse>, Status> {
-        let sb = self.0.manager.get(&req.into_inner().id)?;
+        let who = self.0.caller(&req)?;
+        let sb = self.0.manager.get_for(&req.into_inner().id, &who)?;
         Ok(Response::new(pb::GetSandboxResponse {
             sandbox: Some(self.0.manager.describe(&sb.record())),
         }))
@@ -48,13 +57,15 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
         let page = match req.page_size as usize {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
         let terms = parse_selector(&req.label_selector)?;
-        let all = self.0.manager.list();
+        let mut all = self.0.manager.list();
+        all.retain(|r| who.may_see(&r.owner));
         // The token is the id of the last sandbox of the previous page; the
         // order is creation order, so later creates never shift a page.
         let start = if req.page_token.is_empty() {
@@ -97,8 +108,9 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::StopSandboxRequest>,
     ) -> Result<Response<pb::StopSandboxResponse>, Status> {
+        let who = self.0.caller(&req)?;
         let req = req.into_inner();
-        let sb = self.0.manager.get(&req.id)?;
+        let sb = self.0.manager.get_for(&req.id, &who)?;
         let grace = match req.grace_seconds {
             0 => DEFAULT_GRACE,
             s => Duration::from_secs(u64::from(s)).min(MAX_GRACE),
@@ -114,7 +126,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
                 .into());
             }
         };
-        tracing::info!(audit = true, identity = caller_name(), op = "StopSandbox", sandbox = %sb.id);
+        tracing::info!(audit = true, identity = %who.name, op = "StopSandbox", sandbox = %sb.id);
         let record = self.0.manager.stop(&sb, grace, signal).await?;
         Ok(Response::new(pb::StopSandboxResponse {
             sandbox: Some(convert::record_to_pb(&record)),
@@ -125,9 +137,15 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::DestroySandboxRequest>,
     ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
+        let who = self.0.caller(&req)?;
         let id = req.into_inner().id;
         sandboxd_core::validate::validate_ref("id", &id).map_err(ApiError::from)?;
-        tracing::info!(audit = true, identity = caller_name(), op = "DestroySandbox", sandbox = %id);
+        if !who.admin {
+            // Another identity's sandbox, or none: NOT_FOUND either way,
+            // so a non-admin learns nothing about ids it does not own.
+            self.0.manager.get_for(&id, &who)?;
+        }
+        tracing::info!(audit = true, identity = %who.name, op = "DestroySandbox", sandbox = %id);
         let existed = self.0.manager.destroy(&id).await?;
         Ok(Response::new(pb::DestroySandboxResponse { existed }))
     }
@@ -136,7 +154,8 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         &self,
         req: Request<pb::WaitSandboxRequest>,
     ) -> Result<Response<pb::WaitSandboxResponse>, Status> {
-        let sb = self.0.manager.get(&req.into_inner().id)?;
+        let who = self.0.caller(&req)?;
+        let sb = self.0.manager.get_for(&req.into_inner().id, &who)?;
         tokio::select! {
             exit = self.0.manager.wait(&sb) => {
                 Ok(Response::new(pb::WaitSandboxResponse { exit: Some(convert::exit_to_pb(&exit)) }))
@@ -144,8 +163,4 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
             () = self.0.shutting_down() => Err(ApiError::Unavailable("the daemon is shutting down".into()).into()),
         }
     }
-}
-
-fn caller_name() -> &'static str {
-    "local"
 }
