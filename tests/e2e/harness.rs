@@ -48,11 +48,19 @@ pub(crate) struct Daemon {
     pub(crate) log: PathBuf,
     extra: Vec<String>,
     bin: PathBuf,
+    /// Run the daemon in this network namespace (`ip netns` name).
+    netns: Option<String>,
 }
 
 impl Daemon {
     /// Starts a daemon with extra flags.
     pub(crate) fn start_with(extra: &[&str]) -> Self {
+        Self::start_in(None, extra)
+    }
+
+    /// Starts a daemon inside network namespace `netns` (entered with
+    /// nsenter, which changes nothing else), with extra flags.
+    pub(crate) fn start_in(netns: Option<&str>, extra: &[&str]) -> Self {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/sandboxd-e2e-{}-{n}", std::process::id()));
@@ -71,6 +79,7 @@ impl Daemon {
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             bin: PathBuf::from(env!("CARGO_BIN_EXE_sandboxd")),
+            netns: netns.map(str::to_owned),
         };
         d.spawn();
         d
@@ -85,7 +94,18 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(&self.bin)
+        // nsenter execs the daemon, so the child's pid is the daemon's.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("--listen")
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--state-dir")

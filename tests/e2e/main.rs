@@ -10,3 +10,4 @@ mod hostile;
 mod lifecycle;
 mod linux;
 mod network;
+mod remote;

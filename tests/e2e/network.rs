@@ -97,18 +97,19 @@ fn run(cmd: &mut Command) -> Output {
 /// Another host: a network namespace joined to the host by a veth pair on
 /// a /30. `route_to_pool` decides whether it can answer a pool address
 /// directly (without it, only NAT'd traffic can come back).
-struct TestHost {
-    ns: String,
+pub(crate) struct TestHost {
+    /// Its network namespace (`ip netns` name).
+    pub(crate) ns: String,
     link: String,
     /// The host side's address.
-    host_addr: String,
+    pub(crate) host_addr: String,
     /// The test host's address.
-    addr: String,
+    pub(crate) addr: String,
     servers: Vec<Child>,
 }
 
 impl TestHost {
-    fn new(route_to_pool: bool) -> Self {
+    pub(crate) fn new(route_to_pool: bool) -> Self {
         ranges_are_free();
         static HOSTS: AtomicU32 = AtomicU32::new(0);
         let n = HOSTS.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +145,7 @@ impl TestHost {
         th
     }
 
-    fn ip(&self, args: &[&str]) {
+    pub(crate) fn ip(&self, args: &[&str]) {
         run(Command::new("ip").args(["-n", &self.ns]).args(args));
     }
 

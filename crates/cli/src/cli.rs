@@ -12,10 +12,13 @@ use crate::connect::DEFAULT_HOST;
 #[derive(Debug, Parser)]
 #[command(name = "sandboxctl", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The daemon to talk to: unix://PATH (tcp://ADDR needs mTLS, not yet
-    /// supported by this build).
+    /// The daemon to talk to: unix://PATH, or tcp://HOST:PORT (TLS 1.3
+    /// with --cacert, --cert and --key).
     #[arg(long, global = true, env = "SANDBOXD_HOST", default_value = DEFAULT_HOST, value_name = "URL")]
     pub(crate) host: String,
+
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 
     /// Print responses as JSON (proto field and enum names) instead of
     /// tables. `run` and `exec` are unaffected: their output is the process's.
@@ -24,6 +27,30 @@ pub(crate) struct Cli {
 
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// TLS for `--host tcp://…`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct TlsArgs {
+    /// CA bundle (PEM) the daemon's certificate must chain to.
+    #[arg(long, global = true, env = "SANDBOXD_CACERT", value_name = "FILE")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
+    /// This client's certificate chain (PEM); the daemon knows it by its
+    /// first SAN URI, else its CN.
+    #[arg(long, global = true, env = "SANDBOXD_CERT", value_name = "FILE")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "SANDBOXD_KEY", value_name = "FILE")]
+    pub(crate) key: Option<std::path::PathBuf>,
+    /// The name the daemon's certificate must carry (default: the host
+    /// part of --host).
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBOXD_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub(crate) tls_server_name: Option<String>,
 }
 
 /// The subcommands.

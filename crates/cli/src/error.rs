@@ -62,7 +62,22 @@ impl CliError {
 
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
-        CliError::Rpc(status)
+        // A connection the daemon dropped (a refused client certificate,
+        // say) arrives as "transport error": name the real cause instead.
+        use std::error::Error as _;
+        let mut cause = status.source();
+        let mut deepest = None;
+        while let Some(e) = cause {
+            deepest = Some(e.to_string());
+            cause = e.source();
+        }
+        match deepest {
+            Some(why) if !status.message().contains(&why) => CliError::Connect(format!(
+                "the connection to the daemon failed: {why} ({})",
+                status.message()
+            )),
+            _ => CliError::Rpc(status),
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use crate::table::Table;
 pub(crate) struct Ctx {
     /// `--host`.
     pub(crate) host: String,
+    /// TLS files for tcp://.
+    pub(crate) tls: crate::cli::TlsArgs,
     /// `--json`.
     pub(crate) json: bool,
 }
@@ -32,7 +34,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Connects to the daemon.
     pub(crate) async fn channel(&self) -> Result<Channel, CliError> {
-        connect(&self.host).await
+        connect(&self.host, &self.tls).await
     }
 }
 
@@ -41,6 +43,7 @@ impl Ctx {
 pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let ctx = Ctx {
         host: cli.host,
+        tls: cli.tls,
         json: cli.json,
     };
     match cli.command {
