@@ -601,6 +601,23 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         Code::OutOfRange,
         "after_revision",
     );
+    // Over the daemon's message limit (4 MiB by default).
+    let mut huge = base();
+    proc_mut(&mut huge).argv = vec!["/bin/true".into(), "x".repeat(5 << 20)];
+    let r = c
+        .sandboxes
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(huge),
+            request_id: String::new(),
+        })
+        .await
+        .map(drop);
+    check(
+        "a request over the message limit",
+        r,
+        Code::ResourceExhausted,
+        "too large",
+    );
     n
 }
 

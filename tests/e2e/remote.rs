@@ -186,8 +186,8 @@ async fn remote_clients_need_a_known_certificate_and_see_only_their_own() {
         &server.host_addr,
     ]);
 
-    let dir = std::env::temp_dir().join(format!("sandboxd-e2e-certs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("cert dir");
+    let certs = TempDir::new("certs");
+    let dir = certs.0.clone();
     let ca = Ca::new("sandboxd test CA");
     let other_ca = Ca::new("some other CA");
     std::fs::write(dir.join("ca.pem"), &ca.pem).expect("ca");
@@ -247,6 +247,7 @@ handshake_timeout_ms = 2000
 [identities."{ALICE}"]
 max_sandboxes = 2
 [identities.bob]
+network_modes = ["none"]
 [identities.ops]
 admin = true
 "#,
@@ -451,12 +452,49 @@ admin = true
         let all = list_ids(ch).await.expect("admin list");
         assert!(all.contains(&alices) && all.contains(&bobs), "{all:?}");
     }
+    // Bob's role allows network NONE only.
+    let loopback = SandboxServiceClient::new(bob_ch.clone())
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                network: Some(pb::NetworkPolicy {
+                    mode: pb::NetworkMode::Loopback as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("a mode bob's role does not allow");
+    assert_eq!(loopback.code(), Code::PermissionDenied, "{loopback:?}");
+    assert!(
+        loopback.message().contains("spec.network.mode"),
+        "{loopback:?}"
+    );
     // Alice's quota is 2: she holds 1 (the `run` one is gone).
     create_idle(&alice_ch).await.expect("second");
     let over = create_idle(&alice_ch).await.expect_err("over quota");
     assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
-    // Bob is still served while alice is over her quota.
-    create_idle(&bob_ch).await.expect("bob is served");
+    // 500 creates from alice at once are all refused, and bob is served
+    // meanwhile.
+    let flood: Vec<_> = (0..500)
+        .map(|_| {
+            let ch = alice_ch.clone();
+            tokio::spawn(async move { create_idle(&ch).await })
+        })
+        .collect();
+    let bobs_second = create_idle(&bob_ch).await.expect("bob is served");
+    for task in flood {
+        let status = task.await.expect("task").expect_err("over quota");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    assert!(
+        list_ids(&bob_ch)
+            .await
+            .expect("list")
+            .contains(&bobs_second)
+    );
     // Mutating calls are audited with the identity.
     let log = d.log_text();
     assert!(
@@ -465,5 +503,60 @@ admin = true
     );
     drop((alice_ch, bob_ch, ops_ch));
     d.finish().await;
-    std::fs::remove_dir_all(&dir).expect("cert dir");
+}
+
+/// A directory under /tmp removed when dropped, even by a failing test.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sandboxd-e2e-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_config_validates_without_starting() {
+    let dir = TempDir::new("check-config");
+    let check = |text: &str| {
+        let path = dir.0.join("sandboxd.toml");
+        std::fs::write(&path, text).expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("sandboxd --check-config");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check(&format!(
+        "state_dir = \"{0}/state\"\nnet_pool = [\"203.0.113.0/28\"]\n[identities.ops]\nadmin = true\n",
+        dir.0.display()
+    ));
+    assert!(ok, "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+    assert!(
+        !dir.0.join("state").exists(),
+        "--check-config created the state dir"
+    );
+    for (bad, says) in [
+        ("listen = [\"tcp://198.51.100.9:7443\"]", "needs [tls]"),
+        ("colour = true", "unknown field"),
+        ("port_floor = \"high\"", "invalid type"),
+    ] {
+        let (ok, text) = check(bad);
+        assert!(!ok, "{bad} was accepted");
+        assert!(text.contains(says), "{bad}: {text}");
+    }
 }

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Role;
+use sandboxd_core::spec::{NetworkMode, SandboxSpec};
+
+use crate::config::{Role, SpecCaps};
 use crate::error::ApiError;
 use crate::transport::Peer;
 
@@ -22,12 +24,79 @@ pub struct Caller {
     pub admin: bool,
     /// Most sandboxes it may hold at once.
     pub max_sandboxes: Option<usize>,
+    /// What its specs may ask for.
+    pub caps: SpecCaps,
 }
 
 impl Caller {
     /// Whether this caller may see a sandbox owned by `owner`.
     pub fn may_see(&self, owner: &str) -> bool {
         self.admin || self.name == owner
+    }
+
+    /// PERMISSION_DENIED naming the field if `spec` asks for more than this
+    /// caller's role allows.
+    pub fn check_spec(&self, spec: &SandboxSpec) -> Result<(), ApiError> {
+        let caps = &self.caps;
+        let deny = |field: &str, why: String| {
+            Err(ApiError::PermissionDenied(format!(
+                "{field}: {why} for identity {:?}",
+                self.name
+            )))
+        };
+        if let Some(images) = &caps.images {
+            if !images.iter().any(|i| i == spec.image()) {
+                return deny(
+                    "spec.image",
+                    format!(
+                        "{:?} is not among the images allowed ({})",
+                        spec.image(),
+                        images.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(modes) = &caps.network_modes {
+            // UNSPECIFIED is the backend's default, NONE on Linux and
+            // FreeBSD; it is checked as NONE.
+            let mode = match spec.network.mode {
+                NetworkMode::Unspecified => NetworkMode::None,
+                m => m,
+            };
+            if !modes.contains(&mode) {
+                return deny(
+                    "spec.network.mode",
+                    format!(
+                        "{:?} is not among the modes allowed ({modes:?})",
+                        spec.network.mode
+                    ),
+                );
+            }
+        }
+        let limits = [
+            (
+                "spec.limits.memory_bytes",
+                spec.limits.memory_bytes,
+                caps.max_memory_bytes,
+            ),
+            ("spec.limits.pids", spec.limits.pids, caps.max_pids),
+            (
+                "spec.limits.cpu_millis",
+                spec.limits.cpu_millis,
+                caps.max_cpu_millis,
+            ),
+        ];
+        for (field, asked, max) in limits {
+            let Some(max) = max else { continue };
+            match asked {
+                None => return deny(field, format!("a limit of at most {max} is required")),
+                Some(l) if l.value > max => {
+                    return deny(field, format!("{} exceeds the maximum {max}", l.value));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +129,7 @@ impl Authorizer {
                 name: LOCAL.to_owned(),
                 admin: true,
                 max_sandboxes: None,
+                caps: SpecCaps::default(),
             }),
             Some(Peer::Remote { identity, .. }) => self.remote(identity),
         }
@@ -75,6 +145,7 @@ impl Authorizer {
             name: identity.to_owned(),
             admin: role.admin,
             max_sandboxes: role.max_sandboxes.or(self.default_max_sandboxes),
+            caps: role.caps.clone(),
         })
     }
 }
@@ -84,6 +155,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use sandboxd_core::spec::{Limit, Limits, Requirement};
 
     fn request(peer: Option<Peer>) -> tonic::Request<()> {
         let mut r = tonic::Request::new(());
@@ -102,6 +174,12 @@ mod tests {
                     Role {
                         admin: false,
                         max_sandboxes: None,
+                        caps: SpecCaps {
+                            images: Some(vec!["web".into()]),
+                            network_modes: Some(vec![NetworkMode::None, NetworkMode::Restricted]),
+                            max_memory_bytes: Some(1 << 30),
+                            ..SpecCaps::default()
+                        },
                     },
                 ),
                 (
@@ -109,6 +187,7 @@ mod tests {
                     Role {
                         admin: true,
                         max_sandboxes: Some(100),
+                        caps: SpecCaps::default(),
                     },
                 ),
             ]),
@@ -131,6 +210,47 @@ mod tests {
         let ops = auth.caller(&request(remote("ops"))).unwrap();
         assert!(ops.admin && ops.may_see("anyone"));
         assert_eq!(ops.max_sandboxes, Some(100));
+        // alice's caps: image "web", NONE or RESTRICTED, memory <= 1 GiB.
+        let ok = SandboxSpec {
+            image: "web".into(),
+            limits: Limits {
+                memory_bytes: Some(Limit {
+                    value: 1 << 30,
+                    requirement: Requirement::Required,
+                }),
+                ..Limits::default()
+            },
+            ..SandboxSpec::default()
+        };
+        assert!(alice.check_spec(&ok).is_ok());
+        type Edit = fn(&mut SandboxSpec);
+        let cases: &[(Edit, &str)] = &[
+            (|s| s.image = "host".into(), "spec.image"),
+            (|s| s.network.mode = NetworkMode::Host, "spec.network.mode"),
+            (
+                |s| s.limits.memory_bytes = None,
+                "spec.limits.memory_bytes: a limit",
+            ),
+            (
+                |s| {
+                    s.limits.memory_bytes = Some(Limit {
+                        value: 2 << 30,
+                        requirement: Requirement::Required,
+                    })
+                },
+                "exceeds the maximum",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut spec = ok.clone();
+            edit(&mut spec);
+            match alice.check_spec(&spec) {
+                Err(ApiError::PermissionDenied(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        // Admins and local callers have no caps.
+        assert!(ops.check_spec(&SandboxSpec::default()).is_ok());
         for peer in [remote("mallory"), None] {
             assert!(matches!(
                 auth.caller(&request(peer)),

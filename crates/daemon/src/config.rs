@@ -154,6 +154,17 @@ pub struct IdentityFile {
     pub admin: bool,
     /// Most sandboxes it may hold at once.
     pub max_sandboxes: Option<usize>,
+    /// Images it may use (default: any).
+    pub images: Option<Vec<String>>,
+    /// Network modes it may ask for: none, loopback, restricted, host
+    /// (default: any the daemon allows).
+    pub network_modes: Option<Vec<String>>,
+    /// Largest memory limit it may ask for; a spec without one is refused.
+    pub max_memory_bytes: Option<u64>,
+    /// Largest pids limit it may ask for; a spec without one is refused.
+    pub max_pids: Option<u64>,
+    /// Largest CPU limit (millis) it may ask for; a spec without one is refused.
+    pub max_cpu_millis: Option<u64>,
 }
 
 /// One listen address.
@@ -179,12 +190,40 @@ pub struct Tls {
 }
 
 /// A known remote identity's role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Role {
     /// Sees and acts on every sandbox.
     pub admin: bool,
     /// Most sandboxes at once.
     pub max_sandboxes: Option<usize>,
+    /// What its specs may ask for.
+    pub caps: SpecCaps,
+}
+
+/// Caps a role puts on the specs it may create; `None` is no cap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpecCaps {
+    /// Allowed image names.
+    pub images: Option<Vec<String>>,
+    /// Allowed network modes.
+    pub network_modes: Option<Vec<sandboxd_core::spec::NetworkMode>>,
+    /// Largest memory limit, bytes.
+    pub max_memory_bytes: Option<u64>,
+    /// Largest pids limit.
+    pub max_pids: Option<u64>,
+    /// Largest CPU limit, millis.
+    pub max_cpu_millis: Option<u64>,
+}
+
+fn network_mode(name: &str) -> anyhow::Result<sandboxd_core::spec::NetworkMode> {
+    use sandboxd_core::spec::NetworkMode as M;
+    Ok(match name {
+        "none" => M::None,
+        "loopback" => M::Loopback,
+        "restricted" => M::Restricted,
+        "host" => M::Host,
+        other => bail!("{other:?} is not a network mode (none, loopback, restricted, host)"),
+    })
 }
 
 /// Server-side bounds.
@@ -369,19 +408,33 @@ impl Config {
                     .gid,
             ),
         };
-        let identities = file
-            .identities
-            .into_iter()
-            .map(|(name, i)| {
-                (
-                    name,
-                    Role {
-                        admin: i.admin,
-                        max_sandboxes: i.max_sandboxes,
+        let mut identities = BTreeMap::new();
+        for (name, i) in file.identities {
+            let network_modes = i
+                .network_modes
+                .map(|modes| {
+                    modes
+                        .iter()
+                        .map(|m| network_mode(m))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()
+                .with_context(|| format!("identities.{name:?}.network_modes"))?;
+            identities.insert(
+                name,
+                Role {
+                    admin: i.admin,
+                    max_sandboxes: i.max_sandboxes,
+                    caps: SpecCaps {
+                        images: i.images,
+                        network_modes,
+                        max_memory_bytes: i.max_memory_bytes,
+                        max_pids: i.max_pids,
+                        max_cpu_millis: i.max_cpu_millis,
                     },
-                )
-            })
-            .collect();
+                },
+            );
+        }
         let limits = Limits {
             max_message_bytes: file.limits.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE),
             max_concurrent_streams: file
@@ -478,7 +531,8 @@ mod tests {
             c.identities.get("alice"),
             Some(&Role {
                 admin: false,
-                max_sandboxes: Some(3)
+                max_sandboxes: Some(3),
+                caps: SpecCaps::default(),
             })
         );
         assert!(c.identities["ops"].admin);
@@ -503,6 +557,11 @@ mod tests {
                 "overlaps",
             ),
             (&[], "[limits]\nmax_message_bytes = 10", "at least 65536"),
+            (
+                &[],
+                "[identities.x]\nnetwork_modes = [\"bridge\"]",
+                "not a network mode",
+            ),
             (
                 &[],
                 "[tls]\nclient_ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",

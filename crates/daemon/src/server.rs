@@ -16,6 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tonic::codegen::http;
 
 use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
@@ -122,6 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .layer(in_flight.clone())
+        .layer(tower::util::MapResponseLayer::new(too_large_is_exhausted))
         .add_service(limited!(pb::host_service_server::HostServiceServer::new(
             Host(shared.clone())
         )))
@@ -236,6 +238,23 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
     Ok(listener)
+}
+
+/// tonic answers a request over the message-size limit with OUT_OF_RANGE;
+/// the API promises RESOURCE_EXHAUSTED (a server-side bound was hit, as
+/// grpc-go and grpc-java say too). Only that refusal is rewritten: it is a
+/// trailers-only response whose message tonic writes itself.
+fn too_large_is_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let headers = res.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message%20length%20too%20large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
 }
 
 /// A tower layer counting calls whose response has not been produced yet.

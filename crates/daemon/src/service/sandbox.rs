@@ -28,6 +28,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let who = self.0.caller(&req)?;
         let req = req.into_inner();
         let spec = self.0.manager.validate_spec(req.spec)?;
+        who.check_spec(spec.spec())?;
         // Bounded over all clients: a flood cannot queue unbounded work.
         let _permit = self.0.creates.try_acquire().map_err(|_| {
             ApiError::ResourceExhausted(
