@@ -388,6 +388,18 @@ admin = true
             d.log_text()
         );
     }
+    // A client that connects and says nothing is dropped after the
+    // handshake timeout (2 s here), not held forever.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut silent = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
+        let mut buf = [0u8; 64];
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(30), silent.read(&mut buf))
+                .await
+                .expect("the daemon never dropped a silent connection");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
     // Plaintext gRPC to the TLS port.
     let plain = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
