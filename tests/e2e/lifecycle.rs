@@ -831,6 +831,45 @@ async fn sandboxes_survive_a_daemon_crash_are_reattached_and_never_report_a_fals
 }
 
 #[tokio::test]
+async fn five_sandboxes_that_end_while_the_daemon_is_down_report_exits_3_to_7() {
+    let mut d = Daemon::start();
+    let mut c = d.clients().await;
+    let mut made = Vec::new();
+    for code in 3..=7 {
+        let sb = c
+            .create(pb::SandboxSpec {
+                process: Some(argv(&["/bin/sh", "-c", &format!("sleep 1; exit {code}")])),
+                ..Default::default()
+            })
+            .await;
+        made.push((sb.id, code));
+    }
+    drop(c);
+    d.kill_daemon();
+    // Every one ends with no daemon to tell.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    d.respawn();
+    let mut c = d.clients().await;
+    for (id, code) in &made {
+        let exit = c
+            .sandboxes
+            .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
+            .await
+            .expect("wait")
+            .into_inner()
+            .exit
+            .expect("exit");
+        assert_eq!(
+            (exit.reason, exit.exit_code),
+            (pb::ExitReason::Exited as i32, *code),
+            "{id}: {exit:?}"
+        );
+    }
+    drop(c);
+    d.finish().await;
+}
+
+#[tokio::test]
 async fn exec_sync_keeps_output_when_a_background_child_holds_the_pipe() {
     let d = Daemon::start();
     let mut c = d.clients().await;
