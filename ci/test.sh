@@ -40,5 +40,11 @@ cargo build --locked --bins --features sandboxd/force-chroot
 echo "(the linux:: tests check the namespace backend; they are skipped here because this build selects the chroot backend)"
 cargo test --locked -p sandboxd --features force-chroot --test e2e -- --test-threads=4 --skip linux::
 
+# Fault injection: a test-only build in which each create step fails in
+# turn (tests/e2e/faults.rs); the other suites above skip it.
+step "fault injection (native backend, --features fault-injection)"
+cargo build --locked --bins --features sandboxd/fault-injection
+cargo test --locked -p sandboxd --features fault-injection --test e2e -- faults::
+
 step "leak check"
 ci/leak-check.sh

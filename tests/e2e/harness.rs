@@ -50,6 +50,8 @@ pub(crate) struct Daemon {
     bin: PathBuf,
     /// Run the daemon in this network namespace (`ip netns` name).
     netns: Option<String>,
+    /// Extra environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -61,6 +63,12 @@ impl Daemon {
     /// Starts a daemon inside network namespace `netns` (entered with
     /// nsenter, which changes nothing else), with extra flags.
     pub(crate) fn start_in(netns: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_full(netns, extra, &[])
+    }
+
+    /// Starts a daemon with extra flags and environment variables, in
+    /// `netns` if given.
+    pub(crate) fn start_full(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/sandboxd-e2e-{}-{n}", std::process::id()));
@@ -80,6 +88,10 @@ impl Daemon {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             bin: PathBuf::from(env!("CARGO_BIN_EXE_sandboxd")),
             netns: netns.map(str::to_owned),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.spawn();
         d
@@ -114,6 +126,7 @@ impl Daemon {
             .arg(&self.images)
             .args(&self.extra)
             .env("SANDBOXD_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)

@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod cli;
+mod faults;
 mod harness;
 mod hostile;
 mod lifecycle;

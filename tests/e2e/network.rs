@@ -57,13 +57,13 @@ fn next() -> u32 {
 
 /// A /28 of 203.0.113.0/24 for one daemon's pool: (flag value, gateway,
 /// first leasable address as a prefix for building others).
-struct Pool {
-    cidr: String,
+pub(crate) struct Pool {
+    pub(crate) cidr: String,
     base: u32,
 }
 
 impl Pool {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ranges_are_free();
         let base = (next() % 16) * 16;
         Self {
@@ -73,7 +73,7 @@ impl Pool {
     }
 
     /// The n-th address of the range (1 is the gateway).
-    fn addr(&self, n: u32) -> String {
+    pub(crate) fn addr(&self, n: u32) -> String {
         format!("203.0.113.{}", self.base + n)
     }
 

@@ -24,6 +24,8 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use sandboxd_core::fault;
+
 use crate::plan::{NETNS_FILE, RoutedNetwork, host_link, nft_script, nft_table};
 
 /// A failed network step.
@@ -310,6 +312,7 @@ fn nft(action: &'static str, args: &[&str], stdin: Option<&str>) -> Result<(), N
 /// whatever part exists.
 pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
     create_netns(&r.netns)?;
+    injected(fault::NETNS)?;
     let ns = File::open(&r.netns).map_err(io(format!("open {}", r.netns.display())))?;
     // 1. The veth pair, its peer born inside the namespace; the gateway
     //    addresses on the host side.
@@ -332,6 +335,7 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
         }
         link_up(&h, &r.host_link, index).await
     })?;
+    injected(fault::VETH)?;
     // 2. Inside: lo, the addresses, routes through the gateways.
     in_netns(Some(&r.netns), |h| async move {
         let lo = require_link(&h, "lo").await?;
@@ -347,6 +351,7 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
         }
         Ok(())
     })?;
+    injected(fault::SANDBOX_ADDRESSES)?;
     // 3. The host's routes to the sandbox, forwarding, the firewall table.
     in_netns(None, |h| async move {
         let index = require_link(&h, &r.host_link).await?;
@@ -355,13 +360,23 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
         }
         Ok(())
     })?;
+    injected(fault::HOST_ROUTES)?;
     for file in enable_forwarding(r)? {
         tracing::info!(
             sysctl = file,
             "turned on IP forwarding for RESTRICTED sandboxes"
         );
     }
-    nft("-f", &["-f", "-"], Some(&nft_script(r)))
+    nft("-f", &["-f", "-"], Some(&nft_script(r)))?;
+    injected(fault::NFT)
+}
+
+/// A test build's injected failure, as a failed step.
+fn injected(step: &'static str) -> Result<(), NetError> {
+    fault::check(step).map_err(|e| NetError::Io {
+        step: step.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Removes the network of sandbox `id` whose directory is `dir`: its nft

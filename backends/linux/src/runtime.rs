@@ -22,6 +22,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use sandboxd_core::fault;
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
 use crate::plan::{
@@ -139,6 +140,7 @@ impl LinuxIsolation {
                 )
             })?;
         }
+        fault::check(fault::CGROUPS).map_err(|e| StepError::new(fault::CGROUPS, e))?;
         std::fs::create_dir_all(&plan.rootfs).map_err(|e| {
             StepError::new(
                 "create root mount point",
@@ -194,6 +196,7 @@ impl LinuxIsolation {
                         StepError::new("join cgroup", format!("{}: {e}", procs.display()))
                     })?;
                 }
+                fault::check(fault::CLONED).map_err(|e| StepError::new(fault::CLONED, e))?;
                 let mut go = std::fs::File::from(go_w);
                 go.write_all(b"g")
                     .map_err(|e| StepError::new("release sandbox init", e))?;
@@ -528,6 +531,7 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
             LinuxStep::Mounts => {
                 build_root(launch)?;
                 mask_own_binary(&plan.rootfs)?;
+                fault::check(fault::MOUNTED).map_err(|e| StepError::new(fault::MOUNTED, e))?;
             }
             LinuxStep::SetHostname(name) => {
                 sys::sethostname(name)

@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod capability;
+pub mod fault;
 pub mod net;
 pub mod plan;
 pub mod spec;

@@ -410,6 +410,10 @@ impl Config {
         };
         let mut identities = BTreeMap::new();
         for (name, i) in file.identities {
+            if name == crate::auth::LOCAL {
+                // It would own every unix-socket client's sandboxes.
+                bail!("identities.{name:?}: the name is reserved for unix-socket clients");
+            }
             let network_modes = i
                 .network_modes
                 .map(|modes| {
@@ -562,6 +566,7 @@ mod tests {
                 "[identities.x]\nnetwork_modes = [\"bridge\"]",
                 "not a network mode",
             ),
+            (&[], "[identities.local]\nadmin = true", "reserved"),
             (
                 &[],
                 "[tls]\nclient_ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",

@@ -87,6 +87,12 @@ impl From<ApiError> for Status {
     }
 }
 
+impl From<sandboxd_core::fault::Injected> for ApiError {
+    fn from(e: sandboxd_core::fault::Injected) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<LeaseError> for ApiError {
     fn from(e: LeaseError) -> Self {
         let message = e.to_string();

@@ -31,10 +31,15 @@ pub const SUPERVISE_ARG: &str = "__supervise";
 pub async fn spawn(exe: &Path, id: &str, config: &[u8]) -> io::Result<(Child, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    let child = Command::new(exe)
-        .arg(SUPERVISE_ARG)
-        .arg(id)
-        .env_clear()
+    let mut cmd = Command::new(exe);
+    cmd.arg(SUPERVISE_ARG).arg(id).env_clear();
+    if sandboxd_core::fault::ENABLED {
+        // Test builds: the supervisor's steps can fail on request too.
+        if let Some(file) = std::env::var_os(sandboxd_core::fault::FILE_ENV) {
+            cmd.env(sandboxd_core::fault::FILE_ENV, file);
+        }
+    }
+    let child = cmd
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

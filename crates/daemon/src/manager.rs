@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::fault;
 use sandboxd_core::net::{LeaseError, Leases, NetLease};
 use sandboxd_core::spec::{ProcessSpec, Protocol, SandboxSpec};
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState, StateStore};
@@ -633,6 +634,7 @@ impl Manager {
         spec: &ValidatedSpec,
         paths: &SandboxPaths,
     ) -> ApiResult<()> {
+        fault::check(fault::REGISTERED)?;
         let (backend, store, spec2, paths2, record) = (
             self.backend.clone(),
             self.store.clone(),
@@ -642,12 +644,16 @@ impl Manager {
         );
         let config = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
             store.create_sandbox_dir(&paths2.id)?;
+            fault::check(fault::STATE_DIR)?;
             // The CREATING record is the journal: a crash from here on is
             // rolled back at the next start by cleanup(), which finds the
             // host-side resources by the id.
             store.save(&record)?;
+            fault::check(fault::RECORD)?;
             backend.prepare(&spec2, &paths2)?;
-            Ok(backend.launch_config(&spec2, &paths2)?)
+            let config = backend.launch_config(&spec2, &paths2)?;
+            fault::check(fault::LAUNCH_CONFIG)?;
+            Ok(config)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
@@ -663,6 +669,7 @@ impl Manager {
         *lock(&sb.child) = Some(child);
         lock(&sb.record).supervisor_pid = supervisor_pid;
         tokio::spawn(read_events(self.clone(), sb.clone(), link));
+        fault::check(fault::SUPERVISOR)?;
 
         let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok(pid))) => pid,
@@ -680,6 +687,7 @@ impl Manager {
             }
         };
         lock(&sb.record).main_pid = main_pid.unwrap_or(0);
+        fault::check(fault::READY)?;
         Ok(())
     }
 

@@ -73,6 +73,13 @@ impl Channel {
             return Ok(RecvOutcome::Closed);
         }
         self.decoder.push(&buf[..n]);
+        self.buffered()
+    }
+
+    /// Requests already read but not yet decoded: the daemon may send one
+    /// right behind the launch configuration, in the same read, and poll
+    /// would never report it again.
+    pub fn buffered(&mut self) -> Result<RecvOutcome, WireError> {
         let mut out = Vec::new();
         while let Some(req) = self.decoder.next_frame::<Request>()? {
             let count = req.fd_count();

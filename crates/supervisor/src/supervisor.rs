@@ -269,6 +269,15 @@ impl<I: Isolation> Supervisor<I> {
     }
 
     fn run(mut self) -> i32 {
+        // A request that arrived with the launch configuration (a Shutdown
+        // from a create rolled back at once) is already in the buffer.
+        if let Ok(RecvOutcome::Requests(reqs)) = self.chan.buffered() {
+            for (req, fds) in reqs {
+                if let Some(code) = self.handle(req, fds) {
+                    return code;
+                }
+            }
+        }
         loop {
             let mut fds = vec![PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
             if let Some(l) = &self.control {

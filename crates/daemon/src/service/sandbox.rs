@@ -30,14 +30,24 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let spec = self.0.manager.validate_spec(req.spec)?;
         who.check_spec(spec.spec())?;
         // Bounded over all clients: a flood cannot queue unbounded work.
-        let _permit = self.0.creates.try_acquire().map_err(|_| {
+        let permit = self.0.creates.clone().try_acquire_owned().map_err(|_| {
             ApiError::ResourceExhausted(
                 "too many creates are in flight (the daemon's max_inflight_creates); retry later"
                     .into(),
             )
         })?;
         tracing::info!(audit = true, identity = %who.name, op = "CreateSandbox", image = %spec.spec().image());
-        let record = self.0.manager.create(spec, req.request_id, &who).await?;
+        // In its own task: a client that gives up (deadline, disconnect)
+        // drops this handler, and a create cut off midway would leave a
+        // CREATING sandbox and its host resources behind. The task always
+        // finishes or rolls back.
+        let manager = self.0.manager.clone();
+        let record = tokio::spawn(async move {
+            let _permit = permit;
+            manager.create(spec, req.request_id, &who).await
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox: Some(convert::record_to_pb(&record)),
         }))

@@ -1,0 +1,136 @@
+//! Fault injection (a build with `--features fault-injection`, which
+//! ci/test.sh runs): each named create step fails in turn. Every failure
+//! must be a clear status naming the step, leave nothing behind (state,
+//! mounts, cgroups, supervisor, veth, nft table, address lease), and the
+//! same request must then succeed.
+
+use sandboxd_core::fault;
+use sandboxd_proto::v1 as pb;
+
+use crate::harness::{Daemon, linux_backend, network_leaks};
+use crate::network::Pool;
+
+fn spec(pool: &Pool) -> pb::SandboxSpec {
+    pb::SandboxSpec {
+        mode: pb::SandboxMode::Idle as i32,
+        network: Some(pb::NetworkPolicy {
+            mode: pb::NetworkMode::Restricted as i32,
+            outbound_nat: true,
+            port_forwards: vec![pb::PortForward {
+                protocol: pb::Protocol::Tcp as i32,
+                host_port: 40_000
+                    + pool
+                        .addr(0)
+                        .rsplit('.')
+                        .next()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .unwrap_or(0),
+                sandbox_port: 80,
+            }],
+            dns_servers: vec!["203.0.113.53".into()],
+            ..Default::default()
+        }),
+        limits: Some(pb::Limits {
+            memory_bytes: Some(pb::Limit {
+                value: 64 << 20,
+                requirement: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Everything a sandbox id could have left on the host.
+fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
+    let mut left = network_leaks(id);
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/cpu",
+    ] {
+        let dir = std::path::Path::new(root).join("sandboxd").join(id);
+        if dir.exists() {
+            left.push(format!("cgroup {}", dir.display()));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(d.state.join("sandboxes")) {
+        left.extend(
+            entries
+                .flatten()
+                .map(|e| format!("state {}", e.path().display())),
+        );
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mountinfo
+            .lines()
+            .filter(|l| l.contains(id))
+            .map(|l| format!("mount {l}")),
+    );
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}")) {
+            left.push(format!("supervisor {}", p.path().display()));
+        }
+    }
+    left
+}
+
+#[tokio::test]
+async fn each_create_step_failing_leaves_nothing_and_the_retry_succeeds() {
+    if !fault::ENABLED || !linux_backend() {
+        eprintln!(
+            "SKIPPED each_create_step_failing_leaves_nothing_and_the_retry_succeeds: needs the Linux backend built with --features fault-injection (ci/test.sh runs it that way)"
+        );
+        return;
+    }
+    let pool = Pool::new();
+    let fault_file =
+        std::env::temp_dir().join(format!("sandboxd-e2e-fault-{}", std::process::id()));
+    std::fs::write(&fault_file, "").expect("fault file");
+    let d = Daemon::start_full(
+        None,
+        &["--net-pool", &pool.cidr],
+        &[(fault::FILE_ENV, &fault_file.to_string_lossy())],
+    );
+    let mut c = d.clients().await;
+    for step in fault::CREATE_STEPS {
+        std::fs::write(&fault_file, step).expect("arm");
+        let err = c
+            .sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(spec(&pool)),
+                request_id: String::new(),
+            })
+            .await
+            .expect_err(step);
+        assert!(
+            err.message()
+                .contains(&format!("injected fault at step {step:?}")),
+            "{step}: {err:?}"
+        );
+        let log = d.log_text();
+        let id = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("create failed"))
+            .and_then(|l| l.split("sandbox=").nth(1))
+            .and_then(|rest| rest.get(..16))
+            .unwrap_or_else(|| panic!("{step}: no rollback logged"))
+            .to_owned();
+        let left = leftovers(&d, &id);
+        assert!(left.is_empty(), "{step}: {left:#?}");
+        // The same request succeeds, with the same (released) address.
+        std::fs::write(&fault_file, "").expect("disarm");
+        let sb = c.create(spec(&pool)).await;
+        assert_eq!(sb.addresses, vec![pool.addr(2)], "{step}");
+        assert!(c.destroy(&sb.id).await);
+        assert!(leftovers(&d, &sb.id).is_empty(), "{step}: after destroy");
+    }
+    drop(c);
+    d.finish().await;
+    let _ = std::fs::remove_file(&fault_file);
+}
