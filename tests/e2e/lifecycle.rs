@@ -870,6 +870,68 @@ async fn five_sandboxes_that_end_while_the_daemon_is_down_report_exits_3_to_7() 
 }
 
 #[tokio::test]
+async fn a_killed_supervisor_takes_its_sandboxs_processes_with_it() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let main = c
+        .create(pb::SandboxSpec {
+            process: Some(argv(&["/bin/sleep", "1000"])),
+            ..Default::default()
+        })
+        .await;
+    let idle = c.idle("host").await;
+    // An Exec'd process, started and left running.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(pb::ExecRequest {
+        msg: Some(pb::exec_request::Msg::Start(pb::ExecStart {
+            sandbox_id: idle.id.clone(),
+            process: Some(argv(&["/bin/sleep", "1000"])),
+            size: None,
+        })),
+    })
+    .await
+    .expect("send");
+    let mut stream = c
+        .processes
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("exec")
+        .into_inner();
+    let execd = match stream.next().await.expect("started").expect("ok").msg {
+        Some(pb::exec_response::Msg::StartedPid(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    let pids = [
+        (main.supervisor_pid, main.main_pid),
+        (idle.supervisor_pid, execd),
+    ];
+    for (supervisor, victim) in pids {
+        let alive = |pid: i64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        assert!(alive(victim), "{victim} runs before");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(supervisor).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill supervisor");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Gone, or a zombie the daemon's reaping of the supervisor removes.
+        let running = |pid: i64| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        };
+        while running(victim) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !running(victim),
+            "{victim} outlived its supervisor {supervisor}"
+        );
+    }
+    drop(stream);
+    drop(tx);
+    drop(c);
+    d.finish().await;
+}
+
+#[tokio::test]
 async fn exec_sync_keeps_output_when_a_background_child_holds_the_pipe() {
     let d = Daemon::start();
     let mut c = d.clients().await;

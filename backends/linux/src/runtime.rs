@@ -454,6 +454,11 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     if let Err(e) = drop_privileges() {
         fail(&mut ready, e);
     }
+    // After the uid change, which clears it: a killed supervisor takes the
+    // reaper, and with it the whole pid namespace, down too.
+    if let Err(e) = sandboxd_supervisor::die_with(nix::unistd::getppid()) {
+        fail(&mut ready, StepError::new("set the parent-death signal", e));
+    }
     let _ = ready.write_all(b"R");
     drop(ready);
     reap_forever()

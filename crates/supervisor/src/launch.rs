@@ -189,6 +189,18 @@ fn child(
     payload(config, plan, stdio, keep)
 }
 
+/// SIGKILL when the supervisor dies; fails if it is already gone.
+#[cfg(target_os = "linux")]
+pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
+    nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))?;
+    // It may have died before the signal was armed.
+    if nix::unistd::getppid() == supervisor {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::ESRCH)
+    }
+}
+
 /// Runs `process` in place as a sandbox's main process from a process that
 /// is already inside the sandbox (a backend's pid 1 in INIT mode): the same
 /// hardening as every payload, stdio on /dev/null, then exec. `keep` is a
@@ -218,6 +230,8 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
 /// exec.
 fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> StepError {
     let step = |step: &str, e: nix::Error| StepError::new(step, e);
+    // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
+    let supervisor = nix::unistd::getppid();
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
     // become its controlling tty.
@@ -291,6 +305,15 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     if let Err(e) = nix::unistd::setuid(plan.uid) {
         return StepError::new("setuid", format!("{}: {e}", plan.uid));
     }
+    // After setuid, which would clear it: if the supervisor is killed, the
+    // payload dies too rather than run on with nobody to report or stop it
+    // (on the chroot backend nothing else would ever end it).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = die_with(supervisor) {
+        return step("set the parent-death signal", e);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = supervisor;
     // After setuid, so the directory's permissions apply to the payload.
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
