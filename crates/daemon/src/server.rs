@@ -224,19 +224,33 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
         ),
         Err(_) => {}
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Bound under a temporary name, given its mode, then renamed into
+    // place: a client that sees the path can connect at once (no window
+    // between bind and listen) and never through a socket with looser
+    // permissions than configured.
+    let staging = path.with_file_name(format!(
+        ".{}.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)
+        .with_context(|| format!("binding {}", staging.display()))?;
     // Whoever can connect is an admin: the owner only, or a chosen group.
     let mode = match group {
         Some(gid) => {
-            nix::unistd::chown(path, None, Some(gid))
-                .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+            nix::unistd::chown(&staging, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", staging.display()))?;
             0o660
         }
         None => 0o600,
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", staging.display()))?;
+    std::fs::rename(&staging, path)
+        .with_context(|| format!("moving {} to {}", staging.display(), path.display()))?;
     Ok(listener)
 }
 
