@@ -4,6 +4,8 @@
 //! mounts, cgroups, supervisor, veth, nft table, address lease), and the
 //! same request must then succeed.
 
+use std::time::Duration;
+
 use sandboxd_core::fault;
 use sandboxd_proto::v1 as pb;
 
@@ -131,6 +133,128 @@ async fn each_create_step_failing_leaves_nothing_and_the_retry_succeeds() {
         assert!(leftovers(&d, &sb.id).is_empty(), "{step}: after destroy");
     }
     drop(c);
+    d.finish().await;
+    let _ = std::fs::remove_file(&fault_file);
+}
+
+/// The id in the last log line containing `what` (`sandbox=<id>`).
+fn logged_id(d: &Daemon, what: &str) -> Option<String> {
+    d.log_text()
+        .lines()
+        .rev()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split("sandbox=").nth(1))
+        .and_then(|rest| rest.get(..16))
+        .map(str::to_owned)
+}
+
+/// Waits for the daemon to die (a crash point aborts it) and restarts it.
+async fn restart_after_crash(d: &mut Daemon, step: &str) {
+    for _ in 0..250 {
+        if d.respawn_if_dead() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{step}: the daemon did not crash");
+}
+
+#[tokio::test]
+async fn a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forward() {
+    if !fault::ENABLED || !linux_backend() {
+        eprintln!(
+            "SKIPPED a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forward: needs the Linux backend built with --features fault-injection (ci/test.sh runs it that way)"
+        );
+        return;
+    }
+    let pool = Pool::new();
+    let fault_file =
+        std::env::temp_dir().join(format!("sandboxd-e2e-crash-{}", std::process::id()));
+    std::fs::write(&fault_file, "").expect("fault file");
+    let mut d = Daemon::start_full(
+        None,
+        &["--net-pool", &pool.cidr],
+        &[(fault::FILE_ENV, &fault_file.to_string_lossy())],
+    );
+    // Daemon-side create steps: the process that reaches them aborts.
+    let daemon_steps = fault::CREATE_STEPS
+        .iter()
+        .filter(|s| ![fault::CGROUPS, fault::CLONED, fault::MOUNTED].contains(s));
+    for step in daemon_steps {
+        std::fs::write(&fault_file, format!("crash:{step}")).expect("arm");
+        let mut c = d.clients().await;
+        let r = c
+            .sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(spec(&pool)),
+                request_id: String::new(),
+            })
+            .await;
+        assert!(r.is_err(), "{step}: the create answered");
+        drop(c);
+        std::fs::write(&fault_file, "").expect("disarm");
+        restart_after_crash(&mut d, step).await;
+        let mut c = d.clients().await;
+        // The restart rolled the half-made sandbox back, if it got as far
+        // as a record; either way nothing is left.
+        if let Some(id) = logged_id(&d, "rolling back a create interrupted") {
+            let left = leftovers(&d, &id);
+            assert!(left.is_empty(), "{step}: {left:#?}");
+        }
+        let listed = c
+            .sandboxes
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .sandboxes;
+        assert!(
+            listed.is_empty(),
+            "{step}: a half-created sandbox is listed: {listed:?}"
+        );
+        let sb = c.create(spec(&pool)).await;
+        assert_eq!(sb.addresses, vec![pool.addr(2)], "{step}");
+        assert!(c.destroy(&sb.id).await);
+        assert!(leftovers(&d, &sb.id).is_empty(), "{step}: after destroy");
+    }
+    // Destroy steps: a crash is rolled forward; a failure can be retried.
+    for step in fault::DESTROY_STEPS {
+        let mut c = d.clients().await;
+        let sb = c.create(spec(&pool)).await;
+        std::fs::write(&fault_file, step).expect("arm");
+        let err = c
+            .sandboxes
+            .destroy_sandbox(pb::DestroySandboxRequest { id: sb.id.clone() })
+            .await
+            .expect_err(step);
+        assert!(err.message().contains("injected fault"), "{step}: {err:?}");
+        std::fs::write(&fault_file, "").expect("disarm");
+        assert!(c.destroy(&sb.id).await, "{step}: the retry");
+        assert!(leftovers(&d, &sb.id).is_empty(), "{step}: after the retry");
+
+        let sb = c.create(spec(&pool)).await;
+        std::fs::write(&fault_file, format!("crash:{step}")).expect("arm");
+        let r = c
+            .sandboxes
+            .destroy_sandbox(pb::DestroySandboxRequest { id: sb.id.clone() })
+            .await;
+        assert!(r.is_err(), "{step}: the destroy answered");
+        drop(c);
+        std::fs::write(&fault_file, "").expect("disarm");
+        restart_after_crash(&mut d, step).await;
+        let mut c = d.clients().await;
+        let got = c
+            .sandboxes
+            .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
+            .await;
+        assert_eq!(
+            got.map(drop).expect_err("rolled forward").code(),
+            tonic::Code::NotFound,
+            "{step}"
+        );
+        let left = leftovers(&d, &sb.id);
+        assert!(left.is_empty(), "{step}: {left:#?}");
+    }
     d.finish().await;
     let _ = std::fs::remove_file(&fault_file);
 }

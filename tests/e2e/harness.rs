@@ -163,6 +163,20 @@ impl Daemon {
         }
     }
 
+    /// If the daemon has exited (crashed), reaps it and starts it again;
+    /// returns whether it had.
+    pub(crate) fn respawn_if_dead(&mut self) -> bool {
+        let dead = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if dead {
+            self.child = None;
+            self.spawn();
+        }
+        dead
+    }
+
     /// Starts the daemon again on the same directories.
     pub(crate) fn respawn(&mut self) {
         self.spawn();

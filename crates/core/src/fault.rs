@@ -40,6 +40,16 @@ pub const MOUNTED: &str = "mounted";
 /// Daemon: the supervisor reported ready.
 pub const READY: &str = "ready";
 
+/// Destroy: the record is marked as being destroyed.
+pub const DESTROY_MARKED: &str = "destroy marked";
+/// Destroy: the supervisor is gone.
+pub const DESTROY_STOPPED: &str = "destroy stopped";
+/// Destroy: the host is clean, the record not yet removed.
+pub const DESTROY_CLEANED: &str = "destroy cleaned";
+
+/// Every destroy step, in order.
+pub const DESTROY_STEPS: &[&str] = &[DESTROY_MARKED, DESTROY_STOPPED, DESTROY_CLEANED];
+
 /// Every step, in the order a create reaches them.
 pub const CREATE_STEPS: &[&str] = &[
     REGISTERED,
@@ -63,15 +73,24 @@ pub const CREATE_STEPS: &[&str] = &[
 #[error("injected fault at step {0:?}")]
 pub struct Injected(pub &'static str);
 
-/// Fails if the fault file names `step`.
+/// Fails if the fault file names `step`; aborts the whole process (a
+/// crash, as kill -9 would: nothing is cleaned up) if it says
+/// `crash:<step>`.
 #[cfg(feature = "fault-injection")]
 pub fn check(step: &'static str) -> Result<(), Injected> {
     let Some(path) = std::env::var_os(FILE_ENV) else {
         return Ok(());
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim() == step => Err(Injected(step)),
-        _ => Ok(()),
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.trim();
+    if text.strip_prefix("crash:") == Some(step) {
+        // Like kill -9: no destructor, no cleanup, no core file.
+        std::process::exit(137);
+    }
+    if text == step {
+        Err(Injected(step))
+    } else {
+        Ok(())
     }
 }
 

@@ -88,6 +88,10 @@ pub struct SandboxRecord {
     /// Network leases (RESTRICTED); rebuilt into the lease table at start.
     #[serde(default)]
     pub lease: crate::net::NetLease,
+    /// A destroy has begun: the journal entry that makes the next start
+    /// finish it if the daemon dies midway.
+    #[serde(default)]
+    pub destroying: bool,
 }
 
 /// State-store failures, named after the step.
@@ -333,6 +337,7 @@ mod tests {
             exit: None,
             created_at_ms: 5,
             lease: Default::default(),
+            destroying: false,
         };
         store.create_sandbox_dir(&rec.id).expect("mkdir");
         store.save(&rec).expect("save");

@@ -250,6 +250,20 @@ impl Manager {
                 dir: self.store.sandbox_dir(&record.id)?,
                 lease: record.lease.clone(),
             };
+            if record.destroying {
+                // The daemon died during a destroy: finish it.
+                tracing::warn!(sandbox = %record.id, "finishing a destroy interrupted by a daemon crash");
+                stop_supervisors(
+                    &sandboxd_supervisor::sys::find_supervisors(&record.id),
+                    &record.id,
+                );
+                if self.backend.cleanup(&paths).is_ok() && self.store.remove(&record.id).is_ok() {
+                    self.events
+                        .emit(pb::EventKind::EventDestroyed, &record.id, 0, None);
+                    continue;
+                }
+                // Not clean yet: keep it listed so a destroy can retry.
+            }
             if record.state == SandboxState::Creating {
                 // The daemon died mid-create: the create never answered, so
                 // roll it back — a half-created sandbox is never usable.
@@ -582,6 +596,7 @@ impl Manager {
             exit: None,
             created_at_ms: now_ms(),
             lease: paths.lease.clone(),
+            destroying: false,
         };
         let sb = Arc::new(new_sandbox(paths.clone(), record));
         if !request_id.is_empty() {
@@ -694,7 +709,7 @@ impl Manager {
     /// Undoes a failed create: supervisor gone, host clean, record gone.
     async fn rollback(&self, sb: &Arc<Sandbox>) {
         self.shutdown_supervisor(sb).await;
-        if let Err(e) = self.cleanup_host(sb).await {
+        if let Err(e) = self.cleanup_host(sb, None).await {
             tracing::error!(sandbox = %sb.id, error = %e, "cleanup after a failed create");
         }
     }
@@ -757,12 +772,15 @@ impl Manager {
         }
     }
 
-    async fn cleanup_host(&self, sb: &Arc<Sandbox>) -> ApiResult<()> {
+    async fn cleanup_host(&self, sb: &Arc<Sandbox>, step: Option<&'static str>) -> ApiResult<()> {
         let (backend, store, paths) = (self.backend.clone(), self.store.clone(), sb.paths.clone());
         tokio::task::spawn_blocking(move || -> ApiResult<()> {
             // Only once nothing is mounted under the sandbox dir may it be
             // deleted: cleanup() proves that or fails.
             backend.cleanup(&paths)?;
+            if let Some(step) = step {
+                fault::check(step)?;
+            }
             store.remove(&paths.id)?;
             Ok(())
         })
@@ -825,12 +843,17 @@ impl Manager {
         if !lock(&self.registry).by_id.contains_key(&sb.id) {
             return Ok(false); // destroyed by a concurrent call
         }
+        // The journal: from here a crash is rolled forward at the next start.
+        lock(&sb.record).destroying = true;
+        self.save(sb.record()).await?;
+        fault::check(fault::DESTROY_MARKED)?;
         self.shutdown_supervisor(&sb).await;
+        fault::check(fault::DESTROY_STOPPED)?;
         if sb.exit_tx.borrow().is_none() {
             self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), "destroyed")
                 .await;
         }
-        self.cleanup_host(&sb).await?;
+        self.cleanup_host(&sb, Some(fault::DESTROY_CLEANED)).await?;
         {
             lock(&self.registry).forget(&sb.id);
         }

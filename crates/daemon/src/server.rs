@@ -236,8 +236,8 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
         std::process::id()
     ));
     let _ = std::fs::remove_file(&staging);
-    let listener = UnixListener::bind(&staging)
-        .with_context(|| format!("binding {}", staging.display()))?;
+    let listener =
+        UnixListener::bind(&staging).with_context(|| format!("binding {}", staging.display()))?;
     // Whoever can connect is an admin: the owner only, or a chosen group.
     let mode = match group {
         Some(gid) => {
