@@ -1258,15 +1258,28 @@ async fn ten_sandboxes_survive_ten_daemon_kills() {
 
 #[tokio::test]
 async fn daemon_kills_during_create_and_destroy_leave_every_sandbox_usable_or_absent() {
-    let mut d = Daemon::start();
+    // On Linux some creates also set up a RESTRICTED network (netns, veth,
+    // routes, nft), so kills land in the middle of that too.
+    let pool = crate::network::Pool::new();
+    let mut d = if linux_backend() {
+        Daemon::start_with(&["--net-pool", &pool.cidr])
+    } else {
+        Daemon::start()
+    };
     for i in 0u64..50 {
         let mut worker = d.clients().await;
+        let network = (linux_backend() && (i % 4 == 0 || i % 8 == 3)).then(|| pb::NetworkPolicy {
+            mode: pb::NetworkMode::Restricted as i32,
+            outbound_nat: true,
+            ..Default::default()
+        });
         let task = tokio::spawn(async move {
             let created = worker
                 .sandboxes
                 .create_sandbox(pb::CreateSandboxRequest {
                     spec: Some(pb::SandboxSpec {
                         mode: pb::SandboxMode::Idle as i32,
+                        network,
                         ..Default::default()
                     }),
                     request_id: String::new(),
@@ -1308,6 +1321,9 @@ async fn daemon_kills_during_create_and_destroy_leave_every_sandbox_usable_or_ab
             }
         }
     }
-    // finish() destroys everything left and asserts nothing leaked.
+    // finish() destroys everything left and asserts nothing leaked; the
+    // pool's addresses must be gone from the host's links and routes too.
     d.finish().await;
+    let left = crate::network::ours(&crate::network::host_network(), &pool);
+    assert!(left.is_empty(), "network left behind: {left:#?}");
 }

@@ -231,7 +231,7 @@ fn body(text: &str) -> (bool, String) {
 
 /// The host's network state a sandbox could change: link names, addresses,
 /// routes, nft tables, netns names.
-fn host_network() -> BTreeSet<String> {
+pub(crate) fn host_network() -> BTreeSet<String> {
     let mut state = BTreeSet::new();
     let lines = |args: &[&str]| -> Vec<String> {
         Command::new(args[0])
@@ -270,7 +270,7 @@ fn host_network() -> BTreeSet<String> {
 
 /// Only what belongs to this daemon's pool or sandboxes (other tests run in
 /// parallel and change the host's network too).
-fn ours(state: &BTreeSet<String>, pool: &Pool) -> BTreeSet<String> {
+pub(crate) fn ours(state: &BTreeSet<String>, pool: &Pool) -> BTreeSet<String> {
     state
         .iter()
         .filter(|l| {
