@@ -37,6 +37,16 @@ impl Daemon {
     /// --images-dir DIR/images` and waits for the socket.
     /// The log goes to `log`, or to DIR/daemon.log.
     pub(crate) fn start(bin: &Path, dir: &Path, log: Option<&Path>) -> anyhow::Result<Self> {
+        Self::start_with(bin, dir, log, &[])
+    }
+
+    /// Starts the daemon with extra flags.
+    pub(crate) fn start_with(
+        bin: &Path,
+        dir: &Path,
+        log: Option<&Path>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let socket = dir.join("sock");
         let log = log.map_or_else(|| dir.join("daemon.log"), Path::to_path_buf);
         let logf = std::fs::File::create(&log).context("creating the daemon log")?;
@@ -47,6 +57,7 @@ impl Daemon {
             .arg(dir.join("state"))
             .arg("--images-dir")
             .arg(dir.join("images"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
@@ -199,10 +210,20 @@ fn check_exit(what: &str, exit: Option<&pb::ExitResult>) -> anyhow::Result<()> {
 impl Api {
     /// Creates a sandbox on the busybox image and returns its id.
     pub(crate) async fn create(&mut self, mode: pb::SandboxMode) -> anyhow::Result<String> {
+        self.create_with(mode, None).await
+    }
+
+    /// CreateSandbox with a network policy.
+    pub(crate) async fn create_with(
+        &mut self,
+        mode: pb::SandboxMode,
+        network: Option<pb::NetworkPolicy>,
+    ) -> anyhow::Result<String> {
         let spec = pb::SandboxSpec {
             image: IMAGE.into(),
             mode: mode as i32,
             process: (mode != pb::SandboxMode::Idle).then(true_process),
+            network,
             ..Default::default()
         };
         let resp = self

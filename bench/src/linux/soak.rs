@@ -1,8 +1,10 @@
 //! `--soak SECONDS`: a soak run for durability, not speed. Four concurrent
 //! clients loop create (IDLE) → ExecSync → destroy against a private daemon
-//! for the given time; at the end it reports cycles, failures and leaks
-//! (mounts under the private directory, sandbox state directories,
-//! supervisors and sandbox cgroups left), and fails unless both are zero.
+//! for the given time, every other cycle with a RESTRICTED network (netns,
+//! veth, routes, nft table, NAT) from a 203.0.113.0/24 pool; at the end it
+//! reports cycles, failures and leaks (mounts under the private directory,
+//! sandbox state directories, supervisors, sandbox cgroups, sandbox links,
+//! nft tables and pool routes left), and fails unless both are zero.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,10 +19,12 @@ use super::procfs;
 
 /// Concurrent clients.
 const CLIENTS: usize = 4;
+/// The RESTRICTED sandboxes' address pool (a documentation range).
+const POOL: &str = "203.0.113.0/24";
 
 /// Runs the soak for `seconds` against a daemon started on `dir`.
 pub(crate) async fn soak(sandboxd: &Path, dir: &Path, seconds: u64) -> anyhow::Result<()> {
-    let daemon = Daemon::start(sandboxd, dir, None)?;
+    let daemon = Daemon::start_with(sandboxd, dir, None, &["--net-pool", POOL])?;
     let cycles = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -29,9 +33,16 @@ pub(crate) async fn soak(sandboxd: &Path, dir: &Path, seconds: u64) -> anyhow::R
         let mut api = daemon.connect().await?;
         let (cycles, failures) = (cycles.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
+            let mut restricted = false;
             while Instant::now() < deadline {
+                restricted = !restricted;
+                let network = restricted.then(|| pb::NetworkPolicy {
+                    mode: pb::NetworkMode::Restricted as i32,
+                    outbound_nat: true,
+                    ..Default::default()
+                });
                 let outcome = async {
-                    let id = api.create(pb::SandboxMode::Idle).await?;
+                    let id = api.create_with(pb::SandboxMode::Idle, network).await?;
                     let exec = api.exec_true(&id).await;
                     api.destroy(&id).await?;
                     exec.map(drop)
@@ -95,6 +106,35 @@ fn leaks(dir: &Path) -> Vec<String> {
             }
         }
     }
+    // The network: sandbox links, nft tables, routes into the pool.
+    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
+        out.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("sbx"))
+                .map(|n| format!("link {n}")),
+        );
+    }
+    let text = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    out.extend(
+        text("nft", &["list", "tables"])
+            .lines()
+            .filter(|l| l.contains("sandboxd_"))
+            .map(|l| format!("nft {l}")),
+    );
+    out.extend(
+        text("ip", &["route", "show", "table", "all"])
+            .lines()
+            .filter(|l| l.starts_with("203.0.113.") || l.contains(" 203.0.113."))
+            .map(|l| format!("route {l}")),
+    );
     for root in [
         "/sys/fs/cgroup/unified/sandboxd",
         "/sys/fs/cgroup/sandboxd",
