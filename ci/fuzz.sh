@@ -49,8 +49,12 @@ for t in "${targets[@]}"; do
         grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$scratch/$t.log" || true
         echo "fuzz $t: ok"
     else
-        tail -n 60 "$scratch/$t.log"
-        echo "fuzz $t: FAILED (input kept under tests/fuzz/artifacts/$t/)"
+        # The panic message, then libFuzzer's summary and the failing input.
+        grep -A4 -m3 -E 'panicked at|ERROR: AddressSanitizer' "$scratch/$t.log" || true
+        echo "..."
+        tail -n 30 "$scratch/$t.log"
+        echo "fuzz $t: FAILED; reproduce with:"
+        echo "  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz -s $sanitizer $t tests/fuzz/artifacts/$t/<crash-file>"
         failed+=("$t")
     fi
 done
