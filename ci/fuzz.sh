@@ -19,6 +19,12 @@ shift || true
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fuzz_dir="$root/tests/fuzz"
 sanitizer="${FUZZ_SANITIZER:-address}"
+# FUZZ_DEV=1 builds the targets in the dev profile: a much shorter build
+# for a short smoke run (ci/test.sh), slower executions.
+profile=()
+if [ -n "${FUZZ_DEV:-}" ]; then
+    profile=(--dev)
+fi
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -36,14 +42,14 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 cd "$root"
-echo "+ cargo fuzz build --fuzz-dir tests/fuzz -s $sanitizer"
-cargo fuzz build --fuzz-dir "$fuzz_dir" -s "$sanitizer"
+echo "+ cargo fuzz build --fuzz-dir tests/fuzz -s $sanitizer ${profile[*]}"
+cargo fuzz build --fuzz-dir "$fuzz_dir" -s "$sanitizer" "${profile[@]}"
 
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t"
     echo "+ cargo fuzz run --fuzz-dir tests/fuzz -s $sanitizer $t <scratch> tests/fuzz/corpus/$t -- -max_total_time=$seconds"
-    if cargo fuzz run --fuzz-dir "$fuzz_dir" -s "$sanitizer" "$t" \
+    if cargo fuzz run --fuzz-dir "$fuzz_dir" -s "$sanitizer" "${profile[@]}" "$t" \
         "$scratch/$t" "$fuzz_dir/corpus/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 2>"$scratch/$t.log"; then
         grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$scratch/$t.log" || true

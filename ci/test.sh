@@ -46,5 +46,11 @@ step "fault injection (native backend, --features fault-injection)"
 cargo build --locked --bins --features sandboxd/fault-injection
 cargo test --locked -p sandboxd --features fault-injection --test e2e -- faults::
 
+# A short smoke run of each fuzz target (seed corpora in tests/fuzz/corpus;
+# longer runs: ci/fuzz.sh SECONDS). Dev profile, no sanitizer: the build is
+# the cost here, and a panic is what the targets check.
+step "fuzz smoke (10 s per target)"
+FUZZ_SANITIZER=none FUZZ_DEV=1 ci/fuzz.sh 10
+
 step "leak check"
 ci/leak-check.sh
