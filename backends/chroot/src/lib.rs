@@ -127,15 +127,7 @@ impl Backend for ChrootBackend {
     }
 
     fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        if let Some(text) = sandboxd_core::net::resolv_conf(&spec.spec().network, &sandbox.id) {
-            let path = sandbox.dir.join(plan::RESOLV_CONF);
-            std::fs::write(&path, text).map_err(|source| BackendError::Io {
-                step: "write resolv.conf",
-                path,
-                source,
-            })?;
-        }
-        Ok(())
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox).map(drop)
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

@@ -208,8 +208,7 @@ pub fn build(
     })
 }
 
-/// The generated resolv.conf under the sandbox directory.
-pub const RESOLV_CONF: &str = "resolv.conf";
+pub use sandboxd_core::backend::RESOLV_CONF;
 
 /// The rlimits a spec maps to.
 pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {

@@ -216,14 +216,7 @@ impl Backend for LinuxBackend {
 
     fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
         let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(plan_error)?;
-        if let Some(text) = sandboxd_core::net::resolv_conf(&spec.spec().network, &sandbox.id) {
-            let path = sandbox.dir.join(plan::RESOLV_CONF);
-            std::fs::write(&path, text).map_err(|source| BackendError::Io {
-                step: "write resolv.conf",
-                path,
-                source,
-            })?;
-        }
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         match &linux_plan.network {
             plan::Network::Routed(r) => crate::net::setup(r).map_err(net_error),
             _ => Ok(()),

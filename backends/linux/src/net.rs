@@ -173,54 +173,53 @@ async fn add_host_address(
         .map_err(netlink(format!("add address {a}/{prefix} to {link}")))
 }
 
-/// A route to one address over `index` (scope link).
-async fn add_link_route(
-    handle: &Handle,
-    index: u32,
-    a: IpAddr,
-    link: &str,
-) -> Result<(), NetError> {
-    let route = match a {
-        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(v4, 32)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .build(),
-        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(v6, 128)
-            .output_interface(index)
-            .build(),
-    };
-    handle
-        .route()
-        .add(route)
-        .execute()
-        .await
-        .map_err(netlink(format!("add route {a} dev {link}")))
+/// Which route [`add_route`] adds.
+#[derive(Clone, Copy)]
+enum Route {
+    /// To one address, on the link (scope link).
+    To(IpAddr),
+    /// Everything, via a gateway.
+    DefaultVia(IpAddr),
 }
 
-async fn add_default_route(
-    handle: &Handle,
-    index: u32,
-    gw: IpAddr,
-    link: &str,
-) -> Result<(), NetError> {
-    let route = match gw {
-        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(v4)
-            .output_interface(index)
-            .build(),
-        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
-            .gateway(v6)
-            .output_interface(index)
-            .build(),
+async fn add_route(handle: &Handle, index: u32, route: Route, link: &str) -> Result<(), NetError> {
+    let (message, what) = match route {
+        Route::To(IpAddr::V4(a)) => (
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .scope(RouteScope::Link)
+                .output_interface(index)
+                .build(),
+            format!("{a}"),
+        ),
+        Route::To(IpAddr::V6(a)) => (
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .output_interface(index)
+                .build(),
+            format!("{a}"),
+        ),
+        Route::DefaultVia(IpAddr::V4(gw)) => (
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(index)
+                .build(),
+            format!("default via {gw}"),
+        ),
+        Route::DefaultVia(IpAddr::V6(gw)) => (
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gw)
+                .output_interface(index)
+                .build(),
+            format!("default via {gw}"),
+        ),
     };
     handle
         .route()
-        .add(route)
+        .add(message)
         .execute()
         .await
-        .map_err(netlink(format!("add default route via {gw} dev {link}")))
+        .map_err(netlink(format!("add route {what} dev {link}")))
 }
 
 /// Creates the network namespace and pins it at `path`.
@@ -346,8 +345,8 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
         }
         link_up(&h, &r.sandbox_link, index).await?;
         for gw in &r.gateways {
-            add_link_route(&h, index, *gw, &r.sandbox_link).await?;
-            add_default_route(&h, index, *gw, &r.sandbox_link).await?;
+            add_route(&h, index, Route::To(*gw), &r.sandbox_link).await?;
+            add_route(&h, index, Route::DefaultVia(*gw), &r.sandbox_link).await?;
         }
         Ok(())
     })?;
@@ -356,7 +355,7 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
     in_netns(None, |h| async move {
         let index = require_link(&h, &r.host_link).await?;
         for a in &r.addresses {
-            add_link_route(&h, index, *a, &r.host_link).await?;
+            add_route(&h, index, Route::To(*a), &r.host_link).await?;
         }
         Ok(())
     })?;

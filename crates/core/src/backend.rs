@@ -75,6 +75,28 @@ pub enum BackendError {
     Encode(#[from] serde_json::Error),
 }
 
+/// The file, under a sandbox's directory, holding its generated
+/// `/etc/resolv.conf`.
+pub const RESOLV_CONF: &str = "resolv.conf";
+
+/// Writes the sandbox's resolv.conf when its spec names nameservers (for a
+/// backend to bind over `/etc/resolv.conf`); returns whether it did.
+pub fn write_resolv_conf(
+    spec: &ValidatedSpec,
+    sandbox: &SandboxPaths,
+) -> Result<bool, BackendError> {
+    let Some(text) = crate::net::resolv_conf(&spec.spec().network, &sandbox.id) else {
+        return Ok(false);
+    };
+    let path = sandbox.dir.join(RESOLV_CONF);
+    std::fs::write(&path, text).map_err(|source| BackendError::Io {
+        step: "write resolv.conf",
+        path,
+        source,
+    })?;
+    Ok(true)
+}
+
 /// Resource use of one sandbox; `None` where the backend cannot measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {

@@ -153,8 +153,7 @@ fn image(
     )])
 }
 
-/// The generated resolv.conf under the sandbox directory.
-pub const RESOLV_CONF: &str = "resolv.conf";
+pub use sandboxd_core::backend::RESOLV_CONF;
 
 /// The root-building operations for a spec, in order.
 pub(super) fn root_ops(
