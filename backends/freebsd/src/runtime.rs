@@ -209,9 +209,17 @@ impl FreeBsdIsolation {
         let what = format!("{} {}", m.fstype.as_str(), m.target);
         let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
         let fspath = pure::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
-        // A single-file mount (the generated resolv.conf) covers an existing
-        // regular file; every other mount a directory.
-        let file = m.source == MountSource::ResolvConf;
+        // A single-file mount (the generated resolv.conf, the mask over the
+        // sandboxd binary) covers an existing regular file; every other
+        // mount a directory.
+        let file = matches!(m.source, MountSource::ResolvConf | MountSource::Masked);
+        if m.source == MountSource::Masked && !shows_file(root, &m.target)? {
+            // The plan masks the binary where the host image would show
+            // it; a directory below the image's mount that is a
+            // filesystem of its own (nullfs does not cross mount points)
+            // shows nothing there, and there is nothing to cover.
+            return Ok(());
+        }
         let open_target = |create: bool| {
             if file {
                 walk_file(root, &m.target)
@@ -236,6 +244,17 @@ impl FreeBsdIsolation {
                     Mode::empty(),
                 )
                 .map_err(|e| step("mount source", &format!("{}: {e}", path.display())))?;
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
+            MountSource::Masked => {
+                // Made by this supervisor in the sandbox directory (trusted
+                // configuration), as the plan's `mask_path`.
+                let path = self.launch.plan.mask_path();
+                let fd = create_mask(&path)?;
                 let text = path
                     .to_str()
                     .ok_or_else(|| step("mount source", &"not UTF-8"))?
@@ -377,6 +396,54 @@ fn walk_file(root: &Path, path: &str) -> Result<OwnedFd, String> {
         return Err(format!("{path}: not a regular file"));
     }
     Ok(fd)
+}
+
+/// Whether `path` (inside the jail rooted at `root`) exists. It is walked
+/// from `root` one component at a time without following symlinks; a
+/// missing component is `false`, a symlink an error (the binary's path is
+/// resolved, so the host image shows no symlink on it).
+fn shows_file(root: &Path, path: &str) -> Result<bool, StepError> {
+    let err = |e: &dyn std::fmt::Display| {
+        StepError::new("mask the sandboxd binary", format!("{path}: {e}"))
+    };
+    let parts = pure::components(path).map_err(|e| err(&e))?;
+    let Some((name, parents)) = parts.split_last() else {
+        return Ok(false);
+    };
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut dir = sandboxd_supervisor::sys::open_dir(root).map_err(|e| err(&e))?;
+    for c in parents {
+        dir = match openat(dir.as_fd(), *c, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(err(&format!("{c:?}: {e}"))),
+        };
+    }
+    match nix::sys::stat::fstatat(dir.as_fd(), *name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(err(&e)),
+    }
+}
+
+/// Creates the empty mode-000 file mounted over the sandboxd binary (or
+/// empties an earlier one), without following a symlink.
+fn create_mask(path: &Path) -> Result<std::fs::File, StepError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err =
+        |e: std::io::Error| StepError::new("create mask file", format!("{}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o000)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(err)?;
+    // `mode` applies only when the file is new.
+    f.set_permissions(std::fs::Permissions::from_mode(0o000))
+        .map_err(err)?;
+    Ok(f)
 }
 
 /// Writes the generated resolv.conf into the sandbox directory (trusted:

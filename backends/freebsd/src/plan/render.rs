@@ -31,6 +31,7 @@ fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
     let rootfs = &plan.rootfs;
     let source = match &m.source {
         MountSource::ResolvConf => plan.resolv_conf_path().display().to_string(),
+        MountSource::Masked => plan.mask_path().display().to_string(),
         MountSource::Pseudo => m.fstype.as_str().to_owned(),
         MountSource::Host(p) => p.display().to_string(),
         MountSource::Image(name) => format!("{IMAGES}/{name}"),

@@ -620,6 +620,7 @@ fn root_filesystem() {
                 "nullfs /libexec ro",
                 "nullfs /usr ro",
                 "nullfs /etc ro",
+                "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
             ],
@@ -635,6 +636,7 @@ fn root_filesystem() {
                 "nullfs /libexec ro",
                 "nullfs /usr ro",
                 "nullfs /etc ro",
+                "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
                 "tmpfs update / ro",
@@ -711,6 +713,80 @@ fn root_filesystem() {
 }
 
 #[test]
+fn the_sandboxd_binary_is_masked_where_the_host_image_shows_it() {
+    use std::path::Path;
+    // Which path: only below a directory the host image mounts.
+    for (exe, want) in [
+        ("/usr/local/bin/sandboxd", Some("/usr/local/bin/sandboxd")),
+        ("/usr/sbin/sandboxd", Some("/usr/sbin/sandboxd")),
+        ("/sbin/sandboxd", Some("/sbin/sandboxd")),
+        ("/opt/sandboxd/bin/sandboxd", None),
+        ("/home/ci/target/debug/sandboxd", None),
+        ("/usrx/sandboxd", None),
+        ("/usr", None),
+        ("usr/local/bin/sandboxd", None),
+        ("/usr/local/../../opt/sandboxd", None),
+        ("/usr/./local/sandboxd", Some("/usr/local/sandboxd")),
+    ] {
+        assert_eq!(own_binary_mask(Path::new(exe)).as_deref(), want, "{exe}");
+    }
+    let at = |exe: &str, release: &str| HostFacts {
+        own_binary: Some(exe.into()),
+        os_release: release.to_owned(),
+        ..HostFacts::assumed()
+    };
+    let masks = |p: &JailPlan| -> Vec<(String, Vec<String>)> {
+        p.mounts
+            .iter()
+            .filter(|m| m.source == MountSource::Masked)
+            .map(|m| (m.target.clone(), m.options.clone()))
+            .collect()
+    };
+    let opts: Vec<String> = MASK_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+    let host = at("/usr/local/bin/sandboxd", "14.1-RELEASE");
+    let p = built(|_| {}, &host);
+    assert_eq!(
+        masks(&p),
+        [("/usr/local/bin/sandboxd".to_owned(), opts.clone())]
+    );
+    // After the mount that shows it, before any client mount.
+    let i = p
+        .mounts
+        .iter()
+        .position(|m| m.source == MountSource::Masked)
+        .expect("mask");
+    assert_eq!(p.mounts[i - 1].target, "/etc");
+    assert_eq!(p.mask_path(), sandbox().dir.join("masked"));
+    let r = row(&spec(|_| {}), &host, Property::Filesystem);
+    assert!(!r.caveats.contains("NOT masked"), "{}", r.caveats);
+    // Not shown, not masked: other images, or a binary elsewhere.
+    assert!(masks(&built(|s| s.image = "base14".into(), &host)).is_empty());
+    assert!(masks(&built(|_| {}, &at("/opt/sb/sandboxd", "14.1-RELEASE"))).is_empty());
+    let unknown = HostFacts {
+        own_binary: None,
+        ..HostFacts::assumed()
+    };
+    assert!(masks(&built(|_| {}, &unknown)).is_empty());
+    // Before 13.2 a file cannot be mounted: no mask, and the row says so.
+    let old = at("/usr/local/bin/sandboxd", "13.1-RELEASE");
+    assert!(masks(&built(|_| {}, &old)).is_empty());
+    let r = row(&spec(|_| {}), &old, Property::Filesystem);
+    assert!(
+        r.caveats
+            .contains("the sandboxd binary /usr/local/bin/sandboxd is NOT masked")
+            && r.caveats.contains("13.1-RELEASE"),
+        "{}",
+        r.caveats
+    );
+    let r = row(
+        &spec(|s| s.image = "base14".into()),
+        &old,
+        Property::Filesystem,
+    );
+    assert!(!r.caveats.contains("NOT masked"), "{}", r.caveats);
+}
+
+#[test]
 fn identity_and_no_new_privs() {
     let edit: Edit = |s| {
         s.process.user.uid = Some(0);
@@ -767,6 +843,14 @@ fn rendered_plan() {
     assert_eq!(params[1], ("name".to_owned(), NAME.to_owned()));
     assert_eq!(
         mounts[7].target,
+        format!("/var/db/sandboxd/sandboxes/{ID}/root/usr/local/bin/sandboxd")
+    );
+    assert_eq!(
+        mounts[7].source,
+        format!("/var/db/sandboxd/sandboxes/{ID}/masked")
+    );
+    assert_eq!(
+        mounts[8].target,
         format!("/var/db/sandboxd/sandboxes/{ID}/root/dev")
     );
     assert_eq!(rctl_rules, &[format!("jail:{NAME}:maxproc:deny=5")]);

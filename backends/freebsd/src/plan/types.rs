@@ -110,6 +110,10 @@ pub enum MountSource {
     /// The generated `resolv.conf` in the sandbox's directory (the plan's
     /// `resolv_conf`), a single file mounted over the image's own.
     ResolvConf,
+    /// An empty mode-000 regular file the supervisor creates as
+    /// `<sandbox dir>/masked`, mounted over the sandboxd binary where the
+    /// `host` image shows it: a payload can neither read nor run it.
+    Masked,
 }
 
 /// One mount, made on the host under the jail's root before the jail is
@@ -347,5 +351,11 @@ impl JailPlan {
     /// Where the generated resolv.conf is written on the host.
     pub fn resolv_conf_path(&self) -> PathBuf {
         self.sandbox_dir().join("resolv.conf")
+    }
+
+    /// The empty file mounted over the sandboxd binary
+    /// ([`MountSource::Masked`]).
+    pub fn mask_path(&self) -> PathBuf {
+        self.sandbox_dir().join("masked")
     }
 }
