@@ -173,7 +173,7 @@ fn write_record(dir: &Path, record: &HostNetRecord) -> Result<(), NetError> {
 }
 
 /// Runs the plan's daemon steps: checks pre-configured addresses, adds the
-/// aliases, loads the pf rules. On error, what was done is in the record,
+/// aliases (RESTRICTED's and the LOOPBACK lo0 alias), loads the pf rules. On error, what was done is in the record,
 /// and the caller's `cleanup` removes it.
 pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
     let net = &plan.host_net;
@@ -201,6 +201,10 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                 for alias in &net.aliases {
                     add_alias(dir, &mut record, alias)?;
                 }
+            }
+            JailStep::AddLoopbackAlias(a) => {
+                let mut record = read_record(dir)?;
+                add_alias(dir, &mut record, &pure::loopback_host_alias(*a))?;
             }
             JailStep::LoadPfRules => {
                 let mut record = read_record(dir)?;

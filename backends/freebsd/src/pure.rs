@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -259,6 +260,19 @@ pub struct HostNetRecord {
 
 /// The record's file name in the sandbox directory.
 pub const HOST_NET_RECORD: &str = "hostnet.json";
+
+/// The interface of the per-sandbox loopback alias (LOOPBACK without
+/// VIMAGE).
+pub const LOOPBACK_INTERFACE: &str = "lo0";
+
+/// The per-sandbox loopback address as a host alias: added, recorded and
+/// removed exactly like a RESTRICTED address.
+pub fn loopback_host_alias(address: Ipv4Addr) -> HostAlias {
+    HostAlias {
+        interface: LOOPBACK_INTERFACE.to_owned(),
+        address: IpAddr::V4(address),
+    }
+}
 
 /// ifconfig(8) arguments that add (`add`) or remove an alias.
 pub fn ifconfig_alias_args(alias: &HostAlias, add: bool) -> Vec<String> {

@@ -11,11 +11,10 @@
 //!    for nullfs, to show the source that was opened (same inode). The
 //!    jail's devfs is checked to hide `mem`/`kmem`/`io`/`bpf`, which it
 //!    only does if devfs ruleset 4 is loaded;
-//! 2. the lo0 alias for LOOPBACK without VIMAGE;
-//! 3. `jail_set(JAIL_CREATE)` with the plan's parameters, always with
+//! 2. `jail_set(JAIL_CREATE)` with the plan's parameters, always with
 //!    `persist` (see below);
-//! 4. the rctl rules;
-//! 5. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
+//! 3. the rctl rules;
+//! 4. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
 //!
 //! Any failure undoes everything done so far (`teardown`). The supervisor
 //! itself already holds `PROC_REAP_ACQUIRE`, so every process of the jail
@@ -34,8 +33,12 @@
 //! executed; the observable result is the same (the jail is gone once the
 //! sandbox ended).
 //!
+//! The host's addresses (RESTRICTED aliases, the lo0 alias of LOOPBACK
+//! without VIMAGE) and pf rules are the daemon's (`netcfg`): added before
+//! the supervisor starts, recorded, removed on destroy.
+//!
 //! `teardown` removes the rctl rules, the jail (`jail_remove` kills
-//! whatever is left), the lo0 alias, then unmounts everything mounted at or
+//! whatever is left), then unmounts everything mounted at or
 //! below the sandbox directory, newest first, by filesystem id, and proves
 //! from `getfsstat(2)` that nothing is left.
 
@@ -70,18 +73,12 @@ pub struct FreeBsdLaunch {
 pub struct FreeBsdIsolation {
     launch: FreeBsdLaunch,
     jid: Option<i32>,
-    /// The lo0 alias this supervisor added (removed at teardown).
-    alias: Option<Ipv4Addr>,
 }
 
 impl FreeBsdIsolation {
     /// From the launch configuration.
     pub fn new(launch: FreeBsdLaunch) -> Self {
-        Self {
-            launch,
-            jid: None,
-            alias: None,
-        }
+        Self { launch, jid: None }
     }
 
     /// `<sandbox dir>`: the parent of the jail's root.
@@ -105,21 +102,6 @@ impl FreeBsdIsolation {
                     write_resolv_conf(&plan.resolv_conf_path(), text)?;
                 }
                 JailStep::Mounts => self.mount_all()?,
-                JailStep::AddLoopbackAlias(a) => {
-                    if sys::has_inet_address("lo0", *a)
-                        .map_err(|e| StepError::new("add lo0 alias", e))?
-                    {
-                        return Err(StepError::new(
-                            "add lo0 alias",
-                            format!(
-                                "{a} is already on lo0 (another sandbox, or the host, uses it)"
-                            ),
-                        ));
-                    }
-                    sys::add_inet_address("lo0", *a, Ipv4Addr::BROADCAST)
-                        .map_err(|e| StepError::new("add lo0 alias", format!("{a}: {e}")))?;
-                    self.alias = Some(*a);
-                }
                 JailStep::CreateJail => {
                     let iov = pure::jail_iovecs(&plan.params, true)
                         .map_err(|e| StepError::new("jail_set", e))?;
@@ -568,16 +550,9 @@ impl Isolation for FreeBsdIsolation {
 
     fn teardown(&mut self) -> Result<(), StepError> {
         let dir = self.sandbox_dir().to_owned();
-        let removed = remove_all(&self.launch.plan.name, self.jid.take(), &dir);
-        let unaliased = match self
-            .alias
-            .take()
-            .map(|a| (a, sys::remove_inet_address("lo0", a)))
-        {
-            None | Some((_, Ok(()) | Err(Errno::EADDRNOTAVAIL))) => Ok(()),
-            Some((a, Err(e))) => Err(StepError::new("remove lo0 alias", format!("{a}: {e}"))),
-        };
-        removed.and(unaliased)
+        // The lo0 alias (LOOPBACK without VIMAGE) is the daemon's: added
+        // in prepare, removed in cleanup, like every host address.
+        remove_all(&self.launch.plan.name, self.jid.take(), &dir)
     }
 }
 

@@ -100,8 +100,8 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
         ),
         JailStep::AddLoopbackAlias(a) => (
             "ifconfig",
-            vec!["lo0".to_owned(), "alias".to_owned(), format!("{a}/32")],
-            "LOOPBACK without VIMAGE: the jail's own loopback address, removed on destroy",
+            vec![format!("lo0 inet {a}/32 alias")],
+            "LOOPBACK without VIMAGE: the jail's own loopback address; recorded in the sandbox directory and removed on destroy",
         ),
         JailStep::CreateJail => (
             "jail_set",

@@ -254,8 +254,13 @@ pub enum JailStep {
     WriteResolvConf,
     /// Perform the plan's `mounts` in order.
     Mounts,
-    /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE); removed when the
-    /// sandbox ends. Fails if another sandbox holds it.
+    /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE). The daemon adds
+    /// it in `Backend::prepare` and records it in the sandbox directory
+    /// like the RESTRICTED aliases, so `Backend::cleanup` removes it by the
+    /// sandbox id alone, even after the supervisor was SIGKILLed. Fails if
+    /// the address is already on the host (another sandbox whose id maps to
+    /// it, or a leak): it is never shared, and never removed by a sandbox
+    /// that did not add it.
     AddLoopbackAlias(Ipv4Addr),
     /// `jail_set(JAIL_CREATE)` with the plan's `params`. `persist` is also
     /// set when the params lack it, so the jail survives until the first
@@ -313,7 +318,10 @@ impl JailStep {
             | Self::Chdir(_)
             | Self::Closefrom
             | Self::Execve { .. } => Actor::Child,
-            Self::CheckAddresses | Self::AddAliases | Self::LoadPfRules => Actor::Daemon,
+            Self::CheckAddresses
+            | Self::AddAliases
+            | Self::AddLoopbackAlias(_)
+            | Self::LoadPfRules => Actor::Daemon,
             _ => Actor::Supervisor,
         }
     }

@@ -29,6 +29,10 @@ fn iov(name: &str, value: Option<&[u8]>) -> JailIov {
 }
 
 fn plan_for(edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
+    plan_on(&HostFacts::assumed(), edit)
+}
+
+fn plan_on(host: &HostFacts, edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
     let mut s = SandboxSpec {
         process: ProcessSpec {
             argv: vec!["/bin/true".into()],
@@ -47,7 +51,7 @@ fn plan_for(edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
         dir: PathBuf::from("/var/db/sandboxd/sandboxes").join(ID),
         ..Default::default()
     };
-    build(&spec, &sandbox, &HostFacts::assumed()).expect("plan builds")
+    build(&spec, &sandbox, host).expect("plan builds")
 }
 
 #[test]
@@ -430,4 +434,68 @@ fn host_network_commands_and_probes() {
         record
     );
     assert_eq!(HOST_NET_RECORD, "hostnet.json");
+}
+
+#[test]
+fn the_loopback_alias_is_a_recorded_daemon_alias_derived_from_the_id() {
+    use crate::plan::{Actor, JailStep, loopback_alias};
+    // LOOPBACK without VIMAGE: the daemon adds the alias before the
+    // supervisor starts, so it is in hostnet.json for cleanup.
+    let host = HostFacts {
+        vimage: false,
+        ..HostFacts::assumed()
+    };
+    let loopback: fn(&mut SandboxSpec) =
+        |s| s.network.mode = sandboxd_core::spec::NetworkMode::Loopback;
+    let plan = plan_on(&host, loopback);
+    let address = loopback_alias(ID);
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
+        .expect("alias step");
+    assert_eq!(step, &JailStep::AddLoopbackAlias(address));
+    assert_eq!(step.actor(), Actor::Daemon);
+    // Before anything the supervisor does.
+    let first_supervisor = plan
+        .steps
+        .iter()
+        .position(|s| s.actor() != Actor::Daemon)
+        .expect("supervisor steps");
+    let at = plan.steps.iter().position(|s| s == step).expect("step");
+    assert!(at < first_supervisor, "{:?}", plan.steps);
+    // Derived from the id alone, stable, in 127.128.0.0/9.
+    assert_eq!(loopback_alias(ID), address);
+    assert_ne!(loopback_alias("0123456789abcdee"), address);
+    assert!(address.octets()[0] == 127 && address.octets()[1] >= 128);
+    // Recorded and removed like a RESTRICTED alias, on lo0.
+    let alias = loopback_host_alias(address);
+    assert_eq!(alias.interface, LOOPBACK_INTERFACE);
+    assert_eq!(
+        ifconfig_alias_args(&alias, true),
+        ["lo0", "inet", &format!("{address}/32"), "alias"]
+    );
+    assert_eq!(
+        ifconfig_alias_args(&alias, false),
+        ["lo0", "inet", &address.to_string(), "-alias"]
+    );
+    let record = HostNetRecord {
+        aliases: vec![alias.clone()],
+        pf_anchor: None,
+    };
+    let json = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<HostNetRecord>(&json)
+            .unwrap()
+            .aliases,
+        [alias]
+    );
+    // With VIMAGE there is no host alias at all.
+    let vnet = plan_for(loopback);
+    assert!(
+        !vnet
+            .steps
+            .iter()
+            .any(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
+    );
 }
