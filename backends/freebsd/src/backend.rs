@@ -120,7 +120,7 @@ impl Backend for FreeBsdBackend {
         let jail_plan = self.build(spec, sandbox)?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
-        pure::jail_iovecs(&jail_plan.params, true)
+        pure::jail_iovecs(&jail_plan.params)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
         if s.image() != HOST_IMAGE {

@@ -178,7 +178,7 @@ fn write_record(dir: &Path, record: &HostNetRecord) -> Result<(), NetError> {
 pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
     let net = &plan.host_net;
     let dir = plan.sandbox_dir();
-    for step in &plan.steps {
+    for step in pure::steps_for(&plan.steps, pure::Executor::Prepare) {
         match step {
             JailStep::CheckAddresses => {
                 for a in &net.present {
@@ -218,6 +218,7 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                     Some(&pure::pf_rules_text(&net.pf_rules)),
                 )?;
             }
+            // steps_for returned only prepare steps.
             _ => {}
         }
     }

@@ -27,9 +27,12 @@
 //! - DNS: the generated resolv.conf is nullfs-mounted, read-only, over the
 //!   image's `/etc/resolv.conf` (which must exist): this works for
 //!   read-only roots too, and never writes into a shared image.
-//! - Only IDLE jails carry `persist`. The others are created persistent only
-//!   until their first process has attached, then `persist` is cleared, so
-//!   they end with their last process.
+//! - Every jail carries `persist`, and the runtime never clears it: the
+//!   supervisor, not the kernel, decides when a sandbox ends (its main
+//!   process exits, or Stop/Destroy) and removes the jail then. A jail the
+//!   kernel removed with its last process would free its jid for another
+//!   jail, and a later Exec would attach to that one. (Earlier plans showed
+//!   a final `jail_set JAIL_UPDATE nopersist` step the runtime skipped.)
 //! - INIT with the default argv (`/sbin/init`) runs `/bin/sh /etc/rc`, as
 //!   jail(8)'s `exec.start` does: init(8) is the system's pid 1 and does not
 //!   run inside a jail. rc starts the jail's services and exits; the sandbox

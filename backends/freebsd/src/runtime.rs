@@ -11,8 +11,8 @@
 //!    for nullfs, to show the source that was opened (same inode). The
 //!    jail's devfs is checked to hide `mem`/`kmem`/`io`/`bpf`, which it
 //!    only does if devfs ruleset 4 is loaded;
-//! 2. `jail_set(JAIL_CREATE)` with the plan's parameters, always with
-//!    `persist` (see below);
+//! 2. `jail_set(JAIL_CREATE)` with exactly the plan's parameters (which
+//!    always include `persist`, see below);
 //! 3. the rctl rules;
 //! 4. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
 //!
@@ -23,15 +23,11 @@
 //! `enter` (in each forked child) is `jail_attach(jid)` and `chdir("/")`;
 //! the jail is the whole isolation, no extra fork is needed.
 //!
-//! **Persistence.** The plan says non-IDLE jails drop `persist` once their
-//! first process attached. The runtime instead keeps every jail persistent
-//! until `teardown` removes it: the supervisor, not the kernel, decides when
-//! a sandbox ends (its main process exits, or Stop/Destroy), and a jail that
-//! cannot vanish under it keeps its jid valid for every Exec — a jid freed
-//! by the kernel could be reused by another jail, and a later Exec would
-//! attach to that one. The plan's `ClearPersist` step is therefore not
-//! executed; the observable result is the same (the jail is gone once the
-//! sandbox ended).
+//! **Persistence.** The plan gives every jail `persist`, and nothing clears
+//! it: the supervisor, not the kernel, decides when a sandbox ends (its main
+//! process exits, or Stop/Destroy), and a jail that cannot vanish under it
+//! keeps its jid valid for every Exec. A jid freed by the kernel could be
+//! reused by another jail, and a later Exec would attach to that one.
 //!
 //! The host's addresses (RESTRICTED aliases, the lo0 alias of LOOPBACK
 //! without VIMAGE) and pf rules are the daemon's (`netcfg`): added before
@@ -89,7 +85,9 @@ impl FreeBsdIsolation {
 
     fn setup_inner(&mut self) -> Result<(), StepError> {
         let plan = self.launch.plan.clone();
-        for step in &plan.steps {
+        // Exactly the plan's setup steps, in its order (the rendered plan
+        // shows the same list; `pure::executor` says who runs the others).
+        for step in pure::steps_for(&plan.steps, pure::Executor::Setup) {
             match step {
                 JailStep::WriteResolvConf => {
                     let text = plan.resolv_conf.as_deref().unwrap_or_default();
@@ -103,7 +101,7 @@ impl FreeBsdIsolation {
                 }
                 JailStep::Mounts => self.mount_all()?,
                 JailStep::CreateJail => {
-                    let iov = pure::jail_iovecs(&plan.params, true)
+                    let iov = pure::jail_iovecs(&plan.params)
                         .map_err(|e| StepError::new("jail_set", e))?;
                     let jid = sys::jail_create(&iov)
                         .map_err(|e| StepError::new("jail_set", format!("{}: {e}", plan.name)))?;
@@ -117,11 +115,14 @@ impl FreeBsdIsolation {
                     }
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
-                // Done by the daemon before the supervisor started
-                // (CheckAddresses, AddAliases, LoadPfRules), by the generic
-                // supervisor (ReapAcquire, the child steps), or
-                // deliberately not done (ClearPersist: see the module docs).
-                _ => {}
+                // steps_for returned only setup steps; anything else here
+                // is a bug in pure::executor, reported rather than skipped.
+                other => {
+                    return Err(StepError::new(
+                        "setup",
+                        format!("{other:?} is not a setup step"),
+                    ));
+                }
             }
         }
         Ok(())

@@ -106,11 +106,7 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
         JailStep::CreateJail => (
             "jail_set",
             vec!["JAIL_CREATE".to_owned(), plan.name.clone()],
-            if plan.params.iter().any(|p| p.name == "persist") {
-                "IDLE: a persistent jail that stays until destroyed"
-            } else {
-                "persistent only until the first process attaches"
-            },
+            "persistent: it ends when the supervisor removes it (jail_remove), not with its last process, so its jid cannot be reused under a later Exec",
         ),
         JailStep::RctlRules => (
             "rctl_add_rule",
@@ -185,11 +181,6 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             }
             ("execve", args, "the payload")
         }
-        JailStep::ClearPersist => (
-            "jail_set",
-            vec!["JAIL_UPDATE".to_owned(), "nopersist".to_owned()],
-            "once the first process attached: the jail ends with its last process",
-        ),
     };
     let actor = match step.actor() {
         Actor::Daemon => "daemon",

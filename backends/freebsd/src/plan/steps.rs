@@ -116,7 +116,6 @@ pub(super) fn steps(
             argv: argv(spec),
             env: s.process.env.clone(),
         },
-        JailStep::ClearPersist,
     ]);
     steps
 }

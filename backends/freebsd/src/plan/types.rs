@@ -262,9 +262,9 @@ pub enum JailStep {
     /// it, or a leak): it is never shared, and never removed by a sandbox
     /// that did not add it.
     AddLoopbackAlias(Ipv4Addr),
-    /// `jail_set(JAIL_CREATE)` with the plan's `params`. `persist` is also
-    /// set when the params lack it, so the jail survives until the first
-    /// process attaches.
+    /// `jail_set(JAIL_CREATE)` with exactly the plan's `params`, which
+    /// always hold `persist`: the jail stays until teardown or cleanup
+    /// removes it (`jail_remove`), never by the kernel's choice.
     CreateJail,
     /// `rctl_add_rule(2)` for each of the plan's `rctl_rules`, before any
     /// process enters the jail.
@@ -300,9 +300,6 @@ pub enum JailStep {
         /// Environment.
         env: Vec<String>,
     },
-    /// `jail_set(JAIL_UPDATE, nopersist)` once the first process attached:
-    /// the jail now ends with its last process.
-    ClearPersist,
 }
 
 impl JailStep {

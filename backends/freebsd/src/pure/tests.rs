@@ -85,7 +85,7 @@ fn every_param_type_is_encoded_as_the_kernel_reads_it() {
         ),
         param("ip6.addr", ParamValue::Ip6(vec![Ipv6Addr::LOCALHOST])),
     ];
-    let got = jail_iovecs(&params, false).expect("encodes");
+    let got = jail_iovecs(&params).expect("encodes");
     let mut v6 = [0u8; 16];
     v6[15] = 1;
     assert_eq!(
@@ -105,14 +105,15 @@ fn every_param_type_is_encoded_as_the_kernel_reads_it() {
 }
 
 #[test]
-fn persist_is_added_once() {
+fn the_kernel_gets_exactly_the_plans_params() {
     let plain = [param("name", ParamValue::Str("j".into()))];
-    let with = jail_iovecs(&plain, true).expect("encodes");
-    assert_eq!(with.last(), Some(&iov("persist", None)));
-    assert_eq!(jail_iovecs(&plain, false).expect("encodes").len(), 1);
-    let idle = [param("persist", ParamValue::Bool(true))];
     assert_eq!(
-        jail_iovecs(&idle, true).expect("encodes"),
+        jail_iovecs(&plain).expect("encodes"),
+        vec![iov("name", Some(b"j\0"))]
+    );
+    let persist = [param("persist", ParamValue::Bool(true))];
+    assert_eq!(
+        jail_iovecs(&persist).expect("encodes"),
         vec![iov("persist", None)]
     );
 }
@@ -120,17 +121,14 @@ fn persist_is_added_once() {
 #[test]
 fn unencodable_params_are_errors_not_truncations() {
     assert_eq!(
-        jail_iovecs(&[param("securelevel", ParamValue::Int(1 << 40))], false),
+        jail_iovecs(&[param("securelevel", ParamValue::Int(1 << 40))]),
         Err(EncodeError::IntRange {
             name: "securelevel".into(),
             value: 1 << 40
         })
     );
     assert_eq!(
-        jail_iovecs(
-            &[param("host.hostname", ParamValue::Str("a\0b".into()))],
-            false
-        ),
+        jail_iovecs(&[param("host.hostname", ParamValue::Str("a\0b".into()))]),
         Err(EncodeError::Nul("host.hostname".into()))
     );
 }
@@ -138,7 +136,7 @@ fn unencodable_params_are_errors_not_truncations() {
 #[test]
 fn a_real_plan_encodes_with_every_false_allow_negated() {
     let plan = plan_for(|_| {});
-    let iov = jail_iovecs(&plan.params, true).expect("encodes");
+    let iov = jail_iovecs(&plan.params).expect("encodes");
     let names: Vec<String> = iov
         .iter()
         .map(|i| i.name.to_string_lossy().into_owned())
