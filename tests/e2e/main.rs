@@ -6,6 +6,7 @@
 
 mod cli;
 mod faults;
+mod freebsd;
 mod harness;
 mod hostile;
 mod lifecycle;

@@ -71,7 +71,8 @@ pub fn supervisor_main() -> i32 {
 /// `kern.osrelease`, and `kern.features.vimage` (absent without `options
 /// VIMAGE`); whether `lo1` exists (the alias interface); whether pf is
 /// enabled with the sandboxd anchors (`pfctl -s info`, `pfctl -s nat`);
-/// the default route's interface (`route -n get -inet default`). Anything
+/// the default route's interface (`route -n get -inet default`); the path
+/// of this binary. Anything
 /// that cannot be read counts as "no".
 pub fn probe() -> HostFacts {
     let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
@@ -85,6 +86,12 @@ pub fn probe() -> HostFacts {
             .then(|| plan::DEFAULT_ALIAS_INTERFACE.to_owned()),
         pf_anchors: netcfg::pf_anchors(),
         egress_interface: netcfg::egress_interface(),
+        // The supervisor is this binary (the daemon re-executes
+        // `current_exe`), so this is the file a host-image jail must not
+        // show. std answers from sysctl KERN_PROC_PATHNAME on FreeBSD;
+        // canonicalize resolves what symlinks are left, so the path is the
+        // one nullfs shows.
+        own_binary: std::env::current_exe().and_then(std::fs::canonicalize).ok(),
     }
 }
 
@@ -113,7 +120,7 @@ impl Backend for FreeBsdBackend {
         let jail_plan = self.build(spec, sandbox)?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
-        pure::jail_iovecs(&jail_plan.params, true)
+        pure::jail_iovecs(&jail_plan.params)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
         if s.image() != HOST_IMAGE {

@@ -33,7 +33,9 @@
 //!    after destroy.
 //! 4. LOOPBACK networking: in a vnet jail `ifconfig lo0` shows 127.0.0.1
 //!    (`::1` is not added); without VIMAGE the per-sandbox 127.128/9 alias
-//!    appears on the host's lo0 and goes away with the sandbox.
+//!    appears on the host's lo0 (added by the daemon, recorded in
+//!    `hostnet.json`) and goes away on destroy, even after the supervisor
+//!    was SIGKILLed.
 //! 5. Client mounts (nullfs) with a symlink anywhere in the source or
 //!    target path are refused.
 //! 6. INIT mode with the default argv runs `/bin/sh /etc/rc`; the sandbox

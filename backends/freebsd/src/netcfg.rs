@@ -173,12 +173,12 @@ fn write_record(dir: &Path, record: &HostNetRecord) -> Result<(), NetError> {
 }
 
 /// Runs the plan's daemon steps: checks pre-configured addresses, adds the
-/// aliases, loads the pf rules. On error, what was done is in the record,
+/// aliases (RESTRICTED's and the LOOPBACK lo0 alias), loads the pf rules. On error, what was done is in the record,
 /// and the caller's `cleanup` removes it.
 pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
     let net = &plan.host_net;
     let dir = plan.sandbox_dir();
-    for step in &plan.steps {
+    for step in pure::steps_for(&plan.steps, pure::Executor::Prepare) {
         match step {
             JailStep::CheckAddresses => {
                 for a in &net.present {
@@ -202,6 +202,10 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                     add_alias(dir, &mut record, alias)?;
                 }
             }
+            JailStep::AddLoopbackAlias(a) => {
+                let mut record = read_record(dir)?;
+                add_alias(dir, &mut record, &pure::loopback_host_alias(*a))?;
+            }
             JailStep::LoadPfRules => {
                 let mut record = read_record(dir)?;
                 // Recorded first: a half-loaded anchor is flushed too.
@@ -214,6 +218,7 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                     Some(&pure::pf_rules_text(&net.pf_rules)),
                 )?;
             }
+            // steps_for returned only prepare steps.
             _ => {}
         }
     }

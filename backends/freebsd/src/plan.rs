@@ -27,9 +27,12 @@
 //! - DNS: the generated resolv.conf is nullfs-mounted, read-only, over the
 //!   image's `/etc/resolv.conf` (which must exist): this works for
 //!   read-only roots too, and never writes into a shared image.
-//! - Only IDLE jails carry `persist`. The others are created persistent only
-//!   until their first process has attached, then `persist` is cleared, so
-//!   they end with their last process.
+//! - Every jail carries `persist`, and the runtime never clears it: the
+//!   supervisor, not the kernel, decides when a sandbox ends (its main
+//!   process exits, or Stop/Destroy) and removes the jail then. A jail the
+//!   kernel removed with its last process would free its jid for another
+//!   jail, and a later Exec would attach to that one. (Earlier plans showed
+//!   a final `jail_set JAIL_UPDATE nopersist` step the runtime skipped.)
 //! - INIT with the default argv (`/sbin/init`) runs `/bin/sh /etc/rc`, as
 //!   jail(8)'s `exec.start` does: init(8) is the system's pid 1 and does not
 //!   run inside a jail. rc starts the jail's services and exits; the sandbox
@@ -40,6 +43,11 @@
 //! - CPU: `pcpu` is percent of one CPU, `millis / 10` rounded up (1 milli
 //!   still gets 1%, never 0).
 //! - Client mounts may not target `/dev` (or below), which devfs owns.
+//! - In a `host`-image jail the sandboxd binary, if the image shows it
+//!   (installed under `/usr`, say), is covered by an empty mode-000 file
+//!   mounted `ro,nosuid,noexec`, as the Linux and chroot backends do. That
+//!   needs single-file nullfs (13.2+); older hosts say so in the FILESYSTEM
+//!   row instead.
 
 #![forbid(unsafe_code)]
 
@@ -59,7 +67,7 @@ use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedS
 
 pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts};
 pub use matrix::{capabilities, rows_for};
-pub use mounts::{HOST_IMAGE_DIRS, RESOLV_CONF};
+pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, own_binary_mask};
 pub use net::{pf_anchor, pf_rules, wants_pf};
 pub use params::{DEVFS_RULESET, loopback_alias};
 pub use steps::JAIL_RC;
@@ -105,6 +113,26 @@ pub fn jail_name(id: &str) -> String {
     format!("sandboxd-{id}")
 }
 
+/// The path to cover with an empty file in a `host`-image jail: the
+/// sandboxd binary, when the image shows it and this host can mount a
+/// single file (FreeBSD 13.2+). On an older host the FILESYSTEM row says
+/// the binary stays visible ([`unmasked_binary`]).
+fn binary_mask(spec: &ValidatedSpec, host: &HostFacts) -> Option<String> {
+    if spec.spec().image() != sandboxd_core::spec::HOST_IMAGE || !host.has_nullfs_file_mounts() {
+        return None;
+    }
+    own_binary_mask(host.own_binary.as_deref()?)
+}
+
+/// The sandboxd binary a `host`-image jail shows unmasked, because this
+/// host's nullfs cannot mount a single file over it.
+fn unmasked_binary(host: &HostFacts) -> Option<String> {
+    if host.has_nullfs_file_mounts() {
+        return None;
+    }
+    own_binary_mask(host.own_binary.as_deref()?)
+}
+
 /// The plan without the REQUIRED check: what the runtime would do, with
 /// PREFERRED properties the host cannot give left out.
 fn build_unchecked(
@@ -120,7 +148,11 @@ fn build_unchecked(
     let rctl_rules = steps::rctl_rules(spec, &name, host);
     Ok(JailPlan {
         params: params::params(spec, sandbox, &rootfs, &name, &net),
-        mounts: mounts::mounts(spec, resolv_conf.is_some())?,
+        mounts: mounts::mounts(
+            spec,
+            resolv_conf.is_some(),
+            binary_mask(spec, host).as_deref(),
+        )?,
         steps: steps::steps(
             spec,
             host,

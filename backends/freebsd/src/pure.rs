@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,10 +70,10 @@ fn cstring(name: &str, s: &str) -> Result<CString, EncodeError> {
 /// strings NUL-terminated, integers and jailsys values as a native C
 /// `int`, booleans by name alone (false ones under [`negated_name`]),
 /// address lists as packed `in_addr`/`in6_addr` arrays (network order).
-/// With `persist`, a `persist` pair is added unless the params already
-/// say.
-pub fn jail_iovecs(params: &[JailParam], persist: bool) -> Result<Vec<JailIov>, EncodeError> {
-    let mut out = Vec::with_capacity(params.len() + 1);
+/// Exactly the plan's parameters, nothing added: the plan itself carries
+/// `persist`.
+pub fn jail_iovecs(params: &[JailParam]) -> Result<Vec<JailIov>, EncodeError> {
+    let mut out = Vec::with_capacity(params.len());
     for p in params {
         let name = &p.name;
         let (key, value) = match &p.value {
@@ -99,15 +100,6 @@ pub fn jail_iovecs(params: &[JailParam], persist: bool) -> Result<Vec<JailIov>, 
         out.push(JailIov {
             name: cstring(name, &key)?,
             value,
-        });
-    }
-    let says_persist = params
-        .iter()
-        .any(|p| p.name == "persist" || p.name == "nopersist");
-    if persist && !says_persist {
-        out.push(JailIov {
-            name: cstring("persist", "persist")?,
-            value: None,
         });
     }
     Ok(out)
@@ -195,6 +187,55 @@ pub fn mounts_to_undo<T: Clone>(mounts: &[(PathBuf, T)], dir: &Path) -> Vec<(Pat
         .collect()
 }
 
+/// Which code runs a plan step. Every step has exactly one: the plan's
+/// steps are the only list the daemon (`netcfg::prepare`), the backend's
+/// `setup` and `enter`, and the generic supervisor work from, and the
+/// rendered plan shows the same list, so what the plan says is what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// `Backend::prepare` in the daemon, before the supervisor starts.
+    Prepare,
+    /// The backend's `Isolation::setup` in the supervisor, in plan order.
+    Setup,
+    /// The backend's `Isolation::enter`, in each forked child.
+    Enter,
+    /// The generic supervisor (`sandboxd_supervisor`), from the launch
+    /// config the backend derived from the same plan (rlimits, argv, user).
+    Generic,
+}
+
+/// Who runs `step`. No wildcard: a new step must be given a runner here,
+/// or it would be planned and shown but never executed.
+pub fn executor(step: &JailStep) -> Executor {
+    match step {
+        JailStep::CheckAddresses
+        | JailStep::AddAliases
+        | JailStep::AddLoopbackAlias(_)
+        | JailStep::LoadPfRules => Executor::Prepare,
+        JailStep::WriteResolvConf
+        | JailStep::Mounts
+        | JailStep::CreateJail
+        | JailStep::RctlRules
+        | JailStep::LoopbackUp => Executor::Setup,
+        JailStep::JailAttach => Executor::Enter,
+        JailStep::ReapAcquire
+        | JailStep::Fork
+        | JailStep::SetRlimit(_)
+        | JailStep::NoNewPrivs
+        | JailStep::SetGroups(_)
+        | JailStep::SetGid(_)
+        | JailStep::SetUid(_)
+        | JailStep::Chdir(_)
+        | JailStep::Closefrom
+        | JailStep::Execve { .. } => Executor::Generic,
+    }
+}
+
+/// The steps `runner` executes, in plan order.
+pub fn steps_for(steps: &[JailStep], runner: Executor) -> impl Iterator<Item = &JailStep> {
+    steps.iter().filter(move |s| executor(s) == runner)
+}
+
 /// The program and arguments the plan's main process runs (`/bin/sh
 /// /etc/rc` in place of the default `/sbin/init`).
 pub fn main_argv(steps: &[JailStep]) -> Option<&[String]> {
@@ -259,6 +300,19 @@ pub struct HostNetRecord {
 
 /// The record's file name in the sandbox directory.
 pub const HOST_NET_RECORD: &str = "hostnet.json";
+
+/// The interface of the per-sandbox loopback alias (LOOPBACK without
+/// VIMAGE).
+pub const LOOPBACK_INTERFACE: &str = "lo0";
+
+/// The per-sandbox loopback address as a host alias: added, recorded and
+/// removed exactly like a RESTRICTED address.
+pub fn loopback_host_alias(address: Ipv4Addr) -> HostAlias {
+    HostAlias {
+        interface: LOOPBACK_INTERFACE.to_owned(),
+        address: IpAddr::V4(address),
+    }
+}
 
 /// ifconfig(8) arguments that add (`add`) or remove an alias.
 pub fn ifconfig_alias_args(alias: &HostAlias, add: bool) -> Vec<String> {

@@ -11,11 +11,10 @@
 //!    for nullfs, to show the source that was opened (same inode). The
 //!    jail's devfs is checked to hide `mem`/`kmem`/`io`/`bpf`, which it
 //!    only does if devfs ruleset 4 is loaded;
-//! 2. the lo0 alias for LOOPBACK without VIMAGE;
-//! 3. `jail_set(JAIL_CREATE)` with the plan's parameters, always with
-//!    `persist` (see below);
-//! 4. the rctl rules;
-//! 5. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
+//! 2. `jail_set(JAIL_CREATE)` with exactly the plan's parameters (which
+//!    always include `persist`, see below);
+//! 3. the rctl rules;
+//! 4. in a vnet jail, a short-lived child attaches and gives lo0 127.0.0.1.
 //!
 //! Any failure undoes everything done so far (`teardown`). The supervisor
 //! itself already holds `PROC_REAP_ACQUIRE`, so every process of the jail
@@ -24,18 +23,18 @@
 //! `enter` (in each forked child) is `jail_attach(jid)` and `chdir("/")`;
 //! the jail is the whole isolation, no extra fork is needed.
 //!
-//! **Persistence.** The plan says non-IDLE jails drop `persist` once their
-//! first process attached. The runtime instead keeps every jail persistent
-//! until `teardown` removes it: the supervisor, not the kernel, decides when
-//! a sandbox ends (its main process exits, or Stop/Destroy), and a jail that
-//! cannot vanish under it keeps its jid valid for every Exec — a jid freed
-//! by the kernel could be reused by another jail, and a later Exec would
-//! attach to that one. The plan's `ClearPersist` step is therefore not
-//! executed; the observable result is the same (the jail is gone once the
-//! sandbox ended).
+//! **Persistence.** The plan gives every jail `persist`, and nothing clears
+//! it: the supervisor, not the kernel, decides when a sandbox ends (its main
+//! process exits, or Stop/Destroy), and a jail that cannot vanish under it
+//! keeps its jid valid for every Exec. A jid freed by the kernel could be
+//! reused by another jail, and a later Exec would attach to that one.
+//!
+//! The host's addresses (RESTRICTED aliases, the lo0 alias of LOOPBACK
+//! without VIMAGE) and pf rules are the daemon's (`netcfg`): added before
+//! the supervisor starts, recorded, removed on destroy.
 //!
 //! `teardown` removes the rctl rules, the jail (`jail_remove` kills
-//! whatever is left), the lo0 alias, then unmounts everything mounted at or
+//! whatever is left), then unmounts everything mounted at or
 //! below the sandbox directory, newest first, by filesystem id, and proves
 //! from `getfsstat(2)` that nothing is left.
 
@@ -70,18 +69,12 @@ pub struct FreeBsdLaunch {
 pub struct FreeBsdIsolation {
     launch: FreeBsdLaunch,
     jid: Option<i32>,
-    /// The lo0 alias this supervisor added (removed at teardown).
-    alias: Option<Ipv4Addr>,
 }
 
 impl FreeBsdIsolation {
     /// From the launch configuration.
     pub fn new(launch: FreeBsdLaunch) -> Self {
-        Self {
-            launch,
-            jid: None,
-            alias: None,
-        }
+        Self { launch, jid: None }
     }
 
     /// `<sandbox dir>`: the parent of the jail's root.
@@ -92,7 +85,9 @@ impl FreeBsdIsolation {
 
     fn setup_inner(&mut self) -> Result<(), StepError> {
         let plan = self.launch.plan.clone();
-        for step in &plan.steps {
+        // Exactly the plan's setup steps, in its order (the rendered plan
+        // shows the same list; `pure::executor` says who runs the others).
+        for step in pure::steps_for(&plan.steps, pure::Executor::Setup) {
             match step {
                 JailStep::WriteResolvConf => {
                     let text = plan.resolv_conf.as_deref().unwrap_or_default();
@@ -105,23 +100,8 @@ impl FreeBsdIsolation {
                     write_resolv_conf(&plan.resolv_conf_path(), text)?;
                 }
                 JailStep::Mounts => self.mount_all()?,
-                JailStep::AddLoopbackAlias(a) => {
-                    if sys::has_inet_address("lo0", *a)
-                        .map_err(|e| StepError::new("add lo0 alias", e))?
-                    {
-                        return Err(StepError::new(
-                            "add lo0 alias",
-                            format!(
-                                "{a} is already on lo0 (another sandbox, or the host, uses it)"
-                            ),
-                        ));
-                    }
-                    sys::add_inet_address("lo0", *a, Ipv4Addr::BROADCAST)
-                        .map_err(|e| StepError::new("add lo0 alias", format!("{a}: {e}")))?;
-                    self.alias = Some(*a);
-                }
                 JailStep::CreateJail => {
-                    let iov = pure::jail_iovecs(&plan.params, true)
+                    let iov = pure::jail_iovecs(&plan.params)
                         .map_err(|e| StepError::new("jail_set", e))?;
                     let jid = sys::jail_create(&iov)
                         .map_err(|e| StepError::new("jail_set", format!("{}: {e}", plan.name)))?;
@@ -135,11 +115,14 @@ impl FreeBsdIsolation {
                     }
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
-                // Done by the daemon before the supervisor started
-                // (CheckAddresses, AddAliases, LoadPfRules), by the generic
-                // supervisor (ReapAcquire, the child steps), or
-                // deliberately not done (ClearPersist: see the module docs).
-                _ => {}
+                // steps_for returned only setup steps; anything else here
+                // is a bug in pure::executor, reported rather than skipped.
+                other => {
+                    return Err(StepError::new(
+                        "setup",
+                        format!("{other:?} is not a setup step"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -209,9 +192,17 @@ impl FreeBsdIsolation {
         let what = format!("{} {}", m.fstype.as_str(), m.target);
         let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
         let fspath = pure::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
-        // A single-file mount (the generated resolv.conf) covers an existing
-        // regular file; every other mount a directory.
-        let file = m.source == MountSource::ResolvConf;
+        // A single-file mount (the generated resolv.conf, the mask over the
+        // sandboxd binary) covers an existing regular file; every other
+        // mount a directory.
+        let file = matches!(m.source, MountSource::ResolvConf | MountSource::Masked);
+        if m.source == MountSource::Masked && !shows_file(root, &m.target)? {
+            // The plan masks the binary where the host image would show
+            // it; a directory below the image's mount that is a
+            // filesystem of its own (nullfs does not cross mount points)
+            // shows nothing there, and there is nothing to cover.
+            return Ok(());
+        }
         let open_target = |create: bool| {
             if file {
                 walk_file(root, &m.target)
@@ -236,6 +227,17 @@ impl FreeBsdIsolation {
                     Mode::empty(),
                 )
                 .map_err(|e| step("mount source", &format!("{}: {e}", path.display())))?;
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
+            MountSource::Masked => {
+                // Made by this supervisor in the sandbox directory (trusted
+                // configuration), as the plan's `mask_path`.
+                let path = self.launch.plan.mask_path();
+                let fd = create_mask(&path)?;
                 let text = path
                     .to_str()
                     .ok_or_else(|| step("mount source", &"not UTF-8"))?
@@ -379,6 +381,54 @@ fn walk_file(root: &Path, path: &str) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
+/// Whether `path` (inside the jail rooted at `root`) exists. It is walked
+/// from `root` one component at a time without following symlinks; a
+/// missing component is `false`, a symlink an error (the binary's path is
+/// resolved, so the host image shows no symlink on it).
+fn shows_file(root: &Path, path: &str) -> Result<bool, StepError> {
+    let err = |e: &dyn std::fmt::Display| {
+        StepError::new("mask the sandboxd binary", format!("{path}: {e}"))
+    };
+    let parts = pure::components(path).map_err(|e| err(&e))?;
+    let Some((name, parents)) = parts.split_last() else {
+        return Ok(false);
+    };
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut dir = sandboxd_supervisor::sys::open_dir(root).map_err(|e| err(&e))?;
+    for c in parents {
+        dir = match openat(dir.as_fd(), *c, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(err(&format!("{c:?}: {e}"))),
+        };
+    }
+    match nix::sys::stat::fstatat(dir.as_fd(), *name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(err(&e)),
+    }
+}
+
+/// Creates the empty mode-000 file mounted over the sandboxd binary (or
+/// empties an earlier one), without following a symlink.
+fn create_mask(path: &Path) -> Result<std::fs::File, StepError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err =
+        |e: std::io::Error| StepError::new("create mask file", format!("{}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o000)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(err)?;
+    // `mode` applies only when the file is new.
+    f.set_permissions(std::fs::Permissions::from_mode(0o000))
+        .map_err(err)?;
+    Ok(f)
+}
+
 /// Writes the generated resolv.conf into the sandbox directory (trusted:
 /// the daemon's state directory), replacing any earlier one, mode 0644.
 fn write_resolv_conf(path: &Path, text: &str) -> Result<(), StepError> {
@@ -501,16 +551,9 @@ impl Isolation for FreeBsdIsolation {
 
     fn teardown(&mut self) -> Result<(), StepError> {
         let dir = self.sandbox_dir().to_owned();
-        let removed = remove_all(&self.launch.plan.name, self.jid.take(), &dir);
-        let unaliased = match self
-            .alias
-            .take()
-            .map(|a| (a, sys::remove_inet_address("lo0", a)))
-        {
-            None | Some((_, Ok(()) | Err(Errno::EADDRNOTAVAIL))) => Ok(()),
-            Some((a, Err(e))) => Err(StepError::new("remove lo0 alias", format!("{a}: {e}"))),
-        };
-        removed.and(unaliased)
+        // The lo0 alias (LOOPBACK without VIMAGE) is the daemon's: added
+        // in prepare, removed in cleanup, like every host address.
+        remove_all(&self.launch.plan.name, self.jid.take(), &dir)
     }
 }
 

@@ -366,21 +366,11 @@ struct InAliasReq {
     ifra_vhid: c_int,
 }
 
-/// `struct ifreq` with its address member, from <net/if.h>.
-#[repr(C)]
-struct IfReqAddr {
-    ifr_name: [c_char; libc::IFNAMSIZ],
-    ifr_addr: libc::sockaddr_in,
-}
-
 /// `_IOW('i', 43, struct in_aliasreq)`.
 const SIOCAIFADDR: libc::c_ulong = 0x8000_0000
     | ((std::mem::size_of::<InAliasReq>() as libc::c_ulong & 0x1fff) << 16)
     | ((b'i' as libc::c_ulong) << 8)
     | 43;
-/// `_IOW('i', 25, struct ifreq)`; `struct ifreq` is 32 bytes.
-const SIOCDIFADDR: libc::c_ulong = 0x8000_0000 | (32 << 16) | ((b'i' as libc::c_ulong) << 8) | 25;
-
 fn ifname(name: &str) -> [c_char; libc::IFNAMSIZ] {
     let mut out = [0 as c_char; libc::IFNAMSIZ];
     for (o, b) in out.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
@@ -427,35 +417,4 @@ pub fn add_inet_address(ifname_: &str, addr: Ipv4Addr, mask: Ipv4Addr) -> Result
     // local of exactly the size encoded in the request number.
     Errno::result(unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), SIOCAIFADDR, &raw const req) })
         .map(drop)
-}
-
-/// `ioctl(SIOCDIFADDR)`: removes IPv4 address `addr` from `ifname`.
-pub fn remove_inet_address(ifname_: &str, addr: Ipv4Addr) -> Result<(), Errno> {
-    let sock = inet_socket()?;
-    let mut req = [0u8; 32];
-    let head = IfReqAddr {
-        ifr_name: ifname(ifname_),
-        ifr_addr: sockaddr_v4(addr),
-    };
-    // SAFETY: IfReqAddr (32 bytes: name + sockaddr_in) is plain old data
-    // and fits in the 32-byte struct ifreq buffer.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            (&raw const head).cast::<u8>(),
-            req.as_mut_ptr(),
-            std::mem::size_of::<IfReqAddr>().min(req.len()),
-        );
-    }
-    // SAFETY: SIOCDIFADDR reads one 32-byte struct ifreq from the pointer,
-    // a live local of that size.
-    Errno::result(unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), SIOCDIFADDR, req.as_ptr()) })
-        .map(drop)
-}
-
-/// Whether interface `ifname` holds IPv4 address `addr` (getifaddrs(3)).
-pub fn has_inet_address(ifname_: &str, addr: Ipv4Addr) -> Result<bool, Errno> {
-    Ok(nix::ifaddrs::getifaddrs()?.any(|ifa| {
-        ifa.interface_name == ifname_
-            && ifa.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())) == Some(addr)
-    }))
 }

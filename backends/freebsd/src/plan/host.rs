@@ -1,6 +1,8 @@
 //! What the runtime learns about a FreeBSD host at start-up, and the typical
 //! host assumed when planning for FreeBSD from elsewhere.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// The interface RESTRICTED sandboxes' addresses are added to as aliases
@@ -34,12 +36,20 @@ pub struct HostFacts {
     /// default`): where outbound NAT and port forwards apply. `None` when
     /// the host has no default route.
     pub egress_interface: Option<String>,
+    /// The running `sandboxd` binary, resolved (`current_exe`, which
+    /// FreeBSD answers from `KERN_PROC_PATHNAME`). The supervisor is this
+    /// same binary, re-executed. When the `host` image mounts the
+    /// directory it lies in, the plan covers it inside the jail. `None`:
+    /// unknown, nothing is masked.
+    #[serde(default)]
+    pub own_binary: Option<PathBuf>,
 }
 
 impl HostFacts {
     /// A typical modern host: FreeBSD 14 with racct on, VIMAGE, `lo1`
     /// cloned for jail addresses, pf enabled with the sandboxd anchors in
-    /// pf.conf, and the default route on `em0`. Used when planning for
+    /// pf.conf, the default route on `em0`, and sandboxd installed as
+    /// `/usr/local/bin/sandboxd` (the port's path). Used when planning for
     /// FreeBSD from a host that is not running the FreeBSD backend
     /// (PlanSandbox on Linux), so the plan shows what a standard host would
     /// do, not this one.
@@ -51,6 +61,7 @@ impl HostFacts {
             alias_interface: Some(DEFAULT_ALIAS_INTERFACE.to_owned()),
             pf_anchors: true,
             egress_interface: Some("em0".to_owned()),
+            own_binary: Some(PathBuf::from("/usr/local/bin/sandboxd")),
         }
     }
 

@@ -5,7 +5,7 @@
 use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
-use super::{HostFacts, disabled_row, wants_pf};
+use super::{HostFacts, disabled_row, unmasked_binary, wants_pf};
 
 /// Why rctl limits are off; part of the refusal text.
 const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
@@ -142,6 +142,18 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
                     "writable root: writes go to the image directory itself, shared with every sandbox using that image (no copy-on-write layer yet; set readonly_rootfs to avoid this)",
                 )
             }
+            Property::Filesystem if s.image() == HOST_IMAGE => match unmasked_binary(host) {
+                Some(exe) => Enforcement::new(
+                    row.property,
+                    row.level,
+                    &row.mechanism,
+                    &format!(
+                        "{}; the sandboxd binary {exe} is NOT masked: the jail can read and run it (not modify it), because covering it needs single-file nullfs mounts (FreeBSD 13.2 or later, this host runs {})",
+                        row.caveats, host.os_release
+                    ),
+                ),
+                None => row,
+            },
             Property::Pid if iso.pid == Requirement::Disabled => Enforcement::new(
                 row.property,
                 row.level,

@@ -1,7 +1,7 @@
 //! The mounts that build a jail's root, made on the host before the jail is
 //! created.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use sandboxd_core::ValidatedSpec;
 use sandboxd_core::spec::HOST_IMAGE;
@@ -25,9 +25,48 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
 /// The jail's resolver configuration, covered by the generated file.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// Where the `host` image shows the sandboxd binary `exe` inside the jail:
+/// `exe` itself when it lies under one of [`HOST_IMAGE_DIRS`] (which are
+/// mounted at the same paths), `None` when the jail cannot see it. `exe`
+/// must be an absolute path of normal components (the probe resolves it);
+/// anything else is not masked rather than guessed at.
+///
+/// This only answers "which path"; whether the host can mount a file over
+/// it is [`HostFacts::has_nullfs_file_mounts`](super::HostFacts).
+pub fn own_binary_mask(exe: &Path) -> Option<String> {
+    let mut parts = exe.components();
+    if parts.next() != Some(Component::RootDir) {
+        return None;
+    }
+    // Rebuilt from its components, so the text is normalised ("/a/./b" is
+    // "/a/b"), as the runtime's component walk requires.
+    let mut text = String::new();
+    for c in parts {
+        let Component::Normal(name) = c else {
+            return None;
+        };
+        text.push('/');
+        text.push_str(name.to_str()?);
+    }
+    HOST_IMAGE_DIRS
+        .iter()
+        // Strictly below: a directory itself is not a binary.
+        .any(|d| exe.starts_with(d) && text != *d)
+        .then_some(text)
+}
+
+/// The options of the mask: nothing can be written, set-id or run there.
+pub const MASK_OPTIONS: [&str; 3] = ["ro", "nosuid", "noexec"];
+
 /// The mounts for a spec, in order; with `resolv_conf`, the generated
-/// resolv.conf over the image's, after every mount that could cover /etc.
-pub(super) fn mounts(spec: &ValidatedSpec, resolv_conf: bool) -> Result<Vec<JailMount>, PlanError> {
+/// resolv.conf over the image's, after every mount that could cover /etc;
+/// with `mask` (a path from [`own_binary_mask`]), an empty mode-000 file
+/// over the sandboxd binary, right after the host directories.
+pub(super) fn mounts(
+    spec: &ValidatedSpec,
+    resolv_conf: bool,
+    mask: Option<&str>,
+) -> Result<Vec<JailMount>, PlanError> {
     let s = spec.spec();
     let ro = s.readonly_rootfs;
     let mut m = Vec::new();
@@ -42,6 +81,17 @@ pub(super) fn mounts(spec: &ValidatedSpec, resolv_conf: bool) -> Result<Vec<Jail
                 &["ro"],
             )
         }));
+        // Right after the directory that shows it, before the client
+        // mounts: a client mount over the same path then hides the mask
+        // with its own content, as it would hide the binary.
+        if let Some(target) = mask {
+            m.push(new(
+                Fstype::Nullfs,
+                MountSource::Masked,
+                target,
+                &MASK_OPTIONS,
+            ));
+        }
     } else {
         let options: &[&str] = if ro { &["ro"] } else { &[] };
         m.push(new(

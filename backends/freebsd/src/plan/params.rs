@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use sandboxd_core::spec::{Mode, NetworkMode, Requirement};
+use sandboxd_core::spec::{NetworkMode, Requirement};
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 
 use super::{HostFacts, JailParam, Jsys, ParamValue, PlanError};
@@ -141,9 +141,12 @@ pub(super) fn params(
         }
         Net::Host => p.extend([jsys("ip4", Jsys::Inherit), jsys("ip6", Jsys::Inherit)]),
     }
-    if s.mode == Mode::Idle {
-        p.push(param("persist", Bool(true)));
-    }
+    // Every jail, not only IDLE ones, stays until the supervisor's teardown
+    // (or the daemon's cleanup) removes it with jail_remove. The
+    // supervisor, not the kernel, decides when a sandbox ends; a jail the
+    // kernel removed with its last process would free its jid, another
+    // jail could get it, and a later Exec would jail_attach to that one.
+    p.push(param("persist", Bool(true)));
     p.extend([
         // Mounts outside the jail's root are invisible to it.
         param("enforce_statfs", Int(2)),

@@ -31,6 +31,7 @@ fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
     let rootfs = &plan.rootfs;
     let source = match &m.source {
         MountSource::ResolvConf => plan.resolv_conf_path().display().to_string(),
+        MountSource::Masked => plan.mask_path().display().to_string(),
         MountSource::Pseudo => m.fstype.as_str().to_owned(),
         MountSource::Host(p) => p.display().to_string(),
         MountSource::Image(name) => format!("{IMAGES}/{name}"),
@@ -99,17 +100,13 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
         ),
         JailStep::AddLoopbackAlias(a) => (
             "ifconfig",
-            vec!["lo0".to_owned(), "alias".to_owned(), format!("{a}/32")],
-            "LOOPBACK without VIMAGE: the jail's own loopback address, removed on destroy",
+            vec![format!("lo0 inet {a}/32 alias")],
+            "LOOPBACK without VIMAGE: the jail's own loopback address; recorded in the sandbox directory and removed on destroy",
         ),
         JailStep::CreateJail => (
             "jail_set",
             vec!["JAIL_CREATE".to_owned(), plan.name.clone()],
-            if plan.params.iter().any(|p| p.name == "persist") {
-                "IDLE: a persistent jail that stays until destroyed"
-            } else {
-                "persistent only until the first process attaches"
-            },
+            "persistent: it ends when the supervisor removes it (jail_remove), not with its last process, so its jid cannot be reused under a later Exec",
         ),
         JailStep::RctlRules => (
             "rctl_add_rule",
@@ -184,11 +181,6 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             }
             ("execve", args, "the payload")
         }
-        JailStep::ClearPersist => (
-            "jail_set",
-            vec!["JAIL_UPDATE".to_owned(), "nopersist".to_owned()],
-            "once the first process attached: the jail ends with its last process",
-        ),
     };
     let actor = match step.actor() {
         Actor::Daemon => "daemon",

@@ -72,6 +72,10 @@ pub(super) fn steps(
     if !host_net.aliases.is_empty() {
         steps.push(JailStep::AddAliases);
     }
+    // A daemon step, so cleanup can remove it without the supervisor.
+    if let Net::Alias(a) = net {
+        steps.push(JailStep::AddLoopbackAlias(*a));
+    }
     if !host_net.pf_rules.is_empty() {
         steps.push(JailStep::LoadPfRules);
     }
@@ -79,9 +83,6 @@ pub(super) fn steps(
         steps.push(JailStep::WriteResolvConf);
     }
     steps.push(JailStep::Mounts);
-    if let Net::Alias(a) = net {
-        steps.push(JailStep::AddLoopbackAlias(*a));
-    }
     steps.push(JailStep::CreateJail);
     if has.rules {
         steps.push(JailStep::RctlRules);
@@ -115,7 +116,6 @@ pub(super) fn steps(
             argv: argv(spec),
             env: s.process.env.clone(),
         },
-        JailStep::ClearPersist,
     ]);
     steps
 }

@@ -149,6 +149,7 @@ fn default_params() {
             "host.hostname=0123456789abcdef",
             "ip4=disable",
             "ip6=disable",
+            "persist=1",
             "enforce_statfs=2",
             "children.max=0",
             "securelevel=2",
@@ -357,19 +358,12 @@ fn modes() {
             None,
         ),
     ];
-    for (what, edit, persist, argv) in cases {
+    for (what, edit, idle, argv) in cases {
         let p = built(*edit, &host);
-        assert_eq!(
-            param(&p, "persist").as_deref(),
-            persist.then_some("1"),
-            "{what}"
-        );
-        assert_eq!(p.steps.contains(&JailStep::Fork), !persist, "{what}");
-        assert_eq!(
-            p.steps.contains(&JailStep::ClearPersist),
-            !persist,
-            "{what}"
-        );
+        // Every jail persists until teardown removes it; only IDLE has no
+        // first process.
+        assert_eq!(param(&p, "persist").as_deref(), Some("1"), "{what}");
+        assert_eq!(p.steps.contains(&JailStep::Fork), !idle, "{what}");
         let got = p.steps.iter().find_map(|s| match s {
             JailStep::Execve { argv, .. } => Some(argv.clone()),
             _ => None,
@@ -620,6 +614,7 @@ fn root_filesystem() {
                 "nullfs /libexec ro",
                 "nullfs /usr ro",
                 "nullfs /etc ro",
+                "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
             ],
@@ -635,6 +630,7 @@ fn root_filesystem() {
                 "nullfs /libexec ro",
                 "nullfs /usr ro",
                 "nullfs /etc ro",
+                "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
                 "tmpfs update / ro",
@@ -711,6 +707,80 @@ fn root_filesystem() {
 }
 
 #[test]
+fn the_sandboxd_binary_is_masked_where_the_host_image_shows_it() {
+    use std::path::Path;
+    // Which path: only below a directory the host image mounts.
+    for (exe, want) in [
+        ("/usr/local/bin/sandboxd", Some("/usr/local/bin/sandboxd")),
+        ("/usr/sbin/sandboxd", Some("/usr/sbin/sandboxd")),
+        ("/sbin/sandboxd", Some("/sbin/sandboxd")),
+        ("/opt/sandboxd/bin/sandboxd", None),
+        ("/home/ci/target/debug/sandboxd", None),
+        ("/usrx/sandboxd", None),
+        ("/usr", None),
+        ("usr/local/bin/sandboxd", None),
+        ("/usr/local/../../opt/sandboxd", None),
+        ("/usr/./local/sandboxd", Some("/usr/local/sandboxd")),
+    ] {
+        assert_eq!(own_binary_mask(Path::new(exe)).as_deref(), want, "{exe}");
+    }
+    let at = |exe: &str, release: &str| HostFacts {
+        own_binary: Some(exe.into()),
+        os_release: release.to_owned(),
+        ..HostFacts::assumed()
+    };
+    let masks = |p: &JailPlan| -> Vec<(String, Vec<String>)> {
+        p.mounts
+            .iter()
+            .filter(|m| m.source == MountSource::Masked)
+            .map(|m| (m.target.clone(), m.options.clone()))
+            .collect()
+    };
+    let opts: Vec<String> = MASK_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+    let host = at("/usr/local/bin/sandboxd", "14.1-RELEASE");
+    let p = built(|_| {}, &host);
+    assert_eq!(
+        masks(&p),
+        [("/usr/local/bin/sandboxd".to_owned(), opts.clone())]
+    );
+    // After the mount that shows it, before any client mount.
+    let i = p
+        .mounts
+        .iter()
+        .position(|m| m.source == MountSource::Masked)
+        .expect("mask");
+    assert_eq!(p.mounts[i - 1].target, "/etc");
+    assert_eq!(p.mask_path(), sandbox().dir.join("masked"));
+    let r = row(&spec(|_| {}), &host, Property::Filesystem);
+    assert!(!r.caveats.contains("NOT masked"), "{}", r.caveats);
+    // Not shown, not masked: other images, or a binary elsewhere.
+    assert!(masks(&built(|s| s.image = "base14".into(), &host)).is_empty());
+    assert!(masks(&built(|_| {}, &at("/opt/sb/sandboxd", "14.1-RELEASE"))).is_empty());
+    let unknown = HostFacts {
+        own_binary: None,
+        ..HostFacts::assumed()
+    };
+    assert!(masks(&built(|_| {}, &unknown)).is_empty());
+    // Before 13.2 a file cannot be mounted: no mask, and the row says so.
+    let old = at("/usr/local/bin/sandboxd", "13.1-RELEASE");
+    assert!(masks(&built(|_| {}, &old)).is_empty());
+    let r = row(&spec(|_| {}), &old, Property::Filesystem);
+    assert!(
+        r.caveats
+            .contains("the sandboxd binary /usr/local/bin/sandboxd is NOT masked")
+            && r.caveats.contains("13.1-RELEASE"),
+        "{}",
+        r.caveats
+    );
+    let r = row(
+        &spec(|s| s.image = "base14".into()),
+        &old,
+        Property::Filesystem,
+    );
+    assert!(!r.caveats.contains("NOT masked"), "{}", r.caveats);
+}
+
+#[test]
 fn identity_and_no_new_privs() {
     let edit: Edit = |s| {
         s.process.user.uid = Some(0);
@@ -737,7 +807,6 @@ fn identity_and_no_new_privs() {
                 argv: vec!["/bin/true".into()],
                 env: vec!["SECRET=hunter2".into()],
             },
-            &JailStep::ClearPersist,
         ]
     );
     let r = row(&spec(edit), &HostFacts::assumed(), Property::User);
@@ -767,6 +836,14 @@ fn rendered_plan() {
     assert_eq!(params[1], ("name".to_owned(), NAME.to_owned()));
     assert_eq!(
         mounts[7].target,
+        format!("/var/db/sandboxd/sandboxes/{ID}/root/usr/local/bin/sandboxd")
+    );
+    assert_eq!(
+        mounts[7].source,
+        format!("/var/db/sandboxd/sandboxes/{ID}/masked")
+    );
+    assert_eq!(
+        mounts[8].target,
         format!("/var/db/sandboxd/sandboxes/{ID}/root/dev")
     );
     assert_eq!(rctl_rules, &[format!("jail:{NAME}:maxproc:deny=5")]);
@@ -787,7 +864,6 @@ fn rendered_plan() {
             "chdir",
             "closefrom",
             "execve",
-            "jail_set",
         ]
     );
     assert_eq!(steps[12].args, ["/bin/true", "env: SECRET"]);
@@ -1364,4 +1440,94 @@ fn network_rows_say_what_is_enforced_and_how() {
         .find(|r| r.property == Property::Network)
         .expect("row");
     assert!(m.caveats.contains("no outbound NAT"), "{}", m.caveats);
+}
+
+#[test]
+fn the_rendered_steps_are_the_steps_that_run() {
+    use crate::pure::{Executor, executor, steps_for};
+    let no_vimage = HostFacts {
+        vimage: false,
+        ..HostFacts::assumed()
+    };
+    let edits: &[(&str, Edit, &HostFacts)] = &[
+        ("process", |_| {}, &HostFacts::assumed()),
+        (
+            "idle",
+            |s| {
+                s.mode = Mode::Idle;
+                s.process.argv.clear();
+                s.process.env.clear();
+            },
+            &HostFacts::assumed(),
+        ),
+        ("init", |s| s.mode = Mode::Init, &HostFacts::assumed()),
+        (
+            "loopback vnet",
+            |s| s.network.mode = NetworkMode::Loopback,
+            &HostFacts::assumed(),
+        ),
+        (
+            "loopback alias",
+            |s| s.network.mode = NetworkMode::Loopback,
+            &no_vimage,
+        ),
+        (
+            "restricted with dns and limits",
+            |s| {
+                s.network = restricted(Requirement::Required, &["192.0.2.1"]);
+                s.network.outbound_nat = true;
+                s.network.dns_servers = vec!["192.0.2.53".into()];
+                s.limits.memory_bytes = limit(64 << 20);
+                s.limits.open_files = limit(64);
+            },
+            &HostFacts::assumed(),
+        ),
+    ];
+    for (what, edit, host) in edits {
+        let p = built(*edit, host);
+        let NativePlan::Jail { steps, params, .. } = render::native(&p) else {
+            panic!("not a jail plan");
+        };
+        // One rendered step per plan step, in order, each naming its actor.
+        assert_eq!(steps.len(), p.steps.len(), "{what}");
+        for (shown, step) in steps.iter().zip(&p.steps) {
+            let actor = match step.actor() {
+                Actor::Daemon => "daemon:",
+                Actor::Supervisor => "supervisor:",
+                Actor::Child => "child:",
+            };
+            assert!(shown.why.starts_with(actor), "{what}: {shown:?}");
+            // Each step has one runner, consistent with the actor shown.
+            let ok = match executor(step) {
+                Executor::Prepare => step.actor() == Actor::Daemon,
+                Executor::Setup => step.actor() == Actor::Supervisor,
+                Executor::Enter => step.actor() == Actor::Child,
+                Executor::Generic => step.actor() != Actor::Daemon,
+            };
+            assert!(ok, "{what}: {step:?} runs as {:?}", executor(step));
+            // Nothing the runtime does not do: no JAIL_UPDATE step.
+            assert!(
+                !shown.args.iter().any(|a| a.contains("JAIL_UPDATE")),
+                "{what}: {shown:?}"
+            );
+        }
+        // The runners together cover every step exactly once.
+        let total: usize = [
+            Executor::Prepare,
+            Executor::Setup,
+            Executor::Enter,
+            Executor::Generic,
+        ]
+        .into_iter()
+        .map(|e| steps_for(&p.steps, e).count())
+        .sum();
+        assert_eq!(total, p.steps.len(), "{what}");
+        // Every jail persists until teardown; the kernel gets exactly this.
+        assert!(
+            params.contains(&("persist".to_owned(), "1".to_owned())),
+            "{what}: {params:?}"
+        );
+        let iov = crate::pure::jail_iovecs(&p.params).expect("encodes");
+        assert_eq!(iov.len(), p.params.len(), "{what}");
+    }
 }

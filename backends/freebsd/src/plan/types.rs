@@ -110,6 +110,10 @@ pub enum MountSource {
     /// The generated `resolv.conf` in the sandbox's directory (the plan's
     /// `resolv_conf`), a single file mounted over the image's own.
     ResolvConf,
+    /// An empty mode-000 regular file the supervisor creates as
+    /// `<sandbox dir>/masked`, mounted over the sandboxd binary where the
+    /// `host` image shows it: a payload can neither read nor run it.
+    Masked,
 }
 
 /// One mount, made on the host under the jail's root before the jail is
@@ -250,12 +254,17 @@ pub enum JailStep {
     WriteResolvConf,
     /// Perform the plan's `mounts` in order.
     Mounts,
-    /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE); removed when the
-    /// sandbox ends. Fails if another sandbox holds it.
+    /// Add this /32 alias to lo0 (LOOPBACK without VIMAGE). The daemon adds
+    /// it in `Backend::prepare` and records it in the sandbox directory
+    /// like the RESTRICTED aliases, so `Backend::cleanup` removes it by the
+    /// sandbox id alone, even after the supervisor was SIGKILLed. Fails if
+    /// the address is already on the host (another sandbox whose id maps to
+    /// it, or a leak): it is never shared, and never removed by a sandbox
+    /// that did not add it.
     AddLoopbackAlias(Ipv4Addr),
-    /// `jail_set(JAIL_CREATE)` with the plan's `params`. `persist` is also
-    /// set when the params lack it, so the jail survives until the first
-    /// process attaches.
+    /// `jail_set(JAIL_CREATE)` with exactly the plan's `params`, which
+    /// always hold `persist`: the jail stays until teardown or cleanup
+    /// removes it (`jail_remove`), never by the kernel's choice.
     CreateJail,
     /// `rctl_add_rule(2)` for each of the plan's `rctl_rules`, before any
     /// process enters the jail.
@@ -291,9 +300,6 @@ pub enum JailStep {
         /// Environment.
         env: Vec<String>,
     },
-    /// `jail_set(JAIL_UPDATE, nopersist)` once the first process attached:
-    /// the jail now ends with its last process.
-    ClearPersist,
 }
 
 impl JailStep {
@@ -309,7 +315,10 @@ impl JailStep {
             | Self::Chdir(_)
             | Self::Closefrom
             | Self::Execve { .. } => Actor::Child,
-            Self::CheckAddresses | Self::AddAliases | Self::LoadPfRules => Actor::Daemon,
+            Self::CheckAddresses
+            | Self::AddAliases
+            | Self::AddLoopbackAlias(_)
+            | Self::LoadPfRules => Actor::Daemon,
             _ => Actor::Supervisor,
         }
     }
@@ -347,5 +356,11 @@ impl JailPlan {
     /// Where the generated resolv.conf is written on the host.
     pub fn resolv_conf_path(&self) -> PathBuf {
         self.sandbox_dir().join("resolv.conf")
+    }
+
+    /// The empty file mounted over the sandboxd binary
+    /// ([`MountSource::Masked`]).
+    pub fn mask_path(&self) -> PathBuf {
+        self.sandbox_dir().join("masked")
     }
 }

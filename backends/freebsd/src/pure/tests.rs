@@ -29,6 +29,10 @@ fn iov(name: &str, value: Option<&[u8]>) -> JailIov {
 }
 
 fn plan_for(edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
+    plan_on(&HostFacts::assumed(), edit)
+}
+
+fn plan_on(host: &HostFacts, edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
     let mut s = SandboxSpec {
         process: ProcessSpec {
             argv: vec!["/bin/true".into()],
@@ -47,7 +51,7 @@ fn plan_for(edit: fn(&mut SandboxSpec)) -> crate::plan::JailPlan {
         dir: PathBuf::from("/var/db/sandboxd/sandboxes").join(ID),
         ..Default::default()
     };
-    build(&spec, &sandbox, &HostFacts::assumed()).expect("plan builds")
+    build(&spec, &sandbox, host).expect("plan builds")
 }
 
 #[test]
@@ -81,7 +85,7 @@ fn every_param_type_is_encoded_as_the_kernel_reads_it() {
         ),
         param("ip6.addr", ParamValue::Ip6(vec![Ipv6Addr::LOCALHOST])),
     ];
-    let got = jail_iovecs(&params, false).expect("encodes");
+    let got = jail_iovecs(&params).expect("encodes");
     let mut v6 = [0u8; 16];
     v6[15] = 1;
     assert_eq!(
@@ -101,14 +105,15 @@ fn every_param_type_is_encoded_as_the_kernel_reads_it() {
 }
 
 #[test]
-fn persist_is_added_once() {
+fn the_kernel_gets_exactly_the_plans_params() {
     let plain = [param("name", ParamValue::Str("j".into()))];
-    let with = jail_iovecs(&plain, true).expect("encodes");
-    assert_eq!(with.last(), Some(&iov("persist", None)));
-    assert_eq!(jail_iovecs(&plain, false).expect("encodes").len(), 1);
-    let idle = [param("persist", ParamValue::Bool(true))];
     assert_eq!(
-        jail_iovecs(&idle, true).expect("encodes"),
+        jail_iovecs(&plain).expect("encodes"),
+        vec![iov("name", Some(b"j\0"))]
+    );
+    let persist = [param("persist", ParamValue::Bool(true))];
+    assert_eq!(
+        jail_iovecs(&persist).expect("encodes"),
         vec![iov("persist", None)]
     );
 }
@@ -116,17 +121,14 @@ fn persist_is_added_once() {
 #[test]
 fn unencodable_params_are_errors_not_truncations() {
     assert_eq!(
-        jail_iovecs(&[param("securelevel", ParamValue::Int(1 << 40))], false),
+        jail_iovecs(&[param("securelevel", ParamValue::Int(1 << 40))]),
         Err(EncodeError::IntRange {
             name: "securelevel".into(),
             value: 1 << 40
         })
     );
     assert_eq!(
-        jail_iovecs(
-            &[param("host.hostname", ParamValue::Str("a\0b".into()))],
-            false
-        ),
+        jail_iovecs(&[param("host.hostname", ParamValue::Str("a\0b".into()))]),
         Err(EncodeError::Nul("host.hostname".into()))
     );
 }
@@ -134,7 +136,7 @@ fn unencodable_params_are_errors_not_truncations() {
 #[test]
 fn a_real_plan_encodes_with_every_false_allow_negated() {
     let plan = plan_for(|_| {});
-    let iov = jail_iovecs(&plan.params, true).expect("encodes");
+    let iov = jail_iovecs(&plan.params).expect("encodes");
     let names: Vec<String> = iov
         .iter()
         .map(|i| i.name.to_string_lossy().into_owned())
@@ -430,4 +432,68 @@ fn host_network_commands_and_probes() {
         record
     );
     assert_eq!(HOST_NET_RECORD, "hostnet.json");
+}
+
+#[test]
+fn the_loopback_alias_is_a_recorded_daemon_alias_derived_from_the_id() {
+    use crate::plan::{Actor, JailStep, loopback_alias};
+    // LOOPBACK without VIMAGE: the daemon adds the alias before the
+    // supervisor starts, so it is in hostnet.json for cleanup.
+    let host = HostFacts {
+        vimage: false,
+        ..HostFacts::assumed()
+    };
+    let loopback: fn(&mut SandboxSpec) =
+        |s| s.network.mode = sandboxd_core::spec::NetworkMode::Loopback;
+    let plan = plan_on(&host, loopback);
+    let address = loopback_alias(ID);
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
+        .expect("alias step");
+    assert_eq!(step, &JailStep::AddLoopbackAlias(address));
+    assert_eq!(step.actor(), Actor::Daemon);
+    // Before anything the supervisor does.
+    let first_supervisor = plan
+        .steps
+        .iter()
+        .position(|s| s.actor() != Actor::Daemon)
+        .expect("supervisor steps");
+    let at = plan.steps.iter().position(|s| s == step).expect("step");
+    assert!(at < first_supervisor, "{:?}", plan.steps);
+    // Derived from the id alone, stable, in 127.128.0.0/9.
+    assert_eq!(loopback_alias(ID), address);
+    assert_ne!(loopback_alias("0123456789abcdee"), address);
+    assert!(address.octets()[0] == 127 && address.octets()[1] >= 128);
+    // Recorded and removed like a RESTRICTED alias, on lo0.
+    let alias = loopback_host_alias(address);
+    assert_eq!(alias.interface, LOOPBACK_INTERFACE);
+    assert_eq!(
+        ifconfig_alias_args(&alias, true),
+        ["lo0", "inet", &format!("{address}/32"), "alias"]
+    );
+    assert_eq!(
+        ifconfig_alias_args(&alias, false),
+        ["lo0", "inet", &address.to_string(), "-alias"]
+    );
+    let record = HostNetRecord {
+        aliases: vec![alias.clone()],
+        pf_anchor: None,
+    };
+    let json = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<HostNetRecord>(&json)
+            .unwrap()
+            .aliases,
+        [alias]
+    );
+    // With VIMAGE there is no host alias at all.
+    let vnet = plan_for(loopback);
+    assert!(
+        !vnet
+            .steps
+            .iter()
+            .any(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
+    );
 }
