@@ -40,9 +40,12 @@ pub struct ChrootBackend {
 
 /// Builds the backend, probing the host once. `reason` says why this
 /// backend was selected.
-pub fn new_backend(images_dir: PathBuf, reason: &str) -> ChrootBackend {
+pub fn new_backend(
+    options: &sandboxd_core::backend::BackendOptions,
+    reason: &str,
+) -> ChrootBackend {
     ChrootBackend {
-        images_dir,
+        images_dir: options.images_dir.clone(),
         facts: probe(),
         reason: reason.to_owned(),
     }

@@ -25,11 +25,19 @@ pub struct FreeBsdBackend {
 
 /// Builds the backend, probing the host once. `reason` says why this
 /// backend was selected.
-pub fn new_backend(images_dir: PathBuf, reason: &str) -> FreeBsdBackend {
-    FreeBsdBackend {
-        images_dir,
+pub fn new_backend(
+    options: &sandboxd_core::backend::BackendOptions,
+    reason: &str,
+) -> FreeBsdBackend {
+    let backend = FreeBsdBackend {
+        images_dir: options.images_dir.clone(),
         facts: probe(),
         reason: reason.to_owned(),
+    };
+    // The daemon's configuration wins over the probe's guess.
+    match &options.alias_interface {
+        Some(interface) => backend.with_alias_interface(Some(interface.clone())),
+        None => backend,
     }
 }
 

@@ -20,9 +20,9 @@ pub struct LinuxBackend {
 }
 
 /// Builds the backend, probing the host once.
-pub fn new_backend(images_dir: PathBuf, reason: &str) -> LinuxBackend {
+pub fn new_backend(options: &sandboxd_core::backend::BackendOptions, reason: &str) -> LinuxBackend {
     LinuxBackend {
-        images_dir,
+        images_dir: options.images_dir.clone(),
         facts: probe(),
         reason: reason.to_owned(),
     }

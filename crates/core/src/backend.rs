@@ -75,6 +75,17 @@ pub enum BackendError {
     Encode(#[from] serde_json::Error),
 }
 
+/// Daemon configuration a backend is built with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendOptions {
+    /// The images directory.
+    pub images_dir: PathBuf,
+    /// FreeBSD: the interface RESTRICTED addresses are added to as aliases
+    /// (`None`: the probe's choice, `lo1` if it exists). Other backends
+    /// ignore it.
+    pub alias_interface: Option<String>,
+}
+
 /// The file, under a sandbox's directory, holding its generated
 /// `/etc/resolv.conf`.
 pub const RESOLV_CONF: &str = "resolv.conf";

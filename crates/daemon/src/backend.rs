@@ -2,10 +2,10 @@
 //! crate exports the same two entry points: `new_backend` (the daemon side)
 //! and `supervisor_main` (the helper side).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use sandboxd_core::Backend;
+use sandboxd_core::backend::BackendOptions;
 
 cfg_if::cfg_if! {
     if #[cfg(feature = "force-chroot")] {
@@ -28,8 +28,8 @@ cfg_if::cfg_if! {
 }
 
 /// Builds the compiled-in backend.
-pub fn new(images_dir: PathBuf) -> Arc<dyn Backend> {
-    Arc::new(selected::new_backend(images_dir, REASON))
+pub fn new(options: &BackendOptions) -> Arc<dyn Backend> {
+    Arc::new(selected::new_backend(options, REASON))
 }
 
 /// The compiled-in backend's supervisor helper.

@@ -105,6 +105,9 @@ pub struct FileConfig {
     pub net_pool: Vec<String>,
     /// Port-forward floor.
     pub port_floor: Option<u16>,
+    /// FreeBSD: the interface RESTRICTED addresses are added to as aliases
+    /// (default: `lo1` if it exists, else they must already be configured).
+    pub alias_interface: Option<String>,
     /// Log format.
     pub log_format: Option<LogFormat>,
     /// TLS for TCP listeners.
@@ -254,6 +257,8 @@ pub struct Config {
     pub net_pool: Vec<IpNet>,
     /// Port-forward policy.
     pub ports: PortPolicy,
+    /// FreeBSD alias interface.
+    pub alias_interface: Option<String>,
     /// TLS, required when a TCP listener is configured.
     pub tls: Option<Tls>,
     /// Known remote identities.
@@ -367,6 +372,17 @@ impl Config {
             }
             net_pool.push(range);
         }
+        if let Some(name) = &file.alias_interface {
+            let ok = (1..=15).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+            if !ok {
+                bail!(
+                    "alias_interface {name:?}: not an interface name (1-15 letters, digits, '_' or '.')"
+                );
+            }
+        }
         let port_floor = args.port_floor.or(file.port_floor).unwrap_or(1024);
         if port_floor == 0 {
             bail!("port-floor 0: must be at least 1");
@@ -472,6 +488,7 @@ impl Config {
                 // The daemon's own TCP ports are never forwarded.
                 reserved: tcp_ports,
             },
+            alias_interface: file.alias_interface,
             tls,
             identities,
             default_max_sandboxes: file.limits.max_sandboxes_per_identity,
@@ -567,6 +584,11 @@ mod tests {
                 "not a network mode",
             ),
             (&[], "[identities.local]\nadmin = true", "reserved"),
+            (
+                &[],
+                "alias_interface = \"lo1; reboot\"",
+                "not an interface name",
+            ),
             (
                 &[],
                 "[tls]\nclient_ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",

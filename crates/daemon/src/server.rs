@@ -36,7 +36,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let backend = crate::backend::new(config.images_dir.clone());
+    let backend = crate::backend::new(&sandboxd_core::backend::BackendOptions {
+        images_dir: config.images_dir.clone(),
+        alias_interface: config.alias_interface.clone(),
+    });
     tracing::info!(
         backend = backend.kind().as_str(),
         reason = crate::backend::REASON,
