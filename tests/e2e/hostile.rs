@@ -282,6 +282,101 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "not an IPv4 or IPv6",
     ),
     (
+        "NAT outside RESTRICTED",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::None as i32,
+                outbound_nat: true,
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "spec.network.outbound_nat",
+    ),
+    (
+        "port forward to port 0",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                port_forwards: vec![pb::PortForward {
+                    protocol: 0,
+                    host_port: 8080,
+                    sandbox_port: 0,
+                }],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "sandbox_port",
+    ),
+    (
+        "port forward of an unknown protocol",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                port_forwards: vec![pb::PortForward {
+                    protocol: 42,
+                    host_port: 8080,
+                    sandbox_port: 80,
+                }],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "protocol",
+    ),
+    (
+        "a host port forwarded twice",
+        |s| {
+            let f = pb::PortForward {
+                protocol: 0,
+                host_port: 8080,
+                sandbox_port: 80,
+            };
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                port_forwards: vec![f, f],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "forwarded twice",
+    ),
+    (
+        "a nameserver that is not an address",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                dns_servers: vec!["resolver.example".into()],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "spec.network.dns_servers[0]",
+    ),
+    (
+        "four nameservers",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                dns_servers: vec!["203.0.113.53".into(); 4],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "at most 3 nameservers",
+    ),
+    (
+        "a search domain with a newline (resolv.conf injection)",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                dns_servers: vec!["203.0.113.53".into()],
+                dns_search: vec!["example.org\nnameserver 198.51.100.66".into()],
+                ..Default::default()
+            })
+        },
+        Code::InvalidArgument,
+        "spec.network.dns_search[0]",
+    ),
+    (
         "HOST network without --allow-host-network",
         |s| {
             s.network = Some(pb::NetworkPolicy {
@@ -410,6 +505,39 @@ const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
 ];
 
 /// A snapshot of what a hostile request must not change.
+/// A digest of every regular file's path and content under `root`
+/// (unreadable files count by path only).
+fn digest(root: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, h: &mut std::collections::hash_map::DefaultHasher) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(std::fs::DirEntry::path);
+        for e in entries {
+            let p = e.path();
+            p.hash(h);
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&p, h),
+                Ok(t) if t.is_file() => std::fs::read(&p).unwrap_or_default().hash(h),
+                _ => {}
+            }
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    walk(root, &mut h);
+    h.finish()
+}
+
+/// A small tree the hostile requests aim at (by mount source and path).
+fn plant_canary(d: &Daemon) {
+    let dir = d.dir.join("canary");
+    std::fs::create_dir_all(dir.join("sub")).expect("canary dir");
+    std::fs::write(dir.join("secret"), "do not touch").expect("canary");
+    std::fs::write(dir.join("sub/key"), "nor this").expect("canary");
+}
+
 fn host_state(d: &Daemon) -> (BTreeSet<String>, BTreeSet<String>) {
     fn walk(dir: &Path, skip: &Path, out: &mut BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -428,6 +556,9 @@ fn host_state(d: &Daemon) -> (BTreeSet<String>, BTreeSet<String>) {
     }
     let mut files = BTreeSet::new();
     walk(&d.dir, &d.state, &mut files);
+    // Contents, not just names: a canary tree of our own and the host's /etc.
+    files.insert(format!("digest {}", digest(&d.dir.join("canary"))));
+    files.insert(format!("digest /etc {}", digest(Path::new("/etc"))));
     walk(
         Path::new("/srv/sandboxd-allowed"),
         Path::new("/nonexistent"),
@@ -459,6 +590,7 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
     d.make_busybox_image("tiny");
     std::os::unix::fs::symlink("/", d.images.join("evil")).expect("symlink image");
     let mut c = d.clients().await;
+    plant_canary(&d);
     let before = host_state(&d);
     let mut count = 0;
     let backend_cases = if linux_backend() {
@@ -492,7 +624,8 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
         "a failed create left state behind"
     );
     count += other_hostile_calls(&mut c).await;
-    assert!(count >= 20, "only {count} hostile requests");
+    eprintln!("{count} hostile requests, each refused with the expected status");
+    assert!(count >= 60, "only {count} hostile requests");
     assert_eq!(host_state(&d), before, "hostile requests changed the host");
     let list = c
         .sandboxes
