@@ -1,7 +1,7 @@
 //! `--soak SECONDS`: a soak run for durability, not speed. Four concurrent
 //! clients loop create (IDLE) → ExecSync → destroy against a private daemon
 //! for the given time, every other cycle with a RESTRICTED network (netns,
-//! veth, routes, nft table, NAT) from a 203.0.113.0/24 pool; at the end it
+//! veth, routes, nft table, NAT) from a 198.51.100.192/26 pool; at the end it
 //! reports cycles, failures and leaks (mounts under the private directory,
 //! sandbox state directories, supervisors, sandbox cgroups, sandbox links,
 //! nft tables and pool routes left), and fails unless both are zero.
@@ -19,8 +19,10 @@ use super::procfs;
 
 /// Concurrent clients.
 const CLIENTS: usize = 4;
-/// The RESTRICTED sandboxes' address pool (a documentation range).
-const POOL: &str = "203.0.113.0/24";
+/// The RESTRICTED sandboxes' address pool: a documentation range the e2e
+/// tests never lease from (they use 203.0.113.0/24 and the low end of
+/// 198.51.100.0/24), so a soak can run beside them.
+const POOL: &str = "198.51.100.192/26";
 
 /// Runs the soak for `seconds` against a daemon started on `dir`.
 pub(crate) async fn soak(sandboxd: &Path, dir: &Path, seconds: u64) -> anyhow::Result<()> {
@@ -132,7 +134,7 @@ fn leaks(dir: &Path) -> Vec<String> {
     out.extend(
         text("ip", &["route", "show", "table", "all"])
             .lines()
-            .filter(|l| l.starts_with("203.0.113.") || l.contains(" 203.0.113."))
+            .filter(|l| l.starts_with("198.51.100.") || l.contains(" 198.51.100."))
             .map(|l| format!("route {l}")),
     );
     for root in [
