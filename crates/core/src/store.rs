@@ -164,8 +164,13 @@ pub enum StoreError {
 /// fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    // Unique per call, not just per process: two threads saving the same
+    // record at once (an exit and a destroy) must not share a temp file,
+    // or one's rename finds it gone.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let write = |tmp: &Path| -> io::Result<()> {
         let mut f = OpenOptions::new()
@@ -300,6 +305,31 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod concurrent_tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("sandboxd-store-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("record.json");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        super::write_atomic(path, format!("{i}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "temp files left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
