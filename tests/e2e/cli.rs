@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{Daemon, linux_backend};
+use crate::harness::{BackendUnderTest, Daemon, backend, chroot_backend};
 
 /// The sandboxctl binary built next to sandboxd (ci/test.sh builds every
 /// binary before the tests run).
@@ -93,14 +93,19 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
     let caps: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(
         caps["backend"],
-        if linux_backend() { "LINUX" } else { "CHROOT" }
+        match backend() {
+            BackendUnderTest::Linux => "LINUX",
+            BackendUnderTest::Freebsd => "FREEBSD",
+            BackendUnderTest::Chroot => "CHROOT",
+        }
     );
     // What this daemon cannot give: RESTRICTED without an address pool
-    // (Linux), a REQUIRED hostname (chroot).
-    let refused = if linux_backend() {
-        ["--network", "restricted", "--address", "203.0.113.10"]
-    } else {
+    // (Linux, FreeBSD: the daemon has no --net-pool), a REQUIRED hostname
+    // (chroot).
+    let refused = if chroot_backend() {
         ["--hostname", "web", "--cwd", "/"]
+    } else {
+        ["--network", "restricted", "--address", "203.0.113.10"]
     };
     let (code, _, err) = run(
         sandboxctl(&d)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sandboxd_core::fault;
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Daemon, linux_backend, network_leaks};
+use crate::harness::{Daemon, linux_backend, mount_table, network_leaks};
 use crate::network::Pool;
 
 fn spec(pool: &Pool) -> pb::SandboxSpec {
@@ -65,7 +65,7 @@ fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
                 .map(|e| format!("state {}", e.path().display())),
         );
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = mount_table();
     left.extend(
         mountinfo
             .lines()

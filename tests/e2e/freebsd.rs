@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, code, out};
+use crate::harness::{Clients, Daemon, argv, code, freebsd_backend, out};
 
 /// Prints why a test does nothing on this host, instead of skipping
 /// silently. True when the test must return.
 fn skip_unless_freebsd(test: &str) -> bool {
-    if cfg!(all(target_os = "freebsd", not(feature = "force-chroot"))) {
+    if freebsd_backend() {
         return false;
     }
     if cfg!(target_os = "freebsd") {

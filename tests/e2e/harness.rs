@@ -19,10 +19,164 @@ use tonic::transport::{Channel, Endpoint};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Whether this build's daemon uses the Linux namespace backend (otherwise
-/// the chroot backend: `--features force-chroot`, or a non-Linux OS).
+/// The backend this build's daemon uses, chosen at compile time as the
+/// daemon chooses it: `--features force-chroot` selects chroot on any OS;
+/// otherwise Linux uses namespaces, FreeBSD jails and every other OS chroot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackendUnderTest {
+    /// Linux namespaces.
+    Linux,
+    /// chroot(2), on any OS.
+    Chroot,
+    /// FreeBSD jails.
+    Freebsd,
+}
+
+impl BackendUnderTest {
+    /// For SKIPPED messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Linux => "the Linux namespace backend",
+            Self::Chroot => "the chroot backend",
+            Self::Freebsd => "the FreeBSD jail backend",
+        }
+    }
+}
+
+/// The backend under test.
+pub(crate) fn backend() -> BackendUnderTest {
+    if cfg!(feature = "force-chroot") {
+        BackendUnderTest::Chroot
+    } else if cfg!(target_os = "linux") {
+        BackendUnderTest::Linux
+    } else if cfg!(target_os = "freebsd") {
+        BackendUnderTest::Freebsd
+    } else {
+        BackendUnderTest::Chroot
+    }
+}
+
+/// Whether this build's daemon uses the Linux namespace backend.
 pub(crate) fn linux_backend() -> bool {
-    cfg!(all(target_os = "linux", not(feature = "force-chroot")))
+    backend() == BackendUnderTest::Linux
+}
+
+/// Whether this build's daemon uses the FreeBSD jail backend.
+pub(crate) fn freebsd_backend() -> bool {
+    backend() == BackendUnderTest::Freebsd
+}
+
+/// Whether this build's daemon uses the chroot backend (`--features
+/// force-chroot`, or an OS without a backend of its own).
+pub(crate) fn chroot_backend() -> bool {
+    backend() == BackendUnderTest::Chroot
+}
+
+/// On the FreeBSD jail backend, prints that `what` of `test` is skipped and
+/// `why`, and returns true; elsewhere returns false. Never skips silently.
+pub(crate) fn skipped_on_freebsd(test: &str, what: &str, why: &str) -> bool {
+    if !freebsd_backend() {
+        return false;
+    }
+    eprintln!("SKIPPED {test}: {what} on the FreeBSD jail backend because {why}");
+    true
+}
+
+/// The host's mount table as text, one mount a line: `/proc/self/mountinfo`
+/// on Linux, `mount -p` on FreeBSD, `mount` elsewhere.
+pub(crate) fn mount_table() -> String {
+    if cfg!(target_os = "linux") {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    } else {
+        let mut cmd = Command::new("mount");
+        if cfg!(target_os = "freebsd") {
+            cmd.arg("-p");
+        }
+        cmd.stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The mount points in [`mount_table`]: mountinfo's fifth field on Linux,
+/// `mount -p`'s second on FreeBSD, the word after " on " elsewhere.
+pub(crate) fn mount_points() -> Vec<String> {
+    let table = mount_table();
+    if cfg!(target_os = "linux") {
+        table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(str::to_owned)
+            .collect()
+    } else if cfg!(target_os = "freebsd") {
+        table
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+            .collect()
+    } else {
+        table
+            .lines()
+            .filter_map(|l| l.split(" on ").nth(1)?.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Whether `pid` runs the supervisor of sandbox `id`, by command line (not
+/// bare pid: another test may have been given the same pid since).
+/// `/proc/<pid>/cmdline` on Linux, `ps -ww -o command=` elsewhere (whose
+/// words are separated by spaces, not NULs).
+pub(crate) fn runs_supervisor_of(pid: impl std::fmt::Display, id: &str) -> bool {
+    if cfg!(target_os = "linux") {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}"))
+    } else {
+        ps(pid, "command").contains(&format!("__supervise {id}"))
+    }
+}
+
+/// `ps -ww -o KEYWORD= -p PID`: empty when there is no such process.
+fn ps(pid: impl std::fmt::Display, keyword: &str) -> String {
+    Command::new("ps")
+        .args(["-ww", "-o", &format!("{keyword}="), "-p", &pid.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` exists, zombies included: `/proc/<pid>` on
+/// Linux, kill(pid, 0) elsewhere.
+pub(crate) fn process_exists(pid: impl std::fmt::Display) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        pid.to_string().parse::<i32>().is_ok_and(|p| {
+            p > 0
+                && !matches!(
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
+                    Err(nix::errno::Errno::ESRCH)
+                )
+        })
+    }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie): its state in
+/// `/proc/<pid>/stat` on Linux, `ps -o state=` elsewhere.
+pub(crate) fn process_running(pid: impl std::fmt::Display) -> bool {
+    if cfg!(target_os = "linux") {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    } else {
+        let state = ps(pid, "state");
+        !state.is_empty() && !state.starts_with('Z')
+    }
 }
 
 /// Fails loudly (never skips) when not root: CI runs these as root.
@@ -320,7 +474,7 @@ impl Daemon {
     /// Mounts under the test dir, live supervisors, and sandbox state dirs.
     fn leaks(&self, supervisors: &[(String, i64)]) -> Vec<String> {
         let mut leaks = Vec::new();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mountinfo = mount_table();
         let dir = self.dir.display().to_string();
         leaks.extend(
             mountinfo
@@ -331,13 +485,13 @@ impl Daemon {
         for (id, pid) in supervisors.iter().filter(|(_, p)| *p > 0) {
             // By command line, not bare pid: another test may have been given
             // the same pid since.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}")) {
+            if runs_supervisor_of(pid, id) {
                 leaks.push(format!("supervisor pid {pid} of {id} still running"));
             }
         }
         for (id, _) in supervisors {
             leaks.extend(network_leaks(id));
+            leaks.extend(jail_leaks(id));
         }
         if let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) {
             leaks.extend(
@@ -359,14 +513,13 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
             for (id, pid) in self.recorded_supervisors() {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if !String::from_utf8_lossy(&cmdline).contains(&format!("__supervise\0{id}")) {
+                if !runs_supervisor_of(pid, &id) {
                     continue;
                 }
                 let pid = nix::unistd::Pid::from_raw(pid);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                while process_exists(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -400,9 +553,7 @@ impl Drop for Daemon {
         // Never delete through a mount: only a directory nothing is mounted
         // under goes away.
         let dir = self.dir.display().to_string();
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(&dir);
+        let mounted = mount_table().contains(&dir);
         if !mounted {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -557,10 +708,39 @@ pub(crate) fn network_leaks(id: &str) -> Vec<String> {
     leaks
 }
 
-/// Mount lines currently in the host's mountinfo.
+/// On the FreeBSD jail backend, a sandbox's jail and rctl rules, if either
+/// is still there (its mounts are in the mount check); elsewhere nothing.
+pub(crate) fn jail_leaks(id: &str) -> Vec<String> {
+    let mut leaks = Vec::new();
+    if !freebsd_backend() {
+        return leaks;
+    }
+    let name = format!("sandboxd-{id}");
+    let found = Command::new("/usr/sbin/jls")
+        .args(["-j", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        leaks.push(format!("jail {name}"));
+    }
+    if let Ok(o) = Command::new("/usr/bin/rctl")
+        .arg(format!("jail:{name}"))
+        .stderr(Stdio::null())
+        .output()
+    {
+        leaks.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("jail:"))
+                .map(|l| format!("rctl {l}")),
+        );
+    }
+    leaks
+}
+
+/// Lines currently in the host's mount table ([`mount_table`]).
 pub(crate) fn mount_count() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .count()
+    mount_table().lines().count()
 }

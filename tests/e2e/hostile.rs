@@ -8,7 +8,7 @@ use std::path::Path;
 use sandboxd_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv, linux_backend};
+use crate::harness::{BackendUnderTest, Clients, Daemon, argv, backend, mount_points};
 
 type Edit = fn(&mut pb::SandboxSpec);
 
@@ -504,6 +504,46 @@ const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
     ),
 ];
 
+/// Refused by the FreeBSD jail backend (what FreeBSD lacks, targets the
+/// jail's devfs owns) and by the daemon without a pool (as on Linux).
+const FREEBSD_REFUSALS: &[(&str, Edit, Code, &str)] = &[
+    (
+        "REQUIRED cgroup on FreeBSD",
+        |s| {
+            s.isolation = Some(pb::Isolation {
+                cgroup: pb::Requirement::Required as i32,
+                ..Default::default()
+            })
+        },
+        Code::FailedPrecondition,
+        "cgroup",
+    ),
+    (
+        "a named RESTRICTED address on a daemon without a pool",
+        |s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Restricted as i32,
+                addresses: vec!["203.0.113.10".into()],
+                ..Default::default()
+            })
+        },
+        Code::FailedPrecondition,
+        "network",
+    ),
+    (
+        "mount target under /dev",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/srv/sandboxd-allowed".into(),
+                target: "/dev/x".into(),
+                read_only: true,
+            })
+        },
+        Code::FailedPrecondition,
+        "/dev",
+    ),
+];
+
 /// A snapshot of what a hostile request must not change.
 /// A digest of every regular file's path and content under `root`
 /// (unreadable files count by path only).
@@ -567,12 +607,9 @@ fn host_state(d: &Daemon) -> (BTreeSet<String>, BTreeSet<String>) {
     // Other tests run in parallel and mount under their own directories:
     // compare ours plus every mount point that belongs to no test.
     let ours = d.dir.display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
+    let mounts = mount_points()
+        .into_iter()
         .filter(|m| m.contains(&ours) || !m.contains("sandboxd-e2e-"))
-        .map(str::to_owned)
         .collect();
     (files, mounts)
 }
@@ -587,16 +624,22 @@ async fn state_dir_entries(d: &Daemon) -> usize {
 async fn hostile_requests_get_clear_errors_and_change_nothing() {
     std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
     let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
-    d.make_busybox_image("tiny");
+    if cfg!(target_os = "linux") {
+        d.make_busybox_image("tiny");
+    } else {
+        // The busybox image is a Linux binary; an empty image is enough
+        // here (nothing runs in it).
+        std::fs::create_dir_all(d.images.join("tiny/bin")).expect("tiny image");
+    }
     std::os::unix::fs::symlink("/", d.images.join("evil")).expect("symlink image");
     let mut c = d.clients().await;
     plant_canary(&d);
     let before = host_state(&d);
     let mut count = 0;
-    let backend_cases = if linux_backend() {
-        LINUX_REFUSALS
-    } else {
-        CHROOT_REFUSALS
+    let backend_cases = match backend() {
+        BackendUnderTest::Linux => LINUX_REFUSALS,
+        BackendUnderTest::Freebsd => FREEBSD_REFUSALS,
+        BackendUnderTest::Chroot => CHROOT_REFUSALS,
     };
     for (what, edit, want_code, want_text) in CREATES.iter().chain(backend_cases) {
         let mut spec = base();

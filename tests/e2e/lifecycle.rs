@@ -5,7 +5,10 @@ use std::time::Duration;
 use sandboxd_proto::v1 as pb;
 use tokio_stream::StreamExt;
 
-use crate::harness::{Daemon, argv, code, linux_backend, out};
+use crate::harness::{
+    BackendUnderTest, Daemon, argv, backend, chroot_backend, code, linux_backend, out,
+    process_exists, process_running, skipped_on_freebsd,
+};
 
 fn idle_spec() -> pb::SandboxSpec {
     pb::SandboxSpec {
@@ -171,12 +174,7 @@ async fn exec_sync_timeout_kills_only_that_process_tree() {
 
 fn alive(pid: i32) -> bool {
     // A zombie is dead for this purpose.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    process_running(pid)
 }
 
 #[tokio::test]
@@ -351,37 +349,13 @@ async fn what_a_sandboxed_process_sees() {
         .await;
     let pid = sb.main_pid;
     assert!(pid > 0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .map(str::to_owned)
-            .expect(name)
-    };
-    assert_eq!(
-        field("Uid:").split_whitespace().next(),
-        Some("65534"),
-        "runs as the default unprivileged uid"
-    );
-    assert_eq!(field("Gid:").split_whitespace().next(), Some("65534"));
-    assert_eq!(field("NoNewPrivs:"), "1");
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fds")
-        .map(|e| e.expect("fd").file_name().to_string_lossy().into_owned())
-        .collect();
-    fds.sort();
-    assert_eq!(fds, vec!["0", "1", "2"], "only stdio is open");
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("root link");
-    if linux_backend() {
-        // pivot_root in its own mount namespace: its root is that
-        // namespace's "/", not a host path.
-        assert_eq!(root, std::path::Path::new("/"));
+    if cfg!(target_os = "linux") {
+        main_process_as_the_host_sees_it(&d, pid);
     } else {
-        assert!(
-            root.starts_with(&d.state),
-            "root {root:?} is the sandbox's rootfs under the state dir"
+        eprintln!(
+            "SKIPPED what_a_sandboxed_process_sees: the host-side checks of the main process (uid, gid, NoNewPrivs, open fds, root) on {} because they read Linux's /proc/<pid>, which {} lacks; the in-sandbox checks below run",
+            backend().name(),
+            std::env::consts::OS
         );
     }
 
@@ -429,8 +403,52 @@ async fn what_a_sandboxed_process_sees() {
     d.finish().await;
 }
 
+/// What the host's /proc (Linux) says about a sandbox's main process.
+fn main_process_as_the_host_sees_it(d: &Daemon, pid: i64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .map(str::to_owned)
+            .expect(name)
+    };
+    assert_eq!(
+        field("Uid:").split_whitespace().next(),
+        Some("65534"),
+        "runs as the default unprivileged uid"
+    );
+    assert_eq!(field("Gid:").split_whitespace().next(), Some("65534"));
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .map(|e| e.expect("fd").file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, vec!["0", "1", "2"], "only stdio is open");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("root link");
+    if linux_backend() {
+        // pivot_root in its own mount namespace: its root is that
+        // namespace's "/", not a host path.
+        assert_eq!(root, std::path::Path::new("/"));
+    } else {
+        assert!(
+            root.starts_with(&d.state),
+            "root {root:?} is the sandbox's rootfs under the state dir"
+        );
+    }
+}
+
 #[tokio::test]
 async fn directory_image_with_overlay_keeps_the_image_pristine() {
+    if skipped_on_freebsd(
+        "directory_image_with_overlay_keeps_the_image_pristine",
+        "the whole test",
+        "a writable directory image has no copy-on-write layer there (writes go to the image itself, as its FILESYSTEM caveat says), and the busybox image is a Linux binary",
+    ) {
+        return;
+    }
     let d = Daemon::start();
     let image = d.make_busybox_image("tiny");
     let mut c = d.clients().await;
@@ -468,11 +486,17 @@ async fn directory_image_with_overlay_keeps_the_image_pristine() {
 
 #[tokio::test]
 async fn required_isolation_the_chroot_backend_lacks_is_refused_with_every_property_named() {
-    if linux_backend() {
-        eprintln!(
-            "chroot-backend test: this build uses the Linux backend (see linux::required_isolation_this_runtime_lacks_is_refused)"
-        );
-        return;
+    match backend() {
+        BackendUnderTest::Linux => {
+            eprintln!(
+                "SKIPPED required_isolation_the_chroot_backend_lacks_is_refused_with_every_property_named: this build uses the Linux backend (see linux::required_isolation_this_runtime_lacks_is_refused)"
+            );
+            return;
+        }
+        BackendUnderTest::Freebsd => {
+            return required_isolation_the_jail_backend_lacks_is_refused().await;
+        }
+        BackendUnderTest::Chroot => {}
     }
     let d = Daemon::start();
     let mut c = d.clients().await;
@@ -519,6 +543,60 @@ async fn required_isolation_the_chroot_backend_lacks_is_refused_with_every_prope
         .expect("pid row");
     assert!(pid_row.degraded);
     assert_eq!(pid_row.level, pb::EnforcementLevel::NotEnforced as i32);
+    d.finish().await;
+}
+
+/// The jail backend's counterpart: pid, hostname and ipc are enforced, but
+/// FreeBSD has no cgroups, so a REQUIRED cgroup is refused by name and a
+/// PREFERRED one is reported NOT_ENFORCED and degraded.
+async fn required_isolation_the_jail_backend_lacks_is_refused() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let spec = pb::SandboxSpec {
+        hostname: "web".into(),
+        isolation: Some(pb::Isolation {
+            pid: pb::Requirement::Required as i32,
+            ipc: pb::Requirement::Required as i32,
+            cgroup: pb::Requirement::Required as i32,
+            ..Default::default()
+        }),
+        process: Some(argv(&["/bin/true"])),
+        ..Default::default()
+    };
+    let err = c
+        .sandboxes
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(spec.clone()),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("cgroup:"), "{}", err.message());
+    for prop in ["pid:", "hostname:", "ipc:"] {
+        assert!(
+            !err.message().contains(prop),
+            "{prop} is enforced by a jail, yet refused: {}",
+            err.message()
+        );
+    }
+    let mut spec = spec;
+    spec.isolation = Some(pb::Isolation {
+        pid: pb::Requirement::Required as i32,
+        ipc: pb::Requirement::Required as i32,
+        cgroup: pb::Requirement::Preferred as i32,
+        ..Default::default()
+    });
+    let sb = c.create(spec).await;
+    let cgroup_row = sb
+        .isolation
+        .expect("report")
+        .properties
+        .into_iter()
+        .find(|p| p.property == pb::IsolationProperty::Cgroup as i32)
+        .expect("cgroup row");
+    assert!(cgroup_row.degraded);
+    assert_eq!(cgroup_row.level, pb::EnforcementLevel::NotEnforced as i32);
     d.finish().await;
 }
 
@@ -621,15 +699,19 @@ async fn capabilities_and_plans_for_every_backend() {
         .await
         .expect("caps")
         .into_inner();
-    if linux_backend() {
-        assert_eq!(caps.backend, pb::BackendKind::Linux as i32);
-    } else {
-        assert_eq!(
-            caps.backend,
-            pb::BackendKind::Chroot as i32,
-            "force-chroot selects chroot and says so"
-        );
-        assert!(caps.backend_reason.contains("chroot"));
+    match backend() {
+        BackendUnderTest::Linux => assert_eq!(caps.backend, pb::BackendKind::Linux as i32),
+        BackendUnderTest::Freebsd => {
+            assert_eq!(caps.backend, pb::BackendKind::Freebsd as i32);
+        }
+        BackendUnderTest::Chroot => {
+            assert_eq!(
+                caps.backend,
+                pb::BackendKind::Chroot as i32,
+                "force-chroot selects chroot and says so"
+            );
+            assert!(caps.backend_reason.contains("chroot"));
+        }
     }
     assert_eq!(caps.matrix.len(), 14);
     assert!(caps.images.contains(&"host".to_owned()));
@@ -906,17 +988,13 @@ async fn a_killed_supervisor_takes_its_sandboxs_processes_with_it() {
         (idle.supervisor_pid, execd),
     ];
     for (supervisor, victim) in pids {
-        let alive = |pid: i64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let alive = |pid: i64| process_exists(pid);
         assert!(alive(victim), "{victim} runs before");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(supervisor).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill supervisor");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Gone, or a zombie the daemon's reaping of the supervisor removes.
-        let running = |pid: i64| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| !s.contains(") Z "))
-                .unwrap_or(false)
-        };
+        let running = |pid: i64| process_running(pid);
         while running(victim) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -949,6 +1027,13 @@ async fn exec_sync_keeps_output_when_a_background_child_holds_the_pipe() {
 
 #[tokio::test]
 async fn root_in_a_sandbox_has_no_mount_or_mknod_capability() {
+    if skipped_on_freebsd(
+        "root_in_a_sandbox_has_no_mount_or_mknod_capability",
+        "the whole test",
+        "it runs a Linux busybox image and reads the Linux capability bounding set from /proc; jail root's missing mount and device privileges are checked in freebsd::jail_hides_the_host_and_withholds_privileges",
+    ) {
+        return;
+    }
     let d = Daemon::start();
     d.make_busybox_image("tiny");
     let mut c = d.clients().await;
@@ -970,7 +1055,7 @@ async fn root_in_a_sandbox_has_no_mount_or_mknod_capability() {
         "stderr: {}",
         String::from_utf8_lossy(&r.stderr)
     );
-    if !linux_backend() {
+    if chroot_backend() {
         // In a plain chroot a second chroot is the classic escape.
         let mut p = argv(&[
             "/bin/sh",
@@ -1006,7 +1091,7 @@ async fn root_in_a_sandbox_has_no_mount_or_mknod_capability() {
         .expect("CapBnd")
         .trim();
     let bnd = u64::from_str_radix(bnd, 16).expect("hex");
-    if !linux_backend() {
+    if chroot_backend() {
         assert_eq!(
             bnd & (1 << 18),
             0,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, code, linux_backend, out};
+use crate::harness::{Clients, Daemon, argv, backend, code, linux_backend, out};
 
 /// Prints why a test does nothing in this build, instead of skipping
 /// silently.
@@ -14,9 +14,17 @@ fn skip_unless_linux(test: &str) -> bool {
     if linux_backend() {
         return false;
     }
-    eprintln!(
-        "SKIPPED {test}: this build uses the chroot backend (force-chroot); the Linux suite runs in the default build"
-    );
+    if cfg!(target_os = "linux") {
+        eprintln!(
+            "SKIPPED {test}: this build uses the chroot backend (force-chroot); the Linux suite runs in the default build"
+        );
+    } else {
+        eprintln!(
+            "SKIPPED {test}: the Linux namespace backend's suite needs a Linux host; this host is {} and this build uses {}",
+            std::env::consts::OS,
+            backend().name()
+        );
+    }
     true
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sandboxd_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv, code, linux_backend, out};
+use crate::harness::{Clients, Daemon, argv, backend, chroot_backend, code, linux_backend, out};
 
 /// Prints why a test does nothing in this build, instead of skipping
 /// silently.
@@ -22,8 +22,14 @@ fn skip_unless_linux(test: &str) -> bool {
     if linux_backend() {
         return false;
     }
+    let elsewhere = if chroot_backend() {
+        "whose refusal is tested in chroot_refuses_private_networks"
+    } else {
+        "whose networking is tested in the freebsd module"
+    };
     eprintln!(
-        "SKIPPED {test}: RESTRICTED networking (veth + nftables) is the Linux backend's; this build uses the chroot backend, whose refusal is tested in chroot_refuses_private_networks"
+        "SKIPPED {test}: RESTRICTED networking (veth + nftables, test hosts in network namespaces made with ip, nsenter and nft) is the Linux backend's and needs Linux; this build uses {}, {elsewhere}",
+        backend().name()
     );
     true
 }
@@ -31,6 +37,11 @@ fn skip_unless_linux(test: &str) -> bool {
 /// Refuses to run on a host whose own interfaces use the ranges these
 /// tests take (a test host's /30 or a pool route would shadow them).
 fn ranges_are_free() {
+    if !cfg!(target_os = "linux") {
+        // No `ip` here, and no test host: only the Linux backend configures
+        // these ranges, and its tests run on Linux alone.
+        return;
+    }
     let addrs = Command::new("ip")
         .args(["-o", "addr", "show"])
         .output()
@@ -725,9 +736,10 @@ async fn leases_survive_a_daemon_restart() {
 
 #[tokio::test]
 async fn chroot_refuses_private_networks() {
-    if linux_backend() {
+    if !chroot_backend() {
         eprintln!(
-            "SKIPPED chroot_refuses_private_networks: this build uses the Linux backend; the chroot backend's refusals are checked in the force-chroot run"
+            "SKIPPED chroot_refuses_private_networks: this build uses {}, which gives NONE, LOOPBACK and RESTRICTED; the chroot backend's refusals are checked in the force-chroot run",
+            backend().name()
         );
         return;
     }

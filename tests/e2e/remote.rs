@@ -166,32 +166,48 @@ fn state_entries(d: &Daemon) -> usize {
 
 #[tokio::test]
 async fn remote_clients_need_a_known_certificate_and_see_only_their_own() {
-    // Two hosts besides this one: the daemon's and a client's, routed
-    // through this host.
-    let server = TestHost::new(false);
-    let remote = TestHost::new(false);
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("ip_forward");
-    remote.ip(&[
-        "route",
-        "add",
-        &format!("{}/32", server.addr),
-        "via",
-        &remote.host_addr,
-    ]);
-    server.ip(&[
-        "route",
-        "add",
-        &format!("{}/32", remote.addr),
-        "via",
-        &server.host_addr,
-    ]);
+    // On Linux, two hosts besides this one: the daemon's and a client's,
+    // routed through this host. Elsewhere there are no network namespaces
+    // (ip netns, nsenter): the daemon listens on 127.0.0.1 and sandboxctl
+    // runs on this host; every certificate and identity check still runs.
+    let hosts = if cfg!(target_os = "linux") {
+        let server = TestHost::new(false);
+        let remote = TestHost::new(false);
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("ip_forward");
+        remote.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", server.addr),
+            "via",
+            &remote.host_addr,
+        ]);
+        server.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", remote.addr),
+            "via",
+            &server.host_addr,
+        ]);
+        Some((server, remote))
+    } else {
+        eprintln!(
+            "SKIPPED remote_clients_need_a_known_certificate_and_see_only_their_own: the separate server and client hosts (network namespaces, ip, nsenter) on {} because they need Linux; the daemon listens on 127.0.0.1 and sandboxctl runs on this host instead",
+            std::env::consts::OS
+        );
+        None
+    };
+    let server_addr = hosts
+        .as_ref()
+        .map_or_else(|| "127.0.0.1".to_owned(), |(s, _)| s.addr.clone());
+    let server_ns = hosts.as_ref().map(|(s, _)| s.ns.clone());
+    let remote_ns = hosts.as_ref().map(|(_, r)| r.ns.clone());
 
     let certs = TempDir::new("certs");
     let dir = certs.0.clone();
     let ca = Ca::new("sandboxd test CA");
     let other_ca = Ca::new("some other CA");
     std::fs::write(dir.join("ca.pem"), &ca.pem).expect("ca");
-    let server_ip: std::net::IpAddr = server.addr.parse().expect("ip");
+    let server_ip: std::net::IpAddr = server_addr.parse().expect("ip");
     let server_pair = write_pair(
         &dir,
         "server",
@@ -257,10 +273,10 @@ admin = true
         ),
     )
     .expect("config");
-    let addr = format!("{}:{PORT}", server.addr);
+    let addr = format!("{server_addr}:{PORT}");
     let tcp = format!("tcp://{addr}");
     let d = Daemon::start_in(
-        Some(&server.ns),
+        server_ns.as_deref(),
         &["--config", &config.to_string_lossy(), "--listen", &tcp],
     );
     // The socket exists before the TCP listener is bound: wait for TCP.
@@ -280,11 +296,16 @@ admin = true
     // A valid client on another host creates and runs a sandbox (sandboxctl
     // over TCP, from the client's namespace).
     let sandboxctl = |args: &[&str], pair: Option<&(PathBuf, PathBuf)>| {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", remote.ns))
-            .arg("--")
-            .arg(Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl"))
-            .args(["--host", &tcp, "--cacert"])
+        let bin = Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+        let mut cmd = match &remote_ns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["--host", &tcp, "--cacert"])
             .arg(dir.join("ca.pem"));
         if let Some((c, k)) = pair {
             cmd.arg("--cert").arg(c).arg("--key").arg(k);
