@@ -485,6 +485,20 @@ admin = true
         let all = list_ids(ch).await.expect("admin list");
         assert!(all.contains(&alices) && all.contains(&bobs), "{all:?}");
     }
+    // Health and reflection too answer only listed identities.
+    let mallory_ch = tls_channel(&addr, &ca.pem, Some(&mallory), "sandboxd.test")
+        .await
+        .expect("mallory's handshake succeeds; the daemon refuses her calls");
+    let health = |ch: Channel| async move {
+        tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    };
+    let refused = health(mallory_ch).await.expect_err("unknown identity");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(health(alice_ch.clone()).await.is_ok(), "a listed identity");
     // Bob's role allows network NONE only.
     let loopback = SandboxServiceClient::new(bob_ch.clone())
         .create_sandbox(pb::CreateSandboxRequest {

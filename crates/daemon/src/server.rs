@@ -139,9 +139,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(limited!(pb::event_service_server::EventServiceServer::new(
             Events(shared.clone())
         )))
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+        .add_service(known_callers_only(health, &shared))
+        .add_service(known_callers_only(reflection_v1, &shared))
+        .add_service(known_callers_only(reflection_v1alpha, &shared));
 
     tracing::info!(listen = ?config.listen, state_dir = %config.state_dir.display(), images_dir = %config.images_dir.display(), "sandboxd listening");
     let stop = async move {
@@ -255,6 +255,25 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
     std::fs::rename(&staging, path)
         .with_context(|| format!("moving {} to {}", staging.display(), path.display()))?;
     Ok(listener)
+}
+
+/// Health and reflection hold nothing of a sandbox, but an identity the
+/// configuration does not list gets nothing from this daemon at all.
+fn known_callers_only<S>(
+    service: S,
+    shared: &Shared,
+) -> tonic::service::interceptor::InterceptedService<
+    S,
+    impl tonic::service::Interceptor + Clone + use<S>,
+> {
+    let auth = shared.auth.clone();
+    tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+            auth.caller(&req).map_err(tonic::Status::from)?;
+            Ok(req)
+        },
+    )
 }
 
 /// tonic answers a request over the message-size limit with OUT_OF_RANGE;
