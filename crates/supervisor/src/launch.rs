@@ -189,10 +189,10 @@ fn child(
     payload(config, plan, stdio, keep)
 }
 
-/// SIGKILL when the supervisor dies; fails if it is already gone.
-#[cfg(target_os = "linux")]
+/// SIGKILL when the supervisor dies (Linux and FreeBSD); fails if it is
+/// already gone.
 pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
-    nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))?;
+    sys::kill_on_parent_death()?;
     // It may have died before the signal was armed.
     if nix::unistd::getppid() == supervisor {
         Ok(())
@@ -308,12 +308,9 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     // After setuid, which would clear it: if the supervisor is killed, the
     // payload dies too rather than run on with nobody to report or stop it
     // (on the chroot backend nothing else would ever end it).
-    #[cfg(target_os = "linux")]
     if let Err(e) = die_with(supervisor) {
         return step("set the parent-death signal", e);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = supervisor;
     // After setuid, so the directory's permissions apply to the payload.
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));

@@ -23,9 +23,9 @@ mod supervisor;
 pub mod sys;
 
 pub use channel::{Channel, RecvOutcome};
-#[cfg(target_os = "linux")]
-pub use launch::die_with;
-pub use launch::{DEFAULT_PATH, ExecPlan, exec_main_in_place, report_pid, resolve_program};
+pub use launch::{
+    DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid, resolve_program,
+};
 pub use supervisor::{
     CONTROL_SOCKET, CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError,
     helper_main, now_ms, supervise,

@@ -82,6 +82,35 @@ pub fn ignore_sigpipe() -> Result<(), Errno> {
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map(drop)
 }
 
+/// Asks the kernel to SIGKILL this process when its parent dies (Linux
+/// PR_SET_PDEATHSIG, FreeBSD PROC_PDEATHSIG_CTL). Cleared by a credential
+/// change, so call it after setuid. Elsewhere a no-op.
+pub fn kill_on_parent_death() -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut signal: libc::c_int = libc::SIGKILL;
+        // SAFETY: PROC_PDEATHSIG_CTL on P_PID 0 (ourselves) reads one c_int
+        // through the pointer, which points at a live local for the call.
+        Errno::result(unsafe {
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                std::ptr::from_mut(&mut signal).cast(),
+            )
+        })
+        .map(drop)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        Ok(())
+    }
+}
+
 /// In a forked child: restores default dispositions for every signal the
 /// supervisor changed and clears the signal mask, so the payload starts
 /// clean.
