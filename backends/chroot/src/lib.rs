@@ -17,8 +17,6 @@ pub mod plan;
 pub mod sys;
 
 use std::os::fd::{AsFd, OwnedFd};
-#[cfg(target_os = "linux")]
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[cfg(target_os = "linux")]
@@ -382,14 +380,12 @@ fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Resul
         return Ok(());
     }
     let sandbox_dir = root_path.parent().unwrap_or(root_path);
-    let cover = sandbox_dir.join("masked");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o000)
-        .open(&cover)
-        .map_err(|e| StepError::new("create mask file", format!("{}: {e}", cover.display())))?;
+    let cover = sandboxd_supervisor::sys::create_mask_file(sandbox_dir).map_err(|e| {
+        StepError::new(
+            "create mask file",
+            format!("{}: {e}", sandbox_dir.display()),
+        )
+    })?;
     sys::bind(&cover, &sys::fd_path(target.as_fd())).map_err(|e| {
         StepError::new(
             "mask the sandboxd binary",

@@ -32,12 +32,9 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
-    use nix::fcntl::OFlag;
-    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
     use nix::sys::stat::Mode;
     use std::ffi::OsStr;
-    use std::os::fd::OwnedFd;
     use std::path::Path;
 
     /// Mounts a tmpfs.
@@ -107,33 +104,7 @@ mod linux {
         umount2(target, MntFlags::MNT_DETACH)
     }
 
-    /// Resolves `path` (absolute, inside the sandbox) against `root` as if
-    /// `root` were `/`: `..` and symlinks cannot leave it
-    /// (openat2 RESOLVE_IN_ROOT). Returns an O_PATH descriptor.
-    pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        openat2(root, path, how)
-    }
-
-    /// Resolves `rel` below `dir` refusing any symlink and any `..` that
-    /// would leave it (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
-    pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, Errno> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            );
-        let rel = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        openat2(dir, rel, how)
-    }
+    pub use sandboxd_supervisor::sys::{resolve_beneath, resolve_in_root};
 
     /// Creates directory `name` inside `parent` (an O_PATH/dir descriptor
     /// obtained by resolution in the root). EEXIST is fine.

@@ -591,17 +591,9 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
     {
         return Ok(());
     }
-    let cover = rootfs.parent().unwrap_or(rootfs).join("masked");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o000)
-            .open(&cover)
-            .map_err(|e| StepError::new("create mask file", format!("{}: {e}", cover.display())))?;
-    }
+    let dir = rootfs.parent().unwrap_or(rootfs);
+    let cover = sandboxd_supervisor::sys::create_mask_file(dir)
+        .map_err(|e| StepError::new("create mask file", format!("{}: {e}", dir.display())))?;
     let err = |e: Errno| {
         StepError::new(
             "mask the sandboxd binary",

@@ -2,11 +2,11 @@
 //! single-threaded supervisor helper and its forked children call these.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
@@ -122,34 +122,13 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image};
-
-/// Resolves `path` inside `root` as if it were `/` (RESOLVE_IN_ROOT).
-pub fn resolve_in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root, path, how)
-}
+pub use sandboxd_supervisor::sys::{open_dir, open_image, resolve_beneath, resolve_in_root};
 
 /// Resolves an absolute host path from `/` refusing every symlink
 /// (client bind sources: validation already checked the allowlist prefix).
 pub fn resolve_host_path(path: &Path) -> Result<OwnedFd, Errno> {
     let root = open_dir(Path::new("/"))?;
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    openat2(&root, rel, how)
+    resolve_beneath(root.as_fd(), path.strip_prefix("/").unwrap_or(path))
 }
 
 /// The kernel path of an open descriptor, for mount(2) source/target.

@@ -578,6 +578,53 @@ pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Err
     )
 }
 
+/// Resolves `path` inside `root` as if it were `/`: `..` and symlinks
+/// cannot leave it (openat2 RESOLVE_IN_ROOT). Returns an O_PATH descriptor.
+#[cfg(target_os = "linux")]
+pub fn resolve_in_root(root: BorrowedFd<'_>, path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    nix::fcntl::openat2(root, path, how)
+}
+
+/// Resolves `rel` below `dir` refusing any symlink and any `..` that would
+/// leave it (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Returns an O_PATH
+/// descriptor; an empty `rel` is `dir` itself.
+#[cfg(target_os = "linux")]
+pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &std::path::Path) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let rel = if rel.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        rel
+    };
+    nix::fcntl::openat2(dir, rel, how)
+}
+
+/// Creates (or empties) `<dir>/masked`, mode 000: the file bound over the
+/// sandboxd binary inside a sandbox so a payload can neither read nor run
+/// the helper.
+pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cover = dir.join("masked");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o000)
+        .open(&cover)?;
+    Ok(cover)
+}
+
 /// Every process whose command line is `<exe> __supervise <id>` (the
 /// supervisor, and on Linux its pid-1 clone), for a record that does not know
 /// its supervisor's pid yet (a create cut short by a daemon crash).
