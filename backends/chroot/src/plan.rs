@@ -435,6 +435,11 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         &[&"/"],
         "no directory handle left outside the root",
     ));
+    steps.push(Step::new(
+        "close_range",
+        &[&3, &"~0"],
+        "only fds 0-2 stay open, before any client path is resolved",
+    ));
     if p.user.uid() == 0 {
         let keep = format!("{ROOT_CAPABILITIES:?}");
         steps.push(Step::new(
@@ -467,7 +472,7 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
     steps.push(Step::new(
         "chdir",
         &[&p.cwd()],
-        "working directory, with the payload's permissions",
+        "working directory, with the payload's permissions; on Linux openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) + fchdir",
     ));
     if setup.dev {
         // Linux (where the root is built with mounts): the default seccomp
@@ -478,11 +483,6 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
             "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3",
         ));
     }
-    steps.push(Step::new(
-        "close_range",
-        &[&3, &"~0"],
-        "only fds 0-2 reach the payload",
-    ));
     if !p.argv.is_empty() {
         steps.push(Step::new(
             "execve",

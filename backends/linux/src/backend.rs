@@ -158,7 +158,22 @@ impl Backend for LinuxBackend {
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
-        let mut rlimits = Vec::new();
+        // Every process of the sandbox, in every mode, gets the spec's
+        // limits: built from the spec, not from the main process's steps
+        // (an IDLE plan has none).
+        let rlimits = plan::rlimits(spec)
+            .into_iter()
+            .map(|r| match r {
+                plan::Rlimit::Nofile(value) => Rlimit {
+                    kind: RlimitKind::Nofile,
+                    value,
+                },
+                plan::Rlimit::As(value) => Rlimit {
+                    kind: RlimitKind::As,
+                    value,
+                },
+            })
+            .collect();
         // Every payload (Exec'd ones too, and in IDLE mode) gets the default
         // set unless the plan names another.
         let mut capabilities: Vec<u32> = plan::Capability::DEFAULT
@@ -166,19 +181,8 @@ impl Backend for LinuxBackend {
             .map(|c| c.number())
             .collect();
         for step in &linux_plan.steps {
-            match step {
-                LinuxStep::SetRlimit(plan::Rlimit::Nofile(v)) => rlimits.push(Rlimit {
-                    kind: RlimitKind::Nofile,
-                    value: *v,
-                }),
-                LinuxStep::SetRlimit(plan::Rlimit::As(v)) => rlimits.push(Rlimit {
-                    kind: RlimitKind::As,
-                    value: *v,
-                }),
-                LinuxStep::Capabilities(caps) => {
-                    capabilities = caps.iter().map(|c| c.number()).collect()
-                }
-                _ => {}
+            if let LinuxStep::Capabilities(caps) = step {
+                capabilities = caps.iter().map(|c| c.number()).collect();
             }
         }
         let s = spec.spec();

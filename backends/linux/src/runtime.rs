@@ -12,7 +12,7 @@
 //! whole pid namespace; nothing is mounted in the host's mount namespace.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -26,7 +26,8 @@ use sandboxd_core::fault;
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
 use crate::plan::{
-    Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network, RootOp,
+    Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
+    RESERVED_TARGETS, RootOp,
 };
 use crate::sys::{self, Cloned};
 
@@ -426,6 +427,13 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
+    // pid 1 is a clone of the supervisor: drop every descriptor it held
+    // (the daemon channel, the cgroup directory, the daemon's log on 1 and
+    // 2) but the two sync pipes, before anything else happens in here.
+    sandboxd_supervisor::sys::close_fds_except(3, &[go.as_raw_fd(), ready.as_raw_fd()]);
+    if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
+        sandboxd_supervisor::sys::exit_child(1);
+    }
     let mut go = std::fs::File::from(go);
     let mut ready = std::fs::File::from(ready);
     let mut byte = [0u8; 1];
@@ -743,6 +751,9 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         let root = root.ok_or_else(|| err("resolve mount target", &"root not mounted yet"))?;
         match sys::resolve_in_root(root.as_fd(), Path::new(&m.target)) {
             Ok(fd) => {
+                if m.client {
+                    check_resolved_target(root.as_fd(), fd.as_fd(), &m.target)?;
+                }
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
@@ -809,6 +820,39 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         sys::mount_fs(source, &target_path, fstype, flags, data).map_err(|e| err("mount", &e))?;
     }
     drop(held);
+    Ok(())
+}
+
+/// Refuses a client mount whose target, resolved inside the root, lies
+/// under one of the sandbox's own pseudo-filesystems: the plan checked the
+/// string, this checks where an image's symlinks made it point.
+fn check_resolved_target(
+    root: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    target: &str,
+) -> Result<(), StepError> {
+    let step = "check mount target";
+    let path_of = |fd| {
+        std::fs::read_link(sys::fd_path(fd))
+            .map_err(|e| StepError::new(step, format!("{target}: {e}")))
+    };
+    let (rootfs, host) = (path_of(root)?, path_of(fd)?);
+    let rootfs = rootfs.as_path();
+    let inside = Path::new("/").join(host.strip_prefix(rootfs).map_err(|_| {
+        StepError::new(
+            step,
+            format!("{target} resolves outside the root, to {}", host.display()),
+        )
+    })?);
+    if let Some(reserved) = RESERVED_TARGETS.iter().find(|r| inside.starts_with(r)) {
+        return Err(StepError::new(
+            step,
+            format!(
+                "{target} resolves to {} (through a symlink in the image), under {reserved}, where client mounts may not go",
+                inside.display()
+            ),
+        ));
+    }
     Ok(())
 }
 

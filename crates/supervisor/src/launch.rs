@@ -86,18 +86,146 @@ impl ExecPlan {
 /// Resolves argv[0] the way execvp does, but against the filesystem the
 /// caller currently sees (after entering the sandbox): a name with a '/' is
 /// used as is; otherwise each PATH entry is tried for an executable file.
-pub fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
+/// Only for systems without openat2 (see [`exec_program`] on Linux).
+#[cfg(not(target_os = "linux"))]
+fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
     if argv0.contains('/') {
         return Some(argv0.to_owned());
+    }
+    program_candidates(argv0, path_var)
+        .into_iter()
+        .find(|candidate| {
+            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+                && std::fs::metadata(candidate).is_ok_and(|m| m.is_file())
+        })
+}
+
+/// The paths execvp would try for `argv0`: itself if it names a path,
+/// otherwise `<dir>/<argv0>` for each PATH entry.
+fn program_candidates(argv0: &str, path_var: &str) -> Vec<String> {
+    if argv0.contains('/') {
+        return vec![argv0.to_owned()];
     }
     path_var
         .split(':')
         .filter(|d| !d.is_empty())
         .map(|d| format!("{d}/{argv0}"))
-        .find(|candidate| {
-            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
-                && std::fs::metadata(candidate).is_ok_and(|m| m.is_file())
-        })
+        .collect()
+}
+
+/// How many `#!` interpreters deep a script may go (as binfmt_script).
+#[cfg(target_os = "linux")]
+const MAX_INTERPRETERS: usize = 4;
+
+/// Finds and runs the program the way execvp does, but every candidate is
+/// opened with [`sys::open_client_path`] (inside the root, never through a
+/// magic link such as `/proc/self/exe` or `/proc/self/fd/N`) and run from
+/// that descriptor with execveat, so what runs is what was resolved.
+/// Returns only on failure.
+#[cfg(target_os = "linux")]
+fn exec_program(plan: &ExecPlan) -> StepError {
+    use nix::errno::Errno;
+    let argv0 = plan
+        .argv
+        .first()
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    let searching = !argv0.contains('/');
+    let mut denied: Option<String> = None;
+    for candidate in program_candidates(argv0, &plan.path_var) {
+        let Ok(path) = CString::new(candidate.as_str()) else {
+            return StepError::new("exec", "program path contains NUL");
+        };
+        let err = match sys::open_client_path(&path, OFlag::O_PATH) {
+            Ok(fd) if sys::is_regular_file(fd.as_fd()) => {
+                exec_fd(&path, &fd, plan.argv.clone(), &plan.env, 0)
+            }
+            Ok(_) => Errno::EACCES,
+            Err(e) => e,
+        };
+        match err {
+            // execvp's rules: keep searching past a missing or unusable entry.
+            Errno::ENOENT | Errno::ENOTDIR if searching => {}
+            Errno::EACCES | Errno::ELOOP if searching => {
+                denied.get_or_insert_with(|| format!("{candidate}: {err}"));
+            }
+            // A magic link (or a loop) is refused as such.
+            Errno::ELOOP | Errno::EXDEV => {
+                return StepError::new(
+                    "exec",
+                    format!(
+                        "{candidate}: {err} (magic links such as /proc/self/exe are not followed)"
+                    ),
+                );
+            }
+            e => return StepError::new("exec", format!("{candidate}: {e}")),
+        }
+    }
+    StepError::new(
+        "exec",
+        denied.unwrap_or_else(|| format!("{argv0}: not found in PATH {}", plan.path_var)),
+    )
+}
+
+/// Runs the file `fd` names. A script's interpreter is found and run here,
+/// as binfmt_script would, because the kernel would hand it `/dev/fd/N`,
+/// which a close-on-exec descriptor cannot be (execveat then fails with
+/// ENOENT).
+#[cfg(target_os = "linux")]
+fn exec_fd(
+    path: &std::ffi::CStr,
+    fd: &OwnedFd,
+    argv: Vec<CString>,
+    env: &[CString],
+    depth: usize,
+) -> nix::errno::Errno {
+    use nix::errno::Errno;
+    let err = sys::execveat_fd(fd.as_fd(), &argv, env);
+    if err != Errno::ENOENT {
+        return err;
+    }
+    let Some((interpreter, arg)) = sys::open_client_path(path, OFlag::O_RDONLY)
+        .and_then(|f| sys::read_head(f.as_fd(), SHEBANG_MAX))
+        .ok()
+        .and_then(|head| parse_shebang(&head))
+    else {
+        return err;
+    };
+    if depth >= MAX_INTERPRETERS {
+        return Errno::ELOOP;
+    }
+    let ifd = match sys::open_client_path(&interpreter, OFlag::O_PATH) {
+        Ok(ifd) if sys::is_regular_file(ifd.as_fd()) => ifd,
+        Ok(_) => return Errno::EACCES,
+        Err(e) => return e,
+    };
+    let mut new_argv = vec![interpreter.clone()];
+    new_argv.extend(arg);
+    new_argv.push(path.to_owned());
+    new_argv.extend(argv.into_iter().skip(1));
+    exec_fd(&interpreter, &ifd, new_argv, env, depth + 1)
+}
+
+/// The longest `#!` line read (the kernel's BINPRM_BUF_SIZE).
+#[cfg(target_os = "linux")]
+const SHEBANG_MAX: usize = 256;
+
+/// The interpreter and optional single argument of a `#!` line, as Linux
+/// splits it: the interpreter ends at the first blank, the rest of the line
+/// (trimmed) is one argument.
+#[cfg(any(target_os = "linux", test))]
+fn parse_shebang(head: &[u8]) -> Option<(CString, Option<CString>)> {
+    let rest = head.strip_prefix(b"#!")?;
+    let line = rest.split(|b| *b == b'\n').next()?;
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !blank(b))?;
+    let line = &line[start..];
+    let end = line.iter().position(blank).unwrap_or(line.len());
+    let (interpreter, rest) = line.split_at(end);
+    let arg = rest.trim_ascii();
+    let interpreter = CString::new(interpreter.trim_ascii_end()).ok()?;
+    let arg = (!arg.is_empty()).then(|| CString::new(arg).ok()).flatten();
+    Some((interpreter, arg))
 }
 
 /// Forks a child that enters the sandbox and execs `plan`. Returns its pid
@@ -260,6 +388,11 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
         }
     }
     drop(stdio);
+    // Before anything client-controlled is touched (the working directory,
+    // the program): only 0-2 and the close-on-exec error pipe stay open, so
+    // no path can reach a directory the supervisor held
+    // (/proc/self/fd/N; runc's CVE-2024-21626).
+    sys::close_fds_except(3, &[keep]);
     // While still privileged: bound what a uid-0 payload can ever hold.
     if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
         return step("drop capabilities from the bounding set", e);
@@ -311,8 +444,9 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     if let Err(e) = die_with(supervisor) {
         return step("set the parent-death signal", e);
     }
-    // After setuid, so the directory's permissions apply to the payload.
-    if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
+    // After setuid, so the directory's permissions apply to the payload;
+    // resolved inside the root without magic links, entered by descriptor.
+    if let Err(e) = sys::enter_client_dir(plan.cwd.as_c_str()) {
         return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
     }
     // Last before exec: from here on the deny list applies.
@@ -322,23 +456,70 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
             return StepError::new("install seccomp filter", e);
         }
     }
-    let argv0 = plan
-        .argv
-        .first()
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or_default();
-    let Some(program) = resolve_program(argv0, &plan.path_var) else {
-        return StepError::new(
-            "exec",
-            format!("{argv0}: not found in PATH {}", plan.path_var),
-        );
-    };
-    let Ok(program) = CString::new(program) else {
-        return StepError::new("exec", "program path contains NUL");
-    };
-    // Only 0-2 and the close-on-exec error pipe survive until exec; the pipe
-    // then closes itself, so the payload starts with exactly 0-2.
-    sys::close_fds_except(3, keep);
-    let err = sys::execve(&program, &plan.argv, &plan.env);
-    StepError::new("exec", format!("{}: {err}", program.to_string_lossy()))
+    #[cfg(target_os = "linux")]
+    {
+        exec_program(plan)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let argv0 = plan
+            .argv
+            .first()
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
+        let Some(program) = resolve_program(argv0, &plan.path_var) else {
+            return StepError::new(
+                "exec",
+                format!("{argv0}: not found in PATH {}", plan.path_var),
+            );
+        };
+        let Ok(program) = CString::new(program) else {
+            return StepError::new("exec", "program path contains NUL");
+        };
+        let err = sys::execve(&program, &plan.argv, &plan.env);
+        StepError::new("exec", format!("{}: {err}", program.to_string_lossy()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The interpreter and its optional argument.
+    type Shebang = Option<(CString, Option<CString>)>;
+
+    #[test]
+    fn shebang_lines_split_as_linux_does() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let cases: &[(&[u8], Shebang)] = &[
+            (b"#!/bin/sh\necho", Some((c("/bin/sh"), None))),
+            (b"#! /bin/sh -e\n", Some((c("/bin/sh"), Some(c("-e"))))),
+            (
+                b"#!/usr/bin/env python3 -u  \n",
+                Some((c("/usr/bin/env"), Some(c("python3 -u")))),
+            ),
+            (b"#!\t/bin/sh\t\n", Some((c("/bin/sh"), None))),
+            (b"#!/bin/sh", Some((c("/bin/sh"), None))),
+            (b"#!\n", None),
+            (b"#!   \n", None),
+            (b"\x7fELF", None),
+            (b"", None),
+        ];
+        for (head, want) in cases {
+            assert_eq!(
+                &parse_shebang(head),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn program_candidates_follow_execvp() {
+        assert_eq!(program_candidates("/bin/sh", "/a:/b"), ["/bin/sh"]);
+        assert_eq!(program_candidates("./x", "/a"), ["./x"]);
+        assert_eq!(program_candidates("sh", "/a::/b:"), ["/a/sh", "/b/sh"]);
+        assert!(program_candidates("sh", "").is_empty());
+    }
 }

@@ -23,9 +23,7 @@ mod supervisor;
 pub mod sys;
 
 pub use channel::{Channel, RecvOutcome};
-pub use launch::{
-    DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid, resolve_program,
-};
+pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};
 pub use supervisor::{
     CONTROL_SOCKET, CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError,
     helper_main, now_ms, supervise,

@@ -2,7 +2,7 @@
 //! reap them, answer the daemon, tear down when the sandbox ends.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -582,6 +582,9 @@ where
             return 1;
         }
     };
+    // Nothing the daemon's process held (an fd it inherited from its own
+    // parent, say) may reach a sandbox: keep only stdio and the channel.
+    sys::close_fds_except(3, &[sock.as_raw_fd()]);
     let mut chan = Channel::new(sock);
     let config: LaunchConfig<T> = match chan.recv_first() {
         Ok(c) => c,

@@ -2,7 +2,7 @@
 //! function per kernel operation. This is the only module of the crate with
 //! `unsafe`; each block says why it is sound.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -247,21 +247,28 @@ pub fn set_non_dumpable() -> Result<(), Errno> {
 /// Whether no_new_privs exists on this OS (for honest capability reports).
 pub const HAS_NO_NEW_PRIVS: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
 
-/// Closes every descriptor >= `first` except `keep`.
-pub fn close_fds_except(first: RawFd, keep: RawFd) {
-    if keep > first {
-        close_range(first, keep - 1);
+/// Closes every descriptor >= `first` except those in `keep`.
+pub fn close_fds_except(first: RawFd, keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first;
+    for k in keep {
+        if k > from {
+            close_range(from, k - 1);
+        }
+        from = k + 1;
     }
-    close_range(first.max(keep + 1), RawFd::MAX);
+    close_range(from, RawFd::MAX);
 }
 
 /// Closes descriptors `first..=last`.
 fn close_range(first: RawFd, last: RawFd) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: close_range only closes descriptors; this runs in a forked,
-        // single-threaded child right before exec, where no Rust object uses
-        // those numbers again.
+        // SAFETY: close_range only closes descriptors; callers are
+        // single-threaded (a forked child, or the helper before it opens
+        // anything) and no Rust object there uses those numbers again.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_close_range,
@@ -282,6 +289,19 @@ fn close_range(first: RawFd, last: RawFd) {
         // SAFETY: as above.
         unsafe { libc::close(fd) };
     }
+}
+
+/// Puts /dev/null on descriptors 0, 1 and 2.
+pub fn stdio_to_dev_null() -> Result<(), Errno> {
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    for target in 0..=2 {
+        dup_to(null.as_fd(), target)?;
+    }
+    Ok(())
 }
 
 /// Moves `fd` to descriptor `target` (dup2), clearing close-on-exec.
@@ -608,6 +628,82 @@ pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &std::path::Path) -> Result<Own
         rel
     };
     nix::fcntl::openat2(dir, rel, how)
+}
+
+/// The sandbox's root as the calling process sees it (after chroot or
+/// pivot_root), as an O_PATH descriptor.
+#[cfg(target_os = "linux")]
+fn open_root() -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Resolves a client-supplied `path` inside the calling process's root
+/// without ever following a magic link (`/proc/self/fd/N`, `/proc/*/cwd`,
+/// `/proc/*/exe`...): absolute paths with RESOLVE_IN_ROOT from `/`,
+/// relative ones from the working directory. `flags` are the open flags
+/// (O_CLOEXEC is added).
+#[cfg(target_os = "linux")]
+pub fn open_client_path(path: &CStr, flags: nix::fcntl::OFlag) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC);
+    if path.to_bytes().first() == Some(&b'/') {
+        let root = open_root()?;
+        nix::fcntl::openat2(
+            root.as_fd(),
+            path,
+            how.resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+    } else {
+        nix::fcntl::openat2(
+            nix::fcntl::AT_FDCWD,
+            path,
+            how.resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+    }
+}
+
+/// Makes the client's working directory current: resolved with
+/// [`open_client_path`], entered with fchdir(2), so a magic link can never
+/// make it a directory outside the root.
+#[cfg(target_os = "linux")]
+pub fn enter_client_dir(path: &CStr) -> Result<(), Errno> {
+    use nix::fcntl::OFlag;
+    let dir = open_client_path(path, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    nix::unistd::fchdir(dir.as_fd())
+}
+
+/// Other systems: chdir(2). (FreeBSD jails mount no procfs of the host's
+/// kind, and the supervisor's descriptors are closed before this.)
+#[cfg(not(target_os = "linux"))]
+pub fn enter_client_dir(path: &CStr) -> Result<(), Errno> {
+    nix::unistd::chdir(path)
+}
+
+/// execveat(fd, "", argv, envp, AT_EMPTY_PATH): runs exactly the file the
+/// descriptor names. Returns only on failure.
+#[cfg(target_os = "linux")]
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], env: &[CString]) -> Errno {
+    match nix::unistd::execveat(fd, c"", argv, env, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// Whether `fd` is a regular file.
+pub fn is_regular_file(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+/// Up to `max` bytes from the start of `fd`.
+pub fn read_head(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; max];
+    let n = nix::sys::uio::pread(fd, &mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Creates (or empties) `<dir>/masked`, mode 000: the file bound over the

@@ -41,7 +41,9 @@ const MASKED_DIRS: [&str; 3] = ["/proc/scsi", "/proc/acpi", "/sys/firmware"];
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Where client mounts may not go: the sandbox's own pseudo-filesystems.
-const RESERVED: [&str; 3] = ["/proc", "/sys", "/dev"];
+/// The plan refuses targets named under them; the runtime refuses targets
+/// that resolve under them ([`Mount::client`]).
+pub const RESERVED_TARGETS: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// A mount with no `if_exists`.
 fn mount(
@@ -58,6 +60,7 @@ fn mount(
         flags: flags.to_vec(),
         data: data.iter().map(|d| (*d).to_owned()).collect(),
         if_exists: false,
+        client: false,
     })
 }
 
@@ -241,7 +244,7 @@ pub(super) fn root_ops(
 
     for (index, m) in s.mounts.iter().enumerate() {
         let target = Path::new(&m.target);
-        if RESERVED.iter().any(|r| target.starts_with(r)) {
+        if RESERVED_TARGETS.iter().any(|r| target.starts_with(r)) {
             return Err(PlanError::BindMountTarget {
                 index,
                 target: m.target.clone(),
@@ -251,13 +254,18 @@ pub(super) fn root_ops(
         if m.read_only {
             flags.push(Rdonly);
         }
-        ops.push(mount(
-            MountSource::Host(PathBuf::from(&m.source)),
-            &m.target,
-            None,
-            &flags,
-            &[],
-        ));
+        ops.push(
+            match mount(
+                MountSource::Host(PathBuf::from(&m.source)),
+                &m.target,
+                None,
+                &flags,
+                &[],
+            ) {
+                RootOp::Mount(m) => RootOp::Mount(Mount { client: true, ..m }),
+                other => other,
+            },
+        );
     }
 
     if !s.network.dns_servers.is_empty() {

@@ -187,11 +187,15 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
         ),
         LinuxStep::SetGid(gid) => ("setgid", vec![gid.to_string()], "the spec's group"),
         LinuxStep::SetUid(uid) => ("setuid", vec![uid.to_string()], "the spec's user, last"),
-        LinuxStep::Chdir(dir) => ("chdir", vec![dir.clone()], "the working directory"),
+        LinuxStep::Chdir(dir) => (
+            "chdir",
+            vec![dir.clone()],
+            "the working directory: openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS), fchdir",
+        ),
         LinuxStep::CloseRange => (
             "close_range",
             vec!["3".to_owned(), "~0".to_owned()],
-            "no descriptor beyond stdio leaks into the payload",
+            "first: no descriptor beyond stdio is open when client paths are resolved",
         ),
         LinuxStep::Execve { argv, env } => {
             // Values of the environment may be secrets; show the names.
@@ -203,7 +207,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             if !keys.is_empty() {
                 args.push(format!("env: {}", keys.join(",")));
             }
-            ("execve", args, "the payload")
+            (
+                "execve",
+                args,
+                "the payload, opened with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS), run with execveat",
+            )
         }
     };
     let actor = match step.actor() {

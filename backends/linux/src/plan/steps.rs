@@ -52,15 +52,13 @@ pub(super) fn steps(
         Mode::Init => {}
     }
     steps.extend([
+        // First: nothing the supervisor held may be open once a client
+        // path is resolved.
+        LinuxStep::CloseRange,
         LinuxStep::Capabilities(Capability::DEFAULT.to_vec()),
         LinuxStep::NoNewPrivs,
     ]);
-    if let Some(l) = s.limits.open_files {
-        steps.push(LinuxStep::SetRlimit(Rlimit::Nofile(l.value)));
-    }
-    if let Some(l) = s.limits.address_space_bytes {
-        steps.push(LinuxStep::SetRlimit(Rlimit::As(l.value)));
-    }
+    steps.extend(rlimits(spec).into_iter().map(LinuxStep::SetRlimit));
     let user = &s.process.user;
     steps.extend([
         LinuxStep::SetGroups(user.additional_gids.clone()),
@@ -69,11 +67,22 @@ pub(super) fn steps(
         // After setuid, so the directory's permissions apply to the payload.
         LinuxStep::Chdir(s.process.cwd().to_owned()),
         LinuxStep::Seccomp,
-        LinuxStep::CloseRange,
         LinuxStep::Execve {
             argv: s.process.argv.clone(),
             env: s.process.env.clone(),
         },
     ]);
     steps
+}
+
+/// The per-process limits of a spec. Every process of the sandbox gets
+/// them — the main process, and every Exec'd one in every mode (IDLE too,
+/// which has no main process and so no payload steps above).
+pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
+    let l = &spec.spec().limits;
+    l.open_files
+        .map(|l| Rlimit::Nofile(l.value))
+        .into_iter()
+        .chain(l.address_space_bytes.map(|l| Rlimit::As(l.value)))
+        .collect()
 }

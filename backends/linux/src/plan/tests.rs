@@ -745,13 +745,19 @@ fn rlimits_and_identity() {
             &LinuxStep::SetUid(1000),
             &LinuxStep::Chdir("/tmp".into()),
             &LinuxStep::Seccomp,
-            &LinuxStep::CloseRange,
             &LinuxStep::Execve {
                 argv: vec!["/bin/true".into()],
                 env: vec!["SECRET=hunter2".into()],
             },
         ]
     );
+    // Descriptors are closed before anything client-controlled.
+    let close = p.steps.iter().position(|s| *s == LinuxStep::CloseRange);
+    let chdir = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, LinuxStep::Chdir(_)));
+    assert!(close < chdir && close.is_some(), "{:?}", p.steps);
     // Defaults: nobody/nogroup.
     let p = built(|_| {}, &HostFacts::assumed());
     assert!(p.steps.contains(&LinuxStep::SetUid(65534)));
@@ -973,6 +979,16 @@ fn client_mounts() {
             ),
         ]
     );
+    // Only the client's binds are checked where they resolve at run time.
+    let checked: Vec<&str> = p
+        .mounts
+        .iter()
+        .filter_map(|op| match op {
+            RootOp::Mount(m) if m.client => Some(m.target.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checked, ["/data", "/tmp/out"]);
     for target in ["/proc/sys/kernel", "/dev", "/sys/x"] {
         let mut s = SandboxSpec {
             process: ProcessSpec {
@@ -1065,4 +1081,28 @@ fn dns_binds_the_generated_resolv_conf_read_only() {
             .iter()
             .any(|op| matches!(op, RootOp::Mount(m) if m.target == "/etc/resolv.conf"))
     );
+}
+
+#[test]
+fn every_mode_gets_the_per_process_rlimits() {
+    let modes: [(Mode, Edit); 3] = [
+        (Mode::Process, |_| {}),
+        (Mode::Init, |s| s.mode = Mode::Init),
+        (Mode::Idle, |s| {
+            s.mode = Mode::Idle;
+            s.process = ProcessSpec::default();
+        }),
+    ];
+    for (mode, edit) in modes {
+        let mut s = spec(edit).spec().clone();
+        s.limits.open_files = limit(64);
+        s.limits.address_space_bytes = limit(1 << 30);
+        let v = validate(s, &Policy::default()).expect("valid spec");
+        assert_eq!(
+            crate::plan::rlimits(&v),
+            [Rlimit::Nofile(64), Rlimit::As(1 << 30)],
+            "{mode:?}"
+        );
+    }
+    assert!(crate::plan::rlimits(&spec(|_| {})).is_empty());
 }

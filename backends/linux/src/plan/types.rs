@@ -119,6 +119,12 @@ pub struct Mount {
     /// Skip, rather than fail, when the target does not exist (masks of
     /// kernel files that depend on the kernel's configuration).
     pub if_exists: bool,
+    /// A client's bind mount: where its target resolves (through the
+    /// image's symlinks, inside the root) must not lie under
+    /// [`crate::plan::RESERVED_TARGETS`]. Checked on the resolved path, since
+    /// the string can name `/proc` through a symlink such as `/pp -> /proc`.
+    #[serde(default)]
+    pub client: bool,
 }
 
 /// One operation building the root, in order.
@@ -322,11 +328,15 @@ pub enum LinuxStep {
     SetGid(u32),
     /// `setuid(2)`.
     SetUid(u32),
-    /// `chdir(2)` to the working directory.
+    /// Enter the working directory: `openat2(RESOLVE_IN_ROOT |
+    /// RESOLVE_NO_MAGICLINKS)` from the sandbox's root, then `fchdir(2)`.
     Chdir(String),
-    /// `close_range(3, ~0, 0)`.
+    /// `close_range(3, ~0, 0)` (the close-on-exec error pipe excepted),
+    /// before any client path is resolved.
     CloseRange,
-    /// `execve(2)`.
+    /// Find the program as execvp would, each candidate opened with
+    /// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, then
+    /// `execveat(fd, "", AT_EMPTY_PATH)`.
     Execve {
         /// Program and arguments.
         argv: Vec<String>,

@@ -1,0 +1,428 @@
+//! Escape attempts from a red-team pass and the published runc/crun/youki
+//! CVE classes, each written as a client would try it: a hostile working
+//! directory or program path that resolves through a magic link
+//! (`/proc/self/fd/N`, `/dev/fd/N`, `/proc/thread-self/fd/N`,
+//! `/proc/<pid>/cwd|root|exe`; CVE-2024-21626, CVE-2019-5736), a bind-mount
+//! target that reaches `/proc` through an image symlink (CVE-2025-31133
+//! class), and limits that must hold for every process of an IDLE sandbox.
+//!
+//! Every attempt must either fail with a status or land inside the sandbox's
+//! root; none may see (or touch) the host canary.
+
+use std::path::{Path, PathBuf};
+
+use sandboxd_proto::v1 as pb;
+
+use crate::harness::{Clients, Daemon, argv, backend, chroot_backend, code, linux_backend, out};
+
+/// Whether this build's backend runs here (the FreeBSD suite has its own).
+fn skip_unless_runnable(test: &str) -> bool {
+    if linux_backend() || chroot_backend() {
+        return false;
+    }
+    eprintln!(
+        "SKIPPED {test}: the escape suite drives the {} backend's Linux paths",
+        backend().name()
+    );
+    true
+}
+
+/// Working directories that name a descriptor or another process's
+/// directories through /proc's magic links.
+fn magic_cwds() -> Vec<String> {
+    let mut cwds = Vec::new();
+    for n in 3..=12 {
+        cwds.push(format!("/proc/self/fd/{n}"));
+        cwds.push(format!("/dev/fd/{n}"));
+        cwds.push(format!("/proc/thread-self/fd/{n}"));
+    }
+    for pid in ["1", "self", "thread-self"] {
+        cwds.push(format!("/proc/{pid}/cwd"));
+        cwds.push(format!("/proc/{pid}/root"));
+    }
+    cwds
+}
+
+/// A shell script that walks up from its cwd (physically, not through
+/// $PWD) and reports whether the host canary is reachable from there.
+fn walk_up_script(canary: &Path) -> String {
+    let rel = canary
+        .strip_prefix("/")
+        .expect("canary path is absolute")
+        .display();
+    format!(
+        "i=0; while [ $i -lt 40 ]; do cd -P .. 2>/dev/null; i=$((i+1)); done; \
+         if [ -e {rel} ] || [ -e /{rel} ]; then echo ESCAPED; exit 42; else echo contained; fi"
+    )
+}
+
+/// The identities an attempt runs as: the default user, and uid 0.
+fn users() -> Vec<(&'static str, Option<pb::User>)> {
+    vec![
+        ("default user", None),
+        (
+            "uid 0",
+            Some(pb::User {
+                uid: Some(0),
+                gid: Some(0),
+                additional_gids: vec![],
+            }),
+        ),
+    ]
+}
+
+fn plant_canary(d: &Daemon) -> PathBuf {
+    let canary = d.dir.join("escape-canary");
+    std::fs::write(&canary, "host only").expect("canary");
+    canary
+}
+
+/// Runs every magic cwd through ExecSync as `user` in sandbox `id`.
+async fn exec_with_magic_cwds(c: &mut Clients, id: &str, user: Option<pb::User>, canary: &Path) {
+    for cwd in magic_cwds() {
+        let mut p = argv(&["/bin/sh", "-c", &walk_up_script(canary)]);
+        p.cwd = cwd.clone();
+        p.user = user.clone();
+        let r = c
+            .processes
+            .exec_sync(pb::ExecSyncRequest {
+                sandbox_id: id.into(),
+                process: Some(p),
+                timeout_ms: 20_000,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            // Refused: the cwd could not be entered. Good.
+            Err(status) => assert!(
+                !status.message().is_empty(),
+                "cwd {cwd}: refused without a message"
+            ),
+            Ok(r) => {
+                let r = r.into_inner();
+                assert_ne!(
+                    out(&r),
+                    "ESCAPED\n",
+                    "cwd {cwd} reached the host's root (exit {})",
+                    code(&r)
+                );
+                assert_eq!(
+                    code(&r),
+                    0,
+                    "cwd {cwd}: {} {}",
+                    out(&r),
+                    String::from_utf8_lossy(&r.stderr)
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn exec_cwd_through_a_magic_link_stays_inside() {
+    if skip_unless_runnable("exec_cwd_through_a_magic_link_stays_inside") {
+        return;
+    }
+    let d = Daemon::start();
+    let canary = plant_canary(&d);
+    let mut c = d.clients().await;
+    d.make_busybox_image("busybox");
+    for image in ["host", "busybox"] {
+        let sb = c.idle(image).await;
+        for (who, user) in users() {
+            eprintln!("exec cwd attempts: image {image}, {who}");
+            exec_with_magic_cwds(&mut c, &sb.id, user, &canary).await;
+        }
+        c.destroy(&sb.id).await;
+    }
+    if linux_backend() {
+        // Root inside a user namespace, too.
+        let sb = c
+            .create(pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                isolation: Some(pb::Isolation {
+                    user: pb::Requirement::Required as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        for (who, user) in users() {
+            eprintln!("exec cwd attempts: user namespace, {who}");
+            exec_with_magic_cwds(&mut c, &sb.id, user, &canary).await;
+        }
+        c.destroy(&sb.id).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&canary).expect("canary"),
+        "host only"
+    );
+    d.finish().await;
+}
+
+/// A PROCESS or INIT main process with a magic cwd: the create fails, or
+/// the main process exits 0 having found no canary.
+#[tokio::test]
+async fn main_process_cwd_through_a_magic_link_stays_inside() {
+    if skip_unless_runnable("main_process_cwd_through_a_magic_link_stays_inside") {
+        return;
+    }
+    let d = Daemon::start();
+    let canary = plant_canary(&d);
+    let mut c = d.clients().await;
+    let mut modes = vec![pb::SandboxMode::Process];
+    if linux_backend() {
+        modes.push(pb::SandboxMode::Init);
+    }
+    for mode in modes {
+        for n in 3..=10 {
+            for prefix in ["/proc/self/fd", "/dev/fd"] {
+                let cwd = format!("{prefix}/{n}");
+                let mut p = argv(&["/bin/sh", "-c", &walk_up_script(&canary)]);
+                p.cwd = cwd.clone();
+                p.user = users()[1].1.clone();
+                let created = c
+                    .sandboxes
+                    .create_sandbox(pb::CreateSandboxRequest {
+                        spec: Some(pb::SandboxSpec {
+                            mode: mode as i32,
+                            process: Some(p),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    })
+                    .await;
+                let Ok(created) = created else {
+                    continue;
+                };
+                let id = created.into_inner().sandbox.expect("sandbox").id;
+                let exit = c
+                    .sandboxes
+                    .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
+                    .await
+                    .expect("wait")
+                    .into_inner()
+                    .exit
+                    .expect("exit");
+                assert_ne!(
+                    exit.exit_code, 42,
+                    "{mode:?} main process with cwd {cwd} reached the host's root"
+                );
+                c.destroy(&id).await;
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&canary).expect("canary"),
+        "host only"
+    );
+    d.finish().await;
+}
+
+/// argv[0] through a magic link must not run the host's sandboxd binary
+/// (CVE-2019-5736 runs the runtime's own binary this way), nor anything a
+/// descriptor names.
+#[tokio::test]
+async fn argv0_through_a_magic_link_does_not_run_the_daemon() {
+    if skip_unless_runnable("argv0_through_a_magic_link_does_not_run_the_daemon") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let mut programs: Vec<String> = ["/proc/self/exe", "/proc/1/exe", "/proc/thread-self/exe"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for n in 3..=8 {
+        programs.push(format!("/proc/self/fd/{n}"));
+        programs.push(format!("/dev/fd/{n}"));
+    }
+    for (who, user) in users() {
+        for program in &programs {
+            let mut p = argv(&[program, "--help"]);
+            p.user = user.clone();
+            let r = c
+                .processes
+                .exec_sync(pb::ExecSyncRequest {
+                    sandbox_id: sb.id.clone(),
+                    process: Some(p),
+                    timeout_ms: 20_000,
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(r) = r {
+                let r = r.into_inner();
+                let text = format!("{}{}", out(&r), String::from_utf8_lossy(&r.stderr));
+                assert!(
+                    !text.contains("sandboxd") && !text.contains("--state-dir"),
+                    "{who}: argv0 {program} ran the daemon's binary: {text}"
+                );
+                assert_ne!(code(&r), 0, "{who}: argv0 {program} ran something");
+            }
+        }
+    }
+    // An ordinary program still runs, by name and by path, and so does a
+    // script (its interpreter found through the shebang).
+    let r = c.sh(&sb.id, "echo ok").await;
+    assert_eq!(out(&r), "ok\n");
+    let r = c.exec_sync(&sb.id, argv(&["/bin/echo", "ok"]), 0).await;
+    assert_eq!(out(&r), "ok\n");
+    let r = c
+        .sh(
+            &sb.id,
+            "printf '#!/bin/sh\\necho script \"$@\"\\n' > /tmp/s; chmod 755 /tmp/s; echo written",
+        )
+        .await;
+    assert_eq!(out(&r), "written\n");
+    let r = c.exec_sync(&sb.id, argv(&["/tmp/s", "a"]), 0).await;
+    assert_eq!(
+        out(&r),
+        "script a\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    d.finish().await;
+}
+
+/// Nothing but 0-2 is open in a payload: not the supervisor's channel, the
+/// cgroup directory, the daemon's log, or anything the daemon inherited.
+#[tokio::test]
+async fn payloads_start_with_only_stdio_open() {
+    if skip_unless_runnable("payloads_start_with_only_stdio_open") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    d.make_busybox_image("busybox");
+    for image in ["host", "busybox"] {
+        let sb = c.idle(image).await;
+        for (who, user) in users() {
+            let mut p = argv(&["/bin/ls", "/proc/self/fd/"]);
+            p.user = user;
+            let r = c.exec_sync(&sb.id, p, 20_000).await;
+            if chroot_backend() && out(&r).is_empty() {
+                // The chroot backend mounts no /proc: nothing to list.
+                eprintln!(
+                    "{image}, {who}: no /proc in this chroot sandbox; descriptors not listed"
+                );
+                continue;
+            }
+            // ls itself opens one descriptor for the directory it lists.
+            let mut fds: Vec<u32> = out(&r)
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            fds.sort_unstable();
+            assert!(
+                fds.len() <= 4 && fds.starts_with(&[0, 1, 2]),
+                "{image}, {who}: open descriptors {fds:?} (stderr {})",
+                String::from_utf8_lossy(&r.stderr)
+            );
+        }
+        c.destroy(&sb.id).await;
+    }
+    d.finish().await;
+}
+
+/// A bind-mount target that reaches `/proc` through an image symlink
+/// (`/pp -> /proc`, target `/pp/sys`) is checked where it resolves, not by
+/// its string: refused, and `/proc/sys` stays the kernel's read-only view.
+#[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the chroot backend mounts no /proc or /sys to protect; the Linux backend's check"
+)]
+async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
+    std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
+    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
+    let img = d.make_busybox_image("linky");
+    std::os::unix::fs::symlink("/proc", img.join("pp")).expect("image symlink");
+    std::os::unix::fs::symlink("../dev", img.join("dd")).expect("image symlink");
+    let src = PathBuf::from("/srv/sandboxd-allowed/escape-src");
+    std::fs::create_dir_all(&src).expect("bind source");
+    let mut c = d.clients().await;
+    for target in ["/pp/sys", "/pp", "/dd/shm", "/dd"] {
+        let r = c
+            .sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(pb::SandboxSpec {
+                    image: "linky".into(),
+                    mode: pb::SandboxMode::Idle as i32,
+                    mounts: vec![pb::Mount {
+                        source: src.display().to_string(),
+                        target: target.into(),
+                        read_only: false,
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await;
+        match r {
+            Err(status) => assert!(
+                status.message().contains(target)
+                    && (status.message().contains("/proc") || status.message().contains("/dev")),
+                "target {target}: {status:?}"
+            ),
+            Ok(r) => {
+                let id = r.into_inner().sandbox.expect("sandbox").id;
+                let probe = c
+                    .sh(
+                        &id,
+                        "ls /proc/sys/kernel/hostname /dev/null >/dev/null && echo intact",
+                    )
+                    .await;
+                c.destroy(&id).await;
+                panic!(
+                    "target {target} through a symlink was mounted (probe: {})",
+                    out(&probe)
+                );
+            }
+        }
+    }
+    d.finish().await;
+}
+
+/// Open-file and address-space limits apply to every process of an IDLE
+/// sandbox (the mode `sandboxctl run` uses), not only to a main process.
+#[tokio::test]
+async fn idle_sandbox_execs_get_the_rlimits() {
+    if skip_unless_runnable("idle_sandbox_execs_get_the_rlimits") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let limit = |value| {
+        Some(pb::Limit {
+            value,
+            requirement: 0,
+        })
+    };
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            limits: Some(pb::Limits {
+                open_files: limit(64),
+                address_space_bytes: limit(256 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    for row in &sb.isolation.clone().expect("report").properties {
+        if row.property == pb::IsolationProperty::OpenFilesLimit as i32
+            || row.property == pb::IsolationProperty::AddressSpaceLimit as i32
+        {
+            assert_eq!(row.level, pb::EnforcementLevel::Enforced as i32, "{row:?}");
+        }
+    }
+    let r = c.sh(&sb.id, "ulimit -n; ulimit -v").await;
+    assert_eq!(
+        out(&r),
+        format!("64\n{}\n", 256 << 10),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    d.finish().await;
+}
