@@ -426,3 +426,107 @@ async fn idle_sandbox_execs_get_the_rlimits() {
     );
     d.finish().await;
 }
+
+/// uid 0 without a user namespace cannot change the host's device nodes:
+/// the sandbox's /dev nodes are its own (mknod in its tmpfs), not binds of
+/// the host's inodes.
+#[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the chroot backend is not a boundary against root (docs/security.md); the Linux backend's check"
+)]
+async fn root_cannot_chmod_the_hosts_device_nodes() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let before: Vec<(u32, u32, u32)> = ["/dev/null", "/dev/full", "/dev/zero", "/dev/tty"]
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).expect("host device");
+            (m.mode(), m.uid(), m.gid())
+        })
+        .collect();
+    // The default user can use them.
+    let r = c
+        .sh(&sb.id, "echo x > /dev/null && head -c 3 /dev/zero | wc -c")
+        .await;
+    assert_eq!(
+        out(&r).trim(),
+        "3",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        "chmod 600 /dev/null /dev/full /dev/zero /dev/tty && chown 65534:65534 /dev/full && echo changed; \
+         stat -c '%t:%T %a' /dev/full",
+    ]);
+    p.user = users()[1].1.clone();
+    let r = c.exec_sync(&sb.id, p, 20_000).await;
+    // Inside, root may change its own nodes; they are real devices.
+    assert_eq!(
+        out(&r),
+        "changed\n1:7 600\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let after: Vec<(u32, u32, u32)> = ["/dev/null", "/dev/full", "/dev/zero", "/dev/tty"]
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).expect("host device");
+            (m.mode(), m.uid(), m.gid())
+        })
+        .collect();
+    if before != after {
+        // Put the host back before failing: a broken /dev/null breaks
+        // everything else on this machine.
+        for (path, (mode, uid, gid)) in ["/dev/null", "/dev/full", "/dev/zero", "/dev/tty"]
+            .iter()
+            .zip(&before)
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode));
+            let _ = std::os::unix::fs::chown(path, Some(*uid), Some(*gid));
+        }
+    }
+    assert_eq!(before, after, "the host's device nodes changed");
+    d.finish().await;
+}
+
+/// The daemon's secrets directory (/etc/sandboxd, where docs/security.md
+/// puts the TLS key) is hidden in the "host" image, even from uid 0.
+#[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the chroot backend is not a boundary against root (docs/security.md); the Linux backend's check"
+)]
+async fn host_image_hides_the_daemons_secrets() {
+    let dir = Path::new("/etc/sandboxd");
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(dir).expect("/etc/sandboxd");
+    let secret = dir.join(format!("e2e-secret-{}", std::process::id()));
+    std::fs::write(&secret, "private key").expect("secret");
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        &format!("cat {} 2>&1; ls -A /etc/sandboxd | wc -l", secret.display()),
+    ]);
+    p.user = users()[1].1.clone();
+    let r = c.exec_sync(&sb.id, p, 20_000).await;
+    let _ = std::fs::remove_file(&secret);
+    if made_dir {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(
+        !out(&r).contains("private key"),
+        "uid 0 read the daemon's secret: {}",
+        out(&r)
+    );
+    assert!(out(&r).ends_with("0\n"), "{}", out(&r));
+    d.finish().await;
+}

@@ -48,7 +48,7 @@ use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
 
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
 pub use matrix::{capabilities, rows_for};
-pub use mounts::{MASKED_PATHS, READONLY_PROC_PATHS, RESERVED_TARGETS, RESOLV_CONF};
+pub use mounts::{HOST_SECRETS, MASKED_PATHS, READONLY_PROC_PATHS, RESERVED_TARGETS, RESOLV_CONF};
 pub use network::{
     Forward, NETNS_FILE, RoutedNetwork, SANDBOX_LINK, host_link, nft_script, nft_table,
 };

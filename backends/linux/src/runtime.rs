@@ -662,6 +662,16 @@ fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
                 sys::symlink_at(target, parent.as_fd(), name.as_os_str())
                     .map_err(|e| StepError::new("symlink", format!("{path} -> {target}: {e}")))?;
             }
+            RootOp::Device { path, major, minor } => {
+                let root = root
+                    .as_ref()
+                    .ok_or_else(|| StepError::new("mknod", "root not mounted yet"))?;
+                let (parent, name) = parent_in_root(root, path)?;
+                sys::char_device_at(parent.as_fd(), name.as_os_str(), *major, *minor, 0o666)
+                    .map_err(|e| {
+                        StepError::new("mknod", format!("{path} ({major}:{minor}): {e}"))
+                    })?;
+            }
             RootOp::Mount(m) => {
                 do_mount(launch, root.as_ref(), m)?;
                 if m.target == "/" {

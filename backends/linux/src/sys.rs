@@ -155,6 +155,29 @@ pub fn touch_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     .map(drop)
 }
 
+/// Creates character device `name` in `parent` with exactly `mode` (the
+/// umask does not apply: the mode is set again after mknodat).
+pub fn char_device_at(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    major: u32,
+    minor: u32,
+    mode: u32,
+) -> Result<(), Errno> {
+    use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknodat};
+    let perm = Mode::from_bits_truncate(mode);
+    mknodat(
+        parent,
+        name,
+        SFlag::S_IFCHR,
+        perm,
+        makedev(u64::from(major), u64::from(minor)),
+    )?;
+    // The node was just made in a directory no sandbox process can reach
+    // yet, so following it here cannot be redirected.
+    fchmodat(parent, name, perm, FchmodatFlags::FollowSymlink)
+}
+
 /// symlinkat.
 pub fn symlink_at(target: &str, parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     match nix::unistd::symlinkat(target, parent, name) {

@@ -34,11 +34,24 @@ pub const READONLY_PROC_PATHS: [&str; 5] = [
     "/proc/fs",
 ];
 
+/// Host directories the daemon's own secrets live in (its TLS key and
+/// config, docs/security.md): hidden in the "host" image, which shows the
+/// host's /etc and /usr, behind an empty read-only tmpfs.
+pub const HOST_SECRETS: [&str; 2] = ["/etc/sandboxd", "/usr/local/etc/sandboxd"];
+
 /// Masked paths that are directories (the rest are files).
 const MASKED_DIRS: [&str; 3] = ["/proc/scsi", "/proc/acpi", "/sys/firmware"];
 
-/// Device nodes bound from the host into the private /dev.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// The device nodes of the private /dev (name, major, minor): the set
+/// runc and Docker give a container.
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// Where client mounts may not go: the sandbox's own pseudo-filesystems.
 /// The plan refuses targets named under them; the runtime refuses targets
@@ -112,6 +125,14 @@ fn image(
                 .into_iter()
                 .map(|d| host_bind(d, d, &[Bind, Rdonly, Nodev])),
         );
+        ops.extend(HOST_SECRETS.into_iter().map(|dir| {
+            optional(pseudo(
+                "tmpfs",
+                dir,
+                &[Rdonly, Nosuid, Nodev, Noexec],
+                &["size=0", "mode=000"],
+            ))
+        }));
         for (dir, usr) in [
             ("/bin", "usr/bin"),
             ("/sbin", "usr/sbin"),
@@ -171,9 +192,12 @@ pub(super) fn root_ops(
 
     ops.push(pseudo("proc", "/proc", &[Nosuid, Nodev, Noexec], &[]));
     ops.push(pseudo("tmpfs", "/dev", &[Nosuid, Noexec], &["mode=755"]));
-    for dev in DEVICES {
-        let path = format!("/dev/{dev}");
-        ops.push(host_bind(&path, &path, &[Bind, Nosuid, Noexec]));
+    for (name, major, minor) in DEVICES {
+        ops.push(RootOp::Device {
+            path: format!("/dev/{name}"),
+            major,
+            minor,
+        });
     }
     for (path, target) in [
         ("/dev/fd", "/proc/self/fd"),

@@ -46,6 +46,12 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
             fstype: "symlink".to_owned(),
             options: Vec::new(),
         },
+        RootOp::Device { path, major, minor } => PlanMount {
+            source: format!("char {major}:{minor}"),
+            target: in_root(root, path).display().to_string(),
+            fstype: "mknod".to_owned(),
+            options: vec!["mode=0666".to_owned()],
+        },
         RootOp::Mount(m) => {
             let mut options: Vec<String> = m.flags.iter().map(|f| f.option().to_owned()).collect();
             options.extend(m.data.iter().cloned());

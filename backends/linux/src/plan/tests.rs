@@ -79,6 +79,7 @@ fn targets(p: &LinuxPlan) -> Vec<(String, String)> {
             RootOp::MakePrivate => ("<private>".into(), String::new()),
             RootOp::Mount(m) => (m.target.clone(), m.fstype.clone().unwrap_or_default()),
             RootOp::Symlink { path, .. } => (path.clone(), "symlink".into()),
+            RootOp::Device { path, .. } => (path.clone(), "mknod".into()),
         })
         .collect()
 }
@@ -827,18 +828,20 @@ fn default_mount_order() {
         "/ tmpfs",
         "/usr",
         "/etc",
+        "/etc/sandboxd tmpfs",
+        "/usr/local/etc/sandboxd tmpfs",
         "/bin symlink",
         "/sbin symlink",
         "/lib symlink",
         "/lib64 symlink",
         "/proc proc",
         "/dev tmpfs",
-        "/dev/null",
-        "/dev/zero",
-        "/dev/full",
-        "/dev/random",
-        "/dev/urandom",
-        "/dev/tty",
+        "/dev/null mknod",
+        "/dev/zero mknod",
+        "/dev/full mknod",
+        "/dev/random mknod",
+        "/dev/urandom mknod",
+        "/dev/tty mknod",
         "/dev/fd symlink",
         "/dev/stdin symlink",
         "/dev/stdout symlink",
@@ -1032,11 +1035,15 @@ fn rendered_plan() {
         panic!("not a linux plan");
     };
     assert_eq!(clone_flags.len(), 6);
+    let proc = mounts
+        .iter()
+        .find(|m| m.fstype == "proc")
+        .expect("a proc mount");
     assert_eq!(
-        mounts[8].target,
+        proc.target,
         format!("/var/lib/sandboxd/sandboxes/{ID}/root/proc")
     );
-    assert_eq!(mounts[8].options, ["nosuid", "nodev", "noexec"]);
+    assert_eq!(proc.options, ["nosuid", "nodev", "noexec"]);
     assert!(
         cgroup_writes
             .iter()

@@ -143,6 +143,17 @@ pub enum RootOp {
         /// What it points to.
         target: String,
     },
+    /// A character device node of the sandbox's own (`mknodat(2)`, then
+    /// mode 0666) in its private /dev tmpfs: not a bind of the host's node,
+    /// so a chmod or chown inside never reaches the host's inode.
+    Device {
+        /// Absolute path inside the sandbox.
+        path: String,
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
 }
 
 /// One cgroup file write.
