@@ -530,3 +530,112 @@ async fn host_image_hides_the_daemons_secrets() {
     assert!(out(&r).ends_with("0\n"), "{}", out(&r));
     d.finish().await;
 }
+
+/// Without a user namespace uid 0 is host root: with a read-write bind it
+/// could leave a setuid-root file in a host directory that host users then
+/// run. Such a sandbox refuses uid 0 (main process and Exec); a user
+/// namespace, a read-only bind or another uid is fine.
+#[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the chroot backend is not a boundary against root (docs/security.md); the Linux backend's check"
+)]
+async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
+    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
+    let src = PathBuf::from(format!(
+        "/srv/sandboxd-allowed/setuid-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&src).expect("bind source");
+    std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let mut c = d.clients().await;
+    let bind = |read_only| pb::Mount {
+        source: src.display().to_string(),
+        target: "/out".into(),
+        read_only,
+    };
+    let root = users()[1].1.clone();
+    let plant = "cp /bin/sh /out/sh && chmod 4755 /out/sh && echo planted";
+    // A root main process with a read-write bind: refused at create.
+    let mut p = argv(&["/bin/sh", "-c", plant]);
+    p.user = root.clone();
+    let refused = c
+        .sandboxes
+        .create_sandbox(pb::CreateSandboxRequest {
+            spec: Some(pb::SandboxSpec {
+                process: Some(p),
+                mounts: vec![bind(false)],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("uid 0 with a read-write bind and no user namespace");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("spec.mounts[0]"), "{refused:?}");
+    // IDLE: an Exec as uid 0 is refused, the default user runs.
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            mounts: vec![bind(false)],
+            ..Default::default()
+        })
+        .await;
+    let mut p = argv(&["/bin/sh", "-c", plant]);
+    p.user = root.clone();
+    let r = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(p),
+            timeout_ms: 20_000,
+            ..Default::default()
+        })
+        .await;
+    match r {
+        Err(status) => assert!(status.message().contains("uid 0"), "{status:?}"),
+        Ok(r) => panic!("uid 0 ran: {}", out(&r.into_inner())),
+    }
+    let r = c.sh(&sb.id, "touch /out/by-nobody && echo ok").await;
+    assert_eq!(out(&r), "ok\n", "{}", String::from_utf8_lossy(&r.stderr));
+    c.destroy(&sb.id).await;
+    // With a user namespace, root may write: what it leaves is owned by an
+    // unprivileged host uid, so a setuid bit grants nothing.
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            mounts: vec![bind(false)],
+            isolation: Some(pb::Isolation {
+                user: pb::Requirement::Required as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let mut p = argv(&["/bin/sh", "-c", plant]);
+    p.user = root.clone();
+    let r = c.exec_sync(&sb.id, p, 20_000).await;
+    assert_eq!(
+        out(&r),
+        "planted\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let owner = std::fs::metadata(src.join("sh"))
+        .expect("planted file")
+        .uid();
+    assert_ne!(
+        owner, 0,
+        "a file root left in the bind is owned by host root"
+    );
+    c.destroy(&sb.id).await;
+    let _ = std::fs::remove_dir_all(&src);
+    d.finish().await;
+}

@@ -120,6 +120,8 @@ impl Backend for ChrootBackend {
             capabilities: plan::ROOT_CAPABILITIES.to_vec(),
             seccomp: self.facts.linux_mounts,
             exit_file: sandbox.dir.join("exit.json"),
+            // chroot: root is root (not a boundary against it, docs/security.md).
+            root_refused: None,
         };
         Ok(serde_json::to_vec(&LaunchConfig {
             common,

@@ -167,6 +167,8 @@ impl Backend for FreeBsdBackend {
             // seccomp is Linux's.
             seccomp: false,
             exit_file: sandbox.dir.join("exit.json"),
+            // Jails: see docs/security.md (a jail's root owns what it writes).
+            root_refused: None,
         };
         Ok(serde_json::to_vec(&LaunchConfig {
             common,

@@ -194,6 +194,7 @@ impl Backend for LinuxBackend {
             capabilities,
             seccomp: true,
             exit_file: sandbox.dir.join("exit.json"),
+            root_refused: plan::root_refusal(spec, &linux_plan.namespaces),
         };
         // The sandbox's cgroup v2 directory, if the plan uses one: processes
         // are cloned straight into it.

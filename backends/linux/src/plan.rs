@@ -43,7 +43,7 @@ mod tests;
 mod types;
 
 use sandboxd_core::capability::{self, BackendKind};
-use sandboxd_core::spec::{NetworkMode, Requirement};
+use sandboxd_core::spec::{Mode, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
 
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
@@ -88,6 +88,10 @@ pub enum PlanError {
     /// them before it builds a plan).
     #[error("network: RESTRICTED needs leased addresses and a gateway, and none were given")]
     NoLease,
+    /// uid 0 as the main process, with a read-write bind and no user
+    /// namespace (see [`root_refusal`]).
+    #[error("uid 0: {0}")]
+    RootWithWritableBind(String),
     /// bind mount: the target is reserved for the sandbox's own filesystems.
     #[error(
         "spec.mounts[{index}].target: {target:?} is under /proc, /sys or /dev, which the sandbox mounts itself"
@@ -144,6 +148,24 @@ fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
     ns
 }
 
+/// Why uid 0 may not run in a sandbox, if it may not: without a user
+/// namespace uid 0 inside is host root, and through a read-write bind it
+/// could leave a setuid-root file (or a root-owned one any host user then
+/// trusts) in a host directory. The sandbox's own mount is nosuid, the
+/// host's view of the directory is not.
+pub fn root_refusal(spec: &ValidatedSpec, namespaces: &[Namespace]) -> Option<String> {
+    if namespaces.contains(&Namespace::User) {
+        return None;
+    }
+    let s = spec.spec();
+    s.mounts.iter().enumerate().find(|(_, m)| !m.read_only).map(|(i, m)| {
+        format!(
+            "spec.mounts[{i}] binds host directory {} read-write at {} and the sandbox has no user namespace, so uid 0 could leave setuid-root files there for host users; mount it read-only, ask for a user namespace (isolation.user), or run as another uid",
+            m.source, m.target
+        )
+    })
+}
+
 /// Checks that the payload's ids are mapped in the user namespace.
 fn check_id_map(spec: &ValidatedSpec, range: IdRange) -> Result<(), PlanError> {
     let user = &spec.spec().process.user;
@@ -172,6 +194,11 @@ fn build_unchecked(
     let namespaces = namespaces(spec, host);
     if namespaces.contains(&Namespace::User) {
         check_id_map(spec, host.userns_range)?;
+    }
+    if spec.spec().mode != Mode::Idle && spec.spec().process.user.uid() == 0 {
+        if let Some(why) = root_refusal(spec, &namespaces) {
+            return Err(PlanError::RootWithWritableBind(why));
+        }
     }
     let mounts = mounts::root_ops(spec, sandbox, host, &namespaces)?;
     Ok(LinuxPlan {

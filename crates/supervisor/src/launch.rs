@@ -428,6 +428,11 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
             );
         }
     }
+    if plan.uid.is_root() {
+        if let Some(why) = &config.root_refused {
+            return StepError::new("setuid", format!("uid 0 is refused in this sandbox: {why}"));
+        }
+    }
     // Groups first: after setuid we could no longer change them.
     if let Err(e) = nix::unistd::setgroups(&plan.groups) {
         return step("setgroups", e);

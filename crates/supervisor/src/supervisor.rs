@@ -129,6 +129,11 @@ pub struct CommonConfig {
     /// Install the default seccomp filter (Linux) right before exec.
     #[serde(default)]
     pub seccomp: bool,
+    /// Why no process of this sandbox may run as uid 0 (a read-write bind
+    /// of a host directory with no user namespace: root could leave
+    /// setuid-root files there for host users); `None` where it may.
+    #[serde(default)]
+    pub root_refused: Option<String>,
     /// Where the sandbox's exit is persisted for a daemon that was away.
     pub exit_file: PathBuf,
 }

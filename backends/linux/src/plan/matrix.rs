@@ -142,7 +142,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 p,
                 Level::Enforced,
                 "bind mounts resolved with openat2 RESOLVE_IN_ROOT",
-                "non-recursive (so read-only covers the whole mount), nosuid, nodev; not under /proc, /sys or /dev",
+                "non-recursive (so read-only covers the whole mount), nosuid, nodev; not under /proc, /sys or /dev (checked where the target resolves); without a user namespace uid 0 is refused in a sandbox with a read-write bind",
             ),
         })
         .collect()

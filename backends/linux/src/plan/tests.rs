@@ -1113,3 +1113,84 @@ fn every_mode_gets_the_per_process_rlimits() {
     }
     assert!(crate::plan::rlimits(&spec(|_| {})).is_empty());
 }
+
+#[test]
+fn uid_0_with_a_read_write_bind_needs_a_user_namespace() {
+    let rw: Edit = |s| {
+        s.process.user.uid = Some(0);
+        s.mounts = vec![MountSpec {
+            source: "/srv/out".into(),
+            target: "/out".into(),
+            read_only: false,
+        }];
+    };
+    let host = HostFacts::assumed();
+    // (case, edit, the main process is refused, every process is refused)
+    let cases: [(&str, Edit, bool, bool); 5] = [
+        ("rw bind, uid 0", rw, true, true),
+        (
+            "rw bind, uid 1000",
+            |s| {
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: false,
+                }];
+                s.process.user.uid = Some(1000);
+            },
+            false,
+            true,
+        ),
+        (
+            "ro bind, uid 0",
+            |s| {
+                s.process.user.uid = Some(0);
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: true,
+                }];
+            },
+            false,
+            false,
+        ),
+        (
+            "rw bind, uid 0, user namespace",
+            |s| {
+                s.process.user.uid = Some(0);
+                s.isolation.user = Requirement::Required;
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: false,
+                }];
+            },
+            false,
+            false,
+        ),
+        (
+            "no binds, uid 0",
+            |s| s.process.user.uid = Some(0),
+            false,
+            false,
+        ),
+    ];
+    for (case, edit, main_refused, refusal) in cases {
+        let v = spec(edit);
+        let built = build(&v, &sandbox(), &host);
+        assert_eq!(
+            matches!(built, Err(PlanError::RootWithWritableBind(_))),
+            main_refused,
+            "{case}: {built:?}"
+        );
+        let ns = namespaces(&v, &host);
+        let why = root_refusal(&v, &ns);
+        assert_eq!(why.is_some(), refusal, "{case}");
+        if let Some(why) = why {
+            assert!(
+                why.contains("spec.mounts[0]") && why.contains("/srv/out"),
+                "{why}"
+            );
+        }
+    }
+}
