@@ -639,3 +639,76 @@ async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
     let _ = std::fs::remove_dir_all(&src);
     d.finish().await;
 }
+
+/// An image whose kernel-filesystem mount points are symlinks (`/proc ->
+/// /etc`, `/dev -> /proc`, `/sys -> /proc/sys`, `/tmp -> /proc/sys/kernel`)
+/// tries to make the sandbox's own mounts land elsewhere: over the proc
+/// mount, or with /proc/sys writable (runc CVE-2019-19921 and the
+/// CVE-2025-31133/52565/52881 masked-path races are this class). The
+/// create is refused, naming the symlink, and the host's kernel settings
+/// stay as they were.
+#[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the chroot backend mounts no /proc or /sys; the Linux backend's check"
+)]
+async fn image_symlinks_cannot_redirect_the_sandboxs_own_mounts() {
+    let d = Daemon::start();
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read");
+    let layouts: &[(&str, &[(&str, &str)])] = &[
+        ("proc-to-etc", &[("proc", "/etc")]),
+        ("dev-to-proc", &[("dev", "/proc")]),
+        ("sys-to-proc-sys", &[("sys", "/proc/sys")]),
+        ("tmp-to-kernel", &[("tmp", "/proc/sys/kernel")]),
+    ];
+    let mut c = d.clients().await;
+    for (name, links) in layouts {
+        let img = d.make_busybox_image(name);
+        for (path, target) in *links {
+            let p = img.join(path);
+            let _ = std::fs::remove_dir_all(&p);
+            std::os::unix::fs::symlink(target, &p).expect("image symlink");
+        }
+        let mut p = argv(&[
+            "/bin/sh",
+            "-c",
+            "echo '|/tmp/pwn' > /proc/sys/kernel/core_pattern && echo written",
+        ]);
+        p.user = users()[1].1.clone();
+        let r = c
+            .sandboxes
+            .create_sandbox(pb::CreateSandboxRequest {
+                spec: Some(pb::SandboxSpec {
+                    image: (*name).into(),
+                    process: Some(p),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await;
+        match r {
+            Err(status) => assert!(
+                status.message().contains("symlink"),
+                "{name}: refused without naming the symlink: {status:?}"
+            ),
+            Ok(r) => {
+                let id = r.into_inner().sandbox.expect("sandbox").id;
+                let _ = c
+                    .sandboxes
+                    .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
+                    .await;
+                c.destroy(&id).await;
+                let now = std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read");
+                if now != core_pattern {
+                    let _ = std::fs::write("/proc/sys/kernel/core_pattern", &core_pattern);
+                }
+                panic!("{name}: created on an image that redirects /proc, /dev, /sys or /tmp");
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read"),
+        core_pattern
+    );
+    d.finish().await;
+}

@@ -761,9 +761,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         let root = root.ok_or_else(|| err("resolve mount target", &"root not mounted yet"))?;
         match sys::resolve_in_root(root.as_fd(), Path::new(&m.target)) {
             Ok(fd) => {
-                if m.client {
-                    check_resolved_target(root.as_fd(), fd.as_fd(), &m.target)?;
-                }
+                check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
@@ -779,6 +777,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                 made.map_err(|e| err("create mount point", &e))?;
                 let fd = sys::resolve_in_root(root.as_fd(), Path::new(&m.target))
                     .map_err(|e| err("resolve mount target", &e))?;
+                check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
@@ -833,13 +832,16 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
     Ok(())
 }
 
-/// Refuses a client mount whose target, resolved inside the root, lies
-/// under one of the sandbox's own pseudo-filesystems: the plan checked the
-/// string, this checks where an image's symlinks made it point.
+/// Checks where a mount target resolved inside the root (see
+/// [`Mount::client`]): a client's may follow the image's symlinks but not
+/// into one of the sandbox's own pseudo-filesystems; the sandbox's own
+/// mounts must land exactly on their path. The plan checked the strings;
+/// this checks where the image's symlinks made them point.
 fn check_resolved_target(
     root: BorrowedFd<'_>,
     fd: BorrowedFd<'_>,
     target: &str,
+    client: bool,
 ) -> Result<(), StepError> {
     let step = "check mount target";
     let path_of = |fd| {
@@ -854,6 +856,18 @@ fn check_resolved_target(
             format!("{target} resolves outside the root, to {}", host.display()),
         )
     })?);
+    if !client {
+        if inside != Path::new(target) {
+            return Err(StepError::new(
+                step,
+                format!(
+                    "{target} resolves to {} through a symlink in the image; the sandbox's own mount points must be real directories",
+                    inside.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if let Some(reserved) = RESERVED_TARGETS.iter().find(|r| inside.starts_with(r)) {
         return Err(StepError::new(
             step,

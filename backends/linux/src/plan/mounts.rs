@@ -99,6 +99,14 @@ fn host_bind(source: &str, target: &str, flags: &[MountFlag]) -> RootOp {
     )
 }
 
+/// Marks a mount's target as checked like a client's (see [`Mount::client`]).
+fn client(op: RootOp) -> RootOp {
+    match op {
+        RootOp::Mount(m) => RootOp::Mount(Mount { client: true, ..m }),
+        other => other,
+    }
+}
+
 /// Marks a mount as skipped when its source or target does not exist.
 fn optional(op: RootOp) -> RootOp {
     match op {
@@ -278,30 +286,27 @@ pub(super) fn root_ops(
         if m.read_only {
             flags.push(Rdonly);
         }
-        ops.push(
-            match mount(
-                MountSource::Host(PathBuf::from(&m.source)),
-                &m.target,
-                None,
-                &flags,
-                &[],
-            ) {
-                RootOp::Mount(m) => RootOp::Mount(Mount { client: true, ..m }),
-                other => other,
-            },
-        );
+        ops.push(client(mount(
+            MountSource::Host(PathBuf::from(&m.source)),
+            &m.target,
+            None,
+            &flags,
+            &[],
+        )));
     }
 
     if !s.network.dns_servers.is_empty() {
         // The daemon writes the file (prepare); read-only inside, so the
         // sandbox cannot redirect its own lookups elsewhere for others.
-        ops.push(mount(
+        // Images often make /etc/resolv.conf a symlink: checked as a
+        // client mount (inside the root, not under /proc, /sys, /dev).
+        ops.push(client(mount(
             MountSource::Host(sandbox.dir.join(RESOLV_CONF)),
             "/etc/resolv.conf",
             None,
             &[Bind, Rdonly, Nosuid, Nodev, Noexec],
             &[],
-        ));
+        )));
     }
 
     if s.readonly_rootfs {

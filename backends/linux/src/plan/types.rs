@@ -119,10 +119,12 @@ pub struct Mount {
     /// Skip, rather than fail, when the target does not exist (masks of
     /// kernel files that depend on the kernel's configuration).
     pub if_exists: bool,
-    /// A client's bind mount: where its target resolves (through the
-    /// image's symlinks, inside the root) must not lie under
-    /// [`crate::plan::RESERVED_TARGETS`]. Checked on the resolved path, since
-    /// the string can name `/proc` through a symlink such as `/pp -> /proc`.
+    /// How the resolved target is checked. `true` (a client's bind, the
+    /// resolv.conf bind): it may follow the image's symlinks inside the root
+    /// but must not land under [`crate::plan::RESERVED_TARGETS`] (the string
+    /// can name `/proc` through `/pp -> /proc`). `false` (the sandbox's own
+    /// mounts): it must resolve to exactly `target`, so an image symlink
+    /// such as `/proc -> /etc` or `/dev -> /proc` cannot move them.
     #[serde(default)]
     pub client: bool,
 }
