@@ -41,6 +41,9 @@ fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
         options.push("update".to_owned());
     }
     options.extend(m.options.iter().cloned());
+    if let Some(mode) = m.chmod {
+        options.push(format!("then chmod {mode:o}"));
+    }
     PlanMount {
         source,
         target: in_root(rootfs, &m.target).display().to_string(),

@@ -593,11 +593,12 @@ fn root_filesystem() {
             .iter()
             .map(|m| {
                 format!(
-                    "{} {}{} {}",
+                    "{} {}{} {}{}",
                     m.fstype.as_str(),
                     if m.update { "update " } else { "" },
                     m.target,
-                    m.options.join(",")
+                    m.options.join(","),
+                    m.chmod.map(|c| format!(" chmod {c:o}")).unwrap_or_default()
                 )
             })
             .collect()
@@ -607,7 +608,7 @@ fn root_filesystem() {
             "host image",
             |_| {},
             &[
-                "tmpfs / mode=755",
+                "tmpfs /  chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -623,7 +624,7 @@ fn root_filesystem() {
             "host image read-only",
             |s| s.readonly_rootfs = true,
             &[
-                "tmpfs / mode=755",
+                "tmpfs /  chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -704,6 +705,52 @@ fn root_filesystem() {
         p.refusals
     );
     assert_eq!(p.native, render::empty());
+}
+
+/// Found on FreeBSD 15.1: a tmpfs mounted with `mode` cannot be updated to
+/// read-only, because the kernel merges the mount's earlier options into
+/// the update and tmpfs refuses `mode` there ("mount option <mode> is
+/// unknown"). The host image's root therefore gets no tmpfs option at all
+/// and its mode from `fchmod` after mounting, before the update.
+#[test]
+fn a_read_only_host_root_is_a_tmpfs_without_mode_then_chmod() {
+    let host = HostFacts::assumed();
+    for ro in [false, true] {
+        let p = build(
+            &spec(if ro {
+                |s: &mut SandboxSpec| s.readonly_rootfs = true
+            } else {
+                |_: &mut SandboxSpec| {}
+            }),
+            &sandbox(),
+            &host,
+        )
+        .expect("plan builds");
+        let roots: Vec<&JailMount> = p
+            .mounts
+            .iter()
+            .filter(|m| m.target == "/" && m.fstype == Fstype::Tmpfs)
+            .collect();
+        assert_eq!(roots.len(), if ro { 2 } else { 1 }, "ro={ro}");
+        for m in &roots {
+            assert!(
+                !m.options.iter().any(|o| o.starts_with("mode")),
+                "ro={ro}: {m:?}"
+            );
+        }
+        // The first mount sets the mode; the update changes nothing but ro.
+        assert_eq!(roots[0].chmod, Some(0o755), "ro={ro}");
+        if ro {
+            assert!(roots[1].update);
+            assert_eq!(roots[1].options, ["ro"]);
+            assert_eq!(roots[1].chmod, None);
+        }
+    }
+    // /tmp is never updated: its tmpfs `mode` stays an option.
+    let p = built(|s| s.readonly_rootfs = true, &host);
+    let tmp = p.mounts.iter().find(|m| m.target == "/tmp").expect("/tmp");
+    assert_eq!(tmp.options, ["mode=1777", "nosuid"]);
+    assert_eq!(tmp.chmod, None);
 }
 
 #[test]

@@ -133,6 +133,13 @@ pub struct JailMount {
     pub options: Vec<String>,
     /// `MNT_UPDATE` of an existing mount rather than a new one.
     pub update: bool,
+    /// After mounting, the mounted directory's mode is set to this with
+    /// `fchmod(2)`. The `host` image's tmpfs root gets its mode this way,
+    /// not with tmpfs's `mode` option: on a later `MNT_UPDATE` (the
+    /// read-only remount) the kernel merges the mount's earlier options
+    /// back in, and tmpfs refuses `mode` on an update.
+    #[serde(default)]
+    pub chmod: Option<u32>,
 }
 
 /// An rctl resource limited per jail.
