@@ -134,9 +134,12 @@ impl Backend for FreeBsdBackend {
         if s.image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, s.image())?;
         }
-        let rlimits = pure::rlimits(&jail_plan.steps)
-            .into_iter()
-            .map(|r| match r {
+        // Every process the supervisor starts (main and Exec, in every
+        // mode) gets these.
+        let rlimits = jail_plan
+            .rlimits
+            .iter()
+            .map(|r| match *r {
                 plan::Rlimit::Nofile(value) => Rlimit {
                     kind: RlimitKind::Nofile,
                     value,

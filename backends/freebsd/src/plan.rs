@@ -166,6 +166,7 @@ fn build_unchecked(
         rctl_rules,
         host_net,
         resolv_conf,
+        rlimits: steps::rlimits(spec),
         id: sandbox.id.clone(),
         name,
         rootfs,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Fstype, HostAlias, JailMount, JailParam, JailStep, Jsys, ParamValue, Rlimit};
+use crate::plan::{Fstype, HostAlias, JailMount, JailParam, JailStep, Jsys, ParamValue};
 
 /// One `jail_set(2)` iovec pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,17 +243,6 @@ pub fn main_argv(steps: &[JailStep]) -> Option<&[String]> {
         JailStep::Execve { argv, .. } => Some(argv.as_slice()),
         _ => None,
     })
-}
-
-/// The per-process limits the plan sets with `setrlimit(2)`.
-pub fn rlimits(steps: &[JailStep]) -> Vec<Rlimit> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            JailStep::SetRlimit(r) => Some(*r),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A boolean or integer sysctl's raw bytes (1 byte for `SYSCTL_BOOL` such

@@ -24,7 +24,7 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
 }
 
 /// The mode of the `host` image's tmpfs root directory.
-pub const ROOT_MODE: u32 = 0o755;
+pub(super) const ROOT_MODE: u32 = 0o755;
 
 /// The jail's resolver configuration, covered by the generated file.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";

@@ -438,6 +438,46 @@ fn limits() {
             &JailStep::NoNewPrivs,
         ]
     );
+    // Every mode carries them for every process it starts (the first one
+    // and each Exec): an IDLE plan has no first process, but its Execs get
+    // the same limits.
+    let modes: &[(&str, Edit)] = &[
+        ("process", |_| {}),
+        ("init", |s| {
+            s.mode = Mode::Init;
+            s.process.argv.clear();
+        }),
+        ("idle", |s| {
+            s.mode = Mode::Idle;
+            s.process.argv.clear();
+            s.process.env.clear();
+        }),
+    ];
+    for (what, edit) in modes {
+        let mut s = spec(*edit).spec().clone();
+        s.limits.open_files = limit(64);
+        s.limits.address_space_bytes = limit(1 << 30);
+        let s = validate(s, &Policy::default()).expect("valid");
+        let p = build(&s, &sandbox(), &host).expect("builds");
+        assert_eq!(
+            p.rlimits,
+            [Rlimit::Nofile(64), Rlimit::As(1 << 30)],
+            "{what}"
+        );
+        let shown: Vec<Rlimit> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                JailStep::SetRlimit(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        let first_process = p.steps.contains(&JailStep::Fork);
+        assert_eq!(shown.is_empty(), !first_process, "{what}");
+        if first_process {
+            assert_eq!(shown, p.rlimits, "{what}");
+        }
+    }
 }
 
 #[test]

@@ -350,6 +350,11 @@ pub struct JailPlan {
     pub host_net: HostNet,
     /// The generated `/etc/resolv.conf`, when the spec names nameservers.
     pub resolv_conf: Option<String>,
+    /// The `setrlimit(2)` limits of every process the sandbox starts: the
+    /// first one (its `SetRlimit` steps show them) and each Exec, in every
+    /// mode (an IDLE plan has no first process, its Execs still get them).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
     /// Steps, in order.
     pub steps: Vec<JailStep>,
 }

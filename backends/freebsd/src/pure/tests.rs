@@ -10,7 +10,7 @@ use sandboxd_core::spec::{Limit, Mode, MountSpec, ProcessSpec, Requirement, Sand
 use sandboxd_core::validate::{Policy, validate};
 
 use super::*;
-use crate::plan::{HostFacts, MountSource, RctlResource, RctlRule, build};
+use crate::plan::{HostFacts, MountSource, RctlResource, RctlRule, Rlimit, build};
 
 const ID: &str = "0123456789abcdef";
 
@@ -303,21 +303,30 @@ fn main_argv_and_rlimits_come_from_the_plan() {
         main_argv(&init.steps),
         Some(&["/bin/sh".to_owned(), "/etc/rc".to_owned()][..])
     );
-    assert_eq!(
-        rlimits(&init.steps),
-        vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]
-    );
+    assert_eq!(init.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]);
     let process = plan_for(|_| {});
     assert_eq!(
         main_argv(&process.steps),
         Some(&["/bin/true".to_owned()][..])
     );
-    assert!(rlimits(&process.steps).is_empty());
+    assert!(process.rlimits.is_empty());
+    // Found on FreeBSD 15.1: IDLE sandboxes ran every Exec without these,
+    // because the limits were taken from the first process's steps, which
+    // an IDLE plan does not have.
     let idle = plan_for(|s| {
         s.mode = Mode::Idle;
         s.process.argv.clear();
+        s.limits.open_files = Some(Limit {
+            value: 64,
+            requirement: Requirement::Unspecified,
+        });
+        s.limits.address_space_bytes = Some(Limit {
+            value: 64 << 20,
+            requirement: Requirement::Unspecified,
+        });
     });
     assert_eq!(main_argv(&idle.steps), None);
+    assert_eq!(idle.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(64 << 20)]);
 }
 
 #[test]
