@@ -83,8 +83,8 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
             Property::MemoryLimit => rctl(
                 host,
                 p,
-                "rctl memoryuse:deny",
-                "resident memory of the whole jail; pages above the limit are reclaimed by the VM daemon rather than allocations failing",
+                "rctl vmemoryuse:deny",
+                "a hard cap on the sum of the virtual sizes of the jail's processes: a mapping, brk or fork that would take it over the limit fails with ENOMEM. Resident memory is never more than that, but address space a program only reserves counts too (runtimes that reserve large ranges, such as Go or Java, need a limit well above their working set), and files in tmpfs (/tmp) and kernel memory are not counted. (rctl memoryuse, resident memory, is not used: racct never refuses an allocation for it, it only asks the VM daemon to reclaim pages)",
             ),
             Property::PidsLimit => rctl(
                 host,

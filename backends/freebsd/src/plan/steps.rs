@@ -27,7 +27,9 @@ pub(super) fn rctl_rules(spec: &ValidatedSpec, jail: &str, host: &HostFacts) -> 
     }
     let l = spec.spec().limits;
     [
-        (RctlResource::Memoryuse, l.memory_bytes.map(|l| l.value)),
+        // The hard cap: virtual size, which racct can deny (see
+        // RctlResource::Vmemoryuse); resident size is at most that.
+        (RctlResource::Vmemoryuse, l.memory_bytes.map(|l| l.value)),
         (RctlResource::Maxproc, l.pids.map(|l| l.value)),
         // Percent of one CPU, rounded up so a small quota is never 0%.
         (

@@ -381,7 +381,7 @@ fn limits() {
         (
             "memory",
             |s| s.limits.memory_bytes = limit(64 << 20),
-            &["jail:sandboxd-0123456789abcdef:memoryuse:deny=67108864"],
+            &["jail:sandboxd-0123456789abcdef:vmemoryuse:deny=67108864"],
         ),
         (
             "pids",
@@ -478,6 +478,62 @@ fn limits() {
             assert_eq!(shown, p.rlimits, "{what}");
         }
     }
+}
+
+/// Found on FreeBSD 15.1: `memoryuse:deny` (resident memory) never refuses
+/// an allocation, it only makes the VM daemon reclaim pages, so without
+/// swap a payload held 200 MiB under a 64 MiB rule while the row said
+/// ENFORCED. The memory row must name the rule the plan adds and say what
+/// that rule measures; each rctl row names its rule's resource.
+#[test]
+fn rctl_rows_name_the_rule_they_add_and_what_it_measures() {
+    let host = HostFacts::assumed();
+    let cases: &[(Property, Edit, RctlResource, &[&str])] = &[
+        (
+            Property::MemoryLimit,
+            |s| s.limits.memory_bytes = limit(64 << 20),
+            RctlResource::Vmemoryuse,
+            &["virtual", "ENOMEM", "reserve", "tmpfs", "never refuses"],
+        ),
+        (
+            Property::PidsLimit,
+            |s| s.limits.pids = limit(10),
+            RctlResource::Maxproc,
+            &["processes"],
+        ),
+        (
+            Property::CpuLimit,
+            |s| s.limits.cpu_millis = limit(500),
+            RctlResource::Pcpu,
+            &["percent of one CPU"],
+        ),
+    ];
+    for (property, edit, resource, words) in cases {
+        let p = built(*edit, &host);
+        let got: Vec<RctlResource> = p.rctl_rules.iter().map(|r| r.resource).collect();
+        assert_eq!(got, [*resource], "{property:?}");
+        let r = row(&spec(*edit), &host, *property);
+        assert_eq!(r.level, Level::Enforced, "{property:?}");
+        assert_eq!(
+            r.mechanism,
+            format!("rctl {}:deny", resource.as_str()),
+            "{property:?}"
+        );
+        for w in *words {
+            assert!(
+                r.caveats.contains(w),
+                "{property:?}: {w:?} in {}",
+                r.caveats
+            );
+        }
+    }
+    // memoryuse is never used as a limit: it does not refuse anything.
+    let p = built(|s| s.limits.memory_bytes = limit(64 << 20), &host);
+    assert!(
+        !rules(&p).iter().any(|r| r.contains(":memoryuse:")),
+        "{:?}",
+        rules(&p)
+    );
 }
 
 #[test]

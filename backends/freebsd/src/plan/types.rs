@@ -146,8 +146,12 @@ pub struct JailMount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RctlResource {
-    /// Resident memory in bytes.
-    Memoryuse,
+    /// Virtual memory in bytes: the sum of the address-space sizes of the
+    /// jail's processes. Deniable: a mapping, `brk` or `fork` that would
+    /// take the sum over the limit fails with ENOMEM. (Resident memory,
+    /// `memoryuse`, is not used: racct only asks the VM daemon to reclaim
+    /// pages above it and never refuses an allocation.)
+    Vmemoryuse,
     /// Number of processes.
     Maxproc,
     /// CPU time, percent of one CPU.
@@ -158,7 +162,7 @@ impl RctlResource {
     /// The rctl(8) name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Memoryuse => "memoryuse",
+            Self::Vmemoryuse => "vmemoryuse",
             Self::Maxproc => "maxproc",
             Self::Pcpu => "pcpu",
         }

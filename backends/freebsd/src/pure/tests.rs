@@ -348,7 +348,7 @@ fn racct_usage_and_rctl_filters() {
     assert_eq!(racct_usage(""), (None, None));
     let rule = RctlRule {
         jail: "sandboxd-ab".into(),
-        resource: RctlResource::Memoryuse,
+        resource: RctlResource::Vmemoryuse,
         amount: 1,
     };
     // The filter that removes a jail's rules matches the rules we add.
