@@ -190,18 +190,30 @@ impl Backend for FreeBsdBackend {
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
         // The jail first: its processes are gone before their addresses.
-        runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir).map_err(|e| {
-            BackendError::Io {
+        // The network is undone even if that failed: it is independent
+        // (a jail can use only the addresses in its ip4.addr/ip6.addr, on
+        // an interface or not), and the daemon keeps the addresses leased
+        // until a cleanup succeeds as a whole.
+        let jail = runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir);
+        let anchor = self.facts.pf_anchors.then(|| plan::pf_anchor(&sandbox.id));
+        let net = netcfg::cleanup(&sandbox.dir, anchor.as_deref());
+        match (jail, net) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(jail), Ok(())) => Err(BackendError::Io {
                 step: "clean up jail",
                 path: sandbox.dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        let anchor = self.facts.pf_anchors.then(|| plan::pf_anchor(&sandbox.id));
-        netcfg::cleanup(&sandbox.dir, anchor.as_deref()).map_err(|e| BackendError::Network {
-            step: "cleanup".to_owned(),
-            message: e.to_string(),
-        })
+                source: std::io::Error::other(jail.to_string()),
+            }),
+            (Ok(()), Err(net)) => Err(BackendError::Network {
+                step: "cleanup".to_owned(),
+                message: net.to_string(),
+            }),
+            (Err(jail), Err(net)) => Err(BackendError::Io {
+                step: "clean up jail and network",
+                path: sandbox.dir.clone(),
+                source: std::io::Error::other(format!("{jail}; network: {net}")),
+            }),
+        }
     }
 
     fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {

@@ -65,7 +65,7 @@ mod types;
 use sandboxd_core::capability::{self, BackendKind};
 use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
 
-pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts};
+pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts, IFCONFIG, PFCTL, PROTOCOLS, ROUTE};
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, own_binary_mask};
 pub use net::{pf_anchor, pf_rules, wants_pf};

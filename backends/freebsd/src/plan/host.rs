@@ -5,6 +5,18 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// ifconfig(8): adds and removes the host aliases of RESTRICTED addresses
+/// and of LOOPBACK without VIMAGE.
+pub const IFCONFIG: &str = "/sbin/ifconfig";
+/// route(8): the probe of the default route's interface (pf's egress).
+pub const ROUTE: &str = "/sbin/route";
+/// pfctl(8): the probe of pf and its anchors; loads and flushes the
+/// sandbox's nat/rdr rules.
+pub const PFCTL: &str = "/sbin/pfctl";
+/// protocols(5): pfctl resolves `proto tcp`/`proto udp` of the port
+/// forwards' rdr rules through it.
+pub const PROTOCOLS: &str = "/etc/protocols";
+
 /// The interface RESTRICTED sandboxes' addresses are added to as aliases
 /// when the host has it: a cloned loopback (`cloned_interfaces="lo1"` in
 /// rc.conf), the usual home of jail addresses that pf NATs.

@@ -78,7 +78,7 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             (
                 "pfctl",
                 args,
-                "outbound NAT and port forwards as nat/rdr rules in the sandbox's anchor; flushed on destroy (pfctl -a ANCHOR -F all)",
+                "outbound NAT and port forwards as nat/rdr rules in the sandbox's anchor; flushed on destroy (pfctl -a ANCHOR -F rules, then -F nat)",
             )
         }
         JailStep::WriteResolvConf => {

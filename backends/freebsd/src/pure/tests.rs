@@ -2,7 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use sandboxd_core::SandboxPaths;
@@ -393,10 +393,19 @@ fn host_network_commands_and_probes() {
         pfctl_load_args("sandboxd/x"),
         ["-a", "sandboxd/x", "-f", "-"]
     );
+    // Exactly what the backend loads, rules and nat, in two calls: on
+    // FreeBSD 15.1 `-F all` exits 1 on an anchor (it also flushes tables,
+    // after the anchor's ruleset is gone), which failed every destroy.
     assert_eq!(
         pfctl_flush_args("sandboxd/x"),
-        ["-a", "sandboxd/x", "-F", "all"]
+        [
+            ["-a", "sandboxd/x", "-F", "rules"],
+            ["-a", "sandboxd/x", "-F", "nat"]
+        ]
     );
+    for args in pfctl_flush_args("sandboxd/x") {
+        assert!(!args.iter().any(|a| a == "all"), "{args:?}");
+    }
     assert_eq!(
         pf_rules_text(&[
             "nat on em0 inet from 192.0.2.1 to any -> (em0)".into(),
@@ -500,4 +509,135 @@ fn the_loopback_alias_is_a_recorded_daemon_alias_derived_from_the_id() {
             .iter()
             .any(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
     );
+}
+
+/// A host whose commands fail as told, recording what cleanup did.
+#[derive(Default)]
+struct FakeHost {
+    /// Commands (program and arguments joined) that fail.
+    failing: Vec<String>,
+    /// Addresses not configured (any more).
+    absent: Vec<IpAddr>,
+    /// Every command run, in order.
+    ran: Vec<String>,
+    /// Every record saved, in order.
+    saved: Vec<HostNetRecord>,
+}
+
+impl HostNetOps for FakeHost {
+    fn run(&mut self, step: &'static str, program: &str, args: &[String]) -> Result<(), String> {
+        let line = format!("{program} {}", args.join(" "));
+        self.ran.push(line.clone());
+        if self.failing.contains(&line) {
+            Err(format!("{step}: {line}: exit status: 1"))
+        } else {
+            Ok(())
+        }
+    }
+    fn address_present(&mut self, address: IpAddr) -> bool {
+        !self.absent.contains(&address)
+    }
+    fn save(&mut self, record: &HostNetRecord) -> Result<(), String> {
+        self.saved.push(record.clone());
+        Ok(())
+    }
+}
+
+fn lo1(a: &str) -> crate::plan::HostAlias {
+    crate::plan::HostAlias {
+        interface: "lo1".into(),
+        address: a.parse().unwrap(),
+    }
+}
+
+#[test]
+fn host_network_cleanup_undoes_each_resource_and_keeps_what_failed() {
+    let full = || HostNetRecord {
+        aliases: vec![lo1("203.0.113.4"), lo1("2001:db8::4")],
+        pf_anchor: Some("sandboxd/ab".into()),
+    };
+    const FLUSH_RULES: &str = "/sbin/pfctl -a sandboxd/ab -F rules";
+    const FLUSH_NAT: &str = "/sbin/pfctl -a sandboxd/ab -F nat";
+    const RM4: &str = "/sbin/ifconfig lo1 inet 203.0.113.4 -alias";
+    const RM6: &str = "/sbin/ifconfig lo1 inet6 2001:db8::4 -alias";
+    let (flush_rules, flush_nat, rm6) = (FLUSH_RULES, FLUSH_NAT, RM6);
+    struct Case {
+        what: &'static str,
+        failing: &'static [&'static str],
+        /// What is left in the record afterwards.
+        left: fn() -> HostNetRecord,
+        errors: usize,
+    }
+    let cases = [
+        Case {
+            what: "all goes",
+            failing: &[],
+            left: HostNetRecord::default,
+            errors: 0,
+        },
+        Case {
+            // The failure found on 15.1 aborted the cleanup before the
+            // aliases: they stayed on lo1 and in the record.
+            what: "a failed flush does not stop the aliases",
+            failing: &[FLUSH_NAT],
+            left: || HostNetRecord {
+                aliases: vec![],
+                pf_anchor: Some("sandboxd/ab".into()),
+            },
+            errors: 1,
+        },
+        Case {
+            what: "one alias fails, the other goes",
+            failing: &[RM4],
+            left: || HostNetRecord {
+                aliases: vec![lo1("203.0.113.4")],
+                pf_anchor: None,
+            },
+            errors: 1,
+        },
+        Case {
+            what: "everything fails: everything stays recorded",
+            failing: &[FLUSH_RULES, RM4, RM6],
+            left: full,
+            errors: 3,
+        },
+    ];
+    for c in cases {
+        let mut host = FakeHost {
+            failing: c.failing.iter().map(|s| (*s).to_owned()).collect(),
+            ..FakeHost::default()
+        };
+        let (left, errors) = undo_host_net(full(), None, &mut host);
+        assert_eq!(left, (c.left)(), "{}", c.what);
+        assert_eq!(errors.len(), c.errors, "{}: {errors:?}", c.what);
+        // Every resource was tried, whatever failed before it: both
+        // flushes, then the aliases newest first.
+        assert_eq!(host.ran, [FLUSH_RULES, FLUSH_NAT, RM6, RM4], "{}", c.what);
+        // The record on disk always ends as what is left.
+        assert_eq!(
+            host.saved.last().cloned().unwrap_or_else(full),
+            left,
+            "{}",
+            c.what
+        );
+    }
+    // An address already gone is not removed again, and counts as undone.
+    let mut host = FakeHost {
+        absent: vec!["203.0.113.4".parse().unwrap()],
+        ..FakeHost::default()
+    };
+    let (left, errors) = undo_host_net(full(), None, &mut host);
+    assert_eq!((left, errors.len()), (HostNetRecord::default(), 0));
+    assert_eq!(host.ran, [flush_rules, flush_nat, rm6]);
+    // Without a record, the id's anchor is still flushed (a daemon crash
+    // between loading it and recording it), and a failure to do so is
+    // not an error: there may be nothing to flush.
+    let mut host = FakeHost {
+        failing: vec![flush_rules.to_owned()],
+        ..FakeHost::default()
+    };
+    let (left, errors) = undo_host_net(HostNetRecord::default(), Some("sandboxd/ab"), &mut host);
+    assert_eq!((left, errors.len()), (HostNetRecord::default(), 0));
+    assert_eq!(host.ran, [flush_rules, flush_nat]);
+    assert!(host.saved.is_empty());
 }
