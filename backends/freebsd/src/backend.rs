@@ -80,7 +80,7 @@ pub fn supervisor_main() -> i32 {
 /// VIMAGE`); whether `lo1` exists (the alias interface); whether pf is
 /// enabled with the sandboxd anchors (`pfctl -s info`, `pfctl -s nat`);
 /// the default route's interface (`route -n get -inet default`); the path
-/// of this binary. Anything
+/// of this binary; which of the base files it uses are missing. Anything
 /// that cannot be read counts as "no".
 pub fn probe() -> HostFacts {
     let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
@@ -100,6 +100,13 @@ pub fn probe() -> HostFacts {
         // canonicalize resolves what symlinks are left, so the path is the
         // one nullfs shows.
         own_binary: std::env::current_exe().and_then(std::fs::canonicalize).ok(),
+        // The base system's tools and files the network parts use; a
+        // minimal host may lack them, and caps then says so.
+        missing_base_files: plan::BASE_FILES
+            .iter()
+            .filter(|f| !std::path::Path::new(f).exists())
+            .map(|f| (*f).to_owned())
+            .collect(),
     }
 }
 

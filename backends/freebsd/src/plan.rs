@@ -65,7 +65,9 @@ mod types;
 use sandboxd_core::capability::{self, BackendKind};
 use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
 
-pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts, IFCONFIG, PFCTL, PROTOCOLS, ROUTE};
+pub use host::{
+    BASE_FILES, DEFAULT_ALIAS_INTERFACE, HostFacts, IFCONFIG, PFCTL, PROTOCOLS, ROUTE, needed_for,
+};
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, own_binary_mask};
 pub use net::{pf_anchor, pf_rules, wants_pf};
@@ -97,6 +99,16 @@ pub enum PlanError {
     DnsUnsupported {
         /// The host's `kern.osrelease`.
         os_release: String,
+    },
+    /// A base-system file the spec needs is not on this host.
+    #[error(
+        "spec.network.mode: {path} is missing on this host, and the freebsd backend needs it for {needed}"
+    )]
+    MissingBaseFile {
+        /// The file.
+        path: &'static str,
+        /// What needs it.
+        needed: &'static str,
     },
     /// nullfs mount: the target is reserved for the jail's devfs.
     #[error("spec.mounts[{index}].target: {target:?} is under /dev, which the jail's devfs owns")]
@@ -144,6 +156,7 @@ fn build_unchecked(
     let rootfs = sandbox.dir.join("root");
     let net = params::network(spec, sandbox, host)?;
     let host_net = net::host_net(spec, sandbox, host)?;
+    net::check_base_files(&net, &host_net, host)?;
     let resolv_conf = net::resolv_conf(spec, &sandbox.id, host)?;
     let rctl_rules = steps::rctl_rules(spec, &name, host);
     Ok(JailPlan {

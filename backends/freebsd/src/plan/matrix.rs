@@ -5,7 +5,7 @@
 use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
-use super::{HostFacts, disabled_row, unmasked_binary, wants_pf};
+use super::{HostFacts, disabled_row, needed_for, unmasked_binary, wants_pf};
 
 /// Why rctl limits are off; part of the refusal text.
 const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
@@ -58,8 +58,9 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 Level::Enforced,
                 "jail ip4/ip6 parameters; vnet for LOOPBACK; pf for NAT and forwards",
                 &format!(
-                    "NONE: ip4=disable ip6=disable; {loopback}; RESTRICTED: ip4.addr/ip6.addr on the host's stack ({aliases}), {pf}; HOST: ip4/ip6=inherit, if the daemon's config permits; raw sockets are off (allow.raw_sockets=0)",
+                    "NONE: ip4=disable ip6=disable; {loopback}; RESTRICTED: ip4.addr/ip6.addr on the host's stack ({aliases}), {pf}; HOST: ip4/ip6=inherit, if the daemon's config permits; raw sockets are off (allow.raw_sockets=0){missing}",
                     aliases = alias_text(host),
+                    missing = missing_text(host),
                     pf = match host.pf_ready() {
                         Ok(egress) => format!(
                             "outbound NAT and port forwards as pf nat/rdr on {egress} in anchor sandboxd/<id>"
@@ -182,6 +183,19 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
         .collect()
 }
 
+/// The note on the base files this host lacks: "" when none is missing.
+fn missing_text(host: &HostFacts) -> String {
+    host.missing_base_files
+        .iter()
+        .map(|f| {
+            format!(
+                "; {f} is missing on this host (needed for {})",
+                needed_for(f)
+            )
+        })
+        .collect()
+}
+
 /// Where RESTRICTED addresses live on this host.
 fn alias_text(host: &HostFacts) -> String {
     match &host.alias_interface {
@@ -234,7 +248,7 @@ fn restricted_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
     let mut level = Level::Enforced;
     let mut mechanism = "ip4.addr/ip6.addr, ip4/ip6=disable for a family without one".to_owned();
     if wants_pf(spec) {
-        match host.pf_ready() {
+        match host.pf_ready_for(!net.port_forwards.is_empty()) {
             Ok(egress) => {
                 mechanism.push_str(&format!("; pf anchor sandboxd/<id> on {egress}"));
                 if net.outbound_nat {

@@ -1674,3 +1674,175 @@ fn the_rendered_steps_are_the_steps_that_run() {
         assert_eq!(iov.len(), p.params.len(), "{what}");
     }
 }
+
+/// The base-system files the backend shells out to or needs (FreeBSD 15.1
+/// was first run on a host without ifconfig, route and pfctl): caps names
+/// each one missing, and a spec that needs one is refused up front, naming
+/// it, instead of failing midway through a create.
+#[test]
+fn missing_base_files_are_named_by_caps_and_refuse_what_needs_them() {
+    let without = |missing: &[&str]| HostFacts {
+        missing_base_files: missing.iter().map(|m| (*m).to_owned()).collect(),
+        ..HostFacts::assumed()
+    };
+    // The matrix's NETWORK row names every missing file and what needs it.
+    let caps_row = |host: &HostFacts| {
+        capabilities(host)
+            .into_iter()
+            .find(|r| r.property == Property::Network)
+            .expect("network row")
+    };
+    assert!(
+        !caps_row(&HostFacts::assumed()).caveats.contains("missing"),
+        "{}",
+        caps_row(&HostFacts::assumed()).caveats
+    );
+    for f in BASE_FILES {
+        let r = caps_row(&without(&[f]));
+        assert!(
+            r.caveats.contains(&format!("{f} is missing")),
+            "{f}: {}",
+            r.caveats
+        );
+    }
+
+    struct Case {
+        what: &'static str,
+        missing: &'static [&'static str],
+        vimage: bool,
+        edit: Edit,
+        /// Some(text): refused, naming it; None: planned.
+        refused: Option<&'static str>,
+        /// The network row's level (when planned).
+        level: Level,
+        pf_rules: usize,
+    }
+    let nat_and_forward: Edit = |s| {
+        s.network = restricted(Requirement::Required, &["203.0.113.2"]);
+        s.network.outbound_nat = true;
+        s.network.port_forwards = vec![forward(Protocol::Tcp, 8080, 80)];
+    };
+    let nat_preferred: Edit = |s| {
+        s.network = restricted(Requirement::Preferred, &["203.0.113.2"]);
+        s.network.outbound_nat = true;
+    };
+    let cases = [
+        Case {
+            what: "all present",
+            missing: &[],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 2,
+        },
+        Case {
+            what: "no ifconfig: RESTRICTED addresses cannot be added",
+            missing: &[IFCONFIG],
+            vimage: true,
+            edit: |s| s.network = restricted(Requirement::Preferred, &["203.0.113.2"]),
+            refused: Some("/sbin/ifconfig is missing"),
+            level: Level::Enforced,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no ifconfig: LOOPBACK without VIMAGE needs the lo0 alias",
+            missing: &[IFCONFIG],
+            vimage: false,
+            edit: |s| s.network.mode = NetworkMode::Loopback,
+            refused: Some("/sbin/ifconfig is missing"),
+            level: Level::Emulated,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no ifconfig: a vnet jail's lo0 is set up without it",
+            missing: &[IFCONFIG],
+            vimage: true,
+            edit: |s| s.network.mode = NetworkMode::Loopback,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no pfctl: NAT REQUIRED is refused",
+            missing: &[PFCTL],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/sbin/pfctl is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no pfctl: NAT PREFERRED degrades",
+            missing: &[PFCTL],
+            vimage: true,
+            edit: nat_preferred,
+            refused: None,
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no route: no egress interface",
+            missing: &[ROUTE],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/sbin/route is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no protocols: forwards cannot be parsed",
+            missing: &[PROTOCOLS],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/etc/protocols is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no protocols: NAT alone needs no protocol name",
+            missing: &[PROTOCOLS],
+            vimage: true,
+            edit: nat_preferred,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 1,
+        },
+    ];
+    for c in cases {
+        let host = HostFacts {
+            vimage: c.vimage,
+            ..without(c.missing)
+        };
+        let s = spec(c.edit);
+        let shown = plan(&s, &sandbox(), &host);
+        match c.refused {
+            Some(text) => {
+                assert!(
+                    shown.refusals.iter().any(|r| r.contains(text)),
+                    "{}: {:?}",
+                    c.what,
+                    shown.refusals
+                );
+                assert!(build(&s, &sandbox(), &host).is_err(), "{}", c.what);
+            }
+            None => {
+                assert!(
+                    shown.refusals.is_empty(),
+                    "{}: {:?}",
+                    c.what,
+                    shown.refusals
+                );
+                let p = build(&s, &sandbox(), &host).expect("plan builds");
+                assert_eq!(p.host_net.pf_rules.len(), c.pf_rules, "{}", c.what);
+                let r = row(&s, &host, Property::Network);
+                assert_eq!(r.level, c.level, "{}: {}", c.what, r.caveats);
+                for m in c.missing {
+                    if r.level != Level::Enforced {
+                        assert!(r.caveats.contains(m), "{}: {}", c.what, r.caveats);
+                    }
+                }
+            }
+        }
+    }
+}
