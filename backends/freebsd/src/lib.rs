@@ -32,7 +32,7 @@
 //!    appears in `rctl` as `jail:sandboxd-<id>:vmemoryuse:deny=…` and is gone
 //!    after destroy.
 //! 4. LOOPBACK networking: in a vnet jail `ifconfig lo0` shows 127.0.0.1
-//!    (`::1` is not added); without VIMAGE the per-sandbox 127.128/9 alias
+//!    and `::1`; without VIMAGE the per-sandbox 127.128/9 alias
 //!    appears on the host's lo0 (added by the daemon, recorded in
 //!    `hostnet.json`) and goes away on destroy, even after the supervisor
 //!    was SIGKILLed.

@@ -35,8 +35,11 @@
 //!   a final `jail_set JAIL_UPDATE nopersist` step the runtime skipped.)
 //! - INIT with the default argv (`/sbin/init`) runs `/bin/sh /etc/rc`, as
 //!   jail(8)'s `exec.start` does: init(8) is the system's pid 1 and does not
-//!   run inside a jail. rc starts the jail's services and exits; the sandbox
-//!   lives while they do (they are reparented to the supervisor, the reaper).
+//!   run inside a jail. rc starts the jail's services and exits, and an INIT
+//!   sandbox ends with its main process, so what rc started is killed then
+//!   (a known gap: jail(8) keeps a persistent jail until `jail -r`). rc runs
+//!   as the spec's user (65534 unless set), and with the `host` image it
+//!   reads the host's own /etc/rc.conf.
 //! - The open-files limit is `setrlimit(RLIMIT_NOFILE)`, per process as the
 //!   API defines it and as on Linux: an rctl `openfiles` rule on the jail
 //!   would cap the sum over all its processes instead.

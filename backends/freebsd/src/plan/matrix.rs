@@ -24,7 +24,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
     let loopback = if host.vimage {
         "LOOPBACK: a vnet jail whose only interface is lo0"
     } else {
-        "LOOPBACK is EMULATED (no VIMAGE): the jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox 127/8 alias on lo0"
+        "LOOPBACK is EMULATED (no VIMAGE): the jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox 127/8 alias on lo0, which the host and other jails on the host's stack can reach"
     };
     Property::ALL
         .into_iter()
@@ -220,13 +220,13 @@ fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
             p,
             Level::Enforced,
             "vnet=new with only lo0",
-            "a private network stack whose only interface is lo0, with 127.0.0.1 (no ::1 yet); nothing outside the jail is reachable, and the host cannot reach it",
+            "a private network stack whose only interface is lo0, with 127.0.0.1 and ::1 (adding 127.0.0.1/8 brings lo0 up, and the kernel gives an up loopback ::1); nothing outside the jail is reachable, and the host cannot reach it",
         ),
         NetworkMode::Loopback => Enforcement::new(
             p,
             Level::Emulated,
             "ip4.addr = a per-sandbox 127/8 alias on lo0 (no VIMAGE)",
-            "jail shares the host stack; 127.0.0.1 maps to the jail's first address; the host can reach it; no IPv6",
+            "jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox alias on the host's lo0 (so a server bound to 127.0.0.1 or 0.0.0.0 listens on that alias); the host can reach it, and so can other jails on the host's stack (RESTRICTED, HOST, or LOOPBACK like this one); no IPv6",
         ),
         NetworkMode::Restricted => restricted_row(spec, host),
         NetworkMode::Host => Enforcement::new(
@@ -242,7 +242,7 @@ fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
 fn restricted_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
     let net = &spec.spec().network;
     let mut caveats = format!(
-        "a jail shares the host stack and routing table: it can bind and send only from its addresses (a family with none is disabled); 127.0.0.1 inside maps to the jail's first IPv4 address; raw sockets off (allow.raw_sockets=0); {}; no firewall between it and the host's other addresses",
+        "a jail shares the host stack and routing table: it can bind and send only from its addresses (a family with none is disabled); 127.0.0.1 inside maps to the jail's first IPv4 address, and 0.0.0.0 to its addresses (a server bound to 127.0.0.1 or 0.0.0.0 listens on that address, reachable wherever it is routed, unlike a private loopback); raw sockets off (allow.raw_sockets=0); {}; no firewall between it and the host's other addresses",
         alias_text(host)
     );
     let mut level = Level::Enforced;

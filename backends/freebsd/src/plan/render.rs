@@ -117,14 +117,13 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             "limits are in place before any process enters",
         ),
         JailStep::LoopbackUp => (
-            "ifconfig",
+            "ioctl",
             vec![
+                "SIOCAIFADDR".to_owned(),
                 "lo0".to_owned(),
                 "inet 127.0.0.1/8".to_owned(),
-                "inet6 ::1/128".to_owned(),
-                "up".to_owned(),
             ],
-            "a short-lived child attached to the vnet jail configures its loopback",
+            "a short-lived child attached to the vnet jail configures its loopback; the address brings lo0 up, and the kernel then gives it ::1",
         ),
         JailStep::ReapAcquire => (
             "procctl",

@@ -1531,7 +1531,8 @@ fn network_rows_say_what_is_enforced_and_how() {
             "loopback",
             |s| s.network.mode = NetworkMode::Loopback,
             "vnet=new with only lo0",
-            &["private network stack", "127.0.0.1"],
+            // The plan's lo0 step gives ::1 too (seen on FreeBSD 15.1).
+            &["private network stack", "127.0.0.1 and ::1"],
         ),
         (
             "restricted",
@@ -1544,6 +1545,8 @@ fn network_rows_say_what_is_enforced_and_how() {
             &[
                 "a jail shares the host stack",
                 "127.0.0.1 inside maps to the jail's first IPv4 address",
+                // Not a private loopback, unlike Linux: say so.
+                "a server bound to 127.0.0.1 or 0.0.0.0 listens on that address",
                 "raw sockets off",
                 "alias on lo1",
                 "pf nat on em0",
@@ -1559,6 +1562,7 @@ fn network_rows_say_what_is_enforced_and_how() {
     ];
     for (what, edit, mechanism, caveats) in cases {
         let r = row(&spec(*edit), &host, Property::Network);
+        assert!(!r.caveats.contains("no ::1"), "{what}: {}", r.caveats);
         assert!(
             r.mechanism.starts_with(mechanism),
             "{what}: {}",
@@ -1583,6 +1587,26 @@ fn network_rows_say_what_is_enforced_and_how() {
         .find(|r| r.property == Property::Network)
         .expect("row");
     assert!(m.caveats.contains("no outbound NAT"), "{}", m.caveats);
+    // LOOPBACK without VIMAGE is the host's stack: its alias is reachable
+    // from the host and from other jails on that stack, not private.
+    let no_vimage = HostFacts {
+        vimage: false,
+        ..HostFacts::assumed()
+    };
+    let r = row(
+        &spec(|s| s.network.mode = NetworkMode::Loopback),
+        &no_vimage,
+        Property::Network,
+    );
+    assert_eq!(r.level, Level::Emulated);
+    for c in ["the host can reach it", "other jails", "no IPv6"] {
+        assert!(r.caveats.contains(c), "{c:?} not in {}", r.caveats);
+    }
+    let m = capabilities(&no_vimage)
+        .into_iter()
+        .find(|r| r.property == Property::Network)
+        .expect("row");
+    assert!(m.caveats.contains("other jails"), "{}", m.caveats);
 }
 
 #[test]

@@ -280,8 +280,9 @@ pub enum JailStep {
     /// `rctl_add_rule(2)` for each of the plan's `rctl_rules`, before any
     /// process enters the jail.
     RctlRules,
-    /// In a vnet jail, a short-lived child attaches and brings lo0 up with
-    /// 127.0.0.1 and ::1.
+    /// In a vnet jail, a short-lived child attaches and adds 127.0.0.1/8
+    /// to lo0 (`SIOCAIFADDR`), which brings it up; the kernel then gives
+    /// an up loopback ::1 itself (seen on FreeBSD 15.1).
     LoopbackUp,
     /// `procctl(P_PID, self, PROC_REAP_ACQUIRE)`: orphans of the sandbox are
     /// reparented to the supervisor, which sees every exit.
