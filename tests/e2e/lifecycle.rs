@@ -753,7 +753,7 @@ async fn capabilities_and_plans_for_every_backend() {
                         .iter()
                         .any(|p| p.key == "host.hostname" && p.value == "web")
                 );
-                assert!(j.rctl_rules.iter().any(|r| r.contains("memoryuse")));
+                assert!(j.rctl_rules.iter().any(|r| r.contains(":vmemoryuse:deny=")));
             }
             ("chroot", P::Chroot(ch)) => {
                 assert!(ch.steps.iter().any(|s| s.op == "chroot"));

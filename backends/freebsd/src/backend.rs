@@ -80,7 +80,7 @@ pub fn supervisor_main() -> i32 {
 /// VIMAGE`); whether `lo1` exists (the alias interface); whether pf is
 /// enabled with the sandboxd anchors (`pfctl -s info`, `pfctl -s nat`);
 /// the default route's interface (`route -n get -inet default`); the path
-/// of this binary. Anything
+/// of this binary; which of the base files it uses are missing. Anything
 /// that cannot be read counts as "no".
 pub fn probe() -> HostFacts {
     let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
@@ -100,6 +100,13 @@ pub fn probe() -> HostFacts {
         // canonicalize resolves what symlinks are left, so the path is the
         // one nullfs shows.
         own_binary: std::env::current_exe().and_then(std::fs::canonicalize).ok(),
+        // The base system's tools and files the network parts use; a
+        // minimal host may lack them, and caps then says so.
+        missing_base_files: plan::BASE_FILES
+            .iter()
+            .filter(|f| !std::path::Path::new(f).exists())
+            .map(|f| (*f).to_owned())
+            .collect(),
     }
 }
 
@@ -134,9 +141,12 @@ impl Backend for FreeBsdBackend {
         if s.image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, s.image())?;
         }
-        let rlimits = pure::rlimits(&jail_plan.steps)
-            .into_iter()
-            .map(|r| match r {
+        // Every process the supervisor starts (main and Exec, in every
+        // mode) gets these.
+        let rlimits = jail_plan
+            .rlimits
+            .iter()
+            .map(|r| match *r {
                 plan::Rlimit::Nofile(value) => Rlimit {
                     kind: RlimitKind::Nofile,
                     value,
@@ -189,18 +199,30 @@ impl Backend for FreeBsdBackend {
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
         // The jail first: its processes are gone before their addresses.
-        runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir).map_err(|e| {
-            BackendError::Io {
+        // The network is undone even if that failed: it is independent
+        // (a jail can use only the addresses in its ip4.addr/ip6.addr, on
+        // an interface or not), and the daemon keeps the addresses leased
+        // until a cleanup succeeds as a whole.
+        let jail = runtime::remove_all(&plan::jail_name(&sandbox.id), None, &sandbox.dir);
+        let anchor = self.facts.pf_anchors.then(|| plan::pf_anchor(&sandbox.id));
+        let net = netcfg::cleanup(&sandbox.dir, anchor.as_deref());
+        match (jail, net) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(jail), Ok(())) => Err(BackendError::Io {
                 step: "clean up jail",
                 path: sandbox.dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        let anchor = self.facts.pf_anchors.then(|| plan::pf_anchor(&sandbox.id));
-        netcfg::cleanup(&sandbox.dir, anchor.as_deref()).map_err(|e| BackendError::Network {
-            step: "cleanup".to_owned(),
-            message: e.to_string(),
-        })
+                source: std::io::Error::other(jail.to_string()),
+            }),
+            (Ok(()), Err(net)) => Err(BackendError::Network {
+                step: "cleanup".to_owned(),
+                message: net.to_string(),
+            }),
+            (Err(jail), Err(net)) => Err(BackendError::Io {
+                step: "clean up jail and network",
+                path: sandbox.dir.clone(),
+                source: std::io::Error::other(format!("{jail}; network: {net}")),
+            }),
+        }
     }
 
     fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {

@@ -29,10 +29,10 @@
 //!    show`); setup refuses a jail whose /dev shows `mem`, `kmem`, `io` or
 //!    `bpf`.
 //! 3. With `kern.racct.enable=1` in `/boot/loader.conf`: a memory limit
-//!    appears in `rctl` as `jail:sandboxd-<id>:memoryuse:deny=…` and is gone
+//!    appears in `rctl` as `jail:sandboxd-<id>:vmemoryuse:deny=…` and is gone
 //!    after destroy.
 //! 4. LOOPBACK networking: in a vnet jail `ifconfig lo0` shows 127.0.0.1
-//!    (`::1` is not added); without VIMAGE the per-sandbox 127.128/9 alias
+//!    and `::1`; without VIMAGE the per-sandbox 127.128/9 alias
 //!    appears on the host's lo0 (added by the daemon, recorded in
 //!    `hostnet.json`) and goes away on destroy, even after the supervisor
 //!    was SIGKILLed.

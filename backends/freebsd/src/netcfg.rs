@@ -15,15 +15,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::plan::{HostAlias, JailPlan, JailStep};
-use crate::pure::{self, HOST_NET_RECORD, HostNetRecord};
-
-/// ifconfig(8).
-const IFCONFIG: &str = "/sbin/ifconfig";
-/// pfctl(8).
-const PFCTL: &str = "/sbin/pfctl";
-/// route(8).
-const ROUTE: &str = "/sbin/route";
+use crate::plan::{HostAlias, IFCONFIG, JailPlan, JailStep, PFCTL, ROUTE};
+use crate::pure::{self, HOST_NET_RECORD, HostNetOps, HostNetRecord};
 
 /// A host network step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +43,10 @@ pub(crate) enum NetError {
         /// What is wrong.
         why: String,
     },
+    /// Undoing a sandbox's host network: every independent part was
+    /// tried; these failed, and stay recorded for the next attempt.
+    #[error("{}", .0.join("; "))]
+    Cleanup(Vec<String>),
     /// Reading or writing the record.
     #[error("{step} {}: {source}", .path.display())]
     Record {
@@ -253,31 +250,47 @@ fn add_alias(dir: &Path, record: &mut HostNetRecord, alias: &HostAlias) -> Resul
     write_record(dir, record)
 }
 
+/// The host as [`pure::undo_host_net`] sees it: ifconfig(8), pfctl(8),
+/// getifaddrs(3) and the record file in the sandbox directory.
+struct Host<'a> {
+    dir: &'a Path,
+}
+
+impl HostNetOps for Host<'_> {
+    fn run(&mut self, step: &'static str, program: &str, args: &[String]) -> Result<(), String> {
+        let program = match program {
+            IFCONFIG => IFCONFIG,
+            PFCTL => PFCTL,
+            other => return Err(format!("{step}: {other}: not a program cleanup runs")),
+        };
+        run(step, program, args, None)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn address_present(&mut self, address: IpAddr) -> bool {
+        address_present(address).unwrap_or(true)
+    }
+
+    fn save(&mut self, record: &HostNetRecord) -> Result<(), String> {
+        write_record(self.dir, record).map_err(|e| e.to_string())
+    }
+}
+
 /// Removes what [`prepare`] recorded for the sandbox in `dir`: flushes its
-/// pf anchor, removes its aliases, then the record. Idempotent. With
-/// `anchor` (the id's anchor, on a host with pf), the anchor is flushed
-/// even without a record, and a failure to do so is ignored then.
+/// pf anchor and removes its aliases, each tried whatever failed before it
+/// (they are independent), then the record, once nothing is left in it.
+/// Idempotent. With `anchor` (the id's anchor, on a host with pf), the
+/// anchor is flushed even without a record, and a failure to do so is
+/// ignored then. Err lists every part that failed; those stay recorded.
 pub(crate) fn cleanup(dir: &Path, anchor: Option<&str>) -> Result<(), NetError> {
-    let mut record = read_record(dir)?;
-    if let Some(a) = &record.pf_anchor {
-        run("flush pf anchor", PFCTL, &pure::pfctl_flush_args(a), None)?;
-        record.pf_anchor = None;
-        write_record(dir, &record)?;
-    } else if let Some(a) = anchor {
-        let _ = run("flush pf anchor", PFCTL, &pure::pfctl_flush_args(a), None);
+    let record = read_record(dir)?;
+    let (left, errors) = pure::undo_host_net(record, anchor, &mut Host { dir });
+    if !errors.is_empty() {
+        return Err(NetError::Cleanup(errors));
     }
-    while let Some(alias) = record.aliases.last().cloned() {
-        if address_present(alias.address).unwrap_or(true) {
-            run(
-                "remove alias",
-                IFCONFIG,
-                &pure::ifconfig_alias_args(&alias, false),
-                None,
-            )?;
-        }
-        record.aliases.pop();
-        write_record(dir, &record)?;
-    }
+    // No error: everything in it was undone.
+    debug_assert_eq!(left, HostNetRecord::default());
     match std::fs::remove_file(record_path(dir)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -35,8 +35,11 @@
 //!   a final `jail_set JAIL_UPDATE nopersist` step the runtime skipped.)
 //! - INIT with the default argv (`/sbin/init`) runs `/bin/sh /etc/rc`, as
 //!   jail(8)'s `exec.start` does: init(8) is the system's pid 1 and does not
-//!   run inside a jail. rc starts the jail's services and exits; the sandbox
-//!   lives while they do (they are reparented to the supervisor, the reaper).
+//!   run inside a jail. rc starts the jail's services and exits, and an INIT
+//!   sandbox ends with its main process, so what rc started is killed then
+//!   (a known gap: jail(8) keeps a persistent jail until `jail -r`). rc runs
+//!   as the spec's user (65534 unless set), and with the `host` image it
+//!   reads the host's own /etc/rc.conf.
 //! - The open-files limit is `setrlimit(RLIMIT_NOFILE)`, per process as the
 //!   API defines it and as on Linux: an rctl `openfiles` rule on the jail
 //!   would cap the sum over all its processes instead.
@@ -65,7 +68,9 @@ mod types;
 use sandboxd_core::capability::{self, BackendKind};
 use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
 
-pub use host::{DEFAULT_ALIAS_INTERFACE, HostFacts};
+pub use host::{
+    BASE_FILES, DEFAULT_ALIAS_INTERFACE, HostFacts, IFCONFIG, PFCTL, PROTOCOLS, ROUTE, needed_for,
+};
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, own_binary_mask};
 pub use net::{pf_anchor, pf_rules, wants_pf};
@@ -97,6 +102,16 @@ pub enum PlanError {
     DnsUnsupported {
         /// The host's `kern.osrelease`.
         os_release: String,
+    },
+    /// A base-system file the spec needs is not on this host.
+    #[error(
+        "spec.network.mode: {path} is missing on this host, and the freebsd backend needs it for {needed}"
+    )]
+    MissingBaseFile {
+        /// The file.
+        path: &'static str,
+        /// What needs it.
+        needed: &'static str,
     },
     /// nullfs mount: the target is reserved for the jail's devfs.
     #[error("spec.mounts[{index}].target: {target:?} is under /dev, which the jail's devfs owns")]
@@ -144,6 +159,7 @@ fn build_unchecked(
     let rootfs = sandbox.dir.join("root");
     let net = params::network(spec, sandbox, host)?;
     let host_net = net::host_net(spec, sandbox, host)?;
+    net::check_base_files(&net, &host_net, host)?;
     let resolv_conf = net::resolv_conf(spec, &sandbox.id, host)?;
     let rctl_rules = steps::rctl_rules(spec, &name, host);
     Ok(JailPlan {
@@ -166,6 +182,7 @@ fn build_unchecked(
         rctl_rules,
         host_net,
         resolv_conf,
+        rlimits: steps::rlimits(spec),
         id: sandbox.id.clone(),
         name,
         rootfs,

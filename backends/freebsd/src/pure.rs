@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Fstype, HostAlias, JailMount, JailParam, JailStep, Jsys, ParamValue, Rlimit};
+use crate::plan::{
+    Fstype, HostAlias, IFCONFIG, JailMount, JailParam, JailStep, Jsys, PFCTL, ParamValue,
+};
 
 /// One `jail_set(2)` iovec pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,17 +247,6 @@ pub fn main_argv(steps: &[JailStep]) -> Option<&[String]> {
     })
 }
 
-/// The per-process limits the plan sets with `setrlimit(2)`.
-pub fn rlimits(steps: &[JailStep]) -> Vec<Rlimit> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            JailStep::SetRlimit(r) => Some(*r),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A boolean or integer sysctl's raw bytes (1 byte for `SYSCTL_BOOL` such
 /// as `kern.racct.enable`, 4 for an int): true if any byte is non-zero.
 pub fn sysctl_flag(bytes: &[u8]) -> bool {
@@ -339,9 +330,88 @@ pub fn pfctl_load_args(anchor: &str) -> Vec<String> {
     ["-a", anchor, "-f", "-"].map(str::to_owned).to_vec()
 }
 
-/// pfctl(8) arguments that flush every rule of `anchor`.
-pub fn pfctl_flush_args(anchor: &str) -> Vec<String> {
-    ["-a", anchor, "-F", "all"].map(str::to_owned).to_vec()
+/// pfctl(8) arguments that flush what the backend loads into `anchor`:
+/// its rules, then its nat/rdr rules, as two calls. Not `-F all`: on
+/// FreeBSD 15.1 that exits 1 on an anchor, even an empty or missing one,
+/// because it also flushes tables after the anchor's ruleset is gone.
+pub fn pfctl_flush_args(anchor: &str) -> [Vec<String>; 2] {
+    ["rules", "nat"].map(|what| ["-a", anchor, "-F", what].map(str::to_owned).to_vec())
+}
+
+/// What undoing a sandbox's host network does to the host, one call per
+/// action: `netcfg` runs the commands and keeps the record file; tests
+/// make them fail at will.
+pub trait HostNetOps {
+    /// Runs `program args` for `step`; Err says what failed.
+    fn run(&mut self, step: &'static str, program: &str, args: &[String]) -> Result<(), String>;
+    /// Whether a host interface holds `address` (true when unknown: then
+    /// removing it is tried).
+    fn address_present(&mut self, address: IpAddr) -> bool;
+    /// Writes what is left to undo, so a crash midway loses nothing.
+    fn save(&mut self, record: &HostNetRecord) -> Result<(), String>;
+}
+
+/// Undoes `record`: flushes its pf anchor, then removes its aliases,
+/// newest first. The resources are independent, so a failure does not
+/// stop the others; each is dropped from the record once undone, and the
+/// record is saved after every change. Returns what is left (empty when
+/// all went) and every error. With `anchor_without_record` (the id's
+/// anchor on a host with pf), an anchor the record does not name is
+/// flushed too, ignoring failures: a daemon that died between loading and
+/// recording it may have left rules, or none.
+pub fn undo_host_net(
+    mut record: HostNetRecord,
+    anchor_without_record: Option<&str>,
+    ops: &mut impl HostNetOps,
+) -> (HostNetRecord, Vec<String>) {
+    let mut errors = Vec::new();
+    if let Some(anchor) = record.pf_anchor.clone() {
+        let mut flushed = true;
+        for args in pfctl_flush_args(&anchor) {
+            if let Err(e) = ops.run("flush pf anchor", PFCTL, &args) {
+                errors.push(e);
+                flushed = false;
+            }
+        }
+        if flushed {
+            record.pf_anchor = None;
+            errors.extend(ops.save(&record).err());
+        }
+    } else if let Some(anchor) = anchor_without_record {
+        for args in pfctl_flush_args(anchor) {
+            let _ = ops.run("flush pf anchor", PFCTL, &args);
+        }
+    }
+    // Newest first; `kept` holds the ones whose removal failed.
+    let mut kept = Vec::new();
+    while let Some(alias) = record.aliases.pop() {
+        let removed = !ops.address_present(alias.address)
+            || ops
+                .run(
+                    "remove alias",
+                    IFCONFIG,
+                    &ifconfig_alias_args(&alias, false),
+                )
+                .map_err(|e| errors.push(e))
+                .is_ok();
+        if removed {
+            let left = HostNetRecord {
+                aliases: record
+                    .aliases
+                    .iter()
+                    .chain(kept.iter().rev())
+                    .cloned()
+                    .collect(),
+                pf_anchor: record.pf_anchor.clone(),
+            };
+            errors.extend(ops.save(&left).err());
+        } else {
+            kept.push(alias);
+        }
+    }
+    kept.reverse();
+    record.aliases = kept;
+    (record, errors)
 }
 
 /// The rules file `pfctl -f -` reads: one rule a line.

@@ -292,6 +292,13 @@ impl FreeBsdIsolation {
                 ));
             }
         }
+        if let Some(mode) = m.chmod {
+            // Before any later update (the read-only remount) of this mount.
+            let bits = libc::mode_t::try_from(mode)
+                .map_err(|_| step("chmod", &format!("{mode:o} is not a file mode")))?;
+            nix::sys::stat::fchmod(landed.as_fd(), Mode::from_bits_truncate(bits))
+                .map_err(|e| step("chmod", &format!("{mode:o}: {e}")))?;
+        }
         if m.fstype == Fstype::Devfs {
             for dev in pure::FORBIDDEN_DEVICES {
                 if nix::sys::stat::fstatat(

@@ -287,7 +287,7 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// `rctl_add_rule(2)`: adds one rule ("jail:NAME:memoryuse:deny=N").
+/// `rctl_add_rule(2)`: adds one rule ("jail:NAME:vmemoryuse:deny=N").
 pub fn rctl_add(rule: &str) -> Result<(), Errno> {
     let rule = CString::new(rule).map_err(|_| Errno::EINVAL)?;
     let len = rule.as_bytes_with_nul().len();

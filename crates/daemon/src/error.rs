@@ -55,11 +55,27 @@ pub enum ApiError {
     /// A bug or an unexpected host failure.
     #[error("{0}")]
     Internal(String),
+    /// A create failed, and undoing it on the host failed too. The status
+    /// code is the create's; the sandbox stays listed, holding its
+    /// addresses, until a destroy or the next daemon start finishes the
+    /// cleanup.
+    #[error(
+        "{error}; undoing the create failed too ({cleanup}): sandbox {id} stays listed, holding its addresses, until a destroy or the next daemon start finishes its cleanup"
+    )]
+    CreateNotUndone {
+        /// Why the create failed.
+        error: Box<ApiError>,
+        /// The sandbox left behind.
+        id: String,
+        /// Why its cleanup failed.
+        cleanup: String,
+    },
 }
 
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        let code = match &e {
+impl ApiError {
+    /// The gRPC code of this error.
+    fn code(&self) -> Code {
+        match self {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
@@ -82,8 +98,14 @@ impl From<ApiError> for Status {
                 | BackendError::Encode(_) => Code::Internal,
             },
             ApiError::Store(_) | ApiError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+            ApiError::CreateNotUndone { error, .. } => error.code(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        Status::new(e.code(), e.to_string())
     }
 }
 

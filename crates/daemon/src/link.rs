@@ -22,8 +22,9 @@ pub struct Link {
     write: Mutex<()>,
 }
 
-/// The argument that puts the binary in supervisor mode.
-pub const SUPERVISE_ARG: &str = "__supervise";
+/// The argument that puts the binary in supervisor mode (the one
+/// `sys::is_supervisor` looks for).
+pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 
 /// Starts a supervisor helper for sandbox `id`: this binary re-executed in
 /// helper mode with one end of a socketpair as its stdin, and sends it the

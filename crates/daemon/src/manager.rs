@@ -168,6 +168,9 @@ struct Registry {
 const GONE_OWNERS: usize = 4096;
 
 impl Registry {
+    /// Drops a sandbox and releases its addresses and ports: only once its
+    /// host cleanup succeeded, so nothing can lease an address that may
+    /// still be configured on the host.
     fn forget(&mut self, id: &str) {
         if let Some(sb) = self.by_id.remove(id) {
             let owner = lock(&sb.record).owner.clone();
@@ -257,12 +260,19 @@ impl Manager {
                     &sandboxd_supervisor::sys::find_supervisors(&record.id),
                     &record.id,
                 );
-                if self.backend.cleanup(&paths).is_ok() && self.store.remove(&record.id).is_ok() {
-                    self.events
-                        .emit(pb::EventKind::EventDestroyed, &record.id, 0, None);
-                    continue;
+                match clean_host(self.backend.as_ref(), &paths) {
+                    Ok(()) if self.store.remove(&record.id).is_ok() => {
+                        self.events
+                            .emit(pb::EventKind::EventDestroyed, &record.id, 0, None);
+                        continue;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(sandbox = %record.id, error = %e, "cleanup failed; the sandbox stays listed, holding its addresses, until a destroy finishes it");
+                    }
                 }
-                // Not clean yet: keep it listed so a destroy can retry.
+                // Not clean yet: keep it listed (and its addresses leased)
+                // so a destroy can retry.
             }
             if record.state == SandboxState::Creating {
                 // The daemon died mid-create: the create never answered, so
@@ -274,10 +284,22 @@ impl Manager {
                     &sandboxd_supervisor::sys::find_supervisors(&record.id),
                     &record.id,
                 );
-                if self.backend.cleanup(&paths).is_ok() {
-                    let _ = self.store.remove(&record.id);
+                match clean_host(self.backend.as_ref(), &paths) {
+                    Ok(()) => {
+                        let _ = self.store.remove(&record.id);
+                        continue;
+                    }
+                    Err(e) => {
+                        // What it left may still be configured: keep the
+                        // record and its addresses until a destroy (or the
+                        // next start) finishes the cleanup.
+                        tracing::error!(sandbox = %record.id, error = %e, "cleanup of an interrupted create failed; the sandbox stays listed, holding its addresses, until a destroy finishes it");
+                        mark_uncleaned(&mut record, &e.to_string());
+                        if let Err(e) = self.store.save(&record) {
+                            tracing::error!(sandbox = %record.id, error = %e, "persisting record");
+                        }
+                    }
                 }
-                continue;
             }
             // Still running under its supervisor: reattach once the runtime
             // runs (see reattach). Otherwise the supervisor's persisted exit,
@@ -515,9 +537,20 @@ impl Manager {
             }
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, error = %e, "create failed; rolling back");
-                self.rollback(&sb).await;
-                lock(&self.registry).forget(&sb.id);
-                Err(e)
+                match self.rollback(&sb).await {
+                    Ok(()) => {
+                        lock(&self.registry).forget(&sb.id);
+                        Err(e)
+                    }
+                    Err(cleanup) => {
+                        self.keep_uncleaned(&sb, &cleanup.to_string()).await;
+                        Err(ApiError::CreateNotUndone {
+                            error: Box::new(e),
+                            id: sb.id.clone(),
+                            cleanup: cleanup.to_string(),
+                        })
+                    }
+                }
             }
         }
     }
@@ -707,11 +740,43 @@ impl Manager {
     }
 
     /// Undoes a failed create: supervisor gone, host clean, record gone.
-    async fn rollback(&self, sb: &Arc<Sandbox>) {
+    /// Err when the host could not be cleaned: the caller must then keep
+    /// the sandbox (and its addresses), see [`Self::keep_uncleaned`].
+    async fn rollback(&self, sb: &Arc<Sandbox>) -> ApiResult<()> {
         self.shutdown_supervisor(sb).await;
-        if let Err(e) = self.cleanup_host(sb, None).await {
-            tracing::error!(sandbox = %sb.id, error = %e, "cleanup after a failed create");
+        self.cleanup_host(sb, None).await.inspect_err(|e| {
+            tracing::error!(sandbox = %sb.id, error = %e, "cleanup after a failed create; the sandbox stays listed, holding its addresses, until a destroy finishes it");
+        })
+    }
+
+    /// A failed create whose host cleanup failed too: what it left (an
+    /// address on an interface, routes, firewall rules) may still be
+    /// configured, so it stays registered, EXITED and marked for destroy,
+    /// with its addresses leased: nothing else can be given them. A
+    /// destroy, or the next daemon start (the `destroying` journal),
+    /// finishes the cleanup and only then releases them.
+    async fn keep_uncleaned(&self, sb: &Arc<Sandbox>, why: &str) {
+        let record = {
+            let mut r = lock(&sb.record);
+            mark_uncleaned(&mut r, why);
+            r.clone()
+        };
+        // A retry with the same request_id is a new create, not this one.
+        lock(&self.registry).by_request.retain(|_, v| *v != sb.id);
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            // The create may have failed before its directory existed.
+            store.create_sandbox_dir(&record.id)?;
+            store.save(&record)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("save task: {e}")))
+        .and_then(|r| r);
+        if let Err(e) = saved {
+            tracing::error!(sandbox = %sb.id, error = %e, "persisting the record of an uncleaned create");
         }
+        sb.exit_tx.send_replace(lock(&sb.record).exit.clone());
     }
 
     async fn save(&self, record: SandboxRecord) -> ApiResult<()> {
@@ -777,7 +842,7 @@ impl Manager {
         tokio::task::spawn_blocking(move || -> ApiResult<()> {
             // Only once nothing is mounted under the sandbox dir may it be
             // deleted: cleanup() proves that or fails.
-            backend.cleanup(&paths)?;
+            clean_host(backend.as_ref(), &paths)?;
             if let Some(step) = step {
                 fault::check(step)?;
             }
@@ -1223,6 +1288,34 @@ fn lost_exit(message: &str) -> ExitRecord {
         message: message.to_owned(),
         finished_at_ms: now_ms(),
     }
+}
+
+/// The backend's host cleanup of a sandbox (with the test-only
+/// [`fault::CLEANUP`] point in front of it).
+fn clean_host(backend: &dyn Backend, paths: &SandboxPaths) -> ApiResult<()> {
+    fault::check(fault::CLEANUP)?;
+    backend.cleanup(paths)?;
+    Ok(())
+}
+
+/// Marks a create that could not be undone: EXITED (setup failed, saying
+/// why), journaled for destroy, its request id dropped so a retry is a
+/// new create. Its lease stays in the record.
+fn mark_uncleaned(record: &mut SandboxRecord, why: &str) {
+    record.state = SandboxState::Exited;
+    if record.exit.is_none() {
+        record.exit = Some(ExitRecord {
+            reason: ExitReason::SetupFailed,
+            code: 255,
+            signal: 0,
+            message: format!(
+                "the create failed and so did its host cleanup ({why}); destroy the sandbox to finish the cleanup and release its addresses"
+            ),
+            finished_at_ms: now_ms(),
+        });
+    }
+    record.destroying = true;
+    record.request_id.clear();
 }
 
 fn read_exit_file(paths: &SandboxPaths) -> Option<ExitFile> {

@@ -17,6 +17,7 @@
 mod channel;
 pub mod images;
 mod launch;
+pub mod procs;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
 mod supervisor;
@@ -24,6 +25,7 @@ pub mod sys;
 
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};
+pub use procs::SUPERVISE_ARG;
 pub use supervisor::{
     CONTROL_SOCKET, CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError,
     helper_main, now_ms, supervise,

@@ -555,15 +555,109 @@ pub fn take_stdin_channel() -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
-/// Whether `pid` is (still) the supervisor of sandbox `id`: its command line
-/// is `<exe> __supervise <id>`. Guards against signalling a recycled pid.
-/// Where /proc is unavailable the answer is false: never signal blindly.
+/// The host's process table: `/proc` on Linux, the `kern.proc` sysctls on
+/// FreeBSD (where procfs is not mounted by default). Elsewhere it knows no
+/// process, so nothing is ever signalled blindly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostProcesses;
+
+#[cfg(target_os = "linux")]
+impl crate::procs::ProcessTable for HostProcesses {
+    fn args(&self, pid: i32) -> Option<Vec<u8>> {
+        std::fs::read(format!("/proc/{pid}/cmdline")).ok()
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect()
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+impl crate::procs::ProcessTable for HostProcesses {
+    fn args(&self, pid: i32) -> Option<Vec<u8>> {
+        sysctl_mib(&[libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_ARGS, pid]).ok()
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        // Processes, not threads (KERN_PROC_PROC); the argument is unused.
+        match sysctl_mib(&[libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PROC, 0]) {
+            Ok(buf) => {
+                crate::procs::kinfo_pids(&buf, std::mem::offset_of!(libc::kinfo_proc, ki_pid))
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+impl crate::procs::ProcessTable for HostProcesses {
+    fn args(&self, _pid: i32) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+/// `sysctl(3)` by MIB: the whole value. A table that grows between the
+/// size query and the read (processes starting) is read again.
+#[cfg(target_os = "freebsd")]
+fn sysctl_mib(mib: &[libc::c_int]) -> Result<Vec<u8>, Errno> {
+    let namelen = libc::c_uint::try_from(mib.len()).map_err(|_| Errno::EINVAL)?;
+    for _ in 0..8 {
+        let mut size: libc::size_t = 0;
+        // SAFETY: `mib` is `namelen` valid ints; a null `oldp` with a valid
+        // `oldlenp` only asks for the size; no new value is set.
+        Errno::result(unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                namelen,
+                std::ptr::null_mut(),
+                &mut size,
+                std::ptr::null(),
+                0,
+            )
+        })?;
+        // Headroom for what appears before the second call.
+        let mut buf = vec![0u8; size + size / 8 + 64];
+        let mut got: libc::size_t = buf.len();
+        // SAFETY: `buf` is writable for `got` bytes; the kernel writes at
+        // most that many and stores the length it wrote in `got`.
+        let r = Errno::result(unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                namelen,
+                buf.as_mut_ptr().cast(),
+                &mut got,
+                std::ptr::null(),
+                0,
+            )
+        });
+        match r {
+            Ok(_) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(Errno::ENOMEM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::ENOMEM)
+}
+
+/// Whether `pid` is (still) the supervisor of sandbox `id`: its arguments
+/// are `<exe> __supervise <id>`. Guards against signalling a recycled pid.
+/// Where the process table cannot be read the answer is false: never
+/// signal blindly.
 pub fn is_supervisor(pid: i32, id: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let mut args = cmdline.split(|b| *b == 0).skip(1);
-    args.next() == Some(b"__supervise".as_slice()) && args.next() == Some(id.as_bytes())
+    crate::procs::is_supervisor_in(&HostProcesses, pid, id)
 }
 
 /// Borrows a descriptor number handed to us (the error pipe inside a forked
@@ -721,16 +815,9 @@ pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf>
     Ok(cover)
 }
 
-/// Every process whose command line is `<exe> __supervise <id>` (the
-/// supervisor, and on Linux its pid-1 clone), for a record that does not know
-/// its supervisor's pid yet (a create cut short by a daemon crash).
+/// Every process whose arguments are `<exe> __supervise <id>` (the
+/// supervisor, and on Linux its pid-1 clone), for a record that does not
+/// know its supervisor's pid yet (a create cut short by a daemon crash).
 pub fn find_supervisors(id: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| is_supervisor(*pid, id))
-        .collect()
+    crate::procs::find_supervisors_in(&HostProcesses, id)
 }

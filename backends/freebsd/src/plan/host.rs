@@ -5,6 +5,36 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// ifconfig(8): adds and removes the host aliases of RESTRICTED addresses
+/// and of LOOPBACK without VIMAGE.
+pub const IFCONFIG: &str = "/sbin/ifconfig";
+/// route(8): the probe of the default route's interface (pf's egress).
+pub const ROUTE: &str = "/sbin/route";
+/// pfctl(8): the probe of pf and its anchors; loads and flushes the
+/// sandbox's nat/rdr rules.
+pub const PFCTL: &str = "/sbin/pfctl";
+/// protocols(5): pfctl resolves `proto tcp`/`proto udp` of the port
+/// forwards' rdr rules through it.
+pub const PROTOCOLS: &str = "/etc/protocols";
+
+/// The base-system files the backend needs, each for part of the network
+/// (the rest of the backend makes system calls). The probe lists the
+/// missing ones in [`HostFacts::missing_base_files`].
+pub const BASE_FILES: [&str; 4] = [IFCONFIG, ROUTE, PFCTL, PROTOCOLS];
+
+/// What needs each of [`BASE_FILES`], for the capability note.
+pub fn needed_for(path: &str) -> &'static str {
+    match path {
+        IFCONFIG => {
+            "adding RESTRICTED addresses as host aliases, and the lo0 alias of LOOPBACK without VIMAGE"
+        }
+        ROUTE => "finding the default route's interface, where NAT and port forwards apply",
+        PFCTL => "probing pf and loading the NAT and port-forward rules",
+        PROTOCOLS => "pfctl's parsing of the port forwards' proto tcp/udp",
+        _ => "the backend",
+    }
+}
+
 /// The interface RESTRICTED sandboxes' addresses are added to as aliases
 /// when the host has it: a cloned loopback (`cloned_interfaces="lo1"` in
 /// rc.conf), the usual home of jail addresses that pf NATs.
@@ -43,6 +73,11 @@ pub struct HostFacts {
     /// unknown, nothing is masked.
     #[serde(default)]
     pub own_binary: Option<PathBuf>,
+    /// The [`BASE_FILES`] this host lacks (a minimal install, a container
+    /// image). What needs one is refused or degraded naming it, and the
+    /// NETWORK row lists them.
+    #[serde(default)]
+    pub missing_base_files: Vec<String>,
 }
 
 impl HostFacts {
@@ -62,7 +97,13 @@ impl HostFacts {
             pf_anchors: true,
             egress_interface: Some("em0".to_owned()),
             own_binary: Some(PathBuf::from("/usr/local/bin/sandboxd")),
+            missing_base_files: Vec::new(),
         }
+    }
+
+    /// The probe did not find `path` (one of [`BASE_FILES`]).
+    pub fn lacks(&self, path: &str) -> bool {
+        self.missing_base_files.iter().any(|m| m == path)
     }
 
     /// The major version from `os_release` (0 when it cannot be parsed).
@@ -94,13 +135,32 @@ impl HostFacts {
     /// Outbound NAT and port forwards can be applied: pf has the anchors
     /// and there is an egress interface. `Err` says what is missing.
     pub fn pf_ready(&self) -> Result<&str, &'static str> {
+        if self.lacks(PFCTL) {
+            return Err("/sbin/pfctl is missing, so pf can be neither probed nor loaded");
+        }
         if !self.pf_anchors {
             return Err(
                 "pf is not enabled with nat-anchor \"sandboxd/*\" and rdr-anchor \"sandboxd/*\" in pf.conf",
             );
         }
+        if self.lacks(ROUTE) {
+            return Err("/sbin/route is missing, so the default route's interface is unknown");
+        }
         self.egress_interface
             .as_deref()
             .ok_or("the host has no IPv4 default route, so there is no egress interface")
+    }
+
+    /// [`Self::pf_ready`] for a spec, which asks for port forwards or not:
+    /// their rdr rules name the protocol, which pfctl looks up in
+    /// `/etc/protocols`.
+    pub fn pf_ready_for(&self, forwards: bool) -> Result<&str, &'static str> {
+        let egress = self.pf_ready()?;
+        if forwards && self.lacks(PROTOCOLS) {
+            return Err(
+                "/etc/protocols is missing, so pfctl cannot parse the port forwards' proto tcp/udp",
+            );
+        }
+        Ok(egress)
     }
 }

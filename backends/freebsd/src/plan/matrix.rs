@@ -5,7 +5,7 @@
 use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
-use super::{HostFacts, disabled_row, unmasked_binary, wants_pf};
+use super::{HostFacts, disabled_row, needed_for, unmasked_binary, wants_pf};
 
 /// Why rctl limits are off; part of the refusal text.
 const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
@@ -24,7 +24,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
     let loopback = if host.vimage {
         "LOOPBACK: a vnet jail whose only interface is lo0"
     } else {
-        "LOOPBACK is EMULATED (no VIMAGE): the jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox 127/8 alias on lo0"
+        "LOOPBACK is EMULATED (no VIMAGE): the jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox 127/8 alias on lo0, which the host and other jails on the host's stack can reach"
     };
     Property::ALL
         .into_iter()
@@ -58,8 +58,9 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 Level::Enforced,
                 "jail ip4/ip6 parameters; vnet for LOOPBACK; pf for NAT and forwards",
                 &format!(
-                    "NONE: ip4=disable ip6=disable; {loopback}; RESTRICTED: ip4.addr/ip6.addr on the host's stack ({aliases}), {pf}; HOST: ip4/ip6=inherit, if the daemon's config permits; raw sockets are off (allow.raw_sockets=0)",
+                    "NONE: ip4=disable ip6=disable; {loopback}; RESTRICTED: ip4.addr/ip6.addr on the host's stack ({aliases}), {pf}; HOST: ip4/ip6=inherit, if the daemon's config permits; raw sockets are off (allow.raw_sockets=0){missing}",
                     aliases = alias_text(host),
+                    missing = missing_text(host),
                     pf = match host.pf_ready() {
                         Ok(egress) => format!(
                             "outbound NAT and port forwards as pf nat/rdr on {egress} in anchor sandboxd/<id>"
@@ -83,8 +84,8 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
             Property::MemoryLimit => rctl(
                 host,
                 p,
-                "rctl memoryuse:deny",
-                "resident memory of the whole jail; pages above the limit are reclaimed by the VM daemon rather than allocations failing",
+                "rctl vmemoryuse:deny",
+                "a hard cap on the sum of the virtual sizes of the jail's processes: a mapping, brk or fork that would take it over the limit fails with ENOMEM. Resident memory is never more than that, but address space a program only reserves counts too (runtimes that reserve large ranges, such as Go or Java, need a limit well above their working set), and files in tmpfs (/tmp) and kernel memory are not counted. (rctl memoryuse, resident memory, is not used: racct never refuses an allocation for it, it only asks the VM daemon to reclaim pages)",
             ),
             Property::PidsLimit => rctl(
                 host,
@@ -182,6 +183,19 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
         .collect()
 }
 
+/// The note on the base files this host lacks: "" when none is missing.
+fn missing_text(host: &HostFacts) -> String {
+    host.missing_base_files
+        .iter()
+        .map(|f| {
+            format!(
+                "; {f} is missing on this host (needed for {})",
+                needed_for(f)
+            )
+        })
+        .collect()
+}
+
 /// Where RESTRICTED addresses live on this host.
 fn alias_text(host: &HostFacts) -> String {
     match &host.alias_interface {
@@ -206,13 +220,13 @@ fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
             p,
             Level::Enforced,
             "vnet=new with only lo0",
-            "a private network stack whose only interface is lo0, with 127.0.0.1 (no ::1 yet); nothing outside the jail is reachable, and the host cannot reach it",
+            "a private network stack whose only interface is lo0, with 127.0.0.1 and ::1 (adding 127.0.0.1/8 brings lo0 up, and the kernel gives an up loopback ::1); nothing outside the jail is reachable, and the host cannot reach it",
         ),
         NetworkMode::Loopback => Enforcement::new(
             p,
             Level::Emulated,
             "ip4.addr = a per-sandbox 127/8 alias on lo0 (no VIMAGE)",
-            "jail shares the host stack; 127.0.0.1 maps to the jail's first address; the host can reach it; no IPv6",
+            "jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox alias on the host's lo0 (so a server bound to 127.0.0.1 or 0.0.0.0 listens on that alias); the host can reach it, and so can other jails on the host's stack (RESTRICTED, HOST, or LOOPBACK like this one); no IPv6",
         ),
         NetworkMode::Restricted => restricted_row(spec, host),
         NetworkMode::Host => Enforcement::new(
@@ -228,13 +242,13 @@ fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
 fn restricted_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
     let net = &spec.spec().network;
     let mut caveats = format!(
-        "a jail shares the host stack and routing table: it can bind and send only from its addresses (a family with none is disabled); 127.0.0.1 inside maps to the jail's first IPv4 address; raw sockets off (allow.raw_sockets=0); {}; no firewall between it and the host's other addresses",
+        "a jail shares the host stack and routing table: it can bind and send only from its addresses (a family with none is disabled); 127.0.0.1 inside maps to the jail's first IPv4 address, and 0.0.0.0 to its addresses (a server bound to 127.0.0.1 or 0.0.0.0 listens on that address, reachable wherever it is routed, unlike a private loopback); raw sockets off (allow.raw_sockets=0); {}; no firewall between it and the host's other addresses",
         alias_text(host)
     );
     let mut level = Level::Enforced;
     let mut mechanism = "ip4.addr/ip6.addr, ip4/ip6=disable for a family without one".to_owned();
     if wants_pf(spec) {
-        match host.pf_ready() {
+        match host.pf_ready_for(!net.port_forwards.is_empty()) {
             Ok(egress) => {
                 mechanism.push_str(&format!("; pf anchor sandboxd/<id> on {egress}"));
                 if net.outbound_nat {

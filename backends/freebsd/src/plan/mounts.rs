@@ -19,8 +19,12 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
         target: target.to_owned(),
         options: options.iter().map(|o| (*o).to_owned()).collect(),
         update: false,
+        chmod: None,
     }
 }
+
+/// The mode of the `host` image's tmpfs root directory.
+pub(super) const ROOT_MODE: u32 = 0o755;
 
 /// The jail's resolver configuration, covered by the generated file.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -72,7 +76,14 @@ pub(super) fn mounts(
     let mut m = Vec::new();
     let host_image = s.image() == HOST_IMAGE;
     if host_image {
-        m.push(new(Fstype::Tmpfs, MountSource::Pseudo, "/", &["mode=755"]));
+        // No tmpfs `mode` option: a read-only root is this mount updated
+        // to `ro` (below), and tmpfs refuses `mode` on an update, which the
+        // kernel re-sends from the first mount's options. The runtime sets
+        // the mode with fchmod instead.
+        m.push(JailMount {
+            chmod: Some(ROOT_MODE),
+            ..new(Fstype::Tmpfs, MountSource::Pseudo, "/", &[])
+        });
         m.extend(HOST_IMAGE_DIRS.map(|d| {
             new(
                 Fstype::Nullfs,

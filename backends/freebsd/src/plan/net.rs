@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use sandboxd_core::spec::NetworkMode;
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 
-use super::params::addresses;
-use super::{HostAlias, HostFacts, HostNet, PlanError};
+use super::params::{Net, addresses};
+use super::{HostAlias, HostFacts, HostNet, IFCONFIG, PlanError, needed_for};
 
 /// The pf anchor holding a sandbox's nat and rdr rules.
 pub fn pf_anchor(id: &str) -> String {
@@ -93,10 +93,30 @@ pub(super) fn host_net(
         }
         None => out.present.clone_from(&addresses),
     }
-    if let Ok(egress) = host.pf_ready() {
+    let forwards = !spec.spec().network.port_forwards.is_empty();
+    if let Ok(egress) = host.pf_ready_for(forwards) {
         out.pf_rules = pf_rules(spec, &addresses, egress);
     }
     Ok(out)
+}
+
+/// Refuses a plan whose host side needs ifconfig(8) on a host without it:
+/// the aliases of RESTRICTED, the lo0 alias of LOOPBACK without VIMAGE.
+/// (pf's tools degrade the NAT and forwards instead, see
+/// [`HostFacts::pf_ready_for`].)
+pub(super) fn check_base_files(
+    net: &Net,
+    host_net: &HostNet,
+    host: &HostFacts,
+) -> Result<(), PlanError> {
+    let aliases = !host_net.aliases.is_empty() || matches!(net, Net::Alias(_));
+    if aliases && host.lacks(IFCONFIG) {
+        return Err(PlanError::MissingBaseFile {
+            path: IFCONFIG,
+            needed: needed_for(IFCONFIG),
+        });
+    }
+    Ok(())
 }
 
 /// The generated `/etc/resolv.conf`, when the spec names nameservers.

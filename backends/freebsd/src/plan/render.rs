@@ -41,6 +41,9 @@ fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
         options.push("update".to_owned());
     }
     options.extend(m.options.iter().cloned());
+    if let Some(mode) = m.chmod {
+        options.push(format!("then chmod {mode:o}"));
+    }
     PlanMount {
         source,
         target: in_root(rootfs, &m.target).display().to_string(),
@@ -75,7 +78,7 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             (
                 "pfctl",
                 args,
-                "outbound NAT and port forwards as nat/rdr rules in the sandbox's anchor; flushed on destroy (pfctl -a ANCHOR -F all)",
+                "outbound NAT and port forwards as nat/rdr rules in the sandbox's anchor; flushed on destroy (pfctl -a ANCHOR -F rules, then -F nat)",
             )
         }
         JailStep::WriteResolvConf => {
@@ -114,14 +117,13 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             "limits are in place before any process enters",
         ),
         JailStep::LoopbackUp => (
-            "ifconfig",
+            "ioctl",
             vec![
+                "SIOCAIFADDR".to_owned(),
                 "lo0".to_owned(),
                 "inet 127.0.0.1/8".to_owned(),
-                "inet6 ::1/128".to_owned(),
-                "up".to_owned(),
             ],
-            "a short-lived child attached to the vnet jail configures its loopback",
+            "a short-lived child attached to the vnet jail configures its loopback; the address brings lo0 up, and the kernel then gives it ::1",
         ),
         JailStep::ReapAcquire => (
             "procctl",

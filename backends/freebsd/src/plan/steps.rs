@@ -27,7 +27,9 @@ pub(super) fn rctl_rules(spec: &ValidatedSpec, jail: &str, host: &HostFacts) -> 
     }
     let l = spec.spec().limits;
     [
-        (RctlResource::Memoryuse, l.memory_bytes.map(|l| l.value)),
+        // The hard cap: virtual size, which racct can deny (see
+        // RctlResource::Vmemoryuse); resident size is at most that.
+        (RctlResource::Vmemoryuse, l.memory_bytes.map(|l| l.value)),
         (RctlResource::Maxproc, l.pids.map(|l| l.value)),
         // Percent of one CPU, rounded up so a small quota is never 0%.
         (
@@ -43,6 +45,19 @@ pub(super) fn rctl_rules(spec: &ValidatedSpec, jail: &str, host: &HostFacts) -> 
             amount,
         })
     })
+    .collect()
+}
+
+/// The per-process limits of every process the sandbox starts, in every
+/// mode: `setrlimit(2)` before the ids change.
+pub(super) fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
+    let l = spec.spec().limits;
+    [
+        l.open_files.map(|l| Rlimit::Nofile(l.value)),
+        l.address_space_bytes.map(|l| Rlimit::As(l.value)),
+    ]
+    .into_iter()
+    .flatten()
     .collect()
 }
 
@@ -95,12 +110,8 @@ pub(super) fn steps(
         return steps;
     }
     steps.extend([JailStep::Fork, JailStep::JailAttach]);
-    if let Some(l) = s.limits.open_files {
-        steps.push(JailStep::SetRlimit(Rlimit::Nofile(l.value)));
-    }
-    if let Some(l) = s.limits.address_space_bytes {
-        steps.push(JailStep::SetRlimit(Rlimit::As(l.value)));
-    }
+    // The same list the launch configuration applies to every process.
+    steps.extend(rlimits(spec).into_iter().map(JailStep::SetRlimit));
     if host.has_no_new_privs() {
         steps.push(JailStep::NoNewPrivs);
     }

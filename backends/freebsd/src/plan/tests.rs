@@ -381,7 +381,7 @@ fn limits() {
         (
             "memory",
             |s| s.limits.memory_bytes = limit(64 << 20),
-            &["jail:sandboxd-0123456789abcdef:memoryuse:deny=67108864"],
+            &["jail:sandboxd-0123456789abcdef:vmemoryuse:deny=67108864"],
         ),
         (
             "pids",
@@ -437,6 +437,102 @@ fn limits() {
             &JailStep::SetRlimit(Rlimit::As(1 << 30)),
             &JailStep::NoNewPrivs,
         ]
+    );
+    // Every mode carries them for every process it starts (the first one
+    // and each Exec): an IDLE plan has no first process, but its Execs get
+    // the same limits.
+    let modes: &[(&str, Edit)] = &[
+        ("process", |_| {}),
+        ("init", |s| {
+            s.mode = Mode::Init;
+            s.process.argv.clear();
+        }),
+        ("idle", |s| {
+            s.mode = Mode::Idle;
+            s.process.argv.clear();
+            s.process.env.clear();
+        }),
+    ];
+    for (what, edit) in modes {
+        let mut s = spec(*edit).spec().clone();
+        s.limits.open_files = limit(64);
+        s.limits.address_space_bytes = limit(1 << 30);
+        let s = validate(s, &Policy::default()).expect("valid");
+        let p = build(&s, &sandbox(), &host).expect("builds");
+        assert_eq!(
+            p.rlimits,
+            [Rlimit::Nofile(64), Rlimit::As(1 << 30)],
+            "{what}"
+        );
+        let shown: Vec<Rlimit> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                JailStep::SetRlimit(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        let first_process = p.steps.contains(&JailStep::Fork);
+        assert_eq!(shown.is_empty(), !first_process, "{what}");
+        if first_process {
+            assert_eq!(shown, p.rlimits, "{what}");
+        }
+    }
+}
+
+/// Found on FreeBSD 15.1: `memoryuse:deny` (resident memory) never refuses
+/// an allocation, it only makes the VM daemon reclaim pages, so without
+/// swap a payload held 200 MiB under a 64 MiB rule while the row said
+/// ENFORCED. The memory row must name the rule the plan adds and say what
+/// that rule measures; each rctl row names its rule's resource.
+#[test]
+fn rctl_rows_name_the_rule_they_add_and_what_it_measures() {
+    let host = HostFacts::assumed();
+    let cases: &[(Property, Edit, RctlResource, &[&str])] = &[
+        (
+            Property::MemoryLimit,
+            |s| s.limits.memory_bytes = limit(64 << 20),
+            RctlResource::Vmemoryuse,
+            &["virtual", "ENOMEM", "reserve", "tmpfs", "never refuses"],
+        ),
+        (
+            Property::PidsLimit,
+            |s| s.limits.pids = limit(10),
+            RctlResource::Maxproc,
+            &["processes"],
+        ),
+        (
+            Property::CpuLimit,
+            |s| s.limits.cpu_millis = limit(500),
+            RctlResource::Pcpu,
+            &["percent of one CPU"],
+        ),
+    ];
+    for (property, edit, resource, words) in cases {
+        let p = built(*edit, &host);
+        let got: Vec<RctlResource> = p.rctl_rules.iter().map(|r| r.resource).collect();
+        assert_eq!(got, [*resource], "{property:?}");
+        let r = row(&spec(*edit), &host, *property);
+        assert_eq!(r.level, Level::Enforced, "{property:?}");
+        assert_eq!(
+            r.mechanism,
+            format!("rctl {}:deny", resource.as_str()),
+            "{property:?}"
+        );
+        for w in *words {
+            assert!(
+                r.caveats.contains(w),
+                "{property:?}: {w:?} in {}",
+                r.caveats
+            );
+        }
+    }
+    // memoryuse is never used as a limit: it does not refuse anything.
+    let p = built(|s| s.limits.memory_bytes = limit(64 << 20), &host);
+    assert!(
+        !rules(&p).iter().any(|r| r.contains(":memoryuse:")),
+        "{:?}",
+        rules(&p)
     );
 }
 
@@ -593,11 +689,12 @@ fn root_filesystem() {
             .iter()
             .map(|m| {
                 format!(
-                    "{} {}{} {}",
+                    "{} {}{} {}{}",
                     m.fstype.as_str(),
                     if m.update { "update " } else { "" },
                     m.target,
-                    m.options.join(",")
+                    m.options.join(","),
+                    m.chmod.map(|c| format!(" chmod {c:o}")).unwrap_or_default()
                 )
             })
             .collect()
@@ -607,7 +704,7 @@ fn root_filesystem() {
             "host image",
             |_| {},
             &[
-                "tmpfs / mode=755",
+                "tmpfs /  chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -623,7 +720,7 @@ fn root_filesystem() {
             "host image read-only",
             |s| s.readonly_rootfs = true,
             &[
-                "tmpfs / mode=755",
+                "tmpfs /  chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -704,6 +801,52 @@ fn root_filesystem() {
         p.refusals
     );
     assert_eq!(p.native, render::empty());
+}
+
+/// Found on FreeBSD 15.1: a tmpfs mounted with `mode` cannot be updated to
+/// read-only, because the kernel merges the mount's earlier options into
+/// the update and tmpfs refuses `mode` there ("mount option <mode> is
+/// unknown"). The host image's root therefore gets no tmpfs option at all
+/// and its mode from `fchmod` after mounting, before the update.
+#[test]
+fn a_read_only_host_root_is_a_tmpfs_without_mode_then_chmod() {
+    let host = HostFacts::assumed();
+    for ro in [false, true] {
+        let p = build(
+            &spec(if ro {
+                |s: &mut SandboxSpec| s.readonly_rootfs = true
+            } else {
+                |_: &mut SandboxSpec| {}
+            }),
+            &sandbox(),
+            &host,
+        )
+        .expect("plan builds");
+        let roots: Vec<&JailMount> = p
+            .mounts
+            .iter()
+            .filter(|m| m.target == "/" && m.fstype == Fstype::Tmpfs)
+            .collect();
+        assert_eq!(roots.len(), if ro { 2 } else { 1 }, "ro={ro}");
+        for m in &roots {
+            assert!(
+                !m.options.iter().any(|o| o.starts_with("mode")),
+                "ro={ro}: {m:?}"
+            );
+        }
+        // The first mount sets the mode; the update changes nothing but ro.
+        assert_eq!(roots[0].chmod, Some(0o755), "ro={ro}");
+        if ro {
+            assert!(roots[1].update);
+            assert_eq!(roots[1].options, ["ro"]);
+            assert_eq!(roots[1].chmod, None);
+        }
+    }
+    // /tmp is never updated: its tmpfs `mode` stays an option.
+    let p = built(|s| s.readonly_rootfs = true, &host);
+    let tmp = p.mounts.iter().find(|m| m.target == "/tmp").expect("/tmp");
+    assert_eq!(tmp.options, ["mode=1777", "nosuid"]);
+    assert_eq!(tmp.chmod, None);
 }
 
 #[test]
@@ -1388,7 +1531,8 @@ fn network_rows_say_what_is_enforced_and_how() {
             "loopback",
             |s| s.network.mode = NetworkMode::Loopback,
             "vnet=new with only lo0",
-            &["private network stack", "127.0.0.1"],
+            // The plan's lo0 step gives ::1 too (seen on FreeBSD 15.1).
+            &["private network stack", "127.0.0.1 and ::1"],
         ),
         (
             "restricted",
@@ -1401,6 +1545,8 @@ fn network_rows_say_what_is_enforced_and_how() {
             &[
                 "a jail shares the host stack",
                 "127.0.0.1 inside maps to the jail's first IPv4 address",
+                // Not a private loopback, unlike Linux: say so.
+                "a server bound to 127.0.0.1 or 0.0.0.0 listens on that address",
                 "raw sockets off",
                 "alias on lo1",
                 "pf nat on em0",
@@ -1416,6 +1562,7 @@ fn network_rows_say_what_is_enforced_and_how() {
     ];
     for (what, edit, mechanism, caveats) in cases {
         let r = row(&spec(*edit), &host, Property::Network);
+        assert!(!r.caveats.contains("no ::1"), "{what}: {}", r.caveats);
         assert!(
             r.mechanism.starts_with(mechanism),
             "{what}: {}",
@@ -1440,6 +1587,26 @@ fn network_rows_say_what_is_enforced_and_how() {
         .find(|r| r.property == Property::Network)
         .expect("row");
     assert!(m.caveats.contains("no outbound NAT"), "{}", m.caveats);
+    // LOOPBACK without VIMAGE is the host's stack: its alias is reachable
+    // from the host and from other jails on that stack, not private.
+    let no_vimage = HostFacts {
+        vimage: false,
+        ..HostFacts::assumed()
+    };
+    let r = row(
+        &spec(|s| s.network.mode = NetworkMode::Loopback),
+        &no_vimage,
+        Property::Network,
+    );
+    assert_eq!(r.level, Level::Emulated);
+    for c in ["the host can reach it", "other jails", "no IPv6"] {
+        assert!(r.caveats.contains(c), "{c:?} not in {}", r.caveats);
+    }
+    let m = capabilities(&no_vimage)
+        .into_iter()
+        .find(|r| r.property == Property::Network)
+        .expect("row");
+    assert!(m.caveats.contains("other jails"), "{}", m.caveats);
 }
 
 #[test]
@@ -1529,5 +1696,177 @@ fn the_rendered_steps_are_the_steps_that_run() {
         );
         let iov = crate::pure::jail_iovecs(&p.params).expect("encodes");
         assert_eq!(iov.len(), p.params.len(), "{what}");
+    }
+}
+
+/// The base-system files the backend shells out to or needs (FreeBSD 15.1
+/// was first run on a host without ifconfig, route and pfctl): caps names
+/// each one missing, and a spec that needs one is refused up front, naming
+/// it, instead of failing midway through a create.
+#[test]
+fn missing_base_files_are_named_by_caps_and_refuse_what_needs_them() {
+    let without = |missing: &[&str]| HostFacts {
+        missing_base_files: missing.iter().map(|m| (*m).to_owned()).collect(),
+        ..HostFacts::assumed()
+    };
+    // The matrix's NETWORK row names every missing file and what needs it.
+    let caps_row = |host: &HostFacts| {
+        capabilities(host)
+            .into_iter()
+            .find(|r| r.property == Property::Network)
+            .expect("network row")
+    };
+    assert!(
+        !caps_row(&HostFacts::assumed()).caveats.contains("missing"),
+        "{}",
+        caps_row(&HostFacts::assumed()).caveats
+    );
+    for f in BASE_FILES {
+        let r = caps_row(&without(&[f]));
+        assert!(
+            r.caveats.contains(&format!("{f} is missing")),
+            "{f}: {}",
+            r.caveats
+        );
+    }
+
+    struct Case {
+        what: &'static str,
+        missing: &'static [&'static str],
+        vimage: bool,
+        edit: Edit,
+        /// Some(text): refused, naming it; None: planned.
+        refused: Option<&'static str>,
+        /// The network row's level (when planned).
+        level: Level,
+        pf_rules: usize,
+    }
+    let nat_and_forward: Edit = |s| {
+        s.network = restricted(Requirement::Required, &["203.0.113.2"]);
+        s.network.outbound_nat = true;
+        s.network.port_forwards = vec![forward(Protocol::Tcp, 8080, 80)];
+    };
+    let nat_preferred: Edit = |s| {
+        s.network = restricted(Requirement::Preferred, &["203.0.113.2"]);
+        s.network.outbound_nat = true;
+    };
+    let cases = [
+        Case {
+            what: "all present",
+            missing: &[],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 2,
+        },
+        Case {
+            what: "no ifconfig: RESTRICTED addresses cannot be added",
+            missing: &[IFCONFIG],
+            vimage: true,
+            edit: |s| s.network = restricted(Requirement::Preferred, &["203.0.113.2"]),
+            refused: Some("/sbin/ifconfig is missing"),
+            level: Level::Enforced,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no ifconfig: LOOPBACK without VIMAGE needs the lo0 alias",
+            missing: &[IFCONFIG],
+            vimage: false,
+            edit: |s| s.network.mode = NetworkMode::Loopback,
+            refused: Some("/sbin/ifconfig is missing"),
+            level: Level::Emulated,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no ifconfig: a vnet jail's lo0 is set up without it",
+            missing: &[IFCONFIG],
+            vimage: true,
+            edit: |s| s.network.mode = NetworkMode::Loopback,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no pfctl: NAT REQUIRED is refused",
+            missing: &[PFCTL],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/sbin/pfctl is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no pfctl: NAT PREFERRED degrades",
+            missing: &[PFCTL],
+            vimage: true,
+            edit: nat_preferred,
+            refused: None,
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no route: no egress interface",
+            missing: &[ROUTE],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/sbin/route is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no protocols: forwards cannot be parsed",
+            missing: &[PROTOCOLS],
+            vimage: true,
+            edit: nat_and_forward,
+            refused: Some("/etc/protocols is missing"),
+            level: Level::BestEffort,
+            pf_rules: 0,
+        },
+        Case {
+            what: "no protocols: NAT alone needs no protocol name",
+            missing: &[PROTOCOLS],
+            vimage: true,
+            edit: nat_preferred,
+            refused: None,
+            level: Level::Enforced,
+            pf_rules: 1,
+        },
+    ];
+    for c in cases {
+        let host = HostFacts {
+            vimage: c.vimage,
+            ..without(c.missing)
+        };
+        let s = spec(c.edit);
+        let shown = plan(&s, &sandbox(), &host);
+        match c.refused {
+            Some(text) => {
+                assert!(
+                    shown.refusals.iter().any(|r| r.contains(text)),
+                    "{}: {:?}",
+                    c.what,
+                    shown.refusals
+                );
+                assert!(build(&s, &sandbox(), &host).is_err(), "{}", c.what);
+            }
+            None => {
+                assert!(
+                    shown.refusals.is_empty(),
+                    "{}: {:?}",
+                    c.what,
+                    shown.refusals
+                );
+                let p = build(&s, &sandbox(), &host).expect("plan builds");
+                assert_eq!(p.host_net.pf_rules.len(), c.pf_rules, "{}", c.what);
+                let r = row(&s, &host, Property::Network);
+                assert_eq!(r.level, c.level, "{}: {}", c.what, r.caveats);
+                for m in c.missing {
+                    if r.level != Level::Enforced {
+                        assert!(r.caveats.contains(m), "{}: {}", c.what, r.caveats);
+                    }
+                }
+            }
+        }
     }
 }

@@ -133,14 +133,25 @@ pub struct JailMount {
     pub options: Vec<String>,
     /// `MNT_UPDATE` of an existing mount rather than a new one.
     pub update: bool,
+    /// After mounting, the mounted directory's mode is set to this with
+    /// `fchmod(2)`. The `host` image's tmpfs root gets its mode this way,
+    /// not with tmpfs's `mode` option: on a later `MNT_UPDATE` (the
+    /// read-only remount) the kernel merges the mount's earlier options
+    /// back in, and tmpfs refuses `mode` on an update.
+    #[serde(default)]
+    pub chmod: Option<u32>,
 }
 
 /// An rctl resource limited per jail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RctlResource {
-    /// Resident memory in bytes.
-    Memoryuse,
+    /// Virtual memory in bytes: the sum of the address-space sizes of the
+    /// jail's processes. Deniable: a mapping, `brk` or `fork` that would
+    /// take the sum over the limit fails with ENOMEM. (Resident memory,
+    /// `memoryuse`, is not used: racct only asks the VM daemon to reclaim
+    /// pages above it and never refuses an allocation.)
+    Vmemoryuse,
     /// Number of processes.
     Maxproc,
     /// CPU time, percent of one CPU.
@@ -151,7 +162,7 @@ impl RctlResource {
     /// The rctl(8) name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Memoryuse => "memoryuse",
+            Self::Vmemoryuse => "vmemoryuse",
             Self::Maxproc => "maxproc",
             Self::Pcpu => "pcpu",
         }
@@ -269,8 +280,9 @@ pub enum JailStep {
     /// `rctl_add_rule(2)` for each of the plan's `rctl_rules`, before any
     /// process enters the jail.
     RctlRules,
-    /// In a vnet jail, a short-lived child attaches and brings lo0 up with
-    /// 127.0.0.1 and ::1.
+    /// In a vnet jail, a short-lived child attaches and adds 127.0.0.1/8
+    /// to lo0 (`SIOCAIFADDR`), which brings it up; the kernel then gives
+    /// an up loopback ::1 itself (seen on FreeBSD 15.1).
     LoopbackUp,
     /// `procctl(P_PID, self, PROC_REAP_ACQUIRE)`: orphans of the sandbox are
     /// reparented to the supervisor, which sees every exit.
@@ -343,6 +355,11 @@ pub struct JailPlan {
     pub host_net: HostNet,
     /// The generated `/etc/resolv.conf`, when the spec names nameservers.
     pub resolv_conf: Option<String>,
+    /// The `setrlimit(2)` limits of every process the sandbox starts: the
+    /// first one (its `SetRlimit` steps show them) and each Exec, in every
+    /// mode (an IDLE plan has no first process, its Execs still get them).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
     /// Steps, in order.
     pub steps: Vec<JailStep>,
 }

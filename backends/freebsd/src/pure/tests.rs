@@ -2,7 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use sandboxd_core::SandboxPaths;
@@ -10,7 +10,7 @@ use sandboxd_core::spec::{Limit, Mode, MountSpec, ProcessSpec, Requirement, Sand
 use sandboxd_core::validate::{Policy, validate};
 
 use super::*;
-use crate::plan::{HostFacts, MountSource, RctlResource, RctlRule, build};
+use crate::plan::{HostFacts, MountSource, RctlResource, RctlRule, Rlimit, build};
 
 const ID: &str = "0123456789abcdef";
 
@@ -196,12 +196,7 @@ fn nmount_pairs_per_filesystem() {
     let root = &plan.mounts[0];
     assert_eq!(
         pairs(root, None),
-        vec![
-            s("fstype", "tmpfs"),
-            s("fspath", "/x"),
-            s("from", "tmpfs"),
-            s("mode", "755")
-        ]
+        vec![s("fstype", "tmpfs"), s("fspath", "/x"), s("from", "tmpfs"),]
     );
     // ...read-only nullfs of the host's directories...
     let bin = &plan.mounts[1];
@@ -308,21 +303,30 @@ fn main_argv_and_rlimits_come_from_the_plan() {
         main_argv(&init.steps),
         Some(&["/bin/sh".to_owned(), "/etc/rc".to_owned()][..])
     );
-    assert_eq!(
-        rlimits(&init.steps),
-        vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]
-    );
+    assert_eq!(init.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]);
     let process = plan_for(|_| {});
     assert_eq!(
         main_argv(&process.steps),
         Some(&["/bin/true".to_owned()][..])
     );
-    assert!(rlimits(&process.steps).is_empty());
+    assert!(process.rlimits.is_empty());
+    // Found on FreeBSD 15.1: IDLE sandboxes ran every Exec without these,
+    // because the limits were taken from the first process's steps, which
+    // an IDLE plan does not have.
     let idle = plan_for(|s| {
         s.mode = Mode::Idle;
         s.process.argv.clear();
+        s.limits.open_files = Some(Limit {
+            value: 64,
+            requirement: Requirement::Unspecified,
+        });
+        s.limits.address_space_bytes = Some(Limit {
+            value: 64 << 20,
+            requirement: Requirement::Unspecified,
+        });
     });
     assert_eq!(main_argv(&idle.steps), None);
+    assert_eq!(idle.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(64 << 20)]);
 }
 
 #[test]
@@ -344,7 +348,7 @@ fn racct_usage_and_rctl_filters() {
     assert_eq!(racct_usage(""), (None, None));
     let rule = RctlRule {
         jail: "sandboxd-ab".into(),
-        resource: RctlResource::Memoryuse,
+        resource: RctlResource::Vmemoryuse,
         amount: 1,
     };
     // The filter that removes a jail's rules matches the rules we add.
@@ -389,10 +393,19 @@ fn host_network_commands_and_probes() {
         pfctl_load_args("sandboxd/x"),
         ["-a", "sandboxd/x", "-f", "-"]
     );
+    // Exactly what the backend loads, rules and nat, in two calls: on
+    // FreeBSD 15.1 `-F all` exits 1 on an anchor (it also flushes tables,
+    // after the anchor's ruleset is gone), which failed every destroy.
     assert_eq!(
         pfctl_flush_args("sandboxd/x"),
-        ["-a", "sandboxd/x", "-F", "all"]
+        [
+            ["-a", "sandboxd/x", "-F", "rules"],
+            ["-a", "sandboxd/x", "-F", "nat"]
+        ]
     );
+    for args in pfctl_flush_args("sandboxd/x") {
+        assert!(!args.iter().any(|a| a == "all"), "{args:?}");
+    }
     assert_eq!(
         pf_rules_text(&[
             "nat on em0 inet from 192.0.2.1 to any -> (em0)".into(),
@@ -496,4 +509,135 @@ fn the_loopback_alias_is_a_recorded_daemon_alias_derived_from_the_id() {
             .iter()
             .any(|s| matches!(s, JailStep::AddLoopbackAlias(_)))
     );
+}
+
+/// A host whose commands fail as told, recording what cleanup did.
+#[derive(Default)]
+struct FakeHost {
+    /// Commands (program and arguments joined) that fail.
+    failing: Vec<String>,
+    /// Addresses not configured (any more).
+    absent: Vec<IpAddr>,
+    /// Every command run, in order.
+    ran: Vec<String>,
+    /// Every record saved, in order.
+    saved: Vec<HostNetRecord>,
+}
+
+impl HostNetOps for FakeHost {
+    fn run(&mut self, step: &'static str, program: &str, args: &[String]) -> Result<(), String> {
+        let line = format!("{program} {}", args.join(" "));
+        self.ran.push(line.clone());
+        if self.failing.contains(&line) {
+            Err(format!("{step}: {line}: exit status: 1"))
+        } else {
+            Ok(())
+        }
+    }
+    fn address_present(&mut self, address: IpAddr) -> bool {
+        !self.absent.contains(&address)
+    }
+    fn save(&mut self, record: &HostNetRecord) -> Result<(), String> {
+        self.saved.push(record.clone());
+        Ok(())
+    }
+}
+
+fn lo1(a: &str) -> crate::plan::HostAlias {
+    crate::plan::HostAlias {
+        interface: "lo1".into(),
+        address: a.parse().unwrap(),
+    }
+}
+
+#[test]
+fn host_network_cleanup_undoes_each_resource_and_keeps_what_failed() {
+    let full = || HostNetRecord {
+        aliases: vec![lo1("203.0.113.4"), lo1("2001:db8::4")],
+        pf_anchor: Some("sandboxd/ab".into()),
+    };
+    const FLUSH_RULES: &str = "/sbin/pfctl -a sandboxd/ab -F rules";
+    const FLUSH_NAT: &str = "/sbin/pfctl -a sandboxd/ab -F nat";
+    const RM4: &str = "/sbin/ifconfig lo1 inet 203.0.113.4 -alias";
+    const RM6: &str = "/sbin/ifconfig lo1 inet6 2001:db8::4 -alias";
+    let (flush_rules, flush_nat, rm6) = (FLUSH_RULES, FLUSH_NAT, RM6);
+    struct Case {
+        what: &'static str,
+        failing: &'static [&'static str],
+        /// What is left in the record afterwards.
+        left: fn() -> HostNetRecord,
+        errors: usize,
+    }
+    let cases = [
+        Case {
+            what: "all goes",
+            failing: &[],
+            left: HostNetRecord::default,
+            errors: 0,
+        },
+        Case {
+            // The failure found on 15.1 aborted the cleanup before the
+            // aliases: they stayed on lo1 and in the record.
+            what: "a failed flush does not stop the aliases",
+            failing: &[FLUSH_NAT],
+            left: || HostNetRecord {
+                aliases: vec![],
+                pf_anchor: Some("sandboxd/ab".into()),
+            },
+            errors: 1,
+        },
+        Case {
+            what: "one alias fails, the other goes",
+            failing: &[RM4],
+            left: || HostNetRecord {
+                aliases: vec![lo1("203.0.113.4")],
+                pf_anchor: None,
+            },
+            errors: 1,
+        },
+        Case {
+            what: "everything fails: everything stays recorded",
+            failing: &[FLUSH_RULES, RM4, RM6],
+            left: full,
+            errors: 3,
+        },
+    ];
+    for c in cases {
+        let mut host = FakeHost {
+            failing: c.failing.iter().map(|s| (*s).to_owned()).collect(),
+            ..FakeHost::default()
+        };
+        let (left, errors) = undo_host_net(full(), None, &mut host);
+        assert_eq!(left, (c.left)(), "{}", c.what);
+        assert_eq!(errors.len(), c.errors, "{}: {errors:?}", c.what);
+        // Every resource was tried, whatever failed before it: both
+        // flushes, then the aliases newest first.
+        assert_eq!(host.ran, [FLUSH_RULES, FLUSH_NAT, RM6, RM4], "{}", c.what);
+        // The record on disk always ends as what is left.
+        assert_eq!(
+            host.saved.last().cloned().unwrap_or_else(full),
+            left,
+            "{}",
+            c.what
+        );
+    }
+    // An address already gone is not removed again, and counts as undone.
+    let mut host = FakeHost {
+        absent: vec!["203.0.113.4".parse().unwrap()],
+        ..FakeHost::default()
+    };
+    let (left, errors) = undo_host_net(full(), None, &mut host);
+    assert_eq!((left, errors.len()), (HostNetRecord::default(), 0));
+    assert_eq!(host.ran, [flush_rules, flush_nat, rm6]);
+    // Without a record, the id's anchor is still flushed (a daemon crash
+    // between loading it and recording it), and a failure to do so is
+    // not an error: there may be nothing to flush.
+    let mut host = FakeHost {
+        failing: vec![flush_rules.to_owned()],
+        ..FakeHost::default()
+    };
+    let (left, errors) = undo_host_net(HostNetRecord::default(), Some("sandboxd/ab"), &mut host);
+    assert_eq!((left, errors.len()), (HostNetRecord::default(), 0));
+    assert_eq!(host.ran, [flush_rules, flush_nat]);
+    assert!(host.saved.is_empty());
 }
