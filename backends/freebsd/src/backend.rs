@@ -107,6 +107,13 @@ pub fn probe() -> HostFacts {
             .filter(|f| !std::path::Path::new(f).exists())
             .map(|f| (*f).to_owned())
             .collect(),
+        // symlink_metadata: a symlink there is not the directory to hide,
+        // and the mount walker would refuse it anyway.
+        secret_dirs: plan::SECRET_DIRS
+            .iter()
+            .filter(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+            .map(|d| (*d).to_owned())
+            .collect(),
     }
 }
 
@@ -177,8 +184,8 @@ impl Backend for FreeBsdBackend {
             // seccomp is Linux's.
             seccomp: false,
             exit_file: sandbox.dir.join("exit.json"),
-            // Jails: see docs/security.md (a jail's root owns what it writes).
-            root_refused: None,
+            // A jail has no user namespace: its root owns what it writes.
+            root_refused: spec.spec().root_refusal(true),
         };
         Ok(serde_json::to_vec(&LaunchConfig {
             common,

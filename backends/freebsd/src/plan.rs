@@ -66,13 +66,14 @@ mod tests;
 mod types;
 
 use sandboxd_core::capability::{self, BackendKind};
+use sandboxd_core::spec::Mode;
 use sandboxd_core::{Enforcement, Level, Plan, Property, SandboxPaths, ValidatedSpec};
 
 pub use host::{
     BASE_FILES, DEFAULT_ALIAS_INTERFACE, HostFacts, IFCONFIG, PFCTL, PROTOCOLS, ROUTE, needed_for,
 };
 pub use matrix::{capabilities, rows_for};
-pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, own_binary_mask};
+pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, SECRET_DIRS, own_binary_mask};
 pub use net::{pf_anchor, pf_rules, wants_pf};
 pub use params::{DEVFS_RULESET, loopback_alias};
 pub use steps::JAIL_RC;
@@ -113,6 +114,10 @@ pub enum PlanError {
         /// What needs it.
         needed: &'static str,
     },
+    /// uid 0 as the main process with a read-write nullfs mount: a jail's
+    /// root is root on the host's files (see `SandboxSpec::root_refusal`).
+    #[error("uid 0: {0}")]
+    RootWithWritableBind(String),
     /// nullfs mount: the target is reserved for the jail's devfs.
     #[error("spec.mounts[{index}].target: {target:?} is under /dev, which the jail's devfs owns")]
     NullfsMountTarget {
@@ -155,6 +160,12 @@ fn build_unchecked(
     sandbox: &SandboxPaths,
     host: &HostFacts,
 ) -> Result<JailPlan, PlanError> {
+    let s = spec.spec();
+    if s.mode != Mode::Idle && s.process.user.uid() == 0 {
+        if let Some(why) = s.root_refusal(true) {
+            return Err(PlanError::RootWithWritableBind(why));
+        }
+    }
     let name = jail_name(&sandbox.id);
     let rootfs = sandbox.dir.join("root");
     let net = params::network(spec, sandbox, host)?;
@@ -168,6 +179,7 @@ fn build_unchecked(
             spec,
             resolv_conf.is_some(),
             binary_mask(spec, host).as_deref(),
+            &host.secret_dirs,
         )?,
         steps: steps::steps(
             spec,

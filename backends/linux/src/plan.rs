@@ -149,21 +149,11 @@ fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
 }
 
 /// Why uid 0 may not run in a sandbox, if it may not: without a user
-/// namespace uid 0 inside is host root, and through a read-write bind it
-/// could leave a setuid-root file (or a root-owned one any host user then
-/// trusts) in a host directory. The sandbox's own mount is nosuid, the
-/// host's view of the directory is not.
+/// namespace uid 0 inside is host root
+/// ([`sandboxd_core::spec::SandboxSpec::root_refusal`]).
 pub fn root_refusal(spec: &ValidatedSpec, namespaces: &[Namespace]) -> Option<String> {
-    if namespaces.contains(&Namespace::User) {
-        return None;
-    }
-    let s = spec.spec();
-    s.mounts.iter().enumerate().find(|(_, m)| !m.read_only).map(|(i, m)| {
-        format!(
-            "spec.mounts[{i}] binds host directory {} read-write at {} and the sandbox has no user namespace, so uid 0 could leave setuid-root files there for host users; mount it read-only, ask for a user namespace (isolation.user), or run as another uid",
-            m.source, m.target
-        )
-    })
+    spec.spec()
+        .root_refusal(!namespaces.contains(&Namespace::User))
 }
 
 /// Checks that the payload's ids are mapped in the user namespace.

@@ -252,12 +252,70 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
+    /// Why no process of this sandbox may run as uid 0, if it may not.
+    /// Where uid 0 inside is uid 0 on the host (no user namespace; any
+    /// jail), a read-write bind of a host directory would let it leave a
+    /// setuid-root file (or any root-owned file host users trust) there:
+    /// the sandbox's own mount is nosuid, the host's view is not.
+    pub fn root_refusal(&self, root_is_host_root: bool) -> Option<String> {
+        if !root_is_host_root {
+            return None;
+        }
+        self.mounts
+            .iter()
+            .enumerate()
+            .find(|(_, m)| !m.read_only)
+            .map(|(i, m)| {
+                format!(
+                    "spec.mounts[{i}] binds host directory {} read-write at {} and uid 0 in this sandbox is root on the host, so it could leave setuid-root files there for host users; mount it read-only, ask for a user namespace (isolation.user) where the backend has one, or run as another uid",
+                    m.source, m.target
+                )
+            })
+    }
+
     /// The image, defaulted.
     pub fn image(&self) -> &str {
         if self.image.is_empty() {
             HOST_IMAGE
         } else {
             &self.image
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_refusal_names_the_first_read_write_mount() {
+        let mount = |target: &str, read_only| MountSpec {
+            source: format!("/srv{target}"),
+            target: target.into(),
+            read_only,
+        };
+        let cases = [
+            (vec![], true, None),
+            (vec![mount("/a", true)], true, None),
+            (
+                vec![mount("/a", true), mount("/b", false)],
+                true,
+                Some("spec.mounts[1]"),
+            ),
+            (vec![mount("/b", false)], false, None),
+        ];
+        for (mounts, host_root, want) in cases {
+            let s = SandboxSpec {
+                mounts: mounts.clone(),
+                ..Default::default()
+            };
+            let got = s.root_refusal(host_root);
+            assert_eq!(
+                got.as_deref()
+                    .map(|w| w.split(' ').next().unwrap_or_default()),
+                want,
+                "{mounts:?} {host_root}"
+            );
         }
     }
 }

@@ -78,6 +78,11 @@ pub struct HostFacts {
     /// NETWORK row lists them.
     #[serde(default)]
     pub missing_base_files: Vec<String>,
+    /// Which of [`SECRET_DIRS`](super::SECRET_DIRS) exist on this host as
+    /// directories: the `host` image covers each with an empty read-only
+    /// tmpfs (the daemon's TLS key and config live there).
+    #[serde(default)]
+    pub secret_dirs: Vec<String>,
 }
 
 impl HostFacts {
@@ -98,6 +103,7 @@ impl HostFacts {
             egress_interface: Some("em0".to_owned()),
             own_binary: Some(PathBuf::from("/usr/local/bin/sandboxd")),
             missing_base_files: Vec::new(),
+            secret_dirs: vec!["/usr/local/etc/sandboxd".to_owned()],
         }
     }
 

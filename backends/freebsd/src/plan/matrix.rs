@@ -121,7 +121,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 p,
                 Level::Enforced,
                 "nullfs",
-                "made on the host before the jail starts; nosuid; not under /dev",
+                "made on the host before the jail starts; nosuid; not under /dev; uid 0 (host root on the host's files) is refused in a jail with a read-write mount",
             ),
         })
         .collect()

@@ -59,6 +59,11 @@ pub fn own_binary_mask(exe: &Path) -> Option<String> {
         .then_some(text)
 }
 
+/// Host directories that hold the daemon's own secrets (its TLS key and
+/// config, docs/security.md): the `host` image shows `/etc` and `/usr`, so
+/// each that exists is covered with an empty read-only tmpfs.
+pub const SECRET_DIRS: [&str; 2] = ["/usr/local/etc/sandboxd", "/etc/sandboxd"];
+
 /// The options of the mask: nothing can be written, set-id or run there.
 pub const MASK_OPTIONS: [&str; 3] = ["ro", "nosuid", "noexec"];
 
@@ -70,6 +75,7 @@ pub(super) fn mounts(
     spec: &ValidatedSpec,
     resolv_conf: bool,
     mask: Option<&str>,
+    secret_dirs: &[String],
 ) -> Result<Vec<JailMount>, PlanError> {
     let s = spec.spec();
     let ro = s.readonly_rootfs;
@@ -101,6 +107,17 @@ pub(super) fn mounts(
                 MountSource::Masked,
                 target,
                 &MASK_OPTIONS,
+            ));
+        }
+        for dir in secret_dirs
+            .iter()
+            .filter(|d| SECRET_DIRS.contains(&d.as_str()))
+        {
+            m.push(new(
+                Fstype::Tmpfs,
+                MountSource::Pseudo,
+                dir,
+                &["ro", "nosuid", "noexec", "mode=000"],
             ));
         }
     } else {

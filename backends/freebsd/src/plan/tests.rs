@@ -712,6 +712,7 @@ fn root_filesystem() {
                 "nullfs /usr ro",
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
+                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
             ],
@@ -728,6 +729,7 @@ fn root_filesystem() {
                 "nullfs /usr ro",
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
+                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000",
                 "devfs /dev ruleset=4",
                 "tmpfs /tmp mode=1777,nosuid",
                 "tmpfs update / ro",
@@ -987,6 +989,10 @@ fn rendered_plan() {
     );
     assert_eq!(
         mounts[8].target,
+        format!("/var/db/sandboxd/sandboxes/{ID}/root/usr/local/etc/sandboxd")
+    );
+    assert_eq!(
+        mounts[9].target,
         format!("/var/db/sandboxd/sandboxes/{ID}/root/dev")
     );
     assert_eq!(rctl_rules, &[format!("jail:{NAME}:maxproc:deny=5")]);
@@ -1868,5 +1874,56 @@ fn missing_base_files_are_named_by_caps_and_refuse_what_needs_them() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn uid_0_with_a_read_write_mount_is_refused() {
+    use sandboxd_core::spec::MountSpec;
+    // (case, edit, refused)
+    let cases: [(&str, Edit, bool); 3] = [
+        (
+            "rw, uid 0",
+            |s| {
+                s.process.user.uid = Some(0);
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: false,
+                }];
+            },
+            true,
+        ),
+        (
+            "ro, uid 0",
+            |s| {
+                s.process.user.uid = Some(0);
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: true,
+                }];
+            },
+            false,
+        ),
+        (
+            "rw, default uid",
+            |s| {
+                s.mounts = vec![MountSpec {
+                    source: "/srv/out".into(),
+                    target: "/out".into(),
+                    read_only: false,
+                }];
+            },
+            false,
+        ),
+    ];
+    for (case, edit, refused) in cases {
+        let got = build(&spec(edit), &sandbox(), &HostFacts::assumed());
+        assert_eq!(
+            matches!(&got, Err(PlanError::RootWithWritableBind(why)) if why.contains("spec.mounts[0]")),
+            refused,
+            "{case}: {got:?}"
+        );
     }
 }
