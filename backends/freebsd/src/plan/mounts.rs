@@ -4,7 +4,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use sandboxd_core::ValidatedSpec;
+use sandboxd_core::backend;
 use sandboxd_core::spec::HOST_IMAGE;
+use sandboxd_core::validate::DEFAULT_TMP_BYTES;
 
 use super::{DEVFS_RULESET, Fstype, JailMount, MountSource, PlanError};
 
@@ -20,6 +22,19 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
         options: options.iter().map(|o| (*o).to_owned()).collect(),
         update: false,
     }
+}
+
+/// tmpfs(5) `size=` and `inodes=` for `bytes`; nothing for `None` (the
+/// kernel's default: all available memory and swap).
+fn tmpfs_size(bytes: Option<u64>) -> Vec<String> {
+    bytes
+        .map(|b| {
+            vec![
+                format!("size={}", backend::tmpfs_size(b)),
+                format!("inodes={}", backend::tmpfs_inodes(b)),
+            ]
+        })
+        .unwrap_or_default()
 }
 
 /// The jail's resolver configuration, covered by the generated file.
@@ -72,7 +87,11 @@ pub(super) fn mounts(
     let mut m = Vec::new();
     let host_image = s.image() == HOST_IMAGE;
     if host_image {
-        m.push(new(Fstype::Tmpfs, MountSource::Pseudo, "/", &["mode=755"]));
+        // The tmpfs root is the writable layer: it takes the disk limit.
+        let mut root = vec!["mode=755".to_owned()];
+        root.extend(tmpfs_size(s.limits.disk_bytes.map(|l| l.value)));
+        let root: Vec<&str> = root.iter().map(String::as_str).collect();
+        m.push(new(Fstype::Tmpfs, MountSource::Pseudo, "/", &root));
         m.extend(HOST_IMAGE_DIRS.map(|d| {
             new(
                 Fstype::Nullfs,
@@ -103,12 +122,12 @@ pub(super) fn mounts(
     }
     let ruleset = format!("ruleset={DEVFS_RULESET}");
     m.push(new(Fstype::Devfs, MountSource::Pseudo, "/dev", &[&ruleset]));
-    m.push(new(
-        Fstype::Tmpfs,
-        MountSource::Pseudo,
-        "/tmp",
-        &["mode=1777", "nosuid"],
-    ));
+    let tmp_bytes = s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES);
+    let mut tmp = vec!["mode=1777".to_owned()];
+    tmp.extend(tmpfs_size(Some(tmp_bytes)));
+    tmp.push("nosuid".to_owned());
+    let tmp: Vec<&str> = tmp.iter().map(String::as_str).collect();
+    m.push(new(Fstype::Tmpfs, MountSource::Pseudo, "/tmp", &tmp));
     for (index, c) in s.mounts.iter().enumerate() {
         if Path::new(&c.target).starts_with("/dev") {
             return Err(PlanError::NullfsMountTarget {

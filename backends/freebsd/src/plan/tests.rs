@@ -607,7 +607,7 @@ fn root_filesystem() {
             "host image",
             |_| {},
             &[
-                "tmpfs / mode=755",
+                "tmpfs / mode=755,size=1g,inodes=131072",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -616,14 +616,14 @@ fn root_filesystem() {
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
             ],
         ),
         (
             "host image read-only",
             |s| s.readonly_rootfs = true,
             &[
-                "tmpfs / mode=755",
+                "tmpfs / mode=755,size=1g,inodes=131072",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -632,7 +632,7 @@ fn root_filesystem() {
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
                 "tmpfs update / ro",
             ],
         ),
@@ -657,7 +657,7 @@ fn root_filesystem() {
             &[
                 "nullfs / ro",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
                 "nullfs /data ro,nosuid",
                 "nullfs /var/out nosuid",
             ],
@@ -668,7 +668,7 @@ fn root_filesystem() {
             &[
                 "nullfs / ",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
             ],
         ),
     ];
@@ -1529,5 +1529,99 @@ fn the_rendered_steps_are_the_steps_that_run() {
         );
         let iov = crate::pure::jail_iovecs(&p.params).expect("encodes");
         assert_eq!(iov.len(), p.params.len(), "{what}");
+    }
+}
+
+#[test]
+fn disk_limit_and_tmpfs_sizes() {
+    let host = HostFacts::assumed();
+    let options = |p: &JailPlan, target: &str| -> Vec<String> {
+        p.mounts
+            .iter()
+            .find(|m| m.target == target && m.fstype == Fstype::Tmpfs && !m.update)
+            .map(|m| m.options.clone())
+            .unwrap_or_default()
+    };
+    // Spec sizes on the host image's root and /tmp.
+    let p = built(
+        |s| {
+            s.limits.disk_bytes = limit(32 << 20);
+            s.limits.tmp_bytes = Some(16 << 20);
+        },
+        &host,
+    );
+    assert_eq!(options(&p, "/"), ["mode=755", "size=32m", "inodes=4096"]);
+    assert_eq!(
+        options(&p, "/tmp"),
+        ["mode=1777", "size=16m", "inodes=2048", "nosuid"]
+    );
+    // Every tmpfs has a size and an inode cap.
+    for m in p
+        .mounts
+        .iter()
+        .filter(|m| m.fstype == Fstype::Tmpfs && !m.update)
+    {
+        assert!(
+            m.options.iter().any(|o| o.starts_with("size="))
+                && m.options.iter().any(|o| o.starts_with("inodes=")),
+            "{m:?}"
+        );
+    }
+    type Case = (&'static str, Edit, Level, bool, bool);
+    let cases: &[Case] = &[
+        // (what, spec, level, refused, degraded)
+        ("host image, default", |_| {}, Level::Enforced, false, false),
+        (
+            "host image, required",
+            |s| s.limits.disk_bytes = limit(64 << 20),
+            Level::Enforced,
+            false,
+            false,
+        ),
+        (
+            "read-only directory image: nothing to limit",
+            |s| {
+                s.image = "base14".into();
+                s.readonly_rootfs = true;
+                s.limits.disk_bytes = limit(64 << 20);
+            },
+            Level::Enforced,
+            false,
+            false,
+        ),
+        (
+            "writable directory image, the default: degraded, not refused",
+            |s| s.image = "base14".into(),
+            Level::NotEnforced,
+            false,
+            true,
+        ),
+        (
+            "writable directory image, required: refused",
+            |s| {
+                s.image = "base14".into();
+                s.limits.disk_bytes = limit(64 << 20);
+            },
+            Level::NotEnforced,
+            true,
+            false,
+        ),
+    ];
+    for (what, edit, level, refused, degraded) in cases {
+        let s = spec(*edit);
+        let p = plan(&s, &sandbox(), &host);
+        let r = p.report.get(Property::DiskLimit).expect("row");
+        assert_eq!((r.level, r.degraded), (*level, *degraded), "{what}: {r:?}");
+        assert_eq!(
+            p.refusals.iter().any(|r| r.starts_with("disk_limit:")),
+            *refused,
+            "{what}: {:?}",
+            p.refusals
+        );
+        assert_eq!(
+            matches!(build(&s, &sandbox(), &host), Err(PlanError::Refused(_))),
+            *refused,
+            "{what}"
+        );
     }
 }

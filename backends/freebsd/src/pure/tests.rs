@@ -200,7 +200,9 @@ fn nmount_pairs_per_filesystem() {
             s("fstype", "tmpfs"),
             s("fspath", "/x"),
             s("from", "tmpfs"),
-            s("mode", "755")
+            s("mode", "755"),
+            s("size", "1g"),
+            s("inodes", "131072"),
         ]
     );
     // ...read-only nullfs of the host's directories...
