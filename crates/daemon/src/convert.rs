@@ -469,6 +469,13 @@ mod tests {
                     value: 5,
                     requirement: pb::Requirement::Preferred as i32,
                 }),
+                disk_bytes: Some(pb::Limit {
+                    value: 64 << 20,
+                    requirement: pb::Requirement::Required as i32,
+                }),
+                tmp_bytes: 16 << 20,
+                // 0: unset, the default.
+                shm_bytes: 0,
                 ..Default::default()
             }),
             labels: [("a".to_owned(), "b".to_owned())].into_iter().collect(),
@@ -479,6 +486,10 @@ mod tests {
         };
         let core = spec_from_pb(Some(pbspec.clone())).expect("converts");
         assert_eq!(core.mode, Mode::Idle);
+        assert_eq!(
+            (core.limits.tmp_bytes, core.limits.shm_bytes),
+            (Some(16 << 20), None)
+        );
         let mut back = spec_to_pb(&core);
         back.process = Some(pb::ProcessSpec::default());
         assert_eq!(back.limits, pbspec.limits);
