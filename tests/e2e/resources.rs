@@ -84,14 +84,19 @@ async fn idle_with(c: &mut Clients, image: &str, limits: pb::Limits) -> pb::Sand
     .await
 }
 
-/// The size in KiB `df` reports for each of `paths`, in order.
+/// The size in KiB of the filesystem of each of `paths`, from statfs(2)
+/// (`stat -f`; df would need /proc, which a chroot does not have).
 async fn df_kib(c: &mut Clients, id: &str, paths: &str) -> Vec<u64> {
     // busybox's applets: the test image links only a few of them.
-    let r = c.sh(id, &format!("busybox df -k {paths}")).await;
+    let r = c
+        .sh(id, &format!("busybox stat -f -c '%b %S' {paths}"))
+        .await;
     out(&r)
         .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .filter_map(|l| {
+            let (blocks, size) = l.split_once(' ')?;
+            Some(blocks.parse::<u64>().ok()? * size.trim().parse::<u64>().ok()? / 1024)
+        })
         .collect()
 }
 
