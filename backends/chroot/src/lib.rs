@@ -274,13 +274,9 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     };
     mkdir(root, 0o755)?;
     match &setup.build {
-        RootBuild::HostView { layout } => {
-            sys::mount_tmpfs(
-                root,
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                "mode=755,size=64m",
-            )
-            .map_err(at("mount tmpfs root", root))?;
+        RootBuild::HostView { layout, tmpfs } => {
+            sys::mount_tmpfs(root, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &tmpfs.data())
+                .map_err(at("mount tmpfs root", root))?;
             for entry in layout {
                 match entry {
                     HostEntry::Bind(p) => {
@@ -317,8 +313,19 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
             sys::remount_bind(root, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
                 .map_err(at("remount image read-only", root))?;
         }
-        RootBuild::ImageOverlay { image, upper, work } => {
+        RootBuild::ImageOverlay {
+            image,
+            upper,
+            work,
+            layer,
+        } => {
             let img = open_image_fd(setup, image)?;
+            if let Some((dir, tmpfs)) = layer {
+                // Under the sandbox dir, so teardown and cleanup unmount it.
+                mkdir(dir, 0o700)?;
+                sys::mount_tmpfs(dir, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &tmpfs.data())
+                    .map_err(at("mount writable layer", dir))?;
+            }
             mkdir(upper, 0o755)?;
             mkdir(work, 0o700)?;
             sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
@@ -328,7 +335,18 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     }
     let root_fd = sys::open_dir(root).map_err(at("open root", root))?;
     if setup.dev {
-        populate_dev(root_fd.as_fd())?;
+        populate_dev(root_fd.as_fd(), setup)?;
+    }
+    // Before the client mounts, which may target paths below /tmp.
+    if let Ok(tmp) = sys::resolve_in_root(root_fd.as_fd(), Path::new("/tmp")) {
+        if sys::is_dir(tmp.as_fd()) {
+            sys::mount_tmpfs(
+                &sys::fd_path(tmp.as_fd()),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                &setup.tmp.data(),
+            )
+            .map_err(at("mount tmpfs /tmp", Path::new("/tmp")))?;
+        }
     }
     if matches!(setup.build, RootBuild::HostView { .. }) {
         mask_own_binary(root_fd.as_fd(), root)?;
@@ -336,21 +354,8 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     for m in &setup.mounts {
         bind_client_mount(root_fd.as_fd(), m)?;
     }
-    if setup.readonly {
-        if let Ok(tmp) = sys::resolve_in_root(root_fd.as_fd(), Path::new("/tmp")) {
-            if sys::is_dir(tmp.as_fd()) {
-                let tmp_path = sys::fd_path(tmp.as_fd());
-                sys::mount_tmpfs(
-                    &tmp_path,
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    "mode=1777,size=64m",
-                )
-                .map_err(at("mount tmpfs /tmp", Path::new("/tmp")))?;
-            }
-        }
-        if matches!(setup.build, RootBuild::HostView { .. }) {
-            sys::remount_ro(root).map_err(at("remount root read-only", root))?;
-        }
+    if setup.readonly && matches!(setup.build, RootBuild::HostView { .. }) {
+        sys::remount_ro(root).map_err(at("remount root read-only", root))?;
     }
     Ok(())
 }
@@ -403,10 +408,10 @@ fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Resul
     .map_err(|e| StepError::new("mask the sandboxd binary", e))
 }
 
-/// A tmpfs /dev holding binds of the safe device nodes, if the root has a
-/// /dev directory (resolved inside the root).
+/// A tmpfs /dev holding binds of the safe device nodes and a tmpfs
+/// /dev/shm, if the root has a /dev directory (resolved inside the root).
 #[cfg(target_os = "linux")]
-fn populate_dev(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
+fn populate_dev(root: std::os::fd::BorrowedFd<'_>, setup: &ChrootSetup) -> Result<(), StepError> {
     use nix::fcntl::OFlag;
     use nix::mount::MsFlags;
 
@@ -420,7 +425,7 @@ fn populate_dev(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
     sys::mount_tmpfs(
         &sys::fd_path(fd.as_fd()),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "mode=755,size=64k",
+        &setup.dev_tmpfs.data(),
     )
     .map_err(|e| StepError::new("mount tmpfs /dev", e))?;
     // Re-resolve: the old descriptor still names the directory underneath.
@@ -443,7 +448,15 @@ fn populate_dev(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
         sys::bind(&host, &sys::fd_path(target.as_fd()))
             .map_err(|e| StepError::new("bind device node", format!("/dev/{node}: {e}")))?;
     }
-    Ok(())
+    let shm_err = |e: Errno| StepError::new("mount tmpfs /dev/shm", e);
+    sys::mkdir_at(dev_fd.as_fd(), std::ffi::OsStr::new("shm"), 0o755).map_err(shm_err)?;
+    let shm = sys::resolve_in_root(root, Path::new("/dev/shm")).map_err(shm_err)?;
+    sys::mount_tmpfs(
+        &sys::fd_path(shm.as_fd()),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        &setup.shm.data(),
+    )
+    .map_err(shm_err)
 }
 
 /// Binds one client mount: the source is resolved from `/` with no symlink

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use sandboxd_core::backend::{tmpfs_inodes, tmpfs_size};
 use sandboxd_core::capability::{self, BackendKind, Enforcement, Level, Property};
 use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
 use sandboxd_core::spec::{HOST_IMAGE, MountSpec, NetworkMode};
+use sandboxd_core::validate::{DEFAULT_SHM_BYTES, DEFAULT_TMP_BYTES};
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{Rlimit, RlimitKind};
 
@@ -76,6 +78,47 @@ pub const ROOT_CAPABILITIES: [u32; 10] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 31];
 /// Device nodes bound into the sandbox's /dev.
 pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
+/// One tmpfs the supervisor mounts. [`Tmpfs::data`] is passed to mount(2)
+/// as is, and shown in plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    /// Permission bits of its root, in octal ("1777").
+    pub mode: String,
+    /// `size=` in bytes; `None`: the kernel's default (half of RAM).
+    pub bytes: Option<u64>,
+    /// `nr_inodes=`; `None`: the kernel's default.
+    pub inodes: Option<u64>,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `bytes` with the inode cap for that size.
+    pub fn sized(mode: &str, bytes: u64) -> Self {
+        Self {
+            mode: mode.to_owned(),
+            bytes: Some(bytes),
+            inodes: Some(tmpfs_inodes(bytes)),
+        }
+    }
+
+    /// The mount data, "mode=755,size=1g,nr_inodes=131072".
+    pub fn data(&self) -> String {
+        let mut data = vec![format!("mode={}", self.mode)];
+        if let Some(b) = self.bytes {
+            data.push(format!("size={}", tmpfs_size(b)));
+        }
+        if let Some(n) = self.inodes {
+            data.push(format!("nr_inodes={n}"));
+        }
+        data.join(",")
+    }
+}
+
+/// Size of the /dev tmpfs: device-node mount points and the /dev/shm
+/// mount point, no data.
+pub const DEV_TMPFS_BYTES: u64 = 64 << 10;
+/// Inode cap of the /dev tmpfs.
+pub const DEV_TMPFS_INODES: u64 = 256;
+
 /// How the sandbox root is assembled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +127,8 @@ pub enum RootBuild {
     HostView {
         /// What to mirror.
         layout: Vec<HostEntry>,
+        /// The root tmpfs: the writable layer, sized by the disk limit.
+        tmpfs: Tmpfs,
     },
     /// A directory image bound read-only.
     ImageReadOnly {
@@ -95,10 +140,13 @@ pub enum RootBuild {
     ImageOverlay {
         /// Image name.
         image: String,
-        /// Upper layer.
+        /// Upper layer (inside `layer` when there is one).
         upper: PathBuf,
-        /// overlayfs work dir.
+        /// overlayfs work dir, beside `upper`.
         work: PathBuf,
+        /// With a disk limit: the tmpfs of that size, mounted on this
+        /// directory under the sandbox dir, holding `upper` and `work`.
+        layer: Option<(PathBuf, Tmpfs)>,
     },
     /// No mount support: chroot straight into the image directory. Writes
     /// go to the image itself.
@@ -120,8 +168,16 @@ pub struct ChrootSetup {
     pub build: RootBuild,
     /// Remount the root read-only once built.
     pub readonly: bool,
-    /// Mount a tmpfs /dev with the safe device nodes (when the root has /dev).
+    /// Mount a tmpfs /dev with the safe device nodes and a /dev/shm (when
+    /// the root has /dev).
     pub dev: bool,
+    /// The /dev tmpfs.
+    pub dev_tmpfs: Tmpfs,
+    /// The /dev/shm tmpfs.
+    pub shm: Tmpfs,
+    /// The /tmp tmpfs, over the root's /tmp when it has one (with Linux
+    /// mounts).
+    pub tmp: Tmpfs,
     /// Client bind mounts.
     pub mounts: Vec<MountSpec>,
 }
@@ -155,13 +211,23 @@ pub fn build(
 ) -> Result<ChrootSetup, PlanError> {
     let s = spec.spec();
     let image = s.image().to_owned();
+    let disk = s.limits.disk_bytes.map(|l| l.value);
     let (build, root) = if image == HOST_IMAGE {
         if !facts.linux_mounts {
             return Err(PlanError::HostImageWithoutMounts);
         }
+        let tmpfs = match disk {
+            Some(bytes) => Tmpfs::sized("755", bytes),
+            None => Tmpfs {
+                mode: "755".to_owned(),
+                bytes: None,
+                inodes: None,
+            },
+        };
         (
             RootBuild::HostView {
                 layout: facts.host_layout.clone(),
+                tmpfs,
             },
             root_dir(sandbox),
         )
@@ -175,10 +241,14 @@ pub fn build(
     } else if s.readonly_rootfs || !facts.overlay {
         (RootBuild::ImageReadOnly { image }, root_dir(sandbox))
     } else {
+        // With a disk limit, upper and work live on a tmpfs of that size.
+        let layer = disk.map(|bytes| (sandbox.dir.join("layer"), Tmpfs::sized("700", bytes)));
+        let base = layer.as_ref().map_or(&sandbox.dir, |(dir, _)| dir);
         let build = RootBuild::ImageOverlay {
+            upper: base.join("upper"),
+            work: base.join("work"),
             image,
-            upper: sandbox.dir.join("upper"),
-            work: sandbox.dir.join("work"),
+            layer,
         };
         (build, root_dir(sandbox))
     };
@@ -188,6 +258,13 @@ pub fn build(
         build,
         readonly: s.readonly_rootfs && facts.linux_mounts,
         dev: facts.linux_mounts,
+        dev_tmpfs: Tmpfs {
+            mode: "755".to_owned(),
+            bytes: Some(DEV_TMPFS_BYTES),
+            inodes: Some(DEV_TMPFS_INODES),
+        },
+        shm: Tmpfs::sized("1777", s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
+        tmp: Tmpfs::sized("1777", s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES)),
         mounts: if facts.linux_mounts {
             let mut mounts = s.mounts.clone();
             if !s.network.dns_servers.is_empty() {
@@ -228,6 +305,11 @@ pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
     .collect()
 }
 
+/// How the writable layer is limited.
+const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory image's overlay upper and work directories)";
+/// What it does and does not cover.
+const DISK_CAVEATS: &str = "past the limit writes fail with ENOSPC; the layer is RAM-backed and, without a memory cgroup, takes host RAM up to the limit; it is gone when the sandbox ends; /tmp and /dev/shm are tmpfs of their own sizes (spec.limits.tmp_bytes, shm_bytes) and read-write bind mounts are the host's, not counted";
+
 /// What the chroot backend enforces in general on a host with `facts`.
 pub fn capabilities(facts: &HostFacts) -> Vec<Enforcement> {
     rows(None, facts)
@@ -239,6 +321,13 @@ pub fn capabilities(facts: &HostFacts) -> Vec<Enforcement> {
 fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
     use Level::*;
     let as_root = spec.is_some_and(|s| s.spec().process.user.uid() == 0);
+    let no_disk_limit = spec.is_some_and(|s| s.spec().limits.disk_bytes.is_none());
+    // Nothing is written to the root: read-only, or a directory image bound
+    // read-only for want of overlayfs.
+    let readonly_root = spec.is_some_and(|s| {
+        let s = s.spec();
+        s.readonly_rootfs || (s.image() != HOST_IMAGE && !facts.overlay)
+    });
     let host_net = spec.is_some_and(|s| s.spec().network.mode == NetworkMode::Host);
     let mounts = |yes: &'static str| -> (Level, &'static str) {
         if facts.linux_mounts {
@@ -285,6 +374,11 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 Property::OpenFilesLimit => (Enforced, "setrlimit(RLIMIT_NOFILE)", "per process"),
                 Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
                 Property::AddressSpaceLimit => (Enforced, "setrlimit(RLIMIT_AS)", "per process"),
+                Property::DiskLimit if !facts.linux_mounts => (NotEnforced, "none", "no mounts on this OS: the image directory itself is the root, and writes go to it"),
+                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); a directory image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
+                Property::DiskLimit if readonly_root => (Enforced, "read-only root", "nothing is written to the root; /tmp and /dev/shm are tmpfs of their own sizes"),
+                Property::DiskLimit if as_root => (BestEffort, DISK_HOW, "the process runs as uid 0, which can leave a chroot and write elsewhere on the host"),
+                Property::DiskLimit => (Enforced, DISK_HOW, DISK_CAVEATS),
                 Property::ReadonlyRootfs => {
                     let (l, m) = mounts("MS_RDONLY bind remount of the root");
                     (l, m, if as_root && l == Enforced { "root could remount it" } else { "" })
@@ -325,6 +419,18 @@ pub fn plan(
     }
 }
 
+/// A tmpfs as shown in plans: `flags`, then its data.
+fn tmpfs_mount(target: String, flags: &[&str], tmpfs: &Tmpfs) -> PlanMount {
+    let mut options: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+    options.extend(tmpfs.data().split(',').map(str::to_owned));
+    PlanMount {
+        source: "tmpfs".into(),
+        target,
+        fstype: "tmpfs".into(),
+        options,
+    }
+}
+
 fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
     let root = setup.root.display().to_string();
     let at = |p: &str| format!("{root}{p}");
@@ -341,13 +447,8 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
     let mut mounts = Vec::new();
     let mut steps = Vec::new();
     match &setup.build {
-        RootBuild::HostView { layout } => {
-            mounts.push(PlanMount {
-                source: "tmpfs".into(),
-                target: root.clone(),
-                fstype: "tmpfs".into(),
-                options: vec!["nosuid".into(), "nodev".into(), "mode=755".into(), "size=64m".into()],
-            });
+        RootBuild::HostView { layout, tmpfs } => {
+            mounts.push(tmpfs_mount(root.clone(), &["nosuid", "nodev"], tmpfs));
             for entry in layout {
                 match entry {
                     HostEntry::Bind(p) => mounts.push(bind(p.display().to_string(), at(&p.display().to_string()), true)),
@@ -358,22 +459,32 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
                     )),
                 }
             }
-            steps.push(Step::new("mkdir", &[&at("/tmp"), &"1777"], "a writable /tmp inside the tmpfs root"));
+            steps.push(Step::new("mkdir", &[&at("/tmp"), &"1777"], "the /tmp mount point"));
         }
         RootBuild::ImageReadOnly { image } => {
             mounts.push(bind(setup.images_dir.join(image).display().to_string(), root.clone(), true));
         }
-        RootBuild::ImageOverlay { image, upper, work } => mounts.push(PlanMount {
-            source: "overlay".into(),
-            target: root.clone(),
-            fstype: "overlay".into(),
-            options: vec![
-                format!("lowerdir={}", setup.images_dir.join(image).display()),
-                format!("upperdir={}", upper.display()),
-                format!("workdir={}", work.display()),
-                "nosuid".into(),
-            ],
-        }),
+        RootBuild::ImageOverlay {
+            image,
+            upper,
+            work,
+            layer,
+        } => {
+            if let Some((dir, tmpfs)) = layer {
+                mounts.push(tmpfs_mount(dir.display().to_string(), &["nosuid", "nodev"], tmpfs));
+            }
+            mounts.push(PlanMount {
+                source: "overlay".into(),
+                target: root.clone(),
+                fstype: "overlay".into(),
+                options: vec![
+                    format!("lowerdir={}", setup.images_dir.join(image).display()),
+                    format!("upperdir={}", upper.display()),
+                    format!("workdir={}", work.display()),
+                    "nosuid".into(),
+                ],
+            })
+        }
         RootBuild::ImageInPlace { .. } => steps.push(Step::new(
             "note",
             &[&"no mounts"],
@@ -381,17 +492,11 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
         )),
     }
     if setup.dev {
-        mounts.push(PlanMount {
-            source: "tmpfs".into(),
-            target: at("/dev"),
-            fstype: "tmpfs".into(),
-            options: vec![
-                "nosuid".into(),
-                "noexec".into(),
-                "mode=755".into(),
-                "size=64k".into(),
-            ],
-        });
+        mounts.push(tmpfs_mount(
+            at("/dev"),
+            &["nosuid", "noexec"],
+            &setup.dev_tmpfs,
+        ));
         for node in DEV_NODES {
             // Device nodes keep their own flags (the /dev tmpfs around
             // them is nosuid,noexec).
@@ -402,6 +507,18 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
                 options: Vec::new(),
             });
         }
+    }
+    if setup.dev {
+        mounts.push(tmpfs_mount(
+            at("/dev/shm"),
+            &["nosuid", "nodev", "noexec"],
+            &setup.shm,
+        ));
+        mounts.push(tmpfs_mount(
+            format!("{} (if the root has /tmp)", at("/tmp")),
+            &["nosuid", "nodev"],
+            &setup.tmp,
+        ));
     }
     for m in &setup.mounts {
         mounts.push(bind(
@@ -738,5 +855,229 @@ mod tests {
         );
         let setuid = steps.iter().find(|s| s.op == "setuid").expect("setuid");
         assert_eq!(setuid.args, vec!["65534"]);
+    }
+
+    fn limit(value: u64) -> Option<Limit> {
+        Some(Limit {
+            value,
+            requirement: Requirement::Unspecified,
+        })
+    }
+
+    /// (target, options) of the rendered tmpfs mounts.
+    fn tmpfs_mounts(s: &ValidatedSpec, facts: &HostFacts) -> Vec<(String, Vec<String>)> {
+        let p = plan(s, &paths(), Path::new("/images"), facts);
+        let NativePlan::Chroot { mounts, .. } = p.native else {
+            panic!("chroot plan")
+        };
+        mounts
+            .into_iter()
+            .filter(|m| m.fstype == "tmpfs")
+            .map(|m| (m.target, m.options))
+            .collect()
+    }
+
+    #[test]
+    fn every_tmpfs_has_a_size_and_an_inode_cap() {
+        let facts = HostFacts::assumed();
+        let dir = paths().dir.display().to_string();
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            Vec<(String, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "host view, defaults",
+                |_| {},
+                vec![
+                    (
+                        format!("{dir}/rootfs"),
+                        "nosuid,nodev,mode=755,size=1g,nr_inodes=131072",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev"),
+                        "nosuid,noexec,mode=755,size=64k,nr_inodes=256",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev/shm"),
+                        "nosuid,nodev,noexec,mode=1777,size=64m,nr_inodes=8192",
+                    ),
+                    (
+                        format!("{dir}/rootfs/tmp (if the root has /tmp)"),
+                        "nosuid,nodev,mode=1777,size=256m,nr_inodes=32768",
+                    ),
+                ],
+            ),
+            (
+                "directory image, spec sizes: the layer holds upper and work",
+                |s| {
+                    s.image = "alpine".into();
+                    s.limits.disk_bytes = limit(32 << 20);
+                    s.limits.tmp_bytes = Some(16 << 20);
+                    s.limits.shm_bytes = Some(2 << 20);
+                },
+                vec![
+                    (
+                        format!("{dir}/layer"),
+                        "nosuid,nodev,mode=700,size=32m,nr_inodes=4096",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev"),
+                        "nosuid,noexec,mode=755,size=64k,nr_inodes=256",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev/shm"),
+                        "nosuid,nodev,noexec,mode=1777,size=2m,nr_inodes=1024",
+                    ),
+                    (
+                        format!("{dir}/rootfs/tmp (if the root has /tmp)"),
+                        "nosuid,nodev,mode=1777,size=16m,nr_inodes=2048",
+                    ),
+                ],
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let got = tmpfs_mounts(&spec(edit), &facts);
+            let want: Vec<(String, Vec<String>)> = want
+                .into_iter()
+                .map(|(t, o)| (t, o.split(',').map(str::to_owned).collect()))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+        let s = spec(|s| {
+            s.image = "alpine".into();
+            s.limits.disk_bytes = limit(32 << 20);
+        });
+        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        let RootBuild::ImageOverlay { upper, work, .. } = setup.build else {
+            panic!("overlay")
+        };
+        assert_eq!(
+            (upper, work),
+            (
+                paths().dir.join("layer/upper"),
+                paths().dir.join("layer/work")
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_disk_limit_the_layer_is_unbounded_and_says_so() {
+        let s = validate(
+            SandboxSpec {
+                image: "alpine".into(),
+                process: ProcessSpec {
+                    argv: vec!["/bin/true".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            &Policy {
+                default_disk_bytes: None,
+                max_disk_bytes: 1 << 40,
+                ..Policy::default()
+            },
+        )
+        .expect("valid");
+        let facts = HostFacts::assumed();
+        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        assert_eq!(
+            setup.build,
+            RootBuild::ImageOverlay {
+                image: "alpine".into(),
+                upper: paths().dir.join("upper"),
+                work: paths().dir.join("work"),
+                layer: None,
+            }
+        );
+        let p = plan(&s, &paths(), Path::new("/images"), &facts);
+        let row = p.report.get(Property::DiskLimit).expect("row");
+        assert_eq!(row.level, Level::NotEnforced);
+        assert!(row.caveats.starts_with("no disk limit"), "{row:?}");
+    }
+
+    #[test]
+    fn disk_limit_rows_and_refusals() {
+        let facts = HostFacts::assumed();
+        let no_mounts = HostFacts {
+            linux_mounts: false,
+            overlay: false,
+            host_layout: vec![],
+        };
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            bool,
+            Level,
+            bool, // refused
+            bool, // degraded
+        );
+        let cases: &[Case] = &[
+            ("default", |_| {}, true, Level::Enforced, false, false),
+            (
+                "required",
+                |s| s.limits.disk_bytes = limit(64 << 20),
+                true,
+                Level::Enforced,
+                false,
+                false,
+            ),
+            (
+                "required as root: uid 0 can leave a chroot",
+                |s| {
+                    s.limits.disk_bytes = limit(64 << 20);
+                    s.process.user.uid = Some(0);
+                },
+                true,
+                Level::BestEffort,
+                true,
+                false,
+            ),
+            (
+                "read-only image",
+                |s| {
+                    s.image = "alpine".into();
+                    s.readonly_rootfs = true;
+                    s.limits.disk_bytes = limit(64 << 20);
+                },
+                true,
+                Level::Enforced,
+                false,
+                false,
+            ),
+            (
+                "no mounts: the default is degraded, not refused",
+                |s| s.image = "alpine".into(),
+                false,
+                Level::NotEnforced,
+                false,
+                true,
+            ),
+            (
+                "no mounts, required",
+                |s| {
+                    s.image = "alpine".into();
+                    s.limits.disk_bytes = limit(64 << 20);
+                },
+                false,
+                Level::NotEnforced,
+                true,
+                false,
+            ),
+        ];
+        for (what, edit, mounts, level, refused, degraded) in cases {
+            let f = if *mounts { &facts } else { &no_mounts };
+            let p = plan(&spec(*edit), &paths(), Path::new("/images"), f);
+            let row = p.report.get(Property::DiskLimit).expect("row");
+            assert_eq!(row.level, *level, "{what}: {row:?}");
+            assert_eq!(row.degraded, *degraded, "{what}");
+            assert_eq!(
+                p.refusals.iter().any(|r| r.starts_with("disk_limit:")),
+                *refused,
+                "{what}: {:?}",
+                p.refusals
+            );
+        }
     }
 }
