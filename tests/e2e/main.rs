@@ -13,3 +13,4 @@ mod lifecycle;
 mod linux;
 mod network;
 mod remote;
+mod surface;
