@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod link;
 pub mod manager;
+pub mod rlimit;
 pub mod server;
 pub mod service;
 pub mod transport;

@@ -29,6 +29,32 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let nofile = match crate::rlimit::raise() {
+        Ok(n) => {
+            tracing::info!(before = n.before, now = n.now, "open-files limit");
+            n.now
+        }
+        Err(e) => {
+            let now = crate::rlimit::current();
+            tracing::warn!(error = %e, now, "cannot raise the open-files limit");
+            now
+        }
+    };
+    let configured = transport::ConnCaps {
+        local: config.limits.max_local_connections,
+        remote: config.limits.max_connections,
+        handshakes: config.limits.max_pending_handshakes,
+    };
+    let caps = transport::caps_for(configured, nofile);
+    if caps != configured {
+        tracing::warn!(
+            nofile,
+            max_local_connections = caps.local,
+            max_connections = caps.remote,
+            max_pending_handshakes = caps.handshakes,
+            "connection caps lowered to fit the open-files limit"
+        );
+    }
     for dir in [&config.state_dir, &config.images_dir] {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -150,7 +176,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     };
     let mut stopping = Box::pin(stop);
-    let serve = router.serve_with_incoming_shutdown(transport::incoming(listeners), &mut stopping);
+    let serve =
+        router.serve_with_incoming_shutdown(transport::incoming(listeners, caps), &mut stopping);
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r.map_err(anyhow::Error::from),
