@@ -113,6 +113,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         creates: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_inflight_creates,
         )),
+        execs: Arc::new(crate::service::ExecSlots::new(
+            config.limits.max_execs_per_sandbox,
+            config.limits.max_execs_per_identity,
+        )),
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
