@@ -677,7 +677,11 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
             "{what}: {:?} lacks {want_text:?}",
             err.message()
         );
-        assert!(!err.message().contains('\n'), "{what}: one-line message");
+        assert!(
+            !err.message().contains('\n'),
+            "{what}: one-line message: {:?}",
+            err.message()
+        );
         count += 1;
     }
     assert_eq!(

@@ -19,6 +19,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod hostdirs;
 pub mod link;
 pub mod manager;
 pub mod rlimit;

@@ -20,6 +20,7 @@ use tonic::codegen::http;
 
 use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
+use crate::hostdirs;
 use crate::manager::Manager;
 use crate::service::{Events, Host, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
@@ -62,6 +63,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Records, mounts and supervisor sockets live there: nobody else may
+    // be able to plant or swap anything in it.
+    hostdirs::check_private_dir("state_dir", &config.state_dir)?;
     let backend = crate::backend::new(&sandboxd_core::backend::BackendOptions {
         images_dir: config.images_dir.clone(),
         alias_interface: config.alias_interface.clone(),
@@ -101,6 +105,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    let mut own: Vec<(&'static str, &Path)> = vec![
+        ("state directory", &config.state_dir),
+        ("images directory", &config.images_dir),
+    ];
+    for path in &sockets {
+        if let Some(dir) = path.parent() {
+            own.push(("socket directory", dir));
+        }
+    }
+    if let Some(tls) = &config.tls {
+        own.push(("TLS key", &tls.key));
+    }
+    let protected = Arc::new(hostdirs::Protected::new(&own)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
         manager,
@@ -113,6 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         creates: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_inflight_creates,
         )),
+        protected,
         execs: Arc::new(crate::service::ExecSlots::new(
             config.limits.max_execs_per_sandbox,
             config.limits.max_execs_per_identity,
@@ -237,13 +255,7 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("creating socket directory {}", dir.display()))?;
-    let meta = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
-    if meta.permissions().mode() & 0o002 != 0 {
-        bail!(
-            "socket directory {} is writable by others; refusing to listen there",
-            dir.display()
-        );
-    }
+    hostdirs::check_private_dir("socket directory", dir)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).await.is_ok() {

@@ -35,6 +35,8 @@ pub struct Shared {
     pub creates: Arc<tokio::sync::Semaphore>,
     /// Execs running at once, per sandbox and per identity.
     pub execs: Arc<ExecSlots>,
+    /// The daemon's own paths, which no mount source may overlap.
+    pub protected: Arc<crate::hostdirs::Protected>,
 }
 
 impl Shared {
