@@ -11,7 +11,7 @@ use sandboxd_proto::v1::sandbox_service_client::SandboxServiceClient;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv, code, out, process_running};
+use crate::harness::{Clients, Daemon, argv, out, process_running};
 use crate::remote::{Ca, TempDir, client, tls_channel, write_pair};
 
 /// A free TCP port on 127.0.0.1 (bound and released: another process may
@@ -558,7 +558,12 @@ async fn io_uring_is_refused_inside_a_sandbox() {
     let r = c
         .exec_sync(&sb.id, argv(&["/usr/bin/python3", "-c", &probe]), 20_000)
         .await;
-    assert_eq!(code(&r), 0, "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        crate::harness::code(&r),
+        0,
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert_eq!(
         out(&r),
         format!("-1 {}\n", libc::EPERM),

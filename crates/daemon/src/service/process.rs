@@ -83,8 +83,7 @@ impl pb::process_service_server::ProcessService for Processes {
             inbound,
             tx,
             self.0.clone(),
-            slot,
-            deadline,
+            Bounds { slot, deadline },
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -382,6 +381,13 @@ impl Drop for KillOnDrop {
 
 type Tx = mpsc::Sender<Result<pb::ExecResponse, Status>>;
 
+/// What bounds one Exec stream: its slot under the exec caps (held until the
+/// stream's task ends) and the call's deadline.
+struct Bounds {
+    slot: ExecSlot,
+    deadline: Option<tokio::time::Instant>,
+}
+
 /// Pumps one Exec stream: output out, stdin/resize/signal in, exit last.
 async fn run_exec_stream(
     manager: Arc<Manager>,
@@ -390,9 +396,12 @@ async fn run_exec_stream(
     mut inbound: Streaming<pb::ExecRequest>,
     tx: Tx,
     shared: Shared,
-    _slot: ExecSlot,
-    deadline: Option<tokio::time::Instant>,
+    bounds: Bounds,
 ) {
+    let Bounds {
+        slot: _slot,
+        deadline,
+    } = bounds;
     let ExecHandle {
         pid,
         exec_id,
