@@ -582,3 +582,30 @@ async fn io_uring_is_refused_inside_a_sandbox() {
     }
     d.finish().await;
 }
+
+// Linux only: prlimit(1) and /proc/<pid>/limits.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_daemon_raises_its_open_files_limit_but_sandboxes_keep_the_original() {
+    let d = Daemon::start_wrapped(None, &["prlimit", "--nofile=1000:4000", "--"], &[], &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let soft: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        soft.get(3),
+        Some(&"4000"),
+        "the daemon's soft limit: {line}"
+    );
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let r = c.sh(&sb.id, "ulimit -n").await;
+    let inside: u64 = out(&r).trim().parse().expect("ulimit -n");
+    assert!(
+        inside <= 1000,
+        "a sandbox process inherited the daemon's raised limit: {inside}"
+    );
+    d.finish().await;
+}
