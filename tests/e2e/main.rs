@@ -15,3 +15,4 @@ mod linux;
 mod network;
 mod remote;
 mod resources;
+mod surface;

@@ -28,6 +28,16 @@ pub const DEFAULT_MAX_STREAMS: u32 = 256;
 pub const DEFAULT_MAX_INFLIGHT_CREATES: usize = 64;
 /// Default TLS handshake timeout.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Default unix-socket connections at once.
+pub const DEFAULT_MAX_LOCAL_CONNECTIONS: usize = 256;
+/// Default TCP connections at once (handshakes included).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default TCP connections still in their TLS handshake.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 128;
+/// Default Exec and ExecSync calls running at once in one sandbox.
+pub const DEFAULT_MAX_EXECS_PER_SANDBOX: usize = 64;
+/// Default Exec and ExecSync calls running at once for one identity.
+pub const DEFAULT_MAX_EXECS_PER_IDENTITY: usize = 256;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -155,6 +165,16 @@ pub struct LimitsFile {
     /// disk limit, /tmp and /dev/shm size a spec may set, in bytes (default
     /// 1 GiB; 0: no default, and no cap beyond 64 TiB).
     pub disk_limit_bytes: Option<u64>,
+    /// Unix-socket connections at once (default 256).
+    pub max_local_connections: Option<usize>,
+    /// TCP connections at once, handshakes included (default 1024).
+    pub max_connections: Option<usize>,
+    /// TCP connections still in their TLS handshake (default 128).
+    pub max_pending_handshakes: Option<usize>,
+    /// Exec/ExecSync calls running at once in one sandbox (default 64).
+    pub max_execs_per_sandbox: Option<usize>,
+    /// Exec/ExecSync calls running at once for one identity (default 256).
+    pub max_execs_per_identity: Option<usize>,
 }
 
 /// `[identities.NAME]`.
@@ -252,6 +272,16 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Creates at once.
     pub max_inflight_creates: usize,
+    /// Unix-socket connections at once.
+    pub max_local_connections: usize,
+    /// TCP connections at once.
+    pub max_connections: usize,
+    /// TCP connections in their handshake.
+    pub max_pending_handshakes: usize,
+    /// Execs at once per sandbox.
+    pub max_execs_per_sandbox: usize,
+    /// Execs at once per identity.
+    pub max_execs_per_identity: usize,
 }
 
 /// Validated configuration.
@@ -508,6 +538,26 @@ impl Config {
                 .limits
                 .max_inflight_creates
                 .unwrap_or(DEFAULT_MAX_INFLIGHT_CREATES),
+            max_local_connections: file
+                .limits
+                .max_local_connections
+                .unwrap_or(DEFAULT_MAX_LOCAL_CONNECTIONS),
+            max_connections: file
+                .limits
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_pending_handshakes: file
+                .limits
+                .max_pending_handshakes
+                .unwrap_or(DEFAULT_MAX_PENDING_HANDSHAKES),
+            max_execs_per_sandbox: file
+                .limits
+                .max_execs_per_sandbox
+                .unwrap_or(DEFAULT_MAX_EXECS_PER_SANDBOX),
+            max_execs_per_identity: file
+                .limits
+                .max_execs_per_identity
+                .unwrap_or(DEFAULT_MAX_EXECS_PER_IDENTITY),
         };
         if limits.max_message_bytes < 64 << 10 || limits.max_inflight_creates == 0 {
             bail!(
@@ -523,6 +573,18 @@ impl Config {
                 "disk limit {disk}: must be 0 (off) or at least {} bytes",
                 sandboxd_core::validate::MIN_DISK_BYTES
             );
+        }
+        for (key, value) in [
+            ("max_local_connections", limits.max_local_connections),
+            ("max_connections", limits.max_connections),
+            ("max_pending_handshakes", limits.max_pending_handshakes),
+            ("max_execs_per_sandbox", limits.max_execs_per_sandbox),
+            ("max_execs_per_identity", limits.max_execs_per_identity),
+        ] {
+            // tokio's semaphores hold at most usize::MAX >> 3 permits.
+            if value == 0 || value > 1 << 24 {
+                bail!("limits.{key} = {value}: must be between 1 and 16777216");
+            }
         }
         let policy = Policy {
             allowed_mount_sources: mount_sources,
@@ -580,6 +642,16 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.ports.floor, 1024);
         assert_eq!(c.limits.max_message_bytes, DEFAULT_MAX_MESSAGE);
+        assert_eq!(
+            (
+                c.limits.max_local_connections,
+                c.limits.max_connections,
+                c.limits.max_pending_handshakes,
+                c.limits.max_execs_per_sandbox,
+                c.limits.max_execs_per_identity,
+            ),
+            (256, 1024, 128, 64, 256)
+        );
         assert!(c.tls.is_none() && c.identities.is_empty());
         assert_eq!(c.policy.default_disk_bytes, Some(1 << 30));
         assert_eq!(c.policy.max_disk_bytes, 1 << 30);
@@ -670,6 +742,16 @@ mod tests {
             ),
             (&[], "[limits]\nmax_message_bytes = 10", "at least 65536"),
             (&["--disk-limit", "4K"], "", "at least 1048576"),
+            (
+                &[],
+                "[limits]\nmax_execs_per_sandbox = 0",
+                "limits.max_execs_per_sandbox = 0",
+            ),
+            (
+                &[],
+                "[limits]\nmax_pending_handshakes = 0",
+                "limits.max_pending_handshakes = 0",
+            ),
             (
                 &[],
                 "[identities.x]\nnetwork_modes = [\"bridge\"]",
