@@ -106,6 +106,7 @@ async fn each_create_step_failing_leaves_nothing_and_the_retry_succeeds() {
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec(&pool)),
                 request_id: String::new(),
+                verify: false,
             })
             .await
             .expect_err(step);
@@ -188,6 +189,7 @@ async fn a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forwar
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec(&pool)),
                 request_id: String::new(),
+                verify: false,
             })
             .await;
         assert!(r.is_err(), "{step}: the create answered");

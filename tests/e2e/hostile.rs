@@ -649,6 +649,7 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec),
                 request_id: String::new(),
+                verify: false,
             })
             .await
             .expect_err(what);
@@ -731,6 +732,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(base()),
             request_id: "bad/id".into(),
+            verify: false,
         })
         .await
         .map(drop);
@@ -759,6 +761,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .plan_sandbox(pb::PlanSandboxRequest {
             backend: 77,
             spec: Some(base()),
+            assumed_host: false,
         })
         .await
         .map(drop);
@@ -785,6 +788,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(huge),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .map(drop);

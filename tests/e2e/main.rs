@@ -14,3 +14,4 @@ mod lifecycle;
 mod linux;
 mod network;
 mod remote;
+mod verify;

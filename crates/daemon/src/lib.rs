@@ -24,5 +24,6 @@ pub mod manager;
 pub mod server;
 pub mod service;
 pub mod transport;
+pub mod verify;
 
 pub use link::SUPERVISE_ARG;

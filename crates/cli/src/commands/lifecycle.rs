@@ -23,6 +23,7 @@ pub(super) async fn create(ctx: &Ctx, args: CreateArgs) -> Result<i32, CliError>
     let req = CreateSandboxRequest {
         spec: Some(spec),
         request_id: args.request_id.unwrap_or_default(),
+        verify: false,
     };
     let sandbox = required(
         client.create_sandbox(req).await?.into_inner().sandbox,

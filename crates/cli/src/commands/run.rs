@@ -42,6 +42,7 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     let create = client.create_sandbox(CreateSandboxRequest {
         spec: Some(spec),
         request_id: String::new(),
+        verify: false,
     });
     tokio::pin!(create);
     let mut interrupted = false;
