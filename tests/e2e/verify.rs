@@ -102,11 +102,13 @@ fn observed(v: &pb::Verification, p: pb::IsolationProperty) -> pb::ObservedResul
     pb::ObservedResult::try_from(row.observed).expect("observed")
 }
 
+/// Limits, PREFERRED so that the chroot backend (no memory or CPU control)
+/// accepts the spec and reports those rows NOT_ENFORCED.
 fn limits() -> pb::Limits {
     let l = |value| {
         Some(pb::Limit {
             value,
-            requirement: 0,
+            requirement: pb::Requirement::Preferred as i32,
         })
     };
     pb::Limits {
@@ -154,6 +156,7 @@ async fn matrix_predicts_observation() {
     let net = |mode: N| {
         Some(pb::NetworkPolicy {
             mode: mode as i32,
+            requirement: pb::Requirement::Preferred as i32,
             ..Default::default()
         })
     };
@@ -174,6 +177,10 @@ async fn matrix_predicts_observation() {
         pb::SandboxSpec {
             network: net(N::None),
             hostname: "verified".into(),
+            isolation: Some(pb::Isolation {
+                hostname: pb::Requirement::Preferred as i32,
+                ..Default::default()
+            }),
             ..sleeper(M::Idle)
         },
     ));
@@ -347,7 +354,18 @@ async fn weakened_mechanism_is_observed_violated() {
     let mut c = d.clients().await;
     let spec = pb::SandboxSpec {
         hostname: "weakened".into(),
-        limits: Some(limits()),
+        // REQUIRED (a set limit's default): the create below must fail.
+        limits: Some(pb::Limits {
+            open_files: Some(pb::Limit {
+                value: 128,
+                requirement: 0,
+            }),
+            ..limits()
+        }),
+        isolation: Some(pb::Isolation {
+            hostname: pb::Requirement::Preferred as i32,
+            ..Default::default()
+        }),
         ..sleeper(pb::SandboxMode::Idle)
     };
     let sb = c.create(spec.clone()).await;
@@ -420,6 +438,7 @@ async fn jail_matrix_predicts_observation() {
             pb::SandboxSpec {
                 network: Some(pb::NetworkPolicy {
                     mode: N::Loopback as i32,
+                    requirement: pb::Requirement::Preferred as i32,
                     ..Default::default()
                 }),
                 limits: Some(limits()),
