@@ -456,3 +456,110 @@ async fn jail_matrix_predicts_observation() {
     }
     d.finish().await;
 }
+
+/// The specs docs/semantics.md compares, as `sandboxctl compare` flags.
+const DOC_SPECS: &[(&str, &[&str])] = &[
+    (
+        "An unprivileged process (uid 65534) with limits, a loopback network and a read-only root",
+        &[
+            "--network",
+            "loopback",
+            "--memory",
+            "64M",
+            "--pids",
+            "64",
+            "--cpus",
+            "0.5",
+            "--nofile",
+            "256",
+            "--address-space",
+            "1G",
+            "--readonly",
+            "--",
+            "/bin/sleep",
+            "60",
+        ],
+    ),
+    (
+        "The same process as uid 0, asking for a user namespace",
+        &[
+            "--network",
+            "loopback",
+            "--readonly",
+            "-u",
+            "0",
+            "--require",
+            "user",
+            "--",
+            "/bin/sleep",
+            "60",
+        ],
+    ),
+];
+
+const DOC_BEGIN: &str =
+    "<!-- BEGIN GENERATED: sandboxctl compare (tests/e2e/verify.rs, semantics_doc_is_current) -->";
+const DOC_END: &str = "<!-- END GENERATED -->";
+
+/// docs/semantics.md's side-by-side tables are `sandboxctl compare
+/// --assumed-host --markdown` output for [`DOC_SPECS`]: this fails when the
+/// committed text is not what the code produces now, and rewrites it with
+/// SANDBOXD_REGENERATE_DOCS=1.
+#[tokio::test]
+async fn semantics_doc_is_current() {
+    let d = Daemon::start();
+    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let ctl = sandboxd.with_file_name("sandboxctl");
+    assert!(
+        ctl.exists(),
+        "{} is missing: cargo build --bins",
+        ctl.display()
+    );
+    let mut block = String::new();
+    for (title, flags) in DOC_SPECS {
+        let out = std::process::Command::new(&ctl)
+            .arg("--host")
+            .arg(format!("unix://{}", d.socket.display()))
+            .args(["compare", "--assumed-host", "--markdown"])
+            .args(*flags)
+            .output()
+            .expect("run sandboxctl compare");
+        assert!(
+            out.status.success(),
+            "sandboxctl compare failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: Vec<String> = flags
+            .iter()
+            .map(|f| {
+                if f.contains(' ') {
+                    format!("{f:?}")
+                } else {
+                    (*f).to_owned()
+                }
+            })
+            .collect();
+        block += &format!(
+            "#### {title}\n\n`sandboxctl compare {}`\n\n{}\n",
+            shown.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/semantics.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/semantics.md");
+    let (Some(start), Some(end)) = (doc.find(DOC_BEGIN), doc.find(DOC_END)) else {
+        panic!("docs/semantics.md lacks the {DOC_BEGIN} … {DOC_END} markers");
+    };
+    let current = &doc[start + DOC_BEGIN.len()..end];
+    let wanted = format!("\n{block}");
+    if std::env::var_os("SANDBOXD_REGENERATE_DOCS").is_some() {
+        let new = format!("{}{DOC_BEGIN}{wanted}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, new).expect("write docs/semantics.md");
+    } else {
+        assert_eq!(
+            current, wanted,
+            "docs/semantics.md is out of date; regenerate it with SANDBOXD_REGENERATE_DOCS=1 cargo test -p sandboxd --test e2e -- verify::semantics_doc_is_current"
+        );
+    }
+    d.finish().await;
+}
