@@ -338,6 +338,29 @@ pub(crate) fn event(e: &Event) -> Value {
     })
 }
 
+/// A verification (VerifySandbox, `create --verify`).
+pub(crate) fn verification(v: &Verification) -> Value {
+    json!({
+        "backend": enum_value::<BackendKind>(v.backend),
+        "properties": v.properties.iter().map(|p| json!({
+            "property": enum_value::<IsolationProperty>(p.property),
+            "claimed": enum_value::<EnforcementLevel>(p.claimed),
+            "requested": enum_value::<Requirement>(p.requested),
+            "observed": enum_value::<ObservedResult>(p.observed),
+            "agrees": p.agrees,
+            "evidence": p.evidence,
+        })).collect::<Vec<_>>(),
+        "checks": v.checks.iter().map(|c| json!({
+            "name": c.name,
+            "expected": c.expected,
+            "observed": enum_value::<ObservedResult>(c.observed),
+            "evidence": c.evidence,
+        })).collect::<Vec<_>>(),
+        "consistent": v.consistent,
+        "elapsed_ms": v.elapsed_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,27 +594,4 @@ mod tests {
         });
         assert_eq!(l, json!({"sandboxes": [], "next_page_token": "t"}));
     }
-}
-
-/// A verification (VerifySandbox, `create --verify`).
-pub(crate) fn verification(v: &Verification) -> Value {
-    json!({
-        "backend": enum_value::<BackendKind>(v.backend),
-        "properties": v.properties.iter().map(|p| json!({
-            "property": enum_value::<IsolationProperty>(p.property),
-            "claimed": enum_value::<EnforcementLevel>(p.claimed),
-            "requested": enum_value::<Requirement>(p.requested),
-            "observed": enum_value::<ObservedResult>(p.observed),
-            "agrees": p.agrees,
-            "evidence": p.evidence,
-        })).collect::<Vec<_>>(),
-        "checks": v.checks.iter().map(|c| json!({
-            "name": c.name,
-            "expected": c.expected,
-            "observed": enum_value::<ObservedResult>(c.observed),
-            "evidence": c.evidence,
-        })).collect::<Vec<_>>(),
-        "consistent": v.consistent,
-        "elapsed_ms": v.elapsed_ms,
-    })
 }
