@@ -68,7 +68,9 @@ pub(crate) fn memory(config: &ProbeConfig, budget: Budget) -> Finding {
     };
     let chunk: usize = 1 << 20;
     let end = in_child(slice, || {
-        // Volunteer as the OOM killer's first choice where /proc allows.
+        // Volunteer as the OOM killer's first choice: only a uid-0 probe
+        // can (non-dumpable, its /proc files are root's); either way this
+        // child is the largest process by design.
         let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
         let mut held: Vec<Vec<u8>> = Vec::new();
         let mut total = 0u64;
