@@ -563,3 +563,58 @@ async fn semantics_doc_is_current() {
     }
     d.finish().await;
 }
+
+/// `sandboxctl compare --observe` adds the daemon's own backend, observed
+/// by a `create --verify` of the spec, and removes that sandbox again.
+#[tokio::test]
+async fn compare_observe_adds_an_observed_column() {
+    let d = Daemon::start();
+    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+    let out = std::process::Command::new(&ctl)
+        .arg("--host")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args([
+            "compare",
+            "--backend",
+            "linux",
+            "--backend",
+            "chroot",
+            "--observe",
+        ])
+        .args(["--", "/bin/sleep", "60"])
+        .output()
+        .expect("run sandboxctl compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("LINUX") && header.contains("CHROOT") && header.contains("OBSERVED ("),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not observed"), "{stdout}");
+    assert!(!stdout.contains("contradicts"), "{stdout}");
+    let pid_row = stdout
+        .lines()
+        .find(|l| l.starts_with("PID"))
+        .unwrap_or_default();
+    let expect = if chroot_backend() {
+        "VIOLATED"
+    } else {
+        "HOLDS"
+    };
+    assert!(pid_row.trim_end().ends_with(expect), "{stdout}");
+    let mut c = d.clients().await;
+    let left = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .sandboxes;
+    assert!(left.is_empty(), "compare --observe left {left:?}");
+    d.finish().await;
+}
