@@ -41,10 +41,14 @@ echo "(the linux:: tests check the namespace backend; they are skipped here beca
 cargo test --locked -p sandboxd --features force-chroot --test e2e -- --test-threads=4 --skip linux::
 
 # Fault injection: a test-only build in which each create step fails in
-# turn (tests/e2e/faults.rs); the other suites above skip it.
-step "fault injection (native backend, --features fault-injection)"
-cargo build --locked --bins --features sandboxd/fault-injection
-cargo test --locked -p sandboxd --features fault-injection --test e2e -- faults::
+# turn (tests/e2e/faults.rs); the other suites above skip it. The same build
+# carries `weaken` (one isolation step skipped on request), with which
+# VerifySandbox must observe the matching rows VIOLATED
+# (verify::weakened_mechanism_is_observed_violated); neither acts unless its
+# test asks, so one build serves both.
+step "fault injection and weakening (native backend, --features fault-injection,weaken)"
+cargo build --locked --bins --features sandboxd/fault-injection,sandboxd/weaken
+cargo test --locked -p sandboxd --features fault-injection,weaken --test e2e -- faults:: verify::weakened
 
 # A short smoke run of each fuzz target (seed corpora in tests/fuzz/corpus;
 # longer runs: ci/fuzz.sh SECONDS). Dev profile, no sanitizer: the build is

@@ -174,6 +174,7 @@ async fn main_process_cwd_through_a_magic_link_stays_inside() {
                 let created = c
                     .sandboxes
                     .create_sandbox(pb::CreateSandboxRequest {
+                        verify: false,
                         spec: Some(pb::SandboxSpec {
                             mode: mode as i32,
                             process: Some(p),
@@ -338,6 +339,7 @@ async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
         let r = c
             .sandboxes
             .create_sandbox(pb::CreateSandboxRequest {
+                verify: false,
                 spec: Some(pb::SandboxSpec {
                     image: "linky".into(),
                     mode: pb::SandboxMode::Idle as i32,
@@ -558,6 +560,7 @@ async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
     let refused = c
         .sandboxes
         .create_sandbox(pb::CreateSandboxRequest {
+            verify: false,
             spec: Some(pb::SandboxSpec {
                 process: Some(p),
                 mounts: vec![bind(false)],
@@ -671,6 +674,7 @@ async fn image_symlinks_cannot_redirect_the_sandboxs_own_mounts() {
         let r = c
             .sandboxes
             .create_sandbox(pb::CreateSandboxRequest {
+                verify: false,
                 spec: Some(pb::SandboxSpec {
                     image: (*name).into(),
                     process: Some(p),

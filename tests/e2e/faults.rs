@@ -108,6 +108,7 @@ async fn each_create_step_failing_leaves_nothing_and_the_retry_succeeds() {
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec(&pool)),
                 request_id: String::new(),
+                verify: false,
             })
             .await
             .expect_err(step);
@@ -192,6 +193,7 @@ async fn a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forwar
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec(&pool)),
                 request_id: String::new(),
+                verify: false,
             })
             .await;
         assert!(r.is_err(), "{step}: the create answered");
@@ -302,6 +304,7 @@ async fn create_with_failed_rollback(
         .sandboxes
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec(pool)),
+            verify: false,
             request_id: "uncleaned".into(),
         })
         .await
@@ -359,6 +362,7 @@ async fn a_failed_cleanup_keeps_the_address_leased_until_it_is_finished() {
         .sandboxes
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec(&pool)),
+            verify: false,
             request_id: String::new(),
         })
         .await

@@ -97,6 +97,7 @@ async fn create_err(c: &mut Clients, spec: pb::SandboxSpec) -> tonic::Status {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .expect_err("create should fail")

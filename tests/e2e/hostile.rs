@@ -668,6 +668,7 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec),
                 request_id: String::new(),
+                verify: false,
             })
             .await
             .expect_err(what);
@@ -754,6 +755,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(base()),
             request_id: "bad/id".into(),
+            verify: false,
         })
         .await
         .map(drop);
@@ -782,6 +784,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .plan_sandbox(pb::PlanSandboxRequest {
             backend: 77,
             spec: Some(base()),
+            assumed_host: false,
         })
         .await
         .map(drop);
@@ -808,6 +811,7 @@ async fn other_hostile_calls(c: &mut Clients) -> usize {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(huge),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .map(drop);

@@ -515,6 +515,7 @@ async fn required_isolation_the_chroot_backend_lacks_is_refused_with_every_prope
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec.clone()),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .expect_err("refused");
@@ -568,6 +569,7 @@ async fn required_isolation_the_jail_backend_lacks_is_refused() {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec.clone()),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .expect_err("refused");
@@ -605,6 +607,7 @@ async fn create_is_idempotent_on_request_id_and_names_are_unique() {
     let d = Daemon::start();
     let mut c = d.clients().await;
     let req = pb::CreateSandboxRequest {
+        verify: false,
         spec: Some(pb::SandboxSpec {
             name: "web".into(),
             ..idle_spec()
@@ -737,6 +740,7 @@ async fn capabilities_and_plans_for_every_backend() {
             .plan_sandbox(pb::PlanSandboxRequest {
                 backend: backend as i32,
                 spec: Some(spec.clone()),
+                assumed_host: false,
             })
             .await
             .expect("plan")
@@ -1374,6 +1378,7 @@ async fn daemon_kills_during_create_and_destroy_leave_every_sandbox_usable_or_ab
             let created = worker
                 .sandboxes
                 .create_sandbox(pb::CreateSandboxRequest {
+                    verify: false,
                     spec: Some(pb::SandboxSpec {
                         mode: pb::SandboxMode::Idle as i32,
                         network,

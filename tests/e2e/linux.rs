@@ -376,6 +376,7 @@ async fn required_isolation_this_runtime_lacks_is_refused() {
         .create_sandbox(pb::CreateSandboxRequest {
             spec: Some(spec),
             request_id: String::new(),
+            verify: false,
         })
         .await
         .expect_err("refused");

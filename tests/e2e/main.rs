@@ -16,3 +16,4 @@ mod network;
 mod remote;
 mod resources;
 mod surface;
+mod verify;

@@ -149,6 +149,7 @@ async fn list_ids(ch: &Channel) -> Result<Vec<String>, tonic::Status> {
 async fn create_idle(ch: &Channel) -> Result<String, tonic::Status> {
     Ok(SandboxServiceClient::new(ch.clone())
         .create_sandbox(pb::CreateSandboxRequest {
+            verify: false,
             spec: Some(pb::SandboxSpec {
                 mode: pb::SandboxMode::Idle as i32,
                 ..Default::default()
@@ -506,6 +507,7 @@ admin = true
     // Bob's role allows network NONE only.
     let loopback = SandboxServiceClient::new(bob_ch.clone())
         .create_sandbox(pb::CreateSandboxRequest {
+            verify: false,
             spec: Some(pb::SandboxSpec {
                 mode: pb::SandboxMode::Idle as i32,
                 network: Some(pb::NetworkPolicy {

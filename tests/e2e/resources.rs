@@ -280,6 +280,7 @@ async fn the_daemon_default_applies_and_clients_may_only_lower_it() {
                     ..Default::default()
                 }),
                 request_id: String::new(),
+                verify: false,
             })
             .await
             .expect_err("above the daemon's cap");

@@ -231,6 +231,7 @@ impl Api {
             .create_sandbox(req(pb::CreateSandboxRequest {
                 spec: Some(spec),
                 request_id: String::new(),
+                verify: false,
             }))
             .await
             .context("CreateSandbox")?

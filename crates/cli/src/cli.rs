@@ -84,6 +84,56 @@ pub(crate) enum Command {
     Wait(IdArg),
     /// Stream lifecycle events, one per line, until interrupted.
     Events(EventsArgs),
+    /// Check a running sandbox's isolation from inside: per property, the
+    /// claimed level, what a probe observed (HOLDS, VIOLATED, NOT_TESTABLE,
+    /// NOT_APPLICABLE) and the evidence. Exits 1 when an observation
+    /// contradicts its claim.
+    Verify(VerifyArgs),
+    /// Side by side: how each backend would isolate one spec (PlanSandbox),
+    /// plus, with --observe, what the daemon's own backend is observed to
+    /// do (a sandbox is created with --verify and removed).
+    Compare(CompareArgs),
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Sandbox id or name.
+    pub(crate) id: String,
+
+    /// Also print the evidence for every row (the table shows it for rows
+    /// that are not HOLDS or NOT_APPLICABLE).
+    #[arg(short = 'v', long)]
+    pub(crate) verbose: bool,
+}
+
+/// `compare`.
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// A backend to plan for (repeatable; default: linux, freebsd, chroot).
+    #[arg(long = "backend", value_enum)]
+    pub(crate) backends: Vec<BackendArg>,
+
+    /// Add an OBSERVED column for the daemon's own backend: create the
+    /// sandbox with --verify, record what was observed, remove it.
+    #[arg(long)]
+    pub(crate) observe: bool,
+
+    /// Plan the daemon's own backend with its documented typical host too
+    /// (reproducible output, as docs/semantics.md is generated).
+    #[arg(long)]
+    pub(crate) assumed_host: bool,
+
+    /// Print a Markdown table (for docs/semantics.md).
+    #[arg(long)]
+    pub(crate) markdown: bool,
+
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
+
+    /// The main process's command, after `--`.
+    #[arg(last = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
 }
 
 /// Flags describing the process to run (shared by the spec flags and `exec`).
@@ -288,6 +338,12 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) request_id: Option<String>,
 
+    /// Verify the sandbox's isolation from inside after setup and before
+    /// the main process starts (the table goes to stderr); a REQUIRED
+    /// property observed VIOLATED fails the create.
+    #[arg(long)]
+    pub(crate) verify: bool,
+
     /// The main process's command, after `--` (process and init modes). Its
     /// stdio is discarded by the daemon; use `run` to see output.
     #[arg(last = true, value_name = "ARGV")]
@@ -315,6 +371,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) rm: bool,
+
+    /// Verify the sandbox's isolation from inside before the command starts
+    /// (the table goes to stderr); a REQUIRED property observed VIOLATED
+    /// fails the create and nothing runs.
+    #[arg(long)]
+    pub(crate) verify: bool,
 
     /// The command, after `--`. The sandbox is created idle (or, with
     /// --mode init, running the image's init) and the command is exec'd into

@@ -16,10 +16,10 @@ use serde_json::{Map, Value, json};
 use sandboxd_proto::v1::{
     BackendKind, ChrootPlan, EnforcementLevel, Event, EventKind, ExitReason, ExitResult,
     GetCapabilitiesResponse, Isolation, IsolationProperty, IsolationReport, JailPlan, Limit,
-    Limits, LinuxPlan, ListSandboxesResponse, Mount, NetworkMode, NetworkPolicy, PlanMount,
-    PlanParam, PlanSandboxResponse, PlanStep, PortForward, ProcessSpec, PropertyEnforcement,
-    Protocol, Requirement, ResourceUsage, Sandbox, SandboxMode, SandboxSpec, SandboxState, User,
-    WaitSandboxResponse, plan_sandbox_response::Plan,
+    Limits, LinuxPlan, ListSandboxesResponse, Mount, NetworkMode, NetworkPolicy, ObservedResult,
+    PlanMount, PlanParam, PlanSandboxResponse, PlanStep, PortForward, ProcessSpec,
+    PropertyEnforcement, Protocol, Requirement, ResourceUsage, Sandbox, SandboxMode, SandboxSpec,
+    SandboxState, User, Verification, WaitSandboxResponse, plan_sandbox_response::Plan,
 };
 
 /// A generated proto enum: convertible from its wire `i32`, with a proto name.
@@ -49,6 +49,7 @@ proto_enums!(
     SandboxState,
     EventKind,
     Protocol,
+    ObservedResult,
 );
 
 /// The proto name of an enum value, or `None` if this build does not know it.
@@ -337,6 +338,29 @@ pub(crate) fn event(e: &Event) -> Value {
         "pid": e.pid,
         "exit": opt(e.exit.as_ref(), exit_result),
         "time_ms": e.time_ms,
+    })
+}
+
+/// A verification (VerifySandbox, `create --verify`).
+pub(crate) fn verification(v: &Verification) -> Value {
+    json!({
+        "backend": enum_value::<BackendKind>(v.backend),
+        "properties": v.properties.iter().map(|p| json!({
+            "property": enum_value::<IsolationProperty>(p.property),
+            "claimed": enum_value::<EnforcementLevel>(p.claimed),
+            "requested": enum_value::<Requirement>(p.requested),
+            "observed": enum_value::<ObservedResult>(p.observed),
+            "agrees": p.agrees,
+            "evidence": p.evidence,
+        })).collect::<Vec<_>>(),
+        "checks": v.checks.iter().map(|c| json!({
+            "name": c.name,
+            "expected": c.expected,
+            "observed": enum_value::<ObservedResult>(c.observed),
+            "evidence": c.evidence,
+        })).collect::<Vec<_>>(),
+        "consistent": v.consistent,
+        "elapsed_ms": v.elapsed_ms,
     })
 }
 

@@ -105,13 +105,84 @@ impl HostService for Fake {
     }
 }
 
+/// A verification as the daemon would send it: PID holds, USER is
+/// NOT_ENFORCED and seen VIOLATED, IPC is (`consistent` false) claimed
+/// ENFORCED and seen VIOLATED.
+fn verification(consistent: bool) -> pb::Verification {
+    let row = |property: pb::IsolationProperty,
+               claimed: pb::EnforcementLevel,
+               observed: pb::ObservedResult,
+               agrees: bool,
+               evidence: &str| pb::VerifiedProperty {
+        property: property as i32,
+        claimed: claimed as i32,
+        requested: 0,
+        observed: observed as i32,
+        agrees,
+        evidence: vec![evidence.into()],
+    };
+    let mut properties = vec![
+        row(
+            pb::IsolationProperty::Pid,
+            pb::EnforcementLevel::Enforced,
+            pb::ObservedResult::Holds,
+            true,
+            "kill(4242, 0): ESRCH",
+        ),
+        row(
+            pb::IsolationProperty::User,
+            pb::EnforcementLevel::NotEnforced,
+            pb::ObservedResult::Violated,
+            true,
+            "ids are not mapped",
+        ),
+    ];
+    if !consistent {
+        properties.push(row(
+            pb::IsolationProperty::Ipc,
+            pb::EnforcementLevel::Enforced,
+            pb::ObservedResult::Violated,
+            false,
+            "shmget: the host's segment is visible",
+        ));
+    }
+    pb::Verification {
+        backend: pb::BackendKind::Linux as i32,
+        properties,
+        checks: vec![pb::HardeningCheck {
+            name: "no_new_privs".into(),
+            expected: "set".into(),
+            observed: pb::ObservedResult::Holds as i32,
+            evidence: "set".into(),
+        }],
+        consistent,
+        elapsed_ms: 1234,
+    }
+}
+
 #[tonic::async_trait]
 impl SandboxService for Fake {
+    async fn verify_sandbox(
+        &self,
+        req: Request<pb::VerifySandboxRequest>,
+    ) -> Result<Response<pb::VerifySandboxResponse>, Status> {
+        let id = req.into_inner().id;
+        self.call(format!("verify {id}"));
+        match id.as_str() {
+            "good" | "bad" => Ok(Response::new(pb::VerifySandboxResponse {
+                verification: Some(verification(id == "good")),
+            })),
+            _ => Err(Status::not_found(id)),
+        }
+    }
+
     async fn create_sandbox(
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
-        let spec = req.into_inner().spec.unwrap_or_default();
+        let req = req.into_inner();
+        let verify = req.verify;
+        let spec = req.spec.unwrap_or_default();
         if spec.image == "bad" {
             return Err(Status::invalid_argument(
                 "image \"bad\" does not exist\nname is too long",
@@ -143,8 +214,12 @@ impl SandboxService for Fake {
                 ..Default::default()
             }],
         });
+        if verify {
+            self.call("create --verify");
+        }
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox: Some(s),
+            verification: verify.then(|| verification(true)),
         }))
     }
 
@@ -786,4 +861,89 @@ async fn create_with_network_flags() {
         assert_eq!((o.code, o.stderr.as_str()), (*code, *want), "{args:?}");
     }
     assert_eq!(fake.log.lock().unwrap().specs.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_prints_the_table_and_fails_on_a_contradiction() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(&sock, &["verify", "good"], b"").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let expected = "\
+Backend: LINUX (probe ran 1234 ms)
+PROPERTY  CLAIMED       REQUESTED  OBSERVED  AGREES  EVIDENCE
+PID       ENFORCED      -          HOLDS     yes
+USER      NOT_ENFORCED  -          VIOLATED  yes     ids are not mapped
+
+CHECK         EXPECTED  OBSERVED  EVIDENCE
+no_new_privs  set       HOLDS     set
+
+Verdict: every observation is what the isolation report claims.
+";
+    assert_eq!(o.stdout, expected);
+    // -v shows the evidence of every row.
+    let o = sandboxctl(&sock, &["verify", "-v", "good"], b"").await;
+    assert!(o.stdout.contains("kill(4242, 0): ESRCH"), "{}", o.stdout);
+    // A contradiction: named in the verdict, exit 1.
+    let o = sandboxctl(&sock, &["verify", "bad"], b"").await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("IPC       ENFORCED      -          VIOLATED  NO      shmget: the host's segment is visible"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("Verdict: INCONSISTENT: the observation contradicts the claim for IPC."),
+        "{}",
+        o.stdout
+    );
+    // JSON: proto names.
+    let o = sandboxctl(&sock, &["--json", "verify", "bad"], b"").await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["consistent"], false);
+    assert_eq!(v["properties"][2]["property"], "IPC");
+    assert_eq!(v["properties"][2]["observed"], "VIOLATED");
+    assert_eq!(v["properties"][2]["agrees"], false);
+    assert_eq!(v["checks"][0]["name"], "no_new_privs");
+    // Unknown sandbox: the gRPC error, one line, 1.
+    let o = sandboxctl(&sock, &["verify", "nope"], b"").await;
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("nope"), "{}", o.stderr);
+    assert_eq!(
+        fake.log.lock().unwrap().calls,
+        [
+            "verify good",
+            "verify good",
+            "verify bad",
+            "verify bad",
+            "verify nope"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_and_run_with_verify_ask_for_it_and_show_the_table() {
+    let (sock, fake) = start().await;
+    let o = sandboxctl(&sock, &["create", "--verify", "--", "/bin/sleep", "1"], b"").await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "00000000000000aa\n"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("Verdict: every observation"),
+        "{}",
+        o.stderr
+    );
+    let o = sandboxctl(&sock, &["run", "--verify", "--", "cat"], b"").await;
+    assert_eq!(o.code, 7, "{}", o.stderr);
+    assert!(o.stderr.contains("PID       ENFORCED"), "{}", o.stderr);
+    let calls = fake.log.lock().unwrap().calls.clone();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "create --verify").count(),
+        2,
+        "{calls:?}"
+    );
 }

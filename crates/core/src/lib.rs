@@ -4,8 +4,8 @@
 //! that reports every problem at once and produces the [`ValidatedSpec`] that
 //! backends accept ([`validate`]), capability-matrix and isolation-report
 //! types ([`capability`]), network leases ([`net`]), the [`Backend`] trait, the display form of native
-//! plans ([`plan`]), the daemon ↔ supervisor protocol ([`wire`]) and the
-//! atomic state store ([`store`]). No tokio, no tonic, no `unsafe`.
+//! plans ([`plan`]), the daemon ↔ supervisor protocol ([`wire`]), the
+//! verification rule ([`verify`]) and the atomic state store ([`store`]). No tokio, no tonic, no `unsafe`.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,8 @@ pub mod plan;
 pub mod spec;
 pub mod store;
 pub mod validate;
+pub mod verify;
+pub mod weaken;
 pub mod wire;
 
 pub use backend::{Backend, BackendError, SandboxPaths, Usage};

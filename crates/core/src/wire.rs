@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::ProcessSpec;
+use crate::verify::{ProbeConfig, ProbeOutput, Verification};
 
 /// Largest frame accepted, so a corrupt length cannot make either side
 /// allocate without bound.
@@ -75,6 +76,39 @@ pub enum Request {
     },
     /// Kill everything, undo every host change, and exit.
     Shutdown,
+    /// Run the isolation probe inside the sandbox: a child that enters it
+    /// exactly as a payload would (as `process.user`, in `process.cwd`),
+    /// runs the checks in-process instead of exec, and reports
+    /// [`Event::VerifyResult`].
+    Verify {
+        /// Daemon-chosen id for this probe.
+        probe_id: u64,
+        /// Identity and working directory to probe as (argv is unused).
+        process: ProcessSpec,
+        /// Host fixtures and expectations.
+        config: Box<ProbeConfig>,
+    },
+}
+
+/// The second frame the daemon sends a new supervisor, right after the
+/// launch configuration: what to do before the main process starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOptions {
+    /// Verify the sandbox after setup and before the main process starts;
+    /// a REQUIRED row observed VIOLATED fails the setup at step "verify".
+    #[serde(default)]
+    pub verify: Option<CreateVerify>,
+}
+
+/// A verification at create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVerify {
+    /// Identity and working directory to probe as.
+    pub process: ProcessSpec,
+    /// Host fixtures and expectations.
+    pub config: ProbeConfig,
+    /// The sandbox's isolation report (the claims).
+    pub report: crate::capability::IsolationReport,
 }
 
 /// Supervisor → daemon.
@@ -85,6 +119,10 @@ pub enum Event {
     Ready {
         /// Host pid of the main process (None in IDLE mode).
         main_pid: Option<i32>,
+        /// The verification made before the main process started, when the
+        /// create asked for one.
+        #[serde(default)]
+        verification: Option<Box<Verification>>,
     },
     /// Setup failed at `step`; the supervisor has undone what it did and
     /// exits.
@@ -144,6 +182,17 @@ pub enum Event {
     },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
+    /// A Verify request's probe finished (or could not run).
+    VerifyResult {
+        /// The daemon's id for it.
+        probe_id: u64,
+        /// What the probe observed.
+        #[serde(default)]
+        output: Option<Box<ProbeOutput>>,
+        /// Why it could not run (the failed step and message).
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
 
 /// Errors decoding frames.

@@ -452,6 +452,48 @@ pub fn plan_to_pb(plan: &Plan) -> pb::PlanSandboxResponse {
     }
 }
 
+/// An observation to wire.
+fn observed_to_pb(o: sandboxd_core::verify::Observed) -> i32 {
+    use sandboxd_core::verify::Observed;
+    (match o {
+        Observed::Holds => pb::ObservedResult::Holds,
+        Observed::Violated => pb::ObservedResult::Violated,
+        Observed::NotTestable => pb::ObservedResult::NotTestable,
+        Observed::NotApplicable => pb::ObservedResult::NotApplicable,
+    }) as i32
+}
+
+/// A verification to wire.
+pub fn verification_to_pb(v: &sandboxd_core::verify::Verification) -> pb::Verification {
+    pb::Verification {
+        backend: backend_to_pb(v.backend),
+        properties: v
+            .rows
+            .iter()
+            .map(|r| pb::VerifiedProperty {
+                property: property_to_pb(r.property),
+                claimed: enforcement_to_pb(&Enforcement::new(r.property, r.claimed, "", "")).level,
+                requested: requirement_to_pb(r.requested),
+                observed: observed_to_pb(r.observed),
+                agrees: r.agrees,
+                evidence: r.evidence.clone(),
+            })
+            .collect(),
+        checks: v
+            .checks
+            .iter()
+            .map(|c| pb::HardeningCheck {
+                name: c.name.clone(),
+                expected: c.expected.clone(),
+                observed: observed_to_pb(c.observed),
+                evidence: c.evidence.clone(),
+            })
+            .collect(),
+        consistent: v.consistent(),
+        elapsed_ms: v.elapsed_ms,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {

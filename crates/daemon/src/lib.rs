@@ -26,5 +26,6 @@ pub mod rlimit;
 pub mod server;
 pub mod service;
 pub mod transport;
+pub mod verify;
 
 pub use link::SUPERVISE_ARG;

@@ -28,14 +28,26 @@ pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 
 /// Starts a supervisor helper for sandbox `id`: this binary re-executed in
 /// helper mode with one end of a socketpair as its stdin, and sends it the
-/// launch configuration as the first frame.
-pub async fn spawn(exe: &Path, id: &str, config: &[u8]) -> io::Result<(Child, Link)> {
+/// launch configuration as the first frame and the create options as the
+/// second.
+pub async fn spawn(
+    exe: &Path,
+    id: &str,
+    config: &[u8],
+    options: &wire::CreateOptions,
+) -> io::Result<(Child, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut cmd = Command::new(exe);
     cmd.arg(SUPERVISE_ARG).arg(id).env_clear();
     if let Some((key, value)) = crate::rlimit::helper_env() {
         cmd.env(key, value);
+    }
+    if sandboxd_core::weaken::ENABLED {
+        // Test builds: the supervisor skips the named isolation steps.
+        if let Some(steps) = std::env::var_os(sandboxd_core::weaken::ENV) {
+            cmd.env(sandboxd_core::weaken::ENV, steps);
+        }
     }
     if sandboxd_core::fault::ENABLED {
         // Test builds: the supervisor's steps can fail on request too.
@@ -54,7 +66,8 @@ pub async fn spawn(exe: &Path, id: &str, config: &[u8]) -> io::Result<(Child, Li
         sock: UnixStream::from_std(ours)?,
         write: Mutex::new(()),
     };
-    let frame = wire::frame(config).map_err(io::Error::other)?;
+    let mut frame = wire::frame(config).map_err(io::Error::other)?;
+    frame.extend(wire::encode(options).map_err(io::Error::other)?);
     link.write_all(&frame, &[]).await?;
     Ok((child, link))
 }

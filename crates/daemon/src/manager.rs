@@ -16,7 +16,10 @@ use sandboxd_core::net::{LeaseError, Leases, NetLease};
 use sandboxd_core::spec::{ProcessSpec, Protocol, SandboxSpec};
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState, StateStore};
 use sandboxd_core::validate::{self, ValidatedProcess};
-use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request, SignalTarget};
+use sandboxd_core::verify::{ProbeOutput, Verification};
+use sandboxd_core::wire::{
+    CreateOptions, CreateVerify, Decoder, Event, ProcessExit, Request, SignalTarget,
+};
 use sandboxd_core::{Backend, Plan, Policy, ValidatedSpec};
 use sandboxd_proto::v1 as pb;
 use sandboxd_supervisor::{ExitFile, now_ms};
@@ -47,6 +50,13 @@ type StepFailure = (String, String);
 /// Completes a create: the main pid (None for IDLE) or the failed step.
 type ReadyTx = oneshot::Sender<Result<Option<i32>, StepFailure>>;
 
+/// Completes a VerifySandbox: the probe's output, or why it could not run.
+type VerifyTx = oneshot::Sender<Result<ProbeOutput, String>>;
+
+/// How long the daemon waits for a probe's result (the supervisor kills a
+/// probe 5 s past its budget).
+const VERIFY_TIMEOUT: Duration = Duration::from_millis(crate::verify::BUDGET_MS + 15_000);
+
 /// One Exec'd process the daemon is waiting on.
 #[derive(Debug)]
 struct ExecSlot {
@@ -76,6 +86,10 @@ pub struct Sandbox {
     closed_early: std::sync::atomic::AtomicBool,
     /// Serialises stop/destroy on one sandbox.
     op: tokio::sync::Mutex<()>,
+    /// VerifySandbox probes waiting for their result, by probe id.
+    verifies: Mutex<HashMap<u64, VerifyTx>>,
+    /// The verification a create asked for (from Ready).
+    created_verification: Mutex<Option<Verification>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -483,15 +497,25 @@ impl Manager {
         all
     }
 
-    /// CreateSandbox.
+    /// CreateSandbox. With `verify`, the probe runs after setup and before
+    /// the main process starts, and its verification is returned.
     pub async fn create(
         self: &Arc<Self>,
         spec: ValidatedSpec,
         request_id: String,
         who: &Caller,
-    ) -> ApiResult<SandboxRecord> {
+        verify: bool,
+    ) -> ApiResult<(SandboxRecord, Option<Verification>)> {
         let owner = who.name.as_str();
         validate::validate_request_id(&request_id)?;
+        if verify
+            && self.backend.kind() == sandboxd_core::BackendKind::Linux
+            && spec.spec().mode == sandboxd_core::spec::Mode::Init
+        {
+            return Err(ApiError::FailedPrecondition(
+                "verify: INIT mode on the Linux backend cannot be verified before its main process starts (pid 1 becomes the init during setup); create without --verify and call VerifySandbox".into(),
+            ));
+        }
         if spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Host
             && !self.policy.allow_host_network
         {
@@ -503,11 +527,26 @@ impl Manager {
             Registered::Existing(existing) => {
                 return self
                     .existing_for_request(existing, &spec, &request_id)
-                    .await;
+                    .await
+                    .map(|r| (r, None));
             }
             Registered::New(sb, paths) => (sb, paths),
         };
-        match self.start(&sb, &spec, &paths).await {
+        // Host fixtures for a verification at create live until Ready.
+        let mut options = CreateOptions::default();
+        let mut fixtures = None;
+        if verify {
+            let (config, fx) = crate::verify::prepare(spec.spec(), &paths.lease).await;
+            fixtures = Some(fx);
+            options.verify = Some(CreateVerify {
+                process: crate::verify::probe_process(spec.spec()),
+                config,
+                report: sb.record().report,
+            });
+        }
+        let started = self.start(&sb, &spec, &paths, &options).await;
+        drop(fixtures);
+        match started {
             Ok(()) => {
                 let record = sb.record();
                 tracing::info!(sandbox = %sb.id, owner, image = %record.spec.image, mode = ?record.spec.mode, "created");
@@ -533,7 +572,8 @@ impl Manager {
                 } else if closed_early {
                     self.finish_with(&sb, self.exit_after_close(&sb)).await;
                 }
-                Ok(sb.record())
+                let verification = lock(&sb.created_verification).take();
+                Ok((sb.record(), verification))
             }
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, error = %e, "create failed; rolling back");
@@ -681,6 +721,7 @@ impl Manager {
         sb: &Arc<Sandbox>,
         spec: &ValidatedSpec,
         paths: &SandboxPaths,
+        options: &CreateOptions,
     ) -> ApiResult<()> {
         fault::check(fault::REGISTERED)?;
         let (backend, store, spec2, paths2, record) = (
@@ -708,7 +749,7 @@ impl Manager {
 
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
-        let (child, link) = link::spawn(&self.exe, &sb.id, &config)
+        let (child, link) = link::spawn(&self.exe, &sb.id, &config, options)
             .await
             .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
         let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -1037,6 +1078,62 @@ impl Manager {
         })
     }
 
+    /// VerifySandbox: runs the probe in a running sandbox (through its
+    /// supervisor) against fresh host fixtures and compares what it saw
+    /// with the sandbox's isolation report.
+    pub async fn verify(&self, sb: &Arc<Sandbox>) -> ApiResult<Verification> {
+        let record = sb.record();
+        if record.state != SandboxState::Running {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is not running (state {:?}): only a running sandbox can be verified",
+                sb.id, record.state
+            )));
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let (config, fixtures) = crate::verify::prepare(&record.spec, &record.lease).await;
+        let probe_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&sb.verifies).insert(probe_id, tx);
+        let request = Request::Verify {
+            probe_id,
+            process: crate::verify::probe_process(&record.spec),
+            config: Box::new(config),
+        };
+        if let Err(e) = link.send(&request, &[]).await {
+            lock(&sb.verifies).remove(&probe_id);
+            return Err(ApiError::Unavailable(format!(
+                "sending the probe to the supervisor: {e}"
+            )));
+        }
+        let result = tokio::time::timeout(VERIFY_TIMEOUT, rx).await;
+        lock(&sb.verifies).remove(&probe_id);
+        drop(fixtures);
+        let output = match result {
+            Ok(Ok(Ok(output))) => output,
+            Ok(Ok(Err(message))) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the probe could not run in sandbox {}: {message}",
+                    sb.id
+                )));
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the supervisor of sandbox {} exited before the probe finished",
+                    sb.id
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the probe did not finish within {VERIFY_TIMEOUT:?}"
+                )));
+            }
+        };
+        tracing::info!(sandbox = %sb.id, elapsed_ms = output.elapsed_ms, "verified");
+        Ok(sandboxd_core::verify::evaluate(&record.report, &output))
+    }
+
     /// Emits the exec-exited event and converts the exit.
     pub fn exec_finished(
         &self,
@@ -1130,7 +1227,11 @@ impl Manager {
     /// Dispatches one supervisor event.
     async fn on_event(&self, sb: &Arc<Sandbox>, event: Event) {
         match event {
-            Event::Ready { main_pid } => {
+            Event::Ready {
+                main_pid,
+                verification,
+            } => {
+                *lock(&sb.created_verification) = verification.map(|v| *v);
                 if let Some(tx) = lock(&sb.ready).take() {
                     let _ = tx.send(Ok(main_pid));
                 }
@@ -1183,6 +1284,19 @@ impl Manager {
             Event::SignalFailed { target, message } => {
                 tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");
             }
+            Event::VerifyResult {
+                probe_id,
+                output,
+                error,
+            } => {
+                if let Some(tx) = lock(&sb.verifies).remove(&probe_id) {
+                    let result = match (output, error) {
+                        (Some(o), _) => Ok(*o),
+                        (None, e) => Err(e.unwrap_or_else(|| "no result".into())),
+                    };
+                    let _ = tx.send(result);
+                }
+            }
             Event::ShutdownComplete | Event::Attached { .. } => {}
         }
     }
@@ -1196,6 +1310,7 @@ impl Manager {
             )));
         }
         lock(&sb.execs).clear(); // dropping the senders fails every waiter
+        lock(&sb.verifies).clear();
         let creating = {
             let r = lock(&sb.record);
             let creating = r.state == SandboxState::Creating;
@@ -1263,6 +1378,8 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         pending_exit: Mutex::new(None),
         closed_early: std::sync::atomic::AtomicBool::new(false),
         op: tokio::sync::Mutex::new(()),
+        verifies: Mutex::new(HashMap::new()),
+        created_verification: Mutex::new(None),
     }
 }
 

@@ -274,6 +274,127 @@ pub(crate) fn spawn(
     }
 }
 
+/// Marks the probe's result on the error pipe (never the first byte of a
+/// step name, nor [`PID_REPORT`]).
+const PROBE_RESULT: u8 = 0x02;
+
+/// Runs the isolation probe in a child that enters the sandbox exactly as a
+/// payload does (every step of [`harden`], as `plan`'s user in its cwd) and
+/// then, instead of exec, runs [`sandboxd_probe::run`], writes its output up
+/// the error pipe and exits. Blocks the supervisor for at most `timeout`;
+/// a probe still running then is killed. The host uid of the probe process
+/// is read from outside before it is reaped (the USER row).
+pub(crate) fn probe(
+    isolation: &dyn Isolation,
+    config: &CommonConfig,
+    plan: &ExecPlan,
+    probe: &sandboxd_core::verify::ProbeConfig,
+    null: OwnedFd,
+    timeout: std::time::Duration,
+) -> Result<sandboxd_core::verify::ProbeOutput, StepError> {
+    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| StepError::new("create probe pipe", e))?;
+    // Only the read end is non-blocking: the child writes its report whole.
+    nix::fcntl::fcntl(&err_write, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| StepError::new("create probe pipe", e))?;
+    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
+        sys::Fork::Child => {
+            let keep = err_write.as_raw_fd();
+            let mut pipe = std::fs::File::from(err_write);
+            let err = match enter_sandbox(isolation, keep)
+                .and_then(|()| harden(config, plan, Stdio::Null(null), keep))
+            {
+                Ok(()) => {
+                    let output = sandboxd_probe::run(probe, &[keep]);
+                    let mut msg = vec![PROBE_RESULT];
+                    if serde_json::to_writer(&mut msg, &output).is_ok() {
+                        use std::io::Write;
+                        let _ = pipe.write_all(&msg);
+                        sys::exit_child(0)
+                    }
+                    StepError::new("verify", "encoding the probe's output failed")
+                }
+                Err(e) => e,
+            };
+            let report = format!("{}\0{}", err.step, err.message);
+            use std::io::Write;
+            let _ = pipe.write_all(report.as_bytes());
+            sys::exit_child(127)
+        }
+        sys::Fork::Parent { child } => {
+            drop(err_write);
+            drop(null);
+            let deadline = std::time::Instant::now() + timeout;
+            let mut report = Vec::new();
+            let finished = read_until(&err_read, &mut report, deadline);
+            let (pid, rest) = match parse_pid_report(&report) {
+                Some((pid, rest)) => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    (pid, rest.to_vec())
+                }
+                None => (child, report.clone()),
+            };
+            if !finished {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                if pid != child {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                }
+                return Err(StepError::new(
+                    "verify",
+                    format!("the probe did not finish within {timeout:?} and was killed"),
+                ));
+            }
+            // Read from outside while the probe is a zombie: its host uid.
+            let host_uid = sys::host_uid_of(pid);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            match rest.split_first() {
+                Some((&PROBE_RESULT, json)) => {
+                    let mut output: sandboxd_core::verify::ProbeOutput =
+                        serde_json::from_slice(json).map_err(|e| {
+                            StepError::new("verify", format!("the probe's output: {e}"))
+                        })?;
+                    output.user.host_uid = host_uid;
+                    Ok(output)
+                }
+                _ => {
+                    let text = String::from_utf8_lossy(&rest);
+                    let (step, message) = text
+                        .split_once('\0')
+                        .unwrap_or(("verify", "the probe exited without a report"));
+                    Err(StepError::new(step, message))
+                }
+            }
+        }
+    }
+}
+
+/// Reads `fd` (non-blocking) into `buf` until EOF or `deadline`; returns
+/// whether EOF came first.
+fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match nix::unistd::read(fd, &mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            Err(_) => return true,
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+}
+
 /// Marks a pid report on the error pipe (never the first byte of a step
 /// name).
 const PID_REPORT: u8 = 0x01;
@@ -302,19 +423,20 @@ fn child(
     stdio: Stdio,
     keep: i32,
 ) -> StepError {
-    let step = |step: &str, e: nix::Error| StepError::new(step, e);
-    if let Err(e) = sys::set_non_dumpable() {
-        return step("mark non-dumpable", e);
-    }
-    if let Err(e) = sys::reset_signals() {
-        return step("reset signal dispositions", e);
-    }
-    // Enter first: a backend may fork once more here, and only the process
-    // that returns is the payload.
-    if let Err(e) = isolation.enter(keep) {
+    if let Err(e) = enter_sandbox(isolation, keep) {
         return e;
     }
     payload(config, plan, stdio, keep)
+}
+
+/// In a forked child: non-dumpable, clean signals, then into the sandbox.
+/// A backend may fork once more in `enter`; only the process that returns
+/// goes on.
+fn enter_sandbox(isolation: &dyn Isolation, keep: i32) -> Result<(), StepError> {
+    let step = |step: &str, e: nix::Error| StepError::new(step, e);
+    sys::set_non_dumpable().map_err(|e| step("mark non-dumpable", e))?;
+    sys::reset_signals().map_err(|e| step("reset signal dispositions", e))?;
+    isolation.enter(keep)
 }
 
 /// SIGKILL when the supervisor dies (Linux and FreeBSD); fails if it is
@@ -357,7 +479,21 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
 /// directory, limits, capabilities, identity, no_new_privs, descriptors,
 /// exec.
 fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> StepError {
-    let step = |step: &str, e: nix::Error| StepError::new(step, e);
+    if let Err(e) = harden(config, plan, stdio, keep) {
+        return e;
+    }
+    exec(plan)
+}
+
+/// Every step between entering the sandbox and exec, for a payload and for
+/// the verify probe alike.
+fn harden(
+    config: &CommonConfig,
+    plan: &ExecPlan,
+    stdio: Stdio,
+    keep: i32,
+) -> Result<(), StepError> {
+    let step = |step: &str, e: nix::Error| Err(StepError::new(step, e));
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
     let supervisor = nix::unistd::getppid();
     // A new session: the process leads its own group, so a timeout or stop
@@ -404,7 +540,14 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
             return step("set no_new_privs", e);
         }
     }
-    for limit in &config.rlimits {
+    // Test builds only (feature `weaken`): skip the limits on request, to
+    // show that VerifySandbox then sees the limit rows VIOLATED.
+    let rlimits = if sandboxd_core::weaken::skip(sandboxd_core::weaken::RLIMITS) {
+        &[][..]
+    } else {
+        &config.rlimits[..]
+    };
+    for limit in rlimits {
         let resource = match limit.kind {
             RlimitKind::Nproc => Resource::RLIMIT_NPROC,
             RlimitKind::Nofile => Resource::RLIMIT_NOFILE,
@@ -422,15 +565,18 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
             .unwrap_or(nix::sys::resource::RLIM_INFINITY);
         // Still privileged: a limit above the current hard one is allowed.
         if let Err(e) = setrlimit(resource, value, value) {
-            return StepError::new(
+            return Err(StepError::new(
                 "setrlimit",
                 format!("{:?}={}: {e}", limit.kind, limit.value),
-            );
+            ));
         }
     }
     if plan.uid.is_root() {
         if let Some(why) = &config.root_refused {
-            return StepError::new("setuid", format!("uid 0 is refused in this sandbox: {why}"));
+            return Err(StepError::new(
+                "setuid",
+                format!("uid 0 is refused in this sandbox: {why}"),
+            ));
         }
     }
     // Groups first: after setuid we could no longer change them.
@@ -438,10 +584,10 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
         return step("setgroups", e);
     }
     if let Err(e) = nix::unistd::setgid(plan.gid) {
-        return StepError::new("setgid", format!("{}: {e}", plan.gid));
+        return Err(StepError::new("setgid", format!("{}: {e}", plan.gid)));
     }
     if let Err(e) = nix::unistd::setuid(plan.uid) {
-        return StepError::new("setuid", format!("{}: {e}", plan.uid));
+        return Err(StepError::new("setuid", format!("{}: {e}", plan.uid)));
     }
     // After setuid, which would clear it: if the supervisor is killed, the
     // payload dies too rather than run on with nobody to report or stop it
@@ -452,15 +598,23 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     // After setuid, so the directory's permissions apply to the payload;
     // resolved inside the root without magic links, entered by descriptor.
     if let Err(e) = sys::enter_client_dir(plan.cwd.as_c_str()) {
-        return StepError::new("chdir to working directory", format!("{:?}: {e}", plan.cwd));
+        return Err(StepError::new(
+            "chdir to working directory",
+            format!("{:?}: {e}", plan.cwd),
+        ));
     }
     // Last before exec: from here on the deny list applies.
     #[cfg(target_os = "linux")]
     if config.seccomp {
         if let Err(e) = crate::seccomp::install_default() {
-            return StepError::new("install seccomp filter", e);
+            return Err(StepError::new("install seccomp filter", e));
         }
     }
+    Ok(())
+}
+
+/// Runs the program (the last step of a payload). Returns only on failure.
+fn exec(plan: &ExecPlan) -> StepError {
     #[cfg(target_os = "linux")]
     {
         exec_program(plan)

@@ -14,7 +14,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use sandboxd_core::spec::{Mode, ProcessSpec};
-use sandboxd_core::wire::{Event, ProcessExit, Request, SignalTarget};
+use sandboxd_core::verify::{ProbeConfig, ProbeOutput, Verification};
+use sandboxd_core::wire::{CreateOptions, CreateVerify, Event, ProcessExit, Request, SignalTarget};
 
 use crate::channel::{Channel, RecvOutcome};
 use crate::launch::{self, ExecPlan, Stdio};
@@ -183,9 +184,18 @@ struct Supervisor<I: Isolation> {
     null: OwnedFd,
 }
 
+/// How much longer than its own budget a probe may take before the
+/// supervisor kills it.
+const PROBE_SLACK: Duration = Duration::from_secs(5);
+
 /// Runs the supervisor on `sock` until the sandbox ends or the daemon asks
 /// for shutdown. Returns the helper's process exit code.
-pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isolation: I) -> i32 {
+pub fn supervise<I: Isolation>(
+    mut chan: Channel,
+    config: CommonConfig,
+    mut isolation: I,
+    options: CreateOptions,
+) -> i32 {
     let fail = |chan: &mut Channel, e: StepError| {
         chan.send(&Event::SetupFailed {
             step: e.step,
@@ -249,6 +259,21 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
             control_path.display()
         ),
     }
+    // Verify before anything of the client's runs: a REQUIRED row observed
+    // VIOLATED fails the setup and the main process never starts.
+    let mut verification = None;
+    if let Some(verify) = options.verify {
+        if sup.isolation.main_pid().is_some() {
+            return sup.abort_setup(StepError::new(
+                "verify",
+                "this backend starts the main process during setup (Linux INIT mode: pid 1 becomes the init), so it cannot be verified before it starts; use VerifySandbox on the running sandbox",
+            ));
+        }
+        match sup.verify_at_create(verify) {
+            Ok(v) => verification = Some(Box::new(v)),
+            Err(e) => return sup.abort_setup(e),
+        }
+    }
     if let Some(pid) = sup.isolation.main_pid() {
         sup.main = Some(pid);
     } else if let Some(plan) = main_plan {
@@ -263,11 +288,59 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
     }
     sup.chan.send(&Event::Ready {
         main_pid: sup.main.map(Pid::as_raw),
+        verification,
     });
     sup.run()
 }
 
 impl<I: Isolation> Supervisor<I> {
+    /// Runs the isolation probe as `process` would run (see
+    /// [`launch::probe`]). The probe may make the OOM killer act (the
+    /// memory row): the counters that tell an OOM kill of the main process
+    /// or an exec apart move past what the probe caused.
+    fn run_probe(
+        &mut self,
+        process: &ProcessSpec,
+        mut config: ProbeConfig,
+    ) -> Result<ProbeOutput, StepError> {
+        config.supervisor_pid = nix::unistd::getpid().as_raw();
+        config.capabilities = self.config.capabilities.clone();
+        config.seccomp = self.config.seccomp;
+        let plan = ExecPlan::new(process)?;
+        let null = self
+            .null
+            .try_clone()
+            .map_err(|e| StepError::new("duplicate /dev/null", e))?;
+        let before = self.isolation.oom_kills();
+        let timeout = Duration::from_millis(config.budget_ms) + PROBE_SLACK;
+        let result = launch::probe(&self.isolation, &self.config, &plan, &config, null, timeout);
+        let caused = self.isolation.oom_kills().saturating_sub(before);
+        self.oom_at_start += caused;
+        for count in self.oom_at_exec.values_mut() {
+            *count += caused;
+        }
+        result
+    }
+
+    /// The verification a create asked for: probe, then compare with the
+    /// claims; a REQUIRED row observed VIOLATED is a setup failure.
+    fn verify_at_create(&mut self, verify: CreateVerify) -> Result<Verification, StepError> {
+        let output = self.run_probe(&verify.process, verify.config)?;
+        let verification = sandboxd_core::verify::evaluate(&verify.report, &output);
+        let violated = verification.required_violations();
+        if violated.is_empty() {
+            Ok(verification)
+        } else {
+            Err(StepError::new(
+                "verify",
+                format!(
+                    "REQUIRED properties observed VIOLATED: {}",
+                    violated.join("; ")
+                ),
+            ))
+        }
+    }
+
     fn abort_setup(mut self, e: StepError) -> i32 {
         self.kill_everything();
         let _ = self.isolation.teardown();
@@ -502,6 +575,26 @@ impl<I: Isolation> Supervisor<I> {
                 self.stopping = Some(sig as i32);
                 self.signal_everything(sig);
             }
+            Request::Verify {
+                probe_id,
+                process,
+                config,
+            } => {
+                let result = if self.main_exit.is_some() || self.stopping.is_some() {
+                    Err(StepError::new("verify", "the sandbox is stopping"))
+                } else {
+                    self.run_probe(&process, *config)
+                };
+                let (output, error) = match result {
+                    Ok(o) => (Some(Box::new(o)), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                self.chan.send(&Event::VerifyResult {
+                    probe_id,
+                    output,
+                    error,
+                });
+            }
             Request::Shutdown => {
                 self.kill_everything();
                 if self.main_exit.is_none() && self.config.mode != Mode::Idle {
@@ -627,8 +720,19 @@ where
             return 1;
         }
     };
+    // The second frame: what to do before the main process starts.
+    let options: CreateOptions = match chan.recv_first() {
+        Ok(o) => o,
+        Err(e) => {
+            chan.send(&Event::SetupFailed {
+                step: "read create options".into(),
+                message: e.to_string(),
+            });
+            return 1;
+        }
+    };
     match make(config.isolation) {
-        Ok(isolation) => supervise(chan, config.common, isolation),
+        Ok(isolation) => supervise(chan, config.common, isolation, options),
         Err(e) => {
             chan.send(&Event::SetupFailed {
                 step: e.step,

@@ -697,6 +697,52 @@ pub fn is_supervisor(pid: i32, id: &str) -> bool {
     crate::procs::is_supervisor_in(&HostProcesses, pid, id)
 }
 
+/// The effective uid of process `pid` as the host sees it (the supervisor
+/// reads it for a probe that has exited but is not yet reaped): Linux from
+/// `/proc/<pid>/status`, FreeBSD from `kern.proc.pid`; `None` elsewhere or
+/// when it cannot be read.
+pub fn host_uid_of(pid: Pid) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut info = std::mem::MaybeUninit::<libc::kinfo_proc>::zeroed();
+        let mut len = std::mem::size_of::<libc::kinfo_proc>();
+        let mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC,
+            libc::KERN_PROC_PID,
+            pid.as_raw(),
+        ];
+        // SAFETY: sysctl writes at most `len` bytes into `info`, which is
+        // that large; the mib array is live for the call.
+        let rc = unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                mib.len() as libc::c_uint,
+                info.as_mut_ptr().cast(),
+                &raw mut len,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc != 0 || len < std::mem::size_of::<libc::kinfo_proc>() {
+            return None;
+        }
+        // SAFETY: the kernel filled the whole struct (len checked above).
+        Some(unsafe { info.assume_init() }.ki_uid)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// Borrows a descriptor number handed to us (the error pipe inside a forked
 /// child) for one call.
 pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {

@@ -23,14 +23,22 @@ pub(super) async fn create(ctx: &Ctx, args: CreateArgs) -> Result<i32, CliError>
     let req = CreateSandboxRequest {
         spec: Some(spec),
         request_id: args.request_id.unwrap_or_default(),
+        verify: args.verify,
     };
-    let sandbox = required(
-        client.create_sandbox(req).await?.into_inner().sandbox,
-        "CreateSandbox",
-    )?;
+    let resp = client.create_sandbox(req).await?.into_inner();
+    let sandbox = required(resp.sandbox, "CreateSandbox")?;
     warn_degraded(&sandbox);
+    if !ctx.json {
+        if let Some(v) = &resp.verification {
+            eprint!("{}", super::verify::render(v, false));
+        }
+    }
     if ctx.json {
-        print_json(&json::sandbox(&sandbox))?;
+        let mut value = json::sandbox(&sandbox);
+        if let (Some(v), Some(map)) = (&resp.verification, value.as_object_mut()) {
+            map.insert("verification".into(), json::verification(v));
+        }
+        print_json(&value)?;
     } else {
         out(&format!("{}\n", sandbox.id))?;
     }

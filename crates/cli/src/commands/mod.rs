@@ -5,6 +5,7 @@ mod events;
 mod lifecycle;
 mod plan;
 mod run;
+mod verify;
 
 use std::io::Write;
 
@@ -58,6 +59,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Rm(a) => lifecycle::rm(&ctx, a).await,
         Command::Wait(a) => lifecycle::wait(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
+        Command::Verify(a) => verify::verify(&ctx, a).await,
+        Command::Compare(a) => verify::compare(&ctx, a).await,
     }
 }
 
@@ -78,7 +81,7 @@ pub(crate) fn print_json(v: &Value) -> Result<(), CliError> {
 
 /// An enum's proto name for a table cell; `-` for UNSPECIFIED (nothing asked
 /// or nothing said) and the number for values this build does not know.
-fn cell<E: crate::json::ProtoEnum>(value: i32) -> String {
+pub(crate) fn cell<E: crate::json::ProtoEnum>(value: i32) -> String {
     if value == 0 {
         return "-".into();
     }

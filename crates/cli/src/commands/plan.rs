@@ -27,6 +27,7 @@ pub(super) async fn plan(ctx: &Ctx, args: PlanArgs) -> Result<i32, CliError> {
         .plan_sandbox(PlanSandboxRequest {
             backend: backend as i32,
             spec: Some(spec),
+            assumed_host: false,
         })
         .await?
         .into_inner();

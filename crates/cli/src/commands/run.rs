@@ -42,6 +42,7 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     let create = client.create_sandbox(CreateSandboxRequest {
         spec: Some(spec),
         request_id: String::new(),
+        verify: args.verify,
     });
     tokio::pin!(create);
     let mut interrupted = false;
@@ -52,7 +53,12 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
         }
     };
     drop(sigint);
-    let sandbox = required(created?.into_inner().sandbox, "CreateSandbox")?;
+    let created = created?.into_inner();
+    if let Some(v) = &created.verification {
+        // stdout belongs to the process.
+        eprint!("{}", super::verify::render(v, false));
+    }
+    let sandbox = required(created.sandbox, "CreateSandbox")?;
     warn_degraded(&sandbox);
     if interrupted {
         destroy(&channel, &sandbox.id).await;

@@ -57,27 +57,28 @@ impl pb::host_service_server::HostService for Host {
         };
         // Another backend's plan is computed by its pure plan module with
         // the host facts it documents as typical for its OS.
-        let mut plan = match wanted {
-            None => manager.plan_local(&spec),
-            Some(kind) if kind == own => manager.plan_local(&spec),
-            Some(BackendKind::Chroot) => sandboxd_backend_chroot::plan::plan(
+        // The daemon's own backend with its probed facts, unless the client
+        // asked for the documented typical host (reproducible output).
+        let mut plan = match wanted.unwrap_or(own) {
+            kind if kind == own && !req.assumed_host => manager.plan_local(&spec),
+            BackendKind::Chroot => sandboxd_backend_chroot::plan::plan(
                 &spec,
                 &paths,
                 &self.0.images_dir,
                 &sandboxd_backend_chroot::plan::HostFacts::assumed(),
             ),
-            Some(BackendKind::Linux) => sandboxd_backend_linux::plan::plan(
+            BackendKind::Linux => sandboxd_backend_linux::plan::plan(
                 &spec,
                 &paths,
                 &sandboxd_backend_linux::plan::HostFacts::assumed(),
             ),
-            Some(BackendKind::Freebsd) => sandboxd_backend_freebsd::plan::plan(
+            BackendKind::Freebsd => sandboxd_backend_freebsd::plan::plan(
                 &spec,
                 &paths,
                 &sandboxd_backend_freebsd::plan::HostFacts::assumed(),
             ),
         };
-        if wanted.is_some() && wanted != Some(own) {
+        if wanted.unwrap_or(own) != own || req.assumed_host {
             plan.refusals.extend(lease_problem);
         }
         Ok(Response::new(convert::plan_to_pb(&plan)))

@@ -43,14 +43,15 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         // CREATING sandbox and its host resources behind. The task always
         // finishes or rolls back.
         let manager = self.0.manager.clone();
-        let record = tokio::spawn(async move {
+        let (record, verification) = tokio::spawn(async move {
             let _permit = permit;
-            manager.create(spec, req.request_id, &who).await
+            manager.create(spec, req.request_id, &who, req.verify).await
         })
         .await
         .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox: Some(convert::record_to_pb(&record)),
+            verification: verification.as_ref().map(convert::verification_to_pb),
         }))
     }
 
@@ -160,6 +161,19 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         tracing::info!(audit = true, identity = %who.name, op = "DestroySandbox", sandbox = %id);
         let existed = self.0.manager.destroy(&id).await?;
         Ok(Response::new(pb::DestroySandboxResponse { existed }))
+    }
+
+    async fn verify_sandbox(
+        &self,
+        req: Request<pb::VerifySandboxRequest>,
+    ) -> Result<Response<pb::VerifySandboxResponse>, Status> {
+        let who = self.0.caller(&req)?;
+        let sb = self.0.manager.get_for(&req.into_inner().id, &who)?;
+        tracing::info!(audit = true, identity = %who.name, op = "VerifySandbox", sandbox = %sb.id);
+        let verification = self.0.manager.verify(&sb).await?;
+        Ok(Response::new(pb::VerifySandboxResponse {
+            verification: Some(convert::verification_to_pb(&verification)),
+        }))
     }
 
     async fn wait_sandbox(
