@@ -172,21 +172,16 @@ async fn main_process_cwd_through_a_magic_link_stays_inside() {
                 p.cwd = cwd.clone();
                 p.user = users()[1].1.clone();
                 let created = c
-                    .sandboxes
-                    .create_sandbox(pb::CreateSandboxRequest {
-                        verify: false,
-                        spec: Some(pb::SandboxSpec {
-                            mode: mode as i32,
-                            process: Some(p),
-                            ..Default::default()
-                        }),
-                        request_id: String::new(),
+                    .try_create(pb::SandboxSpec {
+                        mode: mode as i32,
+                        process: Some(p),
+                        ..Default::default()
                     })
                     .await;
                 let Ok(created) = created else {
                     continue;
                 };
-                let id = created.into_inner().sandbox.expect("sandbox").id;
+                let id = created.id;
                 let exit = c
                     .sandboxes
                     .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
@@ -337,20 +332,15 @@ async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
     let mut c = d.clients().await;
     for target in ["/pp/sys", "/pp", "/dd/shm", "/dd"] {
         let r = c
-            .sandboxes
-            .create_sandbox(pb::CreateSandboxRequest {
-                verify: false,
-                spec: Some(pb::SandboxSpec {
-                    image: "linky".into(),
-                    mode: pb::SandboxMode::Idle as i32,
-                    mounts: vec![pb::Mount {
-                        source: src.display().to_string(),
-                        target: target.into(),
-                        read_only: false,
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
+            .try_create(pb::SandboxSpec {
+                image: "linky".into(),
+                mode: pb::SandboxMode::Idle as i32,
+                mounts: vec![pb::Mount {
+                    source: src.display().to_string(),
+                    target: target.into(),
+                    read_only: false,
+                }],
+                ..Default::default()
             })
             .await;
         match r {
@@ -360,7 +350,7 @@ async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
                 "target {target}: {status:?}"
             ),
             Ok(r) => {
-                let id = r.into_inner().sandbox.expect("sandbox").id;
+                let id = r.id;
                 let probe = c
                     .sh(
                         &id,
@@ -558,15 +548,10 @@ async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
     let mut p = argv(&["/bin/sh", "-c", plant]);
     p.user = root.clone();
     let refused = c
-        .sandboxes
-        .create_sandbox(pb::CreateSandboxRequest {
-            verify: false,
-            spec: Some(pb::SandboxSpec {
-                process: Some(p),
-                mounts: vec![bind(false)],
-                ..Default::default()
-            }),
-            request_id: String::new(),
+        .try_create(pb::SandboxSpec {
+            process: Some(p),
+            mounts: vec![bind(false)],
+            ..Default::default()
         })
         .await
         .expect_err("uid 0 with a read-write bind and no user namespace");
@@ -672,15 +657,10 @@ async fn image_symlinks_cannot_redirect_the_sandboxs_own_mounts() {
         ]);
         p.user = users()[1].1.clone();
         let r = c
-            .sandboxes
-            .create_sandbox(pb::CreateSandboxRequest {
-                verify: false,
-                spec: Some(pb::SandboxSpec {
-                    image: (*name).into(),
-                    process: Some(p),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
+            .try_create(pb::SandboxSpec {
+                image: (*name).into(),
+                process: Some(p),
+                ..Default::default()
             })
             .await;
         match r {
@@ -689,7 +669,7 @@ async fn image_symlinks_cannot_redirect_the_sandboxs_own_mounts() {
                 "{name}: refused without naming the symlink: {status:?}"
             ),
             Ok(r) => {
-                let id = r.into_inner().sandbox.expect("sandbox").id;
+                let id = r.id;
                 let _ = c
                     .sandboxes
                     .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })

@@ -613,17 +613,23 @@ pub(crate) struct Clients {
 impl Clients {
     /// Creates a sandbox and returns it.
     pub(crate) async fn create(&mut self, spec: pb::SandboxSpec) -> pb::Sandbox {
-        self.sandboxes
+        self.try_create(spec).await.expect("create")
+    }
+
+    /// Creates a sandbox, or returns the refusal.
+    pub(crate) async fn try_create(
+        &mut self,
+        spec: pb::SandboxSpec,
+    ) -> Result<pb::Sandbox, tonic::Status> {
+        let r = self
+            .sandboxes
             .create_sandbox(pb::CreateSandboxRequest {
                 spec: Some(spec),
                 request_id: String::new(),
                 verify: false,
             })
-            .await
-            .expect("create")
-            .into_inner()
-            .sandbox
-            .expect("sandbox")
+            .await?;
+        Ok(r.into_inner().sandbox.expect("sandbox"))
     }
 
     /// Creates an IDLE sandbox on `image`.
