@@ -13,8 +13,10 @@ use nix::errno::Errno;
 use sandboxd_core::BackendError;
 use sandboxd_supervisor::{Isolation, StepError};
 
+#[cfg(not(target_os = "linux"))]
+use crate::plan::Executor;
 #[cfg(target_os = "linux")]
-use crate::plan::{self, HostEntry};
+use crate::plan::{BIND_RO_FLAGS, ChrootStep, MountFlag, TmpfsOptions};
 use crate::plan::{ChrootSetup, RootBuild};
 use crate::sys;
 
@@ -77,19 +79,35 @@ impl Isolation for ChrootIsolation {
 
 #[cfg(not(target_os = "linux"))]
 fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
-    match &setup.build {
-        RootBuild::ImageInPlace { .. } => Ok(()),
-        other => Err(StepError::new(
+    // Without Linux mounts the plan has no setup steps (the root is the
+    // image directory itself); any other plan cannot be built here.
+    match setup.steps.iter().find(|s| s.executor() == Executor::Setup) {
+        None => Ok(()),
+        Some(step) => Err(StepError::new(
             "build root",
-            format!("{other:?} needs Linux mounts"),
+            format!("{step:?} needs Linux mounts"),
         )),
     }
 }
 
+/// The mount(2) flags of a plan's flag list.
+#[cfg(target_os = "linux")]
+fn ms_flags(flags: &[MountFlag]) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    flags.iter().fold(MsFlags::empty(), |all, f| {
+        all | match f {
+            MountFlag::Rdonly => MsFlags::MS_RDONLY,
+            MountFlag::Nosuid => MsFlags::MS_NOSUID,
+            MountFlag::Nodev => MsFlags::MS_NODEV,
+            MountFlag::Noexec => MsFlags::MS_NOEXEC,
+        }
+    })
+}
+
+/// Runs the plan's setup steps, in order. Every step is named: a new one
+/// must be given its code here (or said to run elsewhere), never skipped.
 #[cfg(target_os = "linux")]
 fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
-    use nix::mount::MsFlags;
-
     let root = &setup.root;
     fn at<'a>(step: &'static str, p: &'a Path) -> impl Fn(Errno) -> StepError + 'a {
         move |e| StepError::new(step, format!("{}: {e}", p.display()))
@@ -102,84 +120,101 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
             .create(p)
             .map_err(|e| StepError::new("create directory", format!("{}: {e}", p.display())))
     };
-    mkdir(root, 0o755)?;
-    match &setup.build {
-        RootBuild::HostView { layout } => {
-            sys::mount_tmpfs(
-                root,
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                "mode=755,size=64m",
-            )
-            .map_err(at("mount tmpfs root", root))?;
-            for entry in layout {
-                match entry {
-                    HostEntry::Bind(p) => {
-                        // Host layout paths come from our own probe, and the
-                        // tmpfs is ours: joining them is safe.
-                        let target = root.join(p.strip_prefix("/").unwrap_or(p));
-                        mkdir(&target, 0o755)?;
-                        sys::bind(p, &target).map_err(at("bind host directory", p))?;
-                        sys::remount_bind(&target, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
-                            .map_err(at("remount host directory read-only", &target))?;
-                    }
-                    HostEntry::Symlink { path, target } => {
-                        let link = root.join(path.strip_prefix("/").unwrap_or(path));
-                        std::os::unix::fs::symlink(target, &link).map_err(|e| {
-                            StepError::new("create symlink", format!("{}: {e}", link.display()))
-                        })?;
-                    }
-                }
+    // Opened at the first step that resolves paths beneath the root, which
+    // the plan puts after the steps that mount it.
+    let mut root_fd = RootFd {
+        path: root,
+        fd: None,
+    };
+    for step in &setup.steps {
+        match step {
+            ChrootStep::CreateDir { path, mode } => mkdir(path, *mode)?,
+            ChrootStep::MountRootTmpfs(t) => sys::mount_tmpfs(root, ms_flags(&t.flags), &t.data)
+                .map_err(at("mount tmpfs root", root))?,
+            ChrootStep::BindHostDir { source, target } => {
+                mkdir(target, 0o755)?;
+                sys::bind(source, target).map_err(at("bind host directory", source))?;
+                sys::remount_bind(target, ms_flags(&BIND_RO_FLAGS))
+                    .map_err(at("remount host directory read-only", target))?;
             }
-            mkdir(&root.join("tmp"), 0o1777)?;
-            // DirBuilder applies the umask; make /tmp world-writable + sticky.
-            std::fs::set_permissions(
-                root.join("tmp"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-            )
-            .map_err(|e| StepError::new("chmod /tmp", e))?;
-            mkdir(&root.join("dev"), 0o755)?;
-        }
-        RootBuild::ImageReadOnly { image } => {
-            let img = open_image_fd(setup, image)?;
-            let src = sys::fd_path(img.as_fd());
-            sys::bind(&src, root).map_err(at("bind image", root))?;
-            // nosuid + read-only on the new mount (named by its path now).
-            sys::remount_bind(root, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
-                .map_err(at("remount image read-only", root))?;
-        }
-        RootBuild::ImageOverlay { image, upper, work } => {
-            let img = open_image_fd(setup, image)?;
-            mkdir(upper, 0o755)?;
-            mkdir(work, 0o700)?;
-            sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
-                .map_err(at("mount overlay root", root))?;
-        }
-        RootBuild::ImageInPlace { .. } => return Ok(()),
-    }
-    let root_fd = sys::open_dir(root).map_err(at("open root", root))?;
-    if setup.dev {
-        populate_dev(root_fd.as_fd())?;
-    }
-    if matches!(setup.build, RootBuild::HostView { .. }) {
-        mask_own_binary(root_fd.as_fd(), root)?;
-    }
-    for m in &setup.mounts {
-        bind_client_mount(root_fd.as_fd(), m)?;
-    }
-    if setup.readonly {
-        if let Ok(tmp) = sys::resolve_in_root(root_fd.as_fd(), Path::new("/tmp")) {
-            if sys::is_dir(tmp.as_fd()) {
-                let tmp_path = sys::fd_path(tmp.as_fd());
-                sys::mount_tmpfs(
-                    &tmp_path,
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    "mode=1777,size=64m",
-                )
-                .map_err(at("mount tmpfs /tmp", Path::new("/tmp")))?;
+            ChrootStep::Symlink { link, target } => {
+                std::os::unix::fs::symlink(target, link).map_err(|e| {
+                    StepError::new("create symlink", format!("{}: {e}", link.display()))
+                })?;
             }
+            ChrootStep::Chmod { path, mode } => {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                    .map_err(|e| StepError::new("chmod", format!("{}: {e}", path.display())))?;
+            }
+            ChrootStep::BindImage { image } => {
+                let img = open_image_fd(setup, image)?;
+                sys::bind(&sys::fd_path(img.as_fd()), root).map_err(at("bind image", root))?;
+                // Named by its path now, the new mount gets the flags.
+                sys::remount_bind(root, ms_flags(&BIND_RO_FLAGS))
+                    .map_err(at("remount image read-only", root))?;
+            }
+            ChrootStep::MountOverlay { image, upper, work } => {
+                let img = open_image_fd(setup, image)?;
+                sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
+                    .map_err(at("mount overlay root", root))?;
+            }
+            ChrootStep::MountDev { tmpfs, nodes } => {
+                populate_dev(root_fd.get()?, tmpfs, nodes)?;
+            }
+            ChrootStep::MaskOwnBinary => mask_own_binary(root_fd.get()?, root)?,
+            ChrootStep::BindMount(m) => bind_client_mount(root_fd.get()?, m)?,
+            ChrootStep::MountTmp(t) => mount_tmp(root_fd.get()?, t)?,
+            ChrootStep::RemountRoot(flags) => {
+                sys::remount(root, ms_flags(flags)).map_err(at("remount root read-only", root))?;
+            }
+            // In each forked child: `Isolation::enter`.
+            ChrootStep::Chroot => {}
+            // The generic supervisor, from the launch configuration.
+            ChrootStep::Fork
+            | ChrootStep::Setsid
+            | ChrootStep::CloseRange
+            | ChrootStep::DropCapabilities(_)
+            | ChrootStep::NoNewPrivs
+            | ChrootStep::SetRlimit(_)
+            | ChrootStep::SetGroups(_)
+            | ChrootStep::SetGid(_)
+            | ChrootStep::SetUid(_)
+            | ChrootStep::Chdir(_)
+            | ChrootStep::Seccomp
+            | ChrootStep::Execve(_) => {}
         }
-        if matches!(setup.build, RootBuild::HostView { .. }) {
-            sys::remount_ro(root).map_err(at("remount root read-only", root))?;
+    }
+    Ok(())
+}
+
+/// The root directory, opened on first use.
+#[cfg(target_os = "linux")]
+struct RootFd<'a> {
+    path: &'a Path,
+    fd: Option<OwnedFd>,
+}
+
+#[cfg(target_os = "linux")]
+impl RootFd<'_> {
+    fn get(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, StepError> {
+        let fd = match self.fd.take() {
+            Some(fd) => fd,
+            None => sys::open_dir(self.path).map_err(|e| {
+                StepError::new("open root", format!("{}: {e}", self.path.display()))
+            })?,
+        };
+        let fd: &OwnedFd = self.fd.insert(fd);
+        Ok(fd.as_fd())
+    }
+}
+
+/// A tmpfs over the root's /tmp, if it has one (resolved inside the root).
+#[cfg(target_os = "linux")]
+fn mount_tmp(root: std::os::fd::BorrowedFd<'_>, t: &TmpfsOptions) -> Result<(), StepError> {
+    if let Ok(tmp) = sys::resolve_in_root(root, Path::new("/tmp")) {
+        if sys::is_dir(tmp.as_fd()) {
+            sys::mount_tmpfs(&sys::fd_path(tmp.as_fd()), ms_flags(&t.flags), &t.data)
+                .map_err(|e| StepError::new("mount tmpfs /tmp", format!("/tmp: {e}")))?;
         }
     }
     Ok(())
@@ -236,9 +271,12 @@ fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Resul
 /// A tmpfs /dev holding binds of the safe device nodes, if the root has a
 /// /dev directory (resolved inside the root).
 #[cfg(target_os = "linux")]
-fn populate_dev(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
+fn populate_dev(
+    root: std::os::fd::BorrowedFd<'_>,
+    tmpfs: &TmpfsOptions,
+    nodes: &[String],
+) -> Result<(), StepError> {
     use nix::fcntl::OFlag;
-    use nix::mount::MsFlags;
 
     let dev = Path::new("/dev");
     let Ok(fd) = sys::resolve_in_root(root, dev) else {
@@ -249,25 +287,25 @@ fn populate_dev(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
     }
     sys::mount_tmpfs(
         &sys::fd_path(fd.as_fd()),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "mode=755,size=64k",
+        ms_flags(&tmpfs.flags),
+        &tmpfs.data,
     )
     .map_err(|e| StepError::new("mount tmpfs /dev", e))?;
     // Re-resolve: the old descriptor still names the directory underneath.
     let dev_fd = sys::resolve_in_root(root, dev).map_err(|e| StepError::new("open /dev", e))?;
-    for node in plan::DEV_NODES {
+    for node in nodes {
         let host = PathBuf::from(format!("/dev/{node}"));
         if !host.exists() {
             continue;
         }
         nix::fcntl::openat(
             dev_fd.as_fd(),
-            node,
+            node.as_str(),
             OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .map_err(|e| StepError::new("create device mount point", format!("/dev/{node}: {e}")))?;
-        let target = sys::resolve_in_root(root, &Path::new("/dev").join(node)).map_err(|e| {
+        let target = sys::resolve_in_root(root, &dev.join(node)).map_err(|e| {
             StepError::new("resolve device mount point", format!("/dev/{node}: {e}"))
         })?;
         sys::bind(&host, &sys::fd_path(target.as_fd()))
