@@ -1617,7 +1617,7 @@ fn network_rows_say_what_is_enforced_and_how() {
 
 #[test]
 fn the_rendered_steps_are_the_steps_that_run() {
-    use crate::pure::{Executor, executor, steps_for};
+    use crate::kernel_args::{Executor, executor, steps_for};
     let no_vimage = HostFacts {
         vimage: false,
         ..HostFacts::assumed()
@@ -1700,7 +1700,7 @@ fn the_rendered_steps_are_the_steps_that_run() {
             params.contains(&("persist".to_owned(), "1".to_owned())),
             "{what}: {params:?}"
         );
-        let iov = crate::pure::jail_iovecs(&p.params).expect("encodes");
+        let iov = crate::kernel_args::jail_iovecs(&p.params).expect("encodes");
         assert_eq!(iov.len(), p.params.len(), "{what}");
     }
 }

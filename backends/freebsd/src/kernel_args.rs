@@ -1,6 +1,7 @@
-//! Pure conversions the FreeBSD runtime needs: how the plan's typed values
-//! become `jail_set(2)` and `nmount(2)` name/value pairs, which mounts to
-//! undo and in what order, what rctl's usage string says. No system calls
+//! The kernel's arguments and answers, as pure conversions the FreeBSD
+//! runtime needs: how the plan's typed values become `jail_set(2)` and
+//! `nmount(2)` name/value pairs, which mounts to undo and in what order,
+//! what sysctl values and rctl's usage string say. No system calls
 //! and no `unsafe`, so all of it is compiled and unit tested on every OS,
 //! while the code that hands these to the kernel (`sys`) only builds on
 //! FreeBSD.

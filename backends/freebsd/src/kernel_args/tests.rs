@@ -1,4 +1,4 @@
-//! Tests of the pure conversions, run on every OS.
+//! Tests of the kernel arguments and parsers, run on every OS.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
