@@ -168,7 +168,7 @@ impl Backend for FreeBsdBackend {
         // default argv, `/bin/sh /etc/rc` instead of `/sbin/init`.
         let main = (s.mode != Mode::Idle).then(|| {
             let mut process = s.process.clone();
-            if let Some(argv) = kernel_args::main_argv(&jail_plan.steps) {
+            if let Some(argv) = plan::main_argv(&jail_plan.steps) {
                 process.argv = argv.to_vec();
             }
             process

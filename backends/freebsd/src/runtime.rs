@@ -86,8 +86,8 @@ impl FreeBsdIsolation {
     fn setup_inner(&mut self) -> Result<(), StepError> {
         let plan = self.launch.plan.clone();
         // Exactly the plan's setup steps, in its order (the rendered plan
-        // shows the same list; `kernel_args::executor` says who runs the others).
-        for step in kernel_args::steps_for(&plan.steps, kernel_args::Executor::Setup) {
+        // shows the same list; `plan::executor` says who runs the others).
+        for step in crate::plan::steps_for(&plan.steps, crate::plan::Executor::Setup) {
             match step {
                 JailStep::WriteResolvConf => {
                     let text = plan.resolv_conf.as_deref().unwrap_or_default();
@@ -116,7 +116,7 @@ impl FreeBsdIsolation {
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
                 // steps_for returned only setup steps; anything else here
-                // is a bug in kernel_args::executor, reported rather than skipped.
+                // is a bug in plan::executor, reported rather than skipped.
                 other => {
                     return Err(StepError::new(
                         "setup",
