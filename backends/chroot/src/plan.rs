@@ -700,8 +700,8 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                 }
             }
             ChrootStep::MaskOwnBinary => mounts.push(bind(
-                format!("{} (empty, mode 000)", shown(&sandbox_dir.join("masked"))),
-                format!("{root}/<the sandboxd binary> (if the root shows it)"),
+                shown(&sandbox_dir.join("masked")),
+                format!("{root}/<sandboxd binary, if shown>"),
                 &[MountFlag::Rdonly, MountFlag::Nosuid, MountFlag::Noexec],
             )),
             ChrootStep::BindMount(m) => {
