@@ -13,19 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, backend, chroot_backend, code, linux_backend, out};
-
-/// Whether this build's backend runs here (the FreeBSD suite has its own).
-fn skip_unless_runnable(test: &str) -> bool {
-    if linux_backend() || chroot_backend() {
-        return false;
-    }
-    eprintln!(
-        "SKIPPED {test}: the escape suite drives the {} backend's Linux paths",
-        backend().name()
-    );
-    true
-}
+use crate::harness::{Clients, Daemon, argv, chroot_backend, code, linux_backend, out};
 
 /// Working directories that name a descriptor or another process's
 /// directories through /proc's magic links.
@@ -118,11 +106,12 @@ async fn exec_with_magic_cwds(c: &mut Clients, id: &str, user: Option<pb::User>,
     }
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives the Linux paths of the Linux and chroot backends (magic links, openat2)"
+)]
 #[tokio::test]
 async fn exec_cwd_through_a_magic_link_stays_inside() {
-    if skip_unless_runnable("exec_cwd_through_a_magic_link_stays_inside") {
-        return;
-    }
     let d = Daemon::start();
     let canary = plant_canary(&d);
     let mut c = d.clients().await;
@@ -162,11 +151,12 @@ async fn exec_cwd_through_a_magic_link_stays_inside() {
 
 /// A PROCESS or INIT main process with a magic cwd: the create fails, or
 /// the main process exits 0 having found no canary.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives the Linux paths of the Linux and chroot backends (magic links, openat2)"
+)]
 #[tokio::test]
 async fn main_process_cwd_through_a_magic_link_stays_inside() {
-    if skip_unless_runnable("main_process_cwd_through_a_magic_link_stays_inside") {
-        return;
-    }
     let d = Daemon::start();
     let canary = plant_canary(&d);
     let mut c = d.clients().await;
@@ -222,11 +212,12 @@ async fn main_process_cwd_through_a_magic_link_stays_inside() {
 /// argv[0] through a magic link must not run the host's sandboxd binary
 /// (CVE-2019-5736 runs the runtime's own binary this way), nor anything a
 /// descriptor names.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives the Linux paths of the Linux and chroot backends (magic links, openat2)"
+)]
 #[tokio::test]
 async fn argv0_through_a_magic_link_does_not_run_the_daemon() {
-    if skip_unless_runnable("argv0_through_a_magic_link_does_not_run_the_daemon") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
@@ -287,11 +278,12 @@ async fn argv0_through_a_magic_link_does_not_run_the_daemon() {
 
 /// Nothing but 0-2 is open in a payload: not the supervisor's channel, the
 /// cgroup directory, the daemon's log, or anything the daemon inherited.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives the Linux paths of the Linux and chroot backends (magic links, openat2)"
+)]
 #[tokio::test]
 async fn payloads_start_with_only_stdio_open() {
-    if skip_unless_runnable("payloads_start_with_only_stdio_open") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     d.make_busybox_image("busybox");
@@ -386,11 +378,12 @@ async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
 
 /// Open-file and address-space limits apply to every process of an IDLE
 /// sandbox (the mode `sandboxctl run` uses), not only to a main process.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives the Linux paths of the Linux and chroot backends (magic links, openat2)"
+)]
 #[tokio::test]
 async fn idle_sandbox_execs_get_the_rlimits() {
-    if skip_unless_runnable("idle_sandbox_execs_get_the_rlimits") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let limit = |value| {

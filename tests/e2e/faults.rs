@@ -9,7 +9,7 @@ use std::time::Duration;
 use sandboxd_core::fault;
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Daemon, linux_backend, mount_table, network_leaks};
+use crate::harness::{Daemon, mount_table, network_leaks};
 use crate::network::Pool;
 
 fn spec(pool: &Pool) -> pb::SandboxSpec {
@@ -81,14 +81,16 @@ fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
     left
 }
 
+#[cfg_attr(
+    not(all(
+        target_os = "linux",
+        feature = "fault-injection",
+        not(feature = "force-chroot")
+    )),
+    ignore = "needs the Linux backend built with --features fault-injection"
+)]
 #[tokio::test]
 async fn each_create_step_failing_leaves_nothing_and_the_retry_succeeds() {
-    if !fault::ENABLED || !linux_backend() {
-        eprintln!(
-            "SKIPPED each_create_step_failing_leaves_nothing_and_the_retry_succeeds: needs the Linux backend built with --features fault-injection (ci/test.sh runs it that way)"
-        );
-        return;
-    }
     let pool = Pool::new();
     let fault_file =
         std::env::temp_dir().join(format!("sandboxd-e2e-fault-{}", std::process::id()));
@@ -159,14 +161,16 @@ async fn restart_after_crash(d: &mut Daemon, step: &str) {
     panic!("{step}: the daemon did not crash");
 }
 
+#[cfg_attr(
+    not(all(
+        target_os = "linux",
+        feature = "fault-injection",
+        not(feature = "force-chroot")
+    )),
+    ignore = "needs the Linux backend built with --features fault-injection"
+)]
 #[tokio::test]
 async fn a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forward() {
-    if !fault::ENABLED || !linux_backend() {
-        eprintln!(
-            "SKIPPED a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forward: needs the Linux backend built with --features fault-injection (ci/test.sh runs it that way)"
-        );
-        return;
-    }
     let pool = Pool::new();
     let fault_file =
         std::env::temp_dir().join(format!("sandboxd-e2e-crash-{}", std::process::id()));

@@ -206,6 +206,9 @@ pub(crate) struct Daemon {
     netns: Option<String>,
     /// Extra environment for the daemon.
     env: Vec<(String, String)>,
+    /// A command the daemon is started under (e.g. `prlimit --nofile=N:N`),
+    /// which must exec it so the child's pid stays the daemon's.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -223,6 +226,17 @@ impl Daemon {
     /// Starts a daemon with extra flags and environment variables, in
     /// `netns` if given.
     pub(crate) fn start_full(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(netns, &[], extra, env)
+    }
+
+    /// Starts a daemon under `wrapper` (a command that execs the rest of
+    /// its arguments), in `netns` if given, with extra flags and environment.
+    pub(crate) fn start_wrapped(
+        netns: Option<&str>,
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/sandboxd-e2e-{}-{n}", std::process::id()));
@@ -246,6 +260,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
         };
         d.spawn();
         d
@@ -260,17 +275,20 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        // nsenter execs the daemon, so the child's pid is the daemon's.
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg("--")
-                    .arg(&self.bin);
-                c
-            }
-            None => Command::new(&self.bin),
-        };
+        // nsenter and the wrapper exec the daemon, so the child's pid is
+        // the daemon's.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend([
+                "nsenter".into(),
+                format!("--net=/run/netns/{ns}").into(),
+                "--".into(),
+            ]);
+        }
+        argv.extend(self.wrapper.iter().map(Into::into));
+        argv.push(self.bin.clone().into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         let child = cmd
             .arg("--listen")
             .arg(format!("unix://{}", self.socket.display()))

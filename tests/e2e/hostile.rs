@@ -223,6 +223,18 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "allowed mount source",
     ),
     (
+        "mount source holding the daemon's state dir",
+        |s| {
+            s.mounts.push(pb::Mount {
+                source: "/tmp".into(),
+                target: "/x".into(),
+                read_only: true,
+            })
+        },
+        Code::InvalidArgument,
+        "the daemon's state directory",
+    ),
+    (
         "mount source traversal",
         |s| {
             s.mounts.push(pb::Mount {
@@ -623,7 +635,14 @@ async fn state_dir_entries(d: &Daemon) -> usize {
 #[tokio::test]
 async fn hostile_requests_get_clear_errors_and_change_nothing() {
     std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
-    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
+    // /tmp holds the daemon's own directories (the harness puts them
+    // there): allowed as a source, it must still not expose them.
+    let d = Daemon::start_with(&[
+        "--allow-mount-source",
+        "/srv/sandboxd-allowed",
+        "--allow-mount-source",
+        "/tmp",
+    ]);
     if cfg!(target_os = "linux") {
         d.make_busybox_image("tiny");
     } else {
@@ -658,7 +677,11 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
             "{what}: {:?} lacks {want_text:?}",
             err.message()
         );
-        assert!(!err.message().contains('\n'), "{what}: one-line message");
+        assert!(
+            !err.message().contains('\n'),
+            "{what}: one-line message: {:?}",
+            err.message()
+        );
         count += 1;
     }
     assert_eq!(

@@ -713,7 +713,7 @@ async fn capabilities_and_plans_for_every_backend() {
             assert!(caps.backend_reason.contains("chroot"));
         }
     }
-    assert_eq!(caps.matrix.len(), 14);
+    assert_eq!(caps.matrix.len(), 15);
     assert!(caps.images.contains(&"host".to_owned()));
     let spec = pb::SandboxSpec {
         hostname: "web".into(),
@@ -742,6 +742,23 @@ async fn capabilities_and_plans_for_every_backend() {
             .expect("plan")
             .into_inner();
         use pb::plan_sandbox_response::Plan as P;
+        // Every backend shows /tmp's size (the default, 256 MiB) and the
+        // writable layer's (the daemon's default, 1 GiB: the host image's
+        // tmpfs root) in its mounts.
+        let sized = |mounts: &[pb::PlanMount], target: &str, size: &str| {
+            mounts.iter().any(|m| {
+                m.fstype == "tmpfs"
+                    && m.target.contains(target)
+                    && m.options.iter().any(|o| o == size)
+            })
+        };
+        let mounts = match plan.plan.as_ref().expect("native plan") {
+            P::Linux(l) => &l.mounts,
+            P::Freebsd(j) => &j.mounts,
+            P::Chroot(c) => &c.mounts,
+        };
+        assert!(sized(mounts, "/tmp", "size=256m"), "{want}: {mounts:?}");
+        assert!(sized(mounts, "/root", "size=1g"), "{want}: {mounts:?}");
         match (want, plan.plan.expect("native plan")) {
             ("linux", P::Linux(l)) => {
                 assert!(l.clone_flags.iter().any(|f| f == "CLONE_NEWUTS"));

@@ -6,27 +6,7 @@ use std::time::Duration;
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, backend, code, linux_backend, out};
-
-/// Prints why a test does nothing in this build, instead of skipping
-/// silently.
-fn skip_unless_linux(test: &str) -> bool {
-    if linux_backend() {
-        return false;
-    }
-    if cfg!(target_os = "linux") {
-        eprintln!(
-            "SKIPPED {test}: this build uses the chroot backend (force-chroot); the Linux suite runs in the default build"
-        );
-    } else {
-        eprintln!(
-            "SKIPPED {test}: the Linux namespace backend's suite needs a Linux host; this host is {} and this build uses {}",
-            std::env::consts::OS,
-            backend().name()
-        );
-    }
-    true
-}
+use crate::harness::{Clients, Daemon, argv, code, out};
 
 fn limit(value: u64) -> Option<pb::Limit> {
     Some(pb::Limit {
@@ -45,11 +25,12 @@ async fn root_sh(c: &mut Clients, id: &str, script: &str) -> pb::ExecSyncRespons
     c.exec_sync(id, p, 20_000).await
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn namespaces_hide_the_host() {
-    if skip_unless_linux("namespaces_hide_the_host") {
-        return;
-    }
     let d = Daemon::start();
     let secret = d.dir.join("host-secret");
     std::fs::write(&secret, "host only").expect("canary");
@@ -116,11 +97,12 @@ async fn namespaces_hide_the_host() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn loopback_mode_brings_lo_up_and_none_keeps_it_down() {
-    if skip_unless_linux("loopback_mode_brings_lo_up_and_none_keeps_it_down") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     for (mode, want) in [
@@ -152,11 +134,12 @@ async fn loopback_mode_brings_lo_up_and_none_keeps_it_down() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed() {
-    if skip_unless_linux("memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c
@@ -193,11 +176,12 @@ async fn memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering() {
-    if skip_unless_linux("pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c
@@ -254,11 +238,12 @@ async fn pids_limit_stops_a_fork_bomb_and_the_daemon_keeps_answering() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn escape_probes_as_root_are_refused() {
-    if skip_unless_linux("escape_probes_as_root_are_refused") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
@@ -326,11 +311,12 @@ async fn escape_probes_as_root_are_refused() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn readonly_root_keeps_tmp_writable() {
-    if skip_unless_linux("readonly_root_keeps_tmp_writable") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c
@@ -362,11 +348,12 @@ async fn readonly_root_keeps_tmp_writable() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn required_isolation_this_runtime_lacks_is_refused() {
-    if skip_unless_linux("required_isolation_this_runtime_lacks_is_refused") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let spec = pb::SandboxSpec {
@@ -403,11 +390,12 @@ async fn required_isolation_this_runtime_lacks_is_refused() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn an_execd_process_killed_by_the_oom_killer_is_reported_as_such() {
-    if skip_unless_linux("an_execd_process_killed_by_the_oom_killer_is_reported_as_such") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c
@@ -451,11 +439,12 @@ async fn an_execd_process_killed_by_the_oom_killer_is_reported_as_such() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal() {
-    if skip_unless_linux("init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let script = "trap 'exit 0' TERM; echo $$ > /tmp/pid; while true; do sleep 0.1; done";
@@ -496,11 +485,12 @@ async fn init_mode_runs_the_init_as_pid_1_and_stops_it_with_the_stop_signal() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside() {
-    if skip_unless_linux("with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside") {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     let mut p = argv(&["/bin/sleep", "30"]);
@@ -571,13 +561,12 @@ async fn with_a_user_namespace_root_inside_is_an_unprivileged_uid_outside() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
 #[tokio::test]
 async fn stopping_a_sandbox_that_shares_the_host_pid_namespace_touches_only_its_own_processes() {
-    if skip_unless_linux(
-        "stopping_a_sandbox_that_shares_the_host_pid_namespace_touches_only_its_own_processes",
-    ) {
-        return;
-    }
     let d = Daemon::start();
     let mut c = d.clients().await;
     // A host process of ours, which no stop may reach.

@@ -14,3 +14,5 @@ mod lifecycle;
 mod linux;
 mod network;
 mod remote;
+mod resources;
+mod surface;

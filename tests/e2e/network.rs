@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 use sandboxd_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv, backend, chroot_backend, code, linux_backend, out};
-
-/// Prints why a test does nothing in this build, instead of skipping
-/// silently.
-fn skip_unless_linux(test: &str) -> bool {
-    if linux_backend() {
-        return false;
-    }
-    let elsewhere = if chroot_backend() {
-        "whose refusal is tested in chroot_refuses_private_networks"
-    } else {
-        "whose networking is tested in the freebsd module"
-    };
-    eprintln!(
-        "SKIPPED {test}: RESTRICTED networking (veth + nftables, test hosts in network namespaces made with ip, nsenter and nft) is the Linux backend's and needs Linux; this build uses {}, {elsewhere}",
-        backend().name()
-    );
-    true
-}
+use crate::harness::{Clients, Daemon, argv, backend, chroot_backend, code, out};
 
 /// Refuses to run on a host whose own interfaces use the ranges these
 /// tests take (a test host's /30 or a pool route would shadow them).
@@ -331,11 +313,12 @@ async fn create_err(c: &mut Clients, spec: pb::SandboxSpec) -> tonic::Status {
         .expect_err("create should fail")
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn restricted_sandbox_serves_on_its_address_and_only_there() {
-    if skip_unless_linux("restricted_sandbox_serves_on_its_address_and_only_there") {
-        return;
-    }
     let pool = Pool::new();
     let client = TestHost::new(true);
     let d = pool.start_daemon(&[]);
@@ -411,11 +394,12 @@ async fn restricted_sandbox_serves_on_its_address_and_only_there() {
     );
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn none_and_loopback_reach_nothing_outside() {
-    if skip_unless_linux("none_and_loopback_reach_nothing_outside") {
-        return;
-    }
     let mut server = TestHost::new(false);
     server.serve(8080);
     let d = Daemon::start();
@@ -463,11 +447,12 @@ async fn none_and_loopback_reach_nothing_outside() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn outbound_nat_reaches_a_host_without_a_route_back() {
-    if skip_unless_linux("outbound_nat_reaches_a_host_without_a_route_back") {
-        return;
-    }
     let pool = Pool::new();
     let mut server = TestHost::new(false);
     server.serve(8080);
@@ -491,11 +476,12 @@ async fn outbound_nat_reaches_a_host_without_a_route_back() {
     assert!(ours(&host_network(), &pool).is_empty());
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn a_port_forward_brings_a_test_host_to_the_sandbox() {
-    if skip_unless_linux("a_port_forward_brings_a_test_host_to_the_sandbox") {
-        return;
-    }
     let pool = Pool::new();
     // No route to the pool: the test host only knows the host's address.
     let client = TestHost::new(false);
@@ -529,11 +515,12 @@ async fn a_port_forward_brings_a_test_host_to_the_sandbox() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn hostile_network_requests_change_nothing_on_the_host() {
-    if skip_unless_linux("hostile_network_requests_change_nothing_on_the_host") {
-        return;
-    }
     let pool = Pool::new();
     let d = pool.start_daemon(&["--port-floor", "2000"]);
     let mut c = d.clients().await;
@@ -648,11 +635,12 @@ async fn hostile_network_requests_change_nothing_on_the_host() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn a_failed_network_step_leaves_nothing_and_the_retry_succeeds() {
-    if skip_unless_linux("a_failed_network_step_leaves_nothing_and_the_retry_succeeds") {
-        return;
-    }
     let pool = Pool::new();
     let d = pool.start_daemon(&[]);
     let mut c = d.clients().await;
@@ -704,11 +692,12 @@ async fn a_failed_network_step_leaves_nothing_and_the_retry_succeeds() {
     d.finish().await;
 }
 
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
 #[tokio::test]
 async fn leases_survive_a_daemon_restart() {
-    if skip_unless_linux("leases_survive_a_daemon_restart") {
-        return;
-    }
     let pool = Pool::new();
     let client = TestHost::new(true);
     let mut d = pool.start_daemon(&[]);

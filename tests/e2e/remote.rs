@@ -26,13 +26,13 @@ const PORT: u16 = 7443;
 const ALICE: &str = "spiffe://sandboxd.test/alice";
 
 /// A CA that signs certificates.
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -49,7 +49,7 @@ impl Ca {
     }
 
     /// (certificate PEM, key PEM) for a leaf.
-    fn leaf(&self, edit: impl FnOnce(&mut CertificateParams)) -> (String, String) {
+    pub(crate) fn leaf(&self, edit: impl FnOnce(&mut CertificateParams)) -> (String, String) {
         let key = KeyPair::generate().expect("leaf key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -60,7 +60,7 @@ impl Ca {
     }
 }
 
-fn client(cn: &str, uri: Option<&str>) -> impl FnOnce(&mut CertificateParams) {
+pub(crate) fn client(cn: &str, uri: Option<&str>) -> impl FnOnce(&mut CertificateParams) {
     let (cn, uri) = (cn.to_owned(), uri.map(str::to_owned));
     move |p| {
         p.distinguished_name.push(DnType::CommonName, cn);
@@ -73,7 +73,11 @@ fn client(cn: &str, uri: Option<&str>) -> impl FnOnce(&mut CertificateParams) {
 }
 
 /// Writes a certificate/key pair; keys are 0600.
-fn write_pair(dir: &Path, name: &str, (cert, key): (String, String)) -> (PathBuf, PathBuf) {
+pub(crate) fn write_pair(
+    dir: &Path,
+    name: &str,
+    (cert, key): (String, String),
+) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let c = dir.join(format!("{name}.pem"));
     let k = dir.join(format!("{name}.key"));
@@ -84,7 +88,7 @@ fn write_pair(dir: &Path, name: &str, (cert, key): (String, String)) -> (PathBuf
 }
 
 /// A gRPC channel over TLS from the test process.
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     addr: &str,
     ca_pem: &str,
     pair: Option<&(PathBuf, PathBuf)>,
@@ -553,10 +557,10 @@ admin = true
 }
 
 /// A directory under /tmp removed when dropped, even by a failing test.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> Self {
+    pub(crate) fn new(what: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("sandboxd-e2e-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self(dir)

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use sandboxd_core::backend::{tmpfs_inodes, tmpfs_size};
 use sandboxd_core::capability::{self, BackendKind, Enforcement, Level, Property};
 use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
 use sandboxd_core::spec::{HOST_IMAGE, MountSpec, NetworkMode};
+use sandboxd_core::validate::{DEFAULT_SHM_BYTES, DEFAULT_TMP_BYTES};
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{Rlimit, RlimitKind};
 
@@ -108,7 +110,7 @@ impl MountFlag {
 pub struct TmpfsOptions {
     /// mount(2) flags.
     pub flags: Vec<MountFlag>,
-    /// mount(2) data, "mode=755,size=64m".
+    /// mount(2) data, "mode=755,size=1g,nr_inodes=131072".
     pub data: String,
 }
 
@@ -118,6 +120,21 @@ impl TmpfsOptions {
             flags: flags.to_vec(),
             data: data.to_owned(),
         }
+    }
+
+    /// A tmpfs with root permission bits `mode` (octal text, "1777") and,
+    /// given `bytes`, `size=` and the inode cap for that size; without,
+    /// the kernel's defaults (half of RAM).
+    pub fn sized(flags: &[MountFlag], mode: &str, bytes: Option<u64>) -> Self {
+        let mut data = format!("mode={mode}");
+        if let Some(b) = bytes {
+            data.push_str(&format!(
+                ",size={},nr_inodes={}",
+                tmpfs_size(b),
+                tmpfs_inodes(b)
+            ));
+        }
+        Self::new(flags, &data)
     }
 
     /// Flags, then each data option, as a plan shows them.
@@ -130,19 +147,25 @@ impl TmpfsOptions {
     }
 }
 
-/// Flags of the `host` view's root tmpfs.
+/// Flags of the `host` view's root tmpfs (the writable layer, sized by the
+/// disk limit: it holds mount points, symlinks and what the payload writes
+/// outside /tmp and /dev/shm).
 pub const ROOT_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
-/// mount(2) data of the `host` view's root tmpfs: it holds only mount
-/// points, symlinks and what the payload writes outside /tmp.
-pub const ROOT_TMPFS_DATA: &str = "mode=755,size=64m";
+/// Flags of the writable-layer tmpfs that holds a directory image's
+/// overlay upper and work directories, with a disk limit.
+pub const LAYER_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
 /// Flags of the /dev tmpfs (the device nodes bound in keep their own).
 pub const DEV_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Noexec];
-/// mount(2) data of the /dev tmpfs: mount points for [`DEV_NODES`] only.
-pub const DEV_TMPFS_DATA: &str = "mode=755,size=64k";
-/// Flags of the /tmp tmpfs over a read-only root.
+/// Size of the /dev tmpfs: device-node mount points and the /dev/shm
+/// mount point, no data.
+pub const DEV_TMPFS_BYTES: u64 = 64 << 10;
+/// Inode cap of the /dev tmpfs.
+pub const DEV_TMPFS_INODES: u64 = 256;
+/// Flags of the /dev/shm tmpfs (sized by `spec.limits.shm_bytes`).
+pub const SHM_TMPFS_FLAGS: [MountFlag; 3] =
+    [MountFlag::Nosuid, MountFlag::Nodev, MountFlag::Noexec];
+/// Flags of the /tmp tmpfs (sized by `spec.limits.tmp_bytes`).
 pub const TMP_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
-/// mount(2) data of the /tmp tmpfs over a read-only root.
-pub const TMP_TMPFS_DATA: &str = "mode=1777,size=64m";
 /// Flags of a read-only bind (host directories, a read-only image).
 pub const BIND_RO_FLAGS: [MountFlag; 2] = [MountFlag::Rdonly, MountFlag::Nosuid];
 /// Flags of the final remount of a read-only `host` view's tmpfs root.
@@ -160,7 +183,8 @@ pub enum RootBuild {
         image: String,
     },
     /// A directory image under an overlay whose upper layer is in the
-    /// sandbox's state dir (the image itself is never written).
+    /// sandbox's state dir, on a tmpfs of the disk limit when there is one
+    /// (the image itself is never written).
     ImageOverlay {
         /// Image name.
         image: String,
@@ -231,6 +255,15 @@ pub enum ChrootStep {
         /// Image name inside the images dir.
         image: String,
     },
+    /// Mount a tmpfs on a host directory under the sandbox dir (so teardown
+    /// and cleanup unmount it): the writable layer, sized by the disk
+    /// limit, that holds the overlay's upper and work directories.
+    MountLayer {
+        /// Host path.
+        path: PathBuf,
+        /// The tmpfs.
+        tmpfs: TmpfsOptions,
+    },
     /// Mount an overlay on the root: the image (read-only) under
     /// `upper`/`work`, nosuid.
     MountOverlay {
@@ -241,13 +274,15 @@ pub enum ChrootStep {
         /// overlayfs work dir (host path).
         work: PathBuf,
     },
-    /// If the root has a /dev directory: a tmpfs on it, and a bind of each
-    /// of `nodes` the host has.
+    /// If the root has a /dev directory: a tmpfs on it, a bind of each of
+    /// `nodes` the host has, and a tmpfs /dev/shm.
     MountDev {
         /// The tmpfs.
         tmpfs: TmpfsOptions,
         /// Names under /dev.
         nodes: Vec<String>,
+        /// The /dev/shm tmpfs.
+        shm: TmpfsOptions,
     },
     /// If the running sandboxd binary is visible in the root, cover it
     /// with an empty mode-000 file bound ro,nosuid,noexec.
@@ -256,7 +291,8 @@ pub enum ChrootStep {
     /// resolved from `/` with no symlinks, the target in the root, then
     /// remounted nosuid (and ro when asked).
     BindMount(MountSpec),
-    /// If the root has a /tmp directory: a tmpfs on it.
+    /// If the root has a /tmp directory: a tmpfs on it. Before the client
+    /// mounts, which may target paths below /tmp.
     MountTmp(TmpfsOptions),
     /// Remount the root's tmpfs with these flags (read-only).
     RemountRoot(Vec<MountFlag>),
@@ -299,6 +335,7 @@ impl ChrootStep {
             | Self::Symlink { .. }
             | Self::Chmod { .. }
             | Self::BindImage { .. }
+            | Self::MountLayer { .. }
             | Self::MountOverlay { .. }
             | Self::MountDev { .. }
             | Self::MaskOwnBinary
@@ -366,6 +403,7 @@ pub fn build(
 ) -> Result<ChrootSetup, PlanError> {
     let s = spec.spec();
     let image = s.image().to_owned();
+    let disk = s.limits.disk_bytes.map(|l| l.value);
     if !facts.linux_mounts {
         if image == HOST_IMAGE {
             return Err(PlanError::HostImageWithoutMounts);
@@ -386,9 +424,10 @@ pub fn build(
         mode: 0o755,
     }];
     let build = if image == HOST_IMAGE {
-        steps.push(ChrootStep::MountRootTmpfs(TmpfsOptions::new(
+        steps.push(ChrootStep::MountRootTmpfs(TmpfsOptions::sized(
             &ROOT_TMPFS_FLAGS,
-            ROOT_TMPFS_DATA,
+            "755",
+            disk,
         )));
         // Host layout paths come from our own probe, and the tmpfs is
         // ours: joining them is safe.
@@ -425,7 +464,25 @@ pub fn build(
         });
         RootBuild::ImageReadOnly { image }
     } else {
-        let (upper, work) = (sandbox.dir.join("upper"), sandbox.dir.join("work"));
+        // With a disk limit, upper and work live on a tmpfs of that size.
+        let base = match disk {
+            Some(bytes) => {
+                let layer = sandbox.dir.join("layer");
+                steps.extend([
+                    ChrootStep::CreateDir {
+                        path: layer.clone(),
+                        mode: 0o700,
+                    },
+                    ChrootStep::MountLayer {
+                        path: layer.clone(),
+                        tmpfs: TmpfsOptions::sized(&LAYER_TMPFS_FLAGS, "700", Some(bytes)),
+                    },
+                ]);
+                layer
+            }
+            None => sandbox.dir.clone(),
+        };
+        let (upper, work) = (base.join("upper"), base.join("work"));
         steps.extend([
             ChrootStep::CreateDir {
                 path: upper.clone(),
@@ -443,10 +500,22 @@ pub fn build(
         ]);
         RootBuild::ImageOverlay { image }
     };
-    steps.push(ChrootStep::MountDev {
-        tmpfs: TmpfsOptions::new(&DEV_TMPFS_FLAGS, DEV_TMPFS_DATA),
-        nodes: DEV_NODES.map(str::to_owned).to_vec(),
-    });
+    steps.extend([
+        ChrootStep::MountDev {
+            tmpfs: dev_tmpfs(),
+            nodes: DEV_NODES.map(str::to_owned).to_vec(),
+            shm: TmpfsOptions::sized(
+                &SHM_TMPFS_FLAGS,
+                "1777",
+                Some(s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
+            ),
+        },
+        ChrootStep::MountTmp(TmpfsOptions::sized(
+            &TMP_TMPFS_FLAGS,
+            "1777",
+            Some(s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES)),
+        )),
+    ]);
     if build == RootBuild::HostView {
         steps.push(ChrootStep::MaskOwnBinary);
     }
@@ -460,14 +529,8 @@ pub fn build(
             read_only: true,
         }));
     }
-    if s.readonly_rootfs {
-        steps.push(ChrootStep::MountTmp(TmpfsOptions::new(
-            &TMP_TMPFS_FLAGS,
-            TMP_TMPFS_DATA,
-        )));
-        if build == RootBuild::HostView {
-            steps.push(ChrootStep::RemountRoot(ROOT_RO_FLAGS.to_vec()));
-        }
+    if s.readonly_rootfs && build == RootBuild::HostView {
+        steps.push(ChrootStep::RemountRoot(ROOT_RO_FLAGS.to_vec()));
     }
     steps.extend(process_steps(spec, true));
     Ok(ChrootSetup {
@@ -476,6 +539,17 @@ pub fn build(
         build,
         steps,
     })
+}
+
+/// The /dev tmpfs: fixed, it holds only mount points.
+fn dev_tmpfs() -> TmpfsOptions {
+    TmpfsOptions {
+        flags: DEV_TMPFS_FLAGS.to_vec(),
+        data: format!(
+            "mode=755,size={},nr_inodes={DEV_TMPFS_INODES}",
+            tmpfs_size(DEV_TMPFS_BYTES)
+        ),
+    }
 }
 
 /// The steps of each process, in the order the generic supervisor runs
@@ -530,6 +604,11 @@ pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
     .collect()
 }
 
+/// How the writable layer is limited.
+const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory image's overlay upper and work directories)";
+/// What it does and does not cover.
+const DISK_CAVEATS: &str = "past the limit writes fail with ENOSPC; the layer is RAM-backed and, without a memory cgroup, takes host RAM up to the limit; it is gone when the sandbox ends; /tmp and /dev/shm are tmpfs of their own sizes (spec.limits.tmp_bytes, shm_bytes) and read-write bind mounts are the host's, not counted";
+
 /// What the chroot backend enforces in general on a host with `facts`.
 pub fn capabilities(facts: &HostFacts) -> Vec<Enforcement> {
     rows(None, facts)
@@ -541,6 +620,13 @@ pub fn capabilities(facts: &HostFacts) -> Vec<Enforcement> {
 fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
     use Level::*;
     let as_root = spec.is_some_and(|s| s.spec().process.user.uid() == 0);
+    let no_disk_limit = spec.is_some_and(|s| s.spec().limits.disk_bytes.is_none());
+    // Nothing is written to the root: read-only, or a directory image bound
+    // read-only for want of overlayfs.
+    let readonly_root = spec.is_some_and(|s| {
+        let s = s.spec();
+        s.readonly_rootfs || (s.image() != HOST_IMAGE && !facts.overlay)
+    });
     let host_net = spec.is_some_and(|s| s.spec().network.mode == NetworkMode::Host);
     let mounts = |yes: &'static str| -> (Level, &'static str) {
         if facts.linux_mounts {
@@ -587,6 +673,11 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 Property::OpenFilesLimit => (Enforced, "setrlimit(RLIMIT_NOFILE)", "per process"),
                 Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
                 Property::AddressSpaceLimit => (Enforced, "setrlimit(RLIMIT_AS)", "per process"),
+                Property::DiskLimit if !facts.linux_mounts => (NotEnforced, "none", "no mounts on this OS: the image directory itself is the root, and writes go to it"),
+                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); a directory image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
+                Property::DiskLimit if readonly_root => (Enforced, "read-only root", "nothing is written to the root; /tmp and /dev/shm are tmpfs of their own sizes"),
+                Property::DiskLimit if as_root => (BestEffort, DISK_HOW, "the process runs as uid 0, which can leave a chroot and write elsewhere on the host"),
+                Property::DiskLimit => (Enforced, DISK_HOW, DISK_CAVEATS),
                 Property::ReadonlyRootfs => {
                     let (l, m) = mounts("MS_RDONLY bind remount of the root");
                     (l, m, if as_root && l == Enforced { "root could remount it" } else { "" })
@@ -673,13 +764,14 @@ fn render(setup: &ChrootSetup) -> NativePlan {
             ChrootStep::Chmod { path, mode } => steps.push(Step::new(
                 "chmod",
                 &[&shown(path), &format!("{mode:o}")],
-                "a writable /tmp inside the tmpfs root (mkdir applies the umask)",
+                "the /tmp mount point, world-writable (mkdir applies the umask)",
             )),
             ChrootStep::BindImage { image } => mounts.push(bind(
                 shown(&setup.images_dir.join(image)),
                 root.clone(),
                 &BIND_RO_FLAGS,
             )),
+            ChrootStep::MountLayer { path, tmpfs: t } => mounts.push(tmpfs(shown(path), t)),
             ChrootStep::MountOverlay { image, upper, work } => mounts.push(PlanMount {
                 source: "overlay".into(),
                 target: root.clone(),
@@ -691,13 +783,14 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                     MountFlag::Nosuid.as_str().into(),
                 ],
             }),
-            ChrootStep::MountDev { tmpfs: t, nodes } => {
+            ChrootStep::MountDev { tmpfs: t, nodes, shm } => {
                 mounts.push(tmpfs(at("/dev"), t));
                 for node in nodes {
                     // Device nodes keep their own flags (the /dev tmpfs
                     // around them is nosuid,noexec).
                     mounts.push(bind(format!("/dev/{node}"), at(&format!("/dev/{node}")), &[]));
                 }
+                mounts.push(tmpfs(at("/dev/shm"), shm));
             }
             ChrootStep::MaskOwnBinary => mounts.push(bind(
                 shown(&sandbox_dir.join("masked")),
@@ -708,7 +801,7 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                 let f: &[MountFlag] = if m.read_only { &BIND_RO_FLAGS } else { &[MountFlag::Nosuid] };
                 mounts.push(bind(m.source.clone(), format!("{root}{} (resolved in root)", m.target), f));
             }
-            ChrootStep::MountTmp(t) => mounts.push(tmpfs(at("/tmp (resolved in root)"), t)),
+            ChrootStep::MountTmp(t) => mounts.push(tmpfs(at("/tmp (if the root has /tmp)"), t)),
             ChrootStep::RemountRoot(f) => {
                 let names: Vec<String> = flags(f);
                 steps.push(Step::new("remount", &[&root, &names.join(",")], "read-only root"));
@@ -998,11 +1091,17 @@ mod tests {
             path: p.to_owned(),
             mode,
         };
+        // The defaults: a 1 GiB disk limit, 256 MiB /tmp, 64 MiB /dev/shm.
         let dev = MountDev {
-            tmpfs: TmpfsOptions::new(&DEV_TMPFS_FLAGS, DEV_TMPFS_DATA),
+            tmpfs: TmpfsOptions::new(&DEV_TMPFS_FLAGS, "mode=755,size=64k,nr_inodes=256"),
             nodes: DEV_NODES.map(str::to_owned).to_vec(),
+            shm: TmpfsOptions::new(&SHM_TMPFS_FLAGS, "mode=1777,size=64m,nr_inodes=8192"),
         };
-        let tmp = MountTmp(TmpfsOptions::new(&TMP_TMPFS_FLAGS, TMP_TMPFS_DATA));
+        let tmp = MountTmp(TmpfsOptions::new(
+            &TMP_TMPFS_FLAGS,
+            "mode=1777,size=256m,nr_inodes=32768",
+        ));
+        let layer = d.join("layer");
         let image = || "alpine".to_owned();
         let host_view = || {
             let link = |l: &str, t: &str| Symlink {
@@ -1011,7 +1110,10 @@ mod tests {
             };
             vec![
                 dir(&root, 0o755),
-                MountRootTmpfs(TmpfsOptions::new(&ROOT_TMPFS_FLAGS, ROOT_TMPFS_DATA)),
+                MountRootTmpfs(TmpfsOptions::new(
+                    &ROOT_TMPFS_FLAGS,
+                    "mode=755,size=1g,nr_inodes=131072",
+                )),
                 BindHostDir {
                     source: "/usr".into(),
                     target: root.join("usr"),
@@ -1031,6 +1133,7 @@ mod tests {
                 },
                 dir(&root.join("dev"), 0o755),
                 dev.clone(),
+                tmp.clone(),
                 MaskOwnBinary,
             ]
         };
@@ -1071,7 +1174,6 @@ mod tests {
                             target: "/etc/resolv.conf".into(),
                             read_only: true,
                         }),
-                        tmp.clone(),
                         RemountRoot(ROOT_RO_FLAGS.to_vec()),
                     ],
                 ]
@@ -1092,26 +1194,40 @@ mod tests {
                 ],
             ),
             (
-                "writable image: an overlay",
+                "writable image: an overlay on the writable layer, mounted first",
                 |s| s.image = "alpine".into(),
                 HostFacts::assumed(),
                 vec![
                     dir(&root, 0o755),
-                    dir(&d.join("upper"), 0o755),
-                    dir(&d.join("work"), 0o700),
+                    dir(&layer, 0o700),
+                    MountLayer {
+                        path: layer.clone(),
+                        tmpfs: TmpfsOptions::new(
+                            &LAYER_TMPFS_FLAGS,
+                            "mode=700,size=1g,nr_inodes=131072",
+                        ),
+                    },
+                    dir(&layer.join("upper"), 0o755),
+                    dir(&layer.join("work"), 0o700),
                     MountOverlay {
                         image: image(),
-                        upper: d.join("upper"),
-                        work: d.join("work"),
+                        upper: layer.join("upper"),
+                        work: layer.join("work"),
                     },
                     dev.clone(),
+                    tmp.clone(),
                 ],
             ),
             (
                 "writable image without overlayfs: a read-only bind",
                 |s| s.image = "alpine".into(),
                 no_overlay,
-                vec![dir(&root, 0o755), BindImage { image: image() }, dev.clone()],
+                vec![
+                    dir(&root, 0o755),
+                    BindImage { image: image() },
+                    dev.clone(),
+                    tmp.clone(),
+                ],
             ),
             (
                 "no mounts: the image directory itself",
@@ -1231,6 +1347,7 @@ mod tests {
     #[test]
     fn the_rendered_plan_shows_the_executed_options() {
         let s = spec(|s| s.readonly_rootfs = true);
+        let setup = build(&s, &paths(), Path::new("/images"), &HostFacts::assumed()).expect("plan");
         let p = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
         let NativePlan::Chroot { steps, mounts } = p.native else {
             panic!("chroot plan")
@@ -1240,26 +1357,28 @@ mod tests {
             mounts
                 .iter()
                 .find(|m| m.target == target)
-                .map(|m| m.options.join(","))
+                .map(|m| m.options.clone())
                 .expect(target)
         };
-        type Case = (String, &'static [MountFlag], &'static str);
-        let cases: [Case; 3] = [
-            (root.clone(), &ROOT_TMPFS_FLAGS, ROOT_TMPFS_DATA),
-            (format!("{root}/dev"), &DEV_TMPFS_FLAGS, DEV_TMPFS_DATA),
-            (
-                format!("{root}/tmp (resolved in root)"),
-                &TMP_TMPFS_FLAGS,
-                TMP_TMPFS_DATA,
-            ),
-        ];
-        for (target, flags, data) in cases {
-            let flags: Vec<&str> = flags.iter().map(|f| f.as_str()).collect();
-            assert_eq!(
-                options(&target),
-                format!("{},{data}", flags.join(",")),
-                "{target}"
-            );
+        // Every tmpfs the runtime mounts, with the options it passes.
+        let executed: Vec<(String, &TmpfsOptions)> = setup
+            .steps
+            .iter()
+            .flat_map(|step| match step {
+                ChrootStep::MountRootTmpfs(t) => vec![(root.clone(), t)],
+                ChrootStep::MountDev { tmpfs, shm, .. } => {
+                    vec![
+                        (format!("{root}/dev"), tmpfs),
+                        (format!("{root}/dev/shm"), shm),
+                    ]
+                }
+                ChrootStep::MountTmp(t) => vec![(format!("{root}/tmp (if the root has /tmp)"), t)],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(executed.len(), 4, "{executed:?}");
+        for (target, t) in executed {
+            assert_eq!(options(&target), t.display(), "{target}");
         }
         assert!(mounts.iter().any(|m| m.target.contains("sandboxd binary")));
         let remount = steps.iter().find(|s| s.op == "remount").expect("remount");
@@ -1324,5 +1443,236 @@ mod tests {
         );
         let setuid = steps.iter().find(|s| s.op == "setuid").expect("setuid");
         assert_eq!(setuid.args, vec!["65534"]);
+    }
+
+    fn limit(value: u64) -> Option<Limit> {
+        Some(Limit {
+            value,
+            requirement: Requirement::Unspecified,
+        })
+    }
+
+    /// (target, options) of the rendered tmpfs mounts.
+    fn tmpfs_mounts(s: &ValidatedSpec, facts: &HostFacts) -> Vec<(String, Vec<String>)> {
+        let p = plan(s, &paths(), Path::new("/images"), facts);
+        let NativePlan::Chroot { mounts, .. } = p.native else {
+            panic!("chroot plan")
+        };
+        mounts
+            .into_iter()
+            .filter(|m| m.fstype == "tmpfs")
+            .map(|m| (m.target, m.options))
+            .collect()
+    }
+
+    #[test]
+    fn every_tmpfs_has_a_size_and_an_inode_cap() {
+        let facts = HostFacts::assumed();
+        let dir = paths().dir.display().to_string();
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            Vec<(String, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "host view, defaults",
+                |_| {},
+                vec![
+                    (
+                        format!("{dir}/rootfs"),
+                        "nosuid,nodev,mode=755,size=1g,nr_inodes=131072",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev"),
+                        "nosuid,noexec,mode=755,size=64k,nr_inodes=256",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev/shm"),
+                        "nosuid,nodev,noexec,mode=1777,size=64m,nr_inodes=8192",
+                    ),
+                    (
+                        format!("{dir}/rootfs/tmp (if the root has /tmp)"),
+                        "nosuid,nodev,mode=1777,size=256m,nr_inodes=32768",
+                    ),
+                ],
+            ),
+            (
+                "directory image, spec sizes: the layer holds upper and work",
+                |s| {
+                    s.image = "alpine".into();
+                    s.limits.disk_bytes = limit(32 << 20);
+                    s.limits.tmp_bytes = Some(16 << 20);
+                    s.limits.shm_bytes = Some(2 << 20);
+                },
+                vec![
+                    (
+                        format!("{dir}/layer"),
+                        "nosuid,nodev,mode=700,size=32m,nr_inodes=4096",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev"),
+                        "nosuid,noexec,mode=755,size=64k,nr_inodes=256",
+                    ),
+                    (
+                        format!("{dir}/rootfs/dev/shm"),
+                        "nosuid,nodev,noexec,mode=1777,size=2m,nr_inodes=1024",
+                    ),
+                    (
+                        format!("{dir}/rootfs/tmp (if the root has /tmp)"),
+                        "nosuid,nodev,mode=1777,size=16m,nr_inodes=2048",
+                    ),
+                ],
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let got = tmpfs_mounts(&spec(edit), &facts);
+            let want: Vec<(String, Vec<String>)> = want
+                .into_iter()
+                .map(|(t, o)| (t, o.split(',').map(str::to_owned).collect()))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+        let s = spec(|s| {
+            s.image = "alpine".into();
+            s.limits.disk_bytes = limit(32 << 20);
+        });
+        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        let Some((upper, work)) = setup.steps.iter().find_map(|s| match s {
+            ChrootStep::MountOverlay { upper, work, .. } => Some((upper.clone(), work.clone())),
+            _ => None,
+        }) else {
+            panic!("overlay")
+        };
+        assert_eq!(
+            (upper, work),
+            (
+                paths().dir.join("layer/upper"),
+                paths().dir.join("layer/work")
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_disk_limit_the_layer_is_unbounded_and_says_so() {
+        let s = validate(
+            SandboxSpec {
+                image: "alpine".into(),
+                process: ProcessSpec {
+                    argv: vec!["/bin/true".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            &Policy {
+                default_disk_bytes: None,
+                max_disk_bytes: 1 << 40,
+                ..Policy::default()
+            },
+        )
+        .expect("valid");
+        let facts = HostFacts::assumed();
+        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        assert!(
+            !setup
+                .steps
+                .iter()
+                .any(|s| matches!(s, ChrootStep::MountLayer { .. })),
+            "{:?}",
+            setup.steps
+        );
+        assert!(setup.steps.contains(&ChrootStep::MountOverlay {
+            image: "alpine".into(),
+            upper: paths().dir.join("upper"),
+            work: paths().dir.join("work"),
+        }));
+        let p = plan(&s, &paths(), Path::new("/images"), &facts);
+        let row = p.report.get(Property::DiskLimit).expect("row");
+        assert_eq!(row.level, Level::NotEnforced);
+        assert!(row.caveats.starts_with("no disk limit"), "{row:?}");
+    }
+
+    #[test]
+    fn disk_limit_rows_and_refusals() {
+        let facts = HostFacts::assumed();
+        let no_mounts = HostFacts {
+            linux_mounts: false,
+            overlay: false,
+            host_layout: vec![],
+        };
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            bool,
+            Level,
+            bool, // refused
+            bool, // degraded
+        );
+        let cases: &[Case] = &[
+            ("default", |_| {}, true, Level::Enforced, false, false),
+            (
+                "required",
+                |s| s.limits.disk_bytes = limit(64 << 20),
+                true,
+                Level::Enforced,
+                false,
+                false,
+            ),
+            (
+                "required as root: uid 0 can leave a chroot",
+                |s| {
+                    s.limits.disk_bytes = limit(64 << 20);
+                    s.process.user.uid = Some(0);
+                },
+                true,
+                Level::BestEffort,
+                true,
+                false,
+            ),
+            (
+                "read-only image",
+                |s| {
+                    s.image = "alpine".into();
+                    s.readonly_rootfs = true;
+                    s.limits.disk_bytes = limit(64 << 20);
+                },
+                true,
+                Level::Enforced,
+                false,
+                false,
+            ),
+            (
+                "no mounts: the default is degraded, not refused",
+                |s| s.image = "alpine".into(),
+                false,
+                Level::NotEnforced,
+                false,
+                true,
+            ),
+            (
+                "no mounts, required",
+                |s| {
+                    s.image = "alpine".into();
+                    s.limits.disk_bytes = limit(64 << 20);
+                },
+                false,
+                Level::NotEnforced,
+                true,
+                false,
+            ),
+        ];
+        for (what, edit, mounts, level, refused, degraded) in cases {
+            let f = if *mounts { &facts } else { &no_mounts };
+            let p = plan(&spec(*edit), &paths(), Path::new("/images"), f);
+            let row = p.report.get(Property::DiskLimit).expect("row");
+            assert_eq!(row.level, *level, "{what}: {row:?}");
+            assert_eq!(row.degraded, *degraded, "{what}");
+            assert_eq!(
+                p.refusals.iter().any(|r| r.starts_with("disk_limit:")),
+                *refused,
+                "{what}: {:?}",
+                p.refusals
+            );
+        }
     }
 }

@@ -66,7 +66,8 @@ impl Isolation for ChrootIsolation {
         if matches!(self.setup.build, RootBuild::ImageInPlace { .. }) {
             return Ok(());
         }
-        // The sandbox dir holds rootfs/upper/work; unmount everything there.
+        // The sandbox dir holds rootfs, upper/work or the layer tmpfs holding
+        // them: unmount everything there.
         let dir = self
             .setup
             .root
@@ -153,13 +154,17 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
                 sys::remount_bind(root, ms_flags(&BIND_RO_FLAGS))
                     .map_err(at("remount image read-only", root))?;
             }
+            ChrootStep::MountLayer { path, tmpfs: t } => {
+                sys::mount_tmpfs(path, ms_flags(&t.flags), &t.data)
+                    .map_err(at("mount writable layer", path))?;
+            }
             ChrootStep::MountOverlay { image, upper, work } => {
                 let img = open_image_fd(setup, image)?;
                 sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
                     .map_err(at("mount overlay root", root))?;
             }
-            ChrootStep::MountDev { tmpfs, nodes } => {
-                populate_dev(root_fd.get()?, tmpfs, nodes)?;
+            ChrootStep::MountDev { tmpfs, nodes, shm } => {
+                populate_dev(root_fd.get()?, tmpfs, nodes, shm)?;
             }
             ChrootStep::MaskOwnBinary => mask_own_binary(root_fd.get()?, root)?,
             ChrootStep::BindMount(m) => bind_client_mount(root_fd.get()?, m)?,
@@ -268,13 +273,14 @@ fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Resul
     .map_err(|e| StepError::new("mask the sandboxd binary", e))
 }
 
-/// A tmpfs /dev holding binds of the safe device nodes, if the root has a
-/// /dev directory (resolved inside the root).
+/// A tmpfs /dev holding binds of the safe device nodes and a tmpfs
+/// /dev/shm, if the root has a /dev directory (resolved inside the root).
 #[cfg(target_os = "linux")]
 fn populate_dev(
     root: std::os::fd::BorrowedFd<'_>,
     tmpfs: &TmpfsOptions,
     nodes: &[String],
+    shm: &TmpfsOptions,
 ) -> Result<(), StepError> {
     use nix::fcntl::OFlag;
 
@@ -311,7 +317,15 @@ fn populate_dev(
         sys::bind(&host, &sys::fd_path(target.as_fd()))
             .map_err(|e| StepError::new("bind device node", format!("/dev/{node}: {e}")))?;
     }
-    Ok(())
+    let shm_err = |e: Errno| StepError::new("mount tmpfs /dev/shm", e);
+    sys::mkdir_at(dev_fd.as_fd(), std::ffi::OsStr::new("shm"), 0o755).map_err(shm_err)?;
+    let shm_fd = sys::resolve_in_root(root, Path::new("/dev/shm")).map_err(shm_err)?;
+    sys::mount_tmpfs(
+        &sys::fd_path(shm_fd.as_fd()),
+        ms_flags(&shm.flags),
+        &shm.data,
+    )
+    .map_err(shm_err)
 }
 
 /// Binds one client mount: the source is resolved from `/` with no symlink

@@ -26,7 +26,11 @@
 //! - A writable root on a directory image is an overlay whose upper and work
 //!   directories live under the sandbox's directory, so the shared image is
 //!   never written; without overlayfs [`build`] fails rather than bind the
-//!   image read-write.
+//!   image read-write. With a disk limit (the daemon's default gives every
+//!   sandbox one) they are on a tmpfs of that size ([`Layer`]), mounted in
+//!   pid 1's private mount namespace; the "host" image's tmpfs root gets the
+//!   same size. Every other tmpfs has a size and an inode cap too: /tmp and
+//!   /dev/shm from the spec, /dev [`DEV_TMPFS_BYTES`].
 //! - Client mounts may not target `/proc`, `/sys` or `/dev` (or below): they
 //!   would shadow or be shadowed by the sandbox's own pseudo-filesystems and
 //!   their masks.
@@ -48,14 +52,17 @@ use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
 
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
 pub use matrix::{capabilities, rows_for};
-pub use mounts::{HOST_SECRETS, MASKED_PATHS, READONLY_PROC_PATHS, RESERVED_TARGETS, RESOLV_CONF};
+pub use mounts::{
+    DEV_TMPFS_BYTES, DEV_TMPFS_INODES, HOST_SECRETS, MASKED_PATHS, READONLY_PROC_PATHS,
+    RESERVED_TARGETS, RESOLV_CONF,
+};
 pub use network::{
     Forward, NETNS_FILE, RoutedNetwork, SANDBOX_LINK, host_link, nft_script, nft_table,
 };
 pub use steps::rlimits;
 pub use types::{
-    Actor, Capability, CgroupPlan, CgroupWrite, IdMap, LinuxPlan, LinuxStep, Mount, MountFlag,
-    MountSource, Namespace, Network, Rlimit, RootOp,
+    Actor, Capability, CgroupPlan, CgroupWrite, IdMap, Layer, LinuxPlan, LinuxStep, Mount,
+    MountFlag, MountSource, Namespace, Network, Rlimit, RootOp,
 };
 
 /// Why a plan could not be built.

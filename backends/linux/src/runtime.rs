@@ -26,7 +26,7 @@ use sandboxd_core::fault;
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
 use crate::plan::{
-    Actor, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
+    Actor, Layer, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
     RESERVED_TARGETS, RootOp,
 };
 use crate::sys::{self, Cloned};
@@ -721,7 +721,15 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             held.push(fd);
             Some(p)
         }
-        MountSource::Overlay { image, upper, work } => {
+        MountSource::Overlay {
+            image,
+            upper,
+            work,
+            layer,
+        } => {
+            if let Some(layer) = layer {
+                mount_layer(layer)?;
+            }
             for d in [upper, work] {
                 std::fs::create_dir_all(d).map_err(|e| {
                     err("create overlay directory", &format!("{}: {e}", d.display()))
@@ -878,6 +886,28 @@ fn check_resolved_target(
         ));
     }
     Ok(())
+}
+
+/// The size-limited tmpfs for an overlay's upper and work directories, on
+/// the sandbox's own directory (a trusted path from the daemon), in this
+/// private mount namespace.
+fn mount_layer(layer: &Layer) -> Result<(), StepError> {
+    let err = |e: &dyn std::fmt::Display| {
+        StepError::new(
+            "mount writable layer",
+            format!("{}: {e}", layer.dir.display()),
+        )
+    };
+    std::fs::create_dir_all(&layer.dir).map_err(|e| err(&e))?;
+    let data = layer.data.join(",");
+    sys::mount_fs(
+        Some(Path::new("tmpfs")),
+        &layer.dir,
+        Some("tmpfs"),
+        ms_flags(&layer.flags),
+        Some(&data),
+    )
+    .map_err(|e| err(&e))
 }
 
 fn open_image(images_dir: &Path, name: &str) -> Result<OwnedFd, StepError> {

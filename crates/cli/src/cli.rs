@@ -155,6 +155,20 @@ pub(crate) struct SpecFlags {
     #[arg(long, value_name = "SIZE")]
     pub(crate) address_space: Option<String>,
 
+    /// Size of the writable layer (what the sandbox writes to its root), e.g.
+    /// 512M; past it writes fail with ENOSPC. Default: the daemon's (1G
+    /// unless configured), never more.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) disk: Option<String>,
+
+    /// Size of the sandbox's /tmp (a tmpfs), e.g. 64M. Default 256M.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) tmp_size: Option<String>,
+
+    /// Size of the sandbox's /dev/shm (a tmpfs), e.g. 16M. Default 64M.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) shm_size: Option<String>,
+
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub(crate) readonly: bool,
@@ -173,7 +187,7 @@ pub(crate) struct SpecFlags {
 
     /// Refuse to create unless PROP is enforced (the default for what you set).
     /// PROP: filesystem pid hostname ipc user cgroup network memory pids cpu
-    /// nofile address-space; repeatable or comma-separated. For a limit or
+    /// nofile address-space disk; repeatable or comma-separated. For a limit or
     /// the network, that flag must be given too.
     #[arg(long = "require", value_name = "PROP", value_delimiter = ',')]
     pub(crate) require: Vec<String>,

@@ -103,6 +103,9 @@ fn limits(l: &Limits) -> Value {
         "cpu_millis": opt(l.cpu_millis.as_ref(), limit),
         "open_files": opt(l.open_files.as_ref(), limit),
         "address_space_bytes": opt(l.address_space_bytes.as_ref(), limit),
+        "disk_bytes": opt(l.disk_bytes.as_ref(), limit),
+        "tmp_bytes": l.tmp_bytes,
+        "shm_bytes": l.shm_bytes,
     })
 }
 

@@ -446,6 +446,7 @@ enum Prop {
     Cpu,
     Nofile,
     AddressSpace,
+    Disk,
 }
 
 /// A property name: the short flag-style names, or the proto names
@@ -465,10 +466,11 @@ fn parse_prop(s: &str) -> Result<Prop, String> {
         "cpu" | "cpus" | "cpu-limit" => Prop::Cpu,
         "nofile" | "open-files" | "open-files-limit" => Prop::Nofile,
         "address-space" | "address-space-limit" => Prop::AddressSpace,
+        "disk" | "disk-limit" => Prop::Disk,
         _ => {
             return Err(
                 "unknown property (one of filesystem pid hostname ipc user cgroup network \
-                        memory pids cpu nofile address-space)"
+                        memory pids cpu nofile address-space disk)"
                     .into(),
             );
         }
@@ -485,6 +487,7 @@ impl Prop {
             Prop::Cpu => Some("--cpus CPUS"),
             Prop::Nofile => Some("--nofile N"),
             Prop::AddressSpace => Some("--address-space SIZE"),
+            Prop::Disk => Some("--disk SIZE"),
             _ => None,
         }
     }
@@ -576,6 +579,19 @@ impl SpecFlags {
                 self.address_space.as_deref(),
                 parse_size,
             )?,
+            disk_bytes: limit("--disk", self.disk.as_deref(), parse_size)?,
+            tmp_bytes: self
+                .tmp_size
+                .as_deref()
+                .map(|v| with_flag("--tmp-size", v, parse_size))
+                .transpose()?
+                .unwrap_or_default(),
+            shm_bytes: self
+                .shm_size
+                .as_deref()
+                .map(|v| with_flag("--shm-size", v, parse_size))
+                .transpose()?
+                .unwrap_or_default(),
         };
         let mut network = parse_network(&self.net)?;
         let mut isolation = Isolation::default();
@@ -620,6 +636,7 @@ impl SpecFlags {
                     .address_space_bytes
                     .as_mut()
                     .map(|l| &mut l.requirement),
+                Prop::Disk => limits.disk_bytes.as_mut().map(|l| &mut l.requirement),
                 // Namespace-like properties were handled above.
                 _ => None,
             };
@@ -655,7 +672,10 @@ impl SpecFlags {
             || limits.pids.is_some()
             || limits.cpu_millis.is_some()
             || limits.open_files.is_some()
-            || limits.address_space_bytes.is_some();
+            || limits.address_space_bytes.is_some()
+            || limits.disk_bytes.is_some()
+            || limits.tmp_bytes != 0
+            || limits.shm_bytes != 0;
         Ok(SandboxSpec {
             name: self.name.clone().unwrap_or_default(),
             image: self.image.clone().unwrap_or_default(),
@@ -1301,6 +1321,27 @@ mod tests {
             })
         );
         assert_eq!(limits.and_then(|l| l.pids), None);
+        // Storage: --disk with a requirement, --tmp-size and --shm-size.
+        let storage = flags(|f| {
+            f.prefer = strings(&["disk"]);
+            f.disk = Some("256M".into());
+            f.tmp_size = Some("32M".into());
+            f.shm_size = Some("8M".into());
+        })
+        .create_spec(&[], &no_env)
+        .ok()
+        .and_then(|s| s.limits);
+        assert_eq!(
+            storage.map(|l| (l.disk_bytes, l.tmp_bytes, l.shm_bytes)),
+            Some((
+                Some(Limit {
+                    value: 256 << 20,
+                    requirement: 2
+                }),
+                32 << 20,
+                8 << 20
+            ))
+        );
         assert_eq!(
             spec.as_ref()
                 .and_then(|s| s.network.as_ref())
@@ -1345,7 +1386,7 @@ mod tests {
             ),
             (
                 flags(|f| f.require = strings(&["mounts"])),
-                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space)",
+                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space disk)",
             ),
             (
                 flags(|f| {
@@ -1357,6 +1398,14 @@ mod tests {
             (
                 flags(|f| f.memory = Some("lots".into())),
                 "--memory lots: expected a number with an optional K, M, G or T suffix, e.g. 512M",
+            ),
+            (
+                flags(|f| f.require = strings(&["disk"])),
+                "--require disk: needs --disk SIZE too",
+            ),
+            (
+                flags(|f| f.tmp_size = Some("big".into())),
+                "--tmp-size big: expected a number with an optional K, M, G or T suffix, e.g. 512M",
             ),
             (
                 flags(|f| f.mode = Some("daemon".into())),

@@ -108,6 +108,25 @@ pub fn write_resolv_conf(
     Ok(true)
 }
 
+/// The inode cap of a sandbox tmpfs of `bytes`: one inode per 8 KiB,
+/// between 1024 and 1 Mi. Each inode costs kernel memory that `size=` does
+/// not count, so without a cap empty files could fill RAM.
+pub fn tmpfs_inodes(bytes: u64) -> u64 {
+    (bytes / (8 << 10)).clamp(1024, 1 << 20)
+}
+
+/// A tmpfs `size=` value as Linux and FreeBSD both parse it: the largest
+/// exact unit of k, m, g (1024-based), else plain bytes.
+pub fn tmpfs_size(bytes: u64) -> String {
+    match bytes {
+        0 => "0".to_owned(),
+        b if b % (1 << 30) == 0 => format!("{}g", b >> 30),
+        b if b % (1 << 20) == 0 => format!("{}m", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}k", b >> 10),
+        b => b.to_string(),
+    }
+}
+
 /// Resource use of one sandbox; `None` where the backend cannot measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -167,5 +186,38 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Current resource use of a running sandbox, where measurable.
     fn usage(&self, _sandbox: &SandboxPaths) -> Usage {
         Usage::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_inodes_are_bounded() {
+        for (bytes, want) in [
+            (0, 1024),
+            (1 << 20, 1024),
+            (64 << 20, 8192),
+            (1 << 30, 131_072),
+            (u64::MAX, 1 << 20),
+        ] {
+            assert_eq!(tmpfs_inodes(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_sizes_use_the_largest_exact_unit() {
+        for (bytes, want) in [
+            (1 << 30, "1g"),
+            (3 << 30, "3g"),
+            (256 << 20, "256m"),
+            ((1 << 30) + (1 << 20), "1025m"),
+            (64 << 10, "64k"),
+            (1_000_000, "1000000"),
+            (0, "0"),
+        ] {
+            assert_eq!(tmpfs_size(bytes), want);
+        }
     }
 }

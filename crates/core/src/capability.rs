@@ -58,6 +58,8 @@ pub enum Property {
     OpenFilesLimit,
     /// Address-space limit.
     AddressSpaceLimit,
+    /// Size limit of the writable layer.
+    DiskLimit,
     /// Read-only root filesystem.
     ReadonlyRootfs,
     /// Client bind mounts.
@@ -66,7 +68,7 @@ pub enum Property {
 
 impl Property {
     /// Every property, in report order.
-    pub const ALL: [Property; 14] = [
+    pub const ALL: [Property; 15] = [
         Self::Filesystem,
         Self::Pid,
         Self::Hostname,
@@ -79,6 +81,7 @@ impl Property {
         Self::CpuLimit,
         Self::OpenFilesLimit,
         Self::AddressSpaceLimit,
+        Self::DiskLimit,
         Self::ReadonlyRootfs,
         Self::Mounts,
     ];
@@ -98,6 +101,7 @@ impl Property {
             Self::CpuLimit => "cpu_limit",
             Self::OpenFilesLimit => "open_files_limit",
             Self::AddressSpaceLimit => "address_space_limit",
+            Self::DiskLimit => "disk_limit",
             Self::ReadonlyRootfs => "readonly_rootfs",
             Self::Mounts => "mounts",
         }
@@ -208,6 +212,8 @@ pub fn requested(spec: &ValidatedSpec, property: Property) -> Requirement {
         Property::CpuLimit => limit(s.limits.cpu_millis),
         Property::OpenFilesLimit => limit(s.limits.open_files),
         Property::AddressSpaceLimit => limit(s.limits.address_space_bytes),
+        // The daemon's default is filled in as PREFERRED by validation.
+        Property::DiskLimit => limit(s.limits.disk_bytes),
         Property::ReadonlyRootfs => set(s.readonly_rootfs, Requirement::Unspecified),
         Property::Mounts => set(!s.mounts.is_empty(), Requirement::Unspecified),
     }
@@ -252,4 +258,60 @@ pub fn assess(
         },
         refusals,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Limit, ProcessSpec, SandboxSpec};
+    use crate::validate::{Policy, validate};
+
+    #[test]
+    fn disk_limit_request_follows_who_set_it() {
+        let spec = |disk: Option<Limit>| {
+            let mut s = SandboxSpec {
+                process: ProcessSpec {
+                    argv: vec!["/bin/true".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            s.limits.disk_bytes = disk;
+            validate(s, &Policy::default()).expect("valid")
+        };
+        let set = |requirement| {
+            Some(Limit {
+                value: 64 << 20,
+                requirement,
+            })
+        };
+        for (disk, want) in [
+            // The daemon's default: PREFERRED, never a refusal.
+            (None, Requirement::Preferred),
+            (set(Requirement::Unspecified), Requirement::Required),
+            (set(Requirement::Preferred), Requirement::Preferred),
+        ] {
+            assert_eq!(requested(&spec(disk), Property::DiskLimit), want);
+        }
+        // A backend that cannot give it refuses only a client's REQUIRED.
+        let none = vec![Enforcement::new(
+            Property::DiskLimit,
+            Level::NotEnforced,
+            "none",
+            "",
+        )];
+        let (report, refusals) = assess(BackendKind::Chroot, &spec(None), none.clone());
+        assert!(refusals.is_empty());
+        assert!(report.properties[0].degraded);
+        let (_, refusals) = assess(
+            BackendKind::Chroot,
+            &spec(set(Requirement::Unspecified)),
+            none,
+        );
+        assert_eq!(refusals.len(), 1);
+        assert!(
+            refusals[0].starts_with("disk_limit: REQUIRED"),
+            "{refusals:?}"
+        );
+    }
 }

@@ -131,6 +131,19 @@ pub struct Limits {
     pub open_files: Option<Limit>,
     /// Address space per process in bytes.
     pub address_space_bytes: Option<Limit>,
+    /// Size of the writable layer (what the sandbox writes to its root
+    /// filesystem) in bytes. Validation fills in the daemon's default as
+    /// PREFERRED when the client sets none.
+    #[serde(default)]
+    pub disk_bytes: Option<Limit>,
+    /// Size of the sandbox's `/tmp` tmpfs in bytes; validation fills in
+    /// [`crate::validate::DEFAULT_TMP_BYTES`] (at most the daemon's cap).
+    #[serde(default)]
+    pub tmp_bytes: Option<u64>,
+    /// Size of the sandbox's `/dev/shm` tmpfs in bytes; validation fills in
+    /// [`crate::validate::DEFAULT_SHM_BYTES`] (at most the daemon's cap).
+    #[serde(default)]
+    pub shm_bytes: Option<u64>,
 }
 
 /// Namespace-like isolation requests.

@@ -35,6 +35,12 @@ pub struct Policy {
     pub max_open_files: u64,
     /// Largest address-space limit (bytes).
     pub max_address_space_bytes: u64,
+    /// The writable layer's size when a spec sets none (bytes), applied as
+    /// PREFERRED; `None`: no default, the layer is unbounded.
+    pub default_disk_bytes: Option<u64>,
+    /// Largest disk limit, `/tmp` size and `/dev/shm` size a client may set
+    /// (bytes).
+    pub max_disk_bytes: u64,
     /// Host directories under which bind-mount sources may lie.
     pub allowed_mount_sources: Vec<PathBuf>,
     /// Whether clients may ask for the host's network (mode HOST).
@@ -55,6 +61,8 @@ impl Default for Policy {
             max_cpu_millis: 1024 * 1000,
             max_open_files: 1 << 20,
             max_address_space_bytes: 1 << 46,
+            default_disk_bytes: Some(DEFAULT_DISK_BYTES),
+            max_disk_bytes: DEFAULT_DISK_BYTES,
             allowed_mount_sources: Vec::new(),
             allow_host_network: false,
         }
@@ -67,6 +75,18 @@ pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
 pub const MIN_ADDRESS_SPACE_BYTES: u64 = 16 << 20;
 /// Smallest open-files limit accepted (stdio plus a few).
 pub const MIN_OPEN_FILES: u64 = 8;
+/// The daemon's built-in default and cap for the writable layer.
+pub const DEFAULT_DISK_BYTES: u64 = 1 << 30;
+/// Smallest disk limit accepted: an overlay's work directory and a few
+/// files.
+pub const MIN_DISK_BYTES: u64 = 1 << 20;
+/// The size of `/tmp` when a spec sets none.
+pub const DEFAULT_TMP_BYTES: u64 = 256 << 20;
+/// The size of `/dev/shm` when a spec sets none (Docker's default too).
+pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
+/// Smallest `/tmp` or `/dev/shm` size accepted.
+pub const MIN_TMPFS_BYTES: u64 = 1 << 20;
+
 /// Default stop signal (SIGTERM).
 pub const DEFAULT_STOP_SIGNAL: u32 = 15;
 /// The argv INIT mode runs when none is given.
@@ -226,7 +246,7 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
     }
 
     check_network(&mut p, &spec);
-    check_limits(&mut p, &spec, policy);
+    check_limits(&mut p, &mut spec, policy);
     check_mounts(&mut p, &spec, policy);
     check_labels(&mut p, &spec, policy);
 
@@ -607,9 +627,39 @@ fn check_dns(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
     }
 }
 
-fn check_limits(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
+fn check_limits(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
+    let l = &mut spec.limits;
+    // Defaults, at most the cap: a daemon configured with a small cap
+    // shrinks them rather than refusing every spec that sets nothing.
+    if l.disk_bytes.is_none() {
+        l.disk_bytes = policy.default_disk_bytes.map(|value| Limit {
+            value: value.min(policy.max_disk_bytes),
+            requirement: Requirement::Preferred,
+        });
+    }
+    for (name, size, default) in [
+        ("tmp_bytes", &mut l.tmp_bytes, DEFAULT_TMP_BYTES),
+        ("shm_bytes", &mut l.shm_bytes, DEFAULT_SHM_BYTES),
+    ] {
+        let value = *size.get_or_insert(default.min(policy.max_disk_bytes));
+        let field = format!("spec.limits.{name}");
+        if value < MIN_TMPFS_BYTES {
+            p.add(
+                &field,
+                format!("{value} is below the minimum of {MIN_TMPFS_BYTES}"),
+            );
+        } else if value > policy.max_disk_bytes {
+            p.add(
+                &field,
+                format!(
+                    "{value} is above the daemon's cap of {} (clients may only lower it)",
+                    policy.max_disk_bytes
+                ),
+            );
+        }
+    }
     let l = &spec.limits;
-    let rows: [(&str, Option<Limit>, u64, u64); 5] = [
+    let rows: [(&str, Option<Limit>, u64, u64); 6] = [
         (
             "memory_bytes",
             l.memory_bytes,
@@ -629,6 +679,12 @@ fn check_limits(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
             l.address_space_bytes,
             MIN_ADDRESS_SPACE_BYTES,
             policy.max_address_space_bytes,
+        ),
+        (
+            "disk_bytes",
+            l.disk_bytes,
+            MIN_DISK_BYTES,
+            policy.max_disk_bytes,
         ),
     ];
     for (name, limit, min, max) in rows {
@@ -966,6 +1022,49 @@ mod tests {
                 &["spec.limits.pids"],
             ),
             (
+                "disk too small",
+                |s| {
+                    s.limits.disk_bytes = Some(Limit {
+                        value: 4096,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &["spec.limits.disk_bytes"],
+            ),
+            (
+                "disk above the cap",
+                |s| {
+                    s.limits.disk_bytes = Some(Limit {
+                        value: DEFAULT_DISK_BYTES + 1,
+                        requirement: Requirement::Preferred,
+                    })
+                },
+                &["spec.limits.disk_bytes"],
+            ),
+            (
+                "disk disabled",
+                |s| {
+                    s.limits.disk_bytes = Some(Limit {
+                        value: 64 << 20,
+                        requirement: Requirement::Disabled,
+                    })
+                },
+                &["spec.limits.disk_bytes"],
+            ),
+            (
+                "tmp and shm too small",
+                |s| {
+                    s.limits.tmp_bytes = Some(0);
+                    s.limits.shm_bytes = Some(MIN_TMPFS_BYTES - 1);
+                },
+                &["spec.limits.tmp_bytes", "spec.limits.shm_bytes"],
+            ),
+            (
+                "shm above the cap",
+                |s| s.limits.shm_bytes = Some(DEFAULT_DISK_BYTES * 2),
+                &["spec.limits.shm_bytes"],
+            ),
+            (
                 "mount outside allowlist",
                 |s| {
                     s.mounts.push(MountSpec {
@@ -1015,6 +1114,57 @@ mod tests {
             edit(&mut s);
             assert_eq!(&fields(s, &policy), want, "case {what}");
         }
+    }
+
+    #[test]
+    fn storage_defaults_are_filled_in_and_capped() {
+        let got = |policy: &Policy, edit: fn(&mut SandboxSpec)| {
+            let mut s = base();
+            edit(&mut s);
+            validate(s, policy).expect("valid").spec().limits
+        };
+        // The daemon's default disk limit is PREFERRED: enforced where the
+        // backend can, reported as degraded where it cannot.
+        let l = got(&Policy::default(), |_| {});
+        assert_eq!(
+            l.disk_bytes,
+            Some(Limit {
+                value: DEFAULT_DISK_BYTES,
+                requirement: Requirement::Preferred
+            })
+        );
+        assert_eq!(l.tmp_bytes, Some(DEFAULT_TMP_BYTES));
+        assert_eq!(l.shm_bytes, Some(DEFAULT_SHM_BYTES));
+        // A client's own values stay as they are (UNSPECIFIED = REQUIRED).
+        let l = got(&Policy::default(), |s| {
+            s.limits.disk_bytes = Some(Limit {
+                value: 32 << 20,
+                requirement: Requirement::Unspecified,
+            });
+            s.limits.tmp_bytes = Some(8 << 20);
+        });
+        assert_eq!(l.disk_bytes.map(|d| d.value), Some(32 << 20));
+        assert_eq!(
+            l.disk_bytes.map(|d| d.requirement),
+            Some(Requirement::Unspecified)
+        );
+        assert_eq!(l.tmp_bytes, Some(8 << 20));
+        // A small cap shrinks the defaults instead of refusing.
+        let small = Policy {
+            default_disk_bytes: Some(1 << 30),
+            max_disk_bytes: 16 << 20,
+            ..Policy::default()
+        };
+        let l = got(&small, |_| {});
+        assert_eq!(l.disk_bytes.map(|d| d.value), Some(16 << 20));
+        assert_eq!((l.tmp_bytes, l.shm_bytes), (Some(16 << 20), Some(16 << 20)));
+        // No default: no disk limit unless the client sets one.
+        let off = Policy {
+            default_disk_bytes: None,
+            max_disk_bytes: 1 << 40,
+            ..Policy::default()
+        };
+        assert_eq!(got(&off, |_| {}).disk_bytes, None);
     }
 
     #[test]

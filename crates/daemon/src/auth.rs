@@ -85,6 +85,13 @@ impl Caller {
                 spec.limits.cpu_millis,
                 caps.max_cpu_millis,
             ),
+            // The daemon's default is filled in before this check, so a
+            // spec without one is judged by the default.
+            (
+                "spec.limits.disk_bytes",
+                spec.limits.disk_bytes,
+                caps.max_disk_bytes,
+            ),
         ];
         for (field, asked, max) in limits {
             let Some(max) = max else { continue };
@@ -178,6 +185,7 @@ mod tests {
                             images: Some(vec!["web".into()]),
                             network_modes: Some(vec![NetworkMode::None, NetworkMode::Restricted]),
                             max_memory_bytes: Some(1 << 30),
+                            max_disk_bytes: Some(256 << 20),
                             ..SpecCaps::default()
                         },
                     },
@@ -218,6 +226,10 @@ mod tests {
                     value: 1 << 30,
                     requirement: Requirement::Required,
                 }),
+                disk_bytes: Some(Limit {
+                    value: 256 << 20,
+                    requirement: Requirement::Preferred,
+                }),
                 ..Limits::default()
             },
             ..SandboxSpec::default()
@@ -239,6 +251,16 @@ mod tests {
                     })
                 },
                 "exceeds the maximum",
+            ),
+            (
+                // The daemon's default (1 GiB) is more than alice may have.
+                |s| {
+                    s.limits.disk_bytes = Some(Limit {
+                        value: 1 << 30,
+                        requirement: Requirement::Preferred,
+                    })
+                },
+                "spec.limits.disk_bytes: 1073741824 exceeds the maximum",
             ),
         ];
         for (edit, want) in cases {

@@ -28,6 +28,16 @@ pub const DEFAULT_MAX_STREAMS: u32 = 256;
 pub const DEFAULT_MAX_INFLIGHT_CREATES: usize = 64;
 /// Default TLS handshake timeout.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Default unix-socket connections at once.
+pub const DEFAULT_MAX_LOCAL_CONNECTIONS: usize = 256;
+/// Default TCP connections at once (handshakes included).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default TCP connections still in their TLS handshake.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 128;
+/// Default Exec and ExecSync calls running at once in one sandbox.
+pub const DEFAULT_MAX_EXECS_PER_SANDBOX: usize = 64;
+/// Default Exec and ExecSync calls running at once for one identity.
+pub const DEFAULT_MAX_EXECS_PER_IDENTITY: usize = 256;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -76,6 +86,11 @@ pub struct Args {
     /// Lowest host port a client may forward to a sandbox (default 1024).
     #[arg(long, value_name = "PORT")]
     pub port_floor: Option<u16>,
+    /// Writable-layer size of every sandbox whose spec sets none, and the
+    /// largest a spec may set (also for /tmp and /dev/shm), e.g. 512M or 2G
+    /// (K/M/G/T, 1024-based). 0 turns the default off. Default 1G.
+    #[arg(long, env = "SANDBOXD_DISK_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub disk_limit: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, env = "SANDBOXD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -146,6 +161,20 @@ pub struct LimitsFile {
     pub max_inflight_creates: Option<usize>,
     /// Sandboxes per identity unless its entry says otherwise (default: no cap).
     pub max_sandboxes_per_identity: Option<usize>,
+    /// The writable-layer size of a spec that sets none, and the largest
+    /// disk limit, /tmp and /dev/shm size a spec may set, in bytes (default
+    /// 1 GiB; 0: no default, and no cap beyond 64 TiB).
+    pub disk_limit_bytes: Option<u64>,
+    /// Unix-socket connections at once (default 256).
+    pub max_local_connections: Option<usize>,
+    /// TCP connections at once, handshakes included (default 1024).
+    pub max_connections: Option<usize>,
+    /// TCP connections still in their TLS handshake (default 128).
+    pub max_pending_handshakes: Option<usize>,
+    /// Exec/ExecSync calls running at once in one sandbox (default 64).
+    pub max_execs_per_sandbox: Option<usize>,
+    /// Exec/ExecSync calls running at once for one identity (default 256).
+    pub max_execs_per_identity: Option<usize>,
 }
 
 /// `[identities.NAME]`.
@@ -168,6 +197,9 @@ pub struct IdentityFile {
     pub max_pids: Option<u64>,
     /// Largest CPU limit (millis) it may ask for; a spec without one is refused.
     pub max_cpu_millis: Option<u64>,
+    /// Largest disk limit (bytes) it may ask for; the daemon's default
+    /// counts as asked, and without one a spec is refused.
+    pub max_disk_bytes: Option<u64>,
 }
 
 /// One listen address.
@@ -216,6 +248,8 @@ pub struct SpecCaps {
     pub max_pids: Option<u64>,
     /// Largest CPU limit, millis.
     pub max_cpu_millis: Option<u64>,
+    /// Largest disk limit, bytes.
+    pub max_disk_bytes: Option<u64>,
 }
 
 fn network_mode(name: &str) -> anyhow::Result<sandboxd_core::spec::NetworkMode> {
@@ -238,6 +272,16 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Creates at once.
     pub max_inflight_creates: usize,
+    /// Unix-socket connections at once.
+    pub max_local_connections: usize,
+    /// TCP connections at once.
+    pub max_connections: usize,
+    /// TCP connections in their handshake.
+    pub max_pending_handshakes: usize,
+    /// Execs at once per sandbox.
+    pub max_execs_per_sandbox: usize,
+    /// Execs at once per identity.
+    pub max_execs_per_identity: usize,
 }
 
 /// Validated configuration.
@@ -281,6 +325,34 @@ fn parse_listen(text: &str) -> anyhow::Result<Listen> {
             .map_err(|_| anyhow::anyhow!("listen {text}: expected tcp://IP:PORT")),
         _ => bail!("listen {text}: expected unix://PATH or tcp://IP:PORT"),
     }
+}
+
+/// A size: a number with an optional K, M, G or T (1024-based; "iB" or
+/// "B" may follow), as `--disk-limit` takes it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: unknown unit {c:?} (K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (a number with K, M, G or T)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A key file must be readable by its owner only: anyone else who can read
@@ -451,6 +523,7 @@ impl Config {
                         max_memory_bytes: i.max_memory_bytes,
                         max_pids: i.max_pids,
                         max_cpu_millis: i.max_cpu_millis,
+                        max_disk_bytes: i.max_disk_bytes,
                     },
                 },
             );
@@ -465,15 +538,60 @@ impl Config {
                 .limits
                 .max_inflight_creates
                 .unwrap_or(DEFAULT_MAX_INFLIGHT_CREATES),
+            max_local_connections: file
+                .limits
+                .max_local_connections
+                .unwrap_or(DEFAULT_MAX_LOCAL_CONNECTIONS),
+            max_connections: file
+                .limits
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_pending_handshakes: file
+                .limits
+                .max_pending_handshakes
+                .unwrap_or(DEFAULT_MAX_PENDING_HANDSHAKES),
+            max_execs_per_sandbox: file
+                .limits
+                .max_execs_per_sandbox
+                .unwrap_or(DEFAULT_MAX_EXECS_PER_SANDBOX),
+            max_execs_per_identity: file
+                .limits
+                .max_execs_per_identity
+                .unwrap_or(DEFAULT_MAX_EXECS_PER_IDENTITY),
         };
         if limits.max_message_bytes < 64 << 10 || limits.max_inflight_creates == 0 {
             bail!(
                 "limits: max_message_bytes must be at least 65536 and max_inflight_creates at least 1"
             );
         }
+        let disk = args
+            .disk_limit
+            .or(file.limits.disk_limit_bytes)
+            .unwrap_or(sandboxd_core::validate::DEFAULT_DISK_BYTES);
+        if disk != 0 && disk < sandboxd_core::validate::MIN_DISK_BYTES {
+            bail!(
+                "disk limit {disk}: must be 0 (off) or at least {} bytes",
+                sandboxd_core::validate::MIN_DISK_BYTES
+            );
+        }
+        for (key, value) in [
+            ("max_local_connections", limits.max_local_connections),
+            ("max_connections", limits.max_connections),
+            ("max_pending_handshakes", limits.max_pending_handshakes),
+            ("max_execs_per_sandbox", limits.max_execs_per_sandbox),
+            ("max_execs_per_identity", limits.max_execs_per_identity),
+        ] {
+            // tokio's semaphores hold at most usize::MAX >> 3 permits.
+            if value == 0 || value > 1 << 24 {
+                bail!("limits.{key} = {value}: must be between 1 and 16777216");
+            }
+        }
         let policy = Policy {
             allowed_mount_sources: mount_sources,
             allow_host_network: args.allow_host_network || file.allow_host_network,
+            // 0: no default; a client may still set a limit, up to 64 TiB.
+            default_disk_bytes: (disk != 0).then_some(disk),
+            max_disk_bytes: if disk == 0 { 1 << 46 } else { disk },
             ..Policy::default()
         };
         Ok(Self {
@@ -524,7 +642,52 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.ports.floor, 1024);
         assert_eq!(c.limits.max_message_bytes, DEFAULT_MAX_MESSAGE);
+        assert_eq!(
+            (
+                c.limits.max_local_connections,
+                c.limits.max_connections,
+                c.limits.max_pending_handshakes,
+                c.limits.max_execs_per_sandbox,
+                c.limits.max_execs_per_identity,
+            ),
+            (256, 1024, 128, 64, 256)
+        );
         assert!(c.tls.is_none() && c.identities.is_empty());
+        assert_eq!(c.policy.default_disk_bytes, Some(1 << 30));
+        assert_eq!(c.policy.max_disk_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn disk_limit_flag_over_file_and_off() {
+        let f = || file("[limits]\ndisk_limit_bytes = 268435456");
+        let c = Config::merge(args(&[]), f()).unwrap();
+        assert_eq!(c.policy.default_disk_bytes, Some(256 << 20));
+        let c = Config::merge(args(&["--disk-limit", "2G"]), f()).unwrap();
+        assert_eq!(
+            (c.policy.default_disk_bytes, c.policy.max_disk_bytes),
+            (Some(2 << 30), 2 << 30)
+        );
+        let c = Config::merge(args(&["--disk-limit", "0"]), f()).unwrap();
+        assert_eq!(
+            (c.policy.default_disk_bytes, c.policy.max_disk_bytes),
+            (None, 1 << 46)
+        );
+        for (text, want) in [
+            ("512M", Ok(512 << 20)),
+            ("1g", Ok(1 << 30)),
+            ("64KiB", Ok(64 << 10)),
+            ("4096", Ok(4096)),
+            ("1T", Ok(1 << 40)),
+            ("2X", Err("unknown unit")),
+            ("G", Err("not a size")),
+            ("99999999999T", Err("too large")),
+        ] {
+            match (parse_size(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(e), Err(want)) => assert!(e.contains(want), "{text}: {e}"),
+                (got, want) => panic!("{text}: {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]
@@ -578,6 +741,17 @@ mod tests {
                 "overlaps",
             ),
             (&[], "[limits]\nmax_message_bytes = 10", "at least 65536"),
+            (&["--disk-limit", "4K"], "", "at least 1048576"),
+            (
+                &[],
+                "[limits]\nmax_execs_per_sandbox = 0",
+                "limits.max_execs_per_sandbox = 0",
+            ),
+            (
+                &[],
+                "[limits]\nmax_pending_handshakes = 0",
+                "limits.max_pending_handshakes = 0",
+            ),
             (
                 &[],
                 "[identities.x]\nnetwork_modes = [\"bridge\"]",

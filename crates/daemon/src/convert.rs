@@ -156,6 +156,10 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         cpu_millis: limit("cpu_millis", l.cpu_millis),
         open_files: limit("open_files", l.open_files),
         address_space_bytes: limit("address_space_bytes", l.address_space_bytes),
+        disk_bytes: limit("disk_bytes", l.disk_bytes),
+        // 0 is proto3's "unset": the default.
+        tmp_bytes: (l.tmp_bytes != 0).then_some(l.tmp_bytes),
+        shm_bytes: (l.shm_bytes != 0).then_some(l.shm_bytes),
     };
     let spec = spec::SandboxSpec {
         name: s.name,
@@ -245,6 +249,9 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
             cpu_millis: limit(s.limits.cpu_millis),
             open_files: limit(s.limits.open_files),
             address_space_bytes: limit(s.limits.address_space_bytes),
+            disk_bytes: limit(s.limits.disk_bytes),
+            tmp_bytes: s.limits.tmp_bytes.unwrap_or_default(),
+            shm_bytes: s.limits.shm_bytes.unwrap_or_default(),
         }),
         mounts: s
             .mounts
@@ -285,6 +292,7 @@ fn property_to_pb(p: Property) -> i32 {
         Property::CpuLimit => P::CpuLimit,
         Property::OpenFilesLimit => P::OpenFilesLimit,
         Property::AddressSpaceLimit => P::AddressSpaceLimit,
+        Property::DiskLimit => P::DiskLimit,
         Property::ReadonlyRootfs => P::ReadonlyRootfs,
         Property::Mounts => P::Mounts,
     }) as i32
@@ -461,6 +469,13 @@ mod tests {
                     value: 5,
                     requirement: pb::Requirement::Preferred as i32,
                 }),
+                disk_bytes: Some(pb::Limit {
+                    value: 64 << 20,
+                    requirement: pb::Requirement::Required as i32,
+                }),
+                tmp_bytes: 16 << 20,
+                // 0: unset, the default.
+                shm_bytes: 0,
                 ..Default::default()
             }),
             labels: [("a".to_owned(), "b".to_owned())].into_iter().collect(),
@@ -471,6 +486,10 @@ mod tests {
         };
         let core = spec_from_pb(Some(pbspec.clone())).expect("converts");
         assert_eq!(core.mode, Mode::Idle);
+        assert_eq!(
+            (core.limits.tmp_bytes, core.limits.shm_bytes),
+            (Some(16 << 20), None)
+        );
         let mut back = spec_to_pb(&core);
         back.process = Some(pb::ProcessSpec::default());
         assert_eq!(back.limits, pbspec.limits);

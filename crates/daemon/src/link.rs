@@ -34,6 +34,9 @@ pub async fn spawn(exe: &Path, id: &str, config: &[u8]) -> io::Result<(Child, Li
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut cmd = Command::new(exe);
     cmd.arg(SUPERVISE_ARG).arg(id).env_clear();
+    if let Some((key, value)) = crate::rlimit::helper_env() {
+        cmd.env(key, value);
+    }
     if sandboxd_core::fault::ENABLED {
         // Test builds: the supervisor's steps can fail on request too.
         if let Some(file) = std::env::var_os(sandboxd_core::fault::FILE_ENV) {

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         .nth(1)
         .is_some_and(|a| a == sandboxd::SUPERVISE_ARG)
     {
+        sandboxd::rlimit::restore_in_helper();
         let code = sandboxd::backend::supervisor_main();
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }

@@ -20,6 +20,7 @@ use tonic::codegen::http;
 
 use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
+use crate::hostdirs;
 use crate::manager::Manager;
 use crate::service::{Events, Host, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
@@ -29,6 +30,32 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let nofile = match crate::rlimit::raise() {
+        Ok(n) => {
+            tracing::info!(before = n.before, now = n.now, "open-files limit");
+            n.now
+        }
+        Err(e) => {
+            let now = crate::rlimit::current();
+            tracing::warn!(error = %e, now, "cannot raise the open-files limit");
+            now
+        }
+    };
+    let configured = transport::ConnCaps {
+        local: config.limits.max_local_connections,
+        remote: config.limits.max_connections,
+        handshakes: config.limits.max_pending_handshakes,
+    };
+    let caps = transport::caps_for(configured, nofile);
+    if caps != configured {
+        tracing::warn!(
+            nofile,
+            max_local_connections = caps.local,
+            max_connections = caps.remote,
+            max_pending_handshakes = caps.handshakes,
+            "connection caps lowered to fit the open-files limit"
+        );
+    }
     for dir in [&config.state_dir, &config.images_dir] {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -36,6 +63,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Records, mounts and supervisor sockets live there: nobody else may
+    // be able to plant or swap anything in it.
+    hostdirs::check_private_dir("state_dir", &config.state_dir)?;
     let backend = crate::backend::new(&sandboxd_core::backend::BackendOptions {
         images_dir: config.images_dir.clone(),
         alias_interface: config.alias_interface.clone(),
@@ -75,6 +105,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    let mut own: Vec<(&'static str, &Path)> = vec![
+        ("state directory", &config.state_dir),
+        ("images directory", &config.images_dir),
+    ];
+    for path in &sockets {
+        if let Some(dir) = path.parent() {
+            own.push(("socket directory", dir));
+        }
+    }
+    if let Some(tls) = &config.tls {
+        own.push(("TLS key", &tls.key));
+    }
+    let protected = Arc::new(hostdirs::Protected::new(&own)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
         manager,
@@ -86,6 +129,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         creates: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_inflight_creates,
+        )),
+        protected,
+        execs: Arc::new(crate::service::ExecSlots::new(
+            config.limits.max_execs_per_sandbox,
+            config.limits.max_execs_per_identity,
         )),
     };
 
@@ -150,7 +198,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     };
     let mut stopping = Box::pin(stop);
-    let serve = router.serve_with_incoming_shutdown(transport::incoming(listeners), &mut stopping);
+    let serve =
+        router.serve_with_incoming_shutdown(transport::incoming(listeners, caps), &mut stopping);
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r.map_err(anyhow::Error::from),
@@ -206,13 +255,7 @@ async fn bind_socket(path: &Path, group: Option<nix::unistd::Gid>) -> anyhow::Re
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("creating socket directory {}", dir.display()))?;
-    let meta = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
-    if meta.permissions().mode() & 0o002 != 0 {
-        bail!(
-            "socket directory {} is writable by others; refusing to listen there",
-            dir.display()
-        );
-    }
+    hostdirs::check_private_dir("socket directory", dir)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).await.is_ok() {

@@ -1,7 +1,7 @@
 //! The default seccomp filter every Linux payload gets (a deny list in the
 //! spirit of Docker's default profile): system calls that reach kernel state
-//! no sandbox should touch, or that create new namespaces from inside, fail
-//! with EPERM; clone3 fails with ENOSYS so libc falls back to clone, whose
+//! no sandbox should touch (io_uring among them), or that create new
+//! namespaces from inside, fail with EPERM; clone3 fails with ENOSYS so libc falls back to clone, whose
 //! flags the filter can inspect. It is installed after no_new_privs, right
 //! before exec, and stays for the process and its descendants.
 
@@ -39,6 +39,12 @@ const DENIED: &[i64] = &[
     libc::SYS_setns,
     libc::SYS_acct,
     libc::SYS_quotactl,
+    // io_uring: a large kernel surface with a history of privilege
+    // escalations, whose operations bypass this filter (runc, Docker and
+    // Google's production kernels refuse it).
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// Builds the filters for this architecture: the EPERM deny list, and

@@ -236,7 +236,12 @@ pub fn supervise<I: Isolation>(mut chan: Channel, config: CommonConfig, mut isol
     let _ = std::fs::remove_file(&control_path);
     match std::os::unix::net::UnixListener::bind(&control_path)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-    {
+        .and_then(|l| {
+            // Owner only, as its directory (which the daemon checks).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))
+                .map(|()| l)
+        }) {
         Ok(l) => sup.control = Some(l),
         Err(e) => eprintln!(
             "sandboxd supervisor {}: control socket {}: {e}",
@@ -312,9 +317,6 @@ impl<I: Isolation> Supervisor<I> {
             let control_ready = self.control.is_some() && ready(1);
             let chan_ready = ready(chan_index);
             drop(fds);
-            if control_ready {
-                self.accept_daemon();
-            }
             self.drain_sigchld();
             if sys::take_term_request() {
                 // SIGTERM: the same clean shutdown the daemon's Shutdown asks
@@ -337,6 +339,12 @@ impl<I: Isolation> Supervisor<I> {
                     Err(_) => self.chan.close(),
                 }
             }
+            // After the channel: a daemon that died and one that restarted
+            // are seen in that order (its hang-up is already pending when
+            // the new one connects).
+            if control_ready {
+                self.accept_daemon();
+            }
             let ended = match self.config.mode {
                 Mode::Idle => {
                     self.stopping.is_some()
@@ -354,13 +362,31 @@ impl<I: Isolation> Supervisor<I> {
         }
     }
 
-    /// A restarted daemon connected: it replaces the old channel, and is
-    /// told what runs now.
+    /// A restarted daemon connected: if no daemon is attached and the peer
+    /// is root, it becomes the channel and is told what runs now. Anyone
+    /// else is closed at once, before a byte is read or written: a second
+    /// peer must not replace a live daemon's channel.
     fn accept_daemon(&mut self) {
         let Some(listener) = &self.control else {
             return;
         };
         if let Ok((stream, _)) = listener.accept() {
+            let refused = if !self.chan.is_closed() {
+                Some("a daemon is already attached".to_owned())
+            } else {
+                match sys::peer_uid(stream.as_fd()) {
+                    Ok(0) => None,
+                    Ok(uid) => Some(format!("peer uid {uid} is not root")),
+                    Err(e) => Some(format!("peer credentials: {e}")),
+                }
+            };
+            if let Some(why) = refused {
+                eprintln!(
+                    "sandboxd supervisor {}: control socket connection refused: {why}",
+                    self.config.sandbox_id
+                );
+                return;
+            }
             if stream.set_nonblocking(false).is_ok() {
                 self.chan = Channel::new(OwnedFd::from(stream));
                 let main_pid = self

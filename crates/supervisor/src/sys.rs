@@ -436,6 +436,43 @@ fn recv_flags() -> MsgFlags {
     MsgFlags::empty()
 }
 
+/// The effective uid of the process at the other end of a connected unix
+/// socket, from the kernel (SO_PEERCRED on Linux, getpeereid(3) with
+/// LOCAL_PEERCRED on the BSDs). ENOSYS where neither exists: the caller
+/// then refuses the peer.
+pub fn peer_uid(sock: BorrowedFd<'_>) -> Result<u32, Errno> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
+            .map(|c| c.uid())
+    }
+    #[cfg(any(
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "macos",
+        target_os = "ios"
+    ))]
+    {
+        nix::unistd::getpeereid(sock).map(|(uid, _)| uid.as_raw())
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "macos",
+        target_os = "ios"
+    )))]
+    {
+        let _ = sock;
+        Err(Errno::ENOSYS)
+    }
+}
+
 /// Direct children of `parent`, read from /proc (Linux). Used to find
 /// orphans reparented to the subreaper supervisor.
 pub fn children_of(parent: Pid) -> Vec<Pid> {
@@ -820,4 +857,21 @@ pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf>
 /// know its supervisor's pid yet (a create cut short by a daemon crash).
 pub fn find_supervisors(id: &str) -> Vec<i32> {
     crate::procs::find_supervisors_in(&HostProcesses, id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn peer_uid_is_the_kernels_answer() {
+        use std::os::fd::AsFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(super::peer_uid(a.as_fd()), Ok(me));
+        assert_eq!(super::peer_uid(b.as_fd()), Ok(me));
+        // Not a socket: an error, never a uid.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(super::peer_uid(file.as_fd()).is_err());
+    }
 }

@@ -98,6 +98,9 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                     cpu_millis: limit(500),
                     open_files: limit(1024),
                     address_space_bytes: limit(1 << 32),
+                    disk_bytes: limit(512 << 20),
+                    tmp_bytes: 64 << 20,
+                    shm_bytes: 16 << 20,
                 }),
                 mounts: vec![
                     mount("/srv/www", "/var/www", true),

@@ -196,7 +196,12 @@ fn nmount_pairs_per_filesystem() {
     let root = &plan.mounts[0];
     assert_eq!(
         pairs(root, None),
-        vec![s("fstype", "tmpfs"), s("fspath", "/x"), s("from", "tmpfs"),]
+        vec![
+            s("fstype", "tmpfs"),
+            s("fspath", "/x"),
+            s("from", "tmpfs"),
+            s("size", "1g"),
+        ]
     );
     // ...read-only nullfs of the host's directories...
     let bin = &plan.mounts[1];

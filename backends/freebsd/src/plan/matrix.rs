@@ -10,6 +10,9 @@ use super::{HostFacts, disabled_row, needed_for, unmasked_binary, wants_pf};
 /// Why rctl limits are off; part of the refusal text.
 const RACCT_OFF: &str = "kern.racct.enable=0 on this host, so rctl rules are not enforced (set kern.racct.enable=1 in /boot/loader.conf and reboot)";
 
+/// How the writable layer is limited.
+const DISK_HOW: &str = "tmpfs size= and inodes= on the \"host\" image's root";
+
 /// The row for an rctl-backed limit.
 fn rctl(host: &HostFacts, property: Property, mechanism: &str, caveat: &str) -> Enforcement {
     if host.racct_enabled {
@@ -111,6 +114,12 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 "RLIMIT_AS via setrlimit",
                 "per process, not per sandbox; inherited by children",
             ),
+            Property::DiskLimit => Enforcement::new(
+                p,
+                Level::Enforced,
+                DISK_HOW,
+                "past the limit writes fail with ENOSPC; the layer is memory- and swap-backed and rctl memoryuse does not count it; it is gone when the sandbox ends; only the \"host\" image has a writable layer of its own: a writable directory image is written in place (NOT_ENFORCED), a read-only one has nothing to limit; /tmp is a tmpfs of its own size (spec.limits.tmp_bytes); FreeBSD has no /dev/shm filesystem, so spec.limits.shm_bytes does not apply; read-write nullfs mounts are the host's, not counted",
+            ),
             Property::ReadonlyRootfs => Enforcement::new(
                 p,
                 Level::Enforced,
@@ -172,6 +181,24 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
                 disabled_row(row.property, "FreeBSD has no cgroups")
             }
             Property::Network => network_row(spec, host),
+            Property::DiskLimit if s.limits.disk_bytes.is_none() => Enforcement::new(
+                row.property,
+                Level::NotEnforced,
+                "none",
+                "no disk limit: the spec sets none and the daemon's default is off (disk limit 0)",
+            ),
+            Property::DiskLimit if s.image() != HOST_IMAGE && s.readonly_rootfs => Enforcement::new(
+                row.property,
+                Level::Enforced,
+                "nullfs -o ro of the image",
+                "the root is read-only, so there is no writable layer; /tmp is a tmpfs of its own size",
+            ),
+            Property::DiskLimit if s.image() != HOST_IMAGE => Enforcement::new(
+                row.property,
+                Level::NotEnforced,
+                "none",
+                "a writable directory image is nullfs-mounted read-write: writes go to the image directory itself, with no per-sandbox layer to limit (set readonly_rootfs, or use the \"host\" image)",
+            ),
             Property::User if s.process.user.uid() == 0 => Enforcement::new(
                 row.property,
                 row.level,

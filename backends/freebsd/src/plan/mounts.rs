@@ -4,7 +4,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use sandboxd_core::ValidatedSpec;
+use sandboxd_core::backend;
 use sandboxd_core::spec::HOST_IMAGE;
+use sandboxd_core::validate::DEFAULT_TMP_BYTES;
 
 use super::{DEVFS_RULESET, Fstype, JailMount, MountSource, PlanError};
 
@@ -25,6 +27,19 @@ fn new(fstype: Fstype, source: MountSource, target: &str, options: &[&str]) -> J
 
 /// The mode of the `host` image's tmpfs root directory.
 pub(super) const ROOT_MODE: u32 = 0o755;
+
+/// tmpfs(5) `size=` and `inodes=` for `bytes`; nothing for `None` (the
+/// kernel's default: all available memory and swap).
+fn tmpfs_size(bytes: Option<u64>) -> Vec<String> {
+    bytes
+        .map(|b| {
+            vec![
+                format!("size={}", backend::tmpfs_size(b)),
+                format!("inodes={}", backend::tmpfs_inodes(b)),
+            ]
+        })
+        .unwrap_or_default()
+}
 
 /// The jail's resolver configuration, covered by the generated file.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -82,13 +97,21 @@ pub(super) fn mounts(
     let mut m = Vec::new();
     let host_image = s.image() == HOST_IMAGE;
     if host_image {
-        // No tmpfs `mode` option: a read-only root is this mount updated
-        // to `ro` (below), and tmpfs refuses `mode` on an update, which the
-        // kernel re-sends from the first mount's options. The runtime sets
-        // the mode with fchmod instead.
+        // No tmpfs `mode` or `inodes` option on the root: a read-only root
+        // is this mount updated to `ro` (below), and tmpfs accepts only
+        // `size` (and a few others) on an update, which the kernel re-sends
+        // from the first mount's options. The runtime sets the mode with
+        // fchmod instead. The root is the writable layer: it takes the disk
+        // limit as `size`.
+        let size: Vec<String> = s
+            .limits
+            .disk_bytes
+            .map(|l| vec![format!("size={}", backend::tmpfs_size(l.value))])
+            .unwrap_or_default();
+        let size: Vec<&str> = size.iter().map(String::as_str).collect();
         m.push(JailMount {
             chmod: Some(ROOT_MODE),
-            ..new(Fstype::Tmpfs, MountSource::Pseudo, "/", &[])
+            ..new(Fstype::Tmpfs, MountSource::Pseudo, "/", &size)
         });
         m.extend(HOST_IMAGE_DIRS.map(|d| {
             new(
@@ -117,7 +140,7 @@ pub(super) fn mounts(
                 Fstype::Tmpfs,
                 MountSource::Pseudo,
                 dir,
-                &["ro", "nosuid", "noexec", "mode=000"],
+                &["ro", "nosuid", "noexec", "mode=000", "size=4k", "inodes=1"],
             ));
         }
     } else {
@@ -131,12 +154,12 @@ pub(super) fn mounts(
     }
     let ruleset = format!("ruleset={DEVFS_RULESET}");
     m.push(new(Fstype::Devfs, MountSource::Pseudo, "/dev", &[&ruleset]));
-    m.push(new(
-        Fstype::Tmpfs,
-        MountSource::Pseudo,
-        "/tmp",
-        &["mode=1777", "nosuid"],
-    ));
+    let tmp_bytes = s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES);
+    let mut tmp = vec!["mode=1777".to_owned()];
+    tmp.extend(tmpfs_size(Some(tmp_bytes)));
+    tmp.push("nosuid".to_owned());
+    let tmp: Vec<&str> = tmp.iter().map(String::as_str).collect();
+    m.push(new(Fstype::Tmpfs, MountSource::Pseudo, "/tmp", &tmp));
     for (index, c) in s.mounts.iter().enumerate() {
         if Path::new(&c.target).starts_with("/dev") {
             return Err(PlanError::NullfsMountTarget {

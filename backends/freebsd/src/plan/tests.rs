@@ -704,7 +704,7 @@ fn root_filesystem() {
             "host image",
             |_| {},
             &[
-                "tmpfs /  chmod 755",
+                "tmpfs / size=1g chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -712,16 +712,16 @@ fn root_filesystem() {
                 "nullfs /usr ro",
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
-                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000",
+                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000,size=4k,inodes=1",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
             ],
         ),
         (
             "host image read-only",
             |s| s.readonly_rootfs = true,
             &[
-                "tmpfs /  chmod 755",
+                "tmpfs / size=1g chmod 755",
                 "nullfs /bin ro",
                 "nullfs /sbin ro",
                 "nullfs /lib ro",
@@ -729,9 +729,9 @@ fn root_filesystem() {
                 "nullfs /usr ro",
                 "nullfs /etc ro",
                 "nullfs /usr/local/bin/sandboxd ro,nosuid,noexec",
-                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000",
+                "tmpfs /usr/local/etc/sandboxd ro,nosuid,noexec,mode=000,size=4k,inodes=1",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
                 "tmpfs update / ro",
             ],
         ),
@@ -756,7 +756,7 @@ fn root_filesystem() {
             &[
                 "nullfs / ro",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
                 "nullfs /data ro,nosuid",
                 "nullfs /var/out nosuid",
             ],
@@ -767,7 +767,7 @@ fn root_filesystem() {
             &[
                 "nullfs / ",
                 "devfs /dev ruleset=4",
-                "tmpfs /tmp mode=1777,nosuid",
+                "tmpfs /tmp mode=1777,size=256m,inodes=32768,nosuid",
             ],
         ),
     ];
@@ -847,7 +847,10 @@ fn a_read_only_host_root_is_a_tmpfs_without_mode_then_chmod() {
     // /tmp is never updated: its tmpfs `mode` stays an option.
     let p = built(|s| s.readonly_rootfs = true, &host);
     let tmp = p.mounts.iter().find(|m| m.target == "/tmp").expect("/tmp");
-    assert_eq!(tmp.options, ["mode=1777", "nosuid"]);
+    assert_eq!(
+        tmp.options,
+        ["mode=1777", "size=256m", "inodes=32768", "nosuid"]
+    );
     assert_eq!(tmp.chmod, None);
 }
 
@@ -1976,4 +1979,100 @@ fn main_argv_and_rlimits_come_from_the_plan() {
     );
     assert_eq!(main_argv(&idle.steps), None);
     assert_eq!(idle.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(64 << 20)]);
+}
+
+#[test]
+fn disk_limit_and_tmpfs_sizes() {
+    let host = HostFacts::assumed();
+    let options = |p: &JailPlan, target: &str| -> Vec<String> {
+        p.mounts
+            .iter()
+            .find(|m| m.target == target && m.fstype == Fstype::Tmpfs && !m.update)
+            .map(|m| m.options.clone())
+            .unwrap_or_default()
+    };
+    // Spec sizes on the host image's root and /tmp.
+    let p = built(
+        |s| {
+            s.limits.disk_bytes = limit(32 << 20);
+            s.limits.tmp_bytes = Some(16 << 20);
+        },
+        &host,
+    );
+    // The root takes no `mode` or `inodes`: a read-only root is an update
+    // of this mount, and tmpfs refuses those on an update.
+    assert_eq!(options(&p, "/"), ["size=32m"]);
+    assert_eq!(
+        options(&p, "/tmp"),
+        ["mode=1777", "size=16m", "inodes=2048", "nosuid"]
+    );
+    // Every tmpfs has a size and an inode cap.
+    for m in p
+        .mounts
+        .iter()
+        .filter(|m| m.fstype == Fstype::Tmpfs && !m.update)
+    {
+        assert!(
+            m.options.iter().any(|o| o.starts_with("size="))
+                && (m.target == "/" || m.options.iter().any(|o| o.starts_with("inodes="))),
+            "{m:?}"
+        );
+    }
+    type Case = (&'static str, Edit, Level, bool, bool);
+    let cases: &[Case] = &[
+        // (what, spec, level, refused, degraded)
+        ("host image, default", |_| {}, Level::Enforced, false, false),
+        (
+            "host image, required",
+            |s| s.limits.disk_bytes = limit(64 << 20),
+            Level::Enforced,
+            false,
+            false,
+        ),
+        (
+            "read-only directory image: nothing to limit",
+            |s| {
+                s.image = "base14".into();
+                s.readonly_rootfs = true;
+                s.limits.disk_bytes = limit(64 << 20);
+            },
+            Level::Enforced,
+            false,
+            false,
+        ),
+        (
+            "writable directory image, the default: degraded, not refused",
+            |s| s.image = "base14".into(),
+            Level::NotEnforced,
+            false,
+            true,
+        ),
+        (
+            "writable directory image, required: refused",
+            |s| {
+                s.image = "base14".into();
+                s.limits.disk_bytes = limit(64 << 20);
+            },
+            Level::NotEnforced,
+            true,
+            false,
+        ),
+    ];
+    for (what, edit, level, refused, degraded) in cases {
+        let s = spec(*edit);
+        let p = plan(&s, &sandbox(), &host);
+        let r = p.report.get(Property::DiskLimit).expect("row");
+        assert_eq!((r.level, r.degraded), (*level, *degraded), "{what}: {r:?}");
+        assert_eq!(
+            p.refusals.iter().any(|r| r.starts_with("disk_limit:")),
+            *refused,
+            "{what}: {:?}",
+            p.refusals
+        );
+        assert_eq!(
+            matches!(build(&s, &sandbox(), &host), Err(PlanError::Refused(_))),
+            *refused,
+            "{what}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! ([`rows_for`]), which differ where the spec disables a namespace, picks a
 //! network mode, or does (not) opt into the user namespace.
 
-use sandboxd_core::spec::{NetworkMode, Requirement};
+use sandboxd_core::spec::{HOST_IMAGE, NetworkMode, Requirement};
 use sandboxd_core::{Enforcement, Level, Property, ValidatedSpec};
 
 use super::{Controller, HostFacts, disabled_row, wants_userns};
@@ -13,6 +13,11 @@ const RESTRICTED_HOW: &str = "CLONE_NEWNET + routed veth + nftables";
 const RESTRICTED_CAVEATS: &str = "an own network stack with a private loopback and one veth carrying only the sandbox's addresses (/32 or /128, routed from the host; 127.0.0.1 is the sandbox's own loopback); an nftables guard drops any other source address; the sandbox cannot open connections to the host itself; the daemon turns on IP forwarding (net.ipv4.ip_forward, and IPv6 forwarding for IPv6 addresses)";
 /// Why RESTRICTED is unavailable without nft.
 const RESTRICTED_NO_NFT: &str = "RESTRICTED needs the nft binary (nftables) for its source-address guard, NAT and port forwards, and it is not installed; when PREFERRED the sandbox gets a loopback-only network namespace, stricter than asked";
+
+/// How the writable layer is limited.
+const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (a directory image's overlay upper and work directories; the \"host\" image's root)";
+/// What the disk limit does and does not cover.
+const DISK_CAVEATS: &str = "past the limit writes fail with ENOSPC; the layer is RAM-backed: its pages count toward the memory limit (past which the writer is OOM-killed instead) and are gone when the sandbox ends; /tmp and /dev/shm are tmpfs of their own sizes (spec.limits.tmp_bytes, shm_bytes) and read-write bind mounts are the host's, not counted";
 
 /// The row for a cgroup-backed limit.
 fn cgroup_limit(
@@ -132,6 +137,9 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 "setrlimit RLIMIT_AS",
                 "per process, not per sandbox; inherited by children",
             ),
+            Property::DiskLimit => {
+                Enforcement::new(p, Level::Enforced, DISK_HOW, DISK_CAVEATS)
+            }
             Property::ReadonlyRootfs => Enforcement::new(
                 p,
                 Level::Enforced,
@@ -170,6 +178,20 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
                 "sees the host's cgroup tree (limits still apply)",
             ),
             Property::Network => network_row(s.network.mode, host),
+            Property::DiskLimit if s.limits.disk_bytes.is_none() => Enforcement::new(
+                row.property,
+                Level::NotEnforced,
+                "none",
+                "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); a directory image's overlay upper directory grows on the state directory's filesystem, the \"host\" image's tmpfs root up to the kernel's default (half of RAM)",
+            ),
+            Property::DiskLimit if s.readonly_rootfs && s.image() != HOST_IMAGE => {
+                Enforcement::new(
+                    row.property,
+                    Level::Enforced,
+                    "read-only bind of the image",
+                    "the root is read-only, so there is no writable layer; /tmp and /dev/shm are tmpfs of their own sizes",
+                )
+            }
             Property::User if row.level == Level::Enforced && !wants_userns(spec) => {
                 let uid = s.process.user.uid();
                 let caveat = if uid == 0 {

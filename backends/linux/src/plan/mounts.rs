@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use sandboxd_core::backend::{tmpfs_inodes, tmpfs_size};
 use sandboxd_core::spec::HOST_IMAGE;
+use sandboxd_core::validate::{DEFAULT_SHM_BYTES, DEFAULT_TMP_BYTES};
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 
-use super::{HostFacts, Mount, MountFlag, MountSource, Namespace, PlanError, RootOp};
+use super::{HostFacts, Layer, Mount, MountFlag, MountSource, Namespace, PlanError, RootOp};
 
 use MountFlag::{Bind, Nodev, Noexec, Nosuid, Rdonly, Remount};
 
@@ -53,6 +55,23 @@ const DEVICES: [(&str, u32, u32); 6] = [
     ("tty", 5, 0),
 ];
 
+/// Size of the /dev tmpfs: it holds only device nodes, symlinks and mount
+/// points, none of which take data pages; a root payload may not grow it.
+pub const DEV_TMPFS_BYTES: u64 = 64 << 10;
+/// Inode cap of the /dev tmpfs.
+pub const DEV_TMPFS_INODES: u64 = 256;
+
+/// tmpfs data: the mode, then `size=` and `nr_inodes=` for `bytes` (none
+/// for `None`: the kernel's default, half of RAM).
+fn tmpfs_data(mode: &str, bytes: Option<u64>) -> Vec<String> {
+    let mut data = vec![format!("mode={mode}")];
+    if let Some(b) = bytes {
+        data.push(format!("size={}", tmpfs_size(b)));
+        data.push(format!("nr_inodes={}", tmpfs_inodes(b)));
+    }
+    data
+}
+
 /// Where client mounts may not go: the sandbox's own pseudo-filesystems.
 /// The plan refuses targets named under them; the runtime refuses targets
 /// that resolve under them ([`Mount::client`]).
@@ -86,6 +105,13 @@ fn pseudo(fstype: &str, target: &str, flags: &[MountFlag], data: &[&str]) -> Roo
         flags,
         data,
     )
+}
+
+/// A tmpfs of `bytes` (see [`tmpfs_data`]).
+fn tmpfs(target: &str, flags: &[MountFlag], mode: &str, bytes: Option<u64>) -> RootOp {
+    let data = tmpfs_data(mode, bytes);
+    let data: Vec<&str> = data.iter().map(String::as_str).collect();
+    pseudo("tmpfs", target, flags, &data)
 }
 
 /// A bind of a host path.
@@ -126,8 +152,10 @@ fn image(
 ) -> Result<Vec<RootOp>, PlanError> {
     let s = spec.spec();
     let name = s.image();
+    let disk = s.limits.disk_bytes.map(|l| l.value);
     if name == HOST_IMAGE {
-        let mut ops = vec![pseudo("tmpfs", "/", &[Nodev], &["mode=755"])];
+        // The tmpfs root is the writable layer: it takes the disk limit.
+        let mut ops = vec![tmpfs("/", &[Nodev], "755", disk)];
         ops.extend(
             ["/usr", "/etc"]
                 .into_iter()
@@ -138,7 +166,7 @@ fn image(
                 "tmpfs",
                 dir,
                 &[Rdonly, Nosuid, Nodev, Noexec],
-                &["size=0", "mode=000"],
+                &["size=4k", "nr_inodes=1", "mode=000"],
             ))
         }));
         for (dir, usr) in [
@@ -172,11 +200,27 @@ fn image(
             image: name.to_owned(),
         });
     }
+    // With a disk limit, upper and work live on a tmpfs of that size (in
+    // pid 1's mount namespace only); without one, on the state directory's
+    // filesystem.
+    let (base, layer) = match disk {
+        Some(bytes) => {
+            let dir = sandbox.dir.join("layer");
+            let layer = Layer {
+                dir: dir.clone(),
+                flags: vec![Nosuid, Nodev],
+                data: tmpfs_data("700", Some(bytes)),
+            };
+            (dir, Some(layer))
+        }
+        None => (sandbox.dir.clone(), None),
+    };
     Ok(vec![mount(
         MountSource::Overlay {
             image: name.to_owned(),
-            upper: sandbox.dir.join("upper"),
-            work: sandbox.dir.join("work"),
+            upper: base.join("upper"),
+            work: base.join("work"),
+            layer,
         },
         "/",
         Some("overlay"),
@@ -199,7 +243,14 @@ pub(super) fn root_ops(
     ops.extend(image(spec, sandbox, host)?);
 
     ops.push(pseudo("proc", "/proc", &[Nosuid, Nodev, Noexec], &[]));
-    ops.push(pseudo("tmpfs", "/dev", &[Nosuid, Noexec], &["mode=755"]));
+    let dev_size = format!("size={}", tmpfs_size(DEV_TMPFS_BYTES));
+    let dev_inodes = format!("nr_inodes={DEV_TMPFS_INODES}");
+    ops.push(pseudo(
+        "tmpfs",
+        "/dev",
+        &[Nosuid, Noexec],
+        &["mode=755", &dev_size, &dev_inodes],
+    ));
     for (name, major, minor) in DEVICES {
         ops.push(RootOp::Device {
             path: format!("/dev/{name}"),
@@ -226,11 +277,11 @@ pub(super) fn root_ops(
         &[Nosuid, Noexec],
         &["newinstance", "ptmxmode=0666", "mode=0620"],
     ));
-    ops.push(pseudo(
-        "tmpfs",
+    ops.push(tmpfs(
         "/dev/shm",
         &[Nosuid, Nodev, Noexec],
-        &["mode=1777"],
+        "1777",
+        Some(s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
     ));
     if namespaces.contains(&Namespace::Ipc) {
         ops.push(pseudo(
@@ -251,14 +302,21 @@ pub(super) fn root_ops(
             &[],
         ));
     }
-    ops.push(pseudo("tmpfs", "/tmp", &[Nosuid, Nodev], &["mode=1777"]));
+    let tmp = s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES);
+    ops.push(tmpfs("/tmp", &[Nosuid, Nodev], "1777", Some(tmp)));
 
     for path in MASKED_PATHS {
         if path.starts_with("/sys/") && !sysfs {
             continue;
         }
         let op = if MASKED_DIRS.contains(&path) {
-            pseudo("tmpfs", path, &[Rdonly, Nosuid, Nodev, Noexec], &["size=0"])
+            // Read-only and empty; size=0 would mean "unlimited".
+            pseudo(
+                "tmpfs",
+                path,
+                &[Rdonly, Nosuid, Nodev, Noexec],
+                &["size=4k", "nr_inodes=1"],
+            )
         } else {
             host_bind("/dev/null", path, &[Bind, Rdonly, Nosuid, Noexec])
         };

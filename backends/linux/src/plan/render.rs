@@ -9,8 +9,8 @@ use sandboxd_core::NativePlan;
 use sandboxd_core::plan::{PlanMount, Step};
 
 use super::{
-    Actor, LinuxPlan, LinuxStep, MountSource, Namespace, Network, Rlimit, RootOp, RoutedNetwork,
-    nft_script,
+    Actor, LinuxPlan, LinuxStep, Mount, MountSource, Namespace, Network, Rlimit, RootOp,
+    RoutedNetwork, nft_script,
 };
 
 /// The images directory as shown in plans (its real path is configuration).
@@ -59,7 +59,9 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
                 MountSource::Pseudo(s) => s.clone(),
                 MountSource::Host(p) => p.display().to_string(),
                 MountSource::Image(name) => format!("{IMAGES}/{name}"),
-                MountSource::Overlay { image, upper, work } => {
+                MountSource::Overlay {
+                    image, upper, work, ..
+                } => {
                     options.extend([
                         format!("lowerdir={IMAGES}/{image}"),
                         format!("upperdir={}", upper.display()),
@@ -80,6 +82,28 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
             }
         }
     }
+}
+
+/// The tmpfs an overlay's upper and work directories live on, shown before
+/// the overlay (the runtime mounts it first, in the same namespace).
+fn layer(op: &RootOp) -> Option<PlanMount> {
+    let RootOp::Mount(Mount {
+        source: MountSource::Overlay {
+            layer: Some(layer), ..
+        },
+        ..
+    }) = op
+    else {
+        return None;
+    };
+    let mut options: Vec<String> = layer.flags.iter().map(|f| f.option().to_owned()).collect();
+    options.extend(layer.data.iter().cloned());
+    Some(PlanMount {
+        source: "tmpfs".to_owned(),
+        target: layer.dir.display().to_string(),
+        fstype: "tmpfs".to_owned(),
+        options,
+    })
 }
 
 /// The step's name, arguments and reason.
@@ -331,7 +355,11 @@ pub(super) fn native(plan: &LinuxPlan) -> NativePlan {
             .filter(|n| *n != Namespace::User)
             .map(|n| n.flag().to_owned())
             .collect(),
-        mounts: plan.mounts.iter().map(|op| mount(plan, op)).collect(),
+        mounts: plan
+            .mounts
+            .iter()
+            .flat_map(|op| layer(op).into_iter().chain([mount(plan, op)]))
+            .collect(),
         cgroup_writes: plan
             .cgroups
             .writes

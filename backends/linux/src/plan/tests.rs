@@ -34,6 +34,35 @@ fn spec(edit: Edit) -> ValidatedSpec {
     validate(s, &policy).expect("valid spec")
 }
 
+/// A spec validated by a daemon whose disk-limit default is off.
+fn spec_without_disk_default(edit: Edit) -> ValidatedSpec {
+    let mut s = SandboxSpec {
+        process: ProcessSpec {
+            argv: vec!["/bin/true".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    edit(&mut s);
+    let policy = Policy {
+        default_disk_bytes: None,
+        max_disk_bytes: 1 << 40,
+        ..Policy::default()
+    };
+    validate(s, &policy).expect("valid spec")
+}
+
+/// The data of the mount at `target`.
+fn data_at(p: &LinuxPlan, target: &str) -> Vec<String> {
+    p.mounts
+        .iter()
+        .find_map(|op| match op {
+            RootOp::Mount(m) if m.target == target => Some(m.data.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no mount at {target}"))
+}
+
 fn sandbox() -> SandboxPaths {
     SandboxPaths {
         id: ID.into(),
@@ -890,12 +919,22 @@ fn root_filesystem_variants() {
     let RootOp::Mount(root) = &p.mounts[1] else {
         panic!("no root mount");
     };
+    let layer = sandbox().dir.join("layer");
     assert_eq!(
         root.source,
         MountSource::Overlay {
             image: "alpine".into(),
-            upper: sandbox().dir.join("upper"),
-            work: sandbox().dir.join("work"),
+            upper: layer.join("upper"),
+            work: layer.join("work"),
+            layer: Some(Layer {
+                dir: layer,
+                flags: vec![MountFlag::Nosuid, MountFlag::Nodev],
+                data: vec![
+                    "mode=700".into(),
+                    "size=1g".into(),
+                    "nr_inodes=131072".into()
+                ],
+            }),
         }
     );
 
@@ -1193,4 +1232,143 @@ fn uid_0_with_a_read_write_bind_needs_a_user_namespace() {
             );
         }
     }
+}
+
+#[test]
+fn every_tmpfs_has_a_size_and_an_inode_cap() {
+    let host = HostFacts::assumed();
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    type Case = (
+        &'static str,
+        Edit,
+        &'static [(&'static str, &'static [&'static str])],
+    );
+    let cases: &[Case] = &[
+        (
+            "defaults, host image: the root tmpfs is the writable layer",
+            |_| {},
+            &[
+                ("/", &["mode=755", "size=1g", "nr_inodes=131072"]),
+                ("/dev", &["mode=755", "size=64k", "nr_inodes=256"]),
+                ("/dev/shm", &["mode=1777", "size=64m", "nr_inodes=8192"]),
+                ("/tmp", &["mode=1777", "size=256m", "nr_inodes=32768"]),
+                ("/proc/acpi", &["size=4k", "nr_inodes=1"]),
+            ],
+        ),
+        (
+            "spec sizes",
+            |s| {
+                s.limits.disk_bytes = limit(32 << 20);
+                s.limits.tmp_bytes = Some(16 << 20);
+                s.limits.shm_bytes = Some(3 << 20);
+            },
+            &[
+                ("/", &["mode=755", "size=32m", "nr_inodes=4096"]),
+                ("/dev/shm", &["mode=1777", "size=3m", "nr_inodes=1024"]),
+                ("/tmp", &["mode=1777", "size=16m", "nr_inodes=2048"]),
+            ],
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let p = built(*edit, &host);
+        for (target, data) in *want {
+            assert_eq!(data_at(&p, target), strings(data), "{what}: {target}");
+        }
+        // No tmpfs is left at the kernel's default (half of RAM), and none
+        // says size=0, which tmpfs reads as "unlimited".
+        for op in &p.mounts {
+            if let RootOp::Mount(m) = op {
+                if m.fstype.as_deref() == Some("tmpfs") {
+                    assert!(
+                        m.data
+                            .iter()
+                            .any(|d| d.starts_with("size=") && d != "size=0")
+                            && m.data.iter().any(|d| d.starts_with("nr_inodes=")),
+                        "{what}: {} {:?}",
+                        m.target,
+                        m.data
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn disk_limit_layer_and_rows() {
+    let host = HostFacts::assumed();
+    let sb = sandbox();
+    let overlay = |p: &LinuxPlan| match &p.mounts[1] {
+        RootOp::Mount(Mount {
+            source: MountSource::Overlay { upper, layer, .. },
+            ..
+        }) => (upper.clone(), layer.clone()),
+        other => panic!("no overlay: {other:?}"),
+    };
+    // A directory image with a disk limit: upper and work on a tmpfs of
+    // that size, mounted on <dir>/layer.
+    let s = spec(|s| {
+        s.image = "alpine".into();
+        s.limits.disk_bytes = limit(64 << 20);
+    });
+    let p = build(&s, &sb, &host).expect("plan");
+    let (upper, layer) = overlay(&p);
+    assert_eq!(upper, sb.dir.join("layer/upper"));
+    let layer = layer.expect("a layer");
+    assert_eq!(layer.dir, sb.dir.join("layer"));
+    assert_eq!(layer.data, ["mode=700", "size=64m", "nr_inodes=8192"]);
+    assert_eq!(row(&s, &host, Property::DiskLimit).level, Level::Enforced);
+    assert!(plan(&s, &sb, &host).refusals.is_empty());
+    // Shown in PlanSandbox, before the overlay it holds.
+    let NativePlan::Linux { mounts, .. } = plan(&s, &sb, &host).native else {
+        panic!("linux plan")
+    };
+    let at = mounts
+        .iter()
+        .position(|m| m.fstype == "tmpfs" && m.target.ends_with("/layer"))
+        .expect("layer shown");
+    assert_eq!(mounts[at + 1].fstype, "overlay");
+    assert!(mounts[at].options.contains(&"size=64m".to_owned()));
+    assert!(
+        mounts[at + 1]
+            .options
+            .iter()
+            .any(|o| o.ends_with("/layer/upper")),
+        "{:?}",
+        mounts[at + 1]
+    );
+
+    // The daemon's default off and none in the spec: upper on the state
+    // directory, the host image's root at the kernel's default size, and
+    // the row says so.
+    let s = spec_without_disk_default(|s| s.image = "alpine".into());
+    let p = build(&s, &sb, &host).expect("plan");
+    assert_eq!(overlay(&p), (sb.dir.join("upper"), None));
+    let r = row(&s, &host, Property::DiskLimit);
+    assert_eq!(r.level, Level::NotEnforced, "{r:?}");
+    assert_eq!(r.requested, Requirement::Unspecified);
+    let p = build(&spec_without_disk_default(|_| {}), &sb, &host).expect("plan");
+    assert_eq!(data_at(&p, "/"), ["mode=755"]);
+
+    // A read-only directory image has no writable layer to limit.
+    let s = spec(|s| {
+        s.image = "alpine".into();
+        s.readonly_rootfs = true;
+    });
+    let p = build(&s, &sb, &host).expect("plan");
+    assert!(!p.mounts.iter().any(|op| matches!(
+        op,
+        RootOp::Mount(Mount {
+            source: MountSource::Overlay { .. },
+            ..
+        })
+    )));
+    let r = row(&s, &host, Property::DiskLimit);
+    assert_eq!(
+        (r.level, r.mechanism.as_str()),
+        (Level::Enforced, "read-only bind of the image")
+    );
+    // The default is PREFERRED: reported as requested, never degraded here.
+    let r = row(&spec(|_| {}), &host, Property::DiskLimit);
+    assert_eq!((r.requested, r.degraded), (Requirement::Preferred, false));
 }

@@ -92,13 +92,31 @@ pub enum MountSource {
     Overlay {
         /// Image name (lower layer).
         image: String,
-        /// Upper directory, under the sandbox's directory.
+        /// Upper directory, under the sandbox's directory (inside `layer`
+        /// when there is one).
         upper: PathBuf,
-        /// Overlay work directory, under the sandbox's directory.
+        /// Overlay work directory, beside `upper`.
         work: PathBuf,
+        /// The size-limited tmpfs holding `upper` and `work`; `None`: they
+        /// are on the state directory's filesystem, unbounded.
+        layer: Option<Layer>,
     },
     /// A path already inside the new root (self-binds, remounts).
     InRoot(String),
+}
+
+/// A tmpfs mounted on a directory of the sandbox's own (a host path), in
+/// pid 1's private mount namespace after `MakePrivate`, so the host never
+/// sees it and it goes away with the namespace. It holds the overlay's
+/// upper and work directories: its `size=` is the disk limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The mount point, `<sandbox dir>/layer`.
+    pub dir: PathBuf,
+    /// Its flags.
+    pub flags: Vec<MountFlag>,
+    /// tmpfs data ("mode=755", "size=1g", "nr_inodes=131072").
+    pub data: Vec<String>,
 }
 
 /// One mount under the new root, performed before `pivot_root`.

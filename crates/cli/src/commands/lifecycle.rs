@@ -252,6 +252,12 @@ fn spec_rows(t: &mut Table, spec: &SandboxSpec, leased: &[String]) {
         add("cpus", &l.cpu_millis, format::cpus);
         add("nofile", &l.open_files, |v| v.to_string());
         add("address-space", &l.address_space_bytes, format::size);
+        add("disk", &l.disk_bytes, format::size);
+        for (name, bytes) in [("tmp", l.tmp_bytes), ("shm", l.shm_bytes)] {
+            if bytes != 0 {
+                parts.push(format!("{name}={}", format::size(bytes)));
+            }
+        }
         t.row([
             "Limits:".into(),
             if parts.is_empty() {

@@ -17,7 +17,7 @@ use crate::manager::Manager;
 
 pub use events::Events;
 pub use host::Host;
-pub use process::Processes;
+pub use process::{ExecSlot, ExecSlots, Processes};
 pub use sandbox::Sandboxes;
 
 /// What every service shares.
@@ -33,6 +33,10 @@ pub struct Shared {
     pub auth: Arc<Authorizer>,
     /// Creates running at once (the config's max_inflight_creates).
     pub creates: Arc<tokio::sync::Semaphore>,
+    /// Execs running at once, per sandbox and per identity.
+    pub execs: Arc<ExecSlots>,
+    /// The daemon's own paths, which no mount source may overlap.
+    pub protected: Arc<crate::hostdirs::Protected>,
 }
 
 impl Shared {

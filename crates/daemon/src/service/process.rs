@@ -1,5 +1,6 @@
 //! ProcessService: Exec (bidirectional stdio stream), ExecSync, SignalProcess.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ impl pb::process_service_server::ProcessService for Processes {
         req: Request<Streaming<pb::ExecRequest>>,
     ) -> Result<Response<ExecStream>, Status> {
         let who = self.0.caller(&req)?;
+        let deadline = grpc_timeout(req.metadata()).map(|t| tokio::time::Instant::now() + t);
         let mut inbound = req.into_inner();
         let start = match inbound.message().await? {
             Some(pb::ExecRequest {
@@ -66,7 +68,8 @@ impl pb::process_service_server::ProcessService for Processes {
         )
         .map_err(ApiError::from)?;
         let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
-        let handle = manager.exec(&sb, process, size).await?;
+        let slot = self.0.execs.take(&sb.id, &who.name)?;
+        let handle = start_exec(&manager, &sb, process, size).await?;
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
             .send(Ok(msg(pb::exec_response::Msg::StartedPid(i64::from(
@@ -80,6 +83,7 @@ impl pb::process_service_server::ProcessService for Processes {
             inbound,
             tx,
             self.0.clone(),
+            Bounds { slot, deadline },
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -111,7 +115,8 @@ impl pb::process_service_server::ProcessService for Processes {
             n => n.min(MAX_OUTPUT),
         };
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        let handle = manager.exec(&sb, process, None).await?;
+        let _slot = self.0.execs.take(&sb.id, &who.name)?;
+        let handle = start_exec(&manager, &sb, process, None).await?;
         let (pid, exec_id) = (handle.pid, handle.exec_id);
         let ExecStdio::Pipes {
             stdin,
@@ -194,6 +199,114 @@ impl pb::process_service_server::ProcessService for Processes {
     }
 }
 
+/// Starts an exec in its own task: a client that goes away while the
+/// process is being started drops this call, and the process, once started,
+/// must not be left running with nobody attached. The task kills its tree
+/// when nobody takes the handle.
+async fn start_exec(
+    manager: &Arc<Manager>,
+    sb: &Arc<Sandbox>,
+    process: validate::ValidatedProcess,
+    size: Option<(u16, u16)>,
+) -> Result<ExecHandle, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (manager, sb) = (manager.clone(), sb.clone());
+    tokio::spawn(async move {
+        let started = manager.exec(&sb, process, size).await;
+        if let Err(Ok(handle)) = tx.send(started) {
+            let _ = manager
+                .signal(&sb, SignalTarget::ExecTree(handle.exec_id), libc::SIGKILL)
+                .await;
+        }
+    });
+    rx.await
+        .map_err(|_| ApiError::Internal("the exec task ended without an answer".into()))?
+}
+
+/// Exec and ExecSync calls running at once, per sandbox and per identity
+/// (the config's max_execs_per_sandbox and max_execs_per_identity): each
+/// holds pipes or a terminal in the daemon and a process in the sandbox.
+#[derive(Debug)]
+pub struct ExecSlots {
+    per_sandbox: usize,
+    per_identity: usize,
+    taken: std::sync::Mutex<SlotCounts>,
+}
+
+#[derive(Debug, Default)]
+struct SlotCounts {
+    by_sandbox: HashMap<String, usize>,
+    by_identity: HashMap<String, usize>,
+}
+
+/// One exec's place under both caps, given back when dropped.
+#[derive(Debug)]
+pub struct ExecSlot {
+    slots: Arc<ExecSlots>,
+    sandbox: String,
+    identity: String,
+}
+
+impl ExecSlots {
+    /// Caps of `per_sandbox` and `per_identity` execs at once.
+    pub fn new(per_sandbox: usize, per_identity: usize) -> Self {
+        Self {
+            per_sandbox,
+            per_identity,
+            taken: std::sync::Mutex::default(),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, SlotCounts> {
+        self.taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more exec in `sandbox` by `identity`, or
+    /// RESOURCE_EXHAUSTED naming the cap that is full.
+    pub fn take(self: &Arc<Self>, sandbox: &str, identity: &str) -> Result<ExecSlot, ApiError> {
+        let mut counts = self.counts();
+        let in_sandbox = counts.by_sandbox.get(sandbox).copied().unwrap_or(0);
+        if in_sandbox >= self.per_sandbox {
+            return Err(ApiError::ResourceExhausted(format!(
+                "sandbox {sandbox} already runs {in_sandbox} execs, the daemon's max_execs_per_sandbox; wait for one to end"
+            )));
+        }
+        let of_identity = counts.by_identity.get(identity).copied().unwrap_or(0);
+        if of_identity >= self.per_identity {
+            return Err(ApiError::ResourceExhausted(format!(
+                "identity {identity:?} already runs {of_identity} execs, the daemon's max_execs_per_identity; wait for one to end"
+            )));
+        }
+        *counts.by_sandbox.entry(sandbox.to_owned()).or_default() += 1;
+        *counts.by_identity.entry(identity.to_owned()).or_default() += 1;
+        Ok(ExecSlot {
+            slots: self.clone(),
+            sandbox: sandbox.to_owned(),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        let mut guard = self.slots.counts();
+        let counts = &mut *guard;
+        for (map, key) in [
+            (&mut counts.by_sandbox, &self.sandbox),
+            (&mut counts.by_identity, &self.identity),
+        ] {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
+
 fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
@@ -268,6 +381,13 @@ impl Drop for KillOnDrop {
 
 type Tx = mpsc::Sender<Result<pb::ExecResponse, Status>>;
 
+/// What bounds one Exec stream: its slot under the exec caps (held until the
+/// stream's task ends) and the call's deadline.
+struct Bounds {
+    slot: ExecSlot,
+    deadline: Option<tokio::time::Instant>,
+}
+
 /// Pumps one Exec stream: output out, stdin/resize/signal in, exit last.
 async fn run_exec_stream(
     manager: Arc<Manager>,
@@ -276,7 +396,12 @@ async fn run_exec_stream(
     mut inbound: Streaming<pb::ExecRequest>,
     tx: Tx,
     shared: Shared,
+    bounds: Bounds,
 ) {
+    let Bounds {
+        slot: _slot,
+        deadline,
+    } = bounds;
     let ExecHandle {
         pid,
         exec_id,
@@ -323,6 +448,20 @@ async fn run_exec_stream(
     };
     let mut exited = exited;
     let mut inbound_open = true;
+    let mut client_here = true;
+    let mut past_deadline = false;
+    let deadline_passed = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline_passed);
+    let kill = || async {
+        let _ = manager
+            .signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+            .await;
+    };
     let exit = loop {
         tokio::select! {
             r = &mut exited => break r.ok(),
@@ -333,9 +472,24 @@ async fn run_exec_stream(
                     // The client went away: end its process tree rather than
                     // leave it running with nobody to read its output.
                     inbound_open = false;
-                    let _ = manager.signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL).await;
+                    kill().await;
                 }
             },
+            // The response stream was dropped: the client cancelled the call
+            // (RST_STREAM, its deadline passed, it disconnected), even after
+            // half-closing its own side.
+            () = tx.closed(), if client_here => {
+                client_here = false;
+                inbound_open = false;
+                kill().await;
+            }
+            // The client's deadline (grpc-timeout) passed: tonic bounds only
+            // the call's start, the stream is ours to end.
+            () = &mut deadline_passed, if !past_deadline => {
+                past_deadline = true;
+                inbound_open = false;
+                kill().await;
+            }
             () = shared.shutting_down() => {
                 let _ = tx.send(Err(ApiError::Unavailable("the daemon is shutting down".into()).into())).await;
                 return;
@@ -356,9 +510,35 @@ async fn run_exec_stream(
         exit_pb.exit_code = 255;
         exit_pb.message = "the supervisor exited while the process ran".into();
     }
-    let _ = tx
-        .send(Ok(msg(pb::exec_response::Msg::Exited(exit_pb))))
-        .await;
+    let last = if past_deadline {
+        Err(Status::deadline_exceeded(
+            "the call's deadline passed; the process was killed",
+        ))
+    } else {
+        Ok(msg(pb::exec_response::Msg::Exited(exit_pb)))
+    };
+    let _ = tx.send(last).await;
+}
+
+/// The call's `grpc-timeout`, if it sent a valid one (gRPC over HTTP/2: at
+/// most 8 digits and a unit).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = (text.get(..split)?, text.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 enum Input {
@@ -476,5 +656,66 @@ async fn pump_pty(pty: Arc<Pty>, tx: Tx) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("2S", Some(Duration::from_secs(2))),
+            ("1500m", Some(Duration::from_millis(1500))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("-1S", None),
+            ("+1S", None),
+            ("1s", None),
+            ("1.5S", None),
+        ];
+        for (text, want) in cases {
+            let mut m = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = text.parse() {
+                m.insert("grpc-timeout", v);
+            }
+            assert_eq!(grpc_timeout(&m), *want, "{text:?}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn exec_slots_cap_each_sandbox_and_each_identity() {
+        let slots = Arc::new(ExecSlots::new(2, 3));
+        let a1 = slots.take("a", "alice").unwrap();
+        let _a2 = slots.take("a", "alice").unwrap();
+        let full = slots.take("a", "bob").unwrap_err().to_string();
+        assert!(full.contains("max_execs_per_sandbox"), "{full}");
+        let _b1 = slots.take("b", "alice").unwrap();
+        let full = slots.take("b", "alice").unwrap_err().to_string();
+        assert!(full.contains("max_execs_per_identity"), "{full}");
+        // Another identity is not held back by alice's.
+        let _b2 = slots.take("b", "bob").unwrap();
+        drop(a1);
+        let _a3 = slots.take("a", "alice").unwrap();
+        assert!(
+            matches!(
+                slots.take("c", "alice"),
+                Err(ApiError::ResourceExhausted(_))
+            ),
+            "freed and retaken"
+        );
+        drop((_a2, _a3, _b1, _b2));
+        let counts = slots.counts();
+        assert!(counts.by_sandbox.is_empty() && counts.by_identity.is_empty());
     }
 }

@@ -28,6 +28,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let who = self.0.caller(&req)?;
         let req = req.into_inner();
         let spec = self.0.manager.validate_spec(req.spec)?;
+        self.0.protected.check_mounts(spec.spec())?;
         who.check_spec(spec.spec())?;
         // Bounded over all clients: a flood cannot queue unbounded work.
         let permit = self.0.creates.clone().try_acquire_owned().map_err(|_| {
