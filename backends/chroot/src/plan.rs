@@ -78,75 +78,116 @@ pub const ROOT_CAPABILITIES: [u32; 10] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 31];
 /// Device nodes bound into the sandbox's /dev.
 pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// One tmpfs the supervisor mounts. [`Tmpfs::data`] is passed to mount(2)
-/// as is, and shown in plans.
+/// A mount(2) flag, shown in plans by its mount(8) option name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountFlag {
+    /// `MS_RDONLY`.
+    Rdonly,
+    /// `MS_NOSUID`.
+    Nosuid,
+    /// `MS_NODEV`.
+    Nodev,
+    /// `MS_NOEXEC`.
+    Noexec,
+}
+
+impl MountFlag {
+    /// The mount(8) option name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rdonly => "ro",
+            Self::Nosuid => "nosuid",
+            Self::Nodev => "nodev",
+            Self::Noexec => "noexec",
+        }
+    }
+}
+
+/// A tmpfs mount's flags and mount(2) data, exactly as passed to the
+/// kernel and shown in plans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tmpfs {
-    /// Permission bits of its root, in octal ("1777").
-    pub mode: String,
-    /// `size=` in bytes; `None`: the kernel's default (half of RAM).
-    pub bytes: Option<u64>,
-    /// `nr_inodes=`; `None`: the kernel's default.
-    pub inodes: Option<u64>,
+pub struct TmpfsOptions {
+    /// mount(2) flags.
+    pub flags: Vec<MountFlag>,
+    /// mount(2) data, "mode=755,size=1g,nr_inodes=131072".
+    pub data: String,
 }
 
-impl Tmpfs {
-    /// A tmpfs of `bytes` with the inode cap for that size.
-    pub fn sized(mode: &str, bytes: u64) -> Self {
+impl TmpfsOptions {
+    fn new(flags: &[MountFlag], data: &str) -> Self {
         Self {
-            mode: mode.to_owned(),
-            bytes: Some(bytes),
-            inodes: Some(tmpfs_inodes(bytes)),
+            flags: flags.to_vec(),
+            data: data.to_owned(),
         }
     }
 
-    /// The mount data, "mode=755,size=1g,nr_inodes=131072".
-    pub fn data(&self) -> String {
-        let mut data = vec![format!("mode={}", self.mode)];
-        if let Some(b) = self.bytes {
-            data.push(format!("size={}", tmpfs_size(b)));
+    /// A tmpfs with root permission bits `mode` (octal text, "1777") and,
+    /// given `bytes`, `size=` and the inode cap for that size; without,
+    /// the kernel's defaults (half of RAM).
+    pub fn sized(flags: &[MountFlag], mode: &str, bytes: Option<u64>) -> Self {
+        let mut data = format!("mode={mode}");
+        if let Some(b) = bytes {
+            data.push_str(&format!(
+                ",size={},nr_inodes={}",
+                tmpfs_size(b),
+                tmpfs_inodes(b)
+            ));
         }
-        if let Some(n) = self.inodes {
-            data.push(format!("nr_inodes={n}"));
-        }
-        data.join(",")
+        Self::new(flags, &data)
+    }
+
+    /// Flags, then each data option, as a plan shows them.
+    pub fn display(&self) -> Vec<String> {
+        self.flags
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .chain(self.data.split(',').map(str::to_owned))
+            .collect()
     }
 }
 
+/// Flags of the `host` view's root tmpfs (the writable layer, sized by the
+/// disk limit: it holds mount points, symlinks and what the payload writes
+/// outside /tmp and /dev/shm).
+pub const ROOT_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
+/// Flags of the writable-layer tmpfs that holds a directory image's
+/// overlay upper and work directories, with a disk limit.
+pub const LAYER_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
+/// Flags of the /dev tmpfs (the device nodes bound in keep their own).
+pub const DEV_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Noexec];
 /// Size of the /dev tmpfs: device-node mount points and the /dev/shm
 /// mount point, no data.
 pub const DEV_TMPFS_BYTES: u64 = 64 << 10;
 /// Inode cap of the /dev tmpfs.
 pub const DEV_TMPFS_INODES: u64 = 256;
+/// Flags of the /dev/shm tmpfs (sized by `spec.limits.shm_bytes`).
+pub const SHM_TMPFS_FLAGS: [MountFlag; 3] =
+    [MountFlag::Nosuid, MountFlag::Nodev, MountFlag::Noexec];
+/// Flags of the /tmp tmpfs (sized by `spec.limits.tmp_bytes`).
+pub const TMP_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
+/// Flags of a read-only bind (host directories, a read-only image).
+pub const BIND_RO_FLAGS: [MountFlag; 2] = [MountFlag::Rdonly, MountFlag::Nosuid];
+/// Flags of the final remount of a read-only `host` view's tmpfs root.
+pub const ROOT_RO_FLAGS: [MountFlag; 3] = [MountFlag::Rdonly, MountFlag::Nosuid, MountFlag::Nodev];
 
-/// How the sandbox root is assembled.
+/// How the sandbox root is assembled (the details are in the steps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RootBuild {
     /// A tmpfs root holding read-only binds of the host's system dirs.
-    HostView {
-        /// What to mirror.
-        layout: Vec<HostEntry>,
-        /// The root tmpfs: the writable layer, sized by the disk limit.
-        tmpfs: Tmpfs,
-    },
+    HostView,
     /// A directory image bound read-only.
     ImageReadOnly {
         /// Image name inside the images dir.
         image: String,
     },
     /// A directory image under an overlay whose upper layer is in the
-    /// sandbox's state dir (the image itself is never written).
+    /// sandbox's state dir, on a tmpfs of the disk limit when there is one
+    /// (the image itself is never written).
     ImageOverlay {
         /// Image name.
         image: String,
-        /// Upper layer (inside `layer` when there is one).
-        upper: PathBuf,
-        /// overlayfs work dir, beside `upper`.
-        work: PathBuf,
-        /// With a disk limit: the tmpfs of that size, mounted on this
-        /// directory under the sandbox dir, holding `upper` and `work`.
-        layer: Option<(PathBuf, Tmpfs)>,
     },
     /// No mount support: chroot straight into the image directory. Writes
     /// go to the image itself.
@@ -154,6 +195,168 @@ pub enum RootBuild {
         /// Image name.
         image: String,
     },
+}
+
+/// Who runs a [`ChrootStep`]. Every step has exactly one runner, so what
+/// the plan shows is what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// The backend's `Isolation::setup` in the supervisor, in plan order:
+    /// it builds the root.
+    Setup,
+    /// The backend's `Isolation::enter`, in each forked child.
+    Enter,
+    /// The generic supervisor (`sandboxd_supervisor`), from the launch
+    /// config the backend derives from the same spec.
+    Generic,
+}
+
+/// One step of a chroot sandbox, in order. Host paths are absolute paths
+/// on the host; "in the root" paths are resolved beneath the root with
+/// `openat2(RESOLVE_IN_ROOT)`, never joined as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChrootStep {
+    /// Create a host directory (and its parents) with `mode` (less the
+    /// umask).
+    CreateDir {
+        /// Host path.
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Mount a tmpfs on the root (the `host` view).
+    MountRootTmpfs(TmpfsOptions),
+    /// Bind a host system directory on `target` (created first), then
+    /// remount it [`BIND_RO_FLAGS`].
+    BindHostDir {
+        /// Host directory, from the start-up probe.
+        source: PathBuf,
+        /// Host path under the root.
+        target: PathBuf,
+    },
+    /// Create a symlink `link` pointing at `target`.
+    Symlink {
+        /// Host path under the root.
+        link: PathBuf,
+        /// The link's contents, as read from the host.
+        target: PathBuf,
+    },
+    /// Set a host path's permission bits exactly (mkdir applies the umask).
+    Chmod {
+        /// Host path.
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Bind the image directory (opened without following symlinks) on
+    /// the root, then remount it [`BIND_RO_FLAGS`].
+    BindImage {
+        /// Image name inside the images dir.
+        image: String,
+    },
+    /// Mount a tmpfs on a host directory under the sandbox dir (so teardown
+    /// and cleanup unmount it): the writable layer, sized by the disk
+    /// limit, that holds the overlay's upper and work directories.
+    MountLayer {
+        /// Host path.
+        path: PathBuf,
+        /// The tmpfs.
+        tmpfs: TmpfsOptions,
+    },
+    /// Mount an overlay on the root: the image (read-only) under
+    /// `upper`/`work`, nosuid.
+    MountOverlay {
+        /// Image name inside the images dir.
+        image: String,
+        /// Upper layer (host path).
+        upper: PathBuf,
+        /// overlayfs work dir (host path).
+        work: PathBuf,
+    },
+    /// If the root has a /dev directory: a tmpfs on it, a bind of each of
+    /// `nodes` the host has, and a tmpfs /dev/shm.
+    MountDev {
+        /// The tmpfs.
+        tmpfs: TmpfsOptions,
+        /// Names under /dev.
+        nodes: Vec<String>,
+        /// The /dev/shm tmpfs.
+        shm: TmpfsOptions,
+    },
+    /// If the running sandboxd binary is visible in the root, cover it
+    /// with an empty mode-000 file bound ro,nosuid,noexec.
+    MaskOwnBinary,
+    /// A client bind mount (or the generated resolv.conf): the source
+    /// resolved from `/` with no symlinks, the target in the root, then
+    /// remounted nosuid (and ro when asked).
+    BindMount(MountSpec),
+    /// If the root has a /tmp directory: a tmpfs on it. Before the client
+    /// mounts, which may target paths below /tmp.
+    MountTmp(TmpfsOptions),
+    /// Remount the root's tmpfs with these flags (read-only).
+    RemountRoot(Vec<MountFlag>),
+    /// `fork(2)`: one child per process.
+    Fork,
+    /// `setsid(2)`.
+    Setsid,
+    /// `fchdir` to the root opened during setup, `chroot(".")`,
+    /// `chdir("/")`.
+    Chroot,
+    /// `close_range(3, ~0)`: only fds 0-2 stay open.
+    CloseRange,
+    /// Drop every capability from the bounding set but these (uid 0 only).
+    DropCapabilities(Vec<u32>),
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs,
+    /// `setrlimit(2)`.
+    SetRlimit(Rlimit),
+    /// `setgroups(2)`.
+    SetGroups(Vec<u32>),
+    /// `setgid(2)`.
+    SetGid(u32),
+    /// `setuid(2)`.
+    SetUid(u32),
+    /// The working directory, with the payload's permissions.
+    Chdir(String),
+    /// The default seccomp deny list (Linux).
+    Seccomp,
+    /// `execve(2)` of the main process.
+    Execve(Vec<String>),
+}
+
+impl ChrootStep {
+    /// Who runs it. No wildcard: a new step must be given a runner here.
+    pub fn executor(&self) -> Executor {
+        match self {
+            Self::CreateDir { .. }
+            | Self::MountRootTmpfs(_)
+            | Self::BindHostDir { .. }
+            | Self::Symlink { .. }
+            | Self::Chmod { .. }
+            | Self::BindImage { .. }
+            | Self::MountLayer { .. }
+            | Self::MountOverlay { .. }
+            | Self::MountDev { .. }
+            | Self::MaskOwnBinary
+            | Self::BindMount(_)
+            | Self::MountTmp(_)
+            | Self::RemountRoot(_) => Executor::Setup,
+            Self::Chroot => Executor::Enter,
+            Self::Fork
+            | Self::Setsid
+            | Self::CloseRange
+            | Self::DropCapabilities(_)
+            | Self::NoNewPrivs
+            | Self::SetRlimit(_)
+            | Self::SetGroups(_)
+            | Self::SetGid(_)
+            | Self::SetUid(_)
+            | Self::Chdir(_)
+            | Self::Seccomp
+            | Self::Execve(_) => Executor::Generic,
+        }
+    }
 }
 
 /// The chroot backend's executable plan (the supervisor's configuration).
@@ -166,20 +369,9 @@ pub struct ChrootSetup {
     pub images_dir: PathBuf,
     /// How the root is built.
     pub build: RootBuild,
-    /// Remount the root read-only once built.
-    pub readonly: bool,
-    /// Mount a tmpfs /dev with the safe device nodes and a /dev/shm (when
-    /// the root has /dev).
-    pub dev: bool,
-    /// The /dev tmpfs.
-    pub dev_tmpfs: Tmpfs,
-    /// The /dev/shm tmpfs.
-    pub shm: Tmpfs,
-    /// The /tmp tmpfs, over the root's /tmp when it has one (with Linux
-    /// mounts).
-    pub tmp: Tmpfs,
-    /// Client bind mounts.
-    pub mounts: Vec<MountSpec>,
+    /// Every step, in order: the supervisor runs the [`Executor::Setup`]
+    /// ones, and PlanSandbox shows them all.
+    pub steps: Vec<ChrootStep>,
 }
 
 /// Why a spec cannot be planned at all (as opposed to a refused property).
@@ -212,77 +404,184 @@ pub fn build(
     let s = spec.spec();
     let image = s.image().to_owned();
     let disk = s.limits.disk_bytes.map(|l| l.value);
-    let (build, root) = if image == HOST_IMAGE {
-        if !facts.linux_mounts {
+    if !facts.linux_mounts {
+        if image == HOST_IMAGE {
             return Err(PlanError::HostImageWithoutMounts);
         }
-        let tmpfs = match disk {
-            Some(bytes) => Tmpfs::sized("755", bytes),
-            None => Tmpfs {
-                mode: "755".to_owned(),
-                bytes: None,
-                inodes: None,
+        if !s.network.dns_servers.is_empty() {
+            return Err(PlanError::DnsWithoutMounts);
+        }
+        return Ok(ChrootSetup {
+            root: images_dir.join(&image),
+            images_dir: images_dir.to_owned(),
+            build: RootBuild::ImageInPlace { image },
+            steps: process_steps(spec, false),
+        });
+    }
+    let root = root_dir(sandbox);
+    let mut steps = vec![ChrootStep::CreateDir {
+        path: root.clone(),
+        mode: 0o755,
+    }];
+    let build = if image == HOST_IMAGE {
+        steps.push(ChrootStep::MountRootTmpfs(TmpfsOptions::sized(
+            &ROOT_TMPFS_FLAGS,
+            "755",
+            disk,
+        )));
+        // Host layout paths come from our own probe, and the tmpfs is
+        // ours: joining them is safe.
+        let in_root = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        steps.extend(facts.host_layout.iter().map(|entry| match entry {
+            HostEntry::Bind(p) => ChrootStep::BindHostDir {
+                source: p.clone(),
+                target: in_root(p),
             },
-        };
-        (
-            RootBuild::HostView {
-                layout: facts.host_layout.clone(),
-                tmpfs,
+            HostEntry::Symlink { path, target } => ChrootStep::Symlink {
+                link: in_root(path),
+                target: target.clone(),
             },
-            root_dir(sandbox),
-        )
-    } else if !facts.linux_mounts {
-        (
-            RootBuild::ImageInPlace {
-                image: image.clone(),
+        }));
+        let tmp = root.join("tmp");
+        steps.extend([
+            ChrootStep::CreateDir {
+                path: tmp.clone(),
+                mode: 0o1777,
             },
-            images_dir.join(&image),
-        )
+            ChrootStep::Chmod {
+                path: tmp,
+                mode: 0o1777,
+            },
+            ChrootStep::CreateDir {
+                path: root.join("dev"),
+                mode: 0o755,
+            },
+        ]);
+        RootBuild::HostView
     } else if s.readonly_rootfs || !facts.overlay {
-        (RootBuild::ImageReadOnly { image }, root_dir(sandbox))
+        steps.push(ChrootStep::BindImage {
+            image: image.clone(),
+        });
+        RootBuild::ImageReadOnly { image }
     } else {
         // With a disk limit, upper and work live on a tmpfs of that size.
-        let layer = disk.map(|bytes| (sandbox.dir.join("layer"), Tmpfs::sized("700", bytes)));
-        let base = layer.as_ref().map_or(&sandbox.dir, |(dir, _)| dir);
-        let build = RootBuild::ImageOverlay {
-            upper: base.join("upper"),
-            work: base.join("work"),
-            image,
-            layer,
+        let base = match disk {
+            Some(bytes) => {
+                let layer = sandbox.dir.join("layer");
+                steps.extend([
+                    ChrootStep::CreateDir {
+                        path: layer.clone(),
+                        mode: 0o700,
+                    },
+                    ChrootStep::MountLayer {
+                        path: layer.clone(),
+                        tmpfs: TmpfsOptions::sized(&LAYER_TMPFS_FLAGS, "700", Some(bytes)),
+                    },
+                ]);
+                layer
+            }
+            None => sandbox.dir.clone(),
         };
-        (build, root_dir(sandbox))
+        let (upper, work) = (base.join("upper"), base.join("work"));
+        steps.extend([
+            ChrootStep::CreateDir {
+                path: upper.clone(),
+                mode: 0o755,
+            },
+            ChrootStep::CreateDir {
+                path: work.clone(),
+                mode: 0o700,
+            },
+            ChrootStep::MountOverlay {
+                image: image.clone(),
+                upper,
+                work,
+            },
+        ]);
+        RootBuild::ImageOverlay { image }
     };
+    steps.extend([
+        ChrootStep::MountDev {
+            tmpfs: dev_tmpfs(),
+            nodes: DEV_NODES.map(str::to_owned).to_vec(),
+            shm: TmpfsOptions::sized(
+                &SHM_TMPFS_FLAGS,
+                "1777",
+                Some(s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
+            ),
+        },
+        ChrootStep::MountTmp(TmpfsOptions::sized(
+            &TMP_TMPFS_FLAGS,
+            "1777",
+            Some(s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES)),
+        )),
+    ]);
+    if build == RootBuild::HostView {
+        steps.push(ChrootStep::MaskOwnBinary);
+    }
+    steps.extend(s.mounts.iter().cloned().map(ChrootStep::BindMount));
+    if !s.network.dns_servers.is_empty() {
+        // Written by the daemon (prepare); the image must have
+        // /etc/resolv.conf for it to cover.
+        steps.push(ChrootStep::BindMount(MountSpec {
+            source: sandbox.dir.join(RESOLV_CONF).display().to_string(),
+            target: "/etc/resolv.conf".to_owned(),
+            read_only: true,
+        }));
+    }
+    if s.readonly_rootfs && build == RootBuild::HostView {
+        steps.push(ChrootStep::RemountRoot(ROOT_RO_FLAGS.to_vec()));
+    }
+    steps.extend(process_steps(spec, true));
     Ok(ChrootSetup {
         root,
         images_dir: images_dir.to_owned(),
         build,
-        readonly: s.readonly_rootfs && facts.linux_mounts,
-        dev: facts.linux_mounts,
-        dev_tmpfs: Tmpfs {
-            mode: "755".to_owned(),
-            bytes: Some(DEV_TMPFS_BYTES),
-            inodes: Some(DEV_TMPFS_INODES),
-        },
-        shm: Tmpfs::sized("1777", s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
-        tmp: Tmpfs::sized("1777", s.limits.tmp_bytes.unwrap_or(DEFAULT_TMP_BYTES)),
-        mounts: if facts.linux_mounts {
-            let mut mounts = s.mounts.clone();
-            if !s.network.dns_servers.is_empty() {
-                // Written by the daemon (prepare); the image must have
-                // /etc/resolv.conf for it to cover.
-                mounts.push(MountSpec {
-                    source: sandbox.dir.join(RESOLV_CONF).display().to_string(),
-                    target: "/etc/resolv.conf".to_owned(),
-                    read_only: true,
-                });
-            }
-            mounts
-        } else if !s.network.dns_servers.is_empty() {
-            return Err(PlanError::DnsWithoutMounts);
-        } else {
-            Vec::new()
-        },
+        steps,
     })
+}
+
+/// The /dev tmpfs: fixed, it holds only mount points.
+fn dev_tmpfs() -> TmpfsOptions {
+    TmpfsOptions {
+        flags: DEV_TMPFS_FLAGS.to_vec(),
+        data: format!(
+            "mode=755,size={},nr_inodes={DEV_TMPFS_INODES}",
+            tmpfs_size(DEV_TMPFS_BYTES)
+        ),
+    }
+}
+
+/// The steps of each process, in the order the generic supervisor runs
+/// them. `seccomp`: this host gets the default filter (Linux).
+fn process_steps(spec: &ValidatedSpec, seccomp: bool) -> Vec<ChrootStep> {
+    let p = &spec.spec().process;
+    let mut steps = vec![
+        ChrootStep::Fork,
+        ChrootStep::Setsid,
+        ChrootStep::Chroot,
+        // Right after chroot, before any client path is resolved.
+        ChrootStep::CloseRange,
+    ];
+    if p.user.uid() == 0 {
+        steps.push(ChrootStep::DropCapabilities(ROOT_CAPABILITIES.to_vec()));
+    }
+    steps.push(ChrootStep::NoNewPrivs);
+    steps.extend(rlimits(spec).into_iter().map(ChrootStep::SetRlimit));
+    steps.extend([
+        ChrootStep::SetGroups(p.user.additional_gids.clone()),
+        ChrootStep::SetGid(p.user.gid()),
+        ChrootStep::SetUid(p.user.uid()),
+        ChrootStep::Chdir(p.cwd().to_owned()),
+    ]);
+    if seccomp {
+        // Last before execve.
+        steps.push(ChrootStep::Seccomp);
+    }
+    if !p.argv.is_empty() {
+        steps.push(ChrootStep::Execve(p.argv.clone()));
+    }
+    steps
 }
 
 pub use sandboxd_core::backend::RESOLV_CONF;
@@ -403,7 +702,7 @@ pub fn plan(
     let (report, mut refusals) =
         capability::assess(BackendKind::Chroot, spec, rows(Some(spec), facts));
     let native = match build(spec, sandbox, images_dir, facts) {
-        Ok(setup) => render(spec, &setup),
+        Ok(setup) => render(&setup),
         Err(e) => {
             refusals.push(e.to_string());
             NativePlan::Chroot {
@@ -419,61 +718,61 @@ pub fn plan(
     }
 }
 
-/// A tmpfs as shown in plans: `flags`, then its data.
-fn tmpfs_mount(target: String, flags: &[&str], tmpfs: &Tmpfs) -> PlanMount {
-    let mut options: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
-    options.extend(tmpfs.data().split(',').map(str::to_owned));
-    PlanMount {
-        source: "tmpfs".into(),
-        target,
-        fstype: "tmpfs".into(),
-        options,
-    }
-}
-
-fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
+/// The display form of `setup`'s steps: mounts in `mounts`, every other
+/// step in `steps`, both in plan order.
+fn render(setup: &ChrootSetup) -> NativePlan {
     let root = setup.root.display().to_string();
+    let sandbox_dir = setup.root.parent().unwrap_or(&setup.root);
+    let shown = |p: &Path| p.display().to_string();
     let at = |p: &str| format!("{root}{p}");
-    let bind = |source: String, target: String, ro: bool| PlanMount {
+    let flags = |f: &[MountFlag]| f.iter().map(|f| f.as_str().to_owned()).collect();
+    let bind = |source: String, target: String, f: &[MountFlag]| PlanMount {
         source,
         target,
         fstype: "bind".into(),
-        options: if ro {
-            vec!["ro".into(), "nosuid".into()]
-        } else {
-            vec!["nosuid".into()]
-        },
+        options: flags(f),
+    };
+    let tmpfs = |target: String, t: &TmpfsOptions| PlanMount {
+        source: "tmpfs".into(),
+        target,
+        fstype: "tmpfs".into(),
+        options: t.display(),
     };
     let mut mounts = Vec::new();
     let mut steps = Vec::new();
-    match &setup.build {
-        RootBuild::HostView { layout, tmpfs } => {
-            mounts.push(tmpfs_mount(root.clone(), &["nosuid", "nodev"], tmpfs));
-            for entry in layout {
-                match entry {
-                    HostEntry::Bind(p) => mounts.push(bind(p.display().to_string(), at(&p.display().to_string()), true)),
-                    HostEntry::Symlink { path, target } => steps.push(Step::new(
-                        "symlink",
-                        &[&target.display(), &at(&path.display().to_string())],
-                        "mirror the host's merged-/usr links",
-                    )),
-                }
+    if let RootBuild::ImageInPlace { .. } = setup.build {
+        steps.push(Step::new(
+            "note",
+            &[&"no mounts"],
+            "this OS has no bind mounts here: the image directory itself is the root and is writable",
+        ));
+    }
+    for step in &setup.steps {
+        match step {
+            ChrootStep::CreateDir { path, mode } => {
+                steps.push(Step::new("mkdir", &[&shown(path), &format!("{mode:o}")], "created with its parents if missing (mode less the umask)"));
             }
-            steps.push(Step::new("mkdir", &[&at("/tmp"), &"1777"], "the /tmp mount point"));
-        }
-        RootBuild::ImageReadOnly { image } => {
-            mounts.push(bind(setup.images_dir.join(image).display().to_string(), root.clone(), true));
-        }
-        RootBuild::ImageOverlay {
-            image,
-            upper,
-            work,
-            layer,
-        } => {
-            if let Some((dir, tmpfs)) = layer {
-                mounts.push(tmpfs_mount(dir.display().to_string(), &["nosuid", "nodev"], tmpfs));
+            ChrootStep::MountRootTmpfs(t) => mounts.push(tmpfs(root.clone(), t)),
+            ChrootStep::BindHostDir { source, target } => {
+                mounts.push(bind(shown(source), shown(target), &BIND_RO_FLAGS));
             }
-            mounts.push(PlanMount {
+            ChrootStep::Symlink { link, target } => steps.push(Step::new(
+                "symlink",
+                &[&shown(target), &shown(link)],
+                "mirror the host's merged-/usr links",
+            )),
+            ChrootStep::Chmod { path, mode } => steps.push(Step::new(
+                "chmod",
+                &[&shown(path), &format!("{mode:o}")],
+                "the /tmp mount point, world-writable (mkdir applies the umask)",
+            )),
+            ChrootStep::BindImage { image } => mounts.push(bind(
+                shown(&setup.images_dir.join(image)),
+                root.clone(),
+                &BIND_RO_FLAGS,
+            )),
+            ChrootStep::MountLayer { path, tmpfs: t } => mounts.push(tmpfs(shown(path), t)),
+            ChrootStep::MountOverlay { image, upper, work } => mounts.push(PlanMount {
                 source: "overlay".into(),
                 target: root.clone(),
                 fstype: "overlay".into(),
@@ -481,131 +780,96 @@ fn render(spec: &ValidatedSpec, setup: &ChrootSetup) -> NativePlan {
                     format!("lowerdir={}", setup.images_dir.join(image).display()),
                     format!("upperdir={}", upper.display()),
                     format!("workdir={}", work.display()),
-                    "nosuid".into(),
+                    MountFlag::Nosuid.as_str().into(),
                 ],
-            })
+            }),
+            ChrootStep::MountDev { tmpfs: t, nodes, shm } => {
+                mounts.push(tmpfs(at("/dev"), t));
+                for node in nodes {
+                    // Device nodes keep their own flags (the /dev tmpfs
+                    // around them is nosuid,noexec).
+                    mounts.push(bind(format!("/dev/{node}"), at(&format!("/dev/{node}")), &[]));
+                }
+                mounts.push(tmpfs(at("/dev/shm"), shm));
+            }
+            ChrootStep::MaskOwnBinary => mounts.push(bind(
+                shown(&sandbox_dir.join("masked")),
+                format!("{root}/<sandboxd binary, if shown>"),
+                &[MountFlag::Rdonly, MountFlag::Nosuid, MountFlag::Noexec],
+            )),
+            ChrootStep::BindMount(m) => {
+                let f: &[MountFlag] = if m.read_only { &BIND_RO_FLAGS } else { &[MountFlag::Nosuid] };
+                mounts.push(bind(m.source.clone(), format!("{root}{} (resolved in root)", m.target), f));
+            }
+            ChrootStep::MountTmp(t) => mounts.push(tmpfs(at("/tmp (if the root has /tmp)"), t)),
+            ChrootStep::RemountRoot(f) => {
+                let names: Vec<String> = flags(f);
+                steps.push(Step::new("remount", &[&root, &names.join(",")], "read-only root"));
+            }
+            ChrootStep::Fork => steps.push(Step::new(
+                "fork",
+                &[],
+                "one child per process; the supervisor stays outside and reaps",
+            )),
+            ChrootStep::Setsid => steps.push(Step::new(
+                "setsid",
+                &[],
+                "own session and process group, so a stop or timeout kills the tree",
+            )),
+            ChrootStep::Chroot => {
+                steps.push(Step::new("chroot", &[&root], "the image becomes /"));
+                steps.push(Step::new("chdir", &[&"/"], "no directory handle left outside the root"));
+            }
+            ChrootStep::CloseRange => steps.push(Step::new(
+                "close_range",
+                &[&3, &"~0"],
+                "only fds 0-2 stay open, before any client path is resolved",
+            )),
+            ChrootStep::DropCapabilities(keep) => steps.push(Step::new(
+                "capbset_drop",
+                &[&"all but", &format!("{keep:?}")],
+                "uid 0 keeps no CAP_SYS_CHROOT, CAP_SYS_ADMIN or CAP_MKNOD",
+            )),
+            ChrootStep::NoNewPrivs => steps.push(Step::new(
+                "no_new_privs",
+                &[],
+                "execve can never gain privileges",
+            )),
+            ChrootStep::SetRlimit(l) => {
+                let name = match l.kind {
+                    RlimitKind::Nproc => "RLIMIT_NPROC",
+                    RlimitKind::Nofile => "RLIMIT_NOFILE",
+                    RlimitKind::As => "RLIMIT_AS",
+                };
+                steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
+            }
+            ChrootStep::SetGroups(groups) => steps.push(Step::new(
+                "setgroups",
+                &[&format!("{groups:?}")],
+                "supplementary groups",
+            )),
+            ChrootStep::SetGid(gid) => steps.push(Step::new("setgid", &[gid], "drop group")),
+            ChrootStep::SetUid(uid) => steps.push(Step::new(
+                "setuid",
+                &[uid],
+                "drop user (non-root by default)",
+            )),
+            ChrootStep::Chdir(cwd) => steps.push(Step::new(
+                "chdir",
+                &[cwd],
+                "working directory, with the payload's permissions; on Linux openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) + fchdir",
+            )),
+            ChrootStep::Seccomp => steps.push(Step::new(
+                "seccomp",
+                &[&"deny list"],
+                "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3",
+            )),
+            ChrootStep::Execve(argv) => steps.push(Step::new(
+                "execve",
+                &[&argv.join(" ")],
+                "the main process",
+            )),
         }
-        RootBuild::ImageInPlace { .. } => steps.push(Step::new(
-            "note",
-            &[&"no mounts"],
-            "this OS has no bind mounts here: the image directory itself is the root and is writable",
-        )),
-    }
-    if setup.dev {
-        mounts.push(tmpfs_mount(
-            at("/dev"),
-            &["nosuid", "noexec"],
-            &setup.dev_tmpfs,
-        ));
-        for node in DEV_NODES {
-            // Device nodes keep their own flags (the /dev tmpfs around
-            // them is nosuid,noexec).
-            mounts.push(PlanMount {
-                source: format!("/dev/{node}"),
-                target: at(&format!("/dev/{node}")),
-                fstype: "bind".into(),
-                options: Vec::new(),
-            });
-        }
-    }
-    if setup.dev {
-        mounts.push(tmpfs_mount(
-            at("/dev/shm"),
-            &["nosuid", "nodev", "noexec"],
-            &setup.shm,
-        ));
-        mounts.push(tmpfs_mount(
-            format!("{} (if the root has /tmp)", at("/tmp")),
-            &["nosuid", "nodev"],
-            &setup.tmp,
-        ));
-    }
-    for m in &setup.mounts {
-        mounts.push(bind(
-            m.source.clone(),
-            format!("{root}{} (resolved in root)", m.target),
-            m.read_only,
-        ));
-    }
-    if setup.readonly {
-        steps.push(Step::new(
-            "mount",
-            &[&"MS_REMOUNT|MS_BIND|MS_RDONLY", &root],
-            "read-only root",
-        ));
-    }
-    let s = spec.spec();
-    let p = &s.process;
-    steps.push(Step::new(
-        "fork",
-        &[],
-        "one child per process; the supervisor stays outside and reaps",
-    ));
-    steps.push(Step::new(
-        "setsid",
-        &[],
-        "own session and process group, so a stop or timeout kills the tree",
-    ));
-    steps.push(Step::new("chroot", &[&root], "the image becomes /"));
-    steps.push(Step::new(
-        "chdir",
-        &[&"/"],
-        "no directory handle left outside the root",
-    ));
-    steps.push(Step::new(
-        "close_range",
-        &[&3, &"~0"],
-        "only fds 0-2 stay open, before any client path is resolved",
-    ));
-    if p.user.uid() == 0 {
-        let keep = format!("{ROOT_CAPABILITIES:?}");
-        steps.push(Step::new(
-            "capbset_drop",
-            &[&"all but", &keep],
-            "uid 0 keeps no CAP_SYS_CHROOT, CAP_SYS_ADMIN or CAP_MKNOD",
-        ));
-    }
-    steps.push(Step::new(
-        "no_new_privs",
-        &[],
-        "execve can never gain privileges",
-    ));
-    for l in rlimits(spec) {
-        let name = match l.kind {
-            RlimitKind::Nproc => "RLIMIT_NPROC",
-            RlimitKind::Nofile => "RLIMIT_NOFILE",
-            RlimitKind::As => "RLIMIT_AS",
-        };
-        steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
-    }
-    let groups = format!("{:?}", p.user.additional_gids);
-    steps.push(Step::new("setgroups", &[&groups], "supplementary groups"));
-    steps.push(Step::new("setgid", &[&p.user.gid()], "drop group"));
-    steps.push(Step::new(
-        "setuid",
-        &[&p.user.uid()],
-        "drop user (non-root by default)",
-    ));
-    steps.push(Step::new(
-        "chdir",
-        &[&p.cwd()],
-        "working directory, with the payload's permissions; on Linux openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) + fchdir",
-    ));
-    if setup.dev {
-        // Linux (where the root is built with mounts): the default seccomp
-        // deny list, last before execve.
-        steps.push(Step::new(
-            "seccomp",
-            &[&"deny list"],
-            "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3",
-        ));
-    }
-    if !p.argv.is_empty() {
-        steps.push(Step::new(
-            "execve",
-            &[&p.argv.join(" ")],
-            "the main process",
-        ));
     }
     NativePlan::Chroot { steps, mounts }
 }
@@ -762,7 +1026,7 @@ mod tests {
         };
         let img = Path::new("/images");
         let host = build(&spec(|_| {}), &paths(), img, &facts).expect("host");
-        assert!(matches!(host.build, RootBuild::HostView { .. }));
+        assert_eq!(host.build, RootBuild::HostView);
         assert_eq!(host.root, paths().dir.join("rootfs"));
         let ro = build(
             &spec(|s| {
@@ -780,7 +1044,11 @@ mod tests {
                 image: "alpine".into()
             }
         );
-        assert!(ro.readonly);
+        assert!(
+            ro.steps
+                .iter()
+                .any(|s| matches!(s, ChrootStep::MountTmp(_)))
+        );
         let rw = build(&spec(|s| s.image = "alpine".into()), &paths(), img, &facts).expect("rw");
         assert!(matches!(rw.build, RootBuild::ImageOverlay { .. }));
         let bare = build(
@@ -795,6 +1063,326 @@ mod tests {
             build(&spec(|_| {}), &paths(), img, &no_mounts),
             Err(PlanError::HostImageWithoutMounts)
         );
+    }
+
+    fn no_mounts() -> HostFacts {
+        HostFacts {
+            linux_mounts: false,
+            overlay: false,
+            host_layout: vec![],
+        }
+    }
+
+    fn steps_of(s: &ValidatedSpec, facts: &HostFacts, runner: Executor) -> Vec<ChrootStep> {
+        build(s, &paths(), Path::new("/images"), facts)
+            .expect("plan")
+            .steps
+            .into_iter()
+            .filter(|s| s.executor() == runner)
+            .collect()
+    }
+
+    #[test]
+    fn setup_steps_build_each_kind_of_root() {
+        use ChrootStep::*;
+        let d = paths().dir;
+        let root = d.join("rootfs");
+        let dir = |p: &Path, mode| CreateDir {
+            path: p.to_owned(),
+            mode,
+        };
+        // The defaults: a 1 GiB disk limit, 256 MiB /tmp, 64 MiB /dev/shm.
+        let dev = MountDev {
+            tmpfs: TmpfsOptions::new(&DEV_TMPFS_FLAGS, "mode=755,size=64k,nr_inodes=256"),
+            nodes: DEV_NODES.map(str::to_owned).to_vec(),
+            shm: TmpfsOptions::new(&SHM_TMPFS_FLAGS, "mode=1777,size=64m,nr_inodes=8192"),
+        };
+        let tmp = MountTmp(TmpfsOptions::new(
+            &TMP_TMPFS_FLAGS,
+            "mode=1777,size=256m,nr_inodes=32768",
+        ));
+        let layer = d.join("layer");
+        let image = || "alpine".to_owned();
+        let host_view = || {
+            let link = |l: &str, t: &str| Symlink {
+                link: root.join(l),
+                target: t.into(),
+            };
+            vec![
+                dir(&root, 0o755),
+                MountRootTmpfs(TmpfsOptions::new(
+                    &ROOT_TMPFS_FLAGS,
+                    "mode=755,size=1g,nr_inodes=131072",
+                )),
+                BindHostDir {
+                    source: "/usr".into(),
+                    target: root.join("usr"),
+                },
+                BindHostDir {
+                    source: "/etc".into(),
+                    target: root.join("etc"),
+                },
+                link("bin", "usr/bin"),
+                link("sbin", "usr/sbin"),
+                link("lib", "usr/lib"),
+                link("lib64", "usr/lib64"),
+                dir(&root.join("tmp"), 0o1777),
+                Chmod {
+                    path: root.join("tmp"),
+                    mode: 0o1777,
+                },
+                dir(&root.join("dev"), 0o755),
+                dev.clone(),
+                tmp.clone(),
+                MaskOwnBinary,
+            ]
+        };
+        let no_overlay = HostFacts {
+            overlay: false,
+            ..HostFacts::assumed()
+        };
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            HostFacts,
+            Vec<ChrootStep>,
+        );
+        let cases: Vec<Case> = vec![
+            ("host view", |_| {}, HostFacts::assumed(), host_view()),
+            (
+                "read-only host view with a mount and DNS",
+                |s| {
+                    s.readonly_rootfs = true;
+                    s.mounts = vec![MountSpec {
+                        source: "/srv/data".into(),
+                        target: "/data".into(),
+                        read_only: false,
+                    }];
+                    s.network.dns_servers = vec!["192.0.2.53".into()];
+                },
+                HostFacts::assumed(),
+                [
+                    host_view(),
+                    vec![
+                        BindMount(MountSpec {
+                            source: "/srv/data".into(),
+                            target: "/data".into(),
+                            read_only: false,
+                        }),
+                        BindMount(MountSpec {
+                            source: d.join(RESOLV_CONF).display().to_string(),
+                            target: "/etc/resolv.conf".into(),
+                            read_only: true,
+                        }),
+                        RemountRoot(ROOT_RO_FLAGS.to_vec()),
+                    ],
+                ]
+                .concat(),
+            ),
+            (
+                "read-only image: a read-only bind, /tmp a tmpfs, no second remount",
+                |s| {
+                    s.image = "alpine".into();
+                    s.readonly_rootfs = true;
+                },
+                HostFacts::assumed(),
+                vec![
+                    dir(&root, 0o755),
+                    BindImage { image: image() },
+                    dev.clone(),
+                    tmp.clone(),
+                ],
+            ),
+            (
+                "writable image: an overlay on the writable layer, mounted first",
+                |s| s.image = "alpine".into(),
+                HostFacts::assumed(),
+                vec![
+                    dir(&root, 0o755),
+                    dir(&layer, 0o700),
+                    MountLayer {
+                        path: layer.clone(),
+                        tmpfs: TmpfsOptions::new(
+                            &LAYER_TMPFS_FLAGS,
+                            "mode=700,size=1g,nr_inodes=131072",
+                        ),
+                    },
+                    dir(&layer.join("upper"), 0o755),
+                    dir(&layer.join("work"), 0o700),
+                    MountOverlay {
+                        image: image(),
+                        upper: layer.join("upper"),
+                        work: layer.join("work"),
+                    },
+                    dev.clone(),
+                    tmp.clone(),
+                ],
+            ),
+            (
+                "writable image without overlayfs: a read-only bind",
+                |s| s.image = "alpine".into(),
+                no_overlay,
+                vec![
+                    dir(&root, 0o755),
+                    BindImage { image: image() },
+                    dev.clone(),
+                    tmp.clone(),
+                ],
+            ),
+            (
+                "no mounts: the image directory itself",
+                |s| {
+                    s.image = "alpine".into();
+                    s.readonly_rootfs = true;
+                },
+                no_mounts(),
+                vec![],
+            ),
+        ];
+        for (what, edit, facts, want) in cases {
+            assert_eq!(
+                steps_of(&spec(edit), &facts, Executor::Setup),
+                want,
+                "case {what}"
+            );
+        }
+    }
+
+    #[test]
+    fn process_steps_close_descriptors_right_after_chroot() {
+        use ChrootStep::*;
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            HostFacts,
+            Vec<ChrootStep>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "default",
+                |_| {},
+                HostFacts::assumed(),
+                vec![
+                    Fork,
+                    Setsid,
+                    Chroot,
+                    CloseRange,
+                    NoNewPrivs,
+                    SetGroups(vec![]),
+                    SetGid(65534),
+                    SetUid(65534),
+                    Chdir("/".into()),
+                    Seccomp,
+                    Execve(vec!["/bin/true".into()]),
+                ],
+            ),
+            (
+                "uid 0 with limits in /srv",
+                |s| {
+                    s.process.user.uid = Some(0);
+                    s.process.user.gid = Some(0);
+                    s.process.cwd = "/srv".into();
+                    s.limits.open_files = Some(Limit {
+                        value: 256,
+                        requirement: Requirement::Required,
+                    });
+                },
+                HostFacts::assumed(),
+                vec![
+                    Fork,
+                    Setsid,
+                    Chroot,
+                    CloseRange,
+                    DropCapabilities(ROOT_CAPABILITIES.to_vec()),
+                    NoNewPrivs,
+                    SetRlimit(Rlimit {
+                        kind: RlimitKind::Nofile,
+                        value: 256,
+                    }),
+                    SetGroups(vec![]),
+                    SetGid(0),
+                    SetUid(0),
+                    Chdir("/srv".into()),
+                    Seccomp,
+                    Execve(vec!["/bin/true".into()]),
+                ],
+            ),
+            (
+                "no mounts: no seccomp filter",
+                |s| s.image = "alpine".into(),
+                no_mounts(),
+                vec![
+                    Fork,
+                    Setsid,
+                    Chroot,
+                    CloseRange,
+                    NoNewPrivs,
+                    SetGroups(vec![]),
+                    SetGid(65534),
+                    SetUid(65534),
+                    Chdir("/".into()),
+                    Execve(vec!["/bin/true".into()]),
+                ],
+            ),
+        ];
+        for (what, edit, facts, want) in cases {
+            let s = spec(edit);
+            let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+            // Setup steps first, then the per-process ones.
+            let first_process = setup
+                .steps
+                .iter()
+                .position(|s| s.executor() != Executor::Setup)
+                .expect("process steps");
+            assert!(
+                setup.steps[first_process..]
+                    .iter()
+                    .all(|s| s.executor() != Executor::Setup),
+                "case {what}"
+            );
+            assert_eq!(setup.steps[first_process..], want[..], "case {what}");
+        }
+    }
+
+    #[test]
+    fn the_rendered_plan_shows_the_executed_options() {
+        let s = spec(|s| s.readonly_rootfs = true);
+        let setup = build(&s, &paths(), Path::new("/images"), &HostFacts::assumed()).expect("plan");
+        let p = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
+        let NativePlan::Chroot { steps, mounts } = p.native else {
+            panic!("chroot plan")
+        };
+        let root = paths().dir.join("rootfs").display().to_string();
+        let options = |target: &str| {
+            mounts
+                .iter()
+                .find(|m| m.target == target)
+                .map(|m| m.options.clone())
+                .expect(target)
+        };
+        // Every tmpfs the runtime mounts, with the options it passes.
+        let executed: Vec<(String, &TmpfsOptions)> = setup
+            .steps
+            .iter()
+            .flat_map(|step| match step {
+                ChrootStep::MountRootTmpfs(t) => vec![(root.clone(), t)],
+                ChrootStep::MountDev { tmpfs, shm, .. } => {
+                    vec![
+                        (format!("{root}/dev"), tmpfs),
+                        (format!("{root}/dev/shm"), shm),
+                    ]
+                }
+                ChrootStep::MountTmp(t) => vec![(format!("{root}/tmp (if the root has /tmp)"), t)],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(executed.len(), 4, "{executed:?}");
+        for (target, t) in executed {
+            assert_eq!(options(&target), t.display(), "{target}");
+        }
+        assert!(mounts.iter().any(|m| m.target.contains("sandboxd binary")));
+        let remount = steps.iter().find(|s| s.op == "remount").expect("remount");
+        assert_eq!(remount.args, vec![root, "ro,nosuid,nodev".to_owned()]);
     }
 
     #[test]
@@ -950,7 +1538,10 @@ mod tests {
             s.limits.disk_bytes = limit(32 << 20);
         });
         let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
-        let RootBuild::ImageOverlay { upper, work, .. } = setup.build else {
+        let Some((upper, work)) = setup.steps.iter().find_map(|s| match s {
+            ChrootStep::MountOverlay { upper, work, .. } => Some((upper.clone(), work.clone())),
+            _ => None,
+        }) else {
             panic!("overlay")
         };
         assert_eq!(
@@ -982,15 +1573,19 @@ mod tests {
         .expect("valid");
         let facts = HostFacts::assumed();
         let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
-        assert_eq!(
-            setup.build,
-            RootBuild::ImageOverlay {
-                image: "alpine".into(),
-                upper: paths().dir.join("upper"),
-                work: paths().dir.join("work"),
-                layer: None,
-            }
+        assert!(
+            !setup
+                .steps
+                .iter()
+                .any(|s| matches!(s, ChrootStep::MountLayer { .. })),
+            "{:?}",
+            setup.steps
         );
+        assert!(setup.steps.contains(&ChrootStep::MountOverlay {
+            image: "alpine".into(),
+            upper: paths().dir.join("upper"),
+            work: paths().dir.join("work"),
+        }));
         let p = plan(&s, &paths(), Path::new("/images"), &facts);
         let row = p.report.get(Property::DiskLimit).expect("row");
         assert_eq!(row.level, Level::NotEnforced);

@@ -66,13 +66,14 @@ mod linux {
         )
     }
 
-    /// Remounts a (non-bind) filesystem read-only, keeping nosuid/nodev.
-    pub fn remount_ro(target: &Path) -> Result<(), Errno> {
+    /// Remounts a (non-bind) filesystem with exactly `flags` (the ones it
+    /// should keep, nosuid and nodev, included).
+    pub fn remount(target: &Path, flags: MsFlags) -> Result<(), Errno> {
         mount(
             None::<&str>,
             target,
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            MsFlags::MS_REMOUNT | flags,
             None::<&str>,
         )
     }

@@ -9,9 +9,9 @@ use sandboxd_core::spec::{HOST_IMAGE, Mode};
 use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
+use crate::kernel_args;
 use crate::netcfg;
 use crate::plan::{self, HostFacts, JailPlan};
-use crate::pure;
 use crate::runtime::{self, FreeBsdIsolation, FreeBsdLaunch};
 use crate::sys;
 
@@ -83,11 +83,11 @@ pub fn supervisor_main() -> i32 {
 /// of this binary; which of the base files it uses are missing. Anything
 /// that cannot be read counts as "no".
 pub fn probe() -> HostFacts {
-    let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| pure::sysctl_flag(&b));
+    let flag = |name: &str| sys::sysctl(name).is_ok_and(|b| kernel_args::sysctl_flag(&b));
     HostFacts {
         racct_enabled: flag("kern.racct.enable"),
         os_release: sys::sysctl("kern.osrelease")
-            .map(|b| pure::sysctl_string(&b))
+            .map(|b| kernel_args::sysctl_string(&b))
             .unwrap_or_default(),
         vimage: flag("kern.features.vimage"),
         alias_interface: netcfg::interface_exists(plan::DEFAULT_ALIAS_INTERFACE)
@@ -142,7 +142,7 @@ impl Backend for FreeBsdBackend {
         let jail_plan = self.build(spec, sandbox)?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
-        pure::jail_iovecs(&jail_plan.params)
+        kernel_args::jail_iovecs(&jail_plan.params)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
         if s.image() != HOST_IMAGE {
@@ -168,7 +168,7 @@ impl Backend for FreeBsdBackend {
         // default argv, `/bin/sh /etc/rc` instead of `/sbin/init`.
         let main = (s.mode != Mode::Idle).then(|| {
             let mut process = s.process.clone();
-            if let Some(argv) = pure::main_argv(&jail_plan.steps) {
+            if let Some(argv) = plan::main_argv(&jail_plan.steps) {
                 process.argv = argv.to_vec();
             }
             process

@@ -4,9 +4,10 @@
 //!
 //! [`plan`] is pure: it maps a [`sandboxd_core::ValidatedSpec`] to plain
 //! data (jail parameters, mounts, rctl rules, steps) and to an isolation
-//! report. [`pure`] holds the other conversions the runtime needs (the
-//! `jail_set(2)` and `nmount(2)` name/value lists, the unmount order, the
-//! sysctl and racct parsers). Both have no `unsafe`, make no system calls,
+//! report. [`kernel_args`] turns the plan's values into the arguments the
+//! kernel takes (the `jail_set(2)` and `nmount(2)` name/value lists,
+//! checked path components, the unmount order) and parses what it answers
+//! (sysctl values, racct usage). Both have no `unsafe`, make no system calls,
 //! compile on every OS and are unit tested on Linux; `plan` also serves
 //! `PlanSandbox` from any host.
 //!
@@ -42,8 +43,8 @@
 //!    ends when rc exits (the generic supervisor ends INIT sandboxes with
 //!    their main process), even if rc left daemons running.
 
+pub mod kernel_args;
 pub mod plan;
-pub mod pure;
 
 #[cfg(target_os = "freebsd")]
 pub mod runtime;

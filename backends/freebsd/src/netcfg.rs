@@ -1,6 +1,8 @@
-//! The daemon side of a sandbox's network on FreeBSD: the plan's
-//! [`Actor::Daemon`](crate::plan::Actor) steps, run by `Backend::prepare`
-//! before the supervisor starts, and their removal by `Backend::cleanup`.
+//! The daemon side of a sandbox's network on FreeBSD, a thin executor of
+//! [`crate::plan::network`] (which decides everything, and says where IP
+//! restriction happens): the plan's [`Actor::Daemon`](crate::plan::Actor)
+//! steps, run by `Backend::prepare` before the supervisor starts, and
+//! their removal by `Backend::cleanup`.
 //!
 //! Aliases and pf rules are made with ifconfig(8) and pfctl(8), whose
 //! interfaces are stable (the `SIOCAIFADDR_IN6` and `DIOCX*` ioctls are
@@ -15,8 +17,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::plan::{HostAlias, IFCONFIG, JailPlan, JailStep, PFCTL, ROUTE};
-use crate::pure::{self, HOST_NET_RECORD, HostNetOps, HostNetRecord};
+use crate::plan::network::{self, HOST_NET_RECORD, HostNetOps, HostNetRecord};
+use crate::plan::{self, HostAlias, IFCONFIG, JailPlan, JailStep, PFCTL, ROUTE};
 
 /// A host network step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +122,8 @@ pub(crate) fn interface_exists(name: &str) -> bool {
 /// pf is enabled and pf.conf hooks the sandboxd anchors.
 pub(crate) fn pf_anchors() -> bool {
     let show = |what: &str| run("probe pf", PFCTL, &["-s".to_owned(), what.to_owned()], None);
-    show("info").is_ok_and(|t| pure::pf_enabled(&t))
-        && show("nat").is_ok_and(|t| pure::pf_has_anchors(&t))
+    show("info").is_ok_and(|t| network::pf_enabled(&t))
+        && show("nat").is_ok_and(|t| network::pf_has_anchors(&t))
 }
 
 /// The interface of the IPv4 default route.
@@ -129,7 +131,7 @@ pub(crate) fn egress_interface() -> Option<String> {
     let args = ["-n", "get", "-inet", "default"].map(str::to_owned);
     run("probe default route", ROUTE, &args, None)
         .ok()
-        .and_then(|t| pure::route_interface(&t))
+        .and_then(|t| network::route_interface(&t))
 }
 
 fn record_path(dir: &Path) -> PathBuf {
@@ -175,7 +177,7 @@ fn write_record(dir: &Path, record: &HostNetRecord) -> Result<(), NetError> {
 pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
     let net = &plan.host_net;
     let dir = plan.sandbox_dir();
-    for step in pure::steps_for(&plan.steps, pure::Executor::Prepare) {
+    for step in plan::steps_for(&plan.steps, plan::Executor::Prepare) {
         match step {
             JailStep::CheckAddresses => {
                 for a in &net.present {
@@ -201,7 +203,7 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
             }
             JailStep::AddLoopbackAlias(a) => {
                 let mut record = read_record(dir)?;
-                add_alias(dir, &mut record, &pure::loopback_host_alias(*a))?;
+                add_alias(dir, &mut record, &network::loopback_host_alias(*a))?;
             }
             JailStep::LoadPfRules => {
                 let mut record = read_record(dir)?;
@@ -211,8 +213,8 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                 run(
                     "load pf rules",
                     PFCTL,
-                    &pure::pfctl_load_args(&net.pf_anchor),
-                    Some(&pure::pf_rules_text(&net.pf_rules)),
+                    &network::pfctl_load_args(&net.pf_anchor),
+                    Some(&network::pf_rules_text(&net.pf_rules)),
                 )?;
             }
             // steps_for returned only prepare steps.
@@ -243,14 +245,14 @@ fn add_alias(dir: &Path, record: &mut HostNetRecord, alias: &HostAlias) -> Resul
     run(
         "add alias",
         IFCONFIG,
-        &pure::ifconfig_alias_args(alias, true),
+        &network::ifconfig_alias_args(alias, true),
         None,
     )?;
     record.aliases.push(alias.clone());
     write_record(dir, record)
 }
 
-/// The host as [`pure::undo_host_net`] sees it: ifconfig(8), pfctl(8),
+/// The host as [`network::undo_host_net`] sees it: ifconfig(8), pfctl(8),
 /// getifaddrs(3) and the record file in the sandbox directory.
 struct Host<'a> {
     dir: &'a Path,
@@ -285,7 +287,7 @@ impl HostNetOps for Host<'_> {
 /// ignored then. Err lists every part that failed; those stay recorded.
 pub(crate) fn cleanup(dir: &Path, anchor: Option<&str>) -> Result<(), NetError> {
     let record = read_record(dir)?;
-    let (left, errors) = pure::undo_host_net(record, anchor, &mut Host { dir });
+    let (left, errors) = network::undo_host_net(record, anchor, &mut Host { dir });
     if !errors.is_empty() {
         return Err(NetError::Cleanup(errors));
     }

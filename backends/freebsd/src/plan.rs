@@ -16,17 +16,8 @@
 //! [`HostFacts::assumed`] fills in for planning on another OS.
 //!
 //! Decisions where the design is silent:
-//! - Network `UNSPECIFIED` means `NONE` (`ip4=disable ip6=disable`).
-//!   `LOOPBACK` is a vnet jail whose only interface is lo0; without VIMAGE it
-//!   is emulated with a per-sandbox 127/8 alias on the host's lo0, to which
-//!   the jail's 127.0.0.1 maps. `RESTRICTED` gives the leased addresses (the
-//!   spec's own when nothing is leased, as in a PlanSandbox without a pool)
-//!   and disables a family that has none; the daemon adds them as aliases
-//!   on [`HostFacts::alias_interface`], and outbound NAT and port forwards
-//!   are pf rules in the anchor `sandboxd/<id>` (see `net`).
-//! - DNS: the generated resolv.conf is nullfs-mounted, read-only, over the
-//!   image's `/etc/resolv.conf` (which must exist): this works for
-//!   read-only roots too, and never writes into a shared image.
+//! - Networking (what each mode gives the jail, the host aliases, pf's
+//!   NAT and forwards, DNS): see [`network`].
 //! - Every jail carries `persist`, and the runtime never clears it: the
 //!   supervisor, not the kernel, decides when a sandbox ends (its main
 //!   process exits, or Stop/Destroy) and removes the jail then. A jail the
@@ -57,7 +48,7 @@
 mod host;
 mod matrix;
 mod mounts;
-mod net;
+pub mod network;
 mod params;
 mod render;
 mod steps;
@@ -74,12 +65,12 @@ pub use host::{
 };
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{HOST_IMAGE_DIRS, MASK_OPTIONS, RESOLV_CONF, SECRET_DIRS, own_binary_mask};
-pub use net::{pf_anchor, pf_rules, wants_pf};
-pub use params::{DEVFS_RULESET, loopback_alias};
-pub use steps::JAIL_RC;
+pub use network::{HostAlias, HostNet, loopback_alias, pf_anchor, pf_rules, wants_pf};
+pub use params::DEVFS_RULESET;
+pub use steps::{Executor, JAIL_RC, executor, main_argv, steps_for};
 pub use types::{
-    Actor, Fstype, HostAlias, HostNet, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource,
-    ParamValue, RctlResource, RctlRule, Rlimit,
+    Actor, Fstype, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource, ParamValue,
+    RctlResource, RctlRule, Rlimit,
 };
 
 /// Why a plan could not be built.
@@ -168,10 +159,10 @@ fn build_unchecked(
     }
     let name = jail_name(&sandbox.id);
     let rootfs = sandbox.dir.join("root");
-    let net = params::network(spec, sandbox, host)?;
-    let host_net = net::host_net(spec, sandbox, host)?;
-    net::check_base_files(&net, &host_net, host)?;
-    let resolv_conf = net::resolv_conf(spec, &sandbox.id, host)?;
+    let net = network::network(spec, sandbox, host)?;
+    let host_net = network::host_net(spec, sandbox, host)?;
+    network::check_base_files(&net, &host_net, host)?;
+    let resolv_conf = network::resolv_conf(spec, &sandbox.id, host)?;
     let rctl_rules = steps::rctl_rules(spec, &name, host);
     Ok(JailPlan {
         params: params::params(spec, sandbox, &rootfs, &name, &net),

@@ -51,8 +51,8 @@ use serde::{Deserialize, Serialize};
 
 use sandboxd_supervisor::{Isolation, StepError};
 
+use crate::kernel_args;
 use crate::plan::{Fstype, JailMount, JailPlan, JailStep, MountSource};
-use crate::pure;
 use crate::sys;
 
 /// The supervisor's configuration for one sandbox.
@@ -86,8 +86,8 @@ impl FreeBsdIsolation {
     fn setup_inner(&mut self) -> Result<(), StepError> {
         let plan = self.launch.plan.clone();
         // Exactly the plan's setup steps, in its order (the rendered plan
-        // shows the same list; `pure::executor` says who runs the others).
-        for step in pure::steps_for(&plan.steps, pure::Executor::Setup) {
+        // shows the same list; `plan::executor` says who runs the others).
+        for step in crate::plan::steps_for(&plan.steps, crate::plan::Executor::Setup) {
             match step {
                 JailStep::WriteResolvConf => {
                     let text = plan.resolv_conf.as_deref().unwrap_or_default();
@@ -101,7 +101,7 @@ impl FreeBsdIsolation {
                 }
                 JailStep::Mounts => self.mount_all()?,
                 JailStep::CreateJail => {
-                    let iov = pure::jail_iovecs(&plan.params)
+                    let iov = kernel_args::jail_iovecs(&plan.params)
                         .map_err(|e| StepError::new("jail_set", e))?;
                     let jid = sys::jail_create(&iov)
                         .map_err(|e| StepError::new("jail_set", format!("{}: {e}", plan.name)))?;
@@ -116,7 +116,7 @@ impl FreeBsdIsolation {
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
                 // steps_for returned only setup steps; anything else here
-                // is a bug in pure::executor, reported rather than skipped.
+                // is a bug in plan::executor, reported rather than skipped.
                 other => {
                     return Err(StepError::new(
                         "setup",
@@ -191,7 +191,8 @@ impl FreeBsdIsolation {
     fn mount_one(&self, root: &Path, m: &JailMount) -> Result<(), StepError> {
         let what = format!("{} {}", m.fstype.as_str(), m.target);
         let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
-        let fspath = pure::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
+        let fspath =
+            kernel_args::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
         // A single-file mount (the generated resolv.conf, the mask over the
         // sandboxd binary) covers an existing regular file; every other
         // mount a directory.
@@ -268,7 +269,7 @@ impl FreeBsdIsolation {
         let fspath_text = fspath
             .to_str()
             .ok_or_else(|| step("mount target", &"not UTF-8"))?;
-        let pairs = pure::nmount_pairs(m, fspath_text, from.as_deref());
+        let pairs = kernel_args::nmount_pairs(m, fspath_text, from.as_deref());
         sys::nmount(&pairs, m.update).map_err(|e| step("nmount", &e))?;
         // Where did it land? Walk again (no symlinks) and ask the kernel.
         let landed = open_target(false).map_err(|e| step("verify mount", &e))?;
@@ -300,7 +301,7 @@ impl FreeBsdIsolation {
                 .map_err(|e| step("chmod", &format!("{mode:o}: {e}")))?;
         }
         if m.fstype == Fstype::Devfs {
-            for dev in pure::FORBIDDEN_DEVICES {
+            for dev in kernel_args::FORBIDDEN_DEVICES {
                 if nix::sys::stat::fstatat(
                     landed.as_fd(),
                     dev,
@@ -337,7 +338,7 @@ fn walk(root: &Path, path: &str, create: bool) -> Result<OwnedFd, String> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let mut dir =
         sandboxd_supervisor::sys::open_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    for c in pure::components(path).map_err(|e| e.to_string())? {
+    for c in kernel_args::components(path).map_err(|e| e.to_string())? {
         let next = match openat(dir.as_fd(), c, flags, Mode::empty()) {
             Err(Errno::ENOENT) if create => {
                 match mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(0o755)) {
@@ -363,7 +364,7 @@ fn walk(root: &Path, path: &str, create: bool) -> Result<OwnedFd, String> {
 /// `O_NOFOLLOW`. It is not created: a read-only root could not hold it, and
 /// a writable directory image is shared with other sandboxes.
 fn walk_file(root: &Path, path: &str) -> Result<OwnedFd, String> {
-    let parts = pure::components(path).map_err(|e| e.to_string())?;
+    let parts = kernel_args::components(path).map_err(|e| e.to_string())?;
     let Some((name, parents)) = parts.split_last() else {
         return Err(format!("{path}: not a file"));
     };
@@ -396,7 +397,7 @@ fn shows_file(root: &Path, path: &str) -> Result<bool, StepError> {
     let err = |e: &dyn std::fmt::Display| {
         StepError::new("mask the sandboxd binary", format!("{path}: {e}"))
     };
-    let parts = pure::components(path).map_err(|e| err(&e))?;
+    let parts = kernel_args::components(path).map_err(|e| err(&e))?;
     let Some((name, parents)) = parts.split_last() else {
         return Ok(false);
     };
@@ -460,7 +461,7 @@ fn write_resolv_conf(path: &Path, text: &str) -> Result<(), StepError> {
 /// died): the rctl rules of jail `name`, the jail, then every mount at or
 /// below `dir`. Idempotent; Ok only once nothing is mounted below `dir`.
 pub(crate) fn remove_all(name: &str, jid: Option<i32>, dir: &Path) -> Result<(), StepError> {
-    match sys::rctl_remove(&pure::rctl_jail_filter(name)) {
+    match sys::rctl_remove(&kernel_args::rctl_jail_filter(name)) {
         // ESRCH: no rule; ENOSYS: racct off (then there never were any).
         Ok(()) | Err(Errno::ESRCH | Errno::ENOSYS) => {}
         Err(e) => return Err(StepError::new("rctl_remove_rule", format!("{name}: {e}"))),
@@ -499,7 +500,7 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
     };
     let list = || -> Result<Vec<(PathBuf, sys::Mounted)>, StepError> {
         let all = sys::mounts().map_err(|e| StepError::new("getfsstat", e))?;
-        Ok(pure::mounts_to_undo(&all, dir))
+        Ok(kernel_args::mounts_to_undo(&all, dir))
     };
     for round in 0..20 {
         let left = list()?;
@@ -567,8 +568,8 @@ impl Isolation for FreeBsdIsolation {
 /// The sandbox's memory and process count from racct (None when racct is
 /// off or the jail is gone).
 pub(crate) fn usage(name: &str) -> (Option<u64>, Option<u64>) {
-    match sys::rctl_usage(&format!("{}:", pure::rctl_jail_filter(name))) {
-        Ok(text) => pure::racct_usage(&text),
+    match sys::rctl_usage(&format!("{}:", kernel_args::rctl_jail_filter(name))) {
+        Ok(text) => kernel_args::racct_usage(&text),
         Err(_) => (None, None),
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, Nmount};
 
-use crate::pure::JailIov;
+use crate::kernel_args::JailIov;
 
 /// A `jail_set(2)`/`jail_get(2)` failure: the errno and the kernel's
 /// `errmsg`, which names the parameter at fault.
@@ -318,7 +318,7 @@ pub fn rctl_usage(filter: &str) -> Result<String, Errno> {
         let rc =
             unsafe { rctl_get_racct(filter.as_ptr(), len, out.as_mut_ptr().cast(), out.len()) };
         match Errno::result(rc) {
-            Ok(_) => return Ok(crate::pure::sysctl_string(&out)),
+            Ok(_) => return Ok(crate::kernel_args::sysctl_string(&out)),
             Err(Errno::ERANGE) if out.len() < 1 << 20 => out.resize(out.len() * 4, 0),
             Err(e) => return Err(e),
         }

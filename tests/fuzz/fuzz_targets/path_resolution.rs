@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
-use sandboxd_backend_freebsd::pure::{components, host_path};
+use sandboxd_backend_freebsd::kernel_args::{components, host_path};
 use sandboxd_core::spec::{Mode, MountSpec, SandboxSpec};
 use sandboxd_core::validate::{Policy, validate};
 

@@ -1,12 +1,13 @@
-//! The jail's `jail_set(2)` parameters and its network.
+//! The jail's `jail_set(2)` parameters (its network ones come from
+//! [`super::network`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use sandboxd_core::spec::{NetworkMode, Requirement};
+use sandboxd_core::spec::Requirement;
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 
-use super::{HostFacts, JailParam, Jsys, ParamValue, PlanError};
+use super::network::{self, Net};
+use super::{JailParam, Jsys, ParamValue};
 
 /// The devfs ruleset of the jail's /dev: 4 is `devfsrules_jail` from
 /// /etc/defaults/devfs.rules, the ruleset jail(8) uses by default. It hides
@@ -14,84 +15,7 @@ use super::{HostFacts, JailParam, Jsys, ParamValue, PlanError};
 /// pts, fd and stdin/stdout/stderr: no disks, no kmem, no bpf.
 pub const DEVFS_RULESET: i64 = 4;
 
-/// The network a jail gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Net {
-    /// No IP at all.
-    None,
-    /// Its own stack with only lo0.
-    Vnet,
-    /// The host's stack, bound to a per-sandbox loopback alias.
-    Alias(Ipv4Addr),
-    /// The listed addresses; an empty family is disabled.
-    Restricted(Vec<Ipv4Addr>, Vec<Ipv6Addr>),
-    /// The host's addresses.
-    Host,
-}
-
-/// The per-sandbox lo0 alias used for LOOPBACK without VIMAGE: an address in
-/// 127.128.0.0/9 derived from the id (FNV-1a), away from 127.0.0.1 and the
-/// addresses other software tends to use. A clash with another sandbox makes
-/// the alias step fail; it never shares an address.
-pub fn loopback_alias(id: &str) -> Ipv4Addr {
-    let h = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    let [_, a, b, c] = h.to_be_bytes();
-    Ipv4Addr::new(127, a | 0x80, b, c)
-}
-
-/// The addresses a RESTRICTED sandbox holds: the daemon's lease, or, when
-/// nothing is leased (a PlanSandbox without an address pool), the spec's
-/// own list, so the plan still shows what they would become.
-pub(super) fn addresses(
-    spec: &ValidatedSpec,
-    sandbox: &SandboxPaths,
-) -> Result<Vec<IpAddr>, PlanError> {
-    if !sandbox.lease.addresses.is_empty() {
-        return Ok(sandbox.lease.addresses.clone());
-    }
-    spec.spec()
-        .network
-        .addresses
-        .iter()
-        .enumerate()
-        .map(|(index, address)| {
-            address
-                .parse::<IpAddr>()
-                .map_err(|_| PlanError::NetworkAddress {
-                    index,
-                    address: address.clone(),
-                })
-        })
-        .collect()
-}
-
-/// The network for a spec on this host.
-pub(super) fn network(
-    spec: &ValidatedSpec,
-    sandbox: &SandboxPaths,
-    host: &HostFacts,
-) -> Result<Net, PlanError> {
-    Ok(match spec.spec().network.mode {
-        NetworkMode::Unspecified | NetworkMode::None => Net::None,
-        NetworkMode::Loopback if host.vimage => Net::Vnet,
-        NetworkMode::Loopback => Net::Alias(loopback_alias(&sandbox.id)),
-        NetworkMode::Host => Net::Host,
-        NetworkMode::Restricted => {
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            for a in addresses(spec, sandbox)? {
-                match a {
-                    IpAddr::V4(a) => v4.push(a),
-                    IpAddr::V6(a) => v6.push(a),
-                }
-            }
-            Net::Restricted(v4, v6)
-        }
-    })
-}
-
-fn param(name: &str, value: ParamValue) -> JailParam {
+pub(super) fn param(name: &str, value: ParamValue) -> JailParam {
     JailParam {
         name: name.to_owned(),
         value,
@@ -106,7 +30,7 @@ pub(super) fn params(
     name: &str,
     net: &Net,
 ) -> Vec<JailParam> {
-    use ParamValue::{Bool, Int, Ip4, Ip6, Str};
+    use ParamValue::{Bool, Int, Str};
     let s = spec.spec();
     let jsys = |name: &str, j: Jsys| param(name, ParamValue::Jsys(j));
     let mut p = vec![
@@ -123,24 +47,7 @@ pub(super) fn params(
         };
         p.push(param("host.hostname", Str(hostname.clone())));
     }
-    match net {
-        Net::None => p.extend([jsys("ip4", Jsys::Disable), jsys("ip6", Jsys::Disable)]),
-        Net::Vnet => p.push(jsys("vnet", Jsys::New)),
-        Net::Alias(a) => p.extend([param("ip4.addr", Ip4(vec![*a])), jsys("ip6", Jsys::Disable)]),
-        Net::Restricted(v4, v6) => {
-            p.push(if v4.is_empty() {
-                jsys("ip4", Jsys::Disable)
-            } else {
-                param("ip4.addr", Ip4(v4.clone()))
-            });
-            p.push(if v6.is_empty() {
-                jsys("ip6", Jsys::Disable)
-            } else {
-                param("ip6.addr", Ip6(v6.clone()))
-            });
-        }
-        Net::Host => p.extend([jsys("ip4", Jsys::Inherit), jsys("ip6", Jsys::Inherit)]),
-    }
+    p.extend(network::jail_params(net));
     // Every jail, not only IDLE ones, stays until the supervisor's teardown
     // (or the daemon's cleanup) removes it with jail_remove. The
     // supervisor, not the kernel, decides when a sandbox ends; a jail the

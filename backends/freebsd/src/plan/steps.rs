@@ -4,7 +4,7 @@ use sandboxd_core::ValidatedSpec;
 use sandboxd_core::spec::Mode;
 use sandboxd_core::validate::DEFAULT_INIT;
 
-use super::params::Net;
+use super::network::Net;
 use super::{HostFacts, HostNet, JailStep, RctlResource, RctlRule, Rlimit};
 
 /// What else the plan holds that needs a step.
@@ -129,4 +129,62 @@ pub(super) fn steps(
         },
     ]);
     steps
+}
+
+/// Which code runs a plan step. Every step has exactly one: the plan's
+/// steps are the only list the daemon (`netcfg::prepare`), the backend's
+/// `setup` and `enter`, and the generic supervisor work from, and the
+/// rendered plan shows the same list, so what the plan says is what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// `Backend::prepare` in the daemon, before the supervisor starts.
+    Prepare,
+    /// The backend's `Isolation::setup` in the supervisor, in plan order.
+    Setup,
+    /// The backend's `Isolation::enter`, in each forked child.
+    Enter,
+    /// The generic supervisor (`sandboxd_supervisor`), from the launch
+    /// config the backend derived from the same plan (rlimits, argv, user).
+    Generic,
+}
+
+/// Who runs `step`. No wildcard: a new step must be given a runner here,
+/// or it would be planned and shown but never executed.
+pub fn executor(step: &JailStep) -> Executor {
+    match step {
+        JailStep::CheckAddresses
+        | JailStep::AddAliases
+        | JailStep::AddLoopbackAlias(_)
+        | JailStep::LoadPfRules => Executor::Prepare,
+        JailStep::WriteResolvConf
+        | JailStep::Mounts
+        | JailStep::CreateJail
+        | JailStep::RctlRules
+        | JailStep::LoopbackUp => Executor::Setup,
+        JailStep::JailAttach => Executor::Enter,
+        JailStep::ReapAcquire
+        | JailStep::Fork
+        | JailStep::SetRlimit(_)
+        | JailStep::NoNewPrivs
+        | JailStep::SetGroups(_)
+        | JailStep::SetGid(_)
+        | JailStep::SetUid(_)
+        | JailStep::Chdir(_)
+        | JailStep::Closefrom
+        | JailStep::Execve { .. } => Executor::Generic,
+    }
+}
+
+/// The steps `runner` executes, in plan order.
+pub fn steps_for(steps: &[JailStep], runner: Executor) -> impl Iterator<Item = &JailStep> {
+    steps.iter().filter(move |s| executor(s) == runner)
+}
+
+/// The program and arguments the plan's main process runs (`/bin/sh
+/// /etc/rc` in place of the default `/sbin/init`).
+pub fn main_argv(steps: &[JailStep]) -> Option<&[String]> {
+    steps.iter().find_map(|s| match s {
+        JailStep::Execve { argv, .. } => Some(argv.as_slice()),
+        _ => None,
+    })
 }

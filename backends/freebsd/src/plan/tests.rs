@@ -1620,7 +1620,7 @@ fn network_rows_say_what_is_enforced_and_how() {
 
 #[test]
 fn the_rendered_steps_are_the_steps_that_run() {
-    use crate::pure::{Executor, executor, steps_for};
+    use crate::plan::{Executor, executor, steps_for};
     let no_vimage = HostFacts {
         vimage: false,
         ..HostFacts::assumed()
@@ -1703,7 +1703,7 @@ fn the_rendered_steps_are_the_steps_that_run() {
             params.contains(&("persist".to_owned(), "1".to_owned())),
             "{what}: {params:?}"
         );
-        let iov = crate::pure::jail_iovecs(&p.params).expect("encodes");
+        let iov = crate::kernel_args::jail_iovecs(&p.params).expect("encodes");
         assert_eq!(iov.len(), p.params.len(), "{what}");
     }
 }
@@ -1929,6 +1929,56 @@ fn uid_0_with_a_read_write_mount_is_refused() {
             "{case}: {got:?}"
         );
     }
+}
+
+#[test]
+fn main_argv_and_rlimits_come_from_the_plan() {
+    let init = built(
+        |s| {
+            s.mode = Mode::Init;
+            s.process.argv = vec!["/sbin/init".into()];
+            s.limits.open_files = Some(Limit {
+                value: 64,
+                requirement: Requirement::Unspecified,
+            });
+            s.limits.address_space_bytes = Some(Limit {
+                value: 1 << 30,
+                requirement: Requirement::Unspecified,
+            });
+        },
+        &HostFacts::assumed(),
+    );
+    assert_eq!(
+        main_argv(&init.steps),
+        Some(&["/bin/sh".to_owned(), "/etc/rc".to_owned()][..])
+    );
+    assert_eq!(init.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]);
+    let process = built(|_| {}, &HostFacts::assumed());
+    assert_eq!(
+        main_argv(&process.steps),
+        Some(&["/bin/true".to_owned()][..])
+    );
+    assert!(process.rlimits.is_empty());
+    // Found on FreeBSD 15.1: IDLE sandboxes ran every Exec without these,
+    // because the limits were taken from the first process's steps, which
+    // an IDLE plan does not have.
+    let idle = built(
+        |s| {
+            s.mode = Mode::Idle;
+            s.process.argv.clear();
+            s.limits.open_files = Some(Limit {
+                value: 64,
+                requirement: Requirement::Unspecified,
+            });
+            s.limits.address_space_bytes = Some(Limit {
+                value: 64 << 20,
+                requirement: Requirement::Unspecified,
+            });
+        },
+        &HostFacts::assumed(),
+    );
+    assert_eq!(main_argv(&idle.steps), None);
+    assert_eq!(idle.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(64 << 20)]);
 }
 
 #[test]

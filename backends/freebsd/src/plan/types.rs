@@ -1,9 +1,11 @@
 //! The typed, serializable executable plan the runtime supervisor executes.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use super::network::HostNet;
 
 /// A `jail_set(2)` "jailsys" value: how a jail relates to a kernel subsystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,40 +202,6 @@ pub enum Rlimit {
     Nofile(u64),
     /// `RLIMIT_AS` in bytes.
     As(u64),
-}
-
-/// One address the daemon adds to a host interface before the jail
-/// starts (a /32 or /128 alias) and removes on destroy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostAlias {
-    /// The interface ("lo1").
-    pub interface: String,
-    /// The address.
-    pub address: IpAddr,
-}
-
-impl HostAlias {
-    /// The address with its host prefix, as ifconfig(8) takes it.
-    pub fn with_prefix(&self) -> String {
-        let bits = if self.address.is_ipv4() { 32 } else { 128 };
-        format!("{}/{bits}", self.address)
-    }
-}
-
-/// The host side of a sandbox's network, made by the daemon before the
-/// supervisor starts (`Backend::prepare`) and removed, by the sandbox id
-/// alone, on destroy (`Backend::cleanup`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct HostNet {
-    /// Aliases to add (RESTRICTED with an alias interface).
-    pub aliases: Vec<HostAlias>,
-    /// Addresses that must already be configured on a host interface
-    /// (RESTRICTED without an alias interface); checked, never touched.
-    pub present: Vec<IpAddr>,
-    /// The pf anchor of the sandbox, `sandboxd/<id>`.
-    pub pf_anchor: String,
-    /// The nat and rdr rules loaded into the anchor; empty: none.
-    pub pf_rules: Vec<String>,
 }
 
 /// Who runs a step.

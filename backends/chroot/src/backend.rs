@@ -1,0 +1,131 @@
+//! The daemon side of the chroot backend: [`Backend`] for the daemon,
+//! probing the host once at start-up and handing the supervisor the plan.
+
+use std::path::{Path, PathBuf};
+
+use sandboxd_core::capability::{BackendKind, Capabilities};
+use sandboxd_core::spec::{HOST_IMAGE, Mode};
+use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_supervisor::{CommonConfig, LaunchConfig};
+
+use crate::plan::{self, ChrootSetup, HostEntry, HostFacts};
+use crate::runtime::{ChrootIsolation, unmount_all_under};
+
+/// The chroot backend as the daemon sees it.
+#[derive(Debug)]
+pub struct ChrootBackend {
+    images_dir: PathBuf,
+    facts: HostFacts,
+    reason: String,
+}
+
+/// Builds the backend, probing the host once. `reason` says why this
+/// backend was selected.
+pub fn new_backend(
+    options: &sandboxd_core::backend::BackendOptions,
+    reason: &str,
+) -> ChrootBackend {
+    ChrootBackend {
+        images_dir: options.images_dir.clone(),
+        facts: probe(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// What this host offers the chroot backend.
+pub fn probe() -> HostFacts {
+    let linux = cfg!(target_os = "linux");
+    let overlay = linux
+        && std::fs::read_to_string("/proc/filesystems")
+            .is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")));
+    let host_layout = plan::HOST_DIRS
+        .iter()
+        .filter_map(|dir| {
+            let path = Path::new(dir);
+            let meta = std::fs::symlink_metadata(path).ok()?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(path).ok()?;
+                Some(HostEntry::Symlink {
+                    path: path.to_owned(),
+                    target,
+                })
+            } else if meta.is_dir() {
+                Some(HostEntry::Bind(path.to_owned()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    HostFacts {
+        linux_mounts: linux,
+        overlay,
+        host_layout,
+    }
+}
+
+impl Backend for ChrootBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Chroot
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BackendKind::Chroot,
+            reason: self.reason.clone(),
+            matrix: plan::capabilities(&self.facts),
+        }
+    }
+
+    fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        plan::plan(spec, sandbox, &self.images_dir, &self.facts)
+    }
+
+    fn launch_config(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<Vec<u8>, BackendError> {
+        let planned = self.plan(spec, sandbox);
+        if !planned.refusals.is_empty() {
+            return Err(BackendError::Refused(planned.refusals));
+        }
+        let setup = plan::build(spec, sandbox, &self.images_dir, &self.facts)
+            .map_err(|e| BackendError::Unsupported(e.to_string()))?;
+        if spec.spec().image() != HOST_IMAGE {
+            sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
+        }
+        let s = spec.spec();
+        let common = CommonConfig {
+            sandbox_id: sandbox.id.clone(),
+            mode: s.mode,
+            main: (s.mode != Mode::Idle).then(|| s.process.clone()),
+            rlimits: plan::rlimits(spec),
+            capabilities: plan::ROOT_CAPABILITIES.to_vec(),
+            seccomp: self.facts.linux_mounts,
+            exit_file: sandbox.dir.join("exit.json"),
+            // chroot: root is root (not a boundary against it, docs/security.md).
+            root_refused: None,
+        };
+        Ok(serde_json::to_vec(&LaunchConfig {
+            common,
+            isolation: setup,
+        })?)
+    }
+
+    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox).map(drop)
+    }
+
+    fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
+        unmount_all_under(&sandbox.dir)
+    }
+
+    fn images(&self) -> Vec<String> {
+        sandboxd_supervisor::images::list_images(&self.images_dir)
+    }
+}
+
+/// The helper-mode entry point for this backend.
+pub fn supervisor_main() -> i32 {
+    sandboxd_supervisor::helper_main(|setup: ChrootSetup| Ok(ChrootIsolation::new(setup)))
+}
