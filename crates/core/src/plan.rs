@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::IsolationReport;
+use crate::capability::{BackendKind, IsolationReport};
 
 /// One ordered operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,30 @@ pub enum NativePlan {
         /// Other steps.
         steps: Vec<Step>,
     },
+}
+
+impl NativePlan {
+    /// The translation of a spec `backend` cannot plan at all: nothing.
+    pub fn empty(backend: BackendKind) -> Self {
+        match backend {
+            BackendKind::Chroot => Self::Chroot {
+                steps: Vec::new(),
+                mounts: Vec::new(),
+            },
+            BackendKind::Linux => Self::Linux {
+                clone_flags: Vec::new(),
+                mounts: Vec::new(),
+                cgroup_writes: Vec::new(),
+                steps: Vec::new(),
+            },
+            BackendKind::Freebsd => Self::Jail {
+                params: Vec::new(),
+                mounts: Vec::new(),
+                rctl_rules: Vec::new(),
+                steps: Vec::new(),
+            },
+        }
+    }
 }
 
 /// A plan: the report, refusals and native steps.
