@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
-use crate::plan::{self, ChrootSetup, HostEntry, HostFacts};
+use crate::plan::{self, ChrootPlanner, ChrootSetup, HostEntry, HostFacts};
 use crate::runtime::{ChrootIsolation, unmount_all_under};
 
 /// The chroot backend as the daemon sees it.
@@ -63,21 +63,26 @@ pub fn probe() -> HostFacts {
     }
 }
 
+impl ChrootBackend {
+    fn planner(&self) -> ChrootPlanner<'_> {
+        ChrootPlanner {
+            images_dir: &self.images_dir,
+            facts: &self.facts,
+        }
+    }
+}
+
 impl Backend for ChrootBackend {
     fn kind(&self) -> BackendKind {
-        BackendKind::Chroot
+        ChrootPlanner::KIND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: BackendKind::Chroot,
-            reason: self.reason.clone(),
-            matrix: plan::capabilities(&self.facts),
-        }
+        self.planner().capabilities(&self.reason)
     }
 
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
-        plan::plan(spec, sandbox, &self.images_dir, &self.facts)
+        self.planner().plan(spec, sandbox)
     }
 
     fn launch_config(
@@ -85,12 +90,7 @@ impl Backend for ChrootBackend {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
-        let planned = self.plan(spec, sandbox);
-        if !planned.refusals.is_empty() {
-            return Err(BackendError::Refused(planned.refusals));
-        }
-        let setup = plan::build(spec, sandbox, &self.images_dir, &self.facts)
-            .map_err(|e| BackendError::Unsupported(e.to_string()))?;
+        let setup = self.planner().build(spec, sandbox)?;
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }

@@ -1,17 +1,21 @@
 //! Pure translation of a spec into chroot steps. Compiled on every OS, so any
 //! host can answer PlanSandbox for the chroot backend; the supervisor
 //! executes exactly the [`ChrootSetup`] built here.
+//!
+//! [`ChrootPlanner`] is this backend's [`Planner`]: its rows, its build and
+//! its render; the refusal rule, the display plan and the capability matrix
+//! are core's, shared by every backend.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use sandboxd_core::backend::{tmpfs_inodes, tmpfs_size};
-use sandboxd_core::capability::{self, BackendKind, Enforcement, Level, Property};
+use sandboxd_core::capability::{BackendKind, Enforcement, Level, Property};
 use sandboxd_core::plan::{NativePlan, Plan, PlanMount, Step};
 use sandboxd_core::spec::{HOST_IMAGE, MountSpec, NetworkMode};
 use sandboxd_core::validate::{DEFAULT_SHM_BYTES, DEFAULT_TMP_BYTES};
-use sandboxd_core::{SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Planner, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{Rlimit, RlimitKind};
 
 /// One entry of the host's system layout that the `host` image mirrors.
@@ -394,8 +398,45 @@ pub fn root_dir(sandbox: &SandboxPaths) -> PathBuf {
     sandbox.dir.join("rootfs")
 }
 
-/// Builds the executable plan.
-pub fn build(
+/// The chroot backend's [`Planner`]: the host facts, and the images
+/// directory a directory image's root is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct ChrootPlanner<'a> {
+    /// The images directory (the daemon's configuration).
+    pub images_dir: &'a Path,
+    /// What the host offers.
+    pub facts: &'a HostFacts,
+}
+
+impl Planner for ChrootPlanner<'_> {
+    const KIND: BackendKind = BackendKind::Chroot;
+    type Native = ChrootSetup;
+    type Error = PlanError;
+
+    fn matrix(&self) -> Vec<Enforcement> {
+        capabilities(self.facts)
+    }
+
+    fn rows(&self, spec: &ValidatedSpec) -> Vec<Enforcement> {
+        rows(Some(spec), self.facts)
+    }
+
+    fn build_unchecked(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<ChrootSetup, PlanError> {
+        build_unchecked(spec, sandbox, self.images_dir, self.facts)
+    }
+
+    fn render(setup: &ChrootSetup) -> NativePlan {
+        render(setup)
+    }
+}
+
+/// The plan without the REQUIRED check ([`Planner::build`] adds it): what
+/// the supervisor would do.
+fn build_unchecked(
     spec: &ValidatedSpec,
     sandbox: &SandboxPaths,
     images_dir: &Path,
@@ -692,30 +733,14 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
         .collect()
 }
 
-/// The report, refusals and rendered native plan for a spec.
+/// The display plan (PlanSandbox) for a spec ([`Planner::plan`]).
 pub fn plan(
     spec: &ValidatedSpec,
     sandbox: &SandboxPaths,
     images_dir: &Path,
     facts: &HostFacts,
 ) -> Plan {
-    let (report, mut refusals) =
-        capability::assess(BackendKind::Chroot, spec, rows(Some(spec), facts));
-    let native = match build(spec, sandbox, images_dir, facts) {
-        Ok(setup) => render(&setup),
-        Err(e) => {
-            refusals.push(e.to_string());
-            NativePlan::Chroot {
-                steps: Vec::new(),
-                mounts: Vec::new(),
-            }
-        }
-    };
-    Plan {
-        report,
-        refusals,
-        native,
-    }
+    ChrootPlanner { images_dir, facts }.plan(spec, sandbox)
 }
 
 /// The display form of `setup`'s steps: mounts in `mounts`, every other
@@ -1025,10 +1050,10 @@ mod tests {
             host_layout: vec![],
         };
         let img = Path::new("/images");
-        let host = build(&spec(|_| {}), &paths(), img, &facts).expect("host");
+        let host = build_unchecked(&spec(|_| {}), &paths(), img, &facts).expect("host");
         assert_eq!(host.build, RootBuild::HostView);
         assert_eq!(host.root, paths().dir.join("rootfs"));
-        let ro = build(
+        let ro = build_unchecked(
             &spec(|s| {
                 s.image = "alpine".into();
                 s.readonly_rootfs = true;
@@ -1049,9 +1074,10 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s, ChrootStep::MountTmp(_)))
         );
-        let rw = build(&spec(|s| s.image = "alpine".into()), &paths(), img, &facts).expect("rw");
+        let rw = build_unchecked(&spec(|s| s.image = "alpine".into()), &paths(), img, &facts)
+            .expect("rw");
         assert!(matches!(rw.build, RootBuild::ImageOverlay { .. }));
-        let bare = build(
+        let bare = build_unchecked(
             &spec(|s| s.image = "alpine".into()),
             &paths(),
             img,
@@ -1060,7 +1086,7 @@ mod tests {
         .expect("bare");
         assert_eq!(bare.root, PathBuf::from("/images/alpine"));
         assert_eq!(
-            build(&spec(|_| {}), &paths(), img, &no_mounts),
+            build_unchecked(&spec(|_| {}), &paths(), img, &no_mounts),
             Err(PlanError::HostImageWithoutMounts)
         );
     }
@@ -1074,7 +1100,7 @@ mod tests {
     }
 
     fn steps_of(s: &ValidatedSpec, facts: &HostFacts, runner: Executor) -> Vec<ChrootStep> {
-        build(s, &paths(), Path::new("/images"), facts)
+        build_unchecked(s, &paths(), Path::new("/images"), facts)
             .expect("plan")
             .steps
             .into_iter()
@@ -1327,7 +1353,7 @@ mod tests {
         ];
         for (what, edit, facts, want) in cases {
             let s = spec(edit);
-            let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+            let setup = build_unchecked(&s, &paths(), Path::new("/images"), &facts).expect("plan");
             // Setup steps first, then the per-process ones.
             let first_process = setup
                 .steps
@@ -1347,7 +1373,8 @@ mod tests {
     #[test]
     fn the_rendered_plan_shows_the_executed_options() {
         let s = spec(|s| s.readonly_rootfs = true);
-        let setup = build(&s, &paths(), Path::new("/images"), &HostFacts::assumed()).expect("plan");
+        let setup = build_unchecked(&s, &paths(), Path::new("/images"), &HostFacts::assumed())
+            .expect("plan");
         let p = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
         let NativePlan::Chroot { steps, mounts } = p.native else {
             panic!("chroot plan")
@@ -1537,7 +1564,7 @@ mod tests {
             s.image = "alpine".into();
             s.limits.disk_bytes = limit(32 << 20);
         });
-        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        let setup = build_unchecked(&s, &paths(), Path::new("/images"), &facts).expect("plan");
         let Some((upper, work)) = setup.steps.iter().find_map(|s| match s {
             ChrootStep::MountOverlay { upper, work, .. } => Some((upper.clone(), work.clone())),
             _ => None,
@@ -1572,7 +1599,7 @@ mod tests {
         )
         .expect("valid");
         let facts = HostFacts::assumed();
-        let setup = build(&s, &paths(), Path::new("/images"), &facts).expect("plan");
+        let setup = build_unchecked(&s, &paths(), Path::new("/images"), &facts).expect("plan");
         assert!(
             !setup
                 .steps

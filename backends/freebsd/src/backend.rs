@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
 use crate::kernel_args;
 use crate::netcfg;
-use crate::plan::{self, HostFacts, JailPlan};
+use crate::plan::{self, HostFacts};
 use crate::runtime::{self, FreeBsdIsolation, FreeBsdLaunch};
 use crate::sys;
 
@@ -42,18 +42,6 @@ pub fn new_backend(
 }
 
 impl FreeBsdBackend {
-    /// The executable plan, or the refusal.
-    fn build(
-        &self,
-        spec: &ValidatedSpec,
-        sandbox: &SandboxPaths,
-    ) -> Result<JailPlan, BackendError> {
-        plan::build(spec, sandbox, &self.facts).map_err(|e| match e {
-            plan::PlanError::Refused(r) => BackendError::Refused(r),
-            other => BackendError::Unsupported(other.to_string()),
-        })
-    }
-
     /// Overrides the probed alias interface (daemon configuration): the
     /// interface RESTRICTED addresses are added to, or `None` when they
     /// must already be configured on the host.
@@ -119,19 +107,15 @@ pub fn probe() -> HostFacts {
 
 impl Backend for FreeBsdBackend {
     fn kind(&self) -> BackendKind {
-        BackendKind::Freebsd
+        HostFacts::KIND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: BackendKind::Freebsd,
-            reason: self.reason.clone(),
-            matrix: plan::capabilities(&self.facts),
-        }
+        self.facts.capabilities(&self.reason)
     }
 
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
-        plan::plan(spec, sandbox, &self.facts)
+        self.facts.plan(spec, sandbox)
     }
 
     fn launch_config(
@@ -139,7 +123,7 @@ impl Backend for FreeBsdBackend {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
-        let jail_plan = self.build(spec, sandbox)?;
+        let jail_plan = self.facts.build(spec, sandbox)?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
         kernel_args::jail_iovecs(&jail_plan.params)
@@ -197,7 +181,7 @@ impl Backend for FreeBsdBackend {
     }
 
     fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        let jail_plan = self.build(spec, sandbox)?;
+        let jail_plan = self.facts.build(spec, sandbox)?;
         netcfg::prepare(&jail_plan).map_err(|e| BackendError::Network {
             step: "prepare".to_owned(),
             message: e.to_string(),

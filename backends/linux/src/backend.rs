@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
 
 use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
@@ -111,13 +111,6 @@ pub fn probe() -> HostFacts {
     }
 }
 
-fn plan_error(e: plan::PlanError) -> BackendError {
-    match e {
-        plan::PlanError::Refused(r) => BackendError::Refused(r),
-        other => BackendError::Unsupported(other.to_string()),
-    }
-}
-
 fn net_error(e: crate::net::NetError) -> BackendError {
     BackendError::Network {
         step: e.step(),
@@ -134,19 +127,15 @@ fn own_v2_cgroup(unified: &Path) -> Option<PathBuf> {
 
 impl Backend for LinuxBackend {
     fn kind(&self) -> BackendKind {
-        BackendKind::Linux
+        HostFacts::KIND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: BackendKind::Linux,
-            reason: self.reason.clone(),
-            matrix: plan::capabilities(&self.facts),
-        }
+        self.facts.capabilities(&self.reason)
     }
 
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
-        plan::plan(spec, sandbox, &self.facts)
+        self.facts.plan(spec, sandbox)
     }
 
     fn launch_config(
@@ -154,7 +143,7 @@ impl Backend for LinuxBackend {
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
-        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(plan_error)?;
+        let linux_plan = self.facts.build(spec, sandbox)?;
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
@@ -220,7 +209,7 @@ impl Backend for LinuxBackend {
     }
 
     fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        let linux_plan = plan::build(spec, sandbox, &self.facts).map_err(plan_error)?;
+        let linux_plan = self.facts.build(spec, sandbox)?;
         sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         match &linux_plan.network {
             plan::Network::Routed(r) => crate::net::setup(r).map_err(net_error),

@@ -1,15 +1,15 @@
 //! The pure Linux plan: a [`ValidatedSpec`] in, plain data out.
 //!
-//! - [`capabilities`] is the isolation matrix for a host described by
-//!   [`HostFacts`].
-//! - [`build`] computes the typed, serializable [`LinuxPlan`] the runtime
-//!   supervisor will execute step by step. It refuses (with
-//!   [`PlanError::Refused`]) any spec that asks for a REQUIRED property this
-//!   host cannot give, so a caller cannot run a weaker sandbox by forgetting
-//!   to check.
-//! - [`plan`] is the display form for `PlanSandbox`: the effective isolation
-//!   report, the refusals and the native translation, even for a spec that
-//!   would be refused.
+//! [`HostFacts`] is this backend's [`Planner`]: it gives the isolation
+//! matrix ([`capabilities`], [`rows_for`]), builds the typed, serializable
+//! [`LinuxPlan`] the runtime supervisor executes step by step, and renders
+//! it. The rest is core's, shared by every backend:
+//! - [`build`] ([`Planner::build`]) refuses (with [`BuildError::Refused`])
+//!   any spec that asks for a REQUIRED property this host cannot give, so a
+//!   caller cannot run a weaker sandbox by forgetting to check.
+//! - [`plan`] ([`Planner::plan`]) is the display form for `PlanSandbox`: the
+//!   effective isolation report, the refusals and the native translation,
+//!   even for a spec that would be refused.
 //!
 //! Nothing here touches the host: every fact about it comes in through
 //! [`HostFacts`], which the runtime probes once at start-up and
@@ -46,9 +46,10 @@ mod steps;
 mod tests;
 mod types;
 
-use sandboxd_core::capability::{self, BackendKind};
+use sandboxd_core::capability::BackendKind;
+use sandboxd_core::plan::NativePlan;
 use sandboxd_core::spec::{Mode, NetworkMode, Requirement};
-use sandboxd_core::{Enforcement, Plan, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{BuildError, Enforcement, Plan, Planner, SandboxPaths, ValidatedSpec};
 
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
 pub use matrix::{capabilities, rows_for};
@@ -65,12 +66,10 @@ pub use types::{
     MountFlag, MountSource, Namespace, Network, Rlimit, RootOp,
 };
 
-/// Why a plan could not be built.
+/// Why a spec cannot be planned at all (a refused REQUIRED property is
+/// core's [`BuildError::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// REQUIRED properties this host cannot give ("property: why").
-    #[error("the linux backend cannot enforce REQUIRED properties: {}", .0.join("; "))]
-    Refused(Vec<String>),
     /// rootfs: a writable root on a directory image needs overlayfs.
     #[error(
         "rootfs: image {image:?} needs overlayfs for a writable root (the shared image is never mounted read-write); set readonly_rootfs or enable overlayfs"
@@ -209,46 +208,57 @@ fn build_unchecked(
     })
 }
 
-/// The executable plan for a spec on a host described by `host`. Fails with
-/// [`PlanError::Refused`] when a REQUIRED property cannot be given, so the
-/// result is always safe to execute.
+impl Planner for HostFacts {
+    const KIND: BackendKind = BackendKind::Linux;
+    type Native = LinuxPlan;
+    type Error = PlanError;
+
+    fn matrix(&self) -> Vec<Enforcement> {
+        capabilities(self)
+    }
+
+    fn rows(&self, spec: &ValidatedSpec) -> Vec<Enforcement> {
+        rows_for(spec, self)
+    }
+
+    fn build_unchecked(
+        &self,
+        spec: &ValidatedSpec,
+        sandbox: &SandboxPaths,
+    ) -> Result<LinuxPlan, PlanError> {
+        build_unchecked(spec, sandbox, self)
+    }
+
+    /// RESTRICTED runs only with the addresses the daemon leased at create
+    /// time (PlanSandbox shows the plan without them).
+    fn check_executable(&self, plan: &LinuxPlan) -> Result<(), PlanError> {
+        match &plan.network {
+            Network::Routed(r) if r.addresses.is_empty() || r.gateways.is_empty() => {
+                Err(PlanError::NoLease)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn render(plan: &LinuxPlan) -> NativePlan {
+        render::native(plan)
+    }
+}
+
+/// The executable plan for a spec on a host described by `host`
+/// ([`Planner::build`]): always safe to execute.
 pub fn build(
     spec: &ValidatedSpec,
     sandbox: &SandboxPaths,
     host: &HostFacts,
-) -> Result<LinuxPlan, PlanError> {
-    let (_, refusals) = capability::assess(BackendKind::Linux, spec, rows_for(spec, host));
-    if !refusals.is_empty() {
-        return Err(PlanError::Refused(refusals));
-    }
-    let plan = build_unchecked(spec, sandbox, host)?;
-    if let Network::Routed(r) = &plan.network {
-        if r.addresses.is_empty() || r.gateways.is_empty() {
-            return Err(PlanError::NoLease);
-        }
-    }
-    Ok(plan)
+) -> Result<LinuxPlan, BuildError<PlanError>> {
+    host.build(spec, sandbox)
 }
 
-/// The display plan (PlanSandbox): the effective report for this spec, the
-/// refusals, and the native translation. A refused spec still shows the plan
-/// the host would run with the unavailable properties left out; a spec that
-/// cannot be planned at all gets the reason as a refusal and an empty
-/// translation.
+/// The display plan (PlanSandbox) for a spec on a host described by `host`
+/// ([`Planner::plan`]).
 pub fn plan(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Plan {
-    let (report, mut refusals) = capability::assess(BackendKind::Linux, spec, rows_for(spec, host));
-    let native = match build_unchecked(spec, sandbox, host) {
-        Ok(p) => render::native(&p),
-        Err(e) => {
-            refusals.push(e.to_string());
-            render::empty()
-        }
-    };
-    Plan {
-        report,
-        refusals,
-        native,
-    }
+    host.plan(spec, sandbox)
 }
 
 /// A row saying the spec DISABLED this property: shared with the host.

@@ -11,17 +11,6 @@ use super::{Actor, JailMount, JailPlan, JailStep, MountSource, Rlimit};
 
 /// The images directory as shown in plans (its real path is configuration).
 const IMAGES: &str = "<images>";
-
-/// An empty translation, for specs that cannot be planned.
-pub(super) fn empty() -> NativePlan {
-    NativePlan::Jail {
-        params: Vec::new(),
-        mounts: Vec::new(),
-        rctl_rules: Vec::new(),
-        steps: Vec::new(),
-    }
-}
-
 /// `path` (absolute, inside the jail) under its root on the host.
 fn in_root(rootfs: &Path, path: &str) -> PathBuf {
     rootfs.join(path.trim_start_matches('/'))

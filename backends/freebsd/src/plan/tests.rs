@@ -623,7 +623,7 @@ fn refusals_and_degradation() {
         );
         let built = build(&s, &sandbox(), &c.host);
         assert_eq!(
-            matches!(&built, Err(PlanError::Refused(_))),
+            matches!(&built, Err(BuildError::Refused { .. })),
             c.refused,
             "{}",
             c.what
@@ -794,7 +794,10 @@ fn root_filesystem() {
     });
     assert!(matches!(
         build(&s, &sandbox(), &host),
-        Err(PlanError::NullfsMountTarget { index: 0, .. })
+        Err(BuildError::Plan(PlanError::NullfsMountTarget {
+            index: 0,
+            ..
+        }))
     ));
     let p = plan(&s, &sandbox(), &host);
     assert!(
@@ -802,7 +805,7 @@ fn root_filesystem() {
         "{:?}",
         p.refusals
     );
-    assert_eq!(p.native, render::empty());
+    assert_eq!(p.native, NativePlan::empty(BackendKind::Freebsd));
 }
 
 /// Found on FreeBSD 15.1: a tmpfs mounted with `mode` cannot be updated to
@@ -1401,7 +1404,7 @@ fn nat_and_forwards_without_pf_are_refused_or_degraded() {
             assert!(r.caveats.contains("NOT applied"), "{what}: {}", r.caveats);
         }
         match build(&s, &sb, host) {
-            Err(PlanError::Refused(r)) => assert!(refused, "{what}: {r:?}"),
+            Err(BuildError::Refused { refusals: r, .. }) => assert!(refused, "{what}: {r:?}"),
             Err(e) => panic!("{what}: {e}"),
             Ok(b) => {
                 assert!(!refused, "{what}");
@@ -1508,7 +1511,10 @@ fn dns_is_a_generated_resolv_conf_mounted_over_the_images() {
     };
     let s = spec(|s| s.network.dns_servers = vec!["192.0.2.53".into()]);
     let e = build(&s, &sandbox(), &old).expect_err("refused");
-    assert!(matches!(e, PlanError::DnsUnsupported { .. }), "{e}");
+    assert!(
+        matches!(e, BuildError::Plan(PlanError::DnsUnsupported { .. })),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("spec.network.dns_servers"), "{e}");
     let p = plan(&s, &sandbox(), &old);
     assert!(p.refusals[0].contains("13.2 or later"), "{:?}", p.refusals);
@@ -1924,7 +1930,7 @@ fn uid_0_with_a_read_write_mount_is_refused() {
     for (case, edit, refused) in cases {
         let got = build(&spec(edit), &sandbox(), &HostFacts::assumed());
         assert_eq!(
-            matches!(&got, Err(PlanError::RootWithWritableBind(why)) if why.contains("spec.mounts[0]")),
+            matches!(&got, Err(BuildError::Plan(PlanError::RootWithWritableBind(why))) if why.contains("spec.mounts[0]")),
             refused,
             "{case}: {got:?}"
         );
@@ -2070,7 +2076,10 @@ fn disk_limit_and_tmpfs_sizes() {
             p.refusals
         );
         assert_eq!(
-            matches!(build(&s, &sandbox(), &host), Err(PlanError::Refused(_))),
+            matches!(
+                build(&s, &sandbox(), &host),
+                Err(BuildError::Refused { .. })
+            ),
             *refused,
             "{what}"
         );

@@ -15,17 +15,6 @@ use super::{
 
 /// The images directory as shown in plans (its real path is configuration).
 const IMAGES: &str = "<images>";
-
-/// An empty translation, for specs that cannot be planned.
-pub(super) fn empty() -> NativePlan {
-    NativePlan::Linux {
-        clone_flags: Vec::new(),
-        mounts: Vec::new(),
-        cgroup_writes: Vec::new(),
-        steps: Vec::new(),
-    }
-}
-
 /// `path` (absolute, inside the sandbox) under the root being assembled.
 fn in_root(rootfs: &Path, path: &str) -> PathBuf {
     rootfs.join(path.trim_start_matches('/'))

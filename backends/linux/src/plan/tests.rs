@@ -309,7 +309,7 @@ fn user_namespace_is_opt_in() {
     )
     .expect_err("refused");
     assert!(
-        matches!(&err, PlanError::Refused(r) if r[0].starts_with("user:")),
+        matches!(&err, BuildError::Refused { refusals: r, .. } if r[0].starts_with("user:")),
         "{err}"
     );
     let p = built(|s| s.isolation.user = Requirement::Preferred, &no_userns);
@@ -333,11 +333,11 @@ fn user_namespace_is_opt_in() {
     .expect_err("unmapped uid");
     assert!(matches!(
         err,
-        PlanError::UserNamespaceMap {
+        BuildError::Plan(PlanError::UserNamespaceMap {
             what: "uid",
             id: 70_000,
             ..
-        }
+        })
     ));
 }
 
@@ -500,7 +500,7 @@ fn network_modes() {
     let s = spec(|s| s.network = restricted(Requirement::Required));
     assert_eq!(
         build(&s, &sandbox(), &HostFacts::assumed()),
-        Err(PlanError::NoLease)
+        Err(BuildError::Plan(PlanError::NoLease))
     );
     let r = row(
         &spec(|s| s.network.mode = NetworkMode::Host),
@@ -739,7 +739,9 @@ fn limits_without_a_controller() {
         &host,
     )
     .expect_err("refused");
-    assert!(matches!(&err, PlanError::Refused(r) if r[0].starts_with("memory_limit:")));
+    assert!(
+        matches!(&err, BuildError::Refused { refusals: r, .. } if r[0].starts_with("memory_limit:"))
+    );
     let s = spec(|s| s.limits.memory_bytes = preferred(64 << 20));
     let p = build(&s, &sandbox(), &host).expect("preferred degrades");
     assert!(p.cgroups.writes.is_empty(), "{:?}", p.cgroups.writes);
@@ -970,11 +972,11 @@ fn root_filesystem_variants() {
     let s = spec(|s| s.image = "alpine".into());
     assert!(matches!(
         build(&s, &sandbox(), &no_overlay),
-        Err(PlanError::RootfsOverlay { .. })
+        Err(BuildError::Plan(PlanError::RootfsOverlay { .. }))
     ));
     let p = plan(&s, &sandbox(), &no_overlay);
     assert!(p.refusals[0].starts_with("rootfs:"), "{:?}", p.refusals);
-    assert_eq!(p.native, render::empty());
+    assert_eq!(p.native, NativePlan::empty(BackendKind::Linux));
 }
 
 #[test]
@@ -1052,7 +1054,10 @@ fn client_mounts() {
         assert!(
             matches!(
                 build(&s, &sandbox(), &HostFacts::assumed()),
-                Err(PlanError::BindMountTarget { index: 0, .. })
+                Err(BuildError::Plan(PlanError::BindMountTarget {
+                    index: 0,
+                    ..
+                }))
             ),
             "{target}"
         );
@@ -1218,7 +1223,10 @@ fn uid_0_with_a_read_write_bind_needs_a_user_namespace() {
         let v = spec(edit);
         let built = build(&v, &sandbox(), &host);
         assert_eq!(
-            matches!(built, Err(PlanError::RootWithWritableBind(_))),
+            matches!(
+                built,
+                Err(BuildError::Plan(PlanError::RootWithWritableBind(_)))
+            ),
             main_refused,
             "{case}: {built:?}"
         );
