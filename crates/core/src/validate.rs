@@ -1,6 +1,11 @@
 //! Spec validation. [`validate`] checks everything at once and returns every
 //! problem, so a client fixes its request in one round trip. The result,
 //! [`ValidatedSpec`], is the only spec type a backend accepts.
+//!
+//! The rules for single values (names, paths, ports, labels, DNS, signals)
+//! are public `check_*` functions returning the reason, so `sandboxctl`
+//! refuses a bad flag early with the daemon's own words: one definition of
+//! "valid".
 
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
@@ -252,11 +257,8 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
 
     if spec.stop_signal == 0 {
         spec.stop_signal = DEFAULT_STOP_SIGNAL;
-    } else if !(1..=64).contains(&spec.stop_signal) {
-        p.add(
-            "spec.stop_signal",
-            format!("{} is not a signal number (1-64)", spec.stop_signal),
-        );
+    } else {
+        p.check("spec.stop_signal", check_signal(spec.stop_signal));
     }
     p.finish(ValidatedSpec(spec))
 }
@@ -273,6 +275,16 @@ pub fn validate_process(
     }
     check_process(&mut p, field, &process, policy, false);
     p.finish(ValidatedProcess(process))
+}
+
+/// Why `signal` is not a signal number the daemon accepts (1-64), if it
+/// is not.
+pub fn check_signal(signal: u32) -> Result<(), String> {
+    if (1..=64).contains(&signal) {
+        Ok(())
+    } else {
+        Err(format!("{signal} is not a signal number (1-64)"))
+    }
 }
 
 /// Checks a sandbox id (16 lowercase hex characters) or name reference.
@@ -326,7 +338,27 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+impl Problems {
+    /// Adds `check`'s reason, if any, under `field`; returns whether it
+    /// passed.
+    fn check(&mut self, field: impl Into<String>, check: Result<(), String>) -> bool {
+        match check {
+            Ok(()) => true,
+            Err(message) => {
+                self.add(field, message);
+                false
+            }
+        }
+    }
+}
+
 fn check_name(p: &mut Problems, field: &str, name: &str) {
+    p.check(field, check_sandbox_name(name));
+}
+
+/// Why `name` is not a valid sandbox name, if it is not: 1-63 characters
+/// of `[a-z0-9-]`, not starting or ending with '-', not shaped like an id.
+pub fn check_sandbox_name(name: &str) -> Result<(), String> {
     let ok = (1..=63).contains(&name.len())
         && name
             .bytes()
@@ -334,22 +366,23 @@ fn check_name(p: &mut Problems, field: &str, name: &str) {
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
-        p.add(
-            field,
-            format!(
-                "{:?} is not a valid name: 1-63 characters of [a-z0-9-], not starting or ending with '-'",
-                truncate(name)
-            ),
-        );
+        Err(format!(
+            "{:?} is not a valid name: 1-63 characters of [a-z0-9-], not starting or ending with '-'",
+            truncate(name)
+        ))
     } else if is_id(name) {
-        p.add(
-            field,
-            format!("{name:?} looks like a sandbox id; names must not"),
-        );
+        Err(format!("{name:?} looks like a sandbox id; names must not"))
+    } else {
+        Ok(())
     }
 }
 
 fn check_image(p: &mut Problems, image: &str) {
+    p.check("spec.image", check_image_name(image));
+}
+
+/// Why `image` is not a valid image name, if it is not.
+pub fn check_image_name(image: &str) -> Result<(), String> {
     // A single path component: the images dir is opened and the image looked
     // up inside it without following symlinks, never by string join.
     let ok = (1..=128).contains(&image.len())
@@ -357,14 +390,13 @@ fn check_image(p: &mut Problems, image: &str) {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && !image.starts_with('.');
-    if !ok {
-        p.add(
-            "spec.image",
-            format!(
-                "{:?} is not a valid image name: 1-128 characters of [A-Za-z0-9._-], no leading '.', no '/'",
-                truncate(image)
-            ),
-        );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a valid image name: 1-128 characters of [A-Za-z0-9._-], no leading '.', no '/'",
+            truncate(image)
+        ))
     }
 }
 
@@ -462,9 +494,15 @@ fn check_process(
     }
 }
 
-/// Checks that `path` is absolute and normal: no NUL, no `.` or `..`
-/// components, no empty components. Returns whether it passed.
+/// Checks that `path` is absolute and normal (see [`check_absolute_path`]).
+/// Returns whether it passed.
 fn check_abs_path(p: &mut Problems, field: &str, path: &str) -> bool {
+    p.check(field, check_absolute_path(path))
+}
+
+/// Why `path` is not absolute and normal, if it is not: no NUL, no `.` or
+/// `..` components, no empty components, at most 4096 bytes.
+pub fn check_absolute_path(path: &str) -> Result<(), String> {
     let problem = if path.contains('\0') {
         Some("contains a NUL byte".to_owned())
     } else if path.len() > MAX_PATH {
@@ -485,13 +523,7 @@ fn check_abs_path(p: &mut Problems, field: &str, path: &str) -> bool {
     } else {
         None
     };
-    match problem {
-        Some(message) => {
-            p.add(field, message);
-            false
-        }
-        None => true,
-    }
+    problem.map_or(Ok(()), Err)
 }
 
 /// An RFC 1123 label.
@@ -505,15 +537,19 @@ fn valid_label(label: &str) -> bool {
 }
 
 fn check_hostname(p: &mut Problems, hostname: &str) {
+    p.check("spec.hostname", check_hostname_value(hostname));
+}
+
+/// Why `hostname` is not a valid hostname, if it is not.
+pub fn check_hostname_value(hostname: &str) -> Result<(), String> {
     let ok = hostname.len() <= 64 && hostname.split('.').all(valid_label);
-    if !ok {
-        p.add(
-            "spec.hostname",
-            format!(
-                "{:?} is not a valid hostname (RFC 1123 labels, at most 64 characters)",
-                truncate(hostname)
-            ),
-        );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a valid hostname (RFC 1123 labels, at most 64 characters)",
+            truncate(hostname)
+        ))
     }
 }
 
@@ -572,12 +608,10 @@ fn check_port_forwards(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, f) in net.port_forwards.iter().enumerate() {
         for (name, port) in [("host_port", f.host_port), ("sandbox_port", f.sandbox_port)] {
-            if !(1..=65535).contains(&port) {
-                p.add(
-                    format!("spec.network.port_forwards[{i}].{name}"),
-                    format!("{port} is not a port (1..65535)"),
-                );
-            }
+            p.check(
+                format!("spec.network.port_forwards[{i}].{name}"),
+                check_port(port),
+            );
         }
         if !seen.insert((f.protocol, f.host_port)) {
             p.add(
@@ -588,12 +622,25 @@ fn check_port_forwards(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
     }
 }
 
-/// resolv(5): glibc reads at most 3 nameservers and 6 search domains.
+/// Why `port` is not a port number, if it is not.
+pub fn check_port(port: u32) -> Result<(), String> {
+    if (1..=65535).contains(&port) {
+        Ok(())
+    } else {
+        Err(format!("{port} is not a port (1..65535)"))
+    }
+}
+
+/// resolv.conf(5): glibc reads at most this many nameservers...
+pub const MAX_DNS_SERVERS: usize = 3;
+/// ...and this many search domains.
+pub const MAX_DNS_SEARCH: usize = 6;
+
 fn check_dns(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
-    if net.dns_servers.len() > 3 {
+    if net.dns_servers.len() > MAX_DNS_SERVERS {
         p.add(
             "spec.network.dns_servers",
-            "at most 3 nameservers (resolv.conf's limit)",
+            format!("at most {MAX_DNS_SERVERS} nameservers (resolv.conf's limit)"),
         );
     }
     for (i, a) in net.dns_servers.iter().enumerate() {
@@ -610,20 +657,28 @@ fn check_dns(p: &mut Problems, net: &crate::spec::NetworkPolicy) {
             "search domains need dns_servers too",
         );
     }
-    if net.dns_search.len() > 6 {
+    if net.dns_search.len() > MAX_DNS_SEARCH {
         p.add(
             "spec.network.dns_search",
-            "at most 6 search domains (resolv.conf's limit)",
+            format!("at most {MAX_DNS_SEARCH} search domains (resolv.conf's limit)"),
         );
     }
     for (i, d) in net.dns_search.iter().enumerate() {
-        let name = d.strip_suffix('.').unwrap_or(d);
-        if name.len() > 253 || name.split('.').any(|l| !valid_label(l)) {
-            p.add(
-                format!("spec.network.dns_search[{i}]"),
-                format!("{:?} is not a domain name", truncate(d)),
-            );
-        }
+        p.check(
+            format!("spec.network.dns_search[{i}]"),
+            check_domain_name(d),
+        );
+    }
+}
+
+/// Why `domain` is not a domain name (RFC 1123 labels, an optional
+/// trailing dot, at most 253 characters), if it is not.
+pub fn check_domain_name(domain: &str) -> Result<(), String> {
+    let name = domain.strip_suffix('.').unwrap_or(domain);
+    if name.len() > 253 || name.split('.').any(|l| !valid_label(l)) {
+        Err(format!("{:?} is not a domain name", truncate(domain)))
+    } else {
+        Ok(())
     }
 }
 
@@ -782,24 +837,36 @@ fn check_labels(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
         );
     }
     for (k, v) in &spec.labels {
-        let key_ok = (1..=63).contains(&k.len())
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
-        if !key_ok {
-            p.add(
-                "spec.labels",
-                format!(
-                    "key {:?} must be 1-63 characters of [A-Za-z0-9._/-]",
-                    truncate(k)
-                ),
-            );
-        }
-        if v.len() > 255 || v.chars().any(char::is_control) {
-            p.add(
-                format!("spec.labels[{}]", truncate(k)),
-                "value must be at most 255 characters with no control characters",
-            );
-        }
+        p.check("spec.labels", check_label_key(k));
+        p.check(
+            format!("spec.labels[{}]", truncate(k)),
+            check_label_value(v),
+        );
+    }
+}
+
+/// Why `key` is not a label key, if it is not.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key {:?} must be 1-63 characters of [A-Za-z0-9._/-]",
+            truncate(key)
+        ))
+    }
+}
+
+/// Why `value` is not a label value, if it is not.
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    if value.len() > 255 || value.chars().any(char::is_control) {
+        Err("value must be at most 255 characters with no control characters".to_owned())
+    } else {
+        Ok(())
     }
 }
 
