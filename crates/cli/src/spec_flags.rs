@@ -3,13 +3,20 @@
 //!
 //! Each value parser returns a plain reason; the caller wraps it into a
 //! one-line usage error naming the flag and the value (`--memory 64X: ...`).
-//! Only what the client can know is checked here (syntax, contradictions
-//! between flags); rules that are the daemon's (name charset, allowed mount
-//! sources, image names) are left to it, so the two cannot drift apart.
+//! The flag syntax is checked here (`256M`, `8080:80/udp`, `SRC:DST:ro`), as
+//! are contradictions between flags. Whether a value is valid (names,
+//! paths, ports, labels, DNS, signals) is `sandboxd_core::validate`'s rule,
+//! the one the daemon applies, so the two cannot drift apart; what depends
+//! on the daemon's configuration (caps, allowed mount sources) is left to it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use sandboxd_core::validate::{
+    MAX_DNS_SEARCH, MAX_DNS_SERVERS, check_absolute_path, check_domain_name, check_hostname_value,
+    check_image_name, check_label_key, check_label_value, check_port, check_sandbox_name,
+    check_signal,
+};
 use sandboxd_proto::v1::{
     Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, PortForward, ProcessSpec,
     Protocol, Requirement, SandboxMode, SandboxSpec, User,
@@ -187,12 +194,8 @@ pub(crate) fn parse_mount(s: &str) -> Result<Mount, String> {
         [_, _, opt] => return Err(format!("unknown option {opt:?} (use ro or rw)")),
         _ => return Err("expected SRC:DST or SRC:DST:ro".into()),
     };
-    if !source.starts_with('/') {
-        return Err("the source must be an absolute host path".into());
-    }
-    if !target.starts_with('/') {
-        return Err("the target must be an absolute path inside the sandbox".into());
-    }
+    check_absolute_path(source).map_err(|reason| format!("the source {reason}"))?;
+    check_absolute_path(target).map_err(|reason| format!("the target {reason}"))?;
     Ok(Mount {
         source: source.into(),
         target: target.into(),
@@ -207,9 +210,9 @@ pub(crate) fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>
         let Some((k, v)) = e.split_once('=') else {
             return Err(flag_err("--label", e, "expected KEY=VALUE"));
         };
-        if k.is_empty() {
-            return Err(flag_err("--label", e, "empty key"));
-        }
+        check_label_key(k)
+            .and_then(|()| check_label_value(v))
+            .map_err(|reason| flag_err("--label", e, reason))?;
         if labels.insert(k.to_owned(), v.to_owned()).is_some() {
             return Err(flag_err("--label", e, format!("key {k:?} given twice")));
         }
@@ -241,11 +244,12 @@ pub(crate) fn parse_publish(s: &str) -> Result<PortForward, String> {
     };
     let port = |p: &str, which: &str| {
         // Digits only: `parse` would also take a leading `+`.
-        Some(p)
+        let n = Some(p)
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|p| p.parse::<u32>().ok())
-            .filter(|n| (1..=65535).contains(n))
-            .ok_or_else(|| format!("the {which} port must be a number from 1 to 65535"))
+            .ok_or_else(|| format!("the {which} port must be a number from 1 to 65535"))?;
+        check_port(n).map_err(|reason| format!("the {which} port: {reason}"))?;
+        Ok::<_, String>(n)
     };
     Ok(PortForward {
         protocol: protocol as i32,
@@ -261,26 +265,11 @@ fn parse_ip(s: &str) -> Result<String, String> {
         .map_err(|_| "not an IPv4 or IPv6 address".to_owned())
 }
 
-/// A search domain: RFC 1123 labels, an optional trailing dot (the same
-/// syntax the daemon checks, here so the error names the flag).
+/// A search domain (the daemon's rule, here so the error names the flag).
 fn parse_domain(s: &str) -> Result<String, String> {
-    let name = s.strip_suffix('.').unwrap_or(s);
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err("not a domain name (letters, digits and -, dot-separated)".into());
-    }
+    check_domain_name(s)?;
     Ok(s.to_owned())
 }
-
-/// resolv.conf(5): glibc reads at most this many nameservers...
-const MAX_DNS_SERVERS: usize = 3;
-/// ...and this many search domains (the daemon refuses more too).
-const MAX_DNS_SEARCH: usize = 6;
 
 /// The reason for a RESTRICTED-only flag given with another mode.
 const RESTRICTED_ONLY: &str = "only applies to --network restricted";
@@ -398,15 +387,11 @@ const PORTABLE_SIGNALS: &[(&str, u32)] = &[
     ("TERM", 15),
 ];
 
-/// A signal as a number (1-128; FreeBSD has 128) or a portable name with or
+/// A signal as a number (the daemon's range) or a portable name with or
 /// without `SIG`.
 pub(crate) fn parse_signal(s: &str) -> Result<u32, String> {
     if let Ok(n) = s.parse::<u32>() {
-        return if (1..=128).contains(&n) {
-            Ok(n)
-        } else {
-            Err("signal numbers are 1-128".into())
-        };
+        return check_signal(n).map(|()| n);
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -534,10 +519,10 @@ impl ProcessFlags {
         lookup: EnvLookup<'_>,
     ) -> Result<ProcessSpec, CliError> {
         let cwd = match &self.cwd {
-            Some(c) if !c.starts_with('/') => {
-                return Err(flag_err("--cwd", c, "must be an absolute path"));
+            Some(c) => {
+                check_absolute_path(c).map_err(|reason| flag_err("--cwd", c, reason))?;
+                c.clone()
             }
-            Some(c) => c.clone(),
             None => String::new(),
         };
         Ok(ProcessSpec {
@@ -569,6 +554,17 @@ fn limit(
 impl SpecFlags {
     /// Everything but the mode and the main process.
     fn base_spec(&self) -> Result<SandboxSpec, CliError> {
+        let checked =
+            |flag: &str, value: &Option<String>, check: fn(&str) -> Result<(), String>| {
+                value
+                    .as_deref()
+                    .map(|v| with_flag(flag, v, |v| check(v).map(|()| v.to_owned())))
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+            };
+        let name = checked("--name", &self.name, check_sandbox_name)?;
+        let image = checked("--image", &self.image, check_image_name)?;
+        let hostname = checked("--hostname", &self.hostname, check_hostname_value)?;
         let mut limits = Limits {
             memory_bytes: limit("--memory", self.memory.as_deref(), parse_size)?,
             pids: limit("--pids", self.pids.as_deref(), parse_count)?,
@@ -677,11 +673,11 @@ impl SpecFlags {
             || limits.tmp_bytes != 0
             || limits.shm_bytes != 0;
         Ok(SandboxSpec {
-            name: self.name.clone().unwrap_or_default(),
-            image: self.image.clone().unwrap_or_default(),
+            name,
+            image,
             mode: SandboxMode::Unspecified as i32,
             process: None,
-            hostname: self.hostname.clone().unwrap_or_default(),
+            hostname,
             isolation: any_isolation.then_some(isolation),
             network,
             limits: any_limit.then_some(limits),
@@ -919,13 +915,22 @@ mod tests {
             ),
             ("/srv/data", Err("expected SRC:DST or SRC:DST:ro".into())),
             ("a:b:c:d", Err("expected SRC:DST or SRC:DST:ro".into())),
+            // Absolute and normal is core's rule, in core's words.
             (
                 "data:/data",
-                Err("the source must be an absolute host path".into()),
+                Err("the source \"data\" is not an absolute path".into()),
             ),
             (
                 "/data:data",
-                Err("the target must be an absolute path inside the sandbox".into()),
+                Err("the target \"data\" is not an absolute path".into()),
+            ),
+            (
+                "/srv/../etc:/data",
+                Err("the source \"/srv/../etc\" must not contain '.' or '..' components".into()),
+            ),
+            (
+                "/srv/data:/data/",
+                Err("the target \"/data/\" has empty components".into()),
             ),
         ];
         for (input, want) in cases {
@@ -946,7 +951,18 @@ mod tests {
             Some("")
         );
         assert_eq!(usage(l(&["app"])), "--label app: expected KEY=VALUE");
-        assert_eq!(usage(l(&["=x"])), "--label =x: empty key");
+        assert_eq!(
+            usage(l(&["=x"])),
+            "--label =x: key \"\" must be 1-63 characters of [A-Za-z0-9._/-]"
+        );
+        assert_eq!(
+            usage(l(&["a b=x"])),
+            "--label \"a b=x\": key \"a b\" must be 1-63 characters of [A-Za-z0-9._/-]"
+        );
+        assert_eq!(
+            usage(l(&["a=\u{7}"])),
+            "--label a=\u{7}: value must be at most 255 characters with no control characters"
+        );
         assert_eq!(
             usage(l(&["a=1", "a=2"])),
             "--label a=2: key \"a\" given twice"
@@ -986,13 +1002,14 @@ mod tests {
                 "8080:80/",
                 Err("unknown protocol \"\" (use tcp or udp)".into()),
             ),
+            // In range is core's rule, in core's words.
             (
                 "0:80",
-                Err("the host port must be a number from 1 to 65535".into()),
+                Err("the host port: 0 is not a port (1..65535)".into()),
             ),
             (
                 "65536:80",
-                Err("the host port must be a number from 1 to 65535".into()),
+                Err("the host port: 65536 is not a port (1..65535)".into()),
             ),
             (
                 "+80:80",
@@ -1004,7 +1021,7 @@ mod tests {
             ),
             (
                 "8080:0",
-                Err("the sandbox port must be a number from 1 to 65535".into()),
+                Err("the sandbox port: 0 is not a port (1..65535)".into()),
             ),
             (
                 "8080:http",
@@ -1194,11 +1211,11 @@ mod tests {
             ),
             (
                 &[("--publish", "8080:0")],
-                "--publish 8080:0: the sandbox port must be a number from 1 to 65535",
+                "--publish 8080:0: the sandbox port: 0 is not a port (1..65535)",
             ),
             (
                 &[("--publish", "70000:80/udp")],
-                "--publish 70000:80/udp: the host port must be a number from 1 to 65535",
+                "--publish 70000:80/udp: the host port: 70000 is not a port (1..65535)",
             ),
             (
                 &[("--publish", "http")],
@@ -1231,19 +1248,19 @@ mod tests {
             ),
             (
                 &[("--dns", "192.0.2.53"), ("--dns-search", "bad_domain.com")],
-                "--dns-search bad_domain.com: not a domain name (letters, digits and -, dot-separated)",
+                "--dns-search bad_domain.com: \"bad_domain.com\" is not a domain name",
             ),
             (
                 &[("--dns", "192.0.2.53"), ("--dns-search", "a..b")],
-                "--dns-search a..b: not a domain name (letters, digits and -, dot-separated)",
+                "--dns-search a..b: \"a..b\" is not a domain name",
             ),
             (
                 &[("--dns", "192.0.2.53"), ("--dns-search", "")],
-                "--dns-search \"\": not a domain name (letters, digits and -, dot-separated)",
+                "--dns-search \"\": \"\" is not a domain name",
             ),
             (
                 &[("--dns", "192.0.2.53"), ("--dns-search", "a b")],
-                "--dns-search \"a b\": not a domain name (letters, digits and -, dot-separated)",
+                "--dns-search \"a b\": \"a b\" is not a domain name",
             ),
         ];
         for (args, want) in bad {
@@ -1261,6 +1278,8 @@ mod tests {
             ("hup", Some(1)),
             ("USR1", None), // 10 on Linux, 30 on FreeBSD: by number only
             ("0", None),
+            ("64", Some(64)),
+            ("65", None), // the daemon's range, not FreeBSD's 128
             ("129", None),
             ("", None),
         ];
@@ -1417,11 +1436,32 @@ mod tests {
             ),
             (
                 flags(|f| f.mounts = strings(&["x:/y"])),
-                "--mount x:/y: the source must be an absolute host path",
+                "--mount x:/y: the source \"x\" is not an absolute path",
+            ),
+            // Values the daemon would refuse, refused here in its words.
+            (
+                flags(|f| f.name = Some("Web".into())),
+                "--name Web: \"Web\" is not a valid name: 1-63 characters of [a-z0-9-], not starting or ending with '-'",
+            ),
+            (
+                flags(|f| f.name = Some("0123456789abcdef".into())),
+                "--name 0123456789abcdef: \"0123456789abcdef\" looks like a sandbox id; names must not",
+            ),
+            (
+                flags(|f| f.image = Some("../etc".into())),
+                "--image ../etc: \"../etc\" is not a valid image name: 1-128 characters of [A-Za-z0-9._-], no leading '.', no '/'",
+            ),
+            (
+                flags(|f| f.hostname = Some("web_1".into())),
+                "--hostname web_1: \"web_1\" is not a valid hostname (RFC 1123 labels, at most 64 characters)",
+            ),
+            (
+                flags(|f| f.stop_signal = Some("100".into())),
+                "--stop-signal 100: 100 is not a signal number (1-64)",
             ),
             (
                 flags(|f| f.process.cwd = Some("tmp".into())),
-                "--cwd tmp: must be an absolute path",
+                "--cwd tmp: \"tmp\" is not an absolute path",
             ),
         ];
         for (f, want) in errors {

@@ -853,7 +853,7 @@ async fn create_with_network_flags() {
         (
             &["run", "-p", "8080:99999", "--", "true"],
             125,
-            "sandboxctl: --publish 8080:99999: the sandbox port must be a number from 1 to 65535\n",
+            "sandboxctl: --publish 8080:99999: the sandbox port: 99999 is not a port (1..65535)\n",
         ),
     ];
     for (args, code, want) in bad {
@@ -861,6 +861,64 @@ async fn create_with_network_flags() {
         assert_eq!((o.code, o.stderr.as_str()), (*code, *want), "{args:?}");
     }
     assert_eq!(fake.log.lock().unwrap().specs.len(), 1);
+}
+
+/// A flag value the daemon would refuse is refused before any request, in
+/// the words of the daemon's own rule (`sandboxd_core::validate`), even
+/// where the flag's syntax is fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_values_are_refused_early_with_the_daemons_words() {
+    use sandboxd_core::validate;
+    let (sock, fake) = start().await;
+    let core = |r: Result<(), String>| r.expect_err("core refuses it");
+    let cases: Vec<(&[&str], String)> = vec![
+        (
+            &["create", "--mount", "/srv/../etc:/data", "--", "true"],
+            format!(
+                "--mount /srv/../etc:/data: the source {}",
+                core(validate::check_absolute_path("/srv/../etc"))
+            ),
+        ),
+        (
+            &["create", "--name", "Web", "--", "true"],
+            format!("--name Web: {}", core(validate::check_sandbox_name("Web"))),
+        ),
+        (
+            &["create", "--label", "a b=1", "--", "true"],
+            format!(
+                "--label \"a b=1\": {}",
+                core(validate::check_label_key("a b"))
+            ),
+        ),
+        (
+            &["create", "--stop-signal", "100", "--", "true"],
+            format!("--stop-signal 100: {}", core(validate::check_signal(100))),
+        ),
+        (
+            &[
+                "create",
+                "--dns",
+                "192.0.2.53",
+                "--dns-search",
+                "a_b",
+                "--",
+                "true",
+            ],
+            format!(
+                "--dns-search a_b: {}",
+                core(validate::check_domain_name("a_b"))
+            ),
+        ),
+    ];
+    for (args, want) in cases {
+        let o = sandboxctl(&sock, args, b"").await;
+        assert_eq!(
+            (o.code, o.stderr.as_str()),
+            (2, format!("sandboxctl: {want}\n").as_str()),
+            "{args:?}"
+        );
+    }
+    assert!(fake.log.lock().unwrap().specs.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
