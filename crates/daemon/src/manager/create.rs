@@ -15,15 +15,14 @@ use sandboxd_core::validate;
 use sandboxd_core::verify::Verification;
 use sandboxd_core::wire::{CreateOptions, CreateVerify};
 use sandboxd_core::{Plan, ValidatedSpec};
-use sandboxd_proto::v1 as pb;
 use sandboxd_supervisor::now_ms;
 use tokio::sync::oneshot;
 
 use super::events::read_events;
 use super::{Manager, SETUP_TIMEOUT, Sandbox, lock, new_sandbox};
 use crate::auth::Caller;
-use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
 use crate::link;
 
 /// What [`Manager::register`] found or made.
@@ -65,11 +64,6 @@ impl Manager {
             .unwrap_or_default()
     }
 
-    /// Validates a wire spec.
-    pub fn validate_spec(&self, spec: Option<pb::SandboxSpec>) -> ApiResult<ValidatedSpec> {
-        let spec = convert::spec_from_pb(spec)?;
-        Ok(validate::validate(spec, &self.policy)?)
-    }
     /// CreateSandbox. With `verify`, the probe runs after setup and before
     /// the main process starts, and its verification is returned.
     pub async fn create(
@@ -123,10 +117,9 @@ impl Manager {
             Ok(()) => {
                 let record = sb.record();
                 tracing::info!(sandbox = %sb.id, owner, image = %record.spec.image, mode = ?record.spec.mode, "created");
+                self.events.emit(EventKind::Created, &sb.id, 0, None);
                 self.events
-                    .emit(pb::EventKind::EventCreated, &sb.id, 0, None);
-                self.events
-                    .emit(pb::EventKind::EventStarted, &sb.id, record.main_pid, None);
+                    .emit(EventKind::Started, &sb.id, record.main_pid, None);
                 // Only now RUNNING: an exit or a closed channel seen while
                 // CREATING was parked, so EXITED always follows STARTED.
                 let closed_early = {

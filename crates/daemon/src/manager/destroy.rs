@@ -9,10 +9,10 @@ use sandboxd_core::backend::SandboxPaths;
 use sandboxd_core::fault;
 use sandboxd_core::store::{SandboxRecord, SandboxState};
 use sandboxd_core::wire::{ProcessExit, Request};
-use sandboxd_proto::v1 as pb;
 
 use super::{Manager, SHUTDOWN_TIMEOUT, Sandbox, lock};
 use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
 
 impl Manager {
     /// Asks the supervisor to kill everything and exit, and waits for it;
@@ -155,8 +155,7 @@ impl Manager {
             lock(&self.registry).forget(&sb.id);
         }
         tracing::info!(sandbox = %sb.id, "destroyed");
-        self.events
-            .emit(pb::EventKind::EventDestroyed, &sb.id, 0, None);
+        self.events.emit(EventKind::Destroyed, &sb.id, 0, None);
         Ok(true)
     }
 }

@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::wire::{Decoder, Event, ProcessExit};
-use sandboxd_proto::v1 as pb;
 use sandboxd_supervisor::now_ms;
 
 use super::{Manager, Sandbox, exit_record, lock, lost_exit, read_exit_file};
-use crate::convert;
+use crate::events::EventKind;
 use crate::link::Link;
 
 impl Manager {
@@ -38,12 +37,8 @@ impl Manager {
             tracing::error!(sandbox = %sb.id, error = %e, "persisting exit");
         }
         tracing::info!(sandbox = %sb.id, reason = ?exit.reason, code = exit.code, "exited");
-        self.events.emit(
-            pb::EventKind::EventExited,
-            &sb.id,
-            0,
-            Some(convert::exit_to_pb(&exit)),
-        );
+        self.events
+            .emit(EventKind::Exited, &sb.id, 0, Some(exit.clone()));
         sb.exit_tx.send_replace(Some(exit));
     }
 

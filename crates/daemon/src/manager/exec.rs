@@ -11,13 +11,12 @@ use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::validate::{self, ValidatedProcess};
 use sandboxd_core::verify::{ProbeOutput, Verification};
 use sandboxd_core::wire::{ProcessExit, Request, SignalTarget};
-use sandboxd_proto::v1 as pb;
 use sandboxd_supervisor::now_ms;
 use tokio::sync::oneshot;
 
 use super::{Manager, Sandbox, StepFailure, exit_record, lock};
-use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
 
 /// How an exec ended, and whether the OOM killer ended it.
 pub type ExecEnd = (ProcessExit, bool);
@@ -156,8 +155,7 @@ impl Manager {
                 ));
             }
         };
-        self.events
-            .emit(pb::EventKind::EventExecStarted, &sb.id, pid, None);
+        self.events.emit(EventKind::ExecStarted, &sb.id, pid, None);
         Ok(ExecHandle {
             pid,
             exec_id,
@@ -222,7 +220,7 @@ impl Manager {
         Ok(sandboxd_core::verify::evaluate(&record.report, &output))
     }
 
-    /// Emits the exec-exited event and converts the exit.
+    /// Emits the exec-exited event; returns the exit as recorded.
     pub fn exec_finished(
         &self,
         sb: &Sandbox,
@@ -238,12 +236,8 @@ impl Manager {
             record.reason = ExitReason::Timeout;
             record.message = "killed by the ExecSync timeout".into();
         }
-        self.events.emit(
-            pb::EventKind::EventExecExited,
-            &sb.id,
-            pid,
-            Some(convert::exit_to_pb(&record)),
-        );
+        self.events
+            .emit(EventKind::ExecExited, &sb.id, pid, Some(record.clone()));
         record
     }
 

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use sandboxd_core::backend::SandboxPaths;
 use sandboxd_core::store::{ExitReason, SandboxState};
-use sandboxd_proto::v1 as pb;
 
 use super::create::mark_uncleaned;
 use super::destroy::clean_host;
 use super::events::read_events;
 use super::{Manager, SHUTDOWN_TIMEOUT, exit_record, lock, lost_exit, new_sandbox, read_exit_file};
 use crate::error::ApiResult;
+use crate::events::EventKind;
 use crate::link;
 
 impl Manager {
@@ -53,8 +53,7 @@ impl Manager {
                 );
                 match clean_host(self.backend.as_ref(), &paths) {
                     Ok(()) if self.store.remove(&record.id).is_ok() => {
-                        self.events
-                            .emit(pb::EventKind::EventDestroyed, &record.id, 0, None);
+                        self.events.emit(EventKind::Destroyed, &record.id, 0, None);
                         continue;
                     }
                     Ok(()) => {}
@@ -102,13 +101,13 @@ impl Manager {
                 let (exit, kind) = match read_exit_file(&paths) {
                     Some(f) => (
                         exit_record(f.exit, f.finished_at_ms, ""),
-                        pb::EventKind::EventRecovered,
+                        EventKind::Recovered,
                     ),
                     None => (
                         lost_exit(
                             "the daemon restarted and the sandbox's supervisor was gone without a persisted exit",
                         ),
-                        pb::EventKind::EventLost,
+                        EventKind::Lost,
                     ),
                 };
                 record.exit = Some(exit);
@@ -152,12 +151,8 @@ impl Manager {
                     *lock(&sb.link) = Some(link.clone());
                     tokio::spawn(read_events(self.clone(), sb.clone(), link));
                     tracing::info!(sandbox = %sb.id, "reattached to its supervisor");
-                    self.events.emit(
-                        pb::EventKind::EventRecovered,
-                        &sb.id,
-                        sb.record().main_pid,
-                        None,
-                    );
+                    self.events
+                        .emit(EventKind::Recovered, &sb.id, sb.record().main_pid, None);
                 }
                 Err(e) => {
                     tracing::warn!(sandbox = %sb.id, error = %e, "cannot reattach");
@@ -166,16 +161,15 @@ impl Manager {
                     let lost = exit.reason == ExitReason::Lost;
                     self.finish_with(&sb, exit).await;
                     let kind = if lost {
-                        pb::EventKind::EventLost
+                        EventKind::Lost
                     } else {
-                        pb::EventKind::EventRecovered
+                        EventKind::Recovered
                     };
                     self.events.emit(kind, &sb.id, 0, None);
                 }
             }
         }
-        self.events
-            .emit(pb::EventKind::EventReconcileComplete, "", 0, None);
+        self.events.emit(EventKind::ReconcileComplete, "", 0, None);
     }
 }
 

@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sandboxd_core::Usage;
 use sandboxd_core::backend::SandboxPaths;
 use sandboxd_core::net::Leases;
 use sandboxd_core::store::{SandboxRecord, SandboxState};
 use sandboxd_core::validate;
-use sandboxd_proto::v1 as pb;
 
 use super::{Manager, Sandbox, lock};
 use crate::auth::Caller;
-use crate::convert;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Default)]
@@ -95,21 +94,17 @@ impl Manager {
             .or_else(|| reg.gone_owners.get(id).cloned())
     }
 
-    /// A sandbox as the API shows it: its record, plus current resource use
-    /// while it runs.
-    pub fn describe(&self, record: &SandboxRecord) -> pb::Sandbox {
-        let mut out = convert::record_to_pb(record);
-        if record.state == SandboxState::Running {
-            if let Ok(dir) = self.store.sandbox_dir(&record.id) {
-                let usage = self.backend.usage(&SandboxPaths {
-                    id: record.id.clone(),
-                    dir,
-                    ..Default::default()
-                });
-                out.usage = Some(convert::usage_to_pb(usage));
-            }
+    /// A sandbox's current resource use, while it runs.
+    pub fn usage(&self, record: &SandboxRecord) -> Option<Usage> {
+        if record.state != SandboxState::Running {
+            return None;
         }
-        out
+        let dir = self.store.sandbox_dir(&record.id).ok()?;
+        Some(self.backend.usage(&SandboxPaths {
+            id: record.id.clone(),
+            dir,
+            ..Default::default()
+        }))
     }
 
     /// Every sandbox, oldest first.
