@@ -1,5 +1,26 @@
 //! The per-sandbox event loop: one task reads a supervisor's events and
 //! updates the record, the event log and whoever waits.
+//!
+//! Event order for one sandbox (the log, `crate::events`, keeps the order
+//! of emission; this is what the manager emits in it):
+//! - CREATED then STARTED come first: they are emitted before the record
+//!   turns RUNNING, and Exec needs RUNNING. An exit or a closed channel
+//!   seen while the record is CREATING is parked (`pending_exit`,
+//!   `closed_early`) and applied after them. A create that fails emits
+//!   nothing.
+//! - EXITED at most once (`Manager::finish_with` does nothing once an
+//!   exit is recorded), and before DESTROYED: destroy waits (bounded) for
+//!   the supervisor's channel to close, which this loop reports only after
+//!   handling every event before it, and records an exit itself if none
+//!   came.
+//! - EXEC_STARTED follows STARTED; EXEC_EXITED follows its EXEC_STARTED
+//!   and may come after the sandbox's EXITED or DESTROYED (an exec's
+//!   output drains after its process ends).
+//! - After a restart: each sandbox found gets one RECOVERED or LOST (a
+//!   failed reattach emits its EXITED just before), or DESTROYED when an
+//!   interrupted destroy is finished, and then one RECONCILE_COMPLETE. A
+//!   reattached sandbox's RECOVERED is emitted before its event loop
+//!   starts, so what it reports follows.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

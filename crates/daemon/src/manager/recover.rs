@@ -17,10 +17,11 @@ use crate::events::EventKind;
 use crate::link;
 
 impl Manager {
-    /// Records from a previous daemon run. Reattaching to live supervisors is
-    /// not implemented yet: a sandbox whose supervisor persisted an exit is
-    /// reported with it; any other is reported LOST (exit 255), never as a
-    /// false success. Destroy cleans both up.
+    /// Records from a previous daemon run. An interrupted destroy is
+    /// finished and an interrupted create rolled back; a sandbox whose
+    /// supervisor still runs is queued for [`Self::reattach`]; one whose
+    /// supervisor is gone is reported with the exit it persisted, or LOST
+    /// (exit 255), never as a false success. Destroy cleans those up.
     pub(super) fn load_previous(&self) -> ApiResult<()> {
         let (records, orphans) = self.store.load_all()?;
         for id in orphans {
@@ -149,10 +150,12 @@ impl Manager {
                 Ok(link) => {
                     let link = Arc::new(link);
                     *lock(&sb.link) = Some(link.clone());
-                    tokio::spawn(read_events(self.clone(), sb.clone(), link));
                     tracing::info!(sandbox = %sb.id, "reattached to its supervisor");
+                    // Before its event loop starts, so an exit it reports
+                    // comes after RECOVERED.
                     self.events
                         .emit(EventKind::Recovered, &sb.id, sb.record().main_pid, None);
+                    tokio::spawn(read_events(self.clone(), sb.clone(), link));
                 }
                 Err(e) => {
                     tracing::warn!(sandbox = %sb.id, error = %e, "cannot reattach");
