@@ -80,11 +80,12 @@ impl Backend for ChrootBackend {
         plan::plan(spec, sandbox, &self.images_dir, &self.facts)
     }
 
-    fn launch_config(
+    fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         let planned = self.plan(spec, sandbox);
         if !planned.refusals.is_empty() {
             return Err(BackendError::Refused(planned.refusals));
@@ -110,10 +111,6 @@ impl Backend for ChrootBackend {
             common,
             isolation: setup,
         })?)
-    }
-
-    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        sandboxd_core::backend::write_resolv_conf(spec, sandbox).map(drop)
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

@@ -207,6 +207,10 @@ impl Manager {
             dir: self.store.sandbox_dir(&id)?,
             ..Default::default()
         };
+        // The one plan of this create: its refusals, whether it needs
+        // addresses, and the report the record keeps (which does not depend
+        // on the lease, see Backend::plan). The backend builds the
+        // executable plan, with the lease, once more in prepare().
         let plan = self.backend.plan(spec, &paths);
         if !plan.refusals.is_empty() {
             return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
@@ -215,13 +219,11 @@ impl Manager {
         }
         // Addresses only where the backend really gives RESTRICTED (a
         // PREFERRED request it cannot honour leases nothing).
-        let mut plan = plan;
         if gets_restricted_network(spec, &plan) {
             let lease = reg.leases.propose(&spec.spec().network)?;
             check_host_ports(spec, &lease)?;
             reg.leases.restore(&id, &lease);
             paths.lease = lease;
-            plan = self.backend.plan(spec, &paths);
         }
         let record = SandboxRecord {
             id: id.clone(),
@@ -305,8 +307,7 @@ impl Manager {
             // host-side resources by the id.
             store.save(&record)?;
             fault::check(fault::RECORD)?;
-            backend.prepare(&spec2, &paths2)?;
-            let config = backend.launch_config(&spec2, &paths2)?;
+            let config = backend.prepare(&spec2, &paths2)?;
             fault::check(fault::LAUNCH_CONFIG)?;
             Ok(config)
         })
@@ -451,4 +452,91 @@ fn new_id() -> ApiResult<String> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| ApiError::Internal(format!("reading /dev/urandom: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use sandboxd_core::capability::BackendKind;
+    use sandboxd_core::spec::{
+        NetworkMode, NetworkPolicy, PortForward, ProcessSpec, Requirement, SandboxSpec,
+    };
+
+    use super::*;
+
+    /// register() plans once, before leasing, and keeps that plan's report:
+    /// every backend's report must be the same with and without the lease.
+    #[test]
+    fn reports_do_not_depend_on_the_lease() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let dir = PathBuf::from("/var/lib/sandboxd/sandboxes/0123456789abcdef");
+        let unleased = SandboxPaths {
+            id: "0123456789abcdef".into(),
+            dir: dir.clone(),
+            ..Default::default()
+        };
+        let leased = SandboxPaths {
+            lease: NetLease {
+                addresses: vec![ip("203.0.113.2"), ip("2001:db8::2")],
+                gateways: vec![ip("203.0.113.1"), ip("2001:db8::1")],
+                ports: vec![(Protocol::Tcp, 8080)],
+            },
+            ..unleased.clone()
+        };
+        let images = PathBuf::from("/var/lib/sandboxd/images");
+        for requirement in [Requirement::Required, Requirement::Preferred] {
+            let spec = validate::validate(
+                SandboxSpec {
+                    process: ProcessSpec {
+                        argv: vec!["/bin/true".into()],
+                        ..Default::default()
+                    },
+                    network: NetworkPolicy {
+                        mode: NetworkMode::Restricted,
+                        requirement,
+                        outbound_nat: true,
+                        port_forwards: vec![PortForward {
+                            protocol: Protocol::Tcp,
+                            host_port: 8080,
+                            sandbox_port: 80,
+                        }],
+                        ..NetworkPolicy::default()
+                    },
+                    ..Default::default()
+                },
+                &sandboxd_core::Policy::default(),
+            )
+            .expect("valid spec");
+            let plan = |kind, paths: &SandboxPaths| match kind {
+                BackendKind::Linux => sandboxd_backend_linux::plan::plan(
+                    &spec,
+                    paths,
+                    &sandboxd_backend_linux::plan::HostFacts::assumed(),
+                ),
+                BackendKind::Freebsd => sandboxd_backend_freebsd::plan::plan(
+                    &spec,
+                    paths,
+                    &sandboxd_backend_freebsd::plan::HostFacts::assumed(),
+                ),
+                BackendKind::Chroot => sandboxd_backend_chroot::plan::plan(
+                    &spec,
+                    paths,
+                    &images,
+                    &sandboxd_backend_chroot::plan::HostFacts::assumed(),
+                ),
+            };
+            for kind in [
+                BackendKind::Linux,
+                BackendKind::Freebsd,
+                BackendKind::Chroot,
+            ] {
+                assert_eq!(
+                    plan(kind, &unleased).report,
+                    plan(kind, &leased).report,
+                    "{kind:?}, {requirement:?}"
+                );
+            }
+        }
+    }
 }
