@@ -11,8 +11,7 @@
 //! parent (and reaps it, and reports its exit). Killing the reaper ends the
 //! whole pid namespace; nothing is mounted in the host's mount namespace.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,6 +28,7 @@ use crate::plan::{
     Actor, Layer, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
     RESERVED_TARGETS, RootOp,
 };
+use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::sys::{self, Cloned};
 
 /// The supervisor's configuration for one sandbox.
@@ -155,8 +155,7 @@ impl LinuxIsolation {
         }
         let plan = &self.launch.plan;
 
-        let (go_r, go_w) = pipe()?;
-        let (ready_r, ready_w) = pipe()?;
+        let (mut init, to_supervisor) = handshake::pair()?;
         let mut flags = CloneFlags::empty();
         for ns in &plan.namespaces {
             flags |= match ns {
@@ -183,13 +182,11 @@ impl LinuxIsolation {
         self.into_cgroup = placed;
         match cloned {
             Cloned::Child => {
-                drop(go_w);
-                drop(ready_r);
-                pid1_main(&self.launch, go_r, ready_w)
+                drop(init);
+                pid1_main(&self.launch, to_supervisor)
             }
             Cloned::Parent(reaper) => {
-                drop(go_r);
-                drop(ready_w);
+                drop(to_supervisor);
                 self.reaper = Some(reaper);
                 for dir in self.dirs_to_join(placed) {
                     let procs = dir.join("cgroup.procs");
@@ -198,19 +195,18 @@ impl LinuxIsolation {
                     })?;
                 }
                 fault::check(fault::CLONED).map_err(|e| StepError::new(fault::CLONED, e))?;
-                let mut go = std::fs::File::from(go_w);
-                go.write_all(b"g")
-                    .map_err(|e| StepError::new("release sandbox init", e))?;
-                // pid 1 reports as it goes: "U" = it has unshared its user
-                // namespace and waits for the id maps (answered with "m");
-                // "R" = ready (a reaper); EOF with nothing else = an init's
-                // exec succeeded; anything else is "step\0message".
-                let mut ready_r = std::fs::File::from(ready_r);
-                let mut report = Vec::new();
-                let mut byte = [0u8; 1];
-                while report.is_empty() && matches!(ready_r.read(&mut byte), Ok(1)) {
-                    match (byte[0], id_map) {
-                        (b'U', Some(range)) => {
+                init.send(ToInit::Go)?;
+                // A reaper says Ready; an init's successful exec closes the
+                // pipe with nothing said.
+                let ready = loop {
+                    match init.recv()? {
+                        Some(FromInit::NeedIdMaps) => {
+                            let Some(range) = id_map else {
+                                return Err(StepError::new(
+                                    "write id map",
+                                    "the sandbox init asked for id maps, but the plan has no user namespace",
+                                ));
+                            };
                             // Written by real root, so setgroups(2) stays
                             // allowed inside: sandbox ids 0..count are host
                             // ids start.. .
@@ -224,30 +220,16 @@ impl LinuxIsolation {
                                     )
                                 })?;
                             }
-                            go.write_all(b"m")
-                                .map_err(|e| StepError::new("release sandbox init", e))?;
+                            init.send(ToInit::IdMapsWritten)?;
                         }
-                        (b'R', _) => report.push(b'R'),
-                        (other, _) => {
-                            report.push(other);
-                            let _ = ready_r.read_to_end(&mut report);
-                        }
+                        Some(FromInit::Ready) => break self.launch.init.is_none(),
+                        Some(FromInit::Failed(e)) => return Err(e),
+                        None => break self.launch.init.is_some(),
                     }
-                }
-                drop(go);
-                // A reaper says "R"; an init's successful exec closes the
-                // pipe with nothing said.
-                let ready = if self.launch.init.is_some() {
-                    report.is_empty()
-                } else {
-                    report == b"R"
                 };
+                drop(init);
                 if !ready {
-                    let text = String::from_utf8_lossy(&report);
-                    let (step, message) = text
-                        .split_once('\0')
-                        .unwrap_or(("sandbox init", "exited during setup"));
-                    return Err(StepError::new(step, message));
+                    return Err(StepError::new("sandbox init", "exited during setup"));
                 }
             }
         }
@@ -278,11 +260,6 @@ impl LinuxIsolation {
         self.pid_ns = sys::pid_ns_of(reaper);
         Ok(())
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| StepError::new("create sync pipe", e))
 }
 
 /// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
@@ -421,7 +398,7 @@ impl Isolation for LinuxIsolation {
 
 /// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
 /// root, reports, then reaps forever.
-fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
+fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
     // closed to the sandbox's processes.
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
@@ -430,45 +407,45 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     // pid 1 is a clone of the supervisor: drop every descriptor it held
     // (the daemon channel, the cgroup directory, the daemon's log on 1 and
     // 2) but the two sync pipes, before anything else happens in here.
-    sandboxd_supervisor::sys::close_fds_except(3, &[go.as_raw_fd(), ready.as_raw_fd()]);
+    sandboxd_supervisor::sys::close_fds_except(3, &supervisor.raw_fds());
     if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    let mut go = std::fs::File::from(go);
-    let mut ready = std::fs::File::from(ready);
-    let mut byte = [0u8; 1];
-    if !go.read(&mut byte).is_ok_and(|n| n == 1) {
+    if supervisor.wait_for(ToInit::Go, "wait for release").is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    let fail = |ready: &mut std::fs::File, e: StepError| -> ! {
-        let _ = ready.write_all(format!("{}\0{}", e.step, e.message).as_bytes());
+    let fail = |supervisor: &mut SupervisorChannel, e: StepError| -> ! {
+        let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
     };
     if let Err(e) = build_sandbox(launch) {
-        fail(&mut ready, e);
+        fail(&mut supervisor, e);
     }
     if launch.plan.namespaces.contains(&Namespace::User) {
-        if let Err(e) = enter_new_user_namespace(&mut go, &mut ready) {
-            fail(&mut ready, e);
+        if let Err(e) = enter_new_user_namespace(&mut supervisor) {
+            fail(&mut supervisor, e);
         }
     }
     if let Some(init) = &launch.init {
         // INIT mode: become the image's init. The pipe is close-on-exec, so
         // a successful exec reports itself by closing it.
         let process = init.main.clone().unwrap_or_default();
-        let e = sandboxd_supervisor::exec_main_in_place(init, &process, ready.as_raw_fd());
-        fail(&mut ready, e);
+        let e = sandboxd_supervisor::exec_main_in_place(init, &process, supervisor.ready_fd());
+        fail(&mut supervisor, e);
     }
     if let Err(e) = drop_privileges() {
-        fail(&mut ready, e);
+        fail(&mut supervisor, e);
     }
     // After the uid change, which clears it: a killed supervisor takes the
     // reaper, and with it the whole pid namespace, down too.
     if let Err(e) = sandboxd_supervisor::die_with(nix::unistd::getppid()) {
-        fail(&mut ready, StepError::new("set the parent-death signal", e));
+        fail(
+            &mut supervisor,
+            StepError::new("set the parent-death signal", e),
+        );
     }
-    let _ = ready.write_all(b"R");
-    drop(ready);
+    let _ = supervisor.send(&FromInit::Ready);
+    drop(supervisor);
     reap_forever()
 }
 
@@ -476,25 +453,15 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
 /// pivoted: every mount, the hostname and lo were set up by the host's root,
 /// and the sandbox's root — host uid `host_start` — owns no other namespace,
 /// so it holds capabilities only over itself. pid 1 asks the supervisor for
-/// the id maps ("U"), waits for them ("m"), then becomes the namespace's
-/// root.
-fn enter_new_user_namespace(
-    go: &mut std::fs::File,
-    ready: &mut std::fs::File,
-) -> Result<(), StepError> {
+/// the id maps, waits for them, then becomes the namespace's root.
+fn enter_new_user_namespace(supervisor: &mut SupervisorChannel) -> Result<(), StepError> {
     use nix::unistd::{Gid, Uid, setresgid, setresuid};
     sys::unshare(CloneFlags::CLONE_NEWUSER)
         .map_err(|e| StepError::new("unshare user namespace", e))?;
-    ready
-        .write_all(b"U")
+    supervisor
+        .send(&FromInit::NeedIdMaps)
         .map_err(|e| StepError::new("ask for id maps", e))?;
-    let mut byte = [0u8; 1];
-    if !go.read(&mut byte).is_ok_and(|n| n == 1 && byte[0] == b'm') {
-        return Err(StepError::new(
-            "wait for id maps",
-            "the supervisor did not write them",
-        ));
-    }
+    supervisor.wait_for(ToInit::IdMapsWritten, "wait for id maps")?;
     let (uid, gid) = (Uid::from_raw(0), Gid::from_raw(0));
     setresgid(gid, gid, gid)
         .and_then(|()| setresuid(uid, uid, uid))

@@ -122,7 +122,7 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image, resolve_beneath, resolve_in_root};
+pub use sandboxd_supervisor::sys::{open_dir, open_image, pipe, resolve_beneath, resolve_in_root};
 
 /// Resolves an absolute host path from `/` refusing every symlink
 /// (client bind sources: validation already checked the allowlist prefix).

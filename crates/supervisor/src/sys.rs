@@ -26,6 +26,11 @@ pub fn fork() -> Result<ForkResult, Errno> {
     unsafe { nix::unistd::fork() }
 }
 
+/// pipe2(O_CLOEXEC): the read end and the write end.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
 /// Write end of the signal self-pipe; -1 until installed.
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 /// Set by SIGTERM: someone (an operator, or a daemon that lost this
