@@ -128,6 +128,7 @@ impl LinuxIsolation {
     }
 
     fn setup_inner(&mut self) -> Result<(), StepError> {
+        let id_map = supervisor_steps(&self.launch.plan)?;
         let plan = &self.launch.plan;
         for dir in &plan.cgroups.dirs {
             std::fs::create_dir_all(dir)
@@ -172,10 +173,6 @@ impl LinuxIsolation {
                 Namespace::User => CloneFlags::empty(),
             };
         }
-        let id_map = plan.steps.iter().find_map(|s| match s {
-            LinuxStep::WriteIdMaps(map) => Some(map.range),
-            _ => None,
-        });
         let (cloned, placed) = self
             .clone_placed(flags)
             .map_err(|e| StepError::new("clone namespaces", e))?;
@@ -260,6 +257,48 @@ impl LinuxIsolation {
         self.pid_ns = sys::pid_ns_of(reaper);
         Ok(())
     }
+}
+
+/// Checks the plan's supervisor steps before any of them runs, and returns
+/// the id-map range to write when pid 1 asks (`WriteIdMaps`). The
+/// supervisor runs them in a fixed order around the handshake with pid 1
+/// (create cgroups, clone, join cgroups, release, id maps on request); the
+/// match names every step, so a new one does not compile until it has a
+/// place, and a step of another actor is reported, never skipped.
+fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, StepError> {
+    let mut id_map = None;
+    for step in plan.steps.iter().filter(|s| s.actor() == Actor::Supervisor) {
+        match step {
+            LinuxStep::CreateCgroups | LinuxStep::Clone | LinuxStep::JoinCgroups => {}
+            LinuxStep::WriteIdMaps(map) => id_map = Some(map.range),
+            LinuxStep::UnshareCgroup
+            | LinuxStep::UnshareUser
+            | LinuxStep::Mounts
+            | LinuxStep::SetHostname(_)
+            | LinuxStep::PivotRoot
+            | LinuxStep::DetachOldRoot
+            | LinuxStep::LoopbackUp
+            | LinuxStep::JoinNetns(_)
+            | LinuxStep::ForkPayload
+            | LinuxStep::Idle
+            | LinuxStep::Capabilities(_)
+            | LinuxStep::NoNewPrivs
+            | LinuxStep::Seccomp
+            | LinuxStep::SetRlimit(_)
+            | LinuxStep::SetGroups(_)
+            | LinuxStep::SetGid(_)
+            | LinuxStep::SetUid(_)
+            | LinuxStep::Chdir(_)
+            | LinuxStep::CloseRange
+            | LinuxStep::Execve { .. } => {
+                return Err(StepError::new(
+                    "setup",
+                    format!("{step:?} is not a step of the supervisor"),
+                ));
+            }
+        }
+    }
+    Ok(id_map)
 }
 
 /// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
@@ -418,13 +457,8 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
         let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
     };
-    if let Err(e) = build_sandbox(launch) {
+    if let Err(e) = build_sandbox(launch, &mut supervisor) {
         fail(&mut supervisor, e);
-    }
-    if launch.plan.namespaces.contains(&Namespace::User) {
-        if let Err(e) = enter_new_user_namespace(&mut supervisor) {
-            fail(&mut supervisor, e);
-        }
     }
     if let Some(init) = &launch.init {
         // INIT mode: become the image's init. The pipe is close-on-exec, so
@@ -500,7 +534,13 @@ fn reap_forever() -> ! {
     }
 }
 
-fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
+/// Runs the plan's pid-1 steps, in order. The match names every step: a
+/// new one does not compile until it is given a place here, and a step of
+/// another actor in the list is reported, never skipped.
+fn build_sandbox(
+    launch: &LinuxLaunch,
+    supervisor: &mut SupervisorChannel,
+) -> Result<(), StepError> {
     let plan = &launch.plan;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
         match step {
@@ -522,7 +562,7 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
                     .map_err(|e| StepError::new("sethostname", format!("{name}: {e}")))?;
             }
             LinuxStep::PivotRoot => {
-                nix::unistd::chdir(&plan.rootfs).map_err(|e| {
+                sys::chdir(&plan.rootfs).map_err(|e| {
                     StepError::new(
                         "chdir to new root",
                         format!("{}: {e}", plan.rootfs.display()),
@@ -532,7 +572,7 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
             }
             LinuxStep::DetachOldRoot => {
                 sys::detach(Path::new(".")).map_err(|e| StepError::new("detach old root", e))?;
-                nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
+                sys::chdir(Path::new("/")).map_err(|e| StepError::new("chdir /", e))?;
             }
             LinuxStep::LoopbackUp => {
                 sys::loopback_up().map_err(|e| StepError::new("bring lo up", e))?
@@ -541,13 +581,34 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
                 let ns = std::fs::File::open(path).map_err(|e| {
                     StepError::new("open network namespace", format!("{}: {e}", path.display()))
                 })?;
-                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                     StepError::new("join network namespace", format!("{}: {e}", path.display()))
                 })?;
             }
-            // The reaper never execs a payload itself: payloads enter with
-            // setns + CLONE_PARENT so the supervisor reaps them.
-            _ => {}
+            LinuxStep::UnshareUser => enter_new_user_namespace(supervisor)?,
+            // pid 1 stays the reaper (pid1_main, after these steps); the
+            // payload is never exec'd by it: payloads enter with setns +
+            // CLONE_PARENT so the supervisor reaps them.
+            LinuxStep::ForkPayload | LinuxStep::Idle => {}
+            LinuxStep::CreateCgroups
+            | LinuxStep::Clone
+            | LinuxStep::WriteIdMaps(_)
+            | LinuxStep::JoinCgroups
+            | LinuxStep::Capabilities(_)
+            | LinuxStep::NoNewPrivs
+            | LinuxStep::Seccomp
+            | LinuxStep::SetRlimit(_)
+            | LinuxStep::SetGroups(_)
+            | LinuxStep::SetGid(_)
+            | LinuxStep::SetUid(_)
+            | LinuxStep::Chdir(_)
+            | LinuxStep::CloseRange
+            | LinuxStep::Execve { .. } => {
+                return Err(StepError::new(
+                    "sandbox init",
+                    format!("{step:?} is not a step of the sandbox's pid 1"),
+                ));
+            }
         }
     }
     Ok(())

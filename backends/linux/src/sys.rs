@@ -117,6 +117,11 @@ pub fn pivot_root_here() -> Result<(), Errno> {
     nix::unistd::pivot_root(".", ".")
 }
 
+/// chdir(2).
+pub fn chdir(path: &Path) -> Result<(), Errno> {
+    nix::unistd::chdir(path)
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
