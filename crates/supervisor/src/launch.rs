@@ -11,6 +11,7 @@ use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
+use crate::report::{self, End, Report};
 use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
 use crate::sys;
 
@@ -242,41 +243,43 @@ pub(crate) fn spawn(
     match isolation.fork().map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
-            let report = format!("{}\0{}", err.step, err.message);
-            // Best effort: if the supervisor is gone nobody can hear us.
-            let _ = nix::unistd::write(&err_write, report.as_bytes());
+            Report::Failed(err).send(err_write.as_fd());
             sys::exit_child(127)
         }
         sys::Fork::Parent { child } => {
             drop(err_write);
             drop(stdio);
-            let mut report = Vec::new();
-            let _ = err_read.read_to_end(&mut report);
+            let mut bytes = Vec::new();
+            let _ = err_read.read_to_end(&mut bytes);
+            let reports = report::decode(&bytes);
             // A backend that forked again (into a pid namespace) reported the
             // real process first; the intermediate has exited: reap it.
-            let (pid, rest) = match parse_pid_report(&report) {
-                Some((pid, rest)) => {
+            let pid = match reports.pid {
+                Some(pid) => {
                     let _ = nix::sys::wait::waitpid(child, None);
-                    (pid, rest)
+                    pid
                 }
-                None => (child, report.as_slice()),
+                None => child,
             };
-            if rest.is_empty() {
-                return Ok(pid);
+            match reports.end {
+                End::Closed => Ok(pid),
+                End::Failed(e) => {
+                    // The process has exited (127); reap it so it is never
+                    // mistaken for a sandbox process.
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    Err(e)
+                }
+                End::Probe(_) => {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    Err(StepError::new(
+                        "exec",
+                        "the child sent a probe's output instead of exec'ing",
+                    ))
+                }
             }
-            // The process has exited (127); reap it so it is never mistaken
-            // for a sandbox process.
-            let _ = nix::sys::wait::waitpid(pid, None);
-            let text = String::from_utf8_lossy(rest);
-            let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
-            Err(StepError::new(step, message))
         }
     }
 }
-
-/// Marks the probe's result on the error pipe (never the first byte of a
-/// step name, nor [`PID_REPORT`]).
-const PROBE_RESULT: u8 = 0x02;
 
 /// Runs the isolation probe in a child that enters the sandbox exactly as a
 /// payload does (every step of [`harden`], as `plan`'s user in its cwd) and
@@ -300,39 +303,35 @@ pub(crate) fn probe(
     match isolation.fork().map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
-            let mut pipe = std::fs::File::from(err_write);
             let err = match enter_sandbox(isolation, keep)
                 .and_then(|()| harden(config, plan, Stdio::Null(null), keep))
             {
                 Ok(()) => {
                     let output = sandboxd_probe::run(probe, &[keep]);
-                    let mut msg = vec![PROBE_RESULT];
-                    if serde_json::to_writer(&mut msg, &output).is_ok() {
-                        use std::io::Write;
-                        let _ = pipe.write_all(&msg);
+                    if let Ok(json) = serde_json::to_vec(&output) {
+                        Report::Probe(json).send(err_write.as_fd());
                         sys::exit_child(0)
                     }
                     StepError::new("verify", "encoding the probe's output failed")
                 }
                 Err(e) => e,
             };
-            let report = format!("{}\0{}", err.step, err.message);
-            use std::io::Write;
-            let _ = pipe.write_all(report.as_bytes());
+            Report::Failed(err).send(err_write.as_fd());
             sys::exit_child(127)
         }
         sys::Fork::Parent { child } => {
             drop(err_write);
             drop(null);
             let deadline = std::time::Instant::now() + timeout;
-            let mut report = Vec::new();
-            let finished = read_until(&err_read, &mut report, deadline);
-            let (pid, rest) = match parse_pid_report(&report) {
-                Some((pid, rest)) => {
+            let mut bytes = Vec::new();
+            let finished = read_until(&err_read, &mut bytes, deadline);
+            let reports = report::decode(&bytes);
+            let pid = match reports.pid {
+                Some(pid) => {
                     let _ = nix::sys::wait::waitpid(child, None);
-                    (pid, rest.to_vec())
+                    pid
                 }
-                None => (child, report.clone()),
+                None => child,
             };
             if !finished {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -349,22 +348,20 @@ pub(crate) fn probe(
             // Read from outside while the probe is a zombie: its host uid.
             let host_uid = sys::host_uid_of(pid);
             let _ = nix::sys::wait::waitpid(pid, None);
-            match rest.split_first() {
-                Some((&PROBE_RESULT, json)) => {
+            match reports.end {
+                End::Probe(json) => {
                     let mut output: sandboxd_core::verify::ProbeOutput =
-                        serde_json::from_slice(json).map_err(|e| {
+                        serde_json::from_slice(&json).map_err(|e| {
                             StepError::new("verify", format!("the probe's output: {e}"))
                         })?;
                     output.user.host_uid = host_uid;
                     Ok(output)
                 }
-                _ => {
-                    let text = String::from_utf8_lossy(&rest);
-                    let (step, message) = text
-                        .split_once('\0')
-                        .unwrap_or(("verify", "the probe exited without a report"));
-                    Err(StepError::new(step, message))
-                }
+                End::Failed(e) => Err(e),
+                End::Closed => Err(StepError::new(
+                    "verify",
+                    "the probe exited without a report",
+                )),
             }
         }
     }
@@ -395,23 +392,10 @@ fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> 
     }
 }
 
-/// Marks a pid report on the error pipe (never the first byte of a step
-/// name).
-const PID_REPORT: u8 = 0x01;
-
 /// From an intermediate process inside [`Isolation::enter`]: tells the
 /// supervisor the pid of the process that will exec.
 pub fn report_pid(report_fd: std::os::fd::RawFd, pid: Pid) {
-    let msg = format!("{}{}\n", PID_REPORT as char, pid.as_raw());
-    let _ = nix::unistd::write(sys::borrow_fd(report_fd), msg.as_bytes());
-}
-
-/// Splits a leading pid report off the error-pipe bytes.
-fn parse_pid_report(bytes: &[u8]) -> Option<(Pid, &[u8])> {
-    let rest = bytes.strip_prefix(&[PID_REPORT])?;
-    let end = rest.iter().position(|b| *b == b'\n')?;
-    let pid = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    Some((Pid::from_raw(pid), &rest[end + 1..]))
+    Report::Pid(pid).send(sys::borrow_fd(report_fd));
 }
 
 /// The child side: runs only in the forked copy of the single-threaded

@@ -18,6 +18,7 @@ mod channel;
 pub mod images;
 mod launch;
 pub mod procs;
+mod report;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
 mod supervisor;

@@ -31,6 +31,20 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
+/// Writes all of `bytes` to `fd` (a pipe), retrying on EINTR and short
+/// writes.
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EPIPE),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Write end of the signal self-pipe; -1 until installed.
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 /// Set by SIGTERM: someone (an operator, or a daemon that lost this
