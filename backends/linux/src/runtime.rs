@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use sandboxd_core::fault;
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
+use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::plan::{
     Actor, Layer, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
     RESERVED_TARGETS, RootOp,
 };
-use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::sys::{self, Cloned};
 
 /// The supervisor's configuration for one sandbox.

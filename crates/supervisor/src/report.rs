@@ -153,7 +153,10 @@ mod tests {
                 },
             ),
             (
-                vec![Report::Pid(Pid::from_raw(7)), Report::Failed(failed.clone())],
+                vec![
+                    Report::Pid(Pid::from_raw(7)),
+                    Report::Failed(failed.clone()),
+                ],
                 Reports {
                     pid: Some(Pid::from_raw(7)),
                     end: End::Failed(failed.clone()),

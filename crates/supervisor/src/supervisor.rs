@@ -466,7 +466,10 @@ impl<I: Isolation> Supervisor<I> {
                     .main
                     .filter(|_| self.main_exit.is_none())
                     .map(Pid::as_raw);
-                self.chan.send(&Event::Attached { main_pid });
+                self.chan.send(&Event::Attached {
+                    main_pid,
+                    protocol: sandboxd_core::wire::PROTOCOL,
+                });
             }
         }
     }
