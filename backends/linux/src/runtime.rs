@@ -74,17 +74,26 @@ impl LinuxIsolation {
         }
     }
 
-    /// Clones pid 1 with `flags`, into the v2 cgroup when there is one (no
-    /// migration), else plainly. Returns whether the child started in it.
-    fn clone_placed(&self, flags: CloneFlags) -> Result<(Cloned, bool), Errno> {
+    /// Clones pid 1 with `flags` (namespaces only), into the v2 cgroup when
+    /// there is one (no migration), else plainly. Returns whether the child
+    /// started in it.
+    ///
+    /// # Safety
+    ///
+    /// As [`sys::clone_process`]: the calling process must be
+    /// single-threaded.
+    unsafe fn clone_placed(&self, flags: CloneFlags) -> Result<(Cloned, bool), Errno> {
         if let Some(fd) = &self.cgroup_fd {
-            match sys::clone_into_cgroup(flags, fd.as_fd()) {
+            // SAFETY: a single-threaded caller (this fn's contract); `flags`
+            // holds namespace flags only.
+            match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) } {
                 Ok(c) => return Ok((c, true)),
                 Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {}
                 Err(e) => return Err(e),
             }
         }
-        sys::clone_process(flags).map(|c| (c, false))
+        // SAFETY: as above.
+        unsafe { sys::clone_process(flags) }.map(|c| (c, false))
     }
 
     /// The cgroup directories a process must still be written into after a
@@ -173,8 +182,9 @@ impl LinuxIsolation {
                 Namespace::User => CloneFlags::empty(),
             };
         }
-        let (cloned, placed) = self
-            .clone_placed(flags)
+        // SAFETY: setup runs in the supervisor helper, which is
+        // single-threaded (supervise checks it, and never starts a thread).
+        let (cloned, placed) = unsafe { self.clone_placed(flags) }
             .map_err(|e| StepError::new("clone namespaces", e))?;
         self.into_cgroup = placed;
         match cloned {
@@ -368,7 +378,9 @@ impl Isolation for LinuxIsolation {
         }
         // setns(CLONE_NEWPID) only affects children: clone once more, with
         // the supervisor as the parent.
-        match sys::clone_process(CloneFlags::CLONE_PARENT)
+        // SAFETY: enter runs in a child the single-threaded supervisor
+        // forked, itself single-threaded; CLONE_PARENT shares no memory.
+        match unsafe { sys::clone_process(CloneFlags::CLONE_PARENT) }
             .map_err(|e| StepError::new("clone into the pid namespace", e))?
         {
             Cloned::Child => Ok(()),
@@ -379,13 +391,18 @@ impl Isolation for LinuxIsolation {
         }
     }
 
-    fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
+    unsafe fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
         match (&self.cgroup_fd, self.into_cgroup) {
-            (Some(fd), true) => match sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd())? {
-                Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
-                Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
-            },
-            _ => sandboxd_supervisor::sys::fork(),
+            // SAFETY: a single-threaded caller (Isolation::fork's contract);
+            // no flags.
+            (Some(fd), true) => {
+                match unsafe { sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd()) }? {
+                    Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
+                    Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
+                }
+            }
+            // SAFETY: as above.
+            _ => unsafe { sandboxd_supervisor::sys::fork_unchecked() },
         }
     }
 

@@ -23,12 +23,21 @@ pub enum Cloned {
 
 /// clone(2) with fork semantics (no new stack) and `flags` (namespaces,
 /// CLONE_PARENT). SIGCHLD is the exit signal.
-pub fn clone_process(flags: CloneFlags) -> Result<Cloned, Errno> {
+///
+/// # Safety
+///
+/// As [`sandboxd_supervisor::sys::fork_unchecked`]: the calling process
+/// must be single-threaded (the supervisor helper, or a child it forked).
+/// The new process is a copy of the calling thread only and runs
+/// arbitrary Rust; a lock another thread held would stay held in it.
+/// `flags` must not contain `CLONE_VM` or `CLONE_THREAD` (the copy shares
+/// nothing with its parent).
+pub unsafe fn clone_process(flags: CloneFlags) -> Result<Cloned, Errno> {
     let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: only called from the single-threaded supervisor or its forked
-    // children, so the child inherits no lock held by another thread; with a
-    // null stack the child runs on a copy of the caller's stack, exactly as
-    // after fork(2).
+    // SAFETY: the caller guarantees a single-threaded process and no
+    // CLONE_VM (this fn's contract), so the child inherits no lock held by
+    // another thread; with a null stack the child runs on a copy of the
+    // caller's stack, exactly as after fork(2).
     let rc = unsafe { libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize) };
     match Errno::result(rc)? {
         0 => Ok(Cloned::Child),
@@ -61,7 +70,15 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// kernel's global cgroup lock and wait for an RCU grace period (the
 /// dominant cost of a create). ENOSYS/E2BIG on old kernels: the caller
 /// falls back to [`clone_process`] plus a cgroup.procs write.
-pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Result<Cloned, Errno> {
+///
+/// # Safety
+///
+/// As [`clone_process`]: a single-threaded caller, no `CLONE_VM` or
+/// `CLONE_THREAD` in `flags`.
+pub unsafe fn clone_into_cgroup(
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+) -> Result<Cloned, Errno> {
     let mut args = CloneArgs {
         // The flags are non-negative c_ints; widen without sign extension.
         flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
@@ -69,9 +86,9 @@ pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Result<Cl
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: as for clone_process (single-threaded caller, no CLONE_VM, a
-    // null stack means fork semantics); the kernel reads one clone_args of
-    // the size passed, a live local.
+    // SAFETY: as for clone_process (a single-threaded caller and no
+    // CLONE_VM: this fn's contract; a null stack means fork semantics);
+    // the kernel reads one clone_args of the size passed, a live local.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,

@@ -70,7 +70,9 @@ pub(crate) enum ChildEnd {
 /// `timeout` for it; the child's return value is its exit code. A child
 /// still running at the deadline is SIGKILLed and reaped.
 pub(crate) fn in_child(timeout: Duration, f: impl FnOnce() -> i32) -> ChildEnd {
-    match sys::fork() {
+    // SAFETY: the probe runs in a child of the single-threaded supervisor
+    // and never starts a thread.
+    match unsafe { sys::fork() } {
         Err(e) => ChildEnd::ForkFailed(e),
         Ok(sys::Forked::Child) => {
             sys::die_with_parent();

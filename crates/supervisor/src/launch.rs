@@ -240,7 +240,9 @@ pub(crate) fn spawn(
     let (mut err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map(|(r, w)| (std::fs::File::from(r), w))
         .map_err(|e| StepError::new("create error pipe", e))?;
-    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
+    // SAFETY: spawn runs only in the supervisor helper, a freshly exec'd
+    // process that never starts a thread (helper_main, supervise).
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
             Report::Failed(err).send(err_write.as_fd());
@@ -300,7 +302,9 @@ pub(crate) fn probe(
     // Only the read end is non-blocking: the child writes its report whole.
     nix::fcntl::fcntl(&err_write, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
         .map_err(|e| StepError::new("create probe pipe", e))?;
-    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
+    // SAFETY: as in spawn: only the single-threaded supervisor helper
+    // probes.
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
             let err = match enter_sandbox(isolation, keep)

@@ -58,8 +58,14 @@ pub trait Isolation {
     /// Forks the child that will become a sandbox process. A backend may
     /// create it somewhere cheaper to start from (directly in the
     /// sandbox's cgroup); the default is fork(2).
-    fn fork(&self) -> Result<sys::Fork, nix::Error> {
-        sys::fork()
+    ///
+    /// # Safety
+    ///
+    /// As [`sys::fork_unchecked`]: the calling process must be
+    /// single-threaded (the supervisor helper is).
+    unsafe fn fork(&self) -> Result<sys::Fork, nix::Error> {
+        // SAFETY: this fn's contract is fork_unchecked's.
+        unsafe { sys::fork_unchecked() }
     }
 
     /// The main process, if the backend started it itself during `setup`
@@ -189,7 +195,9 @@ struct Supervisor<I: Isolation> {
 const PROBE_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the supervisor on `sock` until the sandbox ends or the daemon asks
-/// for shutdown. Returns the helper's process exit code.
+/// for shutdown. Returns the helper's process exit code. It forks: it
+/// refuses to start in a process that has more than one thread (where the
+/// OS can tell, Linux and FreeBSD), and it never starts one.
 pub fn supervise<I: Isolation>(
     mut chan: Channel,
     config: CommonConfig,
@@ -204,6 +212,14 @@ pub fn supervise<I: Isolation>(
         1
     };
     let prepared = (|| {
+        // Every fork below relies on it (sys::fork_unchecked): refuse to
+        // run in a process with other threads, where the OS can tell.
+        if let Some(n) = sys::thread_count().filter(|n| *n != 1) {
+            return Err(StepError::new(
+                "check single-threaded",
+                format!("the supervisor must run alone in its process, which has {n} threads"),
+            ));
+        }
         sys::ignore_sigpipe().map_err(|e| StepError::new("ignore SIGPIPE", e))?;
         sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
         let sigchld =

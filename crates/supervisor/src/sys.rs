@@ -12,18 +12,58 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use nix::unistd::{ForkResult, Pid};
 
-/// Result of [`fork`].
+/// Result of [`fork`] and [`fork_unchecked`].
 pub use nix::unistd::ForkResult as Fork;
 
-/// fork(2).
+/// fork(2) for a caller that knows it is single-threaded.
 ///
-/// Only called from the single-threaded supervisor, never from the
-/// multi-threaded daemon.
-pub fn fork() -> Result<ForkResult, Errno> {
-    // SAFETY: the supervisor is single-threaded (it is a freshly exec'd helper
-    // that never starts threads), so the child inherits no lock held by
-    // another thread and may run arbitrary code before exec.
+/// # Safety
+///
+/// The calling process must have no thread but the caller's, as the
+/// supervisor helper (a freshly exec'd process that never starts one) and
+/// its forked children do. The child is a copy of the calling thread only:
+/// a lock another thread held (the allocator's, stdio's) would stay held
+/// forever in it, and the child runs arbitrary Rust before it execs. Never
+/// call it from the daemon, which is multi-threaded.
+pub unsafe fn fork_unchecked() -> Result<ForkResult, Errno> {
+    // SAFETY: the caller guarantees a single-threaded process (this fn's
+    // contract), so the child inherits no lock held by another thread.
     unsafe { nix::unistd::fork() }
+}
+
+/// fork(2) after checking that the calling process has exactly one thread
+/// (it stays so until fork returns: only this thread could start
+/// another). EDEADLK when it has more; ENOSYS where the OS cannot tell
+/// (neither Linux nor FreeBSD).
+pub fn fork() -> Result<ForkResult, Errno> {
+    if thread_count().ok_or(Errno::ENOSYS)? != 1 {
+        return Err(Errno::EDEADLK);
+    }
+    // SAFETY: the process has one thread, the caller's (checked just
+    // above, and no other can appear before fork returns).
+    unsafe { fork_unchecked() }
+}
+
+/// How many threads the calling process has; `None` where the OS cannot
+/// tell (neither Linux nor FreeBSD) or the count cannot be read.
+pub fn thread_count() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // Field 20 of /proc/self/stat; fields after the command name's
+        // last ')' start at field 3.
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+            .and_then(|n| n.parse().ok())
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        kinfo_of(nix::unistd::getpid()).and_then(|info| usize::try_from(info.ki_numthreads).ok())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        None
+    }
 }
 
 /// pipe2(O_CLOEXEC): the read end and the write end.
@@ -729,37 +769,43 @@ pub fn host_uid_of(pid: Pid) -> Option<u32> {
     }
     #[cfg(target_os = "freebsd")]
     {
-        let mut info = std::mem::MaybeUninit::<libc::kinfo_proc>::zeroed();
-        let mut len = std::mem::size_of::<libc::kinfo_proc>();
-        let mib = [
-            libc::CTL_KERN,
-            libc::KERN_PROC,
-            libc::KERN_PROC_PID,
-            pid.as_raw(),
-        ];
-        // SAFETY: sysctl writes at most `len` bytes into `info`, which is
-        // that large; the mib array is live for the call.
-        let rc = unsafe {
-            libc::sysctl(
-                mib.as_ptr(),
-                mib.len() as libc::c_uint,
-                info.as_mut_ptr().cast(),
-                &raw mut len,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc != 0 || len < std::mem::size_of::<libc::kinfo_proc>() {
-            return None;
-        }
-        // SAFETY: the kernel filled the whole struct (len checked above).
-        Some(unsafe { info.assume_init() }.ki_uid)
+        kinfo_of(pid).map(|info| info.ki_uid)
     }
     #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
     {
         let _ = pid;
         None
     }
+}
+
+/// FreeBSD: process `pid`'s `kinfo_proc` from the `kern.proc.pid` sysctl.
+#[cfg(target_os = "freebsd")]
+fn kinfo_of(pid: Pid) -> Option<libc::kinfo_proc> {
+    let mut info = std::mem::MaybeUninit::<libc::kinfo_proc>::zeroed();
+    let mut len = std::mem::size_of::<libc::kinfo_proc>();
+    let mib = [
+        libc::CTL_KERN,
+        libc::KERN_PROC,
+        libc::KERN_PROC_PID,
+        pid.as_raw(),
+    ];
+    // SAFETY: sysctl writes at most `len` bytes into `info`, which is
+    // that large; the mib array is live for the call.
+    let rc = unsafe {
+        libc::sysctl(
+            mib.as_ptr(),
+            mib.len() as libc::c_uint,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if rc != 0 || len < std::mem::size_of::<libc::kinfo_proc>() {
+        return None;
+    }
+    // SAFETY: the kernel filled the whole struct (len checked above).
+    Some(unsafe { info.assume_init() })
 }
 
 /// Borrows a descriptor number handed to us (the error pipe inside a forked
@@ -927,6 +973,28 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// The test harness runs tests on threads of their own: the checked
+    /// fork must refuse, never fork a multi-threaded process.
+    #[test]
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "freebsd")),
+        ignore = "no thread count here: fork() refuses with ENOSYS"
+    )]
+    fn checked_fork_refuses_a_multithreaded_process() {
+        assert!(super::thread_count().is_some_and(|n| n > 1));
+        let parked = std::thread::spawn(std::thread::park);
+        match super::fork() {
+            Err(e) => assert_eq!(e, nix::errno::Errno::EDEADLK),
+            Ok(super::Fork::Child) => super::exit_child(0),
+            Ok(super::Fork::Parent { child }) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                panic!("forked a multi-threaded process");
+            }
+        }
+        parked.thread().unpark();
+        parked.join().unwrap();
+    }
 
     #[test]
     fn peer_uid_is_the_kernels_answer() {
