@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -254,13 +255,9 @@ impl LinuxIsolation {
         ];
         for (ns, name, flag) in order {
             if self.has(ns) {
-                let path = format!("/proc/{reaper}/ns/{name}");
-                let fd = nix::fcntl::open(
-                    path.as_str(),
-                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .map_err(|e| StepError::new("open namespace", format!("{path}: {e}")))?;
+                let fd = sys::open_namespace(reaper, name).map_err(|e| {
+                    StepError::new("open namespace", format!("/proc/{reaper}/ns/{name}: {e}"))
+                })?;
                 self.namespaces.push((flag, fd));
             }
         }
@@ -393,9 +390,9 @@ impl Isolation for LinuxIsolation {
 
     unsafe fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
         match (&self.cgroup_fd, self.into_cgroup) {
-            // SAFETY: a single-threaded caller (Isolation::fork's contract);
-            // no flags.
             (Some(fd), true) => {
+                // SAFETY: a single-threaded caller (Isolation::fork's
+                // contract); no flags.
                 match unsafe { sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd()) }? {
                     Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
                     Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
@@ -410,8 +407,8 @@ impl Isolation for LinuxIsolation {
         self.namespaces.clear();
         self.cgroup_fd = None;
         if let Some(reaper) = self.reaper.take() {
-            let _ = kill(reaper, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(reaper, None);
+            let _ = sys::send_signal(reaper, Signal::SIGKILL);
+            let _ = sys::wait_for(reaper);
         }
         self.remove_cgroups()
     }
@@ -425,15 +422,15 @@ impl Isolation for LinuxIsolation {
         };
         if sig == Signal::SIGKILL {
             // pid 1 dying takes every process of the namespace with it.
-            let _ = kill(reaper, sig);
+            let _ = sys::send_signal(reaper, sig);
             return true;
         }
         if self.launch.init.is_some() {
             // An init gets the stop signal first, as under nspawn.
-            let _ = kill(reaper, sig);
+            let _ = sys::send_signal(reaper, sig);
         }
         for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
-            let _ = kill(pid, sig);
+            let _ = sys::send_signal(pid, sig);
         }
         true
     }
@@ -489,7 +486,7 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     }
     // After the uid change, which clears it: a killed supervisor takes the
     // reaper, and with it the whole pid namespace, down too.
-    if let Err(e) = sandboxd_supervisor::die_with(nix::unistd::getppid()) {
+    if let Err(e) = sandboxd_supervisor::die_with(sys::parent_pid()) {
         fail(
             &mut supervisor,
             StepError::new("set the parent-death signal", e),
@@ -506,16 +503,14 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
 /// so it holds capabilities only over itself. pid 1 asks the supervisor for
 /// the id maps, waits for them, then becomes the namespace's root.
 fn enter_new_user_namespace(supervisor: &mut SupervisorChannel) -> Result<(), StepError> {
-    use nix::unistd::{Gid, Uid, setresgid, setresuid};
+    use nix::unistd::{Gid, Uid};
     sys::unshare(CloneFlags::CLONE_NEWUSER)
         .map_err(|e| StepError::new("unshare user namespace", e))?;
     supervisor
         .send(&FromInit::NeedIdMaps)
         .map_err(|e| StepError::new("ask for id maps", e))?;
     supervisor.wait_for(ToInit::IdMapsWritten, "wait for id maps")?;
-    let (uid, gid) = (Uid::from_raw(0), Gid::from_raw(0));
-    setresgid(gid, gid, gid)
-        .and_then(|()| setresuid(uid, uid, uid))
+    sys::set_all_ids(Uid::from_raw(0), Gid::from_raw(0))
         .map_err(|e| StepError::new("become root of the user namespace", e))
 }
 
@@ -526,28 +521,19 @@ fn drop_privileges() -> Result<(), StepError> {
     let nobody = sandboxd_core::spec::DEFAULT_UNPRIVILEGED_ID;
     sandboxd_supervisor::sys::restrict_capabilities(&[])
         .map_err(|e| StepError::new("drop reaper capabilities", e))?;
-    nix::unistd::setgroups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
-    nix::unistd::setgid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
-    nix::unistd::setuid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
+    sys::set_groups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
+    sys::set_gid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
+    sys::set_uid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
     sandboxd_supervisor::sys::set_non_dumpable()
         .map_err(|e| StepError::new("mark reaper non-dumpable", e))
 }
 
 fn reap_forever() -> ! {
-    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    // Block SIGCHLD and wait for it atomically, so no exit is missed.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    // SIGCHLD blocked and waited for atomically, so no exit is missed.
+    let set = sys::block_sigchld();
     loop {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let _ = set.wait();
+        while matches!(sys::reap_any(), Ok(status) if status != WaitStatus::StillAlive) {}
+        sys::wait_for_signal(&set);
     }
 }
 
@@ -643,9 +629,7 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
     let Ok(target) = sys::resolve_in_root(root.as_fd(), &exe) else {
         return Ok(());
     };
-    if !nix::sys::stat::fstat(target.as_fd())
-        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
-    {
+    if !sys::is_regular_file(target.as_fd()) {
         return Ok(());
     }
     let dir = rootfs.parent().unwrap_or(rootfs);

@@ -1,5 +1,8 @@
-//! The Linux backend's kernel operations, one function per call. Only the
-//! single-threaded supervisor helper and its forked children call these.
+//! The Linux backend's kernel operations, one function per call. The
+//! single-threaded supervisor helper and its forked children call these;
+//! the daemon calls only the thread-scoped network-namespace ones
+//! ([`setns`] and [`unshare`] with `CLONE_NEWNET`, [`mount_fs`] and
+//! [`detach`] of the namespace's pin), from `net.rs`, on throwaway threads.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -134,6 +137,38 @@ pub fn pivot_root_here() -> Result<(), Errno> {
     nix::unistd::pivot_root(".", ".")
 }
 
+/// Opens `/proc/<pid>/ns/<name>` (a namespace to join later), close-on-exec.
+pub fn open_namespace(pid: i32, name: &str) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        format!("/proc/{pid}/ns/{name}").as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// setresgid(gid, gid, gid) then setresuid(uid, uid, uid): every id of
+/// the caller becomes these (root of a new user namespace).
+pub fn set_all_ids(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), Errno> {
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
+}
+
+/// Blocks SIGCHLD in the caller's signal mask and returns the set, to wait
+/// for it with [`wait_for_signal`] (no exit is missed between a reap and
+/// the wait).
+pub fn block_sigchld() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// sigwait(2) for one of the (blocked) signals in `set`.
+pub fn wait_for_signal(set: &nix::sys::signal::SigSet) {
+    let _ = set.wait();
+}
+
 /// chdir(2).
 pub fn chdir(path: &Path) -> Result<(), Errno> {
     nix::unistd::chdir(path)
@@ -144,7 +179,10 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image, pipe, resolve_beneath, resolve_in_root};
+pub use sandboxd_supervisor::sys::{
+    is_regular_file, open_dir, open_image, parent_pid, pipe, reap_any, resolve_beneath,
+    resolve_in_root, send_signal, set_gid, set_groups, set_uid, wait_for,
+};
 
 /// Resolves an absolute host path from `/` refusing every symlink
 /// (client bind sources: validation already checked the allowlist prefix).

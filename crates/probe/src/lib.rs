@@ -12,7 +12,10 @@
 //!
 //! Every check has its own time budget (at most [`CHECK_BUDGET`]) inside the
 //! whole probe's budget; a check that runs out says NOT_TESTABLE with why.
-//! Raw system calls live in [`sys`].
+//! The calls that need `unsafe` (fork, `_exit`, SysV shm, capget/capset,
+//! fsopen, ...) live in [`sys`]; the checks' own attempts are nix's safe
+//! wrappers, made where the check stands. [`run`] forks: call it only in a
+//! single-threaded process (the supervisor's forked child).
 
 mod fs;
 mod hardening;

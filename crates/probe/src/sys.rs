@@ -1,6 +1,9 @@
-//! Every raw system call of the probe (and the daemon's SysV fixture), one
-//! function per kernel operation. The only module of the crate with
-//! `unsafe`; each block says why it is sound.
+//! The probe's system calls that need `unsafe` or a single-threaded caller
+//! (and the daemon's SysV fixture), one function per kernel operation. The
+//! only module of the crate with `unsafe`; each block says why it is sound.
+//! The checks make their attempts (open, stat, socket, chroot, mknod,
+//! setrlimit, kill) through nix's safe wrappers where they stand: the
+//! attempt is the observation.
 
 use nix::errno::Errno;
 use nix::unistd::Pid;

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::fcntl::OFlag;
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::Resource;
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
@@ -95,10 +95,7 @@ fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
     }
     program_candidates(argv0, path_var)
         .into_iter()
-        .find(|candidate| {
-            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
-                && std::fs::metadata(candidate).is_ok_and(|m| m.is_file())
-        })
+        .find(|candidate| sys::is_executable_file(candidate))
 }
 
 /// The paths execvp would try for `argv0`: itself if it names a path,
@@ -237,7 +234,7 @@ pub(crate) fn spawn(
     plan: &ExecPlan,
     stdio: Stdio,
 ) -> Result<Pid, StepError> {
-    let (mut err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+    let (mut err_read, err_write) = sys::pipe()
         .map(|(r, w)| (std::fs::File::from(r), w))
         .map_err(|e| StepError::new("create error pipe", e))?;
     // SAFETY: spawn runs only in the supervisor helper, a freshly exec'd
@@ -258,7 +255,7 @@ pub(crate) fn spawn(
             // real process first; the intermediate has exited: reap it.
             let pid = match reports.pid {
                 Some(pid) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
+                    let _ = sys::wait_for(child);
                     pid
                 }
                 None => child,
@@ -268,11 +265,11 @@ pub(crate) fn spawn(
                 End::Failed(e) => {
                     // The process has exited (127); reap it so it is never
                     // mistaken for a sandbox process.
-                    let _ = nix::sys::wait::waitpid(pid, None);
+                    let _ = sys::wait_for(pid);
                     Err(e)
                 }
                 End::Probe(_) => {
-                    let _ = nix::sys::wait::waitpid(pid, None);
+                    let _ = sys::wait_for(pid);
                     Err(StepError::new(
                         "exec",
                         "the child sent a probe's output instead of exec'ing",
@@ -297,11 +294,8 @@ pub(crate) fn probe(
     null: OwnedFd,
     timeout: std::time::Duration,
 ) -> Result<sandboxd_core::verify::ProbeOutput, StepError> {
-    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .map_err(|e| StepError::new("create probe pipe", e))?;
-    // Only the read end is non-blocking: the child writes its report whole.
-    nix::fcntl::fcntl(&err_write, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
-        .map_err(|e| StepError::new("create probe pipe", e))?;
+    let (err_read, err_write) =
+        sys::pipe_nonblocking_read().map_err(|e| StepError::new("create probe pipe", e))?;
     // SAFETY: as in spawn: only the single-threaded supervisor helper
     // probes.
     match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
@@ -332,17 +326,17 @@ pub(crate) fn probe(
             let reports = report::decode(&bytes);
             let pid = match reports.pid {
                 Some(pid) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
+                    let _ = sys::wait_for(child);
                     pid
                 }
                 None => child,
             };
             if !finished {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                let _ = sys::send_signal(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::send_signal(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::wait_for(pid);
                 if pid != child {
-                    let _ = nix::sys::wait::waitpid(child, None);
+                    let _ = sys::wait_for(child);
                 }
                 return Err(StepError::new(
                     "verify",
@@ -351,7 +345,7 @@ pub(crate) fn probe(
             }
             // Read from outside while the probe is a zombie: its host uid.
             let host_uid = sys::host_uid_of(pid);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = sys::wait_for(pid);
             match reports.end {
                 End::Probe(json) => {
                     let mut output: sandboxd_core::verify::ProbeOutput =
@@ -374,10 +368,10 @@ pub(crate) fn probe(
 /// Reads `fd` (non-blocking) into `buf` until EOF or `deadline`; returns
 /// whether EOF came first.
 fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
     let mut chunk = [0u8; 64 * 1024];
     loop {
-        match nix::unistd::read(fd, &mut chunk) {
+        match sys::read(fd.as_fd(), &mut chunk) {
             Ok(0) => return true,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -392,7 +386,7 @@ fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> 
         }
         let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let _ = sys::poll(&mut fds, PollTimeout::from(ms));
     }
 }
 
@@ -432,7 +426,7 @@ fn enter_sandbox(isolation: &dyn Isolation, keep: i32) -> Result<(), StepError> 
 pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
     sys::kill_on_parent_death()?;
     // It may have died before the signal was armed.
-    if nix::unistd::getppid() == supervisor {
+    if sys::parent_pid() == supervisor {
         Ok(())
     } else {
         Err(nix::errno::Errno::ESRCH)
@@ -449,11 +443,7 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
         Ok(p) => p,
         Err(e) => return e,
     };
-    let null = match nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
+    let null = match sys::open_dev_null() {
         Ok(fd) => fd,
         Err(e) => return StepError::new("open /dev/null", e),
     };
@@ -483,11 +473,11 @@ fn harden(
 ) -> Result<(), StepError> {
     let step = |step: &str, e: nix::Error| Err(StepError::new(step, e));
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
-    let supervisor = nix::unistd::getppid();
+    let supervisor = sys::parent_pid();
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
     // become its controlling tty.
-    if let Err(e) = nix::unistd::setsid() {
+    if let Err(e) = sys::new_session() {
         return step("setsid", e);
     }
     match &stdio {
@@ -552,7 +542,7 @@ fn harden(
             .try_into()
             .unwrap_or(nix::sys::resource::RLIM_INFINITY);
         // Still privileged: a limit above the current hard one is allowed.
-        if let Err(e) = setrlimit(resource, value, value) {
+        if let Err(e) = sys::set_rlimit(resource, value) {
             return Err(StepError::new(
                 "setrlimit",
                 format!("{:?}={}: {e}", limit.kind, limit.value),
@@ -568,13 +558,13 @@ fn harden(
         }
     }
     // Groups first: after setuid we could no longer change them.
-    if let Err(e) = nix::unistd::setgroups(&plan.groups) {
+    if let Err(e) = sys::set_groups(&plan.groups) {
         return step("setgroups", e);
     }
-    if let Err(e) = nix::unistd::setgid(plan.gid) {
+    if let Err(e) = sys::set_gid(plan.gid) {
         return Err(StepError::new("setgid", format!("{}: {e}", plan.gid)));
     }
-    if let Err(e) = nix::unistd::setuid(plan.uid) {
+    if let Err(e) = sys::set_uid(plan.uid) {
         return Err(StepError::new("setuid", format!("{}: {e}", plan.uid)));
     }
     // After setuid, which would clear it: if the supervisor is killed, the

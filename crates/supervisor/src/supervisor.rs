@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -224,12 +224,7 @@ pub fn supervise<I: Isolation>(
         sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
         let sigchld =
             sys::install_signal_pipe().map_err(|e| StepError::new("install signal handlers", e))?;
-        let null = nix::fcntl::open(
-            "/dev/null",
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| StepError::new("open /dev/null", e))?;
+        let null = sys::open_dev_null().map_err(|e| StepError::new("open /dev/null", e))?;
         let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
         Ok::<_, StepError>((sigchld, null, main))
     })();
@@ -319,7 +314,7 @@ impl<I: Isolation> Supervisor<I> {
         process: &ProcessSpec,
         mut config: ProbeConfig,
     ) -> Result<ProbeOutput, StepError> {
-        config.supervisor_pid = nix::unistd::getpid().as_raw();
+        config.supervisor_pid = sys::own_pid().as_raw();
         config.capabilities = self.config.capabilities.clone();
         config.seccomp = self.config.seccomp;
         let plan = ExecPlan::new(process)?;
@@ -394,7 +389,7 @@ impl<I: Isolation> Supervisor<I> {
             } else {
                 PollTimeout::NONE
             };
-            match poll(&mut fds, timeout) {
+            match sys::poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
@@ -492,13 +487,13 @@ impl<I: Isolation> Supervisor<I> {
 
     fn drain_sigchld(&self) {
         let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.sigchld, &mut buf), Ok(n) if n > 0) {}
+        while matches!(sys::read(self.sigchld.as_fd(), &mut buf), Ok(n) if n > 0) {}
     }
 
     /// Reaps every exited child. Returns true if no children are left.
     fn reap(&mut self) -> bool {
         loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            match sys::reap_any() {
                 Ok(WaitStatus::StillAlive) => return false,
                 Ok(status) => {
                     let (pid, exit) = match status {
@@ -571,7 +566,7 @@ impl<I: Isolation> Supervisor<I> {
                             if Some(pid) == self.main && self.main_exit.is_none()
                                 || self.execs.contains_key(&pid)
                             {
-                                kill(pid, sig).map_err(|e| e.to_string())
+                                sys::send_signal(pid, sig).map_err(|e| e.to_string())
                             } else {
                                 Err(format!(
                                     "pid {pid} is not a running process of this sandbox"
@@ -580,7 +575,9 @@ impl<I: Isolation> Supervisor<I> {
                         }
                         SignalTarget::ExecTree(id) => {
                             match self.execs.iter().find(|(_, e)| **e == id) {
-                                Some((pid, _)) => killpg(*pid, sig).map_err(|e| e.to_string()),
+                                Some((pid, _)) => {
+                                    sys::send_signal_to_group(*pid, sig).map_err(|e| e.to_string())
+                                }
                                 None => Err(format!("exec {id} is not running")),
                             }
                         }
@@ -635,10 +632,10 @@ impl<I: Isolation> Supervisor<I> {
             return;
         }
         for leader in self.main.iter().chain(self.execs.keys()) {
-            let _ = killpg(*leader, sig);
+            let _ = sys::send_signal_to_group(*leader, sig);
         }
-        for child in sys::children_of(nix::unistd::getpid()) {
-            let _ = kill(child, sig);
+        for child in sys::children_of(sys::own_pid()) {
+            let _ = sys::send_signal(child, sig);
         }
     }
 
@@ -653,7 +650,7 @@ impl<I: Isolation> Supervisor<I> {
             // Wake on the next child exit (SIGCHLD self-pipe), not a fixed
             // sleep: this sits on the path of every sandbox's end.
             let mut fds = [PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(5u8));
+            let _ = sys::poll(&mut fds, PollTimeout::from(5u8));
             self.drain_sigchld();
         }
     }
@@ -717,7 +714,7 @@ where
 {
     // Own session: a signal to the daemon's process group or terminal must
     // not reach the sandbox, and the sandbox outlives the daemon.
-    let _ = nix::unistd::setsid();
+    let _ = sys::new_session();
     let sock = match sys::take_stdin_channel() {
         Ok(fd) => fd,
         Err(e) => {

@@ -85,6 +85,105 @@ pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A pipe whose read end is non-blocking (for a bounded wait on it) and
+/// whose write end blocks (a child writes its report whole); both
+/// close-on-exec.
+pub fn pipe_nonblocking_read() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    fcntl(&write, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok((read, write))
+}
+
+/// read(2) once.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+    nix::unistd::read(fd, buf)
+}
+
+/// poll(2).
+pub fn poll(
+    fds: &mut [nix::poll::PollFd<'_>],
+    timeout: nix::poll::PollTimeout,
+) -> Result<i32, Errno> {
+    nix::poll::poll(fds, timeout)
+}
+
+/// Opens /dev/null read-write, close-on-exec.
+pub fn open_dev_null() -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// kill(2): `sig` to process `pid`.
+pub fn send_signal(pid: Pid, sig: Signal) -> Result<(), Errno> {
+    signal::kill(pid, sig)
+}
+
+/// killpg(2): `sig` to the process group `leader` leads.
+pub fn send_signal_to_group(leader: Pid, sig: Signal) -> Result<(), Errno> {
+    signal::killpg(leader, sig)
+}
+
+/// waitpid(2) on `pid`, blocking: reaps it.
+pub fn wait_for(pid: Pid) -> Result<nix::sys::wait::WaitStatus, Errno> {
+    nix::sys::wait::waitpid(pid, None)
+}
+
+/// waitpid(-1, WNOHANG): reaps one exited child, if any
+/// (`WaitStatus::StillAlive` when none has exited; ECHILD when there are
+/// none).
+pub fn reap_any() -> Result<nix::sys::wait::WaitStatus, Errno> {
+    nix::sys::wait::waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+}
+
+/// getpid(2).
+pub fn own_pid() -> Pid {
+    nix::unistd::getpid()
+}
+
+/// getppid(2).
+pub fn parent_pid() -> Pid {
+    nix::unistd::getppid()
+}
+
+/// setsid(2): the caller leads a new session and process group.
+pub fn new_session() -> Result<Pid, Errno> {
+    nix::unistd::setsid()
+}
+
+/// setrlimit(2) with the soft and hard limit both `value`.
+pub fn set_rlimit(
+    resource: nix::sys::resource::Resource,
+    value: nix::sys::resource::rlim_t,
+) -> Result<(), Errno> {
+    nix::sys::resource::setrlimit(resource, value, value)
+}
+
+/// setgroups(2).
+pub fn set_groups(groups: &[nix::unistd::Gid]) -> Result<(), Errno> {
+    nix::unistd::setgroups(groups)
+}
+
+/// setgid(2).
+pub fn set_gid(gid: nix::unistd::Gid) -> Result<(), Errno> {
+    nix::unistd::setgid(gid)
+}
+
+/// setuid(2).
+pub fn set_uid(uid: nix::unistd::Uid) -> Result<(), Errno> {
+    nix::unistd::setuid(uid)
+}
+
+/// Whether `path` names a file the caller may execute (access(2) X_OK)
+/// that is a regular file.
+pub fn is_executable_file(path: &str) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// Write end of the signal self-pipe; -1 until installed.
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 /// Set by SIGTERM: someone (an operator, or a daemon that lost this
@@ -352,11 +451,7 @@ fn close_range(first: RawFd, last: RawFd) {
 
 /// Puts /dev/null on descriptors 0, 1 and 2.
 pub fn stdio_to_dev_null() -> Result<(), Errno> {
-    let null = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
+    let null = open_dev_null()?;
     for target in 0..=2 {
         dup_to(null.as_fd(), target)?;
     }
