@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+#[cfg(target_os = "linux")]
 use nix::fcntl::OFlag;
 use nix::sys::resource::Resource;
 use nix::unistd::{Gid, Pid, Uid};
