@@ -633,7 +633,7 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
         return Ok(());
     }
     let dir = rootfs.parent().unwrap_or(rootfs);
-    let cover = sandboxd_supervisor::sys::create_mask_file(dir)
+    let cover = sys::create_mask_file(dir)
         .map_err(|e| StepError::new("create mask file", format!("{}: {e}", dir.display())))?;
     let err = |e: Errno| {
         StepError::new(

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
@@ -180,8 +180,9 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
 }
 
 pub use sandboxd_supervisor::sys::{
-    is_regular_file, open_dir, open_image, parent_pid, pipe, reap_any, resolve_beneath,
-    resolve_in_root, send_signal, set_gid, set_groups, set_uid, wait_for,
+    create_mask_file, fd_path, is_dir, is_regular_file, open_dir, open_image, parent_pid, pipe,
+    reap_any, resolve_beneath, resolve_in_root, send_signal, set_gid, set_groups, set_uid,
+    wait_for,
 };
 
 /// Resolves an absolute host path from `/` refusing every symlink
@@ -189,11 +190,6 @@ pub use sandboxd_supervisor::sys::{
 pub fn resolve_host_path(path: &Path) -> Result<OwnedFd, Errno> {
     let root = open_dir(Path::new("/"))?;
     resolve_beneath(root.as_fd(), path.strip_prefix("/").unwrap_or(path))
-}
-
-/// The kernel path of an open descriptor, for mount(2) source/target.
-pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// mkdirat; EEXIST is fine.
@@ -244,11 +240,6 @@ pub fn symlink_at(target: &str, parent: BorrowedFd<'_>, name: &OsStr) -> Result<
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Whether `fd` is a directory.
-pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Brings `lo` up in the caller's network namespace (SIOCSIFFLAGS).

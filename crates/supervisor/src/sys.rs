@@ -1045,17 +1045,35 @@ pub fn read_head(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>, Errno> {
 
 /// Creates (or empties) `<dir>/masked`, mode 000: the file bound over the
 /// sandboxd binary inside a sandbox so a payload can neither read nor run
-/// the helper.
+/// the helper. A symlink planted at that name is not followed (ELOOP), and
+/// an earlier file is made mode 000 again (`mode` applies only to a new
+/// one).
 pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cover = dir.join("masked");
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .mode(0o000)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&cover)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o000))?;
     Ok(cover)
+}
+
+/// The kernel path of an open descriptor (`/proc/self/fd/N`), usable as a
+/// mount source or target: the kernel resolves it to exactly the object
+/// that was opened, so no later rename or symlink swap can redirect the
+/// mount.
+#[cfg(target_os = "linux")]
+pub fn fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Whether `fd` is a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Every process whose arguments are `<exe> __supervise <id>` (the
@@ -1068,6 +1086,42 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// The mask file sits in the sandbox's directory: a symlink planted
+    /// there must not make the supervisor truncate or chmod what it points
+    /// at.
+    #[test]
+    fn mask_file_is_never_made_through_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sandboxd-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("masked")).unwrap();
+        let made = super::create_mask_file(&dir);
+        let content = std::fs::read(&victim).unwrap();
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(made.is_err(), "made through the symlink: {made:?}");
+        assert_eq!(content, b"keep me");
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn an_existing_mask_file_is_emptied_and_made_mode_000() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sandboxd-mask2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("masked"), b"old").unwrap();
+        std::fs::set_permissions(dir.join("masked"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let cover = super::create_mask_file(&dir).unwrap();
+        let meta = std::fs::metadata(&cover).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(meta.len(), 0);
+        assert_eq!(meta.permissions().mode() & 0o777, 0);
+    }
 
     /// The test harness runs tests on threads of their own: the checked
     /// fork must refuse, never fork a multi-threaded process.
