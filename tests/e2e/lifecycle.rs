@@ -248,11 +248,21 @@ async fn stop_kills_a_process_that_ignores_sigterm_after_the_grace() {
             process: Some(argv(&[
                 "/bin/sh",
                 "-c",
-                "trap '' TERM; sleep 60 & wait; sleep 60",
+                "trap '' TERM; touch /tmp/trapped; sleep 60 & wait; sleep 60",
             ])),
             ..Default::default()
         })
         .await;
+    // Stop only once SIGTERM is ignored: a stop that races the trap would
+    // end the shell with SIGTERM, which is not what this test is about.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while code(&c.sh(&sb.id, "test -e /tmp/trapped").await) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the main process never set its trap"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t = std::time::Instant::now();
     let s = c
         .sandboxes

@@ -85,11 +85,12 @@ impl Backend for ChrootBackend {
         self.planner().plan(spec, sandbox)
     }
 
-    fn launch_config(
+    fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         let setup = self.planner().build(spec, sandbox)?;
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
@@ -110,10 +111,6 @@ impl Backend for ChrootBackend {
             common,
             isolation: setup,
         })?)
-    }
-
-    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        sandboxd_core::backend::write_resolv_conf(spec, sandbox).map(drop)
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

@@ -118,12 +118,17 @@ impl Backend for FreeBsdBackend {
         self.facts.plan(spec, sandbox)
     }
 
-    fn launch_config(
+    fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
+        // One build for the host side and the supervisor's configuration.
         let jail_plan = self.facts.build(spec, sandbox)?;
+        netcfg::prepare(&jail_plan).map_err(|e| BackendError::Network {
+            step: "prepare".to_owned(),
+            message: e.to_string(),
+        })?;
         // Fail early (and without a supervisor) on parameters the kernel
         // could not even be handed.
         kernel_args::jail_iovecs(&jail_plan.params)
@@ -178,14 +183,6 @@ impl Backend for FreeBsdBackend {
                 images_dir: self.images_dir.clone(),
             },
         })?)
-    }
-
-    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        let jail_plan = self.facts.build(spec, sandbox)?;
-        netcfg::prepare(&jail_plan).map_err(|e| BackendError::Network {
-            step: "prepare".to_owned(),
-            message: e.to_string(),
-        })
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

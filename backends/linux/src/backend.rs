@@ -138,12 +138,17 @@ impl Backend for LinuxBackend {
         self.facts.plan(spec, sandbox)
     }
 
-    fn launch_config(
+    fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError> {
+        // One build for the host side and the supervisor's configuration.
         let linux_plan = self.facts.build(spec, sandbox)?;
+        sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
+        if let plan::Network::Routed(r) = &linux_plan.network {
+            crate::net::setup(r).map_err(net_error)?;
+        }
         if spec.spec().image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
         }
@@ -206,15 +211,6 @@ impl Backend for LinuxBackend {
             common,
             isolation: launch,
         })?)
-    }
-
-    fn prepare(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        let linux_plan = self.facts.build(spec, sandbox)?;
-        sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
-        match &linux_plan.network {
-            plan::Network::Routed(r) => crate::net::setup(r).map_err(net_error),
-            _ => Ok(()),
-        }
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

@@ -16,6 +16,8 @@
 pub mod plan;
 
 #[cfg(target_os = "linux")]
+pub mod handshake;
+#[cfg(target_os = "linux")]
 pub mod net;
 #[cfg(target_os = "linux")]
 pub mod runtime;

@@ -12,12 +12,11 @@ use std::fs::File;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use futures_util::TryStreamExt;
-use nix::mount::MntFlags;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
@@ -27,6 +26,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 use sandboxd_core::fault;
 
 use crate::plan::{NETNS_FILE, RoutedNetwork, host_link, nft_script, nft_table};
+use crate::sys;
 
 /// A failed network step.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ where
         let worker = scope.spawn(move || {
             if let Some(path) = netns {
                 let ns = File::open(path).map_err(io(format!("open {}", path.display())))?;
-                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+                sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
                     .map_err(errno(format!("setns {}", path.display())))?;
             }
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -227,7 +227,7 @@ fn create_netns(path: &Path) -> Result<(), NetError> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                sys::unshare(CloneFlags::CLONE_NEWNET)
                     .map_err(errno("unshare network namespace"))?;
                 // create_new: a leftover from an earlier sandbox is an error,
                 // never silently reused.
@@ -236,12 +236,12 @@ fn create_netns(path: &Path) -> Result<(), NetError> {
                     .create_new(true)
                     .open(path)
                     .map_err(io(format!("create {}", path.display())))?;
-                nix::mount::mount(
-                    Some("/proc/thread-self/ns/net"),
+                sys::mount_fs(
+                    Some(Path::new("/proc/thread-self/ns/net")),
                     path,
-                    None::<&str>,
+                    None,
                     nix::mount::MsFlags::MS_BIND,
-                    None::<&str>,
+                    None,
                 )
                 .map_err(errno(format!(
                     "pin network namespace at {}",
@@ -403,7 +403,7 @@ pub fn teardown(id: &str, dir: &Path) -> Result<(), NetError> {
         }
         Ok(())
     })?;
-    match nix::mount::umount2(&netns, MntFlags::MNT_DETACH) {
+    match sys::detach(&netns) {
         // EINVAL: not a mount point (the create stopped before pinning it).
         Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
         Err(e) => return Err(errno(format!("unmount {}", netns.display()))(e)),

@@ -11,20 +11,21 @@
 //! parent (and reaps it, and reports its exit). Killing the reaper ends the
 //! whole pid namespace; nothing is mounted in the host's mount namespace.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use sandboxd_core::fault;
 use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
 
+use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::plan::{
     Actor, Layer, LinuxPlan, LinuxStep, Mount, MountFlag, MountSource, Namespace, Network,
     RESERVED_TARGETS, RootOp,
@@ -74,17 +75,26 @@ impl LinuxIsolation {
         }
     }
 
-    /// Clones pid 1 with `flags`, into the v2 cgroup when there is one (no
-    /// migration), else plainly. Returns whether the child started in it.
-    fn clone_placed(&self, flags: CloneFlags) -> Result<(Cloned, bool), Errno> {
+    /// Clones pid 1 with `flags` (namespaces only), into the v2 cgroup when
+    /// there is one (no migration), else plainly. Returns whether the child
+    /// started in it.
+    ///
+    /// # Safety
+    ///
+    /// As [`sys::clone_process`]: the calling process must be
+    /// single-threaded.
+    unsafe fn clone_placed(&self, flags: CloneFlags) -> Result<(Cloned, bool), Errno> {
         if let Some(fd) = &self.cgroup_fd {
-            match sys::clone_into_cgroup(flags, fd.as_fd()) {
+            // SAFETY: a single-threaded caller (this fn's contract); `flags`
+            // holds namespace flags only.
+            match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) } {
                 Ok(c) => return Ok((c, true)),
                 Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {}
                 Err(e) => return Err(e),
             }
         }
-        sys::clone_process(flags).map(|c| (c, false))
+        // SAFETY: as above.
+        unsafe { sys::clone_process(flags) }.map(|c| (c, false))
     }
 
     /// The cgroup directories a process must still be written into after a
@@ -128,6 +138,7 @@ impl LinuxIsolation {
     }
 
     fn setup_inner(&mut self) -> Result<(), StepError> {
+        let id_map = supervisor_steps(&self.launch.plan)?;
         let plan = &self.launch.plan;
         for dir in &plan.cgroups.dirs {
             std::fs::create_dir_all(dir)
@@ -155,8 +166,7 @@ impl LinuxIsolation {
         }
         let plan = &self.launch.plan;
 
-        let (go_r, go_w) = pipe()?;
-        let (ready_r, ready_w) = pipe()?;
+        let (mut init, to_supervisor) = handshake::pair()?;
         let mut flags = CloneFlags::empty();
         for ns in &plan.namespaces {
             flags |= match ns {
@@ -173,23 +183,18 @@ impl LinuxIsolation {
                 Namespace::User => CloneFlags::empty(),
             };
         }
-        let id_map = plan.steps.iter().find_map(|s| match s {
-            LinuxStep::WriteIdMaps(map) => Some(map.range),
-            _ => None,
-        });
-        let (cloned, placed) = self
-            .clone_placed(flags)
+        // SAFETY: setup runs in the supervisor helper, which is
+        // single-threaded (supervise checks it, and never starts a thread).
+        let (cloned, placed) = unsafe { self.clone_placed(flags) }
             .map_err(|e| StepError::new("clone namespaces", e))?;
         self.into_cgroup = placed;
         match cloned {
             Cloned::Child => {
-                drop(go_w);
-                drop(ready_r);
-                pid1_main(&self.launch, go_r, ready_w)
+                drop(init);
+                pid1_main(&self.launch, to_supervisor)
             }
             Cloned::Parent(reaper) => {
-                drop(go_r);
-                drop(ready_w);
+                drop(to_supervisor);
                 self.reaper = Some(reaper);
                 for dir in self.dirs_to_join(placed) {
                     let procs = dir.join("cgroup.procs");
@@ -198,19 +203,18 @@ impl LinuxIsolation {
                     })?;
                 }
                 fault::check(fault::CLONED).map_err(|e| StepError::new(fault::CLONED, e))?;
-                let mut go = std::fs::File::from(go_w);
-                go.write_all(b"g")
-                    .map_err(|e| StepError::new("release sandbox init", e))?;
-                // pid 1 reports as it goes: "U" = it has unshared its user
-                // namespace and waits for the id maps (answered with "m");
-                // "R" = ready (a reaper); EOF with nothing else = an init's
-                // exec succeeded; anything else is "step\0message".
-                let mut ready_r = std::fs::File::from(ready_r);
-                let mut report = Vec::new();
-                let mut byte = [0u8; 1];
-                while report.is_empty() && matches!(ready_r.read(&mut byte), Ok(1)) {
-                    match (byte[0], id_map) {
-                        (b'U', Some(range)) => {
+                init.send(ToInit::Go)?;
+                // A reaper says Ready; an init's successful exec closes the
+                // pipe with nothing said.
+                let ready = loop {
+                    match init.recv()? {
+                        Some(FromInit::NeedIdMaps) => {
+                            let Some(range) = id_map else {
+                                return Err(StepError::new(
+                                    "write id map",
+                                    "the sandbox init asked for id maps, but the plan has no user namespace",
+                                ));
+                            };
                             // Written by real root, so setgroups(2) stays
                             // allowed inside: sandbox ids 0..count are host
                             // ids start.. .
@@ -224,30 +228,16 @@ impl LinuxIsolation {
                                     )
                                 })?;
                             }
-                            go.write_all(b"m")
-                                .map_err(|e| StepError::new("release sandbox init", e))?;
+                            init.send(ToInit::IdMapsWritten)?;
                         }
-                        (b'R', _) => report.push(b'R'),
-                        (other, _) => {
-                            report.push(other);
-                            let _ = ready_r.read_to_end(&mut report);
-                        }
+                        Some(FromInit::Ready) => break self.launch.init.is_none(),
+                        Some(FromInit::Failed(e)) => return Err(e),
+                        None => break self.launch.init.is_some(),
                     }
-                }
-                drop(go);
-                // A reaper says "R"; an init's successful exec closes the
-                // pipe with nothing said.
-                let ready = if self.launch.init.is_some() {
-                    report.is_empty()
-                } else {
-                    report == b"R"
                 };
+                drop(init);
                 if !ready {
-                    let text = String::from_utf8_lossy(&report);
-                    let (step, message) = text
-                        .split_once('\0')
-                        .unwrap_or(("sandbox init", "exited during setup"));
-                    return Err(StepError::new(step, message));
+                    return Err(StepError::new("sandbox init", "exited during setup"));
                 }
             }
         }
@@ -265,13 +255,9 @@ impl LinuxIsolation {
         ];
         for (ns, name, flag) in order {
             if self.has(ns) {
-                let path = format!("/proc/{reaper}/ns/{name}");
-                let fd = nix::fcntl::open(
-                    path.as_str(),
-                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .map_err(|e| StepError::new("open namespace", format!("{path}: {e}")))?;
+                let fd = sys::open_namespace(reaper, name).map_err(|e| {
+                    StepError::new("open namespace", format!("/proc/{reaper}/ns/{name}: {e}"))
+                })?;
                 self.namespaces.push((flag, fd));
             }
         }
@@ -280,9 +266,46 @@ impl LinuxIsolation {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| StepError::new("create sync pipe", e))
+/// Checks the plan's supervisor steps before any of them runs, and returns
+/// the id-map range to write when pid 1 asks (`WriteIdMaps`). The
+/// supervisor runs them in a fixed order around the handshake with pid 1
+/// (create cgroups, clone, join cgroups, release, id maps on request); the
+/// match names every step, so a new one does not compile until it has a
+/// place, and a step of another actor is reported, never skipped.
+fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, StepError> {
+    let mut id_map = None;
+    for step in plan.steps.iter().filter(|s| s.actor() == Actor::Supervisor) {
+        match step {
+            LinuxStep::CreateCgroups | LinuxStep::Clone | LinuxStep::JoinCgroups => {}
+            LinuxStep::WriteIdMaps(map) => id_map = Some(map.range),
+            LinuxStep::UnshareCgroup
+            | LinuxStep::UnshareUser
+            | LinuxStep::Mounts
+            | LinuxStep::SetHostname(_)
+            | LinuxStep::PivotRoot
+            | LinuxStep::DetachOldRoot
+            | LinuxStep::LoopbackUp
+            | LinuxStep::JoinNetns(_)
+            | LinuxStep::ForkPayload
+            | LinuxStep::Idle
+            | LinuxStep::Capabilities(_)
+            | LinuxStep::NoNewPrivs
+            | LinuxStep::Seccomp
+            | LinuxStep::SetRlimit(_)
+            | LinuxStep::SetGroups(_)
+            | LinuxStep::SetGid(_)
+            | LinuxStep::SetUid(_)
+            | LinuxStep::Chdir(_)
+            | LinuxStep::CloseRange
+            | LinuxStep::Execve { .. } => {
+                return Err(StepError::new(
+                    "setup",
+                    format!("{step:?} is not a step of the supervisor"),
+                ));
+            }
+        }
+    }
+    Ok(id_map)
 }
 
 /// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
@@ -352,7 +375,9 @@ impl Isolation for LinuxIsolation {
         }
         // setns(CLONE_NEWPID) only affects children: clone once more, with
         // the supervisor as the parent.
-        match sys::clone_process(CloneFlags::CLONE_PARENT)
+        // SAFETY: enter runs in a child the single-threaded supervisor
+        // forked, itself single-threaded; CLONE_PARENT shares no memory.
+        match unsafe { sys::clone_process(CloneFlags::CLONE_PARENT) }
             .map_err(|e| StepError::new("clone into the pid namespace", e))?
         {
             Cloned::Child => Ok(()),
@@ -363,13 +388,18 @@ impl Isolation for LinuxIsolation {
         }
     }
 
-    fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
+    unsafe fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {
         match (&self.cgroup_fd, self.into_cgroup) {
-            (Some(fd), true) => match sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd())? {
-                Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
-                Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
-            },
-            _ => sandboxd_supervisor::sys::fork(),
+            (Some(fd), true) => {
+                // SAFETY: a single-threaded caller (Isolation::fork's
+                // contract); no flags.
+                match unsafe { sys::clone_into_cgroup(CloneFlags::empty(), fd.as_fd()) }? {
+                    Cloned::Child => Ok(sandboxd_supervisor::sys::Fork::Child),
+                    Cloned::Parent(child) => Ok(sandboxd_supervisor::sys::Fork::Parent { child }),
+                }
+            }
+            // SAFETY: as above.
+            _ => unsafe { sandboxd_supervisor::sys::fork_unchecked() },
         }
     }
 
@@ -377,8 +407,8 @@ impl Isolation for LinuxIsolation {
         self.namespaces.clear();
         self.cgroup_fd = None;
         if let Some(reaper) = self.reaper.take() {
-            let _ = kill(reaper, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(reaper, None);
+            let _ = sys::send_signal(reaper, Signal::SIGKILL);
+            let _ = sys::wait_for(reaper);
         }
         self.remove_cgroups()
     }
@@ -392,15 +422,15 @@ impl Isolation for LinuxIsolation {
         };
         if sig == Signal::SIGKILL {
             // pid 1 dying takes every process of the namespace with it.
-            let _ = kill(reaper, sig);
+            let _ = sys::send_signal(reaper, sig);
             return true;
         }
         if self.launch.init.is_some() {
             // An init gets the stop signal first, as under nspawn.
-            let _ = kill(reaper, sig);
+            let _ = sys::send_signal(reaper, sig);
         }
         for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
-            let _ = kill(pid, sig);
+            let _ = sys::send_signal(pid, sig);
         }
         true
     }
@@ -421,7 +451,7 @@ impl Isolation for LinuxIsolation {
 
 /// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
 /// root, reports, then reaps forever.
-fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
+fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
     // closed to the sandbox's processes.
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
@@ -430,45 +460,40 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
     // pid 1 is a clone of the supervisor: drop every descriptor it held
     // (the daemon channel, the cgroup directory, the daemon's log on 1 and
     // 2) but the two sync pipes, before anything else happens in here.
-    sandboxd_supervisor::sys::close_fds_except(3, &[go.as_raw_fd(), ready.as_raw_fd()]);
+    sandboxd_supervisor::sys::close_fds_except(3, &supervisor.raw_fds());
     if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    let mut go = std::fs::File::from(go);
-    let mut ready = std::fs::File::from(ready);
-    let mut byte = [0u8; 1];
-    if !go.read(&mut byte).is_ok_and(|n| n == 1) {
+    if supervisor.wait_for(ToInit::Go, "wait for release").is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    let fail = |ready: &mut std::fs::File, e: StepError| -> ! {
-        let _ = ready.write_all(format!("{}\0{}", e.step, e.message).as_bytes());
+    let fail = |supervisor: &mut SupervisorChannel, e: StepError| -> ! {
+        let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
     };
-    if let Err(e) = build_sandbox(launch) {
-        fail(&mut ready, e);
-    }
-    if launch.plan.namespaces.contains(&Namespace::User) {
-        if let Err(e) = enter_new_user_namespace(&mut go, &mut ready) {
-            fail(&mut ready, e);
-        }
+    if let Err(e) = build_sandbox(launch, &mut supervisor) {
+        fail(&mut supervisor, e);
     }
     if let Some(init) = &launch.init {
         // INIT mode: become the image's init. The pipe is close-on-exec, so
         // a successful exec reports itself by closing it.
         let process = init.main.clone().unwrap_or_default();
-        let e = sandboxd_supervisor::exec_main_in_place(init, &process, ready.as_raw_fd());
-        fail(&mut ready, e);
+        let e = sandboxd_supervisor::exec_main_in_place(init, &process, supervisor.ready_fd());
+        fail(&mut supervisor, e);
     }
     if let Err(e) = drop_privileges() {
-        fail(&mut ready, e);
+        fail(&mut supervisor, e);
     }
     // After the uid change, which clears it: a killed supervisor takes the
     // reaper, and with it the whole pid namespace, down too.
-    if let Err(e) = sandboxd_supervisor::die_with(nix::unistd::getppid()) {
-        fail(&mut ready, StepError::new("set the parent-death signal", e));
+    if let Err(e) = sandboxd_supervisor::die_with(sys::parent_pid()) {
+        fail(
+            &mut supervisor,
+            StepError::new("set the parent-death signal", e),
+        );
     }
-    let _ = ready.write_all(b"R");
-    drop(ready);
+    let _ = supervisor.send(&FromInit::Ready);
+    drop(supervisor);
     reap_forever()
 }
 
@@ -476,28 +501,16 @@ fn pid1_main(launch: &LinuxLaunch, go: OwnedFd, ready: OwnedFd) -> ! {
 /// pivoted: every mount, the hostname and lo were set up by the host's root,
 /// and the sandbox's root — host uid `host_start` — owns no other namespace,
 /// so it holds capabilities only over itself. pid 1 asks the supervisor for
-/// the id maps ("U"), waits for them ("m"), then becomes the namespace's
-/// root.
-fn enter_new_user_namespace(
-    go: &mut std::fs::File,
-    ready: &mut std::fs::File,
-) -> Result<(), StepError> {
-    use nix::unistd::{Gid, Uid, setresgid, setresuid};
+/// the id maps, waits for them, then becomes the namespace's root.
+fn enter_new_user_namespace(supervisor: &mut SupervisorChannel) -> Result<(), StepError> {
+    use nix::unistd::{Gid, Uid};
     sys::unshare(CloneFlags::CLONE_NEWUSER)
         .map_err(|e| StepError::new("unshare user namespace", e))?;
-    ready
-        .write_all(b"U")
+    supervisor
+        .send(&FromInit::NeedIdMaps)
         .map_err(|e| StepError::new("ask for id maps", e))?;
-    let mut byte = [0u8; 1];
-    if !go.read(&mut byte).is_ok_and(|n| n == 1 && byte[0] == b'm') {
-        return Err(StepError::new(
-            "wait for id maps",
-            "the supervisor did not write them",
-        ));
-    }
-    let (uid, gid) = (Uid::from_raw(0), Gid::from_raw(0));
-    setresgid(gid, gid, gid)
-        .and_then(|()| setresuid(uid, uid, uid))
+    supervisor.wait_for(ToInit::IdMapsWritten, "wait for id maps")?;
+    sys::set_all_ids(Uid::from_raw(0), Gid::from_raw(0))
         .map_err(|e| StepError::new("become root of the user namespace", e))
 }
 
@@ -508,32 +521,29 @@ fn drop_privileges() -> Result<(), StepError> {
     let nobody = sandboxd_core::spec::DEFAULT_UNPRIVILEGED_ID;
     sandboxd_supervisor::sys::restrict_capabilities(&[])
         .map_err(|e| StepError::new("drop reaper capabilities", e))?;
-    nix::unistd::setgroups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
-    nix::unistd::setgid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
-    nix::unistd::setuid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
+    sys::set_groups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
+    sys::set_gid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
+    sys::set_uid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
     sandboxd_supervisor::sys::set_non_dumpable()
         .map_err(|e| StepError::new("mark reaper non-dumpable", e))
 }
 
 fn reap_forever() -> ! {
-    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    // Block SIGCHLD and wait for it atomically, so no exit is missed.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    // SIGCHLD blocked and waited for atomically, so no exit is missed.
+    let set = sys::block_sigchld();
     loop {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let _ = set.wait();
+        while matches!(sys::reap_any(), Ok(status) if status != WaitStatus::StillAlive) {}
+        sys::wait_for_signal(&set);
     }
 }
 
-fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
+/// Runs the plan's pid-1 steps, in order. The match names every step: a
+/// new one does not compile until it is given a place here, and a step of
+/// another actor in the list is reported, never skipped.
+fn build_sandbox(
+    launch: &LinuxLaunch,
+    supervisor: &mut SupervisorChannel,
+) -> Result<(), StepError> {
     let plan = &launch.plan;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
         match step {
@@ -555,7 +565,7 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
                     .map_err(|e| StepError::new("sethostname", format!("{name}: {e}")))?;
             }
             LinuxStep::PivotRoot => {
-                nix::unistd::chdir(&plan.rootfs).map_err(|e| {
+                sys::chdir(&plan.rootfs).map_err(|e| {
                     StepError::new(
                         "chdir to new root",
                         format!("{}: {e}", plan.rootfs.display()),
@@ -565,7 +575,7 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
             }
             LinuxStep::DetachOldRoot => {
                 sys::detach(Path::new(".")).map_err(|e| StepError::new("detach old root", e))?;
-                nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))?;
+                sys::chdir(Path::new("/")).map_err(|e| StepError::new("chdir /", e))?;
             }
             LinuxStep::LoopbackUp => {
                 sys::loopback_up().map_err(|e| StepError::new("bring lo up", e))?
@@ -574,13 +584,34 @@ fn build_sandbox(launch: &LinuxLaunch) -> Result<(), StepError> {
                 let ns = std::fs::File::open(path).map_err(|e| {
                     StepError::new("open network namespace", format!("{}: {e}", path.display()))
                 })?;
-                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                     StepError::new("join network namespace", format!("{}: {e}", path.display()))
                 })?;
             }
-            // The reaper never execs a payload itself: payloads enter with
-            // setns + CLONE_PARENT so the supervisor reaps them.
-            _ => {}
+            LinuxStep::UnshareUser => enter_new_user_namespace(supervisor)?,
+            // pid 1 stays the reaper (pid1_main, after these steps); the
+            // payload is never exec'd by it: payloads enter with setns +
+            // CLONE_PARENT so the supervisor reaps them.
+            LinuxStep::ForkPayload | LinuxStep::Idle => {}
+            LinuxStep::CreateCgroups
+            | LinuxStep::Clone
+            | LinuxStep::WriteIdMaps(_)
+            | LinuxStep::JoinCgroups
+            | LinuxStep::Capabilities(_)
+            | LinuxStep::NoNewPrivs
+            | LinuxStep::Seccomp
+            | LinuxStep::SetRlimit(_)
+            | LinuxStep::SetGroups(_)
+            | LinuxStep::SetGid(_)
+            | LinuxStep::SetUid(_)
+            | LinuxStep::Chdir(_)
+            | LinuxStep::CloseRange
+            | LinuxStep::Execve { .. } => {
+                return Err(StepError::new(
+                    "sandbox init",
+                    format!("{step:?} is not a step of the sandbox's pid 1"),
+                ));
+            }
         }
     }
     Ok(())
@@ -598,13 +629,11 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
     let Ok(target) = sys::resolve_in_root(root.as_fd(), &exe) else {
         return Ok(());
     };
-    if !nix::sys::stat::fstat(target.as_fd())
-        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
-    {
+    if !sys::is_regular_file(target.as_fd()) {
         return Ok(());
     }
     let dir = rootfs.parent().unwrap_or(rootfs);
-    let cover = sandboxd_supervisor::sys::create_mask_file(dir)
+    let cover = sys::create_mask_file(dir)
         .map_err(|e| StepError::new("create mask file", format!("{}: {e}", dir.display())))?;
     let err = |e: Errno| {
         StepError::new(

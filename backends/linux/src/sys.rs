@@ -1,9 +1,12 @@
-//! The Linux backend's kernel operations, one function per call. Only the
-//! single-threaded supervisor helper and its forked children call these.
+//! The Linux backend's kernel operations, one function per call. The
+//! single-threaded supervisor helper and its forked children call these;
+//! the daemon calls only the thread-scoped network-namespace ones
+//! ([`setns`] and [`unshare`] with `CLONE_NEWNET`, [`mount_fs`] and
+//! [`detach`] of the namespace's pin), from `net.rs`, on throwaway threads.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
@@ -23,12 +26,21 @@ pub enum Cloned {
 
 /// clone(2) with fork semantics (no new stack) and `flags` (namespaces,
 /// CLONE_PARENT). SIGCHLD is the exit signal.
-pub fn clone_process(flags: CloneFlags) -> Result<Cloned, Errno> {
+///
+/// # Safety
+///
+/// As [`sandboxd_supervisor::sys::fork_unchecked`]: the calling process
+/// must be single-threaded (the supervisor helper, or a child it forked).
+/// The new process is a copy of the calling thread only and runs
+/// arbitrary Rust; a lock another thread held would stay held in it.
+/// `flags` must not contain `CLONE_VM` or `CLONE_THREAD` (the copy shares
+/// nothing with its parent).
+pub unsafe fn clone_process(flags: CloneFlags) -> Result<Cloned, Errno> {
     let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: only called from the single-threaded supervisor or its forked
-    // children, so the child inherits no lock held by another thread; with a
-    // null stack the child runs on a copy of the caller's stack, exactly as
-    // after fork(2).
+    // SAFETY: the caller guarantees a single-threaded process and no
+    // CLONE_VM (this fn's contract), so the child inherits no lock held by
+    // another thread; with a null stack the child runs on a copy of the
+    // caller's stack, exactly as after fork(2).
     let rc = unsafe { libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize) };
     match Errno::result(rc)? {
         0 => Ok(Cloned::Child),
@@ -61,7 +73,15 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// kernel's global cgroup lock and wait for an RCU grace period (the
 /// dominant cost of a create). ENOSYS/E2BIG on old kernels: the caller
 /// falls back to [`clone_process`] plus a cgroup.procs write.
-pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Result<Cloned, Errno> {
+///
+/// # Safety
+///
+/// As [`clone_process`]: a single-threaded caller, no `CLONE_VM` or
+/// `CLONE_THREAD` in `flags`.
+pub unsafe fn clone_into_cgroup(
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+) -> Result<Cloned, Errno> {
     let mut args = CloneArgs {
         // The flags are non-negative c_ints; widen without sign extension.
         flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
@@ -69,9 +89,9 @@ pub fn clone_into_cgroup(flags: CloneFlags, cgroup: BorrowedFd<'_>) -> Result<Cl
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: as for clone_process (single-threaded caller, no CLONE_VM, a
-    // null stack means fork semantics); the kernel reads one clone_args of
-    // the size passed, a live local.
+    // SAFETY: as for clone_process (a single-threaded caller and no
+    // CLONE_VM: this fn's contract; a null stack means fork semantics);
+    // the kernel reads one clone_args of the size passed, a live local.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -117,23 +137,59 @@ pub fn pivot_root_here() -> Result<(), Errno> {
     nix::unistd::pivot_root(".", ".")
 }
 
+/// Opens `/proc/<pid>/ns/<name>` (a namespace to join later), close-on-exec.
+pub fn open_namespace(pid: i32, name: &str) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        format!("/proc/{pid}/ns/{name}").as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// setresgid(gid, gid, gid) then setresuid(uid, uid, uid): every id of
+/// the caller becomes these (root of a new user namespace).
+pub fn set_all_ids(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), Errno> {
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
+}
+
+/// Blocks SIGCHLD in the caller's signal mask and returns the set, to wait
+/// for it with [`wait_for_signal`] (no exit is missed between a reap and
+/// the wait).
+pub fn block_sigchld() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// sigwait(2) for one of the (blocked) signals in `set`.
+pub fn wait_for_signal(set: &nix::sys::signal::SigSet) {
+    let _ = set.wait();
+}
+
+/// chdir(2).
+pub fn chdir(path: &Path) -> Result<(), Errno> {
+    nix::unistd::chdir(path)
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> Result<(), Errno> {
     nix::unistd::sethostname(name)
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image, resolve_beneath, resolve_in_root};
+pub use sandboxd_supervisor::sys::{
+    create_mask_file, fd_path, is_dir, is_regular_file, open_dir, open_image, parent_pid, pipe,
+    reap_any, resolve_beneath, resolve_in_root, send_signal, set_gid, set_groups, set_uid,
+    wait_for,
+};
 
 /// Resolves an absolute host path from `/` refusing every symlink
 /// (client bind sources: validation already checked the allowlist prefix).
 pub fn resolve_host_path(path: &Path) -> Result<OwnedFd, Errno> {
     let root = open_dir(Path::new("/"))?;
     resolve_beneath(root.as_fd(), path.strip_prefix("/").unwrap_or(path))
-}
-
-/// The kernel path of an open descriptor, for mount(2) source/target.
-pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// mkdirat; EEXIST is fine.
@@ -184,11 +240,6 @@ pub fn symlink_at(target: &str, parent: BorrowedFd<'_>, name: &OsStr) -> Result<
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Whether `fd` is a directory.
-pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Brings `lo` up in the caller's network namespace (SIOCSIFFLAGS).

@@ -1,7 +1,7 @@
 //! The interface every backend implements. Backends are synchronous: the
 //! daemon calls them from blocking tasks. The namespace/jail/chroot work
 //! itself never happens here but in the backend's supervisor helper process,
-//! which the daemon starts with the bytes [`Backend::launch_config`] returns.
+//! which the daemon starts with the bytes [`Backend::prepare`] returns.
 
 use std::path::PathBuf;
 
@@ -146,24 +146,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The effective report, refusals and native plan for a spec. Pure: reads
     /// nothing from the host beyond what the backend probed at start-up.
+    /// The report depends on the spec and the host only, not on `sandbox`
+    /// (its id, directory or lease): the daemon plans a create once, before
+    /// it knows whether the report calls for leased addresses.
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan;
 
-    /// Checks host-side preconditions (the image exists and is a real
-    /// directory inside the images dir) and returns the configuration the
-    /// supervisor helper is started with.
-    fn launch_config(
+    /// Runs a create's host side, building the executable plan once for
+    /// all of it: refuses what the plan refuses, creates the host-side
+    /// resources that must exist before the supervisor starts (Linux: the
+    /// network namespace, its veth pair and firewall table), checks
+    /// host-side preconditions (the image exists and is a real directory
+    /// inside the images dir) and returns the configuration the supervisor
+    /// helper is started with. On error the caller runs
+    /// [`Backend::cleanup`], which removes whatever part of it exists.
+    fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
     ) -> Result<Vec<u8>, BackendError>;
-
-    /// Creates the host-side resources that must exist before the
-    /// supervisor starts (Linux: the network namespace, its veth pair and
-    /// firewall table). On error the caller runs [`Backend::cleanup`], which
-    /// removes whatever part of them exists.
-    fn prepare(&self, _spec: &ValidatedSpec, _sandbox: &SandboxPaths) -> Result<(), BackendError> {
-        Ok(())
-    }
 
     /// Removes whatever the sandbox left on the host (mounts, directories).
     /// Idempotent: succeeds when there is nothing to remove.

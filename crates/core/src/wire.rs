@@ -7,11 +7,48 @@
 //! has received, in order. This module is the pure part: message types and
 //! the byte codec. Sending and receiving descriptors lives in the supervisor
 //! crate's `sys` module.
+//!
+//! # Versions
+//!
+//! A supervisor outlives the daemon that started it, so a daemon that was
+//! restarted, perhaps upgraded, reattaches to supervisors of an older (or,
+//! after a downgrade, newer) version. The supervisor announces its
+//! [`PROTOCOL`] in [`Event::Attached`], the first frame on a reattached
+//! channel; supervisors from before versioning send none and are
+//! [`UNVERSIONED`]. The daemon adapts; a supervisor never needs to know the
+//! daemon's version. Compatibility means:
+//!
+//! - fields are only added, each `#[serde(default)]` so a frame without it
+//!   decodes, and unknown fields are ignored (no `deny_unknown_fields`);
+//! - variants are only added: a receiver skips a variant it does not know
+//!   ([`Decoder::next_message`] returns [`Message::Unknown`]) rather than
+//!   failing the channel; a known variant that does not decode is still an
+//!   error;
+//! - the daemon never sends a request newer than the supervisor's protocol
+//!   ([`Request::since`]): a supervisor that cannot decode a request stops
+//!   reading its channel (the ones before versioning do), so the daemon
+//!   refuses the call instead;
+//! - nothing is removed or renamed without raising the protocol, and then
+//!   the daemon keeps speaking the old form to old supervisors.
+//!
+//! The launch configuration and create options need no version: the daemon
+//! sends them only to a supervisor it has just started from its own binary.
 
 use serde::{Deserialize, Serialize};
 
 use crate::spec::ProcessSpec;
 use crate::verify::{ProbeConfig, ProbeOutput, Verification};
+
+/// This build's protocol version. 2: `Attached` carries `protocol`.
+pub const PROTOCOL: u32 = 2;
+
+/// The protocol of a supervisor that announces none: every one from before
+/// versioning (some of them know `Verify`, some do not).
+pub const UNVERSIONED: u32 = 1;
+
+fn unversioned() -> u32 {
+    UNVERSIONED
+}
 
 /// Largest frame accepted, so a corrupt length cannot make either side
 /// allocate without bound.
@@ -179,6 +216,9 @@ pub enum Event {
     Attached {
         /// Host pid of the main process, if it is still running.
         main_pid: Option<i32>,
+        /// The supervisor's [`PROTOCOL`]; [`UNVERSIONED`] when absent.
+        #[serde(default = "unversioned")]
+        protocol: u32,
     },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
@@ -230,14 +270,55 @@ pub struct Decoder {
     buf: Vec<u8>,
 }
 
+/// A decoded [`Request`] or [`Event`] frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<T> {
+    /// A message this build knows.
+    Known(T),
+    /// A variant this build does not know (the peer is newer): skipped.
+    Unknown {
+        /// Its name on the wire.
+        variant: String,
+    },
+}
+
 impl Decoder {
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete frame, if one is buffered.
+    /// The next complete frame, if one is buffered; anything that does not
+    /// decode as `T` is an error (the launch configuration, the create
+    /// options).
     pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+        let Some(body) = self.next_body()? else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_slice(&body)?))
+    }
+
+    /// The next complete [`Request`] or [`Event`] frame, if one is
+    /// buffered: a variant this build does not know is
+    /// [`Message::Unknown`], for the caller to log and skip; a known one
+    /// that does not decode is an error.
+    pub fn next_message<T: for<'de> Deserialize<'de>>(
+        &mut self,
+    ) -> Result<Option<Message<T>>, WireError> {
+        let Some(body) = self.next_body()? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&body) {
+            Ok(msg) => Ok(Some(Message::Known(msg))),
+            Err(e) => match unknown_variant::<T>(&body) {
+                Some(variant) => Ok(Some(Message::Unknown { variant })),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Takes the next complete frame's body off the buffer.
+    fn next_body(&mut self) -> Result<Option<Vec<u8>>, WireError> {
         let Some(header) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
@@ -248,10 +329,58 @@ impl Decoder {
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let msg = serde_json::from_slice(&self.buf[4..4 + len]);
+        let body = self.buf[4..4 + len].to_vec();
         self.buf.drain(..4 + len);
-        Ok(Some(msg?))
+        Ok(Some(body))
     }
+}
+
+/// The variant a frame names, when it is not one of `T`'s: an externally
+/// tagged enum is `"unit_variant"` or `{"variant": ...}`.
+fn unknown_variant<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Option<String> {
+    let variant = match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next()?.0,
+        _ => return None,
+    };
+    (!variant_names::<T>().contains(&variant.as_str())).then_some(variant)
+}
+
+/// The variant names serde's derive gave enum `T`, as it hands them to
+/// `deserialize_enum` (so no list is kept by hand beside the enum).
+fn variant_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::value::Error as ValueError;
+    use serde::de::{Error, Visitor};
+
+    struct Names<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for Names<'_> {
+        type Error = ValueError;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, ValueError> {
+            Err(ValueError::custom("not an enum"))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, ValueError> {
+            *self.0 = variants;
+            Err(ValueError::custom("only the names were wanted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+
+    let mut names: &'static [&'static str] = &[];
+    let _ = T::deserialize(Names(&mut names));
+    names
 }
 
 impl Request {
@@ -259,7 +388,19 @@ impl Request {
     pub fn fd_count(&self) -> usize {
         match self {
             Self::Exec { .. } => 3,
-            _ => 0,
+            Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown | Self::Verify { .. } => 0,
+        }
+    }
+
+    /// The first protocol whose supervisors are known to understand this
+    /// request. `Verify` came shortly before versioning: an
+    /// [`UNVERSIONED`] supervisor may not know it.
+    pub fn since(&self) -> u32 {
+        match self {
+            Self::Exec { .. } | Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown => {
+                UNVERSIONED
+            }
+            Self::Verify { .. } => 2,
         }
     }
 }
@@ -306,6 +447,123 @@ mod tests {
             d.next_frame::<Event>(),
             Err(WireError::FrameTooLarge(_))
         ));
+    }
+
+    /// Frames exactly as a supervisor of protocol 1 (before versioning)
+    /// wrote them: the fields added since take their defaults.
+    #[test]
+    fn frames_of_an_unversioned_supervisor_decode() {
+        let cases: &[(&str, Event)] = &[
+            (
+                r#"{"attached":{"main_pid":5}}"#,
+                Event::Attached {
+                    main_pid: Some(5),
+                    protocol: UNVERSIONED,
+                },
+            ),
+            (
+                r#"{"ready":{"main_pid":null}}"#,
+                Event::Ready {
+                    main_pid: None,
+                    verification: None,
+                },
+            ),
+            (
+                r#"{"exec_exited":{"exec_id":2,"exit":{"signaled":9}}}"#,
+                Event::ExecExited {
+                    exec_id: 2,
+                    exit: ProcessExit::Signaled(9),
+                    oom_killed: false,
+                },
+            ),
+            (
+                r#"{"sandbox_exited":{"exit":{"exited":1}}}"#,
+                Event::SandboxExited {
+                    exit: ProcessExit::Exited(1),
+                    oom_killed: false,
+                },
+            ),
+            (r#""shutdown_complete""#, Event::ShutdownComplete),
+        ];
+        for (json, want) in cases {
+            let mut d = Decoder::default();
+            d.push(&frame(json.as_bytes()).expect("frame"));
+            assert_eq!(
+                d.next_message::<Event>().expect(json),
+                Some(Message::Known(want.clone())),
+                "{json}"
+            );
+        }
+    }
+
+    /// A newer peer's variant is skipped, the frames around it still
+    /// decode; a known variant that does not decode is still an error.
+    #[test]
+    fn unknown_variants_are_skipped_and_broken_known_ones_are_errors() {
+        let mut d = Decoder::default();
+        for json in [
+            r#"{"checkpoint_taken":{"path":"/x"}}"#,
+            r#""future_unit""#,
+            r#""shutdown_complete""#,
+        ] {
+            d.push(&frame(json.as_bytes()).expect("frame"));
+        }
+        let unknown = |v: &str| {
+            Some(Message::<Event>::Unknown {
+                variant: v.to_owned(),
+            })
+        };
+        assert_eq!(
+            d.next_message::<Event>().unwrap(),
+            unknown("checkpoint_taken")
+        );
+        assert_eq!(d.next_message::<Event>().unwrap(), unknown("future_unit"));
+        assert_eq!(
+            d.next_message::<Event>().unwrap(),
+            Some(Message::Known(Event::ShutdownComplete))
+        );
+        assert_eq!(d.next_message::<Event>().unwrap(), None);
+
+        for broken in [
+            r#"{"ready":{"main_pid":"seven"}}"#,
+            r#"{"exec_started":{}}"#,
+            r#"[1,2]"#,
+            r#"{"a":1,"b":2}"#,
+        ] {
+            let mut d = Decoder::default();
+            d.push(&frame(broken.as_bytes()).expect("frame"));
+            assert!(d.next_message::<Event>().is_err(), "{broken}");
+        }
+        // Requests too: a newer daemon's request is skipped by a supervisor.
+        let mut d = Decoder::default();
+        d.push(&frame(br#"{"checkpoint":{"to":"/x"}}"#).expect("frame"));
+        assert_eq!(
+            d.next_message::<Request>().unwrap(),
+            Some(Message::Unknown {
+                variant: "checkpoint".into()
+            })
+        );
+    }
+
+    #[test]
+    fn variant_names_come_from_the_derive() {
+        let names = variant_names::<Event>();
+        for ev in [
+            Event::ShutdownComplete,
+            Event::Attached {
+                main_pid: None,
+                protocol: PROTOCOL,
+            },
+        ] {
+            let json = serde_json::to_value(&ev).unwrap();
+            let tag = match json {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Object(m) => m.into_iter().next().unwrap().0,
+                other => panic!("{other}"),
+            };
+            assert!(names.contains(&tag.as_str()), "{tag} in {names:?}");
+        }
+        assert!(variant_names::<Request>().contains(&"verify"));
     }
 
     #[test]

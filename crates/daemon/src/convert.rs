@@ -12,6 +12,8 @@ use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState};
 use sandboxd_core::validate::{Problem, ValidationError};
 use sandboxd_proto::v1 as pb;
 
+use crate::events::{Event, EventKind};
+
 /// Collects enum-decoding problems.
 #[derive(Default)]
 struct Problems(Vec<Problem>);
@@ -365,6 +367,41 @@ pub fn record_to_pb(r: &SandboxRecord) -> pb::Sandbox {
     }
 }
 
+/// A record with its current resource use (while it runs) to wire.
+pub fn sandbox_to_pb(r: &SandboxRecord, usage: Option<sandboxd_core::Usage>) -> pb::Sandbox {
+    pb::Sandbox {
+        usage: usage.map(usage_to_pb),
+        ..record_to_pb(r)
+    }
+}
+
+/// An event kind to wire.
+pub fn event_kind_to_pb(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::Created => pb::EventKind::EventCreated,
+        EventKind::Started => pb::EventKind::EventStarted,
+        EventKind::ExecStarted => pb::EventKind::EventExecStarted,
+        EventKind::ExecExited => pb::EventKind::EventExecExited,
+        EventKind::Exited => pb::EventKind::EventExited,
+        EventKind::Destroyed => pb::EventKind::EventDestroyed,
+        EventKind::Recovered => pb::EventKind::EventRecovered,
+        EventKind::Lost => pb::EventKind::EventLost,
+        EventKind::ReconcileComplete => pb::EventKind::EventReconcileComplete,
+    }
+}
+
+/// An event to wire.
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        revision: e.revision,
+        kind: event_kind_to_pb(e.kind) as i32,
+        sandbox_id: e.sandbox_id.clone(),
+        pid: i64::from(e.pid),
+        exit: e.exit.as_ref().map(exit_to_pb),
+        time_ms: e.time_ms,
+    }
+}
+
 /// Resource use to wire.
 pub fn usage_to_pb(u: sandboxd_core::Usage) -> pb::ResourceUsage {
     pb::ResourceUsage {
@@ -498,6 +535,25 @@ pub fn verification_to_pb(v: &sandboxd_core::verify::Verification) -> pb::Verifi
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_kinds_map_to_distinct_wire_kinds() {
+        let kinds = [
+            EventKind::Created,
+            EventKind::Started,
+            EventKind::ExecStarted,
+            EventKind::ExecExited,
+            EventKind::Exited,
+            EventKind::Destroyed,
+            EventKind::Recovered,
+            EventKind::Lost,
+            EventKind::ReconcileComplete,
+        ];
+        let wire: std::collections::BTreeSet<i32> =
+            kinds.iter().map(|k| event_kind_to_pb(*k) as i32).collect();
+        assert_eq!(wire.len(), kinds.len());
+        assert!(!wire.contains(&(pb::EventKind::Unspecified as i32)));
+    }
 
     #[test]
     fn spec_round_trips() {

@@ -1,11 +1,21 @@
 //! The event log behind WatchEvents: every lifecycle event gets the next
 //! revision, the last [`RETAIN`] are kept for resuming clients, and live
-//! subscribers get them through a broadcast channel.
+//! subscribers get them through a broadcast channel. The events are the
+//! daemon's own type; the service converts them to wire messages.
+//!
+//! Ordering guarantees (WatchEvents promises them to clients):
+//! - Revisions are strictly increasing from 1 and gapless per daemon run:
+//!   [`EventLog::emit`] numbers, retains and broadcasts under one lock, so
+//!   the order of revisions is the order of emission.
+//! - A subscriber's replay and its live feed meet without a gap or a
+//!   duplicate ([`EventLog::subscribe`] takes the same lock).
+//! - The order of one sandbox's events is the manager's to keep; it is
+//!   stated in `manager/events.rs`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sandboxd_proto::v1 as pb;
+use sandboxd_core::store::ExitRecord;
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
@@ -14,19 +24,59 @@ use crate::error::ApiError;
 pub const RETAIN: usize = 4096;
 
 /// Retained events to replay, and the live feed after them.
-pub type Subscription = (Vec<Arc<pb::Event>>, broadcast::Receiver<Arc<pb::Event>>);
+pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
+/// What happened (the wire's `EventKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A sandbox was created (set up, not yet running its process).
+    Created,
+    /// Its main process (or IDLE supervisor) started.
+    Started,
+    /// An Exec/ExecSync process started.
+    ExecStarted,
+    /// An Exec/ExecSync process ended.
+    ExecExited,
+    /// The sandbox ended.
+    Exited,
+    /// The sandbox was destroyed.
+    Destroyed,
+    /// After a restart: reattached, or found ended with a persisted exit.
+    Recovered,
+    /// After a restart: the supervisor is gone without a persisted exit.
+    Lost,
+    /// After a restart: every sandbox has been reconciled.
+    ReconcileComplete,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Strictly increasing per daemon, starting at 1.
+    pub revision: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The sandbox it happened to (empty for daemon-wide events).
+    pub sandbox_id: String,
+    /// Host pid, for STARTED/EXEC_STARTED/EXEC_EXITED (else 0).
+    pub pid: i32,
+    /// Exit result, for EXEC_EXITED/EXITED.
+    pub exit: Option<ExitRecord>,
+    /// When, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+}
 
 /// The log.
 #[derive(Debug)]
 pub struct EventLog {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<pb::Event>>,
+    tx: broadcast::Sender<Arc<Event>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     next: u64,
-    retained: VecDeque<Arc<pb::Event>>,
+    retained: VecDeque<Arc<Event>>,
 }
 
 impl Default for EventLog {
@@ -43,19 +93,13 @@ impl Default for EventLog {
 
 impl EventLog {
     /// Records and publishes one event.
-    pub fn emit(
-        &self,
-        kind: pb::EventKind,
-        sandbox_id: &str,
-        pid: i32,
-        exit: Option<pb::ExitResult>,
-    ) {
+    pub fn emit(&self, kind: EventKind, sandbox_id: &str, pid: i32, exit: Option<ExitRecord>) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let event = Arc::new(pb::Event {
+        let event = Arc::new(Event {
             revision: inner.next,
-            kind: kind as i32,
+            kind,
             sandbox_id: sandbox_id.to_owned(),
-            pid: i64::from(pid),
+            pid,
             exit,
             time_ms: sandboxd_supervisor::now_ms(),
         });
@@ -102,14 +146,14 @@ mod tests {
     #[test]
     fn revisions_increase_and_replay_resumes() {
         let log = EventLog::default();
-        log.emit(pb::EventKind::EventCreated, "a", 0, None);
-        log.emit(pb::EventKind::EventStarted, "a", 5, None);
+        log.emit(EventKind::Created, "a", 0, None);
+        log.emit(EventKind::Started, "a", 5, None);
         let (replay, mut rx) = log.subscribe(1).expect("subscribe");
         assert_eq!(
             replay.iter().map(|e| e.revision).collect::<Vec<_>>(),
             vec![2]
         );
-        log.emit(pb::EventKind::EventExited, "a", 0, None);
+        log.emit(EventKind::Exited, "a", 0, None);
         assert_eq!(rx.try_recv().expect("live").revision, 3);
         assert!(log.subscribe(10).is_err());
     }

@@ -7,12 +7,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 
-use sandboxd_core::wire::{self, Decoder, Event, Request};
+use sandboxd_core::wire::{self, Decoder, Event, Message, Request};
 use sandboxd_supervisor::sys;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Duration;
 
 /// A connected supervisor.
 #[derive(Debug)]
@@ -20,7 +21,15 @@ pub struct Link {
     sock: UnixStream,
     /// Serialises writers so frames never interleave.
     write: Mutex<()>,
+    /// The supervisor's protocol ([`wire::PROTOCOL`] for one this daemon
+    /// started; after a reattach, what its `Attached` announces; 0 until
+    /// then).
+    peer: watch::Sender<u32>,
 }
+
+/// How long a request that needs a newer protocol waits for a reattached
+/// supervisor's announcement (its first frame) before assuming the oldest.
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(5);
 
 /// The argument that puts the binary in supervisor mode (the one
 /// `sys::is_supervisor` looks for).
@@ -65,6 +74,8 @@ pub async fn spawn(
     let link = Link {
         sock: UnixStream::from_std(ours)?,
         write: Mutex::new(()),
+        // Started from this binary: it speaks this daemon's protocol.
+        peer: watch::Sender::new(wire::PROTOCOL),
     };
     let mut frame = wire::frame(config).map_err(io::Error::other)?;
     frame.extend(wire::encode(options).map_err(io::Error::other)?);
@@ -73,21 +84,47 @@ pub async fn spawn(
 }
 
 /// Reconnects to a running supervisor's control socket (after a daemon
-/// restart).
+/// restart). The supervisor may be of an older or newer version: it
+/// announces its protocol in its first frame (see [`wire`]'s versions).
 pub async fn connect(path: &Path) -> io::Result<Link> {
     let sock = UnixStream::connect(path).await?;
     Ok(Link {
         sock,
         write: Mutex::new(()),
+        peer: watch::Sender::new(0),
     })
 }
 
 impl Link {
-    /// Sends a request with the descriptors it carries.
+    /// Sends a request with the descriptors it carries. A request the
+    /// supervisor's protocol may not know is refused (`Unsupported`), not
+    /// sent: a supervisor that cannot decode a request stops reading.
     pub async fn send(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         debug_assert_eq!(req.fd_count(), fds.len());
+        let since = req.since();
+        if since > wire::UNVERSIONED {
+            let peer = self.peer_protocol().await;
+            if peer < since {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the sandbox's supervisor speaks protocol {peer} (it was started by an older sandboxd) and this request needs protocol {since}; recreate the sandbox to use it"
+                    ),
+                ));
+            }
+        }
         let frame = wire::encode(req).map_err(io::Error::other)?;
         self.write_all(&frame, fds).await
+    }
+
+    /// The supervisor's protocol, waiting briefly for a reattached one's
+    /// announcement; [`wire::UNVERSIONED`] if none comes.
+    async fn peer_protocol(&self) -> u32 {
+        let mut rx = self.peer.subscribe();
+        match tokio::time::timeout(ANNOUNCE_WAIT, rx.wait_for(|p| *p != 0)).await {
+            Ok(Ok(p)) => *p,
+            _ => wire::UNVERSIONED,
+        }
     }
 
     async fn write_all(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
@@ -113,12 +150,26 @@ impl Link {
     }
 
     /// Reads the next events; an empty vector means the supervisor closed
-    /// its end (exited).
+    /// its end (exited). An event this daemon does not know (a newer
+    /// supervisor's) is logged and skipped; `Attached` also sets the
+    /// supervisor's protocol.
     pub async fn recv(&self, decoder: &mut Decoder) -> io::Result<Vec<Event>> {
         loop {
             let mut events = Vec::new();
-            while let Some(ev) = decoder.next_frame::<Event>().map_err(io::Error::other)? {
-                events.push(ev);
+            while let Some(msg) = decoder.next_message::<Event>().map_err(io::Error::other)? {
+                match msg {
+                    Message::Known(ev) => {
+                        if let Event::Attached { protocol, .. } = &ev {
+                            tracing::info!(protocol, ours = wire::PROTOCOL, "supervisor protocol");
+                            self.peer.send_replace(*protocol);
+                        }
+                        events.push(ev);
+                    }
+                    Message::Unknown { variant } => tracing::warn!(
+                        %variant,
+                        "skipping a supervisor event this daemon does not know (a newer supervisor)"
+                    ),
+                }
             }
             if !events.is_empty() {
                 return Ok(events);
@@ -140,6 +191,138 @@ impl Link {
             }
             // Supervisors never send descriptors; drop any that arrived.
             drop(stray);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A frame as a supervisor of another version writes it: raw JSON.
+    fn raw_frame(json: &str) -> Vec<u8> {
+        wire::frame(json.as_bytes()).unwrap()
+    }
+
+    /// A restarted daemon reads what an older (or newer) supervisor wrote:
+    /// frames without the fields added since, and an event it does not
+    /// know, which is skipped rather than ending the channel.
+    #[tokio::test]
+    async fn frames_of_another_supervisor_version_are_read_or_skipped() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let link = Link {
+            sock: UnixStream::from_std(ours).unwrap(),
+            write: Mutex::new(()),
+            peer: watch::Sender::new(0),
+        };
+        let mut bytes = Vec::new();
+        // Protocol 1: Attached without `protocol`, Ready without
+        // `verification`, ExecExited without `oom_killed`.
+        bytes.extend(raw_frame(r#"{"attached":{"main_pid":5}}"#));
+        bytes.extend(raw_frame(r#"{"ready":{"main_pid":7}}"#));
+        // A newer supervisor's event this daemon has never heard of.
+        bytes.extend(raw_frame(r#"{"checkpoint_taken":{"path":"/x"}}"#));
+        bytes.extend(raw_frame(r#""future_unit_event""#));
+        bytes.extend(raw_frame(
+            r#"{"exec_exited":{"exec_id":3,"exit":{"exited":0}}}"#,
+        ));
+        theirs.write_all(&bytes).unwrap();
+        drop(theirs);
+        let mut decoder = Decoder::default();
+        let mut got = Vec::new();
+        loop {
+            let events = link
+                .recv(&mut decoder)
+                .await
+                .expect("not a channel failure");
+            if events.is_empty() {
+                break;
+            }
+            got.extend(events);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Event::Attached {
+                    main_pid: Some(5),
+                    protocol: wire::UNVERSIONED
+                },
+                Event::Ready {
+                    main_pid: Some(7),
+                    verification: None
+                },
+                Event::ExecExited {
+                    exec_id: 3,
+                    exit: wire::ProcessExit::Exited(0),
+                    oom_killed: false
+                },
+            ]
+        );
+    }
+
+    fn verify_request() -> Request {
+        use sandboxd_core::verify::{LimitValues, NetProbe, ProbeConfig};
+        Request::Verify {
+            probe_id: 1,
+            process: Default::default(),
+            config: Box::new(ProbeConfig {
+                budget_ms: 0,
+                daemon_pid: 0,
+                supervisor_pid: 0,
+                host_hostname: String::new(),
+                hostname: None,
+                shm_key: None,
+                canary: None,
+                host_root: None,
+                network: NetProbe {
+                    mode: Default::default(),
+                    targets: Vec::new(),
+                    port: 0,
+                    token: String::new(),
+                    leased: Vec::new(),
+                },
+                limits: LimitValues::default(),
+                readonly_rootfs: false,
+                mounts: Vec::new(),
+                capabilities: Vec::new(),
+                seccomp: false,
+            }),
+        }
+    }
+
+    /// An unversioned supervisor may predate Verify, which it could not
+    /// decode (and would stop reading): the daemon refuses the call
+    /// instead of sending it. Older requests still go out.
+    #[tokio::test]
+    async fn requests_newer_than_the_supervisor_are_refused_not_sent() {
+        for (attached, verify_ok) in [
+            (r#"{"attached":{"main_pid":5}}"#, false),
+            (r#"{"attached":{"main_pid":5,"protocol":2}}"#, true),
+        ] {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let link = Link {
+                sock: UnixStream::from_std(ours).unwrap(),
+                write: Mutex::new(()),
+                peer: watch::Sender::new(0),
+            };
+            theirs.write_all(&raw_frame(attached)).unwrap();
+            let mut decoder = Decoder::default();
+            let events = link.recv(&mut decoder).await.unwrap();
+            assert!(matches!(events[..], [Event::Attached { .. }]), "{attached}");
+            let sent = link.send(&verify_request(), &[]).await;
+            match sent {
+                Ok(()) => assert!(verify_ok, "{attached}"),
+                Err(e) => {
+                    assert!(!verify_ok, "{attached}: {e}");
+                    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+                    assert!(e.to_string().contains("protocol 1"), "{e}");
+                }
+            }
+            link.send(&Request::Stop { signal: 15 }, &[]).await.unwrap();
         }
     }
 }

@@ -12,7 +12,10 @@
 //!
 //! Every check has its own time budget (at most [`CHECK_BUDGET`]) inside the
 //! whole probe's budget; a check that runs out says NOT_TESTABLE with why.
-//! Raw system calls live in [`sys`].
+//! The calls that need `unsafe` (fork, `_exit`, SysV shm, capget/capset,
+//! fsopen, ...) live in [`sys`]; the checks' own attempts are nix's safe
+//! wrappers, made where the check stands. [`run`] forks: call it only in a
+//! single-threaded process (the supervisor's forked child).
 
 mod fs;
 mod hardening;
@@ -70,7 +73,9 @@ pub(crate) enum ChildEnd {
 /// `timeout` for it; the child's return value is its exit code. A child
 /// still running at the deadline is SIGKILLed and reaped.
 pub(crate) fn in_child(timeout: Duration, f: impl FnOnce() -> i32) -> ChildEnd {
-    match sys::fork() {
+    // SAFETY: the probe runs in a child of the single-threaded supervisor
+    // and never starts a thread.
+    match unsafe { sys::fork() } {
         Err(e) => ChildEnd::ForkFailed(e),
         Ok(sys::Forked::Child) => {
             sys::die_with_parent();

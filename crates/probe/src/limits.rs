@@ -135,7 +135,8 @@ pub(crate) fn pids(config: &ProbeConfig, budget: Budget) -> Finding {
             stopped = Some("the time budget ran out".to_owned());
             break;
         }
-        match sys::fork() {
+        // SAFETY: the probe is single-threaded (see `in_child`).
+        match unsafe { sys::fork() } {
             Ok(sys::Forked::Child) => {
                 sys::die_with_parent();
                 loop {
@@ -199,7 +200,8 @@ pub(crate) fn cpu(config: &ProbeConfig, budget: Budget) -> Finding {
     let start = Instant::now();
     let mut pids = Vec::new();
     for _ in 0..spinners {
-        match sys::fork() {
+        // SAFETY: the probe is single-threaded (see `in_child`).
+        match unsafe { sys::fork() } {
             Ok(sys::Forked::Child) => {
                 sys::die_with_parent();
                 let until = Instant::now() + spin;

@@ -1,6 +1,9 @@
-//! Every raw system call of the probe (and the daemon's SysV fixture), one
-//! function per kernel operation. The only module of the crate with
-//! `unsafe`; each block says why it is sound.
+//! The probe's system calls that need `unsafe` or a single-threaded caller
+//! (and the daemon's SysV fixture), one function per kernel operation. The
+//! only module of the crate with `unsafe`; each block says why it is sound.
+//! The checks make their attempts (open, stat, socket, chroot, mknod,
+//! setrlimit, kill) through nix's safe wrappers where they stand: the
+//! attempt is the observation.
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -14,12 +17,18 @@ pub enum Forked {
     Parent(Pid),
 }
 
-/// fork(2). Only called in the probe, a forked copy of the single-threaded
-/// supervisor, which never starts threads.
-pub fn fork() -> Result<Forked, Errno> {
-    // SAFETY: the calling process is single-threaded (a child of the
-    // single-threaded supervisor), so the child inherits no lock held by
-    // another thread and may run arbitrary code.
+/// fork(2), for the probe's helper children.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded, as the probe is (a forked
+/// copy of the single-threaded supervisor; it never starts a thread). The
+/// child is a copy of the calling thread only and runs arbitrary Rust; a
+/// lock another thread held would stay held in it. Never call it from the
+/// daemon, which links this crate for its SysV fixture.
+pub unsafe fn fork() -> Result<Forked, Errno> {
+    // SAFETY: the caller guarantees a single-threaded process (this fn's
+    // contract), so the child inherits no lock held by another thread.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => Ok(Forked::Child),
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),

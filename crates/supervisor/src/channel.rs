@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use sandboxd_core::wire::{self, Decoder, Event, Request, WireError};
+use sandboxd_core::wire::{self, Decoder, Event, Message, Request, WireError};
 
 use crate::sys;
 
@@ -81,7 +81,16 @@ impl Channel {
     /// would never report it again.
     pub fn buffered(&mut self) -> Result<RecvOutcome, WireError> {
         let mut out = Vec::new();
-        while let Some(req) = self.decoder.next_frame::<Request>()? {
+        while let Some(msg) = self.decoder.next_message::<Request>()? {
+            let req = match msg {
+                Message::Known(req) => req,
+                // A newer daemon's request (it should have known better:
+                // it gates requests on this supervisor's protocol).
+                Message::Unknown { variant } => {
+                    eprintln!("sandboxd supervisor: skipping unknown request {variant:?}");
+                    continue;
+                }
+            };
             let count = req.fd_count();
             if self.fds.len() < count {
                 return Err(WireError::Malformed(serde::de::Error::custom(format!(

@@ -6,11 +6,13 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+#[cfg(target_os = "linux")]
 use nix::fcntl::OFlag;
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::Resource;
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
+use crate::report::{self, End, Report};
 use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
 use crate::sys;
 
@@ -94,10 +96,7 @@ fn resolve_program(argv0: &str, path_var: &str) -> Option<String> {
     }
     program_candidates(argv0, path_var)
         .into_iter()
-        .find(|candidate| {
-            nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
-                && std::fs::metadata(candidate).is_ok_and(|m| m.is_file())
-        })
+        .find(|candidate| sys::is_executable_file(candidate))
 }
 
 /// The paths execvp would try for `argv0`: itself if it names a path,
@@ -236,47 +235,51 @@ pub(crate) fn spawn(
     plan: &ExecPlan,
     stdio: Stdio,
 ) -> Result<Pid, StepError> {
-    let (mut err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+    let (mut err_read, err_write) = sys::pipe()
         .map(|(r, w)| (std::fs::File::from(r), w))
         .map_err(|e| StepError::new("create error pipe", e))?;
-    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
+    // SAFETY: spawn runs only in the supervisor helper, a freshly exec'd
+    // process that never starts a thread (helper_main, supervise).
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
-            let report = format!("{}\0{}", err.step, err.message);
-            // Best effort: if the supervisor is gone nobody can hear us.
-            let _ = nix::unistd::write(&err_write, report.as_bytes());
+            Report::Failed(err).send(err_write.as_fd());
             sys::exit_child(127)
         }
         sys::Fork::Parent { child } => {
             drop(err_write);
             drop(stdio);
-            let mut report = Vec::new();
-            let _ = err_read.read_to_end(&mut report);
+            let mut bytes = Vec::new();
+            let _ = err_read.read_to_end(&mut bytes);
+            let reports = report::decode(&bytes);
             // A backend that forked again (into a pid namespace) reported the
             // real process first; the intermediate has exited: reap it.
-            let (pid, rest) = match parse_pid_report(&report) {
-                Some((pid, rest)) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    (pid, rest)
+            let pid = match reports.pid {
+                Some(pid) => {
+                    let _ = sys::wait_for(child);
+                    pid
                 }
-                None => (child, report.as_slice()),
+                None => child,
             };
-            if rest.is_empty() {
-                return Ok(pid);
+            match reports.end {
+                End::Closed => Ok(pid),
+                End::Failed(e) => {
+                    // The process has exited (127); reap it so it is never
+                    // mistaken for a sandbox process.
+                    let _ = sys::wait_for(pid);
+                    Err(e)
+                }
+                End::Probe(_) => {
+                    let _ = sys::wait_for(pid);
+                    Err(StepError::new(
+                        "exec",
+                        "the child sent a probe's output instead of exec'ing",
+                    ))
+                }
             }
-            // The process has exited (127); reap it so it is never mistaken
-            // for a sandbox process.
-            let _ = nix::sys::wait::waitpid(pid, None);
-            let text = String::from_utf8_lossy(rest);
-            let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
-            Err(StepError::new(step, message))
         }
     }
 }
-
-/// Marks the probe's result on the error pipe (never the first byte of a
-/// step name, nor [`PID_REPORT`]).
-const PROBE_RESULT: u8 = 0x02;
 
 /// Runs the isolation probe in a child that enters the sandbox exactly as a
 /// payload does (every step of [`harden`], as `plan`'s user in its cwd) and
@@ -292,54 +295,49 @@ pub(crate) fn probe(
     null: OwnedFd,
     timeout: std::time::Duration,
 ) -> Result<sandboxd_core::verify::ProbeOutput, StepError> {
-    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .map_err(|e| StepError::new("create probe pipe", e))?;
-    // Only the read end is non-blocking: the child writes its report whole.
-    nix::fcntl::fcntl(&err_write, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
-        .map_err(|e| StepError::new("create probe pipe", e))?;
-    match isolation.fork().map_err(|e| StepError::new("fork", e))? {
+    let (err_read, err_write) =
+        sys::pipe_nonblocking_read().map_err(|e| StepError::new("create probe pipe", e))?;
+    // SAFETY: as in spawn: only the single-threaded supervisor helper
+    // probes.
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
-            let mut pipe = std::fs::File::from(err_write);
             let err = match enter_sandbox(isolation, keep)
                 .and_then(|()| harden(config, plan, Stdio::Null(null), keep))
             {
                 Ok(()) => {
                     let output = sandboxd_probe::run(probe, &[keep]);
-                    let mut msg = vec![PROBE_RESULT];
-                    if serde_json::to_writer(&mut msg, &output).is_ok() {
-                        use std::io::Write;
-                        let _ = pipe.write_all(&msg);
+                    if let Ok(json) = serde_json::to_vec(&output) {
+                        Report::Probe(json).send(err_write.as_fd());
                         sys::exit_child(0)
                     }
                     StepError::new("verify", "encoding the probe's output failed")
                 }
                 Err(e) => e,
             };
-            let report = format!("{}\0{}", err.step, err.message);
-            use std::io::Write;
-            let _ = pipe.write_all(report.as_bytes());
+            Report::Failed(err).send(err_write.as_fd());
             sys::exit_child(127)
         }
         sys::Fork::Parent { child } => {
             drop(err_write);
             drop(null);
             let deadline = std::time::Instant::now() + timeout;
-            let mut report = Vec::new();
-            let finished = read_until(&err_read, &mut report, deadline);
-            let (pid, rest) = match parse_pid_report(&report) {
-                Some((pid, rest)) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    (pid, rest.to_vec())
+            let mut bytes = Vec::new();
+            let finished = read_until(&err_read, &mut bytes, deadline);
+            let reports = report::decode(&bytes);
+            let pid = match reports.pid {
+                Some(pid) => {
+                    let _ = sys::wait_for(child);
+                    pid
                 }
-                None => (child, report.clone()),
+                None => child,
             };
             if !finished {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                let _ = sys::send_signal(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::send_signal(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::wait_for(pid);
                 if pid != child {
-                    let _ = nix::sys::wait::waitpid(child, None);
+                    let _ = sys::wait_for(child);
                 }
                 return Err(StepError::new(
                     "verify",
@@ -348,23 +346,21 @@ pub(crate) fn probe(
             }
             // Read from outside while the probe is a zombie: its host uid.
             let host_uid = sys::host_uid_of(pid);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            match rest.split_first() {
-                Some((&PROBE_RESULT, json)) => {
+            let _ = sys::wait_for(pid);
+            match reports.end {
+                End::Probe(json) => {
                     let mut output: sandboxd_core::verify::ProbeOutput =
-                        serde_json::from_slice(json).map_err(|e| {
+                        serde_json::from_slice(&json).map_err(|e| {
                             StepError::new("verify", format!("the probe's output: {e}"))
                         })?;
                     output.user.host_uid = host_uid;
                     Ok(output)
                 }
-                _ => {
-                    let text = String::from_utf8_lossy(&rest);
-                    let (step, message) = text
-                        .split_once('\0')
-                        .unwrap_or(("verify", "the probe exited without a report"));
-                    Err(StepError::new(step, message))
-                }
+                End::Failed(e) => Err(e),
+                End::Closed => Err(StepError::new(
+                    "verify",
+                    "the probe exited without a report",
+                )),
             }
         }
     }
@@ -373,10 +369,10 @@ pub(crate) fn probe(
 /// Reads `fd` (non-blocking) into `buf` until EOF or `deadline`; returns
 /// whether EOF came first.
 fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
     let mut chunk = [0u8; 64 * 1024];
     loop {
-        match nix::unistd::read(fd, &mut chunk) {
+        match sys::read(fd.as_fd(), &mut chunk) {
             Ok(0) => return true,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -391,27 +387,14 @@ fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> 
         }
         let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let _ = sys::poll(&mut fds, PollTimeout::from(ms));
     }
 }
-
-/// Marks a pid report on the error pipe (never the first byte of a step
-/// name).
-const PID_REPORT: u8 = 0x01;
 
 /// From an intermediate process inside [`Isolation::enter`]: tells the
 /// supervisor the pid of the process that will exec.
 pub fn report_pid(report_fd: std::os::fd::RawFd, pid: Pid) {
-    let msg = format!("{}{}\n", PID_REPORT as char, pid.as_raw());
-    let _ = nix::unistd::write(sys::borrow_fd(report_fd), msg.as_bytes());
-}
-
-/// Splits a leading pid report off the error-pipe bytes.
-fn parse_pid_report(bytes: &[u8]) -> Option<(Pid, &[u8])> {
-    let rest = bytes.strip_prefix(&[PID_REPORT])?;
-    let end = rest.iter().position(|b| *b == b'\n')?;
-    let pid = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    Some((Pid::from_raw(pid), &rest[end + 1..]))
+    Report::Pid(pid).send(sys::borrow_fd(report_fd));
 }
 
 /// The child side: runs only in the forked copy of the single-threaded
@@ -444,7 +427,7 @@ fn enter_sandbox(isolation: &dyn Isolation, keep: i32) -> Result<(), StepError> 
 pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
     sys::kill_on_parent_death()?;
     // It may have died before the signal was armed.
-    if nix::unistd::getppid() == supervisor {
+    if sys::parent_pid() == supervisor {
         Ok(())
     } else {
         Err(nix::errno::Errno::ESRCH)
@@ -461,11 +444,7 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
         Ok(p) => p,
         Err(e) => return e,
     };
-    let null = match nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
+    let null = match sys::open_dev_null() {
         Ok(fd) => fd,
         Err(e) => return StepError::new("open /dev/null", e),
     };
@@ -495,11 +474,11 @@ fn harden(
 ) -> Result<(), StepError> {
     let step = |step: &str, e: nix::Error| Err(StepError::new(step, e));
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
-    let supervisor = nix::unistd::getppid();
+    let supervisor = sys::parent_pid();
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
     // become its controlling tty.
-    if let Err(e) = nix::unistd::setsid() {
+    if let Err(e) = sys::new_session() {
         return step("setsid", e);
     }
     match &stdio {
@@ -564,7 +543,7 @@ fn harden(
             .try_into()
             .unwrap_or(nix::sys::resource::RLIM_INFINITY);
         // Still privileged: a limit above the current hard one is allowed.
-        if let Err(e) = setrlimit(resource, value, value) {
+        if let Err(e) = sys::set_rlimit(resource, value) {
             return Err(StepError::new(
                 "setrlimit",
                 format!("{:?}={}: {e}", limit.kind, limit.value),
@@ -580,13 +559,13 @@ fn harden(
         }
     }
     // Groups first: after setuid we could no longer change them.
-    if let Err(e) = nix::unistd::setgroups(&plan.groups) {
+    if let Err(e) = sys::set_groups(&plan.groups) {
         return step("setgroups", e);
     }
-    if let Err(e) = nix::unistd::setgid(plan.gid) {
+    if let Err(e) = sys::set_gid(plan.gid) {
         return Err(StepError::new("setgid", format!("{}: {e}", plan.gid)));
     }
-    if let Err(e) = nix::unistd::setuid(plan.uid) {
+    if let Err(e) = sys::set_uid(plan.uid) {
         return Err(StepError::new("setuid", format!("{}: {e}", plan.uid)));
     }
     // After setuid, which would clear it: if the supervisor is killed, the

@@ -12,12 +12,16 @@
 //! goes away and persists the sandbox's exit status to the state dir.
 //!
 //! [`channel`] also gives the daemon the descriptor-passing send/receive it
-//! uses on its end of the socketpair. Raw system calls live in [`sys`].
+//! uses on its end of the socketpair. Every system call (nix or libc) lives
+//! in [`sys`], one function per kernel operation; the other modules call
+//! those. The process must stay single-threaded: [`supervise`] checks it
+//! and forks with [`sys::fork_unchecked`].
 
 mod channel;
 pub mod images;
 mod launch;
 pub mod procs;
+mod report;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
 mod supervisor;

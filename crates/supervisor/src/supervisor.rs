@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +58,14 @@ pub trait Isolation {
     /// Forks the child that will become a sandbox process. A backend may
     /// create it somewhere cheaper to start from (directly in the
     /// sandbox's cgroup); the default is fork(2).
-    fn fork(&self) -> Result<sys::Fork, nix::Error> {
-        sys::fork()
+    ///
+    /// # Safety
+    ///
+    /// As [`sys::fork_unchecked`]: the calling process must be
+    /// single-threaded (the supervisor helper is).
+    unsafe fn fork(&self) -> Result<sys::Fork, nix::Error> {
+        // SAFETY: this fn's contract is fork_unchecked's.
+        unsafe { sys::fork_unchecked() }
     }
 
     /// The main process, if the backend started it itself during `setup`
@@ -189,7 +195,9 @@ struct Supervisor<I: Isolation> {
 const PROBE_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the supervisor on `sock` until the sandbox ends or the daemon asks
-/// for shutdown. Returns the helper's process exit code.
+/// for shutdown. Returns the helper's process exit code. It forks: it
+/// refuses to start in a process that has more than one thread (where the
+/// OS can tell, Linux and FreeBSD), and it never starts one.
 pub fn supervise<I: Isolation>(
     mut chan: Channel,
     config: CommonConfig,
@@ -204,16 +212,19 @@ pub fn supervise<I: Isolation>(
         1
     };
     let prepared = (|| {
+        // Every fork below relies on it (sys::fork_unchecked): refuse to
+        // run in a process with other threads, where the OS can tell.
+        if let Some(n) = sys::thread_count().filter(|n| *n != 1) {
+            return Err(StepError::new(
+                "check single-threaded",
+                format!("the supervisor must run alone in its process, which has {n} threads"),
+            ));
+        }
         sys::ignore_sigpipe().map_err(|e| StepError::new("ignore SIGPIPE", e))?;
         sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
         let sigchld =
             sys::install_signal_pipe().map_err(|e| StepError::new("install signal handlers", e))?;
-        let null = nix::fcntl::open(
-            "/dev/null",
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| StepError::new("open /dev/null", e))?;
+        let null = sys::open_dev_null().map_err(|e| StepError::new("open /dev/null", e))?;
         let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
         Ok::<_, StepError>((sigchld, null, main))
     })();
@@ -303,7 +314,7 @@ impl<I: Isolation> Supervisor<I> {
         process: &ProcessSpec,
         mut config: ProbeConfig,
     ) -> Result<ProbeOutput, StepError> {
-        config.supervisor_pid = nix::unistd::getpid().as_raw();
+        config.supervisor_pid = sys::own_pid().as_raw();
         config.capabilities = self.config.capabilities.clone();
         config.seccomp = self.config.seccomp;
         let plan = ExecPlan::new(process)?;
@@ -378,7 +389,7 @@ impl<I: Isolation> Supervisor<I> {
             } else {
                 PollTimeout::NONE
             };
-            match poll(&mut fds, timeout) {
+            match sys::poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
@@ -466,20 +477,23 @@ impl<I: Isolation> Supervisor<I> {
                     .main
                     .filter(|_| self.main_exit.is_none())
                     .map(Pid::as_raw);
-                self.chan.send(&Event::Attached { main_pid });
+                self.chan.send(&Event::Attached {
+                    main_pid,
+                    protocol: sandboxd_core::wire::PROTOCOL,
+                });
             }
         }
     }
 
     fn drain_sigchld(&self) {
         let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.sigchld, &mut buf), Ok(n) if n > 0) {}
+        while matches!(sys::read(self.sigchld.as_fd(), &mut buf), Ok(n) if n > 0) {}
     }
 
     /// Reaps every exited child. Returns true if no children are left.
     fn reap(&mut self) -> bool {
         loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            match sys::reap_any() {
                 Ok(WaitStatus::StillAlive) => return false,
                 Ok(status) => {
                     let (pid, exit) = match status {
@@ -552,7 +566,7 @@ impl<I: Isolation> Supervisor<I> {
                             if Some(pid) == self.main && self.main_exit.is_none()
                                 || self.execs.contains_key(&pid)
                             {
-                                kill(pid, sig).map_err(|e| e.to_string())
+                                sys::send_signal(pid, sig).map_err(|e| e.to_string())
                             } else {
                                 Err(format!(
                                     "pid {pid} is not a running process of this sandbox"
@@ -561,7 +575,9 @@ impl<I: Isolation> Supervisor<I> {
                         }
                         SignalTarget::ExecTree(id) => {
                             match self.execs.iter().find(|(_, e)| **e == id) {
-                                Some((pid, _)) => killpg(*pid, sig).map_err(|e| e.to_string()),
+                                Some((pid, _)) => {
+                                    sys::send_signal_to_group(*pid, sig).map_err(|e| e.to_string())
+                                }
                                 None => Err(format!("exec {id} is not running")),
                             }
                         }
@@ -616,10 +632,10 @@ impl<I: Isolation> Supervisor<I> {
             return;
         }
         for leader in self.main.iter().chain(self.execs.keys()) {
-            let _ = killpg(*leader, sig);
+            let _ = sys::send_signal_to_group(*leader, sig);
         }
-        for child in sys::children_of(nix::unistd::getpid()) {
-            let _ = kill(child, sig);
+        for child in sys::children_of(sys::own_pid()) {
+            let _ = sys::send_signal(child, sig);
         }
     }
 
@@ -634,7 +650,7 @@ impl<I: Isolation> Supervisor<I> {
             // Wake on the next child exit (SIGCHLD self-pipe), not a fixed
             // sleep: this sits on the path of every sandbox's end.
             let mut fds = [PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(5u8));
+            let _ = sys::poll(&mut fds, PollTimeout::from(5u8));
             self.drain_sigchld();
         }
     }
@@ -698,7 +714,7 @@ where
 {
     // Own session: a signal to the daemon's process group or terminal must
     // not reach the sandbox, and the sandbox outlives the daemon.
-    let _ = nix::unistd::setsid();
+    let _ = sys::new_session();
     let sock = match sys::take_stdin_channel() {
         Ok(fd) => fd,
         Err(e) => {

@@ -12,18 +12,176 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use nix::unistd::{ForkResult, Pid};
 
-/// Result of [`fork`].
+/// Result of [`fork`] and [`fork_unchecked`].
 pub use nix::unistd::ForkResult as Fork;
 
-/// fork(2).
+/// fork(2) for a caller that knows it is single-threaded.
 ///
-/// Only called from the single-threaded supervisor, never from the
-/// multi-threaded daemon.
-pub fn fork() -> Result<ForkResult, Errno> {
-    // SAFETY: the supervisor is single-threaded (it is a freshly exec'd helper
-    // that never starts threads), so the child inherits no lock held by
-    // another thread and may run arbitrary code before exec.
+/// # Safety
+///
+/// The calling process must have no thread but the caller's, as the
+/// supervisor helper (a freshly exec'd process that never starts one) and
+/// its forked children do. The child is a copy of the calling thread only:
+/// a lock another thread held (the allocator's, stdio's) would stay held
+/// forever in it, and the child runs arbitrary Rust before it execs. Never
+/// call it from the daemon, which is multi-threaded.
+pub unsafe fn fork_unchecked() -> Result<ForkResult, Errno> {
+    // SAFETY: the caller guarantees a single-threaded process (this fn's
+    // contract), so the child inherits no lock held by another thread.
     unsafe { nix::unistd::fork() }
+}
+
+/// fork(2) after checking that the calling process has exactly one thread
+/// (it stays so until fork returns: only this thread could start
+/// another). EDEADLK when it has more; ENOSYS where the OS cannot tell
+/// (neither Linux nor FreeBSD).
+pub fn fork() -> Result<ForkResult, Errno> {
+    if thread_count().ok_or(Errno::ENOSYS)? != 1 {
+        return Err(Errno::EDEADLK);
+    }
+    // SAFETY: the process has one thread, the caller's (checked just
+    // above, and no other can appear before fork returns).
+    unsafe { fork_unchecked() }
+}
+
+/// How many threads the calling process has; `None` where the OS cannot
+/// tell (neither Linux nor FreeBSD) or the count cannot be read.
+pub fn thread_count() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // Field 20 of /proc/self/stat; fields after the command name's
+        // last ')' start at field 3.
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+            .and_then(|n| n.parse().ok())
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        kinfo_of(nix::unistd::getpid()).and_then(|info| usize::try_from(info.ki_numthreads).ok())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        None
+    }
+}
+
+/// pipe2(O_CLOEXEC): the read end and the write end.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// Writes all of `bytes` to `fd` (a pipe), retrying on EINTR and short
+/// writes.
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EPIPE),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose read end is non-blocking (for a bounded wait on it) and
+/// whose write end blocks (a child writes its report whole); both
+/// close-on-exec.
+pub fn pipe_nonblocking_read() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    fcntl(&write, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok((read, write))
+}
+
+/// read(2) once.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+    nix::unistd::read(fd, buf)
+}
+
+/// poll(2).
+pub fn poll(
+    fds: &mut [nix::poll::PollFd<'_>],
+    timeout: nix::poll::PollTimeout,
+) -> Result<i32, Errno> {
+    nix::poll::poll(fds, timeout)
+}
+
+/// Opens /dev/null read-write, close-on-exec.
+pub fn open_dev_null() -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// kill(2): `sig` to process `pid`.
+pub fn send_signal(pid: Pid, sig: Signal) -> Result<(), Errno> {
+    signal::kill(pid, sig)
+}
+
+/// killpg(2): `sig` to the process group `leader` leads.
+pub fn send_signal_to_group(leader: Pid, sig: Signal) -> Result<(), Errno> {
+    signal::killpg(leader, sig)
+}
+
+/// waitpid(2) on `pid`, blocking: reaps it.
+pub fn wait_for(pid: Pid) -> Result<nix::sys::wait::WaitStatus, Errno> {
+    nix::sys::wait::waitpid(pid, None)
+}
+
+/// waitpid(-1, WNOHANG): reaps one exited child, if any
+/// (`WaitStatus::StillAlive` when none has exited; ECHILD when there are
+/// none).
+pub fn reap_any() -> Result<nix::sys::wait::WaitStatus, Errno> {
+    nix::sys::wait::waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+}
+
+/// getpid(2).
+pub fn own_pid() -> Pid {
+    nix::unistd::getpid()
+}
+
+/// getppid(2).
+pub fn parent_pid() -> Pid {
+    nix::unistd::getppid()
+}
+
+/// setsid(2): the caller leads a new session and process group.
+pub fn new_session() -> Result<Pid, Errno> {
+    nix::unistd::setsid()
+}
+
+/// setrlimit(2) with the soft and hard limit both `value`.
+pub fn set_rlimit(
+    resource: nix::sys::resource::Resource,
+    value: nix::sys::resource::rlim_t,
+) -> Result<(), Errno> {
+    nix::sys::resource::setrlimit(resource, value, value)
+}
+
+/// setgroups(2).
+pub fn set_groups(groups: &[nix::unistd::Gid]) -> Result<(), Errno> {
+    nix::unistd::setgroups(groups)
+}
+
+/// setgid(2).
+pub fn set_gid(gid: nix::unistd::Gid) -> Result<(), Errno> {
+    nix::unistd::setgid(gid)
+}
+
+/// setuid(2).
+pub fn set_uid(uid: nix::unistd::Uid) -> Result<(), Errno> {
+    nix::unistd::setuid(uid)
+}
+
+/// Whether `path` names a file the caller may execute (access(2) X_OK)
+/// that is a regular file.
+pub fn is_executable_file(path: &str) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Write end of the signal self-pipe; -1 until installed.
@@ -293,11 +451,7 @@ fn close_range(first: RawFd, last: RawFd) {
 
 /// Puts /dev/null on descriptors 0, 1 and 2.
 pub fn stdio_to_dev_null() -> Result<(), Errno> {
-    let null = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
+    let null = open_dev_null()?;
     for target in 0..=2 {
         dup_to(null.as_fd(), target)?;
     }
@@ -710,37 +864,43 @@ pub fn host_uid_of(pid: Pid) -> Option<u32> {
     }
     #[cfg(target_os = "freebsd")]
     {
-        let mut info = std::mem::MaybeUninit::<libc::kinfo_proc>::zeroed();
-        let mut len = std::mem::size_of::<libc::kinfo_proc>();
-        let mib = [
-            libc::CTL_KERN,
-            libc::KERN_PROC,
-            libc::KERN_PROC_PID,
-            pid.as_raw(),
-        ];
-        // SAFETY: sysctl writes at most `len` bytes into `info`, which is
-        // that large; the mib array is live for the call.
-        let rc = unsafe {
-            libc::sysctl(
-                mib.as_ptr(),
-                mib.len() as libc::c_uint,
-                info.as_mut_ptr().cast(),
-                &raw mut len,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc != 0 || len < std::mem::size_of::<libc::kinfo_proc>() {
-            return None;
-        }
-        // SAFETY: the kernel filled the whole struct (len checked above).
-        Some(unsafe { info.assume_init() }.ki_uid)
+        kinfo_of(pid).map(|info| info.ki_uid)
     }
     #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
     {
         let _ = pid;
         None
     }
+}
+
+/// FreeBSD: process `pid`'s `kinfo_proc` from the `kern.proc.pid` sysctl.
+#[cfg(target_os = "freebsd")]
+fn kinfo_of(pid: Pid) -> Option<libc::kinfo_proc> {
+    let mut info = std::mem::MaybeUninit::<libc::kinfo_proc>::zeroed();
+    let mut len = std::mem::size_of::<libc::kinfo_proc>();
+    let mib = [
+        libc::CTL_KERN,
+        libc::KERN_PROC,
+        libc::KERN_PROC_PID,
+        pid.as_raw(),
+    ];
+    // SAFETY: sysctl writes at most `len` bytes into `info`, which is
+    // that large; the mib array is live for the call.
+    let rc = unsafe {
+        libc::sysctl(
+            mib.as_ptr(),
+            mib.len() as libc::c_uint,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if rc != 0 || len < std::mem::size_of::<libc::kinfo_proc>() {
+        return None;
+    }
+    // SAFETY: the kernel filled the whole struct (len checked above).
+    Some(unsafe { info.assume_init() })
 }
 
 /// Borrows a descriptor number handed to us (the error pipe inside a forked
@@ -885,17 +1045,35 @@ pub fn read_head(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>, Errno> {
 
 /// Creates (or empties) `<dir>/masked`, mode 000: the file bound over the
 /// sandboxd binary inside a sandbox so a payload can neither read nor run
-/// the helper.
+/// the helper. A symlink planted at that name is not followed (ELOOP), and
+/// an earlier file is made mode 000 again (`mode` applies only to a new
+/// one).
 pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cover = dir.join("masked");
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .mode(0o000)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&cover)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o000))?;
     Ok(cover)
+}
+
+/// The kernel path of an open descriptor (`/proc/self/fd/N`), usable as a
+/// mount source or target: the kernel resolves it to exactly the object
+/// that was opened, so no later rename or symlink swap can redirect the
+/// mount.
+#[cfg(target_os = "linux")]
+pub fn fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Whether `fd` is a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Every process whose arguments are `<exe> __supervise <id>` (the
@@ -908,6 +1086,64 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// The mask file sits in the sandbox's directory: a symlink planted
+    /// there must not make the supervisor truncate or chmod what it points
+    /// at.
+    #[test]
+    fn mask_file_is_never_made_through_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sandboxd-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("masked")).unwrap();
+        let made = super::create_mask_file(&dir);
+        let content = std::fs::read(&victim).unwrap();
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(made.is_err(), "made through the symlink: {made:?}");
+        assert_eq!(content, b"keep me");
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn an_existing_mask_file_is_emptied_and_made_mode_000() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sandboxd-mask2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("masked"), b"old").unwrap();
+        std::fs::set_permissions(dir.join("masked"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let cover = super::create_mask_file(&dir).unwrap();
+        let meta = std::fs::metadata(&cover).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(meta.len(), 0);
+        assert_eq!(meta.permissions().mode() & 0o777, 0);
+    }
+
+    /// The test harness runs tests on threads of their own: the checked
+    /// fork must refuse, never fork a multi-threaded process.
+    #[test]
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "freebsd")),
+        ignore = "no thread count here: fork() refuses with ENOSYS"
+    )]
+    fn checked_fork_refuses_a_multithreaded_process() {
+        assert!(super::thread_count().is_some_and(|n| n > 1));
+        let parked = std::thread::spawn(std::thread::park);
+        match super::fork() {
+            Err(e) => assert_eq!(e, nix::errno::Errno::EDEADLK),
+            Ok(super::Fork::Child) => super::exit_child(0),
+            Ok(super::Fork::Parent { child }) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                panic!("forked a multi-threaded process");
+            }
+        }
+        parked.thread().unpark();
+        parked.join().unwrap();
+    }
 
     #[test]
     fn peer_uid_is_the_kernels_answer() {

@@ -393,7 +393,16 @@ impl LinuxStep {
             | Self::JoinNetns(_)
             | Self::ForkPayload
             | Self::Idle => Actor::Init,
-            _ => Actor::Payload,
+            Self::Capabilities(_)
+            | Self::NoNewPrivs
+            | Self::Seccomp
+            | Self::SetRlimit(_)
+            | Self::SetGroups(_)
+            | Self::SetGid(_)
+            | Self::SetUid(_)
+            | Self::Chdir(_)
+            | Self::CloseRange
+            | Self::Execve { .. } => Actor::Payload,
         }
     }
 }

@@ -9,7 +9,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::convert;
 use crate::error::ApiError;
+use crate::events::Event;
 
 /// The EventService implementation.
 #[derive(Debug)]
@@ -43,7 +45,7 @@ impl pb::event_service_server::EventService for Events {
         let manager = self.0.manager.clone();
         // A non-admin sees only its own sandboxes' events (and the
         // daemon-wide ones, which name no sandbox).
-        let wanted = move |e: &pb::Event| {
+        let wanted = move |e: &Event| {
             (req.sandbox_id.is_empty() || e.sandbox_id == req.sandbox_id)
                 && (who.admin
                     || e.sandbox_id.is_empty()
@@ -51,7 +53,7 @@ impl pb::event_service_server::EventService for Events {
         };
         tokio::spawn(async move {
             for e in replay.iter().filter(|e| wanted(e)) {
-                if tx.send(Ok((**e).clone())).await.is_err() {
+                if tx.send(Ok(convert::event_to_pb(e))).await.is_err() {
                     return;
                 }
             }
@@ -66,7 +68,7 @@ impl pb::event_service_server::EventService for Events {
                 };
                 match next {
                     Ok(e) if wanted(&e) => {
-                        if tx.send(Ok((*e).clone())).await.is_err() {
+                        if tx.send(Ok(convert::event_to_pb(&e))).await.is_err() {
                             return;
                         }
                     }

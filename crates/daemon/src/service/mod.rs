@@ -1,5 +1,7 @@
-//! The gRPC service implementations. Each handler converts, calls the
-//! manager, and converts back; errors become statuses via `ApiError`.
+//! The gRPC service implementations: the only code that sees wire types.
+//! Each handler converts the request once (`convert`), validates it
+//! (`sandboxd_core::validate`), calls the manager with core types, and
+//! converts the result back; errors become statuses via `ApiError`.
 
 mod events;
 mod host;
@@ -9,6 +11,9 @@ mod sandbox;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sandboxd_core::ValidatedSpec;
+use sandboxd_core::store::SandboxRecord;
+use sandboxd_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::auth::{Authorizer, Caller};
@@ -48,6 +53,21 @@ impl Shared {
 }
 
 impl Shared {
+    /// A wire spec, converted and validated against the daemon's policy.
+    pub fn validate_spec(&self, spec: Option<pb::SandboxSpec>) -> Result<ValidatedSpec, ApiError> {
+        let spec = crate::convert::spec_from_pb(spec)?;
+        Ok(sandboxd_core::validate::validate(
+            spec,
+            self.manager.policy(),
+        )?)
+    }
+
+    /// A sandbox as the API shows it: its record, plus current resource use
+    /// while it runs.
+    pub fn describe(&self, record: &SandboxRecord) -> pb::Sandbox {
+        crate::convert::sandbox_to_pb(record, self.manager.usage(record))
+    }
+
     /// The caller of a request; PERMISSION_DENIED for an unknown identity.
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
         self.auth.caller(req)

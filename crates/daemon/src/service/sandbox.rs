@@ -27,7 +27,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
         let who = self.0.caller(&req)?;
         let req = req.into_inner();
-        let spec = self.0.manager.validate_spec(req.spec)?;
+        let spec = self.0.validate_spec(req.spec)?;
         self.0.protected.check_mounts(spec.spec())?;
         who.check_spec(spec.spec())?;
         // Bounded over all clients: a flood cannot queue unbounded work.
@@ -62,7 +62,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let who = self.0.caller(&req)?;
         let sb = self.0.manager.get_for(&req.into_inner().id, &who)?;
         Ok(Response::new(pb::GetSandboxResponse {
-            sandbox: Some(self.0.manager.describe(&sb.record())),
+            sandbox: Some(self.0.describe(&sb.record())),
         }))
     }
 
@@ -109,7 +109,7 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
                     .unwrap_or_default();
                 break;
             }
-            out.push(self.0.manager.describe(r));
+            out.push(self.0.describe(r));
         }
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes: out,

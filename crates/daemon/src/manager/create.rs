@@ -1,0 +1,542 @@
+//! CreateSandbox: register (under the registry lock), journal, prepare
+//! the host, start the supervisor and wait for Ready; or roll back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::fault;
+use sandboxd_core::net::{LeaseError, NetLease};
+use sandboxd_core::spec::Protocol;
+use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, SandboxState};
+use sandboxd_core::validate;
+use sandboxd_core::verify::Verification;
+use sandboxd_core::wire::{CreateOptions, CreateVerify};
+use sandboxd_core::{Plan, ValidatedSpec};
+use sandboxd_supervisor::now_ms;
+use tokio::sync::oneshot;
+
+use super::events::read_events;
+use super::{Manager, SETUP_TIMEOUT, Sandbox, lock, new_sandbox};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
+use crate::link;
+
+/// What [`Manager::register`] found or made.
+enum Registered {
+    /// The sandbox of an earlier request with the same key (None if it is
+    /// being rolled back).
+    Existing(Option<Arc<Sandbox>>),
+    /// A new sandbox in state CREATING.
+    New(Arc<Sandbox>, SandboxPaths),
+}
+
+impl Manager {
+    /// Plans a spec with this daemon's backend, with the addresses a create
+    /// would lease now.
+    pub fn plan_local(&self, spec: &ValidatedSpec) -> Plan {
+        let (lease, problem) = match self.preview_lease(spec) {
+            Ok(lease) => (lease, None),
+            Err(e) => (NetLease::default(), Some(e.to_string())),
+        };
+        let paths = SandboxPaths {
+            id: "0000000000000000".into(),
+            dir: self.store_path_example(),
+            lease,
+        };
+        let mut plan = self.backend.plan(spec, &paths);
+        plan.refusals.extend(problem);
+        plan
+    }
+
+    /// What a create of `spec` would lease now, without taking it.
+    pub fn preview_lease(&self, spec: &ValidatedSpec) -> Result<NetLease, LeaseError> {
+        lock(&self.registry).leases.propose(&spec.spec().network)
+    }
+
+    /// The sandbox dir a new sandbox would get (for plans).
+    pub fn store_path_example(&self) -> PathBuf {
+        self.store
+            .sandbox_dir("0000000000000000")
+            .unwrap_or_default()
+    }
+
+    /// CreateSandbox. With `verify`, the probe runs after setup and before
+    /// the main process starts, and its verification is returned.
+    pub async fn create(
+        self: &Arc<Self>,
+        spec: ValidatedSpec,
+        request_id: String,
+        who: &Caller,
+        verify: bool,
+    ) -> ApiResult<(SandboxRecord, Option<Verification>)> {
+        let owner = who.name.as_str();
+        validate::validate_request_id(&request_id)?;
+        if verify
+            && self.backend.kind() == sandboxd_core::BackendKind::Linux
+            && spec.spec().mode == sandboxd_core::spec::Mode::Init
+        {
+            return Err(ApiError::FailedPrecondition(
+                "verify: INIT mode on the Linux backend cannot be verified before its main process starts (pid 1 becomes the init during setup); create without --verify and call VerifySandbox".into(),
+            ));
+        }
+        if spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Host
+            && !self.policy.allow_host_network
+        {
+            return Err(ApiError::PermissionDenied(
+                "spec.network.mode: HOST is not permitted by this daemon's configuration (start it with --allow-host-network)".into(),
+            ));
+        }
+        let (sb, paths) = match self.register(&spec, &request_id, who)? {
+            Registered::Existing(existing) => {
+                return self
+                    .existing_for_request(existing, &spec, &request_id)
+                    .await
+                    .map(|r| (r, None));
+            }
+            Registered::New(sb, paths) => (sb, paths),
+        };
+        // Host fixtures for a verification at create live until Ready.
+        let mut options = CreateOptions::default();
+        let mut fixtures = None;
+        if verify {
+            let (config, fx) = crate::verify::prepare(spec.spec(), &paths.lease).await;
+            fixtures = Some(fx);
+            options.verify = Some(CreateVerify {
+                process: crate::verify::probe_process(spec.spec()),
+                config,
+                report: sb.record().report,
+            });
+        }
+        let started = self.start(&sb, &spec, &paths, &options).await;
+        drop(fixtures);
+        match started {
+            Ok(()) => {
+                let record = sb.record();
+                tracing::info!(sandbox = %sb.id, owner, image = %record.spec.image, mode = ?record.spec.mode, "created");
+                self.events.emit(EventKind::Created, &sb.id, 0, None);
+                self.events
+                    .emit(EventKind::Started, &sb.id, record.main_pid, None);
+                // Only now RUNNING: an exit or a closed channel seen while
+                // CREATING was parked, so EXITED always follows STARTED.
+                let closed_early = {
+                    let mut r = lock(&sb.record);
+                    if r.state == SandboxState::Creating {
+                        r.state = SandboxState::Running;
+                    }
+                    sb.closed_early.load(Ordering::SeqCst)
+                };
+                if let Err(e) = self.save(sb.record()).await {
+                    tracing::error!(sandbox = %sb.id, error = %e, "persisting record");
+                }
+                let pending = lock(&sb.pending_exit).take();
+                if let Some(exit) = pending {
+                    self.finish_with(&sb, exit).await;
+                } else if closed_early {
+                    self.finish_with(&sb, self.exit_after_close(&sb)).await;
+                }
+                let verification = lock(&sb.created_verification).take();
+                Ok((sb.record(), verification))
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, error = %e, "create failed; rolling back");
+                match self.rollback(&sb).await {
+                    Ok(()) => {
+                        lock(&self.registry).forget(&sb.id);
+                        Err(e)
+                    }
+                    Err(cleanup) => {
+                        self.keep_uncleaned(&sb, &cleanup.to_string()).await;
+                        Err(ApiError::CreateNotUndone {
+                            error: Box::new(e),
+                            id: sb.id.clone(),
+                            cleanup: cleanup.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under the registry lock: finds the sandbox an earlier request with the
+    /// same key made, or checks the name, plans, and registers a new sandbox
+    /// in state CREATING (so a concurrent retry finds it).
+    fn register(
+        &self,
+        spec: &ValidatedSpec,
+        request_id: &str,
+        who: &Caller,
+    ) -> ApiResult<Registered> {
+        let owner = who.name.as_str();
+        let mut reg = lock(&self.registry);
+        let key = (owner.to_owned(), request_id.to_owned());
+        if !request_id.is_empty() {
+            if let Some(id) = reg.by_request.get(&key) {
+                return Ok(Registered::Existing(reg.by_id.get(id).cloned()));
+            }
+        }
+        if let Some(max) = who.max_sandboxes {
+            let held = reg
+                .by_id
+                .values()
+                .filter(|s| lock(&s.record).owner == owner)
+                .count();
+            if held >= max {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "identity {owner:?} holds {held} sandboxes, its quota; destroy one first"
+                )));
+            }
+        }
+        let name = &spec.spec().name;
+        if !name.is_empty()
+            && reg
+                .by_id
+                .values()
+                .any(|s| &lock(&s.record).spec.name == name)
+        {
+            return Err(ApiError::AlreadyExists(format!(
+                "a sandbox named {name:?} already exists"
+            )));
+        }
+        let id = new_id()?;
+        let mut paths = SandboxPaths {
+            id: id.clone(),
+            dir: self.store.sandbox_dir(&id)?,
+            ..Default::default()
+        };
+        // The one plan of this create: its refusals, whether it needs
+        // addresses, and the report the record keeps (which does not depend
+        // on the lease, see Backend::plan). The backend builds the
+        // executable plan, with the lease, once more in prepare().
+        let plan = self.backend.plan(spec, &paths);
+        if !plan.refusals.is_empty() {
+            return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
+                plan.refusals,
+            )));
+        }
+        // Addresses only where the backend really gives RESTRICTED (a
+        // PREFERRED request it cannot honour leases nothing).
+        if gets_restricted_network(spec, &plan) {
+            let lease = reg.leases.propose(&spec.spec().network)?;
+            check_host_ports(spec, &lease)?;
+            reg.leases.restore(&id, &lease);
+            paths.lease = lease;
+        }
+        let record = SandboxRecord {
+            id: id.clone(),
+            owner: owner.to_owned(),
+            request_id: request_id.to_owned(),
+            spec: spec.spec().clone(),
+            report: plan.report,
+            state: SandboxState::Creating,
+            supervisor_pid: 0,
+            main_pid: 0,
+            exit: None,
+            created_at_ms: now_ms(),
+            lease: paths.lease.clone(),
+            destroying: false,
+        };
+        let sb = Arc::new(new_sandbox(paths.clone(), record));
+        if !request_id.is_empty() {
+            reg.by_request.insert(key, id.clone());
+        }
+        reg.by_id.insert(id, sb.clone());
+        Ok(Registered::New(sb, paths))
+    }
+
+    async fn existing_for_request(
+        &self,
+        existing: Option<Arc<Sandbox>>,
+        spec: &ValidatedSpec,
+        request_id: &str,
+    ) -> ApiResult<SandboxRecord> {
+        let sb = existing.ok_or_else(|| {
+            ApiError::Aborted(format!("request_id {request_id:?} is being retried"))
+        })?;
+        if &sb.record().spec != spec.spec() {
+            return Err(ApiError::AlreadyExists(format!(
+                "request_id {request_id:?} was already used for a different spec (sandbox {})",
+                sb.id
+            )));
+        }
+        // A concurrent create with the same key may still be setting up.
+        let mut link_closed = sb.link_closed.subscribe();
+        for _ in 0..(SETUP_TIMEOUT.as_millis() / 20) {
+            let record = sb.record();
+            if record.state != SandboxState::Creating {
+                return Ok(record);
+            }
+            if *link_closed.borrow_and_update() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = sb.record();
+        if record.state == SandboxState::Creating {
+            return Err(ApiError::Aborted(format!(
+                "the create with request_id {request_id:?} did not complete"
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Writes the record, starts the supervisor and waits for Ready.
+    async fn start(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        spec: &ValidatedSpec,
+        paths: &SandboxPaths,
+        options: &CreateOptions,
+    ) -> ApiResult<()> {
+        fault::check(fault::REGISTERED)?;
+        let (backend, store, spec2, paths2, record) = (
+            self.backend.clone(),
+            self.store.clone(),
+            spec.clone(),
+            paths.clone(),
+            sb.record(),
+        );
+        let config = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+            store.create_sandbox_dir(&paths2.id)?;
+            fault::check(fault::STATE_DIR)?;
+            // The CREATING record is the journal: a crash from here on is
+            // rolled back at the next start by cleanup(), which finds the
+            // host-side resources by the id.
+            store.save(&record)?;
+            fault::check(fault::RECORD)?;
+            let config = backend.prepare(&spec2, &paths2)?;
+            fault::check(fault::LAUNCH_CONFIG)?;
+            Ok(config)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        *lock(&sb.ready) = Some(ready_tx);
+        let (child, link) = link::spawn(&self.exe, &sb.id, &config, options)
+            .await
+            .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
+        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let link = Arc::new(link);
+        *lock(&sb.link) = Some(link.clone());
+        *lock(&sb.child) = Some(child);
+        lock(&sb.record).supervisor_pid = supervisor_pid;
+        tokio::spawn(read_events(self.clone(), sb.clone(), link));
+        fault::check(fault::SUPERVISOR)?;
+
+        let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
+            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Err((step, message)))) => return Err(ApiError::SetupFailed { step, message }),
+            Ok(Err(_)) => {
+                return Err(ApiError::SetupFailed {
+                    step: "start supervisor".into(),
+                    message: "the supervisor exited before reporting".into(),
+                });
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox setup did not finish within {SETUP_TIMEOUT:?}"
+                )));
+            }
+        };
+        lock(&sb.record).main_pid = main_pid.unwrap_or(0);
+        fault::check(fault::READY)?;
+        Ok(())
+    }
+
+    /// Undoes a failed create: supervisor gone, host clean, record gone.
+    /// Err when the host could not be cleaned: the caller must then keep
+    /// the sandbox (and its addresses), see [`Self::keep_uncleaned`].
+    async fn rollback(&self, sb: &Arc<Sandbox>) -> ApiResult<()> {
+        self.shutdown_supervisor(sb).await;
+        self.cleanup_host(sb, None).await.inspect_err(|e| {
+            tracing::error!(sandbox = %sb.id, error = %e, "cleanup after a failed create; the sandbox stays listed, holding its addresses, until a destroy finishes it");
+        })
+    }
+
+    /// A failed create whose host cleanup failed too: what it left (an
+    /// address on an interface, routes, firewall rules) may still be
+    /// configured, so it stays registered, EXITED and marked for destroy,
+    /// with its addresses leased: nothing else can be given them. A
+    /// destroy, or the next daemon start (the `destroying` journal),
+    /// finishes the cleanup and only then releases them.
+    async fn keep_uncleaned(&self, sb: &Arc<Sandbox>, why: &str) {
+        let record = {
+            let mut r = lock(&sb.record);
+            mark_uncleaned(&mut r, why);
+            r.clone()
+        };
+        // A retry with the same request_id is a new create, not this one.
+        lock(&self.registry).by_request.retain(|_, v| *v != sb.id);
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            // The create may have failed before its directory existed.
+            store.create_sandbox_dir(&record.id)?;
+            store.save(&record)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("save task: {e}")))
+        .and_then(|r| r);
+        if let Err(e) = saved {
+            tracing::error!(sandbox = %sb.id, error = %e, "persisting the record of an uncleaned create");
+        }
+        sb.exit_tx.send_replace(lock(&sb.record).exit.clone());
+    }
+}
+
+/// Marks a create that could not be undone: EXITED (setup failed, saying
+/// why), journaled for destroy, its request id dropped so a retry is a
+/// new create. Its lease stays in the record.
+pub(super) fn mark_uncleaned(record: &mut SandboxRecord, why: &str) {
+    record.state = SandboxState::Exited;
+    if record.exit.is_none() {
+        record.exit = Some(ExitRecord {
+            reason: ExitReason::SetupFailed,
+            code: 255,
+            signal: 0,
+            message: format!(
+                "the create failed and so did its host cleanup ({why}); destroy the sandbox to finish the cleanup and release its addresses"
+            ),
+            finished_at_ms: now_ms(),
+        });
+    }
+    record.destroying = true;
+    record.request_id.clear();
+}
+
+/// Whether the backend's report gives this spec a RESTRICTED network (and
+/// so needs addresses).
+fn gets_restricted_network(spec: &ValidatedSpec, plan: &Plan) -> bool {
+    spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Restricted
+        && plan
+            .report
+            .get(sandboxd_core::Property::Network)
+            .is_some_and(|row| row.level != sandboxd_core::Level::NotEnforced)
+}
+
+/// A forwarded host port must not be one a host process listens on: the
+/// forward would silently take its traffic. (A probe, not a reservation.)
+fn check_host_ports(spec: &ValidatedSpec, lease: &NetLease) -> ApiResult<()> {
+    for (i, (protocol, port)) in lease.ports.iter().enumerate() {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], *port));
+        let probe = match protocol {
+            Protocol::Tcp => std::net::TcpListener::bind(addr).map(drop),
+            Protocol::Udp => std::net::UdpSocket::bind(addr).map(drop),
+        };
+        if let Err(e) = probe {
+            let field = spec
+                .spec()
+                .network
+                .port_forwards
+                .iter()
+                .position(|f| f.protocol == *protocol && f.host_port == u32::from(*port))
+                .unwrap_or(i);
+            return Err(ApiError::FailedPrecondition(format!(
+                "spec.network.port_forwards[{field}].host_port: {port}/{} cannot be forwarded: binding it on the host failed ({e}); a host process probably uses it",
+                protocol.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh sandbox id: 16 hex characters from the kernel's CSPRNG.
+fn new_id() -> ApiResult<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| ApiError::Internal(format!("reading /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use sandboxd_core::capability::BackendKind;
+    use sandboxd_core::spec::{
+        NetworkMode, NetworkPolicy, PortForward, ProcessSpec, Requirement, SandboxSpec,
+    };
+
+    use super::*;
+
+    /// register() plans once, before leasing, and keeps that plan's report:
+    /// every backend's report must be the same with and without the lease.
+    #[test]
+    fn reports_do_not_depend_on_the_lease() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let dir = PathBuf::from("/var/lib/sandboxd/sandboxes/0123456789abcdef");
+        let unleased = SandboxPaths {
+            id: "0123456789abcdef".into(),
+            dir: dir.clone(),
+            ..Default::default()
+        };
+        let leased = SandboxPaths {
+            lease: NetLease {
+                addresses: vec![ip("203.0.113.2"), ip("2001:db8::2")],
+                gateways: vec![ip("203.0.113.1"), ip("2001:db8::1")],
+                ports: vec![(Protocol::Tcp, 8080)],
+            },
+            ..unleased.clone()
+        };
+        let images = PathBuf::from("/var/lib/sandboxd/images");
+        for requirement in [Requirement::Required, Requirement::Preferred] {
+            let spec = validate::validate(
+                SandboxSpec {
+                    process: ProcessSpec {
+                        argv: vec!["/bin/true".into()],
+                        ..Default::default()
+                    },
+                    network: NetworkPolicy {
+                        mode: NetworkMode::Restricted,
+                        requirement,
+                        outbound_nat: true,
+                        port_forwards: vec![PortForward {
+                            protocol: Protocol::Tcp,
+                            host_port: 8080,
+                            sandbox_port: 80,
+                        }],
+                        ..NetworkPolicy::default()
+                    },
+                    ..Default::default()
+                },
+                &sandboxd_core::Policy::default(),
+            )
+            .expect("valid spec");
+            let plan = |kind, paths: &SandboxPaths| match kind {
+                BackendKind::Linux => sandboxd_backend_linux::plan::plan(
+                    &spec,
+                    paths,
+                    &sandboxd_backend_linux::plan::HostFacts::assumed(),
+                ),
+                BackendKind::Freebsd => sandboxd_backend_freebsd::plan::plan(
+                    &spec,
+                    paths,
+                    &sandboxd_backend_freebsd::plan::HostFacts::assumed(),
+                ),
+                BackendKind::Chroot => sandboxd_backend_chroot::plan::plan(
+                    &spec,
+                    paths,
+                    &images,
+                    &sandboxd_backend_chroot::plan::HostFacts::assumed(),
+                ),
+            };
+            for kind in [
+                BackendKind::Linux,
+                BackendKind::Freebsd,
+                BackendKind::Chroot,
+            ] {
+                assert_eq!(
+                    plan(kind, &unleased).report,
+                    plan(kind, &leased).report,
+                    "{kind:?}, {requirement:?}"
+                );
+            }
+        }
+    }
+}

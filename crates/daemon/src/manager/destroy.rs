@@ -1,0 +1,169 @@
+//! StopSandbox and DestroySandbox, and the supervisor shutdown and host
+//! cleanup they share with a failed create.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandboxd_core::Backend;
+use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::fault;
+use sandboxd_core::store::{SandboxRecord, SandboxState};
+use sandboxd_core::wire::{ProcessExit, Request};
+
+use super::{Manager, SHUTDOWN_TIMEOUT, Sandbox, lock};
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
+
+impl Manager {
+    /// Asks the supervisor to kill everything and exit, and waits for it;
+    /// SIGKILLs it (our own child, by its handle) if it does not.
+    pub(super) async fn shutdown_supervisor(&self, sb: &Arc<Sandbox>) {
+        let mut closed = sb.link_closed.subscribe();
+        if let Some(link) = sb.link() {
+            if !*closed.borrow() {
+                let _ = link.send(&Request::Shutdown, &[]).await;
+                let done = tokio::time::timeout(SHUTDOWN_TIMEOUT, closed.wait_for(|c| *c)).await;
+                if done.is_err() {
+                    tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
+                }
+            }
+        }
+        let child = lock(&sb.child).take();
+        if child.is_none() {
+            self.stop_detached_supervisor(sb).await;
+        }
+        if let Some(mut child) = child {
+            // Reap it (it has exited, or is killed now).
+            if tokio::time::timeout(Duration::from_secs(1), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+
+    /// A supervisor a previous daemon started (no channel to it): SIGTERM
+    /// asks it for the same clean shutdown, after checking by its command
+    /// line that the pid is still that supervisor.
+    async fn stop_detached_supervisor(&self, sb: &Arc<Sandbox>) {
+        let pid = sb.record().supervisor_pid;
+        if pid <= 0 || !sandboxd_supervisor::sys::is_supervisor(pid, &sb.id) {
+            return;
+        }
+        tracing::info!(sandbox = %sb.id, pid, "stopping a supervisor left by a previous daemon");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+        while sandboxd_supervisor::sys::is_supervisor(pid, &sb.id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(super) async fn cleanup_host(
+        &self,
+        sb: &Arc<Sandbox>,
+        step: Option<&'static str>,
+    ) -> ApiResult<()> {
+        let (backend, store, paths) = (self.backend.clone(), self.store.clone(), sb.paths.clone());
+        tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            // Only once nothing is mounted under the sandbox dir may it be
+            // deleted: cleanup() proves that or fails.
+            clean_host(backend.as_ref(), &paths)?;
+            if let Some(step) = step {
+                fault::check(step)?;
+            }
+            store.remove(&paths.id)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("cleanup task: {e}")))?
+    }
+
+    /// StopSandbox.
+    pub async fn stop(
+        &self,
+        sb: &Arc<Sandbox>,
+        grace: Duration,
+        signal: Option<i32>,
+    ) -> ApiResult<SandboxRecord> {
+        let _op = sb.op.lock().await;
+        let mut exit_rx = sb.exit_tx.subscribe();
+        if exit_rx.borrow().is_some() {
+            return Ok(sb.record());
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let sig =
+            signal.unwrap_or_else(|| i32::try_from(sb.record().spec.stop_signal).unwrap_or(15));
+        lock(&sb.record).state = SandboxState::Stopping;
+        tracing::info!(sandbox = %sb.id, signal = sig, "stopping");
+        let send = |sig| {
+            let link = link.clone();
+            async move { link.send(&Request::Stop { signal: sig }, &[]).await }
+        };
+        send(sig)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("signalling the supervisor: {e}")))?;
+        if tokio::time::timeout(grace, exit_rx.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            let _ = send(libc::SIGKILL).await;
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, exit_rx.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox {} did not stop after SIGKILL",
+                    sb.id
+                )));
+            }
+        }
+        Ok(sb.record())
+    }
+
+    /// DestroySandbox. Returns whether it existed.
+    pub async fn destroy(&self, reference: &str) -> ApiResult<bool> {
+        let sb = match self.get(reference) {
+            Ok(sb) => sb,
+            Err(ApiError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let _op = sb.op.lock().await;
+        if !lock(&self.registry).by_id.contains_key(&sb.id) {
+            return Ok(false); // destroyed by a concurrent call
+        }
+        // The journal: from here a crash is rolled forward at the next start.
+        lock(&sb.record).destroying = true;
+        self.save(sb.record()).await?;
+        fault::check(fault::DESTROY_MARKED)?;
+        self.shutdown_supervisor(&sb).await;
+        fault::check(fault::DESTROY_STOPPED)?;
+        if sb.exit_tx.borrow().is_none() {
+            self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), "destroyed")
+                .await;
+        }
+        self.cleanup_host(&sb, Some(fault::DESTROY_CLEANED)).await?;
+        {
+            lock(&self.registry).forget(&sb.id);
+        }
+        tracing::info!(sandbox = %sb.id, "destroyed");
+        self.events.emit(EventKind::Destroyed, &sb.id, 0, None);
+        Ok(true)
+    }
+}
+
+/// The backend's host cleanup of a sandbox (with the test-only
+/// [`fault::CLEANUP`] point in front of it).
+pub(super) fn clean_host(backend: &dyn Backend, paths: &SandboxPaths) -> ApiResult<()> {
+    fault::check(fault::CLEANUP)?;
+    backend.cleanup(paths)?;
+    Ok(())
+}

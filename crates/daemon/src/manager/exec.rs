@@ -1,0 +1,275 @@
+//! Exec, ExecSync, SignalProcess and VerifySandbox: requests to a running
+//! sandbox's supervisor.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sandboxd_core::spec::ProcessSpec;
+use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
+use sandboxd_core::validate::{self, ValidatedProcess};
+use sandboxd_core::verify::{ProbeOutput, Verification};
+use sandboxd_core::wire::{ProcessExit, Request, SignalTarget};
+use sandboxd_supervisor::now_ms;
+use tokio::sync::oneshot;
+
+use super::{Manager, Sandbox, StepFailure, exit_record, lock};
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
+
+/// How an exec ended, and whether the OOM killer ended it.
+pub type ExecEnd = (ProcessExit, bool);
+
+/// Completes a VerifySandbox: the probe's output, or why it could not run.
+pub(super) type VerifyTx = oneshot::Sender<Result<ProbeOutput, String>>;
+
+/// How long the daemon waits for a probe's result (the supervisor kills a
+/// probe 5 s past its budget).
+const VERIFY_TIMEOUT: Duration = Duration::from_millis(crate::verify::BUDGET_MS + 15_000);
+
+/// One Exec'd process the daemon is waiting on.
+#[derive(Debug)]
+pub(super) struct ExecSlot {
+    pub(super) started: Option<oneshot::Sender<Result<i32, StepFailure>>>,
+    pub(super) exited: Option<oneshot::Sender<ExecEnd>>,
+    pub(super) pid: i32,
+}
+
+/// A started Exec: its pid and the daemon's ends of its stdio.
+#[derive(Debug)]
+pub struct ExecHandle {
+    /// Host pid.
+    pub pid: i32,
+    /// Daemon-side exec id (for ExecTree signals).
+    pub exec_id: u64,
+    /// stdin (pipe write end), stdout and stderr (pipe read ends), or with a
+    /// terminal: the pty master in `stdout` and nothing else.
+    pub stdio: ExecStdio,
+    /// Resolves when the process exits.
+    pub exited: oneshot::Receiver<ExecEnd>,
+}
+
+/// The daemon's side of an exec's stdio.
+#[derive(Debug)]
+pub enum ExecStdio {
+    /// Three pipes.
+    Pipes {
+        /// Write end of stdin.
+        stdin: OwnedFd,
+        /// Read end of stdout.
+        stdout: OwnedFd,
+        /// Read end of stderr.
+        stderr: OwnedFd,
+    },
+    /// A terminal.
+    Pty {
+        /// The pty's controlling side.
+        master: OwnedFd,
+    },
+}
+
+impl Manager {
+    /// Starts an exec in a running sandbox.
+    pub async fn exec(
+        &self,
+        sb: &Arc<Sandbox>,
+        process: ValidatedProcess,
+        size: Option<(u16, u16)>,
+    ) -> ApiResult<ExecHandle> {
+        let record = sb.record();
+        if record.state != SandboxState::Running {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is not running (state {:?})",
+                sb.id, record.state
+            )));
+        }
+        self.backend.check_exec(&record.spec, process.process())?;
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let process: ProcessSpec = process.process().clone();
+        let io_err = |what: &str, e: nix::Error| ApiError::Internal(format!("{what}: {e}"));
+        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if process.tty {
+            let (rows, cols) = size.unwrap_or((24, 80));
+            let pty =
+                sandboxd_supervisor::sys::openpty(rows, cols).map_err(|e| io_err("openpty", e))?;
+            let replica = pty.replica;
+            let copies = [replica.try_clone(), replica.try_clone()]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::Internal(format!("dup pty: {e}")))?;
+            let mut fds = vec![replica];
+            fds.extend(copies);
+            (ExecStdio::Pty { master: pty.master }, fds)
+        } else {
+            let pipe =
+                || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e));
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            (
+                ExecStdio::Pipes {
+                    stdin: in_w,
+                    stdout: out_r,
+                    stderr: err_r,
+                },
+                vec![in_r, out_w, err_w],
+            )
+        };
+        let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        lock(&sb.execs).insert(
+            exec_id,
+            ExecSlot {
+                started: Some(started_tx),
+                exited: Some(exited_tx),
+                pid: 0,
+            },
+        );
+        let borrowed: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
+        let sent = link
+            .send(&Request::Exec { exec_id, process }, &borrowed)
+            .await;
+        drop(borrowed);
+        // The supervisor has its own copies now; ours must close so EOF
+        // reaches the reader when the process exits.
+        drop(theirs);
+        if let Err(e) = sent {
+            lock(&sb.execs).remove(&exec_id);
+            return Err(ApiError::Unavailable(format!(
+                "sending exec to the supervisor: {e}"
+            )));
+        }
+        let pid = match started_rx.await {
+            Ok(Ok(pid)) => pid,
+            Ok(Err((step, message))) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "exec failed at step {step:?}: {message}"
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "the supervisor exited before starting the process".into(),
+                ));
+            }
+        };
+        self.events.emit(EventKind::ExecStarted, &sb.id, pid, None);
+        Ok(ExecHandle {
+            pid,
+            exec_id,
+            stdio: ours,
+            exited: exited_rx,
+        })
+    }
+
+    /// VerifySandbox: runs the probe in a running sandbox (through its
+    /// supervisor) against fresh host fixtures and compares what it saw
+    /// with the sandbox's isolation report.
+    pub async fn verify(&self, sb: &Arc<Sandbox>) -> ApiResult<Verification> {
+        let record = sb.record();
+        if record.state != SandboxState::Running {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is not running (state {:?}): only a running sandbox can be verified",
+                sb.id, record.state
+            )));
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        let (config, fixtures) = crate::verify::prepare(&record.spec, &record.lease).await;
+        let probe_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&sb.verifies).insert(probe_id, tx);
+        let request = Request::Verify {
+            probe_id,
+            process: crate::verify::probe_process(&record.spec),
+            config: Box::new(config),
+        };
+        if let Err(e) = link.send(&request, &[]).await {
+            lock(&sb.verifies).remove(&probe_id);
+            return Err(ApiError::Unavailable(format!(
+                "sending the probe to the supervisor: {e}"
+            )));
+        }
+        let result = tokio::time::timeout(VERIFY_TIMEOUT, rx).await;
+        lock(&sb.verifies).remove(&probe_id);
+        drop(fixtures);
+        let output = match result {
+            Ok(Ok(Ok(output))) => output,
+            Ok(Ok(Err(message))) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the probe could not run in sandbox {}: {message}",
+                    sb.id
+                )));
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the supervisor of sandbox {} exited before the probe finished",
+                    sb.id
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the probe did not finish within {VERIFY_TIMEOUT:?}"
+                )));
+            }
+        };
+        tracing::info!(sandbox = %sb.id, elapsed_ms = output.elapsed_ms, "verified");
+        Ok(sandboxd_core::verify::evaluate(&record.report, &output))
+    }
+
+    /// Emits the exec-exited event; returns the exit as recorded.
+    pub fn exec_finished(
+        &self,
+        sb: &Sandbox,
+        pid: i32,
+        (exit, oom_killed): ExecEnd,
+        timed_out: bool,
+    ) -> ExitRecord {
+        let mut record = exit_record(exit, now_ms(), "");
+        if oom_killed {
+            record.reason = ExitReason::OomKilled;
+            record.message = "killed by the OOM killer under the sandbox's memory limit".into();
+        } else if timed_out {
+            record.reason = ExitReason::Timeout;
+            record.message = "killed by the ExecSync timeout".into();
+        }
+        self.events
+            .emit(EventKind::ExecExited, &sb.id, pid, Some(record.clone()));
+        record
+    }
+
+    /// Sends a signal to a process of the sandbox or an exec's tree.
+    pub async fn signal(
+        &self,
+        sb: &Arc<Sandbox>,
+        target: SignalTarget,
+        signal: i32,
+    ) -> ApiResult<()> {
+        if !(1..=64).contains(&signal) {
+            return Err(ApiError::Invalid(validate::ValidationError::one(
+                "signal",
+                format!("{signal} is not a signal number (1-64)"),
+            )));
+        }
+        if let SignalTarget::Pid(pid) = target {
+            let record = sb.record();
+            let known = (record.main_pid == pid && record.exit.is_none())
+                || lock(&sb.execs).values().any(|slot| slot.pid == pid);
+            if !known {
+                return Err(ApiError::NotFound(format!(
+                    "pid {pid} is not a running process of sandbox {}",
+                    sb.id
+                )));
+            }
+        }
+        let link = sb
+            .link()
+            .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
+        link.send(&Request::Signal { target, signal }, &[])
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("signalling the supervisor: {e}")))
+    }
+}

@@ -1,0 +1,226 @@
+//! The sandbox manager: the daemon's model of every sandbox, and the
+//! lifecycle operations behind the RPCs. Each sandbox has a supervisor
+//! helper; one task per sandbox reads its events and updates the record,
+//! the event log and anyone waiting.
+//!
+//! - `registry`: the sandboxes by id and request key, and their leases;
+//!   lookups (`get`, `get_for`, `owner_of`, `list`).
+//! - `recover`: start-up: roll back interrupted creates, finish
+//!   interrupted destroys, reattach to live supervisors.
+//! - `create`: CreateSandbox (register, journal, prepare, start, roll
+//!   back) and the dry-run plan.
+//! - `destroy`: StopSandbox, DestroySandbox, supervisor shutdown and host
+//!   cleanup.
+//! - `exec`: Exec, signals and VerifySandbox in a running sandbox.
+//! - `events`: the per-sandbox supervisor event loop, exits, WaitSandbox.
+//! - `select`: label selectors.
+
+mod create;
+mod destroy;
+mod events;
+mod exec;
+mod recover;
+mod registry;
+mod select;
+
+pub use exec::{ExecEnd, ExecHandle, ExecStdio};
+pub use select::{SelectorTerm, matches_selector, parse_selector};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::net::Leases;
+use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, StateStore};
+use sandboxd_core::verify::Verification;
+use sandboxd_core::wire::ProcessExit;
+use sandboxd_core::{Backend, Policy};
+use sandboxd_supervisor::{ExitFile, now_ms};
+use tokio::process::Child;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventLog;
+use crate::link::Link;
+use exec::{ExecSlot, VerifyTx};
+use registry::Registry;
+
+/// How long a supervisor may take to set a sandbox up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a supervisor may take to shut down after SIGKILLing everything.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Stop's default grace period.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Largest grace period a client may ask for.
+pub const MAX_GRACE: Duration = Duration::from_secs(300);
+
+/// A failed step reported by a supervisor.
+type StepFailure = (String, String);
+
+/// Completes a create: the main pid (None for IDLE) or the failed step.
+type ReadyTx = oneshot::Sender<Result<Option<i32>, StepFailure>>;
+
+/// One sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Its id.
+    pub id: String,
+    paths: SandboxPaths,
+    record: Mutex<SandboxRecord>,
+    exit_tx: watch::Sender<Option<ExitRecord>>,
+    link: Mutex<Option<Arc<Link>>>,
+    link_closed: watch::Sender<bool>,
+    ready: Mutex<Option<ReadyTx>>,
+    execs: Mutex<HashMap<u64, ExecSlot>>,
+    child: Mutex<Option<Child>>,
+    /// An exit that arrived while the create was still finishing; applied
+    /// after the CREATED/STARTED events so events stay in order.
+    pending_exit: Mutex<Option<ExitRecord>>,
+    /// The supervisor's channel closed while the create was still
+    /// finishing. Set and read under the record lock.
+    closed_early: std::sync::atomic::AtomicBool,
+    /// Serialises stop/destroy on one sandbox.
+    op: tokio::sync::Mutex<()>,
+    /// VerifySandbox probes waiting for their result, by probe id.
+    verifies: Mutex<HashMap<u64, VerifyTx>>,
+    /// The verification a create asked for (from Ready).
+    created_verification: Mutex<Option<Verification>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // keep serving rather than poisoning every later call.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sandbox {
+    /// A snapshot of the record.
+    pub fn record(&self) -> SandboxRecord {
+        lock(&self.record).clone()
+    }
+
+    fn link(&self) -> Option<Arc<Link>> {
+        lock(&self.link).clone()
+    }
+}
+
+/// The manager.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Arc<dyn Backend>,
+    store: StateStore,
+    policy: Policy,
+    /// The event log.
+    pub events: EventLog,
+    exe: PathBuf,
+    registry: Mutex<Registry>,
+    next_exec: AtomicU64,
+    /// Sandboxes found running at start-up, until `reattach` runs.
+    reattach: Mutex<Vec<Arc<Sandbox>>>,
+}
+
+impl Manager {
+    /// Opens the state store and loads what a previous daemon left.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        state_dir: &std::path::Path,
+        policy: Policy,
+        leases: Leases,
+    ) -> ApiResult<Arc<Self>> {
+        let store = StateStore::open(state_dir)?;
+        let exe = self_exe()?;
+        let manager = Arc::new(Self {
+            backend,
+            store,
+            policy,
+            events: EventLog::default(),
+            exe,
+            registry: Mutex::new(Registry::new(leases)),
+            // Exec ids stay unique across restarts: a reattached supervisor
+            // may still run execs numbered by the previous daemon.
+            next_exec: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(1) << 20),
+            reattach: Mutex::new(Vec::new()),
+        });
+        manager.load_previous()?;
+        Ok(manager)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The request caps.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    async fn save(&self, record: SandboxRecord) -> ApiResult<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
+        Ok(())
+    }
+}
+
+fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
+    Sandbox {
+        id: record.id.clone(),
+        paths,
+        exit_tx: watch::channel(record.exit.clone()).0,
+        record: Mutex::new(record),
+        link: Mutex::new(None),
+        link_closed: watch::channel(false).0,
+        ready: Mutex::new(None),
+        execs: Mutex::new(HashMap::new()),
+        child: Mutex::new(None),
+        pending_exit: Mutex::new(None),
+        closed_early: std::sync::atomic::AtomicBool::new(false),
+        op: tokio::sync::Mutex::new(()),
+        verifies: Mutex::new(HashMap::new()),
+        created_verification: Mutex::new(None),
+    }
+}
+
+fn exit_record(exit: ProcessExit, finished_at_ms: i64, message: &str) -> ExitRecord {
+    let (reason, signal) = match exit {
+        ProcessExit::Exited(_) => (ExitReason::Exited, 0),
+        ProcessExit::Signaled(s) => (ExitReason::Signaled, s),
+    };
+    ExitRecord {
+        reason,
+        code: exit.code(),
+        signal,
+        message: message.to_owned(),
+        finished_at_ms,
+    }
+}
+
+fn lost_exit(message: &str) -> ExitRecord {
+    ExitRecord {
+        reason: ExitReason::Lost,
+        code: 255,
+        signal: 0,
+        message: message.to_owned(),
+        finished_at_ms: now_ms(),
+    }
+}
+
+fn read_exit_file(paths: &SandboxPaths) -> Option<ExitFile> {
+    let bytes = std::fs::read(paths.dir.join("exit.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The binary to re-execute as the supervisor helper. On Linux
+/// /proc/self/exe names this very binary even if its file was replaced.
+fn self_exe() -> ApiResult<PathBuf> {
+    if cfg!(target_os = "linux") {
+        return Ok(PathBuf::from("/proc/self/exe"));
+    }
+    std::env::current_exe()
+        .map_err(|e| ApiError::Internal(format!("locating the sandboxd binary: {e}")))
+}

@@ -1,0 +1,206 @@
+//! What a forked child tells the supervisor on its close-on-exec error pipe:
+//! typed messages with one encoding. EOF with nothing after the optional pid
+//! report means the exec succeeded (the pipe closed with it).
+//!
+//! The child is a fork of the supervisor (the same binary), so the encoding
+//! need not be stable across versions. Each message starts with a marker
+//! byte; a pid report ends at a newline, a probe's output and a failure run
+//! to the end of the pipe (the child exits right after writing them).
+
+use std::os::fd::BorrowedFd;
+
+use nix::unistd::Pid;
+
+use crate::supervisor::StepError;
+use crate::sys;
+
+const PID: u8 = 0x01;
+const PROBE: u8 = 0x02;
+const FAILED: u8 = 0x03;
+
+/// One message on the error pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// From a backend that forked once more inside [`crate::Isolation::enter`]
+    /// (into a pid namespace): the pid of the process that goes on to exec.
+    /// Always first.
+    Pid(Pid),
+    /// The isolation probe's output (JSON), instead of an exec.
+    Probe(Vec<u8>),
+    /// The step that failed; the child exits.
+    Failed(StepError),
+}
+
+impl Report {
+    /// The message's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Pid(pid) => {
+                let mut out = vec![PID];
+                out.extend_from_slice(pid.as_raw().to_string().as_bytes());
+                out.push(b'\n');
+                out
+            }
+            Self::Probe(json) => {
+                let mut out = Vec::with_capacity(json.len() + 1);
+                out.push(PROBE);
+                out.extend_from_slice(json);
+                out
+            }
+            Self::Failed(e) => {
+                let mut out = vec![FAILED];
+                out.extend_from_slice(e.step.as_bytes());
+                out.push(0);
+                out.extend_from_slice(e.message.as_bytes());
+                out
+            }
+        }
+    }
+
+    /// Writes the message whole to the pipe. Best effort: a supervisor that
+    /// is gone cannot hear it.
+    pub(crate) fn send(&self, pipe: BorrowedFd<'_>) {
+        let _ = sys::write_all(pipe, &self.encode());
+    }
+}
+
+/// How the child's part ended, after the optional pid report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The pipe closed with nothing said: the exec succeeded (or, for a
+    /// probe, it died without a report).
+    Closed,
+    /// The probe's output.
+    Probe(Vec<u8>),
+    /// A step failed.
+    Failed(StepError),
+}
+
+/// Everything read from an error pipe up to EOF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reports {
+    /// The process that went on, if a backend forked again.
+    pub(crate) pid: Option<Pid>,
+    /// How it ended.
+    pub(crate) end: End,
+}
+
+/// Decodes what was read from an error pipe. Bytes that are no message
+/// are a failure of the child, never a success.
+pub(crate) fn decode(bytes: &[u8]) -> Reports {
+    let mut pid = None;
+    let mut rest = bytes;
+    if let Some(after) = rest.strip_prefix(&[PID]) {
+        match after.iter().position(|b| *b == b'\n').and_then(|end| {
+            let n = std::str::from_utf8(&after[..end]).ok()?.parse().ok()?;
+            Some((n, &after[end + 1..]))
+        }) {
+            Some((n, tail)) => {
+                pid = Some(Pid::from_raw(n));
+                rest = tail;
+            }
+            None => {
+                return Reports {
+                    pid,
+                    end: malformed(bytes),
+                };
+            }
+        }
+    }
+    let end = match rest.split_first() {
+        None => End::Closed,
+        Some((&PROBE, json)) => End::Probe(json.to_vec()),
+        Some((&FAILED, text)) => {
+            let text = String::from_utf8_lossy(text);
+            let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
+            End::Failed(StepError::new(step, message))
+        }
+        Some(_) => malformed(rest),
+    };
+    Reports { pid, end }
+}
+
+fn malformed(bytes: &[u8]) -> End {
+    End::Failed(StepError::new(
+        "read error pipe",
+        format!(
+            "malformed report from the child: {:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_decode_as_written() {
+        let failed = StepError::new("setuid", "1000: EPERM");
+        let cases: Vec<(Vec<Report>, Reports)> = vec![
+            (
+                vec![],
+                Reports {
+                    pid: None,
+                    end: End::Closed,
+                },
+            ),
+            (
+                vec![Report::Pid(Pid::from_raw(42))],
+                Reports {
+                    pid: Some(Pid::from_raw(42)),
+                    end: End::Closed,
+                },
+            ),
+            (
+                vec![
+                    Report::Pid(Pid::from_raw(7)),
+                    Report::Failed(failed.clone()),
+                ],
+                Reports {
+                    pid: Some(Pid::from_raw(7)),
+                    end: End::Failed(failed.clone()),
+                },
+            ),
+            (
+                vec![Report::Failed(failed.clone())],
+                Reports {
+                    pid: None,
+                    end: End::Failed(failed),
+                },
+            ),
+            (
+                vec![
+                    Report::Pid(Pid::from_raw(9)),
+                    Report::Probe(b"{\"a\":1}".to_vec()),
+                ],
+                Reports {
+                    pid: Some(Pid::from_raw(9)),
+                    end: End::Probe(b"{\"a\":1}".to_vec()),
+                },
+            ),
+        ];
+        for (written, want) in cases {
+            let bytes: Vec<u8> = written.iter().flat_map(Report::encode).collect();
+            assert_eq!(decode(&bytes), want, "{written:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_failure_never_a_success() {
+        for bytes in [&b"x"[..], b"\x01nope\n", b"\x0112", b"\x01\n"] {
+            assert!(
+                matches!(decode(bytes).end, End::Failed(ref e) if e.step == "read error pipe"),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_without_separator_keeps_its_text() {
+        assert_eq!(
+            decode(b"\x03boom").end,
+            End::Failed(StepError::new("exec", "boom"))
+        );
+    }
+}
