@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[cfg(target_os = "linux")]
 use nix::errno::Errno;
 use sandboxd_core::BackendError;
-use sandboxd_supervisor::{Isolation, StepError};
+use sandboxd_supervisor::{Isolation, Step, StepError};
 
 #[cfg(not(target_os = "linux"))]
 use crate::plan::Executor;
@@ -43,9 +43,12 @@ impl Isolation for ChrootIsolation {
         let fd = match &self.setup.build {
             RootBuild::ImageInPlace { image } => sys::open_dir(&self.setup.images_dir)
                 .and_then(|d| sys::open_image(d.as_fd(), image))
-                .map_err(|e| StepError::new("open image", format!("{image}: {e}")))?,
+                .map_err(|e| StepError::new(Step::OpenImage, format!("{image}: {e}")))?,
             _ => sys::open_dir(&self.setup.root).map_err(|e| {
-                StepError::new("open root", format!("{}: {e}", self.setup.root.display()))
+                StepError::new(
+                    Step::OpenRoot,
+                    format!("{}: {e}", self.setup.root.display()),
+                )
             })?,
         };
         self.root = Some(fd);
@@ -56,9 +59,10 @@ impl Isolation for ChrootIsolation {
         let root = self
             .root
             .as_ref()
-            .ok_or_else(|| StepError::new("chroot", "root not set up"))?;
-        sys::chroot_into(root.as_fd())
-            .map_err(|e| StepError::new("chroot", format!("{}: {e}", self.setup.root.display())))
+            .ok_or_else(|| StepError::new(Step::Chroot, "root not set up"))?;
+        sys::chroot_into(root.as_fd()).map_err(|e| {
+            StepError::new(Step::Chroot, format!("{}: {e}", self.setup.root.display()))
+        })
     }
 
     fn teardown(&mut self) -> Result<(), StepError> {
@@ -74,7 +78,7 @@ impl Isolation for ChrootIsolation {
             .parent()
             .unwrap_or(&self.setup.root)
             .to_owned();
-        unmount_all_under(&dir).map_err(|e| StepError::new("unmount root", e))
+        unmount_all_under(&dir).map_err(|e| StepError::new(Step::UnmountRoot, e))
     }
 }
 
@@ -85,7 +89,7 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     match setup.steps.iter().find(|s| s.executor() == Executor::Setup) {
         None => Ok(()),
         Some(step) => Err(StepError::new(
-            "build root",
+            Step::BuildRoot,
             format!("{step:?} needs Linux mounts"),
         )),
     }
@@ -110,7 +114,7 @@ fn ms_flags(flags: &[MountFlag]) -> nix::mount::MsFlags {
 #[cfg(target_os = "linux")]
 fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
     let root = &setup.root;
-    fn at<'a>(step: &'static str, p: &'a Path) -> impl Fn(Errno) -> StepError + 'a {
+    fn at<'a>(step: Step, p: &'a Path) -> impl Fn(Errno) -> StepError + 'a {
         move |e| StepError::new(step, format!("{}: {e}", p.display()))
     }
     let mkdir = |p: &Path, mode: u32| {
@@ -119,7 +123,7 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
             .recursive(true)
             .mode(mode)
             .create(p)
-            .map_err(|e| StepError::new("create directory", format!("{}: {e}", p.display())))
+            .map_err(|e| StepError::new(Step::CreateDirectory, format!("{}: {e}", p.display())))
     };
     // Opened at the first step that resolves paths beneath the root, which
     // the plan puts after the steps that mount it.
@@ -131,37 +135,37 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
         match step {
             ChrootStep::CreateDir { path, mode } => mkdir(path, *mode)?,
             ChrootStep::MountRootTmpfs(t) => sys::mount_tmpfs(root, ms_flags(&t.flags), &t.data)
-                .map_err(at("mount tmpfs root", root))?,
+                .map_err(at(Step::MountTmpfsRoot, root))?,
             ChrootStep::BindHostDir { source, target } => {
                 mkdir(target, 0o755)?;
-                sys::bind(source, target).map_err(at("bind host directory", source))?;
+                sys::bind(source, target).map_err(at(Step::BindHostDirectory, source))?;
                 sys::remount_bind(target, ms_flags(&BIND_RO_FLAGS))
-                    .map_err(at("remount host directory read-only", target))?;
+                    .map_err(at(Step::RemountHostDirectoryReadOnly, target))?;
             }
             ChrootStep::Symlink { link, target } => {
                 std::os::unix::fs::symlink(target, link).map_err(|e| {
-                    StepError::new("create symlink", format!("{}: {e}", link.display()))
+                    StepError::new(Step::CreateSymlink, format!("{}: {e}", link.display()))
                 })?;
             }
             ChrootStep::Chmod { path, mode } => {
                 std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
-                    .map_err(|e| StepError::new("chmod", format!("{}: {e}", path.display())))?;
+                    .map_err(|e| StepError::new(Step::Chmod, format!("{}: {e}", path.display())))?;
             }
             ChrootStep::BindImage { image } => {
                 let img = open_image_fd(setup, image)?;
-                sys::bind(&sys::fd_path(img.as_fd()), root).map_err(at("bind image", root))?;
+                sys::bind(&sys::fd_path(img.as_fd()), root).map_err(at(Step::BindImage, root))?;
                 // Named by its path now, the new mount gets the flags.
                 sys::remount_bind(root, ms_flags(&BIND_RO_FLAGS))
-                    .map_err(at("remount image read-only", root))?;
+                    .map_err(at(Step::RemountImageReadOnly, root))?;
             }
             ChrootStep::MountLayer { path, tmpfs: t } => {
                 sys::mount_tmpfs(path, ms_flags(&t.flags), &t.data)
-                    .map_err(at("mount writable layer", path))?;
+                    .map_err(at(Step::MountWritableLayer, path))?;
             }
             ChrootStep::MountOverlay { image, upper, work } => {
                 let img = open_image_fd(setup, image)?;
                 sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
-                    .map_err(at("mount overlay root", root))?;
+                    .map_err(at(Step::MountOverlayRoot, root))?;
             }
             ChrootStep::MountDev { tmpfs, nodes, shm } => {
                 populate_dev(root_fd.get()?, tmpfs, nodes, shm)?;
@@ -170,7 +174,7 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
             ChrootStep::BindMount(m) => bind_client_mount(root_fd.get()?, m)?,
             ChrootStep::MountTmp(t) => mount_tmp(root_fd.get()?, t)?,
             ChrootStep::RemountRoot(flags) => {
-                sys::remount(root, ms_flags(flags)).map_err(at("remount root read-only", root))?;
+                sys::remount(root, ms_flags(flags)).map_err(at(Step::RemountRootReadOnly, root))?;
             }
             // In each forked child: `Isolation::enter`.
             ChrootStep::Chroot => {}
@@ -205,7 +209,7 @@ impl RootFd<'_> {
         let fd = match self.fd.take() {
             Some(fd) => fd,
             None => sys::open_dir(self.path).map_err(|e| {
-                StepError::new("open root", format!("{}: {e}", self.path.display()))
+                StepError::new(Step::OpenRoot, format!("{}: {e}", self.path.display()))
             })?,
         };
         let fd: &OwnedFd = self.fd.insert(fd);
@@ -219,7 +223,7 @@ fn mount_tmp(root: std::os::fd::BorrowedFd<'_>, t: &TmpfsOptions) -> Result<(), 
     if let Ok(tmp) = sys::resolve_in_root(root, Path::new("/tmp")) {
         if sys::is_dir(tmp.as_fd()) {
             sys::mount_tmpfs(&sys::fd_path(tmp.as_fd()), ms_flags(&t.flags), &t.data)
-                .map_err(|e| StepError::new("mount tmpfs /tmp", format!("/tmp: {e}")))?;
+                .map_err(|e| StepError::new(Step::MountTmpfsTmp, format!("/tmp: {e}")))?;
         }
     }
     Ok(())
@@ -229,7 +233,7 @@ fn mount_tmp(root: std::os::fd::BorrowedFd<'_>, t: &TmpfsOptions) -> Result<(), 
 fn open_image_fd(setup: &ChrootSetup, image: &str) -> Result<OwnedFd, StepError> {
     sys::open_dir(&setup.images_dir)
         .and_then(|d| sys::open_image(d.as_fd(), image))
-        .map_err(|e| StepError::new("open image", format!("{image}: {e}")))
+        .map_err(|e| StepError::new(Step::OpenImage, format!("{image}: {e}")))
 }
 
 /// If this binary (the supervisor, i.e. sandboxd) is visible inside the host
@@ -252,25 +256,25 @@ fn mask_own_binary(root: std::os::fd::BorrowedFd<'_>, root_path: &Path) -> Resul
         return Ok(());
     }
     let sandbox_dir = root_path.parent().unwrap_or(root_path);
-    let cover = sandboxd_supervisor::sys::create_mask_file(sandbox_dir).map_err(|e| {
+    let (cover, _) = sandboxd_supervisor::sys::create_mask_file(sandbox_dir).map_err(|e| {
         StepError::new(
-            "create mask file",
+            Step::CreateMaskFile,
             format!("{}: {e}", sandbox_dir.display()),
         )
     })?;
     sys::bind(&cover, &sys::fd_path(target.as_fd())).map_err(|e| {
         StepError::new(
-            "mask the sandboxd binary",
+            Step::MaskTheSandboxdBinary,
             format!("{}: {e}", exe.display()),
         )
     })?;
     let masked = sys::resolve_in_root(root, &exe)
-        .map_err(|e| StepError::new("mask the sandboxd binary", e))?;
+        .map_err(|e| StepError::new(Step::MaskTheSandboxdBinary, e))?;
     sys::remount_bind(
         &sys::fd_path(masked.as_fd()),
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
     )
-    .map_err(|e| StepError::new("mask the sandboxd binary", e))
+    .map_err(|e| StepError::new(Step::MaskTheSandboxdBinary, e))
 }
 
 /// A tmpfs /dev holding binds of the safe device nodes and a tmpfs
@@ -296,9 +300,10 @@ fn populate_dev(
         ms_flags(&tmpfs.flags),
         &tmpfs.data,
     )
-    .map_err(|e| StepError::new("mount tmpfs /dev", e))?;
+    .map_err(|e| StepError::new(Step::MountTmpfsDev, e))?;
     // Re-resolve: the old descriptor still names the directory underneath.
-    let dev_fd = sys::resolve_in_root(root, dev).map_err(|e| StepError::new("open /dev", e))?;
+    let dev_fd =
+        sys::resolve_in_root(root, dev).map_err(|e| StepError::new(Step::OpenDevDir, e))?;
     for node in nodes {
         let host = PathBuf::from(format!("/dev/{node}"));
         if !host.exists() {
@@ -310,14 +315,14 @@ fn populate_dev(
             OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
-        .map_err(|e| StepError::new("create device mount point", format!("/dev/{node}: {e}")))?;
+        .map_err(|e| StepError::new(Step::CreateDeviceMountPoint, format!("/dev/{node}: {e}")))?;
         let target = sys::resolve_in_root(root, &dev.join(node)).map_err(|e| {
-            StepError::new("resolve device mount point", format!("/dev/{node}: {e}"))
+            StepError::new(Step::ResolveDeviceMountPoint, format!("/dev/{node}: {e}"))
         })?;
         sys::bind(&host, &sys::fd_path(target.as_fd()))
-            .map_err(|e| StepError::new("bind device node", format!("/dev/{node}: {e}")))?;
+            .map_err(|e| StepError::new(Step::BindDeviceNode, format!("/dev/{node}: {e}")))?;
     }
-    let shm_err = |e: Errno| StepError::new("mount tmpfs /dev/shm", e);
+    let shm_err = |e: Errno| StepError::new(Step::MountTmpfsDevShm, e);
     sys::mkdir_at(dev_fd.as_fd(), std::ffi::OsStr::new("shm"), 0o755).map_err(shm_err)?;
     let shm_fd = sys::resolve_in_root(root, Path::new("/dev/shm")).map_err(shm_err)?;
     sys::mount_tmpfs(
@@ -338,13 +343,14 @@ fn bind_client_mount(
 ) -> Result<(), StepError> {
     use nix::mount::MsFlags;
 
-    let host_root = sys::open_dir(Path::new("/")).map_err(|e| StepError::new("open /", e))?;
+    let host_root =
+        sys::open_dir(Path::new("/")).map_err(|e| StepError::new(Step::OpenRoot_, e))?;
     let rel = Path::new(&m.source)
         .strip_prefix("/")
         .unwrap_or(Path::new(&m.source));
     let src = sys::resolve_beneath(host_root.as_fd(), rel).map_err(|e| {
         StepError::new(
-            "resolve mount source",
+            Step::ResolveMountSource,
             format!("{}: {e} (symlinks are not allowed)", m.source),
         )
     })?;
@@ -352,7 +358,10 @@ fn bind_client_mount(
     let parent = target.parent().unwrap_or(Path::new("/"));
     let name = target.file_name().unwrap_or_default();
     let parent_fd = sys::resolve_in_root(root, parent).map_err(|e| {
-        StepError::new("resolve mount target", format!("{}: {e}", parent.display()))
+        StepError::new(
+            Step::ResolveMountTarget,
+            format!("{}: {e}", parent.display()),
+        )
     })?;
     if sys::is_dir(src.as_fd()) {
         // Best effort: a read-only image cannot grow new directories; the
@@ -361,22 +370,26 @@ fn bind_client_mount(
     }
     let dst = sys::resolve_in_root(root, target).map_err(|e| {
         StepError::new(
-            "resolve mount target",
+            Step::ResolveMountTarget,
             format!("{}: {e} (it must exist in a read-only image)", m.target),
         )
     })?;
-    sys::bind(&sys::fd_path(src.as_fd()), &sys::fd_path(dst.as_fd()))
-        .map_err(|e| StepError::new("bind mount", format!("{} -> {}: {e}", m.source, m.target)))?;
+    sys::bind(&sys::fd_path(src.as_fd()), &sys::fd_path(dst.as_fd())).map_err(|e| {
+        StepError::new(
+            Step::BindMount,
+            format!("{} -> {}: {e}", m.source, m.target),
+        )
+    })?;
     // Re-resolve: the old descriptor names the directory under the mount.
     let mounted = sys::resolve_in_root(root, target)
-        .map_err(|e| StepError::new("resolve mount target", e))?;
+        .map_err(|e| StepError::new(Step::ResolveMountTarget, e))?;
     let flags = if m.read_only {
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
     } else {
         MsFlags::MS_NOSUID
     };
     sys::remount_bind(&sys::fd_path(mounted.as_fd()), flags)
-        .map_err(|e| StepError::new("remount bind mount", format!("{}: {e}", m.target)))?;
+        .map_err(|e| StepError::new(Step::RemountBindMount, format!("{}: {e}", m.target)))?;
     Ok(())
 }
 

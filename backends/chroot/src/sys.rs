@@ -2,8 +2,7 @@
 //! supervisor helper (single-threaded) and its forked children call the
 //! mutating ones. This module needs no `unsafe`: nix wraps every call used.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::path::PathBuf;
+use std::os::fd::BorrowedFd;
 
 use nix::errno::Errno;
 
@@ -17,14 +16,9 @@ pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), Errno> {
     nix::unistd::chdir("/")
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image};
-
-/// The path of an open descriptor, usable as a mount source or target: the
-/// kernel resolves it to exactly the object we opened, so no later rename or
-/// symlink swap can redirect the mount.
-pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
+#[cfg(target_os = "linux")]
+pub use sandboxd_supervisor::sys::fd_path;
+pub use sandboxd_supervisor::sys::{is_dir, open_dir, open_image};
 
 #[cfg(target_os = "linux")]
 pub use linux::*;
@@ -35,7 +29,7 @@ mod linux {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
     use nix::sys::stat::Mode;
     use std::ffi::OsStr;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// Mounts a tmpfs.
     pub fn mount_tmpfs(target: &Path, flags: MsFlags, data: &str) -> Result<(), Errno> {
@@ -159,9 +153,4 @@ mod linux {
             assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
         }
     }
-}
-
-/// Whether `fd` refers to a directory.
-pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }

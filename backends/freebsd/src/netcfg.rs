@@ -49,6 +49,9 @@ pub(crate) enum NetError {
     /// tried; these failed, and stay recorded for the next attempt.
     #[error("{}", .0.join("; "))]
     Cleanup(Vec<String>),
+    /// The plan gave the daemon a step that is not the daemon's to run.
+    #[error("prepare: {0} is not a daemon step")]
+    UnexpectedStep(String),
     /// Reading or writing the record.
     #[error("{step} {}: {source}", .path.display())]
     Record {
@@ -217,8 +220,9 @@ pub(crate) fn prepare(plan: &JailPlan) -> Result<(), NetError> {
                     Some(&network::pf_rules_text(&net.pf_rules)),
                 )?;
             }
-            // steps_for returned only prepare steps.
-            _ => {}
+            // steps_for yields only the daemon's steps; anything else is a
+            // plan this code was not written for.
+            other => return Err(NetError::UnexpectedStep(format!("{other:?}"))),
         }
     }
     Ok(())

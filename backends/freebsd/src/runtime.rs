@@ -49,7 +49,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, mkdirat};
 use serde::{Deserialize, Serialize};
 
-use sandboxd_supervisor::{Isolation, StepError};
+use sandboxd_supervisor::{Isolation, Step, StepError};
 
 use crate::kernel_args;
 use crate::plan::{Fstype, JailMount, JailPlan, JailStep, MountSource};
@@ -93,7 +93,7 @@ impl FreeBsdIsolation {
                     let text = plan.resolv_conf.as_deref().unwrap_or_default();
                     std::fs::create_dir_all(plan.sandbox_dir()).map_err(|e| {
                         StepError::new(
-                            "write resolv.conf",
+                            Step::WriteResolvConf,
                             format!("{}: {e}", plan.sandbox_dir().display()),
                         )
                     })?;
@@ -102,16 +102,18 @@ impl FreeBsdIsolation {
                 JailStep::Mounts => self.mount_all()?,
                 JailStep::CreateJail => {
                     let iov = kernel_args::jail_iovecs(&plan.params)
-                        .map_err(|e| StepError::new("jail_set", e))?;
-                    let jid = sys::jail_create(&iov)
-                        .map_err(|e| StepError::new("jail_set", format!("{}: {e}", plan.name)))?;
+                        .map_err(|e| StepError::new(Step::JailSet, e))?;
+                    let jid = sys::jail_create(&iov).map_err(|e| {
+                        StepError::new(Step::JailSet, format!("{}: {e}", plan.name))
+                    })?;
                     self.jid = Some(jid);
                 }
                 JailStep::RctlRules => {
                     for rule in &plan.rctl_rules {
                         let text = rule.render();
-                        sys::rctl_add(&text)
-                            .map_err(|e| StepError::new("rctl_add_rule", format!("{text}: {e}")))?;
+                        sys::rctl_add(&text).map_err(|e| {
+                            StepError::new(Step::RctlAddRule, format!("{text}: {e}"))
+                        })?;
                     }
                 }
                 JailStep::LoopbackUp => self.loopback_up()?,
@@ -119,7 +121,7 @@ impl FreeBsdIsolation {
                 // is a bug in plan::executor, reported rather than skipped.
                 other => {
                     return Err(StepError::new(
-                        "setup",
+                        Step::Setup,
                         format!("{other:?} is not a setup step"),
                     ));
                 }
@@ -133,8 +135,8 @@ impl FreeBsdIsolation {
     fn loopback_up(&self) -> Result<(), StepError> {
         let jid = self
             .jid
-            .ok_or_else(|| StepError::new("lo0 up", "the jail does not exist"))?;
-        match sandboxd_supervisor::sys::fork().map_err(|e| StepError::new("lo0 up: fork", e))? {
+            .ok_or_else(|| StepError::new(Step::Lo0Up, "the jail does not exist"))?;
+        match sandboxd_supervisor::sys::fork().map_err(|e| StepError::new(Step::Lo0UpFork, e))? {
             sandboxd_supervisor::sys::Fork::Child => {
                 // Only the exit status reaches the parent: 2 = attach
                 // failed, 3 = the address could not be added.
@@ -157,14 +159,17 @@ impl FreeBsdIsolation {
                 match nix::sys::wait::waitpid(child, None) {
                     Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
                     Ok(nix::sys::wait::WaitStatus::Exited(_, 2)) => Err(StepError::new(
-                        "lo0 up",
+                        Step::Lo0Up,
                         "jail_attach into the new vnet jail failed",
                     )),
                     Ok(nix::sys::wait::WaitStatus::Exited(_, 3)) => Err(StepError::new(
-                        "lo0 up",
+                        Step::Lo0Up,
                         "SIOCAIFADDR 127.0.0.1/8 on the jail's lo0 failed",
                     )),
-                    other => Err(StepError::new("lo0 up", format!("helper child: {other:?}"))),
+                    other => Err(StepError::new(
+                        Step::Lo0Up,
+                        format!("helper child: {other:?}"),
+                    )),
                 }
             }
         }
@@ -173,14 +178,14 @@ impl FreeBsdIsolation {
     fn mount_all(&self) -> Result<(), StepError> {
         let planned = &self.launch.plan.rootfs;
         std::fs::create_dir_all(planned).map_err(|e| {
-            StepError::new("create jail root", format!("{}: {e}", planned.display()))
+            StepError::new(Step::CreateJailRoot, format!("{}: {e}", planned.display()))
         })?;
         // The kernel names mount points by their resolved path: resolve the
         // state directory's own symlinks (it is trusted configuration, e.g.
         // under /home -> /usr/home) once, so the checks compare like with
         // like.
         let root = std::fs::canonicalize(planned).map_err(|e| {
-            StepError::new("resolve jail root", format!("{}: {e}", planned.display()))
+            StepError::new(Step::ResolveJailRoot, format!("{}: {e}", planned.display()))
         })?;
         for m in &self.launch.plan.mounts {
             self.mount_one(&root, m)?;
@@ -190,9 +195,9 @@ impl FreeBsdIsolation {
 
     fn mount_one(&self, root: &Path, m: &JailMount) -> Result<(), StepError> {
         let what = format!("{} {}", m.fstype.as_str(), m.target);
-        let step = |s: &str, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
+        let step = |s: Step, e: &dyn std::fmt::Display| StepError::new(s, format!("{what}: {e}"));
         let fspath =
-            kernel_args::host_path(root, &m.target).map_err(|e| step("mount target", &e))?;
+            kernel_args::host_path(root, &m.target).map_err(|e| step(Step::MountTarget, &e))?;
         // A single-file mount (the generated resolv.conf, the mask over the
         // sandboxd binary) covers an existing regular file; every other
         // mount a directory.
@@ -213,7 +218,7 @@ impl FreeBsdIsolation {
         };
         // The mount point, walked without following symlinks (and created
         // if missing, unless this updates an existing mount).
-        drop(open_target(!m.update).map_err(|e| step("mount target", &e))?);
+        drop(open_target(!m.update).map_err(|e| step(Step::MountTarget, &e))?);
         // The source, opened the same way, to compare with what got mounted.
         let (from, source_ino) = match &m.source {
             MountSource::Pseudo => (None, None),
@@ -227,56 +232,60 @@ impl FreeBsdIsolation {
                     OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(|e| step("mount source", &format!("{}: {e}", path.display())))?;
+                .map_err(|e| step(Step::MountSource, &format!("{}: {e}", path.display())))?;
                 let text = path
                     .to_str()
-                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .ok_or_else(|| step(Step::MountSource, &"not UTF-8"))?
                     .to_owned();
                 (Some(text), Some(ino(fd.as_fd())?))
             }
             MountSource::Masked => {
                 // Made by this supervisor in the sandbox directory (trusted
                 // configuration), as the plan's `mask_path`.
-                let path = self.launch.plan.mask_path();
-                let fd = create_mask(&path)?;
+                let dir = self.launch.plan.sandbox_dir();
+                let (path, fd) = sandboxd_supervisor::sys::create_mask_file(dir).map_err(|e| {
+                    StepError::new(Step::CreateMaskFile, format!("{}: {e}", dir.display()))
+                })?;
+                debug_assert_eq!(path, self.launch.plan.mask_path());
                 let text = path
                     .to_str()
-                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .ok_or_else(|| step(Step::MountSource, &"not UTF-8"))?
                     .to_owned();
                 (Some(text), Some(ino(fd.as_fd())?))
             }
             MountSource::Host(p) => {
                 let text = p
                     .to_str()
-                    .ok_or_else(|| step("mount source", &"not UTF-8"))?;
-                let fd = walk(Path::new("/"), text, false).map_err(|e| step("mount source", &e))?;
+                    .ok_or_else(|| step(Step::MountSource, &"not UTF-8"))?;
+                let fd =
+                    walk(Path::new("/"), text, false).map_err(|e| step(Step::MountSource, &e))?;
                 (Some(text.to_owned()), Some(ino(fd.as_fd())?))
             }
             MountSource::Image(name) => {
                 let dir = sandboxd_supervisor::sys::open_dir(&self.launch.images_dir)
-                    .map_err(|e| step("open images directory", &e))?;
+                    .map_err(|e| step(Step::OpenImagesDirectory, &e))?;
                 let fd = sandboxd_supervisor::sys::open_image(dir.as_fd(), name)
-                    .map_err(|e| step("open image", &format!("{name}: {e}")))?;
+                    .map_err(|e| step(Step::OpenImage, &format!("{name}: {e}")))?;
                 // The name was validated (no '/', no '..'): one component.
                 let path = self.launch.images_dir.join(name);
                 let text = path
                     .to_str()
-                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .ok_or_else(|| step(Step::MountSource, &"not UTF-8"))?
                     .to_owned();
                 (Some(text), Some(ino(fd.as_fd())?))
             }
         };
         let fspath_text = fspath
             .to_str()
-            .ok_or_else(|| step("mount target", &"not UTF-8"))?;
+            .ok_or_else(|| step(Step::MountTarget, &"not UTF-8"))?;
         let pairs = kernel_args::nmount_pairs(m, fspath_text, from.as_deref());
-        sys::nmount(&pairs, m.update).map_err(|e| step("nmount", &e))?;
+        sys::nmount(&pairs, m.update).map_err(|e| step(Step::Nmount, &e))?;
         // Where did it land? Walk again (no symlinks) and ask the kernel.
-        let landed = open_target(false).map_err(|e| step("verify mount", &e))?;
-        let on = sys::mount_point_of(landed.as_fd()).map_err(|e| step("verify mount", &e))?;
+        let landed = open_target(false).map_err(|e| step(Step::VerifyMount, &e))?;
+        let on = sys::mount_point_of(landed.as_fd()).map_err(|e| step(Step::VerifyMount, &e))?;
         if on != fspath {
             return Err(step(
-                "verify mount",
+                Step::VerifyMount,
                 &format!(
                     "mounted on {} instead of {}",
                     on.display(),
@@ -288,7 +297,7 @@ impl FreeBsdIsolation {
             let got = ino(landed.as_fd())?;
             if got != expected {
                 return Err(step(
-                    "verify mount",
+                    Step::VerifyMount,
                     &"the mounted directory is not the source that was opened (it changed meanwhile)",
                 ));
             }
@@ -296,9 +305,9 @@ impl FreeBsdIsolation {
         if let Some(mode) = m.chmod {
             // Before any later update (the read-only remount) of this mount.
             let bits = libc::mode_t::try_from(mode)
-                .map_err(|_| step("chmod", &format!("{mode:o} is not a file mode")))?;
+                .map_err(|_| step(Step::Chmod, &format!("{mode:o} is not a file mode")))?;
             nix::sys::stat::fchmod(landed.as_fd(), Mode::from_bits_truncate(bits))
-                .map_err(|e| step("chmod", &format!("{mode:o}: {e}")))?;
+                .map_err(|e| step(Step::Chmod, &format!("{mode:o}: {e}")))?;
         }
         if m.fstype == Fstype::Devfs {
             for dev in kernel_args::FORBIDDEN_DEVICES {
@@ -310,7 +319,7 @@ impl FreeBsdIsolation {
                 .is_ok()
                 {
                     return Err(step(
-                        "devfs ruleset",
+                        Step::DevfsRuleset,
                         &format!(
                             "/dev/{dev} is visible: devfs ruleset {} (devfsrules_jail) is not loaded; \
                              run `service devfs restart` or set devfs_load_rulesets=\"YES\" in rc.conf",
@@ -327,7 +336,7 @@ impl FreeBsdIsolation {
 fn ino(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, StepError> {
     nix::sys::stat::fstat(fd)
         .map(|st| st.st_ino)
-        .map_err(|e| StepError::new("fstat", e))
+        .map_err(|e| StepError::new(Step::Fstat, e))
 }
 
 /// Opens the directory `path` (absolute, inside `root`) component by
@@ -395,7 +404,7 @@ fn walk_file(root: &Path, path: &str) -> Result<OwnedFd, String> {
 /// resolved, so the host image shows no symlink on it).
 fn shows_file(root: &Path, path: &str) -> Result<bool, StepError> {
     let err = |e: &dyn std::fmt::Display| {
-        StepError::new("mask the sandboxd binary", format!("{path}: {e}"))
+        StepError::new(Step::MaskTheSandboxdBinary, format!("{path}: {e}"))
     };
     let parts = kernel_args::components(path).map_err(|e| err(&e))?;
     let Some((name, parents)) = parts.split_last() else {
@@ -417,33 +426,14 @@ fn shows_file(root: &Path, path: &str) -> Result<bool, StepError> {
     }
 }
 
-/// Creates the empty mode-000 file mounted over the sandboxd binary (or
-/// empties an earlier one), without following a symlink.
-fn create_mask(path: &Path) -> Result<std::fs::File, StepError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let err =
-        |e: std::io::Error| StepError::new("create mask file", format!("{}: {e}", path.display()));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o000)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(err)?;
-    // `mode` applies only when the file is new.
-    f.set_permissions(std::fs::Permissions::from_mode(0o000))
-        .map_err(err)?;
-    Ok(f)
-}
-
 /// Writes the generated resolv.conf into the sandbox directory (trusted:
 /// the daemon's state directory), replacing any earlier one, mode 0644.
 fn write_resolv_conf(path: &Path, text: &str) -> Result<(), StepError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err =
-        |e: std::io::Error| StepError::new("write resolv.conf", format!("{}: {e}", path.display()));
+    let err = |e: std::io::Error| {
+        StepError::new(Step::WriteResolvConf, format!("{}: {e}", path.display()))
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -464,19 +454,18 @@ pub(crate) fn remove_all(name: &str, jid: Option<i32>, dir: &Path) -> Result<(),
     match sys::rctl_remove(&kernel_args::rctl_jail_filter(name)) {
         // ESRCH: no rule; ENOSYS: racct off (then there never were any).
         Ok(()) | Err(Errno::ESRCH | Errno::ENOSYS) => {}
-        Err(e) => return Err(StepError::new("rctl_remove_rule", format!("{name}: {e}"))),
+        Err(e) => return Err(StepError::new(Step::RctlRemoveRule, format!("{name}: {e}"))),
     }
     let jid = match jid {
         Some(j) => Some(j),
-        None => {
-            sys::jail_find(name).map_err(|e| StepError::new("jail_get", format!("{name}: {e}")))?
-        }
+        None => sys::jail_find(name)
+            .map_err(|e| StepError::new(Step::JailGet, format!("{name}: {e}")))?,
     };
     if let Some(jid) = jid {
         match sys::jail_remove(jid) {
             // EINVAL: already gone.
             Ok(()) | Err(Errno::EINVAL) => {}
-            Err(e) => return Err(StepError::new("jail_remove", format!("{name}: {e}"))),
+            Err(e) => return Err(StepError::new(Step::JailRemove, format!("{name}: {e}"))),
         }
     }
     unmount_all_under(dir)
@@ -493,13 +482,13 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir.to_owned(),
         Err(e) => {
             return Err(StepError::new(
-                "resolve sandbox directory",
+                Step::ResolveSandboxDirectory,
                 format!("{}: {e}", dir.display()),
             ));
         }
     };
     let list = || -> Result<Vec<(PathBuf, sys::Mounted)>, StepError> {
-        let all = sys::mounts().map_err(|e| StepError::new("getfsstat", e))?;
+        let all = sys::mounts().map_err(|e| StepError::new(Step::Getfsstat, e))?;
         Ok(kernel_args::mounts_to_undo(&all, dir))
     };
     for round in 0..20 {
@@ -514,7 +503,7 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
                 Ok(()) | Err(Errno::ENOENT | Errno::EINVAL | Errno::EBUSY) => {}
                 Err(e) => {
                     return Err(StepError::new(
-                        "unmount",
+                        Step::Unmount,
                         format!("{} ({}): {e}", on.display(), m.fstype),
                     ));
                 }
@@ -527,7 +516,7 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
     match list()?.first() {
         None => Ok(()),
         Some((on, m)) => Err(StepError::new(
-            "unmount",
+            Step::Unmount,
             format!(
                 "{} ({}) is still mounted after 20 attempts",
                 on.display(),
@@ -550,11 +539,11 @@ impl Isolation for FreeBsdIsolation {
     fn enter(&self, _report_fd: std::os::fd::RawFd) -> Result<(), StepError> {
         let jid = self
             .jid
-            .ok_or_else(|| StepError::new("jail_attach", "the jail does not exist"))?;
+            .ok_or_else(|| StepError::new(Step::JailAttach, "the jail does not exist"))?;
         sys::jail_attach(jid).map_err(|e| {
-            StepError::new("jail_attach", format!("{}: {e}", self.launch.plan.name))
+            StepError::new(Step::JailAttach, format!("{}: {e}", self.launch.plan.name))
         })?;
-        nix::unistd::chdir("/").map_err(|e| StepError::new("chdir /", e))
+        nix::unistd::chdir("/").map_err(|e| StepError::new(Step::ChdirRoot, e))
     }
 
     fn teardown(&mut self) -> Result<(), StepError> {

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
-use sandboxd_supervisor::StepError;
+use sandboxd_supervisor::{Step, StepError};
 
 use crate::sys;
 
@@ -86,7 +86,7 @@ impl FromInit {
             Self::Ready => vec![READY],
             Self::Failed(e) => {
                 let mut out = vec![FAILED];
-                out.extend_from_slice(e.step.as_bytes());
+                out.extend_from_slice(e.step.name().as_bytes());
                 out.push(0);
                 out.extend_from_slice(e.message.as_bytes());
                 out
@@ -105,8 +105,19 @@ impl FromInit {
                 let mut rest = Vec::new();
                 r.read_to_end(&mut rest)?;
                 let text = String::from_utf8_lossy(&rest);
-                let (step, message) = text.split_once('\0').unwrap_or(("sandbox init", &text));
-                Ok(Some(Self::Failed(StepError::new(step, message))))
+                let failed = match text.split_once('\0') {
+                    // pid 1 and the supervisor are one binary: an unknown
+                    // step name means the message was mangled.
+                    Some((name, message)) => match Step::from_name(name) {
+                        Some(step) => StepError::new(step, message),
+                        None => StepError::new(
+                            Step::SandboxInit,
+                            format!("unknown step {name:?} in a failure report: {message}"),
+                        ),
+                    },
+                    None => StepError::new(Step::SandboxInit, text),
+                };
+                Ok(Some(Self::Failed(failed)))
             }
             Some(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -145,7 +156,7 @@ pub struct SupervisorChannel {
 /// Both pipes, close-on-exec: the supervisor keeps the [`InitChannel`],
 /// pid 1 the [`SupervisorChannel`].
 pub fn pair() -> Result<(InitChannel, SupervisorChannel), StepError> {
-    let pipe = || sys::pipe().map_err(|e| StepError::new("create sync pipe", e));
+    let pipe = || sys::pipe().map_err(|e| StepError::new(Step::CreateSyncPipe, e));
     let (go_r, go_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
     Ok((
@@ -165,19 +176,19 @@ impl InitChannel {
     pub fn send(&mut self, msg: ToInit) -> Result<(), StepError> {
         self.go
             .write_all(&[msg.encode()])
-            .map_err(|e| StepError::new("release sandbox init", e))
+            .map_err(|e| StepError::new(Step::ReleaseSandboxInit, e))
     }
 
     /// Waits for pid 1's next message; `None` when it closed its end.
     pub fn recv(&mut self) -> Result<Option<FromInit>, StepError> {
-        FromInit::read_from(&mut self.ready).map_err(|e| StepError::new("sandbox init", e))
+        FromInit::read_from(&mut self.ready).map_err(|e| StepError::new(Step::SandboxInit, e))
     }
 }
 
 impl SupervisorChannel {
     /// Waits for `want` from the supervisor; anything else (its end
     /// closed: it died) fails at `step`.
-    pub fn wait_for(&mut self, want: ToInit, step: &str) -> Result<(), StepError> {
+    pub fn wait_for(&mut self, want: ToInit, step: Step) -> Result<(), StepError> {
         match ToInit::read_from(&mut self.go) {
             Ok(Some(got)) if got == want => Ok(()),
             Ok(Some(got)) => Err(StepError::new(
@@ -216,7 +227,7 @@ mod tests {
         let from = [
             FromInit::NeedIdMaps,
             FromInit::Ready,
-            FromInit::Failed(StepError::new("mount", "/proc: EPERM")),
+            FromInit::Failed(StepError::new(Step::Mount, "/proc: EPERM")),
         ];
         for msg in from {
             let bytes = msg.encode();
@@ -257,7 +268,7 @@ mod tests {
         let mut r = io::Cursor::new(b"Fboom".to_vec());
         assert_eq!(
             FromInit::read_from(&mut r).unwrap(),
-            Some(FromInit::Failed(StepError::new("sandbox init", "boom")))
+            Some(FromInit::Failed(StepError::new(Step::SandboxInit, "boom")))
         );
     }
 }

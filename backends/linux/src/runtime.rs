@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use sandboxd_core::fault;
-use sandboxd_supervisor::{CommonConfig, Isolation, StepError};
+use sandboxd_supervisor::{CommonConfig, Isolation, Step, StepError};
 
 use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::plan::{
@@ -141,27 +141,29 @@ impl LinuxIsolation {
         let id_map = supervisor_steps(&self.launch.plan)?;
         let plan = &self.launch.plan;
         for dir in &plan.cgroups.dirs {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StepError::new("create cgroup", format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StepError::new(Step::CreateCgroup, format!("{}: {e}", dir.display()))
+            })?;
         }
         for w in &plan.cgroups.writes {
             sys::write_file(&w.file, &w.value).map_err(|e| {
                 StepError::new(
-                    "write cgroup limit",
+                    Step::WriteCgroupLimit,
                     format!("{} = {}: {e}", w.file.display(), w.value),
                 )
             })?;
         }
-        fault::check(fault::CGROUPS).map_err(|e| StepError::new(fault::CGROUPS, e))?;
+        fault::check(fault::CGROUPS)
+            .map_err(|e| StepError::new(Step::Injected(fault::CGROUPS), e))?;
         std::fs::create_dir_all(&plan.rootfs).map_err(|e| {
             StepError::new(
-                "create root mount point",
+                Step::CreateRootMountPoint,
                 format!("{}: {e}", plan.rootfs.display()),
             )
         })?;
         if let Some(dir) = &self.launch.unified_cgroup {
             let fd = sys::open_dir(dir)
-                .map_err(|e| StepError::new("open cgroup", format!("{}: {e}", dir.display())))?;
+                .map_err(|e| StepError::new(Step::OpenCgroup, format!("{}: {e}", dir.display())))?;
             self.cgroup_fd = Some(fd);
         }
         let plan = &self.launch.plan;
@@ -186,7 +188,7 @@ impl LinuxIsolation {
         // SAFETY: setup runs in the supervisor helper, which is
         // single-threaded (supervise checks it, and never starts a thread).
         let (cloned, placed) = unsafe { self.clone_placed(flags) }
-            .map_err(|e| StepError::new("clone namespaces", e))?;
+            .map_err(|e| StepError::new(Step::CloneNamespaces, e))?;
         self.into_cgroup = placed;
         match cloned {
             Cloned::Child => {
@@ -199,10 +201,11 @@ impl LinuxIsolation {
                 for dir in self.dirs_to_join(placed) {
                     let procs = dir.join("cgroup.procs");
                     sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
-                        StepError::new("join cgroup", format!("{}: {e}", procs.display()))
+                        StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
                     })?;
                 }
-                fault::check(fault::CLONED).map_err(|e| StepError::new(fault::CLONED, e))?;
+                fault::check(fault::CLONED)
+                    .map_err(|e| StepError::new(Step::Injected(fault::CLONED), e))?;
                 init.send(ToInit::Go)?;
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
@@ -211,7 +214,7 @@ impl LinuxIsolation {
                         Some(FromInit::NeedIdMaps) => {
                             let Some(range) = id_map else {
                                 return Err(StepError::new(
-                                    "write id map",
+                                    Step::WriteIdMap,
                                     "the sandbox init asked for id maps, but the plan has no user namespace",
                                 ));
                             };
@@ -223,7 +226,7 @@ impl LinuxIsolation {
                                 let path = PathBuf::from(format!("/proc/{reaper}/{file}"));
                                 sys::write_file(&path, &line).map_err(|e| {
                                     StepError::new(
-                                        "write id map",
+                                        Step::WriteIdMap,
                                         format!("{}: {e}", path.display()),
                                     )
                                 })?;
@@ -237,7 +240,7 @@ impl LinuxIsolation {
                 };
                 drop(init);
                 if !ready {
-                    return Err(StepError::new("sandbox init", "exited during setup"));
+                    return Err(StepError::new(Step::SandboxInit, "exited during setup"));
                 }
             }
         }
@@ -256,7 +259,10 @@ impl LinuxIsolation {
         for (ns, name, flag) in order {
             if self.has(ns) {
                 let fd = sys::open_namespace(reaper, name).map_err(|e| {
-                    StepError::new("open namespace", format!("/proc/{reaper}/ns/{name}: {e}"))
+                    StepError::new(
+                        Step::OpenNamespace,
+                        format!("/proc/{reaper}/ns/{name}: {e}"),
+                    )
                 })?;
                 self.namespaces.push((flag, fd));
             }
@@ -299,7 +305,7 @@ fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, St
             | LinuxStep::CloseRange
             | LinuxStep::Execve { .. } => {
                 return Err(StepError::new(
-                    "setup",
+                    Step::Setup,
                     format!("{step:?} is not a step of the supervisor"),
                 ));
             }
@@ -337,14 +343,14 @@ pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<(), StepError> {
             }
             Err(e) => {
                 return Err(StepError::new(
-                    "remove cgroup",
+                    Step::RemoveCgroup,
                     format!("{}: {e}", dir.display()),
                 ));
             }
         }
     }
     Err(StepError::new(
-        "remove cgroup",
+        Step::RemoveCgroup,
         format!("{}: still busy", dir.display()),
     ))
 }
@@ -366,19 +372,20 @@ impl Isolation for LinuxIsolation {
         let me = std::process::id().to_string();
         for dir in self.dirs_to_join(self.into_cgroup) {
             let procs = dir.join("cgroup.procs");
-            sys::write_file(&procs, &me)
-                .map_err(|e| StepError::new("join cgroup", format!("{}: {e}", procs.display())))?;
+            sys::write_file(&procs, &me).map_err(|e| {
+                StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
+            })?;
         }
         for (flag, fd) in &self.namespaces {
             sys::setns(fd.as_fd(), *flag)
-                .map_err(|e| StepError::new("setns", format!("{flag:?}: {e}")))?;
+                .map_err(|e| StepError::new(Step::Setns, format!("{flag:?}: {e}")))?;
         }
         // setns(CLONE_NEWPID) only affects children: clone once more, with
         // the supervisor as the parent.
         // SAFETY: enter runs in a child the single-threaded supervisor
         // forked, itself single-threaded; CLONE_PARENT shares no memory.
         match unsafe { sys::clone_process(CloneFlags::CLONE_PARENT) }
-            .map_err(|e| StepError::new("clone into the pid namespace", e))?
+            .map_err(|e| StepError::new(Step::CloneIntoThePidNamespace, e))?
         {
             Cloned::Child => Ok(()),
             Cloned::Parent(pid) => {
@@ -464,7 +471,10 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
-    if supervisor.wait_for(ToInit::Go, "wait for release").is_err() {
+    if supervisor
+        .wait_for(ToInit::Go, Step::WaitForRelease)
+        .is_err()
+    {
         sandboxd_supervisor::sys::exit_child(1);
     }
     let fail = |supervisor: &mut SupervisorChannel, e: StepError| -> ! {
@@ -489,7 +499,7 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     if let Err(e) = sandboxd_supervisor::die_with(sys::parent_pid()) {
         fail(
             &mut supervisor,
-            StepError::new("set the parent-death signal", e),
+            StepError::new(Step::SetParentDeathSignal, e),
         );
     }
     let _ = supervisor.send(&FromInit::Ready);
@@ -505,13 +515,13 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
 fn enter_new_user_namespace(supervisor: &mut SupervisorChannel) -> Result<(), StepError> {
     use nix::unistd::{Gid, Uid};
     sys::unshare(CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| StepError::new("unshare user namespace", e))?;
+        .map_err(|e| StepError::new(Step::UnshareUserNamespace, e))?;
     supervisor
         .send(&FromInit::NeedIdMaps)
-        .map_err(|e| StepError::new("ask for id maps", e))?;
-    supervisor.wait_for(ToInit::IdMapsWritten, "wait for id maps")?;
+        .map_err(|e| StepError::new(Step::AskForIdMaps, e))?;
+    supervisor.wait_for(ToInit::IdMapsWritten, Step::WaitForIdMaps)?;
     sys::set_all_ids(Uid::from_raw(0), Gid::from_raw(0))
-        .map_err(|e| StepError::new("become root of the user namespace", e))
+        .map_err(|e| StepError::new(Step::BecomeRootOfTheUserNamespace, e))
 }
 
 /// A reaper needs no privilege: no capabilities, uid/gid 65534, and still
@@ -520,12 +530,12 @@ fn drop_privileges() -> Result<(), StepError> {
     use nix::unistd::{Gid, Uid};
     let nobody = sandboxd_core::spec::DEFAULT_UNPRIVILEGED_ID;
     sandboxd_supervisor::sys::restrict_capabilities(&[])
-        .map_err(|e| StepError::new("drop reaper capabilities", e))?;
-    sys::set_groups(&[]).map_err(|e| StepError::new("reaper setgroups", e))?;
-    sys::set_gid(Gid::from_raw(nobody)).map_err(|e| StepError::new("reaper setgid", e))?;
-    sys::set_uid(Uid::from_raw(nobody)).map_err(|e| StepError::new("reaper setuid", e))?;
+        .map_err(|e| StepError::new(Step::DropReaperCapabilities, e))?;
+    sys::set_groups(&[]).map_err(|e| StepError::new(Step::ReaperSetgroups, e))?;
+    sys::set_gid(Gid::from_raw(nobody)).map_err(|e| StepError::new(Step::ReaperSetgid, e))?;
+    sys::set_uid(Uid::from_raw(nobody)).map_err(|e| StepError::new(Step::ReaperSetuid, e))?;
     sandboxd_supervisor::sys::set_non_dumpable()
-        .map_err(|e| StepError::new("mark reaper non-dumpable", e))
+        .map_err(|e| StepError::new(Step::MarkReaperNonDumpable, e))
 }
 
 fn reap_forever() -> ! {
@@ -549,12 +559,13 @@ fn build_sandbox(
         match step {
             LinuxStep::UnshareCgroup => {
                 sys::unshare(CloneFlags::CLONE_NEWCGROUP)
-                    .map_err(|e| StepError::new("unshare cgroup namespace", e))?;
+                    .map_err(|e| StepError::new(Step::UnshareCgroupNamespace, e))?;
             }
             LinuxStep::Mounts => {
                 build_root(launch)?;
                 mask_own_binary(&plan.rootfs)?;
-                fault::check(fault::MOUNTED).map_err(|e| StepError::new(fault::MOUNTED, e))?;
+                fault::check(fault::MOUNTED)
+                    .map_err(|e| StepError::new(Step::Injected(fault::MOUNTED), e))?;
             }
             // Test builds only (feature `weaken`): the UTS namespace keeps
             // the host's name, which VerifySandbox must then report.
@@ -562,30 +573,36 @@ fn build_sandbox(
                 if sandboxd_core::weaken::skip(sandboxd_core::weaken::SETHOSTNAME) => {}
             LinuxStep::SetHostname(name) => {
                 sys::sethostname(name)
-                    .map_err(|e| StepError::new("sethostname", format!("{name}: {e}")))?;
+                    .map_err(|e| StepError::new(Step::Sethostname, format!("{name}: {e}")))?;
             }
             LinuxStep::PivotRoot => {
                 sys::chdir(&plan.rootfs).map_err(|e| {
                     StepError::new(
-                        "chdir to new root",
+                        Step::ChdirToNewRoot,
                         format!("{}: {e}", plan.rootfs.display()),
                     )
                 })?;
-                sys::pivot_root_here().map_err(|e| StepError::new("pivot_root", e))?;
+                sys::pivot_root_here().map_err(|e| StepError::new(Step::PivotRoot, e))?;
             }
             LinuxStep::DetachOldRoot => {
-                sys::detach(Path::new(".")).map_err(|e| StepError::new("detach old root", e))?;
-                sys::chdir(Path::new("/")).map_err(|e| StepError::new("chdir /", e))?;
+                sys::detach(Path::new(".")).map_err(|e| StepError::new(Step::DetachOldRoot, e))?;
+                sys::chdir(Path::new("/")).map_err(|e| StepError::new(Step::ChdirRoot, e))?;
             }
             LinuxStep::LoopbackUp => {
-                sys::loopback_up().map_err(|e| StepError::new("bring lo up", e))?
+                sys::loopback_up().map_err(|e| StepError::new(Step::BringLoUp, e))?
             }
             LinuxStep::JoinNetns(path) => {
                 let ns = std::fs::File::open(path).map_err(|e| {
-                    StepError::new("open network namespace", format!("{}: {e}", path.display()))
+                    StepError::new(
+                        Step::OpenNetworkNamespace,
+                        format!("{}: {e}", path.display()),
+                    )
                 })?;
                 sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    StepError::new("join network namespace", format!("{}: {e}", path.display()))
+                    StepError::new(
+                        Step::JoinNetworkNamespace,
+                        format!("{}: {e}", path.display()),
+                    )
                 })?;
             }
             LinuxStep::UnshareUser => enter_new_user_namespace(supervisor)?,
@@ -608,7 +625,7 @@ fn build_sandbox(
             | LinuxStep::CloseRange
             | LinuxStep::Execve { .. } => {
                 return Err(StepError::new(
-                    "sandbox init",
+                    Step::SandboxInit,
                     format!("{step:?} is not a step of the sandbox's pid 1"),
                 ));
             }
@@ -625,7 +642,7 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return Ok(());
     };
-    let root = sys::open_dir(rootfs).map_err(|e| StepError::new("open root", e))?;
+    let root = sys::open_dir(rootfs).map_err(|e| StepError::new(Step::OpenRoot, e))?;
     let Ok(target) = sys::resolve_in_root(root.as_fd(), &exe) else {
         return Ok(());
     };
@@ -633,11 +650,11 @@ fn mask_own_binary(rootfs: &Path) -> Result<(), StepError> {
         return Ok(());
     }
     let dir = rootfs.parent().unwrap_or(rootfs);
-    let cover = sys::create_mask_file(dir)
-        .map_err(|e| StepError::new("create mask file", format!("{}: {e}", dir.display())))?;
+    let (cover, _) = sys::create_mask_file(dir)
+        .map_err(|e| StepError::new(Step::CreateMaskFile, format!("{}: {e}", dir.display())))?;
     let err = |e: Errno| {
         StepError::new(
-            "mask the sandboxd binary",
+            Step::MaskTheSandboxdBinary,
             format!("{}: {e}", exe.display()),
         )
     };
@@ -685,31 +702,32 @@ fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
                     MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                     None,
                 )
-                .map_err(|e| StepError::new("make / private", e))?;
+                .map_err(|e| StepError::new(Step::MakeRootPrivate, e))?;
             }
             RootOp::Symlink { path, target } => {
                 let root = root
                     .as_ref()
-                    .ok_or_else(|| StepError::new("symlink", "root not mounted yet"))?;
+                    .ok_or_else(|| StepError::new(Step::Symlink, "root not mounted yet"))?;
                 let (parent, name) = parent_in_root(root, path)?;
-                sys::symlink_at(target, parent.as_fd(), name.as_os_str())
-                    .map_err(|e| StepError::new("symlink", format!("{path} -> {target}: {e}")))?;
+                sys::symlink_at(target, parent.as_fd(), name.as_os_str()).map_err(|e| {
+                    StepError::new(Step::Symlink, format!("{path} -> {target}: {e}"))
+                })?;
             }
             RootOp::Device { path, major, minor } => {
                 let root = root
                     .as_ref()
-                    .ok_or_else(|| StepError::new("mknod", "root not mounted yet"))?;
+                    .ok_or_else(|| StepError::new(Step::Mknod, "root not mounted yet"))?;
                 let (parent, name) = parent_in_root(root, path)?;
                 sys::char_device_at(parent.as_fd(), name.as_os_str(), *major, *minor, 0o666)
                     .map_err(|e| {
-                        StepError::new("mknod", format!("{path} ({major}:{minor}): {e}"))
+                        StepError::new(Step::Mknod, format!("{path} ({major}:{minor}): {e}"))
                     })?;
             }
             RootOp::Mount(m) => {
                 do_mount(launch, root.as_ref(), m)?;
                 if m.target == "/" {
                     root = Some(sys::open_dir(rootfs).map_err(|e| {
-                        StepError::new("open root", format!("{}: {e}", rootfs.display()))
+                        StepError::new(Step::OpenRoot, format!("{}: {e}", rootfs.display()))
                     })?);
                 }
             }
@@ -724,13 +742,13 @@ fn parent_in_root(root: &OwnedFd, path: &str) -> Result<(OwnedFd, PathBuf), Step
     let parent = p.parent().unwrap_or(Path::new("/"));
     let name = p.file_name().map(PathBuf::from).unwrap_or_default();
     let fd = sys::resolve_in_root(root.as_fd(), parent)
-        .map_err(|e| StepError::new("resolve in root", format!("{}: {e}", parent.display())))?;
+        .map_err(|e| StepError::new(Step::ResolveInRoot, format!("{}: {e}", parent.display())))?;
     Ok((fd, name))
 }
 
 fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(), StepError> {
     let err =
-        |step: &str, e: &dyn std::fmt::Display| StepError::new(step, format!("{}: {e}", m.target));
+        |step: Step, e: &dyn std::fmt::Display| StepError::new(step, format!("{}: {e}", m.target));
     // Keep every descriptor a /proc/self/fd path refers to alive until the
     // mount call is done.
     let mut held: Vec<OwnedFd> = Vec::new();
@@ -740,7 +758,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         MountSource::Host(path) => {
             let fd = sys::resolve_host_path(path).map_err(|e| {
                 err(
-                    "resolve mount source",
+                    Step::ResolveMountSource,
                     &format!("{}: {e} (symlinks are not allowed)", path.display()),
                 )
             })?;
@@ -765,7 +783,10 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             }
             for d in [upper, work] {
                 std::fs::create_dir_all(d).map_err(|e| {
-                    err("create overlay directory", &format!("{}: {e}", d.display()))
+                    err(
+                        Step::CreateOverlayDirectory,
+                        &format!("{}: {e}", d.display()),
+                    )
                 })?;
             }
             let fd = open_image(&launch.images_dir, image)?;
@@ -782,12 +803,13 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             Some(PathBuf::from("overlay"))
         }
         MountSource::InRoot(path) => {
-            let root = root.ok_or_else(|| err("resolve mount source", &"root not mounted yet"))?;
+            let root =
+                root.ok_or_else(|| err(Step::ResolveMountSource, &"root not mounted yet"))?;
             let fd = match sys::resolve_in_root(root.as_fd(), Path::new(path)) {
                 Ok(fd) => fd,
                 // Kernel files that depend on the kernel's configuration.
                 Err(Errno::ENOENT) if m.if_exists => return Ok(()),
-                Err(e) => return Err(err("resolve mount source", &e)),
+                Err(e) => return Err(err(Step::ResolveMountSource, &e)),
             };
             let p = sys::fd_path(fd.as_fd());
             held.push(fd);
@@ -799,7 +821,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         if m.target == "/" {
             return Ok(Some(launch.plan.rootfs.clone()));
         }
-        let root = root.ok_or_else(|| err("resolve mount target", &"root not mounted yet"))?;
+        let root = root.ok_or_else(|| err(Step::ResolveMountTarget, &"root not mounted yet"))?;
         match sys::resolve_in_root(root.as_fd(), Path::new(&m.target)) {
             Ok(fd) => {
                 check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
@@ -815,15 +837,15 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                 } else {
                     sys::touch_at(parent.as_fd(), name.as_os_str())
                 };
-                made.map_err(|e| err("create mount point", &e))?;
+                made.map_err(|e| err(Step::CreateMountPoint, &e))?;
                 let fd = sys::resolve_in_root(root.as_fd(), Path::new(&m.target))
-                    .map_err(|e| err("resolve mount target", &e))?;
+                    .map_err(|e| err(Step::ResolveMountTarget, &e))?;
                 check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
             }
-            Err(e) => Err(err("resolve mount target", &e)),
+            Err(e) => Err(err(Step::ResolveMountTarget, &e)),
         }
     };
     let Some(target_path) = target(&mut held)? else {
@@ -840,7 +862,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             MsFlags::MS_BIND,
             None,
         )
-        .map_err(|e| err("bind mount", &e))?;
+        .map_err(|e| err(Step::BindMount, &e))?;
         let extra = flags
             & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
         if !extra.is_empty() {
@@ -856,7 +878,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                 MsFlags::MS_REMOUNT | MsFlags::MS_BIND | keep | extra,
                 None,
             )
-            .map_err(|e| err("remount bind", &e))?;
+            .map_err(|e| err(Step::RemountBind, &e))?;
         }
     } else {
         let fstype = m.fstype.as_deref();
@@ -867,7 +889,8 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         } else {
             (source.as_deref(), flags)
         };
-        sys::mount_fs(source, &target_path, fstype, flags, data).map_err(|e| err("mount", &e))?;
+        sys::mount_fs(source, &target_path, fstype, flags, data)
+            .map_err(|e| err(Step::Mount, &e))?;
     }
     drop(held);
     Ok(())
@@ -884,7 +907,7 @@ fn check_resolved_target(
     target: &str,
     client: bool,
 ) -> Result<(), StepError> {
-    let step = "check mount target";
+    let step = Step::CheckMountTarget;
     let path_of = |fd| {
         std::fs::read_link(sys::fd_path(fd))
             .map_err(|e| StepError::new(step, format!("{target}: {e}")))
@@ -927,7 +950,7 @@ fn check_resolved_target(
 fn mount_layer(layer: &Layer) -> Result<(), StepError> {
     let err = |e: &dyn std::fmt::Display| {
         StepError::new(
-            "mount writable layer",
+            Step::MountWritableLayer,
             format!("{}: {e}", layer.dir.display()),
         )
     };
@@ -946,10 +969,10 @@ fn mount_layer(layer: &Layer) -> Result<(), StepError> {
 fn open_image(images_dir: &Path, name: &str) -> Result<OwnedFd, StepError> {
     let dir = sys::open_dir(images_dir).map_err(|e| {
         StepError::new(
-            "open images directory",
+            Step::OpenImagesDirectory,
             format!("{}: {e}", images_dir.display()),
         )
     })?;
     sys::open_image(dir.as_fd(), name)
-        .map_err(|e| StepError::new("open image", format!("{name}: {e}")))
+        .map_err(|e| StepError::new(Step::OpenImage, format!("{name}: {e}")))
 }

@@ -13,6 +13,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
 use crate::report::{self, End, Report};
+use crate::step::Step;
 use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
 use crate::sys;
 
@@ -46,7 +47,7 @@ impl ExecPlan {
     pub fn new(process: &ProcessSpec) -> Result<Self, StepError> {
         let cstr = |s: &str| {
             CString::new(s)
-                .map_err(|_| StepError::new("prepare exec", format!("{s:?} contains NUL")))
+                .map_err(|_| StepError::new(Step::PrepareExec, format!("{s:?} contains NUL")))
         };
         let argv = process
             .argv
@@ -133,7 +134,7 @@ fn exec_program(plan: &ExecPlan) -> StepError {
     let mut denied: Option<String> = None;
     for candidate in program_candidates(argv0, &plan.path_var) {
         let Ok(path) = CString::new(candidate.as_str()) else {
-            return StepError::new("exec", "program path contains NUL");
+            return StepError::new(Step::Exec, "program path contains NUL");
         };
         let err = match sys::open_client_path(&path, OFlag::O_PATH) {
             Ok(fd) if sys::is_regular_file(fd.as_fd()) => {
@@ -151,17 +152,17 @@ fn exec_program(plan: &ExecPlan) -> StepError {
             // A magic link (or a loop) is refused as such.
             Errno::ELOOP | Errno::EXDEV => {
                 return StepError::new(
-                    "exec",
+                    Step::Exec,
                     format!(
                         "{candidate}: {err} (magic links such as /proc/self/exe are not followed)"
                     ),
                 );
             }
-            e => return StepError::new("exec", format!("{candidate}: {e}")),
+            e => return StepError::new(Step::Exec, format!("{candidate}: {e}")),
         }
     }
     StepError::new(
-        "exec",
+        Step::Exec,
         denied.unwrap_or_else(|| format!("{argv0}: not found in PATH {}", plan.path_var)),
     )
 }
@@ -237,10 +238,10 @@ pub(crate) fn spawn(
 ) -> Result<Pid, StepError> {
     let (mut err_read, err_write) = sys::pipe()
         .map(|(r, w)| (std::fs::File::from(r), w))
-        .map_err(|e| StepError::new("create error pipe", e))?;
+        .map_err(|e| StepError::new(Step::CreateErrorPipe, e))?;
     // SAFETY: spawn runs only in the supervisor helper, a freshly exec'd
     // process that never starts a thread (helper_main, supervise).
-    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new(Step::Fork, e))? {
         sys::Fork::Child => {
             let err = child(isolation, config, plan, stdio, err_write.as_raw_fd());
             Report::Failed(err).send(err_write.as_fd());
@@ -272,7 +273,7 @@ pub(crate) fn spawn(
                 End::Probe(_) => {
                     let _ = sys::wait_for(pid);
                     Err(StepError::new(
-                        "exec",
+                        Step::Exec,
                         "the child sent a probe's output instead of exec'ing",
                     ))
                 }
@@ -296,10 +297,10 @@ pub(crate) fn probe(
     timeout: std::time::Duration,
 ) -> Result<sandboxd_core::verify::ProbeOutput, StepError> {
     let (err_read, err_write) =
-        sys::pipe_nonblocking_read().map_err(|e| StepError::new("create probe pipe", e))?;
+        sys::pipe_nonblocking_read().map_err(|e| StepError::new(Step::CreateProbePipe, e))?;
     // SAFETY: as in spawn: only the single-threaded supervisor helper
     // probes.
-    match unsafe { isolation.fork() }.map_err(|e| StepError::new("fork", e))? {
+    match unsafe { isolation.fork() }.map_err(|e| StepError::new(Step::Fork, e))? {
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
             let err = match enter_sandbox(isolation, keep)
@@ -311,7 +312,7 @@ pub(crate) fn probe(
                         Report::Probe(json).send(err_write.as_fd());
                         sys::exit_child(0)
                     }
-                    StepError::new("verify", "encoding the probe's output failed")
+                    StepError::new(Step::Verify, "encoding the probe's output failed")
                 }
                 Err(e) => e,
             };
@@ -340,7 +341,7 @@ pub(crate) fn probe(
                     let _ = sys::wait_for(child);
                 }
                 return Err(StepError::new(
-                    "verify",
+                    Step::Verify,
                     format!("the probe did not finish within {timeout:?} and was killed"),
                 ));
             }
@@ -351,14 +352,14 @@ pub(crate) fn probe(
                 End::Probe(json) => {
                     let mut output: sandboxd_core::verify::ProbeOutput =
                         serde_json::from_slice(&json).map_err(|e| {
-                            StepError::new("verify", format!("the probe's output: {e}"))
+                            StepError::new(Step::Verify, format!("the probe's output: {e}"))
                         })?;
                     output.user.host_uid = host_uid;
                     Ok(output)
                 }
                 End::Failed(e) => Err(e),
                 End::Closed => Err(StepError::new(
-                    "verify",
+                    Step::Verify,
                     "the probe exited without a report",
                 )),
             }
@@ -416,9 +417,9 @@ fn child(
 /// A backend may fork once more in `enter`; only the process that returns
 /// goes on.
 fn enter_sandbox(isolation: &dyn Isolation, keep: i32) -> Result<(), StepError> {
-    let step = |step: &str, e: nix::Error| StepError::new(step, e);
-    sys::set_non_dumpable().map_err(|e| step("mark non-dumpable", e))?;
-    sys::reset_signals().map_err(|e| step("reset signal dispositions", e))?;
+    let step = |step: Step, e: nix::Error| StepError::new(step, e);
+    sys::set_non_dumpable().map_err(|e| step(Step::MarkNonDumpable, e))?;
+    sys::reset_signals().map_err(|e| step(Step::ResetSignalDispositions, e))?;
     isolation.enter(keep)
 }
 
@@ -446,10 +447,10 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
     };
     let null = match sys::open_dev_null() {
         Ok(fd) => fd,
-        Err(e) => return StepError::new("open /dev/null", e),
+        Err(e) => return StepError::new(Step::OpenDevNull, e),
     };
     if let Err(e) = sys::reset_signals() {
-        return StepError::new("reset signal dispositions", e);
+        return StepError::new(Step::ResetSignalDispositions, e);
     }
     payload(config, &plan, Stdio::Null(null), keep)
 }
@@ -472,32 +473,32 @@ fn harden(
     stdio: Stdio,
     keep: i32,
 ) -> Result<(), StepError> {
-    let step = |step: &str, e: nix::Error| Err(StepError::new(step, e));
+    let step = |step: Step, e: nix::Error| Err(StepError::new(step, e));
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
     let supervisor = sys::parent_pid();
     // A new session: the process leads its own group, so a timeout or stop
     // can kill its tree without touching anything else, and a terminal can
     // become its controlling tty.
     if let Err(e) = sys::new_session() {
-        return step("setsid", e);
+        return step(Step::Setsid, e);
     }
     match &stdio {
         Stdio::Null(null) => {
             for target in 0..=2 {
                 if let Err(e) = sys::dup_to(null.as_fd(), target) {
-                    return step("redirect stdio to /dev/null", e);
+                    return step(Step::RedirectStdioToDevNull, e);
                 }
             }
         }
         Stdio::Fds { fds, tty } => {
             for (target, fd) in fds.iter().enumerate() {
                 if let Err(e) = sys::dup_to(fd.as_fd(), target as i32) {
-                    return step("install stdio", e);
+                    return step(Step::InstallStdio, e);
                 }
             }
             if *tty {
                 if let Some(Err(e)) = fds.first().map(|t| sys::set_controlling_tty(t.as_fd())) {
-                    return step("set controlling terminal", e);
+                    return step(Step::SetControllingTerminal, e);
                 }
             }
         }
@@ -510,13 +511,13 @@ fn harden(
     sys::close_fds_except(3, &[keep]);
     // While still privileged: bound what a uid-0 payload can ever hold.
     if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
-        return step("drop capabilities from the bounding set", e);
+        return step(Step::DropCapabilitiesFromTheBoundingSet, e);
     }
     // Where the OS has no such control (not Linux/FreeBSD) the capability
     // report does not claim it.
     if sys::HAS_NO_NEW_PRIVS {
         if let Err(e) = sys::set_no_new_privs() {
-            return step("set no_new_privs", e);
+            return step(Step::SetNoNewPrivs, e);
         }
     }
     // Test builds only (feature `weaken`): skip the limits on request, to
@@ -545,7 +546,7 @@ fn harden(
         // Still privileged: a limit above the current hard one is allowed.
         if let Err(e) = sys::set_rlimit(resource, value) {
             return Err(StepError::new(
-                "setrlimit",
+                Step::Setrlimit,
                 format!("{:?}={}: {e}", limit.kind, limit.value),
             ));
         }
@@ -553,32 +554,32 @@ fn harden(
     if plan.uid.is_root() {
         if let Some(why) = &config.root_refused {
             return Err(StepError::new(
-                "setuid",
+                Step::Setuid,
                 format!("uid 0 is refused in this sandbox: {why}"),
             ));
         }
     }
     // Groups first: after setuid we could no longer change them.
     if let Err(e) = sys::set_groups(&plan.groups) {
-        return step("setgroups", e);
+        return step(Step::Setgroups, e);
     }
     if let Err(e) = sys::set_gid(plan.gid) {
-        return Err(StepError::new("setgid", format!("{}: {e}", plan.gid)));
+        return Err(StepError::new(Step::Setgid, format!("{}: {e}", plan.gid)));
     }
     if let Err(e) = sys::set_uid(plan.uid) {
-        return Err(StepError::new("setuid", format!("{}: {e}", plan.uid)));
+        return Err(StepError::new(Step::Setuid, format!("{}: {e}", plan.uid)));
     }
     // After setuid, which would clear it: if the supervisor is killed, the
     // payload dies too rather than run on with nobody to report or stop it
     // (on the chroot backend nothing else would ever end it).
     if let Err(e) = die_with(supervisor) {
-        return step("set the parent-death signal", e);
+        return step(Step::SetParentDeathSignal, e);
     }
     // After setuid, so the directory's permissions apply to the payload;
     // resolved inside the root without magic links, entered by descriptor.
     if let Err(e) = sys::enter_client_dir(plan.cwd.as_c_str()) {
         return Err(StepError::new(
-            "chdir to working directory",
+            Step::ChdirToWorkingDirectory,
             format!("{:?}: {e}", plan.cwd),
         ));
     }
@@ -586,7 +587,7 @@ fn harden(
     #[cfg(target_os = "linux")]
     if config.seccomp {
         if let Err(e) = crate::seccomp::install_default() {
-            return Err(StepError::new("install seccomp filter", e));
+            return Err(StepError::new(Step::InstallSeccompFilter, e));
         }
     }
     Ok(())
@@ -607,15 +608,15 @@ fn exec(plan: &ExecPlan) -> StepError {
             .unwrap_or_default();
         let Some(program) = resolve_program(argv0, &plan.path_var) else {
             return StepError::new(
-                "exec",
+                Step::Exec,
                 format!("{argv0}: not found in PATH {}", plan.path_var),
             );
         };
         let Ok(program) = CString::new(program) else {
-            return StepError::new("exec", "program path contains NUL");
+            return StepError::new(Step::Exec, "program path contains NUL");
         };
         let err = sys::execve(&program, &plan.argv, &plan.env);
-        StepError::new("exec", format!("{}: {err}", program.to_string_lossy()))
+        StepError::new(Step::Exec, format!("{}: {err}", program.to_string_lossy()))
     }
 }
 

@@ -24,12 +24,14 @@ pub mod procs;
 mod report;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+mod step;
 mod supervisor;
 pub mod sys;
 
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};
 pub use procs::SUPERVISE_ARG;
+pub use step::Step;
 pub use supervisor::{
     CONTROL_SOCKET, CommonConfig, ExitFile, Isolation, LaunchConfig, Rlimit, RlimitKind, StepError,
     helper_main, now_ms, supervise,

@@ -11,6 +11,7 @@ use std::os::fd::BorrowedFd;
 
 use nix::unistd::Pid;
 
+use crate::step::Step;
 use crate::supervisor::StepError;
 use crate::sys;
 
@@ -49,7 +50,7 @@ impl Report {
             }
             Self::Failed(e) => {
                 let mut out = vec![FAILED];
-                out.extend_from_slice(e.step.as_bytes());
+                out.extend_from_slice(e.step.name().as_bytes());
                 out.push(0);
                 out.extend_from_slice(e.message.as_bytes());
                 out
@@ -112,8 +113,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
         Some((&PROBE, json)) => End::Probe(json.to_vec()),
         Some((&FAILED, text)) => {
             let text = String::from_utf8_lossy(text);
-            let (step, message) = text.split_once('\0').unwrap_or(("exec", &text));
-            End::Failed(StepError::new(step, message))
+            match text.split_once('\0') {
+                // The payload and this process are one binary: an unknown
+                // step name means the report was mangled.
+                Some((name, message)) => match Step::from_name(name) {
+                    Some(step) => End::Failed(StepError::new(step, message)),
+                    None => malformed(rest),
+                },
+                None => End::Failed(StepError::new(Step::Exec, text)),
+            }
         }
         Some(_) => malformed(rest),
     };
@@ -122,7 +130,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
 
 fn malformed(bytes: &[u8]) -> End {
     End::Failed(StepError::new(
-        "read error pipe",
+        Step::ReadErrorPipe,
         format!(
             "malformed report from the child: {:?}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
@@ -136,7 +144,7 @@ mod tests {
 
     #[test]
     fn sequences_decode_as_written() {
-        let failed = StepError::new("setuid", "1000: EPERM");
+        let failed = StepError::new(Step::Setuid, "1000: EPERM");
         let cases: Vec<(Vec<Report>, Reports)> = vec![
             (
                 vec![],
@@ -190,7 +198,7 @@ mod tests {
     fn garbage_is_a_failure_never_a_success() {
         for bytes in [&b"x"[..], b"\x01nope\n", b"\x0112", b"\x01\n"] {
             assert!(
-                matches!(decode(bytes).end, End::Failed(ref e) if e.step == "read error pipe"),
+                matches!(decode(bytes).end, End::Failed(ref e) if e.step == Step::ReadErrorPipe),
                 "{bytes:?}"
             );
         }
@@ -200,7 +208,7 @@ mod tests {
     fn a_failure_without_separator_keeps_its_text() {
         assert_eq!(
             decode(b"\x03boom").end,
-            End::Failed(StepError::new("exec", "boom"))
+            End::Failed(StepError::new(Step::Exec, "boom"))
         );
     }
 }

@@ -19,23 +19,24 @@ use sandboxd_core::wire::{CreateOptions, CreateVerify, Event, ProcessExit, Reque
 
 use crate::channel::{Channel, RecvOutcome};
 use crate::launch::{self, ExecPlan, Stdio};
+use crate::step::Step;
 use crate::sys;
 
 /// A failed step, as reported to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{step}: {message}")]
 pub struct StepError {
-    /// The step that failed ("mount image", "chroot", "setuid", ...).
-    pub step: String,
+    /// The step that failed.
+    pub step: Step,
     /// Why, with the path/value involved.
     pub message: String,
 }
 
 impl StepError {
     /// Builds a step error.
-    pub fn new(step: &str, message: impl std::fmt::Display) -> Self {
+    pub fn new(step: Step, message: impl std::fmt::Display) -> Self {
         Self {
-            step: step.to_owned(),
+            step,
             message: message.to_string(),
         }
     }
@@ -206,7 +207,7 @@ pub fn supervise<I: Isolation>(
 ) -> i32 {
     let fail = |chan: &mut Channel, e: StepError| {
         chan.send(&Event::SetupFailed {
-            step: e.step,
+            step: e.step.name().to_owned(),
             message: e.message,
         });
         1
@@ -216,15 +217,15 @@ pub fn supervise<I: Isolation>(
         // run in a process with other threads, where the OS can tell.
         if let Some(n) = sys::thread_count().filter(|n| *n != 1) {
             return Err(StepError::new(
-                "check single-threaded",
+                Step::CheckSingleThreaded,
                 format!("the supervisor must run alone in its process, which has {n} threads"),
             ));
         }
-        sys::ignore_sigpipe().map_err(|e| StepError::new("ignore SIGPIPE", e))?;
-        sys::become_subreaper().map_err(|e| StepError::new("become child subreaper", e))?;
-        let sigchld =
-            sys::install_signal_pipe().map_err(|e| StepError::new("install signal handlers", e))?;
-        let null = sys::open_dev_null().map_err(|e| StepError::new("open /dev/null", e))?;
+        sys::ignore_sigpipe().map_err(|e| StepError::new(Step::IgnoreSigpipe, e))?;
+        sys::become_subreaper().map_err(|e| StepError::new(Step::BecomeChildSubreaper, e))?;
+        let sigchld = sys::install_signal_pipe()
+            .map_err(|e| StepError::new(Step::InstallSignalHandlers, e))?;
+        let null = sys::open_dev_null().map_err(|e| StepError::new(Step::OpenDevNull, e))?;
         let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
         Ok::<_, StepError>((sigchld, null, main))
     })();
@@ -276,7 +277,7 @@ pub fn supervise<I: Isolation>(
     if let Some(verify) = options.verify {
         if sup.isolation.main_pid().is_some() {
             return sup.abort_setup(StepError::new(
-                "verify",
+                Step::Verify,
                 "this backend starts the main process during setup (Linux INIT mode: pid 1 becomes the init), so it cannot be verified before it starts; use VerifySandbox on the running sandbox",
             ));
         }
@@ -290,7 +291,7 @@ pub fn supervise<I: Isolation>(
     } else if let Some(plan) = main_plan {
         let null = match sup.null.try_clone() {
             Ok(n) => n,
-            Err(e) => return sup.abort_setup(StepError::new("duplicate /dev/null", e)),
+            Err(e) => return sup.abort_setup(StepError::new(Step::DuplicateDevNull, e)),
         };
         match launch::spawn(&sup.isolation, &sup.config, &plan, Stdio::Null(null)) {
             Ok(pid) => sup.main = Some(pid),
@@ -321,7 +322,7 @@ impl<I: Isolation> Supervisor<I> {
         let null = self
             .null
             .try_clone()
-            .map_err(|e| StepError::new("duplicate /dev/null", e))?;
+            .map_err(|e| StepError::new(Step::DuplicateDevNull, e))?;
         let before = self.isolation.oom_kills();
         let timeout = Duration::from_millis(config.budget_ms) + PROBE_SLACK;
         let result = launch::probe(&self.isolation, &self.config, &plan, &config, null, timeout);
@@ -343,7 +344,7 @@ impl<I: Isolation> Supervisor<I> {
             Ok(verification)
         } else {
             Err(StepError::new(
-                "verify",
+                Step::Verify,
                 format!(
                     "REQUIRED properties observed VIOLATED: {}",
                     violated.join("; ")
@@ -356,7 +357,7 @@ impl<I: Isolation> Supervisor<I> {
         self.kill_everything();
         let _ = self.isolation.teardown();
         self.chan.send(&Event::SetupFailed {
-            step: e.step,
+            step: e.step.name().to_owned(),
             message: e.message,
         });
         1
@@ -527,7 +528,7 @@ impl<I: Isolation> Supervisor<I> {
             Request::Exec { exec_id, process } => {
                 let ended = self.main_exit.is_some() || self.stopping.is_some();
                 let result = if ended {
-                    Err(StepError::new("exec", "the sandbox is stopping"))
+                    Err(StepError::new(Step::Exec, "the sandbox is stopping"))
                 } else {
                     ExecPlan::new(&process).and_then(|plan| {
                         launch::spawn(
@@ -552,7 +553,7 @@ impl<I: Isolation> Supervisor<I> {
                     }
                     Err(e) => self.chan.send(&Event::ExecFailed {
                         exec_id,
-                        step: e.step,
+                        step: e.step.name().to_owned(),
                         message: e.message,
                     }),
                 }
@@ -597,7 +598,7 @@ impl<I: Isolation> Supervisor<I> {
                 config,
             } => {
                 let result = if self.main_exit.is_some() || self.stopping.is_some() {
-                    Err(StepError::new("verify", "the sandbox is stopping"))
+                    Err(StepError::new(Step::Verify, "the sandbox is stopping"))
                 } else {
                     self.run_probe(&process, *config)
                 };
@@ -751,7 +752,7 @@ where
         Ok(isolation) => supervise(chan, config.common, isolation, options),
         Err(e) => {
             chan.send(&Event::SetupFailed {
-                step: e.step,
+                step: e.step.name().to_owned(),
                 message: e.message,
             });
             1

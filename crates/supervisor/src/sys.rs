@@ -1047,8 +1047,9 @@ pub fn read_head(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>, Errno> {
 /// sandboxd binary inside a sandbox so a payload can neither read nor run
 /// the helper. A symlink planted at that name is not followed (ELOOP), and
 /// an earlier file is made mode 000 again (`mode` applies only to a new
-/// one).
-pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
+/// one). Returns its path and the open file (FreeBSD checks the inode it
+/// mounts).
+pub fn create_mask_file(dir: &std::path::Path) -> io::Result<(std::path::PathBuf, std::fs::File)> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cover = dir.join("masked");
     let file = std::fs::OpenOptions::new()
@@ -1059,7 +1060,7 @@ pub fn create_mask_file(dir: &std::path::Path) -> io::Result<std::path::PathBuf>
         .custom_flags(libc::O_NOFOLLOW)
         .open(&cover)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o000))?;
-    Ok(cover)
+    Ok((cover, file))
 }
 
 /// The kernel path of an open descriptor (`/proc/self/fd/N`), usable as a
@@ -1116,7 +1117,7 @@ mod tests {
         std::fs::write(dir.join("masked"), b"old").unwrap();
         std::fs::set_permissions(dir.join("masked"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        let cover = super::create_mask_file(&dir).unwrap();
+        let (cover, _) = super::create_mask_file(&dir).unwrap();
         let meta = std::fs::metadata(&cover).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(meta.len(), 0);
