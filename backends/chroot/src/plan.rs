@@ -629,20 +629,11 @@ pub use sandboxd_core::backend::RESOLV_CONF;
 
 /// The rlimits a spec maps to.
 pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
-    let l = &spec.spec().limits;
-    [
-        (RlimitKind::Nproc, l.pids),
-        (RlimitKind::Nofile, l.open_files),
-        (RlimitKind::As, l.address_space_bytes),
-    ]
-    .into_iter()
-    .filter_map(|(kind, limit)| {
-        limit.map(|l| Rlimit {
-            kind,
-            value: l.value,
-        })
-    })
-    .collect()
+    // No pids cgroup here: RLIMIT_NPROC stands in for limits.pids.
+    Rlimit::of_spec(
+        spec,
+        &[RlimitKind::Nproc, RlimitKind::Nofile, RlimitKind::As],
+    )
 }
 
 /// How the writable layer is limited.
@@ -861,12 +852,11 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                 "execve can never gain privileges",
             )),
             ChrootStep::SetRlimit(l) => {
-                let name = match l.kind {
-                    RlimitKind::Nproc => "RLIMIT_NPROC",
-                    RlimitKind::Nofile => "RLIMIT_NOFILE",
-                    RlimitKind::As => "RLIMIT_AS",
-                };
-                steps.push(Step::new("setrlimit", &[&name, &l.value], "limit"));
+                steps.push(Step::new(
+                    "setrlimit",
+                    &[&l.kind.name(), &l.value],
+                    l.kind.purpose(),
+                ));
             }
             ChrootStep::SetGroups(groups) => steps.push(Step::new(
                 "setgroups",

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
 use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
-use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
+use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
 use crate::kernel_args;
 use crate::netcfg;
@@ -139,20 +139,6 @@ impl Backend for FreeBsdBackend {
         }
         // Every process the supervisor starts (main and Exec, in every
         // mode) gets these.
-        let rlimits = jail_plan
-            .rlimits
-            .iter()
-            .map(|r| match *r {
-                plan::Rlimit::Nofile(value) => Rlimit {
-                    kind: RlimitKind::Nofile,
-                    value,
-                },
-                plan::Rlimit::As(value) => Rlimit {
-                    kind: RlimitKind::As,
-                    value,
-                },
-            })
-            .collect();
         // The main process runs what the plan says: in INIT mode with the
         // default argv, `/bin/sh /etc/rc` instead of `/sbin/init`.
         let main = (s.mode != Mode::Idle).then(|| {
@@ -166,7 +152,7 @@ impl Backend for FreeBsdBackend {
             sandbox_id: sandbox.id.clone(),
             mode: s.mode,
             main,
-            rlimits,
+            rlimits: jail_plan.rlimits.clone(),
             // FreeBSD has no capability bounding set: a jail's root is
             // limited by the jail itself (securelevel, allow.*).
             capabilities: vec![],

@@ -73,7 +73,7 @@ pub use params::DEVFS_RULESET;
 pub use steps::{Executor, JAIL_RC, executor, main_argv, steps_for};
 pub use types::{
     Actor, Fstype, JailMount, JailParam, JailPlan, JailStep, Jsys, MountSource, ParamValue,
-    RctlResource, RctlRule, Rlimit,
+    RctlResource, RctlRule, Rlimit, RlimitKind,
 };
 
 /// Why a spec cannot be planned at all (a refused REQUIRED property is

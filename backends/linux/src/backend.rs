@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
 use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
-use sandboxd_supervisor::{CommonConfig, LaunchConfig, Rlimit, RlimitKind};
+use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
 use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
 use crate::runtime::{LinuxIsolation, LinuxLaunch};
@@ -155,19 +155,7 @@ impl Backend for LinuxBackend {
         // Every process of the sandbox, in every mode, gets the spec's
         // limits: built from the spec, not from the main process's steps
         // (an IDLE plan has none).
-        let rlimits = plan::rlimits(spec)
-            .into_iter()
-            .map(|r| match r {
-                plan::Rlimit::Nofile(value) => Rlimit {
-                    kind: RlimitKind::Nofile,
-                    value,
-                },
-                plan::Rlimit::As(value) => Rlimit {
-                    kind: RlimitKind::As,
-                    value,
-                },
-            })
-            .collect();
+        let rlimits = plan::rlimits(spec);
         // Every payload (Exec'd ones too, and in IDLE mode) gets the default
         // set unless the plan names another.
         let mut capabilities: Vec<u32> = plan::Capability::DEFAULT

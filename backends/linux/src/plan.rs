@@ -63,7 +63,7 @@ pub use network::{
 pub use steps::rlimits;
 pub use types::{
     Actor, Capability, CgroupPlan, CgroupWrite, IdMap, Layer, LinuxPlan, LinuxStep, Mount,
-    MountFlag, MountSource, Namespace, Network, Rlimit, RootOp,
+    MountFlag, MountSource, Namespace, Network, Rlimit, RlimitKind, RootOp,
 };
 
 /// Why a spec cannot be planned at all (a refused REQUIRED property is

@@ -221,3 +221,70 @@ mod tests {
         }
     }
 }
+
+/// Which per-process resource limit (`setrlimit(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RlimitKind {
+    /// `RLIMIT_NPROC`: processes of the user (a backend with no pids
+    /// cgroup or rctl rule uses it for `limits.pids`).
+    Nproc,
+    /// `RLIMIT_NOFILE`.
+    Nofile,
+    /// `RLIMIT_AS`, in bytes.
+    As,
+}
+
+impl RlimitKind {
+    /// The kernel's name, as plans show it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Nproc => "RLIMIT_NPROC",
+            Self::Nofile => "RLIMIT_NOFILE",
+            Self::As => "RLIMIT_AS",
+        }
+    }
+
+    /// The spec's limit this one enforces, as plans explain it.
+    pub const fn purpose(self) -> &'static str {
+        match self {
+            Self::Nproc => "pids limit, per user",
+            Self::Nofile => "open_files limit, per process",
+            Self::As => "address_space limit, per process",
+        }
+    }
+}
+
+/// One resource limit applied to every process of a sandbox (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rlimit {
+    /// Which limit.
+    pub kind: RlimitKind,
+    /// Soft and hard value.
+    pub value: u64,
+}
+
+impl Rlimit {
+    /// A limit of `kind` at `value`.
+    pub const fn new(kind: RlimitKind, value: u64) -> Self {
+        Self { kind, value }
+    }
+
+    /// The spec's limits among `kinds`, in that order: every backend maps
+    /// the spec the same way and chooses only which limits are per-process
+    /// for it (and so which every process, in every mode, gets).
+    pub fn of_spec(spec: &ValidatedSpec, kinds: &[RlimitKind]) -> Vec<Self> {
+        let l = &spec.spec().limits;
+        kinds
+            .iter()
+            .filter_map(|&kind| {
+                let limit = match kind {
+                    RlimitKind::Nproc => l.pids,
+                    RlimitKind::Nofile => l.open_files,
+                    RlimitKind::As => l.address_space_bytes,
+                };
+                limit.map(|l| Self::new(kind, l.value))
+            })
+            .collect()
+    }
+}

@@ -99,26 +99,7 @@ pub trait Isolation {
     fn teardown(&mut self) -> Result<(), StepError>;
 }
 
-/// Which per-process resource limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RlimitKind {
-    /// RLIMIT_NPROC.
-    Nproc,
-    /// RLIMIT_NOFILE.
-    Nofile,
-    /// RLIMIT_AS.
-    As,
-}
-
-/// One setrlimit applied to every sandbox process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rlimit {
-    /// Which limit.
-    pub kind: RlimitKind,
-    /// Soft and hard value.
-    pub value: u64,
-}
+pub use sandboxd_core::backend::{Rlimit, RlimitKind};
 
 /// Backend-independent part of the launch configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sandboxd_core::NativePlan;
 use sandboxd_core::plan::{PlanMount, Step};
 
-use super::{Actor, JailMount, JailPlan, JailStep, MountSource, Rlimit};
+use super::{Actor, JailMount, JailPlan, JailStep, MountSource};
 
 /// The images directory as shown in plans (its real path is configuration).
 const IMAGES: &str = "<images>";
@@ -129,15 +129,10 @@ fn step(plan: &JailPlan, step: &JailStep) -> Step {
             vec![plan.name.clone()],
             "enter the jail; root and cwd become its path",
         ),
-        JailStep::SetRlimit(Rlimit::Nofile(n)) => (
+        JailStep::SetRlimit(r) => (
             "setrlimit",
-            vec!["RLIMIT_NOFILE".to_owned(), n.to_string()],
-            "open_files limit, per process",
-        ),
-        JailStep::SetRlimit(Rlimit::As(n)) => (
-            "setrlimit",
-            vec!["RLIMIT_AS".to_owned(), n.to_string()],
-            "address_space limit, per process",
+            vec![r.kind.name().to_owned(), r.value.to_string()],
+            r.kind.purpose(),
         ),
         JailStep::NoNewPrivs => (
             "procctl",

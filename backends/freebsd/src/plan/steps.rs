@@ -5,7 +5,7 @@ use sandboxd_core::spec::Mode;
 use sandboxd_core::validate::DEFAULT_INIT;
 
 use super::network::Net;
-use super::{HostFacts, HostNet, JailStep, RctlResource, RctlRule, Rlimit};
+use super::{HostFacts, HostNet, JailStep, RctlResource, RctlRule, Rlimit, RlimitKind};
 
 /// What else the plan holds that needs a step.
 pub(super) struct Has {
@@ -51,14 +51,8 @@ pub(super) fn rctl_rules(spec: &ValidatedSpec, jail: &str, host: &HostFacts) -> 
 /// The per-process limits of every process the sandbox starts, in every
 /// mode: `setrlimit(2)` before the ids change.
 pub(super) fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
-    let l = spec.spec().limits;
-    [
-        l.open_files.map(|l| Rlimit::Nofile(l.value)),
-        l.address_space_bytes.map(|l| Rlimit::As(l.value)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    // The pids limit is an rctl rule (maxproc), for the whole jail.
+    Rlimit::of_spec(spec, &[RlimitKind::Nofile, RlimitKind::As])
 }
 
 /// The argv the first process runs.

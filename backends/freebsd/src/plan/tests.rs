@@ -433,8 +433,8 @@ fn limits() {
     assert_eq!(
         after_attach,
         [
-            &JailStep::SetRlimit(Rlimit::Nofile(64)),
-            &JailStep::SetRlimit(Rlimit::As(1 << 30)),
+            &JailStep::SetRlimit(Rlimit::new(RlimitKind::Nofile, 64)),
+            &JailStep::SetRlimit(Rlimit::new(RlimitKind::As, 1 << 30)),
             &JailStep::NoNewPrivs,
         ]
     );
@@ -461,7 +461,10 @@ fn limits() {
         let p = build(&s, &sandbox(), &host).expect("builds");
         assert_eq!(
             p.rlimits,
-            [Rlimit::Nofile(64), Rlimit::As(1 << 30)],
+            [
+                Rlimit::new(RlimitKind::Nofile, 64),
+                Rlimit::new(RlimitKind::As, 1 << 30)
+            ],
             "{what}"
         );
         let shown: Vec<Rlimit> = p
@@ -1958,7 +1961,13 @@ fn main_argv_and_rlimits_come_from_the_plan() {
         main_argv(&init.steps),
         Some(&["/bin/sh".to_owned(), "/etc/rc".to_owned()][..])
     );
-    assert_eq!(init.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(1 << 30)]);
+    assert_eq!(
+        init.rlimits,
+        vec![
+            Rlimit::new(RlimitKind::Nofile, 64),
+            Rlimit::new(RlimitKind::As, 1 << 30)
+        ]
+    );
     let process = built(|_| {}, &HostFacts::assumed());
     assert_eq!(
         main_argv(&process.steps),
@@ -1984,7 +1993,13 @@ fn main_argv_and_rlimits_come_from_the_plan() {
         &HostFacts::assumed(),
     );
     assert_eq!(main_argv(&idle.steps), None);
-    assert_eq!(idle.rlimits, vec![Rlimit::Nofile(64), Rlimit::As(64 << 20)]);
+    assert_eq!(
+        idle.rlimits,
+        vec![
+            Rlimit::new(RlimitKind::Nofile, 64),
+            Rlimit::new(RlimitKind::As, 64 << 20)
+        ]
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use sandboxd_core::NativePlan;
 use sandboxd_core::plan::{PlanMount, Step};
 
 use super::{
-    Actor, LinuxPlan, LinuxStep, Mount, MountSource, Namespace, Network, Rlimit, RootOp,
-    RoutedNetwork, nft_script,
+    Actor, LinuxPlan, LinuxStep, Mount, MountSource, Namespace, Network, RootOp, RoutedNetwork,
+    nft_script,
 };
 
 /// The images directory as shown in plans (its real path is configuration).
@@ -189,15 +189,10 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             vec!["PR_SET_NO_NEW_PRIVS".to_owned(), "1".to_owned()],
             "setuid binaries and file capabilities cannot raise privileges",
         ),
-        LinuxStep::SetRlimit(Rlimit::Nofile(n)) => (
+        LinuxStep::SetRlimit(r) => (
             "setrlimit",
-            vec!["RLIMIT_NOFILE".to_owned(), n.to_string()],
-            "open_files limit, per process",
-        ),
-        LinuxStep::SetRlimit(Rlimit::As(n)) => (
-            "setrlimit",
-            vec!["RLIMIT_AS".to_owned(), n.to_string()],
-            "address_space limit, per process",
+            vec![r.kind.name().to_owned(), r.value.to_string()],
+            r.kind.purpose(),
         ),
         LinuxStep::SetGroups(gids) => (
             "setgroups",

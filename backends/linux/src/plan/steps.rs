@@ -3,7 +3,9 @@
 use sandboxd_core::spec::Mode;
 use sandboxd_core::{SandboxPaths, ValidatedSpec};
 
-use super::{Capability, HostFacts, IdMap, LinuxStep, Namespace, Network, Rlimit, network};
+use super::{
+    Capability, HostFacts, IdMap, LinuxStep, Namespace, Network, Rlimit, RlimitKind, network,
+};
 
 /// The steps for a spec, in order.
 pub(super) fn steps(
@@ -79,10 +81,6 @@ pub(super) fn steps(
 /// them — the main process, and every Exec'd one in every mode (IDLE too,
 /// which has no main process and so no payload steps above).
 pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
-    let l = &spec.spec().limits;
-    l.open_files
-        .map(|l| Rlimit::Nofile(l.value))
-        .into_iter()
-        .chain(l.address_space_bytes.map(|l| Rlimit::As(l.value)))
-        .collect()
+    // The pids limit is the cgroup's, for the whole sandbox.
+    Rlimit::of_spec(spec, &[RlimitKind::Nofile, RlimitKind::As])
 }

@@ -770,8 +770,8 @@ fn rlimits_and_identity() {
         tail,
         [
             &LinuxStep::NoNewPrivs,
-            &LinuxStep::SetRlimit(Rlimit::Nofile(64)),
-            &LinuxStep::SetRlimit(Rlimit::As(1 << 30)),
+            &LinuxStep::SetRlimit(Rlimit::new(RlimitKind::Nofile, 64)),
+            &LinuxStep::SetRlimit(Rlimit::new(RlimitKind::As, 1 << 30)),
             &LinuxStep::SetGroups(vec![5, 6]),
             &LinuxStep::SetGid(100),
             &LinuxStep::SetUid(1000),
@@ -1151,7 +1151,10 @@ fn every_mode_gets_the_per_process_rlimits() {
         let v = validate(s, &Policy::default()).expect("valid spec");
         assert_eq!(
             crate::plan::rlimits(&v),
-            [Rlimit::Nofile(64), Rlimit::As(1 << 30)],
+            [
+                Rlimit::new(RlimitKind::Nofile, 64),
+                Rlimit::new(RlimitKind::As, 1 << 30)
+            ],
             "{mode:?}"
         );
     }

@@ -283,15 +283,7 @@ impl Capability {
     }
 }
 
-/// A resource limit set with `setrlimit(2)` (soft = hard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rlimit {
-    /// `RLIMIT_NOFILE`.
-    Nofile(u64),
-    /// `RLIMIT_AS` in bytes.
-    As(u64),
-}
+pub use sandboxd_core::backend::{Rlimit, RlimitKind};
 
 /// Who runs a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
