@@ -219,6 +219,9 @@ pub(crate) fn sandbox(s: &Sandbox) -> Value {
         "usage": opt(s.usage.as_ref(), |u: &ResourceUsage| json!({
             "memory_bytes": u.memory_bytes,
             "pids": u.pids,
+            "cpu_usec": u.cpu_usec,
+            "io_read_bytes": u.io_read_bytes,
+            "io_write_bytes": u.io_write_bytes,
         })),
         "addresses": s.addresses,
     })

@@ -8,7 +8,7 @@ use sandboxd_proto::v1::{
 use serde_json::Value;
 
 use super::{Ctx, out, print_json, report_table, required, warn_degraded};
-use crate::cli::{CreateArgs, IdArg, IdsArg, LsArgs, StopArgs};
+use crate::cli::{CreateArgs, IdArg, LsArgs, RmArgs, StopArgs};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::format;
 use crate::json::{self, enum_name};
@@ -336,9 +336,11 @@ fn render_inspect(s: &Sandbox, now: i64) -> String {
     t.row(["Owner:".into(), dash(&s.owner)]);
     t.row(["State:".into(), format::state(s.state)]);
     if let Some(u) = &s.usage {
-        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let show = |v: Option<u64>| v.map_or_else(|| format::UNKNOWN.to_owned(), |v| v.to_string());
+        t.row(["CPU time:".into(), format::cpu_time(u.cpu_usec)]);
         t.row(["Memory (bytes):".into(), show(u.memory_bytes)]);
         t.row(["Tasks:".into(), show(u.pids)]);
+        t.row(["Block I/O:".into(), format::block_io(u)]);
     }
     t.row([
         "Created:".into(),
@@ -421,7 +423,9 @@ pub(super) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<i32, CliError> {
 
 /// DestroySandbox for each id; says whether each existed. Unknown ids are
 /// not an error (destroy is idempotent), other failures make it exit 1.
-pub(super) async fn rm(ctx: &Ctx, args: IdsArg) -> Result<i32, CliError> {
+pub(super) async fn rm(ctx: &Ctx, args: RmArgs) -> Result<i32, CliError> {
+    // `force` changes nothing: DestroySandbox always kills what runs.
+    let _ = args.force;
     let mut client = SandboxServiceClient::new(ctx.channel().await?);
     let mut report = PerId::new(ctx);
     for id in &args.ids {

@@ -3,6 +3,7 @@
 mod caps;
 mod events;
 mod lifecycle;
+mod ops;
 mod plan;
 mod run;
 mod verify;
@@ -61,6 +62,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
+        Command::Stats(a) => ops::stats(&ctx, a).await,
+        Command::Completion(a) => ops::completion(&a),
     }
 }
 
