@@ -60,6 +60,7 @@ pub use mounts::{
 };
 pub use network::{
     Forward, NETNS_FILE, RoutedNetwork, SANDBOX_LINK, host_link, nft_script, nft_table,
+    route_localnet_sysctl,
 };
 pub use steps::rlimits;
 pub use types::{

@@ -586,9 +586,19 @@ fn restricted_network_plan_and_nft_rules() {
     fib daddr type local tcp dport 8080 dnat ip to 203.0.113.2:80
     fib daddr type local udp dport 5353 dnat ip to 203.0.113.2:53
   }
+  chain forwards_loopback {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 127.0.0.0/8 oifname "sbx0123456789ab" masquerade
+  }
 }
 "#;
     assert_eq!(nft_script(r), want);
+    assert_eq!(
+        route_localnet_sysctl(r),
+        Some(PathBuf::from(
+            "/proc/sys/net/ipv4/conf/sbx0123456789ab/route_localnet"
+        ))
+    );
 
     // An IPv4-only sandbox without options drops all IPv6 from its link
     // and has no NAT or forward chains.
