@@ -201,6 +201,18 @@ fn metrics_off_the_loopback_need_an_explicit_setting() {
     );
 }
 
+/// Whether this host has a block I/O controller (v1 blkio, or io in the
+/// unified hierarchy's root).
+fn host_has_io_accounting() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/blkio/blkio.throttle.io_service_bytes").exists()
+        || [
+            "/sys/fs/cgroup/cgroup.controllers",
+            "/sys/fs/cgroup/unified/cgroup.controllers",
+        ]
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.split_whitespace().any(|c| c == "io")))
+}
+
 #[tokio::test]
 async fn get_sandbox_reports_usage_without_any_limit() {
     let d = Daemon::start();
@@ -237,6 +249,12 @@ async fn get_sandbox_reports_usage_without_any_limit() {
             "memory (4 MiB in /tmp): {u:?}"
         );
         assert!(u.pids.is_some(), "pids: {u:?}");
+        if host_has_io_accounting() {
+            assert!(
+                u.io_read_bytes.is_some() && u.io_write_bytes.is_some(),
+                "block I/O: {u:?}"
+            );
+        }
     } else if chroot_backend() {
         assert_eq!(
             u,
