@@ -283,16 +283,38 @@ async fn get_sandbox_reports_usage_without_any_limit() {
     assert!(text.contains(&sb.id), "{text}");
     let (code, text, err) = run(sandboxctl(Some(&d)).args(["--json", "stats", &sb.id]));
     assert_eq!(code, 0, "{err}");
+    // One JSON line; ResourceUsage in the proto3 mapping (uint64 as a
+    // string, an unmeasured field absent).
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(v[0]["id"], sb.id.as_str());
+    assert_eq!(v["id"], sb.id.as_str());
     if linux_backend() {
-        assert!(
-            v[0]["usage"]["cpu_usec"].as_u64().is_some_and(|n| n > 0),
-            "{v}"
-        );
+        let cpu = v["usage"]["cpuUsec"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok());
+        assert!(cpu.is_some_and(|n| n > 0), "{v}");
     } else if chroot_backend() {
-        assert!(v[0]["usage"]["cpu_usec"].is_null(), "{v}");
+        assert!(v["usage"].get("cpuUsec").is_none(), "{v}");
     }
+    // Errors as JSON on stderr with --json.
+    let (code, out, err) = run(sandboxctl(Some(&d)).args(["--json", "inspect", "no-such-sandbox"]));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    let e: serde_json::Value = serde_json::from_str(err.trim()).expect("a JSON error");
+    assert_eq!(e["error"]["code"], "NOT_FOUND", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-sandbox")),
+        "{e}"
+    );
+    // --format: a template over the same document.
+    let (code, out, err) = run(sandboxctl(Some(&d)).args([
+        "inspect",
+        &sb.id,
+        "--format",
+        "{{.id}} {{.state}} {{.spec.image}}",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{} RUNNING host\n", sb.id));
     assert!(c.destroy(&sb.id).await);
     drop(c);
     d.finish().await;

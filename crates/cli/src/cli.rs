@@ -20,10 +20,20 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
 
-    /// Print responses as JSON (proto field and enum names) instead of
-    /// tables. `run` and `exec` are unaffected: their output is the process's.
+    /// Print responses as JSON lines in the canonical proto3 JSON mapping
+    /// (as grpcurl: lowerCamelCase names, enums by name, 64-bit integers as
+    /// strings, default values omitted), one document per line; errors go
+    /// to stderr as {"error":{"code":"NOT_FOUND","message":...}}. `run` and
+    /// `exec` are unaffected: their output is the process's.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Print each document `--json` would print through a Go-like
+    /// template, one line each: {{.id}}, {{.spec.image}}, {{json .usage}};
+    /// every field is present (defaults included); \t is a tab. Implies
+    /// --json's errors.
+    #[arg(long, global = true, value_name = "TEMPLATE")]
+    pub(crate) format: Option<String>,
 
     #[command(subcommand)]
     pub(crate) command: Command,

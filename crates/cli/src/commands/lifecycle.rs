@@ -71,7 +71,13 @@ pub(super) async fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32, CliError> {
         token = page.next_page_token;
     }
     if ctx.json {
-        print_json(&json::list(&all))?;
+        // JSON lines: one sandbox per line (as `docker ps --format json`).
+        for s in &all.sandboxes {
+            print_json(&json::sandbox(s))?;
+        }
+        if !all.next_page_token.is_empty() {
+            eprintln!("sandboxctl: more sandboxes match; use --all-pages to list them all");
+        }
         return Ok(0);
     }
     let now = format::now_ms();
@@ -451,12 +457,11 @@ pub(super) async fn rm(ctx: &Ctx, args: RmArgs) -> Result<i32, CliError> {
     report.finish()
 }
 
-/// Output of a command run on several ids: one JSON array at the end, or a
-/// text line as each id completes. A failed id goes to stderr and makes the
-/// exit code 1 without stopping the others.
+/// Output of a command run on several ids: a JSON line or a text line as
+/// each id completes. A failed id goes to stderr (as JSON with --json) and
+/// makes the exit code 1 without stopping the others.
 struct PerId {
     json: bool,
-    docs: Vec<Value>,
     code: i32,
 }
 
@@ -464,7 +469,6 @@ impl PerId {
     fn new(ctx: &Ctx) -> Self {
         Self {
             json: ctx.json,
-            docs: Vec::new(),
             code: 0,
         }
     }
@@ -475,22 +479,23 @@ impl PerId {
         line: impl FnOnce() -> String,
     ) -> Result<(), CliError> {
         if self.json {
-            self.docs.push(doc());
-            Ok(())
+            print_json(&doc())
         } else {
             out(&format!("{}\n", line()))
         }
     }
 
     fn failed(&mut self, id: &str, status: tonic::Status) {
-        eprintln!("sandboxctl: {id}: {}", CliError::Rpc(status));
+        let err = CliError::Rpc(status);
+        if self.json {
+            eprintln!("{}", err.to_json(Some(id)));
+        } else {
+            eprintln!("sandboxctl: {id}: {err}");
+        }
         self.code = EXIT_FAILURE;
     }
 
     fn finish(self) -> Result<i32, CliError> {
-        if self.json {
-            print_json(&Value::Array(self.docs))?;
-        }
         Ok(self.code)
     }
 }

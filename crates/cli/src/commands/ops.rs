@@ -3,10 +3,10 @@
 
 use clap::CommandFactory as _;
 use sandboxd_proto::v1::{
-    GetSandboxRequest, ListSandboxesRequest, ResourceUsage, Sandbox, SandboxState,
+    GetSandboxRequest, ListSandboxesRequest, Sandbox, SandboxState,
     sandbox_service_client::SandboxServiceClient,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Ctx, out, print_json, required};
 use crate::cli::{Cli, CompletionArgs, StatsArgs};
@@ -52,28 +52,20 @@ async fn targets(ctx: &Ctx, ids: &[String]) -> Result<Vec<Sandbox>, CliError> {
     Ok(all)
 }
 
-/// An optional count as JSON: a number, or null when not measured.
-fn usage_json(u: Option<&ResourceUsage>) -> Value {
-    u.map_or(Value::Null, |u| {
-        json!({
-            "cpu_usec": u.cpu_usec,
-            "memory_bytes": u.memory_bytes,
-            "pids": u.pids,
-            "io_read_bytes": u.io_read_bytes,
-            "io_write_bytes": u.io_write_bytes,
-        })
-    })
-}
-
 /// `stats`: one row per sandbox; a sandbox that is not running has no usage.
 pub(super) async fn stats(ctx: &Ctx, args: StatsArgs) -> Result<i32, CliError> {
     let sandboxes = targets(ctx, &args.ids).await?;
     if ctx.json {
-        let docs: Vec<Value> = sandboxes
-            .iter()
-            .map(|s| json!({"id": s.id, "name": s.name, "usage": usage_json(s.usage.as_ref())}))
-            .collect();
-        print_json(&Value::Array(docs))?;
+        // One line per sandbox: its id and name, and its ResourceUsage in
+        // the proto3 mapping (a field not measured is absent; no usage at
+        // all for a sandbox that is not running).
+        for s in &sandboxes {
+            let mut doc = json!({"id": s.id, "name": s.name});
+            if let (Some(u), Some(map)) = (&s.usage, doc.as_object_mut()) {
+                map.insert("usage".into(), crate::json::usage(u));
+            }
+            print_json(&doc)?;
+        }
         return Ok(0);
     }
     let mut t = Table::new(&["ID", "NAME", "CPU", "MEMORY", "TASKS", "BLOCK I/O"]);
