@@ -78,10 +78,8 @@ pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Cgrou
     // the host has; one with no limit written only counts.
     for (controller, v2_name) in [(&cg.memory, "memory"), (&cg.pids, "pids"), (&cg.io, "io")] {
         match (controller, &cg.unified) {
-            (Some(Controller::V2), Some(_)) => {
-                if !v2_controllers.contains(&v2_name) {
-                    v2_controllers.push(v2_name);
-                }
+            (Some(Controller::V2), Some(_)) if !v2_controllers.contains(&v2_name) => {
+                v2_controllers.push(v2_name);
             }
             (Some(Controller::V1 { mount }), _) => {
                 let dir = cgroup_dir(mount, id);
