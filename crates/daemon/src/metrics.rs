@@ -302,7 +302,7 @@ pub async fn serve(listener: TcpListener, manager: Arc<Manager>) {
         };
         let manager = manager.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &manager).await {
+            if let Err(e) = answer(stream, manager).await {
                 tracing::debug!(%peer, error = %e, "metrics scrape failed");
             }
             drop(permit);
@@ -310,7 +310,7 @@ pub async fn serve(listener: TcpListener, manager: Arc<Manager>) {
     }
 }
 
-async fn answer(mut stream: TcpStream, manager: &Manager) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, manager: Arc<Manager>) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 1024];
@@ -334,7 +334,11 @@ async fn answer(mut stream: TcpStream, manager: &Manager) -> std::io::Result<()>
         ("GET", "/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            manager.metrics.render(manager),
+            // Reads every running sandbox's counters from files: off the
+            // async workers.
+            tokio::task::spawn_blocking(move || manager.metrics.render(&manager))
+                .await
+                .map_err(std::io::Error::other)?,
         ),
         ("GET", _) => (
             "404 Not Found",
