@@ -68,9 +68,9 @@ async fn sandboxctl_run_exec_ls_inspect_rm() {
     );
     assert_eq!((code, out.as_str()), (0, "piped input\n"));
     // `run` removes its sandbox.
-    let (_, out, _) = run(sandboxctl(&d).args(["--json", "ls"]), "");
-    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(list["sandboxes"].as_array().map(Vec::len), Some(0), "{out}");
+    // JSON lines, one sandbox per line: none.
+    let (code, out, _) = run(sandboxctl(&d).args(["--json", "ls"]), "");
+    assert_eq!((code, out.as_str()), (0, ""));
 
     let (code, _, err) = run(
         sandboxctl(&d).args(["create", "--mode", "idle", "--name", "demo"]),
@@ -155,10 +155,11 @@ async fn sandboxctl_stop_and_rm_report_each_id() {
         "",
     );
     assert_eq!(code, 0, "{err}");
-    let docs: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let docs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     let existed: Vec<_> = docs
-        .as_array()
-        .expect("array")
         .iter()
         .map(|d| (d["id"].as_str().unwrap_or_default(), d["existed"].as_bool()))
         .collect();

@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod linux;
 mod network;
+mod ops;
 mod remote;
 mod resources;
 mod surface;

@@ -814,3 +814,67 @@ async fn dns_options_set_the_sandboxs_resolv_conf_only() {
     drop(c);
     d.finish().await;
 }
+
+/// An HTTP GET from this host's own network stack (not a test host), as
+/// `curl localhost:PORT` would: the status line and body, or the error.
+fn get_from_host(addr: &str, port: u16, tries: u32) -> (bool, String) {
+    use std::io::{Read, Write};
+    let mut last = String::new();
+    for _ in 0..tries {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &format!("{addr}:{port}").parse().expect("addr"),
+                Duration::from_secs(2),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })();
+        match attempt {
+            Ok(text) => {
+                let (ok, body) = body(&text);
+                if ok {
+                    return (true, body);
+                }
+                last = text;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (false, last)
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables, test hosts in netns) is the Linux backend's: needs Linux and the default build"
+)]
+#[tokio::test]
+async fn a_port_forward_is_reachable_on_the_hosts_localhost() {
+    // Docker's habit: `-p 8080:80` answers on localhost:8080 of the host
+    // itself, not only on its other addresses.
+    let pool = Pool::new();
+    let d = pool.start_daemon(&[]);
+    let mut c = d.clients().await;
+    let host_port: u16 = 21_000 + u16::try_from(pool.base).expect("port");
+    let mut net = restricted(&[]);
+    net.port_forwards = vec![pb::PortForward {
+        protocol: pb::Protocol::Tcp as i32,
+        host_port: u32::from(host_port),
+        sandbox_port: 8080,
+    }];
+    let a = pool.addr(2);
+    let web = c.create(web_server(net, &a, 8080)).await;
+    let (ok, text) = get_from_host("127.0.0.1", host_port, 50);
+    assert!(ok, "localhost:{host_port}: {text}");
+    assert_eq!(text, format!("hello from {a}\n"));
+    assert!(c.destroy(&web.id).await);
+    // Gone with the sandbox, and nothing of it left on the host (finish
+    // checks links, tables and namespaces).
+    let (ok, text) = get_from_host("127.0.0.1", host_port, 1);
+    assert!(!ok, "the forward outlived its sandbox: {text}");
+    drop(c);
+    d.finish().await;
+}

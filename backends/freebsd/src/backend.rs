@@ -203,8 +203,7 @@ impl Backend for FreeBsdBackend {
         if !self.facts.racct_enabled {
             return sandboxd_core::Usage::default();
         }
-        let (memory_bytes, pids) = runtime::usage(&plan::jail_name(&sandbox.id));
-        sandboxd_core::Usage { memory_bytes, pids }
+        runtime::usage(&plan::jail_name(&sandbox.id))
     }
 
     fn images(&self) -> Vec<String> {

@@ -197,18 +197,27 @@ pub fn sysctl_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Memory and process counts from `rctl_get_racct(2)`'s output
-/// ("cputime=0,datasize=..,memoryuse=1234,..,maxproc=3,..").
-pub fn racct_usage(text: &str) -> (Option<u64>, Option<u64>) {
+/// A jail's resource use from `rctl_get_racct(2)`'s output
+/// ("cputime=0,datasize=..,memoryuse=1234,..,maxproc=3,.."). racct counts
+/// every jail while `kern.racct.enable` is on, whether or not a rule limits
+/// it. `cputime` is whole seconds; racct's I/O resources (`readbps`,
+/// `writebps`, ...) are rates, not totals, so I/O stays unmeasured.
+pub fn racct_usage(text: &str) -> sandboxd_core::Usage {
     let get = |key: &str| {
         text.trim_end_matches('\0')
             .trim()
             .split(',')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.parse().ok())
+            .and_then(|(_, v)| v.parse::<u64>().ok())
     };
-    (get("memoryuse"), get("maxproc"))
+    sandboxd_core::Usage {
+        memory_bytes: get("memoryuse"),
+        pids: get("maxproc"),
+        cpu_usec: get("cputime").and_then(|s| s.checked_mul(1_000_000)),
+        io_read_bytes: None,
+        io_write_bytes: None,
+    }
 }
 
 /// The rctl filter that matches every rule of a jail.

@@ -554,11 +554,11 @@ impl Isolation for FreeBsdIsolation {
     }
 }
 
-/// The sandbox's memory and process count from racct (None when racct is
-/// off or the jail is gone).
-pub(crate) fn usage(name: &str) -> (Option<u64>, Option<u64>) {
+/// The sandbox's resource use from racct (all unknown when racct is off or
+/// the jail is gone).
+pub(crate) fn usage(name: &str) -> sandboxd_core::Usage {
     match sys::rctl_usage(&format!("{}:", kernel_args::rctl_jail_filter(name))) {
         Ok(text) => kernel_args::racct_usage(&text),
-        Err(_) => (None, None),
+        Err(_) => sandboxd_core::Usage::default(),
     }
 }

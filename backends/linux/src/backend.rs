@@ -90,6 +90,7 @@ pub fn probe() -> HostFacts {
         memory,
         pids: controller("pids"),
         cpu: controller("cpu"),
+        io: controller("io").or_else(|| controller("blkio")),
         swap_accounting,
     };
     let overlayfs = std::fs::read_to_string("/proc/filesystems")
@@ -204,7 +205,10 @@ impl Backend for LinuxBackend {
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {
         let cg = &self.facts.cgroup;
         let mut roots: Vec<&Path> = cg.unified.iter().map(PathBuf::as_path).collect();
-        for c in [&cg.memory, &cg.pids, &cg.cpu].into_iter().flatten() {
+        for c in [&cg.memory, &cg.pids, &cg.cpu, &cg.io]
+            .into_iter()
+            .flatten()
+        {
             if let Controller::V1 { mount } = c {
                 roots.push(mount);
             }
@@ -284,25 +288,24 @@ impl Backend for LinuxBackend {
 
     fn usage(&self, sandbox: &SandboxPaths) -> sandboxd_core::Usage {
         let cg = &self.facts.cgroup;
+        let unified = cg
+            .unified
+            .as_ref()
+            .map(|u| u.join("sandboxd").join(&sandbox.id));
         let dir_of = |c: &Option<Controller>| -> Option<PathBuf> {
             match c {
                 Some(Controller::V1 { mount }) => Some(mount.join("sandboxd").join(&sandbox.id)),
-                Some(Controller::V2) => cg
-                    .unified
-                    .as_ref()
-                    .map(|u| u.join("sandboxd").join(&sandbox.id)),
+                Some(Controller::V2) => unified.clone(),
                 None => None,
             }
         };
+        let text = |dir: Option<PathBuf>, file: &str| -> Option<String> {
+            std::fs::read_to_string(dir?.join(file)).ok()
+        };
         let read = |dir: Option<PathBuf>, files: &[&str]| -> Option<u64> {
-            let dir = dir?;
-            files.iter().find_map(|f| {
-                std::fs::read_to_string(dir.join(f))
-                    .ok()?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+            files
+                .iter()
+                .find_map(|f| text(dir.clone(), f)?.trim().parse().ok())
         };
         let memory_bytes = read(
             dir_of(&cg.memory),
@@ -311,11 +314,32 @@ impl Backend for LinuxBackend {
         // Without a pids controller, count the processes in the cgroup the
         // sandbox always has in the unified hierarchy.
         let pids = read(dir_of(&cg.pids), &["pids.current"]).or_else(|| {
-            let dir = cg.unified.as_ref()?.join("sandboxd").join(&sandbox.id);
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+            let procs = text(unified.clone(), "cgroup.procs")?;
             u64::try_from(procs.lines().count()).ok()
         });
-        sandboxd_core::Usage { memory_bytes, pids }
+        // cpu.stat's usage_usec is in every non-root v2 cgroup, with or
+        // without the cpu controller; v1 only has it where cpuacct is
+        // mounted with cpu.
+        let cpu_usec = text(unified.clone(), "cpu.stat")
+            .as_deref()
+            .and_then(plan::parse_cpu_stat)
+            .or_else(|| read(dir_of(&cg.cpu), &["cpuacct.usage"]).map(|ns| ns / 1000));
+        let io = match &cg.io {
+            Some(Controller::V2) => text(unified.clone(), "io.stat")
+                .as_deref()
+                .and_then(plan::parse_io_stat),
+            Some(Controller::V1 { .. }) => text(dir_of(&cg.io), "blkio.throttle.io_service_bytes")
+                .as_deref()
+                .and_then(plan::parse_blkio_bytes),
+            None => None,
+        };
+        sandboxd_core::Usage {
+            memory_bytes,
+            pids,
+            cpu_usec,
+            io_read_bytes: io.map(|(r, _)| r),
+            io_write_bytes: io.map(|(_, w)| w),
+        }
     }
 
     fn images(&self) -> Vec<String> {

@@ -366,6 +366,14 @@ pub fn setup(r: &RoutedNetwork) -> Result<(), NetError> {
             "turned on IP forwarding for RESTRICTED sandboxes"
         );
     }
+    // localhost:PORT forwards (see plan::network): the host link's own
+    // switch, gone with the link.
+    if let Some(file) = crate::plan::route_localnet_sysctl(r) {
+        std::fs::write(&file, "1").map_err(|e| NetError::Io {
+            step: "enable route_localnet".to_owned(),
+            source: std::io::Error::new(e.kind(), format!("{}: {e}", file.display())),
+        })?;
+    }
     nft("-f", &["-f", "-"], Some(&nft_script(r)))?;
     injected(fault::NFT)
 }

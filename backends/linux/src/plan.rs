@@ -51,6 +51,7 @@ use sandboxd_core::plan::NativePlan;
 use sandboxd_core::spec::{Mode, NetworkMode, Requirement};
 use sandboxd_core::{BuildError, Enforcement, Plan, Planner, SandboxPaths, ValidatedSpec};
 
+pub use cgroups::{parse_blkio_bytes, parse_cpu_stat, parse_io_stat};
 pub use host::{CgroupFacts, Controller, HostFacts, IdRange};
 pub use matrix::{capabilities, rows_for};
 pub use mounts::{
@@ -59,6 +60,7 @@ pub use mounts::{
 };
 pub use network::{
     Forward, NETNS_FILE, RoutedNetwork, SANDBOX_LINK, host_link, nft_script, nft_table,
+    route_localnet_sysctl,
 };
 pub use steps::rlimits;
 pub use types::{

@@ -20,10 +20,20 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
 
-    /// Print responses as JSON (proto field and enum names) instead of
-    /// tables. `run` and `exec` are unaffected: their output is the process's.
+    /// Print responses as JSON lines in the canonical proto3 JSON mapping
+    /// (as grpcurl: lowerCamelCase names, enums by name, 64-bit integers as
+    /// strings, default values omitted), one document per line; errors go
+    /// to stderr as {"error":{"code":"NOT_FOUND","message":...}}. `run` and
+    /// `exec` are unaffected: their output is the process's.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Print each document `--json` would print through a Go-like
+    /// template, one line each: {{.id}}, {{.spec.image}}, {{json .usage}};
+    /// every field is present (defaults included); \t is a tab. Implies
+    /// --json's errors.
+    #[arg(long, global = true, value_name = "TEMPLATE")]
+    pub(crate) format: Option<String>,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -69,7 +79,7 @@ pub(crate) enum Command {
     /// with its exit code.
     Exec(ExecArgs),
     /// List sandboxes.
-    #[command(visible_alias = "list")]
+    #[command(visible_aliases = ["list", "ps"])]
     Ls(LsArgs),
     /// Show one sandbox in detail.
     Inspect(IdArg),
@@ -78,7 +88,7 @@ pub(crate) enum Command {
     Stop(StopArgs),
     /// Destroy sandboxes: kill everything in them and remove all they left on
     /// the host. Succeeds for unknown ids, saying so.
-    Rm(IdsArg),
+    Rm(RmArgs),
     /// Wait for a sandbox to end, print its exit result, and exit with its
     /// exit code.
     Wait(IdArg),
@@ -89,6 +99,12 @@ pub(crate) enum Command {
     /// NOT_APPLICABLE) and the evidence. Exits 1 when an observation
     /// contradicts its claim.
     Verify(VerifyArgs),
+    /// Resource use of running sandboxes: CPU time, memory, tasks, block
+    /// I/O (`unknown` where the backend does not measure it).
+    Stats(StatsArgs),
+    /// Print a shell completion script: `source <(sandboxctl completion
+    /// bash)`, or save it where your shell loads completions.
+    Completion(CompletionArgs),
     /// Side by side: how each backend would isolate one spec (PlanSandbox),
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
@@ -430,20 +446,41 @@ pub(crate) struct IdArg {
     pub(crate) id: String,
 }
 
-/// A command taking one or more sandboxes.
+/// `rm`.
 #[derive(Debug, Args)]
-pub(crate) struct IdsArg {
+pub(crate) struct RmArgs {
+    /// Accepted for docker's habit (`rm -f`): a destroy always stops a
+    /// running sandbox first (SIGKILL to everything in it), so `rm` and
+    /// `rm -f` do the same.
+    #[arg(short = 'f', long)]
+    pub(crate) force: bool,
+
     /// Sandbox ids or names.
     #[arg(required = true)]
     pub(crate) ids: Vec<String>,
+}
+
+/// `stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Sandbox ids or names (default: every running sandbox).
+    pub(crate) ids: Vec<String>,
+}
+
+/// `completion`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `stop`.
 #[derive(Debug, Args)]
 pub(crate) struct StopArgs {
     /// Seconds between the stop signal and SIGKILL (default: the daemon's,
-    /// 10; at most 300).
-    #[arg(long, value_name = "SECS")]
+    /// 10; at most 300). `-t`/`--time` as docker's.
+    #[arg(long, short = 't', visible_alias = "time", value_name = "SECS")]
     pub(crate) grace: Option<u32>,
 
     /// Signal to send first, as a number or a portable name (default: the
@@ -503,6 +540,32 @@ mod tests {
             cli.as_ref().map(|c| (c.json, c.host.as_str())),
             Some((true, "unix:///tmp/s"))
         );
+    }
+
+    #[test]
+    fn docker_habits_parse() {
+        let cmd = |args: &[&str]| parse(args).map(|c| c.command);
+        assert!(matches!(cmd(&["ps"]), Ok(Command::Ls(_))));
+        assert!(matches!(cmd(&["list"]), Ok(Command::Ls(_))));
+        match cmd(&["rm", "-f", "a", "b"]) {
+            Ok(Command::Rm(r)) => assert!(r.force && r.ids == ["a", "b"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        for form in [
+            &["stop", "-t", "3", "x"][..],
+            &["stop", "--time", "3", "x"],
+            &["stop", "--grace=3", "x"],
+        ] {
+            match cmd(form) {
+                Ok(Command::Stop(s)) => assert_eq!(s.grace, Some(3), "{form:?}"),
+                other => panic!("{form:?}: unexpected {other:?}"),
+            }
+        }
+        assert!(matches!(
+            cmd(&["completion", "zsh"]),
+            Ok(Command::Completion(_))
+        ));
+        assert!(cmd(&["completion", "tcsh"]).is_err());
     }
 
     #[test]

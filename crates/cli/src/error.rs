@@ -103,6 +103,30 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+impl CliError {
+    /// The error as one JSON line for `--json`/`--format`:
+    /// `{"error":{"code":"NOT_FOUND","message":"...","id":"..."}}`, the
+    /// daemon's gRPC code by its canonical name (a local failure gets the
+    /// code that fits it: a bad flag INVALID_ARGUMENT, no daemon
+    /// UNAVAILABLE, anything else INTERNAL) and, for one of several ids,
+    /// the id.
+    pub(crate) fn to_json(&self, id: Option<&str>) -> serde_json::Value {
+        let (code, message) = match self {
+            CliError::Rpc(status) => (code_name(status.code()), one_line(status.message())),
+            CliError::Usage(m) => ("INVALID_ARGUMENT", m.clone()),
+            CliError::Connect(m) => ("UNAVAILABLE", m.clone()),
+            CliError::Io(..) | CliError::Protocol(_) | CliError::BrokenPipe => {
+                ("INTERNAL", self.to_string())
+            }
+        };
+        let mut error = serde_json::json!({ "code": code, "message": message });
+        if let (Some(id), Some(map)) = (id, error.as_object_mut()) {
+            map.insert("id".into(), id.into());
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
 /// The canonical upper-case name of a gRPC code, as in the gRPC spec and in
 /// every other gRPC tool (tonic's `Debug` gives `NotFound`, not `NOT_FOUND`).
 pub(crate) fn code_name(code: tonic::Code) -> &'static str {
@@ -148,6 +172,23 @@ mod tests {
         let err = CliError::from(tonic::Status::invalid_argument("bad name\n bad image\n"));
         assert_eq!(err.to_string(), "INVALID_ARGUMENT: bad name; bad image");
         assert_eq!(err.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn errors_as_json() {
+        let err = CliError::from(tonic::Status::not_found("sandbox \"x\" not found\n"));
+        assert_eq!(
+            err.to_json(Some("x")),
+            serde_json::json!({"error": {"code": "NOT_FOUND", "message": "sandbox \"x\" not found", "id": "x"}})
+        );
+        assert_eq!(
+            CliError::Usage("--memory: bad".into()).to_json(None),
+            serde_json::json!({"error": {"code": "INVALID_ARGUMENT", "message": "--memory: bad"}})
+        );
+        assert_eq!(
+            CliError::Connect("no daemon".into()).to_json(None)["error"]["code"],
+            "UNAVAILABLE"
+        );
     }
 
     #[test]

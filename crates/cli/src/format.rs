@@ -294,3 +294,67 @@ mod tests {
         }
     }
 }
+
+/// What a usage cell says when the backend does not measure a value: never
+/// a zero that looks like a measurement.
+pub(crate) const UNKNOWN: &str = "unknown";
+
+/// CPU time in microseconds as seconds with millisecond precision.
+pub(crate) fn cpu_time(usec: Option<u64>) -> String {
+    usec.map_or_else(
+        || UNKNOWN.to_owned(),
+        |u| format!("{}.{:03}s", u / 1_000_000, (u / 1000) % 1000),
+    )
+}
+
+/// A byte count for a human: binary units with one decimal ("1.5MiB").
+pub(crate) fn bytes_human(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for (unit, suffix) in UNITS {
+        if bytes >= unit {
+            let tenths = bytes.saturating_mul(10) / unit;
+            return format!("{}.{}{suffix}", tenths / 10, tenths % 10);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Block I/O as "READ / WRITTEN", or unknown.
+pub(crate) fn block_io(u: &sandboxd_proto::v1::ResourceUsage) -> String {
+    match (u.io_read_bytes, u.io_write_bytes) {
+        (Some(r), Some(w)) => format!("{} / {}", bytes_human(r), bytes_human(w)),
+        _ => UNKNOWN.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn usage_cells() {
+        assert_eq!(cpu_time(None), "unknown");
+        assert_eq!(cpu_time(Some(0)), "0.000s");
+        assert_eq!(cpu_time(Some(1_234_567)), "1.234s");
+        for (b, want) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1.0KiB"),
+            (1536, "1.5KiB"),
+            (5 << 20, "5.0MiB"),
+            (3 << 40, "3.0TiB"),
+        ] {
+            assert_eq!(bytes_human(b), want, "{b}");
+        }
+        let mut u = sandboxd_proto::v1::ResourceUsage::default();
+        assert_eq!(block_io(&u), "unknown");
+        u.io_read_bytes = Some(2048);
+        u.io_write_bytes = Some(0);
+        assert_eq!(block_io(&u), "2.0KiB / 0B");
+    }
+}

@@ -23,6 +23,7 @@ mod spec_flags;
 mod stream;
 mod sys;
 mod table;
+mod template;
 
 use std::ffi::OsString;
 
@@ -81,12 +82,17 @@ fn main() {
         }
     };
     let run = matches!(cli.command, Command::Run(_));
+    let json_errors = cli.json || cli.format.is_some();
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(err) => match err.downcast_ref::<CliError>() {
             Some(CliError::BrokenPipe) => EXIT_BROKEN_PIPE,
             Some(cli_err) => {
-                eprintln!("sandboxctl: {cli_err}");
+                if json_errors {
+                    eprintln!("{}", cli_err.to_json(None));
+                } else {
+                    eprintln!("sandboxctl: {cli_err}");
+                }
                 if run {
                     EXIT_RUN_FAILURE
                 } else {

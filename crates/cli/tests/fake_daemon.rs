@@ -589,15 +589,41 @@ async fn ls_follows_pages() {
     assert!(o.stdout.ends_with("  203.0.113.1\n"), "{}", o.stdout);
     assert!(o.stderr.contains("--all-pages"));
     let o = sandboxctl(&sock, &["ls", "--all-pages", "--json"], b"").await;
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(v["sandboxes"].as_array().map(Vec::len), Some(2));
-    assert_eq!(v["sandboxes"][1]["state"], "RUNNING");
-    assert_eq!(v["next_page_token"], "");
+    // JSON lines: one sandbox per line.
+    let v: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1]["state"], "RUNNING");
     assert_eq!(
-        v["sandboxes"][0]["addresses"],
+        v[0]["addresses"],
         serde_json::json!(["203.0.113.1", "2001:db8::1"])
     );
-    assert_eq!(v["sandboxes"][1]["addresses"], serde_json::json!([]));
+    // An empty list is a default: omitted.
+    assert_eq!(v[1].get("addresses"), None);
+    // A template over the same documents, every field present.
+    let o = sandboxctl(
+        &sock,
+        &[
+            "ls",
+            "--all-pages",
+            "--format",
+            "{{.id}}\\t{{.state}}\\t{{.mainPid}}",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows: Vec<Vec<&str>> = o.stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{}", o.stdout);
+    assert_eq!(rows[1][1], "RUNNING");
+    assert!(
+        rows.iter().all(|r| r.len() == 3 && !r[2].is_empty()),
+        "{}",
+        o.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -667,7 +693,7 @@ async fn caps_plan_inspect_wait_stop_rm_events() {
     );
     let o = sandboxctl(&sock, &["--json", "rm", "other"], b"").await;
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(v, serde_json::json!([{"id": "other", "existed": false}]));
+    assert_eq!(v, serde_json::json!({"id": "other", "existed": false}));
 
     let o = sandboxctl(&sock, &["events", "--after", "1"], b"").await;
     assert_eq!(
@@ -833,14 +859,15 @@ async fn create_with_network_flags() {
     assert_eq!(net.dns_search, ["example.com"]);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["addresses"], serde_json::json!(["203.0.113.2"]));
+    // The canonical proto3 JSON mapping: lowerCamelCase names.
     assert_eq!(
-        v["spec"]["network"]["port_forwards"],
+        v["spec"]["network"]["portForwards"],
         serde_json::json!([
-            {"protocol": "TCP", "host_port": 8080, "sandbox_port": 80},
-            {"protocol": "UDP", "host_port": 5353, "sandbox_port": 53},
+            {"protocol": "TCP", "hostPort": 8080, "sandboxPort": 80},
+            {"protocol": "UDP", "hostPort": 5353, "sandboxPort": 53},
         ])
     );
-    assert_eq!(v["spec"]["network"]["outbound_nat"], true);
+    assert_eq!(v["spec"]["network"]["outboundNat"], true);
 
     // Usage errors never reach the daemon (`run` reports its own failures
     // as 125, docker-style).
@@ -956,13 +983,13 @@ Verdict: every observation is what the isolation report claims.
         "{}",
         o.stdout
     );
-    // JSON: proto names.
+    // JSON: the proto3 mapping, which omits false, 0 and "".
     let o = sandboxctl(&sock, &["--json", "verify", "bad"], b"").await;
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(v["consistent"], false);
+    assert_eq!(v.get("consistent"), None);
     assert_eq!(v["properties"][2]["property"], "IPC");
     assert_eq!(v["properties"][2]["observed"], "VIOLATED");
-    assert_eq!(v["properties"][2]["agrees"], false);
+    assert_eq!(v["properties"][2].get("agrees"), None);
     assert_eq!(v["checks"][0]["name"], "no_new_privs");
     // Unknown sandbox: the gRPC error, one line, 1.
     let o = sandboxctl(&sock, &["verify", "nope"], b"").await;

@@ -134,6 +134,12 @@ pub struct Usage {
     pub memory_bytes: Option<u64>,
     /// Tasks (or processes) in the sandbox.
     pub pids: Option<u64>,
+    /// CPU time (user + system) used so far, microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Bytes read from block devices so far.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices so far.
+    pub io_write_bytes: Option<u64>,
 }
 
 /// A sandbox backend.

@@ -155,6 +155,11 @@ impl Leases {
         &self.pool
     }
 
+    /// How many addresses and forwarded host ports are leased now.
+    pub fn in_use(&self) -> (usize, usize) {
+        (self.addresses.len(), self.forwards.len())
+    }
+
     fn pool_text(&self) -> String {
         if self.pool.is_empty() {
             return "empty".to_owned();

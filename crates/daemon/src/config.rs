@@ -94,6 +94,17 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, env = "SANDBOXD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics (OpenMetrics text at /metrics, plain HTTP,
+    /// no authentication) on tcp://IP:PORT, e.g. tcp://127.0.0.1:9464. Off
+    /// by default. The series name every sandbox's id and name, so an
+    /// address off the loopback is refused unless
+    /// --metrics-allow-non-loopback is given too.
+    #[arg(long, env = "SANDBOXD_METRICS", value_name = "URL")]
+    pub metrics: Option<String>,
+    /// Let --metrics listen on an address other than loopback (anyone who
+    /// can reach it sees every sandbox's id, name and resource use).
+    #[arg(long)]
+    pub metrics_allow_non_loopback: bool,
 }
 
 /// The config file. Every key is optional; unknown keys are errors.
@@ -125,6 +136,11 @@ pub struct FileConfig {
     pub alias_interface: Option<String>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// The metrics listener, tcp://IP:PORT (default: none).
+    pub metrics: Option<String>,
+    /// Allow a metrics listener off the loopback.
+    #[serde(default)]
+    pub metrics_allow_non_loopback: bool,
     /// TLS for TCP listeners.
     pub tls: Option<TlsFile>,
     /// Server-side bounds.
@@ -313,6 +329,8 @@ pub struct Config {
     pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics (none: not served).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_listen(text: &str) -> anyhow::Result<Listen> {
@@ -325,6 +343,22 @@ fn parse_listen(text: &str) -> anyhow::Result<Listen> {
             .map_err(|_| anyhow::anyhow!("listen {text}: expected tcp://IP:PORT")),
         _ => bail!("listen {text}: expected unix://PATH or tcp://IP:PORT"),
     }
+}
+
+/// The metrics listener: `tcp://IP:PORT`, on a loopback address unless
+/// `allow_non_loopback` (its series name every sandbox).
+fn parse_metrics(text: &str, allow_non_loopback: bool) -> anyhow::Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = text
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("metrics {text}: expected tcp://IP:PORT"))?;
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        bail!(
+            "metrics {text}: not a loopback address; the metrics name every sandbox's id and name and have no authentication, so listening on {} needs metrics_allow_non_loopback (--metrics-allow-non-loopback)",
+            addr.ip()
+        );
+    }
+    Ok(addr)
 }
 
 /// A size: a number with an optional K, M, G or T (1024-based; "iB" or
@@ -459,14 +493,24 @@ impl Config {
         if port_floor == 0 {
             bail!("port-floor 0: must be at least 1");
         }
-        let tcp_ports: Vec<u16> = listen
+        let metrics = match args.metrics.as_ref().or(file.metrics.as_ref()) {
+            None => None,
+            Some(text) => Some(parse_metrics(
+                text,
+                args.metrics_allow_non_loopback || file.metrics_allow_non_loopback,
+            )?),
+        };
+        let mut tcp_ports: Vec<u16> = listen
             .iter()
             .filter_map(|l| match l {
                 Listen::Tcp(a) => Some(a.port()),
                 Listen::Unix(_) => None,
             })
             .collect();
-        let tls = match (&file.tls, tcp_ports.is_empty()) {
+        let tls_needed = !tcp_ports.is_empty();
+        // The metrics port is the daemon's too: never forwarded.
+        tcp_ports.extend(metrics.map(|m| m.port()));
+        let tls = match (&file.tls, !tls_needed) {
             (None, false) => bail!(
                 "a tcp:// listener needs [tls] with client_ca, cert and key in the config file: the daemon never serves TCP without TLS and client certificates"
             ),
@@ -615,6 +659,7 @@ impl Config {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Human),
+            metrics,
         })
     }
 }
@@ -759,6 +804,26 @@ mod tests {
             ),
             (&[], "[identities.local]\nadmin = true", "reserved"),
             (
+                &["--metrics", "127.0.0.1:9464"],
+                "",
+                "expected tcp://IP:PORT",
+            ),
+            (
+                &["--metrics", "unix:///m.sock"],
+                "",
+                "expected tcp://IP:PORT",
+            ),
+            (
+                &["--metrics", "tcp://0.0.0.0:9464"],
+                "",
+                "not a loopback address",
+            ),
+            (
+                &[],
+                "metrics = \"tcp://[::]:9464\"",
+                "metrics_allow_non_loopback",
+            ),
+            (
                 &[],
                 "alias_interface = \"lo1; reboot\"",
                 "not an interface name",
@@ -779,6 +844,49 @@ mod tests {
                 "{flags:?} {text}: {err:#}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_listener() {
+        let c = Config::merge(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.metrics, None, "off by default");
+        let c = Config::merge(
+            args(&["--metrics", "tcp://127.0.0.1:9464"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.ports.reserved, vec![9464], "never forwarded");
+        let c = Config::merge(args(&[]), file("metrics = \"tcp://[::1]:9464\"")).unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9464".parse().unwrap()));
+        for (flags, text) in [
+            (
+                &[
+                    "--metrics",
+                    "tcp://0.0.0.0:9464",
+                    "--metrics-allow-non-loopback",
+                ][..],
+                "",
+            ),
+            (
+                &[][..],
+                "metrics = \"tcp://0.0.0.0:9464\"\nmetrics_allow_non_loopback = true",
+            ),
+        ] {
+            let c = Config::merge(args(flags), file(text)).unwrap();
+            assert_eq!(
+                c.metrics,
+                Some("0.0.0.0:9464".parse().unwrap()),
+                "{flags:?} {text}"
+            );
+        }
+        // The flag wins over the file.
+        let c = Config::merge(
+            args(&["--metrics", "tcp://127.0.0.1:1"]),
+            file("metrics = \"tcp://127.0.0.1:2\""),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.map(|m| m.port()), Some(1));
     }
 
     #[test]

@@ -407,6 +407,9 @@ pub fn usage_to_pb(u: sandboxd_core::Usage) -> pb::ResourceUsage {
     pb::ResourceUsage {
         memory_bytes: u.memory_bytes,
         pids: u.pids,
+        cpu_usec: u.cpu_usec,
+        io_read_bytes: u.io_read_bytes,
+        io_write_bytes: u.io_write_bytes,
     }
 }
 

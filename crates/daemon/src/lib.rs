@@ -22,6 +22,8 @@ pub mod events;
 pub mod hostdirs;
 pub mod link;
 pub mod manager;
+pub mod metrics;
+pub mod notify;
 pub mod rlimit;
 pub mod server;
 pub mod service;

@@ -105,6 +105,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let mut own: Vec<(&'static str, &Path)> = vec![
         ("state directory", &config.state_dir),
         ("images directory", &config.images_dir),
@@ -191,9 +195,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(known_callers_only(reflection_v1, &shared))
         .add_service(known_callers_only(reflection_v1alpha, &shared));
 
+    if let Some(listener) = metrics_listener {
+        tracing::info!(metrics = ?config.metrics, "serving Prometheus metrics at /metrics");
+        let manager = shared.manager.clone();
+        let mut down = shared.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::metrics::serve(listener, manager) => {}
+                _ = down.wait_for(|s| *s) => {}
+            }
+        });
+    }
+
     tracing::info!(listen = ?config.listen, state_dir = %config.state_dir.display(), images_dir = %config.images_dir.display(), "sandboxd listening");
+    // Every listener is bound and sandboxes are reattached: a client that
+    // systemd starts after us can connect now.
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} listener(s)\nMAINPID={}",
+        config.listen.len(),
+        std::process::id()
+    ));
     let stop = async move {
         wait_for_signal().await;
+        crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: finishing in-flight calls; sandboxes keep running");
         let _ = shutdown_tx.send(true);
     };

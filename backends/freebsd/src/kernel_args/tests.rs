@@ -305,8 +305,18 @@ fn sysctl_values() {
 fn racct_usage_and_rctl_filters() {
     let text = "cputime=0,datasize=4096,stacksize=0,coredumpsize=0,memoryuse=1048576,\
                 memorylocked=0,maxproc=3,openfiles=12,vmemoryuse=2000000,pcpu=0\0";
-    assert_eq!(racct_usage(text), (Some(1_048_576), Some(3)));
-    assert_eq!(racct_usage(""), (None, None));
+    let u = racct_usage(text);
+    assert_eq!(
+        (u.memory_bytes, u.pids, u.cpu_usec),
+        (Some(1_048_576), Some(3), Some(0))
+    );
+    // racct's I/O counters are rates: never reported as totals.
+    assert_eq!((u.io_read_bytes, u.io_write_bytes), (None, None));
+    let busy = racct_usage("cputime=7,memoryuse=10,maxproc=1,readbps=4096,writebps=512");
+    assert_eq!(busy.cpu_usec, Some(7_000_000));
+    assert_eq!((busy.io_read_bytes, busy.io_write_bytes), (None, None));
+    assert_eq!(racct_usage(""), sandboxd_core::Usage::default());
+    assert_eq!(racct_usage("memoryuse=x").memory_bytes, None);
     let rule = RctlRule {
         jail: "sandboxd-ab".into(),
         resource: RctlResource::Vmemoryuse,

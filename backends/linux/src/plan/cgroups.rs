@@ -1,5 +1,6 @@
 //! The sandbox's cgroups: `sandboxd/<id>` under each hierarchy used, and the
-//! limit writes for cgroup v2 and v1.
+//! limit writes for cgroup v2 and v1. The memory, pids and io controllers
+//! are joined even without a limit, for accounting.
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +13,8 @@ fn cgroup_dir(mount: &Path, id: &str) -> PathBuf {
     mount.join("sandboxd").join(id)
 }
 
-/// The cgroup directories and writes for the limits the host can enforce.
-/// A limit whose controller is missing is left out here; the report says
+/// The cgroup directories and writes for the limits the host can enforce,
+/// plus the accounting controllers (memory, pids, io) the host has. A limit whose controller is missing is left out here; the report says
 /// NOT_ENFORCED and [`build`] refuses it when REQUIRED.
 pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> CgroupPlan {
     let limits = spec.spec().limits;
@@ -72,6 +73,23 @@ pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Cgrou
             vec![("pids.max", n)],
         );
     }
+    // Accounting, with or without a limit (GetSandbox's usage, the
+    // metrics): the sandbox also joins the memory, pids and io controllers
+    // the host has; one with no limit written only counts.
+    for (controller, v2_name) in [(&cg.memory, "memory"), (&cg.pids, "pids"), (&cg.io, "io")] {
+        match (controller, &cg.unified) {
+            (Some(Controller::V2), Some(_)) if !v2_controllers.contains(&v2_name) => {
+                v2_controllers.push(v2_name);
+            }
+            (Some(Controller::V1 { mount }), _) => {
+                let dir = cgroup_dir(mount, id);
+                if !v1.iter().any(|(d, _)| *d == dir) {
+                    v1.push((dir, Vec::new()));
+                }
+            }
+            _ => {}
+        }
+    }
     if let Some(unified) = &cg.unified {
         let dir = cgroup_dir(unified, id);
         if !v2_controllers.is_empty() {
@@ -106,4 +124,51 @@ pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Cgrou
         plan.dirs.push(dir);
     }
     plan
+}
+
+/// CPU time in microseconds from a v2 `cpu.stat` ("usage_usec N" line).
+pub fn parse_cpu_stat(text: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == "usage_usec")
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// Bytes read and written, summed over devices, from a v2 `io.stat`
+/// ("MAJ:MIN rbytes=N wbytes=N rios=N ..."). An empty file (no I/O yet)
+/// is zero: the controller is there and counted nothing.
+pub fn parse_io_stat(text: &str) -> Option<(u64, u64)> {
+    let (mut read, mut written) = (0u64, 0u64);
+    for line in text.lines() {
+        for kv in line.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=')?;
+            let n: u64 = v.parse().ok()?;
+            match k {
+                "rbytes" => read = read.saturating_add(n),
+                "wbytes" => written = written.saturating_add(n),
+                _ => {}
+            }
+        }
+    }
+    Some((read, written))
+}
+
+/// Bytes read and written from a v1 `blkio.throttle.io_service_bytes`
+/// ("MAJ:MIN Read N", "MAJ:MIN Write N", ..., "Total N"), summed over
+/// devices.
+pub fn parse_blkio_bytes(text: &str) -> Option<(u64, u64)> {
+    let (mut read, mut written) = (0u64, 0u64);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "Read", n] => read = read.saturating_add(n.parse().ok()?),
+            [_, "Write", n] => written = written.saturating_add(n.parse().ok()?),
+            [_, _, n] | ["Total", n] => {
+                n.parse::<u64>().ok()?;
+            }
+            [] => {}
+            _ => return None,
+        }
+    }
+    Some((read, written))
 }

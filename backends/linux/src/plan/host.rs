@@ -34,25 +34,29 @@ pub struct CgroupFacts {
     pub pids: Option<Controller>,
     /// The cpu controller.
     pub cpu: Option<Controller>,
+    /// The block I/O controller (v2 `io`, v1 `blkio`), for accounting only.
+    #[serde(default)]
+    pub io: Option<Controller>,
     /// Swap accounting is on (`memory.swap.max` on v2,
     /// `memory.memsw.limit_in_bytes` on v1), so swap can be capped too.
     pub swap_accounting: bool,
 }
 
 impl CgroupFacts {
-    /// Pure cgroup v2 at `/sys/fs/cgroup` with memory, pids and cpu enabled.
+    /// Pure cgroup v2 at `/sys/fs/cgroup` with memory, pids, cpu and io enabled.
     pub fn v2() -> Self {
         Self {
             unified: Some(PathBuf::from("/sys/fs/cgroup")),
             memory: Some(Controller::V2),
             pids: Some(Controller::V2),
             cpu: Some(Controller::V2),
+            io: Some(Controller::V2),
             swap_accounting: true,
         }
     }
 
     /// The common hybrid layout: cgroup2 at `/sys/fs/cgroup/unified` with no
-    /// controllers, and memory, pids and cpu as v1 hierarchies under
+    /// controllers, and memory, pids, cpu and blkio as v1 hierarchies under
     /// `/sys/fs/cgroup/<controller>`.
     pub fn hybrid() -> Self {
         let v1 = |name: &str| {
@@ -65,6 +69,7 @@ impl CgroupFacts {
             memory: v1("memory"),
             pids: v1("pids"),
             cpu: v1("cpu"),
+            io: v1("blkio"),
             swap_accounting: false,
         }
     }

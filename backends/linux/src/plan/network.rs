@@ -15,6 +15,15 @@
 //! - `forwards` / `forwards_local` (prerouting and output, dstnat): a
 //!   host port, on any local address, is sent to the sandbox's first
 //!   address.
+//! - `forwards_loopback` (postrouting, srcnat; IPv4 forwards only): a
+//!   connection from the host itself to `127.0.0.1:PORT` (Docker's
+//!   `localhost:8080`) is DNATed by `forwards_local` but still carries
+//!   source 127.0.0.1, which the sandbox would answer on its own loopback;
+//!   it is masqueraded behind the host link's address (the gateway), and
+//!   the host link gets `route_localnet` ([`route_localnet_sysctl`]) so
+//!   the kernel routes a 127/8 source off the loopback at all, as Docker
+//!   does for its bridge. IPv6 has no such switch: `[::1]:PORT` is not
+//!   forwarded.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -124,6 +133,17 @@ pub(super) fn routed(spec: &ValidatedSpec, sandbox: &SandboxPaths) -> RoutedNetw
     }
 }
 
+/// The sysctl that lets the host route locally originated 127/8 traffic
+/// out of the sandbox's link (for `localhost:PORT` forwards); `None` when
+/// the sandbox has no IPv4 forward. It belongs to the link and goes with it.
+pub fn route_localnet_sysctl(r: &RoutedNetwork) -> Option<PathBuf> {
+    r.forwards.iter().any(|f| f.to.is_ipv4()).then(|| {
+        PathBuf::from("/proc/sys/net/ipv4/conf")
+            .join(&r.host_link)
+            .join("route_localnet")
+    })
+}
+
 fn set(addrs: &[&IpAddr]) -> String {
     let items: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     format!("{{ {} }}", items.join(", "))
@@ -207,6 +227,14 @@ pub fn nft_script(r: &RoutedNetwork) -> String {
                     f.host_port
                 ));
             }
+            line("  }".into());
+        }
+        if route_localnet_sysctl(r).is_some() {
+            line("  chain forwards_loopback {".into());
+            line("    type nat hook postrouting priority srcnat; policy accept;".into());
+            line(format!(
+                "    ip saddr 127.0.0.0/8 oifname \"{link}\" masquerade"
+            ));
             line("  }".into());
         }
     }

@@ -586,9 +586,19 @@ fn restricted_network_plan_and_nft_rules() {
     fib daddr type local tcp dport 8080 dnat ip to 203.0.113.2:80
     fib daddr type local udp dport 5353 dnat ip to 203.0.113.2:53
   }
+  chain forwards_loopback {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 127.0.0.0/8 oifname "sbx0123456789ab" masquerade
+  }
 }
 "#;
     assert_eq!(nft_script(r), want);
+    assert_eq!(
+        route_localnet_sysctl(r),
+        Some(PathBuf::from(
+            "/proc/sys/net/ipv4/conf/sbx0123456789ab/route_localnet"
+        ))
+    );
 
     // An IPv4-only sandbox without options drops all IPv6 from its link
     // and has no NAT or forward chains.
@@ -641,7 +651,24 @@ fn cgroup_writes_v2_and_v1() {
     let w = |f: &str, v: &str| (f.to_owned(), v.to_owned());
     type Case = (&'static str, Edit, HostFacts, Vec<(String, String)>);
     let cases: &[Case] = &[
-        ("no limits", |_| {}, HostFacts::assumed(), vec![]),
+        (
+            "no limits: accounting controllers only",
+            |_| {},
+            HostFacts::assumed(),
+            vec![
+                w("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids +io"),
+                w(
+                    "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
+                    "+memory +pids +io",
+                ),
+            ],
+        ),
+        (
+            "no limits, hybrid: v1 dirs, no writes",
+            |_| {},
+            hybrid(),
+            vec![],
+        ),
         (
             "v2 all",
             |s| {
@@ -653,11 +680,11 @@ fn cgroup_writes_v2_and_v1() {
             vec![
                 w(
                     "/sys/fs/cgroup/cgroup.subtree_control",
-                    "+cpu +memory +pids",
+                    "+cpu +memory +pids +io",
                 ),
                 w(
                     "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
-                    "+cpu +memory +pids",
+                    "+cpu +memory +pids +io",
                 ),
                 w(&format!("{base}/cpu.max"), "150000 100000"),
                 w(&format!("{base}/memory.max"), "67108864"),
@@ -717,16 +744,24 @@ fn cgroup_writes_v2_and_v1() {
     for (what, edit, host, want) in cases {
         assert_eq!(&writes(&built(*edit, host)), want, "{what}");
     }
-    // Every sandbox gets a cgroup in the unified hierarchy; v1 ones only
-    // where a limit needs them.
-    let p = built(|s| s.limits.pids = limit(10), &hybrid());
-    assert_eq!(
-        p.cgroups.dirs,
-        vec![
-            PathBuf::from("/sys/fs/cgroup/unified/sandboxd/0123456789abcdef"),
-            PathBuf::from("/sys/fs/cgroup/pids/sandboxd/0123456789abcdef"),
-        ]
-    );
+    // Every sandbox gets a cgroup in the unified hierarchy, and in the v1
+    // accounting hierarchies (memory, pids, blkio) with or without a limit;
+    // cpu only where a limit needs it; none twice.
+    for edit in [(|s| s.limits.pids = limit(10)) as Edit, |_| {}] {
+        let mut dirs = built(edit, &hybrid()).cgroups.dirs;
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/blkio/sandboxd/0123456789abcdef"),
+                PathBuf::from("/sys/fs/cgroup/memory/sandboxd/0123456789abcdef"),
+                PathBuf::from("/sys/fs/cgroup/pids/sandboxd/0123456789abcdef"),
+                PathBuf::from("/sys/fs/cgroup/unified/sandboxd/0123456789abcdef"),
+            ]
+        );
+    }
+    let p = built(|s| s.limits.cpu_millis = limit(10), &hybrid());
+    assert_eq!(p.cgroups.dirs.len(), 5, "{:?}", p.cgroups.dirs);
 }
 
 #[test]
@@ -744,7 +779,16 @@ fn limits_without_a_controller() {
     );
     let s = spec(|s| s.limits.memory_bytes = preferred(64 << 20));
     let p = build(&s, &sandbox(), &host).expect("preferred degrades");
-    assert!(p.cgroups.writes.is_empty(), "{:?}", p.cgroups.writes);
+    // No memory limit written anywhere; only the accounting controllers
+    // the host has are enabled.
+    assert!(
+        p.cgroups
+            .writes
+            .iter()
+            .all(|w| w.file.ends_with("cgroup.subtree_control") && w.value == "+pids +io"),
+        "{:?}",
+        p.cgroups.writes
+    );
     assert!(row(&s, &host, Property::MemoryLimit).degraded);
 }
 
@@ -1382,4 +1426,45 @@ fn disk_limit_layer_and_rows() {
     // The default is PREFERRED: reported as requested, never degraded here.
     let r = row(&spec(|_| {}), &host, Property::DiskLimit);
     assert_eq!((r.requested, r.degraded), (Requirement::Preferred, false));
+}
+
+#[test]
+fn cgroup_usage_parsers() {
+    use super::{parse_blkio_bytes, parse_cpu_stat, parse_io_stat};
+    let cpu: &[(&str, Option<u64>)] = &[
+        (
+            "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n",
+            Some(1234),
+        ),
+        ("user_usec 1\n", None),
+        ("usage_usec x\n", None),
+        ("", None),
+    ];
+    for (text, want) in cpu {
+        assert_eq!(parse_cpu_stat(text), *want, "{text:?}");
+    }
+    let io: &[(&str, Option<(u64, u64)>)] = &[
+        ("", Some((0, 0))),
+        (
+            "8:0 rbytes=4096 wbytes=512 rios=1 wios=1 dbytes=0 dios=0\n\
+             259:0 rbytes=10 wbytes=20 rios=1 wios=1\n",
+            Some((4106, 532)),
+        ),
+        ("8:0 rbytes=oops\n", None),
+    ];
+    for (text, want) in io {
+        assert_eq!(parse_io_stat(text), *want, "{text:?}");
+    }
+    let blkio: &[(&str, Option<(u64, u64)>)] = &[
+        ("Total 0\n", Some((0, 0))),
+        (
+            "8:0 Read 100\n8:0 Write 7\n8:0 Sync 1\n8:0 Async 0\n8:0 Total 107\n\
+             8:16 Read 1\n8:16 Write 2\nTotal 110\n",
+            Some((101, 9)),
+        ),
+        ("8:0 Read nope\n", None),
+    ];
+    for (text, want) in blkio {
+        assert_eq!(parse_blkio_bytes(text), *want, "{text:?}");
+    }
 }

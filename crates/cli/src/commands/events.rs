@@ -17,12 +17,11 @@ pub(super) async fn events(ctx: &Ctx, args: crate::cli::EventsArgs) -> Result<i3
     let mut stream = client.watch_events(req).await?.into_inner();
     while let Some(event) = stream.message().await? {
         // Compact JSON, one object per line, so `jq -c`/`while read` work.
-        let line = if ctx.json {
-            json::event(&event).to_string()
+        if ctx.json {
+            super::print_json(&json::event(&event))?;
         } else {
-            human(&event)
-        };
-        out(&format!("{line}\n"))?;
+            out(&format!("{}\n", human(&event)))?;
+        }
     }
     Ok(0)
 }

@@ -8,7 +8,7 @@ use sandboxd_proto::v1::{
 use serde_json::Value;
 
 use super::{Ctx, out, print_json, report_table, required, warn_degraded};
-use crate::cli::{CreateArgs, IdArg, IdsArg, LsArgs, StopArgs};
+use crate::cli::{CreateArgs, IdArg, LsArgs, RmArgs, StopArgs};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::format;
 use crate::json::{self, enum_name};
@@ -71,7 +71,13 @@ pub(super) async fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32, CliError> {
         token = page.next_page_token;
     }
     if ctx.json {
-        print_json(&json::list(&all))?;
+        // JSON lines: one sandbox per line (as `docker ps --format json`).
+        for s in &all.sandboxes {
+            print_json(&json::sandbox(s))?;
+        }
+        if !all.next_page_token.is_empty() {
+            eprintln!("sandboxctl: more sandboxes match; use --all-pages to list them all");
+        }
         return Ok(0);
     }
     let now = format::now_ms();
@@ -336,9 +342,11 @@ fn render_inspect(s: &Sandbox, now: i64) -> String {
     t.row(["Owner:".into(), dash(&s.owner)]);
     t.row(["State:".into(), format::state(s.state)]);
     if let Some(u) = &s.usage {
-        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let show = |v: Option<u64>| v.map_or_else(|| format::UNKNOWN.to_owned(), |v| v.to_string());
+        t.row(["CPU time:".into(), format::cpu_time(u.cpu_usec)]);
         t.row(["Memory (bytes):".into(), show(u.memory_bytes)]);
         t.row(["Tasks:".into(), show(u.pids)]);
+        t.row(["Block I/O:".into(), format::block_io(u)]);
     }
     t.row([
         "Created:".into(),
@@ -421,7 +429,9 @@ pub(super) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<i32, CliError> {
 
 /// DestroySandbox for each id; says whether each existed. Unknown ids are
 /// not an error (destroy is idempotent), other failures make it exit 1.
-pub(super) async fn rm(ctx: &Ctx, args: IdsArg) -> Result<i32, CliError> {
+pub(super) async fn rm(ctx: &Ctx, args: RmArgs) -> Result<i32, CliError> {
+    // `force` changes nothing: DestroySandbox always kills what runs.
+    let _ = args.force;
     let mut client = SandboxServiceClient::new(ctx.channel().await?);
     let mut report = PerId::new(ctx);
     for id in &args.ids {
@@ -447,12 +457,11 @@ pub(super) async fn rm(ctx: &Ctx, args: IdsArg) -> Result<i32, CliError> {
     report.finish()
 }
 
-/// Output of a command run on several ids: one JSON array at the end, or a
-/// text line as each id completes. A failed id goes to stderr and makes the
-/// exit code 1 without stopping the others.
+/// Output of a command run on several ids: a JSON line or a text line as
+/// each id completes. A failed id goes to stderr (as JSON with --json) and
+/// makes the exit code 1 without stopping the others.
 struct PerId {
     json: bool,
-    docs: Vec<Value>,
     code: i32,
 }
 
@@ -460,7 +469,6 @@ impl PerId {
     fn new(ctx: &Ctx) -> Self {
         Self {
             json: ctx.json,
-            docs: Vec::new(),
             code: 0,
         }
     }
@@ -471,22 +479,23 @@ impl PerId {
         line: impl FnOnce() -> String,
     ) -> Result<(), CliError> {
         if self.json {
-            self.docs.push(doc());
-            Ok(())
+            print_json(&doc())
         } else {
             out(&format!("{}\n", line()))
         }
     }
 
     fn failed(&mut self, id: &str, status: tonic::Status) {
-        eprintln!("sandboxctl: {id}: {}", CliError::Rpc(status));
+        let err = CliError::Rpc(status);
+        if self.json {
+            eprintln!("{}", err.to_json(Some(id)));
+        } else {
+            eprintln!("sandboxctl: {id}: {err}");
+        }
         self.code = EXIT_FAILURE;
     }
 
     fn finish(self) -> Result<i32, CliError> {
-        if self.json {
-            print_json(&Value::Array(self.docs))?;
-        }
         Ok(self.code)
     }
 }

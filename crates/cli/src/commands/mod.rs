@@ -3,6 +3,7 @@
 mod caps;
 mod events;
 mod lifecycle;
+mod ops;
 mod plan;
 mod run;
 mod verify;
@@ -42,10 +43,17 @@ impl Ctx {
 /// Runs the command and returns the exit code for success paths (a process's
 /// code for run/exec/wait, 1 when some of several ids failed).
 pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    if let Some(text) = &cli.format {
+        let template = crate::template::Template::parse(text)
+            .map_err(|e| CliError::Usage(format!("--format: {e}")))?;
+        let _ = TEMPLATE.set(template);
+        crate::json::with_defaults();
+    }
     let ctx = Ctx {
         host: cli.host,
         tls: cli.tls,
-        json: cli.json,
+        // A template renders the JSON documents.
+        json: cli.json || cli.format.is_some(),
     };
     match cli.command {
         Command::Caps => caps::caps(&ctx).await,
@@ -61,6 +69,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
+        Command::Stats(a) => ops::stats(&ctx, a).await,
+        Command::Completion(a) => ops::completion(&a),
     }
 }
 
@@ -74,9 +84,16 @@ pub(crate) fn out(text: &str) -> Result<(), CliError> {
         .map_err(CliError::stdout)
 }
 
-/// One pretty-printed JSON document on stdout.
+/// `--format`'s template, once parsed.
+static TEMPLATE: std::sync::OnceLock<crate::template::Template> = std::sync::OnceLock::new();
+
+/// One document on stdout, on one line: compact JSON (JSON lines), or
+/// rendered through `--format`'s template.
 pub(crate) fn print_json(v: &Value) -> Result<(), CliError> {
-    out(&format!("{v:#}\n"))
+    match TEMPLATE.get() {
+        Some(t) => out(&format!("{}\n", t.render(v))),
+        None => out(&format!("{v}\n")),
+    }
 }
 
 /// An enum's proto name for a table cell; `-` for UNSPECIFIED (nothing asked

@@ -183,21 +183,21 @@ pub(super) async fn compare(ctx: &Ctx, args: CompareArgs) -> Result<i32, CliErro
         columns.push(Column::Observed(own, observed));
     }
     if ctx.json {
-        let cols: Vec<serde_json::Value> = columns
-            .iter()
-            .map(|c| match c {
-                Column::Planned(p) => json::plan(p),
-                Column::Observed(b, Ok(v)) => serde_json::json!({
-                    "observed": cell::<BackendKind>(*b as i32),
-                    "verification": json::verification(v),
-                }),
-                Column::Observed(b, Err(e)) => serde_json::json!({
-                    "observed": cell::<BackendKind>(*b as i32),
-                    "error": e,
-                }),
-            })
-            .collect();
-        print_json(&serde_json::Value::Array(cols))?;
+        // One line per column.
+        let cols = columns.iter().map(|c| match c {
+            Column::Planned(p) => json::plan(p),
+            Column::Observed(b, Ok(v)) => serde_json::json!({
+                "observed": cell::<BackendKind>(*b as i32),
+                "verification": json::verification(v),
+            }),
+            Column::Observed(b, Err(e)) => serde_json::json!({
+                "observed": cell::<BackendKind>(*b as i32),
+                "error": e,
+            }),
+        });
+        for col in cols {
+            print_json(&col)?;
+        }
     } else {
         out(&render_compare(&columns, args.markdown))?;
     }

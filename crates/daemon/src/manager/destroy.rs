@@ -153,6 +153,7 @@ impl Manager {
         self.cleanup_host(&sb, Some(fault::DESTROY_CLEANED)).await?;
         {
             lock(&self.registry).forget(&sb.id);
+            self.metrics.forget_sandbox(&sb.id);
         }
         tracing::info!(sandbox = %sb.id, "destroyed");
         self.events.emit(EventKind::Destroyed, &sb.id, 0, None);

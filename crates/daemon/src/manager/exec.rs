@@ -156,6 +156,7 @@ impl Manager {
             }
         };
         self.events.emit(EventKind::ExecStarted, &sb.id, pid, None);
+        self.metrics.exec_started(&sb.id, pid);
         Ok(ExecHandle {
             pid,
             exec_id,
@@ -228,6 +229,7 @@ impl Manager {
         (exit, oom_killed): ExecEnd,
         timed_out: bool,
     ) -> ExitRecord {
+        self.metrics.exec_finished(&sb.id, pid);
         let mut record = exit_record(exit, now_ms(), "");
         if oom_killed {
             record.reason = ExitReason::OomKilled;

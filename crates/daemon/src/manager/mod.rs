@@ -115,6 +115,8 @@ pub struct Manager {
     policy: Policy,
     /// The event log.
     pub events: EventLog,
+    /// The daemon's counters (served with `--metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     exe: PathBuf,
     registry: Mutex<Registry>,
     next_exec: AtomicU64,
@@ -137,6 +139,7 @@ impl Manager {
             store,
             policy,
             events: EventLog::default(),
+            metrics: Arc::default(),
             exe,
             registry: Mutex::new(Registry::new(leases)),
             // Exec ids stay unique across restarts: a reattached supervisor

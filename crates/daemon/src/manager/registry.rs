@@ -107,6 +107,11 @@ impl Manager {
         }))
     }
 
+    /// Leased addresses and forwarded host ports (the metrics).
+    pub fn leases_in_use(&self) -> (usize, usize) {
+        lock(&self.registry).leases.in_use()
+    }
+
     /// Every sandbox, oldest first.
     pub fn list(&self) -> Vec<SandboxRecord> {
         let reg = lock(&self.registry);

@@ -45,7 +45,12 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         let manager = self.0.manager.clone();
         let (record, verification) = tokio::spawn(async move {
             let _permit = permit;
-            manager.create(spec, req.request_id, &who, req.verify).await
+            let started = std::time::Instant::now();
+            let result = manager.create(spec, req.request_id, &who, req.verify).await;
+            manager
+                .metrics
+                .observe(crate::metrics::Operation::Create, started, &result);
+            result
         })
         .await
         .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
@@ -159,7 +164,13 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
             self.0.manager.get_for(&id, &who)?;
         }
         tracing::info!(audit = true, identity = %who.name, op = "DestroySandbox", sandbox = %id);
-        let existed = self.0.manager.destroy(&id).await?;
+        let started = std::time::Instant::now();
+        let result = self.0.manager.destroy(&id).await;
+        self.0
+            .manager
+            .metrics
+            .observe(crate::metrics::Operation::Destroy, started, &result);
+        let existed = result?;
         Ok(Response::new(pb::DestroySandboxResponse { existed }))
     }
 
