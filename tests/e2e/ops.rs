@@ -404,11 +404,8 @@ async fn readiness_is_notified_once_the_socket_answers() {
 
 #[test]
 fn the_systemd_unit_verifies() {
-    let unit = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../dist/systemd/sandboxd.service"
-    );
-    let text = std::fs::read_to_string(unit).expect("dist/systemd/sandboxd.service");
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sandboxd.service");
+    let text = std::fs::read_to_string(unit).expect("crates/daemon/systemd/sandboxd.service");
     assert!(text.contains("Type=notify"), "{text}");
     assert!(
         text.contains("KillMode=process"),
