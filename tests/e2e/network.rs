@@ -878,3 +878,67 @@ async fn a_port_forward_is_reachable_on_the_hosts_localhost() {
     drop(c);
     d.finish().await;
 }
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "RESTRICTED networking (veth, nftables) is the Linux backend's: needs Linux and the default build"
+)]
+#[tokio::test(flavor = "current_thread")]
+async fn a_localhost_forward_does_not_open_the_hosts_loopback_to_the_sandbox() {
+    // CVE-2020-8558's class: `route_localnet` on the host link (which a
+    // localhost forward needs) would also let packets *from* the sandbox
+    // addressed to 127.0.0.1 reach services the host binds to its
+    // loopback only. A payload holds no CAP_NET_ADMIN/NET_RAW to send
+    // them, so the test plays a sandbox that does: host root in the
+    // sandbox's network namespace routes 127.0.0.1 out of eth0.
+    let pool = Pool::new();
+    let d = pool.start_daemon(&[]);
+    let mut c = d.clients().await;
+    let host_port: u16 = 22_000 + u16::try_from(pool.base).expect("port");
+    let mut net = restricted(&[]);
+    net.port_forwards = vec![pb::PortForward {
+        protocol: pb::Protocol::Tcp as i32,
+        host_port: u32::from(host_port),
+        sandbox_port: 8080,
+    }];
+    let sandbox = c.create(idle(net)).await;
+    // A host service on loopback only (UDP: one packet is enough to reach
+    // it, whatever becomes of the answer).
+    let secret = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+    secret
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let port = secret.local_addr().expect("addr").port();
+    let netns = d.state.join("sandboxes").join(&sandbox.id).join("netns");
+    let in_sandbox = |script: &str| {
+        Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["bash", "-c", script])
+            .output()
+            .expect("nsenter")
+    };
+    run(&mut Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "sysctl -qw net.ipv4.conf.eth0.route_localnet=1 && ip addr flush dev lo && \
+                 ip route add 127.0.0.1/32 via {} dev eth0",
+                pool.addr(1)
+            ),
+        ]));
+    let out = in_sandbox(&format!(
+        "for i in 1 2 3; do echo knock >/dev/udp/127.0.0.1/{port}; sleep 0.2; done"
+    ));
+    let reached = secret.recv_from(&mut [0u8; 64]).is_ok();
+    assert!(
+        !reached,
+        "a packet from the sandbox reached the host's 127.0.0.1:{port} (send: exit {:?}, {})",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.destroy(&sandbox.id).await);
+    drop(c);
+    d.finish().await;
+}

@@ -183,6 +183,10 @@ pub fn nft_script(r: &RoutedNetwork) -> String {
         ));
     }
     line("  }".into());
+    // Nothing new from the sandbox reaches the host itself; this is also
+    // what keeps `route_localnet` (localhost forwards) from opening the
+    // host's 127/8 services to it (CVE-2020-8558's class; tested by
+    // network::a_localhost_forward_does_not_open_the_hosts_loopback_to_the_sandbox).
     line("  chain to_host {".into());
     line("    type filter hook input priority filter; policy accept;".into());
     line(format!(
