@@ -17,6 +17,10 @@ pub enum ApiError {
     /// No sandbox by that id or name (or not visible to the caller).
     #[error("sandbox {0:?} not found")]
     NotFound(String),
+    /// A pid that is not a running process of the sandbox (the message
+    /// names the pid and the sandbox).
+    #[error("{0}")]
+    ProcessNotFound(String),
     /// A name or idempotency key already in use.
     #[error("{0}")]
     AlreadyExists(String),
@@ -77,7 +81,7 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
                 Code::FailedPrecondition

@@ -26,6 +26,7 @@ pub mod rlimit;
 pub mod server;
 pub mod service;
 pub mod transport;
+pub mod unix_authority;
 pub mod verify;
 
 pub use link::SUPERVISE_ARG;

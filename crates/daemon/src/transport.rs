@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::Tls;
+use crate::unix_authority::AuthorityFix;
 
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +48,9 @@ pub struct Conn {
 
 #[derive(Debug)]
 enum Io {
-    /// Over the unix socket.
-    Unix(UnixStream),
+    /// Over the unix socket; the client's `:authority` made acceptable to
+    /// h2 on the way in (stock clients send the socket's path there).
+    Unix(AuthorityFix<UnixStream>),
     /// Over TLS.
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -344,7 +346,7 @@ pub fn incoming(
                         Ok((s, _)) => {
                             backoff.succeeded();
                             let conn = Conn {
-                                io: Io::Unix(s),
+                                io: Io::Unix(AuthorityFix::new(s)),
                                 peer: Peer::Local,
                                 _slot: slot,
                             };

@@ -259,7 +259,7 @@ impl Manager {
             let known = (record.main_pid == pid && record.exit.is_none())
                 || lock(&sb.execs).values().any(|slot| slot.pid == pid);
             if !known {
-                return Err(ApiError::NotFound(format!(
+                return Err(ApiError::ProcessNotFound(format!(
                     "pid {pid} is not a running process of sandbox {}",
                     sb.id
                 )));
