@@ -603,3 +603,124 @@ async fn grpcurl_calls_every_rpc_without_authority() {
     );
     d.finish().await;
 }
+
+/// sandboxctl, built next to sandboxd, on the daemon's socket.
+fn sandboxctl(socket: &Path) -> Command {
+    let sandboxd = Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let path = sandboxd.with_file_name("sandboxctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --bins)",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// `sandboxctl exec` and `run` exit like `docker exec` and `run`: 125 when
+/// sandboxctl or the daemon fails, 126 when the command cannot be run, 127
+/// when it is not found, else the command's own code.
+#[tokio::test]
+async fn sandboxctl_exec_and_run_exit_125_126_127_like_docker() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let missing_socket = d.socket.with_file_name("nobody-here.sock");
+    let exec = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["exec".to_owned()];
+        v.extend(args.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let id = sb.id.as_str();
+    // (socket, arguments, exit code)
+    let cases: Vec<(&Path, Vec<String>, i32)> = vec![
+        (&d.socket, exec(&[id, "--", "/bin/sh", "-c", "exit 3"]), 3),
+        (&d.socket, exec(&[id, "--", "/no/such/program"]), 127),
+        (&d.socket, exec(&[id, "--", "no-such-command"]), 127),
+        (&d.socket, exec(&[id, "--", "/etc/passwd"]), 126),
+        (&d.socket, exec(&[id, "--", "/etc"]), 126),
+        (
+            &d.socket,
+            exec(&["--cwd", "/no/such/dir", id, "--", "/bin/true"]),
+            126,
+        ),
+        (
+            &d.socket,
+            exec(&["no-such-sandbox", "--", "/bin/true"]),
+            125,
+        ),
+        (
+            &d.socket,
+            exec(&["--no-such-flag", id, "--", "/bin/true"]),
+            125,
+        ),
+        (&missing_socket, exec(&[id, "--", "/bin/true"]), 125),
+        // The command's own 126 and 127 pass through as they are.
+        (
+            &d.socket,
+            exec(&[id, "--", "/bin/sh", "-c", "exit 127"]),
+            127,
+        ),
+        (
+            &d.socket,
+            ["run", "--", "/bin/sh", "-c", "exit 4"]
+                .map(String::from)
+                .to_vec(),
+            4,
+        ),
+        (
+            &d.socket,
+            ["run", "--", "/no/such/program"].map(String::from).to_vec(),
+            127,
+        ),
+        (
+            &d.socket,
+            ["run", "--", "/etc/passwd"].map(String::from).to_vec(),
+            126,
+        ),
+        (
+            &d.socket,
+            ["run", "--memory", "lots", "--", "/bin/true"]
+                .map(String::from)
+                .to_vec(),
+            125,
+        ),
+        (
+            &missing_socket,
+            ["run", "--", "/bin/true"].map(String::from).to_vec(),
+            125,
+        ),
+    ];
+    for (socket, args, want) in cases {
+        let out = tokio::task::spawn_blocking({
+            let (socket, args) = (socket.to_owned(), args.clone());
+            move || {
+                sandboxctl(&socket)
+                    .args(&args)
+                    .output()
+                    .expect("sandboxctl runs")
+            }
+        })
+        .await
+        .expect("join");
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "sandboxctl {args:?}: stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `run` removed its sandboxes, the failed ones included: only the idle
+    // one is left.
+    let list = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.sandboxes.len(), 1, "{:?}", list.sandboxes);
+    d.finish().await;
+}

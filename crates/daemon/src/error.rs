@@ -53,6 +53,18 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// A process (Exec, ExecSync) could not be started in the sandbox: the
+    /// step of the forked child that failed. The status carries the step in
+    /// the `sandboxd-exec-failed-step` metadata, so a client can tell a
+    /// missing program ([`sandboxd_core::wire::PROGRAM_NOT_FOUND`]) from
+    /// one that cannot run without reading the message.
+    #[error("exec failed at step {step:?}: {message}")]
+    ExecFailed {
+        /// The failed step.
+        step: String,
+        /// Why.
+        message: String,
+    },
     /// The supervisor is gone or does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -83,9 +95,9 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
             ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
-                Code::FailedPrecondition
-            }
+            ApiError::FailedPrecondition(_)
+            | ApiError::SetupFailed { .. }
+            | ApiError::ExecFailed { .. } => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::OutOfRange(_) => Code::OutOfRange,
@@ -107,9 +119,20 @@ impl ApiError {
     }
 }
 
+/// The metadata key naming the failed step of an [`ApiError::ExecFailed`].
+pub const EXEC_FAILED_STEP: &str = "sandboxd-exec-failed-step";
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        if let ApiError::ExecFailed { step, .. } = &e {
+            // Step names are short ASCII words; one that is not is left out
+            // rather than failing the answer.
+            if let Ok(v) = step.parse() {
+                status.metadata_mut().insert(EXEC_FAILED_STEP, v);
+            }
+        }
+        status
     }
 }
 

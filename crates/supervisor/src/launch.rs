@@ -140,6 +140,14 @@ fn exec_program(plan: &ExecPlan) -> StepError {
                 exec_fd(&path, &fd, plan.argv.clone(), &plan.env, 0)
             }
             Ok(_) => Errno::EACCES,
+            // The path names nothing: "not found" (exit 127 in sandboxctl),
+            // not "cannot run" (126).
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) if !searching => {
+                return StepError::new(
+                    sandboxd_core::wire::PROGRAM_NOT_FOUND,
+                    format!("{candidate}: {e}"),
+                );
+            }
             Err(e) => e,
         };
         match err {
@@ -160,10 +168,13 @@ fn exec_program(plan: &ExecPlan) -> StepError {
             e => return StepError::new("exec", format!("{candidate}: {e}")),
         }
     }
-    StepError::new(
-        "exec",
-        denied.unwrap_or_else(|| format!("{argv0}: not found in PATH {}", plan.path_var)),
-    )
+    match denied {
+        Some(why) => StepError::new("exec", why),
+        None => StepError::new(
+            sandboxd_core::wire::PROGRAM_NOT_FOUND,
+            format!("{argv0}: not found in PATH {}", plan.path_var),
+        ),
+    }
 }
 
 /// Runs the file `fd` names. A script's interpreter is found and run here,
@@ -607,10 +618,16 @@ fn exec(plan: &ExecPlan) -> StepError {
             .unwrap_or_default();
         let Some(program) = resolve_program(argv0, &plan.path_var) else {
             return StepError::new(
-                "exec",
+                sandboxd_core::wire::PROGRAM_NOT_FOUND,
                 format!("{argv0}: not found in PATH {}", plan.path_var),
             );
         };
+        if !std::path::Path::new(&program).exists() {
+            return StepError::new(
+                sandboxd_core::wire::PROGRAM_NOT_FOUND,
+                format!("{program}: ENOENT"),
+            );
+        }
         let Ok(program) = CString::new(program) else {
             return StepError::new("exec", "program path contains NUL");
         };

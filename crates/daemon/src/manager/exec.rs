@@ -144,11 +144,7 @@ impl Manager {
         }
         let pid = match started_rx.await {
             Ok(Ok(pid)) => pid,
-            Ok(Err((step, message))) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "exec failed at step {step:?}: {message}"
-                )));
-            }
+            Ok(Err((step, message))) => return Err(ApiError::ExecFailed { step, message }),
             Err(_) => {
                 return Err(ApiError::Unavailable(
                     "the supervisor exited before starting the process".into(),
