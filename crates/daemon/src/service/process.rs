@@ -757,7 +757,8 @@ mod tests {
         use pb::exec_request::Msg;
         let size = |rows, cols| Msg::Resize(pb::TerminalSize { rows, cols });
         // (message, tty, stdin closed, Ok or the text the error must hold)
-        let cases: Vec<(Option<Msg>, bool, bool, Result<(), &str>)> = vec![
+        type Case = (Option<Msg>, bool, bool, Result<(), &'static str>);
+        let cases: Vec<Case> = vec![
             (Some(Msg::Stdin(b"x".to_vec())), false, false, Ok(())),
             (
                 Some(Msg::Stdin(b"x".to_vec())),
