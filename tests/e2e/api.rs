@@ -232,10 +232,14 @@ async fn expired_deadlines_always_come_back_as_deadline_exceeded() {
     let sandboxes =
         pb::sandbox_service_client::SandboxServiceClient::with_origin(svc.clone(), origin.clone());
     let processes = pb::process_service_client::ProcessServiceClient::with_origin(svc, origin);
+    // Names the ExecSync processes on the host (ps inside a chroot
+    // sandbox would see every host process).
+    let marker = format!("deadline-{}", sb.id);
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..40u64 {
         let (mut sandboxes, mut processes) = (sandboxes.clone(), processes.clone());
         let id = sb.id.clone();
+        let marker = marker.clone();
         calls.spawn(async move {
             let timeout = format!("{}m", 50 + i % 3).parse().expect("header value");
             let mut wait = tonic::Request::new(pb::WaitSandboxRequest { id: id.clone() });
@@ -243,7 +247,11 @@ async fn expired_deadlines_always_come_back_as_deadline_exceeded() {
             let w = sandboxes.wait_sandbox(wait).await.map(|_| ());
             let mut exec = tonic::Request::new(pb::ExecSyncRequest {
                 sandbox_id: id,
-                process: Some(argv(&["/bin/sleep", "10"])),
+                process: Some(argv(&[
+                    "/bin/sh",
+                    "-c",
+                    &format!("sleep 10; echo {marker}"),
+                ])),
                 ..Default::default()
             });
             exec.metadata_mut()
@@ -271,14 +279,20 @@ async fn expired_deadlines_always_come_back_as_deadline_exceeded() {
     // The ExecSync processes are killed with their calls (asynchronously).
     let mut left = String::new();
     for _ in 0..100 {
-        let r = cl.sh(&sb.id, "ps -o comm= | grep -c sleep || true").await;
-        left = crate::harness::out(&r).trim().to_owned();
-        if left == "0" {
+        let o = Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .expect("pgrep runs");
+        left = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        if left.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(left, "0", "sleep processes outlived their expired calls");
+    assert!(
+        left.is_empty(),
+        "processes outlived their expired calls: {left}"
+    );
     d.finish().await;
 }
 
