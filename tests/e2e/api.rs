@@ -118,6 +118,33 @@ async fn invalid_exec_stream_messages_get_invalid_argument_naming_the_problem() 
         }
         assert!(!process_exists(pid), "{bad:?}: pid {pid} outlived its call");
     }
+    // A terminal size for a process without a terminal: refused before
+    // anything runs.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::ExecRequest {
+        msg: Some(Msg::Start(pb::ExecStart {
+            sandbox_id: sb.id.clone(),
+            process: Some(argv(&["/bin/true"])),
+            size: Some(pb::TerminalSize { rows: 24, cols: 80 }),
+        })),
+    })
+    .await
+    .expect("send");
+    let status = match c
+        .processes
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Err(s) => s,
+        Ok(r) => r
+            .into_inner()
+            .next()
+            .await
+            .and_then(Result::err)
+            .expect("a status, not a process"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("start.size"), "{status:?}");
     // Stdin after close_stdin on a pipe is a client error too.
     let (tx, mut stream, _) = open_exec(&mut c, &sb.id, argv(&["/bin/sleep", "60"])).await;
     for m in [Msg::CloseStdin(true), Msg::Stdin(b"late".to_vec())] {

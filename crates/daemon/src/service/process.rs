@@ -67,6 +67,9 @@ impl pb::process_service_server::ProcessService for Processes {
             manager.policy(),
         )
         .map_err(ApiError::from)?;
+        if let Some(size) = &start.size {
+            check_size("start.size", size, process.process().tty)?;
+        }
         let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
         let slot = self.0.execs.take(&sb.id, &who.name)?;
         let handle = start_exec(&manager, &sb, process, size).await?;
@@ -552,6 +555,26 @@ enum Input {
     Pty(Arc<Pty>),
 }
 
+/// A terminal size (`start.size` or `resize`): only for a process with a
+/// terminal, and each side 1-65535.
+fn check_size(field: &str, size: &pb::TerminalSize, tty: bool) -> Result<(), ApiError> {
+    let why = if !tty {
+        "the process has no terminal (start.process.tty is false)".to_owned()
+    } else {
+        let fits = |v: u32| (1..=u32::from(u16::MAX)).contains(&v);
+        if fits(size.rows) && fits(size.cols) {
+            return Ok(());
+        }
+        format!(
+            "rows and cols must be 1-65535, got rows {} cols {}",
+            size.rows, size.cols
+        )
+    };
+    Err(ApiError::Invalid(validate::ValidationError::one(
+        field, why,
+    )))
+}
+
 /// Whether an Exec stream message after `start` is one the call can act on:
 /// INVALID_ARGUMENT naming what is wrong otherwise.
 fn check_input(req: &pb::ExecRequest, tty: bool, stdin_closed: bool) -> Result<(), ApiError> {
@@ -576,24 +599,7 @@ fn check_input(req: &pb::ExecRequest, tty: bool, stdin_closed: bool) -> Result<(
             "close_stdin",
             "false is not a request; send true to close the process's stdin".into(),
         ),
-        Some(Msg::Resize(_)) if !tty => bad(
-            "resize",
-            "the process has no terminal (start.process.tty is false)".into(),
-        ),
-        Some(Msg::Resize(size)) => {
-            let fits = |v: u32| (1..=u32::from(u16::MAX)).contains(&v);
-            if fits(size.rows) && fits(size.cols) {
-                Ok(())
-            } else {
-                bad(
-                    "resize",
-                    format!(
-                        "rows and cols must be 1-65535, got rows {} cols {}",
-                        size.rows, size.cols
-                    ),
-                )
-            }
-        }
+        Some(Msg::Resize(size)) => check_size("resize", size, tty),
         Some(Msg::Signal(sig)) => u32::try_from(*sig)
             .map_err(|_| format!("{sig} is not a signal number (1-64)"))
             .and_then(validate::check_signal)
@@ -816,6 +822,26 @@ mod tests {
             ),
             (None, false, false, Err("msg: empty ExecRequest")),
         ];
+        let sizes = [
+            (24, 80, true, Ok(())),
+            (65535, 1, true, Ok(())),
+            (
+                24,
+                80,
+                false,
+                Err("start.size: the process has no terminal"),
+            ),
+            (0, 0, true, Err("rows 0 cols 0")),
+            (65536, 80, true, Err("rows 65536 cols 80")),
+        ];
+        for (rows, cols, tty, want) in sizes {
+            let got = check_size("start.size", &pb::TerminalSize { rows, cols }, tty);
+            match (want, got) {
+                (Ok(()), Ok(())) => {}
+                (Err(text), Err(e)) => assert!(e.to_string().contains(text), "{e} lacks {text:?}"),
+                (want, got) => panic!("{rows}x{cols} tty={tty}: want {want:?}, got {got:?}"),
+            }
+        }
         for (msg, tty, closed, want) in cases {
             let got = check_input(&pb::ExecRequest { msg: msg.clone() }, tty, closed);
             match (want, got) {
