@@ -96,7 +96,7 @@ pub(crate) struct Rewriter {
     passing: usize,
     block: Option<Block>,
     decoder: hpack::Decoder,
-    /// How many authorities were replaced (for tests and the debug log).
+    /// How many authorities were replaced.
     replaced: u64,
 }
 
@@ -224,6 +224,11 @@ impl Rewriter {
             .map_err(|source| RewriteError::Decode { stream, source })?;
         for f in &mut fields {
             if f.name == b":authority" && !is_authority(&f.value) {
+                tracing::trace!(
+                    stream,
+                    sent = %String::from_utf8_lossy(&f.value),
+                    "unix client's :authority replaced with localhost"
+                );
                 f.value = LOCALHOST.to_vec();
                 self.replaced += 1;
             }
@@ -320,13 +325,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if got.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let replaced = this.rewriter.replaced;
             this.rewriter
                 .push(got, &mut this.ready)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if this.rewriter.replaced != replaced {
-                tracing::trace!("unix client's :authority replaced with localhost");
-            }
         }
     }
 }
@@ -424,7 +425,9 @@ mod tests {
             let data = input(&[(END_HEADERS, 1, indexed_authority(sent))]);
             // Byte by byte, and all at once: the same output.
             let mut whole = Vec::new();
-            Rewriter::default().push(&data, &mut whole).unwrap();
+            let mut once = Rewriter::default();
+            once.push(&data, &mut whole).unwrap();
+            assert_eq!(once.replaced, u64::from(sent != seen), "{sent}");
             let mut bytewise = Vec::new();
             let mut r = Rewriter::default();
             for b in &data {
