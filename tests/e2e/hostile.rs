@@ -403,7 +403,7 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         "missing program",
         |s| proc_mut(s).argv = vec!["/no/such/program".into()],
         Code::FailedPrecondition,
-        "exec",
+        "find program",
     ),
     (
         "cwd missing in image",

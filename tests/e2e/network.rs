@@ -917,17 +917,16 @@ async fn a_localhost_forward_does_not_open_the_hosts_loopback_to_the_sandbox() {
             .output()
             .expect("nsenter")
     };
-    run(&mut Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args([
-            "bash",
-            "-c",
-            &format!(
-                "sysctl -qw net.ipv4.conf.eth0.route_localnet=1 && ip addr flush dev lo && \
-                 ip route add 127.0.0.1/32 via {} dev eth0",
-                pool.addr(1)
-            ),
-        ]));
+    let setup = in_sandbox(&format!(
+        "sysctl -qw net.ipv4.conf.eth0.route_localnet=1 && ip addr flush dev lo && \
+         ip route add 127.0.0.1/32 via {} dev eth0",
+        pool.addr(1)
+    ));
+    assert!(
+        setup.status.success(),
+        "route 127.0.0.1 out of the sandbox's eth0: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
     let out = in_sandbox(&format!(
         "for i in 1 2 3; do echo knock >/dev/udp/127.0.0.1/{port}; sleep 0.2; done"
     ));

@@ -34,6 +34,13 @@ pub(crate) const EXIT_FAILURE: i32 = 1;
 /// `run`'s exit code when sandboxctl or the daemon failed (docker's 125), so
 /// that it cannot be confused with the process's own exit codes 1 or 2.
 pub(crate) const EXIT_RUN_FAILURE: i32 = 125;
+/// `run`/`exec`: the command was found but could not be run (docker's 126).
+pub(crate) const EXIT_CANNOT_RUN: i32 = 126;
+/// `run`/`exec`: the command was not found (docker's and the shell's 127).
+pub(crate) const EXIT_NOT_FOUND: i32 = 127;
+/// The status metadata in which the daemon names the failed step of a
+/// process that could not be started (the daemon's `EXEC_FAILED_STEP`).
+const EXEC_FAILED_STEP: &str = "sandboxd-exec-failed-step";
 /// 128 + SIGPIPE (13 on every Unix we target).
 pub(crate) const EXIT_BROKEN_PIPE: i32 = 141;
 
@@ -46,6 +53,26 @@ impl CliError {
             CliError::Connect(_) | CliError::Rpc(_) | CliError::Io(..) | CliError::Protocol(_) => {
                 EXIT_FAILURE
             }
+        }
+    }
+
+    /// The exit code for this error in `run` and `exec`, where the
+    /// command's own codes must stay unambiguous: 127 when the daemon says
+    /// the program was not found, 126 when it could not be started, 125 for
+    /// every other failure of sandboxctl or the daemon.
+    pub(crate) fn attached_exit_code(&self) -> i32 {
+        match self {
+            CliError::BrokenPipe => EXIT_BROKEN_PIPE,
+            CliError::Rpc(status) => match status
+                .metadata()
+                .get(EXEC_FAILED_STEP)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(sandboxd_core::wire::PROGRAM_NOT_FOUND) => EXIT_NOT_FOUND,
+                Some(_) => EXIT_CANNOT_RUN,
+                None => EXIT_RUN_FAILURE,
+            },
+            _ => EXIT_RUN_FAILURE,
         }
     }
 
@@ -198,5 +225,36 @@ mod tests {
         assert_eq!(CliError::Connect("x".into()).exit_code(), EXIT_FAILURE);
         let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         assert!(matches!(CliError::stdout(pipe), CliError::BrokenPipe));
+    }
+
+    #[test]
+    fn run_and_exec_exit_codes() {
+        let failed_at = |step: &str| {
+            let mut s = tonic::Status::failed_precondition("exec failed");
+            s.metadata_mut()
+                .insert(EXEC_FAILED_STEP, step.parse().expect("ascii"));
+            CliError::Rpc(s)
+        };
+        let cases = [
+            (failed_at("find program"), EXIT_NOT_FOUND),
+            (failed_at("exec"), EXIT_CANNOT_RUN),
+            (failed_at("chdir"), EXIT_CANNOT_RUN),
+            // The same code without the daemon's step: not the command's.
+            (
+                CliError::Rpc(tonic::Status::failed_precondition("exec failed")),
+                EXIT_RUN_FAILURE,
+            ),
+            (
+                CliError::Rpc(tonic::Status::not_found("sandbox \"x\" not found")),
+                EXIT_RUN_FAILURE,
+            ),
+            (CliError::Usage("x".into()), EXIT_RUN_FAILURE),
+            (CliError::Connect("x".into()), EXIT_RUN_FAILURE),
+            (CliError::Protocol("x".into()), EXIT_RUN_FAILURE),
+            (CliError::BrokenPipe, EXIT_BROKEN_PIPE),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.attached_exit_code(), code, "{err:?}");
+        }
     }
 }

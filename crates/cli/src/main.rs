@@ -7,9 +7,12 @@
 //! - 1 when sandboxctl or the daemon failed (cannot connect, gRPC error, one
 //!   of several ids failed);
 //! - 2 for a usage error (clap's, or a bad flag value);
-//! - `run` only: 125 for any failure of sandboxctl or the daemon, usage errors
-//!   included, like `docker run`, so it cannot be mistaken for the command's
-//!   own 1 or 2; 130 if interrupted while the sandbox was being created;
+//! - `run` and `exec`, like `docker run` and `docker exec`: 125 for any
+//!   failure of sandboxctl or the daemon, usage errors included, so it cannot
+//!   be mistaken for the command's own 1 or 2; 126 when the command cannot be
+//!   run (not executable, permission denied, its working directory or user
+//!   cannot be set up, ...); 127 when it is not found; `run` also 130 if
+//!   interrupted while the sandbox was being created;
 //! - 141 (128+SIGPIPE) when our stdout is closed by its reader, silently, as
 //!   a local command would die of SIGPIPE.
 
@@ -33,10 +36,10 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 use crate::error::{CliError, EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_RUN_FAILURE};
 
-/// Whether the command line is a `run` (looked up by hand, because clap's
-/// errors do not say which subcommand they were parsing): the first word
-/// that is not a global flag or its value.
-fn is_run(args: &[OsString]) -> bool {
+/// Whether the command line is a `run` or an `exec` (looked up by hand,
+/// because clap's errors do not say which subcommand they were parsing): the
+/// first word that is not a global flag or its value.
+fn is_attached(args: &[OsString]) -> bool {
     let mut words = args.iter().skip(1);
     while let Some(w) = words.next() {
         match w.to_str() {
@@ -45,7 +48,7 @@ fn is_run(args: &[OsString]) -> bool {
                 words.next();
             }
             Some(s) if s.starts_with("--host=") => {}
-            Some(s) => return s == "run",
+            Some(s) => return s == "run" || s == "exec",
             None => return false,
         }
     }
@@ -72,7 +75,7 @@ fn main() {
         Ok(cli) => cli,
         Err(err) => {
             // --help and --version are "errors" with code 0.
-            let code = if err.exit_code() != 0 && is_run(&args) {
+            let code = if err.exit_code() != 0 && is_attached(&args) {
                 EXIT_RUN_FAILURE
             } else {
                 err.exit_code()
@@ -81,7 +84,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let run = matches!(cli.command, Command::Run(_));
+    let attached = matches!(cli.command, Command::Run(_) | Command::Exec(_));
     let json_errors = cli.json || cli.format.is_some();
     let code = match real_main(cli) {
         Ok(code) => code,
@@ -93,15 +96,19 @@ fn main() {
                 } else {
                     eprintln!("sandboxctl: {cli_err}");
                 }
-                if run {
-                    EXIT_RUN_FAILURE
+                if attached {
+                    cli_err.attached_exit_code()
                 } else {
                     cli_err.exit_code()
                 }
             }
             None => {
                 eprintln!("sandboxctl: {err:#}");
-                if run { EXIT_RUN_FAILURE } else { EXIT_FAILURE }
+                if attached {
+                    EXIT_RUN_FAILURE
+                } else {
+                    EXIT_FAILURE
+                }
             }
         },
     };
@@ -118,17 +125,22 @@ mod tests {
 
     #[test]
     fn run_detection() {
-        assert!(is_run(&args(&["sandboxctl", "run", "--memory", "x"])));
-        assert!(is_run(&args(&[
+        assert!(is_attached(&args(&["sandboxctl", "run", "--memory", "x"])));
+        assert!(is_attached(&args(&[
             "sandboxctl",
             "--json",
             "--host",
             "unix:///s",
             "run"
         ])));
-        assert!(is_run(&args(&["sandboxctl", "--host=unix:///s", "run"])));
-        assert!(!is_run(&args(&["sandboxctl", "exec", "run"])));
-        assert!(!is_run(&args(&["sandboxctl", "--host", "run"])));
-        assert!(!is_run(&args(&["sandboxctl"])));
+        assert!(is_attached(&args(&[
+            "sandboxctl",
+            "--host=unix:///s",
+            "run"
+        ])));
+        assert!(is_attached(&args(&["sandboxctl", "exec", "run"])));
+        assert!(!is_attached(&args(&["sandboxctl", "ls", "run"])));
+        assert!(!is_attached(&args(&["sandboxctl", "--host", "run"])));
+        assert!(!is_attached(&args(&["sandboxctl"])));
     }
 }

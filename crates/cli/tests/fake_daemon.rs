@@ -559,9 +559,10 @@ async fn run_failures_exit_125() {
 async fn exec_into_unknown_sandbox_is_a_grpc_error() {
     let (sock, _fake) = start().await;
     let o = sandboxctl(&sock, &["exec", "nope", "--", "true"], b"").await;
+    // 125, as `docker exec` into a missing container: not the command's code.
     assert_eq!(
         (o.code, o.stderr.as_str()),
-        (1, "sandboxctl: NOT_FOUND: no such sandbox\n")
+        (125, "sandboxctl: NOT_FOUND: no such sandbox\n")
     );
     let o = sandboxctl(&sock, &["exec", "-i", ID, "--", "cat"], b"x").await;
     assert_eq!((o.code, o.stdout.as_str()), (7, "x"));

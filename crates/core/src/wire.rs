@@ -39,6 +39,13 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ProcessSpec;
 use crate::verify::{ProbeConfig, ProbeOutput, Verification};
 
+/// The step an `ExecFailed` (or a main process's `SetupFailed`) names when
+/// the program does not exist (a path naming nothing, or a name found on
+/// no PATH entry), as opposed to one that exists and cannot be run: the
+/// daemon passes the step to clients, and sandboxctl exits 127 for this
+/// one, 126 for the others (as `docker exec` does).
+pub const PROGRAM_NOT_FOUND: &str = "find program";
+
 /// This build's protocol version. 2: `Attached` carries `protocol`.
 pub const PROTOCOL: u32 = 2;
 

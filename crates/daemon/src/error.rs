@@ -17,6 +17,10 @@ pub enum ApiError {
     /// No sandbox by that id or name (or not visible to the caller).
     #[error("sandbox {0:?} not found")]
     NotFound(String),
+    /// A pid that is not a running process of the sandbox (the message
+    /// names the pid and the sandbox).
+    #[error("{0}")]
+    ProcessNotFound(String),
     /// A name or idempotency key already in use.
     #[error("{0}")]
     AlreadyExists(String),
@@ -44,6 +48,18 @@ pub enum ApiError {
     /// A sandbox's setup failed in its supervisor.
     #[error("sandbox setup failed at step {step:?}: {message}")]
     SetupFailed {
+        /// The failed step.
+        step: String,
+        /// Why.
+        message: String,
+    },
+    /// A process (Exec, ExecSync) could not be started in the sandbox: the
+    /// step of the forked child that failed. The status carries the step in
+    /// the `sandboxd-exec-failed-step` metadata, so a client can tell a
+    /// missing program ([`sandboxd_core::wire::PROGRAM_NOT_FOUND`]) from
+    /// one that cannot run without reading the message.
+    #[error("exec failed at step {step:?}: {message}")]
+    ExecFailed {
         /// The failed step.
         step: String,
         /// Why.
@@ -77,11 +93,11 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
-                Code::FailedPrecondition
-            }
+            ApiError::FailedPrecondition(_)
+            | ApiError::SetupFailed { .. }
+            | ApiError::ExecFailed { .. } => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::OutOfRange(_) => Code::OutOfRange,
@@ -103,9 +119,20 @@ impl ApiError {
     }
 }
 
+/// The metadata key naming the failed step of an [`ApiError::ExecFailed`].
+pub const EXEC_FAILED_STEP: &str = "sandboxd-exec-failed-step";
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        if let ApiError::ExecFailed { step, .. } = &e {
+            // Step names are short ASCII words; one that is not is left out
+            // rather than failing the answer.
+            if let Ok(v) = step.parse() {
+                status.metadata_mut().insert(EXEC_FAILED_STEP, v);
+            }
+        }
+        status
     }
 }
 

@@ -17,8 +17,10 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod convert;
+pub mod deadline;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod hostdirs;
 pub mod link;
 pub mod manager;
@@ -28,6 +30,7 @@ pub mod rlimit;
 pub mod server;
 pub mod service;
 pub mod transport;
+pub mod unix_authority;
 pub mod verify;
 
 pub use link::SUPERVISE_ARG;

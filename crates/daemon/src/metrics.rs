@@ -104,7 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// label values (steps are names in the code, not client text).
 pub fn failure_step(e: &ApiError) -> String {
     match e {
-        ApiError::SetupFailed { step, .. } => step.clone(),
+        ApiError::SetupFailed { step, .. } | ApiError::ExecFailed { step, .. } => step.clone(),
         ApiError::Backend(BackendError::Io { step, .. }) => (*step).to_owned(),
         ApiError::Backend(BackendError::Network { step, .. }) => step.clone(),
         ApiError::Backend(BackendError::Refused(_) | BackendError::Unsupported(_)) => {
@@ -114,7 +114,7 @@ pub fn failure_step(e: &ApiError) -> String {
         ApiError::Backend(_) => "backend".into(),
         ApiError::CreateNotUndone { error, .. } => failure_step(error),
         ApiError::Invalid(_) | ApiError::InvalidField(_) => "invalid_argument".into(),
-        ApiError::NotFound(_) => "not_found".into(),
+        ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => "not_found".into(),
         ApiError::AlreadyExists(_) => "already_exists".into(),
         ApiError::FailedPrecondition(_) => "failed_precondition".into(),
         ApiError::PermissionDenied(_) => "permission_denied".into(),

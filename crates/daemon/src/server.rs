@@ -141,7 +141,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
     };
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        crate::health::SpecHealth::new(health_reporter.clone()),
+    );
     health_reporter
         .set_serving::<pb::host_service_server::HostServiceServer<Host>>()
         .await;
@@ -179,6 +182,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .layer(in_flight.clone())
         .layer(tower::util::MapResponseLayer::new(too_large_is_exhausted))
+        .layer(crate::deadline::DeadlineLayer)
         .add_service(limited!(pb::host_service_server::HostServiceServer::new(
             Host(shared.clone())
         )))

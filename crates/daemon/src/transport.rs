@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::Tls;
+use crate::unix_authority::AuthorityFix;
 
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +48,9 @@ pub struct Conn {
 
 #[derive(Debug)]
 enum Io {
-    /// Over the unix socket.
-    Unix(UnixStream),
+    /// Over the unix socket; the client's `:authority` made acceptable to
+    /// h2 on the way in (stock clients send the socket's path there).
+    Unix(Box<AuthorityFix<UnixStream>>),
     /// Over TLS.
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -68,7 +70,7 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
-            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -81,21 +83,21 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
-            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
-            Io::Unix(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
-            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -344,7 +346,7 @@ pub fn incoming(
                         Ok((s, _)) => {
                             backoff.succeeded();
                             let conn = Conn {
-                                io: Io::Unix(s),
+                                io: Io::Unix(Box::new(AuthorityFix::new(s))),
                                 peer: Peer::Local,
                                 _slot: slot,
                             };

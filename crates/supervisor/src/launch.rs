@@ -141,6 +141,11 @@ fn exec_program(plan: &ExecPlan) -> StepError {
                 exec_fd(&path, &fd, plan.argv.clone(), &plan.env, 0)
             }
             Ok(_) => Errno::EACCES,
+            // The path names nothing: "not found" (exit 127 in sandboxctl),
+            // not "cannot run" (126).
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) if !searching => {
+                return StepError::new(Step::FindProgram, format!("{candidate}: {e}"));
+            }
             Err(e) => e,
         };
         match err {
@@ -161,10 +166,13 @@ fn exec_program(plan: &ExecPlan) -> StepError {
             e => return StepError::new(Step::Exec, format!("{candidate}: {e}")),
         }
     }
-    StepError::new(
-        Step::Exec,
-        denied.unwrap_or_else(|| format!("{argv0}: not found in PATH {}", plan.path_var)),
-    )
+    match denied {
+        Some(why) => StepError::new(Step::Exec, why),
+        None => StepError::new(
+            Step::FindProgram,
+            format!("{argv0}: not found in PATH {}", plan.path_var),
+        ),
+    }
 }
 
 /// Runs the file `fd` names. A script's interpreter is found and run here,
@@ -608,10 +616,13 @@ fn exec(plan: &ExecPlan) -> StepError {
             .unwrap_or_default();
         let Some(program) = resolve_program(argv0, &plan.path_var) else {
             return StepError::new(
-                Step::Exec,
+                Step::FindProgram,
                 format!("{argv0}: not found in PATH {}", plan.path_var),
             );
         };
+        if !std::path::Path::new(&program).exists() {
+            return StepError::new(Step::FindProgram, format!("{program}: ENOENT"));
+        }
         let Ok(program) = CString::new(program) else {
             return StepError::new(Step::Exec, "program path contains NUL");
         };

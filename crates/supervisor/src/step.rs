@@ -64,6 +64,7 @@ steps! {
     Setuid => "setuid",
     SetParentDeathSignal => "set the parent-death signal",
     ChdirToWorkingDirectory => "chdir to working directory",
+    FindProgram => "find program",
     InstallSeccompFilter => "install seccomp filter",
     Exec => "exec",
     Verify => "verify",
@@ -221,6 +222,15 @@ mod tests {
             assert_eq!(Step::from_name(point), Some(Step::Injected(point)));
         }
         assert_eq!(Step::from_name("no such step"), None);
+    }
+
+    #[test]
+    fn the_missing_program_step_is_the_one_clients_are_told_of() {
+        // sandboxctl exits 127 for it (a stable name on the wire).
+        assert_eq!(
+            Step::FindProgram.name(),
+            sandboxd_core::wire::PROGRAM_NOT_FOUND
+        );
     }
 
     #[test]

@@ -144,11 +144,7 @@ impl Manager {
         }
         let pid = match started_rx.await {
             Ok(Ok(pid)) => pid,
-            Ok(Err((step, message))) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "exec failed at step {step:?}: {message}"
-                )));
-            }
+            Ok(Err((step, message))) => return Err(ApiError::ExecFailed { step, message }),
             Err(_) => {
                 return Err(ApiError::Unavailable(
                     "the supervisor exited before starting the process".into(),
@@ -261,7 +257,7 @@ impl Manager {
             let known = (record.main_pid == pid && record.exit.is_none())
                 || lock(&sb.execs).values().any(|slot| slot.pid == pid);
             if !known {
-                return Err(ApiError::NotFound(format!(
+                return Err(ApiError::ProcessNotFound(format!(
                     "pid {pid} is not a running process of sandbox {}",
                     sb.id
                 )));

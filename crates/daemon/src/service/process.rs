@@ -67,6 +67,9 @@ impl pb::process_service_server::ProcessService for Processes {
             manager.policy(),
         )
         .map_err(ApiError::from)?;
+        if let Some(size) = &start.size {
+            check_size("start.size", size, process.process().tty)?;
+        }
         let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
         let slot = self.0.execs.take(&sb.id, &who.name)?;
         let handle = start_exec(&manager, &sb, process, size).await?;
@@ -450,6 +453,8 @@ async fn run_exec_stream(
     let mut inbound_open = true;
     let mut client_here = true;
     let mut past_deadline = false;
+    let mut refused: Option<Status> = None;
+    let mut stdin_closed = false;
     let deadline_passed = async {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -466,7 +471,24 @@ async fn run_exec_stream(
         tokio::select! {
             r = &mut exited => break r.ok(),
             m = inbound.message(), if inbound_open => match m {
-                Ok(Some(req)) => handle_input(&manager, &sb, pid, &mut input, req).await,
+                Ok(Some(req)) => {
+                    let tty = matches!(input, Input::Pty(_));
+                    match check_input(&req, tty, stdin_closed) {
+                        Ok(()) => {
+                            stdin_closed |= matches!(req.msg, Some(pb::exec_request::Msg::CloseStdin(true)));
+                            handle_input(&manager, &sb, pid, &mut input, req).await;
+                        }
+                        // A client that sends what it cannot mean has lost
+                        // track of its process: the call ends with the
+                        // reason, and, as for a cancelled call, the process
+                        // tree is killed.
+                        Err(e) => {
+                            refused = Some(e.into());
+                            inbound_open = false;
+                            kill().await;
+                        }
+                    }
+                }
                 Ok(None) => inbound_open = false,
                 Err(_) => {
                     // The client went away: end its process tree rather than
@@ -510,7 +532,9 @@ async fn run_exec_stream(
         exit_pb.exit_code = 255;
         exit_pb.message = "the supervisor exited while the process ran".into();
     }
-    let last = if past_deadline {
+    let last = if let Some(status) = refused {
+        Err(status)
+    } else if past_deadline {
         Err(Status::deadline_exceeded(
             "the call's deadline passed; the process was killed",
         ))
@@ -523,27 +547,68 @@ async fn run_exec_stream(
 /// The call's `grpc-timeout`, if it sent a valid one (gRPC over HTTP/2: at
 /// most 8 digits and a unit).
 fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let split = text.len().checked_sub(1)?;
-    let (digits, unit) = (text.get(..split)?, text.get(split..)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::deadline::parse_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
 }
 
 enum Input {
     Pipe(Option<pipe::Sender>),
     Pty(Arc<Pty>),
+}
+
+/// A terminal size (`start.size` or `resize`): only for a process with a
+/// terminal, and each side 1-65535.
+fn check_size(field: &str, size: &pb::TerminalSize, tty: bool) -> Result<(), ApiError> {
+    let why = if !tty {
+        "the process has no terminal (start.process.tty is false)".to_owned()
+    } else {
+        let fits = |v: u32| (1..=u32::from(u16::MAX)).contains(&v);
+        if fits(size.rows) && fits(size.cols) {
+            return Ok(());
+        }
+        format!(
+            "rows and cols must be 1-65535, got rows {} cols {}",
+            size.rows, size.cols
+        )
+    };
+    Err(ApiError::Invalid(validate::ValidationError::one(
+        field, why,
+    )))
+}
+
+/// Whether an Exec stream message after `start` is one the call can act on:
+/// INVALID_ARGUMENT naming what is wrong otherwise.
+fn check_input(req: &pb::ExecRequest, tty: bool, stdin_closed: bool) -> Result<(), ApiError> {
+    use pb::exec_request::Msg;
+    let bad = |field: &str, why: String| {
+        Err(ApiError::Invalid(validate::ValidationError::one(
+            field, why,
+        )))
+    };
+    match &req.msg {
+        Some(Msg::Start(_)) => bad(
+            "start",
+            "a second `start`: an Exec stream runs the one process its first message started"
+                .into(),
+        ),
+        Some(Msg::Stdin(_)) if stdin_closed && !tty => bad(
+            "stdin",
+            "stdin after close_stdin: the process's stdin is closed".into(),
+        ),
+        Some(Msg::Stdin(_)) | Some(Msg::CloseStdin(true)) => Ok(()),
+        Some(Msg::CloseStdin(false)) => bad(
+            "close_stdin",
+            "false is not a request; send true to close the process's stdin".into(),
+        ),
+        Some(Msg::Resize(size)) => check_size("resize", size, tty),
+        Some(Msg::Signal(sig)) => u32::try_from(*sig)
+            .map_err(|_| format!("{sig} is not a signal number (1-64)"))
+            .and_then(validate::check_signal)
+            .or_else(|why| bad("signal", why)),
+        None => bad(
+            "msg",
+            "empty ExecRequest: set one of stdin, close_stdin, resize or signal".into(),
+        ),
+    }
 }
 
 async fn handle_input(
@@ -691,6 +756,105 @@ mod tests {
             assert_eq!(grpc_timeout(&m), *want, "{text:?}");
         }
         assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn exec_stream_messages_are_checked() {
+        use pb::exec_request::Msg;
+        let size = |rows, cols| Msg::Resize(pb::TerminalSize { rows, cols });
+        // (message, tty, stdin closed, Ok or the text the error must hold)
+        type Case = (Option<Msg>, bool, bool, Result<(), &'static str>);
+        let cases: Vec<Case> = vec![
+            (Some(Msg::Stdin(b"x".to_vec())), false, false, Ok(())),
+            (
+                Some(Msg::Stdin(b"x".to_vec())),
+                false,
+                true,
+                Err("stdin after close_stdin"),
+            ),
+            (Some(Msg::Stdin(b"x".to_vec())), true, true, Ok(())),
+            (Some(Msg::CloseStdin(true)), false, true, Ok(())),
+            (
+                Some(Msg::CloseStdin(false)),
+                false,
+                false,
+                Err("close_stdin: false"),
+            ),
+            (Some(Msg::Signal(15)), false, false, Ok(())),
+            (Some(Msg::Signal(64)), true, false, Ok(())),
+            (
+                Some(Msg::Signal(999)),
+                false,
+                false,
+                Err("signal: 999 is not a signal number"),
+            ),
+            (
+                Some(Msg::Signal(0)),
+                false,
+                false,
+                Err("signal: 0 is not a signal number"),
+            ),
+            (
+                Some(Msg::Signal(-9)),
+                false,
+                false,
+                Err("signal: -9 is not a signal number"),
+            ),
+            (Some(size(40, 120)), true, false, Ok(())),
+            (
+                Some(size(40, 120)),
+                false,
+                false,
+                Err("resize: the process has no terminal"),
+            ),
+            (Some(size(0, 80)), true, false, Err("rows 0 cols 80")),
+            (
+                Some(size(24, 70_000)),
+                true,
+                false,
+                Err("rows 24 cols 70000"),
+            ),
+            (
+                Some(Msg::Start(pb::ExecStart::default())),
+                false,
+                false,
+                Err("a second `start`"),
+            ),
+            (None, false, false, Err("msg: empty ExecRequest")),
+        ];
+        let sizes = [
+            (24, 80, true, Ok(())),
+            (65535, 1, true, Ok(())),
+            (
+                24,
+                80,
+                false,
+                Err("start.size: the process has no terminal"),
+            ),
+            (0, 0, true, Err("rows 0 cols 0")),
+            (65536, 80, true, Err("rows 65536 cols 80")),
+        ];
+        for (rows, cols, tty, want) in sizes {
+            let got = check_size("start.size", &pb::TerminalSize { rows, cols }, tty);
+            match (want, got) {
+                (Ok(()), Ok(())) => {}
+                (Err(text), Err(e)) => assert!(e.to_string().contains(text), "{e} lacks {text:?}"),
+                (want, got) => panic!("{rows}x{cols} tty={tty}: want {want:?}, got {got:?}"),
+            }
+        }
+        for (msg, tty, closed, want) in cases {
+            let got = check_input(&pb::ExecRequest { msg: msg.clone() }, tty, closed);
+            match (want, got) {
+                (Ok(()), Ok(())) => {}
+                (Err(text), Err(e)) => {
+                    assert!(matches!(e, ApiError::Invalid(_)), "{msg:?}: {e:?}");
+                    assert!(e.to_string().contains(text), "{msg:?}: {e} lacks {text:?}");
+                }
+                (want, got) => {
+                    panic!("{msg:?} tty={tty} closed={closed}: want {want:?}, got {got:?}")
+                }
+            }
+        }
     }
 
     #[test]

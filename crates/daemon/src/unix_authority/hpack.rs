@@ -1,0 +1,472 @@
+//! Just enough HPACK (RFC 7541) to re-encode a client's header blocks: a
+//! full decoder (dynamic table, Huffman strings) that follows the client's
+//! encoder, and an encoder that writes every field as a literal without
+//! indexing, so the server's decoder never holds dynamic state of ours.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
+
+use super::huffman_table::{ENCODE_CODE_LENGTHS, ENCODE_CODES};
+
+/// Why a header block could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum HpackError {
+    /// The block ended inside a field.
+    #[error("header block truncated")]
+    Truncated,
+    /// An integer longer than any table or string could need.
+    #[error("integer overflow in header block")]
+    IntegerOverflow,
+    /// An index past the static and dynamic tables.
+    #[error("header index {0} is not in the table")]
+    BadIndex(usize),
+    /// A Huffman string with a bad code, EOS, or bad padding.
+    #[error("invalid Huffman string")]
+    BadHuffman,
+    /// A dynamic table size update above the limit the server allows.
+    #[error("dynamic table size {0} above the limit {1}")]
+    TableTooLarge(usize, usize),
+    /// A size update after the first field of a block.
+    #[error("dynamic table size update after a header field")]
+    LateSizeUpdate,
+}
+
+/// One decoded header field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Field {
+    pub(crate) name: Vec<u8>,
+    pub(crate) value: Vec<u8>,
+    /// Sent as "never indexed" (a sensitive value): kept so on re-encoding.
+    pub(crate) sensitive: bool,
+}
+
+/// The static table (RFC 7541, Appendix A), index 1 first.
+const STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+/// The decoder's state: the client encoder's dynamic table, mirrored.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    /// Newest entry first.
+    table: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Sum of entry sizes (name + value + 32 each).
+    size: usize,
+    /// The current maximum, set by the client's size updates.
+    max: usize,
+    /// The most the server allows (its SETTINGS_HEADER_TABLE_SIZE).
+    limit: usize,
+}
+
+impl Decoder {
+    /// A decoder whose table may grow to `limit` bytes (4096 unless the
+    /// server advertised another SETTINGS_HEADER_TABLE_SIZE).
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            table: VecDeque::new(),
+            size: 0,
+            max: limit,
+            limit,
+        }
+    }
+
+    /// Decodes one complete header block.
+    pub(crate) fn decode(&mut self, mut block: &[u8]) -> Result<Vec<Field>, HpackError> {
+        let mut fields = Vec::new();
+        while let Some(&first) = block.first() {
+            if first & 0x80 != 0 {
+                let index = integer(&mut block, 7)?;
+                let (name, value) = self.get(index)?;
+                fields.push(Field {
+                    name,
+                    value,
+                    sensitive: false,
+                });
+            } else if first & 0x40 != 0 {
+                let field = self.literal(&mut block, 6, false)?;
+                self.insert(field.name.clone(), field.value.clone());
+                fields.push(field);
+            } else if first & 0x20 != 0 {
+                if !fields.is_empty() {
+                    return Err(HpackError::LateSizeUpdate);
+                }
+                let max = integer(&mut block, 5)?;
+                if max > self.limit {
+                    return Err(HpackError::TableTooLarge(max, self.limit));
+                }
+                self.max = max;
+                self.evict(0);
+            } else {
+                // 0000xxxx without indexing, 0001xxxx never indexed.
+                let sensitive = first & 0x10 != 0;
+                fields.push(self.literal(&mut block, 4, sensitive)?);
+            }
+        }
+        Ok(fields)
+    }
+
+    fn literal(&self, block: &mut &[u8], prefix: u8, sensitive: bool) -> Result<Field, HpackError> {
+        let index = integer(block, prefix)?;
+        let name = if index == 0 {
+            string(block)?
+        } else {
+            self.get(index)?.0
+        };
+        let value = string(block)?;
+        Ok(Field {
+            name,
+            value,
+            sensitive,
+        })
+    }
+
+    fn get(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), HpackError> {
+        if index == 0 {
+            return Err(HpackError::BadIndex(0));
+        }
+        if let Some((name, value)) = STATIC.get(index - 1) {
+            return Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        }
+        self.table
+            .get(index - 1 - STATIC.len())
+            .cloned()
+            .ok_or(HpackError::BadIndex(index))
+    }
+
+    fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) {
+        let size = name.len() + value.len() + 32;
+        self.evict(size);
+        // An entry larger than the table empties it and is not added.
+        if size <= self.max {
+            self.size += size;
+            self.table.push_front((name, value));
+        }
+    }
+
+    /// Evicts the oldest entries until `room` more bytes fit.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.max {
+            match self.table.pop_back() {
+                Some((n, v)) => self.size -= n.len() + v.len() + 32,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Longest integer accepted: far beyond any table index or string length
+/// the connection's limits allow, short of overflow.
+const MAX_INTEGER: usize = 1 << 24;
+
+fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
+    let (&first, rest) = block.split_first().ok_or(HpackError::Truncated)?;
+    *block = rest;
+    let mask = (1u16 << prefix) - 1;
+    let mut value = usize::from(u16::from(first) & mask);
+    if value < usize::from(mask) {
+        return Ok(value);
+    }
+    let mut shift = 0u32;
+    loop {
+        let (&b, rest) = block.split_first().ok_or(HpackError::Truncated)?;
+        *block = rest;
+        value += usize::from(b & 0x7f) << shift;
+        if value > MAX_INTEGER {
+            return Err(HpackError::IntegerOverflow);
+        }
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+        shift += 7;
+    }
+}
+
+fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
+    let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+    let len = integer(block, 7)?;
+    if block.len() < len {
+        return Err(HpackError::Truncated);
+    }
+    let (bytes, rest) = block.split_at(len);
+    *block = rest;
+    if huffman {
+        huffman_decode(bytes)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// (code length, code) → byte.
+fn codes() -> &'static HashMap<(u8, u32), u8> {
+    static CODES: OnceLock<HashMap<(u8, u32), u8>> = OnceLock::new();
+    CODES.get_or_init(|| {
+        (0u8..=255)
+            .map(|b| {
+                let i = usize::from(b);
+                ((ENCODE_CODE_LENGTHS[i], ENCODE_CODES[i]), b)
+            })
+            .collect()
+    })
+}
+
+/// Decodes a Huffman string bit by bit (header blocks are small; speed does
+/// not matter here). Padding must be at most 7 one bits (RFC 7541, 5.2).
+fn huffman_decode(bytes: &[u8]) -> Result<Vec<u8>, HpackError> {
+    let codes = codes();
+    let mut out = Vec::with_capacity(bytes.len() * 8 / 5);
+    let (mut code, mut len) = (0u32, 0u8);
+    for byte in bytes {
+        for bit in (0..8).rev() {
+            code = (code << 1) | u32::from((byte >> bit) & 1);
+            len += 1;
+            if let Some(&b) = codes.get(&(len, code)) {
+                out.push(b);
+                (code, len) = (0, 0);
+            } else if len >= 30 {
+                // Only EOS (30 ones) is that long: not allowed in a string.
+                return Err(HpackError::BadHuffman);
+            }
+        }
+    }
+    if len > 7 || code != (1u32 << len) - 1 {
+        return Err(HpackError::BadHuffman);
+    }
+    Ok(out)
+}
+
+/// Encodes fields as literals without indexing (never indexed for the
+/// sensitive ones), names and values as plain strings.
+pub(crate) fn encode(fields: &[Field], out: &mut Vec<u8>) {
+    for f in fields {
+        encode_integer(0, if f.sensitive { 0x10 } else { 0x00 }, 4, out);
+        encode_integer(f.name.len(), 0, 7, out);
+        out.extend_from_slice(&f.name);
+        encode_integer(f.value.len(), 0, 7, out);
+        out.extend_from_slice(&f.value);
+    }
+}
+
+fn encode_integer(mut value: usize, flags: u8, prefix: u8, out: &mut Vec<u8>) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        // value < 2^prefix ≤ 128: fits the byte.
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    value -= max;
+    while value >= 0x80 {
+        out.push(0x80 | (value & 0x7f) as u8);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn pairs(fields: &[Field]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|f| {
+                (
+                    String::from_utf8(f.name.clone()).unwrap(),
+                    String::from_utf8(f.value.clone()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn want(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// RFC 7541 C.3 (plain strings) and C.4 (Huffman): three requests on
+    /// one connection, the later ones using the dynamic table.
+    #[test]
+    fn rfc7541_request_examples() {
+        let base = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+        ];
+        let second = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+            ("cache-control", "no-cache"),
+        ];
+        let third = [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/index.html"),
+            (":authority", "www.example.com"),
+            ("custom-key", "custom-value"),
+        ];
+        let plain = [
+            "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+            "8286 84be 5808 6e6f 2d63 6163 6865",
+            "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+        ];
+        let huffman = [
+            "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+            "8286 84be 5886 a8eb 1064 9cbf",
+            "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+        ];
+        for blocks in [plain, huffman] {
+            let mut d = Decoder::new(4096);
+            for (block, expected) in blocks.iter().zip([&base[..], &second[..], &third[..]]) {
+                let fields = d.decode(&hex(block)).unwrap();
+                assert_eq!(pairs(&fields), want(expected), "{block}");
+            }
+            // Dynamic table after C.3.3 / C.4.3: three entries, 164 bytes.
+            assert_eq!(d.size, 164);
+            assert_eq!(d.table.len(), 3);
+        }
+    }
+
+    #[test]
+    fn eviction_follows_the_table_size() {
+        let mut d = Decoder::new(4096);
+        // Size update to 64, then two literals with indexing of 40 bytes each:
+        // the second evicts the first.
+        let mut block = vec![0x20 | 0x1f, 64 - 31];
+        for v in [b"aaaaaaa", b"bbbbbbb"] {
+            block.extend_from_slice(&[0x40, 1, b'x']);
+            block.push(7);
+            block.extend_from_slice(v);
+        }
+        block.push(0x80 | 62);
+        let fields = d.decode(&block).unwrap();
+        assert_eq!(fields[2].value, b"bbbbbbb");
+        assert_eq!(d.table.len(), 1);
+        assert_eq!(d.decode(&[0x80 | 63]), Err(HpackError::BadIndex(63)));
+    }
+
+    #[test]
+    fn malformed_blocks_are_refused() {
+        let cases: &[(&str, HpackError)] = &[
+            ("80", HpackError::BadIndex(0)),
+            ("be", HpackError::BadIndex(62)),
+            ("41", HpackError::Truncated),
+            ("4105 6162", HpackError::Truncated),
+            ("ff", HpackError::Truncated),
+            ("ff ff ff ff ff 7f", HpackError::IntegerOverflow),
+            // Table size above the limit.
+            ("3fe2 1f", HpackError::TableTooLarge(4097, 4096)),
+            // A size update after a field.
+            ("82 20", HpackError::LateSizeUpdate),
+            // Huffman: padding of zeros, and EOS in the string.
+            ("4181 00", HpackError::BadHuffman),
+            ("4184 ffff ffff", HpackError::BadHuffman),
+        ];
+        for (block, err) in cases {
+            assert_eq!(
+                Decoder::new(4096).decode(&hex(block)).as_ref(),
+                Err(err),
+                "{block}"
+            );
+        }
+    }
+
+    #[test]
+    fn encoded_fields_decode_to_themselves() {
+        let fields = vec![
+            Field {
+                name: b":authority".to_vec(),
+                value: b"localhost".to_vec(),
+                sensitive: false,
+            },
+            Field {
+                name: b"authorization".to_vec(),
+                value: vec![b'x'; 300],
+                sensitive: true,
+            },
+            Field {
+                name: vec![b'n'; 127],
+                value: Vec::new(),
+                sensitive: false,
+            },
+        ];
+        let mut out = Vec::new();
+        encode(&fields, &mut out);
+        let mut d = Decoder::new(4096);
+        assert_eq!(d.decode(&out).unwrap(), fields);
+        assert!(d.table.is_empty(), "literals without indexing add nothing");
+    }
+}
