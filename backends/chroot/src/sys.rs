@@ -17,7 +17,7 @@ pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), Errno> {
     nix::unistd::chdir("/")
 }
 
-pub use sandboxd_supervisor::sys::{open_dir, open_image};
+pub use sandboxd_supervisor::sys::{open_dir, open_image, open_image_dir};
 
 /// The path of an open descriptor, usable as a mount source or target: the
 /// kernel resolves it to exactly the object we opened, so no later rename or

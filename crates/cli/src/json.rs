@@ -169,6 +169,7 @@ pub(crate) fn spec(s: &SandboxSpec) -> Value {
         "labels": labels,
         "readonly_rootfs": s.readonly_rootfs,
         "stop_signal": s.stop_signal,
+        "rootfs": s.rootfs,
     })
 }
 
