@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod cli;
+mod containerd;
 mod escape;
 mod faults;
 mod freebsd;
