@@ -161,6 +161,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Pids of the shims this containerd started (its unique socket path
+    /// is among their arguments).
+    fn shims(&self) -> Vec<i32> {
+        let address = self.socket.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args
+                .first()
+                .is_some_and(|a| a.ends_with(b"containerd-shim-sandboxd-v1"))
+                && args.iter().any(|a| *a == address.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
@@ -181,25 +203,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
-        // After a failed test: shims this containerd started (found by its
-        // unique socket path in their arguments), and their rootfs mounts.
-        let address = self.socket.to_string_lossy().into_owned();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let ours = args
-                .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-sandboxd-v1"))
-                && args.iter().any(|a| *a == address.as_bytes());
-            if ours {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        // After a failed test: the shims it started, and their mounts.
+        for pid in self.shims() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         for line in mount_table().lines() {
             if let Some(point) = line.split(' ').nth(4) {
@@ -363,25 +372,71 @@ fn wait_task_status(ctd: &Containerd, id: &str, status: &str) {
     }
 }
 
-#[tokio::test]
-async fn ctr_runs_tasks_as_sandboxes() {
+/// The runtime type containerd maps to the shim.
+const RUNTIME: &str = "io.containerd.sandboxd.v1";
+
+/// A daemon allowing containerd's task bundles as roots, a private
+/// containerd, and the test image imported; `None` (with a visible reason)
+/// where the shim cannot run.
+fn setup(test: &str) -> Option<(PathBuf, Daemon, Containerd)> {
     if !crate::harness::linux_backend() {
         // The shim mounts containerd's snapshots only on Linux.
-        eprintln!("SKIPPED ctr_runs_tasks_as_sandboxes: needs the Linux backend");
-        return;
+        eprintln!("SKIPPED {test}: needs the Linux backend");
+        return None;
     }
-    let dir = PathBuf::from(format!("/tmp/sandboxd-ctd-{}", std::process::id()));
+    let dir = PathBuf::from(format!("/tmp/sandboxd-ctd-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let tasks = dir.join("ctd/state/io.containerd.runtime.v2.task");
     let daemon = Daemon::start_with(&["--allow-rootfs-source", tasks.to_str().expect("utf-8")]);
-    let mut ctd = Containerd::start(&dir.join("ctd"), &daemon);
+    let ctd = Containerd::start(&dir.join("ctd"), &daemon);
     assert_eq!(ctd.tasks, tasks);
     let image = busybox_image(&dir);
     ctd.ctr_ok(&["image", "import", image.to_str().expect("utf-8")]);
     let images = ctd.ctr_ok(&["image", "ls", "-q"]);
     assert!(images.contains(IMAGE), "imported: {images}");
-    let runtime = "io.containerd.sandboxd.v1";
+    Some((dir, daemon, ctd))
+}
+
+/// No mount left below `dir`.
+fn assert_no_mounts(dir: &Path) {
+    let root = dir.to_str().expect("utf-8");
+    let mounts: Vec<String> = mount_table()
+        .lines()
+        .filter(|l| l.contains(root))
+        .map(str::to_owned)
+        .collect();
+    assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+}
+
+/// The host pid of a running task's process, from `ctr task ps`.
+fn task_pid(ctd: &Containerd, id: &str) -> i32 {
+    let ps = ctd.ctr_ok(&["task", "ps", id]);
+    let pids: Vec<&str> = ps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(pids.len(), 1, "the task's process: {ps}");
+    pids[0].parse().expect("pid")
+}
+
+/// Waits until `f` holds (30 s).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn ctr_runs_tasks_as_sandboxes() {
+    let Some((dir, daemon, mut ctd)) = setup("run") else {
+        return;
+    };
+    let tasks = ctd.tasks.clone();
+    let runtime = RUNTIME;
 
     // Output and exit code of a one-shot task.
     let out = ctd.ctr_ok(&[
@@ -464,14 +519,7 @@ async fn ctr_runs_tasks_as_sandboxes() {
         "exit 7",
     ]);
     assert_eq!(o.status.code(), Some(7), "exec exit code");
-    let ps = ctd.ctr_ok(&["task", "ps", "c-long"]);
-    let pids: Vec<&str> = ps
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(pids.len(), 1, "the task's process: {ps}");
-    let pid: i32 = pids[0].parse().expect("pid");
+    let pid = task_pid(&ctd, "c-long");
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     assert!(
         cmdline.starts_with("sleep\01000"),
@@ -508,13 +556,135 @@ async fn ctr_runs_tasks_as_sandboxes() {
 
     // Nothing left: no task mounts, no shim.
     ctd.stop();
-    let root = dir.to_str().expect("utf-8");
-    let mounts: Vec<String> = mount_table()
-        .lines()
-        .filter(|l| l.contains(root) && l.contains("/rootfs"))
-        .map(str::to_owned)
-        .collect();
-    assert!(mounts.is_empty(), "task rootfs mounts left: {mounts:#?}");
+    assert_no_mounts(&dir);
+    daemon.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ctr run -t`: the process gets a terminal (ctr itself needs one: it runs
+/// under script(1)).
+#[tokio::test]
+async fn ctr_run_with_a_terminal() {
+    let Some((dir, daemon, mut ctd)) = setup("tty") else {
+        return;
+    };
+    let command = format!(
+        "{} --address {} --namespace {NS} run --runtime {RUNTIME} -t --rm {IMAGE} c-tty sh -c '[ -t 0 ] && [ -t 1 ] && echo tty-ok; exit 4'",
+        tool("ctr").display(),
+        ctd.socket.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("tty-ok"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(sandboxes(&daemon).await.is_empty());
+    ctd.stop();
+    assert_no_mounts(&dir);
+    daemon.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shim of a running task is SIGKILLed: containerd runs the shim's
+/// `delete` action, which destroys the task's sandbox and unmounts its
+/// root; the container can then be removed and nothing is left.
+#[tokio::test]
+async fn a_shim_crash_leaves_nothing() {
+    let Some((dir, daemon, mut ctd)) = setup("shimcrash") else {
+        return;
+    };
+    ctd.ctr_ok(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "-d",
+        IMAGE,
+        "c-crash",
+        "sleep",
+        "1000",
+    ]);
+    wait_task_status(&ctd, "c-crash", "RUNNING");
+    let pid = task_pid(&ctd, "c-crash");
+    let shims = ctd.shims();
+    assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = sandboxes(&daemon).await;
+        if list.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead shim's sandbox was never destroyed: {list:?}\ncontainerd log:\n{}",
+            tail(&ctd.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually("the task's process is gone", || {
+        !crate::harness::process_running(pid)
+    })
+    .await;
+    // containerd's view: the task is gone or stopped, and it lets go.
+    let ls = ctd.ctr_ok(&["task", "ls"]);
+    assert!(
+        !ls.lines()
+            .any(|l| l.starts_with("c-crash") && l.contains("RUNNING")),
+        "{ls}"
+    );
+    let _ = ctd.ctr(&["task", "rm", "c-crash"]);
+    ctd.ctr_ok(&["container", "rm", "c-crash"]);
+    ctd.stop();
+    assert_no_mounts(&dir);
+    daemon.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// sandboxd is SIGKILLed under a running task: the task's Exec stream
+/// breaks, so containerd is told the process ended LOST (255); once the
+/// daemon is back the shim stops the sandbox, so nothing runs on, and the
+/// task and container are removed normally.
+#[tokio::test]
+async fn a_daemon_crash_ends_the_task_consistently() {
+    let Some((dir, mut daemon, mut ctd)) = setup("daemoncrash") else {
+        return;
+    };
+    ctd.ctr_ok(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "-d",
+        IMAGE,
+        "c-dcrash",
+        "sleep",
+        "1000",
+    ]);
+    wait_task_status(&ctd, "c-dcrash", "RUNNING");
+    let pid = task_pid(&ctd, "c-dcrash");
+    daemon.kill_daemon();
+    wait_task_status(&ctd, "c-dcrash", "STOPPED");
+    daemon.respawn();
+    eventually(
+        "the task's process is stopped once the daemon is back",
+        || !crate::harness::process_running(pid),
+    )
+    .await;
+    ctd.ctr_ok(&["task", "rm", "c-dcrash"]);
+    ctd.ctr_ok(&["container", "rm", "c-dcrash"]);
+    assert!(sandboxes(&daemon).await.is_empty(), "sandbox left");
+    ctd.stop();
+    assert_no_mounts(&dir);
     daemon.finish().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -112,6 +112,9 @@ struct Proc {
     /// Messages to its Exec stream (stdin, resize, close), while it runs.
     input: Option<mpsc::Sender<pb::ExecRequest>>,
     exit: watch::Sender<Option<Exit>>,
+    /// Its output FIFOs, opened while the client waits (Create, Exec),
+    /// until Start hands them to the copying.
+    outputs: Option<Outputs>,
 }
 
 impl Proc {
@@ -124,6 +127,7 @@ impl Proc {
             started: false,
             input: None,
             exit: watch::channel(None).0,
+            outputs: None,
         }
     }
 
@@ -286,8 +290,14 @@ impl containerd_shim::asynchronous::Shim for Shim {
                 )));
             }
         }
-        if !self.bundle.is_empty() {
-            unmount_rootfs(&Path::new(&self.bundle).join("rootfs"));
+        // containerd runs the delete action in the bundle directory.
+        let bundle = if self.bundle.is_empty() {
+            std::env::current_dir().ok()
+        } else {
+            Some(PathBuf::from(&self.bundle))
+        };
+        if let Some(b) = bundle {
+            unmount_rootfs(&b.join("rootfs"));
         }
         Ok(api::DeleteResponse {
             // As runc's shim reports a task it had to kill.
@@ -391,6 +401,14 @@ impl Inner {
                 p.stdio.clone(),
             )
         };
+        let outputs = {
+            let mut containers = self.containers.lock().await;
+            containers
+                .get_mut(cid)
+                .and_then(|c| c.procs.get_mut(exec_id))
+                .and_then(|p| p.outputs.take())
+                .unwrap_or_default()
+        };
         let (tx, rx) = mpsc::channel::<pb::ExecRequest>(64);
         let start = pb::ExecRequest {
             msg: Some(pb::exec_request::Msg::Start(pb::ExecStart {
@@ -448,7 +466,7 @@ impl Inner {
         let inner = self.clone();
         let (cid, eid) = (cid.to_owned(), exec_id.to_owned());
         tokio::spawn(async move {
-            let exit = copy_output(stream, &stdio).await;
+            let exit = copy_output(stream, outputs, &stdio).await;
             inner.process_exited(&cid, &eid, pid, exit).await;
         });
         Ok(pid)
@@ -485,40 +503,136 @@ impl Inner {
         )
         .await;
         if eid.is_empty() {
-            if let Ok(ch) = channel(self) {
-                let mut c = pb::sandbox_service_client::SandboxServiceClient::new(ch);
-                if let Err(e) = c
-                    .stop_sandbox(pb::StopSandboxRequest {
-                        id: sandbox,
-                        grace_seconds: 1,
-                        signal: 9,
-                    })
-                    .await
-                {
+            self.stop_sandbox(cid, sandbox).await;
+        }
+    }
+
+    /// Kills whatever still runs in a container's sandbox once its process
+    /// has ended (or been reported LOST). If the daemon is down (its Exec
+    /// stream broke: the process's exit is unknown), keeps retrying for a
+    /// minute so that nothing runs on after containerd was told it ended.
+    async fn stop_sandbox(&self, cid: &str, sandbox: String) {
+        let Ok(ch) = channel(self) else {
+            return;
+        };
+        let mut c = pb::sandbox_service_client::SandboxServiceClient::new(ch);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r = c
+                .stop_sandbox(pb::StopSandboxRequest {
+                    id: sandbox.clone(),
+                    grace_seconds: 1,
+                    signal: 9,
+                })
+                .await;
+            match r {
+                Ok(_) => return,
+                Err(e) if e.code() == tonic::Code::NotFound => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
                     warn!("stopping the sandbox of {cid} after its process ended: {e}");
+                    return;
                 }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
             }
         }
     }
 }
 
-/// Opens a FIFO containerd made for writing (blocking until its reader is
-/// there, as containerd opens it first).
-async fn open_writer(path: &str) -> Option<tokio::net::unix::pipe::Sender> {
+/// Chunks queued for one output FIFO before further output is dropped
+/// (nobody has read it for that long).
+const OUTPUT_QUEUE: usize = 1024;
+
+/// A process's output FIFOs.
+#[derive(Debug, Default)]
+struct Outputs {
+    out: Option<Output>,
+    err: Option<Output>,
+}
+
+/// One output FIFO: our write end, and a read end kept open (as runc's
+/// shim does) so that writes neither fail nor block at open once the
+/// client has gone (a detached `ctr run -d`).
+#[derive(Debug)]
+struct Output {
+    w: tokio::net::unix::pipe::Sender,
+    keep: std::fs::File,
+}
+
+/// Opens a process's output FIFOs while the client is there (Create,
+/// Exec): the write end blocking until the client's read end is open (at
+/// most 10 s), then our own read end.
+async fn open_outputs(stdio: &Stdio) -> Outputs {
+    Outputs {
+        out: open_output(&stdio.stdout).await,
+        err: if stdio.terminal {
+            None
+        } else {
+            open_output(&stdio.stderr).await
+        },
+    }
+}
+
+async fn open_output(path: &str) -> Option<Output> {
+    use std::os::unix::fs::OpenOptionsExt;
     if path.is_empty() {
         return None;
     }
+    let nonblock = nix::fcntl::OFlag::O_NONBLOCK.bits();
     let p = path.to_owned();
-    let file = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(p))
-        .await
-        .ok()?;
-    match file.and_then(tokio::net::unix::pipe::Sender::from_file) {
-        Ok(s) => Some(s),
-        Err(e) => {
+    let open = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(p));
+    let w = match tokio::time::timeout(std::time::Duration::from_secs(10), open).await {
+        Ok(Ok(Ok(f))) => f,
+        Ok(Ok(Err(e))) => {
             warn!("opening {path}: {e}");
+            return None;
+        }
+        Ok(Err(_)) | Err(_) => {
+            warn!("opening {path}: no reader within 10 s; its output is dropped");
+            // Complete the blocked open so that its thread ends.
+            let _ = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nonblock)
+                .open(path);
+            return None;
+        }
+    };
+    let keep = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblock)
+        .open(path)
+    {
+        Ok(k) => k,
+        Err(e) => {
+            warn!("opening {path} for reading: {e}");
+            return None;
+        }
+    };
+    match tokio::net::unix::pipe::Sender::from_file(w) {
+        Ok(w) => Some(Output { w, keep }),
+        Err(e) => {
+            warn!("{path}: {e}");
             None
         }
     }
+}
+
+type Writer = (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>);
+
+/// A writer task for one output FIFO: the copying of the Exec stream never
+/// waits on it; when its queue is full the chunk is dropped (logged once).
+fn fifo_writer(output: Option<Output>) -> Option<Writer> {
+    let Output { mut w, keep } = output?;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTPUT_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if w.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // Both ends close together: the client sees EOF.
+        drop(keep);
+    });
+    Some((tx, task))
 }
 
 /// containerd's stdin FIFO → the Exec stream; EOF closes the process's
@@ -559,33 +673,32 @@ async fn copy_stdin(path: String, tx: mpsc::Sender<pb::ExecRequest>) {
         .await;
 }
 
-/// The Exec stream's output → containerd's FIFOs, until the process ends.
-async fn copy_output(mut stream: tonic::Streaming<pb::ExecResponse>, stdio: &Stdio) -> Exit {
-    let mut out = open_writer(&stdio.stdout).await;
-    let mut err = if stdio.terminal {
-        None
-    } else {
-        open_writer(&stdio.stderr).await
+/// The Exec stream's output → containerd's FIFOs, until the process ends;
+/// then the FIFOs are closed (after what was queued is written, for at most
+/// a few seconds), so the client sees EOF before the exit is published.
+async fn copy_output(
+    mut stream: tonic::Streaming<pb::ExecResponse>,
+    outputs: Outputs,
+    stdio: &Stdio,
+) -> Exit {
+    let out = fifo_writer(outputs.out);
+    let err = fifo_writer(outputs.err);
+    let mut dropped = false;
+    let mut send = |w: &Option<Writer>, b: Vec<u8>| {
+        if let Some((tx, _)) = w {
+            if tx.try_send(b).is_err() && !dropped {
+                dropped = true;
+                warn!("output is not being read; dropping it");
+            }
+        }
     };
-    loop {
+    let exit = loop {
         match stream.message().await {
             Ok(Some(pb::ExecResponse { msg: Some(m) })) => match m {
-                pb::exec_response::Msg::Stdout(b) => {
-                    if let Some(w) = out.as_mut() {
-                        if w.write_all(&b).await.is_err() {
-                            out = None;
-                        }
-                    }
-                }
-                pb::exec_response::Msg::Stderr(b) => {
-                    if let Some(w) = err.as_mut() {
-                        if w.write_all(&b).await.is_err() {
-                            err = None;
-                        }
-                    }
-                }
+                pb::exec_response::Msg::Stdout(b) => send(&out, b),
+                pb::exec_response::Msg::Stderr(b) => send(&err, b),
                 pb::exec_response::Msg::Exited(e) => {
-                    return Exit {
+                    break Exit {
                         status: u32::try_from(e.exit_code).unwrap_or(255),
                         at: timestamp_ms(e.finished_at_ms),
                     };
@@ -597,13 +710,29 @@ async fn copy_output(mut stream: tonic::Streaming<pb::ExecResponse>, stdio: &Std
                 // The daemon went away mid-stream: the exit is unknown,
                 // reported as sandboxd's LOST (255).
                 warn!("the Exec stream ended without an exit; reporting 255");
-                return Exit {
+                break Exit {
                     status: 255,
                     at: now(),
                 };
             }
         }
+    };
+    for (tx, task) in [out, err].into_iter().flatten() {
+        drop(tx);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
+    // A blocking open of the stdin FIFO still waiting for its writer
+    // (`copy_stdin`) returns once a writer shows up: be that writer.
+    if !stdio.stdin.is_empty() {
+        let _ = tokio::net::unix::pipe::OpenOptions::new().open_sender(&stdio.stdin);
+    }
+    exit
 }
 
 fn any_json(any: &Any) -> TtrpcResult<serde_json::Value> {
@@ -731,7 +860,10 @@ impl Task for Service {
         let mut procs = HashMap::new();
         procs.insert(
             String::new(),
-            Proc::new(mapped.process.spec, mapped.process.size, stdio),
+            Proc {
+                outputs: Some(open_outputs(&stdio).await),
+                ..Proc::new(mapped.process.spec, mapped.process.size, stdio)
+            },
         );
         inner.containers.lock().await.insert(
             req.id.clone(),
@@ -837,6 +969,13 @@ impl Task for Service {
                 ),
             ));
         }
+        let outputs = open_outputs(&Stdio {
+            stdin: String::new(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        })
+        .await;
         {
             let mut containers = self.inner.containers.lock().await;
             let c = containers.get_mut(&req.id).ok_or_else(|| {
@@ -852,16 +991,19 @@ impl Task for Service {
             }
             c.procs.insert(
                 req.exec_id.clone(),
-                Proc::new(
-                    process.spec,
-                    process.size,
-                    Stdio {
-                        stdin: req.stdin.clone(),
-                        stdout: req.stdout.clone(),
-                        stderr: req.stderr.clone(),
-                        terminal: req.terminal,
-                    },
-                ),
+                Proc {
+                    outputs: Some(outputs),
+                    ..Proc::new(
+                        process.spec,
+                        process.size,
+                        Stdio {
+                            stdin: req.stdin.clone(),
+                            stdout: req.stdout.clone(),
+                            stderr: req.stderr.clone(),
+                            terminal: req.terminal,
+                        },
+                    )
+                },
             );
         }
         self.inner
