@@ -525,6 +525,25 @@ async fn ctr_runs_tasks_as_sandboxes() {
         cmdline.starts_with("sleep\01000"),
         "pid {pid} runs {cmdline:?}"
     );
+    // The isolation of a container started this way: VerifySandbox holds,
+    // and equals that of the same spec created directly.
+    let mut c = daemon.clients().await;
+    let v = verify(&mut c, &sb.id).await;
+    assert!(v.consistent, "{v:#?}");
+    assert!(!v.properties.is_empty() && !v.checks.is_empty(), "{v:#?}");
+    for p in &v.properties {
+        assert!(p.agrees, "{p:?}");
+        if p.requested == pb::Requirement::Required as i32 {
+            assert_ne!(p.observed, pb::ObservedResult::Violated as i32, "{p:?}");
+        }
+    }
+    let mut direct = spec.clone();
+    direct.labels.clear();
+    let direct = c.create(direct).await;
+    let dv = verify(&mut c, &direct.id).await;
+    assert_eq!(summary(&v), summary(&dv), "shim-made vs direct");
+    assert!(c.destroy(&direct.id).await);
+    drop(c);
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "c-long"]);
     wait_task_status(&ctd, "c-long", "STOPPED");
     ctd.ctr_ok(&["task", "rm", "c-long"]);
@@ -739,6 +758,36 @@ async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
     drop(c);
     daemon.finish().await;
     let _ = std::fs::remove_dir_all(&daemon_dir);
+}
+
+async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
+    c.sandboxes
+        .verify_sandbox(pb::VerifySandboxRequest { id: id.into() })
+        .await
+        .expect("verify")
+        .into_inner()
+        .verification
+        .expect("verification")
+}
+
+/// What a verification claims and observes, per property and check.
+fn summary(v: &pb::Verification) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .properties
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {}",
+                p.property, p.claimed, p.requested, p.observed
+            )
+        })
+        .collect();
+    out.extend(
+        v.checks
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.observed)),
+    );
+    out
 }
 
 /// Label lookup on a sandbox.
