@@ -49,7 +49,6 @@ struct Containerd {
     socket: PathBuf,
     /// Where containerd keeps task bundles (the shim's rootfs parent).
     tasks: PathBuf,
-    log: PathBuf,
 }
 
 impl Containerd {
@@ -113,7 +112,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             tasks: state.join("io.containerd.runtime.v2.task"),
             dir,
             socket,
-            log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -131,7 +129,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
     /// `ctr` against this containerd, in the test namespace.
@@ -175,7 +173,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             if args
                 .first()
                 .is_some_and(|a| a.ends_with(b"containerd-shim-sandboxd-v1"))
-                && args.iter().any(|a| *a == address.as_bytes())
+                && args.contains(&address.as_bytes())
             {
                 pids.push(pid);
             }
@@ -210,6 +208,8 @@ impl Drop for Containerd {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // Linux mountinfo (the shim mounts task roots only on Linux).
+        #[cfg(target_os = "linux")]
         for line in mount_table().lines() {
             if let Some(point) = line.split(' ').nth(4) {
                 if point.starts_with(self.dir.to_string_lossy().as_ref()) {
@@ -522,7 +522,7 @@ async fn ctr_runs_tasks_as_sandboxes() {
     let pid = task_pid(&ctd, "c-long");
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     assert!(
-        cmdline.starts_with("sleep\01000"),
+        cmdline.starts_with("sleep\x001000"),
         "pid {pid} runs {cmdline:?}"
     );
     // The isolation of a container started this way: VerifySandbox holds,
