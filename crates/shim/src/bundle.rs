@@ -850,18 +850,7 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     let _ = string(l.take("cgroupsPath"), "linux.cgroupsPath", r);
     for key in ["maskedPaths", "readonlyPaths"] {
         let field = join("linux", key);
-        for (i, p) in strings(
-            l.take(if key == "maskedPaths" {
-                "maskedPaths"
-            } else {
-                "readonlyPaths"
-            }),
-            &field,
-            r,
-        )
-        .iter()
-        .enumerate()
-        {
+        for (i, p) in strings(l.take(key), &field, r).iter().enumerate() {
             // /proc and /sys are not mounted at all: every path under them
             // is more than masked.
             let covered = ["/proc", "/sys"]
@@ -875,11 +864,7 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             }
         }
     }
-    for (i, d) in array(l.take("devices"), "linux.devices", r)
-        .iter()
-        .enumerate()
-    {
-        let _ = d;
+    for i in 0..array(l.take("devices"), "linux.devices", r).len() {
         r.refuse(
             format!("linux.devices[{i}]"),
             "sandboxd creates only its own minimal /dev (null, zero, full, random, urandom, tty)",

@@ -1203,7 +1203,6 @@ impl Task for Service {
                 }),
             )
             .await;
-        let _ = &c.bundle;
         Ok(api::DeleteResponse {
             pid,
             exit_status: exit.status,
