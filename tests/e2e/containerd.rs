@@ -132,14 +132,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    /// `ctr` against this containerd, in the test namespace.
+    /// `ctr` against this containerd, in the test namespace; `run` and
+    /// `task exec` keep their FIFOs in the test's directory (a detached
+    /// run's would otherwise stay in /run/containerd/fifo).
     fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(tool("ctr"))
-            .arg("--address")
+        let fifo = self.dir.join("fifo");
+        let split = match args {
+            ["run", ..] => 1,
+            ["task", "exec", ..] => 2,
+            _ => 0,
+        };
+        let mut cmd = Command::new(tool("ctr"));
+        cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
             .arg(NS)
-            .args(args)
+            .args(&args[..split]);
+        if split > 0 {
+            cmd.arg("--fifo-dir").arg(&fifo);
+        }
+        cmd.args(&args[split..])
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
@@ -588,9 +600,10 @@ async fn ctr_run_with_a_terminal() {
         return;
     };
     let command = format!(
-        "{} --address {} --namespace {NS} run --runtime {RUNTIME} -t --rm {IMAGE} c-tty sh -c '[ -t 0 ] && [ -t 1 ] && echo tty-ok; exit 4'",
+        "{} --address {} --namespace {NS} run --fifo-dir {} --runtime {RUNTIME} -t --rm {IMAGE} c-tty sh -c '[ -t 0 ] && [ -t 1 ] && echo tty-ok; exit 4'",
         tool("ctr").display(),
-        ctd.socket.display()
+        ctd.socket.display(),
+        ctd.dir.join("fifo").display()
     );
     let o = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
