@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod containerd;
 mod escape;
 mod faults;
 mod freebsd;

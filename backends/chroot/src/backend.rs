@@ -93,7 +93,12 @@ impl Backend for ChrootBackend {
         sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         let setup = self.planner().build(spec, sandbox)?;
         if spec.spec().image() != HOST_IMAGE {
-            sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
+            let s = spec.spec();
+            sandboxd_supervisor::images::check_image(
+                s.image_dir(&self.images_dir),
+                s.image(),
+                s.image_dir_no_symlinks(),
+            )?;
         }
         let s = spec.spec();
         let common = CommonConfig {

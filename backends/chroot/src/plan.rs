@@ -369,8 +369,13 @@ pub struct ChrootSetup {
     /// The directory that becomes `/` (a mount point under the sandbox dir,
     /// or the image itself for [`RootBuild::ImageInPlace`]).
     pub root: PathBuf,
-    /// The images directory (trusted: from the daemon's configuration).
+    /// The directory holding the image: the daemon's images directory
+    /// (trusted configuration), or the parent of a client-given rootfs.
     pub images_dir: PathBuf,
+    /// Open `images_dir` without following any symlink (a client-given
+    /// rootfs; see `sandboxd_supervisor::sys::open_image_dir`).
+    #[serde(default)]
+    pub images_dir_no_symlinks: bool,
     /// How the root is built.
     pub build: RootBuild,
     /// Every step, in order: the supervisor runs the [`Executor::Setup`]
@@ -444,6 +449,7 @@ fn build_unchecked(
 ) -> Result<ChrootSetup, PlanError> {
     let s = spec.spec();
     let image = s.image().to_owned();
+    let images_dir = s.image_dir(images_dir);
     let disk = s.limits.disk_bytes.map(|l| l.value);
     if !facts.linux_mounts {
         if image == HOST_IMAGE {
@@ -455,6 +461,7 @@ fn build_unchecked(
         return Ok(ChrootSetup {
             root: images_dir.join(&image),
             images_dir: images_dir.to_owned(),
+            images_dir_no_symlinks: s.image_dir_no_symlinks(),
             build: RootBuild::ImageInPlace { image },
             steps: process_steps(spec, false),
         });
@@ -577,6 +584,7 @@ fn build_unchecked(
     Ok(ChrootSetup {
         root,
         images_dir: images_dir.to_owned(),
+        images_dir_no_symlinks: s.image_dir_no_symlinks(),
         build,
         steps,
     })

@@ -41,9 +41,11 @@ impl Isolation for ChrootIsolation {
             return Err(e);
         }
         let fd = match &self.setup.build {
-            RootBuild::ImageInPlace { image } => sys::open_dir(&self.setup.images_dir)
-                .and_then(|d| sys::open_image(d.as_fd(), image))
-                .map_err(|e| StepError::new(Step::OpenImage, format!("{image}: {e}")))?,
+            RootBuild::ImageInPlace { image } => {
+                sys::open_image_dir(&self.setup.images_dir, self.setup.images_dir_no_symlinks)
+                    .and_then(|d| sys::open_image(d.as_fd(), image))
+                    .map_err(|e| StepError::new(Step::OpenImage, format!("{image}: {e}")))?
+            }
             _ => sys::open_dir(&self.setup.root).map_err(|e| {
                 StepError::new(
                     Step::OpenRoot,
@@ -231,7 +233,7 @@ fn mount_tmp(root: std::os::fd::BorrowedFd<'_>, t: &TmpfsOptions) -> Result<(), 
 
 #[cfg(target_os = "linux")]
 fn open_image_fd(setup: &ChrootSetup, image: &str) -> Result<OwnedFd, StepError> {
-    sys::open_dir(&setup.images_dir)
+    sys::open_image_dir(&setup.images_dir, setup.images_dir_no_symlinks)
         .and_then(|d| sys::open_image(d.as_fd(), image))
         .map_err(|e| StepError::new(Step::OpenImage, format!("{image}: {e}")))
 }

@@ -18,7 +18,7 @@ pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), Errno> {
 
 #[cfg(target_os = "linux")]
 pub use sandboxd_supervisor::sys::fd_path;
-pub use sandboxd_supervisor::sys::{is_dir, open_dir, open_image};
+pub use sandboxd_supervisor::sys::{is_dir, open_dir, open_image, open_image_dir};
 
 #[cfg(target_os = "linux")]
 pub use linux::*;

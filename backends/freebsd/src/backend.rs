@@ -135,7 +135,11 @@ impl Backend for FreeBsdBackend {
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
         if s.image() != HOST_IMAGE {
-            sandboxd_supervisor::images::check_image(&self.images_dir, s.image())?;
+            sandboxd_supervisor::images::check_image(
+                s.image_dir(&self.images_dir),
+                s.image(),
+                s.image_dir_no_symlinks(),
+            )?;
         }
         // Every process the supervisor starts (main and Exec, in every
         // mode) gets these.
@@ -166,7 +170,8 @@ impl Backend for FreeBsdBackend {
             common,
             isolation: FreeBsdLaunch {
                 plan: jail_plan,
-                images_dir: self.images_dir.clone(),
+                images_dir: spec.spec().image_dir(&self.images_dir).to_owned(),
+                images_dir_no_symlinks: spec.spec().image_dir_no_symlinks(),
             },
         })?)
     }

@@ -60,8 +60,13 @@ use crate::sys;
 pub struct FreeBsdLaunch {
     /// The executable plan.
     pub plan: JailPlan,
-    /// The images directory (trusted: daemon configuration).
+    /// The directory holding the image: the daemon's images directory
+    /// (trusted configuration), or the parent of a client-given rootfs.
     pub images_dir: PathBuf,
+    /// Open `images_dir` without following any symlink (a client-given
+    /// rootfs; see `sandboxd_supervisor::sys::open_image_dir`).
+    #[serde(default)]
+    pub images_dir_no_symlinks: bool,
 }
 
 /// The supervisor side of a FreeBSD sandbox.
@@ -262,8 +267,11 @@ impl FreeBsdIsolation {
                 (Some(text.to_owned()), Some(ino(fd.as_fd())?))
             }
             MountSource::Image(name) => {
-                let dir = sandboxd_supervisor::sys::open_dir(&self.launch.images_dir)
-                    .map_err(|e| step(Step::OpenImagesDirectory, &e))?;
+                let dir = sandboxd_supervisor::sys::open_image_dir(
+                    &self.launch.images_dir,
+                    self.launch.images_dir_no_symlinks,
+                )
+                .map_err(|e| step(Step::OpenImagesDirectory, &e))?;
                 let fd = sandboxd_supervisor::sys::open_image(dir.as_fd(), name)
                     .map_err(|e| step(Step::OpenImage, &format!("{name}: {e}")))?;
                 // The name was validated (no '/', no '..'): one component.

@@ -151,7 +151,12 @@ impl Backend for LinuxBackend {
             crate::net::setup(r).map_err(net_error)?;
         }
         if spec.spec().image() != HOST_IMAGE {
-            sandboxd_supervisor::images::check_image(&self.images_dir, spec.spec().image())?;
+            let s = spec.spec();
+            sandboxd_supervisor::images::check_image(
+                s.image_dir(&self.images_dir),
+                s.image(),
+                s.image_dir_no_symlinks(),
+            )?;
         }
         // Every process of the sandbox, in every mode, gets the spec's
         // limits: built from the spec, not from the main process's steps
@@ -192,7 +197,8 @@ impl Backend for LinuxBackend {
         let init = (s.mode == Mode::Init).then(|| common.clone());
         let launch = LinuxLaunch {
             plan: linux_plan,
-            images_dir: self.images_dir.clone(),
+            images_dir: s.image_dir(&self.images_dir).to_owned(),
+            images_dir_no_symlinks: s.image_dir_no_symlinks(),
             unified_cgroup,
             init,
         };

@@ -37,8 +37,13 @@ use crate::sys::{self, Cloned};
 pub struct LinuxLaunch {
     /// The executable plan.
     pub plan: LinuxPlan,
-    /// The images directory (trusted: daemon configuration).
+    /// The directory holding the image: the daemon's images directory
+    /// (trusted configuration), or the parent of a client-given rootfs.
     pub images_dir: PathBuf,
+    /// Open `images_dir` without following any symlink (a client-given
+    /// rootfs; see `sandboxd_supervisor::sys::open_image_dir`).
+    #[serde(default)]
+    pub images_dir_no_symlinks: bool,
     /// The sandbox's cgroup in the cgroup v2 hierarchy (one of
     /// `plan.cgroups.dirs`), which processes are cloned straight into.
     pub unified_cgroup: Option<PathBuf>,
@@ -767,7 +772,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             Some(p)
         }
         MountSource::Image(name) => {
-            let fd = open_image(&launch.images_dir, name)?;
+            let fd = open_image(&launch.images_dir, launch.images_dir_no_symlinks, name)?;
             let p = sys::fd_path(fd.as_fd());
             held.push(fd);
             Some(p)
@@ -789,7 +794,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                     )
                 })?;
             }
-            let fd = open_image(&launch.images_dir, image)?;
+            let fd = open_image(&launch.images_dir, launch.images_dir_no_symlinks, image)?;
             data.insert(
                 0,
                 format!(
@@ -966,8 +971,8 @@ fn mount_layer(layer: &Layer) -> Result<(), StepError> {
     .map_err(|e| err(&e))
 }
 
-fn open_image(images_dir: &Path, name: &str) -> Result<OwnedFd, StepError> {
-    let dir = sys::open_dir(images_dir).map_err(|e| {
+fn open_image(images_dir: &Path, no_symlinks: bool, name: &str) -> Result<OwnedFd, StepError> {
+    let dir = sys::open_image_dir(images_dir, no_symlinks).map_err(|e| {
         StepError::new(
             Step::OpenImagesDirectory,
             format!("{}: {e}", images_dir.display()),

@@ -685,6 +685,7 @@ impl SpecFlags {
             labels: parse_labels(&self.labels)?,
             readonly_rootfs: self.readonly,
             stop_signal,
+            ..Default::default()
         })
     }
 

@@ -262,6 +262,13 @@ pub struct SandboxSpec {
     pub readonly_rootfs: bool,
     /// Stop signal (0 = SIGTERM).
     pub stop_signal: u32,
+    /// A host directory to use as the root filesystem instead of an image
+    /// of the images dir ("" = none): absolute, under one of the daemon's
+    /// `allow_rootfs_sources`, opened without following any symlink. Its
+    /// last component becomes `image` (validation fills it in), its parent
+    /// takes the images dir's place (see [`SandboxSpec::image_dir`]).
+    #[serde(default)]
+    pub rootfs: String,
 }
 
 impl SandboxSpec {
@@ -284,6 +291,22 @@ impl SandboxSpec {
                     m.source, m.target
                 )
             })
+    }
+
+    /// The directory that holds [`SandboxSpec::image`]: the parent of a
+    /// caller-given `rootfs`, else the daemon's images dir.
+    pub fn image_dir<'a>(&'a self, images_dir: &'a std::path::Path) -> &'a std::path::Path {
+        match std::path::Path::new(&self.rootfs).parent() {
+            Some(parent) if !self.rootfs.is_empty() => parent,
+            _ => images_dir,
+        }
+    }
+
+    /// Whether the image directory must be opened without following any
+    /// symlink on the way: true for a caller-given `rootfs` (the client
+    /// named the path), false for the daemon's own configured images dir.
+    pub fn image_dir_no_symlinks(&self) -> bool {
+        !self.rootfs.is_empty()
     }
 
     /// The image, defaulted.

@@ -48,6 +48,9 @@ pub struct Policy {
     pub max_disk_bytes: u64,
     /// Host directories under which bind-mount sources may lie.
     pub allowed_mount_sources: Vec<PathBuf>,
+    /// Host directories under which a caller-given root filesystem
+    /// (`spec.rootfs`) may lie.
+    pub allowed_rootfs_sources: Vec<PathBuf>,
     /// Whether clients may ask for the host's network (mode HOST).
     pub allow_host_network: bool,
 }
@@ -69,6 +72,7 @@ impl Default for Policy {
             default_disk_bytes: Some(DEFAULT_DISK_BYTES),
             max_disk_bytes: DEFAULT_DISK_BYTES,
             allowed_mount_sources: Vec::new(),
+            allowed_rootfs_sources: Vec::new(),
             allow_host_network: false,
         }
     }
@@ -184,6 +188,9 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
     let mut p = Problems::default();
     if !spec.name.is_empty() {
         check_name(&mut p, "spec.name", &spec.name);
+    }
+    if !spec.rootfs.is_empty() {
+        check_rootfs(&mut p, &mut spec, policy);
     }
     if spec.image.is_empty() {
         spec.image = crate::spec::HOST_IMAGE.to_owned();
@@ -379,6 +386,72 @@ pub fn check_sandbox_name(name: &str) -> Result<(), String> {
 
 fn check_image(p: &mut Problems, image: &str) {
     p.check("spec.image", check_image_name(image));
+}
+
+/// A caller-given root filesystem: an absolute, normal path strictly below
+/// one of the allowed rootfs sources, whose last component is a valid image
+/// name (it becomes `spec.image`; its parent is opened in the images dir's
+/// place, without following symlinks). `spec.image` must be empty or that
+/// same name.
+fn check_rootfs(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
+    let field = "spec.rootfs";
+    if !check_abs_path(p, field, &spec.rootfs) {
+        return;
+    }
+    let path = Path::new(&spec.rootfs);
+    let allowed = policy
+        .allowed_rootfs_sources
+        .iter()
+        .any(|root| path.starts_with(root) && path != root.as_path());
+    if !allowed {
+        let roots = if policy.allowed_rootfs_sources.is_empty() {
+            "none are configured (allow_rootfs_sources)".to_owned()
+        } else {
+            policy
+                .allowed_rootfs_sources
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        p.add(
+            field,
+            format!(
+                "{:?} is not below an allowed rootfs source ({roots})",
+                truncate(&spec.rootfs)
+            ),
+        );
+        return;
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Err(why) = check_image_name(&name) {
+        p.add(field, format!("its last component: {why}"));
+        return;
+    }
+    if name == crate::spec::HOST_IMAGE {
+        p.add(
+            field,
+            format!(
+                "its last component must not be {:?}, the built-in image's name",
+                crate::spec::HOST_IMAGE
+            ),
+        );
+        return;
+    }
+    if !spec.image.is_empty() && spec.image != name {
+        p.add(
+            "spec.image",
+            format!(
+                "must be empty with spec.rootfs (the rootfs's last component {name:?} is the image)"
+            ),
+        );
+        return;
+    }
+    spec.image = name;
 }
 
 /// Why `image` is not a valid image name, if it is not.
@@ -930,10 +1003,54 @@ mod tests {
     fn table_of_bad_specs() {
         let policy = Policy {
             allowed_mount_sources: vec!["/srv/data".into()],
+            allowed_rootfs_sources: vec!["/run/ctd".into()],
             ..Policy::default()
         };
         type Edit = fn(&mut SandboxSpec);
         let cases: &[(&str, Edit, &[&str])] = &[
+            (
+                "rootfs relative",
+                |s| s.rootfs = "run/ctd/a/rootfs".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs outside the allow-list",
+                |s| s.rootfs = "/etc/rootfs".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs is the allowed root itself",
+                |s| s.rootfs = "/run/ctd".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs escapes with ..",
+                |s| s.rootfs = "/run/ctd/../../etc".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs prefix but not below",
+                |s| s.rootfs = "/run/ctdx/rootfs".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs named like the host image",
+                |s| s.rootfs = "/run/ctd/a/host".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs with a bad last component",
+                |s| s.rootfs = "/run/ctd/a/ro ot".into(),
+                &["spec.rootfs"],
+            ),
+            (
+                "rootfs and another image",
+                |s| {
+                    s.rootfs = "/run/ctd/a/rootfs".into();
+                    s.image = "busybox".into();
+                },
+                &["spec.image"],
+            ),
             (
                 "empty argv",
                 |s| s.process.argv.clear(),
@@ -1243,6 +1360,30 @@ mod tests {
         s.process.cwd = "rel".into();
         let err = validate(s, &Policy::default()).expect_err("invalid");
         assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn allowed_rootfs_becomes_the_image_in_its_parent() {
+        let policy = Policy {
+            allowed_rootfs_sources: vec!["/run/ctd".into()],
+            ..Policy::default()
+        };
+        let mut s = base();
+        s.rootfs = "/run/ctd/ns/c1/rootfs".into();
+        let v = validate(s, &policy).expect("valid");
+        assert_eq!(v.spec().image(), "rootfs");
+        assert!(v.spec().image_dir_no_symlinks());
+        assert_eq!(
+            v.spec().image_dir(Path::new("/var/lib/sandboxd/images")),
+            Path::new("/run/ctd/ns/c1")
+        );
+        // Without a rootfs: the daemon's images dir, opened as configured.
+        let v = validate(base(), &policy).expect("valid");
+        assert!(!v.spec().image_dir_no_symlinks());
+        assert_eq!(
+            v.spec().image_dir(Path::new("/var/lib/sandboxd/images")),
+            Path::new("/var/lib/sandboxd/images")
+        );
     }
 
     #[test]

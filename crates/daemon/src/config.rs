@@ -75,6 +75,11 @@ pub struct Args {
     /// Host directory under which client bind-mount sources may lie (repeatable; none by default).
     #[arg(long = "allow-mount-source", value_name = "DIR")]
     pub allowed_mount_sources: Vec<PathBuf>,
+    /// Host directory below which a client-given root filesystem
+    /// (`spec.rootfs`, e.g. containerd's task bundles) may lie (repeatable;
+    /// none by default).
+    #[arg(long = "allow-rootfs-source", value_name = "DIR")]
+    pub allowed_rootfs_sources: Vec<PathBuf>,
     /// Let clients ask for network mode HOST (the host's network stack).
     #[arg(long)]
     pub allow_host_network: bool,
@@ -123,6 +128,9 @@ pub struct FileConfig {
     /// Allowed bind-mount sources.
     #[serde(default)]
     pub allow_mount_sources: Vec<PathBuf>,
+    /// Allowed parents of client-given root filesystems (`spec.rootfs`).
+    #[serde(default)]
+    pub allow_rootfs_sources: Vec<PathBuf>,
     /// Allow network mode HOST.
     #[serde(default)]
     pub allow_host_network: bool,
@@ -454,16 +462,23 @@ impl Config {
         }
         let mut mount_sources = file.allow_mount_sources;
         mount_sources.extend(args.allowed_mount_sources);
-        for dir in &mount_sources {
-            if !dir.is_absolute()
-                || dir
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                bail!(
-                    "allow-mount-source {}: must be an absolute path without '..'",
-                    dir.display()
-                );
+        let mut rootfs_sources = file.allow_rootfs_sources;
+        rootfs_sources.extend(args.allowed_rootfs_sources);
+        for (key, dirs) in [
+            ("allow-mount-source", &mount_sources),
+            ("allow-rootfs-source", &rootfs_sources),
+        ] {
+            for dir in dirs {
+                if !dir.is_absolute()
+                    || dir
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    bail!(
+                        "{key} {}: must be an absolute path without '..'",
+                        dir.display()
+                    );
+                }
             }
         }
         let mut net_pool: Vec<IpNet> = Vec::new();
@@ -632,6 +647,7 @@ impl Config {
         }
         let policy = Policy {
             allowed_mount_sources: mount_sources,
+            allowed_rootfs_sources: rootfs_sources,
             allow_host_network: args.allow_host_network || file.allow_host_network,
             // 0: no default; a client may still set a limit, up to 64 TiB.
             default_disk_bytes: (disk != 0).then_some(disk),

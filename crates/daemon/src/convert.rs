@@ -184,6 +184,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         labels: s.labels.into_iter().collect(),
         readonly_rootfs: s.readonly_rootfs,
         stop_signal: s.stop_signal,
+        rootfs: s.rootfs,
     };
     if p.0.is_empty() {
         Ok(spec)
@@ -267,6 +268,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
         labels: s.labels.clone().into_iter().collect(),
         readonly_rootfs: s.readonly_rootfs,
         stop_signal: s.stop_signal,
+        rootfs: s.rootfs.clone(),
     }
 }
 

@@ -116,6 +116,16 @@ impl Protected {
                 )));
             }
         }
+        // A client-given root is a view of a host directory as much as a
+        // bind mount is.
+        if !spec.rootfs.is_empty() {
+            if let Some(why) = self.overlap(Path::new(&spec.rootfs)) {
+                return Err(ApiError::InvalidField(format!(
+                    "spec.rootfs: {:?} {why}; the daemon's own directories cannot be a sandbox's root",
+                    spec.rootfs
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -27,12 +27,21 @@ pub fn list_images(images_dir: &Path) -> Vec<String> {
     names
 }
 
-/// Checks that image `name` is a real directory inside the images dir.
-pub fn check_image(images_dir: &Path, name: &str) -> Result<(), BackendError> {
-    let dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
+/// Checks that image `name` is a real directory inside the images dir (or,
+/// with `no_symlinks`, inside the parent of a client-given rootfs, reached
+/// without following any symlink: [`sys::open_image_dir`]).
+pub fn check_image(images_dir: &Path, name: &str, no_symlinks: bool) -> Result<(), BackendError> {
+    let dir = sys::open_image_dir(images_dir, no_symlinks).map_err(|e| match e {
+        // A client-given rootfs whose path has a symlink (or a file) in it.
+        Errno::ELOOP | Errno::ENOTDIR if no_symlinks => BackendError::ImageInvalid {
+            name: images_dir.join(name).display().to_string(),
+            why: "a component of its path is a symlink or not a directory; a rootfs is opened from / without following symlinks".into(),
+        },
+        e => BackendError::Io {
         step: "open images directory",
         path: images_dir.to_owned(),
         source: e.into(),
+    },
     })?;
     match sys::open_image(dir.as_fd(), name) {
         Ok(_) => Ok(()),

@@ -920,6 +920,38 @@ pub fn open_dir(path: &std::path::Path) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// Opens the directory that holds a sandbox's image: the daemon's
+/// configured images dir as it is (trusted path), or, with `no_symlinks`
+/// (the parent of a client-given `spec.rootfs`), component by component
+/// from `/` with `O_NOFOLLOW`, so no symlink anywhere on the path can lead
+/// the open elsewhere (portable: no openat2). Validation has refused `.`
+/// and `..` components.
+pub fn open_image_dir(path: &std::path::Path, no_symlinks: bool) -> Result<OwnedFd, Errno> {
+    if !no_symlinks {
+        return open_dir(path);
+    }
+    let mut dir = open_dir(std::path::Path::new("/"))?;
+    for c in path.components() {
+        match c {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(name) => {
+                dir = nix::fcntl::openat(
+                    dir.as_fd(),
+                    name,
+                    nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_NOFOLLOW
+                        | nix::fcntl::OFlag::O_RDONLY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+            }
+            // Never produced by a validated path.
+            _ => return Err(Errno::EINVAL),
+        }
+    }
+    Ok(dir)
+}
+
 /// Opens image `name` inside the images directory without following a
 /// symlink: a symlinked image (which could point anywhere on the host) fails
 /// with ELOOP or ENOTDIR.
