@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod linux;
+mod logs;
 mod network;
 mod remote;
 mod resources;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod hostdirs;
 pub mod link;
+pub mod logs;
 pub mod manager;
 pub mod rlimit;
 pub mod server;

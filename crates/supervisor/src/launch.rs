@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 #[cfg(target_os = "linux")]
 use nix::fcntl::OFlag;
@@ -12,6 +12,7 @@ use nix::sys::resource::Resource;
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
+use crate::logs::MainOutput;
 use crate::report::{self, End, Report};
 use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
 use crate::sys;
@@ -26,6 +27,16 @@ pub(crate) enum Stdio {
     Null(OwnedFd),
     /// stdin, stdout, stderr from the daemon; `tty` if they are a terminal.
     Fds { fds: Vec<OwnedFd>, tty: bool },
+    /// The main process with its output captured: /dev/null on stdin, the
+    /// log pipes on stdout and stderr.
+    Main { null: OwnedFd, output: MainOutput },
+    /// As `Main`, from a process that inherited the pipes' write ends as
+    /// these descriptor numbers (Linux pid 1 becoming the init).
+    MainInherited {
+        null: OwnedFd,
+        stdout: RawFd,
+        stderr: RawFd,
+    },
 }
 
 /// The argv/env/identity to exec, prepared before fork so the child only
@@ -436,10 +447,17 @@ pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
 
 /// Runs `process` in place as a sandbox's main process from a process that
 /// is already inside the sandbox (a backend's pid 1 in INIT mode): the same
-/// hardening as every payload, stdio on /dev/null, then exec. `keep` is a
+/// hardening as every payload, stdin on /dev/null, stdout and stderr on the
+/// log capture's pipes (`output`: the inherited descriptor numbers of
+/// [`crate::MainOutput`]'s write ends) or /dev/null, then exec. `keep` is a
 /// close-on-exec descriptor that must survive until exec (its error pipe).
 /// Returns only on failure.
-pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i32) -> StepError {
+pub fn exec_main_in_place(
+    config: &CommonConfig,
+    process: &ProcessSpec,
+    keep: i32,
+    output: Option<(RawFd, RawFd)>,
+) -> StepError {
     let plan = match ExecPlan::new(process) {
         Ok(p) => p,
         Err(e) => return e,
@@ -451,7 +469,15 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
     if let Err(e) = sys::reset_signals() {
         return StepError::new("reset signal dispositions", e);
     }
-    payload(config, &plan, Stdio::Null(null), keep)
+    let stdio = match output {
+        Some((stdout, stderr)) => Stdio::MainInherited {
+            null,
+            stdout,
+            stderr,
+        },
+        None => Stdio::Null(null),
+    };
+    payload(config, &plan, stdio, keep)
 }
 
 /// The payload side once inside the sandbox: session, stdio, working
@@ -486,6 +512,30 @@ fn harden(
             for target in 0..=2 {
                 if let Err(e) = sys::dup_to(null.as_fd(), target) {
                     return step("redirect stdio to /dev/null", e);
+                }
+            }
+        }
+        Stdio::Main { null, output } => {
+            let fds = [null.as_fd(), output.stdout.as_fd(), output.stderr.as_fd()];
+            for (target, fd) in fds.into_iter().enumerate() {
+                if let Err(e) = sys::dup_to(fd, target as i32) {
+                    return step("install stdio (log pipes)", e);
+                }
+            }
+        }
+        Stdio::MainInherited {
+            null,
+            stdout,
+            stderr,
+        } => {
+            let fds = [
+                null.as_fd(),
+                sys::borrow_fd(*stdout),
+                sys::borrow_fd(*stderr),
+            ];
+            for (target, fd) in fds.into_iter().enumerate() {
+                if let Err(e) = sys::dup_to(fd, target as i32) {
+                    return step("install stdio (log pipes)", e);
                 }
             }
         }

@@ -13,12 +13,14 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use sandboxd_core::logs::LogConfig;
 use sandboxd_core::spec::{Mode, ProcessSpec};
 use sandboxd_core::verify::{ProbeConfig, ProbeOutput, Verification};
 use sandboxd_core::wire::{CreateOptions, CreateVerify, Event, ProcessExit, Request, SignalTarget};
 
 use crate::channel::{Channel, RecvOutcome};
 use crate::launch::{self, ExecPlan, Stdio};
+use crate::logs::{Capture, MainOutput};
 use crate::sys;
 
 /// A failed step, as reported to the daemon.
@@ -67,6 +69,14 @@ pub trait Isolation {
         // SAFETY: this fn's contract is fork_unchecked's.
         unsafe { sys::fork_unchecked() }
     }
+
+    /// Before `setup`: the write ends that become the main process's stdout
+    /// and stderr (the log capture). A backend that starts the main process
+    /// itself during `setup` (see [`Isolation::main_pid`]) must give them
+    /// to it; the supervisor closes its own copies after `setup`. Default:
+    /// nothing (the supervisor installs them when it starts the main
+    /// process).
+    fn main_output(&mut self, _output: &MainOutput) {}
 
     /// The main process, if the backend started it itself during `setup`
     /// (pid 1 becoming the init in INIT mode); the supervisor then does not
@@ -143,6 +153,30 @@ pub struct CommonConfig {
     pub root_refused: Option<String>,
     /// Where the sandbox's exit is persisted for a daemon that was away.
     pub exit_file: PathBuf,
+    /// Capture the main process's stdout and stderr into the log files in
+    /// the sandbox directory, with this cap and rotation; `None`: no main
+    /// process (IDLE), stdio on /dev/null.
+    #[serde(default)]
+    pub logs: Option<LogConfig>,
+}
+
+impl CommonConfig {
+    /// The log capture for a validated spec: none in IDLE mode.
+    pub fn logs_for(spec: &sandboxd_core::spec::SandboxSpec) -> Option<LogConfig> {
+        (spec.mode != Mode::Idle).then(|| {
+            let d = LogConfig::default();
+            LogConfig {
+                max_file_bytes: match spec.logs.max_file_bytes {
+                    0 => d.max_file_bytes,
+                    n => n,
+                },
+                max_files: match spec.logs.max_files {
+                    0 => d.max_files,
+                    n => n,
+                },
+            }
+        })
+    }
 }
 
 /// What the daemon sends as the first frame: common part plus the
@@ -188,6 +222,8 @@ struct Supervisor<I: Isolation> {
     /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`).
     control: Option<std::os::unix::net::UnixListener>,
     null: OwnedFd,
+    /// The main process's output capture (PROCESS and INIT).
+    capture: Option<Capture>,
 }
 
 /// How much longer than its own budget a probe may take before the
@@ -232,6 +268,19 @@ pub fn supervise<I: Isolation>(
         Ok(p) => p,
         Err(e) => return fail(&mut chan, e),
     };
+    // Before setup: a backend that starts the main process during setup
+    // (Linux INIT) hands it the write ends.
+    let sandbox_dir = config.exit_file.parent().map(std::path::Path::to_path_buf);
+    let (capture, mut main_output) = match (config.logs, sandbox_dir) {
+        (Some(logs), Some(dir)) => match Capture::new(&dir, logs, &config.sandbox_id) {
+            Ok((c, o)) => (Some(c), Some(o)),
+            Err(e) => return fail(&mut chan, e),
+        },
+        _ => (None, None),
+    };
+    if let Some(output) = &main_output {
+        isolation.main_output(output);
+    }
     if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
@@ -249,6 +298,7 @@ pub fn supervise<I: Isolation>(
         stopping: None,
         control: None,
         null,
+        capture,
     };
     // A daemon that restarts reconnects here (the directory is the
     // sandbox's own, 0700 under the state dir). Without it the sandbox still
@@ -292,11 +342,18 @@ pub fn supervise<I: Isolation>(
             Ok(n) => n,
             Err(e) => return sup.abort_setup(StepError::new("duplicate /dev/null", e)),
         };
-        match launch::spawn(&sup.isolation, &sup.config, &plan, Stdio::Null(null)) {
+        let stdio = match main_output.take() {
+            Some(output) => Stdio::Main { null, output },
+            None => Stdio::Null(null),
+        };
+        match launch::spawn(&sup.isolation, &sup.config, &plan, stdio) {
             Ok(pid) => sup.main = Some(pid),
             Err(e) => return sup.abort_setup(e),
         }
     }
+    // Our copies of the write ends must close, or the capture never sees
+    // EOF (the main process, or pid 1 that became it, has its own).
+    drop(main_output);
     sup.chan.send(&Event::Ready {
         main_pid: sup.main.map(Pid::as_raw),
         verification,
@@ -381,6 +438,14 @@ impl<I: Isolation> Supervisor<I> {
             if !self.chan.is_closed() {
                 fds.push(PollFd::new(self.chan.as_fd(), PollFlags::POLLIN));
             }
+            let logs_index = fds.len();
+            let mut log_pipes = Vec::new();
+            if let Some(capture) = &self.capture {
+                for (i, fd) in capture.open_pipes() {
+                    log_pipes.push(i);
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
+            }
             // While stopping, processes may die as children of a pid-1
             // reaper inside the sandbox, which never wakes us: look again
             // every 20 ms.
@@ -399,8 +464,22 @@ impl<I: Isolation> Supervisor<I> {
                     .is_some_and(|r| !r.is_empty())
             };
             let control_ready = self.control.is_some() && ready(1);
-            let chan_ready = ready(chan_index);
+            let chan_ready = !self.chan.is_closed() && ready(chan_index);
+            let logs_ready: Vec<usize> = log_pipes
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| ready(logs_index + k))
+                .map(|(_, i)| *i)
+                .collect();
             drop(fds);
+            // One read per ready pipe per turn: a process writing flat out
+            // cannot starve the channel, and the supervisor holds at most
+            // one chunk (crate::logs).
+            if let Some(capture) = &mut self.capture {
+                for i in logs_ready {
+                    capture.read_one(i);
+                }
+            }
             self.drain_sigchld();
             if sys::take_term_request() {
                 // SIGTERM: the same clean shutdown the daemon's Shutdown asks
@@ -680,6 +759,10 @@ impl<I: Isolation> Supervisor<I> {
     /// Kills, reports exec exits, persists the exit file, tears down.
     fn finish_quietly(&mut self) -> i32 {
         self.kill_everything();
+        // What the main process wrote before it ended is in the pipes.
+        if let Some(capture) = &mut self.capture {
+            capture.drain();
+        }
         // Execs killed in the sweep were reported by reap(); anything still
         // tracked could not be reaped in time.
         let exit = self.sandbox_exit();

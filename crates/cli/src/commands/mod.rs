@@ -3,6 +3,7 @@
 mod caps;
 mod events;
 mod lifecycle;
+mod logs;
 mod plan;
 mod run;
 mod verify;
@@ -59,6 +60,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Rm(a) => lifecycle::rm(&ctx, a).await,
         Command::Wait(a) => lifecycle::wait(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
+        Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
     }

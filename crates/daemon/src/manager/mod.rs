@@ -105,6 +105,17 @@ impl Sandbox {
     fn link(&self) -> Option<Arc<Link>> {
         lock(&self.link).clone()
     }
+
+    /// Its state directory (`STATE/sandboxes/<id>`), which holds its logs.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.paths.dir
+    }
+
+    /// Whether its exit has been recorded. The supervisor writes the last
+    /// of the main process's output to the log before it reports the exit.
+    pub fn has_ended(&self) -> bool {
+        self.exit_tx.borrow().is_some()
+    }
 }
 
 /// The manager.

@@ -5,6 +5,7 @@
 
 mod events;
 mod host;
+mod logs;
 mod process;
 mod sandbox;
 
@@ -22,6 +23,7 @@ use crate::manager::Manager;
 
 pub use events::Events;
 pub use host::Host;
+pub use logs::Logs;
 pub use process::{ExecSlot, ExecSlots, Processes};
 pub use sandbox::Sandboxes;
 
