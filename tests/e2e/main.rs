@@ -6,6 +6,7 @@
 
 mod cli;
 mod escape;
+mod execs;
 mod faults;
 mod freebsd;
 mod harness;

@@ -84,6 +84,14 @@ pub(crate) enum Command {
     Wait(IdArg),
     /// Stream lifecycle events, one per line, until interrupted.
     Events(EventsArgs),
+    /// List a sandbox's execs (running and recently finished), with their ids.
+    Execs(IdArg),
+    /// Show one exec by id: pid, running, exit, times, argv.
+    ExecInspect(ExecRefArgs),
+    /// Wait for an exec to end, print its exit, and exit with its code.
+    ExecWait(ExecRefArgs),
+    /// Send a signal to an exec by id (default KILL).
+    ExecKill(ExecKillArgs),
     /// Print what a sandbox's main process wrote to stdout and stderr (to
     /// this command's stdout and stderr); with -f, keep following until
     /// the sandbox ends.
@@ -97,6 +105,28 @@ pub(crate) enum Command {
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
     Compare(CompareArgs),
+}
+
+/// An exec by id.
+#[derive(Debug, Args)]
+pub(crate) struct ExecRefArgs {
+    /// Sandbox id or name.
+    pub(crate) id: String,
+    /// The exec's id (from `exec --detach`, `execs`).
+    pub(crate) exec_id: u64,
+}
+
+/// `exec-kill`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecKillArgs {
+    /// Signal, as a number or a portable name (TERM, INT, HUP, KILL, ...).
+    #[arg(short, long, default_value = "KILL", value_name = "SIGNAL")]
+    pub(crate) signal: String,
+    /// Signal the exec's whole process group, not only its process.
+    #[arg(long)]
+    pub(crate) group: bool,
+    #[command(flatten)]
+    pub(crate) exec: ExecRefArgs,
 }
 
 /// `logs`.
@@ -443,6 +473,11 @@ pub(crate) struct ExecArgs {
     /// its size follows the window.
     #[arg(short = 't', long)]
     pub(crate) tty: bool,
+
+    /// Start the process detached (stdio on /dev/null) and print its exec
+    /// id; follow it with `exec-inspect`, `exec-wait`, `exec-kill`.
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    pub(crate) detach: bool,
 
     #[command(flatten)]
     pub(crate) process: ProcessFlags,

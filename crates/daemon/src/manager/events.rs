@@ -149,6 +149,10 @@ impl Manager {
             )));
         }
         lock(&sb.execs).clear(); // dropping the senders fails every waiter
+        lock(&sb.exec_records).lose_running(&super::lost_exit(
+            "the supervisor exited while the process ran",
+        ));
+        sb.exec_done.send_modify(|n| *n += 1);
         lock(&sb.verifies).clear();
         let creating = {
             let r = lock(&sb.record);

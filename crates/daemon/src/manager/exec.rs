@@ -67,6 +67,8 @@ pub enum ExecStdio {
         /// The pty's controlling side.
         master: OwnedFd,
     },
+    /// Detached: the process's stdio is /dev/null; nothing to pump.
+    Detached,
 }
 
 impl Manager {
@@ -76,6 +78,7 @@ impl Manager {
         sb: &Arc<Sandbox>,
         process: ValidatedProcess,
         size: Option<(u16, u16)>,
+        detached: bool,
     ) -> ApiResult<ExecHandle> {
         let record = sb.record();
         if record.state != SandboxState::Running {
@@ -90,7 +93,17 @@ impl Manager {
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
         let process: ProcessSpec = process.process().clone();
         let io_err = |what: &str, e: nix::Error| ApiError::Internal(format!("{what}: {e}"));
-        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if process.tty {
+        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if detached {
+            let null = || {
+                nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| io_err("open /dev/null", e))
+            };
+            (ExecStdio::Detached, vec![null()?, null()?, null()?])
+        } else if process.tty {
             let (rows, cols) = size.unwrap_or((24, 80));
             let pty =
                 sandboxd_supervisor::sys::openpty(rows, cols).map_err(|e| io_err("openpty", e))?;
@@ -117,6 +130,7 @@ impl Manager {
                 vec![in_r, out_w, err_w],
             )
         };
+        let (argv, tty) = (process.argv.clone(), process.tty);
         let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         let (started_tx, started_rx) = oneshot::channel();
         let (exited_tx, exited_rx) = oneshot::channel();
@@ -155,6 +169,15 @@ impl Manager {
                 ));
             }
         };
+        lock(&sb.exec_records).insert(super::ExecRecord {
+            exec_id,
+            pid,
+            argv,
+            tty,
+            detached,
+            started_at_ms: now_ms(),
+            exit: None,
+        });
         self.events.emit(EventKind::ExecStarted, &sb.id, pid, None);
         Ok(ExecHandle {
             pid,
@@ -220,11 +243,12 @@ impl Manager {
         Ok(sandboxd_core::verify::evaluate(&record.report, &output))
     }
 
-    /// Emits the exec-exited event; returns the exit as recorded.
+    /// Records the exec's exit and emits the exec-exited event; returns the
+    /// exit as recorded.
     pub fn exec_finished(
         &self,
         sb: &Sandbox,
-        pid: i32,
+        (exec_id, pid): (u64, i32),
         (exit, oom_killed): ExecEnd,
         timed_out: bool,
     ) -> ExitRecord {
@@ -236,6 +260,7 @@ impl Manager {
             record.reason = ExitReason::Timeout;
             record.message = "killed by the ExecSync timeout".into();
         }
+        sb.record_exec_exit(exec_id, record.clone());
         self.events
             .emit(EventKind::ExecExited, &sb.id, pid, Some(record.clone()));
         record

@@ -4,6 +4,7 @@
 //! converts the result back; errors become statuses via `ApiError`.
 
 mod events;
+mod execs;
 mod host;
 mod logs;
 mod process;
@@ -22,6 +23,7 @@ use crate::error::ApiError;
 use crate::manager::Manager;
 
 pub use events::Events;
+pub use execs::Execs;
 pub use host::Host;
 pub use logs::Logs;
 pub use process::{ExecSlot, ExecSlots, Processes};
