@@ -325,7 +325,7 @@ async fn sandboxctl_exec_detach_and_exec_commands() {
 }
 
 #[tokio::test]
-#[ignore = "not done yet (issue 17): the pty comes from the host's devpts, so the sandbox's /dev/pts has no node for it and tty(1) fails; see docs/semantics.md#terminals"]
+#[ignore = "not done yet (issue 17): the pty comes from the host's devpts, so the sandbox's /dev/pts has no node for it and tty(1) fails; see docs/api.md#terminals"]
 async fn tty_names_the_sandboxes_own_pts_node() {
     let d = Daemon::start();
     let mut c = d.clients().await;
