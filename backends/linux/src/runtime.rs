@@ -443,6 +443,13 @@ impl Isolation for LinuxIsolation {
         self.launch.init.as_ref().and(self.reaper)
     }
 
+    fn pty_in_sandbox(&self) -> bool {
+        // Every Linux sandbox's /dev has a devpts instance of its own
+        // (newinstance, ptmxmode=0666; plan/mounts.rs), with /dev/ptmx a
+        // symlink to its ptmx.
+        true
+    }
+
     fn main_output(&mut self, output: &sandboxd_supervisor::MainOutput) {
         // Only pid 1 that becomes the init keeps them (pid1_main); in
         // PROCESS mode the supervisor installs them itself.

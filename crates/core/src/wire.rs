@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ProcessSpec;
 use crate::verify::{ProbeConfig, ProbeOutput, Verification};
 
-/// This build's protocol version. 2: `Attached` carries `protocol`.
-pub const PROTOCOL: u32 = 2;
+/// This build's protocol version. 2: `Attached` carries `protocol`. 3:
+/// `Exec` may ask the supervisor for the terminal (`pty`), and
+/// `ExecStarted` then carries its controlling side.
+pub const PROTOCOL: u32 = 3;
 
 /// The protocol of a supervisor that announces none: every one from before
 /// versioning (some of them know `Verify`, some do not).
@@ -90,12 +92,18 @@ pub enum SignalTarget {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Start a process in the sandbox. Carries 3 fds (stdin, stdout,
-    /// stderr); with a terminal all three are the pty's replica side.
+    /// stderr); with a terminal all three are the pty's replica side. With
+    /// `pty` it carries none: the supervisor allocates the terminal (inside
+    /// the sandbox's own devpts where the backend has one) and sends its
+    /// controlling side with `ExecStarted`.
     Exec {
         /// Daemon-chosen id for this exec.
         exec_id: u64,
         /// What to run (already validated).
         process: ProcessSpec,
+        /// Allocate the terminal here, of this size (protocol 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pty: Option<PtySize>,
     },
     /// Send a signal.
     Signal {
@@ -125,6 +133,15 @@ pub enum Request {
         /// Host fixtures and expectations.
         config: Box<ProbeConfig>,
     },
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// The second frame the daemon sends a new supervisor, right after the
@@ -169,12 +186,16 @@ pub enum Event {
         /// Why.
         message: String,
     },
-    /// An exec's process started.
+    /// An exec's process started. With `pty` it carries 1 fd: the
+    /// controlling side of the terminal the supervisor allocated.
     ExecStarted {
         /// The daemon's id for it.
         exec_id: u64,
         /// Host pid.
         pid: i32,
+        /// Carries the terminal's controlling side (an `Exec` with `pty`).
+        #[serde(default)]
+        pty: bool,
     },
     /// An exec could not start.
     ExecFailed {
@@ -387,7 +408,8 @@ impl Request {
     /// How many file descriptors travel with this request.
     pub fn fd_count(&self) -> usize {
         match self {
-            Self::Exec { .. } => 3,
+            Self::Exec { pty: None, .. } => 3,
+            Self::Exec { pty: Some(_), .. } => 0,
             Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown | Self::Verify { .. } => 0,
         }
     }
@@ -397,10 +419,12 @@ impl Request {
     /// [`UNVERSIONED`] supervisor may not know it.
     pub fn since(&self) -> u32 {
         match self {
-            Self::Exec { .. } | Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown => {
-                UNVERSIONED
-            }
+            Self::Exec { pty: None, .. }
+            | Self::Signal { .. }
+            | Self::Stop { .. }
+            | Self::Shutdown => UNVERSIONED,
             Self::Verify { .. } => 2,
+            Self::Exec { pty: Some(_), .. } => 3,
         }
     }
 }
@@ -419,6 +443,12 @@ mod tests {
                     argv: vec!["/bin/echo".into(), "hi".into()],
                     ..Default::default()
                 },
+                pty: None,
+            },
+            Request::Exec {
+                exec_id: 8,
+                process: ProcessSpec::default(),
+                pty: Some(PtySize { rows: 24, cols: 80 }),
             },
             Request::Shutdown,
         ];
@@ -437,6 +467,39 @@ mod tests {
             }
             assert_eq!(got, msgs);
         }
+    }
+
+    #[test]
+    fn an_exec_asking_for_the_terminal_needs_protocol_3_and_carries_no_fds() {
+        let exec = |pty| Request::Exec {
+            exec_id: 1,
+            process: ProcessSpec::default(),
+            pty,
+        };
+        let with = exec(Some(PtySize { rows: 1, cols: 1 }));
+        assert_eq!((with.since(), with.fd_count()), (3, 0));
+        assert_eq!(
+            (exec(None).since(), exec(None).fd_count()),
+            (UNVERSIONED, 3)
+        );
+        // Ours without a terminal is written as before (an older
+        // supervisor reads it).
+        assert!(
+            !String::from_utf8(encode(&exec(None)).expect("encode"))
+                .expect("utf-8")
+                .contains("pty")
+        );
+        // A supervisor's ExecStarted from before protocol 3.
+        let started: Event =
+            serde_json::from_str(r#"{"exec_started":{"exec_id":2,"pid":9}}"#).expect("decode");
+        assert_eq!(
+            started,
+            Event::ExecStarted {
+                exec_id: 2,
+                pid: 9,
+                pty: false
+            }
+        );
     }
 
     #[test]

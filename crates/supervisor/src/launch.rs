@@ -30,6 +30,11 @@ pub(crate) enum Stdio {
     /// The main process with its output captured: /dev/null on stdin, the
     /// log pipes on stdout and stderr.
     Main { null: OwnedFd, output: MainOutput },
+    /// A terminal the process allocates itself once inside the sandbox
+    /// (from the sandbox's own `/dev/ptmx`, so `tty` names a node of its
+    /// `/dev/pts`), as runc and crun do; it hands the controlling side back
+    /// over `sock`.
+    PtyInside { rows: u16, cols: u16, sock: OwnedFd },
     /// As `Main`, from a process that inherited the pipes' write ends as
     /// these descriptor numbers (Linux pid 1 becoming the init).
     MainInherited {
@@ -499,6 +504,7 @@ fn harden(
     keep: i32,
 ) -> Result<(), StepError> {
     let step = |step: &str, e: nix::Error| Err(StepError::new(step, e));
+    let (uid, gid) = (plan.uid, plan.gid);
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
     let supervisor = sys::parent_pid();
     // A new session: the process leads its own group, so a timeout or stop
@@ -537,6 +543,38 @@ fn harden(
                 if let Err(e) = sys::dup_to(fd, target as i32) {
                     return step("install stdio (log pipes)", e);
                 }
+            }
+        }
+        Stdio::PtyInside { rows, cols, sock } => {
+            let pty = match sys::openpty_here(*rows, *cols) {
+                Ok(pty) => pty,
+                Err(e) => return step("allocate a terminal from the sandbox's /dev/ptmx", e),
+            };
+            // The terminal is the process's, as runc makes it: it may reopen
+            // its /dev/pts node by name once it runs as the spec's user.
+            // EPERM where this process joined a user namespace but still has
+            // the host's root ids (its setuid comes later), which the
+            // namespace cannot map: the node then stays the host root's
+            // (nobody inside) and only reopening it by name is refused;
+            // tty(1) and ttyname() work (docs/api.md#terminals).
+            match sys::chown_fd(pty.replica.as_fd(), uid, gid) {
+                Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+                Err(e) => return step("give the terminal to the process's user", e),
+            }
+            for target in 0..=2 {
+                if let Err(e) = sys::dup_to(pty.replica.as_fd(), target) {
+                    return step("install stdio (terminal)", e);
+                }
+            }
+            // Hand the controlling side over before it becomes our
+            // controlling terminal: closing the last copy of it afterwards
+            // would hang the terminal up (SIGHUP).
+            if let Err(e) = sys::send_with_fds(sock.as_fd(), b"t", &[pty.master.as_fd()]) {
+                return Err(StepError::new("hand the terminal to the supervisor", e));
+            }
+            drop(pty.master);
+            if let Err(e) = sys::set_controlling_tty(pty.replica.as_fd()) {
+                return step("set controlling terminal", e);
             }
         }
         Stdio::Fds { fds, tty } => {

@@ -98,6 +98,14 @@ pub trait Isolation {
         None
     }
 
+    /// Whether a terminal allocated from `/dev/ptmx` inside the sandbox is
+    /// a node of the sandbox's own `/dev/pts` (its own devpts instance), so
+    /// a tty exec allocates it there; otherwise the supervisor allocates it
+    /// on the host, as before.
+    fn pty_in_sandbox(&self) -> bool {
+        false
+    }
+
     /// How many processes the kernel's OOM killer has killed in the
     /// sandbox (its memory cgroup's counter); 0 where unknown.
     fn oom_kills(&self) -> u64 {
@@ -603,13 +611,18 @@ impl<I: Isolation> Supervisor<I> {
 
     fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Option<i32> {
         match req {
-            Request::Exec { exec_id, process } => {
+            Request::Exec {
+                exec_id,
+                process,
+                pty,
+            } => {
                 let ended = self.main_exit.is_some() || self.stopping.is_some();
                 let result = if ended {
                     Err(StepError::new("exec", "the sandbox is stopping"))
                 } else {
-                    ExecPlan::new(&process).and_then(|plan| {
-                        launch::spawn(
+                    ExecPlan::new(&process).and_then(|plan| match pty {
+                        Some(size) => self.spawn_with_pty(&plan, size),
+                        None => launch::spawn(
                             &self.isolation,
                             &self.config,
                             &plan,
@@ -618,16 +631,22 @@ impl<I: Isolation> Supervisor<I> {
                                 tty: process.tty,
                             },
                         )
+                        .map(|pid| (pid, None)),
                     })
                 };
                 match result {
-                    Ok(pid) => {
+                    Ok((pid, master)) => {
                         self.execs.insert(pid, exec_id);
                         self.oom_at_exec.insert(pid, self.isolation.oom_kills());
-                        self.chan.send(&Event::ExecStarted {
+                        let started = Event::ExecStarted {
                             exec_id,
                             pid: pid.as_raw(),
-                        });
+                            pty: master.is_some(),
+                        };
+                        match &master {
+                            Some(m) => self.chan.send_with_fds(&started, &[m.as_fd()]),
+                            None => self.chan.send(&started),
+                        }
                     }
                     Err(e) => self.chan.send(&Event::ExecFailed {
                         exec_id,
@@ -701,6 +720,65 @@ impl<I: Isolation> Supervisor<I> {
             }
         }
         None
+    }
+
+    /// Starts a tty exec with a terminal the supervisor provides: allocated
+    /// by the process itself inside the sandbox where the backend gives it
+    /// its own devpts (the process sends the controlling side back before
+    /// it execs), else on the host. Returns the pid and the controlling
+    /// side, for the daemon.
+    fn spawn_with_pty(
+        &self,
+        plan: &ExecPlan,
+        size: sandboxd_core::wire::PtySize,
+    ) -> Result<(Pid, Option<OwnedFd>), StepError> {
+        if !self.isolation.pty_in_sandbox() {
+            let pty = sys::openpty(size.rows, size.cols)
+                .map_err(|e| StepError::new("allocate a terminal", e))?;
+            let fds = [pty.replica.try_clone(), pty.replica.try_clone()]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StepError::new("duplicate the terminal", e))?;
+            let mut fds = fds;
+            fds.insert(0, pty.replica);
+            let pid = launch::spawn(
+                &self.isolation,
+                &self.config,
+                plan,
+                Stdio::Fds { fds, tty: true },
+            )?;
+            return Ok((pid, Some(pty.master)));
+        }
+        let (ours, theirs) =
+            sys::socketpair().map_err(|e| StepError::new("create the terminal socket", e))?;
+        let pid = launch::spawn(
+            &self.isolation,
+            &self.config,
+            plan,
+            Stdio::PtyInside {
+                rows: size.rows,
+                cols: size.cols,
+                sock: theirs,
+            },
+        )?;
+        // Sent before the exec, which spawn has waited for; every copy of
+        // the other end is closed by now, so this cannot block.
+        let mut byte = [0u8; 1];
+        let mut fds = Vec::new();
+        let received = sys::recv_with_fds(ours.as_fd(), &mut byte, &mut fds);
+        match (received, fds.pop()) {
+            (Ok(_), Some(master)) => Ok((pid, Some(master))),
+            (received, _) => {
+                let _ = sys::send_signal(pid, Signal::SIGKILL);
+                Err(StepError::new(
+                    "receive the terminal",
+                    match received {
+                        Err(e) => e.to_string(),
+                        Ok(n) => format!("the process sent no terminal ({n} bytes)"),
+                    },
+                ))
+            }
+        }
     }
 
     /// Sends `sig` to every process of the sandbox: the main process's and

@@ -80,11 +80,18 @@ impl Manager {
                     let _ = tx.send(Err((step, message)));
                 }
             }
-            Event::ExecStarted { exec_id, pid } => {
+            Event::ExecStarted { exec_id, pid, pty } => {
+                // Taken whether or not anyone waits, so the queue stays in
+                // step with the events.
+                let master = if pty {
+                    sb.link().and_then(|l| l.take_fd())
+                } else {
+                    None
+                };
                 if let Some(slot) = lock(&sb.execs).get_mut(&exec_id) {
                     slot.pid = pid;
                     if let Some(tx) = slot.started.take() {
-                        let _ = tx.send(Ok(pid));
+                        let _ = tx.send(Ok((pid, master)));
                     }
                 }
             }

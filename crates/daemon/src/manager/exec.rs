@@ -10,7 +10,7 @@ use sandboxd_core::spec::ProcessSpec;
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::validate::{self, ValidatedProcess};
 use sandboxd_core::verify::{ProbeOutput, Verification};
-use sandboxd_core::wire::{ProcessExit, Request, SignalTarget};
+use sandboxd_core::wire::{ProcessExit, PtySize, Request, SignalTarget};
 use sandboxd_supervisor::now_ms;
 use tokio::sync::oneshot;
 
@@ -28,10 +28,14 @@ pub(super) type VerifyTx = oneshot::Sender<Result<ProbeOutput, String>>;
 /// probe 5 s past its budget).
 const VERIFY_TIMEOUT: Duration = Duration::from_millis(crate::verify::BUDGET_MS + 15_000);
 
+/// A started exec: its pid, and the terminal's controlling side when the
+/// supervisor allocated it.
+pub(super) type Started = (i32, Option<OwnedFd>);
+
 /// One Exec'd process the daemon is waiting on.
 #[derive(Debug)]
 pub(super) struct ExecSlot {
-    pub(super) started: Option<oneshot::Sender<Result<i32, StepFailure>>>,
+    pub(super) started: Option<oneshot::Sender<Result<Started, StepFailure>>>,
     pub(super) exited: Option<oneshot::Sender<ExecEnd>>,
     pub(super) pid: i32,
 }
@@ -93,7 +97,14 @@ impl Manager {
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
         let process: ProcessSpec = process.process().clone();
         let io_err = |what: &str, e: nix::Error| ApiError::Internal(format!("{what}: {e}"));
-        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if detached {
+        let (rows, cols) = size.unwrap_or((24, 80));
+        // A supervisor of protocol 3 allocates the terminal itself (inside
+        // the sandbox's own devpts where the backend has one, so tty(1)
+        // names a node of its /dev/pts); an older one gets a host pty.
+        let pty_here = process.tty && !detached && link.speaks(3).await;
+        let (ours, theirs): (Option<ExecStdio>, Vec<OwnedFd>) = if pty_here {
+            (None, Vec::new())
+        } else if detached {
             let null = || {
                 nix::fcntl::open(
                     "/dev/null",
@@ -102,9 +113,8 @@ impl Manager {
                 )
                 .map_err(|e| io_err("open /dev/null", e))
             };
-            (ExecStdio::Detached, vec![null()?, null()?, null()?])
+            (Some(ExecStdio::Detached), vec![null()?, null()?, null()?])
         } else if process.tty {
-            let (rows, cols) = size.unwrap_or((24, 80));
             let pty =
                 sandboxd_supervisor::sys::openpty(rows, cols).map_err(|e| io_err("openpty", e))?;
             let replica = pty.replica;
@@ -114,7 +124,7 @@ impl Manager {
                 .map_err(|e| ApiError::Internal(format!("dup pty: {e}")))?;
             let mut fds = vec![replica];
             fds.extend(copies);
-            (ExecStdio::Pty { master: pty.master }, fds)
+            (Some(ExecStdio::Pty { master: pty.master }), fds)
         } else {
             let pipe =
                 || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e));
@@ -122,11 +132,11 @@ impl Manager {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             (
-                ExecStdio::Pipes {
+                Some(ExecStdio::Pipes {
                     stdin: in_w,
                     stdout: out_r,
                     stderr: err_r,
-                },
+                }),
                 vec![in_r, out_w, err_w],
             )
         };
@@ -143,8 +153,16 @@ impl Manager {
             },
         );
         let borrowed: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
+        let pty = pty_here.then_some(PtySize { rows, cols });
         let sent = link
-            .send(&Request::Exec { exec_id, process }, &borrowed)
+            .send(
+                &Request::Exec {
+                    exec_id,
+                    process,
+                    pty,
+                },
+                &borrowed,
+            )
             .await;
         drop(borrowed);
         // The supervisor has its own copies now; ours must close so EOF
@@ -156,8 +174,8 @@ impl Manager {
                 "sending exec to the supervisor: {e}"
             )));
         }
-        let pid = match started_rx.await {
-            Ok(Ok(pid)) => pid,
+        let (pid, master) = match started_rx.await {
+            Ok(Ok(started)) => started,
             Ok(Err((step, message))) => {
                 return Err(ApiError::FailedPrecondition(format!(
                     "exec failed at step {step:?}: {message}"
@@ -167,6 +185,19 @@ impl Manager {
                 return Err(ApiError::Unavailable(
                     "the supervisor exited before starting the process".into(),
                 ));
+            }
+        };
+        let ours = match (ours, master) {
+            (Some(ours), _) => ours,
+            (None, Some(master)) => ExecStdio::Pty { master },
+            (None, None) => {
+                let _ = self
+                    .signal(sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+                    .await;
+                return Err(ApiError::Internal(format!(
+                    "the supervisor of sandbox {} started a tty exec without sending its terminal",
+                    sb.id
+                )));
             }
         };
         lock(&sb.exec_records).insert(super::ExecRecord {
