@@ -55,15 +55,12 @@ impl ExecTable {
         }
     }
 
-    /// Records how exec `exec_id` ended (the first report wins, except that
-    /// a more specific one replaces a LOST).
+    /// Records how exec `exec_id` ended. The first report wins: a LOST
+    /// (the supervisor went away) is not replaced by the SIGKILL a waiting
+    /// call assumes afterwards.
     pub(super) fn finish(&mut self, exec_id: u64, exit: ExitRecord) {
         if let Some(r) = self.records.get_mut(&exec_id) {
-            let replace = match &r.exit {
-                None => true,
-                Some(old) => old.reason == sandboxd_core::store::ExitReason::Lost,
-            };
-            if replace {
+            if r.exit.is_none() {
                 r.exit = Some(exit);
             }
         }
@@ -128,19 +125,16 @@ mod tests {
     }
 
     #[test]
-    fn a_later_report_replaces_only_lost() {
+    fn the_first_report_wins() {
+        let reason = |t: &ExecTable, id| t.get(id).and_then(|r| r.exit.as_ref()).map(|e| e.reason);
         let mut t = ExecTable::default();
         t.insert(rec(1, false));
+        t.insert(rec(2, false));
+        t.finish(2, exit(ExitReason::Timeout));
         t.lose_running(&exit(ExitReason::Lost));
-        t.finish(1, exit(ExitReason::Timeout));
-        assert_eq!(
-            t.get(1).and_then(|r| r.exit.as_ref()).map(|e| e.reason),
-            Some(ExitReason::Timeout)
-        );
-        t.finish(1, exit(ExitReason::Exited));
-        assert_eq!(
-            t.get(1).and_then(|r| r.exit.as_ref()).map(|e| e.reason),
-            Some(ExitReason::Timeout)
-        );
+        t.finish(1, exit(ExitReason::Signaled));
+        t.finish(2, exit(ExitReason::Exited));
+        assert_eq!(reason(&t, 1), Some(ExitReason::Lost));
+        assert_eq!(reason(&t, 2), Some(ExitReason::Timeout));
     }
 }
