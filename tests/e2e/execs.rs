@@ -414,3 +414,53 @@ async fn tty_names_the_sandboxes_own_pts_node() {
     }
     d.finish().await;
 }
+
+#[tokio::test]
+async fn exec_records_of_running_execs_survive_a_daemon_restart() {
+    let mut d = Daemon::start();
+    let mut c = d.clients().await;
+    let mut x = exec_client(&d).await;
+    let id = c.idle("host").await.id;
+    let sleeper = start(&mut x, &id, &["/bin/sleep", "60"]).await;
+    let done = start(&mut x, &id, &["/bin/true"]).await;
+    wait(&mut x, &id, done.exec_id).await;
+    drop((c, x));
+    d.kill_and_restart();
+    let mut x = exec_client(&d).await;
+    // The supervisor tells the new daemon what still runs.
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(r) = x.inspect_exec(at(&id, sleeper.exec_id)).await {
+                return r.into_inner();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the running exec is known again");
+    assert_eq!(
+        (seen.pid, seen.running, seen.detached, seen.argv.clone()),
+        (sleeper.pid, true, true, sleeper.argv.clone())
+    );
+    assert_eq!(seen.started_at_ms / 1000, sleeper.started_at_ms / 1000);
+    // What ended before the restart is not (docs/api.md).
+    let s = x
+        .inspect_exec(at(&id, done.exec_id))
+        .await
+        .expect_err("forgotten");
+    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+    // It can still be signalled and waited for by id, and by pid.
+    x.signal_exec(pb::SignalExecRequest {
+        sandbox_id: id.clone(),
+        exec_id: sleeper.exec_id,
+        signal: 15,
+        group: false,
+    })
+    .await
+    .expect("signal after the restart");
+    assert_eq!(
+        reason_code(&wait(&mut x, &id, sleeper.exec_id).await),
+        (pb::ExitReason::Signaled as i32, 143)
+    );
+    d.finish().await;
+}

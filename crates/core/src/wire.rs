@@ -104,6 +104,9 @@ pub enum Request {
         /// Allocate the terminal here, of this size (protocol 3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pty: Option<PtySize>,
+        /// Started detached (informational: kept for [`RunningExec`]).
+        #[serde(default)]
+        detached: bool,
     },
     /// Send a signal.
     Signal {
@@ -133,6 +136,24 @@ pub enum Request {
         /// Host fixtures and expectations.
         config: Box<ProbeConfig>,
     },
+}
+
+/// An exec still running, as a supervisor tells a restarted daemon (so
+/// the daemon's exec records survive its restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningExec {
+    /// The daemon's id for it.
+    pub exec_id: u64,
+    /// Host pid.
+    pub pid: i32,
+    /// What runs.
+    pub argv: Vec<String>,
+    /// It has a terminal.
+    pub tty: bool,
+    /// Started detached.
+    pub detached: bool,
+    /// When it started, ms since the epoch.
+    pub started_at_ms: i64,
 }
 
 /// A terminal's size in character cells.
@@ -240,6 +261,9 @@ pub enum Event {
         /// The supervisor's [`PROTOCOL`]; [`UNVERSIONED`] when absent.
         #[serde(default = "unversioned")]
         protocol: u32,
+        /// The execs still running (protocol 3; empty before).
+        #[serde(default)]
+        execs: Vec<RunningExec>,
     },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
@@ -444,11 +468,13 @@ mod tests {
                     ..Default::default()
                 },
                 pty: None,
+                detached: false,
             },
             Request::Exec {
                 exec_id: 8,
                 process: ProcessSpec::default(),
                 pty: Some(PtySize { rows: 24, cols: 80 }),
+                detached: false,
             },
             Request::Shutdown,
         ];
@@ -475,6 +501,7 @@ mod tests {
             exec_id: 1,
             process: ProcessSpec::default(),
             pty,
+            detached: false,
         };
         let with = exec(Some(PtySize { rows: 1, cols: 1 }));
         assert_eq!((with.since(), with.fd_count()), (3, 0));
@@ -485,8 +512,8 @@ mod tests {
         // Ours without a terminal is written as before (an older
         // supervisor reads it).
         assert!(
-            !String::from_utf8(encode(&exec(None)).expect("encode"))
-                .expect("utf-8")
+            !serde_json::to_string(&exec(None))
+                .expect("encode")
                 .contains("pty")
         );
         // A supervisor's ExecStarted from before protocol 3.
@@ -522,6 +549,7 @@ mod tests {
                 Event::Attached {
                     main_pid: Some(5),
                     protocol: UNVERSIONED,
+                    execs: Vec::new(),
                 },
             ),
             (
@@ -616,6 +644,7 @@ mod tests {
             Event::Attached {
                 main_pid: None,
                 protocol: PROTOCOL,
+                execs: Vec::new(),
             },
         ] {
             let json = serde_json::to_value(&ev).unwrap();

@@ -281,7 +281,8 @@ mod tests {
             vec![
                 Event::Attached {
                     main_pid: Some(5),
-                    protocol: wire::UNVERSIONED
+                    protocol: wire::UNVERSIONED,
+                    execs: Vec::new(),
                 },
                 Event::Ready {
                     main_pid: Some(7),

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use sandboxd_core::logs::LogConfig;
 use sandboxd_core::spec::{Mode, ProcessSpec};
 use sandboxd_core::verify::{ProbeConfig, ProbeOutput, Verification};
-use sandboxd_core::wire::{CreateOptions, CreateVerify, Event, ProcessExit, Request, SignalTarget};
+use sandboxd_core::wire::{
+    CreateOptions, CreateVerify, Event, ProcessExit, Request, RunningExec, SignalTarget,
+};
 
 use crate::channel::{Channel, RecvOutcome};
 use crate::launch::{self, ExecPlan, Stdio};
@@ -221,6 +223,8 @@ struct Supervisor<I: Isolation> {
     main_exit: Option<ProcessExit>,
     /// Exec processes by pid → exec id. Each is a process-group leader.
     execs: HashMap<Pid, u64>,
+    /// What each running exec is, by exec id, for a restarted daemon.
+    running_execs: HashMap<u64, RunningExec>,
     /// The OOM-kill counter when each exec started.
     oom_at_exec: HashMap<Pid, u64>,
     /// The OOM-kill counter once the sandbox was set up.
@@ -301,6 +305,7 @@ pub fn supervise<I: Isolation>(
         main: None,
         main_exit: None,
         execs: HashMap::new(),
+        running_execs: HashMap::new(),
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
@@ -567,6 +572,7 @@ impl<I: Isolation> Supervisor<I> {
                 self.chan.send(&Event::Attached {
                     main_pid,
                     protocol: sandboxd_core::wire::PROTOCOL,
+                    execs: self.running_execs.values().cloned().collect(),
                 });
             }
         }
@@ -593,6 +599,7 @@ impl<I: Isolation> Supervisor<I> {
                     if Some(pid) == self.main {
                         self.main_exit = Some(exit);
                     } else if let Some(exec_id) = self.execs.remove(&pid) {
+                        self.running_execs.remove(&exec_id);
                         let before = self.oom_at_exec.remove(&pid).unwrap_or(u64::MAX);
                         let oom_killed = matches!(exit, ProcessExit::Signaled(9))
                             && self.isolation.oom_kills() > before;
@@ -615,6 +622,7 @@ impl<I: Isolation> Supervisor<I> {
                 exec_id,
                 process,
                 pty,
+                detached,
             } => {
                 let ended = self.main_exit.is_some() || self.stopping.is_some();
                 let result = if ended {
@@ -637,6 +645,17 @@ impl<I: Isolation> Supervisor<I> {
                 match result {
                     Ok((pid, master)) => {
                         self.execs.insert(pid, exec_id);
+                        self.running_execs.insert(
+                            exec_id,
+                            RunningExec {
+                                exec_id,
+                                pid: pid.as_raw(),
+                                argv: process.argv.clone(),
+                                tty: process.tty,
+                                detached,
+                                started_at_ms: now_ms(),
+                            },
+                        );
                         self.oom_at_exec.insert(pid, self.isolation.oom_kills());
                         let started = Event::ExecStarted {
                             exec_id,

@@ -111,9 +111,19 @@ impl Manager {
                 exit,
                 oom_killed,
             } => {
-                if let Some(mut slot) = lock(&sb.execs).remove(&exec_id) {
-                    if let Some(tx) = slot.exited.take() {
-                        let _ = tx.send((exit, oom_killed));
+                let slot = lock(&sb.execs).remove(&exec_id);
+                match slot {
+                    Some(mut slot) => {
+                        if let Some(tx) = slot.exited.take() {
+                            let _ = tx.send((exit, oom_killed));
+                        }
+                    }
+                    // An exec of a previous daemon (its record came with
+                    // Attached): nobody waits on a slot, record it here.
+                    None => {
+                        if let Some(r) = sb.exec_record(exec_id).filter(|r| r.exit.is_none()) {
+                            self.exec_finished(sb, (exec_id, r.pid), (exit, oom_killed), false);
+                        }
                     }
                 }
             }
@@ -143,7 +153,25 @@ impl Manager {
                     let _ = tx.send(result);
                 }
             }
-            Event::ShutdownComplete | Event::Attached { .. } => {}
+            Event::Attached { execs, .. } => {
+                // A restarted daemon learns the execs still running, so their
+                // records (InspectExec, WaitExec, SignalExec) survive it.
+                let mut table = lock(&sb.exec_records);
+                for e in execs {
+                    if table.get(e.exec_id).is_none() {
+                        table.insert(super::ExecRecord {
+                            exec_id: e.exec_id,
+                            pid: e.pid,
+                            argv: e.argv,
+                            tty: e.tty,
+                            detached: e.detached,
+                            started_at_ms: e.started_at_ms,
+                            exit: None,
+                        });
+                    }
+                }
+            }
+            Event::ShutdownComplete => {}
         }
     }
 

@@ -160,6 +160,7 @@ impl Manager {
                     exec_id,
                     process,
                     pty,
+                    detached,
                 },
                 &borrowed,
             )
@@ -312,8 +313,14 @@ impl Manager {
         }
         if let SignalTarget::Pid(pid) = target {
             let record = sb.record();
+            // Execs of a previous daemon, known from the supervisor's
+            // Attached, have a running record but no slot.
             let known = (record.main_pid == pid && record.exit.is_none())
-                || lock(&sb.execs).values().any(|slot| slot.pid == pid);
+                || lock(&sb.execs).values().any(|slot| slot.pid == pid)
+                || lock(&sb.exec_records)
+                    .list()
+                    .iter()
+                    .any(|r| r.pid == pid && r.exit.is_none());
             if !known {
                 return Err(ApiError::NotFound(format!(
                     "pid {pid} is not a running process of sandbox {}",

@@ -3,7 +3,8 @@
 //! (Docker's exec inspect). Kept in the daemon's memory per sandbox, at
 //! most [`MAX_EXEC_RECORDS`] (the oldest finished ones go first; running
 //! execs are bounded by `max_execs_per_sandbox`), and dropped with the
-//! sandbox on destroy. A daemon restart forgets them.
+//! sandbox on destroy. After a daemon restart the supervisor's `Attached`
+//! brings back the records of the execs still running.
 
 use std::collections::BTreeMap;
 
