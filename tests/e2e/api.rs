@@ -44,6 +44,7 @@ async fn open_exec(
     let pid = match stream.next().await {
         Some(Ok(pb::ExecResponse {
             msg: Some(pb::exec_response::Msg::StartedPid(pid)),
+            ..
         })) => pid,
         other => panic!("expected started_pid first, got {other:?}"),
     };
@@ -631,9 +632,49 @@ async fn grpcurl_calls_every_rpc_without_authority() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    // ExecService: a detached exec, inspected, listed, signalled, waited.
+    let started = call(
+        "sandboxd.v1.ExecService.StartExec",
+        &format!(r#"{{"sandbox_id": "{id}", "process": {{"argv": ["/bin/sleep", "30"]}}}}"#),
+    );
+    let exec_id = started["execId"].as_str().expect("execId").to_owned();
+    let exec_ref = format!(r#"{{"sandbox_id": "{id}", "exec_id": "{exec_id}"}}"#);
+    let inspected = call("sandboxd.v1.ExecService.InspectExec", &exec_ref);
+    assert_eq!(inspected["running"], true, "{inspected}");
+    let listed = call(
+        "sandboxd.v1.ExecService.ListExecs",
+        &format!(r#"{{"sandbox_id": "{id}"}}"#),
+    );
+    assert!(
+        listed["execs"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["execId"] == exec_id.as_str())),
+        "{listed}"
+    );
+    call(
+        "sandboxd.v1.ExecService.SignalExec",
+        &format!(r#"{{"sandbox_id": "{id}", "exec_id": "{exec_id}", "signal": 9}}"#),
+    );
+    let waited = call("sandboxd.v1.ExecService.WaitExec", &exec_ref);
+    assert_eq!(waited["exit"]["signal"], 9, "{waited}");
     call("sandboxd.v1.SandboxService.StopSandbox", &by_id);
     call("sandboxd.v1.SandboxService.WaitSandbox", &by_id);
     call("sandboxd.v1.SandboxService.DestroySandbox", &by_id);
+    // LogService: a PROCESS sandbox's output, read back after it ended.
+    let logged = call(
+        "sandboxd.v1.SandboxService.CreateSandbox",
+        r#"{"spec": {"mode": "PROCESS", "process": {"argv": ["/bin/echo", "logged"]}}}"#,
+    );
+    let logged = logged["sandbox"]["id"].as_str().expect("id").to_owned();
+    let by_logged = format!(r#"{{"id": "{logged}"}}"#);
+    call("sandboxd.v1.SandboxService.WaitSandbox", &by_logged);
+    let entry = call(
+        "sandboxd.v1.LogService.Logs",
+        &format!(r#"{{"sandbox_id": "{logged}"}}"#),
+    );
+    // base64 of "logged\n"
+    assert_eq!(entry["data"], "bG9nZ2VkCg==", "{entry}");
+    call("sandboxd.v1.SandboxService.DestroySandbox", &by_logged);
     let h = call("grpc.health.v1.Health.Check", "{}");
     assert_eq!(h["status"], "SERVING");
     let called = called.into_inner();

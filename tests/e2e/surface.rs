@@ -230,6 +230,7 @@ async fn start_exec(
     match stream.next().await {
         Some(Ok(pb::ExecResponse {
             msg: Some(pb::exec_response::Msg::StartedPid(pid)),
+            ..
         })) => Ok((tx, stream, pid)),
         Some(Err(status)) => Err(status),
         other => panic!("unexpected first message {other:?}"),
@@ -377,9 +378,11 @@ async fn a_cancelled_exec_stream_kills_its_process() {
             match m {
                 Ok(pb::ExecResponse {
                     msg: Some(pb::exec_response::Msg::StartedPid(p)),
+                    ..
                 }) => pid = p,
                 Ok(pb::ExecResponse {
                     msg: Some(pb::exec_response::Msg::Stdout(b)),
+                    ..
                 }) => child.push_str(&String::from_utf8_lossy(&b)),
                 Ok(_) => {}
                 Err(status) => return status.code(),

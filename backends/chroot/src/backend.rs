@@ -109,6 +109,7 @@ impl Backend for ChrootBackend {
             capabilities: plan::ROOT_CAPABILITIES.to_vec(),
             seccomp: self.facts.linux_mounts,
             exit_file: sandbox.dir.join("exit.json"),
+            logs: CommonConfig::logs_for(spec.spec()),
             // chroot: root is root (not a boundary against it, docs/security.md).
             root_refused: None,
         };

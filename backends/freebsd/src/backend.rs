@@ -163,6 +163,7 @@ impl Backend for FreeBsdBackend {
             // seccomp is Linux's.
             seccomp: false,
             exit_file: sandbox.dir.join("exit.json"),
+            logs: CommonConfig::logs_for(spec.spec()),
             // A jail has no user namespace: its root owns what it writes.
             root_refused: spec.spec().root_refusal(true),
         };

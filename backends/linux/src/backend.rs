@@ -182,6 +182,7 @@ impl Backend for LinuxBackend {
             capabilities,
             seccomp: true,
             exit_file: sandbox.dir.join("exit.json"),
+            logs: CommonConfig::logs_for(spec.spec()),
             root_refused: plan::root_refusal(spec, &linux_plan.namespaces),
         };
         // The sandbox's cgroup v2 directory, if the plan uses one: processes

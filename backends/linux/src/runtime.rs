@@ -11,7 +11,7 @@
 //! parent (and reaps it, and reports its exit). Killing the reaper ends the
 //! whole pid namespace; nothing is mounted in the host's mount namespace.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -65,6 +65,9 @@ pub struct LinuxIsolation {
     /// Children are cloned straight into the v2 cgroup (the kernel took
     /// CLONE_INTO_CGROUP for pid 1).
     into_cgroup: bool,
+    /// INIT mode: the log capture's write ends (stdout, stderr), which pid 1
+    /// inherits and installs before it execs the init.
+    main_output: Option<(RawFd, RawFd)>,
 }
 
 impl LinuxIsolation {
@@ -77,6 +80,7 @@ impl LinuxIsolation {
             pid_ns: None,
             cgroup_fd: None,
             into_cgroup: false,
+            main_output: None,
         }
     }
 
@@ -198,7 +202,7 @@ impl LinuxIsolation {
         match cloned {
             Cloned::Child => {
                 drop(init);
-                pid1_main(&self.launch, to_supervisor)
+                pid1_main(&self.launch, to_supervisor, self.main_output)
             }
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
@@ -451,6 +455,21 @@ impl Isolation for LinuxIsolation {
         self.launch.init.as_ref().and(self.reaper)
     }
 
+    fn pty_in_sandbox(&self) -> bool {
+        // Every Linux sandbox's /dev has a devpts instance of its own
+        // (newinstance, ptmxmode=0666; plan/mounts.rs), with /dev/ptmx a
+        // symlink to its ptmx.
+        true
+    }
+
+    fn main_output(&mut self, output: &sandboxd_supervisor::MainOutput) {
+        // Only pid 1 that becomes the init keeps them (pid1_main); in
+        // PROCESS mode the supervisor installs them itself.
+        if self.launch.init.is_some() {
+            self.main_output = Some((output.stdout.as_raw_fd(), output.stderr.as_raw_fd()));
+        }
+    }
+
     fn has_processes(&self) -> Option<bool> {
         let (reaper, ns) = (self.reaper?, self.own_pid_ns()?);
         Some(sys::pids_in_ns(ns).into_iter().any(|p| p != reaper))
@@ -463,7 +482,11 @@ impl Isolation for LinuxIsolation {
 
 /// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
 /// root, reports, then reaps forever.
-fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
+fn pid1_main(
+    launch: &LinuxLaunch,
+    mut supervisor: SupervisorChannel,
+    main_output: Option<(RawFd, RawFd)>,
+) -> ! {
     // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
     // closed to the sandbox's processes.
     if sandboxd_supervisor::sys::set_non_dumpable().is_err() {
@@ -472,7 +495,13 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
     // pid 1 is a clone of the supervisor: drop every descriptor it held
     // (the daemon channel, the cgroup directory, the daemon's log on 1 and
     // 2) but the two sync pipes, before anything else happens in here.
-    sandboxd_supervisor::sys::close_fds_except(3, &supervisor.raw_fds());
+    // INIT mode also keeps the log pipes' write ends, the init's stdout and
+    // stderr.
+    let mut keep = supervisor.raw_fds().to_vec();
+    if launch.init.is_some() {
+        keep.extend(main_output.iter().flat_map(|(o, e)| [*o, *e]));
+    }
+    sandboxd_supervisor::sys::close_fds_except(3, &keep);
     if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
     }
@@ -493,7 +522,12 @@ fn pid1_main(launch: &LinuxLaunch, mut supervisor: SupervisorChannel) -> ! {
         // INIT mode: become the image's init. The pipe is close-on-exec, so
         // a successful exec reports itself by closing it.
         let process = init.main.clone().unwrap_or_default();
-        let e = sandboxd_supervisor::exec_main_in_place(init, &process, supervisor.ready_fd());
+        let e = sandboxd_supervisor::exec_main_in_place(
+            init,
+            &process,
+            supervisor.ready_fd(),
+            main_output,
+        );
         fail(&mut supervisor, e);
     }
     if let Err(e) = drop_privileges() {

@@ -94,6 +94,18 @@ pub(crate) enum Command {
     Wait(IdArg),
     /// Stream lifecycle events, one per line, until interrupted.
     Events(EventsArgs),
+    /// List a sandbox's execs (running and recently finished), with their ids.
+    Execs(IdArg),
+    /// Show one exec by id: pid, running, exit, times, argv.
+    ExecInspect(ExecRefArgs),
+    /// Wait for an exec to end, print its exit, and exit with its code.
+    ExecWait(ExecRefArgs),
+    /// Send a signal to an exec by id (default KILL).
+    ExecKill(ExecKillArgs),
+    /// Print what a sandbox's main process wrote to stdout and stderr (to
+    /// this command's stdout and stderr); with -f, keep following until
+    /// the sandbox ends.
+    Logs(LogsArgs),
     /// Check a running sandbox's isolation from inside: per property, the
     /// claimed level, what a probe observed (HOLDS, VIOLATED, NOT_TESTABLE,
     /// NOT_APPLICABLE) and the evidence. Exits 1 when an observation
@@ -109,6 +121,60 @@ pub(crate) enum Command {
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
     Compare(CompareArgs),
+}
+
+/// An exec by id.
+#[derive(Debug, Args)]
+pub(crate) struct ExecRefArgs {
+    /// Sandbox id or name.
+    pub(crate) id: String,
+    /// The exec's id (from `exec --detach`, `execs`).
+    pub(crate) exec_id: u64,
+}
+
+/// `exec-kill`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecKillArgs {
+    /// Signal, as a number or a portable name (TERM, INT, HUP, KILL, ...).
+    #[arg(short, long, default_value = "KILL", value_name = "SIGNAL")]
+    pub(crate) signal: String,
+    /// Signal the exec's whole process group, not only its process.
+    #[arg(long)]
+    pub(crate) group: bool,
+    #[command(flatten)]
+    pub(crate) exec: ExecRefArgs,
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Keep printing new output until the sandbox ends (or interrupted).
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+
+    /// Start with only the last N entries (lines) of what is there.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub(crate) tail: Option<u64>,
+
+    /// Only output written since T: a duration back from now (30s, 5m,
+    /// 1h30m, 2d), Unix seconds, or an RFC 3339 time.
+    #[arg(long, value_name = "T")]
+    pub(crate) since: Option<String>,
+
+    /// Only stdout.
+    #[arg(long, conflicts_with = "stderr")]
+    pub(crate) stdout: bool,
+
+    /// Only stderr.
+    #[arg(long)]
+    pub(crate) stderr: bool,
+
+    /// Prefix every entry with the time it was read (RFC 3339, ns).
+    #[arg(short, long)]
+    pub(crate) timestamps: bool,
+
+    /// Sandbox id or name.
+    pub(crate) id: String,
 }
 
 /// `verify`.
@@ -272,6 +338,15 @@ pub(crate) struct SpecFlags {
     /// HUP, QUIT, KILL, ...). Default TERM.
     #[arg(long, value_name = "SIGNAL")]
     pub(crate) stop_signal: Option<String>,
+
+    /// Size cap of one main-process log file (`logs`), e.g. 1M; rotated
+    /// past it. Default 8M, within the daemon's max_log_bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) log_max_size: Option<String>,
+
+    /// Main-process log files kept (1-16). Default 3.
+    #[arg(long, value_name = "N")]
+    pub(crate) log_max_files: Option<u32>,
 }
 
 /// The network policy as flags (part of the spec flags).
@@ -414,6 +489,11 @@ pub(crate) struct ExecArgs {
     /// its size follows the window.
     #[arg(short = 't', long)]
     pub(crate) tty: bool,
+
+    /// Start the process detached (stdio on /dev/null) and print its exec
+    /// id; follow it with `exec-inspect`, `exec-wait`, `exec-kill`.
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    pub(crate) detach: bool,
 
     #[command(flatten)]
     pub(crate) process: ProcessFlags,

@@ -133,6 +133,16 @@ pub(crate) fn verification(v: &Verification) -> Value {
     canonical(v, "sandboxd.v1.Verification")
 }
 
+/// An `ExecInfo` (`exec --detach`, `exec-inspect`).
+pub(crate) fn exec_info(e: &sandboxd_proto::v1::ExecInfo) -> Value {
+    canonical(e, "sandboxd.v1.ExecInfo")
+}
+
+/// `ListExecsResponse`.
+pub(crate) fn execs(r: &sandboxd_proto::v1::ListExecsResponse) -> Value {
+    canonical(r, "sandboxd.v1.ListExecsResponse")
+}
+
 /// `ResourceUsage` (`stats`).
 pub(crate) fn usage(u: &sandboxd_proto::v1::ResourceUsage) -> Value {
     canonical(u, "sandboxd.v1.ResourceUsage")
@@ -257,6 +267,15 @@ mod tests {
         assert!(none(&event(&Event::default())));
         assert!(none(&verification(&Verification::default())));
         assert!(none(&usage(&ResourceUsage::default())));
+        let info = sandboxd_proto::v1::ExecInfo {
+            exec_id: 7,
+            running: true,
+            ..Default::default()
+        };
+        assert_eq!(exec_info(&info)["execId"], json!("7"));
+        assert!(none(&execs(&sandboxd_proto::v1::ListExecsResponse {
+            execs: vec![info],
+        })));
         assert_eq!(destroyed("x", false), json!({"id": "x", "existed": false}));
     }
 }

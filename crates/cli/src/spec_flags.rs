@@ -685,6 +685,19 @@ impl SpecFlags {
             labels: parse_labels(&self.labels)?,
             readonly_rootfs: self.readonly,
             stop_signal,
+            logs: (self.log_max_size.is_some() || self.log_max_files.is_some())
+                .then(|| {
+                    Ok::<_, CliError>(sandboxd_proto::v1::LogLimits {
+                        max_file_bytes: self
+                            .log_max_size
+                            .as_deref()
+                            .map(|v| with_flag("--log-max-size", v, parse_size))
+                            .transpose()?
+                            .unwrap_or(0),
+                        max_files: self.log_max_files.unwrap_or(0),
+                    })
+                })
+                .transpose()?,
             ..Default::default()
         })
     }

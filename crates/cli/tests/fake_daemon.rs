@@ -302,7 +302,10 @@ impl SandboxService for Fake {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn out(msg: pb::exec_response::Msg) -> Result<pb::ExecResponse, Status> {
-    Ok(pb::ExecResponse { msg: Some(msg) })
+    Ok(pb::ExecResponse {
+        msg: Some(msg),
+        exec_id: 0,
+    })
 }
 
 #[tonic::async_trait]

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod capability;
 pub mod fault;
+pub mod logs;
 pub mod net;
 pub mod plan;
 pub mod planner;

@@ -269,6 +269,24 @@ pub struct SandboxSpec {
     /// takes the images dir's place (see [`SandboxSpec::image_dir`]).
     #[serde(default)]
     pub rootfs: String,
+    /// Size cap and rotation of the main process's log (0s: the defaults).
+    #[serde(default)]
+    pub logs: LogLimits,
+}
+
+/// The main process's log files: each rotated before it would pass
+/// `max_file_bytes`, the newest `max_files` kept. 0 means the default
+/// ([`crate::logs::DEFAULT_FILE_BYTES`], [`crate::logs::DEFAULT_FILES`]);
+/// validation fills the defaults in and caps the total at the daemon's
+/// `max_log_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogLimits {
+    /// Size cap of one file, in bytes.
+    #[serde(default)]
+    pub max_file_bytes: u64,
+    /// Files kept.
+    #[serde(default)]
+    pub max_files: u32,
 }
 
 impl SandboxSpec {

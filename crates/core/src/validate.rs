@@ -53,6 +53,8 @@ pub struct Policy {
     pub allowed_rootfs_sources: Vec<PathBuf>,
     /// Whether clients may ask for the host's network (mode HOST).
     pub allow_host_network: bool,
+    /// Largest main-process log a sandbox may keep (file size × files).
+    pub max_log_bytes: u64,
 }
 
 impl Default for Policy {
@@ -74,6 +76,7 @@ impl Default for Policy {
             allowed_mount_sources: Vec::new(),
             allowed_rootfs_sources: Vec::new(),
             allow_host_network: false,
+            max_log_bytes: crate::logs::DEFAULT_MAX_TOTAL_BYTES,
         }
     }
 }
@@ -259,6 +262,7 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
 
     check_network(&mut p, &spec);
     check_limits(&mut p, &mut spec, policy);
+    check_logs(&mut p, &mut spec.logs, policy);
     check_mounts(&mut p, &spec, policy);
     check_labels(&mut p, &spec, policy);
 
@@ -755,6 +759,46 @@ pub fn check_domain_name(domain: &str) -> Result<(), String> {
     }
 }
 
+/// The log's size: defaults filled in (shrunk to fit the daemon's cap, as
+/// the disk defaults are), a client's values checked against the bounds.
+fn check_logs(p: &mut Problems, logs: &mut crate::spec::LogLimits, policy: &Policy) {
+    use crate::logs::{DEFAULT_FILE_BYTES, DEFAULT_FILES, MAX_FILES, MIN_FILE_BYTES};
+    if logs.max_files == 0 {
+        logs.max_files = DEFAULT_FILES;
+    } else if logs.max_files > MAX_FILES {
+        p.add(
+            "spec.logs.max_files",
+            format!("{} is above the maximum of {MAX_FILES}", logs.max_files),
+        );
+        return;
+    }
+    let files = u64::from(logs.max_files);
+    if logs.max_file_bytes == 0 {
+        logs.max_file_bytes = DEFAULT_FILE_BYTES
+            .min(policy.max_log_bytes / files)
+            .max(MIN_FILE_BYTES);
+    } else if logs.max_file_bytes < MIN_FILE_BYTES {
+        p.add(
+            "spec.logs.max_file_bytes",
+            format!(
+                "{} is below the minimum of {MIN_FILE_BYTES}",
+                logs.max_file_bytes
+            ),
+        );
+        return;
+    }
+    let total = logs.max_file_bytes.saturating_mul(files);
+    if total > policy.max_log_bytes {
+        p.add(
+            "spec.logs",
+            format!(
+                "max_file_bytes {} × max_files {} = {total} is above the daemon's max_log_bytes of {} (clients may only lower it)",
+                logs.max_file_bytes, logs.max_files, policy.max_log_bytes
+            ),
+        );
+    }
+}
+
 fn check_limits(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
     let l = &mut spec.limits;
     // Defaults, at most the cap: a daemon configured with a small cap
@@ -979,6 +1023,51 @@ mod tests {
         assert_eq!(v.spec().image, "host");
         assert_eq!(v.spec().stop_signal, DEFAULT_STOP_SIGNAL);
         assert_eq!(v.spec().process.cwd(), "/");
+    }
+
+    #[test]
+    fn log_sizes_default_within_the_cap_and_a_client_may_only_lower_them() {
+        use crate::logs::{DEFAULT_FILE_BYTES, DEFAULT_FILES, MIN_FILE_BYTES};
+        use crate::spec::LogLimits;
+        let cap = |max_log_bytes| Policy {
+            max_log_bytes,
+            ..Policy::default()
+        };
+        let logs = |max_file_bytes, max_files| LogLimits {
+            max_file_bytes,
+            max_files,
+        };
+        // (asked, daemon cap) -> filled in, or the field refused
+        let rows: [(LogLimits, u64, Result<LogLimits, &str>); 8] = [
+            (
+                logs(0, 0),
+                64 << 20,
+                Ok(logs(DEFAULT_FILE_BYTES, DEFAULT_FILES)),
+            ),
+            (logs(0, 0), 3 << 20, Ok(logs(1 << 20, DEFAULT_FILES))),
+            (logs(0, 0), MIN_FILE_BYTES, Err("spec.logs")),
+            (logs(1 << 20, 2), 64 << 20, Ok(logs(1 << 20, 2))),
+            (logs(0, 1), 64 << 20, Ok(logs(DEFAULT_FILE_BYTES, 1))),
+            (logs(1024, 2), 64 << 20, Err("spec.logs.max_file_bytes")),
+            (logs(1 << 20, 17), 64 << 20, Err("spec.logs.max_files")),
+            (logs(40 << 20, 2), 64 << 20, Err("spec.logs")),
+        ];
+        for (asked, max, want) in rows {
+            let mut s = base();
+            s.logs = asked;
+            match (validate(s.clone(), &cap(max)), want) {
+                (Ok(v), Ok(want)) => assert_eq!(v.spec().logs, want, "{asked:?} under {max}"),
+                (Err(e), Err(field)) => assert_eq!(
+                    e.problems
+                        .iter()
+                        .map(|p| p.field.as_str())
+                        .collect::<Vec<_>>(),
+                    vec![field],
+                    "{asked:?} under {max}"
+                ),
+                (got, want) => panic!("{asked:?} under {max}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

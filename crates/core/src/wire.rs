@@ -46,8 +46,10 @@ use crate::verify::{ProbeConfig, ProbeOutput, Verification};
 /// one, 126 for the others (as `docker exec` does).
 pub const PROGRAM_NOT_FOUND: &str = "find program";
 
-/// This build's protocol version. 2: `Attached` carries `protocol`.
-pub const PROTOCOL: u32 = 2;
+/// This build's protocol version. 2: `Attached` carries `protocol`. 3:
+/// `Exec` may ask the supervisor for the terminal (`pty`), and
+/// `ExecStarted` then carries its controlling side.
+pub const PROTOCOL: u32 = 3;
 
 /// The protocol of a supervisor that announces none: every one from before
 /// versioning (some of them know `Verify`, some do not).
@@ -97,12 +99,21 @@ pub enum SignalTarget {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Start a process in the sandbox. Carries 3 fds (stdin, stdout,
-    /// stderr); with a terminal all three are the pty's replica side.
+    /// stderr); with a terminal all three are the pty's replica side. With
+    /// `pty` it carries none: the supervisor allocates the terminal (inside
+    /// the sandbox's own devpts where the backend has one) and sends its
+    /// controlling side with `ExecStarted`.
     Exec {
         /// Daemon-chosen id for this exec.
         exec_id: u64,
         /// What to run (already validated).
         process: ProcessSpec,
+        /// Allocate the terminal here, of this size (protocol 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pty: Option<PtySize>,
+        /// Started detached (informational: kept for [`RunningExec`]).
+        #[serde(default)]
+        detached: bool,
     },
     /// Send a signal.
     Signal {
@@ -132,6 +143,33 @@ pub enum Request {
         /// Host fixtures and expectations.
         config: Box<ProbeConfig>,
     },
+}
+
+/// An exec still running, as a supervisor tells a restarted daemon (so
+/// the daemon's exec records survive its restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningExec {
+    /// The daemon's id for it.
+    pub exec_id: u64,
+    /// Host pid.
+    pub pid: i32,
+    /// What runs.
+    pub argv: Vec<String>,
+    /// It has a terminal.
+    pub tty: bool,
+    /// Started detached.
+    pub detached: bool,
+    /// When it started, ms since the epoch.
+    pub started_at_ms: i64,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// The second frame the daemon sends a new supervisor, right after the
@@ -176,12 +214,16 @@ pub enum Event {
         /// Why.
         message: String,
     },
-    /// An exec's process started.
+    /// An exec's process started. With `pty` it carries 1 fd: the
+    /// controlling side of the terminal the supervisor allocated.
     ExecStarted {
         /// The daemon's id for it.
         exec_id: u64,
         /// Host pid.
         pid: i32,
+        /// Carries the terminal's controlling side (an `Exec` with `pty`).
+        #[serde(default)]
+        pty: bool,
     },
     /// An exec could not start.
     ExecFailed {
@@ -226,6 +268,9 @@ pub enum Event {
         /// The supervisor's [`PROTOCOL`]; [`UNVERSIONED`] when absent.
         #[serde(default = "unversioned")]
         protocol: u32,
+        /// The execs still running (protocol 3; empty before).
+        #[serde(default)]
+        execs: Vec<RunningExec>,
     },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
@@ -394,7 +439,8 @@ impl Request {
     /// How many file descriptors travel with this request.
     pub fn fd_count(&self) -> usize {
         match self {
-            Self::Exec { .. } => 3,
+            Self::Exec { pty: None, .. } => 3,
+            Self::Exec { pty: Some(_), .. } => 0,
             Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown | Self::Verify { .. } => 0,
         }
     }
@@ -404,10 +450,12 @@ impl Request {
     /// [`UNVERSIONED`] supervisor may not know it.
     pub fn since(&self) -> u32 {
         match self {
-            Self::Exec { .. } | Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown => {
-                UNVERSIONED
-            }
+            Self::Exec { pty: None, .. }
+            | Self::Signal { .. }
+            | Self::Stop { .. }
+            | Self::Shutdown => UNVERSIONED,
             Self::Verify { .. } => 2,
+            Self::Exec { pty: Some(_), .. } => 3,
         }
     }
 }
@@ -426,6 +474,14 @@ mod tests {
                     argv: vec!["/bin/echo".into(), "hi".into()],
                     ..Default::default()
                 },
+                pty: None,
+                detached: false,
+            },
+            Request::Exec {
+                exec_id: 8,
+                process: ProcessSpec::default(),
+                pty: Some(PtySize { rows: 24, cols: 80 }),
+                detached: false,
             },
             Request::Shutdown,
         ];
@@ -444,6 +500,40 @@ mod tests {
             }
             assert_eq!(got, msgs);
         }
+    }
+
+    #[test]
+    fn an_exec_asking_for_the_terminal_needs_protocol_3_and_carries_no_fds() {
+        let exec = |pty| Request::Exec {
+            exec_id: 1,
+            process: ProcessSpec::default(),
+            pty,
+            detached: false,
+        };
+        let with = exec(Some(PtySize { rows: 1, cols: 1 }));
+        assert_eq!((with.since(), with.fd_count()), (3, 0));
+        assert_eq!(
+            (exec(None).since(), exec(None).fd_count()),
+            (UNVERSIONED, 3)
+        );
+        // Ours without a terminal is written as before (an older
+        // supervisor reads it).
+        assert!(
+            !serde_json::to_string(&exec(None))
+                .expect("encode")
+                .contains("pty")
+        );
+        // A supervisor's ExecStarted from before protocol 3.
+        let started: Event =
+            serde_json::from_str(r#"{"exec_started":{"exec_id":2,"pid":9}}"#).expect("decode");
+        assert_eq!(
+            started,
+            Event::ExecStarted {
+                exec_id: 2,
+                pid: 9,
+                pty: false
+            }
+        );
     }
 
     #[test]
@@ -466,6 +556,7 @@ mod tests {
                 Event::Attached {
                     main_pid: Some(5),
                     protocol: UNVERSIONED,
+                    execs: Vec::new(),
                 },
             ),
             (
@@ -560,6 +651,7 @@ mod tests {
             Event::Attached {
                 main_pid: None,
                 protocol: PROTOCOL,
+                execs: Vec::new(),
             },
         ] {
             let json = serde_json::to_value(&ev).unwrap();

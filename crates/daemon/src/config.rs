@@ -96,6 +96,10 @@ pub struct Args {
     /// (K/M/G/T, 1024-based). 0 turns the default off. Default 1G.
     #[arg(long, env = "SANDBOXD_DISK_LIMIT", value_name = "SIZE", value_parser = parse_size)]
     pub disk_limit: Option<u64>,
+    /// Largest main-process log a sandbox may keep (file size × files, see
+    /// spec.logs), e.g. 64M (K/M/G/T, 1024-based). Default 64M; at least 64K.
+    #[arg(long, env = "SANDBOXD_MAX_LOG_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub max_log_bytes: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, env = "SANDBOXD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -189,6 +193,9 @@ pub struct LimitsFile {
     /// disk limit, /tmp and /dev/shm size a spec may set, in bytes (default
     /// 1 GiB; 0: no default, and no cap beyond 64 TiB).
     pub disk_limit_bytes: Option<u64>,
+    /// The largest main-process log a sandbox may keep, file size × files
+    /// (default 64 MiB, at least 64 KiB).
+    pub max_log_bytes: Option<u64>,
     /// Unix-socket connections at once (default 256).
     pub max_local_connections: Option<usize>,
     /// TCP connections at once, handshakes included (default 1024).
@@ -633,6 +640,16 @@ impl Config {
                 sandboxd_core::validate::MIN_DISK_BYTES
             );
         }
+        let max_log_bytes = args
+            .max_log_bytes
+            .or(file.limits.max_log_bytes)
+            .unwrap_or(sandboxd_core::logs::DEFAULT_MAX_TOTAL_BYTES);
+        if max_log_bytes < sandboxd_core::logs::MIN_FILE_BYTES {
+            bail!(
+                "max_log_bytes {max_log_bytes}: must be at least {} bytes",
+                sandboxd_core::logs::MIN_FILE_BYTES
+            );
+        }
         for (key, value) in [
             ("max_local_connections", limits.max_local_connections),
             ("max_connections", limits.max_connections),
@@ -652,6 +669,7 @@ impl Config {
             // 0: no default; a client may still set a limit, up to 64 TiB.
             default_disk_bytes: (disk != 0).then_some(disk),
             max_disk_bytes: if disk == 0 { 1 << 46 } else { disk },
+            max_log_bytes,
             ..Policy::default()
         };
         Ok(Self {

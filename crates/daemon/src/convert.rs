@@ -185,6 +185,13 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         readonly_rootfs: s.readonly_rootfs,
         stop_signal: s.stop_signal,
         rootfs: s.rootfs,
+        logs: s
+            .logs
+            .map(|l| spec::LogLimits {
+                max_file_bytes: l.max_file_bytes,
+                max_files: l.max_files,
+            })
+            .unwrap_or_default(),
     };
     if p.0.is_empty() {
         Ok(spec)
@@ -269,6 +276,10 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
         readonly_rootfs: s.readonly_rootfs,
         stop_signal: s.stop_signal,
         rootfs: s.rootfs.clone(),
+        logs: Some(pb::LogLimits {
+            max_file_bytes: s.logs.max_file_bytes,
+            max_files: s.logs.max_files,
+        }),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod events;
 pub mod health;
 pub mod hostdirs;
 pub mod link;
+pub mod logs;
 pub mod manager;
 pub mod metrics;
 pub mod notify;

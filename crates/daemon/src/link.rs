@@ -25,7 +25,14 @@ pub struct Link {
     /// started; after a reattach, what its `Attached` announces; 0 until
     /// then).
     peer: watch::Sender<u32>,
+    /// Descriptors received with events, in order (an `ExecStarted` with
+    /// `pty` carries one), until the event's handler takes them.
+    received: std::sync::Mutex<std::collections::VecDeque<std::os::fd::OwnedFd>>,
 }
+
+/// Descriptors held for events not yet handled: more than a few means the
+/// supervisor sends what nobody asked for.
+const MAX_QUEUED_FDS: usize = 64;
 
 /// How long a request that needs a newer protocol waits for a reattached
 /// supervisor's announcement (its first frame) before assuming the oldest.
@@ -76,6 +83,7 @@ pub async fn spawn(
         write: Mutex::new(()),
         // Started from this binary: it speaks this daemon's protocol.
         peer: watch::Sender::new(wire::PROTOCOL),
+        received: std::sync::Mutex::default(),
     };
     let mut frame = wire::frame(config).map_err(io::Error::other)?;
     frame.extend(wire::encode(options).map_err(io::Error::other)?);
@@ -92,6 +100,7 @@ pub async fn connect(path: &Path) -> io::Result<Link> {
         sock,
         write: Mutex::new(()),
         peer: watch::Sender::new(0),
+        received: std::sync::Mutex::default(),
     })
 }
 
@@ -115,6 +124,20 @@ impl Link {
         }
         let frame = wire::encode(req).map_err(io::Error::other)?;
         self.write_all(&frame, fds).await
+    }
+
+    /// The next descriptor received with an event (in order).
+    pub fn take_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// Whether the supervisor speaks `protocol` or later (a reattached one
+    /// is waited for briefly).
+    pub async fn speaks(&self, protocol: u32) -> bool {
+        self.peer_protocol().await >= protocol
     }
 
     /// The supervisor's protocol, waiting briefly for a reattached one's
@@ -189,8 +212,17 @@ impl Link {
                     ) => {}
                 Err(e) => return Err(e),
             }
-            // Supervisors never send descriptors; drop any that arrived.
-            drop(stray);
+            // Kept for the event that carries them (ExecStarted with a
+            // terminal), in order; bounded, so a confused supervisor cannot
+            // make the daemon hold descriptors without end.
+            let mut queue = self
+                .received
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.extend(stray);
+            while queue.len() > MAX_QUEUED_FDS {
+                queue.pop_front();
+            }
         }
     }
 }
@@ -217,6 +249,7 @@ mod tests {
             sock: UnixStream::from_std(ours).unwrap(),
             write: Mutex::new(()),
             peer: watch::Sender::new(0),
+            received: std::sync::Mutex::default(),
         };
         let mut bytes = Vec::new();
         // Protocol 1: Attached without `protocol`, Ready without
@@ -248,7 +281,8 @@ mod tests {
             vec![
                 Event::Attached {
                     main_pid: Some(5),
-                    protocol: wire::UNVERSIONED
+                    protocol: wire::UNVERSIONED,
+                    execs: Vec::new(),
                 },
                 Event::Ready {
                     main_pid: Some(7),
@@ -308,6 +342,7 @@ mod tests {
                 sock: UnixStream::from_std(ours).unwrap(),
                 write: Mutex::new(()),
                 peer: watch::Sender::new(0),
+                received: std::sync::Mutex::default(),
             };
             theirs.write_all(&raw_frame(attached)).unwrap();
             let mut decoder = Decoder::default();

@@ -22,7 +22,7 @@ use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
 use crate::hostdirs;
 use crate::manager::Manager;
-use crate::service::{Events, Host, Processes, Sandboxes, Shared};
+use crate::service::{Events, Execs, Host, Logs, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
 
 /// How long in-flight calls get to finish after SIGTERM.
@@ -157,6 +157,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<pb::event_service_server::EventServiceServer<Events>>()
         .await;
+    health_reporter
+        .set_serving::<pb::log_service_server::LogServiceServer<Logs>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::exec_service_server::ExecServiceServer<Execs>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -194,6 +200,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ))
         .add_service(limited!(pb::event_service_server::EventServiceServer::new(
             Events(shared.clone())
+        )))
+        .add_service(limited!(pb::log_service_server::LogServiceServer::new(
+            Logs(shared.clone())
+        )))
+        .add_service(limited!(pb::exec_service_server::ExecServiceServer::new(
+            Execs(shared.clone())
         )))
         .add_service(known_callers_only(health, &shared))
         .add_service(known_callers_only(reflection_v1, &shared))

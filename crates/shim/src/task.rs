@@ -429,9 +429,11 @@ impl Inner {
         let pid = match stream.message().await {
             Ok(Some(pb::ExecResponse {
                 msg: Some(pb::exec_response::Msg::StartedPid(pid)),
+                ..
             })) => u32::try_from(pid).unwrap_or(0),
             Ok(Some(pb::ExecResponse {
                 msg: Some(pb::exec_response::Msg::Exited(e)),
+                ..
             })) => {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
@@ -694,7 +696,7 @@ async fn copy_output(
     };
     let exit = loop {
         match stream.message().await {
-            Ok(Some(pb::ExecResponse { msg: Some(m) })) => match m {
+            Ok(Some(pb::ExecResponse { msg: Some(m), .. })) => match m {
                 pb::exec_response::Msg::Stdout(b) => send(&out, b),
                 pb::exec_response::Msg::Stderr(b) => send(&err, b),
                 pb::exec_response::Msg::Exited(e) => {

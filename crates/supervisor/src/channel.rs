@@ -129,6 +129,11 @@ impl Channel {
     /// Sends one event. A vanished daemon is not an error: the sandbox keeps
     /// running and its exit is persisted to the exit file instead.
     pub fn send(&mut self, event: &Event) {
+        self.send_with_fds(event, &[]);
+    }
+
+    /// Sends one event with descriptors attached (to its first bytes).
+    pub fn send_with_fds(&mut self, event: &Event, fds: &[BorrowedFd<'_>]) {
         if self.closed {
             return;
         }
@@ -137,7 +142,8 @@ impl Channel {
         };
         let mut sent = 0;
         while sent < bytes.len() {
-            match sys::send_with_fds(self.sock.as_fd(), &bytes[sent..], &[]) {
+            let attach = if sent == 0 { fds } else { &[] };
+            match sys::send_with_fds(self.sock.as_fd(), &bytes[sent..], attach) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 #[cfg(target_os = "linux")]
 use nix::fcntl::OFlag;
@@ -12,6 +12,7 @@ use nix::sys::resource::Resource;
 use nix::unistd::{Gid, Pid, Uid};
 use sandboxd_core::spec::ProcessSpec;
 
+use crate::logs::MainOutput;
 use crate::report::{self, End, Report};
 use crate::step::Step;
 use crate::supervisor::{CommonConfig, Isolation, RlimitKind, StepError};
@@ -27,6 +28,21 @@ pub(crate) enum Stdio {
     Null(OwnedFd),
     /// stdin, stdout, stderr from the daemon; `tty` if they are a terminal.
     Fds { fds: Vec<OwnedFd>, tty: bool },
+    /// The main process with its output captured: /dev/null on stdin, the
+    /// log pipes on stdout and stderr.
+    Main { null: OwnedFd, output: MainOutput },
+    /// A terminal the process allocates itself once inside the sandbox
+    /// (from the sandbox's own `/dev/ptmx`, so `tty` names a node of its
+    /// `/dev/pts`), as runc and crun do; it hands the controlling side back
+    /// over `sock`.
+    PtyInside { rows: u16, cols: u16, sock: OwnedFd },
+    /// As `Main`, from a process that inherited the pipes' write ends as
+    /// these descriptor numbers (Linux pid 1 becoming the init).
+    MainInherited {
+        null: OwnedFd,
+        stdout: RawFd,
+        stderr: RawFd,
+    },
 }
 
 /// The argv/env/identity to exec, prepared before fork so the child only
@@ -445,10 +461,17 @@ pub fn die_with(supervisor: Pid) -> Result<(), nix::Error> {
 
 /// Runs `process` in place as a sandbox's main process from a process that
 /// is already inside the sandbox (a backend's pid 1 in INIT mode): the same
-/// hardening as every payload, stdio on /dev/null, then exec. `keep` is a
+/// hardening as every payload, stdin on /dev/null, stdout and stderr on the
+/// log capture's pipes (`output`: the inherited descriptor numbers of
+/// [`crate::MainOutput`]'s write ends) or /dev/null, then exec. `keep` is a
 /// close-on-exec descriptor that must survive until exec (its error pipe).
 /// Returns only on failure.
-pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i32) -> StepError {
+pub fn exec_main_in_place(
+    config: &CommonConfig,
+    process: &ProcessSpec,
+    keep: i32,
+    output: Option<(RawFd, RawFd)>,
+) -> StepError {
     let plan = match ExecPlan::new(process) {
         Ok(p) => p,
         Err(e) => return e,
@@ -460,7 +483,15 @@ pub fn exec_main_in_place(config: &CommonConfig, process: &ProcessSpec, keep: i3
     if let Err(e) = sys::reset_signals() {
         return StepError::new(Step::ResetSignalDispositions, e);
     }
-    payload(config, &plan, Stdio::Null(null), keep)
+    let stdio = match output {
+        Some((stdout, stderr)) => Stdio::MainInherited {
+            null,
+            stdout,
+            stderr,
+        },
+        None => Stdio::Null(null),
+    };
+    payload(config, &plan, stdio, keep)
 }
 
 /// The payload side once inside the sandbox: session, stdio, working
@@ -482,6 +513,7 @@ fn harden(
     keep: i32,
 ) -> Result<(), StepError> {
     let step = |step: Step, e: nix::Error| Err(StepError::new(step, e));
+    let (uid, gid) = (plan.uid, plan.gid);
     // Our parent is the supervisor (fork, or clone with CLONE_PARENT).
     let supervisor = sys::parent_pid();
     // A new session: the process leads its own group, so a timeout or stop
@@ -496,6 +528,62 @@ fn harden(
                 if let Err(e) = sys::dup_to(null.as_fd(), target) {
                     return step(Step::RedirectStdioToDevNull, e);
                 }
+            }
+        }
+        Stdio::Main { null, output } => {
+            let fds = [null.as_fd(), output.stdout.as_fd(), output.stderr.as_fd()];
+            for (target, fd) in fds.into_iter().enumerate() {
+                if let Err(e) = sys::dup_to(fd, target as i32) {
+                    return step(Step::InstallStdioLogPipes, e);
+                }
+            }
+        }
+        Stdio::MainInherited {
+            null,
+            stdout,
+            stderr,
+        } => {
+            let fds = [
+                null.as_fd(),
+                sys::borrow_fd(*stdout),
+                sys::borrow_fd(*stderr),
+            ];
+            for (target, fd) in fds.into_iter().enumerate() {
+                if let Err(e) = sys::dup_to(fd, target as i32) {
+                    return step(Step::InstallStdioLogPipes, e);
+                }
+            }
+        }
+        Stdio::PtyInside { rows, cols, sock } => {
+            let pty = match sys::openpty_here(*rows, *cols) {
+                Ok(pty) => pty,
+                Err(e) => return step(Step::AllocateATerminalFromTheSandboxSDevPtmx, e),
+            };
+            // The terminal is the process's, as runc makes it: it may reopen
+            // its /dev/pts node by name once it runs as the spec's user.
+            // EPERM where this process joined a user namespace but still has
+            // the host's root ids (its setuid comes later), which the
+            // namespace cannot map: the node then stays the host root's
+            // (nobody inside) and only reopening it by name is refused;
+            // tty(1) and ttyname() work (docs/api.md#terminals).
+            match sys::chown_fd(pty.replica.as_fd(), uid, gid) {
+                Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+                Err(e) => return step(Step::GiveTheTerminalToTheProcessSUser, e),
+            }
+            for target in 0..=2 {
+                if let Err(e) = sys::dup_to(pty.replica.as_fd(), target) {
+                    return step(Step::InstallStdioTerminal, e);
+                }
+            }
+            // Hand the controlling side over before it becomes our
+            // controlling terminal: closing the last copy of it afterwards
+            // would hang the terminal up (SIGHUP).
+            if let Err(e) = sys::send_with_fds(sock.as_fd(), b"t", &[pty.master.as_fd()]) {
+                return Err(StepError::new(Step::HandTheTerminalToTheSupervisor, e));
+            }
+            drop(pty.master);
+            if let Err(e) = sys::set_controlling_tty(pty.replica.as_fd()) {
+                return step(Step::SetControllingTerminal, e);
             }
         }
         Stdio::Fds { fds, tty } => {

@@ -20,6 +20,7 @@
 mod channel;
 pub mod images;
 mod launch;
+mod logs;
 pub mod procs;
 mod report;
 #[cfg(target_os = "linux")]
@@ -30,6 +31,7 @@ pub mod sys;
 
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};
+pub use logs::MainOutput;
 pub use procs::SUPERVISE_ARG;
 pub use step::Step;
 pub use supervisor::{

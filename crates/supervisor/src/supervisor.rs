@@ -13,12 +13,16 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use sandboxd_core::logs::LogConfig;
 use sandboxd_core::spec::{Mode, ProcessSpec};
 use sandboxd_core::verify::{ProbeConfig, ProbeOutput, Verification};
-use sandboxd_core::wire::{CreateOptions, CreateVerify, Event, ProcessExit, Request, SignalTarget};
+use sandboxd_core::wire::{
+    CreateOptions, CreateVerify, Event, ProcessExit, Request, RunningExec, SignalTarget,
+};
 
 use crate::channel::{Channel, RecvOutcome};
 use crate::launch::{self, ExecPlan, Stdio};
+use crate::logs::{Capture, MainOutput};
 use crate::step::Step;
 use crate::sys;
 
@@ -69,6 +73,14 @@ pub trait Isolation {
         unsafe { sys::fork_unchecked() }
     }
 
+    /// Before `setup`: the write ends that become the main process's stdout
+    /// and stderr (the log capture). A backend that starts the main process
+    /// itself during `setup` (see [`Isolation::main_pid`]) must give them
+    /// to it; the supervisor closes its own copies after `setup`. Default:
+    /// nothing (the supervisor installs them when it starts the main
+    /// process).
+    fn main_output(&mut self, _output: &MainOutput) {}
+
     /// The main process, if the backend started it itself during `setup`
     /// (pid 1 becoming the init in INIT mode); the supervisor then does not
     /// start one.
@@ -87,6 +99,14 @@ pub trait Isolation {
     /// supervisor otherwise counts its own children).
     fn has_processes(&self) -> Option<bool> {
         None
+    }
+
+    /// Whether a terminal allocated from `/dev/ptmx` inside the sandbox is
+    /// a node of the sandbox's own `/dev/pts` (its own devpts instance), so
+    /// a tty exec allocates it there; otherwise the supervisor allocates it
+    /// on the host, as before.
+    fn pty_in_sandbox(&self) -> bool {
+        false
     }
 
     /// How many processes the kernel's OOM killer has killed in the
@@ -125,6 +145,30 @@ pub struct CommonConfig {
     pub root_refused: Option<String>,
     /// Where the sandbox's exit is persisted for a daemon that was away.
     pub exit_file: PathBuf,
+    /// Capture the main process's stdout and stderr into the log files in
+    /// the sandbox directory, with this cap and rotation; `None`: no main
+    /// process (IDLE), stdio on /dev/null.
+    #[serde(default)]
+    pub logs: Option<LogConfig>,
+}
+
+impl CommonConfig {
+    /// The log capture for a validated spec: none in IDLE mode.
+    pub fn logs_for(spec: &sandboxd_core::spec::SandboxSpec) -> Option<LogConfig> {
+        (spec.mode != Mode::Idle).then(|| {
+            let d = LogConfig::default();
+            LogConfig {
+                max_file_bytes: match spec.logs.max_file_bytes {
+                    0 => d.max_file_bytes,
+                    n => n,
+                },
+                max_files: match spec.logs.max_files {
+                    0 => d.max_files,
+                    n => n,
+                },
+            }
+        })
+    }
 }
 
 /// What the daemon sends as the first frame: common part plus the
@@ -161,6 +205,8 @@ struct Supervisor<I: Isolation> {
     main_exit: Option<ProcessExit>,
     /// Exec processes by pid → exec id. Each is a process-group leader.
     execs: HashMap<Pid, u64>,
+    /// What each running exec is, by exec id, for a restarted daemon.
+    running_execs: HashMap<u64, RunningExec>,
     /// The OOM-kill counter when each exec started.
     oom_at_exec: HashMap<Pid, u64>,
     /// The OOM-kill counter once the sandbox was set up.
@@ -170,6 +216,8 @@ struct Supervisor<I: Isolation> {
     /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`).
     control: Option<std::os::unix::net::UnixListener>,
     null: OwnedFd,
+    /// The main process's output capture (PROCESS and INIT).
+    capture: Option<Capture>,
 }
 
 /// How much longer than its own budget a probe may take before the
@@ -214,6 +262,19 @@ pub fn supervise<I: Isolation>(
         Ok(p) => p,
         Err(e) => return fail(&mut chan, e),
     };
+    // Before setup: a backend that starts the main process during setup
+    // (Linux INIT) hands it the write ends.
+    let sandbox_dir = config.exit_file.parent().map(std::path::Path::to_path_buf);
+    let (capture, mut main_output) = match (config.logs, sandbox_dir) {
+        (Some(logs), Some(dir)) => match Capture::new(&dir, logs, &config.sandbox_id) {
+            Ok((c, o)) => (Some(c), Some(o)),
+            Err(e) => return fail(&mut chan, e),
+        },
+        _ => (None, None),
+    };
+    if let Some(output) = &main_output {
+        isolation.main_output(output);
+    }
     if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
@@ -226,11 +287,13 @@ pub fn supervise<I: Isolation>(
         main: None,
         main_exit: None,
         execs: HashMap::new(),
+        running_execs: HashMap::new(),
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
         control: None,
         null,
+        capture,
     };
     // A daemon that restarts reconnects here (the directory is the
     // sandbox's own, 0700 under the state dir). Without it the sandbox still
@@ -274,11 +337,18 @@ pub fn supervise<I: Isolation>(
             Ok(n) => n,
             Err(e) => return sup.abort_setup(StepError::new(Step::DuplicateDevNull, e)),
         };
-        match launch::spawn(&sup.isolation, &sup.config, &plan, Stdio::Null(null)) {
+        let stdio = match main_output.take() {
+            Some(output) => Stdio::Main { null, output },
+            None => Stdio::Null(null),
+        };
+        match launch::spawn(&sup.isolation, &sup.config, &plan, stdio) {
             Ok(pid) => sup.main = Some(pid),
             Err(e) => return sup.abort_setup(e),
         }
     }
+    // Our copies of the write ends must close, or the capture never sees
+    // EOF (the main process, or pid 1 that became it, has its own).
+    drop(main_output);
     sup.chan.send(&Event::Ready {
         main_pid: sup.main.map(Pid::as_raw),
         verification,
@@ -363,6 +433,14 @@ impl<I: Isolation> Supervisor<I> {
             if !self.chan.is_closed() {
                 fds.push(PollFd::new(self.chan.as_fd(), PollFlags::POLLIN));
             }
+            let logs_index = fds.len();
+            let mut log_pipes = Vec::new();
+            if let Some(capture) = &self.capture {
+                for (i, fd) in capture.open_pipes() {
+                    log_pipes.push(i);
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
+            }
             // While stopping, processes may die as children of a pid-1
             // reaper inside the sandbox, which never wakes us: look again
             // every 20 ms.
@@ -381,8 +459,22 @@ impl<I: Isolation> Supervisor<I> {
                     .is_some_and(|r| !r.is_empty())
             };
             let control_ready = self.control.is_some() && ready(1);
-            let chan_ready = ready(chan_index);
+            let chan_ready = !self.chan.is_closed() && ready(chan_index);
+            let logs_ready: Vec<usize> = log_pipes
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| ready(logs_index + k))
+                .map(|(_, i)| *i)
+                .collect();
             drop(fds);
+            // One read per ready pipe per turn: a process writing flat out
+            // cannot starve the channel, and the supervisor holds at most
+            // one chunk (crate::logs).
+            if let Some(capture) = &mut self.capture {
+                for i in logs_ready {
+                    capture.read_one(i);
+                }
+            }
             self.drain_sigchld();
             if sys::take_term_request() {
                 // SIGTERM: the same clean shutdown the daemon's Shutdown asks
@@ -462,6 +554,7 @@ impl<I: Isolation> Supervisor<I> {
                 self.chan.send(&Event::Attached {
                     main_pid,
                     protocol: sandboxd_core::wire::PROTOCOL,
+                    execs: self.running_execs.values().cloned().collect(),
                 });
             }
         }
@@ -488,6 +581,7 @@ impl<I: Isolation> Supervisor<I> {
                     if Some(pid) == self.main {
                         self.main_exit = Some(exit);
                     } else if let Some(exec_id) = self.execs.remove(&pid) {
+                        self.running_execs.remove(&exec_id);
                         let before = self.oom_at_exec.remove(&pid).unwrap_or(u64::MAX);
                         let oom_killed = matches!(exit, ProcessExit::Signaled(9))
                             && self.isolation.oom_kills() > before;
@@ -506,13 +600,19 @@ impl<I: Isolation> Supervisor<I> {
 
     fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Option<i32> {
         match req {
-            Request::Exec { exec_id, process } => {
+            Request::Exec {
+                exec_id,
+                process,
+                pty,
+                detached,
+            } => {
                 let ended = self.main_exit.is_some() || self.stopping.is_some();
                 let result = if ended {
                     Err(StepError::new(Step::Exec, "the sandbox is stopping"))
                 } else {
-                    ExecPlan::new(&process).and_then(|plan| {
-                        launch::spawn(
+                    ExecPlan::new(&process).and_then(|plan| match pty {
+                        Some(size) => self.spawn_with_pty(&plan, size),
+                        None => launch::spawn(
                             &self.isolation,
                             &self.config,
                             &plan,
@@ -521,16 +621,33 @@ impl<I: Isolation> Supervisor<I> {
                                 tty: process.tty,
                             },
                         )
+                        .map(|pid| (pid, None)),
                     })
                 };
                 match result {
-                    Ok(pid) => {
+                    Ok((pid, master)) => {
                         self.execs.insert(pid, exec_id);
+                        self.running_execs.insert(
+                            exec_id,
+                            RunningExec {
+                                exec_id,
+                                pid: pid.as_raw(),
+                                argv: process.argv.clone(),
+                                tty: process.tty,
+                                detached,
+                                started_at_ms: now_ms(),
+                            },
+                        );
                         self.oom_at_exec.insert(pid, self.isolation.oom_kills());
-                        self.chan.send(&Event::ExecStarted {
+                        let started = Event::ExecStarted {
                             exec_id,
                             pid: pid.as_raw(),
-                        });
+                            pty: master.is_some(),
+                        };
+                        match &master {
+                            Some(m) => self.chan.send_with_fds(&started, &[m.as_fd()]),
+                            None => self.chan.send(&started),
+                        }
                     }
                     Err(e) => self.chan.send(&Event::ExecFailed {
                         exec_id,
@@ -606,6 +723,65 @@ impl<I: Isolation> Supervisor<I> {
         None
     }
 
+    /// Starts a tty exec with a terminal the supervisor provides: allocated
+    /// by the process itself inside the sandbox where the backend gives it
+    /// its own devpts (the process sends the controlling side back before
+    /// it execs), else on the host. Returns the pid and the controlling
+    /// side, for the daemon.
+    fn spawn_with_pty(
+        &self,
+        plan: &ExecPlan,
+        size: sandboxd_core::wire::PtySize,
+    ) -> Result<(Pid, Option<OwnedFd>), StepError> {
+        if !self.isolation.pty_in_sandbox() {
+            let pty = sys::openpty(size.rows, size.cols)
+                .map_err(|e| StepError::new(Step::AllocateATerminal, e))?;
+            let fds = [pty.replica.try_clone(), pty.replica.try_clone()]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StepError::new(Step::DuplicateTheTerminal, e))?;
+            let mut fds = fds;
+            fds.insert(0, pty.replica);
+            let pid = launch::spawn(
+                &self.isolation,
+                &self.config,
+                plan,
+                Stdio::Fds { fds, tty: true },
+            )?;
+            return Ok((pid, Some(pty.master)));
+        }
+        let (ours, theirs) =
+            sys::socketpair().map_err(|e| StepError::new(Step::CreateTheTerminalSocket, e))?;
+        let pid = launch::spawn(
+            &self.isolation,
+            &self.config,
+            plan,
+            Stdio::PtyInside {
+                rows: size.rows,
+                cols: size.cols,
+                sock: theirs,
+            },
+        )?;
+        // Sent before the exec, which spawn has waited for; every copy of
+        // the other end is closed by now, so this cannot block.
+        let mut byte = [0u8; 1];
+        let mut fds = Vec::new();
+        let received = sys::recv_with_fds(ours.as_fd(), &mut byte, &mut fds);
+        match (received, fds.pop()) {
+            (Ok(_), Some(master)) => Ok((pid, Some(master))),
+            (received, _) => {
+                let _ = sys::send_signal(pid, Signal::SIGKILL);
+                Err(StepError::new(
+                    Step::ReceiveTheTerminal,
+                    match received {
+                        Err(e) => e.to_string(),
+                        Ok(n) => format!("the process sent no terminal ({n} bytes)"),
+                    },
+                ))
+            }
+        }
+    }
+
     /// Sends `sig` to every process of the sandbox: the main process's and
     /// each exec's process group, and (as subreaper) any orphan reparented to
     /// us, which may have left its group.
@@ -662,6 +838,10 @@ impl<I: Isolation> Supervisor<I> {
     /// Kills, reports exec exits, persists the exit file, tears down.
     fn finish_quietly(&mut self) -> i32 {
         self.kill_everything();
+        // What the main process wrote before it ended is in the pipes.
+        if let Some(capture) = &mut self.capture {
+            capture.drain();
+        }
         // Execs killed in the sweep were reported by reap(); anything still
         // tracked could not be reaped in time.
         let exit = self.sandbox_exit();

@@ -172,6 +172,15 @@ pub fn set_gid(gid: nix::unistd::Gid) -> Result<(), Errno> {
     nix::unistd::setgid(gid)
 }
 
+/// fchown(2).
+pub fn chown_fd(
+    fd: BorrowedFd<'_>,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> Result<(), Errno> {
+    nix::unistd::fchown(fd, Some(uid), Some(gid))
+}
+
 /// setuid(2).
 pub fn set_uid(uid: nix::unistd::Uid) -> Result<(), Errno> {
     nix::unistd::setuid(uid)
@@ -521,6 +530,61 @@ pub fn openpty(rows: u16, cols: u16) -> Result<Pty, Errno> {
         master: pty.master,
         replica: pty.slave,
     })
+}
+
+/// Allocates a pseudo-terminal from the `/dev/ptmx` of the calling
+/// process's root (a payload child that has entered its sandbox: the
+/// sandbox's own devpts instance), both ends close-on-exec, the replica
+/// sized. The replica is opened from the controlling side (Linux
+/// TIOCGPTPEER), not by a path the sandbox could have replaced; elsewhere
+/// by `ptsname`, in the sandbox's own /dev.
+pub fn openpty_here(rows: u16, cols: u16) -> Result<Pty, Errno> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    #[cfg(target_os = "linux")]
+    let replica = {
+        // SAFETY: TIOCGPTPEER takes the open flags as its integer argument
+        // and returns a new descriptor, which we own.
+        let fd = Errno::result(unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER as _,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: the ioctl returned a new descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let replica = {
+        // SAFETY: ptsname's static buffer is safe in this single-threaded
+        // child (the only caller).
+        let name = unsafe { nix::pty::ptsname(&master) }?;
+        nix::fcntl::open(
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?
+    };
+    set_winsize(replica.as_fd(), rows, cols)?;
+    Ok(Pty {
+        master: OwnedFd::from(master),
+        replica,
+    })
+}
+
+/// A connected pair of unix stream sockets, close-on-exec (a child hands a
+/// descriptor back over it).
+pub fn socketpair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
 }
 
 /// Sends `bytes` with `fds` attached as SCM_RIGHTS. Returns bytes written

@@ -2,7 +2,9 @@
 
 mod caps;
 mod events;
+mod execs;
 mod lifecycle;
+mod logs;
 mod ops;
 mod plan;
 mod run;
@@ -67,6 +69,11 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Rm(a) => lifecycle::rm(&ctx, a).await,
         Command::Wait(a) => lifecycle::wait(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
+        Command::Logs(a) => logs::logs(&ctx, a).await,
+        Command::Execs(a) => execs::list(&ctx, a).await,
+        Command::ExecInspect(a) => execs::inspect(&ctx, a).await,
+        Command::ExecWait(a) => execs::wait(&ctx, a).await,
+        Command::ExecKill(a) => execs::kill(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
         Command::Stats(a) => ops::stats(&ctx, a).await,

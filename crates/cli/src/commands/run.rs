@@ -93,6 +93,9 @@ async fn destroy(channel: &Channel, id: &str) {
 /// Exec into an existing sandbox, attached; exit with the command's code.
 pub(super) async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<i32, CliError> {
     let process = args.process.to_process(args.argv, args.tty, &local_env)?;
+    if args.detach {
+        return super::execs::start_detached(ctx, args.id, process).await;
+    }
     let attach = Attach {
         sandbox_id: args.id,
         process,

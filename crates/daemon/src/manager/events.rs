@@ -80,11 +80,18 @@ impl Manager {
                     let _ = tx.send(Err((step, message)));
                 }
             }
-            Event::ExecStarted { exec_id, pid } => {
+            Event::ExecStarted { exec_id, pid, pty } => {
+                // Taken whether or not anyone waits, so the queue stays in
+                // step with the events.
+                let master = if pty {
+                    sb.link().and_then(|l| l.take_fd())
+                } else {
+                    None
+                };
                 if let Some(slot) = lock(&sb.execs).get_mut(&exec_id) {
                     slot.pid = pid;
                     if let Some(tx) = slot.started.take() {
-                        let _ = tx.send(Ok(pid));
+                        let _ = tx.send(Ok((pid, master)));
                     }
                 }
             }
@@ -104,9 +111,19 @@ impl Manager {
                 exit,
                 oom_killed,
             } => {
-                if let Some(mut slot) = lock(&sb.execs).remove(&exec_id) {
-                    if let Some(tx) = slot.exited.take() {
-                        let _ = tx.send((exit, oom_killed));
+                let slot = lock(&sb.execs).remove(&exec_id);
+                match slot {
+                    Some(mut slot) => {
+                        if let Some(tx) = slot.exited.take() {
+                            let _ = tx.send((exit, oom_killed));
+                        }
+                    }
+                    // An exec of a previous daemon (its record came with
+                    // Attached): nobody waits on a slot, record it here.
+                    None => {
+                        if let Some(r) = sb.exec_record(exec_id).filter(|r| r.exit.is_none()) {
+                            self.exec_finished(sb, (exec_id, r.pid), (exit, oom_killed), false);
+                        }
                     }
                 }
             }
@@ -136,7 +153,25 @@ impl Manager {
                     let _ = tx.send(result);
                 }
             }
-            Event::ShutdownComplete | Event::Attached { .. } => {}
+            Event::Attached { execs, .. } => {
+                // A restarted daemon learns the execs still running, so their
+                // records (InspectExec, WaitExec, SignalExec) survive it.
+                let mut table = lock(&sb.exec_records);
+                for e in execs {
+                    if table.get(e.exec_id).is_none() {
+                        table.insert(super::ExecRecord {
+                            exec_id: e.exec_id,
+                            pid: e.pid,
+                            argv: e.argv,
+                            tty: e.tty,
+                            detached: e.detached,
+                            started_at_ms: e.started_at_ms,
+                            exit: None,
+                        });
+                    }
+                }
+            }
+            Event::ShutdownComplete => {}
         }
     }
 
@@ -149,6 +184,10 @@ impl Manager {
             )));
         }
         lock(&sb.execs).clear(); // dropping the senders fails every waiter
+        lock(&sb.exec_records).lose_running(&super::lost_exit(
+            "the supervisor exited while the process ran",
+        ));
+        sb.exec_done.send_modify(|n| *n += 1);
         lock(&sb.verifies).clear();
         let creating = {
             let r = lock(&sb.record);

@@ -10,7 +10,7 @@ use sandboxd_core::spec::ProcessSpec;
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::validate::{self, ValidatedProcess};
 use sandboxd_core::verify::{ProbeOutput, Verification};
-use sandboxd_core::wire::{ProcessExit, Request, SignalTarget};
+use sandboxd_core::wire::{ProcessExit, PtySize, Request, SignalTarget};
 use sandboxd_supervisor::now_ms;
 use tokio::sync::oneshot;
 
@@ -28,10 +28,14 @@ pub(super) type VerifyTx = oneshot::Sender<Result<ProbeOutput, String>>;
 /// probe 5 s past its budget).
 const VERIFY_TIMEOUT: Duration = Duration::from_millis(crate::verify::BUDGET_MS + 15_000);
 
+/// A started exec: its pid, and the terminal's controlling side when the
+/// supervisor allocated it.
+pub(super) type Started = (i32, Option<OwnedFd>);
+
 /// One Exec'd process the daemon is waiting on.
 #[derive(Debug)]
 pub(super) struct ExecSlot {
-    pub(super) started: Option<oneshot::Sender<Result<i32, StepFailure>>>,
+    pub(super) started: Option<oneshot::Sender<Result<Started, StepFailure>>>,
     pub(super) exited: Option<oneshot::Sender<ExecEnd>>,
     pub(super) pid: i32,
 }
@@ -67,6 +71,8 @@ pub enum ExecStdio {
         /// The pty's controlling side.
         master: OwnedFd,
     },
+    /// Detached: the process's stdio is /dev/null; nothing to pump.
+    Detached,
 }
 
 impl Manager {
@@ -76,6 +82,7 @@ impl Manager {
         sb: &Arc<Sandbox>,
         process: ValidatedProcess,
         size: Option<(u16, u16)>,
+        detached: bool,
     ) -> ApiResult<ExecHandle> {
         let record = sb.record();
         if record.state != SandboxState::Running {
@@ -90,8 +97,24 @@ impl Manager {
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
         let process: ProcessSpec = process.process().clone();
         let io_err = |what: &str, e: nix::Error| ApiError::Internal(format!("{what}: {e}"));
-        let (ours, theirs): (ExecStdio, Vec<OwnedFd>) = if process.tty {
-            let (rows, cols) = size.unwrap_or((24, 80));
+        let (rows, cols) = size.unwrap_or((24, 80));
+        // A supervisor of protocol 3 allocates the terminal itself (inside
+        // the sandbox's own devpts where the backend has one, so tty(1)
+        // names a node of its /dev/pts); an older one gets a host pty.
+        let pty_here = process.tty && !detached && link.speaks(3).await;
+        let (ours, theirs): (Option<ExecStdio>, Vec<OwnedFd>) = if pty_here {
+            (None, Vec::new())
+        } else if detached {
+            let null = || {
+                nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| io_err("open /dev/null", e))
+            };
+            (Some(ExecStdio::Detached), vec![null()?, null()?, null()?])
+        } else if process.tty {
             let pty =
                 sandboxd_supervisor::sys::openpty(rows, cols).map_err(|e| io_err("openpty", e))?;
             let replica = pty.replica;
@@ -101,7 +124,7 @@ impl Manager {
                 .map_err(|e| ApiError::Internal(format!("dup pty: {e}")))?;
             let mut fds = vec![replica];
             fds.extend(copies);
-            (ExecStdio::Pty { master: pty.master }, fds)
+            (Some(ExecStdio::Pty { master: pty.master }), fds)
         } else {
             let pipe =
                 || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e));
@@ -109,14 +132,15 @@ impl Manager {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             (
-                ExecStdio::Pipes {
+                Some(ExecStdio::Pipes {
                     stdin: in_w,
                     stdout: out_r,
                     stderr: err_r,
-                },
+                }),
                 vec![in_r, out_w, err_w],
             )
         };
+        let (argv, tty) = (process.argv.clone(), process.tty);
         let exec_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         let (started_tx, started_rx) = oneshot::channel();
         let (exited_tx, exited_rx) = oneshot::channel();
@@ -129,8 +153,17 @@ impl Manager {
             },
         );
         let borrowed: Vec<_> = theirs.iter().map(AsFd::as_fd).collect();
+        let pty = pty_here.then_some(PtySize { rows, cols });
         let sent = link
-            .send(&Request::Exec { exec_id, process }, &borrowed)
+            .send(
+                &Request::Exec {
+                    exec_id,
+                    process,
+                    pty,
+                    detached,
+                },
+                &borrowed,
+            )
             .await;
         drop(borrowed);
         // The supervisor has its own copies now; ours must close so EOF
@@ -142,8 +175,8 @@ impl Manager {
                 "sending exec to the supervisor: {e}"
             )));
         }
-        let pid = match started_rx.await {
-            Ok(Ok(pid)) => pid,
+        let (pid, master) = match started_rx.await {
+            Ok(Ok(started)) => started,
             Ok(Err((step, message))) => return Err(ApiError::ExecFailed { step, message }),
             Err(_) => {
                 return Err(ApiError::Unavailable(
@@ -151,6 +184,28 @@ impl Manager {
                 ));
             }
         };
+        let ours = match (ours, master) {
+            (Some(ours), _) => ours,
+            (None, Some(master)) => ExecStdio::Pty { master },
+            (None, None) => {
+                let _ = self
+                    .signal(sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
+                    .await;
+                return Err(ApiError::Internal(format!(
+                    "the supervisor of sandbox {} started a tty exec without sending its terminal",
+                    sb.id
+                )));
+            }
+        };
+        lock(&sb.exec_records).insert(super::ExecRecord {
+            exec_id,
+            pid,
+            argv,
+            tty,
+            detached,
+            started_at_ms: now_ms(),
+            exit: None,
+        });
         self.events.emit(EventKind::ExecStarted, &sb.id, pid, None);
         self.metrics.exec_started(&sb.id, pid);
         Ok(ExecHandle {
@@ -217,11 +272,12 @@ impl Manager {
         Ok(sandboxd_core::verify::evaluate(&record.report, &output))
     }
 
-    /// Emits the exec-exited event; returns the exit as recorded.
+    /// Records the exec's exit and emits the exec-exited event; returns the
+    /// exit as recorded.
     pub fn exec_finished(
         &self,
         sb: &Sandbox,
-        pid: i32,
+        (exec_id, pid): (u64, i32),
         (exit, oom_killed): ExecEnd,
         timed_out: bool,
     ) -> ExitRecord {
@@ -234,6 +290,7 @@ impl Manager {
             record.reason = ExitReason::Timeout;
             record.message = "killed by the ExecSync timeout".into();
         }
+        sb.record_exec_exit(exec_id, record.clone());
         self.events
             .emit(EventKind::ExecExited, &sb.id, pid, Some(record.clone()));
         record
@@ -254,8 +311,14 @@ impl Manager {
         }
         if let SignalTarget::Pid(pid) = target {
             let record = sb.record();
+            // Execs of a previous daemon, known from the supervisor's
+            // Attached, have a running record but no slot.
             let known = (record.main_pid == pid && record.exit.is_none())
-                || lock(&sb.execs).values().any(|slot| slot.pid == pid);
+                || lock(&sb.execs).values().any(|slot| slot.pid == pid)
+                || lock(&sb.exec_records)
+                    .list()
+                    .iter()
+                    .any(|r| r.pid == pid && r.exit.is_none());
             if !known {
                 return Err(ApiError::ProcessNotFound(format!(
                     "pid {pid} is not a running process of sandbox {}",

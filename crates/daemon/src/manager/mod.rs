@@ -19,11 +19,13 @@ mod create;
 mod destroy;
 mod events;
 mod exec;
+mod exec_records;
 mod recover;
 mod registry;
 mod select;
 
 pub use exec::{ExecEnd, ExecHandle, ExecStdio};
+pub use exec_records::{ExecRecord, MAX_EXEC_RECORDS};
 pub use select::{SelectorTerm, matches_selector, parse_selector};
 
 use std::collections::HashMap;
@@ -88,6 +90,10 @@ pub struct Sandbox {
     verifies: Mutex<HashMap<u64, VerifyTx>>,
     /// The verification a create asked for (from Ready).
     created_verification: Mutex<Option<Verification>>,
+    /// Every exec's record (ExecService), by exec id.
+    exec_records: Mutex<exec_records::ExecTable>,
+    /// Bumped whenever an exec record gets its exit (WaitExec wakes).
+    exec_done: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +110,47 @@ impl Sandbox {
 
     fn link(&self) -> Option<Arc<Link>> {
         lock(&self.link).clone()
+    }
+
+    /// Its state directory (`STATE/sandboxes/<id>`), which holds its logs.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.paths.dir
+    }
+
+    /// One exec's record.
+    pub fn exec_record(&self, exec_id: u64) -> Option<ExecRecord> {
+        lock(&self.exec_records).get(exec_id).cloned()
+    }
+
+    /// Every exec record, oldest first.
+    pub fn exec_records(&self) -> Vec<ExecRecord> {
+        lock(&self.exec_records).list()
+    }
+
+    /// Waits until exec `exec_id` has ended; `None` if there is no such
+    /// record (never was, or forgotten).
+    pub async fn wait_exec(&self, exec_id: u64) -> Option<ExecRecord> {
+        let mut done = self.exec_done.subscribe();
+        loop {
+            let record = self.exec_record(exec_id)?;
+            if record.exit.is_some() {
+                return Some(record);
+            }
+            if done.changed().await.is_err() {
+                return self.exec_record(exec_id);
+            }
+        }
+    }
+
+    fn record_exec_exit(&self, exec_id: u64, exit: ExitRecord) {
+        lock(&self.exec_records).finish(exec_id, exit);
+        self.exec_done.send_modify(|n| *n += 1);
+    }
+
+    /// Whether its exit has been recorded. The supervisor writes the last
+    /// of the main process's output to the log before it reports the exit.
+    pub fn has_ended(&self) -> bool {
+        self.exit_tx.borrow().is_some()
     }
 }
 
@@ -186,6 +233,8 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         op: tokio::sync::Mutex::new(()),
         verifies: Mutex::new(HashMap::new()),
         created_verification: Mutex::new(None),
+        exec_records: Mutex::new(exec_records::ExecTable::default()),
+        exec_done: watch::channel(0).0,
     }
 }
 

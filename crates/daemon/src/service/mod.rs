@@ -4,7 +4,9 @@
 //! converts the result back; errors become statuses via `ApiError`.
 
 mod events;
+mod execs;
 mod host;
+mod logs;
 mod process;
 mod sandbox;
 
@@ -21,7 +23,9 @@ use crate::error::ApiError;
 use crate::manager::Manager;
 
 pub use events::Events;
+pub use execs::Execs;
 pub use host::Host;
+pub use logs::Logs;
 pub use process::{ExecSlot, ExecSlots, Processes};
 pub use sandbox::Sandboxes;
 

@@ -72,12 +72,13 @@ impl pb::process_service_server::ProcessService for Processes {
         }
         let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
         let slot = self.0.execs.take(&sb.id, &who.name)?;
-        let handle = start_exec(&manager, &sb, process, size).await?;
+        let handle = start_exec(&manager, &sb, process, size, false).await?;
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
-            .send(Ok(msg(pb::exec_response::Msg::StartedPid(i64::from(
-                handle.pid,
-            )))))
+            .send(Ok(pb::ExecResponse {
+                msg: Some(pb::exec_response::Msg::StartedPid(i64::from(handle.pid))),
+                exec_id: handle.exec_id,
+            }))
             .await;
         tokio::spawn(run_exec_stream(
             manager,
@@ -119,7 +120,7 @@ impl pb::process_service_server::ProcessService for Processes {
         };
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         let _slot = self.0.execs.take(&sb.id, &who.name)?;
-        let handle = start_exec(&manager, &sb, process, None).await?;
+        let handle = start_exec(&manager, &sb, process, None, false).await?;
         let (pid, exec_id) = (handle.pid, handle.exec_id);
         let ExecStdio::Pipes {
             stdin,
@@ -170,13 +171,14 @@ impl pb::process_service_server::ProcessService for Processes {
         drain(collectors, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
         let (stdout, t1) = take(&out);
         let (stderr, t2) = take(&err);
-        let record = manager.exec_finished(&sb, pid, exit, timed_out);
+        let record = manager.exec_finished(&sb, (exec_id, pid), exit, timed_out);
         Ok(Response::new(pb::ExecSyncResponse {
             stdout,
             stderr,
             exit: Some(convert::exit_to_pb(&record)),
             truncated: t1 || t2,
             pid: i64::from(pid),
+            exec_id,
         }))
     }
 
@@ -206,16 +208,17 @@ impl pb::process_service_server::ProcessService for Processes {
 /// process is being started drops this call, and the process, once started,
 /// must not be left running with nobody attached. The task kills its tree
 /// when nobody takes the handle.
-async fn start_exec(
+pub(super) async fn start_exec(
     manager: &Arc<Manager>,
     sb: &Arc<Sandbox>,
     process: validate::ValidatedProcess,
     size: Option<(u16, u16)>,
+    detached: bool,
 ) -> Result<ExecHandle, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (manager, sb) = (manager.clone(), sb.clone());
     tokio::spawn(async move {
-        let started = manager.exec(&sb, process, size).await;
+        let started = manager.exec(&sb, process, size, detached).await;
         if let Err(Ok(handle)) = tx.send(started) {
             let _ = manager
                 .signal(&sb, SignalTarget::ExecTree(handle.exec_id), libc::SIGKILL)
@@ -315,7 +318,10 @@ fn clamp_u16(v: u32) -> u16 {
 }
 
 fn msg(m: pb::exec_response::Msg) -> pb::ExecResponse {
-    pb::ExecResponse { msg: Some(m) }
+    pb::ExecResponse {
+        msg: Some(m),
+        exec_id: 0,
+    }
 }
 
 /// Output kept from one stream: the bytes (up to the cap) and whether more
@@ -432,6 +438,9 @@ async fn run_exec_stream(
                 Input::Pipe(pipe::Sender::from_owned_fd(stdin).ok()),
             )
         }
+        // Not started through this stream (start_exec is called with
+        // detached = false above); nothing to pump.
+        ExecStdio::Detached => (Vec::new(), Input::Pipe(None)),
         ExecStdio::Pty { master } => match Pty::new(master) {
             Ok(pty) => {
                 let pty = Arc::new(pty);
@@ -522,7 +531,7 @@ async fn run_exec_stream(
     drain(outputs, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
     let record = manager.exec_finished(
         &sb,
-        pid,
+        (exec_id, pid),
         exit.unwrap_or((ProcessExit::Signaled(libc::SIGKILL), false)),
         false,
     );
