@@ -25,7 +25,9 @@ pub mod manager;
 pub mod rlimit;
 pub mod server;
 pub mod service;
+pub mod steptime;
 pub mod transport;
 pub mod verify;
+pub mod zygote;
 
 pub use link::SUPERVISE_ARG;

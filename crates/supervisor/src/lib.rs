@@ -26,6 +26,8 @@ mod report;
 pub mod seccomp;
 mod supervisor;
 pub mod sys;
+pub mod timing;
+pub mod zygote;
 
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};

@@ -232,9 +232,11 @@ pub fn supervise<I: Isolation>(
         Ok(p) => p,
         Err(e) => return fail(&mut chan, e),
     };
+    crate::timing::mark("supervisor start");
     if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
+    crate::timing::mark("isolation setup (rest)");
     let oom_at_start = isolation.oom_kills();
     let mut sup = Supervisor {
         chan,
@@ -270,6 +272,7 @@ pub fn supervise<I: Isolation>(
             control_path.display()
         ),
     }
+    crate::timing::mark("control socket");
     // Verify before anything of the client's runs: a REQUIRED row observed
     // VIOLATED fails the setup and the main process never starts.
     let mut verification = None;
@@ -297,9 +300,11 @@ pub fn supervise<I: Isolation>(
             Err(e) => return sup.abort_setup(e),
         }
     }
+    crate::timing::mark("start main process");
     sup.chan.send(&Event::Ready {
         main_pid: sup.main.map(Pid::as_raw),
         verification,
+        steps: crate::timing::take(),
     });
     sup.run()
 }
@@ -712,6 +717,7 @@ where
     I: Isolation,
     F: FnOnce(T) -> Result<I, StepError>,
 {
+    crate::timing::start();
     // Own session: a signal to the daemon's process group or terminal must
     // not reach the sandbox, and the sandbox outlives the daemon.
     let _ = sys::new_session();
@@ -747,6 +753,7 @@ where
             return 1;
         }
     };
+    crate::timing::mark("read launch configuration");
     match make(config.isolation) {
         Ok(isolation) => supervise(chan, config.common, isolation, options),
         Err(e) => {

@@ -1083,6 +1083,113 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
     crate::procs::find_supervisors_in(&HostProcesses, id)
 }
 
+/// Replaces the calling process's argument vector as others see it
+/// (`/proc/<pid>/cmdline`, `ps`) with `args` (NUL-separated, ending with a
+/// NUL): a supervisor forked by the zygote names itself `<exe> __supervise
+/// <id>` as an exec'd one does, so a restarted daemon finds it. Linux only
+/// (`PR_SET_MM`, needs CAP_SYS_RESOURCE); ENOSYS elsewhere. The bytes are
+/// leaked on purpose: the kernel reads them for as long as the process
+/// lives.
+pub fn set_own_args(args: Vec<u8>) -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        if args.last() != Some(&0) {
+            return Err(Errno::EINVAL);
+        }
+        let args: &'static [u8] = Vec::leak(args);
+        let start = args.as_ptr() as libc::c_ulong;
+        let end = start + args.len() as libc::c_ulong;
+        let set = |opt: libc::c_int, addr: libc::c_ulong| -> Result<(), Errno> {
+            // SAFETY: PR_SET_MM_ARG_START/END only record an address of
+            // this process's memory for the kernel to read the arguments
+            // from; `args` is leaked, so it stays mapped and unchanged.
+            let rc = unsafe { libc::prctl(libc::PR_SET_MM, opt as libc::c_ulong, addr, 0, 0) };
+            Errno::result(rc).map(drop)
+        };
+        // The kernel checks start < end after each call: move the end
+        // first when the new range lies above the old one, else the start.
+        if set(libc::PR_SET_MM_ARG_END, end).is_ok() {
+            set(libc::PR_SET_MM_ARG_START, start)
+        } else {
+            set(libc::PR_SET_MM_ARG_START, start)?;
+            set(libc::PR_SET_MM_ARG_END, end)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = args;
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// pidfd_open(2): a descriptor for process `pid` (a child of the caller,
+/// so its pid cannot be reused before the caller reaps it), close-on-exec.
+/// Linux only; ENOSYS elsewhere.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (or -1); nothing is passed by pointer.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        let raw = Errno::result(rc)?;
+        let raw = RawFd::try_from(raw).map_err(|_| Errno::EBADF)?;
+        // SAFETY: the kernel just created `raw` for us; nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// pidfd_send_signal(2): `sig` to the process `pidfd` refers to (never to
+/// a process that reused its pid). Linux only; ENOSYS elsewhere.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: Signal) -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a descriptor, a signal number, a null siginfo (as
+        // kill(2)) and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pidfd, sig);
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// waitid(P_PIDFD, WEXITED | WNOHANG): reaps the child `pidfd` refers to
+/// if it has exited (true), or says it still runs (false). ECHILD once it
+/// has been reaped. Linux only; ENOSYS elsewhere.
+pub fn pidfd_reap(pidfd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+        match nix::sys::wait::waitid(
+            Id::PIDFd(pidfd),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        )? {
+            WaitStatus::StillAlive => Ok(false),
+            _ => Ok(true),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pidfd;
+        Err(Errno::ENOSYS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
