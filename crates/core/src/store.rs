@@ -395,7 +395,7 @@ impl StateStore {
             // state in the journal, which the replay applies.
             let (seq, over) = self
                 .journal
-                .append(&JournalEntry::Save(record.clone()))
+                .append(&JournalEntry::Save(Box::new(record.clone())))
                 .map_err(|e| self.journal_error(e))?;
             if durable {
                 self.journal
@@ -490,7 +490,7 @@ impl StateStore {
         for entry in self.journal.entries().map_err(|e| self.journal_error(e))? {
             match entry {
                 JournalEntry::Save(r) if is_id(&r.id) => {
-                    last.insert(r.id.clone(), Some(r));
+                    last.insert(r.id.clone(), Some(*r));
                 }
                 JournalEntry::Remove { id } if is_id(&id) => {
                     last.insert(id, None);
@@ -616,7 +616,7 @@ const JOURNAL_LIMIT: u64 = 8 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum JournalEntry {
-    Save(SandboxRecord),
+    Save(Box<SandboxRecord>),
     Remove { id: String },
 }
 
