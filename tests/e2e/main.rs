@@ -17,3 +17,4 @@ mod remote;
 mod resources;
 mod surface;
 mod verify;
+mod zygote;

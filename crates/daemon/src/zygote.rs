@@ -1,8 +1,8 @@
 //! The daemon's end of the zygote ([`sandboxd_supervisor::zygote`]), and
 //! the handle of a supervisor process however it was started.
 //!
-//! Linux only: the zygote's supervisors rename their arguments with
-//! `PR_SET_MM` and become the daemon's children because the daemon is a
+//! Linux only: the zygote's supervisors rewrite their arguments in place
+//! (`/proc/self/stat`'s argument area) and become the daemon's children because the daemon is a
 //! child subreaper; they are waited for through a pidfd. Elsewhere the
 //! daemon execs each helper as before.
 //!
@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use sandboxd_core::wire::{self, Decoder};
 use sandboxd_supervisor::sys;
-use sandboxd_supervisor::zygote::{ForkReply, ForkRequest, ZYGOTE_ARG};
+use sandboxd_supervisor::zygote::{ForkReply, ForkRequest, ZYGOTE_ARG, ZYGOTE_PAD};
 use tokio::io::unix::AsyncFd;
 
 /// How long a fork request may take before the zygote is taken for hung.
@@ -106,6 +106,7 @@ impl Zygote {
         let (ours, theirs) = UnixStream::pair()?;
         let child = Command::new(&self.exe)
             .arg(ZYGOTE_ARG)
+            .arg(ZYGOTE_PAD)
             .env_clear()
             .envs(helper_env())
             .stdin(Stdio::from(OwnedFd::from(theirs)))

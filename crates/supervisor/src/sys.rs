@@ -1083,37 +1083,45 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
     crate::procs::find_supervisors_in(&HostProcesses, id)
 }
 
-/// Replaces the calling process's argument vector as others see it
+/// Rewrites the calling process's argument vector as others see it
 /// (`/proc/<pid>/cmdline`, `ps`) with `args` (NUL-separated, ending with a
-/// NUL): a supervisor forked by the zygote names itself `<exe> __supervise
-/// <id>` as an exec'd one does, so a restarted daemon finds it. Linux only
-/// (`PR_SET_MM`, needs CAP_SYS_RESOURCE); ENOSYS elsewhere. The bytes are
-/// leaked on purpose: the kernel reads them for as long as the process
-/// lives.
-pub fn set_own_args(args: Vec<u8>) -> Result<(), Errno> {
+/// NUL), in place: the bytes between the kernel's `arg_start` and
+/// `arg_end` (from `/proc/self/stat`) are overwritten, which needs no
+/// capability (unlike `PR_SET_MM`) but only works when `args` has exactly
+/// their length (EINVAL otherwise; the zygote is started with arguments
+/// padded to the length of a supervisor's). A supervisor forked by the
+/// zygote names itself `<exe> __supervise <id>` this way, as an exec'd one
+/// is named, so a restarted daemon finds it. Linux only; ENOSYS elsewhere.
+pub fn set_own_args(args: &[u8]) -> Result<(), Errno> {
     #[cfg(target_os = "linux")]
     {
         if args.last() != Some(&0) {
             return Err(Errno::EINVAL);
         }
-        let args: &'static [u8] = Vec::leak(args);
-        let start = args.as_ptr() as libc::c_ulong;
-        let end = start + args.len() as libc::c_ulong;
-        let set = |opt: libc::c_int, addr: libc::c_ulong| -> Result<(), Errno> {
-            // SAFETY: PR_SET_MM_ARG_START/END only record an address of
-            // this process's memory for the kernel to read the arguments
-            // from; `args` is leaked, so it stays mapped and unchanged.
-            let rc = unsafe { libc::prctl(libc::PR_SET_MM, opt as libc::c_ulong, addr, 0, 0) };
-            Errno::result(rc).map(drop)
+        let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Errno::EIO)?;
+        // Fields 48 and 49 (arg_start, arg_end); fields after the command
+        // name's last ')' start at field 3.
+        let mut fields = stat
+            .rsplit_once(')')
+            .ok_or(Errno::EIO)?
+            .1
+            .split_whitespace()
+            .skip(45);
+        let mut next = || -> Result<usize, Errno> {
+            fields.next().and_then(|f| f.parse().ok()).ok_or(Errno::EIO)
         };
-        // The kernel checks start < end after each call: move the end
-        // first when the new range lies above the old one, else the start.
-        if set(libc::PR_SET_MM_ARG_END, end).is_ok() {
-            set(libc::PR_SET_MM_ARG_START, start)
-        } else {
-            set(libc::PR_SET_MM_ARG_START, start)?;
-            set(libc::PR_SET_MM_ARG_END, end)
+        let (start, end) = (next()?, next()?);
+        if end.checked_sub(start) != Some(args.len()) || start == 0 {
+            return Err(Errno::EINVAL);
         }
+        // SAFETY: [start, end) is this process's argument area on its
+        // initial stack, mapped and writable for the life of the process
+        // and owned by no Rust object (std only keeps pointers to it for
+        // `env::args`, which the caller no longer needs); the caller is
+        // single-threaded, so nothing reads it concurrently; `args` has
+        // exactly its length, checked above.
+        unsafe { std::ptr::copy_nonoverlapping(args.as_ptr(), start as *mut u8, args.len()) };
+        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {

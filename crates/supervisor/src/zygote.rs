@@ -12,10 +12,11 @@
 //! a pipe and exits at once, so the supervisor is orphaned and reparented
 //! to the daemon (a child subreaper). It is therefore the daemon's child,
 //! exactly as an exec'd helper is: the daemon reaps it, and after a daemon
-//! restart it is reattached the same way. The supervisor renames its
-//! arguments to `<exe> __supervise <id>` (what a restarted daemon looks
-//! for); where it cannot (no CAP_SYS_RESOURCE, not Linux) it execs the
-//! helper as before instead. Then, like an exec'd helper, it takes its
+//! restart it is reattached the same way. The supervisor rewrites its
+//! arguments in place to `<exe> __supervise <id>` (what a restarted daemon
+//! looks for; the zygote's own, `<exe> __zygote <pad>`, have exactly that
+//! length); where it cannot (not Linux) it execs the helper as before
+//! instead. Then, like an exec'd helper, it takes its
 //! channel as fd 0 and runs [`crate::helper_main`], which closes every
 //! other descriptor.
 //!
@@ -37,6 +38,16 @@ use crate::sys;
 
 /// The argument that puts the binary in zygote mode.
 pub const ZYGOTE_ARG: &str = "__zygote";
+
+/// The zygote's third argument: padding, so that its arguments take
+/// exactly as many bytes as a supervisor's (`__supervise` and a 16-digit
+/// id, after the same program name), which a forked supervisor writes
+/// over them ([`sys::set_own_args`]).
+pub const ZYGOTE_PAD: &str = "...................";
+
+/// Checked at compile time: `__zygote PAD` is as long as `__supervise <id>`.
+const _: () =
+    assert!(ZYGOTE_ARG.len() + 1 + ZYGOTE_PAD.len() == crate::SUPERVISE_ARG.len() + 1 + 16);
 
 /// Daemon → zygote: fork a supervisor for sandbox `id`; the frame carries
 /// one descriptor, the supervisor's end of its channel.
@@ -230,8 +241,9 @@ fn become_supervisor(argv0: &OsString, id: &str, chan: OwnedFd, supervisor: fn()
         sys::exit_child(1);
     }
     drop(chan);
-    if sys::set_own_args(args).is_err() {
-        // Cannot rename: exec the helper instead, which names itself.
+    if sys::set_own_args(&args).is_err() {
+        // Cannot rename (arguments of another length): exec the helper
+        // instead, which names itself.
         exec_helper(argv0, id);
     }
     std::process::exit(supervisor())
