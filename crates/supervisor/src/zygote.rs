@@ -12,11 +12,12 @@
 //! a pipe and exits at once, so the supervisor is orphaned and reparented
 //! to the daemon (a child subreaper). It is therefore the daemon's child,
 //! exactly as an exec'd helper is: the daemon reaps it, and after a daemon
-//! restart it is reattached the same way. The supervisor rewrites its
-//! arguments in place to `<exe> __supervise <id>` (what a restarted daemon
-//! looks for; the zygote's own, `<exe> __zygote <pad>`, have exactly that
-//! length); where it cannot (not Linux) it execs the helper as before
-//! instead. Then, like an exec'd helper, it takes its
+//! restart it is reattached the same way. The intermediate child rewrites
+//! its arguments in place to `<exe> __supervise <id>` before it forks
+//! (what a restarted daemon looks for; the zygote's own, `<exe> __zygote
+//! <pad>`, have exactly that length), so the supervisor bears them from
+//! birth; where that fails (not Linux) the supervisor execs the helper as
+//! before instead. Then, like an exec'd helper, it takes its
 //! channel as fd 0 and runs [`crate::helper_main`], which closes every
 //! other descriptor.
 //!
@@ -182,11 +183,15 @@ fn fork_supervisor(
     match unsafe { sys::fork_unchecked() }? {
         sys::Fork::Child => {
             drop(read);
+            // Named before the supervisor is forked, so it is named from
+            // birth: a restarted daemon that looks for it by its
+            // arguments can never miss it, as with an exec'd helper.
+            let renamed = sys::set_own_args(&supervisor_args(argv0, id)).is_ok();
             // SAFETY: still single-threaded (a forked copy of the zygote).
             match unsafe { sys::fork_unchecked() } {
                 Ok(sys::Fork::Child) => {
                     drop(write);
-                    become_supervisor(argv0, id, chan, supervisor)
+                    become_supervisor(argv0, id, chan, supervisor, renamed)
                 }
                 Ok(sys::Fork::Parent { child }) => {
                     let code = i32::from(
@@ -226,24 +231,36 @@ fn fork_supervisor(
     }
 }
 
-/// In the forked supervisor: takes its arguments and channel, then runs
-/// as an exec'd helper would. Never returns.
-fn become_supervisor(argv0: &OsString, id: &str, chan: OwnedFd, supervisor: fn() -> i32) -> ! {
+/// `<argv0> __supervise <id>`, NUL-separated and NUL-terminated.
+fn supervisor_args(argv0: &OsString, id: &str) -> Vec<u8> {
     let mut args = argv0.as_bytes().to_vec();
     args.push(0);
     args.extend_from_slice(crate::SUPERVISE_ARG.as_bytes());
     args.push(0);
     args.extend_from_slice(id.as_bytes());
     args.push(0);
+    args
+}
+
+/// In the forked supervisor: takes its channel, then runs as an exec'd
+/// helper would (or execs one, when its parent could not take its
+/// arguments). Never returns.
+fn become_supervisor(
+    argv0: &OsString,
+    id: &str,
+    chan: OwnedFd,
+    supervisor: fn() -> i32,
+    renamed: bool,
+) -> ! {
     // fd 0 becomes the channel, as for an exec'd helper (replacing the
     // zygote's /dev/null there; helper_main closes the rest).
     if sys::dup_to(chan.as_fd(), 0).is_err() {
         sys::exit_child(1);
     }
     drop(chan);
-    if sys::set_own_args(&args).is_err() {
-        // Cannot rename (arguments of another length): exec the helper
-        // instead, which names itself.
+    if !renamed {
+        // Not named (arguments of another length): exec the helper
+        // instead, which is named by its exec.
         exec_helper(argv0, id);
     }
     std::process::exit(supervisor())
