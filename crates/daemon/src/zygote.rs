@@ -1,9 +1,9 @@
 //! The daemon's end of the zygote ([`sandboxd_supervisor::zygote`]), and
 //! the handle of a supervisor process however it was started.
 //!
-//! Linux only: the zygote's supervisors rewrite their arguments in place
-//! (`/proc/self/stat`'s argument area) and become the daemon's children because the daemon is a
-//! child subreaper; they are waited for through a pidfd. Elsewhere the
+//! Linux only: the zygote's supervisors are born with their arguments
+//! rewritten in place (`/proc/self/stat`'s argument area) as the daemon's
+//! children (`clone(CLONE_PARENT)`); they are waited for through a pidfd. Elsewhere the
 //! daemon execs each helper as before.
 //!
 //! The zygote is started once with the daemon and again when it dies: a
@@ -85,11 +85,8 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl Zygote {
-    /// Makes the daemon a child subreaper (so the zygote's orphaned
-    /// supervisors become its children) and starts the first zygote. Must
-    /// run inside the tokio runtime.
+    /// Starts the first zygote. Must run inside the tokio runtime.
     pub fn start(exe: &Path) -> io::Result<Arc<Self>> {
-        sys::become_subreaper().map_err(io::Error::from)?;
         let zygote = Arc::new(Self {
             exe: exe.to_owned(),
             state: Mutex::new(State::default()),
@@ -248,7 +245,7 @@ async fn wait_pidfd(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
 }
 
 /// A supervisor process: exec'd by the daemon (a tokio child) or forked by
-/// the zygote (the daemon's child by reparenting, waited on by pidfd).
+/// the zygote (the daemon's child by CLONE_PARENT, waited on by pidfd).
 #[derive(Debug)]
 pub enum SupervisorProc {
     /// Exec'd.

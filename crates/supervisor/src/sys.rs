@@ -1130,6 +1130,36 @@ pub fn set_own_args(args: &[u8]) -> Result<(), Errno> {
     }
 }
 
+/// clone(2) with fork semantics (no new stack, SIGCHLD) and CLONE_PARENT:
+/// the new process is a child of the caller's parent, not of the caller.
+/// The zygote forks supervisors this way, so they are the daemon's
+/// children as an exec'd helper is. Linux only; ENOSYS elsewhere.
+///
+/// # Safety
+///
+/// As [`fork_unchecked`]: the calling process must be single-threaded.
+pub unsafe fn fork_to_parent_unchecked() -> Result<ForkResult, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: the caller guarantees a single-threaded process (this
+        // fn's contract) and there is no CLONE_VM, so the child inherits no
+        // lock held by another thread; with a null stack it runs on a copy
+        // of the caller's stack, exactly as after fork(2).
+        let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+        match Errno::result(rc)? {
+            0 => Ok(ForkResult::Child),
+            pid => Ok(ForkResult::Parent {
+                child: Pid::from_raw(pid as libc::pid_t),
+            }),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(Errno::ENOSYS)
+    }
+}
+
 /// pidfd_open(2): a descriptor for process `pid` (a child of the caller,
 /// so its pid cannot be reused before the caller reaps it), close-on-exec.
 /// Linux only; ENOSYS elsewhere.

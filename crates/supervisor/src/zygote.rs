@@ -8,16 +8,14 @@
 //! close-on-exec descriptor), /dev/null and the daemon's stderr; no
 //! configuration, keys or sockets of the daemon. Per request (the sandbox
 //! id, one descriptor: the supervisor's end of a new socketpair) it forks
-//! twice: the intermediate child forks the supervisor, reports its pid on
-//! a pipe and exits at once, so the supervisor is orphaned and reparented
-//! to the daemon (a child subreaper). It is therefore the daemon's child,
-//! exactly as an exec'd helper is: the daemon reaps it, and after a daemon
-//! restart it is reattached the same way. The intermediate child rewrites
-//! its arguments in place to `<exe> __supervise <id>` before it forks
-//! (what a restarted daemon looks for; the zygote's own, `<exe> __zygote
-//! <pad>`, have exactly that length), so the supervisor bears them from
-//! birth; where that fails (not Linux) the supervisor execs the helper as
-//! before instead. Then, like an exec'd helper, it takes its
+//! the supervisor with `clone(CLONE_PARENT)`, so the supervisor is the
+//! daemon's child, exactly as an exec'd helper is: the daemon reaps it, and
+//! after a daemon restart it is reattached the same way. Just before, the
+//! zygote rewrites its arguments in place to `<exe> __supervise <id>` (what
+//! a restarted daemon looks for; its own, `<exe> __zygote <pad>`, have
+//! exactly that length) and takes its own back right after, so the
+//! supervisor bears them from birth; where that fails (not Linux) the
+//! supervisor execs the helper as before instead. Then, like an exec'd helper, it takes its
 //! channel as fd 0 and runs [`crate::helper_main`], which closes every
 //! other descriptor.
 //!
@@ -92,6 +90,14 @@ pub fn zygote_main(supervisor: fn() -> i32) -> i32 {
     let argv0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("sandboxd"));
+    // Its own arguments, put back after each fork (see fork_supervisor).
+    let own_args: Vec<u8> = std::env::args_os()
+        .flat_map(|a| {
+            let mut b = a.as_bytes().to_vec();
+            b.push(0);
+            b
+        })
+        .collect();
     let mut decoder = Decoder::default();
     let mut fds: Vec<OwnedFd> = Vec::new();
     loop {
@@ -108,7 +114,7 @@ pub fn zygote_main(supervisor: fn() -> i32) -> i32 {
         fds.clear();
         let reply = match chan {
             Some(chan) if sandboxd_core::validate::is_id(&request.id) => {
-                match fork_supervisor(&argv0, &request.id, chan, supervisor) {
+                match fork_supervisor(&argv0, &own_args, &request.id, chan, supervisor) {
                     Ok(pid) => ForkReply::Forked { pid: pid.as_raw() },
                     Err(e) => ForkReply::Failed {
                         message: format!("forking the supervisor: {e}"),
@@ -168,66 +174,34 @@ fn send_all(sock: &OwnedFd, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Forks the supervisor as a grandchild (see the module docs) and returns
-/// its pid once the intermediate child has exited, i.e. once the
-/// supervisor has been reparented.
+/// Forks the supervisor as the daemon's child (see the module docs) and
+/// returns its pid.
 fn fork_supervisor(
     argv0: &OsString,
+    own_args: &[u8],
     id: &str,
     chan: OwnedFd,
     supervisor: fn() -> i32,
 ) -> Result<Pid, io::Error> {
-    let (read, write) = sys::pipe()?;
+    // Named before it is forked, so the supervisor bears its arguments from
+    // birth: a restarted daemon that looks for it by them can never miss
+    // it, as with an exec'd helper. The zygote takes its own back at once.
+    let renamed = sys::set_own_args(&supervisor_args(argv0, id)).is_ok();
     // SAFETY: the zygote is single-threaded: a freshly exec'd process that
     // never starts a thread.
-    match unsafe { sys::fork_unchecked() }? {
-        sys::Fork::Child => {
-            drop(read);
-            // Named before the supervisor is forked, so it is named from
-            // birth: a restarted daemon that looks for it by its
-            // arguments can never miss it, as with an exec'd helper.
-            let renamed = sys::set_own_args(&supervisor_args(argv0, id)).is_ok();
-            // SAFETY: still single-threaded (a forked copy of the zygote).
-            match unsafe { sys::fork_unchecked() } {
-                Ok(sys::Fork::Child) => {
-                    drop(write);
-                    become_supervisor(argv0, id, chan, supervisor, renamed)
-                }
-                Ok(sys::Fork::Parent { child }) => {
-                    let code = i32::from(
-                        sys::write_all(write.as_fd(), &child.as_raw().to_be_bytes()).is_err(),
-                    );
-                    sys::exit_child(code)
-                }
-                Err(_) => sys::exit_child(1),
-            }
-        }
-        sys::Fork::Parent { child } => {
-            drop(write);
-            drop(chan);
-            let mut buf = [0u8; 4];
-            let mut got = 0;
-            while got < buf.len() {
-                match sys::read(read.as_fd(), &mut buf[got..]) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        let _ = sys::wait_for(child);
-                        return Err(e.into());
-                    }
-                }
-            }
-            // Reaped only after it wrote the pid and exited: from then on
-            // the supervisor is the daemon's child.
-            let _ = sys::wait_for(child);
-            if got < buf.len() {
-                return Err(io::Error::other(
-                    "the intermediate child exited without the supervisor's pid",
-                ));
-            }
-            Ok(Pid::from_raw(i32::from_be_bytes(buf)))
-        }
+    let forked = unsafe { sys::fork_to_parent_unchecked() };
+    if let Ok(sys::Fork::Child) = forked {
+        become_supervisor(argv0, id, chan, supervisor, renamed)
+    }
+    if renamed {
+        let _ = sys::set_own_args(own_args);
+    }
+    match forked? {
+        sys::Fork::Parent { child } => Ok(child),
+        // Returned above.
+        sys::Fork::Child => Err(io::Error::other(
+            "unreachable: the child became the supervisor",
+        )),
     }
 }
 
