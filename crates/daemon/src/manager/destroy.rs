@@ -73,13 +73,22 @@ impl Manager {
     ) -> ApiResult<()> {
         let (backend, store, paths) = (self.backend.clone(), self.store.clone(), sb.paths.clone());
         tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            let began = std::time::Instant::now();
             // Only once nothing is mounted under the sandbox dir may it be
             // deleted: cleanup() proves that or fails.
             clean_host(backend.as_ref(), &paths)?;
             if let Some(step) = step {
                 fault::check(step)?;
             }
+            let cleaned = began.elapsed();
             store.remove(&paths.id)?;
+            // The two halves of the destroy's last step (see steptime).
+            tracing::debug!(
+                sandbox = %paths.id,
+                cleanup_us = u64::try_from(cleaned.as_micros()).unwrap_or(u64::MAX),
+                remove_us = u64::try_from((began.elapsed() - cleaned).as_micros()).unwrap_or(u64::MAX),
+                "host cleanup and record removal"
+            );
             Ok(())
         })
         .await
