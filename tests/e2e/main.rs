@@ -22,3 +22,4 @@ mod remote;
 mod resources;
 mod surface;
 mod verify;
+mod zygote;

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use sandboxd_core::fault;
-use sandboxd_supervisor::{CommonConfig, Isolation, Step, StepError};
+use sandboxd_supervisor::{CommonConfig, Isolation, Step, StepError, timing};
 
 use crate::handshake::{self, FromInit, SupervisorChannel, ToInit};
 use crate::plan::{
@@ -164,6 +164,7 @@ impl LinuxIsolation {
         }
         fault::check(fault::CGROUPS)
             .map_err(|e| StepError::new(Step::Injected(fault::CGROUPS), e))?;
+        timing::mark("create cgroups");
         std::fs::create_dir_all(&plan.rootfs).map_err(|e| {
             StepError::new(
                 Step::CreateRootMountPoint,
@@ -176,6 +177,7 @@ impl LinuxIsolation {
             self.cgroup_fd = Some(fd);
         }
         let plan = &self.launch.plan;
+        timing::mark("root mount point, cgroup fd");
 
         let (mut init, to_supervisor) = handshake::pair()?;
         let mut flags = CloneFlags::empty();
@@ -207,6 +209,7 @@ impl LinuxIsolation {
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
                 self.reaper = Some(reaper);
+                timing::mark("clone pid 1");
                 for dir in self.dirs_to_join(placed) {
                     let procs = dir.join("cgroup.procs");
                     sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
@@ -215,6 +218,7 @@ impl LinuxIsolation {
                 }
                 fault::check(fault::CLONED)
                     .map_err(|e| StepError::new(Step::Injected(fault::CLONED), e))?;
+                timing::mark("join cgroups");
                 init.send(ToInit::Go)?;
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
@@ -251,6 +255,7 @@ impl LinuxIsolation {
                 if !ready {
                     return Err(StepError::new(Step::SandboxInit, "exited during setup"));
                 }
+                timing::mark("pid 1 builds the sandbox (mounts, pivot_root, lo)");
             }
         }
         let reaper = self.reaper.map(Pid::as_raw).unwrap_or_default();
@@ -277,6 +282,7 @@ impl LinuxIsolation {
             }
         }
         self.pid_ns = sys::pid_ns_of(reaper);
+        timing::mark("open namespace fds");
         Ok(())
     }
 }

@@ -58,7 +58,7 @@ pub(crate) struct Throughput {
 /// Results of the memory phase, in KiB.
 #[derive(Debug)]
 pub(crate) struct Memory {
-    /// Daemon VmRSS right after start, no sandboxes.
+    /// Daemon VmRSS right after start, no sandboxes (with its zygote's).
     pub(crate) idle_rss: u64,
     /// Daemon VmRSS after all other phases, no sandboxes.
     pub(crate) rss_after_run: Option<u64>,
@@ -203,7 +203,14 @@ async fn phases(
 ) -> anyhow::Result<Results> {
     // Idle RSS first: after start, before any client or sandbox.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = procfs::status_kib(daemon.pid(), "VmRSS")?;
+    // With its zygote (the only child of an idle daemon), which is part of
+    // the daemon's cost.
+    let mut idle_rss = procfs::status_kib(daemon.pid(), "VmRSS")?;
+    for pid in procfs::children_of(daemon.pid()) {
+        if procfs::is_zygote(pid) {
+            idle_rss += procfs::status_kib(pid, "VmRSS").unwrap_or(0);
+        }
+    }
 
     let mut api = daemon.connect().await?;
     let idle_id = api
@@ -366,9 +373,10 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
 }
 
 /// Sum of RSS and PSS (KiB) of the daemon and its direct children (the
-/// supervisor helpers), and the number of children.
+/// supervisor helpers and the zygote), and the number of helpers.
 fn tree_memory(daemon: &Daemon) -> anyhow::Result<(u64, u64, usize)> {
     let kids = procfs::children_of(daemon.pid());
+    let helpers = kids.iter().filter(|p| !procfs::is_zygote(**p)).count();
     let mut rss = procfs::status_kib(daemon.pid(), "VmRSS")?;
     let mut pss = procfs::pss_kib(daemon.pid())?;
     for pid in &kids {
@@ -376,7 +384,7 @@ fn tree_memory(daemon: &Daemon) -> anyhow::Result<(u64, u64, usize)> {
         rss += procfs::status_kib(*pid, "VmRSS").unwrap_or(0);
         pss += procfs::pss_kib(*pid).unwrap_or(0);
     }
-    Ok((rss, pss, kids.len()))
+    Ok((rss, pss, helpers))
 }
 
 /// Creates `--idle-sandboxes` IDLE sandboxes, measures the daemon + helper
@@ -425,7 +433,10 @@ async fn per_sandbox_memory(
     }
     let destroy_time = start.elapsed();
     let (rss1, pss1, helpers, avail1) = measured?;
-    let left = procfs::children_of(daemon.pid()).len();
+    let left = procfs::children_of(daemon.pid())
+        .into_iter()
+        .filter(|p| !procfs::is_zygote(*p))
+        .count();
     if left != 0 {
         eprintln!("warning: {left} daemon children still alive after destroying all sandboxes");
     }

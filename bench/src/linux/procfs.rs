@@ -50,6 +50,15 @@ pub(crate) fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` is the daemon's zygote (`<exe> __zygote`, by its
+/// arguments as the daemon finds its supervisors), which forks the
+/// supervisors and lives as long as the daemon: counted with the daemon,
+/// not as a helper.
+pub(crate) fn is_zygote(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|args| args.split(|b| *b == 0).nth(1) == Some(b"__zygote".as_slice()))
+}
+
 /// The parent pid from `/proc/<pid>/stat`; the command name (field 2) may
 /// contain spaces and parentheses, so parse after the last `)`.
 fn ppid_of(pid: u32) -> Option<u32> {

@@ -120,7 +120,7 @@ pub(crate) fn print(args: &Args, r: &Results) {
     let idle = m.idle_rss as f64 / KIB_PER_MIB;
     println!(
         "{:<34} {idle:>9.2}   target <= 15 MiB  {}",
-        "daemon idle VmRSS",
+        "daemon idle VmRSS (+ zygote)",
         verdict(idle <= 15.0)
     );
     if let Some(after) = m.rss_after_run {

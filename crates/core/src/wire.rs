@@ -193,6 +193,15 @@ pub struct CreateVerify {
     pub report: crate::capability::IsolationReport,
 }
 
+/// One timed step of a supervisor's setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTime {
+    /// The step ("create cgroups", "clone pid 1", ...).
+    pub step: String,
+    /// Its duration in microseconds.
+    pub us: u64,
+}
+
 /// Supervisor → daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +214,10 @@ pub enum Event {
         /// create asked for one.
         #[serde(default)]
         verification: Option<Box<Verification>>,
+        /// How long each setup step took, in order (logged by the daemon at
+        /// debug level; empty from a supervisor that does not time them).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<StepTime>,
     },
     /// Setup failed at `step`; the supervisor has undone what it did and
     /// exits.
@@ -564,6 +577,7 @@ mod tests {
                 Event::Ready {
                     main_pid: None,
                     verification: None,
+                    steps: Vec::new(),
                 },
             ),
             (

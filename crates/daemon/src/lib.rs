@@ -30,8 +30,10 @@ pub mod notify;
 pub mod rlimit;
 pub mod server;
 pub mod service;
+pub mod steptime;
 pub mod transport;
 pub mod unix_authority;
 pub mod verify;
+pub mod zygote;
 
 pub use link::SUPERVISE_ARG;

@@ -6,14 +6,17 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use sandboxd_core::wire::{self, Decoder, Event, Message, Request};
 use sandboxd_supervisor::sys;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Duration;
+
+use crate::zygote::{SupervisorProc, Zygote};
 
 /// A connected supervisor.
 #[derive(Debug)]
@@ -42,41 +45,39 @@ const ANNOUNCE_WAIT: Duration = Duration::from_secs(5);
 /// `sys::is_supervisor` looks for).
 pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 
-/// Starts a supervisor helper for sandbox `id`: this binary re-executed in
-/// helper mode with one end of a socketpair as its stdin, and sends it the
-/// launch configuration as the first frame and the create options as the
-/// second.
+/// Starts a supervisor helper for sandbox `id` with one end of a
+/// socketpair as its stdin: forked by the zygote when there is one, else
+/// this binary re-executed in helper mode. Sends it the launch
+/// configuration as the first frame and the create options as the second.
 pub async fn spawn(
     exe: &Path,
+    zygote: Option<&Arc<Zygote>>,
     id: &str,
     config: &[u8],
     options: &wire::CreateOptions,
-) -> io::Result<(Child, Link)> {
+) -> io::Result<(SupervisorProc, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(SUPERVISE_ARG).arg(id).env_clear();
-    if let Some((key, value)) = crate::rlimit::helper_env() {
-        cmd.env(key, value);
-    }
-    if sandboxd_core::weaken::ENABLED {
-        // Test builds: the supervisor skips the named isolation steps.
-        if let Some(steps) = std::env::var_os(sandboxd_core::weaken::ENV) {
-            cmd.env(sandboxd_core::weaken::ENV, steps);
+    let child = match zygote {
+        Some(zygote) => {
+            let pid = zygote.fork_supervisor(id, OwnedFd::from(theirs)).await?;
+            SupervisorProc::forked(pid)?
         }
-    }
-    if sandboxd_core::fault::ENABLED {
-        // Test builds: the supervisor's steps can fail on request too.
-        if let Some(file) = std::env::var_os(sandboxd_core::fault::FILE_ENV) {
-            cmd.env(sandboxd_core::fault::FILE_ENV, file);
+        None => {
+            let mut cmd = Command::new(exe);
+            cmd.arg(SUPERVISE_ARG)
+                .arg(id)
+                .env_clear()
+                .envs(crate::zygote::helper_env());
+            SupervisorProc::Spawned(
+                cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(false)
+                    .spawn()?,
+            )
         }
-    }
-    let child = cmd
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(false)
-        .spawn()?;
+    };
     ours.set_nonblocking(true)?;
     let link = Link {
         sock: UnixStream::from_std(ours)?,
@@ -286,7 +287,8 @@ mod tests {
                 },
                 Event::Ready {
                     main_pid: Some(7),
-                    verification: None
+                    verification: None,
+                    steps: Vec::new()
                 },
                 Event::ExecExited {
                     exec_id: 3,

@@ -20,6 +20,17 @@ fn main() -> ExitCode {
         let code = sandboxd::backend::supervisor_main();
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // `sandboxd __zygote`: the long-lived helper that forks supervisors
+    // (sandboxd_supervisor::zygote), started by the daemon with the
+    // helpers' environment; single-threaded like them.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sandboxd_supervisor::zygote::ZYGOTE_ARG)
+    {
+        sandboxd::rlimit::restore_in_helper();
+        let code = sandboxd_supervisor::zygote::zygote_main(sandboxd::backend::supervisor_main);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -28,6 +28,8 @@ pub mod seccomp;
 mod step;
 mod supervisor;
 pub mod sys;
+pub mod timing;
+pub mod zygote;
 
 pub use channel::{Channel, RecvOutcome};
 pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};

@@ -262,6 +262,7 @@ pub fn supervise<I: Isolation>(
         Ok(p) => p,
         Err(e) => return fail(&mut chan, e),
     };
+    crate::timing::mark("supervisor start");
     // Before setup: a backend that starts the main process during setup
     // (Linux INIT) hands it the write ends.
     let sandbox_dir = config.exit_file.parent().map(std::path::Path::to_path_buf);
@@ -278,6 +279,7 @@ pub fn supervise<I: Isolation>(
     if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
+    crate::timing::mark("isolation setup (rest)");
     let oom_at_start = isolation.oom_kills();
     let mut sup = Supervisor {
         chan,
@@ -315,6 +317,7 @@ pub fn supervise<I: Isolation>(
             control_path.display()
         ),
     }
+    crate::timing::mark("control socket");
     // Verify before anything of the client's runs: a REQUIRED row observed
     // VIOLATED fails the setup and the main process never starts.
     let mut verification = None;
@@ -349,9 +352,11 @@ pub fn supervise<I: Isolation>(
     // Our copies of the write ends must close, or the capture never sees
     // EOF (the main process, or pid 1 that became it, has its own).
     drop(main_output);
+    crate::timing::mark("start main process");
     sup.chan.send(&Event::Ready {
         main_pid: sup.main.map(Pid::as_raw),
         verification,
+        steps: crate::timing::take(),
     });
     sup.run()
 }
@@ -874,6 +879,7 @@ where
     I: Isolation,
     F: FnOnce(T) -> Result<I, StepError>,
 {
+    crate::timing::start();
     // Own session: a signal to the daemon's process group or terminal must
     // not reach the sandbox, and the sandbox outlives the daemon.
     let _ = sys::new_session();
@@ -909,6 +915,7 @@ where
             return 1;
         }
     };
+    crate::timing::mark("read launch configuration");
     match make(config.isolation) {
         Ok(isolation) => supervise(chan, config.common, isolation, options),
         Err(e) => {

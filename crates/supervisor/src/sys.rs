@@ -1180,6 +1180,151 @@ pub fn find_supervisors(id: &str) -> Vec<i32> {
     crate::procs::find_supervisors_in(&HostProcesses, id)
 }
 
+/// Rewrites the calling process's argument vector as others see it
+/// (`/proc/<pid>/cmdline`, `ps`) with `args` (NUL-separated, ending with a
+/// NUL), in place: the bytes between the kernel's `arg_start` and
+/// `arg_end` (from `/proc/self/stat`) are overwritten, which needs no
+/// capability (unlike `PR_SET_MM`) but only works when `args` has exactly
+/// their length (EINVAL otherwise; the zygote is started with arguments
+/// padded to the length of a supervisor's). A supervisor forked by the
+/// zygote names itself `<exe> __supervise <id>` this way, as an exec'd one
+/// is named, so a restarted daemon finds it. Linux only; ENOSYS elsewhere.
+pub fn set_own_args(args: &[u8]) -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        if args.last() != Some(&0) {
+            return Err(Errno::EINVAL);
+        }
+        let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Errno::EIO)?;
+        // Fields 48 and 49 (arg_start, arg_end); fields after the command
+        // name's last ')' start at field 3.
+        let mut fields = stat
+            .rsplit_once(')')
+            .ok_or(Errno::EIO)?
+            .1
+            .split_whitespace()
+            .skip(45);
+        let mut next = || -> Result<usize, Errno> {
+            fields.next().and_then(|f| f.parse().ok()).ok_or(Errno::EIO)
+        };
+        let (start, end) = (next()?, next()?);
+        if end.checked_sub(start) != Some(args.len()) || start == 0 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: [start, end) is this process's argument area on its
+        // initial stack, mapped and writable for the life of the process
+        // and owned by no Rust object (std only keeps pointers to it for
+        // `env::args`, which the caller no longer needs); the caller is
+        // single-threaded, so nothing reads it concurrently; `args` has
+        // exactly its length, checked above.
+        unsafe { std::ptr::copy_nonoverlapping(args.as_ptr(), start as *mut u8, args.len()) };
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = args;
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// clone(2) with fork semantics (no new stack, SIGCHLD) and CLONE_PARENT:
+/// the new process is a child of the caller's parent, not of the caller.
+/// The zygote forks supervisors this way, so they are the daemon's
+/// children as an exec'd helper is. Linux only; ENOSYS elsewhere.
+///
+/// # Safety
+///
+/// As [`fork_unchecked`]: the calling process must be single-threaded.
+pub unsafe fn fork_to_parent_unchecked() -> Result<ForkResult, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: the caller guarantees a single-threaded process (this
+        // fn's contract) and there is no CLONE_VM, so the child inherits no
+        // lock held by another thread; with a null stack it runs on a copy
+        // of the caller's stack, exactly as after fork(2).
+        let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+        match Errno::result(rc)? {
+            0 => Ok(ForkResult::Child),
+            pid => Ok(ForkResult::Parent {
+                child: Pid::from_raw(pid as libc::pid_t),
+            }),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// pidfd_open(2): a descriptor for process `pid` (a child of the caller,
+/// so its pid cannot be reused before the caller reaps it), close-on-exec.
+/// Linux only; ENOSYS elsewhere.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (or -1); nothing is passed by pointer.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        let raw = Errno::result(rc)?;
+        let raw = RawFd::try_from(raw).map_err(|_| Errno::EBADF)?;
+        // SAFETY: the kernel just created `raw` for us; nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// pidfd_send_signal(2): `sig` to the process `pidfd` refers to (never to
+/// a process that reused its pid). Linux only; ENOSYS elsewhere.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: Signal) -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a descriptor, a signal number, a null siginfo (as
+        // kill(2)) and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pidfd, sig);
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// waitid(P_PIDFD, WEXITED | WNOHANG): reaps the child `pidfd` refers to
+/// if it has exited (true), or says it still runs (false). ECHILD once it
+/// has been reaped. Linux only; ENOSYS elsewhere.
+pub fn pidfd_reap(pidfd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+        match nix::sys::wait::waitid(
+            Id::PIDFd(pidfd),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        )? {
+            WaitStatus::StillAlive => Ok(false),
+            _ => Ok(true),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pidfd;
+        Err(Errno::ENOSYS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -24,6 +24,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
 use crate::link;
+use crate::steptime::StepTimer;
 
 /// What [`Manager::register`] found or made.
 enum Registered {
@@ -74,6 +75,7 @@ impl Manager {
         verify: bool,
     ) -> ApiResult<(SandboxRecord, Option<Verification>)> {
         let owner = who.name.as_str();
+        let mut timer = StepTimer::new("create", "");
         validate::validate_request_id(&request_id)?;
         if verify
             && self.backend.kind() == sandboxd_core::BackendKind::Linux
@@ -99,6 +101,8 @@ impl Manager {
             }
             Registered::New(sb, paths) => (sb, paths),
         };
+        timer.sandbox(&sb.id);
+        timer.mark("register (plan, lease)");
         // Host fixtures for a verification at create live until Ready.
         let mut options = CreateOptions::default();
         let mut fixtures = None;
@@ -111,7 +115,7 @@ impl Manager {
                 report: sb.record().report,
             });
         }
-        let started = self.start(&sb, &spec, &paths, &options).await;
+        let started = self.start(&sb, &spec, &paths, &options, &mut timer).await;
         drop(fixtures);
         match started {
             Ok(()) => {
@@ -132,6 +136,7 @@ impl Manager {
                 if let Err(e) = self.save(sb.record()).await {
                     tracing::error!(sandbox = %sb.id, error = %e, "persisting record");
                 }
+                timer.mark("save RUNNING record");
                 let pending = lock(&sb.pending_exit).take();
                 if let Some(exit) = pending {
                     self.finish_with(&sb, exit).await;
@@ -139,6 +144,7 @@ impl Manager {
                     self.finish_with(&sb, self.exit_after_close(&sb)).await;
                 }
                 let verification = lock(&sb.created_verification).take();
+                timer.finish();
                 Ok((sb.record(), verification))
             }
             Err(e) => {
@@ -290,6 +296,7 @@ impl Manager {
         spec: &ValidatedSpec,
         paths: &SandboxPaths,
         options: &CreateOptions,
+        timer: &mut StepTimer,
     ) -> ApiResult<()> {
         fault::check(fault::REGISTERED)?;
         let (backend, store, spec2, paths2, record) = (
@@ -299,24 +306,33 @@ impl Manager {
             paths.clone(),
             sb.record(),
         );
-        let config = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let mut t = std::mem::replace(timer, StepTimer::new("create", &sb.id));
+        let (config, t) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+            t.mark("to blocking thread");
             store.create_sandbox_dir(&paths2.id)?;
             fault::check(fault::STATE_DIR)?;
+            t.mark("state dir");
             // The CREATING record is the journal: a crash from here on is
             // rolled back at the next start by cleanup(), which finds the
-            // host-side resources by the id.
-            store.save(&record)?;
+            // host-side resources by the id. Not synced: it matters after a
+            // daemon crash (the page cache survives), not after a power
+            // loss, which ends the sandbox and its host side anyway; the
+            // RUNNING record's sync covers it.
+            store.save_unsynced(&record)?;
             fault::check(fault::RECORD)?;
+            t.mark("journal CREATING record");
             let config = backend.prepare(&spec2, &paths2)?;
             fault::check(fault::LAUNCH_CONFIG)?;
-            Ok(config)
+            t.mark("backend prepare");
+            Ok((config, t))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+        *timer = t;
 
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
-        let (child, link) = link::spawn(&self.exe, &sb.id, &config, options)
+        let (child, link) = link::spawn(&self.exe, self.zygote.as_ref(), &sb.id, &config, options)
             .await
             .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
         let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -326,9 +342,14 @@ impl Manager {
         lock(&sb.record).supervisor_pid = supervisor_pid;
         tokio::spawn(read_events(self.clone(), sb.clone(), link));
         fault::check(fault::SUPERVISOR)?;
+        timer.mark("start supervisor");
 
         let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
-            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Ok((pid, steps)))) => {
+                timer.mark("supervisor setup (until Ready)");
+                timer.nested("supervisor", &steps);
+                pid
+            }
             Ok(Ok(Err((step, message)))) => return Err(ApiError::SetupFailed { step, message }),
             Ok(Err(_)) => {
                 return Err(ApiError::SetupFailed {

@@ -13,6 +13,7 @@ use sandboxd_core::wire::{ProcessExit, Request};
 use super::{Manager, SHUTDOWN_TIMEOUT, Sandbox, lock};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
+use crate::steptime::StepTimer;
 
 impl Manager {
     /// Asks the supervisor to kill everything and exit, and waits for it;
@@ -72,13 +73,22 @@ impl Manager {
     ) -> ApiResult<()> {
         let (backend, store, paths) = (self.backend.clone(), self.store.clone(), sb.paths.clone());
         tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            let began = std::time::Instant::now();
             // Only once nothing is mounted under the sandbox dir may it be
             // deleted: cleanup() proves that or fails.
             clean_host(backend.as_ref(), &paths)?;
             if let Some(step) = step {
                 fault::check(step)?;
             }
+            let cleaned = began.elapsed();
             store.remove(&paths.id)?;
+            // The two halves of the destroy's last step (see steptime).
+            tracing::debug!(
+                sandbox = %paths.id,
+                cleanup_us = u64::try_from(cleaned.as_micros()).unwrap_or(u64::MAX),
+                remove_us = u64::try_from((began.elapsed() - cleaned).as_micros()).unwrap_or(u64::MAX),
+                "host cleanup and record removal"
+            );
             Ok(())
         })
         .await
@@ -136,25 +146,34 @@ impl Manager {
             Err(ApiError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
+        let mut timer = StepTimer::new("destroy", &sb.id);
         let _op = sb.op.lock().await;
         if !lock(&self.registry).by_id.contains_key(&sb.id) {
             return Ok(false); // destroyed by a concurrent call
         }
+        timer.mark("lookup, lock");
         // The journal: from here a crash is rolled forward at the next start.
+        // Not synced (as a create's CREATING record): a power loss ends
+        // the sandbox anyway; the removal at the end is synced.
         lock(&sb.record).destroying = true;
-        self.save(sb.record()).await?;
+        self.save_unsynced(sb.record()).await?;
         fault::check(fault::DESTROY_MARKED)?;
+        timer.mark("journal destroying");
         self.shutdown_supervisor(&sb).await;
         fault::check(fault::DESTROY_STOPPED)?;
+        timer.mark("shut the supervisor down (kill, teardown, reap)");
         if sb.exit_tx.borrow().is_none() {
             self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), "destroyed")
                 .await;
+            timer.mark("record the exit");
         }
         self.cleanup_host(&sb, Some(fault::DESTROY_CLEANED)).await?;
+        timer.mark("host cleanup, remove record");
         {
             lock(&self.registry).forget(&sb.id);
             self.metrics.forget_sandbox(&sb.id);
         }
+        timer.finish();
         tracing::info!(sandbox = %sb.id, "destroyed");
         self.events.emit(EventKind::Destroyed, &sb.id, 0, None);
         Ok(true)

@@ -69,10 +69,11 @@ impl Manager {
             Event::Ready {
                 main_pid,
                 verification,
+                steps,
             } => {
                 *lock(&sb.created_verification) = verification.map(|v| *v);
                 if let Some(tx) = lock(&sb.ready).take() {
-                    let _ = tx.send(Ok(main_pid));
+                    let _ = tx.send(Ok((main_pid, steps)));
                 }
             }
             Event::SetupFailed { step, message } => {

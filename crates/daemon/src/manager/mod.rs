@@ -38,15 +38,15 @@ use sandboxd_core::backend::SandboxPaths;
 use sandboxd_core::net::Leases;
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxRecord, StateStore};
 use sandboxd_core::verify::Verification;
-use sandboxd_core::wire::ProcessExit;
+use sandboxd_core::wire::{ProcessExit, StepTime};
 use sandboxd_core::{Backend, Policy};
 use sandboxd_supervisor::{ExitFile, now_ms};
-use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventLog;
 use crate::link::Link;
+use crate::zygote::{SupervisorProc, Zygote};
 use exec::{ExecSlot, VerifyTx};
 use registry::Registry;
 
@@ -62,8 +62,9 @@ pub const MAX_GRACE: Duration = Duration::from_secs(300);
 /// A failed step reported by a supervisor.
 type StepFailure = (String, String);
 
-/// Completes a create: the main pid (None for IDLE) or the failed step.
-type ReadyTx = oneshot::Sender<Result<Option<i32>, StepFailure>>;
+/// Completes a create: the main pid (None for IDLE) and the supervisor's
+/// step times, or the failed step.
+type ReadyTx = oneshot::Sender<Result<(Option<i32>, Vec<StepTime>), StepFailure>>;
 
 /// One sandbox.
 #[derive(Debug)]
@@ -77,7 +78,7 @@ pub struct Sandbox {
     link_closed: watch::Sender<bool>,
     ready: Mutex<Option<ReadyTx>>,
     execs: Mutex<HashMap<u64, ExecSlot>>,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<SupervisorProc>>,
     /// An exit that arrived while the create was still finishing; applied
     /// after the CREATED/STARTED events so events stay in order.
     pending_exit: Mutex<Option<ExitRecord>>,
@@ -165,6 +166,8 @@ pub struct Manager {
     /// The daemon's counters (served with `--metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     exe: PathBuf,
+    /// Forks supervisors (Linux); None: each helper is exec'd.
+    zygote: Option<Arc<Zygote>>,
     registry: Mutex<Registry>,
     next_exec: AtomicU64,
     /// Sandboxes found running at start-up, until `reattach` runs.
@@ -181,6 +184,7 @@ impl Manager {
     ) -> ApiResult<Arc<Self>> {
         let store = StateStore::open(state_dir)?;
         let exe = self_exe()?;
+        let zygote = start_zygote(&exe);
         let manager = Arc::new(Self {
             backend,
             store,
@@ -188,6 +192,7 @@ impl Manager {
             events: EventLog::default(),
             metrics: Arc::default(),
             exe,
+            zygote,
             registry: Mutex::new(Registry::new(leases)),
             // Exec ids stay unique across restarts: a reattached supervisor
             // may still run execs numbered by the previous daemon.
@@ -208,9 +213,20 @@ impl Manager {
         &self.policy
     }
 
+    /// Saves a record durably (see `StateStore::save`).
     async fn save(&self, record: SandboxRecord) -> ApiResult<()> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
+        Ok(())
+    }
+
+    /// Saves a record for a restarted daemon, not waiting for the disk
+    /// (see `StateStore::save_unsynced`).
+    async fn save_unsynced(&self, record: SandboxRecord) -> ApiResult<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save_unsynced(&record))
             .await
             .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
         Ok(())
@@ -265,6 +281,21 @@ fn lost_exit(message: &str) -> ExitRecord {
 fn read_exit_file(paths: &SandboxPaths) -> Option<ExitFile> {
     let bytes = std::fs::read(paths.dir.join("exit.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The zygote that forks supervisors, on Linux; if it cannot start, each
+/// supervisor is exec'd as before (slower, equally isolated).
+fn start_zygote(exe: &std::path::Path) -> Option<Arc<Zygote>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    match Zygote::start(exe) {
+        Ok(z) => Some(z),
+        Err(e) => {
+            tracing::warn!(error = %e, "starting the zygote; supervisors are exec'd instead");
+            None
+        }
+    }
 }
 
 /// The binary to re-execute as the supervisor helper. On Linux
