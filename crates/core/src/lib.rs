@@ -15,6 +15,7 @@ pub mod backend;
 pub mod capability;
 pub mod fault;
 pub mod net;
+pub mod oci;
 pub mod plan;
 pub mod planner;
 pub mod spec;
