@@ -9,8 +9,10 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest.join("../../proto");
-    let files = ["events", "host", "process", "sandbox", "types", "verify"]
-        .map(|name| proto_root.join(format!("sandboxd/v1/{name}.proto")));
+    let files = [
+        "events", "host", "image", "process", "sandbox", "types", "verify",
+    ]
+    .map(|name| proto_root.join(format!("sandboxd/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -93,6 +93,49 @@ pub(crate) enum Command {
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
     Compare(CompareArgs),
+    /// List OCI images in the daemon's image store.
+    Images,
+    /// Remove OCI image references (by digest: every reference to that
+    /// image) and free what no image uses any more.
+    Rmi(RmiArgs),
+    /// OCI images: import, inspect, ls, rm.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `image ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import an OCI image layout or `docker save` archive (a tar file;
+    /// "-" reads stdin).
+    Import(ImageImportArgs),
+    /// Show one image (config defaults, layers) as JSON.
+    Inspect {
+        /// "name:tag", "name@sha256:..." or "sha256:...".
+        reference: String,
+    },
+    /// Same as `images`.
+    Ls,
+    /// Same as `rmi`.
+    Rm(RmiArgs),
+}
+
+/// `image import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImageImportArgs {
+    /// The archive ("-": stdin).
+    pub(crate) file: String,
+    /// Reference for an image the archive does not name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+/// `rmi`.
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Image references.
+    #[arg(required = true)]
+    pub(crate) references: Vec<String>,
 }
 
 /// `verify`.

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// No sandbox by that id or name (or not visible to the caller).
     #[error("sandbox {0:?} not found")]
     NotFound(String),
+    /// No image by that reference in the image store.
+    #[error("image {0:?} not found")]
+    ImageNotFound(String),
     /// A name or idempotency key already in use.
     #[error("{0}")]
     AlreadyExists(String),
@@ -77,7 +80,7 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::NotFound(_) | ApiError::ImageNotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) | ApiError::SetupFailed { .. } => {
                 Code::FailedPrecondition

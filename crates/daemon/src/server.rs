@@ -22,7 +22,7 @@ use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
 use crate::hostdirs;
 use crate::manager::Manager;
-use crate::service::{Events, Host, Processes, Sandboxes, Shared};
+use crate::service::{Events, Host, Images, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
 
 /// How long in-flight calls get to finish after SIGTERM.
@@ -119,7 +119,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let protected = Arc::new(hostdirs::Protected::new(&own)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let images = sandboxd_images::Store::open(
+        &config.images_dir,
+        sandboxd_core::oci::UnpackLimits::default(),
+    )
+    .context("opening the image store")?;
     let shared = Shared {
+        images: Arc::new(images),
         manager,
         images_dir: config.images_dir.clone(),
         shutdown: shutdown_rx,
@@ -149,6 +155,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await;
     health_reporter
         .set_serving::<pb::event_service_server::EventServiceServer<Events>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::image_service_server::ImageServiceServer<Images>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
@@ -186,6 +195,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ))
         .add_service(limited!(pb::event_service_server::EventServiceServer::new(
             Events(shared.clone())
+        )))
+        .add_service(limited!(pb::image_service_server::ImageServiceServer::new(
+            Images(shared.clone())
         )))
         .add_service(known_callers_only(health, &shared))
         .add_service(known_callers_only(reflection_v1, &shared))

@@ -2,6 +2,7 @@
 
 mod caps;
 mod events;
+mod image;
 mod lifecycle;
 mod plan;
 mod run;
@@ -61,6 +62,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
+        Command::Images => image::images(&ctx).await,
+        Command::Rmi(a) => image::rmi(&ctx, a).await,
+        Command::Image(c) => image::image(&ctx, c).await,
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod events;
 mod host;
+mod image;
 mod process;
 mod sandbox;
 
@@ -22,6 +23,7 @@ use crate::manager::Manager;
 
 pub use events::Events;
 pub use host::Host;
+pub use image::{Images, image_error, image_to_pb};
 pub use process::{ExecSlot, ExecSlots, Processes};
 pub use sandbox::Sandboxes;
 
@@ -32,6 +34,8 @@ pub struct Shared {
     pub manager: Arc<Manager>,
     /// The images directory (for plans of the chroot backend).
     pub images_dir: PathBuf,
+    /// The OCI image store under it.
+    pub images: Arc<sandboxd_images::Store>,
     /// Flips to true when the daemon shuts down: long-lived calls end.
     pub shutdown: watch::Receiver<bool>,
     /// Resolves callers.

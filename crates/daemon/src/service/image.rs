@@ -1,0 +1,215 @@
+//! ImageService: the OCI image store (crates/images) over gRPC. Store work
+//! is blocking file I/O and runs on blocking tasks.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use sandboxd_images::{ImageError, ImageRecord, Store};
+use sandboxd_proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::error::ApiError;
+
+/// The ImageService implementation.
+#[derive(Debug)]
+pub struct Images(pub Shared);
+
+/// The status an image-store failure becomes.
+pub fn image_error(e: ImageError) -> ApiError {
+    let msg = e.to_string();
+    match e {
+        ImageError::Refused(_)
+        | ImageError::DigestMismatch { .. }
+        | ImageError::Archive(_)
+        | ImageError::Oci(_) => ApiError::InvalidField(msg),
+        ImageError::TooLarge(_) => ApiError::ResourceExhausted(msg),
+        ImageError::NotFound(r) => ApiError::ImageNotFound(r),
+        ImageError::Platform { .. } => ApiError::FailedPrecondition(msg),
+        ImageError::Io { .. } => ApiError::Internal(msg),
+    }
+}
+
+/// The wire form of a stored image.
+pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
+    let run = r.config.config.clone().unwrap_or_default();
+    pb::Image {
+        refs: r.refs.clone(),
+        digest: r.manifest.to_string(),
+        config_digest: r.config_digest.to_string(),
+        platform: r.config.platform().to_string(),
+        layers: r.layers.iter().map(ToString::to_string).collect(),
+        size: r.size,
+        created: r.config.created.clone().unwrap_or_default(),
+        entrypoint: run.entrypoint.unwrap_or_default(),
+        cmd: run.cmd.unwrap_or_default(),
+        env: run.env.unwrap_or_default(),
+        working_dir: run.working_dir.unwrap_or_default(),
+        user: run.user.unwrap_or_default(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::Internal(format!("image store task: {e}")))?
+        .map_err(image_error)
+}
+
+/// Reads an import's chunks on the blocking side.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Images {
+    fn store(&self) -> &Arc<Store> {
+        &self.0.images
+    }
+
+    fn admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), ApiError> {
+        let caller = self.0.caller(req)?;
+        if caller.admin {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(format!(
+                "{what}: the image store is shared; identity {:?} is not an admin",
+                caller.name
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::image_service_server::ImageService for Images {
+    async fn import_image(
+        &self,
+        req: Request<Streaming<pb::ImportImageRequest>>,
+    ) -> Result<Response<pb::ImportImageResponse>, Status> {
+        self.admin(&req, "ImportImage")?;
+        let mut stream = req.into_inner();
+        let first = match stream.next().await {
+            Some(m) => m?,
+            None => return Err(ApiError::InvalidField("ImportImage: no data".into()).into()),
+        };
+        let name = (!first.name.is_empty()).then_some(first.name.clone());
+        if let Some(n) = &name {
+            sandboxd_core::oci::Reference::parse(n)
+                .map_err(|e| ApiError::InvalidField(format!("name: {e}")))?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let _ = tx.send(Ok(first.data)).await;
+        let feed = tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                let item = m.map(|m| m.data).map_err(|s| s.message().to_owned());
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let reader = ChunkReader {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+        };
+        let result = blocking(self.store(), move |s| {
+            sandboxd_images::import_archive(s, reader, name.as_deref())
+        })
+        .await;
+        feed.abort();
+        let images = result?;
+        tracing::info!(images = ?images.iter().map(|i| i.manifest.to_string()).collect::<Vec<_>>(), "images imported");
+        Ok(Response::new(pb::ImportImageResponse {
+            images: images.iter().map(image_to_pb).collect(),
+        }))
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        self.0.caller(&req)?;
+        let images = blocking(self.store(), |s| s.list()).await?;
+        Ok(Response::new(pb::ListImagesResponse {
+            images: images.iter().map(image_to_pb).collect(),
+        }))
+    }
+
+    async fn inspect_image(
+        &self,
+        req: Request<pb::InspectImageRequest>,
+    ) -> Result<Response<pb::Image>, Status> {
+        self.0.caller(&req)?;
+        let reference = req.into_inner().reference;
+        let rec = blocking(self.store(), move |s| s.resolve(&reference)).await?;
+        Ok(Response::new(image_to_pb(&rec)))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        self.admin(&req, "RemoveImage")?;
+        let reference = req.into_inner().reference;
+        let r = reference.clone();
+        let rec = blocking(self.store(), move |s| s.resolve(&r)).await?;
+        // Refused while any sandbox (running or not yet destroyed) was made
+        // from it: its layers are that sandbox's root.
+        let used: Vec<(String, String)> = self
+            .0
+            .manager
+            .list()
+            .into_iter()
+            .filter(|sb| sandboxd_core::oci::is_reference(sb.spec.image()))
+            .map(|sb| (sb.id, sb.spec.image().to_owned()))
+            .collect();
+        let manifest = rec.manifest.clone();
+        let users: Vec<String> = blocking(self.store(), move |s| {
+            Ok(used
+                .into_iter()
+                .filter(|(_, image)| s.resolve(image).is_ok_and(|r| r.manifest == manifest))
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .await?;
+        if !users.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "image {reference:?} is used by sandbox(es) {}; destroy them first",
+                users.join(", ")
+            ))
+            .into());
+        }
+        let (rec, gc) = blocking(self.store(), move |s| s.remove(&reference)).await?;
+        Ok(Response::new(pb::RemoveImageResponse {
+            image: Some(image_to_pb(&rec)),
+            blobs_removed: gc.blobs,
+            layers_removed: gc.layers,
+        }))
+    }
+}
