@@ -311,3 +311,139 @@ async fn hostile_archives_are_refused_and_the_host_is_untouched() {
     assert_eq!(store_entries(&d), Vec::<String>::new());
     d.finish().await;
 }
+
+#[tokio::test]
+async fn an_imported_image_runs_on_its_layer_chain_with_config_defaults() {
+    use tar::EntryType::{Directory, Regular};
+    if !crate::harness::linux_backend() {
+        eprintln!(
+            "SKIPPED: OCI images run on the linux backend only (chroot and freebsd refuse them: docs/images.md)"
+        );
+        return;
+    }
+    let d = Daemon::start();
+    // A base with /etc/motd, which the top layer whites out.
+    let base = {
+        let bb = busybox();
+        let mut e: Vec<(&str, tar::EntryType, u32, &[u8])> = vec![
+            ("bin", Directory, 0o755, b""),
+            ("bin/busybox", Regular, 0o755, &bb),
+            ("etc", Directory, 0o755, b""),
+            ("etc/passwd", Regular, 0o644, b"root:x:0:0::/:/bin/sh\n"),
+            ("etc/motd", Regular, 0o644, b"base\n"),
+            ("tmp", Directory, 0o1777, b""),
+            ("work", Directory, 0o755, b""),
+        ];
+        for a in [
+            "bin/sh",
+            "bin/cat",
+            "bin/echo",
+            "bin/ls",
+            "bin/id",
+            "bin/sleep",
+            "bin/pwd",
+        ] {
+            e.push((a, tar::EntryType::Symlink, 0o777, b"busybox"));
+        }
+        tar_of(&e)
+    };
+    let top = tar_of(&[
+        ("etc/.wh.motd", Regular, 0o644, b""),
+        ("hello", Regular, 0o644, b"from the top layer\n"),
+    ]);
+    let run = r#"{"Cmd":["/bin/sh","-c","echo \"$A $B\" > /tmp/out; pwd >> /tmp/out; id -u >> /tmp/out; exec sleep 60"],"Env":["A=image","B=image"],"WorkingDir":"/work","User":"0"}"#;
+    let resp = import(&d, oci_layout("local/app:1", &[base, top], run))
+        .await
+        .unwrap();
+    let digest = resp.images[0].digest.clone();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "local/app:1".into(),
+            mode: pb::SandboxMode::Process as i32,
+            process: Some(pb::ProcessSpec {
+                env: vec!["B=spec".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    // The record pins the image by digest.
+    assert_eq!(
+        sb.spec.as_ref().unwrap().image,
+        format!("local/app@{digest}")
+    );
+    let mut out = String::new();
+    for _ in 0..50 {
+        let r = c.sh(&sb.id, "cat /tmp/out 2>/dev/null").await;
+        out = crate::harness::out(&r);
+        if out.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        out, "image spec\n/work\n0\n",
+        "Cmd, Env (spec wins), WorkingDir and User from the config"
+    );
+    let r = c
+        .sh(
+            &sb.id,
+            "cat /hello; ls /etc/motd 2>&1; echo x > /tmp/new && cat /tmp/new",
+        )
+        .await;
+    let o = crate::harness::out(&r);
+    assert!(o.starts_with("from the top layer\n"), "{o}");
+    assert!(
+        o.contains("No such file"),
+        "the top layer's whiteout hides /etc/motd: {o}"
+    );
+    assert!(
+        o.ends_with("x\n"),
+        "the root is writable (the sandbox's upper): {o}"
+    );
+    // Nothing was written into the shared layers.
+    let layers = d.images.join(".oci/layers/sha256");
+    for e in std::fs::read_dir(&layers).unwrap() {
+        let p = e.unwrap().path();
+        assert!(
+            !p.join("tmp/new").exists() && !p.join("tmp/out").exists(),
+            "a layer was written"
+        );
+    }
+    // In use: RemoveImage is refused.
+    let mut images = ImageServiceClient::new(d.channel().await);
+    let st = images
+        .remove_image(pb::RemoveImageRequest {
+            reference: "local/app:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        st.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        st.message()
+    );
+    assert!(st.message().contains(&sb.id), "{}", st.message());
+    c.destroy(&sb.id).await;
+    images
+        .remove_image(pb::RemoveImageRequest {
+            reference: "local/app:1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store_entries(&d), Vec::<String>::new());
+    // A reference that is not in the store: NOT_FOUND naming it.
+    let st = c
+        .try_create(pb::SandboxSpec {
+            image: "local/missing:1".into(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::NotFound, "{}", st.message());
+    assert!(st.message().contains("local/missing:1"), "{}", st.message());
+    d.finish().await;
+}

@@ -754,8 +754,24 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             held.push(fd);
             Some(p)
         }
+        MountSource::ImageLayers(layers) => {
+            let mut lower = Vec::new();
+            for l in layers.iter().rev() {
+                let fd = open_layer(&launch.images_dir, l)?;
+                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
+                held.push(fd);
+            }
+            if m.fstype.is_some() {
+                data.insert(0, format!("lowerdir={}", lower.join(":")));
+                Some(PathBuf::from("overlay"))
+            } else {
+                // One layer: a bind of it.
+                lower.pop().map(PathBuf::from)
+            }
+        }
         MountSource::Overlay {
             image,
+            layers,
             upper,
             work,
             layer,
@@ -768,17 +784,27 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                     err("create overlay directory", &format!("{}: {e}", d.display()))
                 })?;
             }
-            let fd = open_image(&launch.images_dir, image)?;
+            let mut lower = Vec::new();
+            if layers.is_empty() {
+                let fd = open_image(&launch.images_dir, image)?;
+                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
+                held.push(fd);
+            }
+            // overlayfs stacks lowerdirs top first.
+            for l in layers.iter().rev() {
+                let fd = open_layer(&launch.images_dir, l)?;
+                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
+                held.push(fd);
+            }
             data.insert(
                 0,
                 format!(
                     "lowerdir={},upperdir={},workdir={}",
-                    sys::fd_path(fd.as_fd()).display(),
+                    lower.join(":"),
                     upper.display(),
                     work.display()
                 ),
             );
-            held.push(fd);
             Some(PathBuf::from("overlay"))
         }
         MountSource::InRoot(path) => {
@@ -941,6 +967,31 @@ fn mount_layer(layer: &Layer) -> Result<(), StepError> {
         Some(&data),
     )
     .map_err(|e| err(&e))
+}
+
+/// Opens an OCI image layer (a path relative to the images dir) one
+/// component at a time, never following a symlink.
+fn open_layer(images_dir: &Path, rel: &Path) -> Result<OwnedFd, StepError> {
+    let mut dir = sys::open_dir(images_dir).map_err(|e| {
+        StepError::new(
+            "open images directory",
+            format!("{}: {e}", images_dir.display()),
+        )
+    })?;
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(StepError::new(
+                "open image layer",
+                format!("{}: not a plain relative path", rel.display()),
+            ));
+        };
+        let name = name.to_str().ok_or_else(|| {
+            StepError::new("open image layer", format!("{}: not UTF-8", rel.display()))
+        })?;
+        dir = sys::open_image(dir.as_fd(), name)
+            .map_err(|e| StepError::new("open image layer", format!("{}: {e}", rel.display())))?;
+    }
+    Ok(dir)
 }
 
 fn open_image(images_dir: &Path, name: &str) -> Result<OwnedFd, StepError> {

@@ -522,6 +522,72 @@ pub struct RunConfig {
     pub working_dir: Option<String>,
 }
 
+/// Fills what `spec` leaves unset from an image config's run-time
+/// defaults (the spec always wins):
+/// - argv: a spec's argv is the whole command; without one (PROCESS and
+///   INIT modes) it is Entrypoint followed by Cmd;
+/// - env: the image's entries first, the spec's replacing equal keys;
+/// - cwd: WorkingDir when the spec has none;
+/// - user: the image's User when the spec names no uid ("root", "uid" or
+///   "uid:gid"; user names other than root are refused: the spec must give
+///   the ids).
+pub fn apply_run_defaults(
+    spec: &mut crate::spec::SandboxSpec,
+    run: &RunConfig,
+) -> Result<(), String> {
+    let p = &mut spec.process;
+    if p.argv.is_empty() && spec.mode != crate::spec::Mode::Idle {
+        p.argv = run
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(run.cmd.iter().flatten())
+            .cloned()
+            .collect();
+    }
+    if let Some(env) = &run.env {
+        let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
+        let mut merged: Vec<String> = env
+            .iter()
+            .filter(|e| !p.env.iter().any(|s| key(s) == key(e)))
+            .cloned()
+            .collect();
+        merged.append(&mut p.env);
+        p.env = merged;
+    }
+    if p.cwd.is_empty() {
+        if let Some(w) = &run.working_dir {
+            p.cwd = w.clone();
+        }
+    }
+    if p.user.uid.is_none() {
+        if let Some(u) = run.user.as_deref().filter(|u| !u.is_empty()) {
+            let (user, group) = match u.split_once(':') {
+                Some((a, b)) => (a, Some(b)),
+                None => (u, None),
+            };
+            let id = |s: &str| -> Result<u32, String> {
+                if s == "root" {
+                    return Ok(0);
+                }
+                s.parse::<u32>().map_err(|_| {
+                    format!(
+                        "the image's User {u:?} names a user or group by name; only numeric ids and root are resolved: set spec.process.user"
+                    )
+                })
+            };
+            p.user.uid = Some(id(user)?);
+            if p.user.gid.is_none() {
+                p.user.gid = Some(match group {
+                    Some(g) => id(g)?,
+                    None => p.user.uid.unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One image in a `docker save` archive's manifest.json.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1092,6 +1158,74 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn run_defaults_fill_only_what_the_spec_leaves_unset() {
+        use crate::spec::{Mode, SandboxSpec};
+        let run = RunConfig {
+            user: Some("1000:100".into()),
+            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(vec!["echo hi".into()]),
+            working_dir: Some("/w".into()),
+        };
+        let mut s = SandboxSpec::default();
+        apply_run_defaults(&mut s, &run).unwrap();
+        assert_eq!(s.process.argv, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(s.process.env, ["PATH=/bin", "A=image"]);
+        assert_eq!(s.process.cwd, "/w");
+        assert_eq!(
+            (s.process.user.uid, s.process.user.gid),
+            (Some(1000), Some(100))
+        );
+
+        let mut s = SandboxSpec::default();
+        s.process.argv = vec!["/bin/true".into()];
+        s.process.env = vec!["A=spec".into()];
+        s.process.cwd = "/tmp".into();
+        s.process.user.uid = Some(5);
+        apply_run_defaults(&mut s, &run).unwrap();
+        assert_eq!(s.process.argv, ["/bin/true"]);
+        assert_eq!(s.process.env, ["PATH=/bin", "A=spec"]);
+        assert_eq!(s.process.cwd, "/tmp");
+        assert_eq!((s.process.user.uid, s.process.user.gid), (Some(5), None));
+
+        let mut s = SandboxSpec {
+            mode: Mode::Idle,
+            ..SandboxSpec::default()
+        };
+        apply_run_defaults(&mut s, &run).unwrap();
+        assert!(s.process.argv.is_empty(), "IDLE runs nothing");
+
+        for (user, want) in [
+            ("root", Ok((Some(0), Some(0)))),
+            ("7", Ok((Some(7), Some(7)))),
+            ("0:root", Ok((Some(0), Some(0)))),
+        ] {
+            let mut s = SandboxSpec::default();
+            let r = apply_run_defaults(
+                &mut s,
+                &RunConfig {
+                    user: Some(user.into()),
+                    ..RunConfig::default()
+                },
+            );
+            assert_eq!(
+                r.map(|()| (s.process.user.uid, s.process.user.gid)),
+                want,
+                "{user}"
+            );
+        }
+        let mut s = SandboxSpec::default();
+        let e = apply_run_defaults(
+            &mut s,
+            &RunConfig {
+                user: Some("www-data".into()),
+                ..RunConfig::default()
+            },
+        );
+        assert!(e.unwrap_err().contains("spec.process.user"));
     }
 
     #[test]

@@ -124,8 +124,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sandboxd_core::oci::UnpackLimits::default(),
     )
     .context("opening the image store")?;
+    let images = Arc::new(images);
+    // GC keeps the layers of every image a sandbox was made from (pinned
+    // by digest in its record), whatever the refs say now.
+    let in_use = Arc::downgrade(&manager);
+    images.set_in_use(Box::new(move || {
+        in_use
+            .upgrade()
+            .map(|m| {
+                m.list()
+                    .iter()
+                    .filter_map(|sb| crate::service::pinned_digest(sb.spec.image()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }));
     let shared = Shared {
-        images: Arc::new(images),
+        images: images.clone(),
         manager,
         images_dir: config.images_dir.clone(),
         shutdown: shutdown_rx,

@@ -147,13 +147,27 @@ struct Refs {
     refs: BTreeMap<String, Digest>,
 }
 
+/// Tells GC which manifests sandboxes still run from (their layers are
+/// mounted, whatever the refs say now).
+pub type InUse = Box<dyn Fn() -> Vec<Digest> + Send + Sync>;
+
 /// The image store.
-#[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     limits: UnpackLimits,
     platform: Platform,
     whiteouts: WhiteoutFormat,
+    in_use: std::sync::OnceLock<InUse>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("limits", &self.limits)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -190,7 +204,13 @@ impl Store {
             limits,
             platform: Platform::host(),
             whiteouts: WhiteoutFormat::host(),
+            in_use: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets how GC learns which manifests sandboxes run from (once).
+    pub fn set_in_use(&self, f: InUse) {
+        let _ = self.in_use.set(f);
     }
 
     /// The store directory (`IMAGES_DIR/.oci`).
@@ -543,7 +563,8 @@ impl Store {
         let refs = self.read_refs()?;
         let mut blobs: BTreeSet<String> = BTreeSet::new();
         let mut layers: BTreeSet<String> = BTreeSet::new();
-        for d in refs.refs.values() {
+        let running = self.in_use.get().map(|f| f()).unwrap_or_default();
+        for d in refs.refs.values().chain(&running) {
             // A ref to a broken image keeps whatever of it is there.
             blobs.insert(d.hex().to_owned());
             if let Ok(rec) = self.record(d) {

@@ -186,14 +186,41 @@ fn image(
         }
         return Ok(ops);
     }
+    let layers = spec.image_layers().to_vec();
+    if layers.is_empty() && sandboxd_core::oci::is_reference(name) {
+        return Err(PlanError::ImageUnresolved(name.to_owned()));
+    }
     if s.readonly_rootfs {
-        return Ok(vec![mount(
-            MountSource::Image(name.to_owned()),
-            "/",
-            None,
-            &[Bind, Rdonly, Nodev],
-            &[],
-        )]);
+        return Ok(vec![match layers.len() {
+            0 => mount(
+                MountSource::Image(name.to_owned()),
+                "/",
+                None,
+                &[Bind, Rdonly, Nodev],
+                &[],
+            ),
+            1 => mount(
+                MountSource::ImageLayers(layers),
+                "/",
+                None,
+                &[Bind, Rdonly, Nodev],
+                &[],
+            ),
+            // overlayfs needs two lower directories to mount without an
+            // upper one; the result is read-only.
+            _ if host.overlayfs => mount(
+                MountSource::ImageLayers(layers),
+                "/",
+                Some("overlay"),
+                &[Rdonly, Nodev],
+                &[],
+            ),
+            _ => {
+                return Err(PlanError::RootfsOverlay {
+                    image: name.to_owned(),
+                });
+            }
+        }]);
     }
     if !host.overlayfs {
         return Err(PlanError::RootfsOverlay {
@@ -218,6 +245,7 @@ fn image(
     Ok(vec![mount(
         MountSource::Overlay {
             image: name.to_owned(),
+            layers,
             upper: base.join("upper"),
             work: base.join("work"),
             layer,

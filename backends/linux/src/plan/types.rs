@@ -88,10 +88,19 @@ pub enum MountSource {
     /// An image, looked up by name in the images directory without
     /// following symlinks.
     Image(String),
+    /// An OCI image's unpacked layers (paths relative to the images dir,
+    /// base first), opened component by component without following
+    /// symlinks. Read-only: one layer is bound, several are an overlay of
+    /// lower directories only.
+    ImageLayers(Vec<PathBuf>),
     /// An overlay of an image with a private writable layer.
     Overlay {
-        /// Image name (lower layer).
+        /// Image name (lower layer; the reference of an OCI image).
         image: String,
+        /// An OCI image's layers (relative to the images dir, base first):
+        /// the lower directories instead of the image directory.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<PathBuf>,
         /// Upper directory, under the sandbox's directory (inside `layer`
         /// when there is one).
         upper: PathBuf,

@@ -181,23 +181,15 @@ impl pb::image_service_server::ImageService for Images {
         let rec = blocking(self.store(), move |s| s.resolve(&r)).await?;
         // Refused while any sandbox (running or not yet destroyed) was made
         // from it: its layers are that sandbox's root.
-        let used: Vec<(String, String)> = self
+        // Sandboxes record their image pinned by digest (name@sha256:...).
+        let users: Vec<String> = self
             .0
             .manager
             .list()
             .into_iter()
-            .filter(|sb| sandboxd_core::oci::is_reference(sb.spec.image()))
-            .map(|sb| (sb.id, sb.spec.image().to_owned()))
+            .filter(|sb| pinned_digest(sb.spec.image()).as_ref() == Some(&rec.manifest))
+            .map(|sb| sb.id)
             .collect();
-        let manifest = rec.manifest.clone();
-        let users: Vec<String> = blocking(self.store(), move |s| {
-            Ok(used
-                .into_iter()
-                .filter(|(_, image)| s.resolve(image).is_ok_and(|r| r.manifest == manifest))
-                .map(|(id, _)| id)
-                .collect())
-        })
-        .await?;
         if !users.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
                 "image {reference:?} is used by sandbox(es) {}; destroy them first",
@@ -212,4 +204,37 @@ impl pb::image_service_server::ImageService for Images {
             layers_removed: gc.layers,
         }))
     }
+}
+
+/// The manifest digest a sandbox's image is pinned to, when it is an OCI
+/// image.
+pub fn pinned_digest(image: &str) -> Option<sandboxd_core::oci::Digest> {
+    if !sandboxd_core::oci::is_reference(image) {
+        return None;
+    }
+    sandboxd_core::oci::Reference::parse(image).ok()?.digest
+}
+
+/// Resolves an OCI reference in the store for a create or plan: fills the
+/// spec's unset process fields from the image config, pins `spec.image` to
+/// `name@sha256:<manifest>` (a later retag or pull does not change what a
+/// sandbox runs, and GC keeps its layers) and returns the layer chain.
+pub(super) async fn resolve_for_spec(
+    store: &Arc<Store>,
+    spec: &mut sandboxd_core::spec::SandboxSpec,
+) -> Result<Vec<std::path::PathBuf>, ApiError> {
+    let image = spec.image().to_owned();
+    if !sandboxd_core::oci::is_reference(&image) {
+        return Ok(Vec::new());
+    }
+    let reference = sandboxd_core::oci::Reference::parse(&image)
+        .map_err(|e| ApiError::InvalidField(format!("spec.image: {e}")))?;
+    let r = image.clone();
+    let rec = blocking(store, move |s| s.resolve(&r)).await?;
+    if let Some(run) = &rec.config.config {
+        sandboxd_core::oci::apply_run_defaults(spec, run)
+            .map_err(|e| ApiError::InvalidField(format!("spec.image {image:?}: {e}")))?;
+    }
+    spec.image = format!("{}@{}", reference.name, rec.manifest);
+    Ok(rec.layer_dirs())
 }
