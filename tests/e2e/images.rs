@@ -239,7 +239,7 @@ async fn hostile_archives_are_refused_and_the_host_is_untouched() {
     let host = canary_dir.display().to_string();
     let abs = format!("{host}/canary");
     let up = format!("{}{}", "../".repeat(16), abs.trim_start_matches('/'));
-    let through = format!("{host}");
+    let through = host.clone();
     let cases: Vec<(&str, Vec<u8>, tonic::Code)> = vec![
         (
             "absolute",

@@ -911,32 +911,20 @@ mod tests {
     #[test]
     fn references() {
         let dg = d('b');
-        let ok: &[(&str, &str, Option<&str>, Option<&str>, Option<&str>)] = &[
-            ("busybox", "busybox", Some("latest"), None, None),
-            ("busybox:1.36", "busybox", Some("1.36"), None, None),
+        type Row<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let ok: &[Row<'_>] = &[
+            ("busybox", "busybox", Some("latest"), None),
+            ("busybox:1.36", "busybox", Some("1.36"), None),
             (
                 "127.0.0.1:5000/x/busybox",
                 "127.0.0.1:5000/x/busybox",
                 Some("latest"),
                 Some("127.0.0.1:5000"),
-                None,
             ),
-            (
-                "localhost/a:b",
-                "localhost/a",
-                Some("b"),
-                Some("localhost"),
-                None,
-            ),
-            (
-                "library/busybox",
-                "library/busybox",
-                Some("latest"),
-                None,
-                None,
-            ),
+            ("localhost/a:b", "localhost/a", Some("b"), Some("localhost")),
+            ("library/busybox", "library/busybox", Some("latest"), None),
         ];
-        for (s, name, tag, reg, _) in ok {
+        for (s, name, tag, reg) in ok {
             let r = Reference::parse(s).unwrap();
             assert_eq!(
                 (r.name.as_str(), r.tag.as_deref(), r.registry()),
@@ -1251,7 +1239,7 @@ mod tests {
                 .to_string()
                 .contains("zstd")
         );
-        let i = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let i = r#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(
             parse_manifest(i.as_bytes()),
             Ok(ManifestKind::Index(_))

@@ -117,12 +117,7 @@ impl ImageRecord {
     /// The unpacked layer directories, base first, relative to the images
     /// dir (a backend opens them from there without following symlinks).
     pub fn layer_dirs(&self) -> Vec<PathBuf> {
-        self.config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|d| layer_rel(d))
-            .collect()
+        self.config.rootfs.diff_ids.iter().map(layer_rel).collect()
     }
 }
 

@@ -532,7 +532,7 @@ fn archive_level_attacks_are_refused() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "corrupt blob",
-            oci_layout(&[base.clone()], Some("local/c:latest"), true),
+            oci_layout(std::slice::from_ref(&base), Some("local/c:latest"), true),
             "digest mismatch",
         ),
         (
@@ -562,7 +562,7 @@ fn archive_level_attacks_are_refused() {
         ),
         (
             "unnamed",
-            oci_layout(&[base.clone()], None, false),
+            oci_layout(std::slice::from_ref(&base), None, false),
             "does not name",
         ),
     ];
