@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sandboxd_core::oci::{Compression, Digest, UnpackLimits};
@@ -381,6 +381,7 @@ fn a_benign_layer_keeps_modes_setuid_links_and_overlay_whiteouts() {
     );
     #[cfg(target_os = "linux")]
     {
+        use std::os::unix::fs::FileTypeExt;
         let wh = std::fs::symlink_metadata(root.join("etc/passwd")).unwrap();
         assert!(
             wh.file_type().is_char_device() && wh.rdev() == 0,
