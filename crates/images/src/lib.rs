@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod flatten;
 mod import;
 mod sys;
 mod unpack;
@@ -36,6 +37,7 @@ use sandboxd_core::oci::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub use flatten::flatten;
 pub use import::import_archive;
 
 /// The store's directory inside the images dir.
@@ -201,6 +203,13 @@ impl Store {
             whiteouts: WhiteoutFormat::host(),
             in_use: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The same store unpacking new layers with whiteouts in `format`
+    /// (tests of the other OS's form; a store keeps one format).
+    pub fn with_whiteout_format(mut self, format: WhiteoutFormat) -> Self {
+        self.whiteouts = format;
+        self
     }
 
     /// Sets how GC learns which manifests sandboxes run from (once).

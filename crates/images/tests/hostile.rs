@@ -617,3 +617,57 @@ fn a_docker_save_archive_imports() {
     );
     let _: Digest = imported[0].config_digest.clone();
 }
+
+#[test]
+fn a_flattened_copy_applies_whiteouts_opaque_dirs_and_never_follows_links() {
+    use sandboxd_core::oci::WhiteoutFormat;
+    let e = env(UnpackLimits::default());
+    let store = Store::open(&e.images, UnpackLimits::default())
+        .unwrap()
+        .with_whiteout_format(WhiteoutFormat::Marker);
+    let host = e.host.display().to_string();
+    let layers = [
+        tar(&[
+            E::Dir("bin"),
+            E::File("bin/busybox", b"v1".to_vec(), 0o755),
+            E::File("etc/motd", b"base".to_vec(), 0o644),
+            E::File("var/old", b"old".to_vec(), 0o644),
+            E::Symlink("x", host.clone()),
+            E::File("f", b"file".to_vec(), 0o644),
+        ]),
+        tar(&[
+            E::File("bin/busybox", b"v2".to_vec(), 0o4755),
+            E::File("etc/.wh.motd", vec![], 0),
+            E::File("var/.wh..wh..opq", vec![], 0),
+            E::File("var/new", b"new".to_vec(), 0o644),
+            // A directory where the lower layer had a symlink out: the
+            // symlink is replaced, never entered.
+            E::Dir("x"),
+            E::File("x/canary", b"pwned".to_vec(), 0o644),
+            E::Dir("f"),
+        ]),
+    ];
+    let mut rels = Vec::new();
+    for l in &layers {
+        let diff = sha256(l);
+        store.unpack_from(l.as_slice(), Compression::None, &diff).unwrap();
+        rels.push(sandboxd_images::layer_rel(&diff));
+    }
+    let dest = e.images.join("flat");
+    std::fs::create_dir(&dest).unwrap();
+    sandboxd_images::flatten(&e.images, &rels, &dest).unwrap();
+    assert_eq!(std::fs::read(dest.join("bin/busybox")).unwrap(), b"v2");
+    let m = std::fs::metadata(dest.join("bin/busybox")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+    assert!(!dest.join("etc/motd").exists(), "whiteout applied");
+    assert!(dest.join("etc").is_dir());
+    assert!(!dest.join("var/old").exists(), "opaque directory applied");
+    assert_eq!(std::fs::read(dest.join("var/new")).unwrap(), b"new");
+    assert!(!dest.join("var/.wh..wh..opq").exists() && !dest.join("etc/.wh.motd").exists(), "markers are not copied");
+    assert!(std::fs::symlink_metadata(dest.join("x")).unwrap().is_dir());
+    assert_eq!(std::fs::read(dest.join("x/canary")).unwrap(), b"pwned");
+    assert!(dest.join("f").is_dir(), "a directory replaces a lower file");
+    assert_eq!(std::fs::read_to_string(e.host.join("canary")).unwrap(), CANARY);
+    // A non-empty destination is refused.
+    assert!(sandboxd_images::flatten(&e.images, &rels, &dest).is_err());
+}
