@@ -134,13 +134,9 @@ impl Backend for FreeBsdBackend {
         kernel_args::jail_iovecs(&jail_plan.params)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
-        if sandboxd_core::oci::is_reference(s.image()) {
-            return Err(sandboxd_supervisor::images::oci_unsupported(
-                "freebsd",
-                s.image(),
-            ));
-        }
-        if s.image() != HOST_IMAGE {
+        if !spec.image_layers().is_empty() {
+            sandboxd_supervisor::images::check_layers(&self.images_dir, spec.image_layers())?;
+        } else if s.image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(&self.images_dir, s.image())?;
         }
         // Every process the supervisor starts (main and Exec, in every

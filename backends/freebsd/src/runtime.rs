@@ -252,6 +252,31 @@ impl FreeBsdIsolation {
                 let fd = walk(Path::new("/"), text, false).map_err(|e| step("mount source", &e))?;
                 (Some(text.to_owned()), Some(ino(fd.as_fd())?))
             }
+            MountSource::ImageLayers(layers) => {
+                // Made by this supervisor in the sandbox directory (trusted
+                // configuration); a leftover from a failed attempt is
+                // refused by flatten (it must start empty).
+                let dest = self.launch.plan.oci_root_path();
+                match std::fs::create_dir(&dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(step(
+                            "create image copy",
+                            &format!("{}: {e}", dest.display()),
+                        ));
+                    }
+                }
+                sandboxd_images::flatten(&self.launch.images_dir, layers, &dest)
+                    .map_err(|e| step("flatten image layers", &e))?;
+                let fd = sandboxd_supervisor::sys::open_dir(&dest)
+                    .map_err(|e| step("open image copy", &e))?;
+                let text = dest
+                    .to_str()
+                    .ok_or_else(|| step("mount source", &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
             MountSource::Image(name) => {
                 let dir = sandboxd_supervisor::sys::open_dir(&self.launch.images_dir)
                     .map_err(|e| step("open images directory", &e))?;

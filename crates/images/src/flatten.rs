@@ -68,7 +68,10 @@ fn apply(src: &OwnedFd, dst: &OwnedFd, path: &Path) -> Result<(), ImageError> {
     let entries = names(src.as_fd(), path)?;
     // Markers first: they hide what lower layers put here, never what this
     // layer adds beside them.
-    if entries.iter().any(|n| n.as_bytes() == OPAQUE_MARKER.as_bytes()) {
+    if entries
+        .iter()
+        .any(|n| n.as_bytes() == OPAQUE_MARKER.as_bytes())
+    {
         for n in names(dst.as_fd(), path)? {
             remove_at(dst.as_fd(), &n, &path.join(&n))?;
         }
@@ -128,7 +131,8 @@ fn apply(src: &OwnedFd, dst: &OwnedFd, path: &Path) -> Result<(), ImageError> {
             })?;
             sys::chown_chmod(to.as_fd(), uid, gid, mode).map_err(|e| err("chmod", &p, e))?;
         } else if kind == SFlag::S_IFLNK {
-            let target = readlinkat(src.as_fd(), n.as_os_str()).map_err(|e| err("readlink", &p, e))?;
+            let target =
+                readlinkat(src.as_fd(), n.as_os_str()).map_err(|e| err("readlink", &p, e))?;
             let target = target.to_str().ok_or_else(|| {
                 ImageError::Refused(format!("{}: symlink target is not UTF-8", p.display()))
             })?;
@@ -165,7 +169,8 @@ pub fn flatten(
         )));
     }
     for rel in layers {
-        let mut src = sys::open_dir(images_dir).map_err(|e| err("open images directory", images_dir, e))?;
+        let mut src =
+            sys::open_dir(images_dir).map_err(|e| err("open images directory", images_dir, e))?;
         for c in rel.components() {
             let std::path::Component::Normal(name) = c else {
                 return Err(ImageError::Refused(format!(

@@ -650,7 +650,9 @@ fn a_flattened_copy_applies_whiteouts_opaque_dirs_and_never_follows_links() {
     let mut rels = Vec::new();
     for l in &layers {
         let diff = sha256(l);
-        store.unpack_from(l.as_slice(), Compression::None, &diff).unwrap();
+        store
+            .unpack_from(l.as_slice(), Compression::None, &diff)
+            .unwrap();
         rels.push(sandboxd_images::layer_rel(&diff));
     }
     let dest = e.images.join("flat");
@@ -663,11 +665,17 @@ fn a_flattened_copy_applies_whiteouts_opaque_dirs_and_never_follows_links() {
     assert!(dest.join("etc").is_dir());
     assert!(!dest.join("var/old").exists(), "opaque directory applied");
     assert_eq!(std::fs::read(dest.join("var/new")).unwrap(), b"new");
-    assert!(!dest.join("var/.wh..wh..opq").exists() && !dest.join("etc/.wh.motd").exists(), "markers are not copied");
+    assert!(
+        !dest.join("var/.wh..wh..opq").exists() && !dest.join("etc/.wh.motd").exists(),
+        "markers are not copied"
+    );
     assert!(std::fs::symlink_metadata(dest.join("x")).unwrap().is_dir());
     assert_eq!(std::fs::read(dest.join("x/canary")).unwrap(), b"pwned");
     assert!(dest.join("f").is_dir(), "a directory replaces a lower file");
-    assert_eq!(std::fs::read_to_string(e.host.join("canary")).unwrap(), CANARY);
+    assert_eq!(
+        std::fs::read_to_string(e.host.join("canary")).unwrap(),
+        CANARY
+    );
     // A non-empty destination is refused.
     assert!(sandboxd_images::flatten(&e.images, &rels, &dest).is_err());
 }
