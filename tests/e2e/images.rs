@@ -78,6 +78,24 @@ pub(crate) fn busybox_layer() -> Vec<u8> {
 /// An OCI image layout (as a tar) of `layers` (plain tar), tagged `name`,
 /// whose config says `run` (the `config` object).
 pub(crate) fn oci_layout(name: &str, layers: &[Vec<u8>], run: &str) -> Vec<u8> {
+    let files = oci_files(name, layers, run, None);
+    let entries: Vec<(&str, tar::EntryType, u32, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), tar::EntryType::Regular, 0o644, b.as_slice()))
+        .collect();
+    tar_of(&entries)
+}
+
+/// The files of an OCI image layout: `oci-layout`, `index.json` (one
+/// entry annotated `name`) and the blobs. With `foreign`, the entry is an
+/// index of two manifests: one for that other architecture (a config only)
+/// and this host's.
+pub(crate) fn oci_files(
+    name: &str,
+    layers: &[Vec<u8>],
+    run: &str,
+    foreign: Option<&str>,
+) -> Vec<(String, Vec<u8>)> {
     let sha = |b: &[u8]| sandboxd_images::sha256(b);
     let p = sandboxd_core::oci::Platform::host();
     let diff_ids: Vec<String> = layers.iter().map(|l| sha(l).to_string()).collect();
@@ -106,11 +124,57 @@ pub(crate) fn oci_layout(name: &str, layers: &[Vec<u8>], run: &str) -> Vec<u8> {
             .collect::<Vec<_>>()
             .join(",")
     );
+    let mut extra: Vec<Vec<u8>> = Vec::new();
+    let (top_media, top) = match foreign {
+        None => (
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.clone().into_bytes(),
+        ),
+        Some(arch) => {
+            let fconfig = format!(
+                r#"{{"architecture":"{arch}","os":"{}","rootfs":{{"type":"layers","diff_ids":{}}}}}"#,
+                p.os,
+                serde_json::to_string(&diff_ids).unwrap()
+            );
+            let fmanifest = manifest.replace(
+                &desc(
+                    "application/vnd.oci.image.config.v1+json",
+                    config.as_bytes(),
+                ),
+                &desc(
+                    "application/vnd.oci.image.config.v1+json",
+                    fconfig.as_bytes(),
+                ),
+            );
+            let plat = |arch: &str, m: &str| {
+                format!(
+                    r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"{}"}}}}"#,
+                    sha(m.as_bytes()),
+                    m.len(),
+                    p.os
+                )
+            };
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
+                plat(arch, &fmanifest),
+                plat(&p.architecture, &manifest)
+            );
+            extra.push(fconfig.into_bytes());
+            extra.push(fmanifest.into_bytes());
+            (
+                "application/vnd.oci.image.index.v1+json",
+                index.into_bytes(),
+            )
+        }
+    };
     let index = format!(
-        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{name}"}}}}]}}"#,
-        sha(manifest.as_bytes()),
-        manifest.len()
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{top_media}","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{name}"}}}}]}}"#,
+        sha(&top),
+        top.len()
     );
+    if foreign.is_some() {
+        extra.push(top);
+    }
     let mut blobs: Vec<(String, Vec<u8>)> = vec![
         (
             "oci-layout".into(),
@@ -121,14 +185,11 @@ pub(crate) fn oci_layout(name: &str, layers: &[Vec<u8>], run: &str) -> Vec<u8> {
     for b in [config.into_bytes(), manifest.into_bytes()]
         .into_iter()
         .chain(layers.iter().cloned())
+        .chain(extra)
     {
         blobs.push((format!("blobs/sha256/{}", sha(&b).hex()), b));
     }
-    let entries: Vec<(&str, tar::EntryType, u32, &[u8])> = blobs
-        .iter()
-        .map(|(n, b)| (n.as_str(), tar::EntryType::Regular, 0o644, b.as_slice()))
-        .collect();
-    tar_of(&entries)
+    blobs
 }
 
 /// ImportImage with one archive (in chunks).
@@ -446,4 +507,369 @@ async fn an_imported_image_runs_on_its_layer_chain_with_config_defaults() {
     assert_eq!(st.code(), tonic::Code::NotFound, "{}", st.message());
     assert!(st.message().contains("local/missing:1"), "{}", st.message());
     d.finish().await;
+}
+
+// ---- pull from a real registry (Debian's docker-registry, skopeo) ----
+
+/// A distribution registry (Debian's `docker-registry`, 2.8) on a free
+/// 127.0.0.1 port with its own config and storage; killed (by pid) on drop.
+pub(crate) struct Registry {
+    child: std::process::Child,
+    /// "127.0.0.1:PORT".
+    pub(crate) host: String,
+    /// Its storage directory.
+    pub(crate) storage: std::path::PathBuf,
+    /// The test CA's certificate (TLS registries).
+    pub(crate) ca: Option<std::path::PathBuf>,
+}
+
+impl Registry {
+    pub(crate) fn start(dir: &std::path::Path, tls: bool) -> Self {
+        let bin = "/usr/bin/docker-registry";
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "docker-registry is installed (.ci/run installs it)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let host = format!("127.0.0.1:{port}");
+        let storage = dir.join("storage");
+        let mut tls_conf = String::new();
+        let mut ca = None;
+        if tls {
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+            let issuer = rcgen::Issuer::new(ca_params, ca_key);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+            params.subject_alt_names =
+                vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+            tls_conf = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            );
+            ca = Some(dir.join("ca.pem"));
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_conf}",
+            storage.display()
+        );
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&host).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            host,
+            storage,
+            ca,
+        }
+    }
+
+    /// Pushes the OCI layout `files` (tag `tag`) as `repo:tag` with skopeo.
+    pub(crate) fn push(
+        &self,
+        work: &std::path::Path,
+        files: &[(String, Vec<u8>)],
+        repo: &str,
+        tag: &str,
+        all: bool,
+    ) {
+        let layout = work.join(format!("layout-{repo}-{tag}").replace('/', "_"));
+        let _ = std::fs::remove_dir_all(&layout);
+        for (name, bytes) in files {
+            let p = layout.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["--insecure-policy", "copy", "--quiet"]);
+        if all {
+            cmd.arg("--all");
+        }
+        match &self.ca {
+            None => {
+                cmd.arg("--dest-tls-verify=false");
+            }
+            Some(ca) => {
+                let certs = work.join("skopeo-certs");
+                std::fs::create_dir_all(&certs).unwrap();
+                std::fs::copy(ca, certs.join("ca.crt")).unwrap();
+                cmd.arg("--dest-cert-dir").arg(&certs);
+            }
+        }
+        let o = cmd
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.host))
+            .output()
+            .expect("skopeo is installed (.ci/run installs it)");
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// The registry's stored copy of blob `digest` (for corrupting it).
+    pub(crate) fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// PullImage to the end: the progress events and the image.
+async fn pull(
+    d: &Daemon,
+    reference: &str,
+) -> Result<(Vec<pb::PullImageProgress>, pb::Image), tonic::Status> {
+    let mut c = ImageServiceClient::new(d.channel().await);
+    let mut s = c
+        .pull_image(pb::PullImageRequest {
+            reference: reference.into(),
+        })
+        .await?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(p) = s.message().await? {
+        if let Some(pb::pull_image_progress::Event::Done(i)) = &p.event {
+            return Ok((events, i.clone()));
+        }
+        events.push(p);
+    }
+    Err(tonic::Status::internal("stream ended without the image"))
+}
+
+fn registry_daemon(reg: &Registry) -> Daemon {
+    let dir = std::env::temp_dir().join(format!(
+        "sandboxd-e2e-regconf-{}-{}",
+        std::process::id(),
+        reg.host.replace(':', "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("sandboxd.toml");
+    let entry = match &reg.ca {
+        None => "insecure = true".to_owned(),
+        Some(ca) => format!("ca_file = {:?}", ca.display().to_string()),
+    };
+    std::fs::write(&conf, format!("[registries.\"{}\"]\n{entry}\n", reg.host)).unwrap();
+    Daemon::start_with(&["--config", &conf.to_string_lossy()])
+}
+
+fn cached_layers(events: &[pb::PullImageProgress]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(&e.event, Some(pb::pull_image_progress::Event::Layer(l)) if l.cached))
+        .count()
+}
+
+fn du(path: &std::path::Path) -> u64 {
+    let o = Command::new("du").args(["-sk"]).arg(path).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test]
+async fn pull_by_tag_and_digest_shares_layers_runs_and_refuses_a_corrupt_blob() {
+    use tar::EntryType::Regular;
+    let work = std::env::temp_dir().join(format!("sandboxd-e2e-registry-{}", std::process::id()));
+    let reg = Registry::start(&work.join("reg"), false);
+    let d = registry_daemon(&reg);
+    let base = busybox_layer();
+    let top_a = tar_of(&[("a", Regular, 0o644, b"A\n")]);
+    let top_b = tar_of(&[("b", Regular, 0o644, b"B\n")]);
+    let run = r#"{"Cmd":["/bin/sh","-c","cat /a; exec sleep 60"],"User":"0"}"#;
+    reg.push(
+        &work,
+        &oci_files("1", &[base.clone(), top_a], run, None),
+        "app/a",
+        "1",
+        false,
+    );
+    reg.push(
+        &work,
+        &oci_files("1", &[base.clone(), top_b], "{}", None),
+        "app/b",
+        "1",
+        false,
+    );
+
+    // By tag; the time to pull and start it is printed for the record.
+    let started = std::time::Instant::now();
+    let (events, a) = pull(&d, &format!("{}/app/a:1", reg.host)).await.unwrap();
+    assert_eq!(cached_layers(&events), 0);
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: format!("{}/app/a:1", reg.host),
+            mode: pb::SandboxMode::Process as i32,
+            ..Default::default()
+        })
+        .await;
+    let r = c.sh(&sb.id, "cat /a").await;
+    eprintln!(
+        "pull + create + first exec of a {}-byte image: {:?}",
+        a.size,
+        started.elapsed()
+    );
+    assert_eq!(crate::harness::out(&r), "A\n");
+    c.destroy(&sb.id).await;
+
+    // By digest: the same manifest, nothing fetched again.
+    let (events, again) = pull(&d, &format!("{}/app/a@{}", reg.host, a.digest))
+        .await
+        .unwrap();
+    assert_eq!(again.digest, a.digest);
+    assert_eq!(cached_layers(&events), 2, "{events:?}");
+
+    // A second image on the same base: the base is fetched and stored once.
+    let before = du(&d.images.join(".oci"));
+    let (events, b) = pull(&d, &format!("{}/app/b:1", reg.host)).await.unwrap();
+    assert_eq!(
+        cached_layers(&events),
+        1,
+        "the shared base is not fetched again"
+    );
+    assert_eq!(a.layers[0], b.layers[0]);
+    let layers = std::fs::read_dir(d.images.join(".oci/layers/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 3, "base + two tops, the base unpacked once");
+    let after = du(&d.images.join(".oci"));
+    eprintln!(
+        "store: {before} bytes with app/a, {after} with app/b too (busybox base stored once)"
+    );
+    assert!(
+        after - before < (busybox().len() as u64) / 2,
+        "the second image did not store the base again"
+    );
+
+    // Two concurrent pulls of one image (fresh daemon, empty store).
+    let d2 = registry_daemon(&reg);
+    let r1 = format!("{}/app/a:1", reg.host);
+    let (x, y) = tokio::join!(pull(&d2, &r1), pull(&d2, &r1));
+    assert_eq!(x.unwrap().1.digest, y.unwrap().1.digest);
+    let mut c2 = d2.clients().await;
+    let sb = c2
+        .create(pb::SandboxSpec {
+            image: r1.clone(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(crate::harness::out(&c2.sh(&sb.id, "cat /a").await), "A\n");
+    c2.destroy(&sb.id).await;
+    d2.finish().await;
+
+    // A corrupt blob in the registry: refused, nothing kept.
+    let d3 = registry_daemon(&reg);
+    let top_layer = &b.layers[1];
+    let file = reg.blob_file(top_layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let st = pull(&d3, &format!("{}/app/b:1", reg.host))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{}", st.message());
+    assert!(st.message().contains("digest mismatch"), "{}", st.message());
+    assert_eq!(
+        store_entries(&d3),
+        Vec::<String>::new(),
+        "nothing of the refused pull is kept"
+    );
+    d3.finish().await;
+
+    // Unknown tag: NOT_FOUND; unconfigured registry: FAILED_PRECONDITION.
+    let st = pull(&d, &format!("{}/app/a:nope", reg.host))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::NotFound, "{}", st.message());
+    let st = pull(&d, "127.0.0.2:1/app/a:1").await.unwrap_err();
+    assert_eq!(
+        st.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        st.message()
+    );
+    d.finish().await;
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test]
+async fn pull_over_tls_with_a_test_ca_and_a_multi_arch_index() {
+    let work =
+        std::env::temp_dir().join(format!("sandboxd-e2e-registry-tls-{}", std::process::id()));
+    let reg = Registry::start(&work.join("reg"), true);
+    let d = registry_daemon(&reg);
+    let foreign = if sandboxd_core::oci::Platform::host().architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    reg.push(
+        &work,
+        &oci_files("1", &[busybox_layer()], "{}", Some(foreign)),
+        "multi",
+        "1",
+        true,
+    );
+    let (_, image) = pull(&d, &format!("{}/multi:1", reg.host)).await.unwrap();
+    assert_eq!(
+        image.platform,
+        sandboxd_core::oci::Platform::host().to_string(),
+        "the index resolved to this host's platform"
+    );
+    // A daemon without the CA refuses to talk to it.
+    let plain = Daemon::start();
+    let st = pull(&plain, &format!("{}/multi:1", reg.host))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        st.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        st.message()
+    );
+    plain.finish().await;
+    d.finish().await;
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -93,6 +93,9 @@ pub(crate) enum Command {
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
     Compare(CompareArgs),
+    /// Pull an OCI image from a registry the daemon is configured for
+    /// (e.g. 127.0.0.1:5000/busybox:latest), showing progress.
+    Pull(PullArgs),
     /// List OCI images in the daemon's image store.
     Images,
     /// Remove OCI image references (by digest: every reference to that
@@ -128,6 +131,13 @@ pub(crate) struct ImageImportArgs {
     /// Reference for an image the archive does not name.
     #[arg(long)]
     pub(crate) name: Option<String>,
+}
+
+/// `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// "host:port/repo:tag" or "host:port/repo@sha256:...".
+    pub(crate) reference: String,
 }
 
 /// `rmi`.

@@ -22,6 +22,7 @@ pub mod events;
 pub mod hostdirs;
 pub mod link;
 pub mod manager;
+pub mod registry;
 pub mod rlimit;
 pub mod server;
 pub mod service;

@@ -638,6 +638,26 @@ impl Store {
         manifest: &ImageManifest,
         names: &[String],
     ) -> Result<ImageRecord, ImageError> {
+        let bytes = serde_json::to_vec(manifest)
+            .map_err(|e| ImageError::Archive(format!("encoding manifest: {e}")))?;
+        self.commit_manifest_bytes(&bytes, names)
+    }
+
+    /// [`Store::commit_image`] for a manifest as the registry sent it (its
+    /// digest is the image's id there too).
+    pub fn commit_manifest_bytes(
+        &self,
+        bytes: &[u8],
+        names: &[String],
+    ) -> Result<ImageRecord, ImageError> {
+        let manifest = match oci::parse_manifest(bytes)? {
+            ManifestKind::Manifest(m) => m,
+            ManifestKind::Index(_) => {
+                return Err(ImageError::Archive(
+                    "an index is not an image manifest".into(),
+                ));
+            }
+        };
         let config = ImageConfig::parse(&self.read_blob(&manifest.config.digest)?)?;
         let shown = names.first().cloned().unwrap_or_default();
         self.check_platform(&shown, &config)?;
@@ -652,11 +672,37 @@ impl Store {
             let c = Compression::of_media_type(&l.media_type)?;
             self.unpack_layer(&l.digest, c, diff)?;
         }
-        let bytes = serde_json::to_vec(manifest)
-            .map_err(|e| ImageError::Archive(format!("encoding manifest: {e}")))?;
-        let (digest, _) = self.put_blob_bytes(&bytes)?;
+        let (digest, _) = self.put_blob_bytes(bytes)?;
         self.tag(names, &digest)?;
         self.resolve(&digest.to_string())
+    }
+
+    /// A fresh path under `tmp/` for downloading blob `d`.
+    pub fn download_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("tmp").join(format!(
+            "pull-{}-{}-{}",
+            d.hex(),
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Moves a downloaded file the caller verified against `d` into the
+    /// blob store (re-hashed here: the store keeps nothing unverified).
+    pub fn adopt_blob(&self, file: &Path, d: &Digest) -> Result<(), ImageError> {
+        let mut f = std::fs::File::open(file).map_err(io("open download", file))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(io("hash download", file))?;
+        let got: [u8; 32] = h.finalize().into();
+        let got = Digest::from_sha256(&got);
+        if &got != d {
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob {d}"),
+                expected: d.to_string(),
+                actual: got.to_string(),
+            });
+        }
+        self.put_blob_file(file, d).map(drop)
     }
 }
 

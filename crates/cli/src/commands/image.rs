@@ -2,14 +2,14 @@
 //! (ImageService).
 
 use sandboxd_proto::v1::{
-    Image, ImportImageRequest, InspectImageRequest, ListImagesRequest, RemoveImageRequest,
-    image_service_client::ImageServiceClient,
+    Image, ImportImageRequest, InspectImageRequest, ListImagesRequest, PullImageRequest,
+    RemoveImageRequest, image_service_client::ImageServiceClient, pull_image_progress::Event,
 };
 use serde_json::{Value, json};
 use std::io::Read;
 
 use super::{Ctx, out, print_json};
-use crate::cli::{ImageCommand, ImageImportArgs, RmiArgs};
+use crate::cli::{ImageCommand, ImageImportArgs, PullArgs, RmiArgs};
 use crate::error::CliError;
 use crate::table::Table;
 
@@ -116,6 +116,60 @@ pub(super) async fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32, CliError> {
         }
     }
     Ok(code)
+}
+
+/// PullImage: one line per event, or (on a terminal) one line per layer
+/// redrawn in place.
+pub(super) async fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32, CliError> {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal() && !ctx.json;
+    let mut client = ImageServiceClient::new(ctx.channel().await?);
+    let mut stream = client
+        .pull_image(PullImageRequest {
+            reference: a.reference.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut done = None;
+    while let Some(p) = stream.message().await? {
+        match p.event {
+            Some(Event::Resolved(r)) => {
+                eprintln!(
+                    "{}: resolved {} ({} layers)",
+                    a.reference, r.digest, r.layers
+                );
+            }
+            Some(Event::Layer(l)) => {
+                let line = if l.cached {
+                    format!("{}: already stored", short(&l.digest))
+                } else {
+                    format!(
+                        "{}: {} / {}",
+                        short(&l.digest),
+                        human(l.done),
+                        human(l.total)
+                    )
+                };
+                if tty {
+                    let end = if l.done == l.total { "\n" } else { "" };
+                    eprint!("\r\x1b[K{line}{end}");
+                } else if l.cached || l.done == l.total {
+                    eprintln!("{line}");
+                }
+            }
+            Some(Event::Unpacking(_)) => eprintln!("unpacking and verifying layers"),
+            Some(Event::Done(i)) => done = Some(i),
+            None => {}
+        }
+    }
+    let image =
+        done.ok_or_else(|| CliError::Protocol("PullImage ended without the image".into()))?;
+    if ctx.json {
+        print_json(&image_json(&image))?;
+    } else {
+        out(&format!("{}\n", image.digest))?;
+    }
+    Ok(0)
 }
 
 /// `image ...`.

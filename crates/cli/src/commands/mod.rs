@@ -62,6 +62,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Verify(a) => verify::verify(&ctx, a).await,
         Command::Compare(a) => verify::compare(&ctx, a).await,
+        Command::Pull(a) => image::pull(&ctx, a).await,
         Command::Images => image::images(&ctx).await,
         Command::Rmi(a) => image::rmi(&ctx, a).await,
         Command::Image(c) => image::image(&ctx, c).await,

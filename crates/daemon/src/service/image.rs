@@ -31,6 +31,19 @@ pub fn image_error(e: ImageError) -> ApiError {
     }
 }
 
+/// The status a pull failure becomes.
+fn pull_error(e: crate::registry::PullError) -> ApiError {
+    use crate::registry::PullError;
+    let msg = e.to_string();
+    match e {
+        PullError::Reference(_) => ApiError::InvalidField(msg),
+        PullError::Config { .. } => ApiError::FailedPrecondition(msg),
+        PullError::Transport { .. } => ApiError::Unavailable(msg),
+        PullError::NotFound { .. } => ApiError::ImageNotFound(msg),
+        PullError::Store(e) => image_error(e),
+    }
+}
+
 /// The wire form of a stored image.
 pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
     let run = r.config.config.clone().unwrap_or_default();
@@ -148,6 +161,73 @@ impl pb::image_service_server::ImageService for Images {
         Ok(Response::new(pb::ImportImageResponse {
             images: images.iter().map(image_to_pb).collect(),
         }))
+    }
+
+    type PullImageStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::PullImageProgress, Status>> + Send>,
+    >;
+
+    async fn pull_image(
+        &self,
+        req: Request<pb::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        self.admin(&req, "PullImage")?;
+        let reference = req.into_inner().reference;
+        sandboxd_core::oci::Reference::parse(&reference)
+            .map_err(|e| ApiError::InvalidField(format!("reference: {e}")))?;
+        let (ptx, mut prx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PullImageProgress, Status>>(64);
+        let store = self.store().clone();
+        let registries = self.0.registries.clone();
+        // The pull runs to completion (or failure) even when the client goes
+        // away: a half-done pull leaves only verified blobs, which the next
+        // pull reuses.
+        let job = tokio::spawn(async move {
+            crate::registry::pull(&store, &registries, &reference, &ptx).await
+        });
+        let out = tx.clone();
+        tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                let event = match p {
+                    crate::registry::Progress::Resolved { manifest, layers } => {
+                        pb::pull_image_progress::Event::Resolved(pb::PullResolved {
+                            digest: manifest.to_string(),
+                            layers: u32::try_from(layers).unwrap_or(u32::MAX),
+                        })
+                    }
+                    crate::registry::Progress::Layer {
+                        digest,
+                        done,
+                        total,
+                        cached,
+                    } => pb::pull_image_progress::Event::Layer(pb::PullLayer {
+                        digest: digest.to_string(),
+                        done,
+                        total,
+                        cached,
+                    }),
+                    crate::registry::Progress::Unpacking => {
+                        pb::pull_image_progress::Event::Unpacking(true)
+                    }
+                };
+                let _ = out
+                    .send(Ok(pb::PullImageProgress { event: Some(event) }))
+                    .await;
+            }
+        });
+        tokio::spawn(async move {
+            let result = match job.await {
+                Ok(Ok(rec)) => Ok(pb::PullImageProgress {
+                    event: Some(pb::pull_image_progress::Event::Done(image_to_pb(&rec))),
+                }),
+                Ok(Err(e)) => Err(Status::from(pull_error(e))),
+                Err(e) => Err(Status::internal(format!("pull task: {e}"))),
+            };
+            let _ = tx.send(result).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_images(

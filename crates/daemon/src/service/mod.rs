@@ -36,6 +36,8 @@ pub struct Shared {
     pub images_dir: PathBuf,
     /// The OCI image store under it.
     pub images: Arc<sandboxd_images::Store>,
+    /// The registries PullImage may reach.
+    pub registries: Arc<crate::registry::Registries>,
     /// Flips to true when the daemon shuts down: long-lived calls end.
     pub shutdown: watch::Receiver<bool>,
     /// Resolves callers.
