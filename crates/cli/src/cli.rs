@@ -133,6 +133,17 @@ pub(crate) struct ImageImportArgs {
     pub(crate) name: Option<String>,
 }
 
+/// `run --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PullPolicy {
+    /// Never pull.
+    Never,
+    /// Pull when the daemon's store does not have the image.
+    Missing,
+    /// Pull every time.
+    Always,
+}
+
 /// `pull`.
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
@@ -430,6 +441,11 @@ pub(crate) struct RunArgs {
     /// fails the create and nothing runs.
     #[arg(long)]
     pub(crate) verify: bool,
+
+    /// When to pull an OCI image (an --image with a registry host) first:
+    /// never, when the daemon's store lacks it, or always.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub(crate) pull: PullPolicy,
 
     /// The command, after `--`. The sandbox is created idle (or, with
     /// --mode init, running the image's init) and the command is exec'd into

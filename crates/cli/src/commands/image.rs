@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::io::Read;
 
 use super::{Ctx, out, print_json};
-use crate::cli::{ImageCommand, ImageImportArgs, PullArgs, RmiArgs};
+use crate::cli::{ImageCommand, ImageImportArgs, PullArgs, PullPolicy, RmiArgs};
 use crate::error::CliError;
 use crate::table::Table;
 
@@ -121,12 +121,47 @@ pub(super) async fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32, CliError> {
 /// PullImage: one line per event, or (on a terminal) one line per layer
 /// redrawn in place.
 pub(super) async fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32, CliError> {
+    let image = pull_with_progress(ctx, &a.reference).await?;
+    if ctx.json {
+        print_json(&image_json(&image))?;
+    } else {
+        out(&format!("{}\n", image.digest))?;
+    }
+    Ok(0)
+}
+
+/// Before `run`: pulls `image` as `policy` says (only references with a
+/// registry host are pulled; directory images and local names never).
+pub(super) async fn ensure(ctx: &Ctx, image: &str, policy: PullPolicy) -> Result<(), CliError> {
+    let pullable = sandboxd_core::oci::Reference::parse(image)
+        .is_ok_and(|r| r.registry().is_some())
+        && sandboxd_core::oci::is_reference(image);
+    if !pullable || policy == PullPolicy::Never {
+        return Ok(());
+    }
+    if policy == PullPolicy::Missing {
+        let mut client = ImageServiceClient::new(ctx.channel().await?);
+        match client
+            .inspect_image(InspectImageRequest {
+                reference: image.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+    pull_with_progress(ctx, image).await.map(drop)
+}
+
+async fn pull_with_progress(ctx: &Ctx, reference: &str) -> Result<Image, CliError> {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal() && !ctx.json;
     let mut client = ImageServiceClient::new(ctx.channel().await?);
     let mut stream = client
         .pull_image(PullImageRequest {
-            reference: a.reference.clone(),
+            reference: reference.to_owned(),
         })
         .await?
         .into_inner();
@@ -134,10 +169,7 @@ pub(super) async fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32, CliError> {
     while let Some(p) = stream.message().await? {
         match p.event {
             Some(Event::Resolved(r)) => {
-                eprintln!(
-                    "{}: resolved {} ({} layers)",
-                    a.reference, r.digest, r.layers
-                );
+                eprintln!("{reference}: resolved {} ({} layers)", r.digest, r.layers);
             }
             Some(Event::Layer(l)) => {
                 let line = if l.cached {
@@ -162,14 +194,7 @@ pub(super) async fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32, CliError> {
             None => {}
         }
     }
-    let image =
-        done.ok_or_else(|| CliError::Protocol("PullImage ended without the image".into()))?;
-    if ctx.json {
-        print_json(&image_json(&image))?;
-    } else {
-        out(&format!("{}\n", image.digest))?;
-    }
-    Ok(0)
+    done.ok_or_else(|| CliError::Protocol("PullImage ended without the image".into()))
 }
 
 /// `image ...`.
