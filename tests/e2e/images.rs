@@ -873,3 +873,103 @@ async fn pull_over_tls_with_a_test_ca_and_a_multi_arch_index() {
     drop(reg);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A TCP proxy to `upstream` that, while `cut` is set, closes each
+/// connection after forwarding `limit` bytes of the upstream's answer (an
+/// interrupted download).
+async fn cutting_proxy(
+    upstream: String,
+    limit: usize,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let upstream = upstream.clone();
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let down = async {
+                    let mut sent = 0usize;
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = sr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        let n = if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                            n.min(limit.saturating_sub(sent))
+                        } else {
+                            n
+                        };
+                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                };
+                tokio::select! {
+                    _ = up => {}
+                    () = down => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_resumes_with_the_blobs_it_verified() {
+    use tar::EntryType::Regular;
+    let work = std::env::temp_dir().join(format!(
+        "sandboxd-e2e-registry-resume-{}",
+        std::process::id()
+    ));
+    let reg = Registry::start(&work.join("reg"), false);
+    // A small first layer, then the ~1 MB busybox layer the cut interrupts.
+    let small = tar_of(&[("small", Regular, 0o644, b"s\n")]);
+    reg.push(
+        &work,
+        &oci_files("1", &[small, busybox_layer()], "{}", None),
+        "resume",
+        "1",
+        false,
+    );
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxy = cutting_proxy(reg.host.clone(), 200 << 10, cut.clone()).await;
+    let conf = work.join("sandboxd.toml");
+    std::fs::write(
+        &conf,
+        format!("[registries.\"{proxy}\"]\ninsecure = true\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", &conf.to_string_lossy()]);
+    let reference = format!("{proxy}/resume:1");
+    let st = pull(&d, &reference).await.unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{}", st.message());
+    // The verified small layer stays for the next attempt; nothing partial.
+    let blobs: Vec<String> = store_entries(&d)
+        .into_iter()
+        .filter(|e| e.starts_with("blobs/"))
+        .collect();
+    assert_eq!(blobs.len(), 2, "config and the small layer: {blobs:?}");
+    assert!(store_entries(&d).iter().all(|e| !e.starts_with("tmp/")));
+    cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (events, image) = pull(&d, &reference).await.unwrap();
+    assert_eq!(
+        cached_layers(&events),
+        1,
+        "the small layer is not fetched again: {events:?}"
+    );
+    assert_eq!(image.layers.len(), 2);
+    d.finish().await;
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&work);
+}
