@@ -399,9 +399,12 @@ pub fn check_image_name(image: &str) -> Result<(), String> {
     // An OCI reference ("name:tag", "registry/name@sha256:..."): looked up
     // in the image store, never used as a path.
     if crate::oci::is_reference(image) {
-        return crate::oci::Reference::parse(image)
-            .map(drop)
-            .map_err(|e| e.to_string());
+        return crate::oci::Reference::parse(image).map(drop).map_err(|e| {
+            format!(
+                "{:?} is neither a directory image name (1-128 characters of [A-Za-z0-9._-], no leading '.', no '/') nor a valid OCI reference ({e})",
+                truncate(image)
+            )
+        });
     }
     // A single path component: the images dir is opened and the image looked
     // up inside it without following symlinks, never by string join.
