@@ -521,10 +521,22 @@ pub(crate) struct Registry {
     pub(crate) storage: std::path::PathBuf,
     /// The test CA's certificate (TLS registries).
     pub(crate) ca: Option<std::path::PathBuf>,
+    /// Basic-auth credentials it demands, if any.
+    pub(crate) creds: Option<(String, String)>,
 }
 
 impl Registry {
     pub(crate) fn start(dir: &std::path::Path, tls: bool) -> Self {
+        Self::start_with(dir, tls, None)
+    }
+
+    /// With `creds`, the registry demands HTTP basic authentication
+    /// (htpasswd, bcrypt; needs TLS).
+    pub(crate) fn start_with(
+        dir: &std::path::Path,
+        tls: bool,
+        creds: Option<(&str, &str)>,
+    ) -> Self {
         let bin = "/usr/bin/docker-registry";
         assert!(
             std::path::Path::new(bin).exists(),
@@ -560,8 +572,21 @@ impl Registry {
             );
             ca = Some(dir.join("ca.pem"));
         }
+        let mut auth_conf = String::new();
+        if let Some((user, pass)) = creds {
+            let o = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd is installed (apache2-utils; .ci/run installs it)");
+            assert!(o.status.success());
+            std::fs::write(dir.join("htpasswd"), &o.stdout).unwrap();
+            auth_conf = format!(
+                "auth:\n  htpasswd:\n    realm: sandboxd-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            );
+        }
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_conf}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_conf}{auth_conf}",
             storage.display()
         );
         std::fs::write(dir.join("config.yml"), config).unwrap();
@@ -583,6 +608,7 @@ impl Registry {
             host,
             storage,
             ca,
+            creds: creds.map(|(u, p)| (u.to_owned(), p.to_owned())),
         }
     }
 
@@ -617,6 +643,9 @@ impl Registry {
                 std::fs::copy(ca, certs.join("ca.crt")).unwrap();
                 cmd.arg("--dest-cert-dir").arg(&certs);
             }
+        }
+        if let Some((u, p)) = &self.creds {
+            cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
         }
         let o = cmd
             .arg(format!("oci:{}:{tag}", layout.display()))
@@ -671,6 +700,14 @@ async fn pull(
 }
 
 fn registry_daemon(reg: &Registry) -> Daemon {
+    registry_daemon_as(
+        reg,
+        reg.creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+    )
+}
+
+/// A daemon configured for `reg`, with `creds` (none: anonymous).
+fn registry_daemon_as(reg: &Registry, creds: Option<(&str, &str)>) -> Daemon {
     let dir = std::env::temp_dir().join(format!(
         "sandboxd-e2e-regconf-{}-{}",
         std::process::id(),
@@ -678,10 +715,13 @@ fn registry_daemon(reg: &Registry) -> Daemon {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("sandboxd.toml");
-    let entry = match &reg.ca {
+    let mut entry = match &reg.ca {
         None => "insecure = true".to_owned(),
         Some(ca) => format!("ca_file = {:?}", ca.display().to_string()),
     };
+    if let Some((u, p)) = creds {
+        entry.push_str(&format!("\nusername = {u:?}\npassword = {p:?}"));
+    }
     std::fs::write(&conf, format!("[registries.\"{}\"]\n{entry}\n", reg.host)).unwrap();
     Daemon::start_with(&["--config", &conf.to_string_lossy()])
 }
@@ -970,6 +1010,44 @@ async fn an_interrupted_pull_resumes_with_the_blobs_it_verified() {
     );
     assert_eq!(image.layers.len(), 2);
     d.finish().await;
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test]
+async fn pull_from_a_registry_that_demands_basic_authentication() {
+    let work =
+        std::env::temp_dir().join(format!("sandboxd-e2e-registry-auth-{}", std::process::id()));
+    let reg = Registry::start_with(&work.join("reg"), true, Some(("tester", "s3cret")));
+    reg.push(
+        &work,
+        &oci_files("1", &[busybox_layer()], "{}", None),
+        "private",
+        "1",
+        false,
+    );
+    let reference = format!("{}/private:1", reg.host);
+    let d = registry_daemon(&reg);
+    let (_, image) = pull(&d, &reference).await.unwrap();
+    assert_eq!(image.refs, vec![reference.clone()]);
+    d.finish().await;
+    // No credentials, or wrong ones: FAILED_PRECONDITION naming the fix.
+    for (creds, want) in [
+        (None, "set username and password"),
+        (Some(("tester", "wrong")), "credentials were refused"),
+    ] {
+        let d = registry_daemon_as(&reg, creds);
+        let st = pull(&d, &reference).await.unwrap_err();
+        assert_eq!(
+            st.code(),
+            tonic::Code::FailedPrecondition,
+            "{}",
+            st.message()
+        );
+        assert!(st.message().contains(want), "{}", st.message());
+        assert_eq!(store_entries(&d), Vec::<String>::new());
+        d.finish().await;
+    }
     drop(reg);
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -28,6 +28,11 @@ pub struct RegistryFile {
     /// PEM CA bundle that signs the registry's certificate (required for
     /// HTTPS: the daemon ships no public root store).
     pub ca_file: Option<PathBuf>,
+    /// HTTP basic authentication (sent only after the registry asks for
+    /// it with a `Basic` challenge, and never over plain HTTP).
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<String>,
 }
 
 /// Pull failures.
@@ -106,6 +111,8 @@ struct Client {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// "Basic …" for a registry with credentials.
+    basic: Option<String>,
 }
 
 impl Client {
@@ -115,10 +122,28 @@ impl Client {
             host: host.to_owned(),
             why,
         };
+        let basic = match (&cfg.username, &cfg.password) {
+            (Some(u), Some(p)) => {
+                use base64::Engine as _;
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                ))
+            }
+            (None, None) => None,
+            _ => return Err(conf("username and password go together".into())),
+        };
         if cfg.insecure {
+            if basic.is_some() {
+                return Err(conf(
+                    "credentials are never sent over plain HTTP: use ca_file (HTTPS) or drop them"
+                        .into(),
+                ));
+            }
             return Ok(Self {
                 host: host.to_owned(),
                 tls: None,
+                basic,
             });
         }
         let ca = cfg.ca_file.ok_or_else(|| {
@@ -145,6 +170,7 @@ impl Client {
         Ok(Self {
             host: host.to_owned(),
             tls: Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name)),
+            basic,
         })
     }
 
@@ -162,6 +188,39 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, PullError> {
+        let resp = self.get_once(path, accept, None).await?;
+        if resp.status() != hyper::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(hyper::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        match (&self.basic, challenge.get(..6)) {
+            (Some(basic), Some(scheme)) if scheme.eq_ignore_ascii_case("basic ") => {
+                self.get_once(path, accept, Some(basic)).await
+            }
+            (None, Some(scheme)) if scheme.eq_ignore_ascii_case("basic ") => {
+                Err(PullError::Config {
+                    host: self.host.clone(),
+                    why: "the registry asks for credentials: set username and password under [registries]".into(),
+                })
+            }
+            _ => Err(self.err(
+                "authenticate",
+                format!("unsupported challenge {challenge:?} (only HTTP basic authentication is implemented)"),
+            )),
+        }
+    }
+
+    async fn get_once(
+        &self,
+        path: &str,
+        accept: &str,
+        authorization: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, PullError> {
         let addr = if self.host.contains(':') {
             self.host.clone()
         } else if self.tls.is_some() {
@@ -172,10 +231,14 @@ impl Client {
         let tcp = tokio::net::TcpStream::connect(&addr)
             .await
             .map_err(|e| self.err("connect", e))?;
-        let req = hyper::Request::get(path)
+        let mut req = hyper::Request::get(path)
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::ACCEPT, accept)
-            .header(hyper::header::USER_AGENT, "sandboxd")
+            .header(hyper::header::USER_AGENT, "sandboxd");
+        if let Some(a) = authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| self.err("request", e))?;
         macro_rules! send {
@@ -254,6 +317,15 @@ impl Client {
                 host: self.host.clone(),
                 what: what.to_owned(),
             }),
+            hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN => {
+                Err(PullError::Config {
+                    host: self.host.clone(),
+                    why: format!(
+                        "{what}: the configured credentials were refused (HTTP {})",
+                        resp.status()
+                    ),
+                })
+            }
             s => Err(self.err("GET", format!("{what}: HTTP {s}"))),
         }
     }
