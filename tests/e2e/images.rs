@@ -1051,3 +1051,64 @@ async fn pull_from_a_registry_that_demands_basic_authentication() {
     drop(reg);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[tokio::test]
+async fn a_read_only_oci_root_is_read_only_with_one_layer_or_several() {
+    use tar::EntryType::Regular;
+    if !crate::harness::linux_backend() {
+        eprintln!("SKIPPED: OCI images run on the linux backend only (docs/images.md)");
+        return;
+    }
+    let d = Daemon::start();
+    let top = tar_of(&[("top", Regular, 0o644, b"T\n")]);
+    import(&d, oci_layout("local/one:1", &[busybox_layer()], "{}"))
+        .await
+        .unwrap();
+    import(&d, oci_layout("local/two:1", &[busybox_layer(), top], "{}"))
+        .await
+        .unwrap();
+    let mut c = d.clients().await;
+    for (image, probe) in [("local/one:1", "/bin/busybox"), ("local/two:1", "/top")] {
+        let sb = c
+            .create(pb::SandboxSpec {
+                image: image.into(),
+                mode: pb::SandboxMode::Idle as i32,
+                readonly_rootfs: true,
+                process: Some(pb::ProcessSpec {
+                    user: Some(pb::User {
+                        uid: Some(0),
+                        gid: Some(0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        let r = c
+            .exec_sync(
+                &sb.id,
+                pb::ProcessSpec {
+                    argv: vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        format!(
+                            "test -e {probe} && echo seen; echo x > /newfile 2>&1 || echo refused"
+                        ),
+                    ],
+                    user: Some(pb::User {
+                        uid: Some(0),
+                        gid: Some(0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                0,
+            )
+            .await;
+        let o = crate::harness::out(&r);
+        assert!(o.contains("seen") && o.contains("refused"), "{image}: {o}");
+        c.destroy(&sb.id).await;
+    }
+    d.finish().await;
+}

@@ -754,21 +754,6 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             held.push(fd);
             Some(p)
         }
-        MountSource::ImageLayers(layers) => {
-            let mut lower = Vec::new();
-            for l in layers.iter().rev() {
-                let fd = open_layer(&launch.images_dir, l)?;
-                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
-                held.push(fd);
-            }
-            if m.fstype.is_some() {
-                data.insert(0, format!("lowerdir={}", lower.join(":")));
-                Some(PathBuf::from("overlay"))
-            } else {
-                // One layer: a bind of it.
-                lower.pop().map(PathBuf::from)
-            }
-        }
         MountSource::Overlay {
             image,
             layers,

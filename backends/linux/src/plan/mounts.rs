@@ -190,37 +190,17 @@ fn image(
     if layers.is_empty() && sandboxd_core::oci::is_reference(name) {
         return Err(PlanError::ImageUnresolved(name.to_owned()));
     }
-    if s.readonly_rootfs {
-        return Ok(vec![match layers.len() {
-            0 => mount(
-                MountSource::Image(name.to_owned()),
-                "/",
-                None,
-                &[Bind, Rdonly, Nodev],
-                &[],
-            ),
-            1 => mount(
-                MountSource::ImageLayers(layers),
-                "/",
-                None,
-                &[Bind, Rdonly, Nodev],
-                &[],
-            ),
-            // overlayfs needs two lower directories to mount without an
-            // upper one; the result is read-only.
-            _ if host.overlayfs => mount(
-                MountSource::ImageLayers(layers),
-                "/",
-                Some("overlay"),
-                &[Rdonly, Nodev],
-                &[],
-            ),
-            _ => {
-                return Err(PlanError::RootfsOverlay {
-                    image: name.to_owned(),
-                });
-            }
-        }]);
+    // An OCI image's root is its layers under the sandbox's own upper even
+    // when read-only: mount points are created in the upper, never in a
+    // shared layer, and the final remount (below) makes the root read-only.
+    if s.readonly_rootfs && layers.is_empty() {
+        return Ok(vec![mount(
+            MountSource::Image(name.to_owned()),
+            "/",
+            None,
+            &[Bind, Rdonly, Nodev],
+            &[],
+        )]);
     }
     if !host.overlayfs {
         return Err(PlanError::RootfsOverlay {

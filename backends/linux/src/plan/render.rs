@@ -48,11 +48,6 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
                 MountSource::Pseudo(s) => s.clone(),
                 MountSource::Host(p) => p.display().to_string(),
                 MountSource::Image(name) => format!("{IMAGES}/{name}"),
-                MountSource::ImageLayers(layers) if m.fstype.is_some() => {
-                    options.push(format!("lowerdir={}", lowerdirs(layers)));
-                    "overlay".to_owned()
-                }
-                MountSource::ImageLayers(layers) => lowerdirs(layers),
                 MountSource::Overlay {
                     image,
                     layers,

@@ -88,11 +88,6 @@ pub enum MountSource {
     /// An image, looked up by name in the images directory without
     /// following symlinks.
     Image(String),
-    /// An OCI image's unpacked layers (paths relative to the images dir,
-    /// base first), opened component by component without following
-    /// symlinks. Read-only: one layer is bound, several are an overlay of
-    /// lower directories only.
-    ImageLayers(Vec<PathBuf>),
     /// An overlay of an image with a private writable layer.
     Overlay {
         /// Image name (lower layer; the reference of an OCI image).
