@@ -269,6 +269,18 @@ impl FreeBsdIsolation {
                 }
                 sandboxd_images::flatten(&self.launch.images_dir, layers, &dest)
                     .map_err(|e| step("flatten image layers", &e))?;
+                // The copy is private: make the later mounts' directories in
+                // it now (walked without following symlinks), so a read-only
+                // root needs none created after it is mounted.
+                for other in self.launch.plan.mounts.iter().filter(|o| {
+                    o.target != "/"
+                        && !matches!(o.source, MountSource::ResolvConf | MountSource::Masked)
+                }) {
+                    drop(
+                        walk(&dest, &other.target, true)
+                            .map_err(|e| step("create mount point in image copy", &e))?,
+                    );
+                }
                 let fd = sandboxd_supervisor::sys::open_dir(&dest)
                     .map_err(|e| step("open image copy", &e))?;
                 let text = dest
