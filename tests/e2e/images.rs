@@ -708,11 +708,12 @@ fn registry_daemon(reg: &Registry) -> Daemon {
 
 /// A daemon configured for `reg`, with `creds` (none: anonymous).
 fn registry_daemon_as(reg: &Registry, creds: Option<(&str, &str)>) -> Daemon {
-    let dir = std::env::temp_dir().join(format!(
-        "sandboxd-e2e-regconf-{}-{}",
-        std::process::id(),
-        reg.host.replace(':', "_")
-    ));
+    // Beside the registry's own files: removed with the test's work dir.
+    let dir = reg
+        .storage
+        .parent()
+        .unwrap()
+        .join(format!("daemon-{}", creds.map_or("anon", |c| c.1)));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("sandboxd.toml");
     let mut entry = match &reg.ca {
