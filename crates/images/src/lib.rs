@@ -178,23 +178,30 @@ impl Store {
     pub fn open(images_dir: &Path, limits: UnpackLimits) -> Result<Self, ImageError> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let root = images_dir.join(STORE_DIR);
-        for d in ["", "blobs/sha256", "layers/sha256", "tmp"] {
-            let p = root.join(d);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&p)
-                .map_err(io("create store directory", &p))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create store directory", &root)(e)),
+        }
+        // Checked before anything follows the path: a planted symlink is
+        // never chmod'ed or written through.
+        let meta = std::fs::symlink_metadata(&root).map_err(io("stat store", &root))?;
+        if !meta.is_dir() {
+            return Err(ImageError::Refused(format!(
+                "{} is not a directory (a symlink?)",
+                root.display()
+            )));
         }
         // Layers keep the image's setuid bits: no host user may reach them.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
             .map_err(io("chmod store", &root))?;
-        let meta = std::fs::symlink_metadata(&root).map_err(io("stat store", &root))?;
-        if !meta.is_dir() {
-            return Err(ImageError::Refused(format!(
-                "{} is not a directory",
-                root.display()
-            )));
+        for d in ["blobs", "blobs/sha256", "layers", "layers/sha256", "tmp"] {
+            let p = root.join(d);
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("create store directory", &p)(e)),
+            }
         }
         Ok(Self {
             root,

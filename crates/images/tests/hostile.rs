@@ -679,3 +679,27 @@ fn a_flattened_copy_applies_whiteouts_opaque_dirs_and_never_follows_links() {
     // A non-empty destination is refused.
     assert!(sandboxd_images::flatten(&e.images, &rels, &dest).is_err());
 }
+
+#[test]
+fn a_store_path_planted_as_a_symlink_is_refused_and_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, images.join(".oci")).unwrap();
+    let e = Store::open(&images, UnpackLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    let m = std::fs::metadata(&elsewhere).unwrap();
+    assert_eq!(
+        m.permissions().mode() & 0o777,
+        0o755,
+        "the target was not chmod'ed"
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing created through it"
+    );
+}
