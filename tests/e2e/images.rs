@@ -374,6 +374,10 @@ async fn hostile_archives_are_refused_and_the_host_is_untouched() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "OCI images run on the linux backend here; chroot refuses them, and this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+)]
 async fn an_imported_image_runs_on_its_layer_chain_with_config_defaults() {
     use tar::EntryType::{Directory, Regular};
     if !crate::harness::linux_backend() {
@@ -774,22 +778,27 @@ async fn pull_by_tag_and_digest_shares_layers_runs_and_refuses_a_corrupt_blob() 
     let started = std::time::Instant::now();
     let (events, a) = pull(&d, &format!("{}/app/a:1", reg.host)).await.unwrap();
     assert_eq!(cached_layers(&events), 0);
-    let mut c = d.clients().await;
-    let sb = c
-        .create(pb::SandboxSpec {
-            image: format!("{}/app/a:1", reg.host),
-            mode: pb::SandboxMode::Process as i32,
-            ..Default::default()
-        })
-        .await;
-    let r = c.sh(&sb.id, "cat /a").await;
-    eprintln!(
-        "pull + create + first exec of a {}-byte image: {:?}",
-        a.size,
-        started.elapsed()
-    );
-    assert_eq!(crate::harness::out(&r), "A\n");
-    c.destroy(&sb.id).await;
+    let runs = crate::harness::linux_backend();
+    if runs {
+        let mut c = d.clients().await;
+        let sb = c
+            .create(pb::SandboxSpec {
+                image: format!("{}/app/a:1", reg.host),
+                mode: pb::SandboxMode::Process as i32,
+                ..Default::default()
+            })
+            .await;
+        let r = c.sh(&sb.id, "cat /a").await;
+        eprintln!(
+            "pull + create + first exec of a {}-byte image: {:?}",
+            a.size,
+            started.elapsed()
+        );
+        assert_eq!(crate::harness::out(&r), "A\n");
+        c.destroy(&sb.id).await;
+    } else {
+        eprintln!("SKIPPED (running the pulled image): this backend runs no OCI images");
+    }
 
     // By digest: the same manifest, nothing fetched again.
     let (events, again) = pull(&d, &format!("{}/app/a@{}", reg.host, a.digest))
@@ -825,16 +834,18 @@ async fn pull_by_tag_and_digest_shares_layers_runs_and_refuses_a_corrupt_blob() 
     let r1 = format!("{}/app/a:1", reg.host);
     let (x, y) = tokio::join!(pull(&d2, &r1), pull(&d2, &r1));
     assert_eq!(x.unwrap().1.digest, y.unwrap().1.digest);
-    let mut c2 = d2.clients().await;
-    let sb = c2
-        .create(pb::SandboxSpec {
-            image: r1.clone(),
-            mode: pb::SandboxMode::Idle as i32,
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(crate::harness::out(&c2.sh(&sb.id, "cat /a").await), "A\n");
-    c2.destroy(&sb.id).await;
+    if runs {
+        let mut c2 = d2.clients().await;
+        let sb = c2
+            .create(pb::SandboxSpec {
+                image: r1.clone(),
+                mode: pb::SandboxMode::Idle as i32,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(crate::harness::out(&c2.sh(&sb.id, "cat /a").await), "A\n");
+        c2.destroy(&sb.id).await;
+    }
     d2.finish().await;
 
     // A corrupt blob in the registry: refused, nothing kept.
@@ -1054,12 +1065,12 @@ async fn pull_from_a_registry_that_demands_basic_authentication() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "OCI images run on the linux backend here; chroot refuses them, and this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+)]
 async fn a_read_only_oci_root_is_read_only_with_one_layer_or_several() {
     use tar::EntryType::Regular;
-    if !crate::harness::linux_backend() {
-        eprintln!("SKIPPED: OCI images run on the linux backend only (docs/images.md)");
-        return;
-    }
     let d = Daemon::start();
     let top = tar_of(&[("top", Regular, 0o644, b"T\n")]);
     import(&d, oci_layout("local/one:1", &[busybox_layer()], "{}"))
@@ -1111,5 +1122,38 @@ async fn a_read_only_oci_root_is_read_only_with_one_layer_or_several() {
         assert!(o.contains("seen") && o.contains("refused"), "{image}: {o}");
         c.destroy(&sb.id).await;
     }
+    d.finish().await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "force-chroot"),
+    ignore = "chroot builds only (force-chroot)"
+)]
+async fn the_chroot_backend_refuses_oci_images() {
+    let d = Daemon::start();
+    import(&d, oci_layout("local/bb:1", &[busybox_layer()], "{}"))
+        .await
+        .unwrap();
+    let mut c = d.clients().await;
+    let st = c
+        .try_create(pb::SandboxSpec {
+            image: "local/bb:1".into(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        st.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        st.message()
+    );
+    assert!(
+        st.message().contains("directory images only"),
+        "{}",
+        st.message()
+    );
     d.finish().await;
 }
