@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest.join("../../proto");
     let files = [
-        "events", "execs", "host", "logs", "process", "sandbox", "types", "verify",
+        "events", "execs", "host", "image", "logs", "process", "sandbox", "types", "verify",
     ]
     .map(|name| proto_root.join(format!("sandboxd/v1/{name}.proto")));
     for file in &files {

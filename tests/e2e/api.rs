@@ -675,6 +675,42 @@ async fn grpcurl_calls_every_rpc_without_authority() {
     // base64 of "logged\n"
     assert_eq!(entry["data"], "bG9nZ2VkCg==", "{entry}");
     call("sandboxd.v1.SandboxService.DestroySandbox", &by_logged);
+    // ImageService: listing works on an empty store; the others answer a
+    // clear status for what cannot be done here (no registry, no image,
+    // not an archive), which is enough to show the method is served.
+    call("sandboxd.v1.ImageService.ListImages", "{}");
+    for (method, body, expect) in [
+        (
+            "sandboxd.v1.ImageService.InspectImage",
+            r#"{"reference": "example.test/none:1"}"#,
+            "NotFound",
+        ),
+        (
+            "sandboxd.v1.ImageService.RemoveImage",
+            r#"{"reference": "example.test/none:1"}"#,
+            "NotFound",
+        ),
+        (
+            "sandboxd.v1.ImageService.PullImage",
+            r#"{"reference": "example.test/none:1"}"#,
+            // Refused before any connection: the registry is not configured.
+            "not configured",
+        ),
+        (
+            "sandboxd.v1.ImageService.ImportImage",
+            r#"{"name": "junk:1", "data": "bm90IGEgdGFyCg=="}"#,
+            "InvalidArgument",
+        ),
+    ] {
+        called.borrow_mut().insert(method.to_owned());
+        let o = grpcurl(&s, method, body);
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && text.contains(expect) && !text.contains("Unimplemented"),
+            "{method}: {text}"
+        );
+    }
     let h = call("grpc.health.v1.Health.Check", "{}");
     assert_eq!(h["status"], "SERVING");
     let called = called.into_inner();

@@ -816,6 +816,7 @@ async fn grpcurl_lists_services_through_reflection() {
         "sandboxd.v1.ProcessService",
         "sandboxd.v1.HostService",
         "sandboxd.v1.EventService",
+        "sandboxd.v1.ImageService",
         "grpc.health.v1.Health",
     ] {
         assert!(

@@ -13,6 +13,7 @@ mod faults;
 mod freebsd;
 mod harness;
 mod hostile;
+mod images;
 mod lifecycle;
 mod linux;
 mod logs;

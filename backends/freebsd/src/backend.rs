@@ -134,7 +134,9 @@ impl Backend for FreeBsdBackend {
         kernel_args::jail_iovecs(&jail_plan.params)
             .map_err(|e| BackendError::Unsupported(e.to_string()))?;
         let s = spec.spec();
-        if s.image() != HOST_IMAGE {
+        if !spec.image_layers().is_empty() {
+            sandboxd_supervisor::images::check_layers(&self.images_dir, spec.image_layers())?;
+        } else if s.image() != HOST_IMAGE {
             sandboxd_supervisor::images::check_image(
                 s.image_dir(&self.images_dir),
                 s.image(),

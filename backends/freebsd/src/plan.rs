@@ -80,6 +80,10 @@ pub use types::{
 /// core's [`BuildError::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// An OCI reference the daemon did not resolve to layers (it resolves
+    /// every reference in its image store before planning).
+    #[error("spec.image: OCI image {0:?} was not resolved to its layers")]
+    ImageUnresolved(String),
     /// network: an address did not parse (validation should have caught it).
     #[error("spec.network.addresses[{index}]: {address:?} is not an IPv4 or IPv6 address")]
     NetworkAddress {

@@ -266,6 +266,43 @@ impl FreeBsdIsolation {
                     walk(Path::new("/"), text, false).map_err(|e| step(Step::MountSource, &e))?;
                 (Some(text.to_owned()), Some(ino(fd.as_fd())?))
             }
+            MountSource::ImageLayers(layers) => {
+                // Made by this supervisor in the sandbox directory (trusted
+                // configuration); a leftover from a failed attempt is
+                // refused by flatten (it must start empty).
+                let dest = self.launch.plan.oci_root_path();
+                match std::fs::create_dir(&dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(step(
+                            Step::CreateImageCopy,
+                            &format!("{}: {e}", dest.display()),
+                        ));
+                    }
+                }
+                sandboxd_images::flatten(&self.launch.images_dir, layers, &dest)
+                    .map_err(|e| step(Step::FlattenImageLayers, &e))?;
+                // The copy is private: make the later mounts' directories in
+                // it now (walked without following symlinks), so a read-only
+                // root needs none created after it is mounted.
+                for other in self.launch.plan.mounts.iter().filter(|o| {
+                    o.target != "/"
+                        && !matches!(o.source, MountSource::ResolvConf | MountSource::Masked)
+                }) {
+                    drop(
+                        walk(&dest, &other.target, true)
+                            .map_err(|e| step(Step::CreateMountPointInImageCopy, &e))?,
+                    );
+                }
+                let fd = sandboxd_supervisor::sys::open_dir(&dest)
+                    .map_err(|e| step(Step::OpenImageCopy, &e))?;
+                let text = dest
+                    .to_str()
+                    .ok_or_else(|| step(Step::MountSource, &"not UTF-8"))?
+                    .to_owned();
+                (Some(text), Some(ino(fd.as_fd())?))
+            }
             MountSource::Image(name) => {
                 let dir = sandboxd_supervisor::sys::open_image_dir(
                     &self.launch.images_dir,

@@ -150,7 +150,9 @@ impl Backend for LinuxBackend {
         if let plan::Network::Routed(r) = &linux_plan.network {
             crate::net::setup(r).map_err(net_error)?;
         }
-        if spec.spec().image() != HOST_IMAGE {
+        if !spec.image_layers().is_empty() {
+            sandboxd_supervisor::images::check_layers(&self.images_dir, spec.image_layers())?;
+        } else if spec.spec().image() != HOST_IMAGE {
             let s = spec.spec();
             sandboxd_supervisor::images::check_image(
                 s.image_dir(&self.images_dir),

@@ -80,6 +80,10 @@ pub enum PlanError {
         /// Image name.
         image: String,
     },
+    /// An OCI reference the daemon did not resolve to layers (it resolves
+    /// every reference in its image store before planning).
+    #[error("spec.image: OCI image {0:?} was not resolved to its layers")]
+    ImageUnresolved(String),
     /// user namespace: an id of the process lies outside the mapped range.
     #[error(
         "user namespace: {what} {id} is outside the mapped range 0..{count}; unmapped ids cannot be used"

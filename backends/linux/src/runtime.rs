@@ -819,6 +819,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         }
         MountSource::Overlay {
             image,
+            layers,
             upper,
             work,
             layer,
@@ -834,17 +835,27 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
                     )
                 })?;
             }
-            let fd = open_image(&launch.images_dir, launch.images_dir_no_symlinks, image)?;
+            let mut lower = Vec::new();
+            if layers.is_empty() {
+                let fd = open_image(&launch.images_dir, launch.images_dir_no_symlinks, image)?;
+                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
+                held.push(fd);
+            }
+            // overlayfs stacks lowerdirs top first.
+            for l in layers.iter().rev() {
+                let fd = open_layer(&launch.images_dir, l)?;
+                lower.push(sys::fd_path(fd.as_fd()).display().to_string());
+                held.push(fd);
+            }
             data.insert(
                 0,
                 format!(
                     "lowerdir={},upperdir={},workdir={}",
-                    sys::fd_path(fd.as_fd()).display(),
+                    lower.join(":"),
                     upper.display(),
                     work.display()
                 ),
             );
-            held.push(fd);
             Some(PathBuf::from("overlay"))
         }
         MountSource::InRoot(path) => {
@@ -1009,6 +1020,34 @@ fn mount_layer(layer: &Layer) -> Result<(), StepError> {
         Some(&data),
     )
     .map_err(|e| err(&e))
+}
+
+/// Opens an OCI image layer (a path relative to the images dir) one
+/// component at a time, never following a symlink.
+fn open_layer(images_dir: &Path, rel: &Path) -> Result<OwnedFd, StepError> {
+    let mut dir = sys::open_dir(images_dir).map_err(|e| {
+        StepError::new(
+            Step::OpenImagesDirectory,
+            format!("{}: {e}", images_dir.display()),
+        )
+    })?;
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(StepError::new(
+                Step::OpenImageLayer,
+                format!("{}: not a plain relative path", rel.display()),
+            ));
+        };
+        let name = name.to_str().ok_or_else(|| {
+            StepError::new(
+                Step::OpenImageLayer,
+                format!("{}: not UTF-8", rel.display()),
+            )
+        })?;
+        dir = sys::open_image(dir.as_fd(), name)
+            .map_err(|e| StepError::new(Step::OpenImageLayer, format!("{}: {e}", rel.display())))?;
+    }
+    Ok(dir)
 }
 
 fn open_image(images_dir: &Path, no_symlinks: bool, name: &str) -> Result<OwnedFd, StepError> {

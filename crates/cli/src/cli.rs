@@ -121,6 +121,70 @@ pub(crate) enum Command {
     /// plus, with --observe, what the daemon's own backend is observed to
     /// do (a sandbox is created with --verify and removed).
     Compare(CompareArgs),
+    /// Pull an OCI image from a registry the daemon is configured for
+    /// (e.g. 127.0.0.1:5000/busybox:latest), showing progress.
+    Pull(PullArgs),
+    /// List OCI images in the daemon's image store.
+    Images,
+    /// Remove OCI image references (by digest: every reference to that
+    /// image) and free what no image uses any more.
+    Rmi(RmiArgs),
+    /// OCI images: import, inspect, ls, rm.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `image ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import an OCI image layout or `docker save` archive (a tar file;
+    /// "-" reads stdin).
+    Import(ImageImportArgs),
+    /// Show one image (config defaults, layers) as JSON.
+    Inspect {
+        /// "name:tag", "name@sha256:..." or "sha256:...".
+        reference: String,
+    },
+    /// Same as `images`.
+    Ls,
+    /// Same as `rmi`.
+    Rm(RmiArgs),
+}
+
+/// `image import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImageImportArgs {
+    /// The archive ("-": stdin).
+    pub(crate) file: String,
+    /// Reference for an image the archive does not name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+/// `run --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PullPolicy {
+    /// Never pull.
+    Never,
+    /// Pull when the daemon's store does not have the image.
+    Missing,
+    /// Pull every time.
+    Always,
+}
+
+/// `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// "host:port/repo:tag" or "host:port/repo@sha256:...".
+    pub(crate) reference: String,
+}
+
+/// `rmi`.
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Image references.
+    #[arg(required = true)]
+    pub(crate) references: Vec<String>,
 }
 
 /// An exec by id.
@@ -468,6 +532,11 @@ pub(crate) struct RunArgs {
     /// fails the create and nothing runs.
     #[arg(long)]
     pub(crate) verify: bool,
+
+    /// When to pull an OCI image (an --image with a registry host) first:
+    /// never, when the daemon's store lacks it, or always.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub(crate) pull: PullPolicy,
 
     /// The command, after `--`. The sandbox is created idle (or, with
     /// --mode init, running the image's init) and the command is exec'd into

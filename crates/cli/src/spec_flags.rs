@@ -1463,7 +1463,7 @@ mod tests {
             ),
             (
                 flags(|f| f.image = Some("../etc".into())),
-                "--image ../etc: \"../etc\" is not a valid image name: 1-128 characters of [A-Za-z0-9._-], no leading '.', no '/'",
+                "--image ../etc: \"../etc\" is neither a directory image name (1-128 characters of [A-Za-z0-9._-], no leading '.', no '/') nor a valid OCI reference (\"../etc\" is not an image reference: repository components are lowercase [a-z0-9._-] starting and ending with a letter or digit)",
             ),
             (
                 flags(|f| f.hostname = Some("web_1".into())),

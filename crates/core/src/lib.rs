@@ -16,6 +16,7 @@ pub mod capability;
 pub mod fault;
 pub mod logs;
 pub mod net;
+pub mod oci;
 pub mod plan;
 pub mod planner;
 pub mod spec;

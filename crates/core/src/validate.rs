@@ -166,12 +166,25 @@ impl Problems {
 /// A spec that passed validation, with defaults filled in. Backends accept
 /// nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidatedSpec(SandboxSpec);
+pub struct ValidatedSpec(SandboxSpec, #[serde(skip)] Vec<std::path::PathBuf>);
 
 impl ValidatedSpec {
     /// The validated spec.
     pub fn spec(&self) -> &SandboxSpec {
         &self.0
+    }
+
+    /// An OCI image's unpacked layers, base first, relative to the images
+    /// dir (`.oci/layers/sha256/<hex>`); empty for a directory image and
+    /// "host". Set by the daemon from its image store, never by a client.
+    pub fn image_layers(&self) -> &[std::path::PathBuf] {
+        &self.1
+    }
+
+    /// Attaches the layer chain the daemon's store resolved `spec.image` to.
+    pub fn with_image_layers(mut self, layers: Vec<std::path::PathBuf>) -> Self {
+        self.1 = layers;
+        self
     }
 }
 
@@ -271,7 +284,7 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
     } else {
         p.check("spec.stop_signal", check_signal(spec.stop_signal));
     }
-    p.finish(ValidatedSpec(spec))
+    p.finish(ValidatedSpec(spec, Vec::new()))
 }
 
 /// Validates a process for Exec/ExecSync.
@@ -460,6 +473,16 @@ fn check_rootfs(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
 
 /// Why `image` is not a valid image name, if it is not.
 pub fn check_image_name(image: &str) -> Result<(), String> {
+    // An OCI reference ("name:tag", "registry/name@sha256:..."): looked up
+    // in the image store, never used as a path.
+    if crate::oci::is_reference(image) {
+        return crate::oci::Reference::parse(image).map(drop).map_err(|e| {
+            format!(
+                "{:?} is neither a directory image name (1-128 characters of [A-Za-z0-9._-], no leading '.', no '/') nor a valid OCI reference ({e})",
+                truncate(image)
+            )
+        });
+    }
     // A single path component: the images dir is opened and the image looked
     // up inside it without following symlinks, never by string join.
     let ok = (1..=128).contains(&image.len())
@@ -1200,7 +1223,16 @@ mod tests {
                 |s| s.image = "/etc".into(),
                 &["spec.image"],
             ),
-            ("image slash", |s| s.image = "a/b".into(), &["spec.image"]),
+            (
+                "image bad reference",
+                |s| s.image = "a/../b:1".into(),
+                &["spec.image"],
+            ),
+            (
+                "image reference with uppercase",
+                |s| s.image = "Busybox:1".into(),
+                &["spec.image"],
+            ),
             ("image dot", |s| s.image = ".".into(), &["spec.image"]),
             ("image nul", |s| s.image = "a\0".into(), &["spec.image"]),
             ("bad name", |s| s.name = "Bad_Name".into(), &["spec.name"]),

@@ -155,6 +155,9 @@ pub struct FileConfig {
     pub metrics_allow_non_loopback: bool,
     /// TLS for TCP listeners.
     pub tls: Option<TlsFile>,
+    /// OCI registries PullImage may reach, by "host:port" (docs/images.md).
+    #[serde(default)]
+    pub registries: BTreeMap<String, crate::registry::RegistryFile>,
     /// Server-side bounds.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -336,6 +339,8 @@ pub struct Config {
     pub alias_interface: Option<String>,
     /// TLS, required when a TCP listener is configured.
     pub tls: Option<Tls>,
+    /// OCI registries PullImage may reach.
+    pub registries: BTreeMap<String, crate::registry::RegistryFile>,
     /// Known remote identities.
     pub identities: BTreeMap<String, Role>,
     /// Default per-identity sandbox cap.
@@ -686,6 +691,7 @@ impl Config {
             },
             alias_interface: file.alias_interface,
             tls,
+            registries: file.registries,
             identities,
             default_max_sandboxes: file.limits.max_sandboxes_per_identity,
             limits,

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// names the pid and the sandbox).
     #[error("{0}")]
     ProcessNotFound(String),
+    /// No image by that reference in the image store.
+    #[error("image {0:?} not found")]
+    ImageNotFound(String),
     /// A name or idempotency key already in use.
     #[error("{0}")]
     AlreadyExists(String),
@@ -93,7 +96,9 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid(_) | ApiError::InvalidField(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => Code::NotFound,
+            ApiError::NotFound(_) | ApiError::ProcessNotFound(_) | ApiError::ImageNotFound(_) => {
+                Code::NotFound
+            }
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_)
             | ApiError::SetupFailed { .. }

@@ -27,6 +27,7 @@ pub mod logs;
 pub mod manager;
 pub mod metrics;
 pub mod notify;
+pub mod registry;
 pub mod rlimit;
 pub mod server;
 pub mod service;

@@ -115,6 +115,7 @@ pub fn failure_step(e: &ApiError) -> String {
         ApiError::CreateNotUndone { error, .. } => failure_step(error),
         ApiError::Invalid(_) | ApiError::InvalidField(_) => "invalid_argument".into(),
         ApiError::NotFound(_) | ApiError::ProcessNotFound(_) => "not_found".into(),
+        ApiError::ImageNotFound(_) => "image_not_found".into(),
         ApiError::AlreadyExists(_) => "already_exists".into(),
         ApiError::FailedPrecondition(_) => "failed_precondition".into(),
         ApiError::PermissionDenied(_) => "permission_denied".into(),

@@ -22,7 +22,7 @@ use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
 use crate::hostdirs;
 use crate::manager::Manager;
-use crate::service::{Events, Execs, Host, Logs, Processes, Sandboxes, Shared};
+use crate::service::{Events, Execs, Host, Images, Logs, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
 
 /// How long in-flight calls get to finish after SIGTERM.
@@ -123,7 +123,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let protected = Arc::new(hostdirs::Protected::new(&own)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let images = sandboxd_images::Store::open(
+        &config.images_dir,
+        sandboxd_core::oci::UnpackLimits::default(),
+    )
+    .context("opening the image store")?;
+    let images = Arc::new(images);
+    // GC keeps the layers of every image a sandbox was made from (pinned
+    // by digest in its record), whatever the refs say now.
+    let in_use = Arc::downgrade(&manager);
+    images.set_in_use(Box::new(move || {
+        in_use
+            .upgrade()
+            .map(|m| {
+                m.list()
+                    .iter()
+                    .filter_map(|sb| crate::service::pinned_digest(sb.spec.image()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }));
     let shared = Shared {
+        images: images.clone(),
+        registries: Arc::new(crate::registry::Registries(config.registries.clone())),
         manager,
         images_dir: config.images_dir.clone(),
         shutdown: shutdown_rx,
@@ -162,6 +184,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await;
     health_reporter
         .set_serving::<pb::exec_service_server::ExecServiceServer<Execs>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::image_service_server::ImageServiceServer<Images>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
@@ -206,6 +231,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )))
         .add_service(limited!(pb::exec_service_server::ExecServiceServer::new(
             Execs(shared.clone())
+        )))
+        .add_service(limited!(pb::image_service_server::ImageServiceServer::new(
+            Images(shared.clone())
         )))
         .add_service(known_callers_only(health, &shared))
         .add_service(known_callers_only(reflection_v1, &shared))

@@ -53,3 +53,38 @@ pub fn check_image(images_dir: &Path, name: &str, no_symlinks: bool) -> Result<(
         Err(e) => Err(BackendError::Io { step: "open image", path: images_dir.join(name), source: e.into() }),
     }
 }
+
+/// Checks that every OCI image layer (a path relative to the images dir,
+/// as the daemon's image store names it) is a real directory reached
+/// without following a symlink.
+pub fn check_layers(images_dir: &Path, layers: &[std::path::PathBuf]) -> Result<(), BackendError> {
+    for rel in layers {
+        let mut dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
+            step: "open images directory",
+            path: images_dir.to_owned(),
+            source: e.into(),
+        })?;
+        for c in rel.components() {
+            let name = match c {
+                std::path::Component::Normal(n) => n.to_str(),
+                _ => None,
+            }
+            .ok_or_else(|| BackendError::ImageInvalid {
+                name: rel.display().to_string(),
+                why: "is not a plain relative layer path".into(),
+            })?;
+            dir = sys::open_image(dir.as_fd(), name).map_err(|e| BackendError::ImageInvalid {
+                name: rel.display().to_string(),
+                why: format!("layer cannot be opened without following a symlink: {e}"),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a backend that runs directory images only.
+pub fn oci_unsupported(backend: &str, image: &str) -> BackendError {
+    BackendError::Unsupported(format!(
+        "spec.image: {image:?} is an OCI image; the {backend} backend runs directory images only (docs/images.md)"
+    ))
+}

@@ -145,12 +145,16 @@ pub(super) fn mounts(
         }
     } else {
         let options: &[&str] = if ro { &["ro"] } else { &[] };
-        m.push(new(
-            Fstype::Nullfs,
-            MountSource::Image(s.image().to_owned()),
-            "/",
-            options,
-        ));
+        let layers = spec.image_layers();
+        if layers.is_empty() && sandboxd_core::oci::is_reference(s.image()) {
+            return Err(PlanError::ImageUnresolved(s.image().to_owned()));
+        }
+        let source = if layers.is_empty() {
+            MountSource::Image(s.image().to_owned())
+        } else {
+            MountSource::ImageLayers(layers.to_vec())
+        };
+        m.push(new(Fstype::Nullfs, source, "/", options));
     }
     let ruleset = format!("ruleset={DEVFS_RULESET}");
     m.push(new(Fstype::Devfs, MountSource::Pseudo, "/dev", &[&ruleset]));

@@ -24,8 +24,19 @@ fn mount(plan: &JailPlan, m: &JailMount) -> PlanMount {
         MountSource::Pseudo => m.fstype.as_str().to_owned(),
         MountSource::Host(p) => p.display().to_string(),
         MountSource::Image(name) => format!("{IMAGES}/{name}"),
+        MountSource::ImageLayers(_) => plan.oci_root_path().display().to_string(),
     };
     let mut options = Vec::new();
+    if let MountSource::ImageLayers(layers) = &m.source {
+        options.push(format!(
+            "flattened copy of {}",
+            layers
+                .iter()
+                .map(|l| format!("{IMAGES}/{}", l.display()))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+    }
     if m.update {
         options.push("update".to_owned());
     }

@@ -2100,3 +2100,44 @@ fn disk_limit_and_tmpfs_sizes() {
         );
     }
 }
+
+#[test]
+fn oci_images_are_a_flattened_private_copy_mounted_with_nullfs() {
+    let host = HostFacts::assumed();
+    let layers: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|h| PathBuf::from(format!(".oci/layers/sha256/{h}")))
+        .collect();
+    for ro in [false, true] {
+        let edit: Edit = if ro {
+            |s| {
+                s.image = "local/bb:1".into();
+                s.readonly_rootfs = true;
+            }
+        } else {
+            |s| s.image = "local/bb:1".into()
+        };
+        let v = spec(edit).with_image_layers(layers.clone());
+        let p = build(&v, &sandbox(), &host).expect("plan builds");
+        let root = p
+            .mounts
+            .iter()
+            .find(|m| m.target == "/")
+            .expect("root mount");
+        assert_eq!(root.source, MountSource::ImageLayers(layers.clone()));
+        assert_eq!(root.fstype, Fstype::Nullfs);
+        assert_eq!(root.options.contains(&"ro".to_owned()), ro);
+        assert_eq!(p.oci_root_path(), sandbox().dir.join("oci-root"));
+        let shown = format!("{:?}", plan(&v, &sandbox(), &host).native);
+        assert!(
+            shown.contains("oci-root")
+                && shown.contains("flattened copy of <images>/.oci/layers/sha256/a + <images>/.oci/layers/sha256/b"),
+            "{shown}"
+        );
+    }
+    // A reference the daemon did not resolve is never planned as a directory.
+    assert!(matches!(
+        build(&spec(|s| s.image = "local/bb:1".into()), &sandbox(), &host),
+        Err(BuildError::Plan(PlanError::ImageUnresolved(_)))
+    ));
+}

@@ -109,6 +109,12 @@ pub enum MountSource {
     /// An image, looked up by name in the images directory without
     /// following symlinks.
     Image(String),
+    /// An OCI image's unpacked layers (paths relative to the images dir,
+    /// base first): the supervisor flattens them into the sandbox's own
+    /// `oci-root` directory ([`JailPlan::oci_root_path`]), which is then
+    /// nullfs-mounted. A private copy: the sandbox's writes never reach the
+    /// shared store, and no union filesystem is involved.
+    ImageLayers(Vec<PathBuf>),
     /// The generated `resolv.conf` in the sandbox's directory (the plan's
     /// `resolv_conf`), a single file mounted over the image's own.
     ResolvConf,
@@ -333,6 +339,12 @@ impl JailPlan {
     /// Where the generated resolv.conf is written on the host.
     pub fn resolv_conf_path(&self) -> PathBuf {
         self.sandbox_dir().join("resolv.conf")
+    }
+
+    /// The flattened copy of an OCI image's layers
+    /// ([`MountSource::ImageLayers`]).
+    pub fn oci_root_path(&self) -> PathBuf {
+        self.sandbox_dir().join("oci-root")
     }
 
     /// The empty file mounted over the sandboxd binary

@@ -186,7 +186,14 @@ fn image(
         }
         return Ok(ops);
     }
-    if s.readonly_rootfs {
+    let layers = spec.image_layers().to_vec();
+    if layers.is_empty() && sandboxd_core::oci::is_reference(name) {
+        return Err(PlanError::ImageUnresolved(name.to_owned()));
+    }
+    // An OCI image's root is its layers under the sandbox's own upper even
+    // when read-only: mount points are created in the upper, never in a
+    // shared layer, and the final remount (below) makes the root read-only.
+    if s.readonly_rootfs && layers.is_empty() {
         return Ok(vec![mount(
             MountSource::Image(name.to_owned()),
             "/",
@@ -218,6 +225,7 @@ fn image(
     Ok(vec![mount(
         MountSource::Overlay {
             image: name.to_owned(),
+            layers,
             upper: base.join("upper"),
             work: base.join("work"),
             layer,

@@ -49,10 +49,19 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
                 MountSource::Host(p) => p.display().to_string(),
                 MountSource::Image(name) => format!("{IMAGES}/{name}"),
                 MountSource::Overlay {
-                    image, upper, work, ..
+                    image,
+                    layers,
+                    upper,
+                    work,
+                    ..
                 } => {
+                    let lower = if layers.is_empty() {
+                        format!("{IMAGES}/{image}")
+                    } else {
+                        lowerdirs(layers)
+                    };
                     options.extend([
-                        format!("lowerdir={IMAGES}/{image}"),
+                        format!("lowerdir={lower}"),
                         format!("upperdir={}", upper.display()),
                         format!("workdir={}", work.display()),
                     ]);
@@ -71,6 +80,16 @@ fn mount(plan: &LinuxPlan, op: &RootOp) -> PlanMount {
             }
         }
     }
+}
+
+/// An OCI image's layers as overlayfs lists them: the top layer first.
+fn lowerdirs(layers: &[std::path::PathBuf]) -> String {
+    layers
+        .iter()
+        .rev()
+        .map(|l| format!("{IMAGES}/{}", l.display()))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The tmpfs an overlay's upper and work directories live on, shown before

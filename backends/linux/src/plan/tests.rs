@@ -970,6 +970,7 @@ fn root_filesystem_variants() {
         root.source,
         MountSource::Overlay {
             image: "alpine".into(),
+            layers: vec![],
             upper: layer.join("upper"),
             work: layer.join("work"),
             layer: Some(Layer {
@@ -1021,6 +1022,62 @@ fn root_filesystem_variants() {
     let p = plan(&s, &sandbox(), &no_overlay);
     assert!(p.refusals[0].starts_with("rootfs:"), "{:?}", p.refusals);
     assert_eq!(p.native, NativePlan::empty(BackendKind::Linux));
+}
+
+#[test]
+fn oci_images_mount_their_layer_chain() {
+    use std::path::PathBuf;
+    let host = HostFacts::assumed();
+    let layers: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|h| PathBuf::from(format!(".oci/layers/sha256/{h}")))
+        .collect();
+    let with = |edit: Edit, layers: &[PathBuf]| spec(edit).with_image_layers(layers.to_vec());
+    let root_of = |p: &LinuxPlan| match &p.mounts[1] {
+        RootOp::Mount(m) => m.clone(),
+        other => panic!("no root mount: {other:?}"),
+    };
+    let oci = |s: &mut SandboxSpec| s.image = "local/bb:1".into();
+    let ro = |s: &mut SandboxSpec| {
+        s.image = "local/bb:1".into();
+        s.readonly_rootfs = true;
+    };
+    // Writable: the layers are the lower directories, the sandbox's upper.
+    let p = build(&with(oci, &layers), &sandbox(), &host).unwrap();
+    let root = root_of(&p);
+    assert!(
+        matches!(&root.source, MountSource::Overlay { layers: l, .. } if *l == layers),
+        "{root:?}"
+    );
+    let shown = plan(&with(oci, &layers), &sandbox(), &host);
+    let text = format!("{:?}", shown.native);
+    assert!(
+        text.contains("lowerdir=<images>/.oci/layers/sha256/c:<images>/.oci/layers/sha256/b:<images>/.oci/layers/sha256/a"),
+        "top layer first: {text}"
+    );
+    // Read-only: the same overlay (mount points go to the private upper),
+    // then the final remount makes the root read-only.
+    let p = build(&with(ro, &layers), &sandbox(), &host).unwrap();
+    let root = root_of(&p);
+    assert!(
+        matches!(&root.source, MountSource::Overlay { layers: l, .. } if *l == layers),
+        "{root:?}"
+    );
+    let Some(RootOp::Mount(last)) = p.mounts.last() else {
+        panic!("no last mount");
+    };
+    assert_eq!(
+        (last.target.as_str(), last.flags.as_slice()),
+        (
+            "/",
+            &[MountFlag::Remount, MountFlag::Bind, MountFlag::Rdonly][..]
+        )
+    );
+    // A reference the daemon did not resolve is never planned as a directory.
+    assert!(matches!(
+        build(&spec(oci), &sandbox(), &host),
+        Err(BuildError::Plan(PlanError::ImageUnresolved(_)))
+    ));
 }
 
 #[test]

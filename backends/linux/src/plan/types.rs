@@ -90,8 +90,12 @@ pub enum MountSource {
     Image(String),
     /// An overlay of an image with a private writable layer.
     Overlay {
-        /// Image name (lower layer).
+        /// Image name (lower layer; the reference of an OCI image).
         image: String,
+        /// An OCI image's layers (relative to the images dir, base first):
+        /// the lower directories instead of the image directory.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<PathBuf>,
         /// Upper directory, under the sandbox's directory (inside `layer`
         /// when there is one).
         upper: PathBuf,
@@ -148,6 +152,9 @@ pub struct Mount {
 }
 
 /// One operation building the root, in order.
+// A plan is built once per create and holds a few dozen ops: boxing the
+// mount variant would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RootOp {

@@ -3,6 +3,7 @@
 mod caps;
 mod events;
 mod execs;
+mod image;
 mod lifecycle;
 mod logs;
 mod ops;
@@ -78,6 +79,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Compare(a) => verify::compare(&ctx, a).await,
         Command::Stats(a) => ops::stats(&ctx, a).await,
         Command::Completion(a) => ops::completion(&a),
+        Command::Pull(a) => image::pull(&ctx, a).await,
+        Command::Images => image::images(&ctx).await,
+        Command::Rmi(a) => image::rmi(&ctx, a).await,
+        Command::Image(c) => image::image(&ctx, c).await,
     }
 }
 

@@ -32,6 +32,7 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     // Refuse `-it` without a terminal before creating anything.
     stream::preflight(&attach)?;
 
+    super::image::ensure(ctx, &spec.image, args.pull).await?;
     let channel = ctx.channel().await?;
     let mut client = SandboxServiceClient::new(channel.clone());
 

@@ -44,7 +44,7 @@ impl pb::host_service_server::HostService for Host {
         let req = req.into_inner();
         let manager = &self.0.manager;
         let wanted = convert::backend_from_pb(req.backend).map_err(ApiError::from)?;
-        let spec = self.0.validate_spec(req.spec)?;
+        let (spec, _) = self.0.validate_spec_resolved(req.spec).await?;
         let own = manager.backend().kind();
         let (lease, lease_problem) = match manager.preview_lease(&spec) {
             Ok(lease) => (lease, None),

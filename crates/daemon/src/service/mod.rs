@@ -6,6 +6,7 @@
 mod events;
 mod execs;
 mod host;
+mod image;
 mod logs;
 mod process;
 mod sandbox;
@@ -25,6 +26,7 @@ use crate::manager::Manager;
 pub use events::Events;
 pub use execs::Execs;
 pub use host::Host;
+pub use image::{Images, image_error, image_to_pb, pinned_digest};
 pub use logs::Logs;
 pub use process::{ExecSlot, ExecSlots, Processes};
 pub use sandbox::Sandboxes;
@@ -36,6 +38,10 @@ pub struct Shared {
     pub manager: Arc<Manager>,
     /// The images directory (for plans of the chroot backend).
     pub images_dir: PathBuf,
+    /// The OCI image store under it.
+    pub images: Arc<sandboxd_images::Store>,
+    /// The registries PullImage may reach.
+    pub registries: Arc<crate::registry::Registries>,
     /// Flips to true when the daemon shuts down: long-lived calls end.
     pub shutdown: watch::Receiver<bool>,
     /// Resolves callers.
@@ -57,6 +63,21 @@ impl Shared {
 }
 
 impl Shared {
+    /// A wire spec, converted, its OCI image (if any) resolved in the image
+    /// store (config defaults applied, image pinned by digest, layers
+    /// attached) and validated against the daemon's policy. Also returns
+    /// the image as the client named it (role allowlists name that).
+    pub async fn validate_spec_resolved(
+        &self,
+        spec: Option<pb::SandboxSpec>,
+    ) -> Result<(ValidatedSpec, String), ApiError> {
+        let mut spec = crate::convert::spec_from_pb(spec)?;
+        let asked = spec.image().to_owned();
+        let layers = image::resolve_for_spec(&self.images, &mut spec).await?;
+        let v = sandboxd_core::validate::validate(spec, self.manager.policy())?;
+        Ok((v.with_image_layers(layers), asked))
+    }
+
     /// A wire spec, converted and validated against the daemon's policy.
     pub fn validate_spec(&self, spec: Option<pb::SandboxSpec>) -> Result<ValidatedSpec, ApiError> {
         let spec = crate::convert::spec_from_pb(spec)?;

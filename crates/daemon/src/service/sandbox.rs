@@ -27,9 +27,13 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
         let who = self.0.caller(&req)?;
         let req = req.into_inner();
-        let spec = self.0.validate_spec(req.spec)?;
+        let (spec, asked_image) = self.0.validate_spec_resolved(req.spec).await?;
         self.0.protected.check_mounts(spec.spec())?;
-        who.check_spec(spec.spec())?;
+        // A role's image allowlist names images as clients do, not pinned.
+        who.check_spec(&sandboxd_core::spec::SandboxSpec {
+            image: asked_image,
+            ..spec.spec().clone()
+        })?;
         // Bounded over all clients: a flood cannot queue unbounded work.
         let permit = self.0.creates.clone().try_acquire_owned().map_err(|_| {
             ApiError::ResourceExhausted(
