@@ -10,13 +10,20 @@ use super::huffman_table::{ENCODE_CODE_LENGTHS, ENCODE_CODES};
 
 /// Why a header block could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum HpackError {
+pub enum HpackError {
     /// The block ended inside a field.
     #[error("header block truncated")]
     Truncated,
-    /// An integer longer than any table or string could need.
+    /// An integer of more than 5 bytes (h2's limit, ~2^28).
     #[error("integer overflow in header block")]
     IntegerOverflow,
+    /// A field with an empty name (h2 refuses it).
+    #[error("header field with an empty name")]
+    EmptyName,
+    /// The decoded header list (RFC 9113 sizes: name + value + 32 each)
+    /// grew past the limit.
+    #[error("decoded header list larger than {0} bytes")]
+    ListTooLarge(usize),
     /// An index past the static and dynamic tables.
     #[error("header index {0} is not in the table")]
     BadIndex(usize),
@@ -116,34 +123,52 @@ pub(crate) struct Decoder {
     max: usize,
     /// The most the server allows (its SETTINGS_HEADER_TABLE_SIZE).
     limit: usize,
+    /// The most a decoded block may hold (sum of name + value + 32): one
+    /// byte on the wire can name a 4 KB table entry, so this, not the
+    /// block's wire size, bounds the memory a block costs.
+    max_list: usize,
 }
 
 impl Decoder {
     /// A decoder whose table may grow to `limit` bytes (4096 unless the
-    /// server advertised another SETTINGS_HEADER_TABLE_SIZE).
-    pub(crate) fn new(limit: usize) -> Self {
+    /// server advertised another SETTINGS_HEADER_TABLE_SIZE) and whose
+    /// decoded blocks may hold `max_list` bytes.
+    pub(crate) fn new(limit: usize, max_list: usize) -> Self {
         Self {
             table: VecDeque::new(),
             size: 0,
             max: limit,
             limit,
+            max_list,
         }
     }
 
     /// Decodes one complete header block.
     pub(crate) fn decode(&mut self, mut block: &[u8]) -> Result<Vec<Field>, HpackError> {
         let mut fields = Vec::new();
+        let (mut list, max_list) = (0, self.max_list);
+        // Counts a field against the list limit before it is copied.
+        let mut account = |name: &[u8], value: &[u8]| {
+            list += name.len() + value.len() + 32;
+            if list > max_list {
+                Err(HpackError::ListTooLarge(max_list))
+            } else {
+                Ok(())
+            }
+        };
         while let Some(&first) = block.first() {
             if first & 0x80 != 0 {
                 let index = integer(&mut block, 7)?;
-                let (name, value) = self.get(index)?;
+                let (name, value) = self.entry(index)?;
+                account(name, value)?;
                 fields.push(Field {
-                    name,
-                    value,
+                    name: name.to_vec(),
+                    value: value.to_vec(),
                     sensitive: false,
                 });
             } else if first & 0x40 != 0 {
                 let field = self.literal(&mut block, 6, false)?;
+                account(&field.name, &field.value)?;
                 self.insert(field.name.clone(), field.value.clone());
                 fields.push(field);
             } else if first & 0x20 != 0 {
@@ -159,7 +184,9 @@ impl Decoder {
             } else {
                 // 0000xxxx without indexing, 0001xxxx never indexed.
                 let sensitive = first & 0x10 != 0;
-                fields.push(self.literal(&mut block, 4, sensitive)?);
+                let field = self.literal(&mut block, 4, sensitive)?;
+                account(&field.name, &field.value)?;
+                fields.push(field);
             }
         }
         Ok(fields)
@@ -170,8 +197,11 @@ impl Decoder {
         let name = if index == 0 {
             string(block)?
         } else {
-            self.get(index)?.0
+            self.entry(index)?.0.to_vec()
         };
+        if name.is_empty() {
+            return Err(HpackError::EmptyName);
+        }
         let value = string(block)?;
         Ok(Field {
             name,
@@ -180,16 +210,16 @@ impl Decoder {
         })
     }
 
-    fn get(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), HpackError> {
+    fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
         if index == 0 {
             return Err(HpackError::BadIndex(0));
         }
         if let Some((name, value)) = STATIC.get(index - 1) {
-            return Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+            return Ok((name.as_bytes(), value.as_bytes()));
         }
         self.table
             .get(index - 1 - STATIC.len())
-            .cloned()
+            .map(|(n, v)| (&n[..], &v[..]))
             .ok_or(HpackError::BadIndex(index))
     }
 
@@ -214,9 +244,10 @@ impl Decoder {
     }
 }
 
-/// Longest integer accepted: far beyond any table index or string length
-/// the connection's limits allow, short of overflow.
-const MAX_INTEGER: usize = 1 << 24;
+/// The most bytes an integer may take, its prefix byte included: h2's
+/// limit (values up to ~2^28, far beyond any index or length a block of
+/// ours can hold, and the shift stays far below usize's width).
+const MAX_INTEGER_BYTES: usize = 5;
 
 fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     let (&first, rest) = block.split_first().ok_or(HpackError::Truncated)?;
@@ -226,19 +257,15 @@ fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     if value < usize::from(mask) {
         return Ok(value);
     }
-    let mut shift = 0u32;
-    loop {
+    for shift in (0..MAX_INTEGER_BYTES - 1).map(|i| 7 * i) {
         let (&b, rest) = block.split_first().ok_or(HpackError::Truncated)?;
         *block = rest;
         value += usize::from(b & 0x7f) << shift;
-        if value > MAX_INTEGER {
-            return Err(HpackError::IntegerOverflow);
-        }
         if b & 0x80 == 0 {
             return Ok(value);
         }
-        shift += 7;
     }
+    Err(HpackError::IntegerOverflow)
 }
 
 fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
@@ -389,7 +416,7 @@ mod tests {
             "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
         ];
         for blocks in [plain, huffman] {
-            let mut d = Decoder::new(4096);
+            let mut d = Decoder::new(4096, 65536);
             for (block, expected) in blocks.iter().zip([&base[..], &second[..], &third[..]]) {
                 let fields = d.decode(&hex(block)).unwrap();
                 assert_eq!(pairs(&fields), want(expected), "{block}");
@@ -400,9 +427,41 @@ mod tests {
         }
     }
 
+    /// HPACK integers are at most 5 bytes in h2 (its IntegerOverflow);
+    /// zero-valued continuation bytes must neither overflow the shift nor
+    /// be accepted as a padded encoding h2 would refuse.
+    #[test]
+    fn attack_long_integers_are_refused() {
+        let mut block = vec![0x1f];
+        block.extend(std::iter::repeat_n(0x80, 12));
+        block.push(0x00);
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&block),
+            Err(HpackError::IntegerOverflow)
+        );
+        // Six bytes are one too many; five are read (and name index 127).
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0xff, 0x80, 0x80, 0x80, 0x80, 0x00]),
+            Err(HpackError::IntegerOverflow)
+        );
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0xff, 0x80, 0x80, 0x80, 0x00]),
+            Err(HpackError::BadIndex(127))
+        );
+    }
+
+    /// h2 refuses an empty header name; the rewriter must not pass one on.
+    #[test]
+    fn attack_empty_names_are_refused() {
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0x00, 0x00, 0x01, b'v']),
+            Err(HpackError::EmptyName)
+        );
+    }
+
     #[test]
     fn eviction_follows_the_table_size() {
-        let mut d = Decoder::new(4096);
+        let mut d = Decoder::new(4096, 65536);
         // Size update to 64, then two literals with indexing of 40 bytes each:
         // the second evicts the first.
         let mut block = vec![0x20 | 0x1f, 64 - 31];
@@ -437,7 +496,7 @@ mod tests {
         ];
         for (block, err) in cases {
             assert_eq!(
-                Decoder::new(4096).decode(&hex(block)).as_ref(),
+                Decoder::new(4096, 65536).decode(&hex(block)).as_ref(),
                 Err(err),
                 "{block}"
             );
@@ -465,7 +524,7 @@ mod tests {
         ];
         let mut out = Vec::new();
         encode(&fields, &mut out);
-        let mut d = Decoder::new(4096);
+        let mut d = Decoder::new(4096, 65536);
         assert_eq!(d.decode(&out).unwrap(), fields);
         assert!(d.table.is_empty(), "literals without indexing add nothing");
     }
