@@ -18,4 +18,5 @@ mod ops;
 mod remote;
 mod resources;
 mod surface;
+mod unix_h2;
 mod verify;
