@@ -3,7 +3,7 @@
 //! encoder, and an encoder that writes every field as a literal without
 //! indexing, so the server's decoder never holds dynamic state of ours.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use super::huffman_table::{ENCODE_CODE_LENGTHS, ENCODE_CODES};
@@ -283,30 +283,68 @@ fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
     }
 }
 
-/// (code length, code) → byte.
-fn codes() -> &'static HashMap<(u8, u32), u8> {
-    static CODES: OnceLock<HashMap<(u8, u32), u8>> = OnceLock::new();
-    CODES.get_or_init(|| {
-        (0u8..=255)
-            .map(|b| {
-                let i = usize::from(b);
-                ((ENCODE_CODE_LENGTHS[i], ENCODE_CODES[i]), b)
-            })
-            .collect()
+/// The Huffman code laid out for canonical decoding: the code is canonical
+/// (codes of one length are consecutive), so a code of length `l` is a
+/// symbol when it lies in `first[l] .. first[l] + count[l]`. A few array
+/// reads per bit: a block full of Huffman strings costs about what h2 pays
+/// for it, not a hash lookup per bit.
+struct Canonical {
+    first: [u32; 31],
+    count: [u32; 31],
+    /// Where length `l`'s symbols start in `symbols`.
+    offset: [usize; 31],
+    /// Symbols by (length, code).
+    symbols: [u8; 256],
+}
+
+fn canonical() -> &'static Canonical {
+    static CANONICAL: OnceLock<Canonical> = OnceLock::new();
+    CANONICAL.get_or_init(|| {
+        let mut order: Vec<u8> = (0u8..=255).collect();
+        order.sort_by_key(|&b| {
+            (
+                ENCODE_CODE_LENGTHS[usize::from(b)],
+                ENCODE_CODES[usize::from(b)],
+            )
+        });
+        let mut c = Canonical {
+            first: [0; 31],
+            count: [0; 31],
+            offset: [0; 31],
+            symbols: [0; 256],
+        };
+        for (i, &b) in order.iter().enumerate() {
+            let l = usize::from(ENCODE_CODE_LENGTHS[usize::from(b)]);
+            if c.count[l] == 0 {
+                c.first[l] = ENCODE_CODES[usize::from(b)];
+                c.offset[l] = i;
+            }
+            c.count[l] += 1;
+            c.symbols[i] = b;
+        }
+        c
     })
 }
 
-/// Decodes a Huffman string bit by bit (header blocks are small; speed does
-/// not matter here). Padding must be at most 7 one bits (RFC 7541, 5.2).
+/// Decodes a Huffman string. Padding must be at most 7 one bits, and EOS
+/// must not appear (RFC 7541, 5.2).
 fn huffman_decode(bytes: &[u8]) -> Result<Vec<u8>, HpackError> {
-    let codes = codes();
+    let c = canonical();
     let mut out = Vec::with_capacity(bytes.len() * 8 / 5);
-    let (mut code, mut len) = (0u32, 0u8);
+    let (mut code, mut len) = (0u32, 0usize);
     for byte in bytes {
         for bit in (0..8).rev() {
             code = (code << 1) | u32::from((byte >> bit) & 1);
             len += 1;
-            if let Some(&b) = codes.get(&(len, code)) {
+            let k = code.wrapping_sub(c.first[len]);
+            if code >= c.first[len] && k < c.count[len] {
+                // k < count[len] ≤ 256: a u32 that fits usize.
+                let b = c.symbols[c.offset[len] + k as usize];
+                // The table is checked canonical by a test; this keeps a
+                // wrong table from decoding to a wrong byte regardless.
+                if ENCODE_CODES[usize::from(b)] != code {
+                    return Err(HpackError::BadHuffman);
+                }
                 out.push(b);
                 (code, len) = (0, 0);
             } else if len >= 30 {
@@ -457,6 +495,38 @@ mod tests {
             Decoder::new(4096, 65536).decode(&[0x00, 0x00, 0x01, b'v']),
             Err(HpackError::EmptyName)
         );
+    }
+
+    /// Every byte, Huffman-encoded with the RFC's table and padded with
+    /// ones, decodes to itself; the code is canonical, as the decoder needs.
+    #[test]
+    fn huffman_round_trips_every_byte() {
+        let c = canonical();
+        for l in 1..31 {
+            for k in 0..c.count[l] {
+                let b = usize::from(c.symbols[c.offset[l] + k as usize]);
+                assert_eq!(
+                    (usize::from(ENCODE_CODE_LENGTHS[b]), ENCODE_CODES[b]),
+                    (l, c.first[l] + k),
+                    "byte {b}"
+                );
+            }
+        }
+        let all: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
+        let (mut bits, mut n, mut enc) = (0u64, 0u32, Vec::new());
+        for &b in &all {
+            let i = usize::from(b);
+            bits = (bits << ENCODE_CODE_LENGTHS[i]) | u64::from(ENCODE_CODES[i]);
+            n += u32::from(ENCODE_CODE_LENGTHS[i]);
+            while n >= 8 {
+                n -= 8;
+                enc.push((bits >> n) as u8);
+            }
+        }
+        if n > 0 {
+            enc.push(((bits << (8 - n)) as u8) | ((1u8 << (8 - n)) - 1));
+        }
+        assert_eq!(huffman_decode(&enc).unwrap(), all);
     }
 
     #[test]
