@@ -22,5 +22,6 @@ mod ops;
 mod remote;
 mod resources;
 mod surface;
+mod unix_h2;
 mod verify;
 mod zygote;

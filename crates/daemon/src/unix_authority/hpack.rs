@@ -3,20 +3,27 @@
 //! encoder, and an encoder that writes every field as a literal without
 //! indexing, so the server's decoder never holds dynamic state of ours.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use super::huffman_table::{ENCODE_CODE_LENGTHS, ENCODE_CODES};
 
 /// Why a header block could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum HpackError {
+pub enum HpackError {
     /// The block ended inside a field.
     #[error("header block truncated")]
     Truncated,
-    /// An integer longer than any table or string could need.
+    /// An integer of more than 5 bytes (h2's limit, ~2^28).
     #[error("integer overflow in header block")]
     IntegerOverflow,
+    /// A field with an empty name (h2 refuses it).
+    #[error("header field with an empty name")]
+    EmptyName,
+    /// The decoded header list (RFC 9113 sizes: name + value + 32 each)
+    /// grew past the limit.
+    #[error("decoded header list larger than {0} bytes")]
+    ListTooLarge(usize),
     /// An index past the static and dynamic tables.
     #[error("header index {0} is not in the table")]
     BadIndex(usize),
@@ -116,34 +123,52 @@ pub(crate) struct Decoder {
     max: usize,
     /// The most the server allows (its SETTINGS_HEADER_TABLE_SIZE).
     limit: usize,
+    /// The most a decoded block may hold (sum of name + value + 32): one
+    /// byte on the wire can name a 4 KB table entry, so this, not the
+    /// block's wire size, bounds the memory a block costs.
+    max_list: usize,
 }
 
 impl Decoder {
     /// A decoder whose table may grow to `limit` bytes (4096 unless the
-    /// server advertised another SETTINGS_HEADER_TABLE_SIZE).
-    pub(crate) fn new(limit: usize) -> Self {
+    /// server advertised another SETTINGS_HEADER_TABLE_SIZE) and whose
+    /// decoded blocks may hold `max_list` bytes.
+    pub(crate) fn new(limit: usize, max_list: usize) -> Self {
         Self {
             table: VecDeque::new(),
             size: 0,
             max: limit,
             limit,
+            max_list,
         }
     }
 
     /// Decodes one complete header block.
     pub(crate) fn decode(&mut self, mut block: &[u8]) -> Result<Vec<Field>, HpackError> {
         let mut fields = Vec::new();
+        let (mut list, max_list) = (0, self.max_list);
+        // Counts a field against the list limit before it is copied.
+        let mut account = |name: &[u8], value: &[u8]| {
+            list += name.len() + value.len() + 32;
+            if list > max_list {
+                Err(HpackError::ListTooLarge(max_list))
+            } else {
+                Ok(())
+            }
+        };
         while let Some(&first) = block.first() {
             if first & 0x80 != 0 {
                 let index = integer(&mut block, 7)?;
-                let (name, value) = self.get(index)?;
+                let (name, value) = self.entry(index)?;
+                account(name, value)?;
                 fields.push(Field {
-                    name,
-                    value,
+                    name: name.to_vec(),
+                    value: value.to_vec(),
                     sensitive: false,
                 });
             } else if first & 0x40 != 0 {
                 let field = self.literal(&mut block, 6, false)?;
+                account(&field.name, &field.value)?;
                 self.insert(field.name.clone(), field.value.clone());
                 fields.push(field);
             } else if first & 0x20 != 0 {
@@ -159,7 +184,9 @@ impl Decoder {
             } else {
                 // 0000xxxx without indexing, 0001xxxx never indexed.
                 let sensitive = first & 0x10 != 0;
-                fields.push(self.literal(&mut block, 4, sensitive)?);
+                let field = self.literal(&mut block, 4, sensitive)?;
+                account(&field.name, &field.value)?;
+                fields.push(field);
             }
         }
         Ok(fields)
@@ -170,8 +197,11 @@ impl Decoder {
         let name = if index == 0 {
             string(block)?
         } else {
-            self.get(index)?.0
+            self.entry(index)?.0.to_vec()
         };
+        if name.is_empty() {
+            return Err(HpackError::EmptyName);
+        }
         let value = string(block)?;
         Ok(Field {
             name,
@@ -180,16 +210,16 @@ impl Decoder {
         })
     }
 
-    fn get(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), HpackError> {
+    fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
         if index == 0 {
             return Err(HpackError::BadIndex(0));
         }
         if let Some((name, value)) = STATIC.get(index - 1) {
-            return Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+            return Ok((name.as_bytes(), value.as_bytes()));
         }
         self.table
             .get(index - 1 - STATIC.len())
-            .cloned()
+            .map(|(n, v)| (&n[..], &v[..]))
             .ok_or(HpackError::BadIndex(index))
     }
 
@@ -214,9 +244,10 @@ impl Decoder {
     }
 }
 
-/// Longest integer accepted: far beyond any table index or string length
-/// the connection's limits allow, short of overflow.
-const MAX_INTEGER: usize = 1 << 24;
+/// The most bytes an integer may take, its prefix byte included: h2's
+/// limit (values up to ~2^28, far beyond any index or length a block of
+/// ours can hold, and the shift stays far below usize's width).
+const MAX_INTEGER_BYTES: usize = 5;
 
 fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     let (&first, rest) = block.split_first().ok_or(HpackError::Truncated)?;
@@ -226,19 +257,15 @@ fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     if value < usize::from(mask) {
         return Ok(value);
     }
-    let mut shift = 0u32;
-    loop {
+    for shift in (0..MAX_INTEGER_BYTES - 1).map(|i| 7 * i) {
         let (&b, rest) = block.split_first().ok_or(HpackError::Truncated)?;
         *block = rest;
         value += usize::from(b & 0x7f) << shift;
-        if value > MAX_INTEGER {
-            return Err(HpackError::IntegerOverflow);
-        }
         if b & 0x80 == 0 {
             return Ok(value);
         }
-        shift += 7;
     }
+    Err(HpackError::IntegerOverflow)
 }
 
 fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
@@ -256,30 +283,68 @@ fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
     }
 }
 
-/// (code length, code) → byte.
-fn codes() -> &'static HashMap<(u8, u32), u8> {
-    static CODES: OnceLock<HashMap<(u8, u32), u8>> = OnceLock::new();
-    CODES.get_or_init(|| {
-        (0u8..=255)
-            .map(|b| {
-                let i = usize::from(b);
-                ((ENCODE_CODE_LENGTHS[i], ENCODE_CODES[i]), b)
-            })
-            .collect()
+/// The Huffman code laid out for canonical decoding: the code is canonical
+/// (codes of one length are consecutive), so a code of length `l` is a
+/// symbol when it lies in `first[l] .. first[l] + count[l]`. A few array
+/// reads per bit: a block full of Huffman strings costs about what h2 pays
+/// for it, not a hash lookup per bit.
+struct Canonical {
+    first: [u32; 31],
+    count: [u32; 31],
+    /// Where length `l`'s symbols start in `symbols`.
+    offset: [usize; 31],
+    /// Symbols by (length, code).
+    symbols: [u8; 256],
+}
+
+fn canonical() -> &'static Canonical {
+    static CANONICAL: OnceLock<Canonical> = OnceLock::new();
+    CANONICAL.get_or_init(|| {
+        let mut order: Vec<u8> = (0u8..=255).collect();
+        order.sort_by_key(|&b| {
+            (
+                ENCODE_CODE_LENGTHS[usize::from(b)],
+                ENCODE_CODES[usize::from(b)],
+            )
+        });
+        let mut c = Canonical {
+            first: [0; 31],
+            count: [0; 31],
+            offset: [0; 31],
+            symbols: [0; 256],
+        };
+        for (i, &b) in order.iter().enumerate() {
+            let l = usize::from(ENCODE_CODE_LENGTHS[usize::from(b)]);
+            if c.count[l] == 0 {
+                c.first[l] = ENCODE_CODES[usize::from(b)];
+                c.offset[l] = i;
+            }
+            c.count[l] += 1;
+            c.symbols[i] = b;
+        }
+        c
     })
 }
 
-/// Decodes a Huffman string bit by bit (header blocks are small; speed does
-/// not matter here). Padding must be at most 7 one bits (RFC 7541, 5.2).
+/// Decodes a Huffman string. Padding must be at most 7 one bits, and EOS
+/// must not appear (RFC 7541, 5.2).
 fn huffman_decode(bytes: &[u8]) -> Result<Vec<u8>, HpackError> {
-    let codes = codes();
+    let c = canonical();
     let mut out = Vec::with_capacity(bytes.len() * 8 / 5);
-    let (mut code, mut len) = (0u32, 0u8);
+    let (mut code, mut len) = (0u32, 0usize);
     for byte in bytes {
         for bit in (0..8).rev() {
             code = (code << 1) | u32::from((byte >> bit) & 1);
             len += 1;
-            if let Some(&b) = codes.get(&(len, code)) {
+            let k = code.wrapping_sub(c.first[len]);
+            if code >= c.first[len] && k < c.count[len] {
+                // k < count[len] ≤ 256: a u32 that fits usize.
+                let b = c.symbols[c.offset[len] + k as usize];
+                // The table is checked canonical by a test; this keeps a
+                // wrong table from decoding to a wrong byte regardless.
+                if ENCODE_CODES[usize::from(b)] != code {
+                    return Err(HpackError::BadHuffman);
+                }
                 out.push(b);
                 (code, len) = (0, 0);
             } else if len >= 30 {
@@ -389,7 +454,7 @@ mod tests {
             "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
         ];
         for blocks in [plain, huffman] {
-            let mut d = Decoder::new(4096);
+            let mut d = Decoder::new(4096, 65536);
             for (block, expected) in blocks.iter().zip([&base[..], &second[..], &third[..]]) {
                 let fields = d.decode(&hex(block)).unwrap();
                 assert_eq!(pairs(&fields), want(expected), "{block}");
@@ -400,9 +465,73 @@ mod tests {
         }
     }
 
+    /// HPACK integers are at most 5 bytes in h2 (its IntegerOverflow);
+    /// zero-valued continuation bytes must neither overflow the shift nor
+    /// be accepted as a padded encoding h2 would refuse.
+    #[test]
+    fn attack_long_integers_are_refused() {
+        let mut block = vec![0x1f];
+        block.extend(std::iter::repeat_n(0x80, 12));
+        block.push(0x00);
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&block),
+            Err(HpackError::IntegerOverflow)
+        );
+        // Six bytes are one too many; five are read (and name index 127).
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0xff, 0x80, 0x80, 0x80, 0x80, 0x00]),
+            Err(HpackError::IntegerOverflow)
+        );
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0xff, 0x80, 0x80, 0x80, 0x00]),
+            Err(HpackError::BadIndex(127))
+        );
+    }
+
+    /// h2 refuses an empty header name; the rewriter must not pass one on.
+    #[test]
+    fn attack_empty_names_are_refused() {
+        assert_eq!(
+            Decoder::new(4096, 65536).decode(&[0x00, 0x00, 0x01, b'v']),
+            Err(HpackError::EmptyName)
+        );
+    }
+
+    /// Every byte, Huffman-encoded with the RFC's table and padded with
+    /// ones, decodes to itself; the code is canonical, as the decoder needs.
+    #[test]
+    fn huffman_round_trips_every_byte() {
+        let c = canonical();
+        for l in 1..31 {
+            for k in 0..c.count[l] {
+                let b = usize::from(c.symbols[c.offset[l] + k as usize]);
+                assert_eq!(
+                    (usize::from(ENCODE_CODE_LENGTHS[b]), ENCODE_CODES[b]),
+                    (l, c.first[l] + k),
+                    "byte {b}"
+                );
+            }
+        }
+        let all: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
+        let (mut bits, mut n, mut enc) = (0u64, 0u32, Vec::new());
+        for &b in &all {
+            let i = usize::from(b);
+            bits = (bits << ENCODE_CODE_LENGTHS[i]) | u64::from(ENCODE_CODES[i]);
+            n += u32::from(ENCODE_CODE_LENGTHS[i]);
+            while n >= 8 {
+                n -= 8;
+                enc.push((bits >> n) as u8);
+            }
+        }
+        if n > 0 {
+            enc.push(((bits << (8 - n)) as u8) | ((1u8 << (8 - n)) - 1));
+        }
+        assert_eq!(huffman_decode(&enc).unwrap(), all);
+    }
+
     #[test]
     fn eviction_follows_the_table_size() {
-        let mut d = Decoder::new(4096);
+        let mut d = Decoder::new(4096, 65536);
         // Size update to 64, then two literals with indexing of 40 bytes each:
         // the second evicts the first.
         let mut block = vec![0x20 | 0x1f, 64 - 31];
@@ -437,7 +566,7 @@ mod tests {
         ];
         for (block, err) in cases {
             assert_eq!(
-                Decoder::new(4096).decode(&hex(block)).as_ref(),
+                Decoder::new(4096, 65536).decode(&hex(block)).as_ref(),
                 Err(err),
                 "{block}"
             );
@@ -465,7 +594,7 @@ mod tests {
         ];
         let mut out = Vec::new();
         encode(&fields, &mut out);
-        let mut d = Decoder::new(4096);
+        let mut d = Decoder::new(4096, 65536);
         assert_eq!(d.decode(&out).unwrap(), fields);
         assert!(d.table.is_empty(), "literals without indexing add nothing");
     }

@@ -16,7 +16,7 @@
 //! who the socket's permissions let in. TLS connections are not rewritten
 //! (their clients name a host).
 
-mod hpack;
+pub mod hpack;
 mod huffman_table;
 
 use std::io;
@@ -29,16 +29,35 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
+const PUSH_PROMISE: u8 = 0x5;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// Frames we write stay within the smallest SETTINGS_MAX_FRAME_SIZE.
+// The limits below are h2's as the daemon's server runs it (hyper's
+// defaults, which server.rs does not change; tests/e2e/unix_h2.rs checks
+// the SETTINGS the daemon sends). The rewriter must be at least as strict
+// as h2: everything it lets through is what h2 would have accepted.
+
+/// The server's SETTINGS_MAX_FRAME_SIZE (the protocol's default): a longer
+/// HEADERS or CONTINUATION frame ends the connection (h2: FRAME_SIZE_ERROR)
+/// rather than being re-split into frames h2 would accept. Frames we write
+/// stay within it too.
 const MAX_FRAME: usize = 16_384;
-/// A header block (all its frames, compressed) larger than this ends the
-/// connection: it bounds what one client can make the daemon buffer.
-pub(crate) const MAX_BLOCK: usize = 256 * 1024;
+/// CONTINUATION frames without END_HEADERS allowed in one block: h2's limit
+/// against the CONTINUATION flood (RUSTSEC-2024-0332) for a 16 KiB header
+/// list and 16 KiB frames. We swallow these frames, so h2 cannot count
+/// them: we do.
+pub(crate) const MAX_CONTINUATIONS: usize = 5;
+/// A header block (all its frames, compressed) is at most this long.
+pub(crate) const MAX_BLOCK: usize = (MAX_CONTINUATIONS + 2) * MAX_FRAME;
+/// A decoded header list (name + value + 32 per field) larger than this
+/// ends the connection: h2 ends it past four times its
+/// SETTINGS_MAX_HEADER_LIST_SIZE (hyper's 16 KiB), with ENHANCE_YOUR_CALM.
+/// It bounds what a block costs us: a one-byte reference can name a 4 KB
+/// entry of the dynamic table (an HPACK bomb).
+pub const MAX_LIST: usize = 4 * 16 * 1024;
 /// The HPACK dynamic table limit: the server does not advertise
 /// SETTINGS_HEADER_TABLE_SIZE, so the protocol default.
 const TABLE_LIMIT: usize = 4096;
@@ -48,7 +67,7 @@ const LOCALHOST: &[u8] = b"localhost";
 /// Why a client's byte stream could not be rewritten (the connection ends,
 /// as h2 would end it for the same input).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RewriteError {
+pub enum RewriteError {
     /// A header block did not decode.
     #[error("decoding a header block of stream {stream}: {source}")]
     Decode {
@@ -60,6 +79,25 @@ pub(crate) enum RewriteError {
     /// A header block grew past [`MAX_BLOCK`].
     #[error("header block of stream {0} larger than {MAX_BLOCK} bytes")]
     BlockTooLarge(u32),
+    /// A HEADERS or CONTINUATION frame longer than SETTINGS_MAX_FRAME_SIZE.
+    #[error("frame type {kind} on stream {stream} of {len} bytes, above {MAX_FRAME}")]
+    FrameTooLarge {
+        /// The frame's type.
+        kind: u8,
+        /// Its stream.
+        stream: u32,
+        /// Its length.
+        len: usize,
+    },
+    /// More than [`MAX_CONTINUATIONS`] CONTINUATION frames in one block.
+    #[error("more than {MAX_CONTINUATIONS} CONTINUATION frames in the header block of stream {0}")]
+    TooManyContinuations(u32),
+    /// A PUSH_PROMISE from the client (RFC 9113, 8.4: a connection error).
+    #[error("PUSH_PROMISE from a client on stream {0}")]
+    PushPromise(u32),
+    /// The stream already failed; nothing more is read from it.
+    #[error("the connection's byte stream already failed")]
+    Failed,
     /// A frame other than CONTINUATION of the same stream inside a block.
     #[error("frame type {kind} on stream {stream} inside the header block of stream {open}")]
     Interleaved {
@@ -84,12 +122,17 @@ struct Block {
     /// The 5 priority bytes, when PRIORITY is set.
     priority: Vec<u8>,
     fragment: Vec<u8>,
+    /// CONTINUATION frames so far.
+    continuations: usize,
 }
 
 /// The client → server byte stream's rewriter: bytes in, bytes out.
 #[derive(Debug)]
-pub(crate) struct Rewriter {
+pub struct Rewriter {
+    /// Bytes not handled yet, from `at` (a frame boundary): at most one
+    /// header frame and the last read.
     pending: Vec<u8>,
+    at: usize,
     /// Preface bytes still to pass.
     preface: usize,
     /// Bytes of a passed-through frame's payload still to come.
@@ -98,28 +141,55 @@ pub(crate) struct Rewriter {
     decoder: hpack::Decoder,
     /// How many authorities were replaced.
     replaced: u64,
+    /// An error ended the stream.
+    failed: bool,
 }
 
 impl Default for Rewriter {
     fn default() -> Self {
         Self {
             pending: Vec::new(),
+            at: 0,
             preface: PREFACE_LEN,
             passing: 0,
             block: None,
-            decoder: hpack::Decoder::new(TABLE_LIMIT),
+            decoder: hpack::Decoder::new(TABLE_LIMIT, MAX_LIST),
             replaced: 0,
+            failed: false,
         }
     }
 }
 
 impl Rewriter {
     /// Takes `input` and appends to `out` everything that can be passed on
-    /// so far; a partial frame header or header block waits for more.
-    pub(crate) fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
-        // `pending` always starts at a frame boundary. The preface and the
-        // payload of a frame passed through go straight out, unbuffered.
-        if self.pending.is_empty() {
+    /// so far; a partial frame header or header block waits for more. After
+    /// an error the stream is dead: every later call fails too.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.failed {
+            return Err(RewriteError::Failed);
+        }
+        let result = self.feed(input, out);
+        self.failed = result.is_err();
+        result
+    }
+
+    /// Bytes held back, waiting for the rest of a frame (bounded by a
+    /// header frame plus one read).
+    pub fn buffered(&self) -> usize {
+        self.pending.len() - self.at + self.block.as_ref().map_or(0, |b| b.fragment.len())
+    }
+
+    /// How many authorities were replaced so far.
+    pub fn replaced(&self) -> u64 {
+        self.replaced
+    }
+
+    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        // `pending[at..]` always starts at a frame boundary. The preface and
+        // the payload of a frame passed through go straight out, unbuffered.
+        if self.at == self.pending.len() {
+            self.pending.clear();
+            self.at = 0;
             for direct in [&mut self.preface, &mut self.passing] {
                 let n = (*direct).min(input.len());
                 out.extend_from_slice(&input[..n]);
@@ -131,13 +201,18 @@ impl Rewriter {
         // A frame passed through in part leaves `pending` empty and the
         // rest of its payload to come.
         while self.passing == 0 && self.frame(out)? {}
+        // Consumed bytes go once per call, not once per frame (a read full
+        // of tiny frames would otherwise move the buffer once for each).
+        self.pending.drain(..self.at);
+        self.at = 0;
         Ok(())
     }
 
-    /// Handles the frame at the start of `pending`, if enough of it is
-    /// there: false when more bytes are needed.
+    /// Handles the frame at the start of `pending[at..]`, if enough of it
+    /// is there: false when more bytes are needed.
     fn frame(&mut self, out: &mut Vec<u8>) -> Result<bool, RewriteError> {
-        let Some(header) = self.pending.get(..FRAME_HEADER_LEN) else {
+        let rest = &self.pending[self.at..];
+        let Some(header) = rest.get(..FRAME_HEADER_LEN) else {
             return Ok(false);
         };
         let len =
@@ -153,30 +228,29 @@ impl Rewriter {
                 });
             }
         }
+        if kind == PUSH_PROMISE {
+            return Err(RewriteError::PushPromise(stream));
+        }
         if kind != HEADERS && kind != CONTINUATION {
-            out.extend_from_slice(&self.pending[..FRAME_HEADER_LEN]);
-            self.pending.drain(..FRAME_HEADER_LEN);
-            self.passing = len;
-            let n = len.min(self.pending.len());
-            out.extend_from_slice(&self.pending[..n]);
-            self.pending.drain(..n);
-            self.passing -= n;
+            let n = (FRAME_HEADER_LEN + len).min(rest.len());
+            out.extend_from_slice(&rest[..n]);
+            self.at += n;
+            self.passing = FRAME_HEADER_LEN + len - n;
             return Ok(true);
         }
+        if len > MAX_FRAME {
+            return Err(RewriteError::FrameTooLarge { kind, stream, len });
+        }
         let collected = self.block.as_ref().map_or(0, |b| b.fragment.len());
-        if len > MAX_BLOCK || collected + len > MAX_BLOCK {
+        if collected + len > MAX_BLOCK {
             return Err(RewriteError::BlockTooLarge(stream));
         }
-        if self.pending.len() < FRAME_HEADER_LEN + len {
+        let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return Ok(false);
-        }
-        let payload: Vec<u8> = self
-            .pending
-            .drain(..FRAME_HEADER_LEN + len)
-            .skip(FRAME_HEADER_LEN)
-            .collect();
+        };
+        self.at += FRAME_HEADER_LEN + len;
         if kind == HEADERS {
-            let mut body = &payload[..];
+            let mut body = payload;
             let mut pad = 0;
             if flags & PADDED != 0 {
                 let (&p, rest) = body.split_first().ok_or(RewriteError::BadHeaders(stream))?;
@@ -185,9 +259,11 @@ impl Rewriter {
             }
             let mut priority = Vec::new();
             if flags & PRIORITY != 0 {
-                let p = body.get(..5).ok_or(RewriteError::BadHeaders(stream))?;
+                let (p, rest) = body
+                    .split_at_checked(5)
+                    .ok_or(RewriteError::BadHeaders(stream))?;
                 priority = p.to_vec();
-                body = &body[5..];
+                body = rest;
             }
             let end = body
                 .len()
@@ -198,13 +274,21 @@ impl Rewriter {
                 flags: flags & (END_STREAM | PRIORITY),
                 priority,
                 fragment: body[..end].to_vec(),
+                continuations: 0,
             });
         } else if let Some(block) = &mut self.block {
-            block.fragment.extend_from_slice(&payload);
+            if flags & END_HEADERS == 0 {
+                block.continuations += 1;
+                if block.continuations > MAX_CONTINUATIONS {
+                    return Err(RewriteError::TooManyContinuations(stream));
+                }
+            }
+            block.fragment.extend_from_slice(payload);
         } else {
             // A CONTINUATION outside a block: h2 ends the connection for
             // it; pass it on so it does.
-            write_frame(out, CONTINUATION, flags, stream, &payload);
+            let frame = &self.pending[self.at - FRAME_HEADER_LEN - len..self.at];
+            out.extend_from_slice(frame);
             return Ok(true);
         }
         if flags & END_HEADERS != 0 {
@@ -223,7 +307,13 @@ impl Rewriter {
             .decode(&block.fragment)
             .map_err(|source| RewriteError::Decode { stream, source })?;
         for f in &mut fields {
-            if f.name == b":authority" && !is_authority(&f.value) {
+            // Only a value h2 would decode (UTF-8) and then refuse as a URI
+            // authority (a stream error) is replaced: anything else h2 would
+            // refuse on its own, and must still see to refuse.
+            if f.name == b":authority"
+                && std::str::from_utf8(&f.value).is_ok()
+                && !is_authority(&f.value)
+            {
                 tracing::trace!(
                     stream,
                     sent = %String::from_utf8_lossy(&f.value),
@@ -390,7 +480,7 @@ mod tests {
     }
 
     fn values(block: &[u8], name: &str) -> Vec<String> {
-        hpack::Decoder::new(0)
+        hpack::Decoder::new(0, MAX_LIST)
             .decode(block)
             .unwrap()
             .into_iter()
@@ -407,6 +497,138 @@ mod tests {
             write_frame(&mut v, 0x0, END_STREAM, *stream, b"\0\0\0\0\x05hello");
         }
         v
+    }
+
+    /// Runs `data` through a fresh rewriter in one push.
+    fn rewrite(data: &[u8]) -> (Result<(), RewriteError>, Vec<u8>) {
+        let mut out = Vec::new();
+        let r = Rewriter::default().push(data, &mut out);
+        (r, out)
+    }
+
+    /// HPACK bomb: one 4 KB entry in the dynamic table, then a block of
+    /// one-byte references to it. 16 KB on the wire would decode (and be
+    /// re-encoded) to 64 MB; h2 itself ends the connection past four times
+    /// its header list limit.
+    #[test]
+    fn attack_indexed_references_cannot_blow_up_memory() {
+        let mut block = vec![0x40 | 58, 0x7f, 0x80 | 0x21, 0x1e]; // user-agent, 4000-byte value
+        block.extend(std::iter::repeat_n(b'a', 4000));
+        let mut v = PREFACE.to_vec();
+        write_frame(&mut v, HEADERS, END_HEADERS, 1, &block);
+        write_frame(&mut v, HEADERS, END_HEADERS, 3, &[0xbe; MAX_FRAME]);
+        let (r, out) = rewrite(&v);
+        assert!(out.len() < 2 * MAX_LIST, "{} bytes out", out.len());
+        assert!(
+            matches!(
+                r,
+                Err(RewriteError::Decode {
+                    stream: 3,
+                    source: hpack::HpackError::ListTooLarge(_)
+                })
+            ),
+            "{r:?}"
+        );
+    }
+
+    /// h2 refuses a HEADERS or CONTINUATION frame longer than its
+    /// SETTINGS_MAX_FRAME_SIZE (FRAME_SIZE_ERROR): the rewriter must not
+    /// re-split it into frames h2 would accept.
+    #[test]
+    fn attack_oversized_header_frames_are_refused() {
+        for kind in [HEADERS, CONTINUATION] {
+            let mut v = PREFACE.to_vec();
+            let big = [0x82u8; MAX_FRAME + 1];
+            if kind == CONTINUATION {
+                write_frame(&mut v, HEADERS, 0, 1, &[0x82]);
+            }
+            write_frame(&mut v, kind, END_HEADERS, 1, &big);
+            let (r, out) = rewrite(&v);
+            assert!(
+                matches!(r, Err(RewriteError::FrameTooLarge { .. })),
+                "{kind}: {r:?}"
+            );
+            assert_eq!(out, PREFACE, "{kind}: nothing of the block passed");
+        }
+    }
+
+    /// CONTINUATION flood (RUSTSEC-2024-0332): h2 allows 5 CONTINUATION
+    /// frames without END_HEADERS per block; the rewriter swallows them, so
+    /// it must enforce the same limit itself, empty frames included.
+    #[test]
+    fn attack_continuation_flood_is_cut_off() {
+        let mut v = PREFACE.to_vec();
+        write_frame(&mut v, HEADERS, 0, 1, &[0x82]);
+        for _ in 0..=MAX_CONTINUATIONS {
+            write_frame(&mut v, CONTINUATION, 0, 1, &[]);
+        }
+        let (r, _) = rewrite(&v);
+        assert!(
+            matches!(r, Err(RewriteError::TooManyContinuations(1))),
+            "{r:?}"
+        );
+        // Five, then END_HEADERS: fine.
+        let mut v = PREFACE.to_vec();
+        write_frame(&mut v, HEADERS, 0, 1, &[0x82]);
+        for _ in 0..MAX_CONTINUATIONS {
+            write_frame(&mut v, CONTINUATION, 0, 1, &[]);
+        }
+        write_frame(&mut v, CONTINUATION, END_HEADERS, 1, &[0x86]);
+        let (r, out) = rewrite(&v);
+        r.unwrap();
+        assert_eq!(frames(&out).len(), 1);
+    }
+
+    /// A client cannot push (RFC 9113, 8.4): h2 would decode the promise's
+    /// block into its own table before failing; the rewriter never lets a
+    /// raw block through.
+    #[test]
+    fn attack_push_promise_is_refused() {
+        let mut v = PREFACE.to_vec();
+        write_frame(
+            &mut v,
+            0x5,
+            END_HEADERS,
+            1,
+            &[0, 0, 0, 2, 0x40, 1, b'x', 1, b'y'],
+        );
+        let (r, out) = rewrite(&v);
+        assert!(matches!(r, Err(RewriteError::PushPromise(1))), "{r:?}");
+        assert_eq!(out, PREFACE);
+    }
+
+    /// h2 ends the connection for an `:authority` that is not UTF-8; the
+    /// rewriter must not turn that into an accepted `localhost`.
+    #[test]
+    fn attack_non_utf8_authority_is_not_laundered() {
+        let mut block = vec![0x83, 0x86, 0x01, 3];
+        block.extend_from_slice(b"\xff/s");
+        let data = input(&[(END_HEADERS, 1, block)]);
+        let (r, out) = rewrite(&data);
+        r.unwrap();
+        let f = frames(&out);
+        let fields = hpack::Decoder::new(0, MAX_LIST).decode(&f[1].3).unwrap();
+        let auth: Vec<_> = fields.iter().filter(|f| f.name == b":authority").collect();
+        assert_eq!(auth.len(), 1);
+        assert_eq!(
+            auth[0].value, b"\xff/s",
+            "passed on unchanged, for h2 to refuse"
+        );
+    }
+
+    /// After an error the rewriter stays failed: a caller that reads again
+    /// gets the error, never bytes framed from a half-consumed state.
+    #[test]
+    fn attack_a_failed_rewriter_stays_failed() {
+        let mut v = PREFACE.to_vec();
+        write_frame(&mut v, HEADERS, END_HEADERS, 1, &[0xbe]);
+        let mut r = Rewriter::default();
+        assert!(r.push(&v, &mut Vec::new()).is_err());
+        let mut out = Vec::new();
+        let mut ping = Vec::new();
+        write_frame(&mut ping, 0x6, 0, 0, &[0; 8]);
+        assert!(matches!(r.push(&ping, &mut out), Err(RewriteError::Failed)));
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -496,9 +718,13 @@ mod tests {
         }
         hpack::encode(&fields, &mut block);
         let mut v = PREFACE.to_vec();
-        let (a, b) = block.split_at(block.len() / 2);
-        write_frame(&mut v, HEADERS, 0, 7, a);
-        write_frame(&mut v, CONTINUATION, END_HEADERS, 7, b);
+        // Sent in 10,000-byte frames, written back in MAX_FRAME ones.
+        let parts: Vec<&[u8]> = block.chunks(10_000).collect();
+        write_frame(&mut v, HEADERS, 0, 7, parts[0]);
+        for (i, p) in parts.iter().enumerate().skip(1) {
+            let end = if i == parts.len() - 1 { END_HEADERS } else { 0 };
+            write_frame(&mut v, CONTINUATION, end, 7, p);
+        }
         let mut out = Vec::new();
         Rewriter::default().push(&v, &mut out).unwrap();
         let f = frames(&out);
@@ -534,7 +760,7 @@ mod tests {
             Rewriter::default().push(&v, &mut Vec::new()),
             Err(RewriteError::BadHeaders(1))
         ));
-        // An endless CONTINUATION chain is cut off at MAX_BLOCK.
+        // An endless CONTINUATION chain is cut off after MAX_CONTINUATIONS.
         let mut r = Rewriter::default();
         let mut v = PREFACE.to_vec();
         write_frame(&mut v, HEADERS, 0, 1, &[0x82]);
@@ -548,6 +774,6 @@ mod tests {
                 break;
             }
         }
-        assert!(matches!(result, Err(RewriteError::BlockTooLarge(1))));
+        assert!(matches!(result, Err(RewriteError::TooManyContinuations(1))));
     }
 }
