@@ -208,6 +208,49 @@ fn channel(inner: &Inner) -> TtrpcResult<Channel> {
         .map_err(|e| status(Code::UNAVAILABLE, e))
 }
 
+/// What the mapping needs to know of this host: its name, and which of the
+/// bundle's namespace paths are this host's own namespaces (same device and
+/// inode as /proc/self/ns/<type>; the shim runs in containerd's, the host's).
+fn host_facts(config: &serde_json::Value) -> bundle::Host {
+    use std::os::unix::fs::MetadataExt;
+    let mut host = bundle::Host {
+        name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let listed = config
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for ns in listed {
+        let (Some(kind), Some(path)) = (
+            ns.get("type").and_then(|t| t.as_str()),
+            ns.get("path").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        let own = match kind {
+            "network" => "net",
+            "mount" => "mnt",
+            "pid" | "ipc" | "uts" | "user" | "cgroup" => kind,
+            _ => continue,
+        };
+        let same = match (
+            std::fs::metadata(path),
+            std::fs::metadata(format!("/proc/self/ns/{own}")),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            host.own_namespaces.insert(path.to_owned());
+        }
+    }
+    host
+}
+
 /// The daemon's sandbox carrying these labels, if any.
 async fn find_sandbox(
     channel: Channel,
@@ -807,7 +850,11 @@ impl Task for Service {
                 )
             })?;
             let backend = inner.backend().await?;
-            let mut mapped = bundle::map_bundle(&config, &bundle, backend).map_err(|e| {
+            // The shim runs on containerd's host, which is the daemon's
+            // for a local endpoint (a remote daemon's sandbox sharing its
+            // host's uts namespace would have that host's name instead).
+            let host = host_facts(&config);
+            let mut mapped = bundle::map_bundle(&config, &bundle, backend, &host).map_err(|e| {
                 status(
                     Code::INVALID_ARGUMENT,
                     format!("the bundle asks for what sandboxd cannot give: {e}"),
