@@ -1437,7 +1437,7 @@ mod tests {
                 "linux.namespaces",
                 json!([{"type": "mount"}, {"type": "network"}]),
                 |m| {
-                    let iso = m.spec.isolation.unwrap();
+                    let iso = m.spec.isolation.clone().unwrap();
                     assert_eq!(iso.pid, pb::Requirement::Disabled as i32);
                     assert_eq!(iso.ipc, pb::Requirement::Disabled as i32);
                     assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
@@ -1510,8 +1510,11 @@ mod tests {
             (
                 "annotations are metadata",
                 "annotations",
-                json!({"io.kubernetes.cri.container-type": "container"}),
-                |_| {},
+                json!({"org.example.owner": "team-a"}),
+                |m| {
+                    assert_eq!(m.cri, None);
+                    assert!(!m.spec.labels.contains_key(ANNOTATION_SANDBOX_ID));
+                },
             ),
         ];
         for (name, path, value, check) in cases {
@@ -1752,5 +1755,239 @@ mod tests {
         let (mut proc2, _) = map_exec_process(&p2, Backend::Linux).expect("exec");
         let err = check_exec_rlimits(&mut proc2, m.spec.limits.as_ref()).expect_err("other limit");
         assert!(err.to_string().contains("RLIMIT_NOFILE=4096"), "{err}");
+    }
+
+    /// The pod's sandbox ("pause") container as containerd 1.6's CRI plugin
+    /// writes it for a host-network pod (trimmed from a real bundle).
+    fn cri_pause() -> Value {
+        let mut v = ctr_default();
+        set(&mut v, "process.args", json!(["/pause"]));
+        set(&mut v, "process.oomScoreAdj", json!(-998));
+        set(&mut v, "root.readonly", json!(true));
+        set(&mut v, "hostname", json!("node1"));
+        set(
+            &mut v,
+            "annotations",
+            json!({
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": "pod1",
+                "io.kubernetes.cri.sandbox-name": "web"
+            }),
+        );
+        set(&mut v, "linux.resources.cpu", json!({"shares": 2}));
+        set(&mut v, "linux.cgroupsPath", json!("/k8s.io/pod1"));
+        set(
+            &mut v,
+            "linux.namespaces",
+            json!([{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]),
+        );
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/shm", "options": ["rbind", "ro"]}));
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/resolv.conf", "options": ["rbind", "ro"]}));
+        v
+    }
+
+    /// A container of that pod: it joins the pause process's namespaces.
+    fn cri_container() -> Value {
+        let mut v = ctr_default();
+        set(
+            &mut v,
+            "annotations",
+            json!({
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": "pod1",
+                "io.kubernetes.cri.container-name": "main"
+            }),
+        );
+        set(&mut v, "process.oomScoreAdj", json!(0));
+        set(
+            &mut v,
+            "linux.namespaces",
+            json!([
+                {"type": "pid"},
+                {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                {"type": "uts", "path": "/proc/7/ns/uts"},
+                {"type": "mount"},
+                {"type": "network", "path": "/proc/7/ns/net"}
+            ]),
+        );
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": format!("/var/lib/cri/sandboxes/pod1/{f}"), "options": ["rbind", "rprivate", "rw"]}));
+        }
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/shm", "options": ["rbind", "rprivate", "rw"]}));
+        v
+    }
+
+    fn degraded_fields(m: &Mapped) -> Vec<&str> {
+        m.degraded
+            .iter()
+            .map(|d| d.split(": ").next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cri_pause_container_maps_with_its_degradations() {
+        let m = map(&cri_pause()).expect("the pod's sandbox container maps");
+        assert_eq!(
+            m.cri,
+            Some(Cri {
+                role: CriRole::Sandbox,
+                sandbox_id: "pod1".into()
+            })
+        );
+        assert_eq!(m.spec.labels["io.kubernetes.cri.sandbox-id"], "pod1");
+        assert_eq!(m.spec.labels["io.kubernetes.cri.container-type"], "sandbox");
+        assert!(m.spec.readonly_rootfs);
+        // The host's name without a uts namespace: the host's uts namespace.
+        assert!(m.spec.hostname.is_empty());
+        let iso = m.spec.isolation.clone().unwrap();
+        assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
+        assert_eq!(iso.ipc, pb::Requirement::Required as i32);
+        assert_eq!(
+            m.spec.network.as_ref().unwrap().mode,
+            pb::NetworkMode::Host as i32,
+            "a host-network pod"
+        );
+        // No bind at all: the pod's shm and resolv.conf are not bound into
+        // the pause container, and each says so.
+        assert!(m.spec.mounts.is_empty(), "{:?}", m.spec.mounts);
+        let d = degraded_fields(&m);
+        for field in [
+            "process.oomScoreAdj",
+            "linux.resources.cpu.shares",
+            "mounts[6]",
+            "mounts[7]",
+        ] {
+            assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
+        }
+    }
+
+    #[test]
+    fn cri_container_gets_its_own_namespaces_and_read_only_pod_files() {
+        let m = map(&cri_container()).expect("the pod's container maps");
+        assert_eq!(m.cri.as_ref().unwrap().role, CriRole::Container);
+        let iso = m.spec.isolation.clone().unwrap();
+        // ipc: the pod's (not the host's) is not joined: its own.
+        assert_eq!(iso.ipc, pb::Requirement::Required as i32);
+        // uts and network: the paths are the host's own: shared with it.
+        assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
+        assert_eq!(
+            m.spec.network.as_ref().unwrap().mode,
+            pb::NetworkMode::Host as i32
+        );
+        let binds: Vec<(&str, bool)> = m
+            .spec
+            .mounts
+            .iter()
+            .map(|b| (b.target.as_str(), b.read_only))
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("/etc/hosts", true),
+                ("/etc/hostname", true),
+                ("/etc/resolv.conf", true)
+            ]
+        );
+        let d = degraded_fields(&m);
+        for field in [
+            "linux.namespaces[1].path",
+            "mounts[6]",
+            "mounts[7]",
+            "mounts[8]",
+            "mounts[9]",
+        ] {
+            assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
+        }
+        assert!(!d.contains(&"linux.namespaces[2].path"), "the host's uts");
+
+        // A non-root container may write its pod files.
+        let mut v = cri_container();
+        set(&mut v, "process.user", json!({"uid": 1000, "gid": 1000}));
+        let m = map(&v).expect("maps");
+        assert!(m.spec.mounts.iter().all(|b| !b.read_only));
+    }
+
+    #[test]
+    fn cri_refusals_name_the_field() {
+        let cases: &[(&str, fn() -> Value, &str, Value, &str)] = &[
+            (
+                "a CNI network namespace (not the host's)",
+                cri_container,
+                "linux.namespaces.4",
+                json!({"type": "network", "path": "/var/run/netns/cni-1"}),
+                "linux.namespaces[4].path",
+            ),
+            (
+                "a positive OOM score (kubelet's BestEffort)",
+                cri_container,
+                "process.oomScoreAdj",
+                json!(1000),
+                "process.oomScoreAdj",
+            ),
+            (
+                "a container's own cpu shares",
+                cri_container,
+                "linux.resources.cpu",
+                json!({"shares": 2}),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "a pod hostname without a uts namespace",
+                cri_pause,
+                "hostname",
+                json!("web-0"),
+                "hostname",
+            ),
+            (
+                "the pause container's other binds",
+                cri_pause,
+                "mounts.8",
+                json!({"destination": "/data", "type": "bind", "source": "/x", "options": ["rbind", "zz"]}),
+                "mounts[8].options",
+            ),
+        ];
+        for (name, base, at, value, field) in cases {
+            let mut v = base();
+            set(&mut v, at, value.clone());
+            let err = map(&v).expect_err(name);
+            assert!(err.fields().contains(field), "{name}: {err}");
+        }
+        // Annotations: a bad container type, a CRI bundle without its pod.
+        let mut v = cri_container();
+        v["annotations"]["io.kubernetes.cri.container-type"] = json!("podling");
+        let err = map(&v).expect_err("bad type");
+        assert!(
+            err.fields()
+                .contains(&"annotations.io.kubernetes.cri.container-type"),
+            "{err}"
+        );
+        let mut v = cri_container();
+        v["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("io.kubernetes.cri.sandbox-id");
+        let err = map(&v).expect_err("no pod");
+        assert!(
+            err.fields()
+                .contains(&"annotations.io.kubernetes.cri.sandbox-id"),
+            "{err}"
+        );
+        // Outside a pod, joining any namespace (not the host's) is refused.
+        let mut v = ctr_default();
+        set(
+            &mut v,
+            "linux.namespaces.1",
+            json!({"type": "ipc", "path": "/proc/9/ns/ipc"}),
+        );
+        let err = map(&v).expect_err("ctr join");
+        assert!(err.fields().contains(&"linux.namespaces[1].path"), "{err}");
+        // Negative OOM scores are degraded, not refused, anywhere.
+        let mut v = ctr_default();
+        set(&mut v, "process.oomScoreAdj", json!(-500));
+        assert!(degraded_fields(&map(&v).expect("maps")).contains(&"process.oomScoreAdj"));
     }
 }
