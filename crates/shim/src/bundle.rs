@@ -1437,7 +1437,7 @@ mod tests {
                 "linux.namespaces",
                 json!([{"type": "mount"}, {"type": "network"}]),
                 |m| {
-                    let iso = m.spec.isolation.clone().unwrap();
+                    let iso = m.spec.isolation.unwrap();
                     assert_eq!(iso.pid, pb::Requirement::Disabled as i32);
                     assert_eq!(iso.ipc, pb::Requirement::Disabled as i32);
                     assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
@@ -1843,7 +1843,7 @@ mod tests {
         assert!(m.spec.readonly_rootfs);
         // The host's name without a uts namespace: the host's uts namespace.
         assert!(m.spec.hostname.is_empty());
-        let iso = m.spec.isolation.clone().unwrap();
+        let iso = m.spec.isolation.unwrap();
         assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
         assert_eq!(iso.ipc, pb::Requirement::Required as i32);
         assert_eq!(
@@ -1869,7 +1869,7 @@ mod tests {
     fn cri_container_gets_its_own_namespaces_and_read_only_pod_files() {
         let m = map(&cri_container()).expect("the pod's container maps");
         assert_eq!(m.cri.as_ref().unwrap().role, CriRole::Container);
-        let iso = m.spec.isolation.clone().unwrap();
+        let iso = m.spec.isolation.unwrap();
         // ipc: the pod's (not the host's) is not joined: its own.
         assert_eq!(iso.ipc, pb::Requirement::Required as i32);
         // uts and network: the paths are the host's own: shared with it.
@@ -1913,7 +1913,15 @@ mod tests {
 
     #[test]
     fn cri_refusals_name_the_field() {
-        let cases: &[(&str, fn() -> Value, &str, Value, &str)] = &[
+        /// (what, base bundle, where, value, refused field)
+        type Case = (
+            &'static str,
+            fn() -> Value,
+            &'static str,
+            Value,
+            &'static str,
+        );
+        let cases: &[Case] = &[
             (
                 "a CNI network namespace (not the host's)",
                 cri_container,
