@@ -194,6 +194,15 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                 command: vec!["sh".into()],
                 args: vec!["-c".into(), "echo started; exec sleep 1000".into()],
                 log_path: "main/0.log".into(),
+                // kubelet's OOM score for a BestEffort pod; a 64 MiB limit.
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: Some(cri::LinuxContainerResources {
+                        oom_score_adj: 1000,
+                        memory_limit_in_bytes: 64 << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             sandbox_config: Some(config.clone()),
@@ -217,6 +226,27 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     for sb in &sbs {
         assert_eq!(pod_label(sb), Some(&pod), "{sb:?}");
     }
+    let main = sbs
+        .iter()
+        .find(|sb| {
+            sb.spec
+                .as_ref()
+                .is_some_and(|s| s.labels.get("io.containerd.id") == Some(&container))
+        })
+        .expect("the container's sandbox");
+    let limits = main.spec.as_ref().and_then(|s| s.limits).expect("limits");
+    assert_eq!(limits.memory_bytes.map(|l| l.value), Some(64 << 20));
+    // The OOM score is the container process's (set on the supervisor,
+    // inherited by what it forks).
+    let ps = ctd.ctr_ok(&["task", "ps", &container]);
+    let pid = ps
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the container's pid")
+        .to_owned();
+    let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("score");
+    assert_eq!(score.trim(), "1000", "the container's process {pid}");
 
     let exec = match rt
         .exec_sync(cri::ExecSyncRequest {
@@ -246,6 +276,48 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stdout F started"))
     })
     .await;
+
+    // A field sandboxd cannot honour is refused naming it, and leaves no
+    // sandbox: CPU shares (what kubelet derives from a CPU request).
+    let shares = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "shares".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: BUSYBOX.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "1000".into()],
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: Some(cri::LinuxContainerResources {
+                        cpu_shares: 102,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer (the task is made at start)")
+        .into_inner()
+        .container_id;
+    let err = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: shares,
+        })
+        .await
+        .expect_err("cpu shares are refused");
+    assert!(
+        err.message().contains("linux.resources.cpu.shares"),
+        "{err:?}"
+    );
+    assert_eq!(sandboxes(&daemon).await.len(), 2, "no sandbox for it");
 
     if let Err(e) = rt
         .stop_pod_sandbox(cri::StopPodSandboxRequest {

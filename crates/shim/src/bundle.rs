@@ -166,6 +166,10 @@ pub struct Process {
     /// the sandbox's limits ([`apply_rlimits`]), an exec's must equal them
     /// ([`check_exec_rlimits`]).
     pub rlimits: Vec<(String, u64)>,
+    /// A positive `oomScoreAdj` (0: none). The shim sets it on the
+    /// sandbox's supervisor, from which every process of the sandbox
+    /// inherits it; an exec's must equal the task's.
+    pub oom_score_adj: i64,
 }
 
 /// Accumulates problems and degradations; carries what the rules depend
@@ -580,21 +584,20 @@ fn map_process(v: &Value, path: &str, backend: Backend, r: &mut Report) -> Optio
         r,
     );
     o.refuse_if_set("selinuxLabel", "sandboxd does not set SELinux labels", r);
-    // sandboxd sets no OOM score: the sandbox's processes keep the one
-    // they inherit from the daemon (0 unless its service sets one). A
-    // lower score asks for protection (a privilege, withheld); a higher
-    // one asks to be killed first (a restriction, refused).
+    // A lower OOM score asks for protection (a privilege, withheld: the
+    // processes keep the one they inherit from the daemon, 0 unless its
+    // service sets one); a higher one asks to be killed first (a
+    // restriction: the shim sets it, see Process::oom_score_adj).
     let oom = f("oomScoreAdj");
+    let mut oom_score_adj = 0;
     match int(o.take("oomScoreAdj"), &oom, r) {
         None | Some(0) => {}
         Some(n) if n < 0 => r.degrade(
             &oom,
             format!("{n} is not set: sandboxd does not lower OOM scores (the processes keep the daemon's)"),
         ),
-        Some(n) => r.refuse(
-            oom,
-            format!("sandboxd does not raise OOM scores (asked: {n})"),
-        ),
+        Some(n) if n <= 1000 => oom_score_adj = n,
+        Some(n) => r.refuse(oom, format!("{n} is above the kernel's 1000")),
     }
     o.refuse_if_set("scheduler", "sandboxd does not set a scheduling policy", r);
     o.refuse_if_set("ioPriority", "sandboxd does not set an I/O priority", r);
@@ -604,6 +607,7 @@ fn map_process(v: &Value, path: &str, backend: Backend, r: &mut Report) -> Optio
         spec,
         size,
         rlimits,
+        oom_score_adj,
     })
 }
 
@@ -1110,18 +1114,26 @@ fn map_resources(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     let limits = spec.limits.get_or_insert_with(Default::default);
     {
         let mut m = Obj::new("linux.resources.memory", o.take("memory"), r);
-        if let Some(limit) = int(m.take("limit"), "linux.resources.memory.limit", r) {
+        let limit = int(m.take("limit"), "linux.resources.memory.limit", r);
+        if let Some(limit) = limit {
             // -1: unlimited.
             if limit > 0 {
                 limits.memory_bytes = required(limit as u64);
             }
         }
-        for (key, why) in [
-            ("reservation", "sandboxd sets a hard memory limit only"),
-            (
+        // memory + swap equal to the memory limit is "no swap" (what the
+        // CRI plugin writes with a limit): sandboxd's own rule for a
+        // limited sandbox (memory.swap.max 0 where the host accounts swap).
+        let swap = m.take("swap");
+        if swap.is_some_and(|v| !is_empty(v) && v.as_i64() != limit.filter(|l| *l > 0)) {
+            m.refuse_if_set(
                 "swap",
                 "sandboxd caps swap itself (no swap beyond the memory limit where it can)",
-            ),
+                r,
+            );
+        }
+        for (key, why) in [
+            ("reservation", "sandboxd sets a hard memory limit only"),
             ("kernel", "sandboxd does not set a kernel memory limit"),
             (
                 "kernelTCP",
@@ -1558,7 +1570,7 @@ mod tests {
             (
                 "oom score",
                 "process.oomScoreAdj",
-                json!(500),
+                json!(5000),
                 "process.oomScoreAdj",
             ),
             (
@@ -1930,10 +1942,10 @@ mod tests {
                 "linux.namespaces[4].path",
             ),
             (
-                "a positive OOM score (kubelet's BestEffort)",
+                "an OOM score beyond the kernel's range",
                 cri_container,
                 "process.oomScoreAdj",
-                json!(1000),
+                json!(1001),
                 "process.oomScoreAdj",
             ),
             (
@@ -1993,6 +2005,38 @@ mod tests {
         );
         let err = map(&v).expect_err("ctr join");
         assert!(err.fields().contains(&"linux.namespaces[1].path"), "{err}");
+        // The CRI plugin's "no swap" (memory + swap = the limit) is accepted.
+        let mut v = cri_container();
+        set(
+            &mut v,
+            "linux.resources.memory",
+            json!({"limit": 67108864, "swap": 67108864}),
+        );
+        assert_eq!(
+            map(&v)
+                .expect("maps")
+                .spec
+                .limits
+                .unwrap()
+                .memory_bytes
+                .unwrap()
+                .value,
+            64 << 20
+        );
+        set(
+            &mut v,
+            "linux.resources.memory",
+            json!({"limit": 67108864, "swap": 134217728}),
+        );
+        let err = map(&v).expect_err("swap beyond the limit");
+        assert!(
+            err.fields().contains(&"linux.resources.memory.swap"),
+            "{err}"
+        );
+        // kubelet's BestEffort score is kept for the shim to set.
+        let mut v = cri_container();
+        set(&mut v, "process.oomScoreAdj", json!(1000));
+        assert_eq!(map(&v).expect("maps").process.oom_score_adj, 1000);
         // Negative OOM scores are degraded, not refused, anywhere.
         let mut v = ctr_default();
         set(&mut v, "process.oomScoreAdj", json!(-500));
