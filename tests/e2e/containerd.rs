@@ -798,7 +798,7 @@ async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
     let _ = std::fs::remove_dir_all(&daemon_dir);
 }
 
-async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
+pub(crate) async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
     c.sandboxes
         .verify_sandbox(pb::VerifySandboxRequest { id: id.into() })
         .await
@@ -809,7 +809,7 @@ async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
 }
 
 /// What a verification claims and observes, per property and check.
-fn summary(v: &pb::Verification) -> Vec<String> {
+pub(crate) fn summary(v: &pb::Verification) -> Vec<String> {
     let mut out: Vec<String> = v
         .properties
         .iter()

@@ -20,7 +20,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::containerd::{
-    Containerd, RUNTIME, assert_no_mounts, eventually, oci_image, sandboxes, tail,
+    Containerd, RUNTIME, assert_no_mounts, eventually, oci_image, sandboxes, summary, tail, verify,
 };
 use crate::harness::Daemon;
 
@@ -247,6 +247,29 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
         .to_owned();
     let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("score");
     assert_eq!(score.trim(), "1000", "the container's process {pid}");
+    // Its isolation: VerifySandbox holds, and equals that of the same spec
+    // created directly.
+    let mut c = daemon.clients().await;
+    let v = verify(&mut c, &main.id).await;
+    assert!(v.consistent, "{v:#?}");
+    assert!(!v.properties.is_empty() && !v.checks.is_empty(), "{v:#?}");
+    for p in &v.properties {
+        assert!(p.agrees, "{p:?}");
+        if p.requested == sandboxd_proto::v1::Requirement::Required as i32 {
+            assert_ne!(
+                p.observed,
+                sandboxd_proto::v1::ObservedResult::Violated as i32,
+                "{p:?}"
+            );
+        }
+    }
+    let mut direct = main.spec.clone().expect("spec");
+    direct.labels.clear();
+    let direct = c.create(direct).await;
+    let dv = verify(&mut c, &direct.id).await;
+    assert_eq!(summary(&v), summary(&dv), "CRI-made vs direct");
+    assert!(c.destroy(&direct.id).await);
+    drop(c);
 
     let exec = match rt
         .exec_sync(cri::ExecSyncRequest {
