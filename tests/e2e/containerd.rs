@@ -20,7 +20,7 @@ const NS: &str = "sandboxd-e2e";
 /// The image name `ctr image import` gives the test image.
 const IMAGE: &str = "docker.io/library/sandboxd-busybox:e2e";
 
-fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
@@ -43,16 +43,24 @@ fn shim_binary() -> PathBuf {
 }
 
 /// A private containerd, killed (by its pid) when dropped.
-struct Containerd {
+pub(crate) struct Containerd {
     child: Option<Child>,
     dir: PathBuf,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
+    /// The containerd namespace `ctr` works in.
+    namespace: &'static str,
     /// Where containerd keeps task bundles (the shim's rootfs parent).
-    tasks: PathBuf,
+    pub(crate) tasks: PathBuf,
 }
 
 impl Containerd {
     fn start(dir: &Path, daemon: &Daemon) -> Self {
+        Self::start_config(dir, daemon, None)
+    }
+
+    /// With `cri`: containerd's CRI plugin enabled, configured by that TOML
+    /// (appended to the config), and `ctr` in the CRI's namespace `k8s.io`.
+    pub(crate) fn start_config(dir: &Path, daemon: &Daemon, cri: Option<&str>) -> Self {
         let dir = dir.to_owned();
         let root = dir.join("root");
         let state = dir.join("state");
@@ -68,19 +76,27 @@ impl Containerd {
                 r#"version = 2
 root = "{root}"
 state = "{state}"
-# Only what the task path needs: no CRI, no other snapshotters.
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+# Only what the test needs: no other snapshotters{no_cri}.
+disabled_plugins = [{cri_plugin}"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
   address = "{socket}"
 [ttrpc]
   address = "{socket}.ttrpc"
 [debug]
   address = "{debug}"
+{cri_config}
 "#,
                 root = root.display(),
                 state = state.display(),
                 socket = socket.display(),
                 debug = dir.join("debug.sock").display(),
+                no_cri = if cri.is_some() { "" } else { ", no CRI" },
+                cri_plugin = if cri.is_some() {
+                    ""
+                } else {
+                    "\"io.containerd.grpc.v1.cri\", "
+                },
+                cri_config = cri.unwrap_or_default(),
             ),
         )
         .expect("containerd config");
@@ -112,6 +128,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             tasks: state.join("io.containerd.runtime.v2.task"),
             dir,
             socket,
+            namespace: if cri.is_some() { "k8s.io" } else { NS },
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -128,14 +145,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         c
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
     /// `ctr` against this containerd, in the test namespace; `run` and
     /// `task exec` keep their FIFOs in the test's directory (a detached
     /// run's would otherwise stay in /run/containerd/fifo).
-    fn ctr(&self, args: &[&str]) -> Output {
+    pub(crate) fn ctr(&self, args: &[&str]) -> Output {
         let fifo = self.dir.join("fifo");
         let split = match args {
             ["run", ..] => 1,
@@ -146,7 +163,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
-            .arg(NS)
+            .arg(self.namespace)
             .args(&args[..split]);
         if split > 0 {
             cmd.arg("--fifo-dir").arg(&fifo);
@@ -158,7 +175,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
     }
 
     /// `ctr`, which must succeed; its stdout.
-    fn ctr_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ctr_ok(&self, args: &[&str]) -> String {
         let o = self.ctr(args);
         assert!(
             o.status.success(),
@@ -173,7 +190,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 
     /// Pids of the shims this containerd started (its unique socket path
     /// is among their arguments).
-    fn shims(&self) -> Vec<i32> {
+    pub(crate) fn shims(&self) -> Vec<i32> {
         let address = self.socket.to_string_lossy().into_owned();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -193,7 +210,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         pids
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -232,7 +249,7 @@ impl Drop for Containerd {
     }
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -279,6 +296,14 @@ fn busybox_root(rootfs: &Path) {
 /// A busybox image as an OCI layout tarball, written from busybox-static
 /// directly (one uncompressed layer), ready for `ctr image import`.
 fn busybox_image(dir: &Path) -> PathBuf {
+    oci_image(dir, IMAGE, &["/bin/sh"])
+}
+
+/// A busybox image named `name` whose command is `cmd`, as an OCI layout
+/// tarball in a new directory below `dir`.
+pub(crate) fn oci_image(dir: &Path, name: &str, cmd: &[&str]) -> PathBuf {
+    let dir = dir.join(name.rsplit('/').next().unwrap_or(name).replace(':', "-"));
+    let dir = dir.as_path();
     let rootfs = dir.join("image-rootfs");
     busybox_root(&rootfs);
     let layout = dir.join("layout");
@@ -305,7 +330,7 @@ fn busybox_image(dir: &Path) -> PathBuf {
         serde_json::json!({
             "architecture": arch,
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
             "rootfs": {"type": "layers", "diff_ids": [layer]}
         })
         .to_string(),
@@ -334,7 +359,7 @@ fn busybox_image(dir: &Path) -> PathBuf {
                 "digest": manifest,
                 "size": manifest_size,
                 "platform": {"architecture": arch, "os": "linux"},
-                "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "e2e"}
+                "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "e2e"}
             }]
         })
         .to_string(),
@@ -358,7 +383,7 @@ fn busybox_image(dir: &Path) -> PathBuf {
     image
 }
 
-async fn sandboxes(daemon: &Daemon) -> Vec<pb::Sandbox> {
+pub(crate) async fn sandboxes(daemon: &Daemon) -> Vec<pb::Sandbox> {
     let mut c = daemon.clients().await;
     c.sandboxes
         .list_sandboxes(pb::ListSandboxesRequest::default())
@@ -385,7 +410,7 @@ fn wait_task_status(ctd: &Containerd, id: &str, status: &str) {
 }
 
 /// The runtime type containerd maps to the shim.
-const RUNTIME: &str = "io.containerd.sandboxd.v1";
+pub(crate) const RUNTIME: &str = "io.containerd.sandboxd.v1";
 
 /// A daemon allowing containerd's task bundles as roots, a private
 /// containerd, and the test image imported; `None` (with a visible reason)
@@ -411,7 +436,7 @@ fn setup(test: &str) -> Option<(PathBuf, Daemon, Containerd)> {
 }
 
 /// No mount left below `dir`.
-fn assert_no_mounts(dir: &Path) {
+pub(crate) fn assert_no_mounts(dir: &Path) {
     let root = dir.to_str().expect("utf-8");
     let mounts: Vec<String> = mount_table()
         .lines()
@@ -434,7 +459,7 @@ fn task_pid(ctd: &Containerd, id: &str) -> i32 {
 }
 
 /// Waits until `f` holds (30 s).
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "never: {what}");
@@ -773,7 +798,7 @@ async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
     let _ = std::fs::remove_dir_all(&daemon_dir);
 }
 
-async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
+pub(crate) async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
     c.sandboxes
         .verify_sandbox(pb::VerifySandboxRequest { id: id.into() })
         .await
@@ -784,7 +809,7 @@ async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {
 }
 
 /// What a verification claims and observes, per property and check.
-fn summary(v: &pb::Verification) -> Vec<String> {
+pub(crate) fn summary(v: &pb::Verification) -> Vec<String> {
     let mut out: Vec<String> = v
         .properties
         .iter()

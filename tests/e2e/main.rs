@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod containerd;
+mod cri;
 mod escape;
 mod execs;
 mod faults;

@@ -103,6 +103,42 @@ impl Backend {
     }
 }
 
+/// The annotation containerd's CRI plugin marks a pod's bundles with:
+/// `sandbox` (the pod's sandbox, "pause", container) or `container`.
+pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The annotation naming the pod (CRI sandbox) a bundle belongs to; the
+/// shim also labels the sandbox with it.
+pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What the CRI plugin says a bundle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CriRole {
+    /// The pod's sandbox container: holds the pod, runs only pause.
+    Sandbox,
+    /// A container of the pod.
+    Container,
+}
+
+/// A CRI bundle: its role and its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cri {
+    pub role: CriRole,
+    pub sandbox_id: String,
+}
+
+/// What the mapping needs to know of the host the shim runs on (found by
+/// the shim; the mapping stays pure).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    /// The host's name (a bundle sharing the host's uts namespace may give
+    /// it as `hostname`).
+    pub name: String,
+    /// The bundle's `linux.namespaces[].path`s that are the host's own
+    /// namespace of their type (e.g. a host-network pod's
+    /// `/proc/<pause>/ns/net`): joining one is sharing the host's.
+    pub own_namespaces: BTreeSet<String>,
+}
+
 /// A bundle mapped onto sandboxd.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
@@ -114,6 +150,8 @@ pub struct Mapped {
     /// PREFERRED fields sandboxd gives less than asked, as
     /// `field: what the container gets instead`.
     pub degraded: Vec<String>,
+    /// Set for a bundle of containerd's CRI plugin (a Kubernetes pod's).
+    pub cri: Option<Cri>,
 }
 
 /// An OCI process mapped onto sandboxd.
@@ -128,13 +166,24 @@ pub struct Process {
     /// the sandbox's limits ([`apply_rlimits`]), an exec's must equal them
     /// ([`check_exec_rlimits`]).
     pub rlimits: Vec<(String, u64)>,
+    /// A positive `oomScoreAdj` (0: none). The shim sets it on the
+    /// sandbox's supervisor, from which every process of the sandbox
+    /// inherits it; an exec's must equal the task's.
+    pub oom_score_adj: i64,
 }
 
-/// Accumulates problems and degradations.
+/// Accumulates problems and degradations; carries what the rules depend
+/// on besides the field itself.
 #[derive(Debug, Default)]
 struct Report {
     problems: Vec<Problem>,
     degraded: Vec<String>,
+    /// The bundle's CRI role, read from its annotations first.
+    cri: Option<Cri>,
+    /// The shim's host.
+    host: Host,
+    /// The task's process runs as uid 0.
+    uid0: bool,
 }
 
 impl Report {
@@ -297,9 +346,17 @@ fn required(value: u64) -> Option<pb::Limit> {
 
 /// Maps a bundle's `config.json` (already parsed) onto a sandbox spec.
 /// `bundle` is the bundle directory (a relative `root.path` is below it);
-/// `backend` is the daemon's.
-pub fn map_bundle(config: &Value, bundle: &Path, backend: Backend) -> Result<Mapped, MapError> {
-    let mut r = Report::default();
+/// `backend` is the daemon's; `host` what the shim found of its host.
+pub fn map_bundle(
+    config: &Value,
+    bundle: &Path,
+    backend: Backend,
+    host: &Host,
+) -> Result<Mapped, MapError> {
+    let mut r = Report {
+        host: host.clone(),
+        ..Default::default()
+    };
     let mut top = Obj::new("", Some(config), &mut r);
     if !top.present() {
         return Err(MapError(r.problems));
@@ -311,8 +368,19 @@ pub fn map_bundle(config: &Value, bundle: &Path, backend: Backend) -> Result<Map
     // Informational: the spec version this document follows.
     let _ = string(top.take("ociVersion"), "ociVersion", &mut r);
     // Annotations are metadata for runtimes and tools; they ask nothing of
-    // the isolation, so they are accepted and not acted on.
-    let _ = top.take("annotations");
+    // the isolation, so they are accepted; the CRI plugin's say which pod
+    // the bundle belongs to, which some rules below depend on.
+    r.cri = map_annotations(top.take("annotations"), &mut r);
+    if let Some(cri) = &r.cri {
+        spec.labels
+            .insert(ANNOTATION_SANDBOX_ID.into(), cri.sandbox_id.clone());
+        let role = match cri.role {
+            CriRole::Sandbox => "sandbox",
+            CriRole::Container => "container",
+        };
+        spec.labels
+            .insert(ANNOTATION_CONTAINER_TYPE.into(), role.into());
+    }
     map_root(top.take("root"), bundle, &mut spec, &mut r);
     let process = match top.take("process") {
         Some(p) => map_process(p, "process", backend, &mut r),
@@ -357,9 +425,56 @@ pub fn map_bundle(config: &Value, bundle: &Path, backend: Backend) -> Result<Map
         spec,
         process,
         degraded: r.degraded,
+        cri: r.cri,
     };
     apply_rlimits(&mut mapped);
     Ok(mapped)
+}
+
+/// The CRI plugin's annotations: a pod's bundle has both a container type
+/// and a sandbox id; other annotations are metadata.
+fn map_annotations(v: Option<&Value>, r: &mut Report) -> Option<Cri> {
+    let a = match v {
+        None => return None,
+        Some(Value::Object(a)) => a,
+        Some(_) => {
+            r.refuse("annotations", "must be an object");
+            return None;
+        }
+    };
+    let get = |k: &str, r: &mut Report| match a.get(k) {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            r.refuse(format!("annotations.{k}"), "must be a string");
+            None
+        }
+    };
+    let kind = get(ANNOTATION_CONTAINER_TYPE, r);
+    let id = get(ANNOTATION_SANDBOX_ID, r);
+    let role = match kind.as_deref() {
+        None => None,
+        Some("sandbox") => Some(CriRole::Sandbox),
+        Some("container") => Some(CriRole::Container),
+        Some(other) => {
+            r.refuse(
+                format!("annotations.{ANNOTATION_CONTAINER_TYPE}"),
+                format!("{other:?} is neither \"sandbox\" nor \"container\""),
+            );
+            None
+        }
+    };
+    match (role, id) {
+        (Some(role), Some(sandbox_id)) if !sandbox_id.is_empty() => Some(Cri { role, sandbox_id }),
+        (Some(_), _) => {
+            r.refuse(
+                format!("annotations.{ANNOTATION_SANDBOX_ID}"),
+                "a CRI bundle must name its pod",
+            );
+            None
+        }
+        (None, _) => None,
+    }
 }
 
 /// Maps an exec's OCI process (containerd's `ExecProcessRequest.spec`).
@@ -446,6 +561,7 @@ fn map_process(v: &Value, path: &str, backend: Backend, r: &mut Report) -> Optio
         cs.finish(r);
     }
     let uid = map_user(o.take("user"), &f("user"), &mut spec, r);
+    r.uid0 = uid == 0;
     map_capabilities(o.take("capabilities"), &f("capabilities"), uid, backend, r);
     match o.take("noNewPrivileges") {
         Some(Value::Bool(true)) => {}
@@ -468,11 +584,21 @@ fn map_process(v: &Value, path: &str, backend: Backend, r: &mut Report) -> Optio
         r,
     );
     o.refuse_if_set("selinuxLabel", "sandboxd does not set SELinux labels", r);
-    o.refuse_if_set(
-        "oomScoreAdj",
-        "sandboxd does not set an OOM score adjustment",
-        r,
-    );
+    // A lower OOM score asks for protection (a privilege, withheld: the
+    // processes keep the one they inherit from the daemon, 0 unless its
+    // service sets one); a higher one asks to be killed first (a
+    // restriction: the shim sets it, see Process::oom_score_adj).
+    let oom = f("oomScoreAdj");
+    let mut oom_score_adj = 0;
+    match int(o.take("oomScoreAdj"), &oom, r) {
+        None | Some(0) => {}
+        Some(n) if n < 0 => r.degrade(
+            &oom,
+            format!("{n} is not set: sandboxd does not lower OOM scores (the processes keep the daemon's)"),
+        ),
+        Some(n) if n <= 1000 => oom_score_adj = n,
+        Some(n) => r.refuse(oom, format!("{n} is above the kernel's 1000")),
+    }
     o.refuse_if_set("scheduler", "sandboxd does not set a scheduling policy", r);
     o.refuse_if_set("ioPriority", "sandboxd does not set an I/O priority", r);
     o.refuse_if_set("execCPUAffinity", "sandboxd does not pin CPUs", r);
@@ -481,6 +607,7 @@ fn map_process(v: &Value, path: &str, backend: Backend, r: &mut Report) -> Optio
         spec,
         size,
         rlimits,
+        oom_score_adj,
     })
 }
 
@@ -667,8 +794,50 @@ fn map_mounts(v: Option<&Value>, spec: &mut pb::SandboxSpec, r: &mut Report) {
             continue;
         };
         let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if is_bind && dest == "/dev/shm" && r.cri.is_some() {
+            // The CRI plugin binds the pod's /dev/shm (a tmpfs it made)
+            // into every container of the pod. sandboxd mounts its own
+            // /dev/shm in each sandbox and binds nothing under /dev: each
+            // container gets its own, as with its own ipc namespace
+            // (linux.namespaces' degradation says the same).
+            r.degrade(
+                &path,
+                format!("the pod's /dev/shm ({source}) is not shared: the container gets its own"),
+            );
+            continue;
+        }
+        let pause = r.cri.as_ref().is_some_and(|c| c.role == CriRole::Sandbox);
+        if is_bind
+            && pause
+            && ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"].contains(&dest.as_str())
+        {
+            // The pod's sandbox container runs only pause, which reads no
+            // file; its root is read-only, where sandboxd cannot make the
+            // mount point. The pod's containers get these files.
+            r.degrade(
+                &path,
+                format!("{dest} is not bound into the pod's sandbox container (it runs only pause; the pod's containers get it)"),
+            );
+            continue;
+        }
         if is_bind {
             map_bind(&path, &dest, &source, &options, spec, r);
+            let pod_file =
+                ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"].contains(&dest.as_str());
+            if r.cri.is_some() && pod_file && r.uid0 {
+                if let Some(m) = spec.mounts.last_mut().filter(|m| !m.read_only) {
+                    // The CRI plugin's per-pod files, writable for the
+                    // container. A root process without a user namespace is
+                    // root on the host, and sandboxd refuses it a writable
+                    // host bind (it could leave setuid-root files there):
+                    // the container gets the file read-only.
+                    m.read_only = true;
+                    r.degrade(
+                        &path,
+                        format!("{dest} is bound read-only (a uid-0 container may not write a host file)"),
+                    );
+                }
+            }
             continue;
         }
         match (kind.as_str(), dest.as_str()) {
@@ -779,11 +948,34 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
         let path = format!("linux.namespaces[{i}]");
         let mut o = Obj::new(&path, Some(ns), r);
         let kind = string(o.take("type"), &join(&path, "type"), r).unwrap_or_default();
-        o.refuse_if_set(
-            "path",
-            "sandboxd makes every namespace itself and cannot join an existing one",
-            r,
-        );
+        let cri_container = r.cri.as_ref().is_some_and(|c| c.role == CriRole::Container);
+        let mut shares_the_hosts = false;
+        match o.take("path") {
+            None => {}
+            Some(p) if is_empty(p) => {}
+            // The host's own namespace: the same as not listing it.
+            Some(Value::String(p)) if r.host.own_namespaces.contains(p) => {
+                shares_the_hosts = true;
+            }
+            // A pod's container joining the pod's ipc, uts or pid namespace
+            // (the pause process's): sandboxd cannot put a sandbox into
+            // another's namespace, so the container gets its own, which
+            // isolates more and shares less (a privilege withheld).
+            Some(p) if cri_container && ["ipc", "uts", "pid"].contains(&kind.as_str()) => {
+                r.degrade(
+                    &join(&path, "path"),
+                    format!("{kind} namespace {p} (the pod's) is not joined: the container gets its own; the pod's containers do not share it"),
+                );
+            }
+            Some(p) if kind == "network" => r.refuse(
+                join(&path, "path"),
+                format!("sandboxd cannot join a network namespace it did not make ({p}; for a pod: the CRI plugin's CNI namespace); run the pod with hostNetwork, or without one (asked: {p})"),
+            ),
+            Some(p) => r.refuse(
+                join(&path, "path"),
+                format!("sandboxd makes every namespace itself and cannot join an existing one (asked: {p})"),
+            ),
+        }
         o.finish(r);
         if ![
             "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time",
@@ -797,7 +989,9 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
                 "sandboxd does not make time namespaces",
             );
         }
-        listed.insert(kind);
+        if !shares_the_hosts {
+            listed.insert(kind);
+        }
     }
     let has = |k: &str| listed.contains(k);
     if !has("mount") {
@@ -812,7 +1006,10 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     iso.ipc = requirement(has("ipc"));
     if has("uts") {
         iso.hostname = pb::Requirement::Required as i32;
-    } else if spec.hostname.is_empty() {
+    } else if spec.hostname.is_empty() || spec.hostname == r.host.name {
+        // Sharing the host's uts namespace, whose name this is (the CRI
+        // plugin names a host-network pod after the host).
+        spec.hostname.clear();
         iso.hostname = pb::Requirement::Disabled as i32;
     } else {
         r.refuse("hostname", "set without a uts namespace");
@@ -917,18 +1114,26 @@ fn map_resources(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     let limits = spec.limits.get_or_insert_with(Default::default);
     {
         let mut m = Obj::new("linux.resources.memory", o.take("memory"), r);
-        if let Some(limit) = int(m.take("limit"), "linux.resources.memory.limit", r) {
+        let limit = int(m.take("limit"), "linux.resources.memory.limit", r);
+        if let Some(limit) = limit {
             // -1: unlimited.
             if limit > 0 {
                 limits.memory_bytes = required(limit as u64);
             }
         }
-        for (key, why) in [
-            ("reservation", "sandboxd sets a hard memory limit only"),
-            (
+        // memory + swap equal to the memory limit is "no swap" (what the
+        // CRI plugin writes with a limit): sandboxd's own rule for a
+        // limited sandbox (memory.swap.max 0 where the host accounts swap).
+        let swap = m.take("swap");
+        if swap.is_some_and(|v| !is_empty(v) && v.as_i64() != limit.filter(|l| *l > 0)) {
+            m.refuse_if_set(
                 "swap",
                 "sandboxd caps swap itself (no swap beyond the memory limit where it can)",
-            ),
+                r,
+            );
+        }
+        for (key, why) in [
+            ("reservation", "sandboxd sets a hard memory limit only"),
             ("kernel", "sandboxd does not set a kernel memory limit"),
             (
                 "kernelTCP",
@@ -961,8 +1166,17 @@ fn map_resources(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
         }
         // 1024 is the kernel's default weight, which every sandbox has
         // (sandboxd sets no weight): asking for it is asking for nothing.
+        let pause = r.cri.as_ref().is_some_and(|c| c.role == CriRole::Sandbox);
         if let Some(v) = c.take("shares") {
-            if !matches!(v.as_u64(), Some(0 | 1024)) {
+            if pause && !matches!(v.as_u64(), Some(0 | 1024)) {
+                // The CRI plugin gives every pod's sandbox container the
+                // minimum weight (2); it runs only the pause process, which
+                // never competes for CPU, so the weight changes nothing.
+                r.degrade(
+                    "linux.resources.cpu.shares",
+                    format!("{v} is not set on the pod's sandbox container (it runs only pause); it has the default weight"),
+                );
+            } else if !matches!(v.as_u64(), Some(0 | 1024)) {
                 r.refuse(
                     "linux.resources.cpu.shares",
                     format!("sandboxd sets a CPU quota, not relative shares; it gives every sandbox the default weight 1024 (asked: {v})"),
@@ -1089,8 +1303,15 @@ mod tests {
         })
     }
 
+    fn node1() -> Host {
+        Host {
+            name: "node1".into(),
+            own_namespaces: ["/proc/7/ns/net".to_owned(), "/proc/7/ns/uts".to_owned()].into(),
+        }
+    }
+
     fn map(v: &Value) -> Result<Mapped, MapError> {
-        map_bundle(v, Path::new("/run/ctd/ns/c1"), Backend::Linux)
+        map_bundle(v, Path::new("/run/ctd/ns/c1"), Backend::Linux, &node1())
     }
 
     /// Sets `path` (dot-separated; a number indexes an array, and one
@@ -1301,8 +1522,11 @@ mod tests {
             (
                 "annotations are metadata",
                 "annotations",
-                json!({"io.kubernetes.cri.container-type": "container"}),
-                |_| {},
+                json!({"org.example.owner": "team-a"}),
+                |m| {
+                    assert_eq!(m.cri, None);
+                    assert!(!m.spec.labels.contains_key(ANNOTATION_SANDBOX_ID));
+                },
             ),
         ];
         for (name, path, value, check) in cases {
@@ -1346,7 +1570,7 @@ mod tests {
             (
                 "oom score",
                 "process.oomScoreAdj",
-                json!(-999),
+                json!(5000),
                 "process.oomScoreAdj",
             ),
             (
@@ -1514,11 +1738,13 @@ mod tests {
         set(&mut v, "process.capabilities.bounding", json!(chroot_caps));
         set(&mut v, "process.capabilities.effective", json!(chroot_caps));
         set(&mut v, "process.capabilities.permitted", json!(chroot_caps));
-        map_bundle(&v, Path::new("/b"), Backend::Chroot).expect("chroot");
-        let err = map_bundle(&v, Path::new("/b"), Backend::Linux).expect_err("linux gives more");
+        map_bundle(&v, Path::new("/b"), Backend::Chroot, &node1()).expect("chroot");
+        let err = map_bundle(&v, Path::new("/b"), Backend::Linux, &node1())
+            .expect_err("linux gives more");
         assert!(err.to_string().contains("CAP_AUDIT_WRITE"), "{err}");
         // A jail has no Linux capabilities: all asked are withheld.
-        let m = map_bundle(&ctr_default(), Path::new("/b"), Backend::FreeBsd).expect("freebsd");
+        let m = map_bundle(&ctr_default(), Path::new("/b"), Backend::FreeBsd, &node1())
+            .expect("freebsd");
         assert!(m.degraded.iter().any(|d| d.contains("CAP_CHOWN")));
     }
 
@@ -1541,5 +1767,279 @@ mod tests {
         let (mut proc2, _) = map_exec_process(&p2, Backend::Linux).expect("exec");
         let err = check_exec_rlimits(&mut proc2, m.spec.limits.as_ref()).expect_err("other limit");
         assert!(err.to_string().contains("RLIMIT_NOFILE=4096"), "{err}");
+    }
+
+    /// The pod's sandbox ("pause") container as containerd 1.6's CRI plugin
+    /// writes it for a host-network pod (trimmed from a real bundle).
+    fn cri_pause() -> Value {
+        let mut v = ctr_default();
+        set(&mut v, "process.args", json!(["/pause"]));
+        set(&mut v, "process.oomScoreAdj", json!(-998));
+        set(&mut v, "root.readonly", json!(true));
+        set(&mut v, "hostname", json!("node1"));
+        set(
+            &mut v,
+            "annotations",
+            json!({
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": "pod1",
+                "io.kubernetes.cri.sandbox-name": "web"
+            }),
+        );
+        set(&mut v, "linux.resources.cpu", json!({"shares": 2}));
+        set(&mut v, "linux.cgroupsPath", json!("/k8s.io/pod1"));
+        set(
+            &mut v,
+            "linux.namespaces",
+            json!([{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]),
+        );
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/shm", "options": ["rbind", "ro"]}));
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/resolv.conf", "options": ["rbind", "ro"]}));
+        v
+    }
+
+    /// A container of that pod: it joins the pause process's namespaces.
+    fn cri_container() -> Value {
+        let mut v = ctr_default();
+        set(
+            &mut v,
+            "annotations",
+            json!({
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": "pod1",
+                "io.kubernetes.cri.container-name": "main"
+            }),
+        );
+        set(&mut v, "process.oomScoreAdj", json!(0));
+        set(
+            &mut v,
+            "linux.namespaces",
+            json!([
+                {"type": "pid"},
+                {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                {"type": "uts", "path": "/proc/7/ns/uts"},
+                {"type": "mount"},
+                {"type": "network", "path": "/proc/7/ns/net"}
+            ]),
+        );
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": format!("/var/lib/cri/sandboxes/pod1/{f}"), "options": ["rbind", "rprivate", "rw"]}));
+        }
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/var/lib/cri/sandboxes/pod1/shm", "options": ["rbind", "rprivate", "rw"]}));
+        v
+    }
+
+    fn degraded_fields(m: &Mapped) -> Vec<&str> {
+        m.degraded
+            .iter()
+            .map(|d| d.split(": ").next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cri_pause_container_maps_with_its_degradations() {
+        let m = map(&cri_pause()).expect("the pod's sandbox container maps");
+        assert_eq!(
+            m.cri,
+            Some(Cri {
+                role: CriRole::Sandbox,
+                sandbox_id: "pod1".into()
+            })
+        );
+        assert_eq!(m.spec.labels["io.kubernetes.cri.sandbox-id"], "pod1");
+        assert_eq!(m.spec.labels["io.kubernetes.cri.container-type"], "sandbox");
+        assert!(m.spec.readonly_rootfs);
+        // The host's name without a uts namespace: the host's uts namespace.
+        assert!(m.spec.hostname.is_empty());
+        let iso = m.spec.isolation.unwrap();
+        assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
+        assert_eq!(iso.ipc, pb::Requirement::Required as i32);
+        assert_eq!(
+            m.spec.network.as_ref().unwrap().mode,
+            pb::NetworkMode::Host as i32,
+            "a host-network pod"
+        );
+        // No bind at all: the pod's shm and resolv.conf are not bound into
+        // the pause container, and each says so.
+        assert!(m.spec.mounts.is_empty(), "{:?}", m.spec.mounts);
+        let d = degraded_fields(&m);
+        for field in [
+            "process.oomScoreAdj",
+            "linux.resources.cpu.shares",
+            "mounts[6]",
+            "mounts[7]",
+        ] {
+            assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
+        }
+    }
+
+    #[test]
+    fn cri_container_gets_its_own_namespaces_and_read_only_pod_files() {
+        let m = map(&cri_container()).expect("the pod's container maps");
+        assert_eq!(m.cri.as_ref().unwrap().role, CriRole::Container);
+        let iso = m.spec.isolation.unwrap();
+        // ipc: the pod's (not the host's) is not joined: its own.
+        assert_eq!(iso.ipc, pb::Requirement::Required as i32);
+        // uts and network: the paths are the host's own: shared with it.
+        assert_eq!(iso.hostname, pb::Requirement::Disabled as i32);
+        assert_eq!(
+            m.spec.network.as_ref().unwrap().mode,
+            pb::NetworkMode::Host as i32
+        );
+        let binds: Vec<(&str, bool)> = m
+            .spec
+            .mounts
+            .iter()
+            .map(|b| (b.target.as_str(), b.read_only))
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("/etc/hosts", true),
+                ("/etc/hostname", true),
+                ("/etc/resolv.conf", true)
+            ]
+        );
+        let d = degraded_fields(&m);
+        for field in [
+            "linux.namespaces[1].path",
+            "mounts[6]",
+            "mounts[7]",
+            "mounts[8]",
+            "mounts[9]",
+        ] {
+            assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
+        }
+        assert!(!d.contains(&"linux.namespaces[2].path"), "the host's uts");
+
+        // A non-root container may write its pod files.
+        let mut v = cri_container();
+        set(&mut v, "process.user", json!({"uid": 1000, "gid": 1000}));
+        let m = map(&v).expect("maps");
+        assert!(m.spec.mounts.iter().all(|b| !b.read_only));
+    }
+
+    #[test]
+    fn cri_refusals_name_the_field() {
+        /// (what, base bundle, where, value, refused field)
+        type Case = (
+            &'static str,
+            fn() -> Value,
+            &'static str,
+            Value,
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (
+                "a CNI network namespace (not the host's)",
+                cri_container,
+                "linux.namespaces.4",
+                json!({"type": "network", "path": "/var/run/netns/cni-1"}),
+                "linux.namespaces[4].path",
+            ),
+            (
+                "an OOM score beyond the kernel's range",
+                cri_container,
+                "process.oomScoreAdj",
+                json!(1001),
+                "process.oomScoreAdj",
+            ),
+            (
+                "a container's own cpu shares",
+                cri_container,
+                "linux.resources.cpu",
+                json!({"shares": 2}),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "a pod hostname without a uts namespace",
+                cri_pause,
+                "hostname",
+                json!("web-0"),
+                "hostname",
+            ),
+            (
+                "the pause container's other binds",
+                cri_pause,
+                "mounts.8",
+                json!({"destination": "/data", "type": "bind", "source": "/x", "options": ["rbind", "zz"]}),
+                "mounts[8].options",
+            ),
+        ];
+        for (name, base, at, value, field) in cases {
+            let mut v = base();
+            set(&mut v, at, value.clone());
+            let err = map(&v).expect_err(name);
+            assert!(err.fields().contains(field), "{name}: {err}");
+        }
+        // Annotations: a bad container type, a CRI bundle without its pod.
+        let mut v = cri_container();
+        v["annotations"]["io.kubernetes.cri.container-type"] = json!("podling");
+        let err = map(&v).expect_err("bad type");
+        assert!(
+            err.fields()
+                .contains(&"annotations.io.kubernetes.cri.container-type"),
+            "{err}"
+        );
+        let mut v = cri_container();
+        v["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("io.kubernetes.cri.sandbox-id");
+        let err = map(&v).expect_err("no pod");
+        assert!(
+            err.fields()
+                .contains(&"annotations.io.kubernetes.cri.sandbox-id"),
+            "{err}"
+        );
+        // Outside a pod, joining any namespace (not the host's) is refused.
+        let mut v = ctr_default();
+        set(
+            &mut v,
+            "linux.namespaces.1",
+            json!({"type": "ipc", "path": "/proc/9/ns/ipc"}),
+        );
+        let err = map(&v).expect_err("ctr join");
+        assert!(err.fields().contains(&"linux.namespaces[1].path"), "{err}");
+        // The CRI plugin's "no swap" (memory + swap = the limit) is accepted.
+        let mut v = cri_container();
+        set(
+            &mut v,
+            "linux.resources.memory",
+            json!({"limit": 67108864, "swap": 67108864}),
+        );
+        assert_eq!(
+            map(&v)
+                .expect("maps")
+                .spec
+                .limits
+                .unwrap()
+                .memory_bytes
+                .unwrap()
+                .value,
+            64 << 20
+        );
+        set(
+            &mut v,
+            "linux.resources.memory",
+            json!({"limit": 67108864, "swap": 134217728}),
+        );
+        let err = map(&v).expect_err("swap beyond the limit");
+        assert!(
+            err.fields().contains(&"linux.resources.memory.swap"),
+            "{err}"
+        );
+        // kubelet's BestEffort score is kept for the shim to set.
+        let mut v = cri_container();
+        set(&mut v, "process.oomScoreAdj", json!(1000));
+        assert_eq!(map(&v).expect("maps").process.oom_score_adj, 1000);
+        // Negative OOM scores are degraded, not refused, anywhere.
+        let mut v = ctr_default();
+        set(&mut v, "process.oomScoreAdj", json!(-500));
+        assert!(degraded_fields(&map(&v).expect("maps")).contains(&"process.oomScoreAdj"));
     }
 }

@@ -149,6 +149,9 @@ struct Container {
     sandbox_id: String,
     supervisor_pid: u32,
     limits: Option<pb::Limits>,
+    /// The OOM score set on the supervisor (0: none), which an exec's must
+    /// equal (it inherits the supervisor's).
+    oom_score_adj: i64,
     /// Whether the shim mounted containerd's rootfs mounts (to undo).
     mounted_rootfs: Option<PathBuf>,
     procs: HashMap<String, Proc>,
@@ -162,6 +165,9 @@ pub struct Service {
 
 struct Inner {
     channel: Result<Channel, String>,
+    /// The daemon is on this host (a unix socket endpoint), in the shim's
+    /// pid namespace: its supervisor pids are the shim's to read.
+    local: bool,
     publisher: RemotePublisher,
     namespace: String,
     exit: Arc<ExitSignal>,
@@ -206,6 +212,67 @@ fn channel(inner: &Inner) -> TtrpcResult<Channel> {
         .channel
         .clone()
         .map_err(|e| status(Code::UNAVAILABLE, e))
+}
+
+/// Raises the OOM score of a sandbox's supervisor: it forks every process
+/// of the sandbox after this (Start and Exec come later), and a forked
+/// process inherits its parent's score. Read back to be sure it holds.
+fn set_oom_score_adj(supervisor_pid: i64, adj: i64) -> Result<(), String> {
+    if supervisor_pid <= 0 {
+        return Err(format!(
+            "the daemon reported no supervisor pid ({supervisor_pid})"
+        ));
+    }
+    let path = format!("/proc/{supervisor_pid}/oom_score_adj");
+    std::fs::write(&path, adj.to_string()).map_err(|e| format!("writing {path}: {e}"))?;
+    let now = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    if now.trim() != adj.to_string() {
+        return Err(format!("{path} is {} after writing {adj}", now.trim()));
+    }
+    Ok(())
+}
+
+/// What the mapping needs to know of this host: its name, and which of the
+/// bundle's namespace paths are this host's own namespaces (same device and
+/// inode as /proc/self/ns/<type>; the shim runs in containerd's, the host's).
+fn host_facts(config: &serde_json::Value) -> bundle::Host {
+    use std::os::unix::fs::MetadataExt;
+    let mut host = bundle::Host {
+        name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let listed = config
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for ns in listed {
+        let (Some(kind), Some(path)) = (
+            ns.get("type").and_then(|t| t.as_str()),
+            ns.get("path").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        let own = match kind {
+            "network" => "net",
+            "mount" => "mnt",
+            "pid" | "ipc" | "uts" | "user" | "cgroup" => kind,
+            _ => continue,
+        };
+        let same = match (
+            std::fs::metadata(path),
+            std::fs::metadata(format!("/proc/self/ns/{own}")),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            host.own_namespaces.insert(path.to_owned());
+        }
+    }
+    host
 }
 
 /// The daemon's sandbox carrying these labels, if any.
@@ -322,6 +389,10 @@ impl containerd_shim::asynchronous::Shim for Shim {
         Service {
             inner: Arc::new(Inner {
                 channel: connect(&self.config),
+                local: self
+                    .config
+                    .as_ref()
+                    .is_ok_and(|c| c.endpoint.starts_with("unix:")),
                 publisher,
                 namespace: self.namespace.clone(),
                 exit: self.exit.clone(),
@@ -807,7 +878,11 @@ impl Task for Service {
                 )
             })?;
             let backend = inner.backend().await?;
-            let mut mapped = bundle::map_bundle(&config, &bundle, backend).map_err(|e| {
+            // The shim runs on containerd's host, which is the daemon's
+            // for a local endpoint (a remote daemon's sandbox sharing its
+            // host's uts namespace would have that host's name instead).
+            let host = host_facts(&config);
+            let mut mapped = bundle::map_bundle(&config, &bundle, backend, &host).map_err(|e| {
                 status(
                     Code::INVALID_ARGUMENT,
                     format!("the bundle asks for what sandboxd cannot give: {e}"),
@@ -830,6 +905,12 @@ impl Task for Service {
                 .labels
                 .insert(LABEL_NAMESPACE.into(), inner.namespace.clone());
             mapped.spec.labels.insert(LABEL_ID.into(), req.id.clone());
+            if mapped.process.oom_score_adj != 0 && !inner.local {
+                return Err(status(
+                    Code::INVALID_ARGUMENT,
+                    "the bundle asks for what sandboxd cannot give: process.oomScoreAdj: the shim sets it on the sandbox's processes on this host only (a unix socket endpoint)",
+                ));
+            }
             let mut c = pb::sandbox_service_client::SandboxServiceClient::new(channel(inner)?);
             let sb = c
                 .create_sandbox(pb::CreateSandboxRequest {
@@ -841,6 +922,21 @@ impl Task for Service {
                 .into_inner()
                 .sandbox
                 .ok_or_else(|| status(Code::INTERNAL, "CreateSandbox returned no sandbox"))?;
+            if mapped.process.oom_score_adj != 0 {
+                if let Err(e) = set_oom_score_adj(sb.supervisor_pid, mapped.process.oom_score_adj) {
+                    // REQUIRED: no sandbox without it.
+                    if let Err(d) = c
+                        .destroy_sandbox(pb::DestroySandboxRequest { id: sb.id.clone() })
+                        .await
+                    {
+                        warn!("DestroySandbox {} after a failed create: {}", sb.id, d.message());
+                    }
+                    return Err(status(
+                        Code::FAILED_PRECONDITION,
+                        format!("process.oomScoreAdj: {e}"),
+                    ));
+                }
+            }
             Ok::<_, ttrpc::Error>((mapped, sb))
         }
         .await;
@@ -874,6 +970,7 @@ impl Task for Service {
                 sandbox_id: sb.id.clone(),
                 supervisor_pid,
                 limits: mapped.spec.limits,
+                oom_score_adj: mapped.process.oom_score_adj,
                 mounted_rootfs: mounted,
                 procs,
             },
@@ -985,6 +1082,17 @@ impl Task for Service {
             })?;
             bundle::check_exec_rlimits(&mut process, c.limits.as_ref())
                 .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+            // Every process of the sandbox has the task's score (inherited
+            // from the supervisor); an exec cannot have another.
+            if process.oom_score_adj != 0 && process.oom_score_adj != c.oom_score_adj {
+                return Err(status(
+                    Code::INVALID_ARGUMENT,
+                    format!(
+                        "process.oomScoreAdj: {} differs from the task's {}, which every process of the sandbox has",
+                        process.oom_score_adj, c.oom_score_adj
+                    ),
+                ));
+            }
             if c.procs.contains_key(&req.exec_id) {
                 return Err(status(
                     Code::ALREADY_EXISTS,

@@ -1,0 +1,390 @@
+//! Kubernetes' path into sandboxd: containerd's CRI plugin with the runtime
+//! handler `sandboxd` (runtime type io.containerd.sandboxd.v1), driven over
+//! the CRI socket by a client generated from the CRI v1 protos (the
+//! `k8s-cri` crate) in kubelet's order: RunPodSandbox → CreateContainer →
+//! StartContainer → ExecSync → StopPodSandbox → RemovePodSandbox.
+//! docs/containerd.md#pods-cri has the mapping this checks.
+//!
+//! The pod runs on the node's network (NamespaceMode NODE): the shim cannot
+//! put a sandbox into the network namespace the CRI plugin prepares for CNI
+//! (sandboxd makes its own namespaces), so a CNI pod is refused by the shim
+//! with the field named (bundle.rs' unit tests) and no CNI is configured.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::containerd::{
+    Containerd, RUNTIME, assert_no_mounts, eventually, oci_image, sandboxes, summary, tail, verify,
+};
+use crate::harness::Daemon;
+
+/// The runtime handler name kubelet's RuntimeClass would use.
+const HANDLER: &str = "sandboxd";
+/// The pause-like image the CRI plugin starts as each pod's sandbox container.
+const PAUSE: &str = "docker.io/library/sandboxd-pause:e2e";
+/// The containers' image.
+const BUSYBOX: &str = "docker.io/library/sandboxd-cri-busybox:e2e";
+
+async fn connect(socket: &Path) -> RuntimeServiceClient<Channel> {
+    let socket = socket.to_owned();
+    let channel = Endpoint::try_from("http://[::]")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the CRI socket");
+    RuntimeServiceClient::new(channel)
+}
+
+/// The pod a sandbox belongs to, by the shim's label.
+fn pod_label(sb: &sandboxd_proto::v1::Sandbox) -> Option<&String> {
+    sb.spec
+        .as_ref()
+        .and_then(|s| s.labels.get("io.kubernetes.cri.sandbox-id"))
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .expect("hostname")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn pod_config(logs: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "e2e-pod".into(),
+            uid: "e2e-pod-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        // A host-network pod is named after the node (kubelet does so too).
+        hostname: host_name(),
+        log_directory: logs.to_str().expect("utf-8").into(),
+        labels: HashMap::from([("app".into(), "e2e".into())]),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn cri_pod_lifecycle_through_the_cri_socket() {
+    if !crate::harness::linux_backend() {
+        // The shim mounts containerd's snapshots only on Linux.
+        eprintln!("SKIPPED cri_pod_lifecycle_through_the_cri_socket: needs the Linux backend");
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-cri-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ctd_dir = dir.join("ctd");
+    let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");
+    // The CRI plugin bind-mounts each pod's /etc/hosts, /etc/resolv.conf,
+    // /etc/hostname (root) and its /dev/shm (state) into the containers:
+    // sandboxd binds them only from directories it is told to allow.
+    let cri_root = ctd_dir.join("root/io.containerd.grpc.v1.cri/sandboxes");
+    let cri_state = ctd_dir.join("state/io.containerd.grpc.v1.cri/sandboxes");
+    for d in [&tasks, &cri_root, &cri_state] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let daemon = Daemon::start_with(&[
+        "--allow-rootfs-source",
+        tasks.to_str().expect("utf-8"),
+        "--allow-mount-source",
+        cri_root.to_str().expect("utf-8"),
+        "--allow-mount-source",
+        cri_state.to_str().expect("utf-8"),
+        // The pod is on the node's network (see the module comment).
+        "--allow-host-network",
+    ]);
+    let cri_config = format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  # sandboxd applies its own confinement; an AppArmor profile would be refused.
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}/bin"
+    conf_dir = "{cni}/conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    # No runc here: the only runtime is sandboxd.
+    default_runtime_name = "{HANDLER}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+      runtime_type = "{RUNTIME}"
+"#,
+        cni = dir.join("cni").display(),
+    );
+    let mut ctd = Containerd::start_config(&ctd_dir, &daemon, Some(&cri_config));
+    for (name, cmd) in [
+        (PAUSE, &["/bin/sleep", "2147483647"][..]),
+        (BUSYBOX, &["/bin/sh"][..]),
+    ] {
+        let image = oci_image(&dir, name, cmd);
+        ctd.ctr_ok(&["image", "import", image.to_str().expect("utf-8")]);
+    }
+    let logs = dir.join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+
+    let mut rt = connect(&ctd.socket).await;
+    let version = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("Version")
+        .into_inner();
+    assert_eq!(version.runtime_api_version, "v1", "{version:?}");
+
+    let fail = |what: &str, e: tonic::Status, ctd: &Containerd| -> ! {
+        panic!(
+            "{what}: {e}\ncontainerd log tail:\n{}",
+            tail(&ctd.log_text(), 60)
+        )
+    };
+    let config = pod_config(&logs);
+    let pod = match rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: HANDLER.into(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().pod_sandbox_id,
+        Err(e) => fail("RunPodSandbox", e, &ctd),
+    };
+    // The pod's sandbox container is one sandbox, labelled with the pod.
+    let sbs = sandboxes(&daemon).await;
+    assert_eq!(sbs.len(), 1, "the pod's sandbox: {sbs:?}");
+    assert_eq!(pod_label(&sbs[0]), Some(&pod), "{sbs:?}");
+
+    let container = match rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "main".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: BUSYBOX.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into()],
+                args: vec!["-c".into(), "echo started; exec sleep 1000".into()],
+                log_path: "main/0.log".into(),
+                // kubelet's OOM score for a BestEffort pod; a 64 MiB limit.
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: Some(cri::LinuxContainerResources {
+                        oom_score_adj: 1000,
+                        memory_limit_in_bytes: 64 << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().container_id,
+        Err(e) => fail("CreateContainer", e, &ctd),
+    };
+    if let Err(e) = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: container.clone(),
+        })
+        .await
+    {
+        fail("StartContainer", e, &ctd);
+    }
+    // The container is its own sandbox, labelled with the same pod.
+    let sbs = sandboxes(&daemon).await;
+    assert_eq!(sbs.len(), 2, "pod and container: {sbs:?}");
+    for sb in &sbs {
+        assert_eq!(pod_label(sb), Some(&pod), "{sb:?}");
+    }
+    let main = sbs
+        .iter()
+        .find(|sb| {
+            sb.spec
+                .as_ref()
+                .is_some_and(|s| s.labels.get("io.containerd.id") == Some(&container))
+        })
+        .expect("the container's sandbox");
+    let limits = main.spec.as_ref().and_then(|s| s.limits).expect("limits");
+    assert_eq!(limits.memory_bytes.map(|l| l.value), Some(64 << 20));
+    // The OOM score is the container process's (set on the supervisor,
+    // inherited by what it forks).
+    let ps = ctd.ctr_ok(&["task", "ps", &container]);
+    let pid = ps
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the container's pid")
+        .to_owned();
+    let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("score");
+    assert_eq!(score.trim(), "1000", "the container's process {pid}");
+    // Its isolation: VerifySandbox holds, and equals that of the same spec
+    // created directly.
+    let mut c = daemon.clients().await;
+    let v = verify(&mut c, &main.id).await;
+    assert!(v.consistent, "{v:#?}");
+    assert!(!v.properties.is_empty() && !v.checks.is_empty(), "{v:#?}");
+    for p in &v.properties {
+        assert!(p.agrees, "{p:?}");
+        if p.requested == sandboxd_proto::v1::Requirement::Required as i32 {
+            assert_ne!(
+                p.observed,
+                sandboxd_proto::v1::ObservedResult::Violated as i32,
+                "{p:?}"
+            );
+        }
+    }
+    let mut direct = main.spec.clone().expect("spec");
+    direct.labels.clear();
+    let direct = c.create(direct).await;
+    let dv = verify(&mut c, &direct.id).await;
+    assert_eq!(summary(&v), summary(&dv), "CRI-made vs direct");
+    assert!(c.destroy(&direct.id).await);
+    drop(c);
+
+    let exec = match rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo from-exec; cat /etc/hostname; echo err >&2; exit 3".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(e) => fail("ExecSync", e, &ctd),
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        format!("from-exec\n{}\n", host_name()),
+        "{exec:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
+    assert_eq!(exec.exit_code, 3);
+    // The container's output reached the CRI log (through the shim's FIFOs).
+    let log = logs.join("main/0.log");
+    eventually("the container's log has its output", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stdout F started"))
+    })
+    .await;
+
+    // A field sandboxd cannot honour is refused naming it, and leaves no
+    // sandbox: CPU shares (what kubelet derives from a CPU request).
+    let shares = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "shares".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: BUSYBOX.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "1000".into()],
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: Some(cri::LinuxContainerResources {
+                        cpu_shares: 102,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer (the task is made at start)")
+        .into_inner()
+        .container_id;
+    let err = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: shares,
+        })
+        .await
+        .expect_err("cpu shares are refused");
+    assert!(
+        err.message().contains("linux.resources.cpu.shares"),
+        "{err:?}"
+    );
+    assert_eq!(sandboxes(&daemon).await.len(), 2, "no sandbox for it");
+
+    if let Err(e) = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+    {
+        fail("StopPodSandbox", e, &ctd);
+    }
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    assert_eq!(
+        status.status.as_ref().map(|s| s.state),
+        Some(cri::PodSandboxState::SandboxNotready as i32),
+        "{status:?}"
+    );
+    if let Err(e) = rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+    {
+        fail("RemovePodSandbox", e, &ctd);
+    }
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner();
+    assert!(pods.items.is_empty(), "pods left: {pods:?}");
+
+    // Nothing left: no sandbox, no shim, no mount.
+    let left = sandboxes(&daemon).await;
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+    eventually("the shims exit", || ctd.shims().is_empty()).await;
+    ctd.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_no_mounts(&dir);
+    drop(ctd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
