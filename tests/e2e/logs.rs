@@ -348,7 +348,13 @@ fn dir_bytes(dir: &std::path::Path) -> (u64, Vec<u64>) {
     let mut gens = Vec::new();
     for e in std::fs::read_dir(dir).expect("log dir") {
         let e = e.expect("entry");
-        total += e.metadata().expect("meta").len();
+        // The writer may rotate a file away between the listing and here.
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => panic!("meta: {err}"),
+        };
+        total += meta.len();
         let name = e.file_name().into_string().expect("utf-8");
         gens.push(
             name.trim_start_matches("main-")

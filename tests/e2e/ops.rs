@@ -142,8 +142,26 @@ async fn metrics_are_scraped_on_loopback_and_follow_the_lifecycle() {
         })
         .await
         .expect_err("unknown image");
+    // So is an exec that cannot start.
+    let _ = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(crate::harness::argv(&["/no/such/program"])),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such program");
     assert!(c.destroy(&sb.id).await);
     let after = scrape(port);
+    assert_eq!(
+        value(
+            &after,
+            "sandboxd_operation_failures_total{operation=\"exec\",step=\"find program\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
     for (series, want) in [
         ("sandboxd_sandboxes{state=\"running\"}", 0.0),
         (

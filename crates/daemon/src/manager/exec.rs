@@ -177,7 +177,12 @@ impl Manager {
         }
         let (pid, master) = match started_rx.await {
             Ok(Ok(started)) => started,
-            Ok(Err((step, message))) => return Err(ApiError::ExecFailed { step, message }),
+            Ok(Err((step, message))) => {
+                // Counted by step beside create and destroy failures.
+                let e = ApiError::ExecFailed { step, message };
+                self.metrics.failed(crate::metrics::Operation::Exec, &e);
+                return Err(e);
+            }
             Err(_) => {
                 return Err(ApiError::Unavailable(
                     "the supervisor exited before starting the process".into(),

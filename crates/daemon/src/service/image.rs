@@ -186,7 +186,7 @@ impl pb::image_service_server::ImageService for Images {
             crate::registry::pull(&store, &registries, &reference, &ptx).await
         });
         let out = tx.clone();
-        tokio::spawn(async move {
+        let forwarder = tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
                 let event = match p {
                     crate::registry::Progress::Resolved { manifest, layers } => {
@@ -223,6 +223,9 @@ impl pb::image_service_server::ImageService for Images {
                 Ok(Err(e)) => Err(Status::from(pull_error(e))),
                 Err(e) => Err(Status::internal(format!("pull task: {e}"))),
             };
+            // Every progress event before the image: the forwarder ends once
+            // the finished pull dropped its progress sender.
+            let _ = forwarder.await;
             let _ = tx.send(result).await;
         });
         Ok(Response::new(Box::pin(
