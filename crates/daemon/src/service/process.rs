@@ -740,29 +740,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_timeouts() {
-        let cases: &[(&str, Option<Duration>)] = &[
-            ("2S", Some(Duration::from_secs(2))),
-            ("1500m", Some(Duration::from_millis(1500))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("3M", Some(Duration::from_secs(180))),
-            ("7u", Some(Duration::from_micros(7))),
-            ("9n", Some(Duration::from_nanos(9))),
-            ("99999999S", Some(Duration::from_secs(99_999_999))),
-            ("123456789S", None),
-            ("S", None),
-            ("", None),
-            ("-1S", None),
-            ("+1S", None),
-            ("1s", None),
-            ("1.5S", None),
-        ];
-        for (text, want) in cases {
+    fn grpc_timeout_comes_from_the_metadata() {
+        // The text's rules are deadline::parse_timeout's (tested there);
+        // this is only the plumbing from the header.
+        for (text, want) in [("1500m", Some(Duration::from_millis(1500))), ("1.5S", None)] {
             let mut m = tonic::metadata::MetadataMap::new();
-            if let Ok(v) = text.parse() {
-                m.insert("grpc-timeout", v);
-            }
-            assert_eq!(grpc_timeout(&m), *want, "{text:?}");
+            m.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), want, "{text:?}");
         }
         assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
