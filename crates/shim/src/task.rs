@@ -42,6 +42,16 @@ pub const LABEL_NAMESPACE: &str = "io.containerd.namespace";
 /// See [`LABEL_NAMESPACE`].
 pub const LABEL_ID: &str = "io.containerd.id";
 
+/// NOT_FOUND for a container id the shim does not hold.
+fn no_container(id: &str) -> ttrpc::Error {
+    status(Code::NOT_FOUND, format!("container {id} not found"))
+}
+
+/// NOT_FOUND for an exec id the container does not have.
+fn no_process(exec_id: &str) -> ttrpc::Error {
+    status(Code::NOT_FOUND, format!("process {exec_id:?} not found"))
+}
+
 fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg))
 }
@@ -1077,9 +1087,9 @@ impl Task for Service {
         .await;
         {
             let mut containers = self.inner.containers.lock().await;
-            let c = containers.get_mut(&req.id).ok_or_else(|| {
-                status(Code::NOT_FOUND, format!("container {} not found", req.id))
-            })?;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| no_container(&req.id))?;
             bundle::check_exec_rlimits(&mut process, c.limits.as_ref())
                 .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
             // Every process of the sandbox has the task's score (inherited
@@ -1134,15 +1144,13 @@ impl Task for Service {
             .map_err(|_| status(Code::INVALID_ARGUMENT, format!("signal {}", req.signal)))?;
         let (sandbox, targets, unstarted) = {
             let containers = self.inner.containers.lock().await;
-            let c = containers.get(&req.id).ok_or_else(|| {
-                status(Code::NOT_FOUND, format!("container {} not found", req.id))
-            })?;
-            let p = c.procs.get(&req.exec_id).ok_or_else(|| {
-                status(
-                    Code::NOT_FOUND,
-                    format!("process {:?} not found", req.exec_id),
-                )
-            })?;
+            let c = containers
+                .get(&req.id)
+                .ok_or_else(|| no_container(&req.id))?;
+            let p = c
+                .procs
+                .get(&req.exec_id)
+                .ok_or_else(|| no_process(&req.exec_id))?;
             let running = |p: &Proc| p.started && p.exit.borrow().is_none();
             if p.exit.borrow().is_some() {
                 return Err(status(Code::NOT_FOUND, "process already finished"));
@@ -1205,17 +1213,12 @@ impl Task for Service {
     ) -> TtrpcResult<api::WaitResponse> {
         let mut rx = {
             let containers = self.inner.containers.lock().await;
-            let c = containers.get(&req.id).ok_or_else(|| {
-                status(Code::NOT_FOUND, format!("container {} not found", req.id))
-            })?;
+            let c = containers
+                .get(&req.id)
+                .ok_or_else(|| no_container(&req.id))?;
             c.procs
                 .get(&req.exec_id)
-                .ok_or_else(|| {
-                    status(
-                        Code::NOT_FOUND,
-                        format!("process {:?} not found", req.exec_id),
-                    )
-                })?
+                .ok_or_else(|| no_process(&req.exec_id))?
                 .exit
                 .subscribe()
         };
@@ -1243,15 +1246,13 @@ impl Task for Service {
         let inner = &self.inner;
         if !req.exec_id.is_empty() {
             let mut containers = inner.containers.lock().await;
-            let c = containers.get_mut(&req.id).ok_or_else(|| {
-                status(Code::NOT_FOUND, format!("container {} not found", req.id))
-            })?;
-            let p = c.procs.get(&req.exec_id).ok_or_else(|| {
-                status(
-                    Code::NOT_FOUND,
-                    format!("process {:?} not found", req.exec_id),
-                )
-            })?;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| no_container(&req.id))?;
+            let p = c
+                .procs
+                .get(&req.exec_id)
+                .ok_or_else(|| no_process(&req.exec_id))?;
             if p.started && p.exit.borrow().is_none() {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
@@ -1276,7 +1277,7 @@ impl Task for Service {
             .lock()
             .await
             .remove(&req.id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} not found", req.id)))?;
+            .ok_or_else(|| no_container(&req.id))?;
         let mut client = pb::sandbox_service_client::SandboxServiceClient::new(channel(inner)?);
         if let Err(e) = client
             .destroy_sandbox(pb::DestroySandboxRequest {
@@ -1329,13 +1330,11 @@ impl Task for Service {
         let containers = self.inner.containers.lock().await;
         let c = containers
             .get(&req.id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} not found", req.id)))?;
-        let p = c.procs.get(&req.exec_id).ok_or_else(|| {
-            status(
-                Code::NOT_FOUND,
-                format!("process {:?} not found", req.exec_id),
-            )
-        })?;
+            .ok_or_else(|| no_container(&req.id))?;
+        let p = c
+            .procs
+            .get(&req.exec_id)
+            .ok_or_else(|| no_process(&req.exec_id))?;
         let exit = p.exit.borrow().clone();
         Ok(api::StateResponse {
             id: if req.exec_id.is_empty() {
@@ -1365,7 +1364,7 @@ impl Task for Service {
         let containers = self.inner.containers.lock().await;
         let c = containers
             .get(&req.id)
-            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} not found", req.id)))?;
+            .ok_or_else(|| no_container(&req.id))?;
         // The processes the shim started (the task's and its execs'): what
         // sandboxd's API names by pid. Their descendants are not listed.
         let mut pids: Vec<u32> = c
@@ -1432,7 +1431,7 @@ impl Task for Service {
             let containers = self.inner.containers.lock().await;
             containers
                 .get(&req.id)
-                .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} not found", req.id)))?
+                .ok_or_else(|| no_container(&req.id))?
                 .sandbox_id
                 .clone()
         };

@@ -1,12 +1,11 @@
 //! ExecService: execs by id (detached start, inspect, wait, signal, list).
 
-use sandboxd_core::validate::{self, ValidationError};
 use sandboxd_core::wire::SignalTarget;
 use sandboxd_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use super::process::start_exec;
+use super::process::{start_exec, without_terminal};
 use crate::convert;
 use crate::error::ApiError;
 use crate::manager::{ExecRecord, ExecStdio};
@@ -48,19 +47,7 @@ impl pb::exec_service_server::ExecService for Execs {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "StartExec", sandbox = %sb.id);
-        let process = validate::validate_process(
-            convert::process_from_pb(req.process),
-            "process",
-            manager.policy(),
-        )
-        .map_err(ApiError::from)?;
-        if process.process().tty {
-            return Err(ApiError::Invalid(ValidationError::one(
-                "process.tty",
-                "a detached exec has no terminal (no client holds it); use Exec",
-            ))
-            .into());
-        }
+        let process = without_terminal(req.process, manager.policy(), "a detached exec")?;
         // Held until the process exits, by the task below.
         let slot = self.0.execs.take(&sb.id, &who.name)?;
         let handle = start_exec(&manager, &sb, process, None, true).await?;

@@ -101,19 +101,7 @@ impl pb::process_service_server::ProcessService for Processes {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "ExecSync", sandbox = %sb.id);
-        let process = validate::validate_process(
-            convert::process_from_pb(req.process),
-            "process",
-            manager.policy(),
-        )
-        .map_err(ApiError::from)?;
-        if process.process().tty {
-            return Err(ApiError::Invalid(validate::ValidationError::one(
-                "process.tty",
-                "ExecSync has no terminal; use Exec",
-            ))
-            .into());
-        }
+        let process = without_terminal(req.process, manager.policy(), "ExecSync")?;
         let cap = match req.output_limit_bytes {
             0 => MAX_OUTPUT,
             n => n.min(MAX_OUTPUT),
@@ -555,6 +543,24 @@ async fn run_exec_stream(
 
 /// The call's `grpc-timeout`, if it sent a valid one (gRPC over HTTP/2: at
 /// most 8 digits and a unit).
+/// A client's process for a call that gives it no terminal (ExecSync, a
+/// detached StartExec): validated, and refused naming `process.tty` if it
+/// asks for one. `call` says which call, for the message.
+pub(super) fn without_terminal(
+    process: Option<pb::ProcessSpec>,
+    policy: &validate::Policy,
+    call: &str,
+) -> Result<validate::ValidatedProcess, ApiError> {
+    let process = validate::validate_process(convert::process_from_pb(process), "process", policy)?;
+    if process.process().tty {
+        return Err(ApiError::Invalid(validate::ValidationError::one(
+            "process.tty",
+            format!("{call} has no terminal (no client holds one); use Exec"),
+        )));
+    }
+    Ok(process)
+}
+
 fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     crate::deadline::parse_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
 }
