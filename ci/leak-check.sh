@@ -11,7 +11,7 @@ if grep -q 'sandboxd-e2e-' /proc/self/mountinfo; then
     report "mounts left by the end-to-end tests:"
     grep 'sandboxd-e2e-' /proc/self/mountinfo >&2
 fi
-for d in /tmp/sandboxd-e2e-* /tmp/sandboxctl-test-* /usr/local/lib/sandboxd-e2e-*; do
+for d in /tmp/sandboxd-e2e-* /srv/sandboxd-e2e-* /tmp/sandboxctl-test-* /usr/local/lib/sandboxd-e2e-*; do
     [ -e "$d" ] && report "test directory left behind: $d"
 done
 for p in /proc/[0-9]*; do

@@ -10,6 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# A failing test's message, not a backtrace, at the end of the output (the
+# part a CI summary keeps); RUST_BACKTRACE=1 by hand for the frames.
+export RUST_BACKTRACE="${RUST_BACKTRACE_CI:-0}"
+
 step() { printf '\n== %s\n' "$*"; }
 
 # The host's network before any test: leak-check compares it afterwards.

@@ -421,7 +421,10 @@ const NEEDS_LINUX: &str =
 /// calling it are ignored elsewhere).
 fn setup(test: &str) -> (PathBuf, Daemon, Containerd) {
     assert!(crate::harness::linux_backend(), "{test}: {NEEDS_LINUX}");
-    let dir = PathBuf::from(format!("/tmp/sandboxd-ctd-{test}-{}", std::process::id()));
+    let dir = PathBuf::from(format!(
+        "/tmp/sandboxd-e2e-ctd-{test}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let tasks = dir.join("ctd/state/io.containerd.runtime.v2.task");
@@ -758,7 +761,7 @@ async fn a_daemon_crash_ends_the_task_consistently() {
 /// allowed rootfs source, and never through a symlink on the path.
 #[tokio::test]
 async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
-    let daemon_dir = PathBuf::from(format!("/tmp/sandboxd-rootfs-{}", std::process::id()));
+    let daemon_dir = PathBuf::from(format!("/tmp/sandboxd-e2e-rootfs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&daemon_dir);
     let allowed = daemon_dir.join("allowed");
     busybox_root(&allowed.join("real/rootfs"));

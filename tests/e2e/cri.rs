@@ -96,7 +96,7 @@ fn pod_config(logs: &Path) -> cri::PodSandboxConfig {
 )]
 #[tokio::test]
 async fn cri_pod_lifecycle_through_the_cri_socket() {
-    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-cri-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-e2e-cri-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ctd_dir = dir.join("ctd");
     let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, chroot_backend, code, linux_backend, out};
+use crate::harness::{Clients, Daemon, SourceDir, argv, chroot_backend, code, linux_backend, out};
 
 /// Working directories that name a descriptor or another process's
 /// directories through /proc's magic links.
@@ -322,12 +322,12 @@ async fn payloads_start_with_only_stdio_open() {
     ignore = "the chroot backend mounts no /proc or /sys to protect; the Linux backend's check"
 )]
 async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
-    std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
-    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
+    let allowed = SourceDir::new("symlink-target");
+    let d = Daemon::start_with(&allowed.flag());
     let img = d.make_busybox_image("linky");
     std::os::unix::fs::symlink("/proc", img.join("pp")).expect("image symlink");
     std::os::unix::fs::symlink("../dev", img.join("dd")).expect("image symlink");
-    let src = PathBuf::from("/srv/sandboxd-allowed/escape-src");
+    let src = allowed.path.join("escape-src");
     std::fs::create_dir_all(&src).expect("bind source");
     let mut c = d.clients().await;
     for target in ["/pp/sys", "/pp", "/dd/shm", "/dd"] {
@@ -527,12 +527,9 @@ async fn host_image_hides_the_daemons_secrets() {
 )]
 async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
     use std::os::unix::fs::MetadataExt;
-    std::fs::create_dir_all("/srv/sandboxd-allowed").expect("allowed dir");
-    let d = Daemon::start_with(&["--allow-mount-source", "/srv/sandboxd-allowed"]);
-    let src = PathBuf::from(format!(
-        "/srv/sandboxd-allowed/setuid-{}",
-        std::process::id()
-    ));
+    let allowed = SourceDir::new("setuid");
+    let d = Daemon::start_with(&allowed.flag());
+    let src = allowed.path.join("out");
     std::fs::create_dir_all(&src).expect("bind source");
     std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod");
@@ -617,7 +614,6 @@ async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
         "a file root left in the bind is owned by host root"
     );
     c.destroy(&sb.id).await;
-    let _ = std::fs::remove_dir_all(&src);
     d.finish().await;
 }
 

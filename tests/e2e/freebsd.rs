@@ -143,13 +143,10 @@ fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
         left.push(format!("jail {name}"));
     }
     let dir = d.state.join("sandboxes").join(id);
-    let dir = dir.display().to_string();
-    let (_, mounts) = host("/sbin/mount", &["-p"]);
     left.extend(
-        mounts
-            .lines()
-            .filter(|l| l.contains(&dir))
-            .map(|l| format!("mount {l}")),
+        crate::harness::mounts_under(&dir)
+            .into_iter()
+            .map(|m| format!("mount {m}")),
     );
     let (_, rules) = host("/usr/bin/rctl", &[&format!("jail:{name}")]);
     left.extend(

@@ -124,6 +124,16 @@ pub(crate) fn mount_points() -> Vec<String> {
     }
 }
 
+/// The mount points at or below `dir`, compared by path components (a
+/// string match would take `/tmp/d-1` for a prefix of `/tmp/d-12`'s mounts,
+/// another test's).
+pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
+    mount_points()
+        .into_iter()
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect()
+}
+
 /// Whether `pid` runs the supervisor of sandbox `id`, by command line (not
 /// bare pid: another test may have been given the same pid since).
 /// `/proc/<pid>/cmdline` on Linux, `ps -ww -o command=` elsewhere (whose
@@ -491,15 +501,10 @@ impl Daemon {
 
     /// Mounts under the test dir, live supervisors, and sandbox state dirs.
     fn leaks(&self, supervisors: &[(String, i64)]) -> Vec<String> {
-        let mut leaks = Vec::new();
-        let mountinfo = mount_table();
-        let dir = self.dir.display().to_string();
-        leaks.extend(
-            mountinfo
-                .lines()
-                .filter(|l| l.contains(&dir))
-                .map(|l| format!("mount: {l}")),
-        );
+        let mut leaks: Vec<String> = mounts_under(&self.dir)
+            .into_iter()
+            .map(|m| format!("mount: {m}"))
+            .collect();
         for (id, pid) in supervisors.iter().filter(|(_, p)| *p > 0) {
             // By command line, not bare pid: another test may have been given
             // the same pid since.
@@ -570,9 +575,7 @@ impl Drop for Daemon {
         }
         // Never delete through a mount: only a directory nothing is mounted
         // under goes away.
-        let dir = self.dir.display().to_string();
-        let mounted = mount_table().contains(&dir);
-        if !mounted {
+        if mounts_under(&self.dir).is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -768,4 +771,42 @@ pub(crate) fn jail_leaks(id: &str) -> Vec<String> {
 /// Lines currently in the host's mount table ([`mount_table`]).
 pub(crate) fn mount_count() -> usize {
     mount_table().lines().count()
+}
+
+/// A bind-mount source directory of one test's own, below `/srv` (outside
+/// the test dir, whose state and images a mount source may not overlap):
+/// tests sharing one would see each other's files (the hostile suite
+/// compares the host before and after). Removed on drop unless something is
+/// still mounted under it.
+pub(crate) struct SourceDir {
+    pub(crate) path: PathBuf,
+}
+
+impl SourceDir {
+    pub(crate) fn new(name: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(format!(
+            "/srv/sandboxd-e2e-{}-{n}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create source dir");
+        Self { path }
+    }
+
+    /// The daemon flag that allows this directory as a mount source.
+    pub(crate) fn flag(&self) -> [&str; 2] {
+        [
+            "--allow-mount-source",
+            self.path.to_str().expect("a UTF-8 path of our own making"),
+        ]
+    }
+}
+
+impl Drop for SourceDir {
+    fn drop(&mut self) {
+        if mounts_under(&self.path).is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
