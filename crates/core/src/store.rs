@@ -214,6 +214,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_atomic_at(fd.as_fd(), dir, Path::new(name), bytes)
 }
 
+/// Writes `bytes` to `path` by rename, like [`write_atomic`], without the
+/// file and directory syncs: a reader never sees a torn file and a process
+/// crash loses nothing (the page cache survives), but a power loss may lose
+/// the write. For files that only bridge a daemon that is away (the
+/// helper's `exit.json`), not the durable record of anything.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| StoreError::Write {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let fd = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| StoreError::Write {
+        path: path.to_owned(),
+        source: errno(e),
+    })?;
+    write_replace_at(fd.as_fd(), dir, Path::new(name), bytes, false)
+}
+
 /// Writes `bytes` to `name` in the directory `dir` (named `dir_path` in
 /// errors) atomically: a new temp file in the same directory (O_EXCL and
 /// O_NOFOLLOW: nothing planted there is written through), fsync, rename
@@ -574,6 +592,20 @@ impl StateStore {
     /// is removed, not followed), durably: the removal is journaled and
     /// synced (group commit) first. Missing is fine.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_with(id, true)
+    }
+
+    /// [`Self::remove`] without waiting for the disk: journaled, so a
+    /// restarted daemon never sees the record after a daemon crash, but
+    /// durable only once a later durable save, removal or compaction syncs
+    /// the journal. For a destroy: after a power loss (which ends every
+    /// sandbox anyway) a sandbox destroyed just before it may come back as
+    /// EXITED, which the next destroy removes.
+    pub fn remove_unsynced(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_with(id, false)
+    }
+
+    fn remove_with(&self, id: &str, durable: bool) -> Result<(), StoreError> {
         let dir = self.sandbox_dir(id)?;
         if fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
             return Ok(());
@@ -588,9 +620,11 @@ impl StateStore {
                 .journal
                 .append(&JournalEntry::Remove { id: id.to_owned() })
                 .map_err(|e| self.journal_error(e))?;
-            self.journal
-                .commit(seq)
-                .map_err(|e| self.journal_error(e))?;
+            if durable {
+                self.journal
+                    .commit(seq)
+                    .map_err(|e| self.journal_error(e))?;
+            }
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1099,6 +1133,43 @@ mod journal_tests {
         let (records, orphans) = StateStore::open(&dir).unwrap().load_all().unwrap();
         assert_eq!(records.len(), 1, "{records:?}");
         assert!(orphans.is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A destroy's removal does not wait for the disk, yet a restarted
+    /// daemon (the page cache survives a daemon crash) never sees the
+    /// record again, and the next durable write syncs the removal too.
+    #[test]
+    fn an_unsynced_removal_is_journaled_without_a_sync() {
+        let dir = tempdir("rmunsynced");
+        let (gone, kept) = ("00000000000002aa", "00000000000002bb");
+        let syncs = |store: &StateStore| {
+            store
+                .journal
+                .syncs
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        {
+            let store = StateStore::open(&dir).unwrap();
+            for id in [gone, kept] {
+                store.create_sandbox_dir(id).unwrap();
+                store.save(&record(id, SandboxState::Running)).unwrap();
+            }
+            let before = syncs(&store);
+            store.remove_unsynced(gone).unwrap();
+            assert_eq!(syncs(&store), before, "the removal waited for a sync");
+            assert!(!dir.join("sandboxes").join(gone).exists());
+            let pending = lock(&store.journal.file).appended;
+            store.save(&record(kept, SandboxState::Exited)).unwrap();
+            assert!(
+                *lock(&store.journal.synced) > pending,
+                "removal not synced by the next save"
+            );
+        }
+        let (records, orphans) = StateStore::open(&dir).unwrap().load_all().unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [kept], "{records:?}");
+        assert!(orphans.is_empty(), "{orphans:?}");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -826,10 +826,14 @@ impl<I: Isolation> Supervisor<I> {
         let oom_killed = self.config.mode != Mode::Idle
             && matches!(self.sandbox_exit(), ProcessExit::Signaled(9))
             && self.isolation.oom_kills() > self.oom_at_start;
-        let code = self.finish_quietly();
+        self.end();
+        // Reported before the teardown: every process is dead and the exit
+        // file written, so WaitSandbox need not wait for the cgroups'
+        // removal; a destroy still waits for this helper to exit (the
+        // channel closing) before it cleans the host.
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });
-        code
+        self.teardown()
     }
 
     fn sandbox_exit(&self) -> ProcessExit {
@@ -842,6 +846,12 @@ impl<I: Isolation> Supervisor<I> {
 
     /// Kills, reports exec exits, persists the exit file, tears down.
     fn finish_quietly(&mut self) -> i32 {
+        self.end();
+        self.teardown()
+    }
+
+    /// Kills, reports exec exits, persists the exit file.
+    fn end(&mut self) {
         self.kill_everything();
         // What the main process wrote before it ended is in the pipes.
         if let Some(capture) = &mut self.capture {
@@ -854,9 +864,17 @@ impl<I: Isolation> Supervisor<I> {
             exit,
             finished_at_ms: now_ms(),
         };
+        // By rename, not synced: it bridges a daemon that is away (a
+        // process crash keeps the page cache); once the daemon has the
+        // exit, its journal makes it durable. A power loss before that
+        // reports the exit as lost, as for a sandbox still running.
         if let Ok(bytes) = serde_json::to_vec(&file) {
-            let _ = sandboxd_core::store::write_atomic(&self.config.exit_file, &bytes);
+            let _ = sandboxd_core::store::write_replace(&self.config.exit_file, &bytes);
         }
+    }
+
+    /// Undoes the isolation's setup; the helper's exit code.
+    fn teardown(&mut self) -> i32 {
         match self.isolation.teardown() {
             Ok(()) => 0,
             Err(e) => {
