@@ -7,8 +7,9 @@
 //!
 //! ```text
 //! supervisor                          pid 1
+//!   Go                      ──────►   builds the root (mounts, pivot_root, lo)
 //!   joins pid 1 to its cgroups
-//!   Go                      ──────►   builds the sandbox (its step list)
+//!   Placed                  ──────►   the rest of its steps (cgroup namespace, ...)
 //!                           ◄──────   NeedIdMaps   (user namespace only)
 //!   writes uid_map, gid_map
 //!   IdMapsWritten           ──────►
@@ -33,8 +34,11 @@ use crate::sys;
 /// Supervisor → pid 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToInit {
-    /// pid 1 is in its cgroups: build the sandbox.
+    /// Build the sandbox.
     Go,
+    /// pid 1 is in its cgroups: it may unshare its cgroup and user
+    /// namespaces, report Ready, or exec the init.
+    Placed,
     /// The uid and gid maps of pid 1's new user namespace are written.
     IdMapsWritten,
 }
@@ -52,6 +56,7 @@ pub enum FromInit {
 }
 
 const GO: u8 = b'g';
+const PLACED: u8 = b'p';
 const ID_MAPS_WRITTEN: u8 = b'm';
 const NEED_ID_MAPS: u8 = b'U';
 const READY: u8 = b'R';
@@ -61,6 +66,7 @@ impl ToInit {
     fn encode(self) -> u8 {
         match self {
             Self::Go => GO,
+            Self::Placed => PLACED,
             Self::IdMapsWritten => ID_MAPS_WRITTEN,
         }
     }
@@ -70,6 +76,7 @@ impl ToInit {
         match read_byte(r)? {
             None => Ok(None),
             Some(GO) => Ok(Some(Self::Go)),
+            Some(PLACED) => Ok(Some(Self::Placed)),
             Some(ID_MAPS_WRITTEN) => Ok(Some(Self::IdMapsWritten)),
             Some(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -183,6 +190,26 @@ impl InitChannel {
     pub fn recv(&mut self) -> Result<Option<FromInit>, StepError> {
         FromInit::read_from(&mut self.ready).map_err(|e| StepError::new(Step::SandboxInit, e))
     }
+
+    /// The failure pid 1 reported, if it reports one within `wait`: after
+    /// `Go`, pid 1 builds while the supervisor still works, so a step of
+    /// the supervisor that fails (a write to a pid 1 that is gone, the
+    /// `Placed` it can no longer read) reports pid 1's own failure, the
+    /// cause, when there is one. pid 1 writes nothing else before
+    /// `Placed`, so this never consumes another message.
+    pub fn failure_within(&mut self, wait: std::time::Duration) -> Option<StepError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.ready.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => match self.recv() {
+                Ok(Some(FromInit::Failed(e))) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl SupervisorChannel {
@@ -235,7 +262,7 @@ mod tests {
             assert_eq!(FromInit::read_from(&mut r).unwrap(), Some(msg.clone()));
             assert_eq!(FromInit::read_from(&mut r).unwrap(), None, "{msg:?}");
         }
-        for msg in [ToInit::Go, ToInit::IdMapsWritten] {
+        for msg in [ToInit::Go, ToInit::Placed, ToInit::IdMapsWritten] {
             let mut r = io::Cursor::new(vec![msg.encode()]);
             assert_eq!(ToInit::read_from(&mut r).unwrap(), Some(msg));
             assert_eq!(ToInit::read_from(&mut r).unwrap(), None);

@@ -210,16 +210,38 @@ impl LinuxIsolation {
                 drop(to_supervisor);
                 self.reaper = Some(reaper);
                 timing::mark("clone pid 1");
-                for dir in self.dirs_to_join(placed) {
-                    let procs = dir.join("cgroup.procs");
-                    sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
-                        StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
-                    })?;
-                }
-                fault::check(fault::CLONED)
-                    .map_err(|e| StepError::new(Step::Injected(fault::CLONED), e))?;
-                timing::mark("join cgroups");
+                // pid 1 builds the root while it is moved into its cgroups:
+                // a cgroup v1 migration waits for an RCU grace period (the
+                // kernel's cgroup_threadgroup_rwsem), several ms on a busy
+                // host. Nothing of the sandbox runs before Placed: pid 1
+                // waits for it before its cgroup namespace, its user
+                // namespace, Ready or the init's exec. The root's mounts are
+                // made by pid 1 itself, from the plan, outside the limits
+                // (their kernel memory is charged to the daemon's cgroup).
                 init.send(ToInit::Go)?;
+                let joined = self
+                    .dirs_to_join(placed)
+                    .try_for_each(|dir| {
+                        let procs = dir.join("cgroup.procs");
+                        sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
+                            StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
+                        })
+                    })
+                    .and_then(|()| {
+                        fault::check(fault::CLONED)
+                            .map_err(|e| StepError::new(Step::Injected(fault::CLONED), e))
+                    })
+                    .and_then(|()| {
+                        timing::mark("join cgroups (pid 1 builds meanwhile)");
+                        init.send(ToInit::Placed)
+                    });
+                if let Err(e) = joined {
+                    // pid 1's own failure, if it failed meanwhile, is the
+                    // cause (a join or Placed to a pid 1 that is gone).
+                    return Err(init
+                        .failure_within(std::time::Duration::from_millis(100))
+                        .unwrap_or(e));
+                }
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
                 let ready = loop {
@@ -521,7 +543,11 @@ fn pid1_main(
         let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
     };
-    if let Err(e) = build_sandbox(launch, &mut supervisor) {
+    let mut placed = false;
+    if let Err(e) = build_sandbox(launch, &mut supervisor, &mut placed) {
+        fail(&mut supervisor, e);
+    }
+    if let Err(e) = wait_until_placed(&mut supervisor, &mut placed) {
         fail(&mut supervisor, e);
     }
     if let Some(init) = &launch.init {
@@ -592,17 +618,34 @@ fn reap_forever() -> ! {
     }
 }
 
+/// Waits (once) for the supervisor to have moved this process into its
+/// cgroups ([`ToInit::Placed`]).
+fn wait_until_placed(
+    supervisor: &mut SupervisorChannel,
+    placed: &mut bool,
+) -> Result<(), StepError> {
+    if !*placed {
+        supervisor.wait_for(ToInit::Placed, Step::WaitForCgroups)?;
+        *placed = true;
+    }
+    Ok(())
+}
+
 /// Runs the plan's pid-1 steps, in order. The match names every step: a
 /// new one does not compile until it is given a place here, and a step of
-/// another actor in the list is reported, never skipped.
+/// another actor in the list is reported, never skipped. The supervisor
+/// moves pid 1 into its cgroups meanwhile: a step that needs it there
+/// first waits for that (`placed`).
 fn build_sandbox(
     launch: &LinuxLaunch,
     supervisor: &mut SupervisorChannel,
+    placed: &mut bool,
 ) -> Result<(), StepError> {
     let plan = &launch.plan;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
         match step {
             LinuxStep::UnshareCgroup => {
+                wait_until_placed(supervisor, placed)?;
                 sys::unshare(CloneFlags::CLONE_NEWCGROUP)
                     .map_err(|e| StepError::new(Step::UnshareCgroupNamespace, e))?;
             }
@@ -650,7 +693,10 @@ fn build_sandbox(
                     )
                 })?;
             }
-            LinuxStep::UnshareUser => enter_new_user_namespace(supervisor)?,
+            LinuxStep::UnshareUser => {
+                wait_until_placed(supervisor, placed)?;
+                enter_new_user_namespace(supervisor)?;
+            }
             // pid 1 stays the reaper (pid1_main, after these steps); the
             // payload is never exec'd by it: payloads enter with setns +
             // CLONE_PARENT so the supervisor reaps them.

@@ -113,6 +113,7 @@ steps! {
     SandboxInit => "sandbox init",
     ReleaseSandboxInit => "release sandbox init",
     WaitForRelease => "wait for release",
+    WaitForCgroups => "wait for cgroups",
     WaitForIdMaps => "wait for id maps",
     UnshareUserNamespace => "unshare user namespace",
     AskForIdMaps => "ask for id maps",

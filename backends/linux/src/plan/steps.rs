@@ -22,9 +22,6 @@ pub(super) fn steps(
         // First, so sysfs and every later step see the sandbox's stack.
         steps.push(LinuxStep::JoinNetns(r.netns));
     }
-    if has(Namespace::Cgroup) {
-        steps.push(LinuxStep::UnshareCgroup);
-    }
     steps.push(LinuxStep::Mounts);
     if has(Namespace::Uts) {
         let name = if s.hostname.is_empty() {
@@ -37,6 +34,12 @@ pub(super) fn steps(
     steps.extend([LinuxStep::PivotRoot, LinuxStep::DetachOldRoot]);
     if network(spec, sandbox, host) == Network::Loopback {
         steps.push(LinuxStep::LoopbackUp);
+    }
+    // After the root is built: the supervisor moves pid 1 into its cgroups
+    // while it builds (a v1 migration waits for an RCU grace period), and
+    // pid 1 waits for that before this step (runtime::build_sandbox).
+    if has(Namespace::Cgroup) {
+        steps.push(LinuxStep::UnshareCgroup);
     }
     if has(Namespace::User) {
         steps.push(LinuxStep::UnshareUser);

@@ -319,9 +319,11 @@ pub enum LinuxStep {
     /// Write `/proc/<pid 1>/uid_map` and `gid_map` once pid 1 has unshared its
     /// user namespace (by the host's root, so setgroups stays allowed).
     WriteIdMaps(IdMap),
-    /// Write the child's pid to `cgroup.procs` in every cgroup directory.
+    /// Write the child's pid to `cgroup.procs` in every cgroup directory,
+    /// while it builds the root; it waits for that before
+    /// `UnshareCgroup`, `UnshareUser` and running anything of the sandbox.
     JoinCgroups,
-    /// `unshare(CLONE_NEWCGROUP)`, now that the child is in its cgroup.
+    /// `unshare(CLONE_NEWCGROUP)`, once the child is in its cgroup.
     UnshareCgroup,
     /// `unshare(CLONE_NEWUSER)` and become its root: last, after the root
     /// is built and pivoted.
