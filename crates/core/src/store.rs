@@ -322,10 +322,19 @@ pub struct StateStore {
     journal: Arc<Journal>,
     /// Its path (for errors).
     journal_path: PathBuf,
+    /// `trash/` in the state directory: [`Self::remove_unsynced`] renames a
+    /// sandbox's directory in here and deletes it on a thread of its own.
+    trash: Arc<OwnedFd>,
+    /// Its path.
+    trash_path: PathBuf,
 }
 
 /// The record file inside a sandbox's directory.
 const RECORD: &str = "record.json";
+
+/// The state directory's subdirectory that removed sandbox directories are
+/// renamed into, to be deleted off the destroy's path.
+const TRASH: &str = "trash";
 
 impl StateStore {
     /// Opens (creating) the store under `state_dir`. `sandboxes` inside it
@@ -344,11 +353,19 @@ impl StateStore {
         })?;
         let dir = make_private_dir_at(state.as_fd(), state_dir, Path::new("sandboxes"))?;
         let journal = Journal::open(state.as_fd(), state_dir)?;
+        let trash = make_private_dir_at(state.as_fd(), state_dir, Path::new(TRASH))?;
+        let trash_path = state_dir.join(TRASH);
+        // What a previous daemon renamed there and had not deleted yet.
+        for entry in fs::read_dir(&trash_path).into_iter().flatten().flatten() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
         Ok(Self {
             sandboxes,
             dir: Arc::new(dir),
             journal: Arc::new(journal),
             journal_path: state_dir.join(JOURNAL),
+            trash: Arc::new(trash),
+            trash_path,
         })
     }
 
@@ -600,7 +617,10 @@ impl StateStore {
     /// durable only once a later durable save, removal or compaction syncs
     /// the journal. For a destroy: after a power loss (which ends every
     /// sandbox anyway) a sandbox destroyed just before it may come back as
-    /// EXITED, which the next destroy removes.
+    /// EXITED, which the next destroy removes. The directory is renamed
+    /// into `trash/` (one rename instead of an unlink per file on the
+    /// caller's path) and deleted there by a thread; [`Self::open`] deletes
+    /// whatever a previous daemon left there.
     pub fn remove_unsynced(&self, id: &str) -> Result<(), StoreError> {
         self.remove_with(id, false)
     }
@@ -625,10 +645,12 @@ impl StateStore {
                     .commit(seq)
                     .map_err(|e| self.journal_error(e))?;
             }
-            match fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(StoreError::Remove { path: dir, source }),
+            if durable || !self.remove_later(id) {
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(StoreError::Remove { path: dir, source }),
+                }
             }
             over
         };
@@ -636,6 +658,42 @@ impl StateStore {
             self.compact()?;
         }
         Ok(())
+    }
+}
+
+impl StateStore {
+    /// Renames sandbox `id`'s directory into `trash/` under a unique name
+    /// and deletes it there on a new thread. False if it could not (the
+    /// caller then deletes it in place); true also when it is gone already.
+    fn remove_later(&self, id: &str) -> bool {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{id}.{}.{n}", std::process::id());
+        match renameat(
+            self.dir.as_fd(),
+            Path::new(id),
+            self.trash.as_fd(),
+            Path::new(&name),
+        ) {
+            Ok(()) => {}
+            Err(nix::Error::ENOENT) => return true,
+            Err(_) => return false,
+        }
+        let path = self.trash_path.join(name);
+        let delete = {
+            let path = path.clone();
+            move || {
+                let _ = fs::remove_dir_all(path);
+            }
+        };
+        if std::thread::Builder::new()
+            .name("sandboxd-trash".into())
+            .spawn(delete)
+            .is_err()
+        {
+            let _ = fs::remove_dir_all(path);
+        }
+        true
     }
 }
 
@@ -1159,6 +1217,15 @@ mod journal_tests {
             store.remove_unsynced(gone).unwrap();
             assert_eq!(syncs(&store), before, "the removal waited for a sync");
             assert!(!dir.join("sandboxes").join(gone).exists());
+            // Renamed into trash/ and deleted there by a thread.
+            let trash = || fs::read_dir(dir.join(TRASH)).unwrap().count();
+            for _ in 0..500 {
+                if trash() == 0 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert_eq!(trash(), 0, "trash/ not emptied");
             let pending = lock(&store.journal.file).appended;
             store.save(&record(kept, SandboxState::Exited)).unwrap();
             assert!(
@@ -1166,7 +1233,13 @@ mod journal_tests {
                 "removal not synced by the next save"
             );
         }
+        // What a daemon that died meanwhile left in trash/ goes at the next
+        // start.
+        let left = dir.join(TRASH).join(format!("{gone}.1.1"));
+        fs::create_dir_all(left.join("logs")).unwrap();
+        fs::write(left.join("record.json"), b"{}").unwrap();
         let (records, orphans) = StateStore::open(&dir).unwrap().load_all().unwrap();
+        assert!(!left.exists(), "trash/ not emptied at start");
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, [kept], "{records:?}");
         assert!(orphans.is_empty(), "{orphans:?}");

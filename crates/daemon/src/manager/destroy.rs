@@ -81,7 +81,8 @@ impl Manager {
                 fault::check(step)?;
             }
             let cleaned = began.elapsed();
-            // Not synced: see StateStore::remove_unsynced (docs/ARCHITECTURE.md).
+            // Not synced, and the directory deleted off this path: see
+            // StateStore::remove_unsynced (docs/ARCHITECTURE.md).
             store.remove_unsynced(&paths.id)?;
             // The two halves of the destroy's last step (see steptime).
             tracing::debug!(
