@@ -718,9 +718,11 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 Property::DiskLimit if readonly_root => (Enforced, "read-only root", "nothing is written to the root; /tmp and /dev/shm are tmpfs of their own sizes"),
                 Property::DiskLimit if as_root => (BestEffort, DISK_HOW, "the process runs as uid 0, which can leave a chroot and write elsewhere on the host"),
                 Property::DiskLimit => (Enforced, DISK_HOW, DISK_CAVEATS),
+                // uid 0 keeps no CAP_SYS_ADMIN (ROOT_CAPABILITIES), so it
+                // cannot remount the root (escape::root_cannot_remount_…).
                 Property::ReadonlyRootfs => {
                     let (l, m) = mounts("MS_RDONLY bind remount of the root");
-                    (l, m, if as_root && l == Enforced { "root could remount it" } else { "" })
+                    (l, m, "")
                 }
                 Property::Mounts => {
                     let (l, m) = mounts("bind mounts (MS_BIND|MS_NOSUID), targets resolved with openat2(RESOLVE_IN_ROOT)");
