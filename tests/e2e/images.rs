@@ -218,7 +218,7 @@ fn sandboxctl(d: &Daemon) -> Command {
     cmd
 }
 
-fn store_entries(d: &Daemon) -> Vec<String> {
+pub(crate) fn store_entries(d: &Daemon) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
         if let Ok(rd) = std::fs::read_dir(d.images.join(".oci").join(sub)) {
@@ -541,6 +541,30 @@ impl Registry {
         tls: bool,
         creds: Option<(&str, &str)>,
     ) -> Self {
+        Self::spawn(dir, tls, creds, None)
+    }
+
+    /// A registry that delegates authentication to a token server
+    /// (distribution's `auth: token`: `token` is the config's
+    /// realm/service/issuer/rootcertbundle block). `creds` are what skopeo
+    /// pushes with.
+    pub(crate) fn start_token(
+        dir: &std::path::Path,
+        tls: bool,
+        token: &str,
+        creds: (&str, &str),
+    ) -> Self {
+        let mut r = Self::spawn(dir, tls, None, Some(token));
+        r.creds = Some((creds.0.to_owned(), creds.1.to_owned()));
+        r
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        tls: bool,
+        creds: Option<(&str, &str)>,
+        token: Option<&str>,
+    ) -> Self {
         let bin = "/usr/bin/docker-registry";
         assert!(
             std::path::Path::new(bin).exists(),
@@ -588,6 +612,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: sandboxd-test\n    path: {}\n",
                 dir.join("htpasswd").display()
             );
+        }
+        if let Some(t) = token {
+            auth_conf = format!("auth:\n  token:\n{t}");
         }
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_conf}{auth_conf}",
@@ -682,7 +709,7 @@ impl Drop for Registry {
 }
 
 /// PullImage to the end: the progress events and the image.
-async fn pull(
+pub(crate) async fn pull(
     d: &Daemon,
     reference: &str,
 ) -> Result<(Vec<pb::PullImageProgress>, pb::Image), tonic::Status> {
@@ -1043,20 +1070,25 @@ async fn pull_from_a_registry_that_demands_basic_authentication() {
     let (_, image) = pull(&d, &reference).await.unwrap();
     assert_eq!(image.refs, vec![reference.clone()]);
     d.finish().await;
-    // No credentials, or wrong ones: FAILED_PRECONDITION naming the fix.
-    for (creds, want) in [
-        (None, "set username and password"),
-        (Some(("tester", "wrong")), "credentials were refused"),
+    // No credentials: FAILED_PRECONDITION naming the fix; wrong ones:
+    // PERMISSION_DENIED naming the registry.
+    for (creds, code, want) in [
+        (
+            None,
+            tonic::Code::FailedPrecondition,
+            "set username and password",
+        ),
+        (
+            Some(("tester", "wrong")),
+            tonic::Code::PermissionDenied,
+            "credentials were refused",
+        ),
     ] {
         let d = registry_daemon_as(&reg, creds);
         let st = pull(&d, &reference).await.unwrap_err();
-        assert_eq!(
-            st.code(),
-            tonic::Code::FailedPrecondition,
-            "{}",
-            st.message()
-        );
+        assert_eq!(st.code(), code, "{}", st.message());
         assert!(st.message().contains(want), "{}", st.message());
+        assert!(st.message().contains(&reg.host), "{}", st.message());
         assert_eq!(store_entries(&d), Vec::<String>::new());
         d.finish().await;
     }

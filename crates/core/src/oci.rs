@@ -5,6 +5,8 @@
 //! (crates/images) apply these decisions with dirfd-relative, no-follow
 //! calls.
 
+pub mod auth;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

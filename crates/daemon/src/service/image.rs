@@ -38,6 +38,7 @@ fn pull_error(e: crate::registry::PullError) -> ApiError {
     match e {
         PullError::Reference(_) => ApiError::InvalidField(msg),
         PullError::Config { .. } => ApiError::FailedPrecondition(msg),
+        PullError::Denied { .. } => ApiError::PermissionDenied(msg),
         PullError::Transport { .. } => ApiError::Unavailable(msg),
         PullError::NotFound { .. } => ApiError::ImageNotFound(msg),
         PullError::Store(e) => image_error(e),
