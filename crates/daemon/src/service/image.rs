@@ -299,6 +299,26 @@ pub fn pinned_digest(image: &str) -> Option<sandboxd_core::oci::Digest> {
     sandboxd_core::oci::Reference::parse(image).ok()?.digest
 }
 
+/// A process to exec into `sb` (Exec, ExecSync, StartExec), converted
+/// and, when the sandbox runs an OCI image, given the image config's Env
+/// and WorkingDir under the request's (`oci::apply_exec_defaults`).
+pub(super) async fn exec_process(
+    store: &Arc<Store>,
+    sb: &crate::manager::Sandbox,
+    process: Option<pb::ProcessSpec>,
+) -> Result<sandboxd_core::spec::ProcessSpec, ApiError> {
+    let mut process = crate::convert::process_from_pb(process);
+    // Pinned at create; RemoveImage refuses an image a sandbox uses, so
+    // its record stays readable for the sandbox's life.
+    if let Some(d) = pinned_digest(sb.record().spec.image()) {
+        let rec = blocking(store, move |s| s.record(&d)).await?;
+        if let Some(run) = &rec.config.config {
+            sandboxd_core::oci::apply_exec_defaults(&mut process, run);
+        }
+    }
+    Ok(process)
+}
+
 /// Resolves an OCI reference in the store for a create or plan: fills the
 /// spec's unset process fields from the image config, pins `spec.image` to
 /// `name@sha256:<manifest>` (a later retag or pull does not change what a
