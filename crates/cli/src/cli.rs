@@ -538,11 +538,19 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value = "missing")]
     pub(crate) pull: PullPolicy,
 
+    /// Run this program instead of an OCI image's Entrypoint (as `docker
+    /// run --entrypoint`: the image's Cmd is dropped too; the arguments after
+    /// `--` follow it). An empty string: no entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub(crate) entrypoint: Option<String>,
+
     /// The command, after `--`. The sandbox is created idle (or, with
     /// --mode init, running the image's init) and the command is exec'd into
     /// it with stdio attached; --mode process is accepted but runs the same
-    /// way, because the daemon discards a main process's stdio.
-    #[arg(last = true, required = true, value_name = "ARGV")]
+    /// way, because the daemon discards a main process's stdio. With an OCI
+    /// image it replaces the image's Cmd and follows its Entrypoint; without
+    /// one the image's Entrypoint and Cmd run (as `docker run IMAGE`).
+    #[arg(last = true, value_name = "ARGV")]
     pub(crate) argv: Vec<String>,
 }
 
@@ -679,7 +687,21 @@ mod tests {
         assert_eq!(rm(&["run", "--rm", "--", "true"]), Some(true));
         assert_eq!(rm(&["run", "--rm=false", "--", "true"]), Some(false));
         assert_eq!(rm(&["run", "--rm=true", "-it", "--", "sh"]), Some(true));
-        assert_eq!(rm(&["run"]), None, "a command is required");
+        // Without a command an OCI image's Entrypoint and Cmd run; a
+        // directory image is refused at run time (`oci::run_command`).
+        assert_eq!(rm(&["run", "--image", "a/b:1"]), Some(true));
+        let ep = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => Some((r.entrypoint, r.argv)),
+            _ => None,
+        };
+        assert_eq!(
+            ep(&["run", "--entrypoint", "/bin/sh", "--", "-c", "x"]),
+            Some((Some("/bin/sh".into()), vec!["-c".into(), "x".into()]))
+        );
+        assert_eq!(
+            ep(&["run", "--entrypoint=", "--", "/bin/id"]),
+            Some((Some(String::new()), vec!["/bin/id".into()]))
+        );
     }
 
     #[test]
