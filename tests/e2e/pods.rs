@@ -1,0 +1,392 @@
+//! Pods: child sandboxes (`spec.join`) that share their parent's network,
+//! IPC and UTS namespaces, and nothing else; the rules around them (owner,
+//! state, conflicting network, grandchildren, destroying a parent).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use sandboxd_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{Clients, Daemon, argv, code, out};
+
+/// The pod's image: busybox (httpd, wget, hostname are applets of it).
+const IMAGE: &str = "pod-busybox";
+/// The port the pod's web container serves on, on the pod's loopback.
+const PORT: u16 = 18080;
+
+fn idle(edit: impl FnOnce(&mut pb::SandboxSpec)) -> pb::SandboxSpec {
+    let mut s = pb::SandboxSpec {
+        image: IMAGE.into(),
+        mode: pb::SandboxMode::Idle as i32,
+        ..Default::default()
+    };
+    edit(&mut s);
+    s
+}
+
+fn join(parent: &str, network: bool, ipc: bool, uts: bool) -> Option<pb::SandboxJoin> {
+    Some(pb::SandboxJoin {
+        sandbox_id: parent.into(),
+        network,
+        ipc,
+        uts,
+    })
+}
+
+fn row(sb: &pb::Sandbox, property: pb::IsolationProperty) -> pb::PropertyEnforcement {
+    sb.isolation
+        .as_ref()
+        .expect("report")
+        .properties
+        .iter()
+        .find(|p| p.property == property as i32)
+        .expect("row")
+        .clone()
+}
+
+/// The pod's page, fetched from inside `id` (empty if it cannot be).
+async fn fetch(c: &mut Clients, id: &str) -> String {
+    out(&c
+        .sh(
+            id,
+            &format!("/bin/busybox wget -O - http://127.0.0.1:{PORT}/index.html 2>/dev/null"),
+        )
+        .await)
+}
+
+/// What the host gets on 127.0.0.1:PORT (its own loopback): never the
+/// pod's page.
+fn fetch_from_host() -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", PORT)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    got
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join: children_are_refused_without_namespaces)"
+)]
+#[tokio::test]
+async fn a_pods_children_share_its_network_ipc_and_hostname_and_nothing_else() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let mut x = pb::exec_service_client::ExecServiceClient::new(d.channel().await);
+
+    let pod = c
+        .create(idle(|s| {
+            s.hostname = "pod-one".into();
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Loopback as i32,
+                ..Default::default()
+            });
+        }))
+        .await;
+    let web = c
+        .create(idle(|s| s.join = join(&pod.id, true, true, true)))
+        .await;
+    let client = c
+        .create(idle(|s| s.join = join(&pod.id, true, true, true)))
+        .await;
+    // Not in the pod: a loopback of its own.
+    let outsider = c
+        .create(idle(|s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Loopback as i32,
+                ..Default::default()
+            });
+        }))
+        .await;
+
+    // The report names the parent in each shared row; the mode is the pod's.
+    for child in [&web, &client] {
+        let spec = child.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.network.as_ref().expect("network").mode,
+            pb::NetworkMode::Loopback as i32,
+            "a child's network mode is its parent's"
+        );
+        for property in [
+            pb::IsolationProperty::Network,
+            pb::IsolationProperty::Ipc,
+            pb::IsolationProperty::Hostname,
+        ] {
+            let r = row(child, property);
+            assert_eq!(r.level, pb::EnforcementLevel::Enforced as i32, "{r:?}");
+            assert!(
+                r.mechanism.contains(&pod.id) && r.caveats.contains("shared with sandbox"),
+                "{property:?}: {r:?}"
+            );
+        }
+        let pid = row(child, pb::IsolationProperty::Pid);
+        assert!(!pid.mechanism.contains(&pod.id), "pid is its own: {pid:?}");
+    }
+    assert!(
+        pod.init_pid > 0,
+        "a running Linux sandbox reports its pid 1"
+    );
+
+    // UTS: the pod's hostname.
+    for id in [&web.id, &client.id] {
+        assert_eq!(out(&c.sh(id, "/bin/busybox hostname").await), "pod-one\n");
+    }
+
+    // Network: the web container serves on the pod's loopback.
+    c.sh(
+        &web.id,
+        "mkdir -p /tmp/www && echo hello-from-web > /tmp/www/index.html",
+    )
+    .await;
+    let server = x
+        .start_exec(pb::StartExecRequest {
+            sandbox_id: web.id.clone(),
+            process: Some(argv(&[
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-p",
+                &format!("127.0.0.1:{PORT}"),
+                "-h",
+                "/tmp/www",
+            ])),
+        })
+        .await
+        .expect("start httpd")
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut page = fetch(&mut c, &client.id).await;
+    while page != "hello-from-web\n" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = fetch(&mut c, &client.id).await;
+    }
+    assert_eq!(page, "hello-from-web\n", "the other child reaches it");
+    assert_eq!(
+        fetch(&mut c, &pod.id).await,
+        "hello-from-web\n",
+        "the pod sandbox itself reaches it"
+    );
+    assert!(
+        !fetch(&mut c, &outsider.id).await.contains("hello-from-web"),
+        "a sandbox outside the pod does not"
+    );
+    assert!(
+        !fetch_from_host().contains("hello-from-web"),
+        "nor does the host"
+    );
+    // The host's interfaces are not there: only the pod's loopback.
+    assert_eq!(
+        out(&c.sh(&client.id, "ls /sys/class/net").await),
+        "lo\n",
+        "a child sees the pod's network, not the host's"
+    );
+
+    // IPC: a POSIX message queue made in one child is in the other, not
+    // outside the pod.
+    let made = c.sh(&web.id, "touch /dev/mqueue/pod-queue").await;
+    assert_eq!(code(&made), 0, "{made:?}");
+    assert_eq!(
+        out(&c.sh(&client.id, "ls /dev/mqueue").await),
+        "pod-queue\n"
+    );
+    assert_eq!(out(&c.sh(&pod.id, "ls /dev/mqueue").await), "pod-queue\n");
+    assert_eq!(out(&c.sh(&outsider.id, "ls /dev/mqueue").await), "");
+    assert!(!std::path::Path::new("/dev/mqueue/pod-queue").exists());
+
+    // Nothing else: each child has its own root and pid namespace.
+    c.sh(&web.id, "echo mine > /tmp/only-web").await;
+    assert_ne!(code(&c.sh(&client.id, "cat /tmp/only-web").await), 0);
+    let pids = out(&c.sh(&client.id, "ls /proc | grep -c '^[0-9]'").await);
+    let web_pids = out(&c.sh(&web.id, "ls /proc | grep -c '^[0-9]'").await);
+    assert!(
+        pids.trim().parse::<u32>().expect("count") < web_pids.trim().parse::<u32>().expect("count"),
+        "the client does not see the web container's httpd ({pids} vs {web_pids})"
+    );
+
+    // The probe agrees with the child's report.
+    let v = c
+        .sandboxes
+        .verify_sandbox(pb::VerifySandboxRequest {
+            id: client.id.clone(),
+        })
+        .await
+        .expect("verify")
+        .into_inner()
+        .verification
+        .expect("verification");
+    assert!(v.consistent, "{v:#?}");
+
+    // A parent is not destroyed while a child lives: the error names them.
+    let refused = c
+        .sandboxes
+        .destroy_sandbox(pb::DestroySandboxRequest { id: pod.id.clone() })
+        .await
+        .expect_err("a parent with children");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(&web.id) && refused.message().contains(&client.id),
+        "{refused:?}"
+    );
+    x.signal_exec(pb::SignalExecRequest {
+        sandbox_id: web.id.clone(),
+        exec_id: server.exec_id,
+        signal: 9,
+        group: false,
+    })
+    .await
+    .expect("kill httpd");
+    assert!(c.destroy(&web.id).await);
+    let refused = c
+        .sandboxes
+        .destroy_sandbox(pb::DestroySandboxRequest { id: pod.id.clone() })
+        .await
+        .expect_err("a parent with one child left");
+    assert!(
+        refused.message().contains(&client.id) && !refused.message().contains(&web.id),
+        "{refused:?}"
+    );
+    // The pod still works for the child that is left.
+    assert_eq!(
+        out(&c.sh(&client.id, "ls /dev/mqueue").await),
+        "pod-queue\n"
+    );
+    assert!(c.destroy(&client.id).await);
+    assert!(c.destroy(&pod.id).await, "no child left: the parent goes");
+    d.finish().await;
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join: children_are_refused_without_namespaces)"
+)]
+#[tokio::test]
+async fn a_child_needs_a_running_parent_of_its_own_with_the_same_network() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let pod = c
+        .create(idle(|s| {
+            s.network = Some(pb::NetworkPolicy {
+                mode: pb::NetworkMode::Loopback as i32,
+                ..Default::default()
+            });
+        }))
+        .await;
+    let before = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .sandboxes
+        .len();
+
+    // (what, spec) -> (code, text the message must hold).
+    let stopped = c.idle(IMAGE).await;
+    c.sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: stopped.id.clone(),
+            grace_seconds: 1,
+            signal: 0,
+        })
+        .await
+        .expect("stop");
+    let child = c
+        .create(idle(|s| s.join = join(&pod.id, true, true, true)))
+        .await;
+    let cases: Vec<(&str, pb::SandboxSpec, Code, String)> = vec![
+        (
+            "no such parent",
+            idle(|s| s.join = join("0123456789abcdef", true, false, false)),
+            Code::NotFound,
+            "0123456789abcdef".into(),
+        ),
+        (
+            "a parent that is not running",
+            idle(|s| s.join = join(&stopped.id, false, true, false)),
+            Code::FailedPrecondition,
+            "not RUNNING".into(),
+        ),
+        (
+            "a network mode other than the parent's",
+            idle(|s| {
+                s.join = join(&pod.id, true, false, false);
+                s.network = Some(pb::NetworkPolicy {
+                    mode: pb::NetworkMode::None as i32,
+                    ..Default::default()
+                });
+            }),
+            Code::InvalidArgument,
+            "spec.network.mode".into(),
+        ),
+        (
+            "a grandchild",
+            idle(|s| s.join = join(&child.id, true, false, false)),
+            Code::InvalidArgument,
+            pod.id.clone(),
+        ),
+        (
+            "its own hostname in the parent's UTS namespace",
+            idle(|s| {
+                s.join = join(&pod.id, false, false, true);
+                s.hostname = "mine".into();
+            }),
+            Code::InvalidArgument,
+            "spec.hostname".into(),
+        ),
+        (
+            "a name instead of an id",
+            idle(|s| s.join = join("my-pod", true, false, false)),
+            Code::InvalidArgument,
+            "spec.join.sandbox_id".into(),
+        ),
+    ];
+    for (what, spec, want, text) in cases {
+        let e = c.try_create(spec).await.expect_err(what);
+        assert_eq!(e.code(), want, "{what}: {e:?}");
+        assert!(e.message().contains(&text), "{what}: {e:?}");
+    }
+    let after = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .sandboxes
+        .len();
+    assert_eq!(
+        after,
+        before + 2,
+        "only the stopped sandbox and the child were made"
+    );
+    d.finish().await;
+}
+
+#[cfg_attr(
+    all(target_os = "linux", not(feature = "force-chroot")),
+    ignore = "the Linux backend has namespaces to share: a_pods_children_share_its_network_ipc_and_hostname_and_nothing_else"
+)]
+#[tokio::test]
+async fn children_are_refused_without_namespaces() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let parent = c.idle("host").await;
+    let e = c
+        .try_create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            join: join(&parent.id, true, true, true),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a child without namespaces");
+    // FreeBSD and chroot report no pid 1 whose namespaces could be joined,
+    // or refuse spec.join in their plan.
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("spec.join"), "{e:?}");
+    d.finish().await;
+}
