@@ -390,3 +390,138 @@ async fn children_are_refused_without_namespaces() {
     assert!(e.message().contains("spec.join"), "{e:?}");
     d.finish().await;
 }
+
+/// Only the parent's own identity may give it children: another identity
+/// does not see it (NOT_FOUND, as for any of its sandboxes), and an admin
+/// that sees it may still not join it (PERMISSION_DENIED). Clients over
+/// mutual TLS on this host's loopback, with identities from the config.
+/// Checked before the parent's state, so it holds on every backend.
+#[tokio::test]
+async fn only_the_parents_identity_may_join_it() {
+    use crate::remote::{Ca, TempDir, client, tls_channel, write_pair};
+    use rcgen::{DnType, ExtendedKeyUsagePurpose, SanType};
+    use sandboxd_proto::v1::sandbox_service_client::SandboxServiceClient;
+
+    const ALICE: &str = "spiffe://sandboxd.test/alice";
+    let certs = TempDir::new("pods-certs");
+    let dir = certs.0.clone();
+    let ca = Ca::new("sandboxd pods test CA");
+    std::fs::write(dir.join("ca.pem"), &ca.pem).expect("ca");
+    let server = write_pair(
+        &dir,
+        "server",
+        ca.leaf(|p| {
+            p.distinguished_name
+                .push(DnType::CommonName, "sandboxd.test");
+            p.subject_alt_names = vec![
+                SanType::DnsName("sandboxd.test".try_into().expect("dns")),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }),
+    );
+    let alice = write_pair(&dir, "alice", ca.leaf(client("alice", Some(ALICE))));
+    let bob = write_pair(&dir, "bob", ca.leaf(client("bob", None)));
+    let ops = write_pair(&dir, "ops", ca.leaf(client("ops", None)));
+    let config = dir.join("sandboxd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\nclient_ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[identities.\"{ALICE}\"]\n[identities.bob]\n[identities.ops]\nadmin = true\n",
+            dir.join("ca.pem").display(),
+            server.0.display(),
+            server.1.display(),
+        ),
+    )
+    .expect("config");
+    // A port of this host's loopback nothing listens on now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&[
+        "--config",
+        &config.to_string_lossy(),
+        "--listen",
+        &format!("tcp://{addr}"),
+    ]);
+    let mut channels = Vec::new();
+    for pair in [&alice, &bob, &ops] {
+        let mut ch = None;
+        for _ in 0..100 {
+            if let Ok(c) = tls_channel(&addr, &ca.pem, Some(pair), "sandboxd.test").await {
+                ch = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        channels.push(SandboxServiceClient::new(
+            ch.unwrap_or_else(|| panic!("no TLS listener:\n{}", d.log_text())),
+        ));
+    }
+    let [mut alice_c, mut bob_c, mut ops_c] = <[_; 3]>::try_from(channels).expect("three");
+    let create = |spec: pb::SandboxSpec| pb::CreateSandboxRequest {
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let idle_host = |join: Option<pb::SandboxJoin>| pb::SandboxSpec {
+        mode: pb::SandboxMode::Idle as i32,
+        join,
+        ..Default::default()
+    };
+    let parent = alice_c
+        .create_sandbox(create(idle_host(None)))
+        .await
+        .expect("alice's parent")
+        .into_inner()
+        .sandbox
+        .expect("sandbox")
+        .id;
+    let mut c = d.clients().await;
+    let locals = c.idle("host").await.id;
+
+    let e = bob_c
+        .create_sandbox(create(idle_host(join(&parent, true, true, true))))
+        .await
+        .expect_err("bob joins alice's sandbox");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&parent), "{e:?}");
+    let e = alice_c
+        .create_sandbox(create(idle_host(join(&locals, true, false, false))))
+        .await
+        .expect_err("alice joins local's sandbox");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for (who, e) in [
+        (
+            "ops (admin)",
+            ops_c
+                .create_sandbox(create(idle_host(join(&parent, false, true, false))))
+                .await
+                .expect_err("an admin joins alice's sandbox"),
+        ),
+        (
+            "local (admin)",
+            c.try_create(idle_host(join(&parent, false, true, false)))
+                .await
+                .expect_err("local joins alice's sandbox"),
+        ),
+    ] {
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        assert!(
+            e.message().contains("spec.join.sandbox_id") && e.message().contains(ALICE),
+            "{who}: {e:?}"
+        );
+    }
+    // Nothing was made for them: alice's parent and local's sandbox only.
+    let all = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .sandboxes;
+    assert_eq!(all.len(), 2, "{all:?}");
+    drop((alice_c, bob_c, ops_c));
+    d.finish().await;
+}
