@@ -233,6 +233,23 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                 .is_some_and(|s| s.labels.get("io.containerd.id") == Some(&container))
         })
         .expect("the container's sandbox");
+    // It is a child of the pod's sandbox (spec.join): it shares the pod's
+    // IPC namespace (a host-network pod's network and hostname are the
+    // host's, so those are not joined).
+    let pause = sbs
+        .iter()
+        .find(|sb| sb.id != main.id)
+        .expect("the pod's sandbox");
+    assert_eq!(
+        main.spec.as_ref().and_then(|s| s.join.clone()),
+        Some(sandboxd_proto::v1::SandboxJoin {
+            sandbox_id: pause.id.clone(),
+            network: false,
+            ipc: true,
+            uts: false,
+        }),
+        "{main:?}"
+    );
     let limits = main.spec.as_ref().and_then(|s| s.limits).expect("limits");
     assert_eq!(limits.memory_bytes.map(|l| l.value), Some(64 << 20));
     // The OOM score is the container process's (set on the supervisor,
@@ -268,6 +285,13 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     let dv = verify(&mut c, &direct.id).await;
     assert_eq!(summary(&v), summary(&dv), "CRI-made vs direct");
     assert!(c.destroy(&direct.id).await);
+    // The shared IPC namespace: a POSIX message queue the container makes
+    // is in the pod's sandbox, not on the host.
+    let made = c.sh(&main.id, "touch /dev/mqueue/cri-pod-queue").await;
+    assert_eq!(made.exit.as_ref().map(|e| e.exit_code), Some(0), "{made:?}");
+    let seen = c.sh(&pause.id, "ls /dev/mqueue").await;
+    assert_eq!(String::from_utf8_lossy(&seen.stdout), "cri-pod-queue\n");
+    assert!(!std::path::Path::new("/dev/mqueue/cri-pod-queue").exists());
     drop(c);
 
     let exec = match rt

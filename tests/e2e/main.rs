@@ -20,6 +20,7 @@ mod linux;
 mod logs;
 mod network;
 mod ops;
+mod pods;
 mod registry_auth;
 mod remote;
 mod resources;

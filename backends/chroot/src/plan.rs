@@ -396,6 +396,11 @@ pub enum PlanError {
         "spec.network.dns_servers: the chroot backend sets a sandbox's resolv.conf with a bind mount, which it has only on Linux"
     )]
     DnsWithoutMounts,
+    /// A child sandbox (`spec.join`): a chroot has no namespaces to share.
+    #[error(
+        "spec.join: the chroot backend has no namespaces, so sandbox {0}'s network, IPC and hostname cannot be shared with a child (it would get the host's)"
+    )]
+    Join(String),
 }
 
 /// The mount point of a sandbox's root.
@@ -448,6 +453,9 @@ fn build_unchecked(
     facts: &HostFacts,
 ) -> Result<ChrootSetup, PlanError> {
     let s = spec.spec();
+    if let Some(join) = &s.join {
+        return Err(PlanError::Join(join.sandbox_id.clone()));
+    }
     let image = s.image().to_owned();
     let images_dir = s.image_dir(images_dir);
     let disk = s.limits.disk_bytes.map(|l| l.value);
@@ -935,6 +943,34 @@ mod tests {
 
     fn refusals(s: &ValidatedSpec, facts: &HostFacts) -> Vec<String> {
         plan(s, &paths(), Path::new("/images"), facts).refusals
+    }
+
+    /// A child (`spec.join`) is refused with the reason, before anything
+    /// is planned: a chroot has no namespaces to share.
+    #[test]
+    fn a_child_sandbox_is_refused() {
+        let child = spec(|s| {
+            s.join = Some(sandboxd_core::spec::Join {
+                sandbox_id: "fedcba9876543210".into(),
+                network: true,
+                ipc: true,
+                uts: true,
+            });
+        });
+        let r = refusals(&child, &HostFacts::assumed());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].starts_with("spec.join:") && r[0].contains("fedcba9876543210"),
+            "{r:?}"
+        );
+        let planner = ChrootPlanner {
+            images_dir: Path::new("/images"),
+            facts: &HostFacts::assumed(),
+        };
+        assert!(matches!(
+            planner.build(&child, &paths()),
+            Err(sandboxd_core::BuildError::Plan(PlanError::Join(_)))
+        ));
     }
 
     #[test]

@@ -328,6 +328,12 @@ pub(crate) struct SpecFlags {
     #[arg(long)]
     pub(crate) hostname: Option<String>,
 
+    /// Make this sandbox a child of a running one (by id), sharing its
+    /// namespaces: all of network, ipc, uts (a pod), or those listed after a
+    /// colon, e.g. 0123456789abcdef:network,ipc.
+    #[arg(long, value_name = "ID[:KINDS]")]
+    pub(crate) join: Option<String>,
+
     #[command(flatten)]
     pub(crate) process: ProcessFlags,
 

@@ -19,7 +19,7 @@ use sandboxd_core::validate::{
 };
 use sandboxd_proto::v1::{
     Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, PortForward, ProcessSpec,
-    Protocol, Requirement, SandboxMode, SandboxSpec, User,
+    Protocol, Requirement, SandboxJoin, SandboxMode, SandboxSpec, User,
 };
 
 use crate::cli::{NetworkFlags, ProcessFlags, SpecFlags};
@@ -185,6 +185,30 @@ pub(crate) fn parse_env(
 }
 
 /// `SRC:DST[:ro|:rw]`, both absolute.
+/// `--join ID[:KINDS]`: the parent's id and the namespaces shared with it
+/// (`network`, `ipc`, `uts`, comma-separated; all three without a list).
+pub(crate) fn parse_join(s: &str) -> Result<SandboxJoin, String> {
+    let (id, kinds) = s.split_once(':').unwrap_or((s, "network,ipc,uts"));
+    if !sandboxd_core::validate::is_id(id) {
+        return Err(format!(
+            "{id:?} is not a sandbox id (16 lowercase hex characters)"
+        ));
+    }
+    let mut join = SandboxJoin {
+        sandbox_id: id.to_owned(),
+        ..Default::default()
+    };
+    for kind in kinds.split(',') {
+        match kind {
+            "network" => join.network = true,
+            "ipc" => join.ipc = true,
+            "uts" => join.uts = true,
+            other => return Err(format!("unknown namespace {other:?} (network, ipc or uts)")),
+        }
+    }
+    Ok(join)
+}
+
 pub(crate) fn parse_mount(s: &str) -> Result<Mount, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let (source, target, read_only) = match parts.as_slice() {
@@ -698,6 +722,11 @@ impl SpecFlags {
                     })
                 })
                 .transpose()?,
+            join: self
+                .join
+                .as_deref()
+                .map(|j| with_flag("--join", j, parse_join))
+                .transpose()?,
             ..Default::default()
         })
     }
@@ -782,6 +811,35 @@ mod tests {
         match r {
             Err(CliError::Usage(m)) => m,
             other => format!("not a usage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins() {
+        const ID: &str = "0123456789abcdef";
+        let j = |network, ipc, uts| {
+            Ok(SandboxJoin {
+                sandbox_id: ID.into(),
+                network,
+                ipc,
+                uts,
+            })
+        };
+        let cases: Vec<(String, Result<SandboxJoin, &str>)> = vec![
+            (ID.into(), j(true, true, true)),
+            (format!("{ID}:network"), j(true, false, false)),
+            (format!("{ID}:ipc,uts"), j(false, true, true)),
+            (
+                format!("{ID}:pid"),
+                Err("unknown namespace \"pid\" (network, ipc or uts)"),
+            ),
+            (
+                "my-pod".into(),
+                Err("\"my-pod\" is not a sandbox id (16 lowercase hex characters)"),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_join(&input), want.map_err(String::from), "{input}");
         }
     }
 

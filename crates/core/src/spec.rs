@@ -272,6 +272,29 @@ pub struct SandboxSpec {
     /// Size cap and rotation of the main process's log (0s: the defaults).
     #[serde(default)]
     pub logs: LogLimits,
+    /// Namespaces shared with another sandbox (a pod's sandbox): this
+    /// sandbox is its child. None: every namespace is its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<Join>,
+}
+
+/// The namespaces a child sandbox shares with its parent (`spec.join`).
+/// Everything not listed (root, mounts, pid, cgroup, limits) stays the
+/// child's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Join {
+    /// The parent sandbox's id: running, same owner, itself no child.
+    pub sandbox_id: String,
+    /// Share its network namespace (the child's network mode is the
+    /// parent's).
+    #[serde(default)]
+    pub network: bool,
+    /// Share its System V IPC and POSIX message queue namespace.
+    #[serde(default)]
+    pub ipc: bool,
+    /// Share its UTS namespace (hostname).
+    #[serde(default)]
+    pub uts: bool,
 }
 
 /// The main process's log files: each rotated before it would pass

@@ -192,6 +192,12 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
                 max_files: l.max_files,
             })
             .unwrap_or_default(),
+        join: s.join.map(|j| spec::Join {
+            sandbox_id: j.sandbox_id,
+            network: j.network,
+            ipc: j.ipc,
+            uts: j.uts,
+        }),
     };
     if p.0.is_empty() {
         Ok(spec)
@@ -279,6 +285,12 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
         logs: Some(pb::LogLimits {
             max_file_bytes: s.logs.max_file_bytes,
             max_files: s.logs.max_files,
+        }),
+        join: s.join.as_ref().map(|j| pb::SandboxJoin {
+            sandbox_id: j.sandbox_id.clone(),
+            network: j.network,
+            ipc: j.ipc,
+            uts: j.uts,
         }),
     }
 }
@@ -372,6 +384,11 @@ pub fn record_to_pb(r: &SandboxRecord) -> pb::Sandbox {
         isolation: Some(report_to_pb(&r.report)),
         main_pid: i64::from(r.main_pid),
         supervisor_pid: i64::from(r.supervisor_pid),
+        init_pid: if r.state == SandboxState::Running {
+            i64::from(r.init_pid)
+        } else {
+            0
+        },
         exit: r.exit.as_ref().map(exit_to_pb),
         created_at_ms: r.created_at_ms,
         owner: r.owner.clone(),

@@ -265,11 +265,8 @@ fn host_facts(config: &serde_json::Value) -> bundle::Host {
         ) else {
             continue;
         };
-        let own = match kind {
-            "network" => "net",
-            "mount" => "mnt",
-            "pid" | "ipc" | "uts" | "user" | "cgroup" => kind,
-            _ => continue,
+        let Some(own) = proc_ns_name(kind) else {
+            continue;
         };
         let same = match (
             std::fs::metadata(path),
@@ -283,6 +280,91 @@ fn host_facts(config: &serde_json::Value) -> bundle::Host {
         }
     }
     host
+}
+
+/// The namespace kind's name under `/proc/<pid>/ns/`.
+fn proc_ns_name(kind: &str) -> Option<&str> {
+    match kind {
+        "network" => Some("net"),
+        "mount" => Some("mnt"),
+        "pid" | "ipc" | "uts" | "user" | "cgroup" => Some(kind),
+        _ => None,
+    }
+}
+
+/// For a pod's container (the CRI plugin's annotations): the pod's
+/// sandbox, found by its labels, and which of the bundle's network, ipc and
+/// uts paths are its namespaces (same device and inode as its pid 1's; the
+/// pause process the paths name runs in them). Only for a local daemon,
+/// whose pids are this host's; None when there is no such sandbox, and the
+/// mapping then treats the paths as before (degraded or refused).
+async fn pod_facts(
+    channel: Channel,
+    namespace: &str,
+    config: &serde_json::Value,
+) -> Option<bundle::PodSandbox> {
+    use std::os::unix::fs::MetadataExt;
+    let annotation = |k: &str| config.pointer("/annotations")?.get(k)?.as_str();
+    if annotation(bundle::ANNOTATION_CONTAINER_TYPE) != Some("container") {
+        return None;
+    }
+    let pod = annotation(bundle::ANNOTATION_SANDBOX_ID)?;
+    let mut c = pb::sandbox_service_client::SandboxServiceClient::new(channel);
+    let selector = format!(
+        "{LABEL_NAMESPACE}={namespace},{}={pod},{}=sandbox",
+        bundle::ANNOTATION_SANDBOX_ID,
+        bundle::ANNOTATION_CONTAINER_TYPE
+    );
+    let found = match c
+        .list_sandboxes(pb::ListSandboxesRequest {
+            label_selector: selector,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().sandboxes,
+        Err(e) => {
+            warn!("looking up pod {pod}'s sandbox: {}", e.message());
+            return None;
+        }
+    };
+    let sb = found
+        .into_iter()
+        .find(|s| s.state == pb::SandboxState::Running as i32 && s.init_pid > 0)?;
+    let mut facts = bundle::PodSandbox {
+        sandbox_id: sb.id.clone(),
+        ..Default::default()
+    };
+    let listed = config
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for ns in listed {
+        let (Some(kind), Some(path)) = (
+            ns.get("type").and_then(|t| t.as_str()),
+            ns.get("path").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        if !["network", "ipc", "uts"].contains(&kind) {
+            continue;
+        }
+        let Some(name) = proc_ns_name(kind) else {
+            continue;
+        };
+        let same = match (
+            std::fs::metadata(path),
+            std::fs::metadata(format!("/proc/{}/ns/{name}", sb.init_pid)),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            facts.namespaces.insert(path.to_owned());
+        }
+    }
+    Some(facts)
 }
 
 /// The daemon's sandbox carrying these labels, if any.
@@ -891,7 +973,10 @@ impl Task for Service {
             // The shim runs on containerd's host, which is the daemon's
             // for a local endpoint (a remote daemon's sandbox sharing its
             // host's uts namespace would have that host's name instead).
-            let host = host_facts(&config);
+            let mut host = host_facts(&config);
+            if inner.local {
+                host.pod = pod_facts(channel(inner)?, &inner.namespace, &config).await;
+            }
             let mut mapped = bundle::map_bundle(&config, &bundle, backend, &host).map_err(|e| {
                 status(
                     Code::INVALID_ARGUMENT,

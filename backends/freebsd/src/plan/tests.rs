@@ -2141,3 +2141,28 @@ fn oci_images_are_a_flattened_private_copy_mounted_with_nullfs() {
         Err(BuildError::Plan(PlanError::ImageUnresolved(_)))
     ));
 }
+
+/// A child (`spec.join`) is refused with the reason: no child jails yet.
+#[test]
+fn a_child_sandbox_is_refused() {
+    let child = spec(|s| {
+        s.join = Some(sandboxd_core::spec::Join {
+            sandbox_id: "fedcba9876543210".into(),
+            network: true,
+            ..Default::default()
+        });
+    });
+    let host = HostFacts::assumed();
+    let p = plan(&child, &sandbox(), &host);
+    assert!(
+        p.refusals
+            .iter()
+            .any(|r| r.starts_with("spec.join:") && r.contains("fedcba9876543210")),
+        "{:?}",
+        p.refusals
+    );
+    assert_eq!(
+        build(&child, &sandbox(), &host),
+        Err(BuildError::Plan(PlanError::Join("fedcba9876543210".into())))
+    );
+}

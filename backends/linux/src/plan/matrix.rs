@@ -203,7 +203,34 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
             }
             _ => row,
         })
+        .map(|row| joined_row(s.join.as_ref(), row))
         .collect()
+}
+
+/// A row of a property a child shares with its parent (`spec.join`): the
+/// parent's namespace, so the level is the one the parent's row has for
+/// the same mode (the child's network mode is the parent's), and the row
+/// names the sandbox it is shared with.
+fn joined_row(join: Option<&sandboxd_core::spec::Join>, row: Enforcement) -> Enforcement {
+    let Some(join) = join else { return row };
+    let (shared, what) = match row.property {
+        Property::Network => (join.network, "CLONE_NEWNET"),
+        Property::Ipc => (join.ipc, "CLONE_NEWIPC"),
+        Property::Hostname => (join.uts, "CLONE_NEWUTS"),
+        _ => (false, ""),
+    };
+    if !shared {
+        return row;
+    }
+    let id = &join.sandbox_id;
+    Enforcement {
+        mechanism: format!("setns({what}) into sandbox {id}'s namespace (spec.join)"),
+        caveats: format!(
+            "shared with sandbox {id} and its other children (not with the host unless {id}'s is the host's); as {id}: {}",
+            row.caveats
+        ),
+        ..row
+    }
 }
 
 /// The network row for one mode.

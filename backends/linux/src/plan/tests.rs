@@ -1525,3 +1525,124 @@ fn cgroup_usage_parsers() {
         assert_eq!(parse_blkio_bytes(text), *want, "{text:?}");
     }
 }
+
+/// A child (`spec.join`): the shared namespaces are not created but joined
+/// through the parent's pid 1 before the clone; its own steps for them
+/// (hostname, lo up, a lease) are gone; mqueue and sysfs stay (they show
+/// the shared namespaces); the rows name the parent; without the parent's
+/// processes the plan does not run.
+#[test]
+fn a_child_joins_its_parents_namespaces() {
+    use sandboxd_core::backend::ParentProcs;
+    use sandboxd_core::spec::Join;
+    const PARENT: &str = "fedcba9876543210";
+    let host = HostFacts::assumed();
+    let child = |network: bool, ipc: bool, uts: bool, mode: NetworkMode| {
+        let s = SandboxSpec {
+            mode: Mode::Idle,
+            network: NetworkPolicy {
+                mode,
+                ..Default::default()
+            },
+            join: Some(Join {
+                sandbox_id: PARENT.into(),
+                network,
+                ipc,
+                uts,
+            }),
+            ..Default::default()
+        };
+        validate(s, &Policy::default()).expect("valid child")
+    };
+    let with_parent = SandboxPaths {
+        parent: Some(ParentProcs {
+            id: PARENT.into(),
+            init_pid: 4242,
+            supervisor_pid: 4241,
+        }),
+        ..sandbox()
+    };
+    // (shares network, ipc, uts; the parent's mode) -> namespaces of its own.
+    let cases = [
+        (
+            (true, true, true, NetworkMode::Loopback),
+            vec!["CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWCGROUP"],
+        ),
+        (
+            (true, false, false, NetworkMode::Restricted),
+            vec![
+                "CLONE_NEWNS",
+                "CLONE_NEWPID",
+                "CLONE_NEWUTS",
+                "CLONE_NEWIPC",
+                "CLONE_NEWCGROUP",
+            ],
+        ),
+        (
+            (false, true, true, NetworkMode::Loopback),
+            vec![
+                "CLONE_NEWNS",
+                "CLONE_NEWPID",
+                "CLONE_NEWNET",
+                "CLONE_NEWCGROUP",
+            ],
+        ),
+    ];
+    for ((network, ipc, uts, mode), own) in cases {
+        let spec = child(network, ipc, uts, mode);
+        let p = build(&spec, &with_parent, &host).expect("child plan builds");
+        assert_eq!(flags(&p), own, "{network} {ipc} {uts}");
+        let join = p.join.as_ref().expect("join plan");
+        assert_eq!((join.init_pid, join.supervisor_pid), (4242, 4241));
+        assert_eq!(join.sandbox, PARENT);
+        // Joined before the clone, by the supervisor.
+        let at = |step: &LinuxStep| p.steps.iter().position(|s| s == step);
+        assert!(at(&LinuxStep::JoinParent) < at(&LinuxStep::Clone));
+        assert_eq!(LinuxStep::JoinParent.actor(), Actor::Supervisor);
+        let sets_hostname = p
+            .steps
+            .iter()
+            .any(|s| matches!(s, LinuxStep::SetHostname(_)));
+        assert_eq!(
+            sets_hostname, !uts,
+            "sethostname only in an own UTS namespace"
+        );
+        if network {
+            assert_eq!(p.network, Network::Joined(PARENT.into()));
+            assert!(!p.steps.contains(&LinuxStep::LoopbackUp));
+            assert!(!p.steps.iter().any(|s| matches!(s, LinuxStep::JoinNetns(_))));
+        }
+        // mqueue and sysfs show the namespaces pid 1 is in, shared or own.
+        assert!(has_target(&p, "/dev/mqueue"));
+        assert!(has_target(&p, "/sys"));
+        let report = plan(&spec, &with_parent, &host).report;
+        for (property, shared) in [
+            (Property::Network, network),
+            (Property::Ipc, ipc),
+            (Property::Hostname, uts),
+        ] {
+            let r = report.get(property).expect("row");
+            assert_eq!(
+                r.mechanism.contains(PARENT) && r.caveats.contains("shared with sandbox"),
+                shared,
+                "{property:?}: {r:?}"
+            );
+            assert_eq!(r.level, Level::Enforced, "{property:?}");
+        }
+        // The display plan shows the join.
+        let NativePlan::Linux { steps, .. } = plan(&spec, &sandbox(), &host).native else {
+            panic!("a Linux plan")
+        };
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.op == "setns" && s.args.contains(&format!("sandbox {PARENT}"))),
+            "{steps:?}"
+        );
+        // Without the parent's processes it does not run.
+        assert_eq!(
+            build(&spec, &sandbox(), &host),
+            Err(BuildError::Plan(PlanError::NoParent(PARENT.into())))
+        );
+    }
+}
