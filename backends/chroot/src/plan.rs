@@ -186,9 +186,9 @@ pub enum RootBuild {
         /// Image name inside the images dir.
         image: String,
     },
-    /// A directory image under an overlay whose upper layer is in the
-    /// sandbox's state dir, on a tmpfs of the disk limit when there is one
-    /// (the image itself is never written).
+    /// A directory image, or an OCI image's layer chain, under an overlay
+    /// whose upper layer is in the sandbox's state dir, on a tmpfs of the
+    /// disk limit when there is one (the image itself is never written).
     ImageOverlay {
         /// Image name.
         image: String,
@@ -269,10 +269,17 @@ pub enum ChrootStep {
         tmpfs: TmpfsOptions,
     },
     /// Mount an overlay on the root: the image (read-only) under
-    /// `upper`/`work`, nosuid.
+    /// `upper`/`work`, nosuid. For an OCI image the lower directories are
+    /// its `layers` instead of the image directory.
     MountOverlay {
-        /// Image name inside the images dir.
+        /// Image name inside the images dir (for an OCI image, the
+        /// reference, shown only).
         image: String,
+        /// An OCI image's unpacked layers, base first, relative to the
+        /// images dir, each opened without following a symlink; empty for
+        /// a directory image.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<PathBuf>,
         /// Upper layer (host path).
         upper: PathBuf,
         /// overlayfs work dir (host path).
@@ -298,7 +305,8 @@ pub enum ChrootStep {
     /// If the root has a /tmp directory: a tmpfs on it. Before the client
     /// mounts, which may target paths below /tmp.
     MountTmp(TmpfsOptions),
-    /// Remount the root's tmpfs with these flags (read-only).
+    /// Remount the root with these flags (read-only): the `host` view's
+    /// tmpfs, or an OCI image's overlay once every mount point is made.
     RemountRoot(Vec<MountFlag>),
     /// `fork(2)`: one child per process.
     Fork,
@@ -396,6 +404,20 @@ pub enum PlanError {
         "spec.network.dns_servers: the chroot backend sets a sandbox's resolv.conf with a bind mount, which it has only on Linux"
     )]
     DnsWithoutMounts,
+    /// An OCI image's layers are mounted as overlay lower directories.
+    #[error(
+        "spec.image: {0:?} is an OCI image, whose layer chain the chroot backend mounts as an overlay, which it has only on Linux; use a directory image here (docs/images.md)"
+    )]
+    OciWithoutMounts(String),
+    /// An OCI image on a Linux host without overlayfs.
+    #[error(
+        "spec.image: {0:?} is an OCI image, whose layer chain needs overlayfs, which this host lacks (no \"overlay\" in /proc/filesystems)"
+    )]
+    OciWithoutOverlay(String),
+    /// An OCI reference the daemon did not resolve to layers (it resolves
+    /// every OCI image before planning).
+    #[error("spec.image: OCI image {0:?} was not resolved to its layers")]
+    ImageUnresolved(String),
 }
 
 /// The mount point of a sandbox's root.
@@ -451,6 +473,17 @@ fn build_unchecked(
     let image = s.image().to_owned();
     let images_dir = s.image_dir(images_dir);
     let disk = s.limits.disk_bytes.map(|l| l.value);
+    let layers = spec.image_layers().to_vec();
+    let oci = !layers.is_empty() || sandboxd_core::oci::is_reference(&image);
+    if oci && !facts.linux_mounts {
+        return Err(PlanError::OciWithoutMounts(image));
+    }
+    if oci && layers.is_empty() {
+        return Err(PlanError::ImageUnresolved(image));
+    }
+    if oci && !facts.overlay {
+        return Err(PlanError::OciWithoutOverlay(image));
+    }
     if !facts.linux_mounts {
         if image == HOST_IMAGE {
             return Err(PlanError::HostImageWithoutMounts);
@@ -506,13 +539,16 @@ fn build_unchecked(
             },
         ]);
         RootBuild::HostView
-    } else if s.readonly_rootfs || !facts.overlay {
+    } else if !oci && (s.readonly_rootfs || !facts.overlay) {
         steps.push(ChrootStep::BindImage {
             image: image.clone(),
         });
         RootBuild::ImageReadOnly { image }
     } else {
         // With a disk limit, upper and work live on a tmpfs of that size.
+        // An OCI image gets its upper even when read-only (then remounted
+        // read-only, last): mount points are created in the upper, never
+        // in a layer other images share.
         let base = match disk {
             Some(bytes) => {
                 let layer = sandbox.dir.join("layer");
@@ -542,6 +578,7 @@ fn build_unchecked(
             },
             ChrootStep::MountOverlay {
                 image: image.clone(),
+                layers,
                 upper,
                 work,
             },
@@ -577,7 +614,7 @@ fn build_unchecked(
             read_only: true,
         }));
     }
-    if s.readonly_rootfs && build == RootBuild::HostView {
+    if s.readonly_rootfs && (build == RootBuild::HostView || oci) {
         steps.push(ChrootStep::RemountRoot(ROOT_RO_FLAGS.to_vec()));
     }
     steps.extend(process_steps(spec, true));
@@ -721,7 +758,7 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 // uid 0 keeps no CAP_SYS_ADMIN (ROOT_CAPABILITIES), so it
                 // cannot remount the root (escape::root_cannot_remount_…).
                 Property::ReadonlyRootfs => {
-                    let (l, m) = mounts("MS_RDONLY bind remount of the root");
+                    let (l, m) = mounts("MS_RDONLY: a directory image bound read-only; the \"host\" view's tmpfs or an OCI image's overlay remounted read-only after its mount points are made");
                     (l, m, "")
                 }
                 Property::Mounts => {
@@ -742,6 +779,20 @@ pub fn plan(
     facts: &HostFacts,
 ) -> Plan {
     ChrootPlanner { images_dir, facts }.plan(spec, sandbox)
+}
+
+/// An overlay's lowerdir list as shown: the image directory, or an OCI
+/// image's layers top first (the order overlayfs stacks them).
+fn lowerdirs(images_dir: &Path, image: &str, layers: &[PathBuf]) -> String {
+    if layers.is_empty() {
+        return images_dir.join(image).display().to_string();
+    }
+    let shown: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| images_dir.join(l).display().to_string())
+        .collect();
+    shown.join(":")
 }
 
 /// The display form of `setup`'s steps: mounts in `mounts`, every other
@@ -798,12 +849,12 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                 &BIND_RO_FLAGS,
             )),
             ChrootStep::MountLayer { path, tmpfs: t } => mounts.push(tmpfs(shown(path), t)),
-            ChrootStep::MountOverlay { image, upper, work } => mounts.push(PlanMount {
+            ChrootStep::MountOverlay { image, layers, upper, work } => mounts.push(PlanMount {
                 source: "overlay".into(),
                 target: root.clone(),
                 fstype: "overlay".into(),
                 options: vec![
-                    format!("lowerdir={}", setup.images_dir.join(image).display()),
+                    format!("lowerdir={}", lowerdirs(&setup.images_dir, image, layers)),
                     format!("upperdir={}", upper.display()),
                     format!("workdir={}", work.display()),
                     MountFlag::Nosuid.as_str().into(),
@@ -1237,6 +1288,7 @@ mod tests {
                     dir(&layer.join("work"), 0o700),
                     MountOverlay {
                         image: image(),
+                        layers: vec![],
                         upper: layer.join("upper"),
                         work: layer.join("work"),
                     },
@@ -1272,6 +1324,191 @@ mod tests {
                 "case {what}"
             );
         }
+    }
+
+    #[test]
+    fn an_oci_image_is_its_layer_chain_under_the_sandboxs_upper() {
+        use ChrootStep::*;
+        let d = paths().dir;
+        let root = d.join("rootfs");
+        let layer = d.join("layer");
+        let layers: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|h| PathBuf::from(format!(".oci/layers/sha256/{h}")))
+            .collect();
+        let oci = |s: &mut SandboxSpec| {
+            s.image =
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into()
+        };
+        let ro = |s: &mut SandboxSpec| {
+            s.image =
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into();
+            s.readonly_rootfs = true;
+        };
+        let overlay = |layers: &[PathBuf]| MountOverlay {
+            image:
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into(),
+            layers: layers.to_vec(),
+            upper: layer.join("upper"),
+            work: layer.join("work"),
+        };
+        let root_steps = |layers: &[PathBuf]| {
+            vec![
+                CreateDir {
+                    path: root.clone(),
+                    mode: 0o755,
+                },
+                CreateDir {
+                    path: layer.clone(),
+                    mode: 0o700,
+                },
+                MountLayer {
+                    path: layer.clone(),
+                    tmpfs: TmpfsOptions::new(
+                        &LAYER_TMPFS_FLAGS,
+                        "mode=700,size=1g,nr_inodes=131072",
+                    ),
+                },
+                CreateDir {
+                    path: layer.join("upper"),
+                    mode: 0o755,
+                },
+                CreateDir {
+                    path: layer.join("work"),
+                    mode: 0o700,
+                },
+                overlay(layers),
+            ]
+        };
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            Vec<PathBuf>,
+            HostFacts,
+            Result<(Vec<ChrootStep>, bool), PlanError>,
+        );
+        let one = vec![layers[0].clone()];
+        let cases: Vec<Case> = vec![
+            (
+                "three layers, base first: one overlay on the writable layer",
+                oci,
+                layers.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&layers), false)),
+            ),
+            (
+                "read-only: the same overlay, remounted read-only last",
+                ro,
+                layers.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&layers), true)),
+            ),
+            (
+                "read-only with one layer",
+                ro,
+                one.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&one), true)),
+            ),
+            (
+                "no mounts (not Linux): refused, writable",
+                oci,
+                layers.clone(),
+                no_mounts(),
+                Err(PlanError::OciWithoutMounts("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "no mounts (not Linux): refused, read-only",
+                ro,
+                layers.clone(),
+                no_mounts(),
+                Err(PlanError::OciWithoutMounts("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "no overlayfs: refused",
+                oci,
+                layers.clone(),
+                HostFacts {
+                    overlay: false,
+                    ..HostFacts::assumed()
+                },
+                Err(PlanError::OciWithoutOverlay("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "a reference the daemon did not resolve",
+                oci,
+                vec![],
+                HostFacts::assumed(),
+                Err(PlanError::ImageUnresolved("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+        ];
+        for (what, edit, layers, facts, want) in cases {
+            let s = spec(edit).with_image_layers(layers);
+            let got = build_unchecked(&s, &paths(), Path::new("/images"), &facts);
+            let want = match want {
+                Err(e) => {
+                    assert_eq!(got, Err(e), "case {what}");
+                    continue;
+                }
+                Ok(w) => w,
+            };
+            let got = got.unwrap_or_else(|e| panic!("case {what}: {e}"));
+            assert_eq!(
+                got.build,
+                RootBuild::ImageOverlay {
+                    image: "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into()
+                },
+                "case {what}"
+            );
+            let setup: Vec<ChrootStep> = got
+                .steps
+                .iter()
+                .filter(|s| s.executor() == Executor::Setup)
+                .cloned()
+                .collect();
+            let (root_want, readonly) = want;
+            assert_eq!(setup[..root_want.len()], root_want[..], "case {what}");
+            assert_eq!(
+                setup.last() == Some(&RemountRoot(ROOT_RO_FLAGS.to_vec())),
+                readonly,
+                "case {what}: {setup:?}"
+            );
+        }
+        // The non-Linux refusal is a clear FAILED_PRECONDITION naming the image.
+        let s = spec(oci).with_image_layers(layers.clone());
+        let e = ChrootPlanner {
+            images_dir: Path::new("/images"),
+            facts: &no_mounts(),
+        }
+        .build(&s, &paths())
+        .expect_err("refused");
+        let e = sandboxd_core::BackendError::from(e);
+        assert!(
+            matches!(e, sandboxd_core::BackendError::Unsupported(_)),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            ) && e.to_string().contains("only on Linux"),
+            "{e}"
+        );
+        // The rendered overlay lists the layers top first.
+        let shown = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
+        let NativePlan::Chroot { mounts, .. } = shown.native else {
+            panic!("chroot plan")
+        };
+        let o = mounts
+            .iter()
+            .find(|m| m.fstype == "overlay")
+            .expect("overlay");
+        assert_eq!(
+            o.options[0],
+            "lowerdir=/images/.oci/layers/sha256/c:/images/.oci/layers/sha256/b:/images/.oci/layers/sha256/a"
+        );
     }
 
     #[test]
@@ -1610,6 +1847,7 @@ mod tests {
         );
         assert!(setup.steps.contains(&ChrootStep::MountOverlay {
             image: "alpine".into(),
+            layers: vec![],
             upper: paths().dir.join("upper"),
             work: paths().dir.join("work"),
         }));
