@@ -376,13 +376,13 @@ async fn hostile_archives_are_refused_and_the_host_is_untouched() {
 #[tokio::test]
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "OCI images run on the linux backend here; chroot refuses them, and this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+    ignore = "the linux backend's run (chroot's is the_chroot_backend_runs_an_oci_image_on_its_layer_chain); this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
 )]
 async fn an_imported_image_runs_on_its_layer_chain_with_config_defaults() {
     use tar::EntryType::{Directory, Regular};
     if !crate::harness::linux_backend() {
         eprintln!(
-            "SKIPPED: OCI images run on the linux backend only (chroot and freebsd refuse them: docs/images.md)"
+            "SKIPPED: the linux backend's OCI run (chroot: the_chroot_backend_runs_an_oci_image_on_its_layer_chain; freebsd: not run here, docs/images.md)"
         );
         return;
     }

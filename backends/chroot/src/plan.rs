@@ -682,7 +682,7 @@ pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
 }
 
 /// How the writable layer is limited.
-const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory image's overlay upper and work directories)";
+const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory or OCI image's overlay upper and work directories)";
 /// What it does and does not cover.
 const DISK_CAVEATS: &str = "past the limit writes fail with ENOSPC; the layer is RAM-backed and, without a memory cgroup, takes host RAM up to the limit; it is gone when the sandbox ends; /tmp and /dev/shm are tmpfs of their own sizes (spec.limits.tmp_bytes, shm_bytes) and read-write bind mounts are the host's, not counted";
 
@@ -751,14 +751,14 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
                 Property::AddressSpaceLimit => (Enforced, "setrlimit(RLIMIT_AS)", "per process"),
                 Property::DiskLimit if !facts.linux_mounts => (NotEnforced, "none", "no mounts on this OS: the image directory itself is the root, and writes go to it"),
-                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); a directory image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
+                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); an image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
                 Property::DiskLimit if readonly_root => (Enforced, "read-only root", "nothing is written to the root; /tmp and /dev/shm are tmpfs of their own sizes"),
                 Property::DiskLimit if as_root => (BestEffort, DISK_HOW, "the process runs as uid 0, which can leave a chroot and write elsewhere on the host"),
                 Property::DiskLimit => (Enforced, DISK_HOW, DISK_CAVEATS),
                 // uid 0 keeps no CAP_SYS_ADMIN (ROOT_CAPABILITIES), so it
                 // cannot remount the root (escape::root_cannot_remount_…).
                 Property::ReadonlyRootfs => {
-                    let (l, m) = mounts("MS_RDONLY: a directory image bound read-only; the \"host\" view's tmpfs or an OCI image's overlay remounted read-only after its mount points are made");
+                    let (l, m) = mounts("MS_RDONLY: a read-only bind of a directory image, or a read-only remount of the root (the \"host\" view's tmpfs, an OCI image's overlay)");
                     (l, m, "")
                 }
                 Property::Mounts => {
