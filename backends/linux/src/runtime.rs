@@ -913,7 +913,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             }
             // overlayfs stacks lowerdirs top first.
             for l in layers.iter().rev() {
-                let fd = open_layer(&launch.images_dir, l)?;
+                let fd = sandboxd_supervisor::images::open_layer(&launch.images_dir, l)?;
                 lower.push(sys::fd_path(fd.as_fd()).display().to_string());
                 held.push(fd);
             }
@@ -1090,34 +1090,6 @@ fn mount_layer(layer: &Layer) -> Result<(), StepError> {
         Some(&data),
     )
     .map_err(|e| err(&e))
-}
-
-/// Opens an OCI image layer (a path relative to the images dir) one
-/// component at a time, never following a symlink.
-fn open_layer(images_dir: &Path, rel: &Path) -> Result<OwnedFd, StepError> {
-    let mut dir = sys::open_dir(images_dir).map_err(|e| {
-        StepError::new(
-            Step::OpenImagesDirectory,
-            format!("{}: {e}", images_dir.display()),
-        )
-    })?;
-    for c in rel.components() {
-        let std::path::Component::Normal(name) = c else {
-            return Err(StepError::new(
-                Step::OpenImageLayer,
-                format!("{}: not a plain relative path", rel.display()),
-            ));
-        };
-        let name = name.to_str().ok_or_else(|| {
-            StepError::new(
-                Step::OpenImageLayer,
-                format!("{}: not UTF-8", rel.display()),
-            )
-        })?;
-        dir = sys::open_image(dir.as_fd(), name)
-            .map_err(|e| StepError::new(Step::OpenImageLayer, format!("{}: {e}", rel.display())))?;
-    }
-    Ok(dir)
 }
 
 fn open_image(images_dir: &Path, no_symlinks: bool, name: &str) -> Result<OwnedFd, StepError> {
