@@ -369,8 +369,10 @@ pub(crate) fn probe(
                     format!("the probe did not finish within {timeout:?} and was killed"),
                 ));
             }
-            // Read from outside while the probe is a zombie: its host uid.
+            // Read from outside while the probe is a zombie: its host uid
+            // and its cgroup's CPU weight.
             let host_uid = sys::host_uid_of(pid);
+            let cpu_weight = crate::cgroup_weight::read(pid);
             let _ = sys::wait_for(pid);
             match reports.end {
                 End::Probe(json) => {
@@ -379,6 +381,12 @@ pub(crate) fn probe(
                             StepError::new(Step::Verify, format!("the probe's output: {e}"))
                         })?;
                     output.user.host_uid = host_uid;
+                    output.findings.push(sandboxd_core::verify::cpu_weight_finding(
+                        probe.limits.cpu_weight,
+                        &config.sandbox_id,
+                        cpu_weight.as_ref(),
+                    ));
+                    output.cpu_weight = cpu_weight;
                     Ok(output)
                 }
                 End::Failed(e) => Err(e),
