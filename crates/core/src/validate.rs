@@ -1122,7 +1122,13 @@ mod tests {
     #[test]
     fn cpu_weight_range_and_conversions() {
         use crate::spec::{cpu_shares_of_weight, cpu_weight_of_shares};
-        for (value, ok) in [(1, true), (100, true), (10_000, true), (0, false), (10_001, false)] {
+        for (value, ok) in [
+            (1, true),
+            (100, true),
+            (10_000, true),
+            (0, false),
+            (10_001, false),
+        ] {
             let mut s = base();
             s.limits.cpu_weight = Some(Limit {
                 value,

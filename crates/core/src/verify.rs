@@ -93,7 +93,7 @@ pub struct UserFacts {
 }
 
 /// The CPU weight of the probe's cgroup as the host sees it: read by the
-/// supervisor, outside, while the probe process is not yet reaped (a
+/// supervisor, outside, while the probe runs (a
 /// weight acts only between cgroups, so one sandbox cannot see its own from
 /// inside).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -513,7 +513,11 @@ mod tests {
                 Some(facts("/system.slice/sandboxd.service", true, Ok(1024))),
                 Violated,
             ),
-            (Some(100), Some(facts("/sandboxd/sb10", false, Ok(100))), Violated),
+            (
+                Some(100),
+                Some(facts("/sandboxd/sb10", false, Ok(100))),
+                Violated,
+            ),
             (
                 Some(100),
                 Some(facts(own, false, Err("ENOENT".into()))),

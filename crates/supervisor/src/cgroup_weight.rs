@@ -1,8 +1,8 @@
 //! VerifySandbox's CPU_WEIGHT row: the cpu controller's weight file of the
 //! probe's cgroup, read from outside. A weight only divides CPU time between
 //! cgroups, so a process cannot see its own from inside one sandbox; the
-//! supervisor reads it on the host side while the probe is not yet reaped,
-//! as it reads the probe's host uid. The parsers are pure; only [`read`]
+//! supervisor reads it on the host side while the probe runs (cgroup v1
+//! shows an exiting task in "/"). The parsers are pure; only [`read`]
 //! touches the host (Linux; elsewhere there is no cgroup to read).
 
 use sandboxd_core::verify::CpuWeightFacts;
@@ -75,10 +75,7 @@ pub(crate) fn read(pid: nix::unistd::Pid) -> Option<CpuWeightFacts> {
     let (v1, cgroup) = cpu_cgroup(&text)?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let dir = cgroup_dir(&mountinfo, v1, &cgroup)?;
-    let file = format!(
-        "{dir}/{}",
-        if v1 { "cpu.shares" } else { "cpu.weight" }
-    );
+    let file = format!("{dir}/{}", if v1 { "cpu.shares" } else { "cpu.weight" });
     let value = std::fs::read_to_string(&file)
         .map_err(|e| e.to_string())
         .and_then(|v| v.trim().parse::<u64>().map_err(|e| format!("{v:?}: {e}")));
@@ -119,15 +116,26 @@ mod tests {
 40 25 0:31 /sub /mnt/sub rw - cgroup2 cgroup2 rw
 ";
         let cases: &[(bool, &str, Option<&str>)] = &[
-            (true, "/sandboxd/ab", Some("/sys/fs/cgroup/cpu,cpuacct/sandboxd/ab")),
-            (false, "/sandboxd/ab", Some("/sys/fs/cgroup/unified/sandboxd/ab")),
+            (
+                true,
+                "/sandboxd/ab",
+                Some("/sys/fs/cgroup/cpu,cpuacct/sandboxd/ab"),
+            ),
+            (
+                false,
+                "/sandboxd/ab",
+                Some("/sys/fs/cgroup/unified/sandboxd/ab"),
+            ),
         ];
         for (v1, path, want) in cases {
             assert_eq!(cgroup_dir(mi, *v1, path).as_deref(), *want, "{v1} {path}");
         }
         // Only the subtree mount: paths below its root, not beside it.
         let sub = "40 25 0:31 /sub /mnt/sub rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup_dir(sub, false, "/sub/x").as_deref(), Some("/mnt/sub/x"));
+        assert_eq!(
+            cgroup_dir(sub, false, "/sub/x").as_deref(),
+            Some("/mnt/sub/x")
+        );
         assert_eq!(cgroup_dir(sub, false, "/subx"), None);
         assert_eq!(cgroup_dir(sub, true, "/sub/x"), None);
     }

@@ -846,7 +846,10 @@ fn cpu_weight_without_the_cpu_controller() {
     let s = spec(|s| s.limits.cpu_weight = preferred(400));
     let p = build(&s, &sandbox(), &host).expect("preferred degrades");
     assert!(
-        p.cgroups.writes.iter().all(|w| !w.file.ends_with("cpu.weight")),
+        p.cgroups
+            .writes
+            .iter()
+            .all(|w| !w.file.ends_with("cpu.weight")),
         "{:?}",
         p.cgroups.writes
     );
@@ -856,7 +859,10 @@ fn cpu_weight_without_the_cpu_controller() {
         &HostFacts::assumed(),
         Property::CpuWeight,
     );
-    assert_eq!((r.level, r.mechanism.as_str()), (Level::Enforced, "cgroup v2 cpu.weight"));
+    assert_eq!(
+        (r.level, r.mechanism.as_str()),
+        (Level::Enforced, "cgroup v2 cpu.weight")
+    );
 }
 
 #[test]
