@@ -403,6 +403,8 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
         })
         .await
         .expect_err("a cpuset is refused");
+    // The shim's INVALID_ARGUMENT, passed through by the CRI plugin.
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
         err.message().contains("linux.resources.cpu.cpus"),
         "{err:?}"

@@ -350,7 +350,7 @@ async fn create_with_verify_checks_before_the_payload_starts() {
 )]
 async fn weakened_mechanism_is_observed_violated() {
     let steps = if linux_backend() {
-        "sethostname,rlimits"
+        "sethostname,rlimits,cpu_weight"
     } else {
         "rlimits"
     };
@@ -390,6 +390,13 @@ async fn weakened_mechanism_is_observed_violated() {
     if linux_backend() {
         assert_eq!(
             observed(&v, pb::IsolationProperty::Hostname),
+            pb::ObservedResult::Violated,
+            "{}",
+            table(&v)
+        );
+        // The cgroup keeps the default weight, not the spec's 250.
+        assert_eq!(
+            observed(&v, pb::IsolationProperty::CpuWeight),
             pb::ObservedResult::Violated,
             "{}",
             table(&v)
