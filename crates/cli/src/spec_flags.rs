@@ -1387,8 +1387,28 @@ mod tests {
                 .map(|n| n.requirement),
             Some(2)
         );
+        // --cpu-weight, PREFERRED by its property name.
+        let weight = flags(|f| {
+            f.prefer = strings(&["cpu-weight"]);
+            f.cpu_weight = Some("400".into());
+        })
+        .create_spec(&[], &no_env)
+        .ok()
+        .and_then(|s| s.limits)
+        .and_then(|l| l.cpu_weight);
+        assert_eq!(
+            weight,
+            Some(Limit {
+                value: 400,
+                requirement: 2
+            })
+        );
 
         let errors: Vec<(SpecFlags, &str)> = vec![
+            (
+                flags(|f| f.prefer = strings(&["cpu-weight"])),
+                "--prefer cpu-weight: needs --cpu-weight N too",
+            ),
             (
                 flags(|f| f.require = strings(&["memory"])),
                 "--require memory: needs --memory SIZE too",
@@ -1425,7 +1445,7 @@ mod tests {
             ),
             (
                 flags(|f| f.require = strings(&["mounts"])),
-                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space disk)",
+                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu cpu-weight nofile address-space disk)",
             ),
             (
                 flags(|f| {

@@ -11,6 +11,7 @@ use sandboxd_core::verify::CpuWeightFacts;
 /// `/proc/<pid>/cgroup`: a v1 line whose controllers include `cpu`
 /// (`4:cpu,cpuacct:/sandboxd/<id>`), else the v2 line (`0::/path`).
 /// Returns whether it is v1, and the path.
+#[cfg(any(target_os = "linux", test))]
 pub(crate) fn cpu_cgroup(proc_cgroup: &str) -> Option<(bool, String)> {
     let mut v2 = None;
     for line in proc_cgroup.lines() {
@@ -32,6 +33,7 @@ pub(crate) fn cpu_cgroup(proc_cgroup: &str) -> Option<(bool, String)> {
 /// `/proc/self/mountinfo`: the v1 hierarchy whose super options include
 /// `cpu`, or the cgroup2 mount. A mount of a subtree (its root field is
 /// not `/`) serves only paths below that root.
+#[cfg(any(target_os = "linux", test))]
 pub(crate) fn cgroup_dir(mountinfo: &str, v1: bool, path: &str) -> Option<String> {
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
