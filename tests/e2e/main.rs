@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod containerd;
+mod cpu_weight;
 mod cri;
 mod escape;
 mod execs;

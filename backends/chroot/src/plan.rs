@@ -754,6 +754,7 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                     "counts every process of the uid on the host, not just this sandbox's",
                 ),
                 Property::CpuLimit => (NotEnforced, "none", "no CPU controller without cgroups"),
+                Property::CpuWeight => (NotEnforced, "none", "no CPU controller without cgroups: the sandbox's processes compete as part of the daemon's cgroup"),
                 Property::OpenFilesLimit if as_root => (BestEffort, "setrlimit(RLIMIT_NOFILE)", "root may raise its own hard limit"),
                 Property::OpenFilesLimit => (Enforced, "setrlimit(RLIMIT_NOFILE)", "per process"),
                 Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
@@ -1079,6 +1080,16 @@ mod tests {
                     })
                 },
                 &["cpu_limit"],
+            ),
+            (
+                "cpu weight",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 400,
+                        requirement: Requirement::Unspecified,
+                    })
+                },
+                &["cpu_weight"],
             ),
             (
                 "pids emulated ok",

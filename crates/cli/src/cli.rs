@@ -349,6 +349,11 @@ pub(crate) struct SpecFlags {
     #[arg(long, value_name = "CPUS")]
     pub(crate) cpus: Option<String>,
 
+    /// Relative CPU weight, 1..10000 (default 100): the sandbox's share of
+    /// contended CPU time against other sandboxes; caps nothing.
+    #[arg(long, value_name = "N")]
+    pub(crate) cpu_weight: Option<String>,
+
     /// Maximum open files per process (RLIMIT_NOFILE).
     #[arg(long, value_name = "N")]
     pub(crate) nofile: Option<String>,

@@ -453,6 +453,7 @@ enum Prop {
     Memory,
     Pids,
     Cpu,
+    CpuWeight,
     Nofile,
     AddressSpace,
     Disk,
@@ -473,13 +474,14 @@ fn parse_prop(s: &str) -> Result<Prop, String> {
         "memory" | "memory-limit" => Prop::Memory,
         "pids" | "pids-limit" => Prop::Pids,
         "cpu" | "cpus" | "cpu-limit" => Prop::Cpu,
+        "cpu-weight" => Prop::CpuWeight,
         "nofile" | "open-files" | "open-files-limit" => Prop::Nofile,
         "address-space" | "address-space-limit" => Prop::AddressSpace,
         "disk" | "disk-limit" => Prop::Disk,
         _ => {
             return Err(
                 "unknown property (one of filesystem pid hostname ipc user cgroup network \
-                        memory pids cpu nofile address-space disk)"
+                        memory pids cpu cpu-weight nofile address-space disk)"
                     .into(),
             );
         }
@@ -494,6 +496,7 @@ impl Prop {
             Prop::Memory => Some("--memory SIZE"),
             Prop::Pids => Some("--pids N"),
             Prop::Cpu => Some("--cpus CPUS"),
+            Prop::CpuWeight => Some("--cpu-weight N"),
             Prop::Nofile => Some("--nofile N"),
             Prop::AddressSpace => Some("--address-space SIZE"),
             Prop::Disk => Some("--disk SIZE"),
@@ -600,6 +603,7 @@ impl SpecFlags {
                 parse_size,
             )?,
             disk_bytes: limit("--disk", self.disk.as_deref(), parse_size)?,
+            cpu_weight: limit("--cpu-weight", self.cpu_weight.as_deref(), parse_count)?,
             tmp_bytes: self
                 .tmp_size
                 .as_deref()
@@ -651,6 +655,7 @@ impl SpecFlags {
                 Prop::Memory => limits.memory_bytes.as_mut().map(|l| &mut l.requirement),
                 Prop::Pids => limits.pids.as_mut().map(|l| &mut l.requirement),
                 Prop::Cpu => limits.cpu_millis.as_mut().map(|l| &mut l.requirement),
+                Prop::CpuWeight => limits.cpu_weight.as_mut().map(|l| &mut l.requirement),
                 Prop::Nofile => limits.open_files.as_mut().map(|l| &mut l.requirement),
                 Prop::AddressSpace => limits
                     .address_space_bytes
@@ -691,6 +696,7 @@ impl SpecFlags {
         let any_limit = limits.memory_bytes.is_some()
             || limits.pids.is_some()
             || limits.cpu_millis.is_some()
+            || limits.cpu_weight.is_some()
             || limits.open_files.is_some()
             || limits.address_space_bytes.is_some()
             || limits.disk_bytes.is_some()
@@ -1439,8 +1445,28 @@ mod tests {
                 .map(|n| n.requirement),
             Some(2)
         );
+        // --cpu-weight, PREFERRED by its property name.
+        let weight = flags(|f| {
+            f.prefer = strings(&["cpu-weight"]);
+            f.cpu_weight = Some("400".into());
+        })
+        .create_spec(&[], &no_env)
+        .ok()
+        .and_then(|s| s.limits)
+        .and_then(|l| l.cpu_weight);
+        assert_eq!(
+            weight,
+            Some(Limit {
+                value: 400,
+                requirement: 2
+            })
+        );
 
         let errors: Vec<(SpecFlags, &str)> = vec![
+            (
+                flags(|f| f.prefer = strings(&["cpu-weight"])),
+                "--prefer cpu-weight: needs --cpu-weight N too",
+            ),
             (
                 flags(|f| f.require = strings(&["memory"])),
                 "--require memory: needs --memory SIZE too",
@@ -1477,7 +1503,7 @@ mod tests {
             ),
             (
                 flags(|f| f.require = strings(&["mounts"])),
-                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space disk)",
+                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu cpu-weight nofile address-space disk)",
             ),
             (
                 flags(|f| {

@@ -276,6 +276,7 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
     check_network(&mut p, &spec);
     check_join(&mut p, &spec);
     check_limits(&mut p, &mut spec, policy);
+    check_cpu_weight(&mut p, &spec);
     check_logs(&mut p, &mut spec.logs, policy);
     check_mounts(&mut p, &spec, policy);
     check_labels(&mut p, &spec, policy);
@@ -1008,6 +1009,31 @@ fn check_limits(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
     }
 }
 
+/// `spec.limits.cpu_weight`: a relative weight on cgroup v2's scale, not a
+/// cap (the daemon's caps do not apply).
+fn check_cpu_weight(p: &mut Problems, spec: &SandboxSpec) {
+    use crate::spec::{DEFAULT_CPU_WEIGHT, MAX_CPU_WEIGHT, MIN_CPU_WEIGHT};
+    let Some(w) = spec.limits.cpu_weight else {
+        return;
+    };
+    let field = "spec.limits.cpu_weight";
+    if w.requirement == Requirement::Disabled {
+        p.add(
+            field,
+            "DISABLED is not meaningful for a limit; leave the limit unset",
+        );
+    }
+    if !(MIN_CPU_WEIGHT..=MAX_CPU_WEIGHT).contains(&w.value) {
+        p.add(
+            field,
+            format!(
+                "{} is outside {MIN_CPU_WEIGHT}..={MAX_CPU_WEIGHT} (a relative weight on cgroup v2's cpu.weight scale; {DEFAULT_CPU_WEIGHT} is the default)",
+                w.value
+            ),
+        );
+    }
+}
+
 fn check_mounts(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
     if spec.mounts.len() > policy.max_mounts {
         p.add(
@@ -1417,6 +1443,49 @@ mod tests {
     }
 
     #[test]
+    fn cpu_weight_range_and_conversions() {
+        use crate::spec::{cpu_shares_of_weight, cpu_weight_of_shares};
+        for (value, ok) in [
+            (1, true),
+            (100, true),
+            (10_000, true),
+            (0, false),
+            (10_001, false),
+        ] {
+            let mut s = base();
+            s.limits.cpu_weight = Some(Limit {
+                value,
+                requirement: Requirement::Unspecified,
+            });
+            let got = validate(s, &Policy::default());
+            assert_eq!(got.is_ok(), ok, "weight {value}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.problems[0].message.contains("1..=10000"),
+                    "{:?}",
+                    e.problems
+                );
+            }
+        }
+        // runc/crun's shares -> weight; out of the kernel's range: none.
+        for (shares, weight) in [
+            (2, Some(1)),
+            (1024, Some(39)),
+            (2048, Some(79)),
+            (262_144, Some(10_000)),
+            (0, None),
+            (1, None),
+            (262_145, None),
+        ] {
+            assert_eq!(cpu_weight_of_shares(shares), weight, "shares {shares}");
+        }
+        // weight -> v1 shares: the defaults meet, ratios are kept.
+        for (weight, shares) in [(100, 1024), (1, 10), (400, 4096), (10_000, 102_400)] {
+            assert_eq!(cpu_shares_of_weight(weight), shares, "weight {weight}");
+        }
+    }
+
+    #[test]
     fn init_defaults_argv_and_idle_rejects_argv() {
         let mut s = base();
         s.mode = Mode::Init;
@@ -1678,6 +1747,36 @@ mod tests {
                     })
                 },
                 &["spec.limits.disk_bytes"],
+            ),
+            (
+                "cpu weight 0",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 0,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
+            ),
+            (
+                "cpu weight above cgroup v2's range",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 10_001,
+                        requirement: Requirement::Preferred,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
+            ),
+            (
+                "cpu weight disabled",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 100,
+                        requirement: Requirement::Disabled,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
             ),
             (
                 "tmp and shm too small",

@@ -162,6 +162,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         // 0 is proto3's "unset": the default.
         tmp_bytes: (l.tmp_bytes != 0).then_some(l.tmp_bytes),
         shm_bytes: (l.shm_bytes != 0).then_some(l.shm_bytes),
+        cpu_weight: limit("cpu_weight", l.cpu_weight),
     };
     let spec = spec::SandboxSpec {
         name: s.name,
@@ -268,6 +269,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
             disk_bytes: limit(s.limits.disk_bytes),
             tmp_bytes: s.limits.tmp_bytes.unwrap_or_default(),
             shm_bytes: s.limits.shm_bytes.unwrap_or_default(),
+            cpu_weight: limit(s.limits.cpu_weight),
         }),
         mounts: s
             .mounts
@@ -317,6 +319,7 @@ fn property_to_pb(p: Property) -> i32 {
         Property::MemoryLimit => P::MemoryLimit,
         Property::PidsLimit => P::PidsLimit,
         Property::CpuLimit => P::CpuLimit,
+        Property::CpuWeight => P::CpuWeight,
         Property::OpenFilesLimit => P::OpenFilesLimit,
         Property::AddressSpaceLimit => P::AddressSpaceLimit,
         Property::DiskLimit => P::DiskLimit,

@@ -1215,24 +1215,23 @@ fn map_resources(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             }
             _ => {}
         }
-        // 1024 is the kernel's default weight, which every sandbox has
-        // (sandboxd sets no weight): asking for it is asking for nothing.
-        let pause = r.cri.as_ref().is_some_and(|c| c.role == CriRole::Sandbox);
-        if let Some(v) = c.take("shares") {
-            if pause && !matches!(v.as_u64(), Some(0 | 1024)) {
-                // The CRI plugin gives every pod's sandbox container the
-                // minimum weight (2); it runs only the pause process, which
-                // never competes for CPU, so the weight changes nothing.
-                r.degrade(
+        // OCI's shares are cgroup v1's scale, sandboxd's weight v2's:
+        // converted as runc and crun do on cgroup v2 (0: unset). The pod's
+        // sandbox container gets its weight too (kubelet gives it the
+        // minimum, 2), as with runc.
+        match uint(c.take("shares"), "linux.resources.cpu.shares", r) {
+            None | Some(0) => {}
+            Some(s) => match sandboxd_core::spec::cpu_weight_of_shares(s) {
+                Some(w) => limits.cpu_weight = required(w),
+                None => r.refuse(
                     "linux.resources.cpu.shares",
-                    format!("{v} is not set on the pod's sandbox container (it runs only pause); it has the default weight"),
-                );
-            } else if !matches!(v.as_u64(), Some(0 | 1024)) {
-                r.refuse(
-                    "linux.resources.cpu.shares",
-                    format!("sandboxd sets a CPU quota, not relative shares; it gives every sandbox the default weight 1024 (asked: {v})"),
-                );
-            }
+                    format!(
+                        "{s} is outside the kernel's range {}..={}",
+                        sandboxd_core::spec::MIN_CPU_SHARES,
+                        sandboxd_core::spec::MAX_CPU_SHARES
+                    ),
+                ),
+            },
         }
         for (key, why) in [
             (
@@ -1486,6 +1485,34 @@ mod tests {
                 },
             ),
             (
+                "cpu shares: runc's weight",
+                "linux.resources.cpu",
+                json!({"shares": 2048}),
+                |m| {
+                    let l = m.spec.limits.unwrap().cpu_weight.unwrap();
+                    assert_eq!(
+                        (l.value, l.requirement),
+                        (79, pb::Requirement::Required as i32)
+                    );
+                },
+            ),
+            (
+                "cpu shares 1024 (one CPU's request)",
+                "linux.resources.cpu.shares",
+                json!(1024),
+                |m| {
+                    assert_eq!(m.spec.limits.unwrap().cpu_weight.unwrap().value, 39);
+                },
+            ),
+            (
+                "cpu shares 0 is unset",
+                "linux.resources.cpu.shares",
+                json!(0),
+                |m| {
+                    assert!(m.spec.limits.unwrap().cpu_weight.is_none());
+                },
+            ),
+            (
                 "no network namespace is the host's",
                 "linux.namespaces",
                 json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]),
@@ -1686,9 +1713,21 @@ mod tests {
                 "linux.sysctl",
             ),
             (
-                "cpu shares",
+                "cpu shares below the kernel's range",
                 "linux.resources.cpu.shares",
-                json!(512),
+                json!(1),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "cpu shares above the kernel's range",
+                "linux.resources.cpu.shares",
+                json!(262_145),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "cpu shares not a number",
+                "linux.resources.cpu.shares",
+                json!("1024"),
                 "linux.resources.cpu.shares",
             ),
             (
@@ -1919,14 +1958,12 @@ mod tests {
         // the pause container, and each says so.
         assert!(m.spec.mounts.is_empty(), "{:?}", m.spec.mounts);
         let d = degraded_fields(&m);
-        for field in [
-            "process.oomScoreAdj",
-            "linux.resources.cpu.shares",
-            "mounts[6]",
-            "mounts[7]",
-        ] {
+        for field in ["process.oomScoreAdj", "mounts[6]", "mounts[7]"] {
             assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
         }
+        // kubelet's minimum shares (2): the minimum weight, not degraded.
+        assert!(!d.contains(&"linux.resources.cpu.shares"), "{d:?}");
+        assert_eq!(m.spec.limits.unwrap().cpu_weight.unwrap().value, 1);
     }
 
     #[test]
@@ -2108,10 +2145,10 @@ mod tests {
                 "process.oomScoreAdj",
             ),
             (
-                "a container's own cpu shares",
+                "a container's cpu shares beyond the kernel's range",
                 cri_container,
                 "linux.resources.cpu",
-                json!({"shares": 2}),
+                json!({"shares": 300_000}),
                 "linux.resources.cpu.shares",
             ),
             (

@@ -101,6 +101,7 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                     disk_bytes: limit(512 << 20),
                     tmp_bytes: 64 << 20,
                     shm_bytes: 16 << 20,
+                    cpu_weight: limit(400),
                 }),
                 mounts: vec![
                     mount("/srv/www", "/var/www", true),

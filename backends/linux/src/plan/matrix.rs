@@ -125,6 +125,13 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 "cgroup v1 cpu.cfs_quota_us",
                 "a quota per 100 ms period (CFS bandwidth); 1000 millis = one CPU",
             ),
+            Property::CpuWeight => cgroup_limit(
+                p,
+                &cg.cpu,
+                "cgroup v2 cpu.weight",
+                "cgroup v1 cpu.shares (weight × 1024 / 100)",
+                "a relative share of contended CPU time between the daemon's sandboxes (siblings under sandboxd/), not against the rest of the host, and no cap: an idle CPU is used whatever the weight; unweighted sandboxes have 100",
+            ),
             Property::OpenFilesLimit => Enforcement::new(
                 p,
                 Level::Enforced,

@@ -720,6 +720,64 @@ fn cgroup_writes_v2_and_v1() {
             ],
         ),
         (
+            "v2 weight alone",
+            |s| s.limits.cpu_weight = limit(400),
+            HostFacts::assumed(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(
+                    "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(&format!("{base}/cpu.weight"), "400"),
+            ],
+        ),
+        (
+            "v2 quota and weight: cpu enabled once",
+            |s| {
+                s.limits.cpu_millis = limit(500);
+                s.limits.cpu_weight = limit(1);
+            },
+            HostFacts::assumed(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(
+                    "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(&format!("{base}/cpu.max"), "50000 100000"),
+                w(&format!("{base}/cpu.weight"), "1"),
+            ],
+        ),
+        (
+            "v1 (hybrid) weight: shares scaled, 100 = 1024",
+            |s| {
+                s.limits.cpu_millis = limit(250);
+                s.limits.cpu_weight = limit(400);
+            },
+            hybrid(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.cfs_period_us",
+                    "100000",
+                ),
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.cfs_quota_us",
+                    "25000",
+                ),
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.shares",
+                    "4096",
+                ),
+            ],
+        ),
+        (
             "v1 memory with memsw",
             |s| s.limits.memory_bytes = limit(8 << 20),
             HostFacts {
@@ -762,6 +820,49 @@ fn cgroup_writes_v2_and_v1() {
     }
     let p = built(|s| s.limits.cpu_millis = limit(10), &hybrid());
     assert_eq!(p.cgroups.dirs.len(), 5, "{:?}", p.cgroups.dirs);
+    let p = built(
+        |s| {
+            s.limits.cpu_millis = limit(10);
+            s.limits.cpu_weight = limit(10);
+        },
+        &hybrid(),
+    );
+    assert_eq!(p.cgroups.dirs.len(), 5, "{:?}", p.cgroups.dirs);
+}
+
+#[test]
+fn cpu_weight_without_the_cpu_controller() {
+    let mut host = HostFacts::assumed();
+    host.cgroup.cpu = None;
+    let err = build(
+        &spec(|s| s.limits.cpu_weight = limit(400)),
+        &sandbox(),
+        &host,
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(&err, BuildError::Refused { refusals: r, .. } if r[0].starts_with("cpu_weight:"))
+    );
+    let s = spec(|s| s.limits.cpu_weight = preferred(400));
+    let p = build(&s, &sandbox(), &host).expect("preferred degrades");
+    assert!(
+        p.cgroups
+            .writes
+            .iter()
+            .all(|w| !w.file.ends_with("cpu.weight")),
+        "{:?}",
+        p.cgroups.writes
+    );
+    assert!(row(&s, &host, Property::CpuWeight).degraded);
+    let r = row(
+        &spec(|s| s.limits.cpu_weight = limit(400)),
+        &HostFacts::assumed(),
+        Property::CpuWeight,
+    );
+    assert_eq!(
+        (r.level, r.mechanism.as_str()),
+        (Level::Enforced, "cgroup v2 cpu.weight")
+    );
 }
 
 #[test]
