@@ -800,6 +800,27 @@ fn fifo_writer(output: Option<Output>) -> Option<Writer> {
     Some((tx, task))
 }
 
+/// The terminal size to send for a ResizePty: `None` for a zero dimension
+/// (what `ctr -t` forwards from a terminal that has no size, e.g. under
+/// script(1)): nothing to apply, and sandboxd refuses it, which would end
+/// the process's Exec stream. Past sandboxd's range: refused here, to the
+/// caller, not to the stream.
+fn terminal_size(height: u32, width: u32) -> TtrpcResult<Option<pb::TerminalSize>> {
+    if height == 0 || width == 0 {
+        return Ok(None);
+    }
+    if height > 65_535 || width > 65_535 {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("ResizePty: height and width must be at most 65535, got {height}x{width}"),
+        ));
+    }
+    Ok(Some(pb::TerminalSize {
+        rows: height,
+        cols: width,
+    }))
+}
+
 /// containerd's stdin FIFO → the Exec stream; EOF closes the process's
 /// stdin.
 async fn copy_stdin(path: String, tx: mpsc::Sender<pb::ExecRequest>) {
@@ -871,10 +892,13 @@ async fn copy_output(
                 pb::exec_response::Msg::StartedPid(_) => {}
             },
             Ok(Some(_)) => {}
-            Ok(None) | Err(_) => {
+            end @ (Ok(None) | Err(_)) => {
                 // The daemon went away mid-stream: the exit is unknown,
                 // reported as sandboxd's LOST (255).
-                warn!("the Exec stream ended without an exit; reporting 255");
+                let why = end
+                    .err()
+                    .map_or_else(|| "end of stream".to_owned(), |e| e.to_string());
+                warn!("the Exec stream ended without an exit ({why}); reporting 255");
                 break Exit {
                     status: 255,
                     at: now(),
@@ -1477,12 +1501,12 @@ impl Task for Service {
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
         let tx = self.input(&req.id, &req.exec_id).await?;
+        let Some(size) = terminal_size(req.height, req.width)? else {
+            return Ok(api::Empty::new());
+        };
         let _ = tx
             .send(pb::ExecRequest {
-                msg: Some(pb::exec_request::Msg::Resize(pb::TerminalSize {
-                    rows: req.height,
-                    cols: req.width,
-                })),
+                msg: Some(pb::exec_request::Msg::Resize(size)),
             })
             .await;
         Ok(api::Empty::new())
@@ -1640,5 +1664,31 @@ impl Service {
                     format!("no running process {exec_id:?} in {id}"),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_sizes_follow_what_sandboxd_accepts() {
+        // (height, width) → Ok(Some(rows, cols)), Ok(None) skipped, Err refused
+        let cases: &[(u32, u32, Result<Option<(u32, u32)>, ()>)] = &[
+            (24, 80, Ok(Some((24, 80)))),
+            (1, 1, Ok(Some((1, 1)))),
+            (65_535, 65_535, Ok(Some((65_535, 65_535)))),
+            (0, 0, Ok(None)),
+            (0, 80, Ok(None)),
+            (24, 0, Ok(None)),
+            (65_536, 80, Err(())),
+            (24, u32::MAX, Err(())),
+        ];
+        for (h, w, want) in cases {
+            let got = terminal_size(*h, *w)
+                .map(|s| s.map(|s| (s.rows, s.cols)))
+                .map_err(|_| ());
+            assert_eq!(&got, want, "{h}x{w}");
+        }
     }
 }
