@@ -90,6 +90,47 @@ fn pod_config(logs: &Path) -> cri::PodSandboxConfig {
     }
 }
 
+/// The cpu weight file of process `pid`'s cgroup on the host and its
+/// value: v1 `cpu.shares` where a v1 hierarchy holds the cpu controller,
+/// else v2 `cpu.weight` (from `/proc/<pid>/cgroup` and mountinfo).
+fn cpu_weight_file(pid: &str) -> (String, String) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "cpu")
+            .then(|| path.to_owned())
+    });
+    let (path, fstype, file) = match v1 {
+        Some(path) => (path, "cgroup", "cpu.shares"),
+        None => (
+            cgroups
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a v2 line")
+                .to_owned(),
+            "cgroup2",
+            "cpu.weight",
+        ),
+    };
+    let mount = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let right: Vec<&str> = right.split(' ').collect();
+            let cpu = fstype == "cgroup2" || right.get(2)?.split(',').any(|o| o == "cpu");
+            (right.first() == Some(&fstype) && cpu)
+                .then(|| left.split(' ').nth(4).map(str::to_owned))?
+        })
+        .expect("the cpu hierarchy's mount");
+    let file = format!("{mount}{path}/{file}");
+    let value = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    (file, value.trim().to_owned())
+}
+
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
     ignore = "the shim mounts containerd's snapshots only on Linux: needs the Linux backend"
@@ -193,11 +234,13 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                 command: vec!["sh".into()],
                 args: vec!["-c".into(), "echo started; exec sleep 1000".into()],
                 log_path: "main/0.log".into(),
-                // kubelet's OOM score for a BestEffort pod; a 64 MiB limit.
+                // kubelet's OOM score for a Burstable pod; a 64 MiB limit;
+                // the CPU shares of a 500m request (kubelet: 1024 per CPU).
                 linux: Some(cri::LinuxContainerConfig {
                     resources: Some(cri::LinuxContainerResources {
                         oom_score_adj: 1000,
                         memory_limit_in_bytes: 64 << 20,
+                        cpu_shares: 512,
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -233,8 +276,39 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                 .is_some_and(|s| s.labels.get("io.containerd.id") == Some(&container))
         })
         .expect("the container's sandbox");
+    // It is a child of the pod's sandbox (spec.join): it shares the pod's
+    // IPC namespace (a host-network pod's network and hostname are the
+    // host's, so those are not joined).
+    let pause = sbs
+        .iter()
+        .find(|sb| sb.id != main.id)
+        .expect("the pod's sandbox");
+    assert_eq!(
+        main.spec.as_ref().and_then(|s| s.join.clone()),
+        Some(sandboxd_proto::v1::SandboxJoin {
+            sandbox_id: pause.id.clone(),
+            network: false,
+            ipc: true,
+            uts: false,
+        }),
+        "{main:?}"
+    );
     let limits = main.spec.as_ref().and_then(|s| s.limits).expect("limits");
     assert_eq!(limits.memory_bytes.map(|l| l.value), Some(64 << 20));
+    // CPU shares 512 → weight 1 + (510 × 9999) / 262142 = 20 (runc's
+    // conversion); the pod's sandbox container has kubelet's minimum, 2 → 1.
+    assert_eq!(limits.cpu_weight.map(|l| l.value), Some(20), "{limits:?}");
+    let pause = sbs
+        .iter()
+        .find(|sb| sb.id != main.id)
+        .expect("the pod's sandbox");
+    let pause_weight = pause
+        .spec
+        .as_ref()
+        .and_then(|s| s.limits)
+        .and_then(|l| l.cpu_weight)
+        .map(|l| l.value);
+    assert_eq!(pause_weight, Some(1), "{pause:?}");
     // The OOM score is the container process's (set on the supervisor,
     // inherited by what it forks).
     let ps = ctd.ctr_ok(&["task", "ps", &container]);
@@ -246,6 +320,16 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
         .to_owned();
     let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("score");
     assert_eq!(score.trim(), "1000", "the container's process {pid}");
+    // The weight, read back from the host's cgroup of the container's
+    // process: v2 cpu.weight 20, or v1 cpu.shares 20 × 1024 / 100 = 204.
+    let (file, value) = cpu_weight_file(&pid);
+    let want = if file.ends_with("cpu.shares") {
+        "204"
+    } else {
+        "20"
+    };
+    assert_eq!(value, want, "{file} of the container's process {pid}");
+    assert!(file.contains(&format!("/sandboxd/{}/", main.id)), "{file}");
     // Its isolation: VerifySandbox holds, and equals that of the same spec
     // created directly.
     let mut c = daemon.clients().await;
@@ -268,6 +352,13 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     let dv = verify(&mut c, &direct.id).await;
     assert_eq!(summary(&v), summary(&dv), "CRI-made vs direct");
     assert!(c.destroy(&direct.id).await);
+    // The shared IPC namespace: a POSIX message queue the container makes
+    // is in the pod's sandbox, not on the host.
+    let made = c.sh(&main.id, "touch /dev/mqueue/cri-pod-queue").await;
+    assert_eq!(made.exit.as_ref().map(|e| e.exit_code), Some(0), "{made:?}");
+    let seen = c.sh(&pause.id, "ls /dev/mqueue").await;
+    assert_eq!(String::from_utf8_lossy(&seen.stdout), "cri-pod-queue\n");
+    assert!(!std::path::Path::new("/dev/mqueue/cri-pod-queue").exists());
     drop(c);
 
     let exec = match rt
@@ -300,13 +391,13 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     .await;
 
     // A field sandboxd cannot honour is refused naming it, and leaves no
-    // sandbox: CPU shares (what kubelet derives from a CPU request).
-    let shares = rt
+    // sandbox: a cpuset (sandboxd does not pin CPUs).
+    let pinned = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
             config: Some(cri::ContainerConfig {
                 metadata: Some(cri::ContainerMetadata {
-                    name: "shares".into(),
+                    name: "pinned".into(),
                     attempt: 0,
                 }),
                 image: Some(cri::ImageSpec {
@@ -317,6 +408,7 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                 linux: Some(cri::LinuxContainerConfig {
                     resources: Some(cri::LinuxContainerResources {
                         cpu_shares: 102,
+                        cpuset_cpus: "0".into(),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -331,12 +423,14 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
         .container_id;
     let err = rt
         .start_container(cri::StartContainerRequest {
-            container_id: shares,
+            container_id: pinned,
         })
         .await
-        .expect_err("cpu shares are refused");
+        .expect_err("a cpuset is refused");
+    // The shim's INVALID_ARGUMENT, passed through by the CRI plugin.
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
-        err.message().contains("linux.resources.cpu.shares"),
+        err.message().contains("linux.resources.cpu.cpus"),
         "{err:?}"
     );
     assert_eq!(sandboxes(&daemon).await.len(), 2, "no sandbox for it");

@@ -685,3 +685,64 @@ async fn image_symlinks_cannot_redirect_the_sandboxs_own_mounts() {
     );
     d.finish().await;
 }
+
+/// uid 0 cannot make a read-only root writable again: no remount (in place
+/// or as a bind), no new mount over `/`, in the Linux backend (no
+/// CAP_SYS_ADMIN in the payload's bounding set) and the chroot backend
+/// (capabilities cut to Docker's default set), so READONLY_ROOTFS carries no
+/// "root could remount it" caveat.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives Linux mount(8) syntax on the Linux and chroot backends"
+)]
+#[tokio::test]
+async fn root_cannot_remount_a_read_only_root_writable() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            readonly_rootfs: true,
+            ..Default::default()
+        })
+        .await;
+    let row = sb
+        .isolation
+        .clone()
+        .expect("report")
+        .properties
+        .into_iter()
+        .find(|r| r.property == pb::IsolationProperty::ReadonlyRootfs as i32)
+        .expect("READONLY_ROOTFS row");
+    assert_eq!(row.level, pb::EnforcementLevel::Enforced as i32, "{row:?}");
+    let attempts = [
+        "mount -o remount,rw /",
+        "mount -o remount,bind,rw /",
+        "mount -t tmpfs none /",
+        "mount -t tmpfs none /etc",
+    ];
+    let script = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{a} 2>/dev/null; touch /etc/sandboxd-remounted 2>/dev/null && echo '{a}: writable'"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut p = argv(&["/bin/sh", "-c", &format!("{script}; id -u")]);
+    p.user = users()[1].1.clone();
+    let r = c.exec_sync(&sb.id, p, 20_000).await;
+    assert_eq!(
+        out(&r),
+        "0\n",
+        "root made the read-only root writable ({row:?}); stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        !Path::new("/etc/sandboxd-remounted").exists(),
+        "a file reached the host's /etc"
+    );
+    c.destroy(&sb.id).await;
+    d.finish().await;
+}

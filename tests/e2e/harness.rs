@@ -459,7 +459,10 @@ impl Daemon {
             .iter()
             .map(|s| (s.id.clone(), s.supervisor_pid))
             .collect();
-        for s in list.sandboxes {
+        // Children (spec.join) first: a parent refuses to go before them.
+        let mut all = list.sandboxes;
+        all.sort_by_key(|s| s.spec.as_ref().and_then(|s| s.join.as_ref()).is_none());
+        for s in all {
             c.sandboxes
                 .destroy_sandbox(pb::DestroySandboxRequest { id: s.id })
                 .await

@@ -218,7 +218,7 @@ fn sandboxctl(d: &Daemon) -> Command {
     cmd
 }
 
-fn store_entries(d: &Daemon) -> Vec<String> {
+pub(crate) fn store_entries(d: &Daemon) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
         if let Ok(rd) = std::fs::read_dir(d.images.join(".oci").join(sub)) {
@@ -376,13 +376,13 @@ async fn hostile_archives_are_refused_and_the_host_is_untouched() {
 #[tokio::test]
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "OCI images run on the linux backend here; chroot refuses them, and this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+    ignore = "the linux backend's run (chroot's is the_chroot_backend_runs_an_oci_image_on_its_layer_chain); this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
 )]
 async fn an_imported_image_runs_on_its_layer_chain_with_config_defaults() {
     use tar::EntryType::{Directory, Regular};
     if !crate::harness::linux_backend() {
         eprintln!(
-            "SKIPPED: OCI images run on the linux backend only (chroot and freebsd refuse them: docs/images.md)"
+            "SKIPPED: the linux backend's OCI run (chroot: the_chroot_backend_runs_an_oci_image_on_its_layer_chain; freebsd: not run here, docs/images.md)"
         );
         return;
     }
@@ -541,6 +541,30 @@ impl Registry {
         tls: bool,
         creds: Option<(&str, &str)>,
     ) -> Self {
+        Self::spawn(dir, tls, creds, None)
+    }
+
+    /// A registry that delegates authentication to a token server
+    /// (distribution's `auth: token`: `token` is the config's
+    /// realm/service/issuer/rootcertbundle block). `creds` are what skopeo
+    /// pushes with.
+    pub(crate) fn start_token(
+        dir: &std::path::Path,
+        tls: bool,
+        token: &str,
+        creds: (&str, &str),
+    ) -> Self {
+        let mut r = Self::spawn(dir, tls, None, Some(token));
+        r.creds = Some((creds.0.to_owned(), creds.1.to_owned()));
+        r
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        tls: bool,
+        creds: Option<(&str, &str)>,
+        token: Option<&str>,
+    ) -> Self {
         let bin = "/usr/bin/docker-registry";
         assert!(
             std::path::Path::new(bin).exists(),
@@ -588,6 +612,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: sandboxd-test\n    path: {}\n",
                 dir.join("htpasswd").display()
             );
+        }
+        if let Some(t) = token {
+            auth_conf = format!("auth:\n  token:\n{t}");
         }
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_conf}{auth_conf}",
@@ -682,7 +709,7 @@ impl Drop for Registry {
 }
 
 /// PullImage to the end: the progress events and the image.
-async fn pull(
+pub(crate) async fn pull(
     d: &Daemon,
     reference: &str,
 ) -> Result<(Vec<pb::PullImageProgress>, pb::Image), tonic::Status> {
@@ -778,7 +805,9 @@ async fn pull_by_tag_and_digest_shares_layers_runs_and_refuses_a_corrupt_blob() 
     let started = std::time::Instant::now();
     let (events, a) = pull(&d, &format!("{}/app/a:1", reg.host)).await.unwrap();
     assert_eq!(cached_layers(&events), 0);
-    let runs = crate::harness::linux_backend();
+    // The linux backend, and chroot on Linux, run OCI images.
+    let runs = crate::harness::linux_backend()
+        || (crate::harness::chroot_backend() && cfg!(target_os = "linux"));
     if runs {
         let mut c = d.clients().await;
         let sb = c
@@ -797,7 +826,7 @@ async fn pull_by_tag_and_digest_shares_layers_runs_and_refuses_a_corrupt_blob() 
         assert_eq!(crate::harness::out(&r), "A\n");
         c.destroy(&sb.id).await;
     } else {
-        eprintln!("SKIPPED (running the pulled image): this backend runs no OCI images");
+        eprintln!("SKIPPED (running the pulled image): this backend runs no OCI images on this OS");
     }
 
     // By digest: the same manifest, nothing fetched again.
@@ -1043,20 +1072,25 @@ async fn pull_from_a_registry_that_demands_basic_authentication() {
     let (_, image) = pull(&d, &reference).await.unwrap();
     assert_eq!(image.refs, vec![reference.clone()]);
     d.finish().await;
-    // No credentials, or wrong ones: FAILED_PRECONDITION naming the fix.
-    for (creds, want) in [
-        (None, "set username and password"),
-        (Some(("tester", "wrong")), "credentials were refused"),
+    // No credentials: FAILED_PRECONDITION naming the fix; wrong ones:
+    // PERMISSION_DENIED naming the registry.
+    for (creds, code, want) in [
+        (
+            None,
+            tonic::Code::FailedPrecondition,
+            "set username and password",
+        ),
+        (
+            Some(("tester", "wrong")),
+            tonic::Code::PermissionDenied,
+            "credentials were refused",
+        ),
     ] {
         let d = registry_daemon_as(&reg, creds);
         let st = pull(&d, &reference).await.unwrap_err();
-        assert_eq!(
-            st.code(),
-            tonic::Code::FailedPrecondition,
-            "{}",
-            st.message()
-        );
+        assert_eq!(st.code(), code, "{}", st.message());
         assert!(st.message().contains(want), "{}", st.message());
+        assert!(st.message().contains(&reg.host), "{}", st.message());
         assert_eq!(store_entries(&d), Vec::<String>::new());
         d.finish().await;
     }
@@ -1066,8 +1100,8 @@ async fn pull_from_a_registry_that_demands_basic_authentication() {
 
 #[tokio::test]
 #[cfg_attr(
-    any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "OCI images run on the linux backend here; chroot refuses them, and this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+    not(target_os = "linux"),
+    ignore = "OCI images run on the linux and (on Linux) chroot backends here; this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
 )]
 async fn a_read_only_oci_root_is_read_only_with_one_layer_or_several() {
     use tar::EntryType::Regular;
@@ -1127,33 +1161,186 @@ async fn a_read_only_oci_root_is_read_only_with_one_layer_or_several() {
 
 #[tokio::test]
 #[cfg_attr(
-    not(feature = "force-chroot"),
-    ignore = "chroot builds only (force-chroot)"
+    not(all(feature = "force-chroot", target_os = "linux")),
+    ignore = "chroot builds on Linux only (force-chroot); the linux backend's run is an_imported_image_runs_on_its_layer_chain_with_config_defaults, and without mounts chroot refuses OCI images (plan.rs unit test)"
 )]
-async fn the_chroot_backend_refuses_oci_images() {
+async fn the_chroot_backend_runs_an_oci_image_on_its_layer_chain() {
+    use tar::EntryType::{Directory, Regular};
     let d = Daemon::start();
-    import(&d, oci_layout("local/bb:1", &[busybox_layer()], "{}"))
+    let top = tar_of(&[
+        ("etc/.wh.passwd", Regular, 0o644, b""),
+        ("hello", Regular, 0o644, b"from the top layer\n"),
+        ("work", Directory, 0o777, b""),
+        // The chroot backend mounts /dev (tmpfs, device nodes) only where
+        // the root has one: here a mount point made in the upper.
+        ("dev", Directory, 0o755, b""),
+    ]);
+    let run = r#"{"Cmd":["/bin/sh","-c","echo \"$A $B\" > /work/out; pwd >> /work/out; id -u >> /work/out; exec sleep 60"],"Env":["PATH=/bin","A=image","B=image"],"WorkingDir":"/work","User":"0"}"#;
+    import(&d, oci_layout("local/chr:1", &[busybox_layer(), top], run))
         .await
         .unwrap();
     let mut c = d.clients().await;
-    let st = c
-        .try_create(pb::SandboxSpec {
-            image: "local/bb:1".into(),
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "local/chr:1".into(),
+            mode: pb::SandboxMode::Process as i32,
+            process: Some(pb::ProcessSpec {
+                env: vec!["B=spec".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let mut out = String::new();
+    for _ in 0..50 {
+        let r = c.sh(&sb.id, "cat /work/out 2>/dev/null").await;
+        out = crate::harness::out(&r);
+        if out.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        out, "image spec\n/work\n0\n",
+        "Cmd, Env (spec wins), WorkingDir and User from the image config"
+    );
+    let r = c
+        .sh(
+            &sb.id,
+            "cat /hello; test -e /bin/busybox && echo base; ls /etc/passwd 2>&1; echo x > /work/new && cat /work/new",
+        )
+        .await;
+    let o = crate::harness::out(&r);
+    assert!(
+        o.starts_with("from the top layer\nbase\n"),
+        "both layers are seen: {o}"
+    );
+    assert!(
+        o.contains("No such file"),
+        "the top layer's whiteout hides the base's /etc/passwd: {o}"
+    );
+    assert!(o.ends_with("x\n"), "the root is writable: {o}");
+    // Writes land in the sandbox's upper (on its writable-layer tmpfs)...
+    let upper = d
+        .state
+        .join("sandboxes")
+        .join(&sb.id)
+        .join("layer/upper/work");
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "x\n");
+    // ...and never in the store's shared layers.
+    let layers = d.images.join(".oci/layers/sha256");
+    for e in std::fs::read_dir(&layers).unwrap() {
+        let p = e.unwrap().path();
+        assert!(
+            !p.join("work/new").exists() && !p.join("work/out").exists(),
+            "layer {} was written",
+            p.display()
+        );
+    }
+    c.destroy(&sb.id).await;
+    assert!(
+        !d.state.join("sandboxes").join(&sb.id).exists(),
+        "the sandbox's upper is gone after destroy"
+    );
+    // finish(): no mount, process or file of the sandbox is left.
+    d.finish().await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "OCI images run on the linux and (on Linux) chroot backends here; this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+)]
+async fn execs_and_run_use_the_image_entrypoint_cmd_env_and_working_dir() {
+    use tar::EntryType::Directory;
+    let d = Daemon::start();
+    let work = tar_of(&[("work", Directory, 0o755, b"")]);
+    let run = r#"{"Entrypoint":["/bin/echo","ep"],"Cmd":["from-cmd"],"Env":["PATH=/bin","A=image","B=image"],"WorkingDir":"/work"}"#;
+    import(
+        &d,
+        oci_layout("local/defaults:1", &[busybox_layer(), work], run),
+    )
+    .await
+    .unwrap();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "local/defaults:1".into(),
             mode: pb::SandboxMode::Idle as i32,
             ..Default::default()
         })
+        .await;
+    // ExecSync: the image's Env under the request's (B), its WorkingDir
+    // when the request gives no cwd.
+    let r = c
+        .exec_sync(
+            &sb.id,
+            pb::ProcessSpec {
+                argv: vec!["/bin/sh".into(), "-c".into(), "echo \"$A $B\"; pwd".into()],
+                env: vec!["B=exec".into()],
+                ..Default::default()
+            },
+            0,
+        )
+        .await;
+    assert_eq!(crate::harness::out(&r), "image exec\n/work\n", "{r:?}");
+    let r = c
+        .exec_sync(
+            &sb.id,
+            pb::ProcessSpec {
+                argv: vec!["/bin/pwd".into()],
+                cwd: "/tmp".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .await;
+    assert_eq!(crate::harness::out(&r), "/tmp\n", "the request's cwd wins");
+    c.destroy(&sb.id).await;
+
+    // sandboxctl run (Exec, streamed): Entrypoint + Cmd without a command;
+    // a command replaces Cmd; --entrypoint replaces Entrypoint and drops
+    // the image's Cmd (as docker run does).
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "ep from-cmd\n"),
+        (&["--", "x", "y"], "ep x y\n"),
+        (
+            &["--entrypoint", "/bin/sh", "--", "-c", "echo \"$A\"; pwd"],
+            "image\n/work\n",
+        ),
+        (&["--entrypoint", "/bin/echo"], "\n"),
+    ];
+    for (args, want) in cases {
+        let o = sandboxctl(&d)
+            .args(["run", "--image", "local/defaults:1"])
+            .args(*args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), *want, "{args:?}");
+    }
+    // An image with neither, and no command: refused before anything is
+    // created, naming the fix.
+    import(&d, oci_layout("local/nocmd:1", &[busybox_layer()], "{}"))
         .await
-        .unwrap_err();
-    assert_eq!(
-        st.code(),
-        tonic::Code::FailedPrecondition,
-        "{}",
-        st.message()
-    );
-    assert!(
-        st.message().contains("directory images only"),
-        "{}",
-        st.message()
-    );
+        .unwrap();
+    let o = sandboxctl(&d)
+        .args(["run", "--image", "local/nocmd:1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no command"), "{err}");
+    let listed = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.sandboxes.is_empty(), "nothing was created");
     d.finish().await;
 }

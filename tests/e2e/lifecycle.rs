@@ -726,7 +726,7 @@ async fn capabilities_and_plans_for_every_backend() {
             assert!(caps.backend_reason.contains("chroot"));
         }
     }
-    assert_eq!(caps.matrix.len(), 15);
+    assert_eq!(caps.matrix.len(), 16);
     assert!(caps.images.contains(&"host".to_owned()));
     let spec = pb::SandboxSpec {
         hostname: "web".into(),

@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod containerd;
+mod cpu_weight;
 mod cri;
 mod escape;
 mod execs;
@@ -20,6 +21,8 @@ mod linux;
 mod logs;
 mod network;
 mod ops;
+mod pods;
+mod registry_auth;
 mod remote;
 mod resources;
 mod surface;

@@ -53,7 +53,7 @@ fn table(v: &pb::Verification) -> String {
 /// here rather than trusting the daemon's `agrees`.
 fn assert_predicted(v: &pb::Verification, what: &str) {
     use pb::{EnforcementLevel as L, ObservedResult as O};
-    assert_eq!(v.properties.len(), 15, "{what}: one row per property");
+    assert_eq!(v.properties.len(), 16, "{what}: one row per property");
     for p in &v.properties {
         let claimed = L::try_from(p.claimed).expect("level");
         let observed = O::try_from(p.observed).expect("observed");
@@ -117,6 +117,9 @@ fn limits() -> pb::Limits {
         cpu_millis: l(100),
         open_files: l(128),
         address_space_bytes: l(1 << 30),
+        // Not the default (100): a sandbox left at the default would look
+        // weighted without the backend doing anything.
+        cpu_weight: l(250),
         ..Default::default()
     }
 }
@@ -347,7 +350,7 @@ async fn create_with_verify_checks_before_the_payload_starts() {
 )]
 async fn weakened_mechanism_is_observed_violated() {
     let steps = if linux_backend() {
-        "sethostname,rlimits"
+        "sethostname,rlimits,cpu_weight"
     } else {
         "rlimits"
     };
@@ -387,6 +390,13 @@ async fn weakened_mechanism_is_observed_violated() {
     if linux_backend() {
         assert_eq!(
             observed(&v, pb::IsolationProperty::Hostname),
+            pb::ObservedResult::Violated,
+            "{}",
+            table(&v)
+        );
+        // The cgroup keeps the default weight, not the spec's 250.
+        assert_eq!(
+            observed(&v, pb::IsolationProperty::CpuWeight),
             pb::ObservedResult::Violated,
             "{}",
             table(&v)

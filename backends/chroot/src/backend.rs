@@ -92,13 +92,9 @@ impl Backend for ChrootBackend {
     ) -> Result<Vec<u8>, BackendError> {
         sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         let setup = self.planner().build(spec, sandbox)?;
-        if sandboxd_core::oci::is_reference(spec.spec().image()) {
-            return Err(sandboxd_supervisor::images::oci_unsupported(
-                "chroot",
-                spec.spec().image(),
-            ));
-        }
-        if spec.spec().image() != HOST_IMAGE {
+        if !spec.image_layers().is_empty() {
+            sandboxd_supervisor::images::check_layers(&self.images_dir, spec.image_layers())?;
+        } else if spec.spec().image() != HOST_IMAGE {
             let s = spec.spec();
             sandboxd_supervisor::images::check_image(
                 s.image_dir(&self.images_dir),

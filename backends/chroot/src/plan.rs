@@ -186,9 +186,9 @@ pub enum RootBuild {
         /// Image name inside the images dir.
         image: String,
     },
-    /// A directory image under an overlay whose upper layer is in the
-    /// sandbox's state dir, on a tmpfs of the disk limit when there is one
-    /// (the image itself is never written).
+    /// A directory image, or an OCI image's layer chain, under an overlay
+    /// whose upper layer is in the sandbox's state dir, on a tmpfs of the
+    /// disk limit when there is one (the image itself is never written).
     ImageOverlay {
         /// Image name.
         image: String,
@@ -269,10 +269,17 @@ pub enum ChrootStep {
         tmpfs: TmpfsOptions,
     },
     /// Mount an overlay on the root: the image (read-only) under
-    /// `upper`/`work`, nosuid.
+    /// `upper`/`work`, nosuid. For an OCI image the lower directories are
+    /// its `layers` instead of the image directory.
     MountOverlay {
-        /// Image name inside the images dir.
+        /// Image name inside the images dir (for an OCI image, the
+        /// reference, shown only).
         image: String,
+        /// An OCI image's unpacked layers, base first, relative to the
+        /// images dir, each opened without following a symlink; empty for
+        /// a directory image.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<PathBuf>,
         /// Upper layer (host path).
         upper: PathBuf,
         /// overlayfs work dir (host path).
@@ -298,7 +305,8 @@ pub enum ChrootStep {
     /// If the root has a /tmp directory: a tmpfs on it. Before the client
     /// mounts, which may target paths below /tmp.
     MountTmp(TmpfsOptions),
-    /// Remount the root's tmpfs with these flags (read-only).
+    /// Remount the root with these flags (read-only): the `host` view's
+    /// tmpfs, or an OCI image's overlay once every mount point is made.
     RemountRoot(Vec<MountFlag>),
     /// `fork(2)`: one child per process.
     Fork,
@@ -396,6 +404,25 @@ pub enum PlanError {
         "spec.network.dns_servers: the chroot backend sets a sandbox's resolv.conf with a bind mount, which it has only on Linux"
     )]
     DnsWithoutMounts,
+    /// A child sandbox (`spec.join`): a chroot has no namespaces to share.
+    #[error(
+        "spec.join: the chroot backend has no namespaces, so sandbox {0}'s network, IPC and hostname cannot be shared with a child (it would get the host's)"
+    )]
+    Join(String),
+    /// An OCI image's layers are mounted as overlay lower directories.
+    #[error(
+        "spec.image: {0:?} is an OCI image, whose layer chain the chroot backend mounts as an overlay, which it has only on Linux; use a directory image here (docs/images.md)"
+    )]
+    OciWithoutMounts(String),
+    /// An OCI image on a Linux host without overlayfs.
+    #[error(
+        "spec.image: {0:?} is an OCI image, whose layer chain needs overlayfs, which this host lacks (no \"overlay\" in /proc/filesystems)"
+    )]
+    OciWithoutOverlay(String),
+    /// An OCI reference the daemon did not resolve to layers (it resolves
+    /// every OCI image before planning).
+    #[error("spec.image: OCI image {0:?} was not resolved to its layers")]
+    ImageUnresolved(String),
 }
 
 /// The mount point of a sandbox's root.
@@ -448,9 +475,23 @@ fn build_unchecked(
     facts: &HostFacts,
 ) -> Result<ChrootSetup, PlanError> {
     let s = spec.spec();
+    if let Some(join) = &s.join {
+        return Err(PlanError::Join(join.sandbox_id.clone()));
+    }
     let image = s.image().to_owned();
     let images_dir = s.image_dir(images_dir);
     let disk = s.limits.disk_bytes.map(|l| l.value);
+    let layers = spec.image_layers().to_vec();
+    let oci = !layers.is_empty() || sandboxd_core::oci::is_reference(&image);
+    if oci && !facts.linux_mounts {
+        return Err(PlanError::OciWithoutMounts(image));
+    }
+    if oci && layers.is_empty() {
+        return Err(PlanError::ImageUnresolved(image));
+    }
+    if oci && !facts.overlay {
+        return Err(PlanError::OciWithoutOverlay(image));
+    }
     if !facts.linux_mounts {
         if image == HOST_IMAGE {
             return Err(PlanError::HostImageWithoutMounts);
@@ -506,13 +547,16 @@ fn build_unchecked(
             },
         ]);
         RootBuild::HostView
-    } else if s.readonly_rootfs || !facts.overlay {
+    } else if !oci && (s.readonly_rootfs || !facts.overlay) {
         steps.push(ChrootStep::BindImage {
             image: image.clone(),
         });
         RootBuild::ImageReadOnly { image }
     } else {
         // With a disk limit, upper and work live on a tmpfs of that size.
+        // An OCI image gets its upper even when read-only (then remounted
+        // read-only, last): mount points are created in the upper, never
+        // in a layer other images share.
         let base = match disk {
             Some(bytes) => {
                 let layer = sandbox.dir.join("layer");
@@ -542,6 +586,7 @@ fn build_unchecked(
             },
             ChrootStep::MountOverlay {
                 image: image.clone(),
+                layers,
                 upper,
                 work,
             },
@@ -577,7 +622,7 @@ fn build_unchecked(
             read_only: true,
         }));
     }
-    if s.readonly_rootfs && build == RootBuild::HostView {
+    if s.readonly_rootfs && (build == RootBuild::HostView || oci) {
         steps.push(ChrootStep::RemountRoot(ROOT_RO_FLAGS.to_vec()));
     }
     steps.extend(process_steps(spec, true));
@@ -645,7 +690,7 @@ pub fn rlimits(spec: &ValidatedSpec) -> Vec<Rlimit> {
 }
 
 /// How the writable layer is limited.
-const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory image's overlay upper and work directories)";
+const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (the \"host\" view's root; a directory or OCI image's overlay upper and work directories)";
 /// What it does and does not cover.
 const DISK_CAVEATS: &str = "past the limit writes fail with ENOSPC; the layer is RAM-backed and, without a memory cgroup, takes host RAM up to the limit; it is gone when the sandbox ends; /tmp and /dev/shm are tmpfs of their own sizes (spec.limits.tmp_bytes, shm_bytes) and read-write bind mounts are the host's, not counted";
 
@@ -709,18 +754,21 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                     "counts every process of the uid on the host, not just this sandbox's",
                 ),
                 Property::CpuLimit => (NotEnforced, "none", "no CPU controller without cgroups"),
+                Property::CpuWeight => (NotEnforced, "none", "no CPU controller without cgroups: the sandbox's processes compete as part of the daemon's cgroup"),
                 Property::OpenFilesLimit if as_root => (BestEffort, "setrlimit(RLIMIT_NOFILE)", "root may raise its own hard limit"),
                 Property::OpenFilesLimit => (Enforced, "setrlimit(RLIMIT_NOFILE)", "per process"),
                 Property::AddressSpaceLimit if as_root => (BestEffort, "setrlimit(RLIMIT_AS)", "root may raise its own hard limit"),
                 Property::AddressSpaceLimit => (Enforced, "setrlimit(RLIMIT_AS)", "per process"),
                 Property::DiskLimit if !facts.linux_mounts => (NotEnforced, "none", "no mounts on this OS: the image directory itself is the root, and writes go to it"),
-                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); a directory image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
+                Property::DiskLimit if no_disk_limit => (NotEnforced, "none", "no disk limit: the spec sets none and the daemon's default is off (disk limit 0); an image's overlay upper directory grows on the state directory's filesystem, the \"host\" view's tmpfs root up to the kernel's default (half of RAM)"),
                 Property::DiskLimit if readonly_root => (Enforced, "read-only root", "nothing is written to the root; /tmp and /dev/shm are tmpfs of their own sizes"),
                 Property::DiskLimit if as_root => (BestEffort, DISK_HOW, "the process runs as uid 0, which can leave a chroot and write elsewhere on the host"),
                 Property::DiskLimit => (Enforced, DISK_HOW, DISK_CAVEATS),
+                // uid 0 keeps no CAP_SYS_ADMIN (ROOT_CAPABILITIES), so it
+                // cannot remount the root (escape::root_cannot_remount_…).
                 Property::ReadonlyRootfs => {
-                    let (l, m) = mounts("MS_RDONLY bind remount of the root");
-                    (l, m, if as_root && l == Enforced { "root could remount it" } else { "" })
+                    let (l, m) = mounts("MS_RDONLY: a read-only bind of a directory image, or a read-only remount of the root (the \"host\" view's tmpfs, an OCI image's overlay)");
+                    (l, m, "")
                 }
                 Property::Mounts => {
                     let (l, m) = mounts("bind mounts (MS_BIND|MS_NOSUID), targets resolved with openat2(RESOLVE_IN_ROOT)");
@@ -740,6 +788,20 @@ pub fn plan(
     facts: &HostFacts,
 ) -> Plan {
     ChrootPlanner { images_dir, facts }.plan(spec, sandbox)
+}
+
+/// An overlay's lowerdir list as shown: the image directory, or an OCI
+/// image's layers top first (the order overlayfs stacks them).
+fn lowerdirs(images_dir: &Path, image: &str, layers: &[PathBuf]) -> String {
+    if layers.is_empty() {
+        return images_dir.join(image).display().to_string();
+    }
+    let shown: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| images_dir.join(l).display().to_string())
+        .collect();
+    shown.join(":")
 }
 
 /// The display form of `setup`'s steps: mounts in `mounts`, every other
@@ -796,12 +858,12 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                 &BIND_RO_FLAGS,
             )),
             ChrootStep::MountLayer { path, tmpfs: t } => mounts.push(tmpfs(shown(path), t)),
-            ChrootStep::MountOverlay { image, upper, work } => mounts.push(PlanMount {
+            ChrootStep::MountOverlay { image, layers, upper, work } => mounts.push(PlanMount {
                 source: "overlay".into(),
                 target: root.clone(),
                 fstype: "overlay".into(),
                 options: vec![
-                    format!("lowerdir={}", setup.images_dir.join(image).display()),
+                    format!("lowerdir={}", lowerdirs(&setup.images_dir, image, layers)),
                     format!("upperdir={}", upper.display()),
                     format!("workdir={}", work.display()),
                     MountFlag::Nosuid.as_str().into(),
@@ -935,6 +997,34 @@ mod tests {
         plan(s, &paths(), Path::new("/images"), facts).refusals
     }
 
+    /// A child (`spec.join`) is refused with the reason, before anything
+    /// is planned: a chroot has no namespaces to share.
+    #[test]
+    fn a_child_sandbox_is_refused() {
+        let child = spec(|s| {
+            s.join = Some(sandboxd_core::spec::Join {
+                sandbox_id: "fedcba9876543210".into(),
+                network: true,
+                ipc: true,
+                uts: true,
+            });
+        });
+        let r = refusals(&child, &HostFacts::assumed());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].starts_with("spec.join:") && r[0].contains("fedcba9876543210"),
+            "{r:?}"
+        );
+        let planner = ChrootPlanner {
+            images_dir: Path::new("/images"),
+            facts: &HostFacts::assumed(),
+        };
+        assert!(matches!(
+            planner.build(&child, &paths()),
+            Err(sandboxd_core::BuildError::Plan(PlanError::Join(_)))
+        ));
+    }
+
     #[test]
     fn required_properties_chroot_cannot_give_are_refused() {
         let facts = HostFacts::assumed();
@@ -990,6 +1080,16 @@ mod tests {
                     })
                 },
                 &["cpu_limit"],
+            ),
+            (
+                "cpu weight",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 400,
+                        requirement: Requirement::Unspecified,
+                    })
+                },
+                &["cpu_weight"],
             ),
             (
                 "pids emulated ok",
@@ -1235,6 +1335,7 @@ mod tests {
                     dir(&layer.join("work"), 0o700),
                     MountOverlay {
                         image: image(),
+                        layers: vec![],
                         upper: layer.join("upper"),
                         work: layer.join("work"),
                     },
@@ -1270,6 +1371,191 @@ mod tests {
                 "case {what}"
             );
         }
+    }
+
+    #[test]
+    fn an_oci_image_is_its_layer_chain_under_the_sandboxs_upper() {
+        use ChrootStep::*;
+        let d = paths().dir;
+        let root = d.join("rootfs");
+        let layer = d.join("layer");
+        let layers: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|h| PathBuf::from(format!(".oci/layers/sha256/{h}")))
+            .collect();
+        let oci = |s: &mut SandboxSpec| {
+            s.image =
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into()
+        };
+        let ro = |s: &mut SandboxSpec| {
+            s.image =
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into();
+            s.readonly_rootfs = true;
+        };
+        let overlay = |layers: &[PathBuf]| MountOverlay {
+            image:
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .into(),
+            layers: layers.to_vec(),
+            upper: layer.join("upper"),
+            work: layer.join("work"),
+        };
+        let root_steps = |layers: &[PathBuf]| {
+            vec![
+                CreateDir {
+                    path: root.clone(),
+                    mode: 0o755,
+                },
+                CreateDir {
+                    path: layer.clone(),
+                    mode: 0o700,
+                },
+                MountLayer {
+                    path: layer.clone(),
+                    tmpfs: TmpfsOptions::new(
+                        &LAYER_TMPFS_FLAGS,
+                        "mode=700,size=1g,nr_inodes=131072",
+                    ),
+                },
+                CreateDir {
+                    path: layer.join("upper"),
+                    mode: 0o755,
+                },
+                CreateDir {
+                    path: layer.join("work"),
+                    mode: 0o700,
+                },
+                overlay(layers),
+            ]
+        };
+        type Case = (
+            &'static str,
+            fn(&mut SandboxSpec),
+            Vec<PathBuf>,
+            HostFacts,
+            Result<(Vec<ChrootStep>, bool), PlanError>,
+        );
+        let one = vec![layers[0].clone()];
+        let cases: Vec<Case> = vec![
+            (
+                "three layers, base first: one overlay on the writable layer",
+                oci,
+                layers.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&layers), false)),
+            ),
+            (
+                "read-only: the same overlay, remounted read-only last",
+                ro,
+                layers.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&layers), true)),
+            ),
+            (
+                "read-only with one layer",
+                ro,
+                one.clone(),
+                HostFacts::assumed(),
+                Ok((root_steps(&one), true)),
+            ),
+            (
+                "no mounts (not Linux): refused, writable",
+                oci,
+                layers.clone(),
+                no_mounts(),
+                Err(PlanError::OciWithoutMounts("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "no mounts (not Linux): refused, read-only",
+                ro,
+                layers.clone(),
+                no_mounts(),
+                Err(PlanError::OciWithoutMounts("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "no overlayfs: refused",
+                oci,
+                layers.clone(),
+                HostFacts {
+                    overlay: false,
+                    ..HostFacts::assumed()
+                },
+                Err(PlanError::OciWithoutOverlay("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+            (
+                "a reference the daemon did not resolve",
+                oci,
+                vec![],
+                HostFacts::assumed(),
+                Err(PlanError::ImageUnresolved("local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())),
+            ),
+        ];
+        for (what, edit, layers, facts, want) in cases {
+            let s = spec(edit).with_image_layers(layers);
+            let got = build_unchecked(&s, &paths(), Path::new("/images"), &facts);
+            let want = match want {
+                Err(e) => {
+                    assert_eq!(got, Err(e), "case {what}");
+                    continue;
+                }
+                Ok(w) => w,
+            };
+            let got = got.unwrap_or_else(|e| panic!("case {what}: {e}"));
+            assert_eq!(
+                got.build,
+                RootBuild::ImageOverlay {
+                    image: "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000".into()
+                },
+                "case {what}"
+            );
+            let setup: Vec<ChrootStep> = got
+                .steps
+                .iter()
+                .filter(|s| s.executor() == Executor::Setup)
+                .cloned()
+                .collect();
+            let (root_want, readonly) = want;
+            assert_eq!(setup[..root_want.len()], root_want[..], "case {what}");
+            assert_eq!(
+                setup.last() == Some(&RemountRoot(ROOT_RO_FLAGS.to_vec())),
+                readonly,
+                "case {what}: {setup:?}"
+            );
+        }
+        // The non-Linux refusal is a clear FAILED_PRECONDITION naming the image.
+        let s = spec(oci).with_image_layers(layers.clone());
+        let e = ChrootPlanner {
+            images_dir: Path::new("/images"),
+            facts: &no_mounts(),
+        }
+        .build(&s, &paths())
+        .expect_err("refused");
+        let e = sandboxd_core::BackendError::from(e);
+        assert!(
+            matches!(e, sandboxd_core::BackendError::Unsupported(_)),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(
+                "local/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            ) && e.to_string().contains("only on Linux"),
+            "{e}"
+        );
+        // The rendered overlay lists the layers top first.
+        let shown = plan(&s, &paths(), Path::new("/images"), &HostFacts::assumed());
+        let NativePlan::Chroot { mounts, .. } = shown.native else {
+            panic!("chroot plan")
+        };
+        let o = mounts
+            .iter()
+            .find(|m| m.fstype == "overlay")
+            .expect("overlay");
+        assert_eq!(
+            o.options[0],
+            "lowerdir=/images/.oci/layers/sha256/c:/images/.oci/layers/sha256/b:/images/.oci/layers/sha256/a"
+        );
     }
 
     #[test]
@@ -1608,6 +1894,7 @@ mod tests {
         );
         assert!(setup.steps.contains(&ChrootStep::MountOverlay {
             image: "alpine".into(),
+            layers: vec![],
             upper: paths().dir.join("upper"),
             work: paths().dir.join("work"),
         }));

@@ -164,9 +164,26 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
                 sys::mount_tmpfs(path, ms_flags(&t.flags), &t.data)
                     .map_err(at(Step::MountWritableLayer, path))?;
             }
-            ChrootStep::MountOverlay { image, upper, work } => {
-                let img = open_image_fd(setup, image)?;
-                sys::mount_overlay(root, &sys::fd_path(img.as_fd()), upper, work)
+            ChrootStep::MountOverlay {
+                image,
+                layers,
+                upper,
+                work,
+            } => {
+                // Held open until the mount is made: the kernel resolves
+                // the /proc/self/fd paths, never a path a symlink decides.
+                let lower = if layers.is_empty() {
+                    vec![open_image_fd(setup, image)?]
+                } else {
+                    // overlayfs stacks lowerdirs top first.
+                    layers
+                        .iter()
+                        .rev()
+                        .map(|l| sandboxd_supervisor::images::open_layer(&setup.images_dir, l))
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                let paths: Vec<PathBuf> = lower.iter().map(|fd| sys::fd_path(fd.as_fd())).collect();
+                sys::mount_overlay(root, &paths, upper, work)
                     .map_err(at(Step::MountOverlayRoot, root))?;
             }
             ChrootStep::MountDev { tmpfs, nodes, shm } => {

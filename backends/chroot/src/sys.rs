@@ -72,16 +72,18 @@ mod linux {
         )
     }
 
-    /// Mounts an overlay of `lower` (read-only) with `upper`/`work`.
+    /// Mounts an overlay of `lower` (read-only, top first) with
+    /// `upper`/`work`.
     pub fn mount_overlay(
         target: &Path,
-        lower: &Path,
+        lower: &[PathBuf],
         upper: &Path,
         work: &Path,
     ) -> Result<(), Errno> {
+        let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
+            lower.join(":"),
             upper.display(),
             work.display()
         );

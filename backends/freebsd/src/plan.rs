@@ -80,6 +80,12 @@ pub use types::{
 /// core's [`BuildError::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// A child sandbox (`spec.join`): not planned on FreeBSD (a child jail
+    /// of the parent's jail would share its network; not built yet).
+    #[error(
+        "spec.join: the FreeBSD backend does not create a jail inside sandbox {0}'s jail yet, so a child cannot share its network, IPC or hostname"
+    )]
+    Join(String),
     /// An OCI reference the daemon did not resolve to layers (it resolves
     /// every reference in its image store before planning).
     #[error("spec.image: OCI image {0:?} was not resolved to its layers")]
@@ -157,6 +163,9 @@ fn build_unchecked(
     host: &HostFacts,
 ) -> Result<JailPlan, PlanError> {
     let s = spec.spec();
+    if let Some(join) = &s.join {
+        return Err(PlanError::Join(join.sandbox_id.clone()));
+    }
     if s.mode != Mode::Idle && s.process.user.uid() == 0 {
         if let Some(why) = s.root_refusal(true) {
             return Err(PlanError::RootWithWritableBind(why));

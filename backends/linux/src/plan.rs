@@ -64,8 +64,8 @@ pub use network::{
 };
 pub use steps::rlimits;
 pub use types::{
-    Actor, Capability, CgroupPlan, CgroupWrite, IdMap, Layer, LinuxPlan, LinuxStep, Mount,
-    MountFlag, MountSource, Namespace, Network, Rlimit, RlimitKind, RootOp,
+    Actor, Capability, CgroupPlan, CgroupWrite, IdMap, JoinPlan, Layer, LinuxPlan, LinuxStep,
+    Mount, MountFlag, MountSource, Namespace, Network, Rlimit, RlimitKind, RootOp,
 };
 
 /// Why a spec cannot be planned at all (a refused REQUIRED property is
@@ -104,6 +104,10 @@ pub enum PlanError {
     /// namespace (see [`root_refusal`]).
     #[error("uid 0: {0}")]
     RootWithWritableBind(String),
+    /// A child (`spec.join`) without its parent's processes (the daemon
+    /// finds them at create time).
+    #[error("spec.join: the processes of parent sandbox {0} were not given")]
+    NoParent(String),
     /// bind mount: the target is reserved for the sandbox's own filesystems.
     #[error(
         "spec.mounts[{index}].target: {target:?} is under /proc, /sys or /dev, which the sandbox mounts itself"
@@ -128,6 +132,9 @@ fn wants_userns(spec: &ValidatedSpec) -> bool {
 /// nftables (PREFERRED, or refused) falls back to loopback only, stricter
 /// than asked.
 fn network(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Network {
+    if let Some(join) = spec.spec().join.as_ref().filter(|j| j.network) {
+        return Network::Joined(join.sandbox_id.clone());
+    }
     match spec.spec().network.mode {
         NetworkMode::Unspecified | NetworkMode::None => Network::None,
         NetworkMode::Loopback => Network::Loopback,
@@ -137,11 +144,28 @@ fn network(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Ne
     }
 }
 
+/// The namespaces a child shares with its parent (`spec.join`), which it
+/// does not create.
+fn joined(spec: &ValidatedSpec) -> Vec<Namespace> {
+    let Some(join) = &spec.spec().join else {
+        return Vec::new();
+    };
+    [
+        (Namespace::Uts, join.uts),
+        (Namespace::Ipc, join.ipc),
+        (Namespace::Net, join.network),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect()
+}
+
 /// The namespaces for a spec, in creation order. Mount is always created;
-/// the others unless the spec DISABLED them (user: only when opted into and
-/// available).
+/// the others unless the spec DISABLED them or shares them with its parent
+/// (user: only when opted into and available).
 fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
     let host_net = spec.spec().network.mode == NetworkMode::Host;
+    let joined = joined(spec);
     let iso = spec.spec().isolation;
     let on = |r: Requirement| r != Requirement::Disabled;
     let mut ns = Vec::new();
@@ -156,7 +180,11 @@ fn namespaces(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Namespace> {
         (Namespace::Net, !host_net),
         (Namespace::Cgroup, on(iso.cgroup)),
     ];
-    ns.extend(rest.into_iter().filter(|(_, keep)| *keep).map(|(n, _)| n));
+    ns.extend(
+        rest.into_iter()
+            .filter(|(n, keep)| *keep && !joined.contains(n))
+            .map(|(n, _)| n),
+    );
     ns
 }
 
@@ -202,8 +230,15 @@ fn build_unchecked(
             return Err(PlanError::RootWithWritableBind(why));
         }
     }
-    let mounts = mounts::root_ops(spec, sandbox, host, &namespaces)?;
+    let join = spec.spec().join.as_ref().map(|j| JoinPlan {
+        sandbox: j.sandbox_id.clone(),
+        init_pid: sandbox.parent.as_ref().map_or(0, |p| p.init_pid),
+        supervisor_pid: sandbox.parent.as_ref().map_or(0, |p| p.supervisor_pid),
+        namespaces: joined(spec),
+    });
+    let mounts = mounts::root_ops(spec, sandbox, host, &namespaces, &joined(spec))?;
     Ok(LinuxPlan {
+        join,
         id: sandbox.id.clone(),
         network: network(spec, sandbox, host),
         rootfs: sandbox.dir.join("root"),
@@ -241,6 +276,18 @@ impl Planner for HostFacts {
         match &plan.network {
             Network::Routed(r) if r.addresses.is_empty() || r.gateways.is_empty() => {
                 Err(PlanError::NoLease)
+            }
+            _ if plan
+                .join
+                .as_ref()
+                .is_some_and(|j| j.init_pid <= 0 || j.supervisor_pid <= 0) =>
+            {
+                Err(PlanError::NoParent(
+                    plan.join
+                        .as_ref()
+                        .map(|j| j.sandbox.clone())
+                        .unwrap_or_default(),
+                ))
             }
             _ => Ok(()),
         }

@@ -137,6 +137,16 @@ pub fn pivot_root_here() -> Result<(), Errno> {
     nix::unistd::pivot_root(".", ".")
 }
 
+/// The parent pid of `pid` (`PPid:` of `/proc/<pid>/status`).
+pub fn parent_of(pid: i32) -> std::io::Result<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("/proc/{pid}/status has no PPid line")))
+}
+
 /// Opens `/proc/<pid>/ns/<name>` (a namespace to join later), close-on-exec.
 pub fn open_namespace(pid: i32, name: &str) -> Result<OwnedFd, Errno> {
     nix::fcntl::open(

@@ -328,6 +328,12 @@ pub(crate) struct SpecFlags {
     #[arg(long)]
     pub(crate) hostname: Option<String>,
 
+    /// Make this sandbox a child of a running one (by id), sharing its
+    /// namespaces: all of network, ipc, uts (a pod), or those listed after a
+    /// colon, e.g. 0123456789abcdef:network,ipc.
+    #[arg(long, value_name = "ID[:KINDS]")]
+    pub(crate) join: Option<String>,
+
     #[command(flatten)]
     pub(crate) process: ProcessFlags,
 
@@ -342,6 +348,11 @@ pub(crate) struct SpecFlags {
     /// CPU quota in CPUs, e.g. 0.5 or 2 (or milli-CPUs as 500m).
     #[arg(long, value_name = "CPUS")]
     pub(crate) cpus: Option<String>,
+
+    /// Relative CPU weight, 1..10000 (default 100): the sandbox's share of
+    /// contended CPU time against other sandboxes; caps nothing.
+    #[arg(long, value_name = "N")]
+    pub(crate) cpu_weight: Option<String>,
 
     /// Maximum open files per process (RLIMIT_NOFILE).
     #[arg(long, value_name = "N")]
@@ -538,11 +549,19 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value = "missing")]
     pub(crate) pull: PullPolicy,
 
+    /// Run this program instead of an OCI image's Entrypoint (as `docker
+    /// run --entrypoint`: the image's Cmd is dropped too; the arguments after
+    /// `--` follow it). An empty string: no entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub(crate) entrypoint: Option<String>,
+
     /// The command, after `--`. The sandbox is created idle (or, with
     /// --mode init, running the image's init) and the command is exec'd into
     /// it with stdio attached; --mode process is accepted but runs the same
-    /// way, because the daemon discards a main process's stdio.
-    #[arg(last = true, required = true, value_name = "ARGV")]
+    /// way, because the daemon discards a main process's stdio. With an OCI
+    /// image it replaces the image's Cmd and follows its Entrypoint; without
+    /// one the image's Entrypoint and Cmd run (as `docker run IMAGE`).
+    #[arg(last = true, value_name = "ARGV")]
     pub(crate) argv: Vec<String>,
 }
 
@@ -679,7 +698,21 @@ mod tests {
         assert_eq!(rm(&["run", "--rm", "--", "true"]), Some(true));
         assert_eq!(rm(&["run", "--rm=false", "--", "true"]), Some(false));
         assert_eq!(rm(&["run", "--rm=true", "-it", "--", "sh"]), Some(true));
-        assert_eq!(rm(&["run"]), None, "a command is required");
+        // Without a command an OCI image's Entrypoint and Cmd run; a
+        // directory image is refused at run time (`oci::run_command`).
+        assert_eq!(rm(&["run", "--image", "a/b:1"]), Some(true));
+        let ep = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => Some((r.entrypoint, r.argv)),
+            _ => None,
+        };
+        assert_eq!(
+            ep(&["run", "--entrypoint", "/bin/sh", "--", "-c", "x"]),
+            Some((Some("/bin/sh".into()), vec!["-c".into(), "x".into()]))
+        );
+        assert_eq!(
+            ep(&["run", "--entrypoint=", "--", "/bin/id"]),
+            Some((Some(String::new()), vec!["/bin/id".into()]))
+        );
     }
 
     #[test]

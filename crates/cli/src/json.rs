@@ -205,6 +205,7 @@ mod tests {
                 }],
             }),
             main_pid: 4242,
+            init_pid: 0,
             supervisor_pid: 0,
             exit: None,
             created_at_ms: 1_714_566_896_789,

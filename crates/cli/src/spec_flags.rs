@@ -19,7 +19,7 @@ use sandboxd_core::validate::{
 };
 use sandboxd_proto::v1::{
     Isolation, Limit, Limits, Mount, NetworkMode, NetworkPolicy, PortForward, ProcessSpec,
-    Protocol, Requirement, SandboxMode, SandboxSpec, User,
+    Protocol, Requirement, SandboxJoin, SandboxMode, SandboxSpec, User,
 };
 
 use crate::cli::{NetworkFlags, ProcessFlags, SpecFlags};
@@ -185,6 +185,30 @@ pub(crate) fn parse_env(
 }
 
 /// `SRC:DST[:ro|:rw]`, both absolute.
+/// `--join ID[:KINDS]`: the parent's id and the namespaces shared with it
+/// (`network`, `ipc`, `uts`, comma-separated; all three without a list).
+pub(crate) fn parse_join(s: &str) -> Result<SandboxJoin, String> {
+    let (id, kinds) = s.split_once(':').unwrap_or((s, "network,ipc,uts"));
+    if !sandboxd_core::validate::is_id(id) {
+        return Err(format!(
+            "{id:?} is not a sandbox id (16 lowercase hex characters)"
+        ));
+    }
+    let mut join = SandboxJoin {
+        sandbox_id: id.to_owned(),
+        ..Default::default()
+    };
+    for kind in kinds.split(',') {
+        match kind {
+            "network" => join.network = true,
+            "ipc" => join.ipc = true,
+            "uts" => join.uts = true,
+            other => return Err(format!("unknown namespace {other:?} (network, ipc or uts)")),
+        }
+    }
+    Ok(join)
+}
+
 pub(crate) fn parse_mount(s: &str) -> Result<Mount, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let (source, target, read_only) = match parts.as_slice() {
@@ -429,6 +453,7 @@ enum Prop {
     Memory,
     Pids,
     Cpu,
+    CpuWeight,
     Nofile,
     AddressSpace,
     Disk,
@@ -449,13 +474,14 @@ fn parse_prop(s: &str) -> Result<Prop, String> {
         "memory" | "memory-limit" => Prop::Memory,
         "pids" | "pids-limit" => Prop::Pids,
         "cpu" | "cpus" | "cpu-limit" => Prop::Cpu,
+        "cpu-weight" => Prop::CpuWeight,
         "nofile" | "open-files" | "open-files-limit" => Prop::Nofile,
         "address-space" | "address-space-limit" => Prop::AddressSpace,
         "disk" | "disk-limit" => Prop::Disk,
         _ => {
             return Err(
                 "unknown property (one of filesystem pid hostname ipc user cgroup network \
-                        memory pids cpu nofile address-space disk)"
+                        memory pids cpu cpu-weight nofile address-space disk)"
                     .into(),
             );
         }
@@ -470,6 +496,7 @@ impl Prop {
             Prop::Memory => Some("--memory SIZE"),
             Prop::Pids => Some("--pids N"),
             Prop::Cpu => Some("--cpus CPUS"),
+            Prop::CpuWeight => Some("--cpu-weight N"),
             Prop::Nofile => Some("--nofile N"),
             Prop::AddressSpace => Some("--address-space SIZE"),
             Prop::Disk => Some("--disk SIZE"),
@@ -576,6 +603,7 @@ impl SpecFlags {
                 parse_size,
             )?,
             disk_bytes: limit("--disk", self.disk.as_deref(), parse_size)?,
+            cpu_weight: limit("--cpu-weight", self.cpu_weight.as_deref(), parse_count)?,
             tmp_bytes: self
                 .tmp_size
                 .as_deref()
@@ -627,6 +655,7 @@ impl SpecFlags {
                 Prop::Memory => limits.memory_bytes.as_mut().map(|l| &mut l.requirement),
                 Prop::Pids => limits.pids.as_mut().map(|l| &mut l.requirement),
                 Prop::Cpu => limits.cpu_millis.as_mut().map(|l| &mut l.requirement),
+                Prop::CpuWeight => limits.cpu_weight.as_mut().map(|l| &mut l.requirement),
                 Prop::Nofile => limits.open_files.as_mut().map(|l| &mut l.requirement),
                 Prop::AddressSpace => limits
                     .address_space_bytes
@@ -667,6 +696,7 @@ impl SpecFlags {
         let any_limit = limits.memory_bytes.is_some()
             || limits.pids.is_some()
             || limits.cpu_millis.is_some()
+            || limits.cpu_weight.is_some()
             || limits.open_files.is_some()
             || limits.address_space_bytes.is_some()
             || limits.disk_bytes.is_some()
@@ -697,6 +727,11 @@ impl SpecFlags {
                         max_files: self.log_max_files.unwrap_or(0),
                     })
                 })
+                .transpose()?,
+            join: self
+                .join
+                .as_deref()
+                .map(|j| with_flag("--join", j, parse_join))
                 .transpose()?,
             ..Default::default()
         })
@@ -782,6 +817,35 @@ mod tests {
         match r {
             Err(CliError::Usage(m)) => m,
             other => format!("not a usage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins() {
+        const ID: &str = "0123456789abcdef";
+        let j = |network, ipc, uts| {
+            Ok(SandboxJoin {
+                sandbox_id: ID.into(),
+                network,
+                ipc,
+                uts,
+            })
+        };
+        let cases: Vec<(String, Result<SandboxJoin, &str>)> = vec![
+            (ID.into(), j(true, true, true)),
+            (format!("{ID}:network"), j(true, false, false)),
+            (format!("{ID}:ipc,uts"), j(false, true, true)),
+            (
+                format!("{ID}:pid"),
+                Err("unknown namespace \"pid\" (network, ipc or uts)"),
+            ),
+            (
+                "my-pod".into(),
+                Err("\"my-pod\" is not a sandbox id (16 lowercase hex characters)"),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_join(&input), want.map_err(String::from), "{input}");
         }
     }
 
@@ -1381,8 +1445,28 @@ mod tests {
                 .map(|n| n.requirement),
             Some(2)
         );
+        // --cpu-weight, PREFERRED by its property name.
+        let weight = flags(|f| {
+            f.prefer = strings(&["cpu-weight"]);
+            f.cpu_weight = Some("400".into());
+        })
+        .create_spec(&[], &no_env)
+        .ok()
+        .and_then(|s| s.limits)
+        .and_then(|l| l.cpu_weight);
+        assert_eq!(
+            weight,
+            Some(Limit {
+                value: 400,
+                requirement: 2
+            })
+        );
 
         let errors: Vec<(SpecFlags, &str)> = vec![
+            (
+                flags(|f| f.prefer = strings(&["cpu-weight"])),
+                "--prefer cpu-weight: needs --cpu-weight N too",
+            ),
             (
                 flags(|f| f.require = strings(&["memory"])),
                 "--require memory: needs --memory SIZE too",
@@ -1419,7 +1503,7 @@ mod tests {
             ),
             (
                 flags(|f| f.require = strings(&["mounts"])),
-                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu nofile address-space disk)",
+                "--require mounts: unknown property (one of filesystem pid hostname ipc user cgroup network memory pids cpu cpu-weight nofile address-space disk)",
             ),
             (
                 flags(|f| {

@@ -22,6 +22,23 @@ pub struct SandboxPaths {
     /// Addresses and host ports leased to it (RESTRICTED); empty otherwise
     /// and for cleanup, which finds host-side resources by the id alone.
     pub lease: NetLease,
+    /// A child's (`spec.join`) running parent, as the daemon found it at
+    /// create time; None otherwise and for plans and cleanup.
+    pub parent: Option<ParentProcs>,
+}
+
+/// The processes of a child sandbox's parent, by host pid: the daemon
+/// checks (owner, state) and fills them in; the backend joins the
+/// namespaces of `init_pid`, making sure it is still `supervisor_pid`'s
+/// child.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParentProcs {
+    /// The parent's id.
+    pub id: String,
+    /// Its first process (Linux: pid 1 of its namespaces).
+    pub init_pid: i32,
+    /// Its supervisor, the first process's parent.
+    pub supervisor_pid: i32,
 }
 
 /// Backend failures, named after the step.

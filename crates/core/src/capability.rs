@@ -54,6 +54,8 @@ pub enum Property {
     PidsLimit,
     /// CPU quota.
     CpuLimit,
+    /// Relative CPU weight.
+    CpuWeight,
     /// Open-files limit.
     OpenFilesLimit,
     /// Address-space limit.
@@ -68,7 +70,7 @@ pub enum Property {
 
 impl Property {
     /// Every property, in report order.
-    pub const ALL: [Property; 15] = [
+    pub const ALL: [Property; 16] = [
         Self::Filesystem,
         Self::Pid,
         Self::Hostname,
@@ -79,6 +81,7 @@ impl Property {
         Self::MemoryLimit,
         Self::PidsLimit,
         Self::CpuLimit,
+        Self::CpuWeight,
         Self::OpenFilesLimit,
         Self::AddressSpaceLimit,
         Self::DiskLimit,
@@ -99,6 +102,7 @@ impl Property {
             Self::MemoryLimit => "memory_limit",
             Self::PidsLimit => "pids_limit",
             Self::CpuLimit => "cpu_limit",
+            Self::CpuWeight => "cpu_weight",
             Self::OpenFilesLimit => "open_files_limit",
             Self::AddressSpaceLimit => "address_space_limit",
             Self::DiskLimit => "disk_limit",
@@ -210,6 +214,7 @@ pub fn requested(spec: &ValidatedSpec, property: Property) -> Requirement {
         Property::MemoryLimit => limit(s.limits.memory_bytes),
         Property::PidsLimit => limit(s.limits.pids),
         Property::CpuLimit => limit(s.limits.cpu_millis),
+        Property::CpuWeight => limit(s.limits.cpu_weight),
         Property::OpenFilesLimit => limit(s.limits.open_files),
         Property::AddressSpaceLimit => limit(s.limits.address_space_bytes),
         // The daemon's default is filled in as PREFERRED by validation.

@@ -5,6 +5,8 @@
 //! (crates/images) apply these decisions with dirfd-relative, no-follow
 //! calls.
 
+pub mod auth;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -527,7 +529,9 @@ pub struct RunConfig {
 /// - argv: a spec's argv is the whole command; without one (PROCESS and
 ///   INIT modes) it is Entrypoint followed by Cmd;
 /// - env: the image's entries first, the spec's replacing equal keys;
-/// - cwd: WorkingDir when the spec has none;
+/// - cwd: WorkingDir when the spec has none (not in IDLE mode, which has
+///   no main process to run there; its execs get it from
+///   `apply_exec_defaults`);
 /// - user: the image's User when the spec names no uid ("root", "uid" or
 ///   "uid:gid"; user names other than root are refused: the spec must give
 ///   the ids).
@@ -535,8 +539,9 @@ pub fn apply_run_defaults(
     spec: &mut crate::spec::SandboxSpec,
     run: &RunConfig,
 ) -> Result<(), String> {
+    let idle = spec.mode == crate::spec::Mode::Idle;
     let p = &mut spec.process;
-    if p.argv.is_empty() && spec.mode != crate::spec::Mode::Idle {
+    if p.argv.is_empty() && !idle {
         p.argv = run
             .entrypoint
             .iter()
@@ -545,20 +550,9 @@ pub fn apply_run_defaults(
             .cloned()
             .collect();
     }
-    if let Some(env) = &run.env {
-        let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
-        let mut merged: Vec<String> = env
-            .iter()
-            .filter(|e| !p.env.iter().any(|s| key(s) == key(e)))
-            .cloned()
-            .collect();
-        merged.append(&mut p.env);
-        p.env = merged;
-    }
-    if p.cwd.is_empty() {
-        if let Some(w) = &run.working_dir {
-            p.cwd = w.clone();
-        }
+    merge_env(p, run);
+    if !idle {
+        default_cwd(p, run);
     }
     if p.user.uid.is_none() {
         if let Some(u) = run.user.as_deref().filter(|u| !u.is_empty()) {
@@ -586,6 +580,69 @@ pub fn apply_run_defaults(
         }
     }
     Ok(())
+}
+
+/// Fills a process exec'd into a sandbox of an image (Exec, ExecSync,
+/// StartExec) from the image config, as Docker's `exec` does: the image's
+/// Env under the request's (equal keys: the request wins), and WorkingDir
+/// when the request gives no cwd. The argv is always the request's, and
+/// the user stays the request's (or the daemon's default).
+pub fn apply_exec_defaults(process: &mut crate::spec::ProcessSpec, run: &RunConfig) {
+    merge_env(process, run);
+    default_cwd(process, run);
+}
+
+fn merge_env(p: &mut crate::spec::ProcessSpec, run: &RunConfig) {
+    if let Some(env) = &run.env {
+        let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
+        let mut merged: Vec<String> = env
+            .iter()
+            .filter(|e| !p.env.iter().any(|s| key(s) == key(e)))
+            .cloned()
+            .collect();
+        merged.append(&mut p.env);
+        p.env = merged;
+    }
+}
+
+fn default_cwd(p: &mut crate::spec::ProcessSpec, run: &RunConfig) {
+    if p.cwd.is_empty() {
+        if let Some(w) = run.working_dir.as_ref().filter(|w| !w.is_empty()) {
+            p.cwd = w.clone();
+        }
+    }
+}
+
+/// The command `sandboxctl run` execs for an image, as `docker run` builds
+/// it: the Entrypoint (or `entrypoint`, the `--entrypoint` override)
+/// followed by `args` when given, else by the image's Cmd (dropped when
+/// the entrypoint is overridden). An error when that leaves nothing to run.
+pub fn run_command(
+    run: Option<&RunConfig>,
+    entrypoint: Option<&[String]>,
+    args: &[String],
+) -> Result<Vec<String>, &'static str> {
+    let image_ep = run
+        .and_then(|r| r.entrypoint.as_deref())
+        .unwrap_or_default();
+    let image_cmd = run.and_then(|r| r.cmd.as_deref()).unwrap_or_default();
+    let cmd = match (args.is_empty(), entrypoint) {
+        (false, _) => args,
+        (true, Some(_)) => &[],
+        (true, None) => image_cmd,
+    };
+    let argv: Vec<String> = entrypoint
+        .unwrap_or(image_ep)
+        .iter()
+        .chain(cmd)
+        .cloned()
+        .collect();
+    if argv.is_empty() {
+        return Err(
+            "no command: the image has no Entrypoint or Cmd; give one after -- (or --entrypoint)",
+        );
+    }
+    Ok(argv)
 }
 
 /// One image in a `docker save` archive's manifest.json.
@@ -1185,6 +1242,8 @@ mod tests {
         };
         apply_run_defaults(&mut s, &run).unwrap();
         assert!(s.process.argv.is_empty(), "IDLE runs nothing");
+        assert_eq!(s.process.cwd, "", "IDLE has no main process to chdir");
+        assert_eq!(s.process.env, ["PATH=/bin", "A=image"]);
 
         for (user, want) in [
             ("root", Ok((Some(0), Some(0)))),
@@ -1214,6 +1273,104 @@ mod tests {
             },
         );
         assert!(e.unwrap_err().contains("spec.process.user"));
+    }
+
+    #[test]
+    fn exec_defaults_fill_env_and_cwd_only() {
+        use crate::spec::ProcessSpec;
+        let run = RunConfig {
+            user: Some("0".into()),
+            env: Some(vec!["PATH=/bin".into(), "A=image".into(), "B=image".into()]),
+            entrypoint: Some(vec!["/ep".into()]),
+            cmd: Some(vec!["cmd".into()]),
+            working_dir: Some("/w".into()),
+        };
+        let rows: &[(&[&str], &str, &[&str], &str)] = &[
+            (&[], "", &["PATH=/bin", "A=image", "B=image"], "/w"),
+            (
+                &["B=exec", "C=exec"],
+                "",
+                &["PATH=/bin", "A=image", "B=exec", "C=exec"],
+                "/w",
+            ),
+            (
+                &["PATH=/usr/bin"],
+                "/tmp",
+                &["A=image", "B=image", "PATH=/usr/bin"],
+                "/tmp",
+            ),
+        ];
+        for (env, cwd, want_env, want_cwd) in rows {
+            let mut p = ProcessSpec {
+                argv: vec!["/bin/true".into()],
+                env: env.iter().map(|e| (*e).to_owned()).collect(),
+                cwd: (*cwd).to_owned(),
+                ..ProcessSpec::default()
+            };
+            apply_exec_defaults(&mut p, &run);
+            assert_eq!(p.env, *want_env, "{env:?}");
+            assert_eq!(p.cwd, *want_cwd, "{env:?}");
+            assert_eq!(p.argv, ["/bin/true"], "the request's argv stays");
+            assert_eq!(p.user.uid, None, "the request's user stays");
+        }
+        let mut p = ProcessSpec::default();
+        apply_exec_defaults(&mut p, &RunConfig::default());
+        assert_eq!(p, ProcessSpec::default(), "an image without defaults");
+    }
+
+    #[test]
+    fn run_commands_follow_docker_run() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let both = RunConfig {
+            entrypoint: Some(s(&["/ep", "-x"])),
+            cmd: Some(s(&["c1", "c2"])),
+            ..RunConfig::default()
+        };
+        let cmd_only = RunConfig {
+            cmd: Some(s(&["/bin/sh"])),
+            ..RunConfig::default()
+        };
+        let none = RunConfig::default();
+        type Row<'a> = (
+            Option<&'a RunConfig>,
+            Option<&'a [&'a str]>,
+            &'a [&'a str],
+            Option<&'a [&'a str]>,
+        );
+        let rows: &[Row<'_>] = &[
+            (Some(&both), None, &[], Some(&["/ep", "-x", "c1", "c2"])),
+            (Some(&both), None, &["a"], Some(&["/ep", "-x", "a"])),
+            (Some(&both), Some(&["/bin/sh"]), &[], Some(&["/bin/sh"])),
+            (
+                Some(&both),
+                Some(&["/bin/sh"]),
+                &["-c", "x"],
+                Some(&["/bin/sh", "-c", "x"]),
+            ),
+            (Some(&both), Some(&[]), &["/bin/id"], Some(&["/bin/id"])),
+            (Some(&cmd_only), None, &[], Some(&["/bin/sh"])),
+            (
+                Some(&cmd_only),
+                None,
+                &["/bin/id", "-u"],
+                Some(&["/bin/id", "-u"]),
+            ),
+            (Some(&none), None, &[], None),
+            (None, None, &[], None),
+            (None, None, &["/bin/true"], Some(&["/bin/true"])),
+            (Some(&both), Some(&[]), &[], None),
+        ];
+        for (run, ep, args, want) in rows {
+            let ep = ep.map(s);
+            let got = run_command(*run, ep.as_deref(), &s(args));
+            match want {
+                Some(w) => assert_eq!(got, Ok(s(w)), "{run:?} {ep:?} {args:?}"),
+                None => assert!(
+                    got.unwrap_err().contains("no command"),
+                    "{run:?} {ep:?} {args:?}"
+                ),
+            }
+        }
     }
 
     #[test]

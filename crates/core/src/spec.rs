@@ -118,6 +118,36 @@ pub struct Limit {
     pub requirement: Requirement,
 }
 
+/// Smallest CPU weight (`spec.limits.cpu_weight`).
+pub const MIN_CPU_WEIGHT: u64 = 1;
+/// Largest CPU weight: cgroup v2 `cpu.weight`'s range is 1..=10000.
+pub const MAX_CPU_WEIGHT: u64 = 10_000;
+/// The weight a sandbox without one has (cgroup v2's default `cpu.weight`;
+/// cgroup v1's default `cpu.shares` 1024).
+pub const DEFAULT_CPU_WEIGHT: u64 = 100;
+/// cgroup v1 `cpu.shares` range, which OCI's `linux.resources.cpu.shares`
+/// uses too (the kernel clamps to it).
+pub const MIN_CPU_SHARES: u64 = 2;
+/// See [`MIN_CPU_SHARES`].
+pub const MAX_CPU_SHARES: u64 = 262_144;
+
+/// The cgroup v1 `cpu.shares` for a weight: scaled so that the default
+/// weight (100) is the default shares (1024) and ratios between weights
+/// are kept, so a weighted sandbox competes with an unweighted one the
+/// same way on v1 and v2. At least [`MIN_CPU_SHARES`].
+pub fn cpu_shares_of_weight(weight: u64) -> u64 {
+    (weight.saturating_mul(1024) / DEFAULT_CPU_WEIGHT).clamp(MIN_CPU_SHARES, MAX_CPU_SHARES)
+}
+
+/// The weight for an OCI / cgroup v1 `cpu.shares` value, as runc and crun
+/// convert it for cgroup v2: `1 + ((shares - 2) * 9999) / 262142`, so 2 →
+/// 1, 1024 → 39, 262144 → 10000. `None` outside 2..=262144.
+pub fn cpu_weight_of_shares(shares: u64) -> Option<u64> {
+    (MIN_CPU_SHARES..=MAX_CPU_SHARES)
+        .contains(&shares)
+        .then(|| 1 + ((shares - MIN_CPU_SHARES) * 9999) / 262_142)
+}
+
 /// Resource limits; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Limits {
@@ -144,6 +174,10 @@ pub struct Limits {
     /// [`crate::validate::DEFAULT_SHM_BYTES`] (at most the daemon's cap).
     #[serde(default)]
     pub shm_bytes: Option<u64>,
+    /// Relative CPU weight, 1..=10000 (cgroup v2 `cpu.weight`'s scale,
+    /// default 100); see [`crate::validate::MAX_CPU_WEIGHT`].
+    #[serde(default)]
+    pub cpu_weight: Option<Limit>,
 }
 
 /// Namespace-like isolation requests.
@@ -272,6 +306,29 @@ pub struct SandboxSpec {
     /// Size cap and rotation of the main process's log (0s: the defaults).
     #[serde(default)]
     pub logs: LogLimits,
+    /// Namespaces shared with another sandbox (a pod's sandbox): this
+    /// sandbox is its child. None: every namespace is its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<Join>,
+}
+
+/// The namespaces a child sandbox shares with its parent (`spec.join`).
+/// Everything not listed (root, mounts, pid, cgroup, limits) stays the
+/// child's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Join {
+    /// The parent sandbox's id: running, same owner, itself no child.
+    pub sandbox_id: String,
+    /// Share its network namespace (the child's network mode is the
+    /// parent's).
+    #[serde(default)]
+    pub network: bool,
+    /// Share its System V IPC and POSIX message queue namespace.
+    #[serde(default)]
+    pub ipc: bool,
+    /// Share its UTS namespace (hostname).
+    #[serde(default)]
+    pub uts: bool,
 }
 
 /// The main process's log files: each rotated before it would pass

@@ -96,6 +96,10 @@ pub struct SandboxRecord {
     pub supervisor_pid: i32,
     /// Main process pid (0 if none).
     pub main_pid: i32,
+    /// Host pid of the sandbox's first process (Linux: pid 1, whose
+    /// namespaces a child joins); 0 if none or unknown.
+    #[serde(default)]
+    pub init_pid: i32,
     /// Exit, once ended.
     pub exit: Option<ExitRecord>,
     /// Creation time (ms since epoch).
@@ -935,6 +939,7 @@ mod tests {
             state: SandboxState::Running,
             supervisor_pid: 1,
             main_pid: 2,
+            init_pid: 0,
             exit: None,
             created_at_ms: 5,
             lease: Default::default(),
@@ -984,6 +989,7 @@ mod symlink_tests {
             state: SandboxState::Running,
             supervisor_pid: 1,
             main_pid: 2,
+            init_pid: 0,
             exit: None,
             created_at_ms: 5,
             lease: Default::default(),
@@ -1102,6 +1108,7 @@ mod journal_tests {
             state,
             supervisor_pid: 1,
             main_pid: 2,
+            init_pid: 0,
             exit: None,
             created_at_ms: 5,
             lease: Default::default(),

@@ -274,7 +274,9 @@ pub fn validate(mut spec: SandboxSpec, policy: &Policy) -> Result<ValidatedSpec,
     }
 
     check_network(&mut p, &spec);
+    check_join(&mut p, &spec);
     check_limits(&mut p, &mut spec, policy);
+    check_cpu_weight(&mut p, &spec);
     check_logs(&mut p, &mut spec.logs, policy);
     check_mounts(&mut p, &spec, policy);
     check_labels(&mut p, &spec, policy);
@@ -692,6 +694,105 @@ fn check_network(p: &mut Problems, spec: &SandboxSpec) {
     }
 }
 
+/// `spec.join` on its own: a parent id, something shared, and no field
+/// that asks for an own namespace of a kind the child shares.
+fn check_join(p: &mut Problems, spec: &SandboxSpec) {
+    let Some(join) = &spec.join else { return };
+    if !is_id(&join.sandbox_id) {
+        p.add(
+            "spec.join.sandbox_id",
+            format!(
+                "{:?} is not a sandbox id (16 lowercase hex characters)",
+                truncate(&join.sandbox_id)
+            ),
+        );
+    }
+    if !(join.network || join.ipc || join.uts) {
+        p.add("spec.join", "shares nothing: set network, ipc or uts");
+    }
+    if join.network {
+        let net = &spec.network;
+        let own = [
+            ("spec.network.addresses", !net.addresses.is_empty()),
+            ("spec.network.outbound_nat", net.outbound_nat),
+            ("spec.network.port_forwards", !net.port_forwards.is_empty()),
+        ];
+        for (field, set) in own {
+            if set {
+                p.add(
+                    field,
+                    "not allowed with spec.join.network: the network (addresses, NAT, forwards) is the parent's",
+                );
+            }
+        }
+    }
+    if join.ipc && spec.isolation.ipc != Requirement::Unspecified {
+        p.add(
+            "spec.isolation.ipc",
+            "must be UNSPECIFIED with spec.join.ipc: the IPC namespace is the parent's",
+        );
+    }
+    if join.uts {
+        if spec.isolation.hostname != Requirement::Unspecified {
+            p.add(
+                "spec.isolation.hostname",
+                "must be UNSPECIFIED with spec.join.uts: the UTS namespace is the parent's",
+            );
+        }
+        if !spec.hostname.is_empty() {
+            p.add(
+                "spec.hostname",
+                "must be empty with spec.join.uts: the hostname is the parent's",
+            );
+        }
+    }
+}
+
+/// A child's spec (`spec.join`) against its parent's: with
+/// `join.network` the child's network mode is the parent's (an unset mode
+/// and requirement are filled in from it; another mode is refused, naming
+/// the field). The daemon calls this once it has found the parent (and
+/// checked its owner and state).
+pub fn join_parent(
+    spec: ValidatedSpec,
+    parent_id: &str,
+    parent: &SandboxSpec,
+) -> Result<ValidatedSpec, ValidationError> {
+    let ValidatedSpec(mut spec, layers) = spec;
+    let Some(join) = spec.join.clone() else {
+        return Ok(ValidatedSpec(spec, layers));
+    };
+    let mut p = Problems::default();
+    if let Some(grand) = &parent.join {
+        p.add(
+            "spec.join.sandbox_id",
+            format!(
+                "sandbox {parent_id} is itself a child of sandbox {}; join that one",
+                grand.sandbox_id
+            ),
+        );
+    }
+    if join.network {
+        let (mine, theirs) = (&mut spec.network, &parent.network);
+        if mine.mode == NetworkMode::Unspecified {
+            mine.mode = theirs.mode;
+            if mine.requirement == Requirement::Unspecified {
+                mine.requirement = theirs.requirement;
+            }
+        } else if mine.mode != theirs.mode {
+            p.add(
+                "spec.network.mode",
+                format!(
+                    "{} conflicts with spec.join.network: the network is sandbox {parent_id}'s ({}); leave the mode unset",
+                    format!("{:?}", mine.mode).to_uppercase(),
+                    format!("{:?}", theirs.mode).to_uppercase()
+                ),
+            );
+        }
+    }
+    p.finish(ValidatedSpec(spec, layers))
+}
+
 /// At most this many port forwards per sandbox.
 const MAX_PORT_FORWARDS: usize = 32;
 
@@ -908,6 +1009,31 @@ fn check_limits(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
     }
 }
 
+/// `spec.limits.cpu_weight`: a relative weight on cgroup v2's scale, not a
+/// cap (the daemon's caps do not apply).
+fn check_cpu_weight(p: &mut Problems, spec: &SandboxSpec) {
+    use crate::spec::{DEFAULT_CPU_WEIGHT, MAX_CPU_WEIGHT, MIN_CPU_WEIGHT};
+    let Some(w) = spec.limits.cpu_weight else {
+        return;
+    };
+    let field = "spec.limits.cpu_weight";
+    if w.requirement == Requirement::Disabled {
+        p.add(
+            field,
+            "DISABLED is not meaningful for a limit; leave the limit unset",
+        );
+    }
+    if !(MIN_CPU_WEIGHT..=MAX_CPU_WEIGHT).contains(&w.value) {
+        p.add(
+            field,
+            format!(
+                "{} is outside {MIN_CPU_WEIGHT}..={MAX_CPU_WEIGHT} (a relative weight on cgroup v2's cpu.weight scale; {DEFAULT_CPU_WEIGHT} is the default)",
+                w.value
+            ),
+        );
+    }
+}
+
 fn check_mounts(p: &mut Problems, spec: &SandboxSpec, policy: &Policy) {
     if spec.mounts.len() > policy.max_mounts {
         p.add(
@@ -1040,6 +1166,229 @@ mod tests {
         }
     }
 
+    /// `spec.join` on its own: each row's spec and the fields refused.
+    #[test]
+    fn join_is_validated_field_by_field() {
+        use crate::spec::Join;
+        const PARENT: &str = "0123456789abcdef";
+        let join = |network, ipc, uts| Join {
+            sandbox_id: PARENT.into(),
+            network,
+            ipc,
+            uts,
+        };
+        let idle = |j: Join| SandboxSpec {
+            mode: Mode::Idle,
+            join: Some(j),
+            ..Default::default()
+        };
+        let restricted = NetworkPolicy {
+            mode: NetworkMode::Restricted,
+            ..Default::default()
+        };
+        let cases: Vec<(&str, SandboxSpec, Vec<&str>)> = vec![
+            ("a pod container", idle(join(true, true, true)), vec![]),
+            ("network only", idle(join(true, false, false)), vec![]),
+            (
+                "with a process",
+                SandboxSpec {
+                    join: Some(join(false, true, false)),
+                    ..base()
+                },
+                vec![],
+            ),
+            (
+                "not an id",
+                idle(Join {
+                    sandbox_id: "my-pod".into(),
+                    ..join(true, true, true)
+                }),
+                vec!["spec.join.sandbox_id"],
+            ),
+            (
+                "shares nothing",
+                idle(join(false, false, false)),
+                vec!["spec.join"],
+            ),
+            (
+                "own addresses, NAT and forwards",
+                SandboxSpec {
+                    network: NetworkPolicy {
+                        addresses: vec!["203.0.113.5".into()],
+                        outbound_nat: true,
+                        port_forwards: vec![forward(8080, 80)],
+                        ..restricted.clone()
+                    },
+                    ..idle(join(true, false, false))
+                },
+                vec![
+                    "spec.network.addresses",
+                    "spec.network.outbound_nat",
+                    "spec.network.port_forwards",
+                ],
+            ),
+            (
+                "own addresses without joining the network",
+                SandboxSpec {
+                    network: NetworkPolicy {
+                        addresses: vec!["203.0.113.5".into()],
+                        ..restricted.clone()
+                    },
+                    ..idle(join(false, true, true))
+                },
+                vec![],
+            ),
+            (
+                "own ipc asked for",
+                SandboxSpec {
+                    isolation: crate::spec::Isolation {
+                        ipc: Requirement::Required,
+                        ..Default::default()
+                    },
+                    ..idle(join(false, true, false))
+                },
+                vec!["spec.isolation.ipc"],
+            ),
+            (
+                "host ipc asked for",
+                SandboxSpec {
+                    isolation: crate::spec::Isolation {
+                        ipc: Requirement::Disabled,
+                        ..Default::default()
+                    },
+                    ..idle(join(false, true, false))
+                },
+                vec!["spec.isolation.ipc"],
+            ),
+            (
+                "own hostname",
+                SandboxSpec {
+                    hostname: "web".into(),
+                    ..idle(join(false, false, true))
+                },
+                vec!["spec.hostname"],
+            ),
+            (
+                "hostname isolation asked for",
+                SandboxSpec {
+                    isolation: crate::spec::Isolation {
+                        hostname: Requirement::Preferred,
+                        ..Default::default()
+                    },
+                    ..idle(join(false, false, true))
+                },
+                vec!["spec.isolation.hostname"],
+            ),
+            (
+                "own hostname, uts not shared",
+                SandboxSpec {
+                    hostname: "web".into(),
+                    ..idle(join(true, true, false))
+                },
+                vec![],
+            ),
+        ];
+        for (name, spec, want) in cases {
+            assert_eq!(fields(spec, &Policy::default()), want, "{name}");
+        }
+    }
+
+    /// `join_parent`: the child's network mode becomes the parent's; a
+    /// different one, or a parent that is itself a child, is refused.
+    #[test]
+    fn join_parent_inherits_the_network_or_refuses_a_conflict() {
+        use crate::spec::{Join, NetworkPolicy};
+        const PARENT: &str = "0123456789abcdef";
+        let child = |mode: NetworkMode, network: bool| {
+            validate(
+                SandboxSpec {
+                    mode: Mode::Idle,
+                    network: NetworkPolicy {
+                        mode,
+                        ..Default::default()
+                    },
+                    join: Some(Join {
+                        sandbox_id: PARENT.into(),
+                        network,
+                        ipc: true,
+                        uts: false,
+                    }),
+                    ..Default::default()
+                },
+                &Policy::default(),
+            )
+            .expect("valid child")
+        };
+        let parent = |mode: NetworkMode, requirement: Requirement| SandboxSpec {
+            mode: Mode::Idle,
+            network: NetworkPolicy {
+                mode,
+                requirement,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        use NetworkMode::{Host, Loopback, None as NoNet, Restricted, Unspecified};
+        // (child's mode, joins the network, parent's mode) -> the child's
+        // mode after, or the refused field.
+        let cases = [
+            (Unspecified, true, Loopback, Ok(Loopback)),
+            (Unspecified, true, Restricted, Ok(Restricted)),
+            (Unspecified, true, Host, Ok(Host)),
+            (Unspecified, true, Unspecified, Ok(Unspecified)),
+            (Loopback, true, Loopback, Ok(Loopback)),
+            (NoNet, true, Loopback, Err("spec.network.mode")),
+            (Host, true, Loopback, Err("spec.network.mode")),
+            (Loopback, true, Restricted, Err("spec.network.mode")),
+            // Not joining the network: the child's own, whatever the parent's.
+            (Loopback, false, Restricted, Ok(Loopback)),
+            (Unspecified, false, Host, Ok(Unspecified)),
+        ];
+        for (mine, network, theirs, want) in cases {
+            let got = join_parent(
+                child(mine, network),
+                PARENT,
+                &parent(theirs, Requirement::Preferred),
+            )
+            .map(|v| v.spec().network.mode)
+            .map_err(|e| e.problems[0].field.clone());
+            assert_eq!(
+                got,
+                want.map_err(String::from),
+                "{mine:?} joining {theirs:?}"
+            );
+        }
+        // The requirement comes along with an inherited mode.
+        let v = join_parent(
+            child(Unspecified, true),
+            PARENT,
+            &parent(Loopback, Requirement::Preferred),
+        )
+        .expect("inherits");
+        assert_eq!(v.spec().network.requirement, Requirement::Preferred);
+        // A grandchild is refused: one level of pods.
+        let mut grand = parent(Loopback, Requirement::Required);
+        grand.join = Some(Join {
+            sandbox_id: "fedcba9876543210".into(),
+            network: true,
+            ..Default::default()
+        });
+        let e = join_parent(child(Unspecified, true), PARENT, &grand).expect_err("grandchild");
+        assert_eq!(e.problems[0].field, "spec.join.sandbox_id");
+        assert!(e.problems[0].message.contains("fedcba9876543210"), "{e}");
+        // The message names both modes.
+        let e = join_parent(
+            child(NoNet, true),
+            PARENT,
+            &parent(Loopback, Requirement::Required),
+        )
+        .expect_err("conflict");
+        assert!(
+            e.to_string().contains("NONE") && e.to_string().contains("LOOPBACK"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn valid_minimal_spec_gets_defaults() {
         let v = validate(base(), &Policy::default()).expect("valid");
@@ -1090,6 +1439,49 @@ mod tests {
                 ),
                 (got, want) => panic!("{asked:?} under {max}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn cpu_weight_range_and_conversions() {
+        use crate::spec::{cpu_shares_of_weight, cpu_weight_of_shares};
+        for (value, ok) in [
+            (1, true),
+            (100, true),
+            (10_000, true),
+            (0, false),
+            (10_001, false),
+        ] {
+            let mut s = base();
+            s.limits.cpu_weight = Some(Limit {
+                value,
+                requirement: Requirement::Unspecified,
+            });
+            let got = validate(s, &Policy::default());
+            assert_eq!(got.is_ok(), ok, "weight {value}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.problems[0].message.contains("1..=10000"),
+                    "{:?}",
+                    e.problems
+                );
+            }
+        }
+        // runc/crun's shares -> weight; out of the kernel's range: none.
+        for (shares, weight) in [
+            (2, Some(1)),
+            (1024, Some(39)),
+            (2048, Some(79)),
+            (262_144, Some(10_000)),
+            (0, None),
+            (1, None),
+            (262_145, None),
+        ] {
+            assert_eq!(cpu_weight_of_shares(shares), weight, "shares {shares}");
+        }
+        // weight -> v1 shares: the defaults meet, ratios are kept.
+        for (weight, shares) in [(100, 1024), (1, 10), (400, 4096), (10_000, 102_400)] {
+            assert_eq!(cpu_shares_of_weight(weight), shares, "weight {weight}");
         }
     }
 
@@ -1355,6 +1747,36 @@ mod tests {
                     })
                 },
                 &["spec.limits.disk_bytes"],
+            ),
+            (
+                "cpu weight 0",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 0,
+                        requirement: Requirement::Required,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
+            ),
+            (
+                "cpu weight above cgroup v2's range",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 10_001,
+                        requirement: Requirement::Preferred,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
+            ),
+            (
+                "cpu weight disabled",
+                |s| {
+                    s.limits.cpu_weight = Some(Limit {
+                        value: 100,
+                        requirement: Requirement::Disabled,
+                    })
+                },
+                &["spec.limits.cpu_weight"],
             ),
             (
                 "tmp and shm too small",

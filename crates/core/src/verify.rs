@@ -92,6 +92,85 @@ pub struct UserFacts {
     pub uid_map: Option<String>,
 }
 
+/// The CPU weight of the probe's cgroup as the host sees it: read by the
+/// supervisor, outside, while the probe runs (a
+/// weight acts only between cgroups, so one sandbox cannot see its own from
+/// inside).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuWeightFacts {
+    /// The probe's cgroup in the cpu controller's hierarchy, as the host's
+    /// `/proc/<pid>/cgroup` names it.
+    pub cgroup: String,
+    /// The file read: cgroup v2 `cpu.weight` or v1 `cpu.shares`.
+    pub file: String,
+    /// Whether `file` is v1's `cpu.shares` (else v2's `cpu.weight`).
+    pub v1_shares: bool,
+    /// Its value, or why it could not be read.
+    pub value: Result<u64, String>,
+}
+
+/// The CPU_WEIGHT row from what the supervisor read outside. HOLDS when the
+/// probe ran in the sandbox's own cgroup (`…/sandboxd/<id>`) and its file
+/// holds the weight (v1: [`crate::spec::cpu_shares_of_weight`]); VIOLATED
+/// when the probe ran in a cgroup that is not the sandbox's (it competes as
+/// part of whatever holds it) or the value differs.
+pub fn cpu_weight_finding(
+    weight: Option<u64>,
+    sandbox_id: &str,
+    facts: Option<&CpuWeightFacts>,
+) -> Finding {
+    let p = Property::CpuWeight;
+    let Some(weight) = weight else {
+        return Finding::new(
+            p,
+            Observed::NotApplicable,
+            vec!["the spec sets no CPU weight".into()],
+        );
+    };
+    let Some(f) = facts else {
+        return Finding::new(
+            p,
+            Observed::NotTestable,
+            vec!["the probe's cpu cgroup could not be found from outside (no cgroups on this platform, or no cpu hierarchy mounted)".into()],
+        );
+    };
+    let own = format!("/sandboxd/{sandbox_id}");
+    if !f.cgroup.ends_with(&own) {
+        return Finding::new(
+            p,
+            Observed::Violated,
+            vec![format!(
+                "the probe ran in cgroup {}, not the sandbox's own ({own}): it shares that cgroup's CPU time with whatever else runs there",
+                f.cgroup
+            )],
+        );
+    }
+    let (want, unit) = if f.v1_shares {
+        (crate::spec::cpu_shares_of_weight(weight), "shares")
+    } else {
+        (weight, "weight")
+    };
+    match &f.value {
+        Err(why) => Finding::new(
+            p,
+            Observed::NotTestable,
+            vec![format!("reading {}: {why}", f.file)],
+        ),
+        Ok(got) => Finding::new(
+            p,
+            if *got == want {
+                Observed::Holds
+            } else {
+                Observed::Violated
+            },
+            vec![format!(
+                "{} of the probe's cgroup (read outside) = {got}; weight {weight} is {unit} {want}",
+                f.file
+            )],
+        ),
+    }
+}
+
 /// Everything the probe reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeOutput {
@@ -104,6 +183,10 @@ pub struct ProbeOutput {
     pub user: UserFacts,
     /// How long the probe ran, in milliseconds.
     pub elapsed_ms: u64,
+    /// The probe's cgroup CPU weight, read outside by the supervisor
+    /// (`None` where there is no cgroup cpu controller to read).
+    #[serde(default)]
+    pub cpu_weight: Option<CpuWeightFacts>,
 }
 
 /// A host object as `stat(2)` sees it.
@@ -159,6 +242,9 @@ pub struct LimitValues {
     /// The writable layer's size in bytes (DISK_LIMIT).
     #[serde(default)]
     pub disk_bytes: Option<u64>,
+    /// The relative CPU weight (CPU_WEIGHT).
+    #[serde(default)]
+    pub cpu_weight: Option<u64>,
 }
 
 /// The daemon's side of a probe: the host facts and fixtures it may test
@@ -400,6 +486,47 @@ mod tests {
         ];
         for (level, observed, want) in table {
             assert_eq!(agrees(*level, *observed), *want, "{level:?} × {observed:?}");
+        }
+    }
+
+    #[test]
+    fn cpu_weight_rows() {
+        use Observed::*;
+        let facts = |cgroup: &str, v1: bool, value: Result<u64, String>| CpuWeightFacts {
+            cgroup: cgroup.into(),
+            file: "cpu.x".into(),
+            v1_shares: v1,
+            value,
+        };
+        let own = "/sandboxd/sb1";
+        let cases: &[(Option<u64>, Option<CpuWeightFacts>, Observed)] = &[
+            (None, None, NotApplicable),
+            (Some(400), None, NotTestable),
+            (Some(400), Some(facts(own, false, Ok(400))), Holds),
+            (Some(400), Some(facts(own, false, Ok(100))), Violated),
+            (Some(400), Some(facts(own, true, Ok(4096))), Holds),
+            (Some(400), Some(facts(own, true, Ok(1024))), Violated),
+            // The daemon's cgroup (a chroot sandbox), even with the value
+            // asked for: not the sandbox's weight.
+            (
+                Some(100),
+                Some(facts("/system.slice/sandboxd.service", true, Ok(1024))),
+                Violated,
+            ),
+            (
+                Some(100),
+                Some(facts("/sandboxd/sb10", false, Ok(100))),
+                Violated,
+            ),
+            (
+                Some(100),
+                Some(facts(own, false, Err("ENOENT".into()))),
+                NotTestable,
+            ),
+        ];
+        for (weight, f, want) in cases {
+            let got = cpu_weight_finding(*weight, "sb1", f.as_ref());
+            assert_eq!(got.observed, *want, "{weight:?} {f:?}: {got:?}");
         }
     }
 

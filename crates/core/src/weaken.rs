@@ -14,6 +14,10 @@ pub const SETHOSTNAME: &str = "sethostname";
 /// rows OPEN_FILES_LIMIT and ADDRESS_SPACE_LIMIT become VIOLATED.
 pub const RLIMITS: &str = "rlimits";
 
+/// Linux supervisor: skip writing the sandbox's `cpu.weight` / `cpu.shares`
+/// (it keeps the default): CPU_WEIGHT becomes VIOLATED.
+pub const CPU_WEIGHT: &str = "cpu_weight";
+
 /// Whether `step` is to be skipped.
 #[cfg(feature = "weaken")]
 pub fn skip(step: &str) -> bool {

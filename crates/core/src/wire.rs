@@ -218,6 +218,10 @@ pub enum Event {
         /// debug level; empty from a supervisor that does not time them).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         steps: Vec<StepTime>,
+        /// Host pid of the sandbox's first process, where the backend has
+        /// one (Linux: pid 1, whose namespaces a child sandbox joins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init_pid: Option<i32>,
     },
     /// Setup failed at `step`; the supervisor has undone what it did and
     /// exits.
@@ -284,6 +288,9 @@ pub enum Event {
         /// The execs still running (protocol 3; empty before).
         #[serde(default)]
         execs: Vec<RunningExec>,
+        /// As `Ready`'s (absent from older supervisors).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init_pid: Option<i32>,
     },
     /// Shutdown finished; the supervisor exits next.
     ShutdownComplete,
@@ -570,6 +577,7 @@ mod tests {
                     main_pid: Some(5),
                     protocol: UNVERSIONED,
                     execs: Vec::new(),
+                    init_pid: None,
                 },
             ),
             (
@@ -578,6 +586,7 @@ mod tests {
                     main_pid: None,
                     verification: None,
                     steps: Vec::new(),
+                    init_pid: None,
                 },
             ),
             (
@@ -666,6 +675,7 @@ mod tests {
                 main_pid: None,
                 protocol: PROTOCOL,
                 execs: Vec::new(),
+                init_pid: None,
             },
         ] {
             let json = serde_json::to_value(&ev).unwrap();

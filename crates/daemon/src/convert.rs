@@ -162,6 +162,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
         // 0 is proto3's "unset": the default.
         tmp_bytes: (l.tmp_bytes != 0).then_some(l.tmp_bytes),
         shm_bytes: (l.shm_bytes != 0).then_some(l.shm_bytes),
+        cpu_weight: limit("cpu_weight", l.cpu_weight),
     };
     let spec = spec::SandboxSpec {
         name: s.name,
@@ -192,6 +193,12 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
                 max_files: l.max_files,
             })
             .unwrap_or_default(),
+        join: s.join.map(|j| spec::Join {
+            sandbox_id: j.sandbox_id,
+            network: j.network,
+            ipc: j.ipc,
+            uts: j.uts,
+        }),
     };
     if p.0.is_empty() {
         Ok(spec)
@@ -262,6 +269,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
             disk_bytes: limit(s.limits.disk_bytes),
             tmp_bytes: s.limits.tmp_bytes.unwrap_or_default(),
             shm_bytes: s.limits.shm_bytes.unwrap_or_default(),
+            cpu_weight: limit(s.limits.cpu_weight),
         }),
         mounts: s
             .mounts
@@ -279,6 +287,12 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
         logs: Some(pb::LogLimits {
             max_file_bytes: s.logs.max_file_bytes,
             max_files: s.logs.max_files,
+        }),
+        join: s.join.as_ref().map(|j| pb::SandboxJoin {
+            sandbox_id: j.sandbox_id.clone(),
+            network: j.network,
+            ipc: j.ipc,
+            uts: j.uts,
         }),
     }
 }
@@ -305,6 +319,7 @@ fn property_to_pb(p: Property) -> i32 {
         Property::MemoryLimit => P::MemoryLimit,
         Property::PidsLimit => P::PidsLimit,
         Property::CpuLimit => P::CpuLimit,
+        Property::CpuWeight => P::CpuWeight,
         Property::OpenFilesLimit => P::OpenFilesLimit,
         Property::AddressSpaceLimit => P::AddressSpaceLimit,
         Property::DiskLimit => P::DiskLimit,
@@ -372,6 +387,11 @@ pub fn record_to_pb(r: &SandboxRecord) -> pb::Sandbox {
         isolation: Some(report_to_pb(&r.report)),
         main_pid: i64::from(r.main_pid),
         supervisor_pid: i64::from(r.supervisor_pid),
+        init_pid: if r.state == SandboxState::Running {
+            i64::from(r.init_pid)
+        } else {
+            0
+        },
         exit: r.exit.as_ref().map(exit_to_pb),
         created_at_ms: r.created_at_ms,
         owner: r.owner.clone(),

@@ -284,11 +284,13 @@ mod tests {
                     main_pid: Some(5),
                     protocol: wire::UNVERSIONED,
                     execs: Vec::new(),
+                    init_pid: None,
                 },
                 Event::Ready {
                     main_pid: Some(7),
                     verification: None,
-                    steps: Vec::new()
+                    steps: Vec::new(),
+                    init_pid: None,
                 },
                 Event::ExecExited {
                     exec_id: 3,

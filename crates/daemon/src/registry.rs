@@ -5,14 +5,23 @@
 //! verified against its digest before the store keeps it; layers already
 //! stored are not fetched again (deduplication, and resumption of an
 //! interrupted pull at blob granularity).
+//!
+//! Authentication answers the registry's challenge: HTTP basic with the
+//! configured credentials, or the token protocol (`Bearer realm=…`): the
+//! realm (HTTPS for an HTTPS registry) is asked for a token, with the
+//! credentials when configured, anonymously otherwise; tokens are cached
+//! per registry and scope for their lifetime and sent only to the
+//! registry itself, never to a host a download is redirected to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use rustls::pki_types::pem::PemObject;
+use sandboxd_core::oci::auth::{self, Challenge, Url};
 use sandboxd_core::oci::{self, Digest, ManifestKind, Reference};
 use sandboxd_images::{ImageError, ImageRecord, Store};
 use sha2::{Digest as _, Sha256};
@@ -28,8 +37,9 @@ pub struct RegistryFile {
     /// PEM CA bundle that signs the registry's certificate (required for
     /// HTTPS: the daemon ships no public root store).
     pub ca_file: Option<PathBuf>,
-    /// HTTP basic authentication (sent only after the registry asks for
-    /// it with a `Basic` challenge, and never over plain HTTP).
+    /// Credentials: sent only after the registry asks (a `Basic`
+    /// challenge: to the registry; a `Bearer` one: to its HTTPS token
+    /// realm), and never over plain HTTP.
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
@@ -57,6 +67,15 @@ pub enum PullError {
         /// Step.
         step: &'static str,
         /// What failed.
+        why: String,
+    },
+    /// The registry or its token server refused the credentials (or the
+    /// anonymous token) for what was asked.
+    #[error("registry {host}: {why}")]
+    Denied {
+        /// Registry.
+        host: String,
+        /// What was refused, and by whom.
         why: String,
     },
     /// The registry has no such manifest or blob.
@@ -97,9 +116,75 @@ pub enum Progress {
     Unpacking,
 }
 
-/// The configured registries.
-#[derive(Debug, Clone, Default)]
-pub struct Registries(pub BTreeMap<String, RegistryFile>);
+/// The configured registries, and the bearer tokens their token servers
+/// issued (shared by every pull of this daemon).
+#[derive(Debug, Default)]
+pub struct Registries {
+    config: BTreeMap<String, RegistryFile>,
+    tokens: Arc<TokenCache>,
+}
+
+impl Registries {
+    /// The registries of the daemon's configuration.
+    pub fn new(config: BTreeMap<String, RegistryFile>) -> Self {
+        Self {
+            config,
+            tokens: Arc::default(),
+        }
+    }
+}
+
+/// Tokens by (registry host, scope), each with the instant it stops being
+/// used.
+#[derive(Debug, Default)]
+struct TokenCache(Mutex<HashMap<(String, String), (String, Instant)>>);
+
+impl TokenCache {
+    fn get(&self, host: &str, scope: &str) -> Option<String> {
+        // A poisoned lock only means another pull panicked mid-insert:
+        // the map itself is still a valid map.
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (host.to_owned(), scope.to_owned());
+        match m.get(&key) {
+            Some((t, until)) if Instant::now() < *until => Some(t.clone()),
+            Some(_) => {
+                m.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, host: &str, scope: &str, token: &auth::Token) {
+        if token.lifetime_secs == 0 {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(token.lifetime_secs);
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.retain(|_, (_, u)| Instant::now() < *u);
+        m.insert(
+            (host.to_owned(), scope.to_owned()),
+            (token.token.clone(), until),
+        );
+    }
+
+    fn forget(&self, host: &str, scope: &str) {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.remove(&(host.to_owned(), scope.to_owned()));
+    }
+}
+
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
 
 const MAX_DOCUMENT: usize = 4 << 20;
 
@@ -107,16 +192,25 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applicat
 
 struct Client {
     host: String,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    /// The registry's base URL (`https://HOST` unless `insecure`).
+    base: Url,
+    /// TLS with the configured CA (for the registry, its realm and
+    /// redirects), when `ca_file` is set.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// "Basic …" for a registry with credentials.
     basic: Option<String>,
+    tokens: Arc<TokenCache>,
+    /// The scope a pull of this repository needs ("repository:NAME:pull").
+    scope: String,
 }
 
 impl Client {
-    fn new(host: &str, cfg: Option<&RegistryFile>) -> Result<Self, PullError> {
+    fn new(
+        host: &str,
+        cfg: Option<&RegistryFile>,
+        tokens: Arc<TokenCache>,
+        repo: &str,
+    ) -> Result<Self, PullError> {
         let cfg = cfg.cloned().unwrap_or_default();
         let conf = |why: String| PullError::Config {
             host: host.to_owned(),
@@ -133,44 +227,48 @@ impl Client {
             (None, None) => None,
             _ => return Err(conf("username and password go together".into())),
         };
-        if cfg.insecure {
-            if basic.is_some() {
-                return Err(conf(
-                    "credentials are never sent over plain HTTP: use ca_file (HTTPS) or drop them"
-                        .into(),
-                ));
+        if cfg.insecure && basic.is_some() {
+            return Err(conf(
+                "credentials are never sent over plain HTTP: use ca_file (HTTPS) or drop them"
+                    .into(),
+            ));
+        }
+        let base = Url::parse(&format!(
+            "{}://{host}/",
+            if cfg.insecure { "http" } else { "https" }
+        ))
+        .map_err(|e| conf(e.to_string()))?;
+        let tls = match cfg.ca_file {
+            None if cfg.insecure => None,
+            None => {
+                return Err(conf("not configured: set ca_file (HTTPS) or insecure = true (plain HTTP) under [registries] in the daemon's config".into()));
             }
-            return Ok(Self {
-                host: host.to_owned(),
-                tls: None,
-                basic,
-            });
-        }
-        let ca = cfg.ca_file.ok_or_else(|| {
-            conf("not configured: set ca_file (HTTPS) or insecure = true (plain HTTP) under [registries] in the daemon's config".into())
-        })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca)
-            .map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?
-        {
-            let c = c.map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?;
-            roots
-                .add(c)
-                .map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| conf(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned();
-        let name = rustls::pki_types::ServerName::try_from(name)
-            .map_err(|e| conf(format!("server name: {e}")))?;
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca)
+                    .map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?
+                {
+                    let c = c.map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| conf(format!("ca_file {}: {e}", ca.display())))?;
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| conf(format!("TLS: {e}")))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+            }
+        };
         Ok(Self {
             host: host.to_owned(),
-            tls: Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name)),
+            base,
+            tls,
             basic,
+            tokens,
+            scope: format!("repository:{repo}:pull"),
         })
     }
 
@@ -182,57 +280,177 @@ impl Client {
         }
     }
 
-    /// GET `path`; returns the response with its body unread.
+    fn conf(&self, why: impl std::fmt::Display) -> PullError {
+        PullError::Config {
+            host: self.host.clone(),
+            why: why.to_string(),
+        }
+    }
+
+    fn denied(&self, why: String) -> PullError {
+        PullError::Denied {
+            host: self.host.clone(),
+            why,
+        }
+    }
+
+    /// GET `path` on the registry, answering its authentication challenge
+    /// and following redirects; returns the response with its body unread.
     async fn get(
         &self,
         path: &str,
         accept: &str,
+        what: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, PullError> {
-        let resp = self.get_once(path, accept, None).await?;
-        if resp.status() != hyper::StatusCode::UNAUTHORIZED {
-            return Ok(resp);
-        }
-        let challenge = resp
-            .headers()
-            .get(hyper::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        match (&self.basic, challenge.get(..6)) {
-            (Some(basic), Some(scheme)) if scheme.eq_ignore_ascii_case("basic ") => {
-                self.get_once(path, accept, Some(basic)).await
+        let url = Url {
+            target: path.to_owned(),
+            ..self.base.clone()
+        };
+        // A cached token for this repository goes with the first request.
+        let mut authorization = self
+            .tokens
+            .get(&self.host, &self.scope)
+            .map(|t| format!("Bearer {t}"));
+        let mut resp = self
+            .get_once(&url, accept, authorization.as_deref())
+            .await?;
+        if resp.status() == hyper::StatusCode::UNAUTHORIZED {
+            let header = resp
+                .headers()
+                .get(hyper::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let challenge =
+                auth::parse_challenge(&header).map_err(|e| self.err("authenticate", e))?;
+            let refused = match challenge {
+                Challenge::Basic => {
+                    let Some(basic) = &self.basic else {
+                        return Err(self.conf("the registry asks for credentials: set username and password under [registries]"));
+                    };
+                    authorization = Some(basic.clone());
+                    format!("{what}: the configured credentials were refused")
+                }
+                Challenge::Bearer {
+                    realm,
+                    service,
+                    scopes,
+                } => {
+                    // A token that was refused is not offered again.
+                    self.tokens.forget(&self.host, &self.scope);
+                    let token = self.token(&realm, service.as_deref(), scopes).await?;
+                    authorization = Some(format!("Bearer {token}"));
+                    if self.basic.is_some() {
+                        format!(
+                            "{what}: access denied to the token the configured credentials obtained from {realm}"
+                        )
+                    } else {
+                        format!(
+                            "{what}: access denied to the anonymous token from {realm} (set username and password under [registries] if the repository is private)"
+                        )
+                    }
+                }
+            };
+            resp = self
+                .get_once(&url, accept, authorization.as_deref())
+                .await?;
+            if matches!(
+                resp.status(),
+                hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN
+            ) {
+                self.tokens.forget(&self.host, &self.scope);
+                return Err(self.denied(format!("{refused} (HTTP {})", resp.status())));
             }
-            (None, Some(scheme)) if scheme.eq_ignore_ascii_case("basic ") => {
-                Err(PullError::Config {
-                    host: self.host.clone(),
-                    why: "the registry asks for credentials: set username and password under [registries]".into(),
-                })
-            }
-            _ => Err(self.err(
-                "authenticate",
-                format!("unsupported challenge {challenge:?} (only HTTP basic authentication is implemented)"),
-            )),
         }
+        let mut at = url;
+        for _ in 0..MAX_REDIRECTS {
+            if !resp.status().is_redirection() || resp.status() == hyper::StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    self.err(
+                        "redirect",
+                        format!("{what}: HTTP {} without a Location", resp.status()),
+                    )
+                })?;
+            let next = at.join(location).map_err(|e| self.err("redirect", e))?;
+            auth::check_redirect(&next, self.base.https).map_err(|e| self.err("redirect", e))?;
+            // Credentials and tokens are the registry's: a download
+            // redirected to another host (a CDN, S3) goes without them.
+            let keep = next.same_origin(&self.base);
+            resp = self
+                .get_once(&next, accept, authorization.as_deref().filter(|_| keep))
+                .await?;
+            at = next;
+        }
+        if resp.status().is_redirection() {
+            return Err(self.err(
+                "redirect",
+                format!("{what}: more than {MAX_REDIRECTS} redirects"),
+            ));
+        }
+        Ok(resp)
+    }
+
+    /// Asks `realm` for a token for `scopes` (the repository's pull scope
+    /// when the challenge names none), with the configured credentials if
+    /// any; caches it.
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: Vec<String>,
+    ) -> Result<String, PullError> {
+        let realm_url = Url::parse(realm).map_err(|e| self.err("token realm", e))?;
+        auth::check_realm(&realm_url, self.base.https).map_err(|e| self.conf(e))?;
+        let scopes = if scopes.is_empty() {
+            vec![self.scope.clone()]
+        } else {
+            scopes
+        };
+        let url = realm_url.with_token_query(service, &scopes);
+        // check_realm keeps a plain-HTTP realm to insecure registries,
+        // which have no credentials (Client::new): this is belt and braces.
+        let credentials = self.basic.as_deref().filter(|_| url.https);
+        let resp = self.get_once(&url, "application/json", credentials).await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN => {
+                return Err(if self.basic.is_some() {
+                    self.denied(format!(
+                        "the token server {realm} refused the configured credentials (HTTP {})",
+                        resp.status()
+                    ))
+                } else {
+                    self.conf(format!(
+                        "the token server {realm} asks for credentials (HTTP {}): set username and password under [registries]",
+                        resp.status()
+                    ))
+                });
+            }
+            s => return Err(self.err("token", format!("{realm}: HTTP {s}"))),
+        }
+        let body = self.read_small(resp, "token answer").await?;
+        let token = auth::parse_token(&body).map_err(|e| self.err("token", e))?;
+        self.tokens.put(&self.host, &scopes.join(" "), &token);
+        Ok(token.token)
     }
 
     async fn get_once(
         &self,
-        path: &str,
+        url: &Url,
         accept: &str,
         authorization: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, PullError> {
-        let addr = if self.host.contains(':') {
-            self.host.clone()
-        } else if self.tls.is_some() {
-            format!("{}:443", self.host)
-        } else {
-            format!("{}:80", self.host)
-        };
-        let tcp = tokio::net::TcpStream::connect(&addr)
+        let tcp = tokio::net::TcpStream::connect(url.socket_addr())
             .await
-            .map_err(|e| self.err("connect", e))?;
-        let mut req = hyper::Request::get(path)
-            .header(hyper::header::HOST, &self.host)
+            .map_err(|e| self.err("connect", format!("{}: {e}", url.authority)))?;
+        let mut req = hyper::Request::get(url.target.as_str())
+            .header(hyper::header::HOST, url.authority.as_str())
             .header(hyper::header::ACCEPT, accept)
             .header(hyper::header::USER_AGENT, "sandboxd");
         if let Some(a) = authorization {
@@ -256,29 +474,31 @@ impl Client {
                     .map_err(|e| self.err("request", e))?
             }};
         }
-        let resp = match &self.tls {
-            None => send!(tcp),
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| self.err("TLS handshake", e))?;
-                send!(tls)
-            }
+        let resp = if url.https {
+            let connector = self.tls.as_ref().ok_or_else(|| {
+                self.conf(format!(
+                    "{url} is HTTPS: set ca_file under [registries] (the daemon ships no public root store)"
+                ))
+            })?;
+            let name = rustls::pki_types::ServerName::try_from(url.host().to_owned())
+                .map_err(|e| self.conf(format!("server name {}: {e}", url.host())))?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| self.err("TLS handshake", format!("{}: {e}", url.authority)))?;
+            send!(tls)
+        } else {
+            send!(tcp)
         };
         Ok(resp)
     }
 
-    /// A small document, verified against `want` when given.
-    async fn document(
+    /// A body of at most MAX_DOCUMENT bytes.
+    async fn read_small(
         &self,
-        path: &str,
-        accept: &str,
+        resp: hyper::Response<hyper::body::Incoming>,
         what: &str,
-        want: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Digest), PullError> {
-        let resp = self.get(path, accept).await?;
-        self.check_status(&resp, what)?;
+    ) -> Result<Vec<u8>, PullError> {
         let mut body = resp.into_body();
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -292,6 +512,20 @@ impl Client {
                 out.extend_from_slice(&data);
             }
         }
+        Ok(out)
+    }
+
+    /// A small document, verified against `want` when given.
+    async fn document(
+        &self,
+        path: &str,
+        accept: &str,
+        what: &str,
+        want: Option<&Digest>,
+    ) -> Result<(Vec<u8>, Digest), PullError> {
+        let resp = self.get(path, accept, what).await?;
+        self.check_status(&resp, what)?;
+        let out = self.read_small(resp, what).await?;
         let got = sandboxd_images::sha256(&out);
         if let Some(want) = want {
             if &got != want {
@@ -318,13 +552,7 @@ impl Client {
                 what: what.to_owned(),
             }),
             hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN => {
-                Err(PullError::Config {
-                    host: self.host.clone(),
-                    why: format!(
-                        "{what}: the configured credentials were refused (HTTP {})",
-                        resp.status()
-                    ),
-                })
+                Err(self.denied(format!("{what}: access denied (HTTP {})", resp.status())))
             }
             s => Err(self.err("GET", format!("{what}: HTTP {s}"))),
         }
@@ -345,8 +573,13 @@ pub async fn pull(
             r.name
         ))
     })?;
-    let client = Client::new(host, registries.0.get(host))?;
     let repo = r.repository().to_owned();
+    let client = Client::new(
+        host,
+        registries.config.get(host),
+        registries.tokens.clone(),
+        &repo,
+    )?;
     // GC waits while this pull adds content.
     let s = store.clone();
     let writer = tokio::task::spawn_blocking(move || s.writer())
@@ -471,7 +704,11 @@ async fn blob(
     progress: &tokio::sync::mpsc::Sender<Progress>,
 ) -> Result<(), PullError> {
     let resp = client
-        .get(&format!("/v2/{repo}/blobs/{digest}"), "*/*")
+        .get(
+            &format!("/v2/{repo}/blobs/{digest}"),
+            "*/*",
+            &format!("blob {digest}"),
+        )
         .await?;
     client.check_status(&resp, &format!("blob {digest}"))?;
     let path = store.download_path(digest);

@@ -145,7 +145,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }));
     let shared = Shared {
         images: images.clone(),
-        registries: Arc::new(crate::registry::Registries(config.registries.clone())),
+        registries: Arc::new(crate::registry::Registries::new(config.registries.clone())),
         manager,
         images_dir: config.images_dir.clone(),
         shutdown: shutdown_rx,

@@ -171,6 +171,7 @@ pub async fn prepare(spec: &SandboxSpec, lease: &NetLease) -> (ProbeConfig, Fixt
             open_files: l.open_files.map(|v| v.value),
             address_space_bytes: l.address_space_bytes.map(|v| v.value),
             disk_bytes: l.disk_bytes.map(|v| v.value),
+            cpu_weight: l.cpu_weight.map(|v| v.value),
         },
         readonly_rootfs: spec.readonly_rootfs,
         mounts: spec

@@ -185,5 +185,8 @@ pub fn run(config: &ProbeConfig, own_fds: &[RawFd]) -> ProbeOutput {
             uid_map: std::fs::read_to_string("/proc/self/uid_map").ok(),
         },
         elapsed_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        // Read outside by the supervisor (a weight acts between cgroups,
+        // so it is not visible from inside one): the CPU_WEIGHT row.
+        cpu_weight: None,
     }
 }

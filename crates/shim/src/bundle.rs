@@ -137,6 +137,22 @@ pub struct Host {
     /// namespace of their type (e.g. a host-network pod's
     /// `/proc/<pause>/ns/net`): joining one is sharing the host's.
     pub own_namespaces: BTreeSet<String>,
+    /// For a pod's container: the pod's sandbox (the pause container's
+    /// sandbox) and which of the bundle's namespace paths are its.
+    pub pod: Option<PodSandbox>,
+}
+
+/// The sandbox of a pod's sandbox container, as the shim found it: a
+/// container joining one of its namespaces becomes its child sandbox
+/// (`spec.join`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSandbox {
+    /// Its sandboxd id.
+    pub sandbox_id: String,
+    /// The bundle's `linux.namespaces[].path`s that are this sandbox's
+    /// namespaces (same device and inode as its pid 1's
+    /// `/proc/<pid>/ns/<type>`).
+    pub namespaces: BTreeSet<String>,
 }
 
 /// A bundle mapped onto sandboxd.
@@ -184,6 +200,9 @@ struct Report {
     host: Host,
     /// The task's process runs as uid 0.
     uid0: bool,
+    /// The namespace types ("network", "ipc", "uts") a pod's container
+    /// shares with the pod's sandbox ([`Host::pod`]).
+    joined: BTreeSet<String>,
 }
 
 impl Report {
@@ -957,10 +976,21 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             Some(Value::String(p)) if r.host.own_namespaces.contains(p) => {
                 shares_the_hosts = true;
             }
-            // A pod's container joining the pod's ipc, uts or pid namespace
-            // (the pause process's): sandboxd cannot put a sandbox into
-            // another's namespace, so the container gets its own, which
-            // isolates more and shares less (a privilege withheld).
+            // A pod's container joining the pod sandbox's network, ipc or
+            // uts namespace (the pause process's, which are its pid 1's):
+            // a child sandbox of it.
+            Some(Value::String(p))
+                if cri_container
+                    && ["network", "ipc", "uts"].contains(&kind.as_str())
+                    && r.host.pod.as_ref().is_some_and(|pod| pod.namespaces.contains(p)) =>
+            {
+                r.joined.insert(kind.clone());
+                shares_the_hosts = true; // not its own either
+            }
+            // A pod's container joining the pod's pid namespace (or an ipc
+            // or uts namespace the shim could not tie to the pod's
+            // sandbox): the container gets its own, which isolates more
+            // and shares less (a privilege withheld).
             Some(p) if cri_container && ["ipc", "uts", "pid"].contains(&kind.as_str()) => {
                 r.degrade(
                     &join(&path, "path"),
@@ -1004,8 +1034,14 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     iso.filesystem = pb::Requirement::Required as i32;
     iso.pid = requirement(has("pid"));
     iso.ipc = requirement(has("ipc"));
+    let joined_uts = r.joined.contains("uts");
     if has("uts") {
         iso.hostname = pb::Requirement::Required as i32;
+    } else if joined_uts {
+        // The pod sandbox's name (the CRI plugin gives the pause container
+        // the pod's hostname); sandboxd wants it unset for a child.
+        spec.hostname.clear();
+        iso.hostname = pb::Requirement::Unspecified as i32;
     } else if spec.hostname.is_empty() || spec.hostname == r.host.name {
         // Sharing the host's uts namespace, whose name this is (the CRI
         // plugin names a host-network pod after the host).
@@ -1017,10 +1053,17 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     if has("user") {
         iso.user = pb::Requirement::Required as i32;
     }
+    // Shared with the pod's sandbox: the parent's, neither own nor the
+    // host's (sandboxd wants these unset for a child).
+    let joined = |k: &str| r.joined.contains(k);
+    if joined("ipc") {
+        iso.ipc = pb::Requirement::Unspecified as i32;
+    }
+
     if has("cgroup") {
         iso.cgroup = pb::Requirement::Required as i32;
     }
-    spec.network = Some(pb::NetworkPolicy {
+    spec.network = (!joined("network")).then(|| pb::NetworkPolicy {
         // A new network namespace with nothing configured in it: only a
         // loopback interface.
         mode: if has("network") {
@@ -1031,6 +1074,14 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
         requirement: pb::Requirement::Required as i32,
         ..Default::default()
     });
+    if let Some(pod) = r.host.pod.as_ref().filter(|_| !r.joined.is_empty()) {
+        spec.join = Some(pb::SandboxJoin {
+            sandbox_id: pod.sandbox_id.clone(),
+            network: joined("network"),
+            ipc: joined("ipc"),
+            uts: joined("uts"),
+        });
+    }
     for key in ["uidMappings", "gidMappings"] {
         l.refuse_if_set(
             key,
@@ -1164,24 +1215,23 @@ fn map_resources(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             }
             _ => {}
         }
-        // 1024 is the kernel's default weight, which every sandbox has
-        // (sandboxd sets no weight): asking for it is asking for nothing.
-        let pause = r.cri.as_ref().is_some_and(|c| c.role == CriRole::Sandbox);
-        if let Some(v) = c.take("shares") {
-            if pause && !matches!(v.as_u64(), Some(0 | 1024)) {
-                // The CRI plugin gives every pod's sandbox container the
-                // minimum weight (2); it runs only the pause process, which
-                // never competes for CPU, so the weight changes nothing.
-                r.degrade(
+        // OCI's shares are cgroup v1's scale, sandboxd's weight v2's:
+        // converted as runc and crun do on cgroup v2 (0: unset). The pod's
+        // sandbox container gets its weight too (kubelet gives it the
+        // minimum, 2), as with runc.
+        match uint(c.take("shares"), "linux.resources.cpu.shares", r) {
+            None | Some(0) => {}
+            Some(s) => match sandboxd_core::spec::cpu_weight_of_shares(s) {
+                Some(w) => limits.cpu_weight = required(w),
+                None => r.refuse(
                     "linux.resources.cpu.shares",
-                    format!("{v} is not set on the pod's sandbox container (it runs only pause); it has the default weight"),
-                );
-            } else if !matches!(v.as_u64(), Some(0 | 1024)) {
-                r.refuse(
-                    "linux.resources.cpu.shares",
-                    format!("sandboxd sets a CPU quota, not relative shares; it gives every sandbox the default weight 1024 (asked: {v})"),
-                );
-            }
+                    format!(
+                        "{s} is outside the kernel's range {}..={}",
+                        sandboxd_core::spec::MIN_CPU_SHARES,
+                        sandboxd_core::spec::MAX_CPU_SHARES
+                    ),
+                ),
+            },
         }
         for (key, why) in [
             (
@@ -1307,6 +1357,7 @@ mod tests {
         Host {
             name: "node1".into(),
             own_namespaces: ["/proc/7/ns/net".to_owned(), "/proc/7/ns/uts".to_owned()].into(),
+            pod: None,
         }
     }
 
@@ -1431,6 +1482,34 @@ mod tests {
                 json!({"quota": 50000, "period": 100000}),
                 |m| {
                     assert_eq!(m.spec.limits.unwrap().cpu_millis.unwrap().value, 500);
+                },
+            ),
+            (
+                "cpu shares: runc's weight",
+                "linux.resources.cpu",
+                json!({"shares": 2048}),
+                |m| {
+                    let l = m.spec.limits.unwrap().cpu_weight.unwrap();
+                    assert_eq!(
+                        (l.value, l.requirement),
+                        (79, pb::Requirement::Required as i32)
+                    );
+                },
+            ),
+            (
+                "cpu shares 1024 (one CPU's request)",
+                "linux.resources.cpu.shares",
+                json!(1024),
+                |m| {
+                    assert_eq!(m.spec.limits.unwrap().cpu_weight.unwrap().value, 39);
+                },
+            ),
+            (
+                "cpu shares 0 is unset",
+                "linux.resources.cpu.shares",
+                json!(0),
+                |m| {
+                    assert!(m.spec.limits.unwrap().cpu_weight.is_none());
                 },
             ),
             (
@@ -1634,9 +1713,21 @@ mod tests {
                 "linux.sysctl",
             ),
             (
-                "cpu shares",
+                "cpu shares below the kernel's range",
                 "linux.resources.cpu.shares",
-                json!(512),
+                json!(1),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "cpu shares above the kernel's range",
+                "linux.resources.cpu.shares",
+                json!(262_145),
+                "linux.resources.cpu.shares",
+            ),
+            (
+                "cpu shares not a number",
+                "linux.resources.cpu.shares",
+                json!("1024"),
                 "linux.resources.cpu.shares",
             ),
             (
@@ -1867,14 +1958,12 @@ mod tests {
         // the pause container, and each says so.
         assert!(m.spec.mounts.is_empty(), "{:?}", m.spec.mounts);
         let d = degraded_fields(&m);
-        for field in [
-            "process.oomScoreAdj",
-            "linux.resources.cpu.shares",
-            "mounts[6]",
-            "mounts[7]",
-        ] {
+        for field in ["process.oomScoreAdj", "mounts[6]", "mounts[7]"] {
             assert!(d.contains(&field), "{field} not in {:#?}", m.degraded);
         }
+        // kubelet's minimum shares (2): the minimum weight, not degraded.
+        assert!(!d.contains(&"linux.resources.cpu.shares"), "{d:?}");
+        assert_eq!(m.spec.limits.unwrap().cpu_weight.unwrap().value, 1);
     }
 
     #[test]
@@ -1923,6 +2012,113 @@ mod tests {
         assert!(m.spec.mounts.iter().all(|b| !b.read_only));
     }
 
+    /// A pod's container whose namespace paths are the pod sandbox's (the
+    /// shim found them by device and inode) becomes its child: each shared
+    /// kind goes into `spec.join` and is left unset in the spec (network
+    /// mode, ipc, hostname); the host's namespaces stay the host's, pid and
+    /// paths of other sandboxes stay degraded or refused.
+    #[test]
+    fn cri_container_joins_the_pod_sandbox() {
+        const POD: &str = "0123456789abcdef";
+        let pod = |paths: &[&str]| PodSandbox {
+            sandbox_id: POD.into(),
+            namespaces: paths.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        // A pod with its own network (the CRI plugin's paths of pid 7 are
+        // the pod sandbox's, none the host's).
+        let own_net = Host {
+            name: "node1".into(),
+            own_namespaces: BTreeSet::new(),
+            pod: Some(pod(&["/proc/7/ns/ipc", "/proc/7/ns/uts", "/proc/7/ns/net"])),
+        };
+        let m =
+            map_bundle(&cri_container(), Path::new("/b"), Backend::Linux, &own_net).expect("maps");
+        assert_eq!(
+            m.spec.join,
+            Some(pb::SandboxJoin {
+                sandbox_id: POD.into(),
+                network: true,
+                ipc: true,
+                uts: true
+            })
+        );
+        assert_eq!(m.spec.network, None, "the pod sandbox's network mode");
+        let iso = m.spec.isolation.unwrap();
+        assert_eq!(iso.ipc, pb::Requirement::Unspecified as i32);
+        assert_eq!(iso.hostname, pb::Requirement::Unspecified as i32);
+        assert_eq!(iso.pid, pb::Requirement::Required as i32, "its own pid");
+        let d = degraded_fields(&m);
+        assert!(
+            !d.iter().any(|f| f.starts_with("linux.namespaces")),
+            "{d:?}"
+        );
+        // The pod's hostname given to the container too: the pod's anyway.
+        let mut v = cri_container();
+        set(&mut v, "hostname", json!("web-0"));
+        let m = map_bundle(&v, Path::new("/b"), Backend::Linux, &own_net).expect("maps");
+        assert!(m.spec.hostname.is_empty());
+
+        // A host-network pod: net and uts are the host's, ipc the pod's.
+        let host_net = Host {
+            pod: Some(pod(&["/proc/7/ns/ipc"])),
+            ..node1()
+        };
+        let m =
+            map_bundle(&cri_container(), Path::new("/b"), Backend::Linux, &host_net).expect("maps");
+        assert_eq!(
+            m.spec.join,
+            Some(pb::SandboxJoin {
+                sandbox_id: POD.into(),
+                network: false,
+                ipc: true,
+                uts: false
+            })
+        );
+        assert_eq!(
+            m.spec.network.as_ref().unwrap().mode,
+            pb::NetworkMode::Host as i32
+        );
+        assert_eq!(
+            m.spec.isolation.unwrap().hostname,
+            pb::Requirement::Disabled as i32
+        );
+
+        // Paths that are not the pod sandbox's: as before (own ipc,
+        // degraded; a foreign network namespace refused), no join.
+        let other = Host {
+            pod: Some(pod(&["/proc/8/ns/ipc"])),
+            ..node1()
+        };
+        let m =
+            map_bundle(&cri_container(), Path::new("/b"), Backend::Linux, &other).expect("maps");
+        assert_eq!(m.spec.join, None);
+        assert!(degraded_fields(&m).contains(&"linux.namespaces[1].path"));
+        let foreign_net = Host {
+            name: "node1".into(),
+            own_namespaces: BTreeSet::new(),
+            pod: Some(pod(&["/proc/7/ns/ipc"])),
+        };
+        let err = map_bundle(
+            &cri_container(),
+            Path::new("/b"),
+            Backend::Linux,
+            &foreign_net,
+        )
+        .expect_err("a network namespace that is neither the host's nor the pod's");
+        assert!(err.fields().contains(&"linux.namespaces[4].path"), "{err}");
+
+        // The pause container itself never joins: only a container does.
+        let mut pause = cri_pause();
+        set(
+            &mut pause,
+            "linux.namespaces.3",
+            json!({"type": "network", "path": "/proc/7/ns/net"}),
+        );
+        let err = map_bundle(&pause, Path::new("/b"), Backend::Linux, &own_net)
+            .expect_err("a pause container with a foreign network namespace");
+        assert!(err.fields().contains(&"linux.namespaces[3].path"), "{err}");
+    }
+
     #[test]
     fn cri_refusals_name_the_field() {
         /// (what, base bundle, where, value, refused field)
@@ -1949,10 +2145,10 @@ mod tests {
                 "process.oomScoreAdj",
             ),
             (
-                "a container's own cpu shares",
+                "a container's cpu shares beyond the kernel's range",
                 cri_container,
                 "linux.resources.cpu",
-                json!({"shares": 2}),
+                json!({"shares": 300_000}),
                 "linux.resources.cpu.shares",
             ),
             (

@@ -265,11 +265,8 @@ fn host_facts(config: &serde_json::Value) -> bundle::Host {
         ) else {
             continue;
         };
-        let own = match kind {
-            "network" => "net",
-            "mount" => "mnt",
-            "pid" | "ipc" | "uts" | "user" | "cgroup" => kind,
-            _ => continue,
+        let Some(own) = proc_ns_name(kind) else {
+            continue;
         };
         let same = match (
             std::fs::metadata(path),
@@ -283,6 +280,91 @@ fn host_facts(config: &serde_json::Value) -> bundle::Host {
         }
     }
     host
+}
+
+/// The namespace kind's name under `/proc/<pid>/ns/`.
+fn proc_ns_name(kind: &str) -> Option<&str> {
+    match kind {
+        "network" => Some("net"),
+        "mount" => Some("mnt"),
+        "pid" | "ipc" | "uts" | "user" | "cgroup" => Some(kind),
+        _ => None,
+    }
+}
+
+/// For a pod's container (the CRI plugin's annotations): the pod's
+/// sandbox, found by its labels, and which of the bundle's network, ipc and
+/// uts paths are its namespaces (same device and inode as its pid 1's; the
+/// pause process the paths name runs in them). Only for a local daemon,
+/// whose pids are this host's; None when there is no such sandbox, and the
+/// mapping then treats the paths as before (degraded or refused).
+async fn pod_facts(
+    channel: Channel,
+    namespace: &str,
+    config: &serde_json::Value,
+) -> Option<bundle::PodSandbox> {
+    use std::os::unix::fs::MetadataExt;
+    let annotation = |k: &str| config.pointer("/annotations")?.get(k)?.as_str();
+    if annotation(bundle::ANNOTATION_CONTAINER_TYPE) != Some("container") {
+        return None;
+    }
+    let pod = annotation(bundle::ANNOTATION_SANDBOX_ID)?;
+    let mut c = pb::sandbox_service_client::SandboxServiceClient::new(channel);
+    let selector = format!(
+        "{LABEL_NAMESPACE}={namespace},{}={pod},{}=sandbox",
+        bundle::ANNOTATION_SANDBOX_ID,
+        bundle::ANNOTATION_CONTAINER_TYPE
+    );
+    let found = match c
+        .list_sandboxes(pb::ListSandboxesRequest {
+            label_selector: selector,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().sandboxes,
+        Err(e) => {
+            warn!("looking up pod {pod}'s sandbox: {}", e.message());
+            return None;
+        }
+    };
+    let sb = found
+        .into_iter()
+        .find(|s| s.state == pb::SandboxState::Running as i32 && s.init_pid > 0)?;
+    let mut facts = bundle::PodSandbox {
+        sandbox_id: sb.id.clone(),
+        ..Default::default()
+    };
+    let listed = config
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for ns in listed {
+        let (Some(kind), Some(path)) = (
+            ns.get("type").and_then(|t| t.as_str()),
+            ns.get("path").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        if !["network", "ipc", "uts"].contains(&kind) {
+            continue;
+        }
+        let Some(name) = proc_ns_name(kind) else {
+            continue;
+        };
+        let same = match (
+            std::fs::metadata(path),
+            std::fs::metadata(format!("/proc/{}/ns/{name}", sb.init_pid)),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            facts.namespaces.insert(path.to_owned());
+        }
+    }
+    Some(facts)
 }
 
 /// The daemon's sandbox carrying these labels, if any.
@@ -718,6 +800,27 @@ fn fifo_writer(output: Option<Output>) -> Option<Writer> {
     Some((tx, task))
 }
 
+/// The terminal size to send for a ResizePty: `None` for a zero dimension
+/// (what `ctr -t` forwards from a terminal that has no size, e.g. under
+/// script(1)): nothing to apply, and sandboxd refuses it, which would end
+/// the process's Exec stream. Past sandboxd's range: refused here, to the
+/// caller, not to the stream.
+fn terminal_size(height: u32, width: u32) -> TtrpcResult<Option<pb::TerminalSize>> {
+    if height == 0 || width == 0 {
+        return Ok(None);
+    }
+    if height > 65_535 || width > 65_535 {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("ResizePty: height and width must be at most 65535, got {height}x{width}"),
+        ));
+    }
+    Ok(Some(pb::TerminalSize {
+        rows: height,
+        cols: width,
+    }))
+}
+
 /// containerd's stdin FIFO → the Exec stream; EOF closes the process's
 /// stdin.
 async fn copy_stdin(path: String, tx: mpsc::Sender<pb::ExecRequest>) {
@@ -789,10 +892,13 @@ async fn copy_output(
                 pb::exec_response::Msg::StartedPid(_) => {}
             },
             Ok(Some(_)) => {}
-            Ok(None) | Err(_) => {
+            end @ (Ok(None) | Err(_)) => {
                 // The daemon went away mid-stream: the exit is unknown,
                 // reported as sandboxd's LOST (255).
-                warn!("the Exec stream ended without an exit; reporting 255");
+                let why = end
+                    .err()
+                    .map_or_else(|| "end of stream".to_owned(), |e| e.to_string());
+                warn!("the Exec stream ended without an exit ({why}); reporting 255");
                 break Exit {
                     status: 255,
                     at: now(),
@@ -891,7 +997,10 @@ impl Task for Service {
             // The shim runs on containerd's host, which is the daemon's
             // for a local endpoint (a remote daemon's sandbox sharing its
             // host's uts namespace would have that host's name instead).
-            let host = host_facts(&config);
+            let mut host = host_facts(&config);
+            if inner.local {
+                host.pod = pod_facts(channel(inner)?, &inner.namespace, &config).await;
+            }
             let mut mapped = bundle::map_bundle(&config, &bundle, backend, &host).map_err(|e| {
                 status(
                     Code::INVALID_ARGUMENT,
@@ -1392,12 +1501,12 @@ impl Task for Service {
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
         let tx = self.input(&req.id, &req.exec_id).await?;
+        let Some(size) = terminal_size(req.height, req.width)? else {
+            return Ok(api::Empty::new());
+        };
         let _ = tx
             .send(pb::ExecRequest {
-                msg: Some(pb::exec_request::Msg::Resize(pb::TerminalSize {
-                    rows: req.height,
-                    cols: req.width,
-                })),
+                msg: Some(pb::exec_request::Msg::Resize(size)),
             })
             .await;
         Ok(api::Empty::new())
@@ -1555,5 +1664,31 @@ impl Service {
                     format!("no running process {exec_id:?} in {id}"),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_sizes_follow_what_sandboxd_accepts() {
+        // (height, width) → Ok(Some(rows, cols)), Ok(None) skipped, Err refused
+        let cases: &[(u32, u32, Result<Option<(u32, u32)>, ()>)] = &[
+            (24, 80, Ok(Some((24, 80)))),
+            (1, 1, Ok(Some((1, 1)))),
+            (65_535, 65_535, Ok(Some((65_535, 65_535)))),
+            (0, 0, Ok(None)),
+            (0, 80, Ok(None)),
+            (24, 0, Ok(None)),
+            (65_536, 80, Err(())),
+            (24, u32::MAX, Err(())),
+        ];
+        for (h, w, want) in cases {
+            let got = terminal_size(*h, *w)
+                .map(|s| s.map(|s| (s.rows, s.cols)))
+                .map_err(|_| ());
+            assert_eq!(&got, want, "{h}x{w}");
+        }
     }
 }

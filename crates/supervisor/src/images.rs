@@ -2,7 +2,7 @@
 //! checking that one is a real directory inside it (opened without following
 //! a symlink, never by joining a client string into a path).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -10,6 +10,7 @@ use sandboxd_core::BackendError;
 use sandboxd_core::spec::HOST_IMAGE;
 
 use crate::sys;
+use crate::{Step, StepError};
 
 /// "host" plus every directory in the images dir (sorted, no dotfiles).
 pub fn list_images(images_dir: &Path) -> Vec<String> {
@@ -56,35 +57,52 @@ pub fn check_image(images_dir: &Path, name: &str, no_symlinks: bool) -> Result<(
 
 /// Checks that every OCI image layer (a path relative to the images dir,
 /// as the daemon's image store names it) is a real directory reached
-/// without following a symlink.
+/// without following a symlink ([`open_layer`]).
 pub fn check_layers(images_dir: &Path, layers: &[std::path::PathBuf]) -> Result<(), BackendError> {
     for rel in layers {
-        let mut dir = sys::open_dir(images_dir).map_err(|e| BackendError::Io {
-            step: "open images directory",
-            path: images_dir.to_owned(),
-            source: e.into(),
+        open_layer(images_dir, rel).map_err(|e| match e.step {
+            Step::OpenImagesDirectory => BackendError::Io {
+                step: "open images directory",
+                path: images_dir.to_owned(),
+                source: std::io::Error::other(e.message),
+            },
+            _ => BackendError::ImageInvalid {
+                name: rel.display().to_string(),
+                why: format!(
+                    "layer cannot be opened without following a symlink: {}",
+                    e.message
+                ),
+            },
         })?;
-        for c in rel.components() {
-            let name = match c {
-                std::path::Component::Normal(n) => n.to_str(),
-                _ => None,
-            }
-            .ok_or_else(|| BackendError::ImageInvalid {
-                name: rel.display().to_string(),
-                why: "is not a plain relative layer path".into(),
-            })?;
-            dir = sys::open_image(dir.as_fd(), name).map_err(|e| BackendError::ImageInvalid {
-                name: rel.display().to_string(),
-                why: format!("layer cannot be opened without following a symlink: {e}"),
-            })?;
-        }
     }
     Ok(())
 }
 
-/// The refusal of a backend that runs directory images only.
-pub fn oci_unsupported(backend: &str, image: &str) -> BackendError {
-    BackendError::Unsupported(format!(
-        "spec.image: {image:?} is an OCI image; the {backend} backend runs directory images only (docs/images.md)"
-    ))
+/// Opens an OCI image layer (a path relative to the images dir, as the
+/// daemon's image store names it) one component at a time, never
+/// following a symlink: what every backend mounts or copies a layer from.
+pub fn open_layer(images_dir: &Path, rel: &Path) -> Result<OwnedFd, StepError> {
+    let mut dir = sys::open_dir(images_dir).map_err(|e| {
+        StepError::new(
+            Step::OpenImagesDirectory,
+            format!("{}: {e}", images_dir.display()),
+        )
+    })?;
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(StepError::new(
+                Step::OpenImageLayer,
+                format!("{}: not a plain relative path", rel.display()),
+            ));
+        };
+        let name = name.to_str().ok_or_else(|| {
+            StepError::new(
+                Step::OpenImageLayer,
+                format!("{}: not UTF-8", rel.display()),
+            )
+        })?;
+        dir = sys::open_image(dir.as_fd(), name)
+            .map_err(|e| StepError::new(Step::OpenImageLayer, format!("{}: {e}", rel.display())))?;
+    }
+    Ok(dir)
 }

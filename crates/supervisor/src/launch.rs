@@ -311,7 +311,8 @@ pub(crate) fn spawn(
 /// then, instead of exec, runs [`sandboxd_probe::run`], writes its output up
 /// the error pipe and exits. Blocks the supervisor for at most `timeout`;
 /// a probe still running then is killed. The host uid of the probe process
-/// is read from outside before it is reaped (the USER row).
+/// is read from outside before it is reaped (the USER row), its cpu cgroup
+/// while it runs (CPU_WEIGHT).
 pub(crate) fn probe(
     isolation: &dyn Isolation,
     config: &CommonConfig,
@@ -348,7 +349,21 @@ pub(crate) fn probe(
             drop(null);
             let deadline = std::time::Instant::now() + timeout;
             let mut bytes = Vec::new();
-            let finished = read_until(&err_read, &mut bytes, deadline);
+            // The probe's cpu cgroup (CPU_WEIGHT), read from outside while
+            // the probe runs: cgroup v1 shows an exiting task's cgroup as
+            // "/". Where the child itself is the probe (no pid report) it
+            // is read now; a reported pid (Linux: the probe was cloned
+            // inside, after the cgroups were joined) is read on arrival.
+            let mut cpu_weight = crate::cgroup_weight::read(child);
+            let mut reported = false;
+            let finished = read_until(&err_read, &mut bytes, deadline, |bytes| {
+                if !reported {
+                    if let Some(pid) = report::decode(bytes).pid {
+                        reported = true;
+                        cpu_weight = crate::cgroup_weight::read(pid);
+                    }
+                }
+            });
             let reports = report::decode(&bytes);
             let pid = match reports.pid {
                 Some(pid) => {
@@ -379,6 +394,14 @@ pub(crate) fn probe(
                             StepError::new(Step::Verify, format!("the probe's output: {e}"))
                         })?;
                     output.user.host_uid = host_uid;
+                    output
+                        .findings
+                        .push(sandboxd_core::verify::cpu_weight_finding(
+                            probe.limits.cpu_weight,
+                            &config.sandbox_id,
+                            cpu_weight.as_ref(),
+                        ));
+                    output.cpu_weight = cpu_weight;
                     Ok(output)
                 }
                 End::Failed(e) => Err(e),
@@ -391,9 +414,15 @@ pub(crate) fn probe(
     }
 }
 
-/// Reads `fd` (non-blocking) into `buf` until EOF or `deadline`; returns
-/// whether EOF came first.
-fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> bool {
+/// Reads `fd` (non-blocking) into `buf` until EOF or `deadline`, calling
+/// `arrived` with what is read so far after each read; returns whether EOF
+/// came first.
+fn read_until(
+    fd: &OwnedFd,
+    buf: &mut Vec<u8>,
+    deadline: std::time::Instant,
+    mut arrived: impl FnMut(&[u8]),
+) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     let mut chunk = [0u8; 64 * 1024];
     loop {
@@ -401,6 +430,7 @@ fn read_until(fd: &OwnedFd, buf: &mut Vec<u8>, deadline: std::time::Instant) -> 
             Ok(0) => return true,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
+                arrived(buf);
                 continue;
             }
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}

@@ -17,6 +17,7 @@
 //! those. The process must stay single-threaded: [`supervise`] checks it
 //! and forks with [`sys::fork_unchecked`].
 
+mod cgroup_weight;
 mod channel;
 pub mod images;
 mod launch;

@@ -140,6 +140,8 @@ steps! {
     BringLoUp => "bring lo up",
     OpenNetworkNamespace => "open network namespace",
     JoinNetworkNamespace => "join network namespace",
+    OpenParentSandbox => "open parent sandbox",
+    JoinParentNamespaces => "join parent namespaces",
     // chroot: the root it builds and enters.
     BuildRoot => "build root",
     MountTmpfsRoot => "mount tmpfs root",

@@ -88,6 +88,12 @@ pub trait Isolation {
         None
     }
 
+    /// The sandbox's first process, if the backend has one (Linux: pid 1
+    /// of its namespaces), reported so a child sandbox can join them.
+    fn init_pid(&self) -> Option<Pid> {
+        None
+    }
+
     /// Sends `sig` to every process of the sandbox, if the backend knows
     /// them better than the supervisor's process groups and children (a pid
     /// namespace). Returns false to let the supervisor do it.
@@ -357,6 +363,7 @@ pub fn supervise<I: Isolation>(
         main_pid: sup.main.map(Pid::as_raw),
         verification,
         steps: crate::timing::take(),
+        init_pid: sup.isolation.init_pid().map(Pid::as_raw),
     });
     sup.run()
 }
@@ -560,6 +567,7 @@ impl<I: Isolation> Supervisor<I> {
                     main_pid,
                     protocol: sandboxd_core::wire::PROTOCOL,
                     execs: self.running_execs.values().cloned().collect(),
+                    init_pid: self.isolation.init_pid().map(Pid::as_raw),
                 });
             }
         }

@@ -101,6 +101,7 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                     disk_bytes: limit(512 << 20),
                     tmp_bytes: 64 << 20,
                     shm_bytes: 16 << 20,
+                    cpu_weight: limit(400),
                 }),
                 mounts: vec![
                     mount("/srv/www", "/var/www", true),
@@ -109,6 +110,25 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                 labels: [("app".to_owned(), "web".to_owned())].into_iter().collect(),
                 readonly_rootfs: true,
                 stop_signal: 2,
+                rootfs: String::new(),
+                logs: Some(pb::LogLimits {
+                    max_file_bytes: 1 << 20,
+                    max_files: 2,
+                }),
+                join: None,
+            },
+        ),
+        (
+            "child",
+            pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                join: Some(pb::SandboxJoin {
+                    sandbox_id: "0123456789abcdef".to_owned(),
+                    network: true,
+                    ipc: true,
+                    uts: true,
+                }),
+                ..Default::default()
             },
         ),
         (

@@ -102,6 +102,12 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 "rctl pcpu:deny",
                 "percent of one CPU (millis / 10, rounded up) for the whole jail, throttled",
             ),
+            Property::CpuWeight => Enforcement::new(
+                p,
+                Level::NotEnforced,
+                "none",
+                "rctl has no relative CPU weight (its pcpu is a cap: cpu_millis); a jail's processes compete with the host's by their own scheduling priorities",
+            ),
             Property::OpenFilesLimit => Enforcement::new(
                 p,
                 Level::Enforced,

@@ -125,6 +125,7 @@ fn matrix_has_one_row_per_property_in_order() {
         (Property::MemoryLimit, Level::Enforced, Level::NotEnforced),
         (Property::PidsLimit, Level::Enforced, Level::NotEnforced),
         (Property::CpuLimit, Level::Enforced, Level::NotEnforced),
+        (Property::CpuWeight, Level::NotEnforced, Level::NotEnforced),
         (Property::OpenFilesLimit, Level::Enforced, Level::Enforced),
         (
             Property::AddressSpaceLimit,
@@ -399,6 +400,11 @@ fn limits() {
             &["jail:sandboxd-0123456789abcdef:pcpu:deny=1"],
         ),
         (
+            "a CPU weight has no rctl rule",
+            |s| s.limits.cpu_weight = preferred(400),
+            &[],
+        ),
+        (
             "open files and address space are rlimits",
             |s| {
                 s.limits.open_files = limit(64);
@@ -589,6 +595,22 @@ fn refusals_and_degradation() {
             property: Property::MemoryLimit,
             refused: false,
             degraded: false,
+        },
+        Case {
+            what: "cpu weight required",
+            edit: |s| s.limits.cpu_weight = limit(400),
+            host: HostFacts::assumed(),
+            property: Property::CpuWeight,
+            refused: true,
+            degraded: false,
+        },
+        Case {
+            what: "cpu weight preferred",
+            edit: |s| s.limits.cpu_weight = preferred(400),
+            host: HostFacts::assumed(),
+            property: Property::CpuWeight,
+            refused: false,
+            degraded: true,
         },
         Case {
             what: "user required is emulated",
@@ -2140,4 +2162,29 @@ fn oci_images_are_a_flattened_private_copy_mounted_with_nullfs() {
         build(&spec(|s| s.image = "local/bb:1".into()), &sandbox(), &host),
         Err(BuildError::Plan(PlanError::ImageUnresolved(_)))
     ));
+}
+
+/// A child (`spec.join`) is refused with the reason: no child jails yet.
+#[test]
+fn a_child_sandbox_is_refused() {
+    let child = spec(|s| {
+        s.join = Some(sandboxd_core::spec::Join {
+            sandbox_id: "fedcba9876543210".into(),
+            network: true,
+            ..Default::default()
+        });
+    });
+    let host = HostFacts::assumed();
+    let p = plan(&child, &sandbox(), &host);
+    assert!(
+        p.refusals
+            .iter()
+            .any(|r| r.starts_with("spec.join:") && r.contains("fedcba9876543210")),
+        "{:?}",
+        p.refusals
+    );
+    assert_eq!(
+        build(&child, &sandbox(), &host),
+        Err(BuildError::Plan(PlanError::Join("fedcba9876543210".into())))
+    );
 }

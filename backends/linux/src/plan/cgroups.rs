@@ -39,18 +39,26 @@ pub(super) fn cgroups(spec: &ValidatedSpec, id: &str, host: &HostFacts) -> Cgrou
             _ => {}
         }
     };
+    // The quota and the weight share the cpu controller: one add, so its
+    // directory and `+cpu` are listed once.
+    let (mut cpu_v2, mut cpu_v1) = (Vec::new(), Vec::new());
     if let Some(l) = limits.cpu_millis {
         // 100 ms period; quota = millis * 100 µs, so 1000 millis = one CPU.
         let quota = l.value.saturating_mul(100).to_string();
-        add(
-            &cg.cpu,
-            "cpu",
-            vec![("cpu.max", format!("{quota} 100000"))],
-            vec![
-                ("cpu.cfs_period_us", "100000".to_owned()),
-                ("cpu.cfs_quota_us", quota),
-            ],
-        );
+        cpu_v2.push(("cpu.max", format!("{quota} 100000")));
+        cpu_v1.push(("cpu.cfs_period_us", "100000".to_owned()));
+        cpu_v1.push(("cpu.cfs_quota_us", quota));
+    }
+    if let Some(l) = limits.cpu_weight {
+        // Weight on v2's scale; v1 shares scaled so 100 = the default 1024.
+        cpu_v2.push(("cpu.weight", l.value.to_string()));
+        cpu_v1.push((
+            "cpu.shares",
+            sandboxd_core::spec::cpu_shares_of_weight(l.value).to_string(),
+        ));
+    }
+    if !cpu_v2.is_empty() {
+        add(&cg.cpu, "cpu", cpu_v2, cpu_v1);
     }
     if let Some(l) = limits.memory_bytes {
         let bytes = l.value.to_string();

@@ -125,6 +125,13 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 "cgroup v1 cpu.cfs_quota_us",
                 "a quota per 100 ms period (CFS bandwidth); 1000 millis = one CPU",
             ),
+            Property::CpuWeight => cgroup_limit(
+                p,
+                &cg.cpu,
+                "cgroup v2 cpu.weight",
+                "cgroup v1 cpu.shares (weight × 1024 / 100)",
+                "a relative share of contended CPU time between the daemon's sandboxes (siblings under sandboxd/), not against the rest of the host, and no cap: an idle CPU is used whatever the weight; unweighted sandboxes have 100",
+            ),
             Property::OpenFilesLimit => Enforcement::new(
                 p,
                 Level::Enforced,
@@ -203,7 +210,34 @@ pub fn rows_for(spec: &ValidatedSpec, host: &HostFacts) -> Vec<Enforcement> {
             }
             _ => row,
         })
+        .map(|row| joined_row(s.join.as_ref(), row))
         .collect()
+}
+
+/// A row of a property a child shares with its parent (`spec.join`): the
+/// parent's namespace, so the level is the one the parent's row has for
+/// the same mode (the child's network mode is the parent's), and the row
+/// names the sandbox it is shared with.
+fn joined_row(join: Option<&sandboxd_core::spec::Join>, row: Enforcement) -> Enforcement {
+    let Some(join) = join else { return row };
+    let (shared, what) = match row.property {
+        Property::Network => (join.network, "CLONE_NEWNET"),
+        Property::Ipc => (join.ipc, "CLONE_NEWIPC"),
+        Property::Hostname => (join.uts, "CLONE_NEWUTS"),
+        _ => (false, ""),
+    };
+    if !shared {
+        return row;
+    }
+    let id = &join.sandbox_id;
+    Enforcement {
+        mechanism: format!("setns({what}) into sandbox {id}'s namespace (spec.join)"),
+        caveats: format!(
+            "shared with sandbox {id} and its other children (not with the host unless {id}'s is the host's); as {id}: {}",
+            row.caveats
+        ),
+        ..row
+    }
 }
 
 /// The network row for one mode.

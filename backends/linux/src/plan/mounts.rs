@@ -245,6 +245,7 @@ pub(super) fn root_ops(
     sandbox: &SandboxPaths,
     host: &HostFacts,
     namespaces: &[Namespace],
+    joined: &[Namespace],
 ) -> Result<Vec<RootOp>, PlanError> {
     let s = spec.spec();
     let mut ops = vec![RootOp::MakePrivate];
@@ -291,7 +292,10 @@ pub(super) fn root_ops(
         "1777",
         Some(s.limits.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES)),
     ));
-    if namespaces.contains(&Namespace::Ipc) {
+    // A child joining its parent's IPC namespace mounts that namespace's
+    // queues (pid 1 is already in it): shared with the pod, not the host.
+    let own_or_joined = |n| namespaces.contains(&n) || joined.contains(&n);
+    if own_or_joined(Namespace::Ipc) {
         ops.push(pseudo(
             "mqueue",
             "/dev/mqueue",
@@ -301,7 +305,7 @@ pub(super) fn root_ops(
     }
     // sysfs shows the network namespace's devices; without one it would show
     // the host's, so it is left out.
-    let sysfs = namespaces.contains(&Namespace::Net);
+    let sysfs = own_or_joined(Namespace::Net);
     if sysfs {
         ops.push(pseudo(
             "sysfs",

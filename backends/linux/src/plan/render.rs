@@ -178,6 +178,18 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             "the host's root is no longer reachable",
         ),
         LinuxStep::LoopbackUp => ("link_up", vec!["lo".to_owned()], "a private loopback"),
+        LinuxStep::JoinParent => (
+            "setns",
+            plan.join.as_ref().map_or_else(Vec::new, |j| {
+                let mut args = vec![
+                    format!("sandbox {}", j.sandbox),
+                    format!("pidfd_open({})", j.init_pid),
+                ];
+                args.extend(j.namespaces.iter().map(|n| n.flag().to_owned()));
+                args
+            }),
+            "spec.join: into the parent's namespaces (through a pidfd of its pid 1, checked to be its supervisor's child) before pid 1 is cloned into them; nothing else of the parent is shared",
+        ),
         LinuxStep::JoinNetns(path) => (
             "setns",
             vec![path.display().to_string(), "CLONE_NEWNET".to_owned()],

@@ -16,7 +16,11 @@ pub(super) fn steps(
 ) -> Vec<LinuxStep> {
     let s = spec.spec();
     let has = |n: Namespace| namespaces.contains(&n);
-    let mut steps = vec![LinuxStep::CreateCgroups, LinuxStep::Clone];
+    let mut steps = vec![LinuxStep::CreateCgroups];
+    if s.join.is_some() {
+        steps.push(LinuxStep::JoinParent);
+    }
+    steps.push(LinuxStep::Clone);
     steps.push(LinuxStep::JoinCgroups);
     if let Network::Routed(r) = network(spec, sandbox, host) {
         // First, so sysfs and every later step see the sandbox's stack.

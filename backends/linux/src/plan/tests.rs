@@ -720,6 +720,64 @@ fn cgroup_writes_v2_and_v1() {
             ],
         ),
         (
+            "v2 weight alone",
+            |s| s.limits.cpu_weight = limit(400),
+            HostFacts::assumed(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(
+                    "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(&format!("{base}/cpu.weight"), "400"),
+            ],
+        ),
+        (
+            "v2 quota and weight: cpu enabled once",
+            |s| {
+                s.limits.cpu_millis = limit(500);
+                s.limits.cpu_weight = limit(1);
+            },
+            HostFacts::assumed(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(
+                    "/sys/fs/cgroup/sandboxd/cgroup.subtree_control",
+                    "+cpu +memory +pids +io",
+                ),
+                w(&format!("{base}/cpu.max"), "50000 100000"),
+                w(&format!("{base}/cpu.weight"), "1"),
+            ],
+        ),
+        (
+            "v1 (hybrid) weight: shares scaled, 100 = 1024",
+            |s| {
+                s.limits.cpu_millis = limit(250);
+                s.limits.cpu_weight = limit(400);
+            },
+            hybrid(),
+            vec![
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.cfs_period_us",
+                    "100000",
+                ),
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.cfs_quota_us",
+                    "25000",
+                ),
+                w(
+                    "/sys/fs/cgroup/cpu/sandboxd/0123456789abcdef/cpu.shares",
+                    "4096",
+                ),
+            ],
+        ),
+        (
             "v1 memory with memsw",
             |s| s.limits.memory_bytes = limit(8 << 20),
             HostFacts {
@@ -762,6 +820,49 @@ fn cgroup_writes_v2_and_v1() {
     }
     let p = built(|s| s.limits.cpu_millis = limit(10), &hybrid());
     assert_eq!(p.cgroups.dirs.len(), 5, "{:?}", p.cgroups.dirs);
+    let p = built(
+        |s| {
+            s.limits.cpu_millis = limit(10);
+            s.limits.cpu_weight = limit(10);
+        },
+        &hybrid(),
+    );
+    assert_eq!(p.cgroups.dirs.len(), 5, "{:?}", p.cgroups.dirs);
+}
+
+#[test]
+fn cpu_weight_without_the_cpu_controller() {
+    let mut host = HostFacts::assumed();
+    host.cgroup.cpu = None;
+    let err = build(
+        &spec(|s| s.limits.cpu_weight = limit(400)),
+        &sandbox(),
+        &host,
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(&err, BuildError::Refused { refusals: r, .. } if r[0].starts_with("cpu_weight:"))
+    );
+    let s = spec(|s| s.limits.cpu_weight = preferred(400));
+    let p = build(&s, &sandbox(), &host).expect("preferred degrades");
+    assert!(
+        p.cgroups
+            .writes
+            .iter()
+            .all(|w| !w.file.ends_with("cpu.weight")),
+        "{:?}",
+        p.cgroups.writes
+    );
+    assert!(row(&s, &host, Property::CpuWeight).degraded);
+    let r = row(
+        &spec(|s| s.limits.cpu_weight = limit(400)),
+        &HostFacts::assumed(),
+        Property::CpuWeight,
+    );
+    assert_eq!(
+        (r.level, r.mechanism.as_str()),
+        (Level::Enforced, "cgroup v2 cpu.weight")
+    );
 }
 
 #[test]
@@ -1523,5 +1624,126 @@ fn cgroup_usage_parsers() {
     ];
     for (text, want) in blkio {
         assert_eq!(parse_blkio_bytes(text), *want, "{text:?}");
+    }
+}
+
+/// A child (`spec.join`): the shared namespaces are not created but joined
+/// through the parent's pid 1 before the clone; its own steps for them
+/// (hostname, lo up, a lease) are gone; mqueue and sysfs stay (they show
+/// the shared namespaces); the rows name the parent; without the parent's
+/// processes the plan does not run.
+#[test]
+fn a_child_joins_its_parents_namespaces() {
+    use sandboxd_core::backend::ParentProcs;
+    use sandboxd_core::spec::Join;
+    const PARENT: &str = "fedcba9876543210";
+    let host = HostFacts::assumed();
+    let child = |network: bool, ipc: bool, uts: bool, mode: NetworkMode| {
+        let s = SandboxSpec {
+            mode: Mode::Idle,
+            network: NetworkPolicy {
+                mode,
+                ..Default::default()
+            },
+            join: Some(Join {
+                sandbox_id: PARENT.into(),
+                network,
+                ipc,
+                uts,
+            }),
+            ..Default::default()
+        };
+        validate(s, &Policy::default()).expect("valid child")
+    };
+    let with_parent = SandboxPaths {
+        parent: Some(ParentProcs {
+            id: PARENT.into(),
+            init_pid: 4242,
+            supervisor_pid: 4241,
+        }),
+        ..sandbox()
+    };
+    // (shares network, ipc, uts; the parent's mode) -> namespaces of its own.
+    let cases = [
+        (
+            (true, true, true, NetworkMode::Loopback),
+            vec!["CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWCGROUP"],
+        ),
+        (
+            (true, false, false, NetworkMode::Restricted),
+            vec![
+                "CLONE_NEWNS",
+                "CLONE_NEWPID",
+                "CLONE_NEWUTS",
+                "CLONE_NEWIPC",
+                "CLONE_NEWCGROUP",
+            ],
+        ),
+        (
+            (false, true, true, NetworkMode::Loopback),
+            vec![
+                "CLONE_NEWNS",
+                "CLONE_NEWPID",
+                "CLONE_NEWNET",
+                "CLONE_NEWCGROUP",
+            ],
+        ),
+    ];
+    for ((network, ipc, uts, mode), own) in cases {
+        let spec = child(network, ipc, uts, mode);
+        let p = build(&spec, &with_parent, &host).expect("child plan builds");
+        assert_eq!(flags(&p), own, "{network} {ipc} {uts}");
+        let join = p.join.as_ref().expect("join plan");
+        assert_eq!((join.init_pid, join.supervisor_pid), (4242, 4241));
+        assert_eq!(join.sandbox, PARENT);
+        // Joined before the clone, by the supervisor.
+        let at = |step: &LinuxStep| p.steps.iter().position(|s| s == step);
+        assert!(at(&LinuxStep::JoinParent) < at(&LinuxStep::Clone));
+        assert_eq!(LinuxStep::JoinParent.actor(), Actor::Supervisor);
+        let sets_hostname = p
+            .steps
+            .iter()
+            .any(|s| matches!(s, LinuxStep::SetHostname(_)));
+        assert_eq!(
+            sets_hostname, !uts,
+            "sethostname only in an own UTS namespace"
+        );
+        if network {
+            assert_eq!(p.network, Network::Joined(PARENT.into()));
+            assert!(!p.steps.contains(&LinuxStep::LoopbackUp));
+            assert!(!p.steps.iter().any(|s| matches!(s, LinuxStep::JoinNetns(_))));
+        }
+        // mqueue and sysfs show the namespaces pid 1 is in, shared or own.
+        assert!(has_target(&p, "/dev/mqueue"));
+        assert!(has_target(&p, "/sys"));
+        let report = plan(&spec, &with_parent, &host).report;
+        for (property, shared) in [
+            (Property::Network, network),
+            (Property::Ipc, ipc),
+            (Property::Hostname, uts),
+        ] {
+            let r = report.get(property).expect("row");
+            assert_eq!(
+                r.mechanism.contains(PARENT) && r.caveats.contains("shared with sandbox"),
+                shared,
+                "{property:?}: {r:?}"
+            );
+            assert_eq!(r.level, Level::Enforced, "{property:?}");
+        }
+        // The display plan shows the join.
+        let NativePlan::Linux { steps, .. } = plan(&spec, &sandbox(), &host).native else {
+            panic!("a Linux plan")
+        };
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.op == "setns" && s.args.contains(&format!("sandbox {PARENT}"))),
+            "{steps:?}"
+        );
+        // Without the parent's processes it does not run.
+        assert_eq!(
+            build(&spec, &sandbox(), &host),
+            Err(BuildError::Plan(PlanError::NoParent(PARENT.into())))
+        );
     }
 }

@@ -313,6 +313,11 @@ pub enum Actor {
 pub enum LinuxStep {
     /// Create the cgroup directories and do the writes.
     CreateCgroups,
+    /// A child sandbox (`spec.join`): `pidfd_open` the parent's pid 1,
+    /// check it is still the parent supervisor's child, and
+    /// `setns(pidfd, ...)` into the namespaces shared with it, so pid 1 is
+    /// cloned into them (without their `CLONE_NEW*` flags).
+    JoinParent,
     /// `clone(2)` with the namespace flags except `CLONE_NEWCGROUP`; the
     /// child waits on a sync pipe until the supervisor releases it.
     Clone,
@@ -381,9 +386,11 @@ impl LinuxStep {
     /// Who runs it.
     pub fn actor(&self) -> Actor {
         match self {
-            Self::CreateCgroups | Self::Clone | Self::WriteIdMaps(_) | Self::JoinCgroups => {
-                Actor::Supervisor
-            }
+            Self::CreateCgroups
+            | Self::JoinParent
+            | Self::Clone
+            | Self::WriteIdMaps(_)
+            | Self::JoinCgroups => Actor::Supervisor,
             Self::UnshareCgroup
             | Self::UnshareUser
             | Self::Mounts
@@ -421,6 +428,24 @@ pub enum Network {
     Routed(super::RoutedNetwork),
     /// The host's network namespace.
     Host,
+    /// The network namespace of the parent sandbox (`spec.join.network`),
+    /// whatever its mode: nothing to set up.
+    Joined(String),
+}
+
+/// A child sandbox's parent and the namespaces shared with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinPlan {
+    /// The parent's id.
+    pub sandbox: String,
+    /// The parent's pid 1 (host pid), whose namespaces are joined; 0 in a
+    /// display plan (the daemon finds it at create time).
+    pub init_pid: i32,
+    /// The parent's supervisor: `init_pid` must be its child.
+    pub supervisor_pid: i32,
+    /// The shared namespaces (of `Net`, `Ipc`, `Uts`), not in the plan's
+    /// own `namespaces`.
+    pub namespaces: Vec<Namespace>,
 }
 
 /// The executable plan of one sandbox.
@@ -441,4 +466,7 @@ pub struct LinuxPlan {
     pub cgroups: CgroupPlan,
     /// Steps, in order.
     pub steps: Vec<LinuxStep>,
+    /// A child's parent (`spec.join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinPlan>,
 }

@@ -155,6 +155,29 @@ pub(super) async fn ensure(ctx: &Ctx, image: &str, policy: PullPolicy) -> Result
     pull_with_progress(ctx, image).await.map(drop)
 }
 
+/// The run-time defaults (Entrypoint, Cmd, …) of a stored OCI image.
+pub(super) async fn run_config(
+    ctx: &Ctx,
+    image: &str,
+) -> Result<sandboxd_core::oci::RunConfig, CliError> {
+    let mut client = ImageServiceClient::new(ctx.channel().await?);
+    let i = client
+        .inspect_image(InspectImageRequest {
+            reference: image.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let some = |v: Vec<String>| Some(v).filter(|v| !v.is_empty());
+    let text = |v: String| Some(v).filter(|v| !v.is_empty());
+    Ok(sandboxd_core::oci::RunConfig {
+        user: text(i.user),
+        env: some(i.env),
+        entrypoint: some(i.entrypoint),
+        cmd: some(i.cmd),
+        working_dir: text(i.working_dir),
+    })
+}
+
 async fn pull_with_progress(ctx: &Ctx, reference: &str) -> Result<Image, CliError> {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal() && !ctx.json;

@@ -264,6 +264,7 @@ fn spec_rows(t: &mut Table, spec: &SandboxSpec, leased: &[String]) {
         add("memory", &l.memory_bytes, format::size);
         add("pids", &l.pids, |v| v.to_string());
         add("cpus", &l.cpu_millis, format::cpus);
+        add("cpu-weight", &l.cpu_weight, |v| v.to_string());
         add("nofile", &l.open_files, |v| v.to_string());
         add("address-space", &l.address_space_bytes, format::size);
         add("disk", &l.disk_bytes, format::size);

@@ -23,7 +23,7 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     let process = args
         .spec
         .process
-        .to_process(args.argv, args.tty, &local_env)?;
+        .to_process(Vec::new(), args.tty, &local_env)?;
     let mut attach = Attach {
         sandbox_id: String::new(),
         process,
@@ -31,8 +31,30 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     };
     // Refuse `-it` without a terminal before creating anything.
     stream::preflight(&attach)?;
+    let entrypoint = args.entrypoint.map(|e| match e.as_str() {
+        "" => Vec::new(),
+        _ => vec![e],
+    });
+    // A directory image has no config: the command is the arguments.
+    if !sandboxd_core::oci::is_reference(&spec.image) {
+        attach.process.argv =
+            sandboxd_core::oci::run_command(None, entrypoint.as_deref(), &args.argv).map_err(
+                |_| {
+                    CliError::Usage(
+                        "no command: give it after -- (a directory image has no Entrypoint or Cmd)"
+                            .into(),
+                    )
+                },
+            )?;
+    }
 
     super::image::ensure(ctx, &spec.image, args.pull).await?;
+    if sandboxd_core::oci::is_reference(&spec.image) {
+        let run = super::image::run_config(ctx, &spec.image).await?;
+        attach.process.argv =
+            sandboxd_core::oci::run_command(Some(&run), entrypoint.as_deref(), &args.argv)
+                .map_err(|e| CliError::Usage(format!("--image {}: {e}", spec.image)))?;
+    }
     let channel = ctx.channel().await?;
     let mut client = SandboxServiceClient::new(channel.clone());
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sandboxd_core::backend::SandboxPaths;
+use sandboxd_core::backend::{ParentProcs, SandboxPaths};
 use sandboxd_core::fault;
 use sandboxd_core::net::{LeaseError, NetLease};
 use sandboxd_core::spec::Protocol;
@@ -47,6 +47,7 @@ impl Manager {
             id: "0000000000000000".into(),
             dir: self.store_path_example(),
             lease,
+            parent: None,
         };
         let mut plan = self.backend.plan(spec, &paths);
         plan.refusals.extend(problem);
@@ -77,6 +78,16 @@ impl Manager {
         let owner = who.name.as_str();
         let mut timer = StepTimer::new("create", "");
         validate::validate_request_id(&request_id)?;
+        // A child: its parent is held (no stop or destroy of it) until
+        // the child is registered and set up, so a destroy of the parent
+        // sees the child.
+        let (spec, parent, _parent_op) = match spec.spec().join.clone() {
+            Some(join) => {
+                let (spec, parent, op) = self.find_parent(spec, &join.sandbox_id, who).await?;
+                (spec, Some(parent), Some(op))
+            }
+            None => (spec, None, None),
+        };
         if verify
             && self.backend.kind() == sandboxd_core::BackendKind::Linux
             && spec.spec().mode == sandboxd_core::spec::Mode::Init
@@ -92,7 +103,7 @@ impl Manager {
                 "spec.network.mode: HOST is not permitted by this daemon's configuration (start it with --allow-host-network)".into(),
             ));
         }
-        let (sb, paths) = match self.register(&spec, &request_id, who)? {
+        let (sb, paths) = match self.register(&spec, &request_id, who, parent)? {
             Registered::Existing(existing) => {
                 return self
                     .existing_for_request(existing, &spec, &request_id)
@@ -167,6 +178,56 @@ impl Manager {
         }
     }
 
+    /// A child's (`spec.join`) parent: visible to the caller (NOT_FOUND),
+    /// owned by the same identity (PERMISSION_DENIED: an admin may see
+    /// another identity's sandbox, not put a child into it), RUNNING with
+    /// a known pid 1 (FAILED_PRECONDITION), not itself a child, and with a
+    /// network mode the child's agrees with (INVALID_ARGUMENT; the child
+    /// gets the parent's). Returns the spec with the parent's network mode
+    /// filled in, the parent's processes and its held `op` lock.
+    async fn find_parent(
+        &self,
+        spec: ValidatedSpec,
+        parent_id: &str,
+        who: &Caller,
+    ) -> ApiResult<(ValidatedSpec, ParentProcs, tokio::sync::OwnedMutexGuard<()>)> {
+        let parent = self.get_for(parent_id, who)?;
+        let owner = parent.record().owner;
+        if owner != who.name {
+            return Err(ApiError::PermissionDenied(format!(
+                "spec.join.sandbox_id: sandbox {parent_id} belongs to identity {owner:?}; a child must belong to its parent's identity"
+            )));
+        }
+        let op = parent.op.clone().lock_owned().await;
+        let record = parent.record();
+        if record.state != SandboxState::Running || record.destroying {
+            return Err(ApiError::FailedPrecondition(format!(
+                "spec.join.sandbox_id: sandbox {parent_id} is {:?}, not RUNNING; only a running sandbox can have children",
+                record.state
+            )));
+        }
+        if record.init_pid <= 0 || record.supervisor_pid <= 0 {
+            // A backend without namespaces (chroot, FreeBSD) says why in
+            // its plan.
+            let plan = self.plan_local(&spec);
+            if !plan.refusals.is_empty() {
+                return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
+                    plan.refusals,
+                )));
+            }
+            return Err(ApiError::FailedPrecondition(format!(
+                "spec.join.sandbox_id: sandbox {parent_id} has no known pid 1 whose namespaces a child could join (its backend has none, or an older daemon started it)"
+            )));
+        }
+        let spec = validate::join_parent(spec, parent_id, &record.spec)?;
+        let procs = ParentProcs {
+            id: parent_id.to_owned(),
+            init_pid: record.init_pid,
+            supervisor_pid: record.supervisor_pid,
+        };
+        Ok((spec, procs, op))
+    }
+
     /// Under the registry lock: finds the sandbox an earlier request with the
     /// same key made, or checks the name, plans, and registers a new sandbox
     /// in state CREATING (so a concurrent retry finds it).
@@ -175,6 +236,7 @@ impl Manager {
         spec: &ValidatedSpec,
         request_id: &str,
         who: &Caller,
+        parent: Option<ParentProcs>,
     ) -> ApiResult<Registered> {
         let owner = who.name.as_str();
         let mut reg = lock(&self.registry);
@@ -211,6 +273,7 @@ impl Manager {
         let mut paths = SandboxPaths {
             id: id.clone(),
             dir: self.store.sandbox_dir(&id)?,
+            parent,
             ..Default::default()
         };
         // The one plan of this create: its refusals, whether it needs
@@ -240,6 +303,7 @@ impl Manager {
             state: SandboxState::Creating,
             supervisor_pid: 0,
             main_pid: 0,
+            init_pid: 0,
             exit: None,
             created_at_ms: now_ms(),
             lease: paths.lease.clone(),
@@ -431,8 +495,10 @@ pub(super) fn mark_uncleaned(record: &mut SandboxRecord, why: &str) {
 
 /// Whether the backend's report gives this spec a RESTRICTED network (and
 /// so needs addresses).
+/// A child sharing its parent's network has the parent's addresses.
 fn gets_restricted_network(spec: &ValidatedSpec, plan: &Plan) -> bool {
     spec.spec().network.mode == sandboxd_core::spec::NetworkMode::Restricted
+        && !spec.spec().join.as_ref().is_some_and(|j| j.network)
         && plan
             .report
             .get(sandboxd_core::Property::Network)

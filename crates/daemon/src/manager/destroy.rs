@@ -150,8 +150,34 @@ impl Manager {
         };
         let mut timer = StepTimer::new("destroy", &sb.id);
         let _op = sb.op.lock().await;
-        if !lock(&self.registry).by_id.contains_key(&sb.id) {
-            return Ok(false); // destroyed by a concurrent call
+        let children = {
+            let reg = lock(&self.registry);
+            if !reg.by_id.contains_key(&sb.id) {
+                return Ok(false); // destroyed by a concurrent call
+            }
+            let mut children: Vec<String> = reg
+                .by_id
+                .values()
+                .filter(|s| {
+                    lock(&s.record)
+                        .spec
+                        .join
+                        .as_ref()
+                        .is_some_and(|j| j.sandbox_id == sb.id)
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            children.sort();
+            children
+        };
+        // Their namespaces are its own: Kubernetes (and the shim) delete a
+        // pod's containers before the pod, so refusing loses nothing.
+        if !children.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} has child sandboxes (spec.join): {}; destroy them first",
+                sb.id,
+                children.join(", ")
+            )));
         }
         timer.mark("lookup, lock");
         // The journal: from here a crash is rolled forward at the next start.

@@ -70,7 +70,9 @@ impl Manager {
                 main_pid,
                 verification,
                 steps,
+                init_pid,
             } => {
+                lock(&sb.record).init_pid = init_pid.unwrap_or(0);
                 *lock(&sb.created_verification) = verification.map(|v| *v);
                 if let Some(tx) = lock(&sb.ready).take() {
                     let _ = tx.send(Ok((main_pid, steps)));
@@ -154,7 +156,12 @@ impl Manager {
                     let _ = tx.send(result);
                 }
             }
-            Event::Attached { execs, .. } => {
+            Event::Attached {
+                execs, init_pid, ..
+            } => {
+                if let Some(pid) = init_pid {
+                    lock(&sb.record).init_pid = pid;
+                }
                 // A restarted daemon learns the execs still running, so their
                 // records (InspectExec, WaitExec, SignalExec) survive it.
                 let mut table = lock(&sb.exec_records);

@@ -86,7 +86,8 @@ pub struct Sandbox {
     /// finishing. Set and read under the record lock.
     closed_early: std::sync::atomic::AtomicBool,
     /// Serialises stop/destroy on one sandbox.
-    op: tokio::sync::Mutex<()>,
+    /// A child's create holds its parent's (see `create::find_parent`).
+    op: Arc<tokio::sync::Mutex<()>>,
     /// VerifySandbox probes waiting for their result, by probe id.
     verifies: Mutex<HashMap<u64, VerifyTx>>,
     /// The verification a create asked for (from Ready).
@@ -246,7 +247,7 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         child: Mutex::new(None),
         pending_exit: Mutex::new(None),
         closed_early: std::sync::atomic::AtomicBool::new(false),
-        op: tokio::sync::Mutex::new(()),
+        op: Arc::new(tokio::sync::Mutex::new(())),
         verifies: Mutex::new(HashMap::new()),
         created_verification: Mutex::new(None),
         exec_records: Mutex::new(exec_records::ExecTable::default()),

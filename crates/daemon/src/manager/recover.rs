@@ -44,6 +44,7 @@ impl Manager {
                 id: record.id.clone(),
                 dir: self.store.sandbox_dir(&record.id)?,
                 lease: record.lease.clone(),
+                parent: None,
             };
             if record.destroying {
                 // The daemon died during a destroy: finish it.

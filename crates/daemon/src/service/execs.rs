@@ -47,7 +47,8 @@ impl pb::exec_service_server::ExecService for Execs {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "StartExec", sandbox = %sb.id);
-        let process = without_terminal(req.process, manager.policy(), "a detached exec")?;
+        let process = super::image::exec_process(&self.0.images, &sb, req.process).await?;
+        let process = without_terminal(process, manager.policy(), "a detached exec")?;
         // Held until the process exits, by the task below.
         let slot = self.0.execs.take(&sb.id, &who.name)?;
         let handle = start_exec(&manager, &sb, process, None, true).await?;

@@ -54,6 +54,7 @@ impl pb::host_service_server::HostService for Host {
             id: "0000000000000000".into(),
             dir: manager.store_path_example(),
             lease,
+            parent: None,
         };
         // Another backend's plan is computed by its pure plan module with
         // the host facts it documents as typical for its OS.

@@ -38,6 +38,7 @@ fn pull_error(e: crate::registry::PullError) -> ApiError {
     match e {
         PullError::Reference(_) => ApiError::InvalidField(msg),
         PullError::Config { .. } => ApiError::FailedPrecondition(msg),
+        PullError::Denied { .. } => ApiError::PermissionDenied(msg),
         PullError::Transport { .. } => ApiError::Unavailable(msg),
         PullError::NotFound { .. } => ApiError::ImageNotFound(msg),
         PullError::Store(e) => image_error(e),
@@ -296,6 +297,26 @@ pub fn pinned_digest(image: &str) -> Option<sandboxd_core::oci::Digest> {
         return None;
     }
     sandboxd_core::oci::Reference::parse(image).ok()?.digest
+}
+
+/// A process to exec into `sb` (Exec, ExecSync, StartExec), converted
+/// and, when the sandbox runs an OCI image, given the image config's Env
+/// and WorkingDir under the request's (`oci::apply_exec_defaults`).
+pub(super) async fn exec_process(
+    store: &Arc<Store>,
+    sb: &crate::manager::Sandbox,
+    process: Option<pb::ProcessSpec>,
+) -> Result<sandboxd_core::spec::ProcessSpec, ApiError> {
+    let mut process = crate::convert::process_from_pb(process);
+    // Pinned at create; RemoveImage refuses an image a sandbox uses, so
+    // its record stays readable for the sandbox's life.
+    if let Some(d) = pinned_digest(sb.record().spec.image()) {
+        let rec = blocking(store, move |s| s.record(&d)).await?;
+        if let Some(run) = &rec.config.config {
+            sandboxd_core::oci::apply_exec_defaults(&mut process, run);
+        }
+    }
+    Ok(process)
 }
 
 /// Resolves an OCI reference in the store for a create or plan: fills the

@@ -61,12 +61,9 @@ impl pb::process_service_server::ProcessService for Processes {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&start.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "Exec", sandbox = %sb.id);
-        let process = validate::validate_process(
-            convert::process_from_pb(start.process),
-            "start.process",
-            manager.policy(),
-        )
-        .map_err(ApiError::from)?;
+        let process = super::image::exec_process(&self.0.images, &sb, start.process).await?;
+        let process = validate::validate_process(process, "start.process", manager.policy())
+            .map_err(ApiError::from)?;
         if let Some(size) = &start.size {
             check_size("start.size", size, process.process().tty)?;
         }
@@ -101,7 +98,8 @@ impl pb::process_service_server::ProcessService for Processes {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "ExecSync", sandbox = %sb.id);
-        let process = without_terminal(req.process, manager.policy(), "ExecSync")?;
+        let process = super::image::exec_process(&self.0.images, &sb, req.process).await?;
+        let process = without_terminal(process, manager.policy(), "ExecSync")?;
         let cap = match req.output_limit_bytes {
             0 => MAX_OUTPUT,
             n => n.min(MAX_OUTPUT),
@@ -547,11 +545,11 @@ async fn run_exec_stream(
 /// detached StartExec): validated, and refused naming `process.tty` if it
 /// asks for one. `call` says which call, for the message.
 pub(super) fn without_terminal(
-    process: Option<pb::ProcessSpec>,
+    process: sandboxd_core::spec::ProcessSpec,
     policy: &validate::Policy,
     call: &str,
 ) -> Result<validate::ValidatedProcess, ApiError> {
-    let process = validate::validate_process(convert::process_from_pb(process), "process", policy)?;
+    let process = validate::validate_process(process, "process", policy)?;
     if process.process().tty {
         return Err(ApiError::Invalid(validate::ValidationError::one(
             "process.tty",
