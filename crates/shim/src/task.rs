@@ -1674,7 +1674,8 @@ mod tests {
     #[test]
     fn resize_sizes_follow_what_sandboxd_accepts() {
         // (height, width) → Ok(Some(rows, cols)), Ok(None) skipped, Err refused
-        let cases: &[(u32, u32, Result<Option<(u32, u32)>, ()>)] = &[
+        type Want = Result<Option<(u32, u32)>, ()>;
+        let cases: &[(u32, u32, Want)] = &[
             (24, 80, Ok(Some((24, 80)))),
             (1, 1, Ok(Some((1, 1)))),
             (65_535, 65_535, Ok(Some((65_535, 65_535)))),
