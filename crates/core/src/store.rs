@@ -613,7 +613,7 @@ impl StateStore {
     /// is removed, not followed), durably: the removal is journaled and
     /// synced (group commit) first. Missing is fine.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.remove_with(id, true)
+        self.remove_with(id, true).map(|_| ())
     }
 
     /// [`Self::remove`] without waiting for the disk: journaled, so a
@@ -623,18 +623,19 @@ impl StateStore {
     /// sandbox anyway) a sandbox destroyed just before it may come back as
     /// EXITED, which the next destroy removes. The directory is renamed
     /// into `trash/` (one rename instead of an unlink per file on the
-    /// caller's path) and deleted there by a thread; [`Self::open`] deletes
-    /// whatever a previous daemon left there.
-    pub fn remove_unsynced(&self, id: &str) -> Result<(), StoreError> {
+    /// caller's path); the caller deletes the returned path off its own
+    /// path ([`delete_trash`]), and [`Self::open`] deletes whatever a
+    /// previous daemon left there. `None`: nothing is left to delete.
+    pub fn remove_unsynced(&self, id: &str) -> Result<Option<PathBuf>, StoreError> {
         self.remove_with(id, false)
     }
 
-    fn remove_with(&self, id: &str, durable: bool) -> Result<(), StoreError> {
+    fn remove_with(&self, id: &str, durable: bool) -> Result<Option<PathBuf>, StoreError> {
         let dir = self.sandbox_dir(id)?;
         if fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
-            return Ok(());
+            return Ok(None);
         }
-        let over = {
+        let (over, trashed) = {
             let _gate = self
                 .journal
                 .gate
@@ -649,56 +650,50 @@ impl StateStore {
                     .commit(seq)
                     .map_err(|e| self.journal_error(e))?;
             }
-            if durable || !self.remove_later(id) {
+            let trashed = if durable {
+                None
+            } else {
+                self.move_to_trash(id)
+            };
+            if durable || trashed.is_none() {
                 match fs::remove_dir_all(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(source) => return Err(StoreError::Remove { path: dir, source }),
                 }
             }
-            over
+            (over, trashed)
         };
         if over {
             self.compact()?;
         }
-        Ok(())
+        Ok(trashed)
     }
 }
 
 impl StateStore {
-    /// Renames sandbox `id`'s directory into `trash/` under a unique name
-    /// and deletes it there on a new thread. False if it could not (the
-    /// caller then deletes it in place); true also when it is gone already.
-    fn remove_later(&self, id: &str) -> bool {
+    /// Renames sandbox `id`'s directory into `trash/` under a unique name:
+    /// its new path, or `None` if it could not be moved (the caller then
+    /// deletes it in place; also when it is gone already, which is fine).
+    fn move_to_trash(&self, id: &str) -> Option<PathBuf> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{id}.{}.{n}", std::process::id());
-        match renameat(
+        renameat(
             self.dir.as_fd(),
             Path::new(id),
             self.trash.as_fd(),
             Path::new(&name),
-        ) {
-            Ok(()) => {}
-            Err(nix::Error::ENOENT) => return true,
-            Err(_) => return false,
-        }
-        let path = self.trash_path.join(name);
-        let delete = {
-            let path = path.clone();
-            move || {
-                let _ = fs::remove_dir_all(path);
-            }
-        };
-        if std::thread::Builder::new()
-            .name("sandboxd-trash".into())
-            .spawn(delete)
-            .is_err()
-        {
-            let _ = fs::remove_dir_all(path);
-        }
-        true
+        )
+        .ok()
+        .map(|()| self.trash_path.join(name))
     }
+}
+
+/// Deletes a directory [`StateStore::remove_unsynced`] moved into
+/// `trash/`. Best effort: what is left there goes at the next start.
+pub fn delete_trash(path: &Path) {
+    let _ = fs::remove_dir_all(path);
 }
 
 /// The store's journal file, in the state directory.
@@ -1221,18 +1216,18 @@ mod journal_tests {
                 store.save(&record(id, SandboxState::Running)).unwrap();
             }
             let before = syncs(&store);
-            store.remove_unsynced(gone).unwrap();
+            let trashed = store
+                .remove_unsynced(gone)
+                .unwrap()
+                .expect("moved to trash/");
             assert_eq!(syncs(&store), before, "the removal waited for a sync");
             assert!(!dir.join("sandboxes").join(gone).exists());
-            // Renamed into trash/ and deleted there by a thread.
-            let trash = || fs::read_dir(dir.join(TRASH)).unwrap().count();
-            for _ in 0..500 {
-                if trash() == 0 {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            assert_eq!(trash(), 0, "trash/ not emptied");
+            // Renamed into trash/, for the caller to delete.
+            assert!(trashed.starts_with(dir.join(TRASH)), "{trashed:?}");
+            assert!(trashed.join("record.json").exists(), "{trashed:?}");
+            delete_trash(&trashed);
+            assert_eq!(fs::read_dir(dir.join(TRASH)).unwrap().count(), 0);
+            assert_eq!(store.remove_unsynced(gone).unwrap(), None, "already gone");
             let pending = lock(&store.journal.file).appended;
             store.save(&record(kept, SandboxState::Exited)).unwrap();
             assert!(

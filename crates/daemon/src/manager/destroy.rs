@@ -82,8 +82,12 @@ impl Manager {
             }
             let cleaned = began.elapsed();
             // Not synced, and the directory deleted off this path: see
-            // StateStore::remove_unsynced (docs/ARCHITECTURE.md).
-            store.remove_unsynced(&paths.id)?;
+            // StateStore::remove_unsynced (docs/ARCHITECTURE.md). On the
+            // blocking pool the daemon already has, not a thread per
+            // destroy (each new thread would get its own malloc arena).
+            if let Some(trashed) = store.remove_unsynced(&paths.id)? {
+                tokio::task::spawn_blocking(move || sandboxd_core::store::delete_trash(&trashed));
+            }
             // The two halves of the destroy's last step (see steptime).
             tracing::debug!(
                 sandbox = %paths.id,
