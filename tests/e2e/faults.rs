@@ -159,7 +159,18 @@ async fn restart_after_crash(d: &mut Daemon, step: &str) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{step}: the daemon did not crash");
+    panic!(
+        "{step}: the daemon did not crash; its log ends with:\n{}",
+        d.log_text()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[cfg_attr(
@@ -196,10 +207,10 @@ async fn a_daemon_crash_at_each_create_and_destroy_step_is_rolled_back_or_forwar
                 verify: false,
             })
             .await;
-        assert!(r.is_err(), "{step}: the create answered");
+        let err = r.expect_err(&format!("{step}: the create answered"));
         drop(c);
         std::fs::write(&fault_file, "").expect("disarm");
-        restart_after_crash(&mut d, step).await;
+        restart_after_crash(&mut d, &format!("{step} (the create got {err:?})")).await;
         let mut c = d.clients().await;
         // The restart rolled the half-made sandbox back, if it got as far
         // as a record; either way nothing is left.

@@ -146,8 +146,13 @@ pub fn check(step: &'static str) -> Result<(), Injected> {
             let _ = std::fs::write(&path, rest);
             Err(Injected(step))
         }
-        // Like kill -9: no destructor, no cleanup, no core file.
-        Directive::Crash => std::process::exit(137),
+        // kill -9 itself: no destructor, no atexit handler (exit(3) runs
+        // them while the runtime's other threads keep going), no core file.
+        Directive::Crash => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            // SIGKILL cannot be blocked or caught: not reached.
+            std::process::abort()
+        }
     }
 }
 

@@ -246,18 +246,30 @@ fn set_oom_score_adj(supervisor_pid: i64, adj: i64) -> Result<(), String> {
 /// bundle's namespace paths are this host's own namespaces (same device and
 /// inode as /proc/self/ns/<type>; the shim runs in containerd's, the host's).
 fn host_facts(config: &serde_json::Value) -> bundle::Host {
-    use std::os::unix::fs::MetadataExt;
-    let mut host = bundle::Host {
+    bundle::Host {
         name: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        own_namespaces: namespaces_of(config, "self", |_| true),
         ..Default::default()
-    };
+    }
+}
+
+/// The bundle's `linux.namespaces[].path`s (of the kinds `wanted` takes)
+/// that are the same namespace (device and inode) as `/proc/<pid>/ns/<kind>`
+/// (`pid` may be `self`).
+fn namespaces_of(
+    config: &serde_json::Value,
+    pid: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> std::collections::BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
     let listed = config
         .pointer("/linux/namespaces")
         .and_then(|n| n.as_array())
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let mut same = std::collections::BTreeSet::new();
     for ns in listed {
         let (Some(kind), Some(path)) = (
             ns.get("type").and_then(|t| t.as_str()),
@@ -265,21 +277,19 @@ fn host_facts(config: &serde_json::Value) -> bundle::Host {
         ) else {
             continue;
         };
-        let Some(own) = proc_ns_name(kind) else {
+        let Some(name) = proc_ns_name(kind).filter(|_| wanted(kind)) else {
             continue;
         };
-        let same = match (
+        if let (Ok(a), Ok(b)) = (
             std::fs::metadata(path),
-            std::fs::metadata(format!("/proc/self/ns/{own}")),
+            std::fs::metadata(format!("/proc/{pid}/ns/{name}")),
         ) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if same {
-            host.own_namespaces.insert(path.to_owned());
+            if a.dev() == b.dev() && a.ino() == b.ino() {
+                same.insert(path.to_owned());
+            }
         }
     }
-    host
+    same
 }
 
 /// The namespace kind's name under `/proc/<pid>/ns/`.
@@ -303,7 +313,6 @@ async fn pod_facts(
     namespace: &str,
     config: &serde_json::Value,
 ) -> Option<bundle::PodSandbox> {
-    use std::os::unix::fs::MetadataExt;
     let annotation = |k: &str| config.pointer("/annotations")?.get(k)?.as_str();
     if annotation(bundle::ANNOTATION_CONTAINER_TYPE) != Some("container") {
         return None;
@@ -335,35 +344,9 @@ async fn pod_facts(
         sandbox_id: sb.id.clone(),
         ..Default::default()
     };
-    let listed = config
-        .pointer("/linux/namespaces")
-        .and_then(|n| n.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for ns in listed {
-        let (Some(kind), Some(path)) = (
-            ns.get("type").and_then(|t| t.as_str()),
-            ns.get("path").and_then(|p| p.as_str()),
-        ) else {
-            continue;
-        };
-        if !["network", "ipc", "uts"].contains(&kind) {
-            continue;
-        }
-        let Some(name) = proc_ns_name(kind) else {
-            continue;
-        };
-        let same = match (
-            std::fs::metadata(path),
-            std::fs::metadata(format!("/proc/{}/ns/{name}", sb.init_pid)),
-        ) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if same {
-            facts.namespaces.insert(path.to_owned());
-        }
-    }
+    facts.namespaces = namespaces_of(config, &sb.init_pid.to_string(), |kind| {
+        ["network", "ipc", "uts"].contains(&kind)
+    });
     Some(facts)
 }
 
