@@ -402,7 +402,11 @@ async fn a_cancelled_exec_stream_kills_its_process() {
     let probe = c
         .sh(
             &sb.id,
-            &format!("kill -0 {child} 2>/dev/null && echo alive || echo gone"),
+            // SIGKILLed, it can still answer kill -0 as a zombie until its
+            // reaper collects it: give that a few seconds.
+            &format!(
+                "i=0; while kill -0 {child} 2>/dev/null; do i=$((i+1)); [ $i -ge 50 ] && {{ echo alive; exit; }}; sleep 0.1; done; echo gone"
+            ),
         )
         .await;
     assert_eq!(
