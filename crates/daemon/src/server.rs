@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sandboxd_proto::v1 as pb;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tonic::codegen::http;
@@ -30,6 +30,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // SIGTERM and SIGINT are caught from here on: one arriving while the
+    // daemon starts (its socket may already exist) or before the server
+    // first polls its shutdown future must still end it cleanly, not by
+    // the default action.
+    let signals = Signals::register();
     let nofile = match crate::rlimit::raise() {
         Ok(n) => {
             tracing::info!(before = n.before, now = n.now, "open-files limit");
@@ -260,7 +265,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         std::process::id()
     ));
     let stop = async move {
-        wait_for_signal().await;
+        signals.wait().await;
         crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: finishing in-flight calls; sandboxes keep running");
         let _ = shutdown_tx.send(true);
@@ -292,21 +297,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_signal() {
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// The daemon's SIGTERM and SIGINT handlers, installed by [`Signals::register`].
+struct Signals(Option<(Signal, Signal)>);
+
+impl Signals {
+    fn register() -> Self {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => Self(None),
         }
-        _ => {
+    }
+
+    /// Until one of them arrives.
+    async fn wait(self) {
+        match self.0 {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
             // Without signal handlers the daemon can only be killed; keep
             // serving rather than exit at once.
-            std::future::pending::<()>().await;
+            None => std::future::pending::<()>().await,
         }
     }
 }
