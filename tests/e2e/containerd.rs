@@ -237,7 +237,7 @@ impl Drop for Containerd {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Linux mountinfo (the shim mounts task roots only on Linux).
+        // Linux mountinfo (these tests run only on Linux).
         #[cfg(target_os = "linux")]
         for line in mount_table().lines() {
             if let Some(point) = line.split(' ').nth(4) {
@@ -413,8 +413,7 @@ fn wait_task_status(ctd: &Containerd, id: &str, status: &str) {
 pub(crate) const RUNTIME: &str = "io.containerd.sandboxd.v1";
 
 /// The reason the containerd tests are ignored in other builds.
-const NEEDS_LINUX: &str =
-    "the shim mounts containerd's snapshots only on Linux: needs the Linux backend";
+const NEEDS_LINUX: &str = "needs the Linux backend and containerd on Linux (the chroot mapping is unit-tested in crates/shim/src/bundle.rs)";
 
 /// A daemon allowing containerd's task bundles as roots, a private
 /// containerd, and the test image imported (Linux backend only: the tests
@@ -472,7 +471,7 @@ pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "the shim mounts containerd's snapshots only on Linux: needs the Linux backend"
+    ignore = "needs the Linux backend and containerd on Linux (the chroot mapping is unit-tested in crates/shim/src/bundle.rs)"
 )]
 #[tokio::test]
 async fn ctr_runs_tasks_as_sandboxes() {
@@ -626,7 +625,7 @@ async fn ctr_runs_tasks_as_sandboxes() {
 /// under script(1)).
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "the shim mounts containerd's snapshots only on Linux: needs the Linux backend"
+    ignore = "needs the Linux backend and containerd on Linux (the chroot mapping is unit-tested in crates/shim/src/bundle.rs)"
 )]
 #[tokio::test]
 async fn ctr_run_with_a_terminal() {
@@ -661,7 +660,7 @@ async fn ctr_run_with_a_terminal() {
 /// root; the container can then be removed and nothing is left.
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "the shim mounts containerd's snapshots only on Linux: needs the Linux backend"
+    ignore = "needs the Linux backend and containerd on Linux (the chroot mapping is unit-tested in crates/shim/src/bundle.rs)"
 )]
 #[tokio::test]
 async fn a_shim_crash_leaves_nothing() {
@@ -723,7 +722,7 @@ async fn a_shim_crash_leaves_nothing() {
 /// task and container are removed normally.
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "the shim mounts containerd's snapshots only on Linux: needs the Linux backend"
+    ignore = "needs the Linux backend and containerd on Linux (the chroot mapping is unit-tested in crates/shim/src/bundle.rs)"
 )]
 #[tokio::test]
 async fn a_daemon_crash_ends_the_task_consistently() {

@@ -4,13 +4,14 @@
 //!   (any OS, unit-tested table-driven).
 //! - [`config`]: which daemon the shim talks to (local socket or mTLS).
 //! - [`client`]: the sandboxd gRPC connection.
-//! - `task`: the ttrpc task service containerd calls (Linux only: containerd's
-//!   ttrpc crate does not build for FreeBSD).
+//! - [`rootfs`]: containerd's rootfs mounts per OS (FreeBSD: mount(8),
+//!   its command line pure and unit-tested).
+//! - [`task`]: the ttrpc task service containerd calls.
 //!
 //! Design and mapping: docs/containerd.md.
 
 pub mod bundle;
 pub mod client;
 pub mod config;
-#[cfg(target_os = "linux")]
+pub mod rootfs;
 pub mod task;

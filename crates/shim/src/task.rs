@@ -34,6 +34,7 @@ use tonic::transport::Channel;
 
 use crate::bundle::{self, Backend};
 use crate::config::Config;
+use crate::rootfs;
 
 type TtrpcResult<T> = ttrpc::Result<T>;
 
@@ -370,17 +371,8 @@ async fn find_sandbox(
 
 /// Unmounts what the shim mounted on a bundle's rootfs.
 fn unmount_rootfs(target: &Path) {
-    #[cfg(target_os = "linux")]
-    {
-        if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
-            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-                warn!("unmounting {}: {e}", target.display());
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = target;
+    if let Err(e) = rootfs::unmount(target) {
+        warn!("unmounting {}: {e}", target.display());
     }
 }
 
@@ -940,23 +932,24 @@ impl Task for Service {
         let rootfs = bundle.join("rootfs");
         let mut mounted = None;
         if !req.rootfs.is_empty() {
-            if !cfg!(target_os = "linux") {
-                return Err(status(
-                    Code::UNIMPLEMENTED,
-                    "rootfs mounts: this shim mounts containerd's snapshots only on Linux; on this OS give a bundle whose rootfs is prepared",
-                ));
-            }
             if let Err(e) = tokio::fs::create_dir_all(&rootfs).await {
                 return Err(status(Code::INTERNAL, format!("{}: {e}", rootfs.display())));
             }
             for m in &req.rootfs {
-                if let Err(e) = containerd_shim::asynchronous::util::mount_rootfs(m, &rootfs).await
-                {
+                let m = rootfs::RootfsMount {
+                    kind: m.type_.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                };
+                if let Err(e) = rootfs::mount(&m, &rootfs).await {
                     unmount_rootfs(&rootfs);
-                    return Err(status(
-                        Code::INTERNAL,
-                        format!("mounting the rootfs ({} {}): {e}", m.type_, m.source),
-                    ));
+                    let code = match e {
+                        rootfs::RootfsError::UnsupportedType { .. }
+                        | rootfs::RootfsError::BadSource(_)
+                        | rootfs::RootfsError::BadOption(_) => Code::INVALID_ARGUMENT,
+                        _ => Code::INTERNAL,
+                    };
+                    return Err(status(code, e));
                 }
             }
             mounted = Some(rootfs.clone());
