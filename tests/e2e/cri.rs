@@ -262,6 +262,10 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     {
         fail("StartContainer", e, &ctd);
     }
+    // One shim serves the whole pod (containerd's grouping by the pod's
+    // id, as with runc's shim): the container's task joined the pause's.
+    let shims = ctd.shims();
+    assert_eq!(shims.len(), 1, "one shim process for the pod: {shims:?}");
     // The container is its own sandbox, labelled with the same pod.
     let sbs = sandboxes(&daemon).await;
     assert_eq!(sbs.len(), 2, "pod and container: {sbs:?}");

@@ -110,6 +110,22 @@ pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// shim also labels the sandbox with it.
 pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
+/// Which shim process serves a bundle (containerd's "grouping"): the
+/// containers of one pod share their pod's shim, as with runc's shim, so a
+/// pod costs one shim process; any other task gets its own. A bundle whose
+/// pod annotation is missing, empty or not a string is its own group (its
+/// Create then refuses what is malformed).
+pub fn shim_group(config: &Value, id: &str) -> String {
+    match config
+        .get("annotations")
+        .and_then(|a| a.get(ANNOTATION_SANDBOX_ID))
+        .and_then(Value::as_str)
+    {
+        Some(pod) if !pod.is_empty() => pod.to_owned(),
+        _ => id.to_owned(),
+    }
+}
+
 /// What the CRI plugin says a bundle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CriRole {
@@ -2237,5 +2253,32 @@ mod tests {
         let mut v = ctr_default();
         set(&mut v, "process.oomScoreAdj", json!(-500));
         assert!(degraded_fields(&map(&v).expect("maps")).contains(&"process.oomScoreAdj"));
+    }
+
+    #[test]
+    fn a_pods_containers_share_the_pods_shim() {
+        let cases: &[(Value, &str)] = &[
+            (
+                json!({"annotations": {"io.kubernetes.cri.sandbox-id": "pod1", "io.kubernetes.cri.container-type": "container"}}),
+                "pod1",
+            ),
+            (
+                json!({"annotations": {"io.kubernetes.cri.sandbox-id": "pod1", "io.kubernetes.cri.container-type": "sandbox"}}),
+                "pod1",
+            ),
+            (
+                json!({"annotations": {"io.kubernetes.cri.sandbox-id": ""}}),
+                "task7",
+            ),
+            (
+                json!({"annotations": {"io.kubernetes.cri.sandbox-id": 3}}),
+                "task7",
+            ),
+            (json!({"annotations": {}}), "task7"),
+            (json!({}), "task7"),
+        ];
+        for (config, want) in cases {
+            assert_eq!(shim_group(config, "task7"), *want, "{config}");
+        }
     }
 }

@@ -391,8 +391,16 @@ impl containerd_shim::asynchronous::Shim for Shim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // One shim per container: each is its own sandbox.
-        let grouping = opts.id.clone();
+        // containerd runs `start` in the bundle directory. A pod's
+        // containers join their pod's shim (containerd-shim's spawn finds
+        // its socket in use and hands containerd that address); an
+        // unreadable config.json is the task's own group, and Create
+        // reports what is wrong with it.
+        let config = std::fs::read("config.json")
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .unwrap_or_default();
+        let grouping = bundle::shim_group(&config, &opts.id);
         spawn(opts, &grouping, Vec::new()).await
     }
 
