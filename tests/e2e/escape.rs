@@ -746,3 +746,62 @@ async fn root_cannot_remount_a_read_only_root_writable() {
     c.destroy(&sb.id).await;
     d.finish().await;
 }
+
+/// A device node in a directory image (the images dir is the operator's,
+/// but an unpacked tarball can carry one) must not be a way to the host's
+/// device: the writable root is mounted nodev on every backend, so root in
+/// the sandbox cannot open it even though the file is there.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "mknod of a Linux char device (1:5)"
+)]
+#[tokio::test]
+async fn a_device_node_in_an_image_cannot_be_opened() {
+    let d = Daemon::start();
+    let image = d.make_busybox_image("with-dev-node");
+    // A read-only root needs every mount point in the image.
+    std::fs::create_dir_all(image.join("sys")).expect("sys mount point");
+    nix::sys::stat::mknod(
+        &image.join("zero"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .expect("mknod in the image");
+    // World-usable, as a careless tarball might carry it: the default
+    // (unprivileged) user is the first to try.
+    std::fs::set_permissions(
+        image.join("zero"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .expect("chmod the node");
+    let mut c = d.clients().await;
+    // A writable root (an overlay) and a read-only one (a bind).
+    for readonly_rootfs in [false, true] {
+        let sb = c
+            .create(pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                image: "with-dev-node".into(),
+                readonly_rootfs,
+                ..Default::default()
+            })
+            .await;
+        for (who, user) in users() {
+            let mut p = argv(&[
+                "/bin/sh",
+                "-c",
+                "ls -l /zero >&2; head -c 4 /zero >/dev/null && echo opened; echo done",
+            ]);
+            p.user = user;
+            let r = c.exec_sync(&sb.id, p, 20_000).await;
+            assert_eq!(
+                out(&r),
+                "done\n",
+                "{who} in the sandbox opened the image's device node (readonly_rootfs {readonly_rootfs}); stderr: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+        }
+        c.destroy(&sb.id).await;
+    }
+    d.finish().await;
+}

@@ -172,6 +172,10 @@ pub const SHM_TMPFS_FLAGS: [MountFlag; 3] =
 pub const TMP_TMPFS_FLAGS: [MountFlag; 2] = [MountFlag::Nosuid, MountFlag::Nodev];
 /// Flags of a read-only bind (host directories, a read-only image).
 pub const BIND_RO_FLAGS: [MountFlag; 2] = [MountFlag::Rdonly, MountFlag::Nosuid];
+/// Flags of a read-only directory image on the root: also nodev, as the
+/// writable overlay, so a device node in an image is no way to the host's
+/// device (the sandbox's /dev is its own tmpfs).
+pub const IMAGE_RO_FLAGS: [MountFlag; 3] = [MountFlag::Rdonly, MountFlag::Nosuid, MountFlag::Nodev];
 /// Flags of the final remount of a read-only `host` view's tmpfs root.
 pub const ROOT_RO_FLAGS: [MountFlag; 3] = [MountFlag::Rdonly, MountFlag::Nosuid, MountFlag::Nodev];
 
@@ -254,7 +258,7 @@ pub enum ChrootStep {
         mode: u32,
     },
     /// Bind the image directory (opened without following symlinks) on
-    /// the root, then remount it [`BIND_RO_FLAGS`].
+    /// the root, then remount it [`IMAGE_RO_FLAGS`].
     BindImage {
         /// Image name inside the images dir.
         image: String,
@@ -269,7 +273,7 @@ pub enum ChrootStep {
         tmpfs: TmpfsOptions,
     },
     /// Mount an overlay on the root: the image (read-only) under
-    /// `upper`/`work`, nosuid. For an OCI image the lower directories are
+    /// `upper`/`work`, nosuid and nodev. For an OCI image the lower directories are
     /// its `layers` instead of the image directory.
     MountOverlay {
         /// Image name inside the images dir (for an OCI image, the
@@ -855,7 +859,7 @@ fn render(setup: &ChrootSetup) -> NativePlan {
             ChrootStep::BindImage { image } => mounts.push(bind(
                 shown(&setup.images_dir.join(image)),
                 root.clone(),
-                &BIND_RO_FLAGS,
+                &IMAGE_RO_FLAGS,
             )),
             ChrootStep::MountLayer { path, tmpfs: t } => mounts.push(tmpfs(shown(path), t)),
             ChrootStep::MountOverlay { image, layers, upper, work } => mounts.push(PlanMount {
@@ -867,6 +871,7 @@ fn render(setup: &ChrootSetup) -> NativePlan {
                     format!("upperdir={}", upper.display()),
                     format!("workdir={}", work.display()),
                     MountFlag::Nosuid.as_str().into(),
+                    MountFlag::Nodev.as_str().into(),
                 ],
             }),
             ChrootStep::MountDev { tmpfs: t, nodes, shm } => {

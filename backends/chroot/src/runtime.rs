@@ -16,7 +16,7 @@ use sandboxd_supervisor::{Isolation, Step, StepError};
 #[cfg(not(target_os = "linux"))]
 use crate::plan::Executor;
 #[cfg(target_os = "linux")]
-use crate::plan::{BIND_RO_FLAGS, ChrootStep, MountFlag, TmpfsOptions};
+use crate::plan::{BIND_RO_FLAGS, ChrootStep, IMAGE_RO_FLAGS, MountFlag, TmpfsOptions};
 use crate::plan::{ChrootSetup, RootBuild};
 use crate::sys;
 
@@ -157,7 +157,7 @@ fn build_root(setup: &ChrootSetup) -> Result<(), StepError> {
                 let img = open_image_fd(setup, image)?;
                 sys::bind(&sys::fd_path(img.as_fd()), root).map_err(at(Step::BindImage, root))?;
                 // Named by its path now, the new mount gets the flags.
-                sys::remount_bind(root, ms_flags(&BIND_RO_FLAGS))
+                sys::remount_bind(root, ms_flags(&IMAGE_RO_FLAGS))
                     .map_err(at(Step::RemountImageReadOnly, root))?;
             }
             ChrootStep::MountLayer { path, tmpfs: t } => {

@@ -73,7 +73,7 @@ mod linux {
     }
 
     /// Mounts an overlay of `lower` (read-only, top first) with
-    /// `upper`/`work`.
+    /// `upper`/`work`, nosuid and nodev.
     pub fn mount_overlay(
         target: &Path,
         lower: &[PathBuf],
@@ -91,7 +91,9 @@ mod linux {
             Some("overlay"),
             target,
             Some("overlay"),
-            MsFlags::MS_NOSUID,
+            // nodev: a device node in an image (or its layers) must not
+            // reach the host's device; the sandbox's /dev is its own tmpfs.
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(data.as_str()),
         )
     }
