@@ -290,6 +290,7 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
             network: false,
             ipc: true,
             uts: false,
+            pid: false,
         }),
         "{main:?}"
     );
