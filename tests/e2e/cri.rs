@@ -255,7 +255,6 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                         namespace_options: Some(pod_namespaces()),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 }),
                 ..Default::default()
             }),

@@ -818,7 +818,6 @@ async fn destroying_a_pid_sharing_child_kills_only_its_processes() {
         .sandboxes
         .wait_sandbox(pb::WaitSandboxRequest {
             id: main.id.clone(),
-            ..Default::default()
         })
         .await
         .expect("wait")
