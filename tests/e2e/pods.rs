@@ -741,7 +741,34 @@ async fn a_child_sharing_the_pid_namespace_sees_its_pod_and_nothing_else() {
         "{pid:?}"
     );
 
+    // The child's first process is an ordinary process of the pod's
+    // namespace (not its init): the pod may kill it; the child still works
+    // (its supervisor holds its namespaces) and is destroyed cleanly.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.init_pid))
+        .expect("the child's first process");
+    let in_pod = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("its pid in the pod's namespace")
+        .to_owned();
+    assert_ne!(in_pod, "1", "{status}");
+    let r = c.sh(&pod.id, &format!("kill -9 {in_pod}")).await;
+    assert_eq!(code(&r), 0, "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{}/status", child.init_pid))
+        .is_ok_and(|s| !s.contains("State:\tZ"))
+    {
+        assert!(Instant::now() < deadline, "the child's first process lives");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(out(&c.sh(&child.id, "echo still").await), "still\n");
+
     assert!(c.destroy(&child.id).await);
+    assert!(
+        host_pids_with("31302").is_empty(),
+        "the destroyed child's process survived"
+    );
     assert!(c.destroy(&pod.id).await);
     assert!(c.destroy(&other_pod.id).await);
     d.finish().await;

@@ -57,6 +57,11 @@ pub struct LinuxLaunch {
 pub struct LinuxIsolation {
     launch: LinuxLaunch,
     reaper: Option<Pid>,
+    /// A pidfd of `reaper`, so teardown never signals a process that
+    /// reused its pid: in a shared pid namespace (`spec.join.pid`) the
+    /// first process is not that namespace's init, and a pod process of
+    /// its uid can kill it (the supervisor then reaps it) long before.
+    reaper_fd: Option<OwnedFd>,
     /// Namespace descriptors of the reaper, in the order `enter` joins them.
     namespaces: Vec<(CloneFlags, OwnedFd)>,
     pid_ns: Option<String>,
@@ -76,6 +81,7 @@ impl LinuxIsolation {
         Self {
             launch,
             reaper: None,
+            reaper_fd: None,
             namespaces: Vec::new(),
             pid_ns: None,
             cgroup_fd: None,
@@ -287,6 +293,8 @@ impl LinuxIsolation {
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
                 self.reaper = Some(reaper);
+                // Unreaped yet (it is our child), so the pid is still its.
+                self.reaper_fd = sandboxd_supervisor::sys::pidfd_open(reaper).ok();
                 timing::mark("clone pid 1");
                 // pid 1 builds the root while it is moved into its cgroups:
                 // a cgroup v1 migration waits for an RCU grace period (the
@@ -611,8 +619,18 @@ impl Isolation for LinuxIsolation {
             self.kill_cgroup()?;
         }
         if let Some(reaper) = self.reaper.take() {
-            let _ = sys::send_signal(reaper, Signal::SIGKILL);
-            let _ = sys::wait_for(reaper);
+            match self.reaper_fd.take() {
+                Some(fd) => {
+                    // ESRCH if it is gone (reaped) already: nothing to wait for.
+                    if sandboxd_supervisor::sys::pidfd_signal(fd.as_fd(), Signal::SIGKILL).is_ok() {
+                        let _ = sys::wait_for(reaper);
+                    }
+                }
+                None => {
+                    let _ = sys::send_signal(reaper, Signal::SIGKILL);
+                    let _ = sys::wait_for(reaper);
+                }
+            }
         }
         if shares_pid {
             // Orphans are the parent's pid 1's to reap: wait (bounded) until
