@@ -76,16 +76,24 @@ fn pod_config(logs: &Path) -> cri::PodSandboxConfig {
         labels: HashMap::from([("app".into(), "e2e".into())]),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// What kubelet asks of a host-network pod with `shareProcessNamespace:
+/// true`, for the pod and (in each container's security context, which is
+/// what the CRI plugin reads) its containers: the node's network, the
+/// pod's IPC and pid namespaces.
+fn pod_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Pod as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
 }
@@ -243,7 +251,10 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
                         cpu_shares: 512,
                         ..Default::default()
                     }),
-                    ..Default::default()
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(pod_namespaces()),
+                        ..Default::default()
+                    }),
                 }),
                 ..Default::default()
             }),
@@ -294,6 +305,8 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
             network: false,
             ipc: true,
             uts: false,
+            // shareProcessNamespace: the pause process's pid namespace.
+            pid: true,
         }),
         "{main:?}"
     );
@@ -364,6 +377,24 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     assert_eq!(String::from_utf8_lossy(&seen.stdout), "cri-pod-queue\n");
     assert!(!std::path::Path::new("/dev/mqueue/cri-pod-queue").exists());
     drop(c);
+    // The shared pid namespace (through the CRI socket, as kubectl exec):
+    // the container sees the pause process, and its own shell is not pid 1.
+    let seen = match rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "ps; echo pid=$$".into()],
+            timeout: 10,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(e) => fail("ExecSync ps", e, &ctd),
+    };
+    let listing = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        listing.contains("sleep 2147483647") && !listing.contains("pid=1\n"),
+        "{seen:?}"
+    );
 
     let exec = match rt
         .exec_sync(cri::ExecSyncRequest {

@@ -31,6 +31,15 @@ fn join(parent: &str, network: bool, ipc: bool, uts: bool) -> Option<pb::Sandbox
         network,
         ipc,
         uts,
+        pid: false,
+    })
+}
+
+/// A child sharing only the parent's pid namespace.
+fn join_pid(parent: &str) -> Option<pb::SandboxJoin> {
+    Some(pb::SandboxJoin {
+        pid: true,
+        ..join(parent, false, false, false)?
     })
 }
 
@@ -568,5 +577,354 @@ async fn a_pod_outlives_a_daemon_restart() {
         refused.message().contains(&before.id) && refused.message().contains(&after.id),
         "{refused:?}"
     );
+    d.finish().await;
+}
+
+/// Host pids of processes whose argv holds `arg` (read from the host's
+/// /proc): the marker processes the pid tests start.
+fn host_pids_with(arg: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Starts `sleep <secs>` in `id` in the background, in a session of its
+/// own (out of the exec's process group, as a daemon would be) and
+/// orphaned at once (its shell exits), so the pid namespace's init adopts
+/// it: only a kill by cgroup or pid namespace finds it.
+async fn start_sleeper(c: &mut Clients, id: &str, secs: &str) {
+    let r = c
+        .sh(
+            id,
+            &format!("/bin/busybox setsid /bin/busybox sleep {secs} </dev/null >/dev/null 2>&1 &"),
+        )
+        .await;
+    assert_eq!(code(&r), 0, "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host_pids_with(secs).is_empty() {
+        assert!(Instant::now() < deadline, "sleep {secs} did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `ps` inside `id` (busybox, from the sandbox's /proc).
+async fn ps(c: &mut Clients, id: &str) -> String {
+    out(&c.sh(id, "/bin/busybox ps -o pid,args").await)
+}
+
+/// `shareProcessNamespace`: a child with `join.pid` is in its parent's pid
+/// namespace. Each sees the other's processes in `ps` and /proc; none of
+/// the child's is pid 1 (the parent's is); host processes and another
+/// pod's stay invisible and out of reach of kill(2), however their host
+/// pids are named; the report and the probe say so.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join)"
+)]
+#[tokio::test]
+async fn a_child_sharing_the_pid_namespace_sees_its_pod_and_nothing_else() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let pod = c.create(idle(|_| {})).await;
+    let other_pod = c.create(idle(|_| {})).await;
+    let child = c.create(idle(|s| s.join = join_pid(&pod.id))).await;
+
+    start_sleeper(&mut c, &pod.id, "31301").await;
+    start_sleeper(&mut c, &child.id, "31302").await;
+    start_sleeper(&mut c, &other_pod.id, "31303").await;
+    // A host process the test started.
+    let mut host = std::process::Command::new("sleep")
+        .arg("31304")
+        .spawn()
+        .expect("host sleep");
+
+    // Each side lists the other's processes, never the other pod's.
+    for id in [&pod.id, &child.id] {
+        let listing = ps(&mut c, id).await;
+        assert!(
+            listing.contains("sleep 31301") && listing.contains("sleep 31302"),
+            "{id}: {listing}"
+        );
+        assert!(
+            !listing.contains("31303") && !listing.contains("31304"),
+            "{id} sees another pod's or the host's process: {listing}"
+        );
+    }
+    let cmdlines = out(&c
+        .sh(&child.id, "cat /proc/[0-9]*/cmdline 2>/dev/null")
+        .await);
+    assert!(cmdlines.contains("31301"), "{cmdlines:?}");
+    // The pod's pid 1 is the parent's; the child's shell is not pid 1.
+    let r = c
+        .sh(&child.id, "echo $$; test -d /proc/1 && echo one")
+        .await;
+    let text = out(&r);
+    let mut lines = text.lines();
+    let me: i32 = lines.next().and_then(|l| l.parse().ok()).expect("pid");
+    assert!(me > 1, "{text}");
+    assert_eq!(lines.next(), Some("one"), "{text}");
+    // The other pod still has a namespace of its own: pid 1 and its sleeper.
+    let listing = ps(&mut c, &other_pod.id).await;
+    assert!(
+        listing.contains("31303") && !listing.contains("31301") && !listing.contains("31302"),
+        "{listing}"
+    );
+
+    // Attack: SIGKILL by host pid to the other pod's and the host's
+    // process, from the child and from the parent. Pids name processes of
+    // the caller's namespace only, so these reach nothing outside the pod.
+    let outside: Vec<i32> = host_pids_with("31303")
+        .into_iter()
+        .chain([i32::try_from(host.id()).expect("pid")])
+        .collect();
+    for id in [&child.id, &pod.id] {
+        for pid in &outside {
+            let r = c
+                .sh(
+                    id,
+                    &format!(
+                        "kill -9 {pid} 2>/dev/null; kill -0 {pid} 2>/dev/null && echo seen; true"
+                    ),
+                )
+                .await;
+            assert_eq!(out(&r), "", "{id} reached host pid {pid}");
+        }
+    }
+    assert!(
+        !host_pids_with("31303").is_empty(),
+        "the other pod's process lives"
+    );
+    assert!(
+        host.try_wait().expect("wait").is_none(),
+        "the host's process lives"
+    );
+    let _ = host.kill();
+    let _ = host.wait();
+
+    // The report names the shared pid namespace; the probe agrees and sees
+    // no host process.
+    let r = row(&child, pb::IsolationProperty::Pid);
+    assert_eq!(r.level, pb::EnforcementLevel::Enforced as i32, "{r:?}");
+    assert!(
+        r.mechanism.contains(&pod.id) && r.caveats.contains("shared with sandbox"),
+        "{r:?}"
+    );
+    let v = c
+        .sandboxes
+        .verify_sandbox(pb::VerifySandboxRequest {
+            id: child.id.clone(),
+        })
+        .await
+        .expect("verify")
+        .into_inner()
+        .verification
+        .expect("verification");
+    assert!(v.consistent, "{v:#?}");
+    let pid = v
+        .properties
+        .iter()
+        .find(|p| p.property == pb::IsolationProperty::Pid as i32)
+        .expect("pid row");
+    assert_eq!(pid.observed, pb::ObservedResult::Holds as i32, "{pid:?}");
+    assert!(
+        pid.evidence
+            .iter()
+            .any(|e| e.contains("visible, the pid namespace is the pod's")),
+        "{pid:?}"
+    );
+
+    // The child's first process is an ordinary process of the pod's
+    // namespace (not its init): the pod may kill it; the child still works
+    // (its supervisor holds its namespaces) and is destroyed cleanly.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.init_pid))
+        .expect("the child's first process");
+    let in_pod = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("its pid in the pod's namespace")
+        .to_owned();
+    assert_ne!(in_pod, "1", "{status}");
+    let r = c.sh(&pod.id, &format!("kill -9 {in_pod}")).await;
+    assert_eq!(code(&r), 0, "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{}/status", child.init_pid))
+        .is_ok_and(|s| !s.contains("State:\tZ"))
+    {
+        assert!(Instant::now() < deadline, "the child's first process lives");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(out(&c.sh(&child.id, "echo still").await), "still\n");
+
+    assert!(c.destroy(&child.id).await);
+    assert!(
+        host_pids_with("31302").is_empty(),
+        "the destroyed child's process survived"
+    );
+    assert!(c.destroy(&pod.id).await);
+    assert!(c.destroy(&other_pod.id).await);
+    d.finish().await;
+}
+
+/// Destroying (or stopping) a child that shares the pod's pid namespace
+/// kills exactly its processes, including an orphan the pod's pid 1 has
+/// adopted, and nothing of the parent's; the parent keeps working. Its main
+/// process's exit status is still observed (the child's supervisor is its
+/// parent), though it is not pid 1.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join)"
+)]
+#[tokio::test]
+async fn destroying_a_pid_sharing_child_kills_only_its_processes() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let pod = c.create(idle(|_| {})).await;
+    start_sleeper(&mut c, &pod.id, "31311").await;
+    let child = c.create(idle(|s| s.join = join_pid(&pod.id))).await;
+    // An orphan (adopted by the pod's pid 1, not the child's supervisor).
+    start_sleeper(&mut c, &child.id, "31312").await;
+    assert!(ps(&mut c, &pod.id).await.contains("sleep 31312"));
+
+    // Stopped: nothing of it is left, though it is not yet destroyed.
+    c.sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: child.id.clone(),
+            grace_seconds: 1,
+            signal: 0,
+        })
+        .await
+        .expect("stop");
+    assert!(
+        host_pids_with("31312").is_empty(),
+        "a process of the stopped child survived"
+    );
+    assert!(c.destroy(&child.id).await);
+    let child2 = c.create(idle(|s| s.join = join_pid(&pod.id))).await;
+    start_sleeper(&mut c, &child2.id, "31314").await;
+    assert!(c.destroy(&child2.id).await);
+    assert!(
+        host_pids_with("31314").is_empty(),
+        "a process of the destroyed child survived"
+    );
+    assert_eq!(
+        host_pids_with("31311").len(),
+        1,
+        "the parent's process died"
+    );
+    let listing = ps(&mut c, &pod.id).await;
+    assert!(
+        listing.contains("sleep 31311") && !listing.contains("31312"),
+        "{listing}"
+    );
+
+    // A PROCESS child: its main process, not pid 1, ends it with its own
+    // status, and what it left behind goes with it.
+    let main = c
+        .create(pb::SandboxSpec {
+            image: IMAGE.into(),
+            process: Some(argv(&[
+                "/bin/sh",
+                "-c",
+                "/bin/busybox setsid /bin/busybox sleep 31313 </dev/null >/dev/null 2>&1 & /bin/busybox sleep 0.2; test $$ -ne 1 && exit 7",
+            ])),
+            join: join_pid(&pod.id),
+            ..Default::default()
+        })
+        .await;
+    let done = c
+        .sandboxes
+        .wait_sandbox(pb::WaitSandboxRequest {
+            id: main.id.clone(),
+        })
+        .await
+        .expect("wait")
+        .into_inner();
+    assert_eq!(done.exit.as_ref().map(|e| e.exit_code), Some(7), "{done:?}");
+    assert!(
+        host_pids_with("31313").is_empty(),
+        "the ended child's orphan survived"
+    );
+    assert_eq!(
+        host_pids_with("31311").len(),
+        1,
+        "the parent's process died"
+    );
+    assert!(c.destroy(&main.id).await);
+    assert_eq!(code(&c.sh(&pod.id, "true").await), 0, "the pod still works");
+    assert!(c.destroy(&pod.id).await);
+    d.finish().await;
+}
+
+/// `join.pid` refusals: field by field, nothing made.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join)"
+)]
+#[tokio::test]
+async fn a_pid_sharing_child_is_refused_field_by_field() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let pod = c.create(idle(|_| {})).await;
+    let host_pid_pod = c
+        .create(idle(|s| {
+            s.isolation = Some(pb::Isolation {
+                pid: pb::Requirement::Disabled as i32,
+                ..Default::default()
+            });
+        }))
+        .await;
+    let cases: Vec<(&str, pb::SandboxSpec, &str)> = vec![
+        (
+            "its own pid namespace asked for",
+            idle(|s| {
+                s.join = join_pid(&pod.id);
+                s.isolation = Some(pb::Isolation {
+                    pid: pb::Requirement::Required as i32,
+                    ..Default::default()
+                });
+            }),
+            "spec.isolation.pid",
+        ),
+        (
+            "an init that would not be pid 1",
+            pb::SandboxSpec {
+                image: IMAGE.into(),
+                mode: pb::SandboxMode::Init as i32,
+                join: join_pid(&pod.id),
+                ..Default::default()
+            },
+            "spec.mode",
+        ),
+        (
+            "a parent in the host's pid namespace",
+            idle(|s| s.join = join_pid(&host_pid_pod.id)),
+            "spec.join.pid",
+        ),
+    ];
+    for (what, spec, field) in cases {
+        let e = c.try_create(spec).await.expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert!(e.message().contains(field), "{what}: {e:?}");
+    }
+    let left = c
+        .sandboxes
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .sandboxes
+        .len();
+    assert_eq!(left, 2, "nothing but the two parents was made");
     d.finish().await;
 }

@@ -410,7 +410,7 @@ pub enum PlanError {
     DnsWithoutMounts,
     /// A child sandbox (`spec.join`): a chroot has no namespaces to share.
     #[error(
-        "spec.join: the chroot backend has no namespaces, so sandbox {0}'s network, IPC and hostname cannot be shared with a child (it would get the host's)"
+        "spec.join: the chroot backend has no namespaces, so sandbox {0}'s network, IPC, hostname and pid namespace cannot be shared with a child (it would get the host's)"
     )]
     Join(String),
     /// An OCI image's layers are mounted as overlay lower directories.
@@ -1012,6 +1012,7 @@ mod tests {
                 network: true,
                 ipc: true,
                 uts: true,
+                pid: true,
             });
         });
         let r = refusals(&child, &HostFacts::assumed());

@@ -83,7 +83,7 @@ pub enum PlanError {
     /// A child sandbox (`spec.join`): not planned on FreeBSD (a child jail
     /// of the parent's jail would share its network; not built yet).
     #[error(
-        "spec.join: the FreeBSD backend does not create a jail inside sandbox {0}'s jail yet, so a child cannot share its network, IPC or hostname"
+        "spec.join: the FreeBSD backend does not create a jail inside sandbox {0}'s jail yet, so a child cannot share its network, IPC, hostname or process view"
     )]
     Join(String),
     /// An OCI reference the daemon did not resolve to layers (it resolves

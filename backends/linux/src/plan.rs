@@ -108,6 +108,13 @@ pub enum PlanError {
     /// finds them at create time).
     #[error("spec.join: the processes of parent sandbox {0} were not given")]
     NoParent(String),
+    /// `spec.join.pid` on a host with no cgroup the sandbox could join:
+    /// its processes, orphans included, could not be found to be killed
+    /// (the shared pid namespace does not end with the sandbox).
+    #[error(
+        "spec.join.pid: the host has no cgroup hierarchy, and a sandbox sharing sandbox {0}'s pid namespace is ended through its cgroup"
+    )]
+    SharedPidWithoutCgroup(String),
     /// bind mount: the target is reserved for the sandbox's own filesystems.
     #[error(
         "spec.mounts[{index}].target: {target:?} is under /proc, /sys or /dev, which the sandbox mounts itself"
@@ -154,6 +161,7 @@ fn joined(spec: &ValidatedSpec) -> Vec<Namespace> {
         (Namespace::Uts, join.uts),
         (Namespace::Ipc, join.ipc),
         (Namespace::Net, join.network),
+        (Namespace::Pid, join.pid),
     ]
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
@@ -237,13 +245,19 @@ fn build_unchecked(
         namespaces: joined(spec),
     });
     let mounts = mounts::root_ops(spec, sandbox, host, &namespaces, &joined(spec))?;
+    let cgroups = cgroups::cgroups(spec, &sandbox.id, host);
+    if let Some(j) = spec.spec().join.as_ref().filter(|j| j.pid) {
+        if cgroups.dirs.is_empty() {
+            return Err(PlanError::SharedPidWithoutCgroup(j.sandbox_id.clone()));
+        }
+    }
     Ok(LinuxPlan {
         join,
         id: sandbox.id.clone(),
         network: network(spec, sandbox, host),
         rootfs: sandbox.dir.join("root"),
         mounts,
-        cgroups: cgroups::cgroups(spec, &sandbox.id, host),
+        cgroups,
         steps: steps::steps(spec, sandbox, host, &namespaces),
         namespaces,
     })

@@ -57,6 +57,11 @@ pub struct LinuxLaunch {
 pub struct LinuxIsolation {
     launch: LinuxLaunch,
     reaper: Option<Pid>,
+    /// A pidfd of `reaper`, so teardown never signals a process that
+    /// reused its pid: in a shared pid namespace (`spec.join.pid`) the
+    /// first process is not that namespace's init, and a pod process of
+    /// its uid can kill it (the supervisor then reaps it) long before.
+    reaper_fd: Option<OwnedFd>,
     /// Namespace descriptors of the reaper, in the order `enter` joins them.
     namespaces: Vec<(CloneFlags, OwnedFd)>,
     pid_ns: Option<String>,
@@ -76,6 +81,7 @@ impl LinuxIsolation {
         Self {
             launch,
             reaper: None,
+            reaper_fd: None,
             namespaces: Vec::new(),
             pid_ns: None,
             cgroup_fd: None,
@@ -127,6 +133,61 @@ impl LinuxIsolation {
 
     fn has(&self, ns: Namespace) -> bool {
         self.launch.plan.namespaces.contains(&ns)
+    }
+
+    /// A child in its parent's pid namespace (`spec.join.pid`): its
+    /// processes are found, signalled and killed through its cgroup, as
+    /// the namespace is not its own and outlives it.
+    fn shares_pid(&self) -> bool {
+        self.launch
+            .plan
+            .join
+            .as_ref()
+            .is_some_and(|j| j.namespaces.contains(&Namespace::Pid))
+    }
+
+    /// The host pids in the sandbox's cgroup (every process of the sandbox
+    /// joins each of its cgroup directories, so the first one lists them
+    /// all); None without a cgroup, or if it cannot be read (callers then
+    /// fall back to what they did before).
+    fn cgroup_pids(&self) -> Option<Vec<Pid>> {
+        let dir = self.launch.plan.cgroups.dirs.first()?;
+        let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .map(Pid::from_raw)
+                .collect(),
+        )
+    }
+
+    /// The processes of the sandbox's own pid namespace, without those of
+    /// children sharing it (`spec.join.pid`): those are in their own
+    /// cgroups, not this sandbox's.
+    fn pids_of_own_ns(&self, ns: &str) -> Vec<Pid> {
+        let pids = sys::pids_in_ns(ns);
+        match self.cgroup_pids() {
+            Some(mine) => pids.into_iter().filter(|p| mine.contains(p)).collect(),
+            None => pids,
+        }
+    }
+
+    /// SIGKILLs every process of the sandbox's cgroup: `cgroup.kill` of its
+    /// v2 cgroup where the kernel has it (Linux 5.14+: atomic, a forking
+    /// process cannot escape it), else one pass over `cgroup.procs`.
+    fn kill_cgroup(&self) -> Result<(), StepError> {
+        if let Some(dir) = &self.launch.unified_cgroup {
+            let kill = dir.join("cgroup.kill");
+            if kill.exists() {
+                return sys::write_file(&kill, "1").map_err(|e| {
+                    StepError::new(Step::KillCgroup, format!("{}: {e}", kill.display()))
+                });
+            }
+        }
+        for pid in self.cgroup_pids().unwrap_or_default() {
+            let _ = sys::send_signal(pid, Signal::SIGKILL);
+        }
+        Ok(())
     }
 
     fn remove_cgroups(&self) -> Result<(), StepError> {
@@ -186,8 +247,11 @@ impl LinuxIsolation {
         let plan = &self.launch.plan;
         timing::mark("root mount point, cgroup fd");
 
+        // With the parent's pid namespace: the supervisor's own, to return
+        // to once the first process is cloned into the parent's.
+        let mut own_pid_ns = None;
         if let Some(join) = &plan.join {
-            join_parent(join)?;
+            own_pid_ns = join_parent(join)?;
             timing::mark("join the parent sandbox's namespaces");
         }
         let (mut init, to_supervisor) = handshake::pair()?;
@@ -209,8 +273,17 @@ impl LinuxIsolation {
         }
         // SAFETY: setup runs in the supervisor helper, which is
         // single-threaded (supervise checks it, and never starts a thread).
-        let (cloned, placed) = unsafe { self.clone_placed(flags) }
-            .map_err(|e| StepError::new(Step::CloneNamespaces, e))?;
+        let cloned = unsafe { self.clone_placed(flags) };
+        if let (Some(fd), Ok((Cloned::Parent(_), _)) | Err(_)) = (&own_pid_ns, &cloned) {
+            // Back to the host's pid namespace for the supervisor's later
+            // forks: an exec's intermediate process then stays out of the
+            // pod until `enter` puts only the payload there, as in any
+            // sandbox (setns to one's own active namespace is allowed).
+            sys::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
+                .map_err(|e| StepError::new(Step::ReturnToOwnPidNamespace, e))?;
+        }
+        drop(own_pid_ns);
+        let (cloned, placed) = cloned.map_err(|e| StepError::new(Step::CloneNamespaces, e))?;
         self.into_cgroup = placed;
         match cloned {
             Cloned::Child => {
@@ -220,6 +293,8 @@ impl LinuxIsolation {
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
                 self.reaper = Some(reaper);
+                // Unreaped yet (it is our child), so the pid is still its.
+                self.reaper_fd = sandboxd_supervisor::sys::pidfd_open(reaper).ok();
                 timing::mark("clone pid 1");
                 // pid 1 builds the root while it is moved into its cgroups:
                 // a cgroup v1 migration waits for an RCU grace period (the
@@ -335,8 +410,10 @@ impl LinuxIsolation {
 /// process is the parent supervisor's child: the pidfd is opened first,
 /// the parent pid read after, and setns through the pidfd fails (ESRCH)
 /// if that process has died since, so the check was about the process
-/// joined, not one that reused its pid.
-fn join_parent(join: &crate::plan::JoinPlan) -> Result<(), StepError> {
+/// joined, not one that reused its pid. With the pid namespace (which
+/// setns only sets for the supervisor's children) it returns the
+/// supervisor's own, to go back to after the clone.
+fn join_parent(join: &crate::plan::JoinPlan) -> Result<Option<OwnedFd>, StepError> {
     let what = || format!("sandbox {} (pid {})", join.sandbox, join.init_pid);
     let pidfd = sandboxd_supervisor::sys::pidfd_open(Pid::from_raw(join.init_pid))
         .map_err(|e| StepError::new(Step::OpenParentSandbox, format!("{}: {e}", what())))?;
@@ -358,6 +435,7 @@ fn join_parent(join: &crate::plan::JoinPlan) -> Result<(), StepError> {
             Namespace::Net => CloneFlags::CLONE_NEWNET,
             Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
             Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+            Namespace::Pid => CloneFlags::CLONE_NEWPID,
             other => {
                 return Err(StepError::new(
                     Step::JoinParentNamespaces,
@@ -370,12 +448,24 @@ fn join_parent(join: &crate::plan::JoinPlan) -> Result<(), StepError> {
             }
         };
     }
+    let own_pid_ns = if flags.contains(CloneFlags::CLONE_NEWPID) {
+        let me = sandboxd_supervisor::sys::own_pid().as_raw();
+        Some(sys::open_namespace(me, "pid").map_err(|e| {
+            StepError::new(
+                Step::JoinParentNamespaces,
+                format!("/proc/{me}/ns/pid: {e}"),
+            )
+        })?)
+    } else {
+        None
+    };
     sys::setns(pidfd.as_fd(), flags).map_err(|e| {
         StepError::new(
             Step::JoinParentNamespaces,
             format!("{}: setns({flags:?}): {e}", what()),
         )
-    })
+    })?;
+    Ok(own_pid_ns)
 }
 
 /// Checks the plan's supervisor steps before any of them runs, and returns
@@ -522,14 +612,55 @@ impl Isolation for LinuxIsolation {
     fn teardown(&mut self) -> Result<(), StepError> {
         self.namespaces.clear();
         self.cgroup_fd = None;
+        let shares_pid = self.shares_pid();
+        if shares_pid {
+            // The first process's death ends nothing here: the pid
+            // namespace is the parent's.
+            self.kill_cgroup()?;
+        }
         if let Some(reaper) = self.reaper.take() {
-            let _ = sys::send_signal(reaper, Signal::SIGKILL);
-            let _ = sys::wait_for(reaper);
+            match self.reaper_fd.take() {
+                Some(fd) => {
+                    // ESRCH if it is gone (reaped) already: nothing to wait for.
+                    if sandboxd_supervisor::sys::pidfd_signal(fd.as_fd(), Signal::SIGKILL).is_ok() {
+                        let _ = sys::wait_for(reaper);
+                    }
+                }
+                None => {
+                    let _ = sys::send_signal(reaper, Signal::SIGKILL);
+                    let _ = sys::wait_for(reaper);
+                }
+            }
+        }
+        if shares_pid {
+            // Orphans are the parent's pid 1's to reap: wait (bounded) until
+            // the cgroup is empty, killing again what a fork may have added
+            // where there is no cgroup.kill.
+            for _ in 0..2000 {
+                if self.cgroup_pids().unwrap_or_default().is_empty() {
+                    break;
+                }
+                self.kill_cgroup()?;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         self.remove_cgroups()
     }
 
     fn signal_all(&self, sig: Signal) -> bool {
+        if self.shares_pid() {
+            // The parent's pid namespace: this sandbox's processes are its
+            // cgroup's (orphans included, which the parent's pid 1 adopts).
+            if sig == Signal::SIGKILL {
+                return self.kill_cgroup().is_ok();
+            }
+            for pid in self.cgroup_pids().unwrap_or_default() {
+                if Some(pid) != self.reaper {
+                    let _ = sys::send_signal(pid, sig);
+                }
+            }
+            return true;
+        }
         // Only with a pid namespace of our own: without one (isolation.pid
         // DISABLED) the namespace is the host's, and the supervisor's process
         // groups and children are the sandbox.
@@ -545,7 +676,7 @@ impl Isolation for LinuxIsolation {
             // An init gets the stop signal first, as under nspawn.
             let _ = sys::send_signal(reaper, sig);
         }
-        for pid in sys::pids_in_ns(ns).into_iter().filter(|p| *p != reaper) {
+        for pid in self.pids_of_own_ns(ns).into_iter().filter(|p| *p != reaper) {
             let _ = sys::send_signal(pid, sig);
         }
         true
@@ -575,8 +706,12 @@ impl Isolation for LinuxIsolation {
     }
 
     fn has_processes(&self) -> Option<bool> {
-        let (reaper, ns) = (self.reaper?, self.own_pid_ns()?);
-        Some(sys::pids_in_ns(ns).into_iter().any(|p| p != reaper))
+        let reaper = self.reaper?;
+        if self.shares_pid() {
+            return Some(self.cgroup_pids()?.into_iter().any(|p| p != reaper));
+        }
+        let ns = self.own_pid_ns()?;
+        Some(self.pids_of_own_ns(ns).into_iter().any(|p| p != reaper))
     }
 
     fn oom_kills(&self) -> u64 {

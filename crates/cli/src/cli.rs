@@ -330,7 +330,7 @@ pub(crate) struct SpecFlags {
 
     /// Make this sandbox a child of a running one (by id), sharing its
     /// namespaces: all of network, ipc, uts (a pod), or those listed after a
-    /// colon, e.g. 0123456789abcdef:network,ipc.
+    /// colon (network, ipc, uts, pid), e.g. 0123456789abcdef:network,ipc,pid.
     #[arg(long, value_name = "ID[:KINDS]")]
     pub(crate) join: Option<String>,
 

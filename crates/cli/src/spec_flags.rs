@@ -186,7 +186,8 @@ pub(crate) fn parse_env(
 
 /// `SRC:DST[:ro|:rw]`, both absolute.
 /// `--join ID[:KINDS]`: the parent's id and the namespaces shared with it
-/// (`network`, `ipc`, `uts`, comma-separated; all three without a list).
+/// (`network`, `ipc`, `uts`, `pid`, comma-separated; without a list:
+/// network, ipc and uts, the namespaces every pod container shares).
 pub(crate) fn parse_join(s: &str) -> Result<SandboxJoin, String> {
     let (id, kinds) = s.split_once(':').unwrap_or((s, "network,ipc,uts"));
     if !sandboxd_core::validate::is_id(id) {
@@ -203,7 +204,12 @@ pub(crate) fn parse_join(s: &str) -> Result<SandboxJoin, String> {
             "network" => join.network = true,
             "ipc" => join.ipc = true,
             "uts" => join.uts = true,
-            other => return Err(format!("unknown namespace {other:?} (network, ipc or uts)")),
+            "pid" => join.pid = true,
+            other => {
+                return Err(format!(
+                    "unknown namespace {other:?} (network, ipc, uts or pid)"
+                ));
+            }
         }
     }
     Ok(join)
@@ -823,21 +829,23 @@ mod tests {
     #[test]
     fn joins() {
         const ID: &str = "0123456789abcdef";
-        let j = |network, ipc, uts| {
+        let j = |network, ipc, uts, pid| {
             Ok(SandboxJoin {
                 sandbox_id: ID.into(),
                 network,
                 ipc,
                 uts,
+                pid,
             })
         };
         let cases: Vec<(String, Result<SandboxJoin, &str>)> = vec![
-            (ID.into(), j(true, true, true)),
-            (format!("{ID}:network"), j(true, false, false)),
-            (format!("{ID}:ipc,uts"), j(false, true, true)),
+            (ID.into(), j(true, true, true, false)),
+            (format!("{ID}:network"), j(true, false, false, false)),
+            (format!("{ID}:ipc,uts"), j(false, true, true, false)),
+            (format!("{ID}:network,pid"), j(true, false, false, true)),
             (
-                format!("{ID}:pid"),
-                Err("unknown namespace \"pid\" (network, ipc or uts)"),
+                format!("{ID}:user"),
+                Err("unknown namespace \"user\" (network, ipc, uts or pid)"),
             ),
             (
                 "my-pod".into(),

@@ -313,8 +313,8 @@ pub struct SandboxSpec {
 }
 
 /// The namespaces a child sandbox shares with its parent (`spec.join`).
-/// Everything not listed (root, mounts, pid, cgroup, limits) stays the
-/// child's own.
+/// Everything not listed (root, mounts, cgroup, limits) stays the child's
+/// own.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Join {
     /// The parent sandbox's id: running, same owner, itself no child.
@@ -329,6 +329,11 @@ pub struct Join {
     /// Share its UTS namespace (hostname).
     #[serde(default)]
     pub uts: bool,
+    /// Share its pid namespace: the child's processes are not pid 1 there,
+    /// the parent's pid 1 reaps their orphans, and the child is ended by
+    /// its cgroup, not by a pid 1 of its own.
+    #[serde(default)]
+    pub pid: bool,
 }
 
 /// The main process's log files: each rotated before it would pass

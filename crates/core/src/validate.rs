@@ -707,8 +707,8 @@ fn check_join(p: &mut Problems, spec: &SandboxSpec) {
             ),
         );
     }
-    if !(join.network || join.ipc || join.uts) {
-        p.add("spec.join", "shares nothing: set network, ipc or uts");
+    if !(join.network || join.ipc || join.uts || join.pid) {
+        p.add("spec.join", "shares nothing: set network, ipc, uts or pid");
     }
     if join.network {
         let net = &spec.network;
@@ -746,6 +746,22 @@ fn check_join(p: &mut Problems, spec: &SandboxSpec) {
             );
         }
     }
+    if join.pid {
+        if spec.isolation.pid != Requirement::Unspecified {
+            p.add(
+                "spec.isolation.pid",
+                "must be UNSPECIFIED with spec.join.pid: the pid namespace is the parent's",
+            );
+        }
+        // The parent's pid 1 stays the namespace's init; an image's init
+        // (systemd, tini) expects to be pid 1 and would not be.
+        if spec.mode == Mode::Init {
+            p.add(
+                "spec.mode",
+                "INIT is not allowed with spec.join.pid: the init would not be pid 1 (the parent's pid 1 is); use PROCESS or IDLE",
+            );
+        }
+    }
 }
 
 /// A child's spec (`spec.join`) against its parent's: with
@@ -769,6 +785,16 @@ pub fn join_parent(
             format!(
                 "sandbox {parent_id} is itself a child of sandbox {}; join that one",
                 grand.sandbox_id
+            ),
+        );
+    }
+    // The parent's pid 1 must have a pid namespace of its own: without
+    // one, sharing it would be sharing the host's.
+    if join.pid && parent.isolation.pid == Requirement::Disabled {
+        p.add(
+            "spec.join.pid",
+            format!(
+                "sandbox {parent_id} has no pid namespace of its own (isolation.pid DISABLED): sharing it would share the host's"
             ),
         );
     }
@@ -1176,6 +1202,11 @@ mod tests {
             network,
             ipc,
             uts,
+            pid: false,
+        };
+        let pid = Join {
+            pid: true,
+            ..join(false, false, false)
         };
         let idle = |j: Join| SandboxSpec {
             mode: Mode::Idle,
@@ -1287,6 +1318,55 @@ mod tests {
                 },
                 vec![],
             ),
+            ("pid only", idle(pid.clone()), vec![]),
+            (
+                "pid with a process",
+                SandboxSpec {
+                    join: Some(pid.clone()),
+                    ..base()
+                },
+                vec![],
+            ),
+            (
+                "own pid namespace asked for",
+                SandboxSpec {
+                    isolation: crate::spec::Isolation {
+                        pid: Requirement::Required,
+                        ..Default::default()
+                    },
+                    ..idle(pid.clone())
+                },
+                vec!["spec.isolation.pid"],
+            ),
+            (
+                "host pid namespace asked for",
+                SandboxSpec {
+                    isolation: crate::spec::Isolation {
+                        pid: Requirement::Disabled,
+                        ..Default::default()
+                    },
+                    ..idle(pid.clone())
+                },
+                vec!["spec.isolation.pid"],
+            ),
+            (
+                "an init sharing the pid namespace",
+                SandboxSpec {
+                    mode: Mode::Init,
+                    join: Some(pid.clone()),
+                    ..Default::default()
+                },
+                vec!["spec.mode"],
+            ),
+            (
+                "an init, pid not shared",
+                SandboxSpec {
+                    mode: Mode::Init,
+                    join: Some(join(true, true, true)),
+                    ..Default::default()
+                },
+                vec![],
+            ),
         ];
         for (name, spec, want) in cases {
             assert_eq!(fields(spec, &Policy::default()), want, "{name}");
@@ -1312,6 +1392,7 @@ mod tests {
                         network,
                         ipc: true,
                         uts: false,
+                        pid: false,
                     }),
                     ..Default::default()
                 },
@@ -1373,6 +1454,28 @@ mod tests {
             network: true,
             ..Default::default()
         });
+        // Sharing the pid namespace of a parent that has none of its own
+        // would share the host's.
+        let pid_child = validate(
+            SandboxSpec {
+                mode: Mode::Idle,
+                join: Some(Join {
+                    sandbox_id: PARENT.into(),
+                    pid: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &Policy::default(),
+        )
+        .expect("valid pid child");
+        let mut host_pid = parent(Loopback, Requirement::Required);
+        host_pid.isolation.pid = Requirement::Disabled;
+        let e = join_parent(pid_child.clone(), PARENT, &host_pid).expect_err("host pid ns");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].field, "spec.join.pid");
+        join_parent(pid_child, PARENT, &parent(Loopback, Requirement::Required))
+            .expect("an own pid namespace can be shared");
         let e = join_parent(child(Unspecified, true), PARENT, &grand).expect_err("grandchild");
         assert_eq!(e.problems[0].field, "spec.join.sandbox_id");
         assert!(e.problems[0].message.contains("fedcba9876543210"), "{e}");

@@ -285,6 +285,11 @@ pub struct ProbeConfig {
     /// Whether the supervisor installs a seccomp filter (filled in by it).
     #[serde(default)]
     pub seccomp: bool,
+    /// The parent whose pid namespace the sandbox shares (`spec.join.pid`):
+    /// PID then also looks for the parent's pid 1 (evidence that the
+    /// namespace is the pod's, not the host's).
+    #[serde(default)]
+    pub shared_pid_with: Option<String>,
 }
 
 /// One row of a verification.

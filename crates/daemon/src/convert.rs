@@ -198,6 +198,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
             network: j.network,
             ipc: j.ipc,
             uts: j.uts,
+            pid: j.pid,
         }),
     };
     if p.0.is_empty() {
@@ -293,6 +294,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
             network: j.network,
             ipc: j.ipc,
             uts: j.uts,
+            pid: j.pid,
         }),
     }
 }

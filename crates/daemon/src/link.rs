@@ -327,6 +327,7 @@ mod tests {
                 mounts: Vec::new(),
                 capabilities: Vec::new(),
                 seccomp: false,
+                shared_pid_with: None,
             }),
         }
     }

@@ -185,6 +185,11 @@ pub async fn prepare(spec: &SandboxSpec, lease: &NetLease) -> (ProbeConfig, Fixt
             .collect(),
         capabilities: Vec::new(),
         seccomp: false,
+        shared_pid_with: spec
+            .join
+            .as_ref()
+            .filter(|j| j.pid)
+            .map(|j| j.sandbox_id.clone()),
     };
     (config, fx)
 }

@@ -44,6 +44,19 @@ pub(crate) fn pid(config: &ProbeConfig) -> Finding {
             }
         }
     }
+    if let Some(parent) = &config.shared_pid_with {
+        // Evidence only: the host's processes decide the finding; this
+        // shows the namespace is the pod's (the parent's pid 1 is pid 1).
+        let what = format!("kill(1, 0) (the parent's pid 1, sandbox {parent}'s)");
+        match kill(Pid::from_raw(1), None) {
+            Ok(()) | Err(Errno::EPERM) => {
+                evidence.push(format!("{what}: visible, the pid namespace is the pod's"));
+            }
+            Err(e) => evidence.push(format!(
+                "{what}: {e}: not visible, the namespace is not the parent's"
+            )),
+        }
+    }
     let observed = if visible {
         Observed::Violated
     } else if unclear {

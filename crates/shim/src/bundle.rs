@@ -992,21 +992,21 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             Some(Value::String(p)) if r.host.own_namespaces.contains(p) => {
                 shares_the_hosts = true;
             }
-            // A pod's container joining the pod sandbox's network, ipc or
-            // uts namespace (the pause process's, which are its pid 1's):
-            // a child sandbox of it.
+            // A pod's container joining the pod sandbox's network, ipc,
+            // uts or (shareProcessNamespace) pid namespace (the pause
+            // process's, which are its pid 1's): a child sandbox of it.
             Some(Value::String(p))
                 if cri_container
-                    && ["network", "ipc", "uts"].contains(&kind.as_str())
+                    && ["network", "ipc", "uts", "pid"].contains(&kind.as_str())
                     && r.host.pod.as_ref().is_some_and(|pod| pod.namespaces.contains(p)) =>
             {
                 r.joined.insert(kind.clone());
                 shares_the_hosts = true; // not its own either
             }
-            // A pod's container joining the pod's pid namespace (or an ipc
-            // or uts namespace the shim could not tie to the pod's
-            // sandbox): the container gets its own, which isolates more
-            // and shares less (a privilege withheld).
+            // A pod's container joining an ipc, uts or pid namespace the
+            // shim could not tie to the pod's sandbox: the container gets
+            // its own, which isolates more and shares less (a privilege
+            // withheld).
             Some(p) if cri_container && ["ipc", "uts", "pid"].contains(&kind.as_str()) => {
                 r.degrade(
                     &join(&path, "path"),
@@ -1075,6 +1075,9 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     if joined("ipc") {
         iso.ipc = pb::Requirement::Unspecified as i32;
     }
+    if joined("pid") {
+        iso.pid = pb::Requirement::Unspecified as i32;
+    }
 
     if has("cgroup") {
         iso.cgroup = pb::Requirement::Required as i32;
@@ -1096,6 +1099,7 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
             network: joined("network"),
             ipc: joined("ipc"),
             uts: joined("uts"),
+            pid: joined("pid"),
         });
     }
     for key in ["uidMappings", "gidMappings"] {
@@ -2055,7 +2059,8 @@ mod tests {
                 sandbox_id: POD.into(),
                 network: true,
                 ipc: true,
-                uts: true
+                uts: true,
+                pid: false
             })
         );
         assert_eq!(m.spec.network, None, "the pod sandbox's network mode");
@@ -2087,7 +2092,8 @@ mod tests {
                 sandbox_id: POD.into(),
                 network: false,
                 ipc: true,
-                uts: false
+                uts: false,
+                pid: false
             })
         );
         assert_eq!(
@@ -2122,6 +2128,47 @@ mod tests {
         )
         .expect_err("a network namespace that is neither the host's nor the pod's");
         assert!(err.fields().contains(&"linux.namespaces[4].path"), "{err}");
+
+        // shareProcessNamespace: the pause process's pid path joins the
+        // pod's pid namespace (no own one, nothing degraded); a pid path
+        // that is not the pod sandbox's still gives the container its own.
+        let mut shared = cri_container();
+        set(
+            &mut shared,
+            "linux.namespaces.0",
+            json!({"type": "pid", "path": "/proc/7/ns/pid"}),
+        );
+        let pid_pod = Host {
+            pod: Some(pod(&["/proc/7/ns/ipc", "/proc/7/ns/pid"])),
+            ..node1()
+        };
+        let m = map_bundle(&shared, Path::new("/b"), Backend::Linux, &pid_pod).expect("maps");
+        assert_eq!(
+            m.spec.join,
+            Some(pb::SandboxJoin {
+                sandbox_id: POD.into(),
+                network: false,
+                ipc: true,
+                uts: false,
+                pid: true
+            })
+        );
+        assert_eq!(
+            m.spec.isolation.unwrap().pid,
+            pb::Requirement::Unspecified as i32
+        );
+        assert!(
+            !degraded_fields(&m).contains(&"linux.namespaces[0].path"),
+            "{:?}",
+            m.degraded
+        );
+        let m = map_bundle(&shared, Path::new("/b"), Backend::Linux, &host_net).expect("maps");
+        assert!(!m.spec.join.as_ref().unwrap().pid);
+        assert_eq!(
+            m.spec.isolation.unwrap().pid,
+            pb::Requirement::Required as i32
+        );
+        assert!(degraded_fields(&m).contains(&"linux.namespaces[0].path"));
 
         // The pause container itself never joins: only a container does.
         let mut pause = cri_pause();

@@ -346,7 +346,7 @@ async fn pod_facts(
         ..Default::default()
     };
     facts.namespaces = namespaces_of(config, &sb.init_pid.to_string(), |kind| {
-        ["network", "ipc", "uts"].contains(&kind)
+        ["network", "ipc", "uts", "pid"].contains(&kind)
     });
     Some(facts)
 }

@@ -142,6 +142,8 @@ steps! {
     JoinNetworkNamespace => "join network namespace",
     OpenParentSandbox => "open parent sandbox",
     JoinParentNamespaces => "join parent namespaces",
+    ReturnToOwnPidNamespace => "return to own pid namespace",
+    KillCgroup => "kill cgroup",
     // chroot: the root it builds and enters.
     BuildRoot => "build root",
     MountTmpfsRoot => "mount tmpfs root",

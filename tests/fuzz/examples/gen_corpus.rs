@@ -127,6 +127,7 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                     network: true,
                     ipc: true,
                     uts: true,
+                    pid: false,
                 }),
                 ..Default::default()
             },

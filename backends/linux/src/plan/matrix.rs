@@ -224,12 +224,24 @@ fn joined_row(join: Option<&sandboxd_core::spec::Join>, row: Enforcement) -> Enf
         Property::Network => (join.network, "CLONE_NEWNET"),
         Property::Ipc => (join.ipc, "CLONE_NEWIPC"),
         Property::Hostname => (join.uts, "CLONE_NEWUTS"),
+        Property::Pid => (join.pid, "CLONE_NEWPID"),
         _ => (false, ""),
     };
     if !shared {
         return row;
     }
     let id = &join.sandbox_id;
+    if row.property == Property::Pid {
+        // The parent has a pid namespace of its own (validate::join_parent
+        // refuses one with isolation.pid DISABLED), so the level stays.
+        return Enforcement {
+            mechanism: format!("setns({what}) into sandbox {id}'s namespace (spec.join)"),
+            caveats: format!(
+                "shared with sandbox {id} and its other pid-sharing children: their processes and this sandbox's see and may signal each other, as their ids and capabilities allow; never the host's or another sandbox's. None of this sandbox's processes is pid 1: {id}'s pid 1 reaps their orphans, and its end ends them. /proc is mounted from inside that namespace; a stop or destroy kills this sandbox's cgroup, not the namespace"
+            ),
+            ..row
+        };
+    }
     Enforcement {
         mechanism: format!("setns({what}) into sandbox {id}'s namespace (spec.join)"),
         caveats: format!(

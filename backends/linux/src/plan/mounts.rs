@@ -251,6 +251,9 @@ pub(super) fn root_ops(
     let mut ops = vec![RootOp::MakePrivate];
     ops.extend(image(spec, sandbox, host)?);
 
+    // procfs shows the mounter's pid namespace: pid 1's own, or with
+    // spec.join.pid the parent's (the first process is cloned into it), so
+    // a pod's /proc lists the pod's processes.
     ops.push(pseudo("proc", "/proc", &[Nosuid, Nodev, Noexec], &[]));
     let dev_size = format!("size={}", tmpfs_size(DEV_TMPFS_BYTES));
     let dev_inodes = format!("nr_inodes={DEV_TMPFS_INODES}");

@@ -188,7 +188,15 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
                 args.extend(j.namespaces.iter().map(|n| n.flag().to_owned()));
                 args
             }),
-            "spec.join: into the parent's namespaces (through a pidfd of its pid 1, checked to be its supervisor's child) before pid 1 is cloned into them; nothing else of the parent is shared",
+            if plan
+                .join
+                .as_ref()
+                .is_some_and(|j| j.namespaces.contains(&Namespace::Pid))
+            {
+                "spec.join: into the parent's namespaces (through a pidfd of its pid 1, checked to be its supervisor's child) before the sandbox's first process is cloned into them; with the pid namespace that process is not pid 1 (the parent's pid 1 is), and the supervisor returns to its own pid namespace after the clone; nothing else of the parent is shared"
+            } else {
+                "spec.join: into the parent's namespaces (through a pidfd of its pid 1, checked to be its supervisor's child) before pid 1 is cloned into them; nothing else of the parent is shared"
+            },
         ),
         LinuxStep::JoinNetns(path) => (
             "setns",

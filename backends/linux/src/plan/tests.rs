@@ -1638,7 +1638,7 @@ fn a_child_joins_its_parents_namespaces() {
     use sandboxd_core::spec::Join;
     const PARENT: &str = "fedcba9876543210";
     let host = HostFacts::assumed();
-    let child = |network: bool, ipc: bool, uts: bool, mode: NetworkMode| {
+    let child = |network: bool, ipc: bool, uts: bool, pid: bool, mode: NetworkMode| {
         let s = SandboxSpec {
             mode: Mode::Idle,
             network: NetworkPolicy {
@@ -1650,6 +1650,7 @@ fn a_child_joins_its_parents_namespaces() {
                 network,
                 ipc,
                 uts,
+                pid,
             }),
             ..Default::default()
         };
@@ -1663,14 +1664,29 @@ fn a_child_joins_its_parents_namespaces() {
         }),
         ..sandbox()
     };
-    // (shares network, ipc, uts; the parent's mode) -> namespaces of its own.
+    // (shares network, ipc, uts, pid; the parent's mode) -> namespaces of
+    // its own.
     let cases = [
         (
-            (true, true, true, NetworkMode::Loopback),
+            (true, true, true, false, NetworkMode::Loopback),
             vec!["CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWCGROUP"],
         ),
         (
-            (true, false, false, NetworkMode::Restricted),
+            (true, true, true, true, NetworkMode::Loopback),
+            vec!["CLONE_NEWNS", "CLONE_NEWCGROUP"],
+        ),
+        (
+            (false, false, false, true, NetworkMode::Loopback),
+            vec![
+                "CLONE_NEWNS",
+                "CLONE_NEWUTS",
+                "CLONE_NEWIPC",
+                "CLONE_NEWNET",
+                "CLONE_NEWCGROUP",
+            ],
+        ),
+        (
+            (true, false, false, false, NetworkMode::Restricted),
             vec![
                 "CLONE_NEWNS",
                 "CLONE_NEWPID",
@@ -1680,7 +1696,7 @@ fn a_child_joins_its_parents_namespaces() {
             ],
         ),
         (
-            (false, true, true, NetworkMode::Loopback),
+            (false, true, true, false, NetworkMode::Loopback),
             vec![
                 "CLONE_NEWNS",
                 "CLONE_NEWPID",
@@ -1689,11 +1705,19 @@ fn a_child_joins_its_parents_namespaces() {
             ],
         ),
     ];
-    for ((network, ipc, uts, mode), own) in cases {
-        let spec = child(network, ipc, uts, mode);
+    for ((network, ipc, uts, pid, mode), own) in cases {
+        let spec = child(network, ipc, uts, pid, mode);
         let p = build(&spec, &with_parent, &host).expect("child plan builds");
-        assert_eq!(flags(&p), own, "{network} {ipc} {uts}");
+        assert_eq!(flags(&p), own, "{network} {ipc} {uts} {pid}");
         let join = p.join.as_ref().expect("join plan");
+        assert_eq!(
+            join.namespaces.contains(&Namespace::Pid),
+            pid,
+            "the pid namespace is joined, not created"
+        );
+        // /proc is mounted by the first process, from inside the shared
+        // pid namespace too.
+        assert!(has_target(&p, "/proc"));
         assert_eq!((join.init_pid, join.supervisor_pid), (4242, 4241));
         assert_eq!(join.sandbox, PARENT);
         // Joined before the clone, by the supervisor.
@@ -1721,6 +1745,7 @@ fn a_child_joins_its_parents_namespaces() {
             (Property::Network, network),
             (Property::Ipc, ipc),
             (Property::Hostname, uts),
+            (Property::Pid, pid),
         ] {
             let r = report.get(property).expect("row");
             assert_eq!(
@@ -1746,4 +1771,26 @@ fn a_child_joins_its_parents_namespaces() {
             Err(BuildError::Plan(PlanError::NoParent(PARENT.into())))
         );
     }
+    // Sharing the pid namespace needs a cgroup: the child is ended through
+    // it, not by a pid 1 of its own.
+    let bare = HostFacts {
+        cgroup: CgroupFacts {
+            unified: None,
+            memory: None,
+            pids: None,
+            cpu: None,
+            io: None,
+            swap_accounting: false,
+        },
+        ..host.clone()
+    };
+    let pid_child = child(false, false, false, true, NetworkMode::Loopback);
+    assert_eq!(
+        build(&pid_child, &with_parent, &bare),
+        Err(BuildError::Plan(PlanError::SharedPidWithoutCgroup(
+            PARENT.into()
+        )))
+    );
+    let other = child(true, true, true, false, NetworkMode::Loopback);
+    assert!(build(&other, &with_parent, &bare).is_ok());
 }

@@ -443,8 +443,8 @@ pub struct JoinPlan {
     pub init_pid: i32,
     /// The parent's supervisor: `init_pid` must be its child.
     pub supervisor_pid: i32,
-    /// The shared namespaces (of `Net`, `Ipc`, `Uts`), not in the plan's
-    /// own `namespaces`.
+    /// The shared namespaces (of `Net`, `Ipc`, `Uts`, `Pid`), not in the
+    /// plan's own `namespaces`.
     pub namespaces: Vec<Namespace>,
 }
 
