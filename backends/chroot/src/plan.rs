@@ -1065,6 +1065,17 @@ mod tests {
                 &[],
             ),
             (
+                "network namespace (Linux's)",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Namespace,
+                        namespace_path: "/var/run/netns/cni-1".into(),
+                        ..Default::default()
+                    }
+                },
+                &["network"],
+            ),
+            (
                 "memory",
                 |s| {
                     s.limits.memory_bytes = Some(Limit {
