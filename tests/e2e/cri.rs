@@ -5,10 +5,10 @@
 //! StartContainer → ExecSync → StopPodSandbox → RemovePodSandbox.
 //! docs/containerd.md#pods-cri has the mapping this checks.
 //!
-//! The pod runs on the node's network (NamespaceMode NODE): the shim cannot
-//! put a sandbox into the network namespace the CRI plugin prepares for CNI
-//! (sandboxd makes its own namespaces), so a CNI pod is refused by the shim
-//! with the field named (bundle.rs' unit tests) and no CNI is configured.
+//! `cri_pod_lifecycle_through_the_cri_socket` runs a pod on the node's
+//! network (NamespaceMode NODE, no CNI); `cri_pod_with_cni_networking` one
+//! in the network namespace the CRI plugin prepares and configures through
+//! CNI (bridge + host-local), which its sandbox joins (mode NAMESPACE).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -514,5 +514,327 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_no_mounts(&dir);
     drop(ctd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The bridge the CNI test's `bridge` plugin makes on the host, unique to
+/// it; deleted when the test ends, however it ends.
+const CNI_BRIDGE: &str = "sbxcni0";
+/// The pod addresses: a documentation range no other test uses (the
+/// network tests lease from 203.0.113.0/24 and check 198.51.100.0/24 is
+/// not on the host, so they must not run at the same time as this one).
+const CNI_SUBNET: &str = "198.51.100.192/27";
+/// Debian's containernetworking-plugins (.ci/run installs it).
+const CNI_BIN: &str = "/usr/lib/cni";
+/// Where the CRI plugin (containerd 1.6/1.7) pins each pod's namespace,
+/// and so the daemon's --allow-netns-source.
+const NETNS_DIR: &str = "/var/run/netns";
+
+/// Deletes the test's bridge (and its host address) on drop.
+struct BridgeGuard;
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", CNI_BRIDGE])
+            .status();
+    }
+}
+
+fn in_subnet(ip: &str) -> bool {
+    ip.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.octets()[..3] == [198, 51, 100] && (192..224).contains(&a.octets()[3]))
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "mode NAMESPACE and the shim's snapshots are Linux's: needs the Linux backend"
+)]
+#[tokio::test]
+async fn cri_pod_with_cni_networking() {
+    assert!(
+        Path::new(CNI_BIN).join("bridge").exists()
+            && Path::new(CNI_BIN).join("host-local").exists(),
+        "containernetworking-plugins is installed ({CNI_BIN}; .ci/run installs it)"
+    );
+    let _bridge = BridgeGuard;
+    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-e2e-cri-cni-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ctd_dir = dir.join("ctd");
+    let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");
+    let cri_root = ctd_dir.join("root/io.containerd.grpc.v1.cri/sandboxes");
+    let cri_state = ctd_dir.join("state/io.containerd.grpc.v1.cri/sandboxes");
+    let conf = dir.join("cni/conf");
+    let ipam = dir.join("cni/ipam");
+    for d in [&tasks, &cri_root, &cri_state, &conf, &ipam] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    std::fs::create_dir_all(NETNS_DIR).expect("netns dir");
+    // bridge + host-local (private data dir), no masquerade: the pod's
+    // address reaches the host's bridge and nothing beyond it. The CRI
+    // plugin adds the loopback plugin itself.
+    std::fs::write(
+        conf.join("10-sbxcni.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "sbxcni",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": CNI_BRIDGE,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": CNI_SUBNET}]],
+                    "dataDir": ipam,
+                }
+            }]
+        })
+        .to_string(),
+    )
+    .expect("cni conf");
+    let daemon = Daemon::start_with(&[
+        "--allow-rootfs-source",
+        tasks.to_str().expect("utf-8"),
+        "--allow-mount-source",
+        cri_root.to_str().expect("utf-8"),
+        "--allow-mount-source",
+        cri_state.to_str().expect("utf-8"),
+        // The CRI plugin's CNI namespaces; no --allow-host-network.
+        "--allow-netns-source",
+        NETNS_DIR,
+    ]);
+    let cri_config = format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{conf}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "{HANDLER}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+      runtime_type = "{RUNTIME}"
+"#,
+        conf = conf.display(),
+    );
+    let mut ctd = Containerd::start_config(&ctd_dir, &daemon, Some(&cri_config));
+    for (name, cmd) in [
+        (PAUSE, &["/bin/sleep", "2147483647"][..]),
+        (BUSYBOX, &["/bin/sh"][..]),
+    ] {
+        let image = oci_image(&dir, name, cmd);
+        ctd.ctr_ok(&["image", "import", image.to_str().expect("utf-8")]);
+    }
+    let logs = dir.join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut rt = connect(&ctd.socket).await;
+    let fail = |what: &str, e: tonic::Status, ctd: &Containerd| -> ! {
+        panic!(
+            "{what}: {e}\ncontainerd log tail:\n{}",
+            tail(&ctd.log_text(), 60)
+        )
+    };
+    let mut config = pod_config(&logs);
+    config.hostname = "e2e-cni-pod".into();
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = cri::NamespaceMode::Pod as i32;
+    }
+    let pod = match rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: HANDLER.into(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().pod_sandbox_id,
+        Err(e) => fail("RunPodSandbox", e, &ctd),
+    };
+    // The CRI plugin reports the address CNI gave the pod.
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let ip = status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    assert!(in_subnet(&ip), "the pod's IP {ip:?} is CNI's: {status:?}");
+    // The pod's sandbox runs in the CRI plugin's namespace (mode NAMESPACE).
+    let sbs = sandboxes(&daemon).await;
+    assert_eq!(sbs.len(), 1, "the pod's sandbox: {sbs:?}");
+    let pause = sbs[0].clone();
+    let net = pause
+        .spec
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .expect("network");
+    assert_eq!(
+        net.mode,
+        sandboxd_proto::v1::NetworkMode::Namespace as i32,
+        "{pause:?}"
+    );
+    assert!(
+        net.namespace_path.starts_with(&format!("{NETNS_DIR}/cni-")),
+        "{net:?}"
+    );
+    let netns_file = std::path::PathBuf::from(&net.namespace_path);
+    assert!(netns_file.exists());
+
+    // Two containers: a web server on the pod's localhost and a client.
+    let start = |name: &'static str, script: &'static str| {
+        let config = config.clone();
+        let pod = pod.clone();
+        let rt = rt.clone();
+        async move {
+            let mut rt = rt;
+            let id = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod,
+                    config: Some(cri::ContainerConfig {
+                        metadata: Some(cri::ContainerMetadata {
+                            name: name.into(),
+                            attempt: 0,
+                        }),
+                        image: Some(cri::ImageSpec {
+                            image: BUSYBOX.into(),
+                            ..Default::default()
+                        }),
+                        command: vec!["sh".into()],
+                        args: vec!["-c".into(), script.into()],
+                        log_path: format!("{name}/0.log"),
+                        ..Default::default()
+                    }),
+                    sandbox_config: Some(config),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+            Ok::<_, tonic::Status>(id)
+        }
+    };
+    let web = match start(
+        "web",
+        "mkdir -p /tmp/www && echo pod-local > /tmp/www/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:18081 -h /tmp/www",
+    )
+    .await
+    {
+        Ok(id) => id,
+        Err(e) => fail("web container", e, &ctd),
+    };
+    let client = match start("client", "exec sleep 1000").await {
+        Ok(id) => id,
+        Err(e) => fail("client container", e, &ctd),
+    };
+    let _ = web;
+    let exec = |cmd: &str| cri::ExecSyncRequest {
+        container_id: client.clone(),
+        cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+        timeout: 10,
+    };
+    // Inside: the pod's CNI address, and the other container on localhost.
+    let r = rt
+        .exec_sync(exec("cat /proc/net/fib_trie; /bin/busybox ip -o addr"))
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    let inside = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(inside.contains(&ip), "{ip} inside:\n{inside}");
+    let mut page = String::new();
+    for _ in 0..50 {
+        let r = rt
+            .exec_sync(exec(
+                "/bin/busybox wget -q -O - http://127.0.0.1:18081/index.html",
+            ))
+            .await
+            .expect("ExecSync")
+            .into_inner();
+        page = String::from_utf8_lossy(&r.stdout).into_owned();
+        if page.contains("pod-local") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        page, "pod-local\n",
+        "the web container on the pod's localhost"
+    );
+    // The containers are children sharing the pod sandbox's network.
+    let sbs = sandboxes(&daemon).await;
+    assert_eq!(sbs.len(), 3, "pod and two containers: {sbs:?}");
+    for sb in sbs.iter().filter(|s| s.id != pause.id) {
+        let join = sb.spec.as_ref().and_then(|s| s.join.clone()).expect("join");
+        assert!(join.network && join.sandbox_id == pause.id, "{sb:?}");
+    }
+    // VerifySandbox of the pod's sandbox: consistent, its namespace seen.
+    let mut c = daemon.clients().await;
+    let v = verify(&mut c, &pause.id).await;
+    assert!(v.consistent, "{v:#?}");
+    let row = v
+        .properties
+        .iter()
+        .find(|p| p.property == sandboxd_proto::v1::IsolationProperty::Network as i32)
+        .expect("network row");
+    assert_eq!(
+        row.observed,
+        sandboxd_proto::v1::ObservedResult::Holds as i32,
+        "{row:?}"
+    );
+    drop(c);
+
+    if let Err(e) = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+    {
+        fail("StopPodSandbox", e, &ctd);
+    }
+    if let Err(e) = rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+    {
+        fail("RemovePodSandbox", e, &ctd);
+    }
+    // Nothing left: no sandbox, the namespace is gone (the CRI plugin
+    // removed it; sandboxd never does), no lease, no shim, no mount.
+    let left = sandboxes(&daemon).await;
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+    assert!(!netns_file.exists(), "{} left", netns_file.display());
+    let leased: Vec<_> = std::fs::read_dir(ipam.join("sbxcni"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| in_subnet(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leased.is_empty(), "addresses still leased: {leased:?}");
+    eventually("the shims exit", || ctd.shims().is_empty()).await;
+    ctd.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_no_mounts(&dir);
+    drop(ctd);
+    daemon.finish().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,7 @@ mod images;
 mod lifecycle;
 mod linux;
 mod logs;
+mod netns;
 mod network;
 mod ops;
 mod pods;

@@ -132,5 +132,16 @@ impl Backend for ChrootBackend {
 
 /// The helper-mode entry point for this backend.
 pub fn supervisor_main() -> i32 {
-    sandboxd_supervisor::helper_main(|setup: ChrootSetup| Ok(ChrootIsolation::new(setup)))
+    sandboxd_supervisor::helper_main(|setup: ChrootSetup, fds: Vec<std::os::fd::OwnedFd>| {
+        if !fds.is_empty() {
+            return Err(sandboxd_supervisor::StepError::new(
+                sandboxd_supervisor::Step::LaunchDescriptors,
+                format!(
+                    "the chroot backend takes no descriptors with its launch configuration, got {}",
+                    fds.len()
+                ),
+            ));
+        }
+        Ok(ChrootIsolation::new(setup))
+    })
 }

@@ -717,6 +717,7 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
         s.readonly_rootfs || (s.image() != HOST_IMAGE && !facts.overlay)
     });
     let host_net = spec.is_some_and(|s| s.spec().network.mode == NetworkMode::Host);
+    let given_net = spec.is_some_and(|s| s.spec().network.mode == NetworkMode::Namespace);
     let mounts = |yes: &'static str| -> (Level, &'static str) {
         if facts.linux_mounts {
             (Enforced, yes)
@@ -741,6 +742,8 @@ fn rows(spec: Option<&ValidatedSpec>, facts: &HostFacts) -> Vec<Enforcement> {
                 Property::Pid => (NotEnforced, "none", "sandbox processes see host processes (where /proc is visible) and can signal those of the same uid"),
                 Property::Hostname => (NotEnforced, "none", "the host's hostname is shared"),
                 Property::Ipc => (NotEnforced, "none", "System V IPC and POSIX message queues are the host's"),
+                // NAMESPACE is always REQUIRED (validation): refused here.
+                Property::Network if given_net => (NotEnforced, "none", "the chroot backend cannot join a network namespace (mode NAMESPACE): the host's network stack is shared"),
                 Property::Network if host_net => (Enforced, "none needed: the host network stack, as requested", ""),
                 Property::Network => (NotEnforced, "none", "the host's network stack is shared (only mode HOST is honoured)"),
                 Property::User if as_root => (NotEnforced, "none", "the process is root on the host"),
@@ -1066,6 +1069,17 @@ mod tests {
                     }
                 },
                 &[],
+            ),
+            (
+                "network namespace (Linux's)",
+                |s| {
+                    s.network = NetworkPolicy {
+                        mode: NetworkMode::Namespace,
+                        namespace_path: "/var/run/netns/cni-1".into(),
+                        ..Default::default()
+                    }
+                },
+                &["network"],
             ),
             (
                 "memory",

@@ -59,7 +59,18 @@ impl FreeBsdBackend {
 
 /// The helper-mode entry point for this backend.
 pub fn supervisor_main() -> i32 {
-    sandboxd_supervisor::helper_main(|launch: FreeBsdLaunch| Ok(FreeBsdIsolation::new(launch)))
+    sandboxd_supervisor::helper_main(|launch: FreeBsdLaunch, fds: Vec<std::os::fd::OwnedFd>| {
+        if !fds.is_empty() {
+            return Err(sandboxd_supervisor::StepError::new(
+                sandboxd_supervisor::Step::LaunchDescriptors,
+                format!(
+                    "the FreeBSD backend takes no descriptors with its launch configuration, got {}",
+                    fds.len()
+                ),
+            ));
+        }
+        Ok(FreeBsdIsolation::new(launch))
+    })
 }
 
 /// What this host offers, from sysctls: `kern.racct.enable` (a boot

@@ -30,7 +30,7 @@ pub fn new_backend(options: &sandboxd_core::backend::BackendOptions, reason: &st
 
 /// The helper-mode entry point for this backend.
 pub fn supervisor_main() -> i32 {
-    sandboxd_supervisor::helper_main(|launch: LinuxLaunch| Ok(LinuxIsolation::new(launch)))
+    sandboxd_supervisor::helper_main(LinuxIsolation::with_fds)
 }
 
 /// What this host offers: the cgroup layout from /proc/self/mountinfo,

@@ -148,6 +148,7 @@ fn network(spec: &ValidatedSpec, sandbox: &SandboxPaths, host: &HostFacts) -> Ne
         NetworkMode::Restricted if host.nftables => Network::Routed(network::routed(spec, sandbox)),
         NetworkMode::Restricted => Network::Loopback,
         NetworkMode::Host => Network::Host,
+        NetworkMode::Namespace => Network::Given(spec.spec().network.namespace_path.clone().into()),
     }
 }
 

@@ -73,6 +73,9 @@ pub struct LinuxIsolation {
     /// INIT mode: the log capture's write ends (stdout, stderr), which pid 1
     /// inherits and installs before it execs the init.
     main_output: Option<(RawFd, RawFd)>,
+    /// NAMESPACE: the network namespace the daemon opened and checked,
+    /// which pid 1 joins; closed here once pid 1 is cloned.
+    given_netns: Option<OwnedFd>,
 }
 
 impl LinuxIsolation {
@@ -87,7 +90,30 @@ impl LinuxIsolation {
             cgroup_fd: None,
             into_cgroup: false,
             main_output: None,
+            given_netns: None,
         }
+    }
+
+    /// From the launch configuration and the descriptors that came with it:
+    /// exactly one, the network namespace, for a NAMESPACE plan; none
+    /// otherwise.
+    pub fn with_fds(launch: LinuxLaunch, fds: Vec<OwnedFd>) -> Result<Self, StepError> {
+        let given = matches!(launch.plan.network, Network::Given(_));
+        let mut fds = fds.into_iter();
+        let netns = fds.next();
+        if fds.next().is_some() || given != netns.is_some() {
+            return Err(StepError::new(
+                Step::LaunchDescriptors,
+                format!(
+                    "the plan's network {:?} needs {} launch descriptor(s), and the daemon sent another number",
+                    launch.plan.network,
+                    usize::from(given)
+                ),
+            ));
+        }
+        let mut this = Self::new(launch);
+        this.given_netns = netns;
+        Ok(this)
     }
 
     /// Clones pid 1 with `flags` (namespaces only), into the v2 cgroup when
@@ -263,7 +289,12 @@ impl LinuxIsolation {
                 Namespace::Uts => CloneFlags::CLONE_NEWUTS,
                 Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
                 // RESTRICTED: pid 1 joins the daemon's namespace instead.
-                Namespace::Net if matches!(plan.network, Network::Routed(_)) => CloneFlags::empty(),
+                // NAMESPACE: pid 1 joins the given one.
+                Namespace::Net
+                    if matches!(plan.network, Network::Routed(_) | Network::Given(_)) =>
+                {
+                    CloneFlags::empty()
+                }
                 Namespace::Net => CloneFlags::CLONE_NEWNET,
                 // Unshared by the reaper once it is in its cgroup.
                 Namespace::Cgroup => CloneFlags::empty(),
@@ -288,10 +319,13 @@ impl LinuxIsolation {
         match cloned {
             Cloned::Child => {
                 drop(init);
-                pid1_main(&self.launch, to_supervisor, self.main_output)
+                let netns = self.given_netns.as_ref().map(AsRawFd::as_raw_fd);
+                pid1_main(&self.launch, to_supervisor, self.main_output, netns)
             }
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
+                // pid 1 holds its own copy until it has joined it.
+                self.given_netns = None;
                 self.reaper = Some(reaper);
                 // Unreaped yet (it is our child), so the pid is still its.
                 self.reaper_fd = sandboxd_supervisor::sys::pidfd_open(reaper).ok();
@@ -491,6 +525,7 @@ fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, St
             | LinuxStep::DetachOldRoot
             | LinuxStep::LoopbackUp
             | LinuxStep::JoinNetns(_)
+            | LinuxStep::JoinGivenNetns(_)
             | LinuxStep::ForkPayload
             | LinuxStep::Idle
             | LinuxStep::Capabilities(_)
@@ -725,6 +760,7 @@ fn pid1_main(
     launch: &LinuxLaunch,
     mut supervisor: SupervisorChannel,
     main_output: Option<(RawFd, RawFd)>,
+    given_netns: Option<RawFd>,
 ) -> ! {
     // pid 1 is a copy of the sandboxd binary: keep /proc/1/exe and friends
     // closed to the sandbox's processes.
@@ -740,6 +776,8 @@ fn pid1_main(
     if launch.init.is_some() {
         keep.extend(main_output.iter().flat_map(|(o, e)| [*o, *e]));
     }
+    // NAMESPACE: the network namespace to join (closed once joined).
+    keep.extend(given_netns);
     sandboxd_supervisor::sys::close_fds_except(3, &keep);
     if sandboxd_supervisor::sys::stdio_to_dev_null().is_err() {
         sandboxd_supervisor::sys::exit_child(1);
@@ -755,7 +793,7 @@ fn pid1_main(
         sandboxd_supervisor::sys::exit_child(1)
     };
     let mut placed = false;
-    if let Err(e) = build_sandbox(launch, &mut supervisor, &mut placed) {
+    if let Err(e) = build_sandbox(launch, &mut supervisor, &mut placed, given_netns) {
         fail(&mut supervisor, e);
     }
     if let Err(e) = wait_until_placed(&mut supervisor, &mut placed) {
@@ -851,6 +889,7 @@ fn build_sandbox(
     launch: &LinuxLaunch,
     supervisor: &mut SupervisorChannel,
     placed: &mut bool,
+    given_netns: Option<RawFd>,
 ) -> Result<(), StepError> {
     let plan = &launch.plan;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
@@ -901,6 +940,26 @@ fn build_sandbox(
                     StepError::new(
                         Step::JoinNetworkNamespace,
                         format!("{}: {e}", path.display()),
+                    )
+                })?;
+            }
+            LinuxStep::JoinGivenNetns(path) => {
+                let Some(fd) = given_netns else {
+                    return Err(StepError::new(
+                        Step::JoinNetworkNamespace,
+                        format!(
+                            "{}: no descriptor came with the launch configuration",
+                            path.display()
+                        ),
+                    ));
+                };
+                // The daemon checked this descriptor (nsfs, type net, not
+                // its own namespace); the path is never reopened.
+                let ns = sys::take_fd(fd);
+                sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    StepError::new(
+                        Step::JoinNetworkNamespace,
+                        format!("{} (the daemon's descriptor): {e}", path.display()),
                     )
                 })?;
             }

@@ -5,7 +5,7 @@
 //! [`detach`] of the namespace's pin), from `net.rs`, on throwaway threads.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -108,6 +108,15 @@ pub unsafe fn clone_into_cgroup(
 /// setns(2) into the namespace `fd` refers to.
 pub fn setns(fd: BorrowedFd<'_>, kind: CloneFlags) -> Result<(), Errno> {
     nix::sched::setns(fd, kind)
+}
+
+/// Takes ownership of a descriptor number pid 1 inherited from the
+/// supervisor (the given network namespace), so it is closed once used.
+pub fn take_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: only called by pid 1 for the NAMESPACE descriptor, which it
+    // inherited open from the supervisor (kept by close_fds_except) and
+    // which nothing else in pid 1 owns or closes.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// unshare(2).

@@ -396,6 +396,8 @@ pub(crate) fn parse_network(f: &NetworkFlags) -> Result<Option<NetworkPolicy>, C
         port_forwards,
         dns_servers,
         dns_search,
+        // Mode NAMESPACE has no flag: it is for orchestrators (the shim).
+        namespace_path: String::new(),
     }))
 }
 

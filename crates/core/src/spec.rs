@@ -60,6 +60,9 @@ pub enum NetworkMode {
     Restricted,
     /// The host's network.
     Host,
+    /// An existing network namespace (`NetworkPolicy::namespace_path`),
+    /// whose interfaces someone else (CNI) owns.
+    Namespace,
 }
 
 /// The identity a process runs as; `None` means the daemon's default.
@@ -218,6 +221,11 @@ pub struct NetworkPolicy {
     /// Search domains for the sandbox's /etc/resolv.conf.
     #[serde(default)]
     pub dns_search: Vec<String>,
+    /// NAMESPACE: the network namespace file to run in (below one of the
+    /// daemon's allowed netns sources; opened by the daemon, which hands
+    /// the supervisor the descriptor).
+    #[serde(default)]
+    pub namespace_path: String,
 }
 
 /// A transport protocol.

@@ -51,6 +51,9 @@ pub struct Policy {
     /// Host directories under which a caller-given root filesystem
     /// (`spec.rootfs`) may lie.
     pub allowed_rootfs_sources: Vec<PathBuf>,
+    /// Host directories under which a network namespace file given for
+    /// mode NAMESPACE (`spec.network.namespace_path`) may lie.
+    pub allowed_netns_sources: Vec<PathBuf>,
     /// Whether clients may ask for the host's network (mode HOST).
     pub allow_host_network: bool,
     /// Largest main-process log a sandbox may keep (file size × files).
@@ -75,6 +78,7 @@ impl Default for Policy {
             max_disk_bytes: DEFAULT_DISK_BYTES,
             allowed_mount_sources: Vec::new(),
             allowed_rootfs_sources: Vec::new(),
+            allowed_netns_sources: Vec::new(),
             allow_host_network: false,
             max_log_bytes: crate::logs::DEFAULT_MAX_TOTAL_BYTES,
         }
@@ -418,11 +422,7 @@ fn check_rootfs(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
         return;
     }
     let path = Path::new(&spec.rootfs);
-    let allowed = policy
-        .allowed_rootfs_sources
-        .iter()
-        .any(|root| path.starts_with(root) && path != root.as_path());
-    if !allowed {
+    if allowed_root(path, &policy.allowed_rootfs_sources).is_none() {
         let roots = if policy.allowed_rootfs_sources.is_empty() {
             "none are configured (allow_rootfs_sources)".to_owned()
         } else {
@@ -471,6 +471,16 @@ fn check_rootfs(p: &mut Problems, spec: &mut SandboxSpec, policy: &Policy) {
         return;
     }
     spec.image = name;
+}
+
+/// The allowed directory `path` lies strictly below (lexically: the caller
+/// has checked `path` with [`check_absolute_path`], so no `..` can climb
+/// out; the opener must still refuse symlinks on the way), if any. Used
+/// for client-given root filesystems and network namespace files.
+pub fn allowed_root<'a>(path: &Path, roots: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    roots
+        .iter()
+        .find(|root| path.starts_with(root) && path != root.as_path())
 }
 
 /// Why `image` is not a valid image name, if it is not.
@@ -676,6 +686,7 @@ fn check_network(p: &mut Problems, spec: &SandboxSpec) {
             }
         }
     }
+    check_namespace_path(p, spec);
     check_port_forwards(p, net);
     check_dns(p, net);
     if net.addresses.len() > 16 {
@@ -691,6 +702,42 @@ fn check_network(p: &mut Problems, spec: &SandboxSpec) {
                 format!("{:?} is not an IPv4 or IPv6 address", truncate(a)),
             );
         }
+    }
+}
+
+/// Mode NAMESPACE: an absolute, normal `namespace_path` (where it may lie
+/// is the daemon's policy, checked when it opens the file), asked for as
+/// REQUIRED: a PREFERRED namespace could fall back to another network
+/// while whoever made the namespace (CNI) reports its address as the
+/// sandbox's. A child sharing its parent's network names none: it
+/// inherits the parent's.
+fn check_namespace_path(p: &mut Problems, spec: &SandboxSpec) {
+    let net = &spec.network;
+    let field = "spec.network.namespace_path";
+    let shares = spec.join.as_ref().is_some_and(|j| j.network);
+    if net.mode != NetworkMode::Namespace {
+        if !net.namespace_path.is_empty() {
+            p.add(field, "only allowed with mode NAMESPACE");
+        }
+        return;
+    }
+    if net.requirement == Requirement::Preferred {
+        p.add(
+            "spec.network.requirement",
+            "PREFERRED is not allowed with mode NAMESPACE: the sandbox runs in the given network namespace or is not created",
+        );
+    }
+    if shares {
+        if !net.namespace_path.is_empty() {
+            p.add(
+                field,
+                "must be empty with spec.join.network: the network namespace is the parent's",
+            );
+        }
+    } else if net.namespace_path.is_empty() {
+        p.add(field, "required with mode NAMESPACE");
+    } else {
+        check_abs_path(p, field, &net.namespace_path);
     }
 }
 
@@ -805,6 +852,11 @@ pub fn join_parent(
             if mine.requirement == Requirement::Unspecified {
                 mine.requirement = theirs.requirement;
             }
+        }
+        if mine.mode == theirs.mode {
+            // NAMESPACE: the record names the namespace the child runs in
+            // (its parent's); the daemon opens nothing for a child.
+            mine.namespace_path.clone_from(&theirs.namespace_path);
         } else if mine.mode != theirs.mode {
             p.add(
                 "spec.network.mode",
@@ -1439,6 +1491,30 @@ mod tests {
                 "{mine:?} joining {theirs:?}"
             );
         }
+        // NAMESPACE: the child names no path and runs in the parent's,
+        // which its spec then names; its own path is refused.
+        let mut ns_parent = parent(NetworkMode::Namespace, Requirement::Required);
+        ns_parent.network.namespace_path = "/run/netns/cni-1".into();
+        let v = join_parent(child(Unspecified, true), PARENT, &ns_parent).expect("inherits");
+        assert_eq!(v.spec().network.mode, NetworkMode::Namespace);
+        assert_eq!(v.spec().network.namespace_path, "/run/netns/cni-1");
+        let mut own = SandboxSpec {
+            mode: Mode::Idle,
+            join: Some(Join {
+                sandbox_id: PARENT.into(),
+                network: true,
+                ipc: false,
+                uts: false,
+                pid: false,
+            }),
+            ..Default::default()
+        };
+        own.network.mode = NetworkMode::Namespace;
+        own.network.namespace_path = "/run/netns/cni-2".into();
+        assert_eq!(
+            fields(own, &Policy::default()),
+            vec!["spec.network.namespace_path"]
+        );
         // The requirement comes along with an inherited mode.
         let v = join_parent(
             child(Unspecified, true),
@@ -1657,6 +1733,44 @@ mod tests {
                     s.image = "busybox".into();
                 },
                 &["spec.image"],
+            ),
+            (
+                "NAMESPACE without a namespace path",
+                |s| s.network.mode = NetworkMode::Namespace,
+                &["spec.network.namespace_path"],
+            ),
+            (
+                "namespace path escapes with ..",
+                |s| {
+                    s.network.mode = NetworkMode::Namespace;
+                    s.network.namespace_path = "/run/netns/../../proc/1/ns/net".into();
+                },
+                &["spec.network.namespace_path"],
+            ),
+            (
+                "namespace path relative",
+                |s| {
+                    s.network.mode = NetworkMode::Namespace;
+                    s.network.namespace_path = "run/netns/cni-1".into();
+                },
+                &["spec.network.namespace_path"],
+            ),
+            (
+                "namespace path without mode NAMESPACE",
+                |s| {
+                    s.network.mode = NetworkMode::Loopback;
+                    s.network.namespace_path = "/run/netns/cni-1".into();
+                },
+                &["spec.network.namespace_path"],
+            ),
+            (
+                "NAMESPACE as PREFERRED",
+                |s| {
+                    s.network.mode = NetworkMode::Namespace;
+                    s.network.requirement = Requirement::Preferred;
+                    s.network.namespace_path = "/run/netns/cni-1".into();
+                },
+                &["spec.network.requirement"],
             ),
             (
                 "empty argv",

@@ -224,6 +224,11 @@ pub struct NetProbe {
     pub token: String,
     /// RESTRICTED: the only addresses the sandbox may hold.
     pub leased: Vec<IpAddr>,
+    /// NAMESPACE: the identity of the given network namespace (the daemon
+    /// resolves the spec's path again, with the create's checks), which
+    /// the sandbox's must be; `None` if it cannot be resolved any more.
+    #[serde(default)]
+    pub namespace: Option<FileId>,
 }
 
 /// The limits the spec sets (values only).

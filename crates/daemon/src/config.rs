@@ -80,6 +80,12 @@ pub struct Args {
     /// none by default).
     #[arg(long = "allow-rootfs-source", value_name = "DIR")]
     pub allowed_rootfs_sources: Vec<PathBuf>,
+    /// Host directory below which a network namespace file for mode
+    /// NAMESPACE (`spec.network.namespace_path`, e.g. the CRI plugin's
+    /// /var/run/netns) may lie (repeatable; none by default, so NAMESPACE is
+    /// refused). Linux only.
+    #[arg(long = "allow-netns-source", value_name = "DIR")]
+    pub allowed_netns_sources: Vec<PathBuf>,
     /// Let clients ask for network mode HOST (the host's network stack).
     #[arg(long)]
     pub allow_host_network: bool,
@@ -135,6 +141,9 @@ pub struct FileConfig {
     /// Allowed parents of client-given root filesystems (`spec.rootfs`).
     #[serde(default)]
     pub allow_rootfs_sources: Vec<PathBuf>,
+    /// Allowed parents of network namespace files (mode NAMESPACE).
+    #[serde(default)]
+    pub allow_netns_sources: Vec<PathBuf>,
     /// Allow network mode HOST.
     #[serde(default)]
     pub allow_host_network: bool,
@@ -476,9 +485,12 @@ impl Config {
         mount_sources.extend(args.allowed_mount_sources);
         let mut rootfs_sources = file.allow_rootfs_sources;
         rootfs_sources.extend(args.allowed_rootfs_sources);
+        let mut netns_sources = file.allow_netns_sources;
+        netns_sources.extend(args.allowed_netns_sources);
         for (key, dirs) in [
             ("allow-mount-source", &mount_sources),
             ("allow-rootfs-source", &rootfs_sources),
+            ("allow-netns-source", &netns_sources),
         ] {
             for dir in dirs {
                 if !dir.is_absolute()
@@ -670,6 +682,7 @@ impl Config {
         let policy = Policy {
             allowed_mount_sources: mount_sources,
             allowed_rootfs_sources: rootfs_sources,
+            allowed_netns_sources: netns_sources,
             allow_host_network: args.allow_host_network || file.allow_host_network,
             // 0: no default; a client may still set a limit, up to 64 TiB.
             default_disk_bytes: (disk != 0).then_some(disk),

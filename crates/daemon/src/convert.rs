@@ -110,6 +110,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
             Ok(pb::NetworkMode::Loopback) => NetworkMode::Loopback,
             Ok(pb::NetworkMode::Restricted) => NetworkMode::Restricted,
             Ok(pb::NetworkMode::Host) => NetworkMode::Host,
+            Ok(pb::NetworkMode::Namespace) => NetworkMode::Namespace,
             Err(_) => {
                 p.bad_enum("spec.network.mode", net.mode);
                 NetworkMode::Unspecified
@@ -140,6 +141,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> Result<spec::SandboxSpec, Val
             .collect(),
         dns_servers: net.dns_servers,
         dns_search: net.dns_search,
+        namespace_path: net.namespace_path,
     };
     let l = s.limits.unwrap_or_default();
     let mut limit = |name: &str, v: Option<pb::Limit>| {
@@ -241,6 +243,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
                 NetworkMode::Loopback => pb::NetworkMode::Loopback,
                 NetworkMode::Restricted => pb::NetworkMode::Restricted,
                 NetworkMode::Host => pb::NetworkMode::Host,
+                NetworkMode::Namespace => pb::NetworkMode::Namespace,
             }) as i32,
             requirement: requirement_to_pb(s.network.requirement),
             addresses: s.network.addresses.clone(),
@@ -260,6 +263,7 @@ pub fn spec_to_pb(s: &spec::SandboxSpec) -> pb::SandboxSpec {
                 .collect(),
             dns_servers: s.network.dns_servers.clone(),
             dns_search: s.network.dns_search.clone(),
+            namespace_path: s.network.namespace_path.clone(),
         }),
         limits: Some(pb::Limits {
             memory_bytes: limit(s.limits.memory_bytes),

@@ -26,6 +26,7 @@ pub mod link;
 pub mod logs;
 pub mod manager;
 pub mod metrics;
+pub mod netns;
 pub mod notify;
 pub mod registry;
 pub mod rlimit;

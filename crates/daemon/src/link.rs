@@ -48,13 +48,15 @@ pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 /// Starts a supervisor helper for sandbox `id` with one end of a
 /// socketpair as its stdin: forked by the zygote when there is one, else
 /// this binary re-executed in helper mode. Sends it the launch
-/// configuration as the first frame and the create options as the second.
+/// configuration as the first frame (with `fds` attached) and the create
+/// options as the second.
 pub async fn spawn(
     exe: &Path,
     zygote: Option<&Arc<Zygote>>,
     id: &str,
     config: &[u8],
     options: &wire::CreateOptions,
+    fds: &[BorrowedFd<'_>],
 ) -> io::Result<(SupervisorProc, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
@@ -88,7 +90,9 @@ pub async fn spawn(
     };
     let mut frame = wire::frame(config).map_err(io::Error::other)?;
     frame.extend(wire::encode(options).map_err(io::Error::other)?);
-    link.write_all(&frame, &[]).await?;
+    // Descriptors the launch configuration names (a NAMESPACE sandbox's
+    // network namespace) ride on its first bytes.
+    link.write_all(&frame, fds).await?;
     Ok((child, link))
 }
 
@@ -321,6 +325,7 @@ mod tests {
                     port: 0,
                     token: String::new(),
                     leased: Vec::new(),
+                    namespace: None,
                 },
                 limits: LimitValues::default(),
                 readonly_rootfs: false,

@@ -94,7 +94,11 @@ fn serve_token(listener: tokio::net::TcpListener, token: String) -> tokio::task:
 /// Makes the fixtures for one probe of a sandbox with `spec` and `lease`.
 /// A fixture that cannot be made is left out, and the probe reports the
 /// row it serves as NOT_TESTABLE.
-pub async fn prepare(spec: &SandboxSpec, lease: &NetLease) -> (ProbeConfig, Fixtures) {
+pub async fn prepare(
+    spec: &SandboxSpec,
+    lease: &NetLease,
+    netns_sources: &[std::path::PathBuf],
+) -> (ProbeConfig, Fixtures) {
     let mut fx = Fixtures::default();
     let token = random_hex(16);
     // IPC: a fresh key; retried on the (unlikely) clash.
@@ -163,6 +167,9 @@ pub async fn prepare(spec: &SandboxSpec, lease: &NetLease) -> (ProbeConfig, Fixt
             port,
             token,
             leased: lease.addresses.clone(),
+            namespace: (spec.network.mode == sandboxd_core::spec::NetworkMode::Namespace)
+                .then(|| crate::netns::identity(&spec.network.namespace_path, netns_sources))
+                .flatten(),
         },
         limits: LimitValues {
             memory_bytes: l.memory_bytes.map(|v| v.value),

@@ -161,6 +161,7 @@ pub(crate) fn network(config: &ProbeConfig, budget: Budget) -> Finding {
                 Observed::Violated
             }
         }
+        NetworkMode::Namespace => return given_namespace(p, net, reached, evidence),
         NetworkMode::Host => {
             if reached.is_empty() {
                 evidence.push("the host's network is not reachable as HOST promises".into());
@@ -169,6 +170,49 @@ pub(crate) fn network(config: &ProbeConfig, budget: Budget) -> Finding {
                 Observed::Holds
             }
         }
+    };
+    Finding::new(p, observed, evidence)
+}
+
+/// NAMESPACE: the sandbox's network namespace is the given one (same nsfs
+/// identity as the file the daemon resolved), and the daemon's listener on
+/// the host's loopback is out of reach. What else the namespace reaches is
+/// its maker's (CNI) policy, not sandboxd's claim.
+fn given_namespace(
+    p: Property,
+    net: &sandboxd_core::verify::NetProbe,
+    reached: Vec<SocketAddr>,
+    mut evidence: Vec<String>,
+) -> Finding {
+    use std::os::unix::fs::MetadataExt;
+    let Some(want) = net.namespace else {
+        evidence
+            .push("the given network namespace could not be resolved by the daemon (gone?)".into());
+        return Finding::new(p, Observed::NotTestable, evidence);
+    };
+    let own = match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => sandboxd_core::verify::FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        Err(e) => {
+            evidence.push(format!("/proc/self/ns/net: {e}"));
+            return Finding::new(p, Observed::NotTestable, evidence);
+        }
+    };
+    let same = own == want;
+    evidence.push(format!(
+        "own network namespace (dev {}, ino {}) {} the given one (dev {}, ino {})",
+        own.dev,
+        own.ino,
+        if same { "is" } else { "is NOT" },
+        want.dev,
+        want.ino
+    ));
+    let observed = if same && reached.is_empty() {
+        Observed::Holds
+    } else {
+        Observed::Violated
     };
     Finding::new(p, observed, evidence)
 }

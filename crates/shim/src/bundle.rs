@@ -219,6 +219,12 @@ struct Report {
     /// The namespace types ("network", "ipc", "uts") a pod's container
     /// shares with the pod's sandbox ([`Host::pod`]).
     joined: BTreeSet<String>,
+    /// A network namespace path that is neither the host's nor a pod
+    /// sandbox's (the CRI plugin's CNI namespace for a pod's sandbox):
+    /// asked of the daemon as mode NAMESPACE, which it refuses unless its
+    /// operator allows the directory (the shim keeps no copy of that
+    /// policy).
+    given_netns: Option<String>,
 }
 
 impl Report {
@@ -1013,9 +1019,13 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
                     format!("{kind} namespace {p} (the pod's) is not joined: the container gets its own; the pod's containers do not share it"),
                 );
             }
+            // Another network namespace (a pod's sandbox: the CRI
+            // plugin's CNI one): sandboxd's mode NAMESPACE, which the
+            // daemon accepts only below a directory its operator allows.
+            Some(Value::String(p)) if kind == "network" => r.given_netns = Some(p.clone()),
             Some(p) if kind == "network" => r.refuse(
                 join(&path, "path"),
-                format!("sandboxd cannot join a network namespace it did not make ({p}; for a pod: the CRI plugin's CNI namespace); run the pod with hostNetwork, or without one (asked: {p})"),
+                format!("not a path (asked: {p})"),
             ),
             Some(p) => r.refuse(
                 join(&path, "path"),
@@ -1082,15 +1092,20 @@ fn map_linux(v: &Value, spec: &mut pb::SandboxSpec, r: &mut Report) {
     if has("cgroup") {
         iso.cgroup = pb::Requirement::Required as i32;
     }
+    let given = r.given_netns.clone();
     spec.network = (!joined("network")).then(|| pb::NetworkPolicy {
-        // A new network namespace with nothing configured in it: only a
-        // loopback interface.
-        mode: if has("network") {
+        // A given namespace (CNI's): run in it. Otherwise a new network
+        // namespace with nothing configured in it: only a loopback
+        // interface.
+        mode: if given.is_some() {
+            pb::NetworkMode::Namespace as i32
+        } else if has("network") {
             pb::NetworkMode::Loopback as i32
         } else {
             pb::NetworkMode::Host as i32
         },
         requirement: pb::Requirement::Required as i32,
+        namespace_path: given.unwrap_or_default(),
         ..Default::default()
     });
     if let Some(pod) = r.host.pod.as_ref().filter(|_| !r.joined.is_empty()) {
@@ -1703,9 +1718,9 @@ mod tests {
                 "linux.namespaces",
             ),
             (
-                "joining a network namespace",
+                "a network namespace path that is not a string",
                 "linux.namespaces.4",
-                json!({"type": "network", "path": "/var/run/netns/cni-1"}),
+                json!({"type": "network", "path": 7}),
                 "linux.namespaces[4].path",
             ),
             (
@@ -2106,7 +2121,8 @@ mod tests {
         );
 
         // Paths that are not the pod sandbox's: as before (own ipc,
-        // degraded; a foreign network namespace refused), no join.
+        // degraded; a foreign network namespace is asked of the daemon as
+        // mode NAMESPACE, which decides), no join.
         let other = Host {
             pod: Some(pod(&["/proc/8/ns/ipc"])),
             ..node1()
@@ -2120,14 +2136,17 @@ mod tests {
             own_namespaces: BTreeSet::new(),
             pod: Some(pod(&["/proc/7/ns/ipc"])),
         };
-        let err = map_bundle(
+        let m = map_bundle(
             &cri_container(),
             Path::new("/b"),
             Backend::Linux,
             &foreign_net,
         )
-        .expect_err("a network namespace that is neither the host's nor the pod's");
-        assert!(err.fields().contains(&"linux.namespaces[4].path"), "{err}");
+        .expect("a network namespace that is neither the host's nor the pod's");
+        let net = m.spec.network.as_ref().unwrap();
+        assert_eq!(net.mode, pb::NetworkMode::Namespace as i32);
+        assert_eq!(net.namespace_path, "/proc/7/ns/net");
+        assert_eq!(m.spec.join.map(|j| j.network), Some(false));
 
         // shareProcessNamespace: the pause process's pid path joins the
         // pod's pid namespace (no own one, nothing degraded); a pid path
@@ -2170,16 +2189,21 @@ mod tests {
         );
         assert!(degraded_fields(&m).contains(&"linux.namespaces[0].path"));
 
-        // The pause container itself never joins: only a container does.
+        // The pause container itself never joins a sandbox: a network path
+        // (not the host's) is its pod's CNI namespace, mode NAMESPACE.
         let mut pause = cri_pause();
         set(
             &mut pause,
             "linux.namespaces.3",
-            json!({"type": "network", "path": "/proc/7/ns/net"}),
+            json!({"type": "network", "path": "/var/run/netns/cni-1234"}),
         );
-        let err = map_bundle(&pause, Path::new("/b"), Backend::Linux, &own_net)
-            .expect_err("a pause container with a foreign network namespace");
-        assert!(err.fields().contains(&"linux.namespaces[3].path"), "{err}");
+        let m = map_bundle(&pause, Path::new("/b"), Backend::Linux, &own_net)
+            .expect("a pause container in a CNI network namespace");
+        let net = m.spec.network.as_ref().unwrap();
+        assert_eq!(net.mode, pb::NetworkMode::Namespace as i32);
+        assert_eq!(net.requirement, pb::Requirement::Required as i32);
+        assert_eq!(net.namespace_path, "/var/run/netns/cni-1234");
+        assert_eq!(m.spec.join, None);
     }
 
     #[test]
@@ -2193,13 +2217,6 @@ mod tests {
             &'static str,
         );
         let cases: &[Case] = &[
-            (
-                "a CNI network namespace (not the host's)",
-                cri_container,
-                "linux.namespaces.4",
-                json!({"type": "network", "path": "/var/run/netns/cni-1"}),
-                "linux.namespaces[4].path",
-            ),
             (
                 "an OOM score beyond the kernel's range",
                 cri_container,

@@ -119,11 +119,23 @@ impl Channel {
                         "daemon closed the channel before sending the launch configuration",
                     )));
                 }
-                Ok(n) => self.decoder.push(&buf[..n]),
+                Ok(n) => {
+                    self.decoder.push(&buf[..n]);
+                    // Descriptors that ride on the launch frames (a
+                    // network namespace to join): kept for take_launch_fds.
+                    self.fds.extend(fds);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(WireError::Malformed(serde::de::Error::custom(e))),
             }
         }
+    }
+
+    /// The descriptors the daemon attached to the launch frames, in order;
+    /// called once after both were read, so no request's descriptors are
+    /// taken.
+    pub fn take_launch_fds(&mut self) -> Vec<OwnedFd> {
+        self.fds.drain(..).collect()
     }
 
     /// Sends one event. A vanished daemon is not an error: the sandbox keeps

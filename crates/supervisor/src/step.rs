@@ -140,6 +140,7 @@ steps! {
     BringLoUp => "bring lo up",
     OpenNetworkNamespace => "open network namespace",
     JoinNetworkNamespace => "join network namespace",
+    LaunchDescriptors => "take launch descriptors",
     OpenParentSandbox => "open parent sandbox",
     JoinParentNamespaces => "join parent namespaces",
     ReturnToOwnPidNamespace => "return to own pid namespace",

@@ -898,12 +898,14 @@ impl<I: Isolation> Supervisor<I> {
 
 /// The helper's entry point: detaches from the daemon's session, takes the
 /// channel from fd 0, reads the launch configuration, lets the backend build
-/// its [`Isolation`] from it, and supervises. Returns the exit code.
+/// its [`Isolation`] from it and the descriptors that came with it (Linux:
+/// a network namespace for mode NAMESPACE; a backend that expects none
+/// refuses any), and supervises. Returns the exit code.
 pub fn helper_main<T, I, F>(make: F) -> i32
 where
     T: for<'de> Deserialize<'de>,
     I: Isolation,
-    F: FnOnce(T) -> Result<I, StepError>,
+    F: FnOnce(T, Vec<std::os::fd::OwnedFd>) -> Result<I, StepError>,
 {
     crate::timing::start();
     // Own session: a signal to the daemon's process group or terminal must
@@ -942,7 +944,8 @@ where
         }
     };
     crate::timing::mark("read launch configuration");
-    match make(config.isolation) {
+    let fds = chan.take_launch_fds();
+    match make(config.isolation, fds) {
         Ok(isolation) => supervise(chan, config.common, isolation, options),
         Err(e) => {
             chan.send(&Event::SetupFailed {

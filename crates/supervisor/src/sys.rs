@@ -1063,6 +1063,18 @@ pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &std::path::Path) -> Result<Own
     nix::fcntl::openat2(dir, rel, how)
 }
 
+/// The kind of namespace an nsfs descriptor refers to (ioctl
+/// NS_GET_NSTYPE): a `CLONE_NEW*` value. Fails (ENOTTY) on any other file.
+#[cfg(target_os = "linux")]
+pub fn namespace_type(fd: BorrowedFd<'_>) -> Result<libc::c_int, Errno> {
+    // _IO(0xb7, 0x3), linux/nsfs.h.
+    const NS_GET_NSTYPE: u32 = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value;
+    // `fd` is a borrowed, open descriptor.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Errno::result(rc)
+}
+
 /// The sandbox's root as the calling process sees it (after chroot or
 /// pivot_root), as an O_PATH descriptor.
 #[cfg(target_os = "linux")]

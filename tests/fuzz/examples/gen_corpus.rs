@@ -91,6 +91,7 @@ fn specs() -> Vec<(&'static str, pb::SandboxSpec)> {
                     }],
                     dns_servers: vec!["10.88.0.1".to_owned()],
                     dns_search: vec!["example.".to_owned()],
+                    namespace_path: "/var/run/netns/cni-1".to_owned(),
                 }),
                 limits: Some(pb::Limits {
                     memory_bytes: limit(256 << 20),

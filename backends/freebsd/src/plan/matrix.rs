@@ -262,6 +262,13 @@ fn network_row(spec: &ValidatedSpec, host: &HostFacts) -> Enforcement {
             "jail shares the host stack; 127.0.0.1 maps to the jail's first address, a per-sandbox alias on the host's lo0 (so a server bound to 127.0.0.1 or 0.0.0.0 listens on that alias); the host can reach it, and so can other jails on the host's stack (RESTRICTED, HOST, or LOOPBACK like this one); no IPv6",
         ),
         NetworkMode::Restricted => restricted_row(spec, host),
+        // Always REQUIRED (validation): refused.
+        NetworkMode::Namespace => Enforcement::new(
+            p,
+            Level::NotEnforced,
+            "none",
+            "mode NAMESPACE (a Linux network namespace) does not exist on FreeBSD: a jail cannot join one",
+        ),
         NetworkMode::Host => Enforcement::new(
             p,
             Level::Enforced,

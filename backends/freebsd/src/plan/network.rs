@@ -110,6 +110,8 @@ pub(super) fn network(
         NetworkMode::Loopback if host.vimage => Net::Vnet,
         NetworkMode::Loopback => Net::Alias(loopback_alias(&sandbox.id)),
         NetworkMode::Host => Net::Host,
+        // Refused by the matrix (always REQUIRED); no network if planned.
+        NetworkMode::Namespace => Net::None,
         NetworkMode::Restricted => {
             let (mut v4, mut v6) = (Vec::new(), Vec::new());
             for a in addresses(spec, sandbox)? {

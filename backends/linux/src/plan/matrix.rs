@@ -14,6 +14,11 @@ const RESTRICTED_CAVEATS: &str = "an own network stack with a private loopback a
 /// Why RESTRICTED is unavailable without nft.
 const RESTRICTED_NO_NFT: &str = "RESTRICTED needs the nft binary (nftables) for its source-address guard, NAT and port forwards, and it is not installed; when PREFERRED the sandbox gets a loopback-only network namespace, stricter than asked";
 
+/// How NAMESPACE is enforced.
+const NAMESPACE_HOW: &str = "setns(CLONE_NEWNET) into the given namespace, a descriptor the daemon opened below an --allow-netns-source directory";
+/// What NAMESPACE gives and does not.
+const NAMESPACE_CAVEATS: &str = "the sandbox's network is that namespace, which is checked at create to be a network namespace and not the daemon's own; its interfaces, addresses, routes and firewall are whoever made it's (e.g. a CNI plugin), not sandboxd's: sandboxd adds nothing to it and never deletes it or its links";
+
 /// How the writable layer is limited.
 const DISK_HOW: &str = "a tmpfs with size= and nr_inodes= holds the writable layer (a directory image's overlay upper and work directories; the \"host\" image's root)";
 /// What the disk limit does and does not cover.
@@ -79,7 +84,7 @@ pub fn capabilities(host: &HostFacts) -> Vec<Enforcement> {
                 Level::Enforced,
                 "CLONE_NEWNET",
                 &format!(
-                    "NONE (loopback down) and LOOPBACK are enforced; HOST shares the host's namespace and must be permitted by the daemon's config; RESTRICTED: {}",
+                    "NONE (loopback down) and LOOPBACK are enforced; NAMESPACE runs in a given existing namespace (what is in it is its maker's); HOST shares the host's namespace and must be permitted by the daemon's config; RESTRICTED: {}",
                     if host.nftables { RESTRICTED_CAVEATS } else { RESTRICTED_NO_NFT }
                 ),
             ),
@@ -283,5 +288,8 @@ fn network_row(mode: NetworkMode, host: &HostFacts) -> Enforcement {
             "host network namespace (no CLONE_NEWNET)",
             "shares the host's network; the daemon's config must permit HOST networking, and the daemon enforces that",
         ),
+        NetworkMode::Namespace => {
+            Enforcement::new(p, Level::Enforced, NAMESPACE_HOW, NAMESPACE_CAVEATS)
+        }
     }
 }

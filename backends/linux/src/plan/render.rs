@@ -203,6 +203,11 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             vec![path.display().to_string(), "CLONE_NEWNET".to_owned()],
             "the network namespace the daemon prepared (RESTRICTED), before the root is built so sysfs shows its devices",
         ),
+        LinuxStep::JoinGivenNetns(path) => (
+            "setns",
+            vec![path.display().to_string(), "CLONE_NEWNET".to_owned()],
+            "NAMESPACE: the given network namespace, through the descriptor the daemon opened (below an --allow-netns-source directory, no symlinks, nsfs of type net, not the host's); nothing is set up in it",
+        ),
         LinuxStep::ForkPayload => (
             "clone",
             vec!["CLONE_PARENT".to_owned()],
@@ -280,9 +285,10 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
 }
 
 /// The namespaces pid 1 is cloned into: all but a RESTRICTED sandbox's
-/// network namespace, which it joins (the daemon made it).
+/// network namespace (the daemon made it) and a NAMESPACE one (given),
+/// which it joins.
 fn clone_flags(plan: &LinuxPlan) -> impl Iterator<Item = Namespace> + '_ {
-    let routed = matches!(plan.network, Network::Routed(_));
+    let routed = matches!(plan.network, Network::Routed(_) | Network::Given(_));
     plan.namespaces
         .iter()
         .copied()

@@ -22,9 +22,11 @@ pub(super) fn steps(
     }
     steps.push(LinuxStep::Clone);
     steps.push(LinuxStep::JoinCgroups);
-    if let Network::Routed(r) = network(spec, sandbox, host) {
+    match network(spec, sandbox, host) {
         // First, so sysfs and every later step see the sandbox's stack.
-        steps.push(LinuxStep::JoinNetns(r.netns));
+        Network::Routed(r) => steps.push(LinuxStep::JoinNetns(r.netns)),
+        Network::Given(path) => steps.push(LinuxStep::JoinGivenNetns(path)),
+        _ => {}
     }
     steps.push(LinuxStep::Mounts);
     if has(Namespace::Uts) {

@@ -510,6 +510,59 @@ fn network_modes() {
     assert!(r.caveats.contains("daemon's config"), "{}", r.caveats);
 }
 
+#[test]
+fn a_given_network_namespace_is_joined_and_nothing_is_set_up_in_it() {
+    let given = |s: &mut SandboxSpec| {
+        s.network.mode = NetworkMode::Namespace;
+        s.network.namespace_path = "/var/run/netns/cni-1".into();
+    };
+    let s = spec(given);
+    let p = build(&s, &sandbox(), &HostFacts::assumed()).expect("builds");
+    assert_eq!(p.network, Network::Given("/var/run/netns/cni-1".into()));
+    // The namespace is the plan's (payloads enter pid 1's), but pid 1 is
+    // not cloned into a new one: it joins the given one first.
+    assert!(p.namespaces.contains(&Namespace::Net));
+    let first = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, LinuxStep::JoinGivenNetns(path) if path.to_str() == Some("/var/run/netns/cni-1")))
+        .expect("joins");
+    let mounts = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, LinuxStep::Mounts))
+        .expect("mounts");
+    assert!(first < mounts, "{:?}", p.steps);
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, LinuxStep::LoopbackUp | LinuxStep::JoinNetns(_))),
+        "nothing of sandboxd's own networking: {:?}",
+        p.steps
+    );
+    let shown = plan(&s, &sandbox(), &HostFacts::assumed());
+    assert!(shown.refusals.is_empty(), "{:?}", shown.refusals);
+    let NativePlan::Linux {
+        clone_flags, steps, ..
+    } = &shown.native
+    else {
+        panic!("not a linux plan");
+    };
+    assert!(
+        !clone_flags.iter().any(|f| f == "CLONE_NEWNET"),
+        "{clone_flags:?}"
+    );
+    assert!(!steps.iter().any(|s| s.op == "nft" || s.op == "link_up"));
+    let r = row(&s, &HostFacts::assumed(), Property::Network);
+    assert_eq!(r.level, Level::Enforced);
+    assert!(
+        r.mechanism.contains("setns(CLONE_NEWNET)"),
+        "{}",
+        r.mechanism
+    );
+    assert!(r.caveats.contains("never deletes it"), "{}", r.caveats);
+}
+
 /// The sandbox with a lease: 203.0.113.2 and 2001:db8::2, gateways .1/::1.
 fn leased() -> SandboxPaths {
     let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");

@@ -346,6 +346,10 @@ pub enum LinuxStep {
     /// `setns(CLONE_NEWNET)` into the namespace the daemon prepared and
     /// pinned at this path (RESTRICTED), before anything else.
     JoinNetns(PathBuf),
+    /// `setns(CLONE_NEWNET)` into the given namespace (NAMESPACE) through
+    /// the descriptor the daemon opened and checked (the path is shown,
+    /// never reopened), before anything else.
+    JoinGivenNetns(PathBuf),
     /// pid 1 stays a minimal reaper and forks the payload.
     ForkPayload,
     /// pid 1 stays a reaper with no payload (IDLE); work enters with Exec.
@@ -399,6 +403,7 @@ impl LinuxStep {
             | Self::DetachOldRoot
             | Self::LoopbackUp
             | Self::JoinNetns(_)
+            | Self::JoinGivenNetns(_)
             | Self::ForkPayload
             | Self::Idle => Actor::Init,
             Self::Capabilities(_)
@@ -431,6 +436,10 @@ pub enum Network {
     /// The network namespace of the parent sandbox (`spec.join.network`),
     /// whatever its mode: nothing to set up.
     Joined(String),
+    /// NAMESPACE: an existing namespace (the path the spec names; pid 1
+    /// joins the descriptor the daemon opened from it). sandboxd sets up
+    /// nothing in it and removes nothing from it.
+    Given(PathBuf),
 }
 
 /// A child sandbox's parent and the namespaces shared with it.

@@ -103,6 +103,9 @@ impl Manager {
                 "spec.network.mode: HOST is not permitted by this daemon's configuration (start it with --allow-host-network)".into(),
             ));
         }
+        // NAMESPACE: opened and checked before anything is registered, so a
+        // refusal leaves nothing behind; the supervisor gets the descriptor.
+        let netns = self.open_given_netns(&spec)?;
         let (sb, paths) = match self.register(&spec, &request_id, who, parent)? {
             Registered::Existing(existing) => {
                 return self
@@ -118,7 +121,12 @@ impl Manager {
         let mut options = CreateOptions::default();
         let mut fixtures = None;
         if verify {
-            let (config, fx) = crate::verify::prepare(spec.spec(), &paths.lease).await;
+            let (config, fx) = crate::verify::prepare(
+                spec.spec(),
+                &paths.lease,
+                &self.policy.allowed_netns_sources,
+            )
+            .await;
             fixtures = Some(fx);
             options.verify = Some(CreateVerify {
                 process: crate::verify::probe_process(spec.spec()),
@@ -126,7 +134,9 @@ impl Manager {
                 report: sb.record().report,
             });
         }
-        let started = self.start(&sb, &spec, &paths, &options, &mut timer).await;
+        let started = self
+            .start(&sb, &spec, &paths, &options, netns, &mut timer)
+            .await;
         drop(fixtures);
         match started {
             Ok(()) => {
@@ -360,6 +370,7 @@ impl Manager {
         spec: &ValidatedSpec,
         paths: &SandboxPaths,
         options: &CreateOptions,
+        netns: Option<std::os::fd::OwnedFd>,
         timer: &mut StepTimer,
     ) -> ApiResult<()> {
         fault::check(fault::REGISTERED)?;
@@ -396,9 +407,19 @@ impl Manager {
 
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
-        let (child, link) = link::spawn(&self.exe, self.zygote.as_ref(), &sb.id, &config, options)
-            .await
-            .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
+        let fds: Vec<_> = netns.iter().map(std::os::fd::AsFd::as_fd).collect();
+        let (child, link) = link::spawn(
+            &self.exe,
+            self.zygote.as_ref(),
+            &sb.id,
+            &config,
+            options,
+            &fds,
+        )
+        .await
+        .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
+        drop(fds);
+        drop(netns);
         let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         let link = Arc::new(link);
         *lock(&sb.link) = Some(link.clone());
@@ -430,6 +451,26 @@ impl Manager {
         lock(&sb.record).main_pid = main_pid.unwrap_or(0);
         fault::check(fault::READY)?;
         Ok(())
+    }
+
+    /// Mode NAMESPACE on the Linux backend: the given network namespace,
+    /// opened below an allowed netns source and checked (`crate::netns`).
+    /// A child sharing its parent's network opens nothing (it joins the
+    /// parent's pid 1's); another backend refuses the mode in its plan.
+    fn open_given_netns(&self, spec: &ValidatedSpec) -> ApiResult<Option<std::os::fd::OwnedFd>> {
+        let s = spec.spec();
+        if s.network.mode != sandboxd_core::spec::NetworkMode::Namespace
+            || s.join.as_ref().is_some_and(|j| j.network)
+            || self.backend.kind() != sandboxd_core::BackendKind::Linux
+        {
+            return Ok(None);
+        }
+        crate::netns::open(
+            &s.network.namespace_path,
+            &self.policy.allowed_netns_sources,
+        )
+        .map(Some)
+        .map_err(crate::netns::NetnsError::into_api)
     }
 
     /// Undoes a failed create: supervisor gone, host clean, record gone.

@@ -235,7 +235,12 @@ impl Manager {
         let link = sb
             .link()
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;
-        let (config, fixtures) = crate::verify::prepare(&record.spec, &record.lease).await;
+        let (config, fixtures) = crate::verify::prepare(
+            &record.spec,
+            &record.lease,
+            &self.policy.allowed_netns_sources,
+        )
+        .await;
         let probe_id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&sb.verifies).insert(probe_id, tx);
