@@ -118,6 +118,16 @@ async fn drain(mut stream: tonic::Streaming<pb::ExecResponse>) -> Seen {
     seen
 }
 
+/// The status a stream ended with, which must have come before `created`:
+/// a refusal is made before anything is created.
+fn refusal(seen: Seen) -> tonic::Status {
+    assert!(
+        seen.created.is_none(),
+        "created before the refusal: {seen:?}"
+    );
+    seen.status.expect("a refusal")
+}
+
 async fn ids(sandboxes: &mut SandboxServiceClient<Channel>) -> Vec<String> {
     sandboxes
         .list_sandboxes(pb::ListSandboxesRequest::default())
@@ -171,8 +181,9 @@ async fn one_stream_creates_runs_in_and_removes_its_sandbox() {
     assert_eq!(ids(&mut c.sandboxes).await, [kept.clone()]);
     assert!(c.destroy(&kept).await);
 
-    // A process that cannot start (not found) still ends the call with its
-    // exit, and the sandbox is removed all the same.
+    // A process that cannot start (not found) ends the call with Exec's
+    // status for it, after `created`, and the sandbox is removed all the
+    // same.
     let (_tx, stream) = open(
         &mut c.processes,
         create_start(idle_spec(), argv(&["/no/such/program"]), true),
@@ -180,11 +191,10 @@ async fn one_stream_creates_runs_in_and_removes_its_sandbox() {
     .await
     .expect("exec with create");
     let seen = drain(stream).await;
-    assert_eq!(
-        seen.exited.as_ref().map(|e| e.exit_code),
-        Some(127),
-        "{seen:?}"
-    );
+    assert_eq!(seen.order, ["created"], "{seen:?}");
+    let status = seen.status.expect("the exec's failure");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("find program"), "{status:?}");
     assert!(ids(&mut c.sandboxes).await.is_empty());
     d.finish().await;
 }
@@ -303,7 +313,7 @@ async fn bad_requests_are_refused_naming_the_field_before_anything_is_created() 
     for (start, code, field) in cases {
         let status = match open(&mut c.processes, start).await {
             Err(s) => s,
-            Ok((_tx, stream)) => drain(stream).await.status.expect("a refusal"),
+            Ok((_tx, stream)) => refusal(drain(stream).await),
         };
         assert_eq!(status.code(), code, "{field}: {status:?}");
         assert!(
@@ -357,7 +367,7 @@ async fn the_exec_cap_is_checked_before_the_sandbox_is_created() {
     .await
     {
         Err(s) => s,
-        Ok((_tx, stream)) => drain(stream).await.status.expect("a refusal"),
+        Ok((_tx, stream)) => refusal(drain(stream).await),
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
@@ -450,7 +460,7 @@ async fn a_remote_identity_meets_its_quota_role_caps_and_ownership() {
     .await
     {
         Err(s) => s,
-        Ok((_tx, stream)) => drain(stream).await.status.expect("a refusal"),
+        Ok((_tx, stream)) => refusal(drain(stream).await),
     };
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("spec.image"), "{status:?}");
@@ -480,7 +490,7 @@ async fn a_remote_identity_meets_its_quota_role_caps_and_ownership() {
     .await
     {
         Err(s) => s,
-        Ok((_tx, stream)) => drain(stream).await.status.expect("a refusal"),
+        Ok((_tx, stream)) => refusal(drain(stream).await),
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(ids(&mut alice_s).await, [kept.id.clone()]);
