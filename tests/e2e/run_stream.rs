@@ -178,7 +178,7 @@ async fn one_stream_creates_runs_in_and_removes_its_sandbox() {
     let seen = drain(stream).await;
     let kept = seen.created.and_then(|c| c.sandbox).expect("created").id;
     assert_eq!(seen.exited.expect("exited").exit_code, 0);
-    assert_eq!(ids(&mut c.sandboxes).await, [kept.clone()]);
+    assert_eq!(ids(&mut c.sandboxes).await, std::slice::from_ref(&kept));
     assert!(c.destroy(&kept).await);
 
     // A process that cannot start (not found) ends the call with Exec's
@@ -374,7 +374,7 @@ async fn the_exec_cap_is_checked_before_the_sandbox_is_created() {
         status.message().contains("max_execs_per_identity"),
         "{status:?}"
     );
-    assert_eq!(ids(&mut c.sandboxes).await, [held.id.clone()]);
+    assert_eq!(ids(&mut c.sandboxes).await, std::slice::from_ref(&held.id));
     drop((tx, holding));
     d.finish().await;
 }
@@ -481,7 +481,7 @@ async fn a_remote_identity_meets_its_quota_role_caps_and_ownership() {
     );
     let kept = seen.created.and_then(|c| c.sandbox).expect("created");
     assert_eq!(kept.owner, "alice");
-    assert_eq!(ids(&mut alice_s).await, [kept.id.clone()]);
+    assert_eq!(ids(&mut alice_s).await, std::slice::from_ref(&kept.id));
     assert!(ids(&mut bob_s).await.is_empty());
     let status = match open(
         &mut alice_p,
@@ -493,6 +493,6 @@ async fn a_remote_identity_meets_its_quota_role_caps_and_ownership() {
         Ok((_tx, stream)) => refusal(drain(stream).await),
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(ids(&mut alice_s).await, [kept.id.clone()]);
+    assert_eq!(ids(&mut alice_s).await, std::slice::from_ref(&kept.id));
     d.finish().await;
 }
