@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the sandboxd benchmark harness (bench/README.md), by hand, as root:
 # installs the peers if missing (bubblewrap, crun, runc, busybox-static),
-# builds sandboxd and sandboxd-bench in release mode, and runs the harness.
+# builds sandboxd, sandboxctl and sandboxd-bench in release mode, and runs the harness.
 # Extra arguments go to sandboxd-bench (e.g. --iterations 50 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +24,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-cargo build --release -p sandboxd -p sandboxd-bench
+cargo build --release -p sandboxd -p sandboxd-bench -p sandboxctl
 exec target/release/sandboxd-bench "$@"

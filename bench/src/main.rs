@@ -40,6 +40,11 @@ pub(crate) struct Args {
     /// (target/release/sandboxd).
     #[arg(long)]
     pub(crate) sandboxd: Option<PathBuf>,
+    /// The sandboxctl binary timed by the `sandboxctl run` and start-up
+    /// rows; default: `sandboxctl` next to this binary
+    /// (target/release/sandboxctl).
+    #[arg(long)]
+    pub(crate) sandboxctl: Option<PathBuf>,
     /// The static busybox the ROOT image is made from; default: /bin/busybox
     /// or /usr/bin/busybox.
     #[arg(long)]

@@ -31,6 +31,7 @@ async fn open_exec(
             sandbox_id: id.into(),
             process: Some(process),
             size,
+            ..Default::default()
         })),
     })
     .await
@@ -61,6 +62,7 @@ async fn invalid_exec_stream_messages_get_invalid_argument_naming_the_problem() 
         sandbox_id: sb.id.clone(),
         process: Some(argv(&["/bin/true"])),
         size: None,
+        ..Default::default()
     });
     // (tty, message, what the status must name)
     let cases: Vec<(bool, Option<Msg>, &str)> = vec![
@@ -127,6 +129,7 @@ async fn invalid_exec_stream_messages_get_invalid_argument_naming_the_problem() 
             sandbox_id: sb.id.clone(),
             process: Some(argv(&["/bin/true"])),
             size: Some(pb::TerminalSize { rows: 24, cols: 80 }),
+            ..Default::default()
         })),
     })
     .await

@@ -183,6 +183,7 @@ async fn open_exec(
             sandbox_id: id.into(),
             process: Some(argv(args)),
             size: None,
+            ..Default::default()
         })),
     })
     .await
@@ -371,6 +372,7 @@ async fn tty_names_the_sandboxes_own_pts_node() {
                     ])
                 }),
                 size: None,
+                ..Default::default()
             })),
         })
         .await

@@ -67,6 +67,7 @@ async fn exec_stream_round_trips_stdin() {
         sandbox_id: sb.id.clone(),
         process: Some(argv(&["/bin/cat"])),
         size: None,
+        ..Default::default()
     };
     tx.send(pb::ExecRequest {
         msg: Some(pb::exec_request::Msg::Start(start)),
@@ -116,6 +117,7 @@ async fn exec_sync_timeout_kills_only_that_process_tree() {
         sandbox_id: sb.id.clone(),
         process: Some(argv(&["/bin/sleep", "60"])),
         size: None,
+        ..Default::default()
     };
     tx.send(pb::ExecRequest {
         msg: Some(pb::exec_request::Msg::Start(start)),
@@ -996,6 +998,7 @@ async fn a_killed_supervisor_takes_its_sandboxs_processes_with_it() {
             sandbox_id: idle.id.clone(),
             process: Some(argv(&["/bin/sleep", "1000"])),
             size: None,
+            ..Default::default()
         })),
     })
     .await
@@ -1253,6 +1256,7 @@ async fn exec_with_a_terminal_sees_a_tty_and_follows_resizes() {
             rows: 30,
             cols: 100,
         }),
+        ..Default::default()
     };
     tx.send(pb::ExecRequest {
         msg: Some(pb::exec_request::Msg::Start(start)),

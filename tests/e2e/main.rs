@@ -26,6 +26,7 @@ mod pods;
 mod registry_auth;
 mod remote;
 mod resources;
+mod run_stream;
 mod surface;
 mod unix_h2;
 mod verify;

@@ -218,6 +218,7 @@ async fn start_exec(
             sandbox_id: id.into(),
             process: Some(argv(args)),
             size: None,
+            ..Default::default()
         })),
     })
     .await
@@ -364,6 +365,7 @@ async fn a_cancelled_exec_stream_kills_its_process() {
             sandbox_id: sb.id.clone(),
             process: Some(argv(&["/bin/sh", "-c", "sleep 1000 & echo $!; sleep 1000"])),
             size: None,
+            ..Default::default()
         })),
     })
     .await

@@ -140,6 +140,16 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
             sandboxd.display()
         );
     }
+    let sandboxctl = match &args.sandboxctl {
+        Some(p) => p.clone(),
+        None => sandboxd.with_file_name("sandboxctl"),
+    };
+    if !sandboxctl.exists() {
+        bail!(
+            "{} not found (cargo build --release -p sandboxctl, or --sandboxctl PATH)",
+            sandboxctl.display()
+        );
+    }
 
     // One ROOT for the command-line peers and an identical copy as the
     // daemon's image, so the OCI runtimes' mount points never touch it.
@@ -169,7 +179,11 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     }
 
     let daemon = Daemon::start(&sandboxd, dir, args.daemon_log.as_deref())?;
-    let outcome = phases(args, &daemon, &root, &baseline, &mut others).await;
+    let cli = Cli {
+        bin: sandboxctl,
+        socket: daemon.socket.clone(),
+    };
+    let outcome = phases(args, &daemon, &cli, &root, &baseline, &mut others).await;
     let stopped = daemon.stop().await;
     let mut results = outcome?;
     stopped.context("cleaning up the daemon")?;
@@ -193,10 +207,36 @@ pub(crate) struct Results {
     pub(crate) memory: Memory,
 }
 
+/// The sandboxctl binary and the socket of the bench's daemon.
+#[derive(Debug)]
+struct Cli {
+    bin: PathBuf,
+    socket: PathBuf,
+}
+
+impl Cli {
+    /// `sandboxctl --host unix://SOCK run --image busybox -- /bin/true`,
+    /// spawn to exit: connect, create, the attached exec, destroy.
+    fn run_true(&self) -> anyhow::Result<Duration> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["run", "--image", daemon::IMAGE, "--", "/bin/true"]);
+        peers::timed(&mut cmd)
+    }
+
+    /// `sandboxctl --version`, spawn to exit: the binary's own start-up
+    /// (loader, relocations, argument parsing), no connection.
+    fn start_up(&self) -> anyhow::Result<Duration> {
+        peers::timed(std::process::Command::new(&self.bin).arg("--version"))
+    }
+}
+
 /// The measured phases against a running daemon.
 async fn phases(
     args: &Args,
     daemon: &Daemon,
+    cli: &Cli,
     root: &Path,
     baseline: &Peer,
     others: &mut [(Option<Peer>, Row)],
@@ -221,6 +261,8 @@ async fn phases(
     let mut b_row = Row::new(baseline.label.clone());
     let mut life_row = Row::new("sandboxd create+wait+destroy");
     let mut exec_row = Row::new("sandboxd ExecSync /bin/true");
+    let mut cli_run_row = Row::new("sandboxctl run /bin/true");
+    let mut cli_start_row = Row::new("sandboxctl --version");
     let mut per_rpc: Vec<Lifecycle> = Vec::new();
 
     // Interleaved rounds: each round runs every benchmark once, so slow
@@ -260,6 +302,18 @@ async fn phases(
         if keep {
             exec_row.samples.push(t);
         }
+        // The CLI blocks this thread while it runs, as the peers do; the
+        // daemon is another process, so nothing here waits on this runtime.
+        let t = cli
+            .run_true()
+            .map_err(|e| with_log(e.context("sandboxctl run"), daemon))?;
+        if keep {
+            cli_run_row.samples.push(t);
+        }
+        let t = cli.start_up().context("sandboxctl --version")?;
+        if keep {
+            cli_start_row.samples.push(t);
+        }
     }
     api.destroy(&idle_id).await?;
 
@@ -288,7 +342,7 @@ async fn phases(
         .map_err(|e| format!("{e:#}"));
 
     Ok(Results {
-        rows: vec![b_row, life_row, exec_row],
+        rows: vec![b_row, life_row, exec_row, cli_run_row, cli_start_row],
         breakdown,
         throughput,
         memory: Memory {

@@ -210,7 +210,7 @@ impl Peer {
 /// Runs a command to completion with stdio on /dev/null (stderr kept for
 /// the error message) and returns its wall time; a non-zero exit is an
 /// error.
-fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
+pub(crate) fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let out = cmd
         .stdin(Stdio::null())

@@ -533,7 +533,8 @@ pub(crate) struct RunArgs {
     pub(crate) tty: bool,
 
     /// Destroy the sandbox when the command ends (--rm=false keeps it; find
-    /// it with `sandboxctl ls`).
+    /// it with `sandboxctl ls`). The daemon does it, so it also happens if
+    /// sandboxctl is killed.
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub(crate) rm: bool,

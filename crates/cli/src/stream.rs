@@ -10,8 +10,9 @@ use std::io::{IsTerminal, Read, Write};
 
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 use sandboxd_proto::v1::{
-    ExecRequest, ExecStart, ExitReason, ExitResult, ProcessSpec, TerminalSize, exec_request,
-    exec_response, process_service_client::ProcessServiceClient,
+    CreateSandboxRequest, CreateSandboxResponse, ExecRequest, ExecStart, ExitReason, ExitResult,
+    ProcessSpec, TerminalSize, exec_request, exec_response,
+    process_service_client::ProcessServiceClient,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -31,6 +32,31 @@ pub(crate) struct Attach {
     /// Forward local stdin (`-i`); without it the process's stdin is closed
     /// at once, so a program reading it sees EOF instead of hanging.
     pub(crate) interactive: bool,
+    /// `run`: the stream creates the sandbox itself (`sandbox_id` empty),
+    /// and `on_created` is told the result before the process starts.
+    pub(crate) create: Option<Create>,
+}
+
+/// The sandbox an attached stream creates (`run`).
+#[derive(Debug)]
+pub(crate) struct Create {
+    /// What CreateSandbox would get.
+    pub(crate) request: CreateSandboxRequest,
+    /// The daemon destroys the sandbox when the stream ends (`--rm`).
+    pub(crate) remove: bool,
+    /// Reports the created sandbox (verification, warnings) on stderr.
+    pub(crate) on_created: fn(&CreateSandboxResponse) -> Result<String, CliError>,
+}
+
+/// How an attached stream ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The process exited.
+    Exited(ExitResult),
+    /// A signal (its number) arrived while the stream was creating its
+    /// sandbox: nothing was started, and the created sandbox (this id) is
+    /// the caller's to remove.
+    Interrupted(String, i32),
 }
 
 /// Checks what can be checked before anything is created: `-it` needs a
@@ -171,21 +197,33 @@ fn write_through(mut w: impl Write, bytes: &[u8]) -> Result<(), CliError> {
         .map_err(CliError::stdout)
 }
 
-/// Runs the `Exec` stream to the end and returns the process's exit result.
-pub(crate) async fn attach(channel: Channel, attach: Attach) -> Result<ExitResult, CliError> {
+/// Runs the `Exec` stream to the end and returns how it ended.
+pub(crate) async fn attach(channel: Channel, attach: Attach) -> Result<Ended, CliError> {
     preflight(&attach)?;
     let tty = attach.process.tty;
     // Raw mode only when our stdin is a terminal whose keys go to the
     // process: then Ctrl-C is a byte for the remote terminal, not a local
-    // SIGINT.
+    // SIGINT. While the stream creates its sandbox, the terminal stays
+    // cooked so that Ctrl-C interrupts the create.
     let raw = tty && attach.interactive && std::io::stdin().is_terminal();
-    let _raw_guard = if raw { Some(RawMode::enter()?) } else { None };
+    let mut creating = attach.create.is_some();
+    let mut raw_guard = if raw && !creating {
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+    let (remove, on_created) = match &attach.create {
+        Some(c) => (c.remove, Some(c.on_created)),
+        None => (false, None),
+    };
 
     let (tx, rx) = mpsc::channel::<ExecRequest>(32);
     let start = ExecStart {
         sandbox_id: attach.sandbox_id,
         process: Some(attach.process),
         size: if tty { terminal_size() } else { None },
+        create: attach.create.map(|c| c.request),
+        remove,
     };
     // The receiver is alive and the buffer empty, so these cannot fail; if
     // they somehow did, the stream would end and be reported below.
@@ -200,19 +238,49 @@ pub(crate) async fn attach(channel: Channel, attach: Attach) -> Result<ExitResul
     // sig-proxy). Ctrl-C and Ctrl-\ arrive as signals only when the terminal
     // is not raw. TERM and HUP are forwarded too, so sandboxctl is never
     // killed by them with the terminal left raw or the process orphaned.
+    // While the sandbox is being created, any of them interrupts the run.
     let mut winch = listen(SignalKind::window_change(), tty)?;
-    let mut int = listen(SignalKind::interrupt(), !raw)?;
-    let mut quit = listen(SignalKind::quit(), !raw)?;
+    let mut int = listen(SignalKind::interrupt(), !raw || creating)?;
+    let mut quit = listen(SignalKind::quit(), !raw || creating)?;
     let mut term = listen(SignalKind::terminate(), true)?;
     let mut hup = listen(SignalKind::hangup(), true)?;
+    let mut interrupted: Option<i32> = None;
 
     let mut client = ProcessServiceClient::new(channel);
     let mut responses = client.exec(ReceiverStream::new(rx)).await?.into_inner();
 
     loop {
         let forward = tokio::select! {
+            // Signals first: one that arrived while the sandbox was being
+            // created must be seen before the `created` that may be ready
+            // in the same turn.
+            biased;
+            Some(()) = next(&mut winch) => terminal_size().map(exec_request::Msg::Resize),
+            // Signal numbers below are the same on Linux and FreeBSD.
+            Some(()) = next(&mut int) => Some(exec_request::Msg::Signal(2)),
+            Some(()) = next(&mut quit) => Some(exec_request::Msg::Signal(3)),
+            Some(()) = next(&mut term) => Some(exec_request::Msg::Signal(15)),
+            Some(()) = next(&mut hup) => Some(exec_request::Msg::Signal(1)),
             msg = responses.message() => {
                 match msg?.and_then(|r| r.msg) {
+                    Some(exec_response::Msg::Created(created)) => {
+                        let id = match on_created {
+                            Some(report) => report(&created)?,
+                            None => {
+                                return Err(CliError::Protocol(
+                                    "the daemon created a sandbox this exec did not ask for".into(),
+                                ));
+                            }
+                        };
+                        if let Some(signal) = interrupted {
+                            return Ok(Ended::Interrupted(id, signal));
+                        }
+                        creating = false;
+                        if raw {
+                            raw_guard = Some(RawMode::enter()?);
+                        }
+                        None
+                    }
                     Some(exec_response::Msg::StartedPid(_)) => None,
                     Some(exec_response::Msg::Stdout(b)) => {
                         write_through(std::io::stdout().lock(), &b)?;
@@ -222,7 +290,14 @@ pub(crate) async fn attach(channel: Channel, attach: Attach) -> Result<ExitResul
                         write_through(std::io::stderr().lock(), &b)?;
                         None
                     }
-                    Some(exec_response::Msg::Exited(exit)) => return Ok(exit),
+                    Some(exec_response::Msg::RemoveFailed(why)) => {
+                        eprintln!("sandboxctl: warning: {why}");
+                        None
+                    }
+                    Some(exec_response::Msg::Exited(exit)) => {
+                        drop(raw_guard);
+                        return Ok(Ended::Exited(exit));
+                    }
                     None => {
                         return Err(CliError::Protocol(
                             "the daemon ended the exec stream before the process exited".into(),
@@ -230,17 +305,18 @@ pub(crate) async fn attach(channel: Channel, attach: Attach) -> Result<ExitResul
                     }
                 }
             }
-            Some(()) = next(&mut winch) => terminal_size().map(exec_request::Msg::Resize),
-            // Signal numbers below are the same on Linux and FreeBSD.
-            Some(()) = next(&mut int) => Some(exec_request::Msg::Signal(2)),
-            Some(()) = next(&mut quit) => Some(exec_request::Msg::Signal(3)),
-            Some(()) = next(&mut term) => Some(exec_request::Msg::Signal(15)),
-            Some(()) = next(&mut hup) => Some(exec_request::Msg::Signal(1)),
         };
-        if let Some(msg) = forward {
+        match forward {
+            // Nothing has started yet: the run ends once the create does.
+            Some(exec_request::Msg::Signal(n)) if creating => {
+                interrupted.get_or_insert(n);
+            }
             // A closed stream shows up on the response side; nothing to do
             // here.
-            let _ = tx.send(request(msg)).await;
+            Some(msg) => {
+                let _ = tx.send(request(msg)).await;
+            }
+            None => {}
         }
     }
 }

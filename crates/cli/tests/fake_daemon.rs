@@ -39,6 +39,57 @@ impl Fake {
     fn call(&self, what: impl Into<String>) {
         self.log.lock().unwrap().calls.push(what.into());
     }
+
+    /// CreateSandbox, also for an Exec stream's `start.create`.
+    async fn create(
+        &self,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<pb::CreateSandboxResponse, Status> {
+        let verify = req.verify;
+        let spec = req.spec.unwrap_or_default();
+        if spec.image == "slow" {
+            // Long enough for a test to interrupt the create.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+        if spec.image == "bad" {
+            return Err(Status::invalid_argument(
+                "image \"bad\" does not exist\nname is too long",
+            ));
+        }
+        self.call("create");
+        self.log.lock().unwrap().specs.push(spec.clone());
+        let mut s = sandbox(0xaa);
+        // Like the daemon: RESTRICTED gets the named addresses or one from
+        // the pool.
+        if let Some(net) = &spec.network {
+            if net.mode == pb::NetworkMode::Restricted as i32 {
+                s.addresses = if net.addresses.is_empty() {
+                    vec!["203.0.113.2".into()]
+                } else {
+                    net.addresses.clone()
+                };
+            }
+        }
+        s.spec = Some(spec);
+        s.isolation = Some(pb::IsolationReport {
+            backend: pb::BackendKind::Linux as i32,
+            properties: vec![pb::PropertyEnforcement {
+                property: pb::IsolationProperty::MemoryLimit as i32,
+                level: pb::EnforcementLevel::BestEffort as i32,
+                mechanism: "RLIMIT_AS".into(),
+                requested: pb::Requirement::Preferred as i32,
+                degraded: true,
+                ..Default::default()
+            }],
+        });
+        if verify {
+            self.call("create --verify");
+        }
+        Ok(pb::CreateSandboxResponse {
+            sandbox: Some(s),
+            verification: verify.then(|| verification(true)),
+        })
+    }
 }
 
 fn sandbox(n: u32) -> pb::Sandbox {
@@ -180,47 +231,7 @@ impl SandboxService for Fake {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
-        let req = req.into_inner();
-        let verify = req.verify;
-        let spec = req.spec.unwrap_or_default();
-        if spec.image == "bad" {
-            return Err(Status::invalid_argument(
-                "image \"bad\" does not exist\nname is too long",
-            ));
-        }
-        self.call("create");
-        self.log.lock().unwrap().specs.push(spec.clone());
-        let mut s = sandbox(0xaa);
-        // Like the daemon: RESTRICTED gets the named addresses or one from
-        // the pool.
-        if let Some(net) = &spec.network {
-            if net.mode == pb::NetworkMode::Restricted as i32 {
-                s.addresses = if net.addresses.is_empty() {
-                    vec!["203.0.113.2".into()]
-                } else {
-                    net.addresses.clone()
-                };
-            }
-        }
-        s.spec = Some(spec);
-        s.isolation = Some(pb::IsolationReport {
-            backend: pb::BackendKind::Linux as i32,
-            properties: vec![pb::PropertyEnforcement {
-                property: pb::IsolationProperty::MemoryLimit as i32,
-                level: pb::EnforcementLevel::BestEffort as i32,
-                mechanism: "RLIMIT_AS".into(),
-                requested: pb::Requirement::Preferred as i32,
-                degraded: true,
-                ..Default::default()
-            }],
-        });
-        if verify {
-            self.call("create --verify");
-        }
-        Ok(Response::new(pb::CreateSandboxResponse {
-            sandbox: Some(s),
-            verification: verify.then(|| verification(true)),
-        }))
+        self.create(req.into_inner()).await.map(Response::new)
     }
 
     async fn get_sandbox(
@@ -299,6 +310,55 @@ impl SandboxService for Fake {
     }
 }
 
+/// The fake's `cat`: see [`Fake::exec`]. Sends everything up to `exited`.
+async fn run_cat(
+    input: &mut Streaming<pb::ExecRequest>,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::ExecResponse, Status>>,
+) {
+    let _ = tx.send(out(pb::exec_response::Msg::StartedPid(42))).await;
+    while let Ok(Some(m)) = input.message().await {
+        match m.msg {
+            // ^D ends it with 5, as a remote terminal's line
+            // discipline would end `cat` (raw mode sends it as a byte).
+            Some(pb::exec_request::Msg::Stdin(b)) if b.contains(&4) => {
+                let exit = pb::ExitResult {
+                    reason: pb::ExitReason::Exited as i32,
+                    exit_code: 5,
+                    ..Default::default()
+                };
+                let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                return;
+            }
+            Some(pb::exec_request::Msg::Stdin(b)) => {
+                let _ = tx.send(out(pb::exec_response::Msg::Stdout(b))).await;
+            }
+            Some(pb::exec_request::Msg::CloseStdin(_)) => {
+                let _ = tx
+                    .send(out(pb::exec_response::Msg::Stderr(b"bye\n".to_vec())))
+                    .await;
+                let exit = pb::ExitResult {
+                    reason: pb::ExitReason::Exited as i32,
+                    exit_code: 7,
+                    ..Default::default()
+                };
+                let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                return;
+            }
+            Some(pb::exec_request::Msg::Signal(n)) => {
+                let exit = pb::ExitResult {
+                    reason: pb::ExitReason::Signaled as i32,
+                    exit_code: 128 + n,
+                    signal: n,
+                    ..Default::default()
+                };
+                let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn out(msg: pb::exec_response::Msg) -> Result<pb::ExecResponse, Status> {
@@ -325,53 +385,26 @@ impl ProcessService for Fake {
         else {
             return Err(Status::invalid_argument("first message must be start"));
         };
-        if start.sandbox_id != ID {
-            return Err(Status::not_found("no such sandbox"));
-        }
+        // Like the daemon: with `create`, the stream makes its sandbox
+        // first (and removes it at the end with `remove`).
+        let created = match start.create.clone() {
+            Some(create) => Some(self.create(create).await?),
+            None if start.sandbox_id != ID => {
+                return Err(Status::not_found("no such sandbox"));
+            }
+            None => None,
+        };
+        let remove = start.remove;
         self.log.lock().unwrap().exec_starts.push(start);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let fake = self.clone();
         tokio::spawn(async move {
-            let _ = tx.send(out(pb::exec_response::Msg::StartedPid(42))).await;
-            while let Ok(Some(m)) = input.message().await {
-                match m.msg {
-                    // ^D ends it with 5, as a remote terminal's line
-                    // discipline would end `cat` (raw mode sends it as a byte).
-                    Some(pb::exec_request::Msg::Stdin(b)) if b.contains(&4) => {
-                        let exit = pb::ExitResult {
-                            reason: pb::ExitReason::Exited as i32,
-                            exit_code: 5,
-                            ..Default::default()
-                        };
-                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
-                        return;
-                    }
-                    Some(pb::exec_request::Msg::Stdin(b)) => {
-                        let _ = tx.send(out(pb::exec_response::Msg::Stdout(b))).await;
-                    }
-                    Some(pb::exec_request::Msg::CloseStdin(_)) => {
-                        let _ = tx
-                            .send(out(pb::exec_response::Msg::Stderr(b"bye\n".to_vec())))
-                            .await;
-                        let exit = pb::ExitResult {
-                            reason: pb::ExitReason::Exited as i32,
-                            exit_code: 7,
-                            ..Default::default()
-                        };
-                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
-                        return;
-                    }
-                    Some(pb::exec_request::Msg::Signal(n)) => {
-                        let exit = pb::ExitResult {
-                            reason: pb::ExitReason::Signaled as i32,
-                            exit_code: 128 + n,
-                            signal: n,
-                            ..Default::default()
-                        };
-                        let _ = tx.send(out(pb::exec_response::Msg::Exited(exit))).await;
-                        return;
-                    }
-                    _ => {}
-                }
+            if let Some(c) = created {
+                let _ = tx.send(out(pb::exec_response::Msg::Created(c))).await;
+            }
+            run_cat(&mut input, &tx).await;
+            if remove {
+                fake.call(format!("remove {ID}"));
             }
         });
         Ok(Response::new(Box::pin(
@@ -518,7 +551,11 @@ async fn run_streams_stdio_and_removes_the_sandbox() {
         o.stderr
     );
     let log = fake.log.lock().unwrap();
-    assert_eq!(log.calls, ["create".to_owned(), format!("destroy {ID}")]);
+    // One call: the Exec stream creates the sandbox and, with --rm, the
+    // daemon removes it when the stream ends.
+    assert_eq!(log.calls, ["create".to_owned(), format!("remove {ID}")]);
+    assert!(log.exec_starts[0].remove);
+    assert!(log.exec_starts[0].sandbox_id.is_empty());
     assert_eq!(log.specs[0].mode, pb::SandboxMode::Idle as i32);
     assert!(log.specs[0].process.is_none());
     let p = log.exec_starts[0].process.as_ref().unwrap();
@@ -778,6 +815,40 @@ async fn ctrl_c_without_tty_is_forwarded_as_sigint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        fake.log.lock().unwrap().calls,
+        ["create".to_owned(), format!("remove {ID}")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_the_create_removes_the_sandbox_even_with_rm_false() {
+    let (sock, fake) = start().await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "--rm=false", "--image", "slow", "--", "cat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    // The fake's create of "slow" takes 1.5 s: interrupt it midway.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"", "nothing ran");
+    // The create finished, then sandboxctl destroyed what it made.
     assert_eq!(
         fake.log.lock().unwrap().calls,
         ["create".to_owned(), format!("destroy {ID}")]

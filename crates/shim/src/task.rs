@@ -561,6 +561,7 @@ impl Inner {
                 sandbox_id: sandbox_id.clone(),
                 process: Some(spec),
                 size,
+                ..Default::default()
             })),
         };
         tx.send(start)
@@ -872,7 +873,10 @@ async fn copy_output(
                         at: timestamp_ms(e.finished_at_ms),
                     };
                 }
-                pb::exec_response::Msg::StartedPid(_) => {}
+                // Never sent to a stream that does not create its sandbox.
+                pb::exec_response::Msg::StartedPid(_)
+                | pb::exec_response::Msg::Created(_)
+                | pb::exec_response::Msg::RemoveFailed(_) => {}
             },
             Ok(Some(_)) => {}
             end @ (Ok(None) | Err(_)) => {

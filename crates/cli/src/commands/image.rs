@@ -130,16 +130,21 @@ pub(super) async fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Before `run`: pulls `image` as `policy` says (only references with a
-/// registry host are pulled; directory images and local names never).
-pub(super) async fn ensure(ctx: &Ctx, image: &str, policy: PullPolicy) -> Result<(), CliError> {
+/// For `run` with an OCI image: makes sure the image is stored (as
+/// [`ensure`] does for `policy`) and returns its run-time defaults
+/// (Entrypoint, Cmd, …), with a single InspectImage when it is stored (it
+/// both checks and reads), or from what PullImage returns.
+pub(super) async fn ensure_run_config(
+    ctx: &Ctx,
+    image: &str,
+    policy: PullPolicy,
+) -> Result<sandboxd_core::oci::RunConfig, CliError> {
     let pullable = sandboxd_core::oci::Reference::parse(image)
         .is_ok_and(|r| r.registry().is_some())
         && sandboxd_core::oci::is_reference(image);
-    if !pullable || policy == PullPolicy::Never {
-        return Ok(());
-    }
-    if policy == PullPolicy::Missing {
+    let stored = if pullable && policy == PullPolicy::Always {
+        None
+    } else {
         let mut client = ImageServiceClient::new(ctx.channel().await?);
         match client
             .inspect_image(InspectImageRequest {
@@ -147,26 +152,21 @@ pub(super) async fn ensure(ctx: &Ctx, image: &str, policy: PullPolicy) -> Result
             })
             .await
         {
-            Ok(_) => return Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Ok(i) => Some(i.into_inner()),
+            Err(s)
+                if s.code() == tonic::Code::NotFound
+                    && pullable
+                    && policy == PullPolicy::Missing =>
+            {
+                None
+            }
             Err(s) => return Err(s.into()),
         }
-    }
-    pull_with_progress(ctx, image).await.map(drop)
-}
-
-/// The run-time defaults (Entrypoint, Cmd, …) of a stored OCI image.
-pub(super) async fn run_config(
-    ctx: &Ctx,
-    image: &str,
-) -> Result<sandboxd_core::oci::RunConfig, CliError> {
-    let mut client = ImageServiceClient::new(ctx.channel().await?);
-    let i = client
-        .inspect_image(InspectImageRequest {
-            reference: image.to_owned(),
-        })
-        .await?
-        .into_inner();
+    };
+    let i = match stored {
+        Some(i) => i,
+        None => pull_with_progress(ctx, image).await?,
+    };
     let some = |v: Vec<String>| Some(v).filter(|v| !v.is_empty());
     let text = |v: String| Some(v).filter(|v| !v.is_empty());
     Ok(sandboxd_core::oci::RunConfig {

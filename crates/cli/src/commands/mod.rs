@@ -34,12 +34,18 @@ pub(crate) struct Ctx {
     pub(crate) tls: crate::cli::TlsArgs,
     /// `--json`.
     pub(crate) json: bool,
+    /// The connection, made on first use and shared by every call of the
+    /// command (one HTTP/2 connection, its calls multiplexed on it).
+    pub(crate) channel: tokio::sync::OnceCell<Channel>,
 }
 
 impl Ctx {
-    /// Connects to the daemon.
+    /// The connection to the daemon (connected on first use).
     pub(crate) async fn channel(&self) -> Result<Channel, CliError> {
-        connect(&self.host, &self.tls).await
+        self.channel
+            .get_or_try_init(|| connect(&self.host, &self.tls))
+            .await
+            .cloned()
     }
 }
 
@@ -57,6 +63,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         tls: cli.tls,
         // A template renders the JSON documents.
         json: cli.json || cli.format.is_some(),
+        channel: tokio::sync::OnceCell::new(),
     };
     match cli.command {
         Command::Caps => caps::caps(&ctx).await,

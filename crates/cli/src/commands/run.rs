@@ -1,16 +1,16 @@
 //! `sandboxctl run` and `sandboxctl exec`: attached processes.
 
 use sandboxd_proto::v1::{
-    CreateSandboxRequest, DestroySandboxRequest, sandbox_service_client::SandboxServiceClient,
+    CreateSandboxRequest, CreateSandboxResponse, DestroySandboxRequest,
+    sandbox_service_client::SandboxServiceClient,
 };
-use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::Channel;
 
 use super::{Ctx, required, warn_degraded};
 use crate::cli::{ExecArgs, RunArgs};
 use crate::error::CliError;
 use crate::spec_flags::local_env;
-use crate::stream::{self, Attach, exit_code, report_abnormal};
+use crate::stream::{self, Attach, Create, Ended, exit_code, report_abnormal};
 
 /// 128 + SIGINT: what a shell reports for a command interrupted by Ctrl-C.
 const EXIT_INTERRUPTED: i32 = 130;
@@ -18,6 +18,10 @@ const EXIT_INTERRUPTED: i32 = 130;
 /// Create an idle (or init) sandbox, exec the command attached, destroy the
 /// sandbox unless `--rm=false`, and exit with the command's code. Every
 /// error is sandboxctl's or the daemon's, which `main` maps to 125.
+///
+/// One call does it all: an `Exec` stream whose start asks the daemon to
+/// create the sandbox (and, with `--rm`, to destroy it when the stream
+/// ends, even if sandboxctl dies), on one connection.
 pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
     let spec = args.spec.run_spec()?;
     let process = args
@@ -28,6 +32,7 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
         sandbox_id: String::new(),
         process,
         interactive: args.interactive,
+        create: None,
     };
     // Refuse `-it` without a terminal before creating anything.
     stream::preflight(&attach)?;
@@ -35,67 +40,57 @@ pub(super) async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, CliError> {
         "" => Vec::new(),
         _ => vec![e],
     });
-    // A directory image has no config: the command is the arguments.
-    if !sandboxd_core::oci::is_reference(&spec.image) {
-        attach.process.argv =
-            sandboxd_core::oci::run_command(None, entrypoint.as_deref(), &args.argv).map_err(
-                |_| {
-                    CliError::Usage(
-                        "no command: give it after -- (a directory image has no Entrypoint or Cmd)"
-                            .into(),
-                    )
-                },
-            )?;
-    }
-
-    super::image::ensure(ctx, &spec.image, args.pull).await?;
-    if sandboxd_core::oci::is_reference(&spec.image) {
-        let run = super::image::run_config(ctx, &spec.image).await?;
-        attach.process.argv =
-            sandboxd_core::oci::run_command(Some(&run), entrypoint.as_deref(), &args.argv)
-                .map_err(|e| CliError::Usage(format!("--image {}: {e}", spec.image)))?;
-    }
-    let channel = ctx.channel().await?;
-    let mut client = SandboxServiceClient::new(channel.clone());
-
-    // Ctrl-C during the create must not leave a sandbox behind: the create
-    // is let finish (the daemon would complete it anyway), then undone.
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::Io("installing a signal handler", e))?;
-    let create = client.create_sandbox(CreateSandboxRequest {
-        spec: Some(spec),
-        request_id: String::new(),
-        verify: args.verify,
-    });
-    tokio::pin!(create);
-    let mut interrupted = false;
-    let created = loop {
-        tokio::select! {
-            r = &mut create => break r,
-            _ = sigint.recv(), if !interrupted => interrupted = true,
-        }
+    attach.process.argv = if sandboxd_core::oci::is_reference(&spec.image) {
+        let run = super::image::ensure_run_config(ctx, &spec.image, args.pull).await?;
+        sandboxd_core::oci::run_command(Some(&run), entrypoint.as_deref(), &args.argv)
+            .map_err(|e| CliError::Usage(format!("--image {}: {e}", spec.image)))?
+    } else {
+        // A directory image has no config: the command is the arguments.
+        sandboxd_core::oci::run_command(None, entrypoint.as_deref(), &args.argv).map_err(|_| {
+            CliError::Usage(
+                "no command: give it after -- (a directory image has no Entrypoint or Cmd)".into(),
+            )
+        })?
     };
-    drop(sigint);
-    let created = created?.into_inner();
+    attach.create = Some(Create {
+        request: CreateSandboxRequest {
+            spec: Some(spec),
+            request_id: String::new(),
+            verify: args.verify,
+        },
+        remove: args.rm,
+        on_created: report_created,
+    });
+    let channel = ctx.channel().await?;
+    match stream::attach(channel.clone(), attach).await? {
+        Ended::Exited(exit) => {
+            report_abnormal(&exit);
+            Ok(exit_code(&exit))
+        }
+        // Ctrl-C during the create must not leave a sandbox behind: the
+        // create was let finish (the daemon completes it anyway), then it
+        // is undone here (also with --rm=false), before exiting.
+        Ended::Interrupted(id, signal) => {
+            destroy(&channel, &id).await;
+            Ok(if signal == 2 {
+                EXIT_INTERRUPTED
+            } else {
+                128 + signal
+            })
+        }
+    }
+}
+
+/// What `run` says about the sandbox it created, on stderr (stdout belongs
+/// to the process): the verification table with `--verify`, degraded
+/// properties. Returns the sandbox's id.
+fn report_created(created: &CreateSandboxResponse) -> Result<String, CliError> {
     if let Some(v) = &created.verification {
-        // stdout belongs to the process.
         eprint!("{}", super::verify::render(v, false));
     }
-    let sandbox = required(created.sandbox, "CreateSandbox")?;
-    warn_degraded(&sandbox);
-    if interrupted {
-        destroy(&channel, &sandbox.id).await;
-        return Ok(EXIT_INTERRUPTED);
-    }
-
-    attach.sandbox_id = sandbox.id.clone();
-    let result = stream::attach(channel.clone(), attach).await;
-    if args.rm {
-        destroy(&channel, &sandbox.id).await;
-    }
-    let exit = result?;
-    report_abnormal(&exit);
-    Ok(exit_code(&exit))
+    let sandbox = required(created.sandbox.as_ref(), "CreateSandbox")?;
+    warn_degraded(sandbox);
+    Ok(sandbox.id.clone())
 }
 
 /// Destroys a sandbox `run` created; a failure is a warning, because the
@@ -123,9 +118,16 @@ pub(super) async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<i32, CliError> {
         sandbox_id: args.id,
         process,
         interactive: args.interactive,
+        create: None,
     };
     stream::preflight(&attach)?;
-    let exit = stream::attach(ctx.channel().await?, attach).await?;
-    report_abnormal(&exit);
-    Ok(exit_code(&exit))
+    match stream::attach(ctx.channel().await?, attach).await? {
+        Ended::Exited(exit) => {
+            report_abnormal(&exit);
+            Ok(exit_code(&exit))
+        }
+        Ended::Interrupted(..) => Err(CliError::Protocol(
+            "the daemon created a sandbox this exec did not ask for".into(),
+        )),
+    }
 }

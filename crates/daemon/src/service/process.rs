@@ -58,6 +58,16 @@ impl pb::process_service_server::ProcessService for Processes {
                 .into());
             }
         };
+        if start.create.is_some() {
+            return exec_in_new_sandbox(&self.0, who, deadline, inbound, start).await;
+        }
+        if start.remove {
+            return Err(invalid(
+                "start.remove",
+                "only with start.create: an Exec stream destroys only the sandbox it created",
+            )
+            .into());
+        }
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&start.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "Exec", sandbox = %sb.id);
@@ -77,15 +87,15 @@ impl pb::process_service_server::ProcessService for Processes {
                 exec_id: handle.exec_id,
             }))
             .await;
-        tokio::spawn(run_exec_stream(
-            manager,
-            sb,
-            handle,
-            inbound,
-            tx,
-            self.0.clone(),
-            Bounds { slot, deadline },
-        ));
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let bounds = Bounds { slot, deadline };
+            if let Some(last) =
+                run_exec_stream(manager, sb, handle, inbound, &tx, shared, bounds).await
+            {
+                let _ = tx.send(last).await;
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -116,11 +126,18 @@ impl pb::process_service_server::ProcessService for Processes {
         else {
             return Err(ApiError::Internal("ExecSync got a terminal".into()).into());
         };
-        let stdin_task = tokio::spawn(async move {
-            if let Ok(mut w) = pipe::Sender::from_owned_fd(stdin) {
-                let _ = w.write_all(&req.stdin).await;
-            }
-        });
+        // Without input, closing the pipe now is the EOF: no task, no
+        // registration with the reactor.
+        let stdin_task = if req.stdin.is_empty() {
+            drop(stdin);
+            None
+        } else {
+            Some(tokio::spawn(async move {
+                if let Ok(mut w) = pipe::Sender::from_owned_fd(stdin) {
+                    let _ = w.write_all(&req.stdin).await;
+                }
+            }))
+        };
         let (out, err) = (Collected::default(), Collected::default());
         let collectors = vec![
             tokio::spawn(collect(stdout, cap, out.clone())),
@@ -153,7 +170,9 @@ impl pb::process_service_server::ProcessService for Processes {
         let exit = exit.map_err(|_| {
             ApiError::Unavailable("the supervisor exited while the process ran".into())
         })?;
-        stdin_task.abort();
+        if let Some(task) = stdin_task {
+            task.abort();
+        }
         drain(collectors, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
         let (stdout, t1) = take(&out);
         let (stderr, t2) = take(&err);
@@ -188,6 +207,163 @@ impl pb::process_service_server::ProcessService for Processes {
             .await?;
         Ok(Response::new(pb::SignalProcessResponse {}))
     }
+}
+
+/// INVALID_ARGUMENT naming `field`.
+fn invalid(field: &str, why: &str) -> ApiError {
+    ApiError::Invalid(validate::ValidationError::one(field, why))
+}
+
+/// An Exec stream whose `start.create` asks for a new sandbox: everything
+/// CreateSandbox and Exec check is checked here, before anything is
+/// created (the process against the policy, the terminal size, the
+/// caller's exec cap, then the create's own admission); the create, the
+/// exec and the removal run in [`run_in_new_sandbox`].
+async fn exec_in_new_sandbox(
+    shared: &Shared,
+    who: crate::auth::Caller,
+    deadline: Option<tokio::time::Instant>,
+    inbound: Streaming<pb::ExecRequest>,
+    start: pb::ExecStart,
+) -> Result<Response<ExecStream>, Status> {
+    let create = start.create.unwrap_or_default();
+    if !start.sandbox_id.is_empty() {
+        return Err(invalid(
+            "start.sandbox_id",
+            "must be empty with start.create (the stream runs in the sandbox it creates)",
+        )
+        .into());
+    }
+    if !create.request_id.is_empty() {
+        return Err(invalid(
+            "start.create.request_id",
+            "must be empty: a retried run would attach to the first run's sandbox",
+        )
+        .into());
+    }
+    // The image's defaults (env, cwd) are applied once the sandbox exists;
+    // they only fill what is unset, so what is wrong here stays wrong.
+    let raw = convert::process_from_pb(start.process.clone());
+    let checked = validate::validate_process(raw, "start.process", shared.manager.policy())
+        .map_err(ApiError::from)?;
+    if let Some(size) = &start.size {
+        check_size("start.size", size, checked.process().tty)?;
+    }
+    shared.execs.admits(&who.name)?;
+    let admitted = shared.admit_create(&who, create).await?;
+    let (tx, rx) = mpsc::channel(64);
+    let run = NewSandboxRun {
+        shared: shared.clone(),
+        who,
+        process: start.process,
+        size: start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols))),
+        remove: start.remove,
+        deadline,
+    };
+    // Its own task, which a client that leaves does not cancel: the
+    // create finishes (or rolls back) and the removal still happens.
+    tokio::spawn(run_in_new_sandbox(run, admitted, inbound, tx));
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// What an Exec stream with `start.create` runs once admitted.
+struct NewSandboxRun {
+    shared: Shared,
+    who: crate::auth::Caller,
+    process: Option<pb::ProcessSpec>,
+    size: Option<(u16, u16)>,
+    remove: bool,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Creates the sandbox, answers `created`, runs the exec as a plain Exec
+/// stream would, destroys the sandbox if `remove` (on every path once it
+/// exists, the client's leaving included) and sends the last message.
+async fn run_in_new_sandbox(
+    run: NewSandboxRun,
+    admitted: super::sandbox::AdmittedCreate,
+    inbound: Streaming<pb::ExecRequest>,
+    tx: Tx,
+) {
+    let manager = run.shared.manager.clone();
+    debug_assert!(admitted.request_id().is_empty());
+    let (record, verification) = match admitted.run(manager.clone(), run.who.clone()).await {
+        Ok(created) => created,
+        Err(e) => {
+            let _ = tx.send(Err(e.into())).await;
+            return;
+        }
+    };
+    let id = record.id.clone();
+    let created = pb::CreateSandboxResponse {
+        sandbox: Some(convert::record_to_pb(&record)),
+        verification: verification.as_ref().map(convert::verification_to_pb),
+    };
+    let last = if tx
+        .send(Ok(msg(pb::exec_response::Msg::Created(created))))
+        .await
+        .is_err()
+    {
+        // The client left during the create: nobody attaches.
+        None
+    } else {
+        exec_in_created(&run, &id, inbound, &tx).await
+    };
+    if run.remove {
+        tracing::info!(audit = true, identity = %run.who.name, op = "DestroySandbox", sandbox = %id, reason = "Exec start.remove");
+        let started = std::time::Instant::now();
+        let result = manager.destroy(&id).await;
+        manager
+            .metrics
+            .observe(crate::metrics::Operation::Destroy, started, &result);
+        if let Err(e) = result {
+            tracing::warn!(sandbox = %id, error = %e, "removing the sandbox of an Exec stream");
+            let why = format!("could not remove sandbox {id}: {e}");
+            let _ = tx
+                .send(Ok(msg(pb::exec_response::Msg::RemoveFailed(why))))
+                .await;
+        }
+    }
+    if let Some(last) = last {
+        let _ = tx.send(last).await;
+    }
+}
+
+/// The exec part of [`run_in_new_sandbox`], checked as Exec checks it;
+/// returns the stream's last message (`None` if already ended).
+async fn exec_in_created(
+    run: &NewSandboxRun,
+    id: &str,
+    inbound: Streaming<pb::ExecRequest>,
+    tx: &Tx,
+) -> Option<Result<pb::ExecResponse, Status>> {
+    let manager = run.shared.manager.clone();
+    let started = async {
+        let sb = manager.get_for(id, &run.who)?;
+        tracing::info!(audit = true, identity = %run.who.name, op = "Exec", sandbox = %sb.id);
+        let process =
+            super::image::exec_process(&run.shared.images, &sb, run.process.clone()).await?;
+        let process = validate::validate_process(process, "start.process", manager.policy())?;
+        let slot = run.shared.execs.take(&sb.id, &run.who.name)?;
+        let handle = start_exec(&manager, &sb, process, run.size, false).await?;
+        Ok::<_, ApiError>((sb, slot, handle))
+    }
+    .await;
+    let (sb, slot, handle) = match started {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let _ = tx
+        .send(Ok(pb::ExecResponse {
+            msg: Some(pb::exec_response::Msg::StartedPid(i64::from(handle.pid))),
+            exec_id: handle.exec_id,
+        }))
+        .await;
+    let bounds = Bounds {
+        slot,
+        deadline: run.deadline,
+    };
+    run_exec_stream(manager, sb, handle, inbound, tx, run.shared.clone(), bounds).await
 }
 
 /// Starts an exec in its own task: a client that goes away while the
@@ -281,6 +457,31 @@ impl ExecSlots {
     }
 }
 
+impl ExecSlots {
+    /// Whether a first exec in a sandbox not created yet would get a slot
+    /// for `identity` now (an Exec stream that creates its sandbox asks
+    /// before creating it; the slot itself is taken afterwards).
+    pub fn admits(&self, identity: &str) -> Result<(), ApiError> {
+        if self.per_sandbox == 0 {
+            return Err(ApiError::ResourceExhausted(
+                "the daemon's max_execs_per_sandbox is 0: no exec can run".into(),
+            ));
+        }
+        let of_identity = self
+            .counts()
+            .by_identity
+            .get(identity)
+            .copied()
+            .unwrap_or(0);
+        if of_identity >= self.per_identity {
+            return Err(ApiError::ResourceExhausted(format!(
+                "identity {identity:?} already runs {of_identity} execs, the daemon's max_execs_per_identity; wait for one to end"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for ExecSlot {
     fn drop(&mut self) {
         let mut guard = self.slots.counts();
@@ -320,9 +521,12 @@ async fn collect(fd: OwnedFd, cap: usize, into: Collected) {
     let Ok(mut r) = pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
-    let mut buf = vec![0u8; CHUNK];
+    // Not zeroed: read_buf fills the spare capacity (most execs write
+    // little or nothing).
+    let mut buf = Vec::with_capacity(CHUNK);
     loop {
-        match r.read(&mut buf).await {
+        buf.clear();
+        match r.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let mut kept = into
@@ -383,16 +587,18 @@ struct Bounds {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// Pumps one Exec stream: output out, stdin/resize/signal in, exit last.
+/// Pumps one Exec stream: output out, stdin/resize/signal in. Returns the
+/// last message for the caller to send (`exited`, or why the call ended),
+/// or `None` if the stream already ended (the daemon is shutting down).
 async fn run_exec_stream(
     manager: Arc<Manager>,
     sb: Arc<Sandbox>,
     handle: ExecHandle,
     mut inbound: Streaming<pb::ExecRequest>,
-    tx: Tx,
+    tx: &Tx,
     shared: Shared,
     bounds: Bounds,
-) {
+) -> Option<Result<pb::ExecResponse, Status>> {
     let Bounds {
         slot: _slot,
         deadline,
@@ -434,13 +640,10 @@ async fn run_exec_stream(
                 (vec![o], Input::Pty(pty))
             }
             Err(e) => {
-                let _ = tx
-                    .send(Err(ApiError::Internal(format!("pty: {e}")).into()))
-                    .await;
                 let _ = manager
                     .signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
                     .await;
-                return;
+                return Some(Err(ApiError::Internal(format!("pty: {e}")).into()));
             }
         },
     };
@@ -509,7 +712,7 @@ async fn run_exec_stream(
             }
             () = shared.shutting_down() => {
                 let _ = tx.send(Err(ApiError::Unavailable("the daemon is shutting down".into()).into())).await;
-                return;
+                return None;
             }
         }
     };
@@ -536,7 +739,7 @@ async fn run_exec_stream(
     } else {
         Ok(msg(pb::exec_response::Msg::Exited(exit_pb)))
     };
-    let _ = tx.send(last).await;
+    Some(last)
 }
 
 /// The call's `grpc-timeout`, if it sent a valid one (gRPC over HTTP/2: at

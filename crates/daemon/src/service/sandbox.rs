@@ -1,19 +1,94 @@
 //! SandboxService: the lifecycle RPCs.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use sandboxd_core::ValidatedSpec;
+use sandboxd_core::store::SandboxRecord;
+use sandboxd_core::verify::Verification;
 
 use sandboxd_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::auth::Caller;
 use crate::convert;
 use crate::error::ApiError;
-use crate::manager::{DEFAULT_GRACE, MAX_GRACE, matches_selector, parse_selector};
+use crate::manager::{DEFAULT_GRACE, MAX_GRACE, Manager, matches_selector, parse_selector};
 
 /// Largest ListSandboxes page.
 const MAX_PAGE: usize = 1000;
 /// Default ListSandboxes page.
 const DEFAULT_PAGE: usize = 100;
+
+/// A create that passed every check CreateSandbox makes before it changes
+/// anything (spec, protected paths, the caller's role, the in-flight cap),
+/// shared by CreateSandbox and an Exec stream that creates its sandbox, so
+/// neither can skip one.
+#[derive(Debug)]
+pub(super) struct AdmittedCreate {
+    spec: ValidatedSpec,
+    request_id: String,
+    verify: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Shared {
+    /// Checks a CreateSandbox request for `who` and takes its place under
+    /// max_inflight_creates; nothing is changed on the host.
+    pub(super) async fn admit_create(
+        &self,
+        who: &Caller,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<AdmittedCreate, ApiError> {
+        let (spec, asked_image) = self.validate_spec_resolved(req.spec).await?;
+        self.protected.check_mounts(spec.spec())?;
+        // A role's image allowlist names images as clients do, not pinned.
+        who.check_spec(&sandboxd_core::spec::SandboxSpec {
+            image: asked_image,
+            ..spec.spec().clone()
+        })?;
+        // Bounded over all clients: a flood cannot queue unbounded work.
+        let permit = self.creates.clone().try_acquire_owned().map_err(|_| {
+            ApiError::ResourceExhausted(
+                "too many creates are in flight (the daemon's max_inflight_creates); retry later"
+                    .into(),
+            )
+        })?;
+        tracing::info!(audit = true, identity = %who.name, op = "CreateSandbox", image = %spec.spec().image());
+        Ok(AdmittedCreate {
+            spec,
+            request_id: req.request_id,
+            verify: req.verify,
+            permit,
+        })
+    }
+}
+
+impl AdmittedCreate {
+    /// The request's idempotency key.
+    pub(super) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Creates the sandbox (the manager checks the caller's sandbox quota)
+    /// and records the metric; the in-flight place is held until it ends.
+    pub(super) async fn run(
+        self,
+        manager: Arc<Manager>,
+        who: Caller,
+    ) -> Result<(SandboxRecord, Option<Verification>), ApiError> {
+        let _permit = self.permit;
+        let started = std::time::Instant::now();
+        let result = manager
+            .create(self.spec, self.request_id, &who, self.verify)
+            .await;
+        manager
+            .metrics
+            .observe(crate::metrics::Operation::Create, started, &result);
+        result
+    }
+}
 
 /// The SandboxService implementation.
 #[derive(Debug)]
@@ -26,38 +101,15 @@ impl pb::sandbox_service_server::SandboxService for Sandboxes {
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
         let who = self.0.caller(&req)?;
-        let req = req.into_inner();
-        let (spec, asked_image) = self.0.validate_spec_resolved(req.spec).await?;
-        self.0.protected.check_mounts(spec.spec())?;
-        // A role's image allowlist names images as clients do, not pinned.
-        who.check_spec(&sandboxd_core::spec::SandboxSpec {
-            image: asked_image,
-            ..spec.spec().clone()
-        })?;
-        // Bounded over all clients: a flood cannot queue unbounded work.
-        let permit = self.0.creates.clone().try_acquire_owned().map_err(|_| {
-            ApiError::ResourceExhausted(
-                "too many creates are in flight (the daemon's max_inflight_creates); retry later"
-                    .into(),
-            )
-        })?;
-        tracing::info!(audit = true, identity = %who.name, op = "CreateSandbox", image = %spec.spec().image());
+        let admitted = self.0.admit_create(&who, req.into_inner()).await?;
         // In its own task: a client that gives up (deadline, disconnect)
         // drops this handler, and a create cut off midway would leave a
         // CREATING sandbox and its host resources behind. The task always
         // finishes or rolls back.
         let manager = self.0.manager.clone();
-        let (record, verification) = tokio::spawn(async move {
-            let _permit = permit;
-            let started = std::time::Instant::now();
-            let result = manager.create(spec, req.request_id, &who, req.verify).await;
-            manager
-                .metrics
-                .observe(crate::metrics::Operation::Create, started, &result);
-            result
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+        let (record, verification) = tokio::spawn(admitted.run(manager, who))
+            .await
+            .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox: Some(convert::record_to_pb(&record)),
             verification: verification.as_ref().map(convert::verification_to_pb),
