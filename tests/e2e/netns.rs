@@ -358,6 +358,21 @@ async fn a_sandbox_runs_in_the_given_namespace_which_outlives_it() {
         .await;
     let r = c.sh(&child.id, "readlink /proc/self/ns/net").await;
     assert!(out(&r).contains(&format!("net:[{ino}]")), "{}", out(&r));
+    // sandboxctl's spelling of the mode: --network ns:PATH.
+    let bin = Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+    let ctl = Command::new(bin)
+        .arg("--host")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(["run", "--image", IMAGE, "--network"])
+        .arg(format!("ns:{file_s}"))
+        .args(["--", "/bin/sh", "-c", "readlink /proc/self/ns/net"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sandboxctl");
+    assert!(
+        String::from_utf8_lossy(&ctl.stdout).contains(&format!("net:[{ino}]")),
+        "{ctl:?}"
+    );
     assert!(c.destroy(&child.id).await);
     assert!(c.destroy(&sb.id).await);
     // The namespace, its link and address are its maker's: still there.

@@ -427,9 +427,10 @@ pub(crate) struct SpecFlags {
 /// The network policy as flags (part of the spec flags).
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct NetworkFlags {
-    /// Network: none, loopback, host (if the daemon permits it) or
+    /// Network: none, loopback, host (if the daemon permits it),
     /// restricted (own addresses from the daemon's pool; implied by
-    /// --address, --nat and --publish).
+    /// --address, --nat and --publish), or ns:PATH (an existing network
+    /// namespace below one of the daemon's --allow-netns-source dirs).
     #[arg(long, value_name = "MODE")]
     pub(crate) network: Option<String>,
 

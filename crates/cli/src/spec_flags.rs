@@ -304,15 +304,24 @@ fn parse_domain(s: &str) -> Result<String, String> {
 /// The reason for a RESTRICTED-only flag given with another mode.
 const RESTRICTED_ONLY: &str = "only applies to --network restricted";
 
-/// `--network MODE`.
-fn parse_network_mode(s: &str) -> Result<NetworkMode, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "none" => Ok(NetworkMode::None),
-        "loopback" => Ok(NetworkMode::Loopback),
-        "host" => Ok(NetworkMode::Host),
-        "restricted" => Ok(NetworkMode::Restricted),
-        _ => Err("expected none, loopback, host or restricted".into()),
+/// `--network MODE`, or `ns:PATH` (podman's spelling) for mode NAMESPACE:
+/// an existing network namespace, which the daemon accepts only below its
+/// `--allow-netns-source` directories.
+fn parse_network_mode(s: &str) -> Result<(NetworkMode, String), String> {
+    if let Some(path) = s.strip_prefix("ns:") {
+        if !path.starts_with('/') {
+            return Err("ns:PATH needs an absolute path".into());
+        }
+        return Ok((NetworkMode::Namespace, path.to_owned()));
     }
+    let mode = match s.to_ascii_lowercase().as_str() {
+        "none" => NetworkMode::None,
+        "loopback" => NetworkMode::Loopback,
+        "host" => NetworkMode::Host,
+        "restricted" => NetworkMode::Restricted,
+        _ => return Err("expected none, loopback, host, restricted or ns:PATH".into()),
+    };
+    Ok((mode, String::new()))
 }
 
 /// The network flags to a policy; `None` if none was given. `--address`,
@@ -320,11 +329,11 @@ fn parse_network_mode(s: &str) -> Result<NetworkMode, String> {
 /// `--dns`/`--dns-search` alone leave the mode to the backend.
 pub(crate) fn parse_network(f: &NetworkFlags) -> Result<Option<NetworkPolicy>, CliError> {
     let restricted_only = !f.addresses.is_empty() || f.nat || !f.publish.is_empty();
-    let mode = match f.network.as_deref() {
+    let (mode, namespace_path) = match f.network.as_deref() {
         Some(m) => with_flag("--network", m, parse_network_mode)?,
-        None if restricted_only => NetworkMode::Restricted,
+        None if restricted_only => (NetworkMode::Restricted, String::new()),
         None if f.dns.is_empty() && f.dns_search.is_empty() => return Ok(None),
-        None => NetworkMode::Unspecified,
+        None => (NetworkMode::Unspecified, String::new()),
     };
     if mode != NetworkMode::Restricted {
         if let Some(a) = f.addresses.first() {
@@ -396,8 +405,7 @@ pub(crate) fn parse_network(f: &NetworkFlags) -> Result<Option<NetworkPolicy>, C
         port_forwards,
         dns_servers,
         dns_search,
-        // Mode NAMESPACE has no flag: it is for orchestrators (the shim).
-        namespace_path: String::new(),
+        namespace_path,
     }))
 }
 
@@ -1187,6 +1195,14 @@ mod tests {
             // No --address: the daemon leases one from its pool.
             (&[("--network", "restricted")], Some(restricted.clone())),
             (
+                &[("--network", "ns:/var/run/netns/cni-1")],
+                Some(NetworkPolicy {
+                    mode: NetworkMode::Namespace as i32,
+                    namespace_path: "/var/run/netns/cni-1".into(),
+                    ..NetworkPolicy::default()
+                }),
+            ),
+            (
                 &[
                     ("--network", "restricted"),
                     ("--address", "192.0.2.1"),
@@ -1279,7 +1295,15 @@ mod tests {
         let bad: Vec<(FlagArgs<'_>, &str)> = vec![
             (
                 &[("--network", "bridge")],
-                "--network bridge: expected none, loopback, host or restricted",
+                "--network bridge: expected none, loopback, host, restricted or ns:PATH",
+            ),
+            (
+                &[("--network", "ns:cni-1")],
+                "--network ns:cni-1: ns:PATH needs an absolute path",
+            ),
+            (
+                &[("--network", "ns:/var/run/netns/cni-1"), ("--nat", "")],
+                "--nat: only applies to --network restricted",
             ),
             (
                 &[("--network", "host"), ("--address", "192.0.2.1")],
