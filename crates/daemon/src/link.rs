@@ -58,6 +58,13 @@ pub async fn spawn(
 ) -> io::Result<(SupervisorProc, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let mut frame = wire::frame(config).map_err(io::Error::other)?;
+    frame.extend(wire::encode(options).map_err(io::Error::other)?);
+    // Queued before the fork (as much as the socket buffer takes, which is
+    // all of a usual configuration): the helper reads it as soon as it
+    // starts instead of waiting for the zygote's reply to reach this task.
+    let sent = send_now(&ours, &frame)?;
     let child = match zygote {
         Some(zygote) => {
             let pid = zygote.fork_supervisor(id, OwnedFd::from(theirs)).await?;
@@ -78,7 +85,6 @@ pub async fn spawn(
             )
         }
     };
-    ours.set_nonblocking(true)?;
     let link = Link {
         sock: UnixStream::from_std(ours)?,
         write: Mutex::new(()),
@@ -86,10 +92,23 @@ pub async fn spawn(
         peer: watch::Sender::new(wire::PROTOCOL),
         received: std::sync::Mutex::default(),
     };
-    let mut frame = wire::frame(config).map_err(io::Error::other)?;
-    frame.extend(wire::encode(options).map_err(io::Error::other)?);
-    link.write_all(&frame, &[]).await?;
+    link.write_all(&frame[sent..], &[]).await?;
     Ok((child, link))
+}
+
+/// Writes what the non-blocking socket takes of `bytes` now; returns how
+/// much that was.
+fn send_now(sock: &std::os::unix::net::UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match sys::send_with_fds(sock.as_fd(), &bytes[sent..], &[]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Reconnects to a running supervisor's control socket (after a daemon
