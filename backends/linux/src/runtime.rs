@@ -233,15 +233,26 @@ impl LinuxIsolation {
             .sum()
     }
 
-    fn setup_inner(&mut self) -> Result<(), StepError> {
-        let id_map = supervisor_steps(&self.launch.plan)?;
+    /// Creates the cgroup directories and writes the plan's files: with
+    /// `v1`, those under a sandbox directory other than the v2 one pid 1 is
+    /// cloned into (a hybrid host's v1 hierarchies); without, the rest (the
+    /// v2 directory, its limits, and the controllers enabled in its
+    /// parents' `cgroup.subtree_control`).
+    fn create_cgroups(&self, v1: bool) -> Result<(), StepError> {
         let plan = &self.launch.plan;
-        for dir in &plan.cgroups.dirs {
+        let unified = self.launch.unified_cgroup.as_ref();
+        let in_v1 = |path: &Path| {
+            plan.cgroups
+                .dirs
+                .iter()
+                .any(|d| Some(d) != unified && path.starts_with(d))
+        };
+        for dir in plan.cgroups.dirs.iter().filter(|d| in_v1(d) == v1) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StepError::new(Step::CreateCgroup, format!("{}: {e}", dir.display()))
             })?;
         }
-        for w in &plan.cgroups.writes {
+        for w in plan.cgroups.writes.iter().filter(|w| in_v1(&w.file) == v1) {
             // Test builds only (feature `weaken`): the cgroup keeps the
             // default weight, which VerifySandbox must then report.
             if (w.file.ends_with("cpu.weight") || w.file.ends_with("cpu.shares"))
@@ -256,9 +267,17 @@ impl LinuxIsolation {
                 )
             })?;
         }
-        fault::check(fault::CGROUPS)
-            .map_err(|e| StepError::new(Step::Injected(fault::CGROUPS), e))?;
+        Ok(())
+    }
+
+    fn setup_inner(&mut self) -> Result<(), StepError> {
+        let id_map = supervisor_steps(&self.launch.plan)?;
+        // Before the clone only the v2 cgroup, which pid 1 is cloned
+        // straight into; the v1 ones (a hybrid host's) are made while pid 1
+        // builds the root, before it is placed in them (below).
+        self.create_cgroups(false)?;
         timing::mark("create cgroups");
+        let plan = &self.launch.plan;
         std::fs::create_dir_all(&plan.rootfs).map_err(|e| {
             StepError::new(
                 Step::CreateRootMountPoint,
@@ -330,8 +349,9 @@ impl LinuxIsolation {
                 // Unreaped yet (it is our child), so the pid is still its.
                 self.reaper_fd = sandboxd_supervisor::sys::pidfd_open(reaper).ok();
                 timing::mark("clone pid 1");
-                // pid 1 builds the root while it is moved into its cgroups:
-                // a cgroup v1 migration waits for an RCU grace period (the
+                // pid 1 builds the root while its v1 cgroups are made, with
+                // their limits, and it is moved into them: a cgroup v1
+                // migration waits for an RCU grace period (the
                 // kernel's cgroup_threadgroup_rwsem), several ms on a busy
                 // host. Nothing of the sandbox runs before Placed: pid 1
                 // waits for it before its cgroup namespace, its user
@@ -340,11 +360,21 @@ impl LinuxIsolation {
                 // (their kernel memory is charged to the daemon's cgroup).
                 init.send(ToInit::Go)?;
                 let joined = self
-                    .dirs_to_join(placed)
-                    .try_for_each(|dir| {
-                        let procs = dir.join("cgroup.procs");
-                        sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
-                            StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
+                    .create_cgroups(true)
+                    .and_then(|()| {
+                        fault::check(fault::CGROUPS)
+                            .map_err(|e| StepError::new(Step::Injected(fault::CGROUPS), e))
+                    })
+                    .map(|()| timing::mark("create v1 cgroups (pid 1 builds meanwhile)"))
+                    .and_then(|()| {
+                        self.dirs_to_join(placed).try_for_each(|dir| {
+                            let procs = dir.join("cgroup.procs");
+                            sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
+                                StepError::new(
+                                    Step::JoinCgroup,
+                                    format!("{}: {e}", procs.display()),
+                                )
+                            })
                         })
                     })
                     .and_then(|()| {
@@ -1348,4 +1378,76 @@ fn open_image(images_dir: &Path, no_symlinks: bool, name: &str) -> Result<OwnedF
     })?;
     sys::open_image(dir.as_fd(), name)
         .map_err(|e| StepError::new(Step::OpenImage, format!("{name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use sandboxd_core::SandboxPaths;
+    use sandboxd_core::spec::{ProcessSpec, SandboxSpec};
+    use sandboxd_core::validate::{Policy, validate};
+
+    use super::*;
+    use crate::plan::{CgroupPlan, CgroupWrite, HostFacts};
+
+    /// Before the clone only the v2 cgroup and what it needs (its limits,
+    /// the controllers enabled in its parents) are made; a hybrid host's v1
+    /// directories and limits after it, before pid 1 is placed.
+    #[test]
+    fn the_v2_cgroup_is_made_before_the_clone_and_the_v1_ones_after() {
+        let tmp = std::env::temp_dir().join(format!("sandboxd-cgroups-{}", std::process::id()));
+        let (unified, memory) = (tmp.join("unified"), tmp.join("memory"));
+        let (v2_dir, v1_dir) = (
+            unified.join("sandboxd/0123456789abcdef"),
+            memory.join("sandboxd/0123456789abcdef"),
+        );
+        std::fs::create_dir_all(unified.join("sandboxd")).expect("v2 parent");
+        let spec = validate(
+            SandboxSpec {
+                process: ProcessSpec {
+                    argv: vec!["/bin/true".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            &Policy::default(),
+        )
+        .expect("valid spec");
+        let paths = SandboxPaths {
+            id: "0123456789abcdef".into(),
+            dir: tmp.join("sandbox"),
+            ..Default::default()
+        };
+        let mut plan =
+            crate::plan::build(&spec, &paths, &HostFacts::assumed()).expect("plan builds");
+        let write = |file: PathBuf| CgroupWrite {
+            file,
+            value: "1".into(),
+        };
+        plan.cgroups = CgroupPlan {
+            dirs: vec![v2_dir.clone(), v1_dir.clone()],
+            writes: vec![
+                write(unified.join("sandboxd/cgroup.subtree_control")),
+                write(v2_dir.join("memory.max")),
+                write(v1_dir.join("memory.limit_in_bytes")),
+            ],
+        };
+        let isolation = LinuxIsolation::new(LinuxLaunch {
+            plan,
+            images_dir: tmp.join("images"),
+            images_dir_no_symlinks: false,
+            unified_cgroup: Some(v2_dir.clone()),
+            init: None,
+        });
+
+        isolation.create_cgroups(false).expect("before the clone");
+        assert!(unified.join("sandboxd/cgroup.subtree_control").is_file());
+        assert!(v2_dir.join("memory.max").is_file());
+        assert!(!memory.exists(), "a v1 cgroup made before the clone");
+
+        isolation.create_cgroups(true).expect("after the clone");
+        assert!(v1_dir.join("memory.limit_in_bytes").is_file());
+        std::fs::remove_dir_all(&tmp).expect("clean up");
+    }
 }

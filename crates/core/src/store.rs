@@ -409,8 +409,8 @@ impl StateStore {
     /// disk: journaled and written like [`Self::save`], but durable only
     /// once a later durable save or removal syncs the journal. For states
     /// that only matter after a daemon crash, not after a power loss (which
-    /// ends every sandbox anyway): a create's CREATING record and a
-    /// destroy's mark.
+    /// ends every sandbox anyway): a create's CREATING and RUNNING records
+    /// and a destroy's mark.
     pub fn save_unsynced(&self, record: &SandboxRecord) -> Result<(), StoreError> {
         self.save_with(record, false)
     }

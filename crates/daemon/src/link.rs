@@ -60,6 +60,18 @@ pub async fn spawn(
 ) -> io::Result<(SupervisorProc, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let mut frame = wire::frame(config).map_err(io::Error::other)?;
+    frame.extend(wire::encode(options).map_err(io::Error::other)?);
+    // Queued before the fork (as much as the socket buffer takes, which is
+    // all of a usual configuration): the helper reads it as soon as it
+    // starts instead of waiting for the zygote's reply to reach this task.
+    // Not with descriptors to attach: they go with the first bytes, below.
+    let sent = if fds.is_empty() {
+        send_now(&ours, &frame)?
+    } else {
+        0
+    };
     let child = match zygote {
         Some(zygote) => {
             let pid = zygote.fork_supervisor(id, OwnedFd::from(theirs)).await?;
@@ -80,7 +92,6 @@ pub async fn spawn(
             )
         }
     };
-    ours.set_nonblocking(true)?;
     let link = Link {
         sock: UnixStream::from_std(ours)?,
         write: Mutex::new(()),
@@ -88,12 +99,26 @@ pub async fn spawn(
         peer: watch::Sender::new(wire::PROTOCOL),
         received: std::sync::Mutex::default(),
     };
-    let mut frame = wire::frame(config).map_err(io::Error::other)?;
-    frame.extend(wire::encode(options).map_err(io::Error::other)?);
     // Descriptors the launch configuration names (a NAMESPACE sandbox's
-    // network namespace) ride on its first bytes.
-    link.write_all(&frame, fds).await?;
+    // network namespace) ride on its first bytes: such a frame was not
+    // queued early (`sent` is 0).
+    link.write_all(&frame[sent..], fds).await?;
     Ok((child, link))
+}
+
+/// Writes what the non-blocking socket takes of `bytes` now; returns how
+/// much that was.
+fn send_now(sock: &std::os::unix::net::UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match sys::send_with_fds(sock.as_fd(), &bytes[sent..], &[]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Reconnects to a running supervisor's control socket (after a daemon

@@ -154,7 +154,12 @@ impl Manager {
                     }
                     sb.closed_early.load(Ordering::SeqCst)
                 };
-                if let Err(e) = self.save(sb.record()).await {
+                // Not synced, like the CREATING record: a daemon crash keeps
+                // the page cache, and a power loss ends the sandbox anyway
+                // (after one, a sandbox created just before it may be rolled
+                // back as CREATING instead of listed EXITED). Its exit, the
+                // state that outlives the sandbox, is saved durably.
+                if let Err(e) = self.save_unsynced(sb.record()).await {
                     tracing::error!(sandbox = %sb.id, error = %e, "persisting record");
                 }
                 timer.mark("save RUNNING record");
