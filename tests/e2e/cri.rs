@@ -521,8 +521,9 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
 /// it; deleted when the test ends, however it ends.
 const CNI_BRIDGE: &str = "sbxcni0";
 /// The pod addresses: a documentation range no other test uses (the
-/// network tests lease from 203.0.113.0/24 and check 198.51.100.0/24 is
-/// not on the host, so they must not run at the same time as this one).
+/// network tests lease from 203.0.113.0/24 and keep their test hosts below
+/// 198.51.100.192; their check that 198.51.100.0/24 is not on the host
+/// leaves out `sbx*` links such as this bridge).
 const CNI_SUBNET: &str = "198.51.100.192/27";
 /// Debian's containernetworking-plugins (.ci/run installs it).
 const CNI_BIN: &str = "/usr/lib/cni";
@@ -530,13 +531,13 @@ const CNI_BIN: &str = "/usr/lib/cni";
 /// and so the daemon's --allow-netns-source.
 const NETNS_DIR: &str = "/var/run/netns";
 
-/// Deletes the test's bridge (and its host address) on drop.
-struct BridgeGuard;
+/// Deletes a test's bridge (and its host address) on drop.
+struct BridgeGuard(&'static str);
 
 impl Drop for BridgeGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip")
-            .args(["link", "del", CNI_BRIDGE])
+            .args(["link", "del", self.0])
             .status();
     }
 }
@@ -546,19 +547,34 @@ fn in_subnet(ip: &str) -> bool {
         .is_ok_and(|a| a.octets()[..3] == [198, 51, 100] && (192..224).contains(&a.octets()[3]))
 }
 
-#[cfg_attr(
-    any(feature = "force-chroot", not(target_os = "linux")),
-    ignore = "mode NAMESPACE and the shim's snapshots are Linux's: needs the Linux backend"
-)]
-#[tokio::test]
-async fn cri_pod_with_cni_networking() {
+/// What a CNI pod test runs on: the host bridge (deleted on drop), its
+/// directory, the CNI plugins' lease directory, the daemon, a private
+/// containerd with the CRI plugin configured for CNI, and a CRI client.
+struct CniSetup {
+    _bridge: BridgeGuard,
+    dir: std::path::PathBuf,
+    ipam: std::path::PathBuf,
+    daemon: Daemon,
+    ctd: Containerd,
+    logs: std::path::PathBuf,
+    rt: RuntimeServiceClient<Channel>,
+}
+
+/// A private CNI configuration (`bridge` on `bridge` with `subnet`,
+/// `host-local`), a daemon (with `--allow-netns-source` for the CRI
+/// plugin's namespaces when `allow_netns`), containerd's CRI plugin on it,
+/// and the pause and busybox images imported.
+async fn cni_setup(tag: &str, bridge: &'static str, subnet: &str, allow_netns: bool) -> CniSetup {
     assert!(
         Path::new(CNI_BIN).join("bridge").exists()
             && Path::new(CNI_BIN).join("host-local").exists(),
         "containernetworking-plugins is installed ({CNI_BIN}; .ci/run installs it)"
     );
-    let _bridge = BridgeGuard;
-    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-e2e-cri-cni-{}", std::process::id()));
+    let _bridge = BridgeGuard(bridge);
+    let dir = std::path::PathBuf::from(format!(
+        "/tmp/sandboxd-e2e-cri-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let ctd_dir = dir.join("ctd");
     let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");
@@ -580,12 +596,12 @@ async fn cri_pod_with_cni_networking() {
             "name": "sbxcni",
             "plugins": [{
                 "type": "bridge",
-                "bridge": CNI_BRIDGE,
+                "bridge": bridge,
                 "isGateway": true,
                 "ipMasq": false,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": CNI_SUBNET}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "dataDir": ipam,
                 }
             }]
@@ -593,17 +609,19 @@ async fn cri_pod_with_cni_networking() {
         .to_string(),
     )
     .expect("cni conf");
-    let daemon = Daemon::start_with(&[
+    let mut flags = vec![
         "--allow-rootfs-source",
         tasks.to_str().expect("utf-8"),
         "--allow-mount-source",
         cri_root.to_str().expect("utf-8"),
         "--allow-mount-source",
         cri_state.to_str().expect("utf-8"),
-        // The CRI plugin's CNI namespaces; no --allow-host-network.
-        "--allow-netns-source",
-        NETNS_DIR,
-    ]);
+    ];
+    // The CRI plugin's CNI namespaces; no --allow-host-network.
+    if allow_netns {
+        flags.extend(["--allow-netns-source", NETNS_DIR]);
+    }
+    let daemon = Daemon::start_with(&flags);
     let cri_config = format!(
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE}"
@@ -621,7 +639,7 @@ async fn cri_pod_with_cni_networking() {
 "#,
         conf = conf.display(),
     );
-    let mut ctd = Containerd::start_config(&ctd_dir, &daemon, Some(&cri_config));
+    let ctd = Containerd::start_config(&ctd_dir, &daemon, Some(&cri_config));
     for (name, cmd) in [
         (PAUSE, &["/bin/sleep", "2147483647"][..]),
         (BUSYBOX, &["/bin/sh"][..]),
@@ -631,7 +649,33 @@ async fn cri_pod_with_cni_networking() {
     }
     let logs = dir.join("pod-logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let mut rt = connect(&ctd.socket).await;
+    let rt = connect(&ctd.socket).await;
+    CniSetup {
+        _bridge,
+        dir,
+        ipam,
+        daemon,
+        ctd,
+        logs,
+        rt,
+    }
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "mode NAMESPACE and the shim's snapshots are Linux's: needs the Linux backend"
+)]
+#[tokio::test]
+async fn cri_pod_with_cni_networking() {
+    let CniSetup {
+        _bridge,
+        dir,
+        ipam,
+        daemon,
+        mut ctd,
+        logs,
+        mut rt,
+    } = cni_setup("cni", CNI_BRIDGE, CNI_SUBNET, true).await;
     let fail = |what: &str, e: tonic::Status, ctd: &Containerd| -> ! {
         panic!(
             "{what}: {e}\ncontainerd log tail:\n{}",
@@ -826,6 +870,85 @@ async fn cri_pod_with_cni_networking() {
             d.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| in_subnet(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leased.is_empty(), "addresses still leased: {leased:?}");
+    eventually("the shims exit", || ctd.shims().is_empty()).await;
+    ctd.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_no_mounts(&dir);
+    drop(ctd);
+    daemon.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "mode NAMESPACE and the shim's snapshots are Linux's: needs the Linux backend"
+)]
+#[tokio::test]
+async fn a_cni_pod_is_refused_without_the_flag_and_leaves_nothing() {
+    // Its own bridge and addresses (198.51.100.224/27: below neither the
+    // other CNI test's /27 nor the network tests' hosts), so both CNI
+    // tests can run at once.
+    let CniSetup {
+        _bridge,
+        dir,
+        ipam,
+        daemon,
+        mut ctd,
+        logs,
+        mut rt,
+    } = cni_setup("cni-refused", "sbxcni1", "198.51.100.224/27", false).await;
+    let mut config = pod_config(&logs);
+    config.hostname = "e2e-cni-refused".into();
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = cri::NamespaceMode::Pod as i32;
+    }
+    let refused = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: HANDLER.into(),
+        })
+        .await
+        .expect_err("a CNI pod on a daemon without --allow-netns-source");
+    // The daemon's refusal, passed on by the shim and the CRI plugin.
+    assert!(
+        refused.message().contains("--allow-netns-source"),
+        "{refused:?}\ncontainerd log tail:\n{}",
+        tail(&ctd.log_text(), 40)
+    );
+    // Nothing left: no sandbox, no pod, no lease, no shim, no mount.
+    let left = sandboxes(&daemon).await;
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner();
+    for p in pods.items {
+        assert_ne!(
+            p.state,
+            cri::PodSandboxState::SandboxReady as i32,
+            "a pod is ready: {p:?}"
+        );
+        let _ = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: p.id,
+            })
+            .await;
+    }
+    let leased: Vec<_> = std::fs::read_dir(ipam.join("sbxcni"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("198.51.100."))
                 .collect()
         })
         .unwrap_or_default();

@@ -113,7 +113,7 @@ impl TestHost {
         // network (it is on the CI machines), and taking its gateway's
         // address would cut the host off.
         let quad = n * 4;
-        // 198.51.100.192/27 is the CNI pod's (cri.rs), which may run at
+        // 198.51.100.192/26 is the CNI pods' (cri.rs), which may run at
         // the same time.
         assert!(quad < 192, "too many test hosts");
         let host_addr = format!("198.51.100.{}", quad + 1);
