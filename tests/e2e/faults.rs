@@ -20,7 +20,10 @@ fn spec(pool: &Pool) -> pb::SandboxSpec {
             outbound_nat: true,
             port_forwards: vec![pb::PortForward {
                 protocol: pb::Protocol::Tcp as i32,
-                host_port: 40_000
+                // Below Linux's ephemeral range (32768–60999), so no
+                // client socket on the host holds it by chance (the daemon
+                // refuses a host port bound on the host).
+                host_port: 20_000
                     + pool
                         .addr(0)
                         .rsplit('.')
@@ -321,7 +324,12 @@ async fn create_with_failed_rollback(
         .await
         .expect_err("the create fails");
     std::fs::write(fault_file, "").expect("disarm");
-    let id = logged_id(d, "create failed").expect("rollback logged");
+    let Some(id) = logged_id(d, "create failed") else {
+        panic!(
+            "no rollback logged; the create failed with {err:?}; the daemon's log:\n{}",
+            d.log_text()
+        );
+    };
     let message = err.message();
     assert!(
         message.contains("injected fault at step \"launch config\"")
