@@ -33,7 +33,7 @@ pub(crate) enum BackendUnderTest {
 }
 
 impl BackendUnderTest {
-    /// For SKIPPED messages.
+    /// For messages naming the backend under test.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Linux => "the Linux namespace backend",
@@ -70,16 +70,6 @@ pub(crate) fn freebsd_backend() -> bool {
 /// force-chroot`, or an OS without a backend of its own).
 pub(crate) fn chroot_backend() -> bool {
     backend() == BackendUnderTest::Chroot
-}
-
-/// On the FreeBSD jail backend, prints that `what` of `test` is skipped and
-/// `why`, and returns true; elsewhere returns false. Never skips silently.
-pub(crate) fn skipped_on_freebsd(test: &str, what: &str, why: &str) -> bool {
-    if !freebsd_backend() {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: {what} on the FreeBSD jail backend because {why}");
-    true
 }
 
 /// The host's mount table as text, one mount a line: `/proc/self/mountinfo`

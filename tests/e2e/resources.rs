@@ -8,24 +8,9 @@ use std::path::Path;
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, argv, backend, freebsd_backend, out};
+use crate::harness::{Clients, Daemon, argv, out};
 
 const MIB: u64 = 1 << 20;
-
-/// Prints why a test does nothing in this build, instead of skipping
-/// silently: the chroot backend builds these mounts only on Linux, and the
-/// FreeBSD jail backend has no /dev/shm and no layer for directory images.
-fn skipped(test: &str) -> bool {
-    if cfg!(target_os = "linux") && !freebsd_backend() {
-        return false;
-    }
-    eprintln!(
-        "SKIPPED {test}: needs Linux mounts (this build uses {} on {})",
-        backend().name(),
-        std::env::consts::OS
-    );
-    true
-}
 
 async fn root_sh(c: &mut Clients, id: &str, script: &str) -> pb::ExecSyncResponse {
     let mut p = argv(&["/bin/sh", "-c", script]);
@@ -105,12 +90,12 @@ fn dd(path: &str, mib: u64) -> String {
     format!("busybox dd if=/dev/zero of={path} bs=1M count={mib} 2>&1; echo rc=$?")
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "needs Linux mounts (the FreeBSD jail backend has no /dev/shm and no layer for directory images)"
+)]
 #[tokio::test]
 async fn writing_past_the_disk_limit_fails_with_enospc_and_the_host_does_not_grow() {
-    let test = "writing_past_the_disk_limit_fails_with_enospc_and_the_host_does_not_grow";
-    if skipped(test) {
-        return;
-    }
     let d = Daemon::start();
     d.make_busybox_image("bb");
     let mut c = d.clients().await;
