@@ -206,6 +206,13 @@ fn open_dir_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<OwnedFd> {
 /// Writes `bytes` to `path` atomically: its directory is opened without
 /// following a symlink there, then [`write_atomic_at`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let (fd, dir, name) = open_parent(path)?;
+    write_atomic_at(fd.as_fd(), dir, name, bytes)
+}
+
+/// `path`'s directory, opened without following a symlink there, its
+/// path, and the file's name in it.
+fn open_parent(path: &Path) -> Result<(OwnedFd, &Path, &Path), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| StoreError::Write {
         path: path.to_owned(),
@@ -215,7 +222,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         path: path.to_owned(),
         source: errno(e),
     })?;
-    write_atomic_at(fd.as_fd(), dir, Path::new(name), bytes)
+    Ok((fd, dir, Path::new(name)))
 }
 
 /// Writes `bytes` to `path` by rename, like [`write_atomic`], without the
@@ -224,16 +231,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// the write. For files that only bridge a daemon that is away (the
 /// helper's `exit.json`), not the durable record of anything.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| StoreError::Write {
-        path: path.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
-    })?;
-    let fd = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| StoreError::Write {
-        path: path.to_owned(),
-        source: errno(e),
-    })?;
-    write_replace_at(fd.as_fd(), dir, Path::new(name), bytes, false)
+    let (fd, dir, name) = open_parent(path)?;
+    write_replace_at(fd.as_fd(), dir, name, bytes, false)
 }
 
 /// Writes `bytes` to `name` in the directory `dir` (named `dir_path` in
