@@ -547,6 +547,22 @@ fn in_subnet(ip: &str) -> bool {
         .is_ok_and(|a| a.octets()[..3] == [198, 51, 100] && (192..224).contains(&a.octets()[3]))
 }
 
+/// A pod on the cluster network (network namespace mode POD: the CRI
+/// plugin makes its namespace and configures it through CNI).
+fn cni_pod_config(logs: &Path, hostname: &str) -> cri::PodSandboxConfig {
+    let mut config = pod_config(logs);
+    config.hostname = hostname.into();
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = cri::NamespaceMode::Pod as i32;
+    }
+    config
+}
+
 /// What a CNI pod test runs on: the host bridge (deleted on drop), its
 /// directory, the CNI plugins' lease directory, the daemon, a private
 /// containerd with the CRI plugin configured for CNI, and a CRI client.
@@ -682,16 +698,7 @@ async fn cri_pod_with_cni_networking() {
             tail(&ctd.log_text(), 60)
         )
     };
-    let mut config = pod_config(&logs);
-    config.hostname = "e2e-cni-pod".into();
-    if let Some(ns) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        ns.network = cri::NamespaceMode::Pod as i32;
-    }
+    let config = cni_pod_config(&logs, "e2e-cni-pod");
     let pod = match rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -901,16 +908,7 @@ async fn a_cni_pod_is_refused_without_the_flag_and_leaves_nothing() {
         logs,
         mut rt,
     } = cni_setup("cni-refused", "sbxcni1", "198.51.100.224/27", false).await;
-    let mut config = pod_config(&logs);
-    config.hostname = "e2e-cni-refused".into();
-    if let Some(ns) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        ns.network = cri::NamespaceMode::Pod as i32;
-    }
+    let config = cni_pod_config(&logs, "e2e-cni-refused");
     let refused = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config),

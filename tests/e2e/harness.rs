@@ -180,6 +180,15 @@ pub(crate) fn process_running(pid: impl std::fmt::Display) -> bool {
 }
 
 /// Fails loudly (never skips) when not root: CI runs these as root.
+/// A free TCP port on 127.0.0.1 (bound and released: another process may
+/// take it in between, which only fails the test loudly).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 pub(crate) fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),

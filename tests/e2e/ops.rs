@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Daemon, argv, chroot_backend, linux_backend};
+use crate::harness::{Daemon, argv, chroot_backend, free_port, linux_backend};
 
 /// The sandboxctl binary built next to sandboxd.
 fn sandboxctl(d: Option<&Daemon>) -> Command {
@@ -42,12 +42,6 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// One HTTP/1.0 request to the metrics listener: (status line, body).

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{Daemon, argv, process_running};
+use crate::harness::{Daemon, argv, free_port, process_running};
 use crate::remote::{Ca, TempDir, client, tls_channel, write_pair};
 
 /// An IDLE spec on the `host` image.
@@ -377,14 +377,6 @@ async fn the_exec_cap_is_checked_before_the_sandbox_is_created() {
     assert_eq!(ids(&mut c.sandboxes).await, std::slice::from_ref(&held.id));
     drop((tx, holding));
     d.finish().await;
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[tokio::test]

@@ -11,17 +11,8 @@ use sandboxd_proto::v1::sandbox_service_client::SandboxServiceClient;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::harness::{Clients, Daemon, argv, out, process_running};
+use crate::harness::{Clients, Daemon, argv, free_port, out, process_running};
 use crate::remote::{Ca, TempDir, client, tls_channel, write_pair};
-
-/// A free TCP port on 127.0.0.1 (bound and released: another process may
-/// take it in between, which only fails the test loudly).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Raises this test process's soft open-files limit to its hard limit: the
 /// flood below holds a few hundred sockets.
