@@ -267,12 +267,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_bind_mount_of_the_state_dir_is_caught_by_identity() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED a_bind_mount_of_the_state_dir_is_caught_by_identity: needs root to bind-mount"
-            );
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root to bind-mount: run the tests as root (ci/test.sh does)"
+        );
         let t = tmp("bind");
         let state = t.0.join("state");
         let alias = t.0.join("alias");
@@ -326,15 +324,15 @@ mod tests {
         set(&t.0, 0o1777);
         check_private_dir("state_dir", &dir).unwrap();
         set(&t.0, 0o755);
-        if nix::unistd::geteuid().is_root() {
-            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
-            let e = check_private_dir("state_dir", &dir)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("owned by uid 65534"), "{e}");
-        } else {
-            eprintln!("SKIPPED private_dirs (owner case): needs root to chown");
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root to chown: run the tests as root (ci/test.sh does)"
+        );
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let e = check_private_dir("state_dir", &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
         let e = check_private_dir("state_dir", &t.0.join("missing"))
             .unwrap_err()
             .to_string();
