@@ -134,6 +134,107 @@ async fn loopback_mode_brings_lo_up_and_none_keeps_it_down() {
     d.finish().await;
 }
 
+/// The sandbox's cgroup directories on this host: `sandboxd/<id>` under
+/// the v2 root (or the hybrid layout's `unified`) and each v1 hierarchy.
+fn cgroup_dirs_of(id: &str) -> Vec<std::path::PathBuf> {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()));
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join("sandboxd").join(id))
+        .filter(|d| d.join("cgroup.procs").is_file())
+        .collect()
+}
+
+/// The host pids in a cgroup file (`cgroup.procs` or `tasks`), sorted.
+fn pids_in(file: &std::path::Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// pid 1 and every process started in the sandbox (its main process, an
+/// exec, what those fork) are in each of the sandbox's cgroups, every
+/// thread too (v1 hierarchies are joined per thread), and nothing of the
+/// sandbox's pid namespace is outside them.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
+#[tokio::test]
+async fn every_process_of_a_sandbox_is_in_each_of_its_cgroups() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            process: Some(argv(&["/bin/sleep", "60"])),
+            limits: Some(pb::Limits {
+                memory_bytes: limit(256 << 20),
+                pids: limit(100),
+                cpu_millis: limit(500),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let r = c
+        .sh(&sb.id, "sleep 60 >/dev/null 2>&1 & echo started")
+        .await;
+    assert_eq!(out(&r), "started\n");
+    let dirs = cgroup_dirs_of(&sb.id);
+    // memory, pids and cpu: each on a hierarchy of this host's.
+    assert!(!dirs.is_empty(), "no cgroup directory of {}", sb.id);
+    let procs = pids_in(&dirs[0].join("cgroup.procs"));
+    // pid 1, the main process and the exec's background sleep.
+    assert!(procs.len() >= 3, "{}: {procs:?}", dirs[0].display());
+    for dir in &dirs {
+        assert_eq!(
+            pids_in(&dir.join("cgroup.procs")),
+            procs,
+            "{}",
+            dir.display()
+        );
+        if dir.join("tasks").is_file() {
+            assert_eq!(
+                pids_in(&dir.join("tasks")),
+                procs,
+                "{}: threads",
+                dir.display()
+            );
+        }
+    }
+    // Everything in pid 1's pid namespace is in the cgroups.
+    let pid1 = procs
+        .iter()
+        .copied()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some("1"))
+            })
+        })
+        .unwrap_or_else(|| panic!("no pid 1 among {procs:?}"));
+    let ns = std::fs::read_link(format!("/proc/{pid1}/ns/pid")).expect("pid 1's pid namespace");
+    let members: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|p: &u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect();
+    assert!(members.len() >= 3, "{members:?}");
+    for p in members {
+        assert!(
+            procs.contains(&p),
+            "pid {p} of the sandbox is outside its cgroups {procs:?}"
+        );
+    }
+    c.destroy(&sb.id).await;
+    d.finish().await;
+}
+
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
     ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"

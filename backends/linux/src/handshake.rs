@@ -7,9 +7,10 @@
 //!
 //! ```text
 //! supervisor                          pid 1
-//!   Go                      ──────►   builds the root (mounts, pivot_root, lo)
-//!   joins pid 1 to its cgroups
-//!   Placed                  ──────►   the rest of its steps (cgroup namespace, ...)
+//!   Go                      ──────►   builds the root (mounts, hostname)
+//!   makes the v1 cgroups
+//!   CgroupsMade             ──────►   joins them itself, then the rest of its
+//!                                     steps (pivot_root, cgroup namespace, ...)
 //!                           ◄──────   NeedIdMaps   (user namespace only)
 //!   writes uid_map, gid_map
 //!   IdMapsWritten           ──────►
@@ -36,9 +37,9 @@ use crate::sys;
 pub enum ToInit {
     /// Build the sandbox.
     Go,
-    /// pid 1 is in its cgroups: it may unshare its cgroup and user
-    /// namespaces, report Ready, or exec the init.
-    Placed,
+    /// Every cgroup directory exists with its limits: pid 1 joins them
+    /// itself (`JoinCgroups`), then goes on.
+    CgroupsMade,
     /// The uid and gid maps of pid 1's new user namespace are written.
     IdMapsWritten,
 }
@@ -56,7 +57,7 @@ pub enum FromInit {
 }
 
 const GO: u8 = b'g';
-const PLACED: u8 = b'p';
+const CGROUPS_MADE: u8 = b'c';
 const ID_MAPS_WRITTEN: u8 = b'm';
 const NEED_ID_MAPS: u8 = b'U';
 const READY: u8 = b'R';
@@ -66,7 +67,7 @@ impl ToInit {
     fn encode(self) -> u8 {
         match self {
             Self::Go => GO,
-            Self::Placed => PLACED,
+            Self::CgroupsMade => CGROUPS_MADE,
             Self::IdMapsWritten => ID_MAPS_WRITTEN,
         }
     }
@@ -76,7 +77,7 @@ impl ToInit {
         match read_byte(r)? {
             None => Ok(None),
             Some(GO) => Ok(Some(Self::Go)),
-            Some(PLACED) => Ok(Some(Self::Placed)),
+            Some(CGROUPS_MADE) => Ok(Some(Self::CgroupsMade)),
             Some(ID_MAPS_WRITTEN) => Ok(Some(Self::IdMapsWritten)),
             Some(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -193,10 +194,11 @@ impl InitChannel {
 
     /// The failure pid 1 reported, if it reports one within `wait`: after
     /// `Go`, pid 1 builds while the supervisor still works, so a step of
-    /// the supervisor that fails (a write to a pid 1 that is gone, the
-    /// `Placed` it can no longer read) reports pid 1's own failure, the
-    /// cause, when there is one. pid 1 writes nothing else before
-    /// `Placed`, so this never consumes another message.
+    /// the supervisor that fails (a cgroup it cannot make, the
+    /// `CgroupsMade` a pid 1 that is gone can no longer read) reports
+    /// pid 1's own failure, the cause, when there is one. pid 1 writes
+    /// nothing else before `CgroupsMade`, so this never consumes another
+    /// message.
     pub fn failure_within(&mut self, wait: std::time::Duration) -> Option<StepError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
@@ -262,7 +264,7 @@ mod tests {
             assert_eq!(FromInit::read_from(&mut r).unwrap(), Some(msg.clone()));
             assert_eq!(FromInit::read_from(&mut r).unwrap(), None, "{msg:?}");
         }
-        for msg in [ToInit::Go, ToInit::Placed, ToInit::IdMapsWritten] {
+        for msg in [ToInit::Go, ToInit::CgroupsMade, ToInit::IdMapsWritten] {
             let mut r = io::Cursor::new(vec![msg.encode()]);
             assert_eq!(ToInit::read_from(&mut r).unwrap(), Some(msg));
             assert_eq!(ToInit::read_from(&mut r).unwrap(), None);

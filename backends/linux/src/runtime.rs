@@ -138,18 +138,6 @@ impl LinuxIsolation {
         unsafe { sys::clone_process(flags) }.map(|c| (c, false))
     }
 
-    /// The cgroup directories a process must still be written into after a
-    /// clone that did (or did not) place it in the v2 one.
-    fn dirs_to_join(&self, placed: bool) -> impl Iterator<Item = &PathBuf> {
-        let unified = self.launch.unified_cgroup.as_ref();
-        self.launch
-            .plan
-            .cgroups
-            .dirs
-            .iter()
-            .filter(move |d| !(placed && Some(*d) == unified))
-    }
-
     /// The sandbox's pid namespace, if it has its own.
     fn own_pid_ns(&self) -> Option<&str> {
         self.has(Namespace::Pid)
@@ -339,7 +327,7 @@ impl LinuxIsolation {
             Cloned::Child => {
                 drop(init);
                 let netns = self.given_netns.as_ref().map(AsRawFd::as_raw_fd);
-                pid1_main(&self.launch, to_supervisor, self.main_output, netns)
+                pid1_main(&self.launch, placed, to_supervisor, self.main_output, netns)
             }
             Cloned::Parent(reaper) => {
                 drop(to_supervisor);
@@ -350,44 +338,26 @@ impl LinuxIsolation {
                 self.reaper_fd = sandboxd_supervisor::sys::pidfd_open(reaper).ok();
                 timing::mark("clone pid 1");
                 // pid 1 builds the root while its v1 cgroups are made, with
-                // their limits, and it is moved into them: a cgroup v1
-                // migration waits for an RCU grace period (the
-                // kernel's cgroup_threadgroup_rwsem), several ms on a busy
-                // host. Nothing of the sandbox runs before Placed: pid 1
-                // waits for it before its cgroup namespace, its user
-                // namespace, Ready or the init's exec. The root's mounts are
-                // made by pid 1 itself, from the plan, outside the limits
-                // (their kernel memory is charged to the daemon's cgroup).
+                // their limits; it then joins them itself (JoinCgroups),
+                // before anything of the sandbox runs.
                 init.send(ToInit::Go)?;
-                let joined = self
+                let made = self
                     .create_cgroups(true)
                     .and_then(|()| {
                         fault::check(fault::CGROUPS)
                             .map_err(|e| StepError::new(Step::Injected(fault::CGROUPS), e))
-                    })
-                    .map(|()| timing::mark("create v1 cgroups (pid 1 builds meanwhile)"))
-                    .and_then(|()| {
-                        self.dirs_to_join(placed).try_for_each(|dir| {
-                            let procs = dir.join("cgroup.procs");
-                            sys::write_file(&procs, &reaper.to_string()).map_err(|e| {
-                                StepError::new(
-                                    Step::JoinCgroup,
-                                    format!("{}: {e}", procs.display()),
-                                )
-                            })
-                        })
                     })
                     .and_then(|()| {
                         fault::check(fault::CLONED)
                             .map_err(|e| StepError::new(Step::Injected(fault::CLONED), e))
                     })
                     .and_then(|()| {
-                        timing::mark("join cgroups (pid 1 builds meanwhile)");
-                        init.send(ToInit::Placed)
+                        timing::mark("create v1 cgroups (pid 1 builds meanwhile)");
+                        init.send(ToInit::CgroupsMade)
                     });
-                if let Err(e) = joined {
+                if let Err(e) = made {
                     // pid 1's own failure, if it failed meanwhile, is the
-                    // cause (a join or Placed to a pid 1 that is gone).
+                    // cause (CgroupsMade to a pid 1 that is gone).
                     return Err(init
                         .failure_within(std::time::Duration::from_millis(100))
                         .unwrap_or(e));
@@ -542,12 +512,10 @@ fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, St
     let mut id_map = None;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Supervisor) {
         match step {
-            LinuxStep::CreateCgroups
-            | LinuxStep::JoinParent
-            | LinuxStep::Clone
-            | LinuxStep::JoinCgroups => {}
+            LinuxStep::CreateCgroups | LinuxStep::JoinParent | LinuxStep::Clone => {}
             LinuxStep::WriteIdMaps(map) => id_map = Some(map.range),
-            LinuxStep::UnshareCgroup
+            LinuxStep::JoinCgroups
+            | LinuxStep::UnshareCgroup
             | LinuxStep::UnshareUser
             | LinuxStep::Mounts
             | LinuxStep::SetHostname(_)
@@ -630,16 +598,11 @@ impl Isolation for LinuxIsolation {
 
     fn enter(&self, report_fd: RawFd) -> Result<(), StepError> {
         // Join the cgroups while host paths are still visible; `fork` already
-        // created this process in the v2 one when it could (a migration
-        // costs an RCU grace period; clone3 refuses CLONE_INTO_CGROUP with
-        // CLONE_PARENT and an exit signal, so it is done one step earlier).
-        let me = std::process::id().to_string();
-        for dir in self.dirs_to_join(self.into_cgroup) {
-            let procs = dir.join("cgroup.procs");
-            sys::write_file(&procs, &me).map_err(|e| {
-                StepError::new(Step::JoinCgroup, format!("{}: {e}", procs.display()))
-            })?;
-        }
+        // created this process in the v2 one when it could (clone3 refuses
+        // CLONE_INTO_CGROUP with CLONE_PARENT and an exit signal, so it is
+        // done one step earlier). This child of the single-threaded
+        // supervisor is single-threaded.
+        join_cgroups(&self.launch, self.into_cgroup)?;
         for (flag, fd) in &self.namespaces {
             sys::setns(fd.as_fd(), *flag)
                 .map_err(|e| StepError::new(Step::Setns, format!("{flag:?}: {e}")))?;
@@ -784,10 +747,12 @@ impl Isolation for LinuxIsolation {
     }
 }
 
-/// pid 1 of the sandbox: waits to be placed in its cgroups, builds the
-/// root, reports, then reaps forever.
+/// pid 1 of the sandbox: builds the root, joining its cgroups on the way,
+/// reports, then reaps forever. `in_v2_cgroup`: the clone placed it in the
+/// v2 cgroup already.
 fn pid1_main(
     launch: &LinuxLaunch,
+    in_v2_cgroup: bool,
     mut supervisor: SupervisorChannel,
     main_output: Option<(RawFd, RawFd)>,
     given_netns: Option<RawFd>,
@@ -822,11 +787,17 @@ fn pid1_main(
         let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
     };
-    let mut placed = false;
-    if let Err(e) = build_sandbox(launch, &mut supervisor, &mut placed, given_netns) {
+    let mut joined = false;
+    if let Err(e) = build_sandbox(
+        launch,
+        in_v2_cgroup,
+        &mut supervisor,
+        &mut joined,
+        given_netns,
+    ) {
         fail(&mut supervisor, e);
     }
-    if let Err(e) = wait_until_placed(&mut supervisor, &mut placed) {
+    if let Err(e) = must_have_joined(joined, "running the sandbox") {
         fail(&mut supervisor, e);
     }
     if let Some(init) = &launch.init {
@@ -897,35 +868,68 @@ fn reap_forever() -> ! {
     }
 }
 
-/// Waits (once) for the supervisor to have moved this process into its
-/// cgroups ([`ToInit::Placed`]).
-fn wait_until_placed(
-    supervisor: &mut SupervisorChannel,
-    placed: &mut bool,
-) -> Result<(), StepError> {
-    if !*placed {
-        supervisor.wait_for(ToInit::Placed, Step::WaitForCgroups)?;
-        *placed = true;
+/// Moves the calling process into the sandbox's cgroups, but for the v2
+/// one when `in_v2_cgroup` (a clone3 with CLONE_INTO_CGROUP put it there).
+/// The caller must be single-threaded: pid 1 and each payload's first
+/// process are forks of the single-threaded supervisor.
+///
+/// A v1 hierarchy is joined by moving the one thread (`0` to `tasks`):
+/// the kernel migrates a thread that moves itself without its global
+/// `cgroup_threadgroup_rwsem`, whose write side (any `cgroup.procs`
+/// write, and a pid written anywhere) first waits for an RCU grace
+/// period — 5 to 14 ms measured on a 2-CPU host, more than a whole bare
+/// `unshare`. With one thread, that thread is the process. A v2 directory
+/// has no `tasks`: `0` to its `cgroup.procs`.
+fn join_cgroups(launch: &LinuxLaunch, in_v2_cgroup: bool) -> Result<(), StepError> {
+    let unified = launch.unified_cgroup.as_ref();
+    for dir in &launch.plan.cgroups.dirs {
+        let file = match Some(dir) == unified {
+            true if in_v2_cgroup => continue,
+            true => dir.join("cgroup.procs"),
+            false => dir.join("tasks"),
+        };
+        sys::write_file(&file, "0")
+            .map_err(|e| StepError::new(Step::JoinCgroup, format!("{}: {e}", file.display())))?;
     }
     Ok(())
 }
 
+/// Refuses to go on with `what` before the JoinCgroups step ran: nothing of
+/// the sandbox may run outside its limits (the plan puts that step first;
+/// this keeps a reordered plan from silently skipping it).
+fn must_have_joined(joined: bool, what: &str) -> Result<(), StepError> {
+    if joined {
+        Ok(())
+    } else {
+        Err(StepError::new(
+            Step::JoinCgroup,
+            format!("the plan has no join_cgroups step before {what}"),
+        ))
+    }
+}
+
 /// Runs the plan's pid-1 steps, in order. The match names every step: a
 /// new one does not compile until it is given a place here, and a step of
-/// another actor in the list is reported, never skipped. The supervisor
-/// moves pid 1 into its cgroups meanwhile: a step that needs it there
-/// first waits for that (`placed`).
+/// another actor in the list is reported, never skipped. `joined` records
+/// the JoinCgroups step, which steps that must run inside the limits check.
 fn build_sandbox(
     launch: &LinuxLaunch,
+    in_v2_cgroup: bool,
     supervisor: &mut SupervisorChannel,
-    placed: &mut bool,
+    joined: &mut bool,
     given_netns: Option<RawFd>,
 ) -> Result<(), StepError> {
     let plan = &launch.plan;
     for step in plan.steps.iter().filter(|s| s.actor() == Actor::Init) {
         match step {
+            LinuxStep::JoinCgroups => {
+                // Made (with their limits) by the supervisor meanwhile.
+                supervisor.wait_for(ToInit::CgroupsMade, Step::WaitForCgroups)?;
+                join_cgroups(launch, in_v2_cgroup)?;
+                *joined = true;
+            }
             LinuxStep::UnshareCgroup => {
-                wait_until_placed(supervisor, placed)?;
+                must_have_joined(*joined, "unsharing the cgroup namespace")?;
                 sys::unshare(CloneFlags::CLONE_NEWCGROUP)
                     .map_err(|e| StepError::new(Step::UnshareCgroupNamespace, e))?;
             }
@@ -994,7 +998,7 @@ fn build_sandbox(
                 })?;
             }
             LinuxStep::UnshareUser => {
-                wait_until_placed(supervisor, placed)?;
+                must_have_joined(*joined, "unsharing the user namespace")?;
                 enter_new_user_namespace(supervisor)?;
             }
             // pid 1 stays the reaper (pid1_main, after these steps); the
@@ -1005,7 +1009,6 @@ fn build_sandbox(
             | LinuxStep::JoinParent
             | LinuxStep::Clone
             | LinuxStep::WriteIdMaps(_)
-            | LinuxStep::JoinCgroups
             | LinuxStep::Capabilities(_)
             | LinuxStep::NoNewPrivs
             | LinuxStep::Seccomp

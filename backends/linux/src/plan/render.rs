@@ -147,9 +147,9 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             plan.cgroups
                 .dirs
                 .iter()
-                .map(|d| d.join("cgroup.procs").display().to_string())
+                .map(|d| d.display().to_string())
                 .collect(),
-            "every process of the sandbox is accounted and limited",
+            "pid 1 moves itself in (v1: 0 to tasks, no global lock), as every payload does, before anything of the sandbox runs",
         ),
         LinuxStep::UnshareUser => (
             "unshare",

@@ -21,7 +21,6 @@ pub(super) fn steps(
         steps.push(LinuxStep::JoinParent);
     }
     steps.push(LinuxStep::Clone);
-    steps.push(LinuxStep::JoinCgroups);
     match network(spec, sandbox, host) {
         // First, so sysfs and every later step see the sandbox's stack.
         Network::Routed(r) => steps.push(LinuxStep::JoinNetns(r.netns)),
@@ -37,13 +36,17 @@ pub(super) fn steps(
         };
         steps.push(LinuxStep::SetHostname(name));
     }
-    steps.extend([LinuxStep::PivotRoot, LinuxStep::DetachOldRoot]);
+    // pid 1 joins its cgroups itself, once the supervisor made them (while
+    // it mounted), and while the host's cgroup paths are still visible.
+    steps.extend([
+        LinuxStep::JoinCgroups,
+        LinuxStep::PivotRoot,
+        LinuxStep::DetachOldRoot,
+    ]);
     if network(spec, sandbox, host) == Network::Loopback {
         steps.push(LinuxStep::LoopbackUp);
     }
-    // After the root is built: the supervisor moves pid 1 into its cgroups
-    // while it builds (a v1 migration waits for an RCU grace period), and
-    // pid 1 waits for that before this step (runtime::build_sandbox).
+    // After JoinCgroups, so the sandbox's own cgroup is the namespace's root.
     if has(Namespace::Cgroup) {
         steps.push(LinuxStep::UnshareCgroup);
     }

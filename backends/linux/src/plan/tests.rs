@@ -275,6 +275,57 @@ fn disabled_namespaces_drop_their_steps_and_mounts() {
     assert!(row.caveats.starts_with("DISABLED"), "{}", row.caveats);
 }
 
+/// pid 1 joins its cgroups itself, after the mounts (so the supervisor
+/// makes the v1 ones meanwhile) and before anything that needs the limits
+/// or hides the host's cgroup paths, in every mode and namespace set.
+#[test]
+fn pid_1_joins_its_cgroups_before_it_pivots_or_runs_anything() {
+    let cases: [(&str, Edit); 5] = [
+        ("process", |_| {}),
+        ("init", |s| s.mode = Mode::Init),
+        ("idle", |s| {
+            s.mode = Mode::Idle;
+            s.process = ProcessSpec::default();
+        }),
+        ("user namespace", |s| {
+            s.isolation.user = Requirement::Preferred
+        }),
+        ("no cgroup namespace", |s| {
+            s.isolation.cgroup = Requirement::Disabled
+        }),
+    ];
+    for (name, edit) in cases {
+        let p = built(edit, &hybrid());
+        let at = |want: fn(&LinuxStep) -> bool| p.steps.iter().position(want);
+        let join =
+            at(|s| *s == LinuxStep::JoinCgroups).unwrap_or_else(|| panic!("{name}: no join"));
+        assert_eq!(p.steps[join].actor(), Actor::Init, "{name}");
+        assert_eq!(
+            p.steps
+                .iter()
+                .filter(|s| **s == LinuxStep::JoinCgroups)
+                .count(),
+            1,
+            "{name}"
+        );
+        let mounts = at(|s| *s == LinuxStep::Mounts).expect("mounts");
+        assert!(mounts < join, "{name}: {:?}", p.steps);
+        for later in [
+            at(|s| *s == LinuxStep::PivotRoot),
+            at(|s| *s == LinuxStep::UnshareCgroup),
+            at(|s| *s == LinuxStep::UnshareUser),
+            at(|s| *s == LinuxStep::ForkPayload),
+            at(|s| *s == LinuxStep::Idle),
+            at(|s| matches!(s, LinuxStep::Execve { .. })),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(join < later, "{name}: {:?}", p.steps);
+        }
+    }
+}
+
 #[test]
 fn user_namespace_is_opt_in() {
     let host = HostFacts::assumed();
@@ -605,12 +656,13 @@ fn restricted_network_plan_and_nft_rules() {
     assert_eq!(r.netns, sandbox().dir.join("netns"));
     assert_eq!(r.nft_table, "sandboxd_0123456789abcdef");
     assert!(r.has_ipv6());
-    // pid 1 joins the namespace first thing after joining its cgroups.
+    // pid 1 joins the namespace first thing.
     let join = p
         .steps
         .iter()
         .position(|s| matches!(s, LinuxStep::JoinNetns(path) if *path == r.netns));
-    assert_eq!(join, Some(3), "{:?}", p.steps);
+    assert_eq!(join, Some(2), "{:?}", p.steps);
+    assert_eq!(p.steps[1], LinuxStep::Clone, "{:?}", p.steps);
     assert!(!p.steps.contains(&LinuxStep::LoopbackUp));
     let want = r#"table inet sandboxd_0123456789abcdef {
   chain guard {

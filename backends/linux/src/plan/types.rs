@@ -195,8 +195,8 @@ pub struct CgroupWrite {
 /// The sandbox's cgroups: `sandboxd/<id>` under each hierarchy used.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CgroupPlan {
-    /// Directories to create (parents included), one per hierarchy; the
-    /// child's pid is written to `cgroup.procs` in each.
+    /// Directories to create (parents included), one per hierarchy; every
+    /// process of the sandbox joins each.
     pub dirs: Vec<PathBuf>,
     /// Writes, in order, before any sandbox code runs.
     pub writes: Vec<CgroupWrite>,
@@ -324,9 +324,10 @@ pub enum LinuxStep {
     /// Write `/proc/<pid 1>/uid_map` and `gid_map` once pid 1 has unshared its
     /// user namespace (by the host's root, so setgroups stays allowed).
     WriteIdMaps(IdMap),
-    /// Write the child's pid to `cgroup.procs` in every cgroup directory,
-    /// while it builds the root; it waits for that before
-    /// `UnshareCgroup`, `UnshareUser` and running anything of the sandbox.
+    /// pid 1 moves itself into every cgroup directory (made by the
+    /// supervisor while it mounts; runtime::join_cgroups), before the
+    /// pivot hides the host's cgroup paths and before anything of the
+    /// sandbox runs.
     JoinCgroups,
     /// `unshare(CLONE_NEWCGROUP)`, once the child is in its cgroup.
     UnshareCgroup,
@@ -390,12 +391,11 @@ impl LinuxStep {
     /// Who runs it.
     pub fn actor(&self) -> Actor {
         match self {
-            Self::CreateCgroups
-            | Self::JoinParent
-            | Self::Clone
-            | Self::WriteIdMaps(_)
-            | Self::JoinCgroups => Actor::Supervisor,
-            Self::UnshareCgroup
+            Self::CreateCgroups | Self::JoinParent | Self::Clone | Self::WriteIdMaps(_) => {
+                Actor::Supervisor
+            }
+            Self::JoinCgroups
+            | Self::UnshareCgroup
             | Self::UnshareUser
             | Self::Mounts
             | Self::SetHostname(_)
