@@ -537,7 +537,7 @@ impl Drop for Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            for (id, pid) in self.recorded_supervisors() {
+            for (id, pid) in self.running_supervisors() {
                 if !runs_supervisor_of(pid, &id) {
                     continue;
                 }
@@ -584,22 +584,45 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    /// (id, supervisor pid) from the state records.
-    fn recorded_supervisors(&self) -> Vec<(String, i32)> {
+    /// (id, pid) of this daemon's supervisors that still run: processes
+    /// running `__supervise <id>` for an id with a directory in this
+    /// daemon's state (ids are random: no other daemon's), but not a
+    /// sandbox's pid 1, which is its supervisor's clone. Found by process,
+    /// not from the records: those are written at the store's compaction.
+    fn running_supervisors(&self) -> Vec<(String, i32)> {
         let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) else {
             return Vec::new();
         };
-        entries
+        let ids: Vec<String> = entries
             .flatten()
-            .filter_map(|e| {
-                let text = std::fs::read_to_string(e.path().join("record.json")).ok()?;
-                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-                Some((
-                    v["id"].as_str()?.to_owned(),
-                    i32::try_from(v["supervisor_pid"].as_i64()?).ok()?,
-                ))
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        // (pid, parent pid, command line with spaces).
+        let procs: Vec<(i32, i32, String)> = Command::new("ps")
+            .args(["-axww", "-o", "pid=,ppid=,args="])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let pid = f.next()?.parse().ok()?;
+                let ppid = f.next()?.parse().ok()?;
+                Some((pid, ppid, f.collect::<Vec<_>>().join(" ")))
             })
-            .collect()
+            .collect();
+        let runs = |args: &str, id: &str| args.ends_with(&format!("__supervise {id}"));
+        let mut found = Vec::new();
+        for id in ids {
+            for (pid, ppid, args) in &procs {
+                let parent_too = procs.iter().any(|(p, _, a)| p == ppid && runs(a, &id));
+                if runs(args, &id) && !parent_too {
+                    found.push((id.clone(), *pid));
+                }
+            }
+        }
+        found
     }
 }
 
