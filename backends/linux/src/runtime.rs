@@ -433,6 +433,19 @@ impl LinuxIsolation {
             }
         }
         self.pid_ns = sys::pid_ns_of(reaper);
+        // From here on the supervisor's children are born in the sandbox's
+        // pid namespace (its own, or the parent's it shares): each payload
+        // is one fork, which joins the other namespaces and execs, with the
+        // supervisor as its parent. The supervisor itself stays where it is
+        // (setns(CLONE_NEWPID) only sets where children go).
+        if let Some((_, fd)) = self
+            .namespaces
+            .iter()
+            .find(|(flag, _)| *flag == CloneFlags::CLONE_NEWPID)
+        {
+            sys::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
+                .map_err(|e| StepError::new(Step::SetPidNamespaceForChildren, e))?;
+        }
         timing::mark("open namespace fds");
         Ok(())
     }
@@ -596,7 +609,7 @@ impl Isolation for LinuxIsolation {
         result
     }
 
-    fn enter(&self, report_fd: RawFd) -> Result<(), StepError> {
+    fn enter(&self, _report_fd: RawFd) -> Result<(), StepError> {
         // Join the cgroups while host paths are still visible; `fork` already
         // created this process in the v2 one when it could (clone3 refuses
         // CLONE_INTO_CGROUP with CLONE_PARENT and an exit signal, so it is
@@ -604,22 +617,15 @@ impl Isolation for LinuxIsolation {
         // supervisor is single-threaded.
         join_cgroups(&self.launch, self.into_cgroup)?;
         for (flag, fd) in &self.namespaces {
+            // Born in it: the supervisor forks into the sandbox's pid
+            // namespace (setup_inner).
+            if *flag == CloneFlags::CLONE_NEWPID {
+                continue;
+            }
             sys::setns(fd.as_fd(), *flag)
                 .map_err(|e| StepError::new(Step::Setns, format!("{flag:?}: {e}")))?;
         }
-        // setns(CLONE_NEWPID) only affects children: clone once more, with
-        // the supervisor as the parent.
-        // SAFETY: enter runs in a child the single-threaded supervisor
-        // forked, itself single-threaded; CLONE_PARENT shares no memory.
-        match unsafe { sys::clone_process(CloneFlags::CLONE_PARENT) }
-            .map_err(|e| StepError::new(Step::CloneIntoThePidNamespace, e))?
-        {
-            Cloned::Child => Ok(()),
-            Cloned::Parent(pid) => {
-                sandboxd_supervisor::report_pid(report_fd, pid);
-                sandboxd_supervisor::sys::exit_child(0)
-            }
-        }
+        Ok(())
     }
 
     unsafe fn fork(&self) -> Result<sandboxd_supervisor::sys::Fork, Errno> {

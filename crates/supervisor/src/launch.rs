@@ -329,6 +329,7 @@ pub(crate) fn probe(
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
             let err = match enter_sandbox(isolation, keep)
+                .map(|()| Report::Entered.send(err_write.as_fd()))
                 .and_then(|()| harden(config, plan, Stdio::Null(null), keep))
             {
                 Ok(()) => {
@@ -350,17 +351,18 @@ pub(crate) fn probe(
             let deadline = std::time::Instant::now() + timeout;
             let mut bytes = Vec::new();
             // The probe's cpu cgroup (CPU_WEIGHT), read from outside while
-            // the probe runs: cgroup v1 shows an exiting task's cgroup as
-            // "/". Where the child itself is the probe (no pid report) it
-            // is read now; a reported pid (Linux: the probe was cloned
-            // inside, after the cgroups were joined) is read on arrival.
+            // the probe runs (cgroup v1 shows an exiting task's cgroup as
+            // "/"), once it says it has entered the sandbox (joined its
+            // cgroups): the reported pid if a backend forked again, else
+            // the child. Read now too, for a child that fails before.
             let mut cpu_weight = crate::cgroup_weight::read(child);
             let mut reported = false;
             let finished = read_until(&err_read, &mut bytes, deadline, |bytes| {
                 if !reported {
-                    if let Some(pid) = report::decode(bytes).pid {
+                    let r = report::decode(bytes);
+                    if r.entered {
                         reported = true;
-                        cpu_weight = crate::cgroup_weight::read(pid);
+                        cpu_weight = crate::cgroup_weight::read(r.pid.unwrap_or(child));
                     }
                 }
             });

@@ -18,6 +18,7 @@ use crate::sys;
 const PID: u8 = 0x01;
 const PROBE: u8 = 0x02;
 const FAILED: u8 = 0x03;
+const ENTERED: u8 = 0x04;
 
 /// One message on the error pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub(crate) enum Report {
     /// (into a pid namespace): the pid of the process that goes on to exec.
     /// Always first.
     Pid(Pid),
+    /// The probe's child has entered the sandbox (its cgroups joined):
+    /// what is read of it from outside now is the sandbox's. After the pid
+    /// report, if any.
+    Entered,
     /// The isolation probe's output (JSON), instead of an exec.
     Probe(Vec<u8>),
     /// The step that failed; the child exits.
@@ -42,6 +47,7 @@ impl Report {
                 out.push(b'\n');
                 out
             }
+            Self::Entered => vec![ENTERED],
             Self::Probe(json) => {
                 let mut out = Vec::with_capacity(json.len() + 1);
                 out.push(PROBE);
@@ -82,6 +88,8 @@ pub(crate) enum End {
 pub(crate) struct Reports {
     /// The process that went on, if a backend forked again.
     pub(crate) pid: Option<Pid>,
+    /// [`Report::Entered`] came.
+    pub(crate) entered: bool,
     /// How it ended.
     pub(crate) end: End,
 }
@@ -103,10 +111,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
             None => {
                 return Reports {
                     pid,
+                    entered: false,
                     end: malformed(bytes),
                 };
             }
         }
+    }
+    let entered = rest.first() == Some(&ENTERED);
+    if entered {
+        rest = &rest[1..];
     }
     let end = match rest.split_first() {
         None => End::Closed,
@@ -125,7 +138,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
         }
         Some(_) => malformed(rest),
     };
-    Reports { pid, end }
+    Reports { pid, entered, end }
 }
 
 fn malformed(bytes: &[u8]) -> End {
@@ -150,6 +163,7 @@ mod tests {
                 vec![],
                 Reports {
                     pid: None,
+                    entered: false,
                     end: End::Closed,
                 },
             ),
@@ -157,6 +171,7 @@ mod tests {
                 vec![Report::Pid(Pid::from_raw(42))],
                 Reports {
                     pid: Some(Pid::from_raw(42)),
+                    entered: false,
                     end: End::Closed,
                 },
             ),
@@ -167,6 +182,7 @@ mod tests {
                 ],
                 Reports {
                     pid: Some(Pid::from_raw(7)),
+                    entered: false,
                     end: End::Failed(failed.clone()),
                 },
             ),
@@ -174,7 +190,8 @@ mod tests {
                 vec![Report::Failed(failed.clone())],
                 Reports {
                     pid: None,
-                    end: End::Failed(failed),
+                    entered: false,
+                    end: End::Failed(failed.clone()),
                 },
             ),
             (
@@ -184,7 +201,32 @@ mod tests {
                 ],
                 Reports {
                     pid: Some(Pid::from_raw(9)),
+                    entered: false,
                     end: End::Probe(b"{\"a\":1}".to_vec()),
+                },
+            ),
+            (
+                vec![Report::Entered, Report::Probe(b"{}".to_vec())],
+                Reports {
+                    pid: None,
+                    entered: true,
+                    end: End::Probe(b"{}".to_vec()),
+                },
+            ),
+            (
+                vec![Report::Entered, Report::Failed(failed.clone())],
+                Reports {
+                    pid: None,
+                    entered: true,
+                    end: End::Failed(failed),
+                },
+            ),
+            (
+                vec![Report::Pid(Pid::from_raw(5)), Report::Entered],
+                Reports {
+                    pid: Some(Pid::from_raw(5)),
+                    entered: true,
+                    end: End::Closed,
                 },
             ),
         ];

@@ -108,7 +108,7 @@ steps! {
     WriteIdMap => "write id map",
     OpenNamespace => "open namespace",
     Setns => "setns",
-    CloneIntoThePidNamespace => "clone into the pid namespace",
+    SetPidNamespaceForChildren => "set the pid namespace for children",
     CreateSyncPipe => "create sync pipe",
     SandboxInit => "sandbox init",
     ReleaseSandboxInit => "release sandbox init",

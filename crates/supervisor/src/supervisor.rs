@@ -54,10 +54,12 @@ pub trait Isolation {
     /// In each forked child, before privileges are dropped: enter the
     /// sandbox (chroot, jail_attach, setns) and chdir to its root.
     ///
-    /// A backend that must fork once more to land in a pid namespace does
-    /// so with CLONE_PARENT (so the supervisor stays the parent), reports
-    /// the new pid with [`crate::report_pid`] on `report_fd` from the
-    /// intermediate process, and lets only the new process return.
+    /// A backend with a pid namespace has its children born in it (Linux:
+    /// the supervisor's `pid_for_children`, set once in `setup`). One
+    /// that must fork once more instead does so with CLONE_PARENT (so the
+    /// supervisor stays the parent), reports the new pid with
+    /// [`crate::report_pid`] on `report_fd` from the intermediate process,
+    /// and lets only the new process return.
     fn enter(&self, report_fd: RawFd) -> Result<(), StepError>;
 
     /// Forks the child that will become a sandbox process. A backend may

@@ -209,9 +209,9 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
             "NAMESPACE: the given network namespace, through the descriptor the daemon opened (below an --allow-netns-source directory, no symlinks, nsfs of type net, not the host's); nothing is set up in it",
         ),
         LinuxStep::ForkPayload => (
-            "clone",
-            vec!["CLONE_PARENT".to_owned()],
-            "pid 1 stays a minimal reaper; the payload enters its namespaces from a child of the supervisor (setns, then clone with CLONE_PARENT) so the supervisor reaps it; the sandbox ends when it exits",
+            "fork",
+            vec!["pid_for_children".to_owned()],
+            "pid 1 stays a minimal reaper; the payload is the supervisor's child, born in the sandbox's pid namespace (the supervisor's pid_for_children), and setns into the others; the supervisor reaps it; the sandbox ends when it exits",
         ),
         LinuxStep::Idle => (
             "idle",
