@@ -1296,7 +1296,7 @@ async fn exec_with_a_terminal_sees_a_tty_and_follows_resizes() {
 // Linux only: seccomp (and these system call numbers) exist only there.
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_default_seccomp_filter_refuses_new_user_namespaces_and_keyrings() {
+async fn the_default_seccomp_filter_refuses_new_user_namespaces_keyrings_and_clone3() {
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
@@ -1323,6 +1323,20 @@ async fn the_default_seccomp_filter_refuses_new_user_namespaces_and_keyrings() {
         out(&r),
         format!("{}\n", libc::EPERM),
         "keyctl(2) is refused"
+    );
+    // clone3's flags are out of the filter's reach: ENOSYS, so libc falls
+    // back to clone (the kernel itself answers EINVAL to these arguments).
+    let clone3 = format!(
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True); libc.syscall({}, 0, 0); print(ctypes.get_errno())",
+        libc::SYS_clone3
+    );
+    let r = c
+        .exec_sync(&sb.id, argv(&["/usr/bin/python3", "-c", &clone3]), 20_000)
+        .await;
+    assert_eq!(
+        out(&r),
+        format!("{}\n", libc::ENOSYS),
+        "clone3(2) answers ENOSYS"
     );
     d.finish().await;
 }
