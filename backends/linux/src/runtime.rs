@@ -76,6 +76,8 @@ pub struct LinuxIsolation {
     /// NAMESPACE: the network namespace the daemon opened and checked,
     /// which pid 1 joins; closed here once pid 1 is cloned.
     given_netns: Option<OwnedFd>,
+    /// The OOM-count files of the sandbox's cgroups (`oom_count`).
+    oom_files: std::cell::OnceCell<Vec<PathBuf>>,
 }
 
 impl LinuxIsolation {
@@ -91,6 +93,7 @@ impl LinuxIsolation {
             into_cgroup: false,
             main_output: None,
             given_netns: None,
+            oom_files: std::cell::OnceCell::new(),
         }
     }
 
@@ -211,14 +214,30 @@ impl LinuxIsolation {
         Ok(())
     }
 
+    /// The OOM kills of the sandbox's memory cgroup. Read at every exec's
+    /// start and end, so the files that exist (`memory.events` on v2,
+    /// `memory.oom_control` on v1, in whichever directory has the memory
+    /// controller) are found once, by the first read that finds any.
     fn oom_count(&self) -> u64 {
-        self.launch
-            .plan
-            .cgroups
-            .dirs
-            .iter()
-            .map(|d| oom_kills(d))
-            .sum()
+        let files = match self.oom_files.get() {
+            Some(files) => files,
+            None => {
+                let found: Vec<PathBuf> = self
+                    .launch
+                    .plan
+                    .cgroups
+                    .dirs
+                    .iter()
+                    .flat_map(|d| OOM_FILES.iter().map(move |f| d.join(f)))
+                    .filter(|f| f.is_file())
+                    .collect();
+                if found.is_empty() {
+                    return 0;
+                }
+                self.oom_files.get_or_init(|| found)
+            }
+        };
+        files.iter().map(|f| oom_kills(f)).sum()
     }
 
     /// Creates the cgroup directories and writes the plan's files: with
@@ -561,19 +580,20 @@ fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, St
 
 /// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
 /// memory.oom_control); 0 for other hierarchies.
-fn oom_kills(dir: &Path) -> u64 {
-    ["memory.events", "memory.oom_control"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| {
-                    l.strip_prefix("oom_kill ")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                })
-                .collect::<Vec<_>>()
+/// The files that count a memory cgroup's OOM kills: v2, v1.
+const OOM_FILES: [&str; 2] = ["memory.events", "memory.oom_control"];
+
+/// The `oom_kill` count in one of [`OOM_FILES`]; 0 if it cannot be read.
+fn oom_kills(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
         })
-        .sum()
+        .unwrap_or(0)
 }
 
 /// rmdir of a cgroup, retrying briefly while its last tasks exit.
