@@ -837,12 +837,16 @@ impl<I: Isolation> Supervisor<I> {
             && matches!(self.sandbox_exit(), ProcessExit::Signaled(9))
             && self.isolation.oom_kills() > self.oom_at_start;
         self.end();
-        // Reported before the teardown: every process is dead and the exit
-        // file written, so WaitSandbox need not wait for the cgroups'
-        // removal; a destroy still waits for this helper to exit (the
-        // channel closing) before it cleans the host.
+        // Reported once every process is dead, before the exit file and the
+        // teardown, so WaitSandbox waits for neither (a new file is an inode
+        // made on the state directory's disk; the cgroups' removal). A
+        // connected daemon has the exit from the event and makes it durable
+        // in its journal; the file is for one that is away, and is written
+        // before this helper exits, which a destroy waits for (the channel
+        // closing) before it cleans the host.
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });
+        self.persist_exit();
         self.teardown()
     }
 
@@ -857,16 +861,21 @@ impl<I: Isolation> Supervisor<I> {
     /// Kills, reports exec exits, persists the exit file, tears down.
     fn finish_quietly(&mut self) -> i32 {
         self.end();
+        self.persist_exit();
         self.teardown()
     }
 
-    /// Kills, reports exec exits, persists the exit file.
+    /// Kills and reports exec exits.
     fn end(&mut self) {
         self.kill_everything();
         // What the main process wrote before it ended is in the pipes.
         if let Some(capture) = &mut self.capture {
             capture.drain();
         }
+    }
+
+    /// Writes the exit file, for a daemon that is away.
+    fn persist_exit(&mut self) {
         // Execs killed in the sweep were reported by reap(); anything still
         // tracked could not be reaped in time.
         let exit = self.sandbox_exit();
