@@ -256,7 +256,7 @@ fn build_unchecked(
         join,
         id: sandbox.id.clone(),
         network: network(spec, sandbox, host),
-        rootfs: sandbox.dir.join("root"),
+        rootfs: mounts::rootfs(sandbox),
         mounts,
         cgroups,
         steps: steps::steps(spec, sandbox, host, &namespaces),
