@@ -256,7 +256,7 @@ fn build_unchecked(
         join,
         id: sandbox.id.clone(),
         network: network(spec, sandbox, host),
-        rootfs: mounts::rootfs(sandbox),
+        rootfs: sandbox.dir.join("root"),
         mounts,
         cgroups,
         steps: steps::steps(spec, sandbox, host, &namespaces),

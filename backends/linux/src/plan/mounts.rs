@@ -208,15 +208,11 @@ fn image(
         });
     }
     // With a disk limit, upper and work live on a tmpfs of that size (in
-    // pid 1's mount namespace only), mounted on the root's own mount point:
-    // the overlay is then mounted over it, which hides them (and pid 1's
-    // pivot detaches the tmpfs with the host's tree). No directory of its
-    // own on the state directory's disk, where every inode made and deleted
-    // costs (ext4 without a journal scans past recently deleted ones).
-    // Without a limit, on the state directory's filesystem.
+    // pid 1's mount namespace only); without one, on the state directory's
+    // filesystem.
     let (base, layer) = match disk {
         Some(bytes) => {
-            let dir = rootfs(sandbox);
+            let dir = sandbox.dir.join("layer");
             let layer = Layer {
                 dir: dir.clone(),
                 flags: vec![Nosuid, Nodev],
@@ -242,11 +238,6 @@ fn image(
 }
 
 pub use sandboxd_core::backend::RESOLV_CONF;
-
-/// The new root's mount point: `<sandbox dir>/root`.
-pub(super) fn rootfs(sandbox: &SandboxPaths) -> PathBuf {
-    sandbox.dir.join("root")
-}
 
 /// The root-building operations for a spec, in order.
 pub(super) fn root_ops(

@@ -96,8 +96,8 @@ pub enum MountSource {
         /// the lower directories instead of the image directory.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         layers: Vec<PathBuf>,
-        /// Upper directory, under the sandbox's directory (inside `layer`,
-        /// under the root's mount point, when there is one).
+        /// Upper directory, under the sandbox's directory (inside `layer`
+        /// when there is one).
         upper: PathBuf,
         /// Overlay work directory, beside `upper`.
         work: PathBuf,
@@ -115,8 +115,7 @@ pub enum MountSource {
 /// upper and work directories: its `size=` is the disk limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
-    /// The mount point: the root's, `<sandbox dir>/root`, which the overlay
-    /// is then mounted over.
+    /// The mount point, `<sandbox dir>/layer`.
     pub dir: PathBuf,
     /// Its flags.
     pub flags: Vec<MountFlag>,
