@@ -127,6 +127,15 @@ async fn writing_past_the_disk_limit_fails_with_enospc_and_the_host_does_not_gro
             "{image}: {row:?}"
         );
         assert_eq!(df_kib(&mut c, &sb.id, "/").await, [32 * 1024], "{image}");
+        // The overlay's upper and work directories (on the layer tmpfs,
+        // outside the root) are not reachable from inside.
+        let r = root_sh(&mut c, &sb.id, "busybox ls -a /").await;
+        let listing = out(&r);
+        let names: Vec<&str> = listing.lines().collect();
+        assert!(
+            !names.contains(&"upper") && !names.contains(&"work"),
+            "{image}: {names:?}"
+        );
         let before = allocated(&d.state);
         let r = root_sh(&mut c, &sb.id, &dd("/big", 64)).await;
         let grew = allocated(&d.state).saturating_sub(before);
