@@ -57,7 +57,7 @@ impl Isolation for ChrootIsolation {
         Ok(())
     }
 
-    fn enter(&self, _report_fd: std::os::fd::RawFd) -> Result<(), StepError> {
+    fn enter(&self) -> Result<(), StepError> {
         let root = self
             .root
             .as_ref()

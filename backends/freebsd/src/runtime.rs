@@ -581,7 +581,7 @@ impl Isolation for FreeBsdIsolation {
         Ok(())
     }
 
-    fn enter(&self, _report_fd: std::os::fd::RawFd) -> Result<(), StepError> {
+    fn enter(&self) -> Result<(), StepError> {
         let jid = self
             .jid
             .ok_or_else(|| StepError::new(Step::JailAttach, "the jail does not exist"))?;

@@ -578,8 +578,6 @@ fn supervisor_steps(plan: &LinuxPlan) -> Result<Option<crate::plan::IdRange>, St
     Ok(id_map)
 }
 
-/// The `oom_kill` counter of a memory cgroup (v2 memory.events, v1
-/// memory.oom_control); 0 for other hierarchies.
 /// The files that count a memory cgroup's OOM kills: v2, v1.
 const OOM_FILES: [&str; 2] = ["memory.events", "memory.oom_control"];
 
@@ -629,12 +627,11 @@ impl Isolation for LinuxIsolation {
         result
     }
 
-    fn enter(&self, _report_fd: RawFd) -> Result<(), StepError> {
+    fn enter(&self) -> Result<(), StepError> {
         // Join the cgroups while host paths are still visible; `fork` already
-        // created this process in the v2 one when it could (clone3 refuses
-        // CLONE_INTO_CGROUP with CLONE_PARENT and an exit signal, so it is
-        // done one step earlier). This child of the single-threaded
-        // supervisor is single-threaded.
+        // created this process in the v2 one when it could (clone3 with
+        // CLONE_INTO_CGROUP). This child of the single-threaded supervisor
+        // is single-threaded.
         join_cgroups(&self.launch, self.into_cgroup)?;
         for (flag, fd) in &self.namespaces {
             // Born in it: the supervisor forks into the sandbox's pid

@@ -277,15 +277,7 @@ pub(crate) fn spawn(
             let mut bytes = Vec::new();
             let _ = err_read.read_to_end(&mut bytes);
             let reports = report::decode(&bytes);
-            // A backend that forked again (into a pid namespace) reported the
-            // real process first; the intermediate has exited: reap it.
-            let pid = match reports.pid {
-                Some(pid) => {
-                    let _ = sys::wait_for(child);
-                    pid
-                }
-                None => child,
-            };
+            let pid = child;
             match reports.end {
                 End::Closed => Ok(pid),
                 End::Failed(e) => {
@@ -328,7 +320,7 @@ pub(crate) fn probe(
     match unsafe { isolation.fork() }.map_err(|e| StepError::new(Step::Fork, e))? {
         sys::Fork::Child => {
             let keep = err_write.as_raw_fd();
-            let err = match enter_sandbox(isolation, keep)
+            let err = match enter_sandbox(isolation)
                 .map(|()| Report::Entered.send(err_write.as_fd()))
                 .and_then(|()| harden(config, plan, Stdio::Null(null), keep))
             {
@@ -353,34 +345,20 @@ pub(crate) fn probe(
             // The probe's cpu cgroup (CPU_WEIGHT), read from outside while
             // the probe runs (cgroup v1 shows an exiting task's cgroup as
             // "/"), once it says it has entered the sandbox (joined its
-            // cgroups): the reported pid if a backend forked again, else
-            // the child. Read now too, for a child that fails before.
+            // cgroups). Read now too, for a child that fails before.
             let mut cpu_weight = crate::cgroup_weight::read(child);
-            let mut reported = false;
+            let mut entered = false;
             let finished = read_until(&err_read, &mut bytes, deadline, |bytes| {
-                if !reported {
-                    let r = report::decode(bytes);
-                    if r.entered {
-                        reported = true;
-                        cpu_weight = crate::cgroup_weight::read(r.pid.unwrap_or(child));
-                    }
+                if !entered && report::decode(bytes).entered {
+                    entered = true;
+                    cpu_weight = crate::cgroup_weight::read(child);
                 }
             });
             let reports = report::decode(&bytes);
-            let pid = match reports.pid {
-                Some(pid) => {
-                    let _ = sys::wait_for(child);
-                    pid
-                }
-                None => child,
-            };
+            let pid = child;
             if !finished {
                 let _ = sys::send_signal(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = sys::send_signal(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = sys::wait_for(pid);
-                if pid != child {
-                    let _ = sys::wait_for(child);
-                }
                 return Err(StepError::new(
                     Step::Verify,
                     format!("the probe did not finish within {timeout:?} and was killed"),
@@ -448,12 +426,6 @@ fn read_until(
     }
 }
 
-/// From an intermediate process inside [`Isolation::enter`]: tells the
-/// supervisor the pid of the process that will exec.
-pub fn report_pid(report_fd: std::os::fd::RawFd, pid: Pid) {
-    Report::Pid(pid).send(sys::borrow_fd(report_fd));
-}
-
 /// The child side: runs only in the forked copy of the single-threaded
 /// supervisor. Returns only on failure.
 fn child(
@@ -463,20 +435,18 @@ fn child(
     stdio: Stdio,
     keep: i32,
 ) -> StepError {
-    if let Err(e) = enter_sandbox(isolation, keep) {
+    if let Err(e) = enter_sandbox(isolation) {
         return e;
     }
     payload(config, plan, stdio, keep)
 }
 
 /// In a forked child: non-dumpable, clean signals, then into the sandbox.
-/// A backend may fork once more in `enter`; only the process that returns
-/// goes on.
-fn enter_sandbox(isolation: &dyn Isolation, keep: i32) -> Result<(), StepError> {
+fn enter_sandbox(isolation: &dyn Isolation) -> Result<(), StepError> {
     let step = |step: Step, e: nix::Error| StepError::new(step, e);
     sys::set_non_dumpable().map_err(|e| step(Step::MarkNonDumpable, e))?;
     sys::reset_signals().map_err(|e| step(Step::ResetSignalDispositions, e))?;
-    isolation.enter(keep)
+    isolation.enter()
 }
 
 /// SIGKILL when the supervisor dies (Linux and FreeBSD); fails if it is

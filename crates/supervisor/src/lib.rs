@@ -33,7 +33,7 @@ pub mod timing;
 pub mod zygote;
 
 pub use channel::{Channel, RecvOutcome};
-pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place, report_pid};
+pub use launch::{DEFAULT_PATH, ExecPlan, die_with, exec_main_in_place};
 pub use logs::MainOutput;
 pub use procs::SUPERVISE_ARG;
 pub use step::Step;

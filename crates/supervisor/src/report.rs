@@ -1,21 +1,18 @@
 //! What a forked child tells the supervisor on its close-on-exec error pipe:
-//! typed messages with one encoding. EOF with nothing after the optional pid
-//! report means the exec succeeded (the pipe closed with it).
+//! typed messages with one encoding. EOF with nothing after the optional
+//! `Entered` means the exec succeeded (the pipe closed with it).
 //!
 //! The child is a fork of the supervisor (the same binary), so the encoding
 //! need not be stable across versions. Each message starts with a marker
-//! byte; a pid report ends at a newline, a probe's output and a failure run
+//! byte; `Entered` is that byte alone, a probe's output and a failure run
 //! to the end of the pipe (the child exits right after writing them).
 
 use std::os::fd::BorrowedFd;
-
-use nix::unistd::Pid;
 
 use crate::step::Step;
 use crate::supervisor::StepError;
 use crate::sys;
 
-const PID: u8 = 0x01;
 const PROBE: u8 = 0x02;
 const FAILED: u8 = 0x03;
 const ENTERED: u8 = 0x04;
@@ -23,13 +20,8 @@ const ENTERED: u8 = 0x04;
 /// One message on the error pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Report {
-    /// From a backend that forked once more inside [`crate::Isolation::enter`]
-    /// (into a pid namespace): the pid of the process that goes on to exec.
-    /// Always first.
-    Pid(Pid),
     /// The probe's child has entered the sandbox (its cgroups joined):
-    /// what is read of it from outside now is the sandbox's. After the pid
-    /// report, if any.
+    /// what is read of it from outside now is the sandbox's. First.
     Entered,
     /// The isolation probe's output (JSON), instead of an exec.
     Probe(Vec<u8>),
@@ -41,12 +33,6 @@ impl Report {
     /// The message's bytes.
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Pid(pid) => {
-                let mut out = vec![PID];
-                out.extend_from_slice(pid.as_raw().to_string().as_bytes());
-                out.push(b'\n');
-                out
-            }
             Self::Entered => vec![ENTERED],
             Self::Probe(json) => {
                 let mut out = Vec::with_capacity(json.len() + 1);
@@ -71,7 +57,7 @@ impl Report {
     }
 }
 
-/// How the child's part ended, after the optional pid report.
+/// How the child's part ended, after the optional `Entered`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
     /// The pipe closed with nothing said: the exec succeeded (or, for a
@@ -86,8 +72,6 @@ pub(crate) enum End {
 /// Everything read from an error pipe up to EOF.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reports {
-    /// The process that went on, if a backend forked again.
-    pub(crate) pid: Option<Pid>,
     /// [`Report::Entered`] came.
     pub(crate) entered: bool,
     /// How it ended.
@@ -97,30 +81,8 @@ pub(crate) struct Reports {
 /// Decodes what was read from an error pipe. Bytes that are no message
 /// are a failure of the child, never a success.
 pub(crate) fn decode(bytes: &[u8]) -> Reports {
-    let mut pid = None;
-    let mut rest = bytes;
-    if let Some(after) = rest.strip_prefix(&[PID]) {
-        match after.iter().position(|b| *b == b'\n').and_then(|end| {
-            let n = std::str::from_utf8(&after[..end]).ok()?.parse().ok()?;
-            Some((n, &after[end + 1..]))
-        }) {
-            Some((n, tail)) => {
-                pid = Some(Pid::from_raw(n));
-                rest = tail;
-            }
-            None => {
-                return Reports {
-                    pid,
-                    entered: false,
-                    end: malformed(bytes),
-                };
-            }
-        }
-    }
-    let entered = rest.first() == Some(&ENTERED);
-    if entered {
-        rest = &rest[1..];
-    }
+    let entered = bytes.first() == Some(&ENTERED);
+    let rest = if entered { &bytes[1..] } else { bytes };
     let end = match rest.split_first() {
         None => End::Closed,
         Some((&PROBE, json)) => End::Probe(json.to_vec()),
@@ -138,7 +100,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
         }
         Some(_) => malformed(rest),
     };
-    Reports { pid, entered, end }
+    Reports { entered, end }
 }
 
 fn malformed(bytes: &[u8]) -> End {
@@ -162,53 +124,27 @@ mod tests {
             (
                 vec![],
                 Reports {
-                    pid: None,
                     entered: false,
                     end: End::Closed,
-                },
-            ),
-            (
-                vec![Report::Pid(Pid::from_raw(42))],
-                Reports {
-                    pid: Some(Pid::from_raw(42)),
-                    entered: false,
-                    end: End::Closed,
-                },
-            ),
-            (
-                vec![
-                    Report::Pid(Pid::from_raw(7)),
-                    Report::Failed(failed.clone()),
-                ],
-                Reports {
-                    pid: Some(Pid::from_raw(7)),
-                    entered: false,
-                    end: End::Failed(failed.clone()),
                 },
             ),
             (
                 vec![Report::Failed(failed.clone())],
                 Reports {
-                    pid: None,
                     entered: false,
                     end: End::Failed(failed.clone()),
                 },
             ),
             (
-                vec![
-                    Report::Pid(Pid::from_raw(9)),
-                    Report::Probe(b"{\"a\":1}".to_vec()),
-                ],
+                vec![Report::Entered],
                 Reports {
-                    pid: Some(Pid::from_raw(9)),
-                    entered: false,
-                    end: End::Probe(b"{\"a\":1}".to_vec()),
+                    entered: true,
+                    end: End::Closed,
                 },
             ),
             (
                 vec![Report::Entered, Report::Probe(b"{}".to_vec())],
                 Reports {
-                    pid: None,
                     entered: true,
                     end: End::Probe(b"{}".to_vec()),
                 },
@@ -216,17 +152,8 @@ mod tests {
             (
                 vec![Report::Entered, Report::Failed(failed.clone())],
                 Reports {
-                    pid: None,
                     entered: true,
                     end: End::Failed(failed),
-                },
-            ),
-            (
-                vec![Report::Pid(Pid::from_raw(5)), Report::Entered],
-                Reports {
-                    pid: Some(Pid::from_raw(5)),
-                    entered: true,
-                    end: End::Closed,
                 },
             ),
         ];
@@ -238,7 +165,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_failure_never_a_success() {
-        for bytes in [&b"x"[..], b"\x01nope\n", b"\x0112", b"\x01\n"] {
+        for bytes in [&b"x"[..], b"\x01nope\n", b"\x0112", b"\x01\n", b"\x04\x04"] {
             assert!(
                 matches!(decode(bytes).end, End::Failed(ref e) if e.step == Step::ReadErrorPipe),
                 "{bytes:?}"

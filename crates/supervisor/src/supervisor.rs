@@ -2,7 +2,7 @@
 //! reap them, answer the daemon, tear down when the sandbox ends.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -52,15 +52,11 @@ pub trait Isolation {
     /// error it must have undone whatever it did.
     fn setup(&mut self) -> Result<(), StepError>;
     /// In each forked child, before privileges are dropped: enter the
-    /// sandbox (chroot, jail_attach, setns) and chdir to its root.
-    ///
-    /// A backend with a pid namespace has its children born in it (Linux:
-    /// the supervisor's `pid_for_children`, set once in `setup`). One
-    /// that must fork once more instead does so with CLONE_PARENT (so the
-    /// supervisor stays the parent), reports the new pid with
-    /// [`crate::report_pid`] on `report_fd` from the intermediate process,
-    /// and lets only the new process return.
-    fn enter(&self, report_fd: RawFd) -> Result<(), StepError>;
+    /// sandbox (chroot, jail_attach, setns) and chdir to its root. The
+    /// child goes on to exec: a backend with a pid namespace has its
+    /// children born in it (Linux: the supervisor's `pid_for_children`,
+    /// set once in `setup`), so none forks again here.
+    fn enter(&self) -> Result<(), StepError>;
 
     /// Forks the child that will become a sandbox process. A backend may
     /// create it somewhere cheaper to start from (directly in the
