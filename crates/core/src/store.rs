@@ -10,9 +10,10 @@
 //! [`JOURNAL_LIMIT`], and at start, after the journal is replayed over the
 //! files (after a power loss they may be stale or torn; the journal is
 //! not). So a sandbox that lives and goes between two compactions costs
-//! journal appends only, no file: on a filesystem that pays for every
-//! inode made and deleted (ext4 without a journal scans past every
-//! recently deleted one), that was a third of a create's metadata work. Records are reached from the `sandboxes` directory's
+//! journal appends only, no record file: on a filesystem that pays for
+//! every inode made and deleted (ext4 without a journal scans past every
+//! recently deleted one), those were four of a sandbox's nine inodes.
+//! Records are reached from the `sandboxes` directory's
 //! descriptor with `*at` calls and O_NOFOLLOW: a symlink planted in the
 //! store is never written or read through.
 
