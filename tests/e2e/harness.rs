@@ -584,43 +584,33 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    /// (id, pid) of this daemon's supervisors that still run: processes
-    /// running `__supervise <id>` for an id with a directory in this
-    /// daemon's state (ids are random: no other daemon's), but not a
-    /// sandbox's pid 1, which is its supervisor's clone. Found by process,
-    /// not from the records: those are written at the store's compaction.
+    /// (id, pid) of this daemon's supervisors that still run: found by their
+    /// arguments (`sandboxd_supervisor::sys::find_supervisors`) for each id
+    /// with a directory in this daemon's state (ids are random: no other
+    /// daemon's), not from the records, which are written at the store's
+    /// compaction. A sandbox's pid 1 matches too, as its supervisor's
+    /// clone: it is left out (its parent is among the found).
     fn running_supervisors(&self) -> Vec<(String, i32)> {
+        use sandboxd_supervisor::sys::{children_of, find_supervisors};
         let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) else {
             return Vec::new();
         };
-        let ids: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-            .collect();
-        // (pid, parent pid, command line with spaces).
-        let procs: Vec<(i32, i32, String)> = Command::new("ps")
-            .args(["-axww", "-o", "pid=,ppid=,args="])
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let pid = f.next()?.parse().ok()?;
-                let ppid = f.next()?.parse().ok()?;
-                Some((pid, ppid, f.collect::<Vec<_>>().join(" ")))
-            })
-            .collect();
-        let runs = |args: &str, id: &str| args.ends_with(&format!("__supervise {id}"));
         let mut found = Vec::new();
-        for id in ids {
-            for (pid, ppid, args) in &procs {
-                let parent_too = procs.iter().any(|(p, _, a)| p == ppid && runs(a, &id));
-                if runs(args, &id) && !parent_too {
-                    found.push((id.clone(), *pid));
-                }
-            }
+        for id in entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+        {
+            let pids = find_supervisors(&id);
+            let clones: Vec<i32> = pids
+                .iter()
+                .flat_map(|p| children_of(nix::unistd::Pid::from_raw(*p)))
+                .map(nix::unistd::Pid::as_raw)
+                .collect();
+            found.extend(
+                pids.into_iter()
+                    .filter(|p| !clones.contains(p))
+                    .map(|p| (id.clone(), p)),
+            );
         }
         found
     }
@@ -834,4 +824,33 @@ impl Drop for SourceDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// A failed test's cleanup finds each running sandbox's supervisor, and
+/// only it (not the sandbox's pid 1, which runs the same arguments).
+#[tokio::test]
+async fn the_harness_finds_a_running_sandboxs_supervisor() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let found = d.running_supervisors();
+    let got = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .sandbox
+        .expect("sandbox");
+    assert!(got.supervisor_pid > 0, "{got:?}");
+    assert_eq!(
+        found,
+        vec![(
+            sb.id.clone(),
+            i32::try_from(got.supervisor_pid).expect("pid")
+        )]
+    );
+    c.destroy(&sb.id).await;
+    assert!(d.running_supervisors().is_empty());
+    d.finish().await;
 }
