@@ -46,13 +46,23 @@ impl Row {
     }
 }
 
-/// Results of the 2-way throughput phase, in operations per second.
+/// Results of the 2-way throughput phase.
 #[derive(Debug)]
 pub(crate) struct Throughput {
     /// Two parallel loops of b.
-    pub(crate) b: Option<f64>,
+    pub(crate) b: Option<Rate>,
     /// Two concurrent gRPC clients doing create+wait+destroy.
-    pub(crate) sandboxd: Result<f64, String>,
+    pub(crate) sandboxd: Result<Rate, String>,
+}
+
+/// One throughput run: its rate and the host CPU each operation cost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    /// Completed operations per second of wall time.
+    pub(crate) ops_per_sec: f64,
+    /// Host CPU time (all processes and the kernel, `/proc/stat` busy time
+    /// without steal) per completed operation, in ms; None if unreadable.
+    pub(crate) cpu_ms_per_op: Option<f64>,
 }
 
 /// Results of the memory phase, in KiB.
@@ -367,6 +377,7 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
     let secs = Duration::from_secs(args.seconds.max(1));
 
     let b = std::thread::scope(|s| {
+        let cpu = procfs::busy_cpu();
         let start = Instant::now();
         let workers: Vec<_> = (0..2)
             .map(|_| {
@@ -387,8 +398,7 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
             total += n;
             longest = longest.max(t);
         }
-        #[allow(clippy::cast_precision_loss)] // op counts are far below 2^52
-        Some(total as f64 / longest.as_secs_f64())
+        Some(Rate::of(total, longest, cpu))
     });
 
     let sandboxd = async {
@@ -396,6 +406,7 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
         for _ in 0..2 {
             clients.push(daemon.connect().await?);
         }
+        let cpu = procfs::busy_cpu();
         let start = Instant::now();
         let tasks: Vec<_> = clients
             .into_iter()
@@ -417,13 +428,31 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
             total += n;
             longest = longest.max(d);
         }
-        #[allow(clippy::cast_precision_loss)] // op counts are far below 2^52
-        anyhow::Ok(total as f64 / longest.as_secs_f64())
+        anyhow::Ok(Rate::of(total, longest, cpu))
     }
     .await
     .map_err(|e| format!("failed: {e:#}"));
 
     Throughput { b, sandboxd }
+}
+
+impl Rate {
+    /// `total` operations in `elapsed`; `cpu_before` is the host's busy
+    /// CPU time when the run began.
+    fn of(total: u64, elapsed: Duration, cpu_before: Option<Duration>) -> Self {
+        #[allow(clippy::cast_precision_loss)] // op counts are far below 2^52
+        let n = total as f64;
+        let cpu_ms_per_op = match (cpu_before, procfs::busy_cpu()) {
+            (Some(before), Some(after)) if total > 0 => {
+                Some(after.saturating_sub(before).as_secs_f64() * 1e3 / n)
+            }
+            _ => None,
+        };
+        Self {
+            ops_per_sec: n / elapsed.as_secs_f64(),
+            cpu_ms_per_op,
+        }
+    }
 }
 
 /// Sum of RSS and PSS (KiB) of the daemon and its direct children (the

@@ -29,6 +29,36 @@ pub(crate) fn mem_available_kib() -> anyhow::Result<u64> {
     kib_field(&text, "MemAvailable").context("no MemAvailable in /proc/meminfo")
 }
 
+/// The host's busy CPU time so far, summed over CPUs, from the `cpu` line
+/// of `/proc/stat`: user, nice, system, irq and softirq time; not idle,
+/// iowait or steal (time the hypervisor gave to someone else, which says
+/// nothing about the work done here). Guest time is part of user already.
+pub(crate) fn busy_cpu() -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_of(&text)
+}
+
+/// Parses the busy time out of `/proc/stat`'s text (see [`busy_cpu`]).
+fn busy_of(text: &str) -> Option<std::time::Duration> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|i| ticks.get(*i).copied())
+        .sum::<Option<u64>>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(std::time::Duration::from_nanos(
+        busy.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
 /// Parses `Name:   1234 kB` out of a `/proc` key-value file.
 fn kib_field(text: &str, field: &str) -> Option<u64> {
     text.lines().find_map(|l| {
@@ -91,6 +121,25 @@ mod tests {
         let text = "Name:\tsandboxd\nVmRSS:\t    9876 kB\nVmRSSx:\t1 kB\n";
         assert_eq!(kib_field(text, "VmRSS"), Some(9876));
         assert_eq!(kib_field(text, "VmHWM"), None);
+    }
+
+    #[test]
+    fn busy_time_leaves_out_idle_iowait_and_steal() {
+        let hz = u64::try_from(
+            nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let text = "cpu  100 1 20 5000 7 2 3 900 0 0\ncpu0 50 0 10 2500 3 1 1 450 0 0\n";
+        let busy = busy_of(text).unwrap();
+        assert_eq!(
+            busy,
+            std::time::Duration::from_secs(126) / u32::try_from(hz).unwrap()
+        );
+        assert_eq!(busy_of("intr 1 2 3\n"), None);
+        assert_eq!(busy_of("cpu  1 x 3\n"), None);
     }
 
     #[test]

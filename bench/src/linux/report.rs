@@ -2,7 +2,7 @@
 //! memory, each next to its DESIGN.md target.
 
 use super::stats::{Summary, summarize};
-use super::{Results, Row};
+use super::{Rate, Results, Row};
 use crate::Args;
 
 /// KiB per MiB.
@@ -92,24 +92,38 @@ pub(crate) fn print(args: &Args, r: &Results) {
     );
     println!("{}", "-".repeat(104));
     let tb = r.throughput.b;
-    match tb {
-        Some(ops) => println!(
-            "{:<34} {ops:>9.1} {:>8}   baseline",
-            "b: 2 parallel loops", "1.00x"
+    let cpu = |rate: &Rate| {
+        rate.cpu_ms_per_op.map_or_else(
+            || "host CPU/op unreadable".to_owned(),
+            |ms| format!("host CPU {ms:.2} ms/op"),
+        )
+    };
+    match &tb {
+        Some(rate) => println!(
+            "{:<34} {:>9.1} {:>8}   baseline  ({})",
+            "b: 2 parallel loops",
+            rate.ops_per_sec,
+            "1.00x",
+            cpu(rate)
         ),
         None => println!("{:<34} failed", "b: 2 parallel loops"),
     }
     match &r.throughput.sandboxd {
-        Ok(ops) => {
+        Ok(rate) => {
+            let ops = rate.ops_per_sec;
             let (ratio, judged) = tb.map_or_else(
                 || ("-".to_owned(), String::new()),
                 |b| {
-                    let x = ops / b;
+                    let x = ops / b.ops_per_sec;
                     (format!("{x:.2}x"), format!("  {}", verdict(x >= 1.2)))
                 },
             );
+            let per_op = match (rate.cpu_ms_per_op, tb.and_then(|b| b.cpu_ms_per_op)) {
+                (Some(s), Some(b)) if b > 0.0 => format!("{}, {:.2}x b's", cpu(rate), s / b),
+                _ => cpu(rate),
+            };
             println!(
-                "{:<34} {ops:>9.1} {ratio:>8}   target >= 1.2x b{judged}",
+                "{:<34} {ops:>9.1} {ratio:>8}   target >= 1.2x b{judged}  ({per_op})",
                 "sandboxd: 2 clients c+w+d"
             );
         }
