@@ -47,31 +47,18 @@ pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 
 /// Starts a supervisor helper for sandbox `id` with one end of a
 /// socketpair as its stdin: forked by the zygote when there is one, else
-/// this binary re-executed in helper mode. Sends it the launch
-/// configuration as the first frame (with `fds` attached) and the create
-/// options as the second.
-pub async fn spawn(
+/// this binary re-executed in helper mode. It waits for its launch
+/// configuration ([`Link::send_launch`]) and creates nothing before, so it
+/// can be started while the daemon still writes the sandbox's record: a
+/// daemon that dies first closes the channel, and the helper exits.
+pub async fn start(
     exe: &Path,
     zygote: Option<&Arc<Zygote>>,
     id: &str,
-    config: &[u8],
-    options: &wire::CreateOptions,
-    fds: &[BorrowedFd<'_>],
 ) -> io::Result<(SupervisorProc, Link)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     ours.set_nonblocking(true)?;
-    let mut frame = wire::frame(config).map_err(io::Error::other)?;
-    frame.extend(wire::encode(options).map_err(io::Error::other)?);
-    // Queued before the fork (as much as the socket buffer takes, which is
-    // all of a usual configuration): the helper reads it as soon as it
-    // starts instead of waiting for the zygote's reply to reach this task.
-    // Not with descriptors to attach: they go with the first bytes, below.
-    let sent = if fds.is_empty() {
-        send_now(&ours, &frame)?
-    } else {
-        0
-    };
     let child = match zygote {
         Some(zygote) => {
             let pid = zygote.fork_supervisor(id, OwnedFd::from(theirs)).await?;
@@ -99,26 +86,7 @@ pub async fn spawn(
         peer: watch::Sender::new(wire::PROTOCOL),
         received: std::sync::Mutex::default(),
     };
-    // Descriptors the launch configuration names (a NAMESPACE sandbox's
-    // network namespace) ride on its first bytes: such a frame was not
-    // queued early (`sent` is 0).
-    link.write_all(&frame[sent..], fds).await?;
     Ok((child, link))
-}
-
-/// Writes what the non-blocking socket takes of `bytes` now; returns how
-/// much that was.
-fn send_now(sock: &std::os::unix::net::UnixStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match sys::send_with_fds(sock.as_fd(), &bytes[sent..], &[]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
 
 /// Reconnects to a running supervisor's control socket (after a daemon
@@ -135,6 +103,20 @@ pub async fn connect(path: &Path) -> io::Result<Link> {
 }
 
 impl Link {
+    /// Sends a helper [`start`]ed for a new sandbox its launch
+    /// configuration as the first frame (with `fds` attached: a NAMESPACE
+    /// sandbox's network namespace) and the create options as the second.
+    pub async fn send_launch(
+        &self,
+        config: &[u8],
+        options: &wire::CreateOptions,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        let mut frame = wire::frame(config).map_err(io::Error::other)?;
+        frame.extend(wire::encode(options).map_err(io::Error::other)?);
+        self.write_all(&frame, fds).await
+    }
+
     /// Sends a request with the descriptors it carries. A request the
     /// supervisor's protocol may not know is refused (`Unsupported`), not
     /// sent: a supervisor that cannot decode a request stops reading.

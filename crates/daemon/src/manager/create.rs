@@ -387,7 +387,11 @@ impl Manager {
             sb.record(),
         );
         let mut t = std::mem::replace(timer, StepTimer::new("create", &sb.id));
-        let (config, t) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        // The supervisor is forked while the record is written: it creates
+        // nothing until its launch configuration, sent below once the
+        // CREATING record is in the journal.
+        let started = link::start(&self.exe, self.zygote.as_ref(), &sb.id);
+        let written = tokio::task::spawn_blocking(move || -> ApiResult<_> {
             t.mark("to blocking thread");
             store.create_sandbox_dir(&paths2.id)?;
             fault::check(fault::STATE_DIR)?;
@@ -405,34 +409,43 @@ impl Manager {
             fault::check(fault::LAUNCH_CONFIG)?;
             t.mark("backend prepare");
             Ok((config, t))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
-        *timer = t;
-
+        });
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
+        let (started, written) = tokio::join!(started, written);
+        // Held by the sandbox, its events read, before anything can fail:
+        // a rollback shuts it down and reaps it.
+        let link = match started {
+            Ok((child, link)) => {
+                let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+                let link = Arc::new(link);
+                *lock(&sb.link) = Some(link.clone());
+                *lock(&sb.child) = Some(child);
+                lock(&sb.record).supervisor_pid = supervisor_pid;
+                tokio::spawn(read_events(self.clone(), sb.clone(), link.clone()));
+                Ok(link)
+            }
+            Err(e) => Err(ApiError::Internal(format!(
+                "starting supervisor for {}: {e}",
+                sb.id
+            ))),
+        };
+        let (config, t) =
+            written.map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+        *timer = t;
+        let link = link?;
+        timer.mark("start supervisor (forked meanwhile)");
+
         let fds: Vec<_> = netns.iter().map(std::os::fd::AsFd::as_fd).collect();
-        let (child, link) = link::spawn(
-            &self.exe,
-            self.zygote.as_ref(),
-            &sb.id,
-            &config,
-            options,
-            &fds,
-        )
-        .await
-        .map_err(|e| ApiError::Internal(format!("starting supervisor for {}: {e}", sb.id)))?;
+        link.send_launch(&config, options, &fds)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("configuring supervisor for {}: {e}", sb.id))
+            })?;
         drop(fds);
         drop(netns);
-        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-        let link = Arc::new(link);
-        *lock(&sb.link) = Some(link.clone());
-        *lock(&sb.child) = Some(child);
-        lock(&sb.record).supervisor_pid = supervisor_pid;
-        tokio::spawn(read_events(self.clone(), sb.clone(), link));
         fault::check(fault::SUPERVISOR)?;
-        timer.mark("start supervisor");
+        timer.mark("send launch configuration");
 
         let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok((pid, steps)))) => {
