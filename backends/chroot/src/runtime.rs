@@ -35,7 +35,8 @@ impl ChrootIsolation {
 }
 
 impl Isolation for ChrootIsolation {
-    fn setup(&mut self) -> Result<(), StepError> {
+    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
+        meanwhile();
         if let Err(e) = build_root(&self.setup) {
             let _ = self.teardown();
             return Err(e);

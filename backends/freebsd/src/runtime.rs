@@ -572,7 +572,8 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
 }
 
 impl Isolation for FreeBsdIsolation {
-    fn setup(&mut self) -> Result<(), StepError> {
+    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
+        meanwhile();
         if let Err(e) = self.setup_inner() {
             // Undo whatever was done; the first error is the one to report.
             let _ = self.teardown();

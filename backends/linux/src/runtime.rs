@@ -277,7 +277,7 @@ impl LinuxIsolation {
         Ok(())
     }
 
-    fn setup_inner(&mut self) -> Result<(), StepError> {
+    fn setup_inner(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
         let id_map = supervisor_steps(&self.launch.plan)?;
         // Before the clone only the v2 cgroup, which pid 1 is cloned
         // straight into; the v1 ones (a hybrid host's) are made while pid 1
@@ -381,6 +381,8 @@ impl LinuxIsolation {
                         .failure_within(std::time::Duration::from_millis(100))
                         .unwrap_or(e));
                 }
+                // The supervisor's own preparation, while pid 1 builds.
+                meanwhile();
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
                 let ready = loop {
@@ -619,8 +621,8 @@ pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<(), StepError> {
 }
 
 impl Isolation for LinuxIsolation {
-    fn setup(&mut self) -> Result<(), StepError> {
-        let result = self.setup_inner();
+    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
+        let result = self.setup_inner(meanwhile);
         if result.is_err() {
             let _ = self.teardown();
         }
@@ -1106,10 +1108,32 @@ fn ms_flags(flags: &[MountFlag]) -> MsFlags {
     })
 }
 
+/// The new root, once mounted: a descriptor to resolve paths in, and the
+/// path the kernel gives it (read once: where a client's mount target
+/// resolved is checked against it).
+struct OpenedRoot {
+    fd: OwnedFd,
+    host_path: PathBuf,
+}
+
+impl OpenedRoot {
+    fn open(rootfs: &Path) -> Result<Self, StepError> {
+        let fd = sys::open_dir(rootfs)
+            .map_err(|e| StepError::new(Step::OpenRoot, format!("{}: {e}", rootfs.display())))?;
+        let host_path = std::fs::read_link(sys::fd_path(fd.as_fd()))
+            .map_err(|e| StepError::new(Step::OpenRoot, format!("{}: {e}", rootfs.display())))?;
+        Ok(Self { fd, host_path })
+    }
+}
+
 /// Runs the plan's root operations, in the reaper's private mount namespace.
 fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
     let rootfs = &launch.plan.rootfs;
-    let mut root: Option<OwnedFd> = None;
+    let mut root: Option<OpenedRoot> = None;
+    // The directory the previous node or symlink went into (the plan makes
+    // /dev's in a row): resolved once for the run, forgotten at any mount,
+    // which could cover it.
+    let mut parent: Option<(PathBuf, OwnedFd)> = None;
     for op in &launch.plan.mounts {
         match op {
             RootOp::MakePrivate => {
@@ -1126,8 +1150,8 @@ fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
                 let root = root
                     .as_ref()
                     .ok_or_else(|| StepError::new(Step::Symlink, "root not mounted yet"))?;
-                let (parent, name) = parent_in_root(root, path)?;
-                sys::symlink_at(target, parent.as_fd(), name.as_os_str()).map_err(|e| {
+                let (dir, name) = parent_in_root(root, path, &mut parent)?;
+                sys::symlink_at(target, dir, name.as_os_str()).map_err(|e| {
                     StepError::new(Step::Symlink, format!("{path} -> {target}: {e}"))
                 })?;
             }
@@ -1135,18 +1159,16 @@ fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
                 let root = root
                     .as_ref()
                     .ok_or_else(|| StepError::new(Step::Mknod, "root not mounted yet"))?;
-                let (parent, name) = parent_in_root(root, path)?;
-                sys::char_device_at(parent.as_fd(), name.as_os_str(), *major, *minor, 0o666)
-                    .map_err(|e| {
-                        StepError::new(Step::Mknod, format!("{path} ({major}:{minor}): {e}"))
-                    })?;
+                let (dir, name) = parent_in_root(root, path, &mut parent)?;
+                sys::char_device_at(dir, name.as_os_str(), *major, *minor, 0o666).map_err(|e| {
+                    StepError::new(Step::Mknod, format!("{path} ({major}:{minor}): {e}"))
+                })?;
             }
             RootOp::Mount(m) => {
+                parent = None;
                 do_mount(launch, root.as_ref(), m)?;
                 if m.target == "/" {
-                    root = Some(sys::open_dir(rootfs).map_err(|e| {
-                        StepError::new(Step::OpenRoot, format!("{}: {e}", rootfs.display()))
-                    })?);
+                    root = Some(OpenedRoot::open(rootfs)?);
                 }
             }
         }
@@ -1154,17 +1176,30 @@ fn build_root(launch: &LinuxLaunch) -> Result<(), StepError> {
     Ok(())
 }
 
-/// The parent directory (resolved in the root) and final name of `path`.
-fn parent_in_root(root: &OwnedFd, path: &str) -> Result<(OwnedFd, PathBuf), StepError> {
+/// The parent directory (resolved in the root, or the one `cached` holds
+/// if it is the same) and final name of `path`.
+fn parent_in_root<'a>(
+    root: &OpenedRoot,
+    path: &str,
+    cached: &'a mut Option<(PathBuf, OwnedFd)>,
+) -> Result<(BorrowedFd<'a>, PathBuf), StepError> {
     let p = Path::new(path);
     let parent = p.parent().unwrap_or(Path::new("/"));
     let name = p.file_name().map(PathBuf::from).unwrap_or_default();
-    let fd = sys::resolve_in_root(root.as_fd(), parent)
-        .map_err(|e| StepError::new(Step::ResolveInRoot, format!("{}: {e}", parent.display())))?;
+    if cached.as_ref().is_none_or(|(dir, _)| dir != parent) {
+        let fd = sys::resolve_in_root(root.fd.as_fd(), parent).map_err(|e| {
+            StepError::new(Step::ResolveInRoot, format!("{}: {e}", parent.display()))
+        })?;
+        *cached = Some((parent.to_owned(), fd));
+    }
+    let fd = cached
+        .as_ref()
+        .map(|(_, fd)| fd.as_fd())
+        .ok_or_else(|| StepError::new(Step::ResolveInRoot, "unreachable: just resolved"))?;
     Ok((fd, name))
 }
 
-fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(), StepError> {
+fn do_mount(launch: &LinuxLaunch, root: Option<&OpenedRoot>, m: &Mount) -> Result<(), StepError> {
     let err =
         |step: Step, e: &dyn std::fmt::Display| StepError::new(step, format!("{}: {e}", m.target));
     // Keep every descriptor a /proc/self/fd path refers to alive until the
@@ -1234,7 +1269,7 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
         MountSource::InRoot(path) => {
             let root =
                 root.ok_or_else(|| err(Step::ResolveMountSource, &"root not mounted yet"))?;
-            let fd = match sys::resolve_in_root(root.as_fd(), Path::new(path)) {
+            let fd = match sys::resolve_in_root(root.fd.as_fd(), Path::new(path)) {
                 Ok(fd) => fd,
                 // Kernel files that depend on the kernel's configuration.
                 Err(Errno::ENOENT) if m.if_exists => return Ok(()),
@@ -1251,30 +1286,31 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
             return Ok(Some(launch.plan.rootfs.clone()));
         }
         let root = root.ok_or_else(|| err(Step::ResolveMountTarget, &"root not mounted yet"))?;
-        match sys::resolve_in_root(root.as_fd(), Path::new(&m.target)) {
+        match resolve_target(root, &m.target, m.client) {
             Ok(fd) => {
-                check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
             }
-            Err(Errno::ENOENT) if m.if_exists => Ok(None),
-            Err(Errno::ENOENT) => {
-                let (parent, name) = parent_in_root(root, &m.target)?;
+            Err(TargetError::Missing) if m.if_exists => Ok(None),
+            Err(TargetError::Missing) => {
+                let mut no_cache = None;
+                let (parent, name) = parent_in_root(root, &m.target, &mut no_cache)?;
                 let made = if source_is_dir {
-                    sys::mkdir_at(parent.as_fd(), name.as_os_str())
+                    sys::mkdir_at(parent, name.as_os_str())
                 } else {
-                    sys::touch_at(parent.as_fd(), name.as_os_str())
+                    sys::touch_at(parent, name.as_os_str())
                 };
                 made.map_err(|e| err(Step::CreateMountPoint, &e))?;
-                let fd = sys::resolve_in_root(root.as_fd(), Path::new(&m.target))
-                    .map_err(|e| err(Step::ResolveMountTarget, &e))?;
-                check_resolved_target(root.as_fd(), fd.as_fd(), &m.target, m.client)?;
+                let fd = resolve_target(root, &m.target, m.client).map_err(|e| match e {
+                    TargetError::Missing => err(Step::ResolveMountTarget, &Errno::ENOENT),
+                    TargetError::Refused(e) => e,
+                })?;
                 let p = sys::fd_path(fd.as_fd());
                 held.push(fd);
                 Ok(Some(p))
             }
-            Err(e) => Err(err(Step::ResolveMountTarget, &e)),
+            Err(TargetError::Refused(e)) => Err(e),
         }
     };
     let Some(target_path) = target(&mut held)? else {
@@ -1325,52 +1361,66 @@ fn do_mount(launch: &LinuxLaunch, root: Option<&OwnedFd>, m: &Mount) -> Result<(
     Ok(())
 }
 
-/// Checks where a mount target resolved inside the root (see
+/// Why a mount target has no descriptor.
+enum TargetError {
+    /// Nothing is there (ENOENT): made, or skipped if the mount is optional.
+    Missing,
+    /// Refused (or resolution failed otherwise).
+    Refused(StepError),
+}
+
+/// Resolves a mount target inside the root and checks where it landed (see
 /// [`Mount::client`]): a client's may follow the image's symlinks but not
 /// into one of the sandbox's own pseudo-filesystems; the sandbox's own
-/// mounts must land exactly on their path. The plan checked the strings;
-/// this checks where the image's symlinks made them point.
-fn check_resolved_target(
-    root: BorrowedFd<'_>,
-    fd: BorrowedFd<'_>,
-    target: &str,
-    client: bool,
-) -> Result<(), StepError> {
+/// mounts must land exactly on their path, so they are resolved following
+/// no symlink at all (the plan's targets have no `..`). The plan checked
+/// the strings; this checks where the image's symlinks made them point.
+fn resolve_target(root: &OpenedRoot, target: &str, client: bool) -> Result<OwnedFd, TargetError> {
     let step = Step::CheckMountTarget;
-    let path_of = |fd| {
-        std::fs::read_link(sys::fd_path(fd))
-            .map_err(|e| StepError::new(step, format!("{target}: {e}")))
-    };
-    let (rootfs, host) = (path_of(root)?, path_of(fd)?);
-    let rootfs = rootfs.as_path();
-    let inside = Path::new("/").join(host.strip_prefix(rootfs).map_err(|_| {
-        StepError::new(
-            step,
-            format!("{target} resolves outside the root, to {}", host.display()),
-        )
-    })?);
     if !client {
-        if inside != Path::new(target) {
-            return Err(StepError::new(
+        return match sys::resolve_in_root_no_symlinks(root.fd.as_fd(), Path::new(target)) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::ENOENT) => Err(TargetError::Missing),
+            Err(Errno::ELOOP) => Err(TargetError::Refused(StepError::new(
                 step,
                 format!(
-                    "{target} resolves to {} through a symlink in the image; the sandbox's own mount points must be real directories",
-                    inside.display()
+                    "{target} goes through a symlink in the image; the sandbox's own mount points must be real directories"
                 ),
-            ));
-        }
-        return Ok(());
+            ))),
+            Err(e) => Err(TargetError::Refused(StepError::new(
+                Step::ResolveMountTarget,
+                format!("{target}: {e}"),
+            ))),
+        };
     }
+    let fd = match sys::resolve_in_root(root.fd.as_fd(), Path::new(target)) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Err(TargetError::Missing),
+        Err(e) => {
+            return Err(TargetError::Refused(StepError::new(
+                Step::ResolveMountTarget,
+                format!("{target}: {e}"),
+            )));
+        }
+    };
+    let host = std::fs::read_link(sys::fd_path(fd.as_fd()))
+        .map_err(|e| TargetError::Refused(StepError::new(step, format!("{target}: {e}"))))?;
+    let inside = Path::new("/").join(host.strip_prefix(&root.host_path).map_err(|_| {
+        TargetError::Refused(StepError::new(
+            step,
+            format!("{target} resolves outside the root, to {}", host.display()),
+        ))
+    })?);
     if let Some(reserved) = RESERVED_TARGETS.iter().find(|r| inside.starts_with(r)) {
-        return Err(StepError::new(
+        return Err(TargetError::Refused(StepError::new(
             step,
             format!(
                 "{target} resolves to {} (through a symlink in the image), under {reserved}, where client mounts may not go",
                 inside.display()
             ),
-        ));
+        )));
     }
-    Ok(())
+    Ok(fd)
 }
 
 /// The size-limited tmpfs for an overlay's upper and work directories, on

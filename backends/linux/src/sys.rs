@@ -200,8 +200,8 @@ pub fn sethostname(name: &str) -> Result<(), Errno> {
 
 pub use sandboxd_supervisor::sys::{
     create_mask_file, fd_path, is_dir, is_regular_file, open_dir, open_image, open_image_dir,
-    parent_pid, pipe, reap_any, resolve_beneath, resolve_in_root, send_signal, set_gid, set_groups,
-    set_uid, wait_for,
+    parent_pid, pipe, reap_any, resolve_beneath, resolve_in_root, resolve_in_root_no_symlinks,
+    send_signal, set_gid, set_groups, set_uid, wait_for,
 };
 
 /// Resolves an absolute host path from `/` refusing every symlink

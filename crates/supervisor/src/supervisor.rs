@@ -49,8 +49,11 @@ impl StepError {
 /// What a backend does to build, enter and remove its sandbox.
 pub trait Isolation {
     /// In the supervisor, before any process starts (mounts, jail, ...). On
-    /// error it must have undone whatever it did.
-    fn setup(&mut self) -> Result<(), StepError>;
+    /// error it must have undone whatever it did. `meanwhile` is the
+    /// supervisor's own preparation (its control socket): called once, at a
+    /// moment the backend would otherwise only wait (Linux: while pid 1
+    /// builds the root), or first by a backend that never waits.
+    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError>;
     /// In each forked child, before privileges are dropped: enter the
     /// sandbox (chroot, jail_attach, setns) and chdir to its root. The
     /// child goes on to exec: a backend with a pid namespace has its
@@ -280,9 +283,25 @@ pub fn supervise<I: Isolation>(
     if let Some(output) = &main_output {
         isolation.main_output(output);
     }
-    if let Err(e) = isolation.setup() {
+    // A daemon that restarts reconnects here (the directory is the
+    // sandbox's own, 0700 under the state dir). Without it the sandbox still
+    // runs; only reattaching is lost. Bound while the backend waits (pid 1
+    // builds the root), a step off the create's path.
+    let control_path = config.exit_file.with_file_name(CONTROL_SOCKET);
+    let mut control = None;
+    let mut bound = false;
+    let mut bind_control = || {
+        if !bound {
+            bound = true;
+            control = bind_control_socket(&control_path, &config.sandbox_id);
+            crate::timing::mark("control socket");
+        }
+    };
+    if let Err(e) = isolation.setup(&mut bind_control) {
         return fail(&mut chan, e);
     }
+    // Once, also where the backend did not call it.
+    bind_control();
     crate::timing::mark("isolation setup (rest)");
     let oom_at_start = isolation.oom_kills();
     let mut sup = Supervisor {
@@ -297,31 +316,10 @@ pub fn supervise<I: Isolation>(
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
-        control: None,
+        control,
         null,
         capture,
     };
-    // A daemon that restarts reconnects here (the directory is the
-    // sandbox's own, 0700 under the state dir). Without it the sandbox still
-    // runs; only reattaching is lost.
-    let control_path = sup.config.exit_file.with_file_name(CONTROL_SOCKET);
-    let _ = std::fs::remove_file(&control_path);
-    match std::os::unix::net::UnixListener::bind(&control_path)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(|l| {
-            // Owner only, as its directory (which the daemon checks).
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))
-                .map(|()| l)
-        }) {
-        Ok(l) => sup.control = Some(l),
-        Err(e) => eprintln!(
-            "sandboxd supervisor {}: control socket {}: {e}",
-            sup.config.sandbox_id,
-            control_path.display()
-        ),
-    }
-    crate::timing::mark("control socket");
     // Verify before anything of the client's runs: a REQUIRED row observed
     // VIOLATED fails the setup and the main process never starts.
     let mut verification = None;
@@ -364,6 +362,32 @@ pub fn supervise<I: Isolation>(
         init_pid: sup.isolation.init_pid().map(Pid::as_raw),
     });
     sup.run()
+}
+
+/// Binds the control socket a restarted daemon reattaches through, owner
+/// only; None (said on stderr) if it cannot be.
+fn bind_control_socket(
+    path: &std::path::Path,
+    sandbox_id: &str,
+) -> Option<std::os::unix::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let bound = std::os::unix::net::UnixListener::bind(path)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(|l| {
+            // Owner only, as its directory (which the daemon checks).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map(|()| l)
+        });
+    match bound {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "sandboxd supervisor {sandbox_id}: control socket {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 impl<I: Isolation> Supervisor<I> {

@@ -1042,6 +1042,20 @@ pub fn resolve_in_root(root: BorrowedFd<'_>, path: &std::path::Path) -> Result<O
     nix::fcntl::openat2(root, path, how)
 }
 
+/// As [`resolve_in_root`], but following no symlink at all (ELOOP at the
+/// first one): what it returns is exactly `path` inside `root`.
+#[cfg(target_os = "linux")]
+pub fn resolve_in_root_no_symlinks(
+    root: BorrowedFd<'_>,
+    path: &std::path::Path,
+) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    nix::fcntl::openat2(root, path, how)
+}
+
 /// Resolves `rel` below `dir` refusing any symlink and any `..` that would
 /// leave it (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Returns an O_PATH
 /// descriptor; an empty `rel` is `dir` itself.
