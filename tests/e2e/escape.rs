@@ -747,6 +747,50 @@ async fn root_cannot_remount_a_read_only_root_writable() {
     d.finish().await;
 }
 
+/// The capability drop must not take its bounds from inside the sandbox:
+/// an image that plants `/proc/sys/kernel/cap_last_cap` saying `0` (the
+/// chroot backend mounts no /proc over it) must not leave a uid-0 payload
+/// with every capability above 0 in its bounding set: CAP_SYS_NICE (not
+/// in Docker's default set) to raise its priority, CAP_SYS_ADMIN, ...
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "drives Linux capabilities and mount(8) on the Linux and chroot backends"
+)]
+#[tokio::test]
+async fn an_image_cannot_choose_which_capabilities_are_dropped() {
+    let d = Daemon::start();
+    let image = d.make_busybox_image("fake-cap-last-cap");
+    let kernel = image.join("proc/sys/kernel");
+    std::fs::create_dir_all(&kernel).expect("fake /proc/sys/kernel");
+    std::fs::write(kernel.join("cap_last_cap"), "0\n").expect("fake cap_last_cap");
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            image: "fake-cap-last-cap".into(),
+            ..Default::default()
+        })
+        .await;
+    // Unmounted at once if it worked, so a failure leaves no mount behind.
+    let mut p = argv(&[
+        "/bin/sh",
+        "-c",
+        "busybox renice -n -5 -p $$ >/dev/null 2>&1 && echo reniced; \
+         busybox setpriv --dump | busybox grep -o sys_admin; \
+         mount -t tmpfs sandboxd-cap /tmp 2>/dev/null && umount /tmp && echo mounted; id -u",
+    ]);
+    p.user = users()[1].1.clone();
+    let r = c.exec_sync(&sb.id, p, 20_000).await;
+    assert_eq!(
+        out(&r),
+        "0\n",
+        "uid 0 kept capabilities it must not have; stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    c.destroy(&sb.id).await;
+    d.finish().await;
+}
+
 /// A device node in a directory image (the images dir is the operator's,
 /// but an unpacked tarball can carry one) must not be a way to the host's
 /// device: the writable root is mounted nodev on every backend, so root in

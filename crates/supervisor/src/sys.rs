@@ -358,6 +358,10 @@ pub fn set_no_new_privs() -> Result<(), Errno> {
     }
 }
 
+/// Capability numbers fit in the kernel's 64-bit masks.
+#[cfg(target_os = "linux")]
+const MAX_CAPABILITIES: u32 = 64;
+
 /// Drops every capability not in `keep` from the bounding set and clears
 /// the ambient set, so a uid-0 payload execs with at most `keep` (its
 /// permitted set after execve is the bounding set when, as here, the
@@ -365,15 +369,20 @@ pub fn set_no_new_privs() -> Result<(), Errno> {
 pub fn restrict_capabilities(keep: &[u32]) -> Result<bool, Errno> {
     #[cfg(target_os = "linux")]
     {
-        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40);
-        for cap in (0..=last).filter(|c| !keep.contains(c)) {
+        // Up to the kernel's last capability, which the kernel itself says:
+        // PR_CAPBSET_DROP fails with EINVAL past it. Not from
+        // /proc/sys/kernel/cap_last_cap, which this process (already inside
+        // the sandbox's root) would read from the image where no procfs
+        // covers it: an image saying 0 kept every capability.
+        for cap in (0..MAX_CAPABILITIES).filter(|c| !keep.contains(c)) {
             // SAFETY: PR_CAPBSET_DROP takes an integer capability number.
             let rc =
                 unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-            Errno::result(rc)?;
+            match Errno::result(rc) {
+                Ok(_) => {}
+                Err(Errno::EINVAL) if cap > 0 => break,
+                Err(e) => return Err(e),
+            }
         }
         // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
         let rc = unsafe {
