@@ -17,7 +17,14 @@ pub struct Channel {
     fds: VecDeque<OwnedFd>,
     /// The peer closed or a write hit EPIPE: the daemon is gone.
     closed: bool,
+    /// Where reads land, reused: a fresh zeroed 64 KiB array per read
+    /// would write every page of it, and after each fork of a payload the
+    /// supervisor pays a copy-on-write fault for every page it writes.
+    buf: Vec<u8>,
 }
+
+/// The most one read takes.
+const READ_SIZE: usize = 64 * 1024;
 
 /// What one read produced.
 #[derive(Debug)]
@@ -36,6 +43,7 @@ impl Channel {
             decoder: Decoder::default(),
             fds: VecDeque::new(),
             closed: false,
+            buf: vec![0; READ_SIZE],
         }
     }
 
@@ -52,10 +60,9 @@ impl Channel {
 
     /// Reads once (the socket is readable) and returns complete requests.
     pub fn recv(&mut self) -> Result<RecvOutcome, WireError> {
-        let mut buf = [0u8; 64 * 1024];
         let mut new_fds = Vec::new();
         let n = loop {
-            match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut new_fds) {
+            match sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut new_fds) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -72,7 +79,7 @@ impl Channel {
             self.closed = true;
             return Ok(RecvOutcome::Closed);
         }
-        self.decoder.push(&buf[..n]);
+        self.decoder.push(&self.buf[..n]);
         self.buffered()
     }
 
@@ -111,16 +118,15 @@ impl Channel {
             if let Some(frame) = self.decoder.next_frame::<T>()? {
                 return Ok(frame);
             }
-            let mut buf = [0u8; 64 * 1024];
             let mut fds = Vec::new();
-            match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut fds) {
+            match sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut fds) {
                 Ok(0) => {
                     return Err(WireError::Malformed(serde::de::Error::custom(
                         "daemon closed the channel before sending the launch configuration",
                     )));
                 }
                 Ok(n) => {
-                    self.decoder.push(&buf[..n]);
+                    self.decoder.push(&self.buf[..n]);
                     // Descriptors that ride on the launch frames (a
                     // network namespace to join): kept for take_launch_fds.
                     self.fds.extend(fds);
