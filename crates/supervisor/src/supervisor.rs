@@ -750,7 +750,7 @@ impl<I: Isolation> Supervisor<I> {
                 if self.main_exit.is_none() && self.config.mode != Mode::Idle {
                     self.main_exit = Some(ProcessExit::Signaled(Signal::SIGKILL as i32));
                 }
-                let _ = self.finish_quietly();
+                let _ = self.shut_down();
                 self.chan.send(&Event::ShutdownComplete);
                 return Some(0);
             }
@@ -878,10 +878,14 @@ impl<I: Isolation> Supervisor<I> {
         }
     }
 
-    /// Kills, reports exec exits, persists the exit file, tears down.
-    fn finish_quietly(&mut self) -> i32 {
+    /// Shutdown, which only a daemon that is destroying the sandbox sends
+    /// (over the channel, or as SIGTERM after a restart): kills, reports
+    /// exec exits, tears down. No exit file (a new inode on the state
+    /// directory's disk, and its removal): its record is marked for
+    /// destruction already, which a daemon that dies now rolls forward at
+    /// its next start whatever the exit was.
+    fn shut_down(&mut self) -> i32 {
         self.end();
-        self.persist_exit();
         self.teardown()
     }
 
