@@ -590,7 +590,7 @@ impl Daemon {
     /// daemon's), not from the records, which are written at the store's
     /// compaction. A sandbox's pid 1 matches too, as its supervisor's
     /// clone: it is left out (its parent is among the found).
-    fn running_supervisors(&self) -> Vec<(String, i32)> {
+    pub(crate) fn running_supervisors(&self) -> Vec<(String, i32)> {
         use sandboxd_supervisor::sys::{children_of, find_supervisors};
         let Ok(entries) = std::fs::read_dir(self.state.join("sandboxes")) else {
             return Vec::new();

@@ -938,6 +938,60 @@ async fn sandboxes_survive_a_daemon_crash_are_reattached_and_never_report_a_fals
     d.finish().await;
 }
 
+/// The exit file bridges a daemon that is away. With the daemon attached,
+/// it records the exit in its journal and tells the supervisor, which then
+/// writes none; the exit is the daemon's, and survives its restart.
+#[tokio::test]
+async fn an_attached_daemon_records_the_exit_and_no_exit_file_is_written() {
+    let mut d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            process: Some(argv(&["/bin/sh", "-c", "exit 9"])),
+            ..Default::default()
+        })
+        .await;
+    let exit = c
+        .sandboxes
+        .wait_sandbox(pb::WaitSandboxRequest { id: sb.id.clone() })
+        .await
+        .expect("wait")
+        .into_inner()
+        .exit
+        .expect("exit");
+    assert_eq!(exit.exit_code, 9, "{exit:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.running_supervisors().iter().any(|(id, _)| *id == sb.id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor of {} did not exit",
+            sb.id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let file = d.state.join("sandboxes").join(&sb.id).join("exit.json");
+    assert!(!file.exists(), "{} was written", file.display());
+    drop(c);
+    d.kill_and_restart();
+    let mut c = d.clients().await;
+    let got = c
+        .sandboxes
+        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
+        .await
+        .expect("get after a restart")
+        .into_inner()
+        .sandbox
+        .expect("sandbox");
+    assert_eq!(
+        got.exit.as_ref().map(|e| (e.reason, e.exit_code)),
+        Some((pb::ExitReason::Exited as i32, 9)),
+        "{got:?}"
+    );
+    c.destroy(&sb.id).await;
+    drop(c);
+    d.finish().await;
+}
+
 #[tokio::test]
 async fn five_sandboxes_that_end_while_the_daemon_is_down_report_exits_3_to_7() {
     let mut d = Daemon::start();

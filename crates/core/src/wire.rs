@@ -48,8 +48,8 @@ pub const PROGRAM_NOT_FOUND: &str = "find program";
 
 /// This build's protocol version. 2: `Attached` carries `protocol`. 3:
 /// `Exec` may ask the supervisor for the terminal (`pty`), and
-/// `ExecStarted` then carries its controlling side.
-pub const PROTOCOL: u32 = 3;
+/// `ExecStarted` then carries its controlling side. 4: `ExitRecorded`.
+pub const PROTOCOL: u32 = 4;
 
 /// The protocol of a supervisor that announces none: every one from before
 /// versioning (some of them know `Verify`, some do not).
@@ -131,6 +131,10 @@ pub enum Request {
     },
     /// Kill everything, undo every host change, and exit.
     Shutdown,
+    /// The daemon has the exit that `SandboxExited` reported in its
+    /// journal, so the supervisor need not write the exit file for a daemon
+    /// that is away (protocol 4).
+    ExitRecorded,
     /// Run the isolation probe inside the sandbox: a child that enters it
     /// exactly as a payload would (as `process.user`, in `process.cwd`),
     /// runs the checks in-process instead of exec, and reports
@@ -461,7 +465,11 @@ impl Request {
         match self {
             Self::Exec { pty: None, .. } => 3,
             Self::Exec { pty: Some(_), .. } => 0,
-            Self::Signal { .. } | Self::Stop { .. } | Self::Shutdown | Self::Verify { .. } => 0,
+            Self::Signal { .. }
+            | Self::Stop { .. }
+            | Self::Shutdown
+            | Self::Verify { .. }
+            | Self::ExitRecorded => 0,
         }
     }
 
@@ -476,6 +484,7 @@ impl Request {
             | Self::Shutdown => UNVERSIONED,
             Self::Verify { .. } => 2,
             Self::Exec { pty: Some(_), .. } => 3,
+            Self::ExitRecorded => 4,
         }
     }
 }
@@ -519,6 +528,31 @@ mod tests {
                 }
             }
             assert_eq!(got, msgs);
+        }
+    }
+
+    #[test]
+    fn exit_recorded_needs_protocol_4_and_an_older_supervisor_skips_it() {
+        assert_eq!(
+            (
+                Request::ExitRecorded.since(),
+                Request::ExitRecorded.fd_count()
+            ),
+            (4, 0)
+        );
+        // What a supervisor of protocol 3 makes of it: an unknown variant,
+        // skipped, not a broken channel.
+        let frame = encode(&Request::ExitRecorded).expect("encode");
+        let mut d = Decoder::default();
+        d.push(&frame);
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Protocol3 {
+            Shutdown,
+        }
+        match d.next_message::<Protocol3>().expect("decode") {
+            Some(Message::Unknown { variant }) => assert_eq!(variant, "exit_recorded"),
+            other => panic!("{other:?}"),
         }
     }
 

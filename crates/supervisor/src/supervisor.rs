@@ -203,6 +203,11 @@ pub const CONTROL_SOCKET: &str = "supervisor.sock";
 /// How long the final SIGKILL sweep waits for processes to disappear.
 const KILL_SWEEP: Duration = Duration::from_secs(10);
 
+/// How long an ended sandbox's supervisor waits for the daemon to say it
+/// has the exit in its journal (`ExitRecorded`, sent after a synced
+/// append) before it writes the exit file anyway.
+const EXIT_RECORDED_WAIT: Duration = Duration::from_millis(100);
+
 struct Supervisor<I: Isolation> {
     chan: Channel,
     sigchld: OwnedFd,
@@ -745,6 +750,8 @@ impl<I: Isolation> Supervisor<I> {
                     error,
                 });
             }
+            // Only meaningful once the sandbox has ended (see finish).
+            Request::ExitRecorded => {}
             Request::Shutdown => {
                 self.kill_everything();
                 if self.main_exit.is_none() && self.config.mode != Mode::Idle {
@@ -857,17 +864,52 @@ impl<I: Isolation> Supervisor<I> {
             && matches!(self.sandbox_exit(), ProcessExit::Signaled(9))
             && self.isolation.oom_kills() > self.oom_at_start;
         self.end();
-        // Reported once every process is dead, before the exit file and the
-        // teardown, so WaitSandbox waits for neither (a new file is an inode
-        // made on the state directory's disk; the cgroups' removal). A
-        // connected daemon has the exit from the event and makes it durable
-        // in its journal; the file is for one that is away, and is written
+        // Reported once every process is dead, before the teardown, so
+        // WaitSandbox does not wait for it (the cgroups' removal). A
+        // connected daemon has the exit from the event, makes it durable in
+        // its journal and says so (`ExitRecorded`, protocol 4). The exit
+        // file is for a daemon that is away (or did not say so in time): a
+        // new inode on the state directory's disk, so written only then,
         // before this helper exits, which a destroy waits for (the channel
         // closing) before it cleans the host.
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited { exit, oom_killed });
-        self.persist_exit();
-        self.teardown()
+        let code = self.teardown();
+        if !self.exit_recorded() {
+            self.persist_exit();
+        }
+        code
+    }
+
+    /// Waits, at most [`EXIT_RECORDED_WAIT`], for the daemon's
+    /// `ExitRecorded`; false once the channel is closed. Other requests,
+    /// arriving after the end, are dropped (the channel closes when this
+    /// helper exits, which fails their waiters in the daemon).
+    fn exit_recorded(&mut self) -> bool {
+        let deadline = Instant::now() + EXIT_RECORDED_WAIT;
+        let mut outcome = self.chan.buffered();
+        loop {
+            match outcome {
+                Ok(RecvOutcome::Requests(reqs))
+                    if reqs.iter().any(|(r, _)| matches!(r, Request::ExitRecorded)) =>
+                {
+                    return true;
+                }
+                Ok(RecvOutcome::Requests(_)) => {}
+                Ok(RecvOutcome::Closed) | Err(_) => return false,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.chan.is_closed() || left.is_zero() {
+                return false;
+            }
+            let ms = u8::try_from(left.as_millis().max(1)).unwrap_or(u8::MAX);
+            let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+            if !matches!(sys::poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+                outcome = Ok(RecvOutcome::Requests(Vec::new()));
+                continue;
+            }
+            outcome = self.chan.recv();
+        }
     }
 
     fn sandbox_exit(&self) -> ProcessExit {

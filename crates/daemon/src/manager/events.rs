@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
-use sandboxd_core::wire::{Decoder, Event, ProcessExit};
+use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request};
 use sandboxd_supervisor::now_ms;
 
 use super::{Manager, Sandbox, exit_record, lock, lost_exit, read_exit_file};
@@ -41,6 +41,14 @@ impl Manager {
     }
 
     pub(super) async fn finish_with(&self, sb: &Arc<Sandbox>, exit: ExitRecord) {
+        self.finish_recording(sb, exit, false).await;
+    }
+
+    /// [`Self::finish_with`]; with `tell_supervisor`, once the exit is in
+    /// the journal and before anyone waiting hears of it, the supervisor
+    /// that reported it is told (`ExitRecorded`), so it writes no exit
+    /// file. One of an older protocol is not.
+    async fn finish_recording(&self, sb: &Arc<Sandbox>, exit: ExitRecord, tell_supervisor: bool) {
         let record = {
             let mut r = lock(&sb.record);
             if r.exit.is_some() {
@@ -54,8 +62,14 @@ impl Manager {
             r.exit = Some(exit.clone());
             r.clone()
         };
-        if let Err(e) = self.save(record).await {
-            tracing::error!(sandbox = %sb.id, error = %e, "persisting exit");
+        match self.save(record).await {
+            Ok(()) if tell_supervisor => {
+                if let Some(link) = sb.link() {
+                    let _ = link.send(&Request::ExitRecorded, &[]).await;
+                }
+            }
+            Ok(()) => {}
+            Err(e) => tracing::error!(sandbox = %sb.id, error = %e, "persisting exit"),
         }
         tracing::info!(sandbox = %sb.id, reason = ?exit.reason, code = exit.code, "exited");
         self.events
@@ -138,7 +152,7 @@ impl Manager {
                     record.message =
                         "killed by the OOM killer under the sandbox's memory limit".into();
                 }
-                self.finish_with(sb, record).await;
+                self.finish_recording(sb, record, true).await;
             }
             Event::SignalFailed { target, message } => {
                 tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");
