@@ -165,7 +165,10 @@ impl Manager {
                 timer.mark("save RUNNING record");
                 let pending = lock(&sb.pending_exit).take();
                 if let Some(exit) = pending {
-                    self.finish_with(&sb, exit).await;
+                    // Parked by SandboxExited during the create (a main
+                    // process that ended at once): its supervisor, if still
+                    // there, waits for ExitRecorded before it exits.
+                    self.finish_recording(&sb, exit, true).await;
                 } else if closed_early {
                     self.finish_with(&sb, self.exit_after_close(&sb)).await;
                 }

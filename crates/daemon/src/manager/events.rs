@@ -48,7 +48,12 @@ impl Manager {
     /// the journal and before anyone waiting hears of it, the supervisor
     /// that reported it is told (`ExitRecorded`), so it writes no exit
     /// file. One of an older protocol is not.
-    async fn finish_recording(&self, sb: &Arc<Sandbox>, exit: ExitRecord, tell_supervisor: bool) {
+    pub(super) async fn finish_recording(
+        &self,
+        sb: &Arc<Sandbox>,
+        exit: ExitRecord,
+        tell_supervisor: bool,
+    ) {
         let record = {
             let mut r = lock(&sb.record);
             if r.exit.is_some() {
