@@ -134,6 +134,76 @@ async fn loopback_mode_brings_lo_up_and_none_keeps_it_down() {
     d.finish().await;
 }
 
+/// The daemon keeps new network namespaces ready for NONE and LOOPBACK
+/// sandboxes (the first create of a daemon clones its own). Each sandbox,
+/// whichever way it got one, has a namespace of its own, not the host's
+/// and not another sandbox's, with only `lo` (down for NONE), the same for
+/// every process in it.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "the Linux namespace backend's suite: needs Linux and the default (non-force-chroot) build"
+)]
+#[tokio::test]
+async fn every_sandbox_gets_a_fresh_network_namespace_of_its_own() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let host = std::fs::read_link("/proc/self/ns/net").expect("host netns");
+    let mut seen = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (mode, want) = if i % 2 == 0 {
+            (pb::NetworkMode::None, "down")
+        } else {
+            (pb::NetworkMode::Loopback, "up")
+        };
+        let sb = c
+            .create(pb::SandboxSpec {
+                mode: pb::SandboxMode::Idle as i32,
+                network: Some(pb::NetworkPolicy {
+                    mode: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        let probe =
+            "readlink /proc/self/ns/net; cat /sys/class/net/lo/operstate; ls /sys/class/net";
+        let (a, b) = (c.sh(&sb.id, probe).await, c.sh(&sb.id, probe).await);
+        let text = out(&a);
+        let mut lines = text.lines();
+        let ns = lines.next().unwrap_or_default().to_owned();
+        let state = lines.next().unwrap_or_default();
+        let state = if state == "unknown" || state == "up" {
+            "up"
+        } else {
+            "down"
+        };
+        assert_eq!(state, want, "sandbox {i} ({mode:?}): {text}");
+        assert!(text.ends_with("\nlo\n"), "sandbox {i}: only lo: {text}");
+        assert_eq!(
+            out(&b),
+            text,
+            "two processes of sandbox {i} see different networks"
+        );
+        assert!(ns.starts_with("net:["), "sandbox {i}: {text}");
+        assert_ne!(
+            std::path::Path::new(&ns),
+            host.as_path(),
+            "sandbox {i} is in the host's network"
+        );
+        assert!(
+            !seen.contains(&ns),
+            "sandbox {i} shares {ns} with an earlier one"
+        );
+        seen.push(ns);
+        ids.push(sb.id);
+    }
+    for id in &ids {
+        c.destroy(id).await;
+    }
+    d.finish().await;
+}
+
 /// The sandbox's cgroup directories on this host: `sandboxd/<id>` under
 /// the v2 root (or the hybrid layout's `unified`) and each v1 hierarchy.
 fn cgroup_dirs_of(id: &str) -> Vec<std::path::PathBuf> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, Prepared, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
 use crate::plan::{self, ChrootPlanner, ChrootSetup, HostEntry, HostFacts};
@@ -89,7 +89,7 @@ impl Backend for ChrootBackend {
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
-    ) -> Result<Vec<u8>, BackendError> {
+    ) -> Result<Prepared, BackendError> {
         sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
         let setup = self.planner().build(spec, sandbox)?;
         if !spec.image_layers().is_empty() {
@@ -115,10 +115,10 @@ impl Backend for ChrootBackend {
             // chroot: root is root (not a boundary against it, docs/security.md).
             root_refused: None,
         };
-        Ok(serde_json::to_vec(&LaunchConfig {
+        Ok(Prepared::config(serde_json::to_vec(&LaunchConfig {
             common,
             isolation: setup,
-        })?)
+        })?))
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

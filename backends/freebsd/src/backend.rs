@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, Prepared, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
 use crate::kernel_args;
@@ -133,7 +133,7 @@ impl Backend for FreeBsdBackend {
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
-    ) -> Result<Vec<u8>, BackendError> {
+    ) -> Result<Prepared, BackendError> {
         // One build for the host side and the supervisor's configuration.
         let jail_plan = self.facts.build(spec, sandbox)?;
         netcfg::prepare(&jail_plan).map_err(|e| BackendError::Network {
@@ -180,14 +180,14 @@ impl Backend for FreeBsdBackend {
             // A jail has no user namespace: its root owns what it writes.
             root_refused: spec.spec().root_refusal(true),
         };
-        Ok(serde_json::to_vec(&LaunchConfig {
+        Ok(Prepared::config(serde_json::to_vec(&LaunchConfig {
             common,
             isolation: FreeBsdLaunch {
                 plan: jail_plan,
                 images_dir: spec.spec().image_dir(&self.images_dir).to_owned(),
                 images_dir_no_symlinks: spec.spec().image_dir_no_symlinks(),
             },
-        })?)
+        })?))
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

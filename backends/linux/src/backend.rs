@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_core::capability::{BackendKind, Capabilities};
 use sandboxd_core::spec::{HOST_IMAGE, Mode};
-use sandboxd_core::{Backend, BackendError, Plan, Planner, SandboxPaths, ValidatedSpec};
+use sandboxd_core::{Backend, BackendError, Plan, Planner, Prepared, SandboxPaths, ValidatedSpec};
 use sandboxd_supervisor::{CommonConfig, LaunchConfig};
 
 use crate::plan::{self, CgroupFacts, Controller, HostFacts, IdRange, LinuxStep};
@@ -17,6 +17,8 @@ pub struct LinuxBackend {
     images_dir: PathBuf,
     facts: HostFacts,
     reason: String,
+    /// New network namespaces made ahead for NONE and LOOPBACK sandboxes.
+    netns: crate::netns_pool::NetnsPool,
 }
 
 /// Builds the backend, probing the host once.
@@ -25,6 +27,7 @@ pub fn new_backend(options: &sandboxd_core::backend::BackendOptions, reason: &st
         images_dir: options.images_dir.clone(),
         facts: probe(),
         reason: reason.to_owned(),
+        netns: crate::netns_pool::NetnsPool::default(),
     }
 }
 
@@ -143,7 +146,7 @@ impl Backend for LinuxBackend {
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
-    ) -> Result<Vec<u8>, BackendError> {
+    ) -> Result<Prepared, BackendError> {
         // One build for the host side and the supervisor's configuration.
         let linux_plan = self.facts.build(spec, sandbox)?;
         sandboxd_core::backend::write_resolv_conf(spec, sandbox)?;
@@ -198,17 +201,29 @@ impl Backend for LinuxBackend {
             .filter(|d| linux_plan.cgroups.dirs.contains(d));
         // INIT mode: pid 1 becomes the main process itself.
         let init = (s.mode == Mode::Init).then(|| common.clone());
+        // A new, empty network namespace made ahead of time, where pid 1
+        // would otherwise clone one (see netns_pool).
+        let netns = (matches!(
+            linux_plan.network,
+            plan::Network::None | plan::Network::Loopback
+        ) && linux_plan.namespaces.contains(&plan::Namespace::Net))
+        .then(|| self.netns.take())
+        .flatten();
         let launch = LinuxLaunch {
             plan: linux_plan,
             images_dir: s.image_dir(&self.images_dir).to_owned(),
             images_dir_no_symlinks: s.image_dir_no_symlinks(),
             unified_cgroup,
             init,
+            pooled_netns: netns.is_some(),
         };
-        Ok(serde_json::to_vec(&LaunchConfig {
-            common,
-            isolation: launch,
-        })?)
+        Ok(Prepared {
+            config: serde_json::to_vec(&LaunchConfig {
+                common,
+                isolation: launch,
+            })?,
+            fds: netns.into_iter().collect(),
+        })
     }
 
     fn cleanup(&self, sandbox: &SandboxPaths) -> Result<(), BackendError> {

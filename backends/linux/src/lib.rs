@@ -8,7 +8,8 @@
 //!
 //! On Linux, [`runtime`] executes that plan in the supervisor helper (see its
 //! docs for the process layout), [`net`] builds and removes a RESTRICTED
-//! sandbox's network from the daemon (netlink and nftables), [`sys`] holds
+//! sandbox's network from the daemon (netlink and nftables), a pool keeps
+//! network namespaces ready for the daemon's creates, [`sys`] holds
 //! every raw system call, and [`LinuxBackend`] implements
 //! [`sandboxd_core::Backend`] for the daemon, probing the host once at
 //! start-up.
@@ -26,6 +27,8 @@ pub mod sys;
 
 #[cfg(target_os = "linux")]
 mod backend;
+#[cfg(target_os = "linux")]
+mod netns_pool;
 
 #[cfg(target_os = "linux")]
 pub use backend::{LinuxBackend, new_backend, probe, supervisor_main};

@@ -50,6 +50,11 @@ pub struct LinuxLaunch {
     /// INIT mode: pid 1 itself becomes the main process (the image's init or
     /// the given command), hardened like every payload.
     pub init: Option<CommonConfig>,
+    /// NONE or LOOPBACK: the daemon sent a new, empty network namespace it
+    /// made ahead of time (its pool), which pid 1 joins first instead of
+    /// being cloned with CLONE_NEWNET.
+    #[serde(default)]
+    pub pooled_netns: bool,
 }
 
 /// The supervisor side of a Linux sandbox.
@@ -98,10 +103,10 @@ impl LinuxIsolation {
     }
 
     /// From the launch configuration and the descriptors that came with it:
-    /// exactly one, the network namespace, for a NAMESPACE plan; none
-    /// otherwise.
+    /// exactly one, the network namespace, for a NAMESPACE plan or one the
+    /// daemon made ahead; none otherwise.
     pub fn with_fds(launch: LinuxLaunch, fds: Vec<OwnedFd>) -> Result<Self, StepError> {
-        let given = matches!(launch.plan.network, Network::Given(_));
+        let given = matches!(launch.plan.network, Network::Given(_)) || launch.pooled_netns;
         let mut fds = fds.into_iter();
         let netns = fds.next();
         if fds.next().is_some() || given != netns.is_some() {
@@ -317,7 +322,8 @@ impl LinuxIsolation {
                 // RESTRICTED: pid 1 joins the daemon's namespace instead.
                 // NAMESPACE: pid 1 joins the given one.
                 Namespace::Net
-                    if matches!(plan.network, Network::Routed(_) | Network::Given(_)) =>
+                    if matches!(plan.network, Network::Routed(_) | Network::Given(_))
+                        || self.launch.pooled_netns =>
                 {
                     CloneFlags::empty()
                 }
@@ -811,6 +817,25 @@ fn pid1_main(
     let fail = |supervisor: &mut SupervisorChannel, e: StepError| -> ! {
         let _ = supervisor.send(&FromInit::Failed(e));
         sandboxd_supervisor::sys::exit_child(1)
+    };
+    // The namespace the daemon made ahead, joined before anything is built
+    // (/sys, mounted below, shows the devices of the namespace it is
+    // mounted in), as a clone with CLONE_NEWNET would have started here.
+    let given_netns = match given_netns {
+        Some(fd) if launch.pooled_netns => {
+            let ns = sys::take_fd(fd);
+            if let Err(e) = sys::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET) {
+                fail(
+                    &mut supervisor,
+                    StepError::new(
+                        Step::JoinNetworkNamespace,
+                        format!("the new network namespace the daemon made: {e}"),
+                    ),
+                );
+            }
+            None
+        }
+        other => other,
     };
     let mut joined = false;
     if let Err(e) = build_sandbox(
@@ -1515,6 +1540,7 @@ mod tests {
             images_dir_no_symlinks: false,
             unified_cgroup: Some(v2_dir.clone()),
             init: None,
+            pooled_netns: false,
         });
 
         isolation.create_cgroups(false).expect("before the clone");

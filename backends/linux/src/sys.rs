@@ -2,7 +2,8 @@
 //! single-threaded supervisor helper and its forked children call these;
 //! the daemon calls only the thread-scoped network-namespace ones
 //! ([`setns`] and [`unshare`] with `CLONE_NEWNET`, [`mount_fs`] and
-//! [`detach`] of the namespace's pin), from `net.rs`, on throwaway threads.
+//! [`detach`] of the namespace's pin), from `net.rs`, on throwaway threads,
+//! and [`new_network_namespace`] on the namespace pool's own thread.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -110,12 +111,55 @@ pub fn setns(fd: BorrowedFd<'_>, kind: CloneFlags) -> Result<(), Errno> {
     nix::sched::setns(fd, kind)
 }
 
+/// The calling thread's network namespace (`/proc/thread-self/ns/net`).
+pub fn own_network_namespace() -> std::io::Result<OwnedFd> {
+    std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+}
+
+/// Makes a new network namespace (as CLONE_NEWNET: only `lo`, down) and
+/// returns a descriptor of it, leaving the calling thread in `own`, the
+/// one it was in (which must be the calling thread's own namespace):
+/// unshare(2) moves the thread alone, the descriptor is opened, setns(2)
+/// moves it back. Only for a thread that does nothing else meanwhile (the
+/// namespace pool's); one whose return fails must not go on.
+pub fn new_network_namespace(own: BorrowedFd<'_>) -> Result<OwnedFd, NetnsError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+    let made = own_network_namespace().map_err(NetnsError::Open);
+    nix::sched::setns(own, CloneFlags::CLONE_NEWNET).map_err(NetnsError::Return)?;
+    made
+}
+
+/// Makes the calling thread run only when a CPU has nothing else to do
+/// (SCHED_IDLE): work done ahead must not slow the work it is for.
+pub fn run_only_when_idle() -> Result<(), Errno> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only reads `param`, a valid sched_param on
+    // this stack; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    Errno::result(rc).map(drop)
+}
+
+/// Why [`new_network_namespace`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// unshare(CLONE_NEWNET) failed: nothing changed.
+    #[error("unshare(CLONE_NEWNET): {0}")]
+    Unshare(Errno),
+    /// The new namespace could not be opened (the thread is back).
+    #[error("opening the new network namespace: {0}")]
+    Open(std::io::Error),
+    /// The thread could not go back to its own namespace: it must stop.
+    #[error("returning to the thread's own network namespace: {0}")]
+    Return(Errno),
+}
+
 /// Takes ownership of a descriptor number pid 1 inherited from the
 /// supervisor (the given network namespace), so it is closed once used.
 pub fn take_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: only called by pid 1 for the NAMESPACE descriptor, which it
-    // inherited open from the supervisor (kept by close_fds_except) and
-    // which nothing else in pid 1 owns or closes.
+    // SAFETY: only called by pid 1 for the network namespace descriptor
+    // (NAMESPACE, or one the daemon made ahead), which it inherited open
+    // from the supervisor (kept by close_fds_except) and which nothing else
+    // in pid 1 owns or closes.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

@@ -159,6 +159,26 @@ pub struct Usage {
     pub io_write_bytes: Option<u64>,
 }
 
+/// What [`Backend::prepare`] hands the supervisor helper.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The launch configuration, the helper's first frame.
+    pub config: Vec<u8>,
+    /// Descriptors that ride on it, which the configuration accounts for
+    /// (Linux: a network namespace made ahead of time for pid 1 to join).
+    pub fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Prepared {
+    /// A configuration with no descriptors.
+    pub fn config(config: Vec<u8>) -> Self {
+        Self {
+            config,
+            fds: Vec::new(),
+        }
+    }
+}
+
 /// A sandbox backend.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
@@ -180,13 +200,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// network namespace, its veth pair and firewall table), checks
     /// host-side preconditions (the image exists and is a real directory
     /// inside the images dir) and returns the configuration the supervisor
-    /// helper is started with. On error the caller runs
+    /// helper is started with, with the descriptors it accounts for (Linux:
+    /// a network namespace made ahead of time). On error the caller runs
     /// [`Backend::cleanup`], which removes whatever part of it exists.
     fn prepare(
         &self,
         spec: &ValidatedSpec,
         sandbox: &SandboxPaths,
-    ) -> Result<Vec<u8>, BackendError>;
+    ) -> Result<Prepared, BackendError>;
 
     /// Removes whatever the sandbox left on the host (mounts, directories).
     /// Idempotent: succeeds when there is nothing to remove.

@@ -26,7 +26,7 @@ pub mod verify;
 pub mod weaken;
 pub mod wire;
 
-pub use backend::{Backend, BackendError, SandboxPaths, Usage};
+pub use backend::{Backend, BackendError, Prepared, SandboxPaths, Usage};
 pub use capability::{BackendKind, Capabilities, Enforcement, IsolationReport, Level, Property};
 pub use plan::{NativePlan, Plan};
 pub use planner::{BuildError, Planner};

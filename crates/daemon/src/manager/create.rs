@@ -408,10 +408,10 @@ impl Manager {
             store.save_unsynced(&record)?;
             fault::check(fault::RECORD)?;
             t.mark("journal CREATING record");
-            let config = backend.prepare(&spec2, &paths2)?;
+            let prepared = backend.prepare(&spec2, &paths2)?;
             fault::check(fault::LAUNCH_CONFIG)?;
             t.mark("backend prepare");
-            Ok((config, t))
+            Ok((prepared, t))
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
@@ -433,20 +433,28 @@ impl Manager {
                 sb.id
             ))),
         };
-        let (config, t) =
+        let (prepared, t) =
             written.map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
         *timer = t;
         let link = link?;
         timer.mark("start supervisor (forked meanwhile)");
 
-        let fds: Vec<_> = netns.iter().map(std::os::fd::AsFd::as_fd).collect();
-        link.send_launch(&config, options, &fds)
+        // The NAMESPACE sandbox's given namespace, or what the backend
+        // prepared (never both: the backend adds a network namespace only
+        // where pid 1 would make one).
+        let fds: Vec<_> = netns
+            .iter()
+            .chain(&prepared.fds)
+            .map(std::os::fd::AsFd::as_fd)
+            .collect();
+        link.send_launch(&prepared.config, options, &fds)
             .await
             .map_err(|e| {
                 ApiError::Internal(format!("configuring supervisor for {}: {e}", sb.id))
             })?;
         drop(fds);
         drop(netns);
+        drop(prepared);
         fault::check(fault::SUPERVISOR)?;
         timer.mark("send launch configuration");
 
