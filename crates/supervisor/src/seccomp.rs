@@ -158,6 +158,19 @@ pub fn install_default() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// What the supervisor does before it forks any payload: the program is
+    /// then there for every fork to install, compiled once.
+    #[test]
+    fn prepare_compiles_the_filter_once_for_the_forks() {
+        super::prepare_default();
+        let p = super::DEFAULT
+            .get()
+            .expect("compiled")
+            .as_ref()
+            .expect("ok");
+        assert_eq!(p, &super::default_filter().expect("filter"));
+    }
+
     /// One program: the clone3 check, then the deny list, which starts
     /// with its own architecture check; the check's jumps land on it.
     #[test]

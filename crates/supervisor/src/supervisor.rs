@@ -268,6 +268,12 @@ pub fn supervise<I: Isolation>(
             .map_err(|e| StepError::new(Step::InstallSignalHandlers, e))?;
         let null = sys::open_dev_null().map_err(|e| StepError::new(Step::OpenDevNull, e))?;
         let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
+        // Compiled once here: every payload is a fork of this process and
+        // only installs it (a failure is reported by the first install).
+        #[cfg(target_os = "linux")]
+        if config.seccomp {
+            crate::seccomp::prepare_default();
+        }
         Ok::<_, StepError>((sigchld, null, main))
     })();
     let (sigchld, null, main_plan) = match prepared {
