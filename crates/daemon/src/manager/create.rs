@@ -159,7 +159,7 @@ impl Manager {
                 // (after one, a sandbox created just before it may be rolled
                 // back as CREATING instead of listed EXITED). Its exit, the
                 // state that outlives the sandbox, is saved durably.
-                if let Err(e) = self.save_unsynced(sb.record()).await {
+                if let Err(e) = self.save_record(&sb, false).await {
                     tracing::error!(sandbox = %sb.id, error = %e, "persisting record");
                 }
                 timer.mark("save RUNNING record");

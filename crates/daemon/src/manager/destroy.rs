@@ -188,7 +188,7 @@ impl Manager {
         // Not synced (as a create's CREATING record): a power loss ends
         // the sandbox anyway; the removal at the end is synced.
         lock(&sb.record).destroying = true;
-        self.save_unsynced(sb.record()).await?;
+        self.save_record(&sb, false).await?;
         fault::check(fault::DESTROY_MARKED)?;
         timer.mark("journal destroying");
         self.shutdown_supervisor(&sb).await;

@@ -54,7 +54,7 @@ impl Manager {
         exit: ExitRecord,
         tell_supervisor: bool,
     ) {
-        let record = {
+        {
             let mut r = lock(&sb.record);
             if r.exit.is_some() {
                 return;
@@ -65,9 +65,8 @@ impl Manager {
             }
             r.state = SandboxState::Exited;
             r.exit = Some(exit.clone());
-            r.clone()
-        };
-        match self.save(record).await {
+        }
+        match self.save_record(sb, true).await {
             Ok(()) if tell_supervisor => {
                 if let Some(link) = sb.link() {
                     let _ = link.send(&Request::ExitRecorded, &[]).await;

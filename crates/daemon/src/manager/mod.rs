@@ -96,6 +96,10 @@ pub struct Sandbox {
     exec_records: Mutex<exec_records::ExecTable>,
     /// Bumped whenever an exec record gets its exit (WaitExec wakes).
     exec_done: watch::Sender<u64>,
+    /// Held while the record is read and appended to the journal (see
+    /// `Manager::save_record`), so saves land in the journal in the order
+    /// they read the record.
+    save_order: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -214,22 +218,28 @@ impl Manager {
         &self.policy
     }
 
-    /// Saves a record durably (see `StateStore::save`).
-    async fn save(&self, record: SandboxRecord) -> ApiResult<()> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.save(&record))
-            .await
-            .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
-        Ok(())
-    }
-
-    /// Saves a record for a restarted daemon, not waiting for the disk
-    /// (see `StateStore::save_unsynced`).
-    async fn save_unsynced(&self, record: SandboxRecord) -> ApiResult<()> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.save_unsynced(&record))
-            .await
-            .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
+    /// Saves the sandbox's record as it is when its turn comes: durably
+    /// (see `StateStore::save`), or only for a restarted daemon, not
+    /// waiting for the disk (`StateStore::save_unsynced`). The record is
+    /// read and appended under the sandbox's `save_order`, so the journal's
+    /// last entry for it is always its latest state: two saves in flight
+    /// (a create's RUNNING record and the exit that raced it) never leave
+    /// the older one last, which a restarted daemon would believe (the
+    /// exit lost, and no exit file once the supervisor was told the exit
+    /// was recorded).
+    async fn save_record(&self, sb: &Arc<Sandbox>, durable: bool) -> ApiResult<()> {
+        let (store, sb) = (self.store.clone(), sb.clone());
+        tokio::task::spawn_blocking(move || {
+            let _order = lock(&sb.save_order);
+            let record = sb.record();
+            if durable {
+                store.save(&record)
+            } else {
+                store.save_unsynced(&record)
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("save task: {e}")))??;
         Ok(())
     }
 }
@@ -252,6 +262,7 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         created_verification: Mutex::new(None),
         exec_records: Mutex::new(exec_records::ExecTable::default()),
         exec_done: watch::channel(0).0,
+        save_order: Mutex::new(()),
     }
 }
 
