@@ -1040,6 +1040,28 @@ pub fn open_image(images_dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Err
     )
 }
 
+/// openat2(2), again while it fails with EAGAIN: with RESOLVE_IN_ROOT or
+/// RESOLVE_BENEATH the kernel gives up on a `..` step when any rename or
+/// mount anywhere on the host raced it (other sandboxes being built), and
+/// the man page's answer is to retry. Bounded: a host that renames and
+/// mounts without pause still gets its EAGAIN.
+#[cfg(target_os = "linux")]
+fn openat2_retrying<P: ?Sized + nix::NixPath>(
+    dir: impl AsFd,
+    path: &P,
+    how: nix::fcntl::OpenHow,
+) -> Result<OwnedFd, Errno> {
+    const ATTEMPTS: usize = 16;
+    let mut result = nix::fcntl::openat2(dir.as_fd(), path, how);
+    for _ in 1..ATTEMPTS {
+        if !matches!(result, Err(Errno::EAGAIN)) {
+            break;
+        }
+        result = nix::fcntl::openat2(dir.as_fd(), path, how);
+    }
+    result
+}
+
 /// Resolves `path` inside `root` as if it were `/`: `..` and symlinks
 /// cannot leave it (openat2 RESOLVE_IN_ROOT). Returns an O_PATH descriptor.
 #[cfg(target_os = "linux")]
@@ -1048,7 +1070,7 @@ pub fn resolve_in_root(root: BorrowedFd<'_>, path: &std::path::Path) -> Result<O
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    nix::fcntl::openat2(root, path, how)
+    openat2_retrying(root, path, how)
 }
 
 /// As [`resolve_in_root`], but following no symlink at all (ELOOP at the
@@ -1062,7 +1084,7 @@ pub fn resolve_in_root_no_symlinks(
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    nix::fcntl::openat2(root, path, how)
+    openat2_retrying(root, path, how)
 }
 
 /// Resolves `rel` below `dir` refusing any symlink and any `..` that would
@@ -1083,7 +1105,7 @@ pub fn resolve_beneath(dir: BorrowedFd<'_>, rel: &std::path::Path) -> Result<Own
     } else {
         rel
     };
-    nix::fcntl::openat2(dir, rel, how)
+    openat2_retrying(dir, rel, how)
 }
 
 /// The kind of namespace an nsfs descriptor refers to (ioctl
@@ -1120,13 +1142,13 @@ pub fn open_client_path(path: &CStr, flags: nix::fcntl::OFlag) -> Result<OwnedFd
     let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC);
     if path.to_bytes().first() == Some(&b'/') {
         let root = open_root()?;
-        nix::fcntl::openat2(
+        openat2_retrying(
             root.as_fd(),
             path,
             how.resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
         )
     } else {
-        nix::fcntl::openat2(
+        openat2_retrying(
             nix::fcntl::AT_FDCWD,
             path,
             how.resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
