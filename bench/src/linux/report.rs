@@ -151,18 +151,21 @@ pub(crate) fn print(args: &Args, r: &Results) {
     }
     match &m.per_sandbox {
         Ok(p) => {
-            let rss = p.rss_kib / KIB_PER_MIB;
+            // PSS is the host memory a sandbox adds: pages shared with
+            // the other helpers (the binary's text) are split among them.
+            // RSS counts the shared binary once per helper.
+            let pss = p.pss_kib / KIB_PER_MIB;
             println!(
-                "{:<34} {rss:>9.3}   target <= 1 MiB  {}   ({} IDLE, {} helpers seen)",
-                "per idle sandbox: RSS sum",
-                verdict(rss <= 1.0),
+                "{:<34} {pss:>9.3}   target <= 1 MiB  {}   ({} IDLE, {} helpers seen)",
+                "per idle sandbox: PSS sum",
+                verdict(pss <= 1.0),
                 p.count,
                 p.helpers
             );
             println!(
-                "{:<34} {:>9.3}   (info: shared pages split among sharers)",
-                "per idle sandbox: PSS sum",
-                p.pss_kib / KIB_PER_MIB
+                "{:<34} {:>9.3}   (info: counts the shared binary once per helper)",
+                "per idle sandbox: RSS sum",
+                p.rss_kib / KIB_PER_MIB
             );
             println!(
                 "{:<34} {:>9.3}   (info: includes kernel memory; noisy)",
