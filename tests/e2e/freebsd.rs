@@ -669,14 +669,7 @@ async fn memory_limit_refuses_allocations_beyond_it_or_is_reported_not_enforced(
         rules.contains(&format!("jail:{name}:vmemoryuse:deny=67108864")),
         "{rules}"
     );
-    let got = c
-        .sandboxes
-        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("get")
-        .into_inner()
-        .sandbox
-        .expect("sb");
+    let got = c.get(&sb.id).await;
     assert!(
         got.usage.and_then(|u| u.memory_bytes).is_some(),
         "usage.memory_bytes from racct"
@@ -904,14 +897,7 @@ async fn a_live_sandbox_is_reattached_after_a_daemon_kill_without_procfs() {
     drop(c);
     d.kill_and_restart();
     let mut c = d.clients().await;
-    let got = c
-        .sandboxes
-        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("get")
-        .into_inner()
-        .sandbox
-        .expect("sb");
+    let got = c.get(&sb.id).await;
     assert_eq!(got.state, pb::SandboxState::Running as i32, "{got:?}");
     assert_eq!(out(&c.sh(&sb.id, "echo alive").await), "alive\n");
     c.destroy(&sb.id).await;

@@ -702,6 +702,17 @@ impl Clients {
         self.processes.clone()
     }
 
+    /// GetSandbox, which must succeed.
+    pub(crate) async fn get(&mut self, id: &str) -> pb::Sandbox {
+        self.sandboxes
+            .get_sandbox(pb::GetSandboxRequest { id: id.to_owned() })
+            .await
+            .unwrap_or_else(|e| panic!("get {id}: {e:?}"))
+            .into_inner()
+            .sandbox
+            .unwrap_or_else(|| panic!("get {id}: no sandbox in the response"))
+    }
+
     /// Destroys a sandbox.
     pub(crate) async fn destroy(&mut self, id: &str) -> bool {
         self.sandboxes
@@ -834,14 +845,7 @@ async fn the_harness_finds_a_running_sandboxs_supervisor() {
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
     let found = d.running_supervisors();
-    let got = c
-        .sandboxes
-        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("get")
-        .into_inner()
-        .sandbox
-        .expect("sandbox");
+    let got = c.get(&sb.id).await;
     assert!(got.supervisor_pid > 0, "{got:?}");
     assert_eq!(
         found,

@@ -988,14 +988,7 @@ async fn an_attached_daemon_records_the_exit_and_no_exit_file_is_written() {
     drop(c);
     d.kill_and_restart();
     let mut c = d.clients().await;
-    let got = c
-        .sandboxes
-        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("get after a restart")
-        .into_inner()
-        .sandbox
-        .expect("sandbox");
+    let got = c.get(&sb.id).await;
     assert_eq!(
         got.exit.as_ref().map(|e| (e.reason, e.exit_code)),
         Some((pb::ExitReason::Exited as i32, 9)),

@@ -238,14 +238,7 @@ async fn get_sandbox_reports_usage_without_any_limit() {
         )
         .await;
     assert_eq!(crate::harness::out(&r), "ok\n");
-    let got = c
-        .sandboxes
-        .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("get")
-        .into_inner()
-        .sandbox
-        .expect("sandbox");
+    let got = c.get(&sb.id).await;
     assert!(
         got.spec
             .as_ref()

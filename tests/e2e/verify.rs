@@ -248,14 +248,7 @@ async fn matrix_predicts_observation() {
         }
         assert_predicted(&v, &what);
         // The probe left nothing: the sandbox still runs its payload.
-        let again = c
-            .sandboxes
-            .get_sandbox(pb::GetSandboxRequest { id: sb.id.clone() })
-            .await
-            .expect("get")
-            .into_inner()
-            .sandbox
-            .expect("sandbox");
+        let again = c.get(&sb.id).await;
         assert_eq!(
             again.state,
             pb::SandboxState::Running as i32,
