@@ -182,14 +182,7 @@ async fn main_process_cwd_through_a_magic_link_stays_inside() {
                     continue;
                 };
                 let id = created.id;
-                let exit = c
-                    .sandboxes
-                    .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
-                    .await
-                    .expect("wait")
-                    .into_inner()
-                    .exit
-                    .expect("exit");
+                let exit = c.wait(&id).await;
                 assert_ne!(
                     exit.exit_code, 42,
                     "{mode:?} main process with cwd {cwd} reached the host's root"

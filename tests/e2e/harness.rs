@@ -713,6 +713,17 @@ impl Clients {
             .unwrap_or_else(|| panic!("get {id}: no sandbox in the response"))
     }
 
+    /// WaitSandbox, which must succeed with an exit.
+    pub(crate) async fn wait(&mut self, id: &str) -> pb::ExitResult {
+        self.sandboxes
+            .wait_sandbox(pb::WaitSandboxRequest { id: id.to_owned() })
+            .await
+            .unwrap_or_else(|e| panic!("wait {id}: {e:?}"))
+            .into_inner()
+            .exit
+            .unwrap_or_else(|| panic!("wait {id}: no exit in the response"))
+    }
+
     /// Destroys a sandbox.
     pub(crate) async fn destroy(&mut self, id: &str) -> bool {
         self.sandboxes

@@ -963,14 +963,7 @@ async fn an_attached_daemon_records_the_exit_and_no_exit_file_is_written() {
             ..Default::default()
         })
         .await;
-    let exit = c
-        .sandboxes
-        .wait_sandbox(pb::WaitSandboxRequest { id: sb.id.clone() })
-        .await
-        .expect("wait")
-        .into_inner()
-        .exit
-        .expect("exit");
+    let exit = c.wait(&sb.id).await;
     assert_eq!(exit.exit_code, 9, "{exit:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !d.running_supervisors().is_empty() {
@@ -1022,14 +1015,7 @@ async fn five_sandboxes_that_end_while_the_daemon_is_down_report_exits_3_to_7() 
     d.respawn();
     let mut c = d.clients().await;
     for (id, code) in &made {
-        let exit = c
-            .sandboxes
-            .wait_sandbox(pb::WaitSandboxRequest { id: id.clone() })
-            .await
-            .expect("wait")
-            .into_inner()
-            .exit
-            .expect("exit");
+        let exit = c.wait(id).await;
         assert_eq!(
             (exit.reason, exit.exit_code),
             (pb::ExitReason::Exited as i32, *code),
