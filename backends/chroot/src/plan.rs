@@ -955,7 +955,7 @@ fn render(setup: &ChrootSetup) -> NativePlan {
             ChrootStep::Seccomp => steps.push(Step::new(
                 "seccomp",
                 &[&"deny list"],
-                "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3",
+                "EPERM for keyrings, bpf, perf, module and kexec calls, the mount API, setns, and new user namespaces; ENOSYS for clone3 and x32 calls",
             )),
             ChrootStep::Execve(argv) => steps.push(Step::new(
                 "execve",

@@ -226,7 +226,7 @@ fn step(plan: &LinuxPlan, step: &LinuxStep) -> Step {
         LinuxStep::Seccomp => (
             "seccomp",
             vec!["deny list".to_owned()],
-            "EPERM for keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd, kexec_*, *_module, open_by_handle_at, the mount API, swapon/off, reboot, setns, acct, quotactl, and unshare/clone with CLONE_NEWUSER; ENOSYS for clone3",
+            "EPERM for keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd, kexec_*, *_module, open_by_handle_at, the mount API, swapon/off, reboot, setns, acct, quotactl, and unshare/clone with CLONE_NEWUSER; ENOSYS for clone3 and the x32 ABI",
         ),
         LinuxStep::NoNewPrivs => (
             "prctl",
