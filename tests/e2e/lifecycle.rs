@@ -1501,3 +1501,32 @@ async fn daemon_kills_during_create_and_destroy_leave_every_sandbox_usable_or_ab
     let left = crate::network::ours(&crate::network::host_network(), &pool);
     assert!(left.is_empty(), "network left behind: {left:#?}");
 }
+
+/// Destroying a running sandbox ends it by SIGKILL, and that is what a
+/// WaitSandbox caller hears: the daemon killed it and knows how it ended,
+/// so it is never reported LOST (the exit of a supervisor that vanished).
+#[tokio::test]
+async fn a_destroyed_sandbox_ends_killed_not_lost() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sleeping = pb::SandboxSpec {
+        process: Some(argv(&["/bin/sleep", "60"])),
+        ..Default::default()
+    };
+    for spec in [idle_spec(), sleeping] {
+        let sb = c.create(spec).await;
+        let mut waiter = d.clients().await;
+        let id = sb.id.clone();
+        let wait = tokio::spawn(async move { waiter.wait(&id).await });
+        // The wait is under way (it blocks until the end).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!wait.is_finished(), "the sandbox is still running");
+        assert!(c.destroy(&sb.id).await);
+        let exit = wait.await.expect("wait task");
+        assert_eq!(
+            (exit.reason, exit.signal),
+            (pb::ExitReason::Signaled as i32, 9),
+            "{exit:?}"
+        );
+    }
+}

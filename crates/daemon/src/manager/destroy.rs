@@ -195,7 +195,7 @@ impl Manager {
         fault::check(fault::DESTROY_STOPPED)?;
         timer.mark("shut the supervisor down (kill, teardown, reap)");
         if sb.exit_tx.borrow().is_none() {
-            self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), "destroyed")
+            self.finish(&sb, ProcessExit::Signaled(libc::SIGKILL), super::DESTROYED)
                 .await;
             timer.mark("record the exit");
         }

@@ -29,7 +29,7 @@ use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request};
 use sandboxd_supervisor::now_ms;
 
-use super::{Manager, Sandbox, exit_record, lock, lost_exit, read_exit_file};
+use super::{DESTROYED, Manager, Sandbox, exit_record, lock, lost_exit, read_exit_file};
 use crate::events::EventKind;
 use crate::link::Link;
 
@@ -54,7 +54,7 @@ impl Manager {
         exit: ExitRecord,
         tell_supervisor: bool,
     ) {
-        {
+        let destroying = {
             let mut r = lock(&sb.record);
             if r.exit.is_some() {
                 return;
@@ -65,9 +65,19 @@ impl Manager {
             }
             r.state = SandboxState::Exited;
             r.exit = Some(exit.clone());
-        }
-        match self.save_record(sb, true).await {
-            Ok(()) if tell_supervisor => {
+            r.destroying
+        };
+        // A sandbox being destroyed has nothing to persist: its record is
+        // removed next, and a daemon that dies first rolls the destroy
+        // forward whatever the exit (its supervisor, shutting down, waits
+        // for no ExitRecorded).
+        let saved = if destroying {
+            Ok(())
+        } else {
+            self.save_record(sb, true).await
+        };
+        match saved {
+            Ok(()) if tell_supervisor && !destroying => {
                 if let Some(link) = sb.link() {
                     let _ = link.send(&Request::ExitRecorded, &[]).await;
                 }
@@ -150,7 +160,13 @@ impl Manager {
             }
             Event::SandboxExited { exit, oom_killed } => {
                 // An exit during setup (main exited at once) is still an exit.
-                let mut record = exit_record(exit, now_ms(), "");
+                // One reported during a destroy is the destroy's kill.
+                let cause = if lock(&sb.record).destroying {
+                    DESTROYED
+                } else {
+                    ""
+                };
+                let mut record = exit_record(exit, now_ms(), cause);
                 if oom_killed {
                     record.reason = ExitReason::OomKilled;
                     record.message =
@@ -224,7 +240,15 @@ impl Manager {
             creating
         };
         if !creating && sb.exit_tx.borrow().is_none() {
-            self.finish_with(sb, self.exit_after_close(sb)).await;
+            // A destroy's Shutdown, answered by a supervisor that reports no
+            // end (one from before it did): the destroy killed everything,
+            // and that is the exit, not LOST.
+            let exit = if lock(&sb.record).destroying {
+                exit_record(ProcessExit::Signaled(libc::SIGKILL), now_ms(), DESTROYED)
+            } else {
+                self.exit_after_close(sb)
+            };
+            self.finish_with(sb, exit).await;
         }
         // Last: whoever waits for this (destroy) may now delete the state.
         sb.link_closed.send_replace(true);

@@ -266,6 +266,9 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
     }
 }
 
+/// The message of the exit a destroy gives a sandbox that was still running.
+const DESTROYED: &str = "destroyed";
+
 fn exit_record(exit: ProcessExit, finished_at_ms: i64, message: &str) -> ExitRecord {
     let (reason, signal) = match exit {
         ProcessExit::Exited(_) => (ExitReason::Exited, 0),
