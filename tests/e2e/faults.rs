@@ -46,8 +46,14 @@ fn spec(pool: &Pool) -> pb::SandboxSpec {
     }
 }
 
-/// Everything a sandbox id could have left on the host.
+/// Everything a sandbox id could have left on the host (once a destroy's
+/// teardown, which may finish after its reply, is done).
 fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
+    crate::harness::settled(|| leftovers_now(d, id))
+}
+
+/// Everything a sandbox id has left on the host now.
+fn leftovers_now(d: &Daemon, id: &str) -> Vec<String> {
     let mut left = network_leaks(id);
     for root in [
         "/sys/fs/cgroup",

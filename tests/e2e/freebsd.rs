@@ -161,8 +161,14 @@ fn can_listen(addr: &str, port: u16) -> String {
 }
 
 /// What a destroyed sandbox may not leave: its jail, its mounts, its rctl
-/// rules.
+/// rules (once a destroy's teardown, which may finish after its reply, is
+/// done).
 fn leftovers(d: &Daemon, id: &str) -> Vec<String> {
+    crate::harness::settled(|| leftovers_now(d, id))
+}
+
+/// What a sandbox has left now.
+fn leftovers_now(d: &Daemon, id: &str) -> Vec<String> {
     let name = jail_name(id);
     let mut left = Vec::new();
     if !jail_params(&name).is_empty() {

@@ -147,6 +147,34 @@ fn ps(pid: impl std::fmt::Display, keyword: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What `left` finds once it finds nothing, or after 10 s: a destroy
+/// replies once the sandbox is dead and unlisted, and its teardown finishes
+/// just after (blocking: for the synchronous leftover checks).
+pub(crate) fn settled(left: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = left();
+        if found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (up to 10 s) until `path` is gone: a destroy replies once the
+/// sandbox is dead and unlisted, and its teardown (cgroups, state
+/// directory, logs) finishes just after. Whether it went.
+pub(crate) async fn gone(path: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 /// Whether process `pid` exists, zombies included: `/proc/<pid>` on
 /// Linux, kill(pid, 0) elsewhere.
 pub(crate) fn process_exists(pid: impl std::fmt::Display) -> bool {

@@ -1235,7 +1235,7 @@ async fn the_chroot_backend_runs_an_oci_image_on_its_layer_chain() {
     }
     c.destroy(&sb.id).await;
     assert!(
-        !d.state.join("sandboxes").join(&sb.id).exists(),
+        crate::harness::gone(&d.state.join("sandboxes").join(&sb.id)).await,
         "the sandbox's upper is gone after destroy"
     );
     // finish(): no mount, process or file of the sandbox is left.

@@ -305,7 +305,11 @@ async fn memory_limit_ends_a_hog_with_oom_killed_and_cgroups_are_removed() {
         .collect();
     c.destroy(&sb.id).await;
     for dir in cgroup_dirs {
-        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(
+            crate::harness::gone(&dir).await,
+            "{} left behind",
+            dir.display()
+        );
     }
     d.finish().await;
 }

@@ -283,11 +283,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // may wait for them indefinitely.
             shared.shutting_down().await;
             let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-            while in_flight.count() > 0 && tokio::time::Instant::now() < deadline {
+            // Destroys that replied may still be tearing down; one cut short
+            // is finished at the next start (its record is marked).
+            let busy = || in_flight.count() > 0 || shared.manager.teardowns_pending() > 0;
+            while busy() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if in_flight.count() > 0 {
-                tracing::warn!(calls = in_flight.count(), "in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway");
+            if busy() {
+                tracing::warn!(calls = in_flight.count(), teardowns = shared.manager.teardowns_pending(), "in-flight calls or teardowns did not finish within {SHUTDOWN_GRACE:?}; exiting anyway");
             }
         } => Ok(()),
     };

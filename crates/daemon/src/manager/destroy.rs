@@ -19,15 +19,21 @@ impl Manager {
     /// Asks the supervisor to kill everything and exit, and waits for it;
     /// SIGKILLs it (our own child, by its handle) if it does not.
     pub(super) async fn shutdown_supervisor(&self, sb: &Arc<Sandbox>) {
+        send_shutdown(sb).await;
+        self.reap_supervisor(sb).await;
+    }
+
+    /// Waits for a supervisor that was asked to shut down to exit (its
+    /// channel closing), at most [`SHUTDOWN_TIMEOUT`], and reaps it; kills
+    /// it (our own child, by its handle) if it does not.
+    async fn reap_supervisor(&self, sb: &Arc<Sandbox>) {
         let mut closed = sb.link_closed.subscribe();
-        if let Some(link) = sb.link() {
-            if !*closed.borrow() {
-                let _ = link.send(&Request::Shutdown, &[]).await;
-                let done = tokio::time::timeout(SHUTDOWN_TIMEOUT, closed.wait_for(|c| *c)).await;
-                if done.is_err() {
-                    tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
-                }
-            }
+        if sb.link().is_some()
+            && tokio::time::timeout(SHUTDOWN_TIMEOUT, closed.wait_for(|c| *c))
+                .await
+                .is_err()
+        {
+            tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
         }
         let child = lock(&sb.child).take();
         if child.is_none() {
@@ -146,7 +152,7 @@ impl Manager {
     }
 
     /// DestroySandbox. Returns whether it existed.
-    pub async fn destroy(&self, reference: &str) -> ApiResult<bool> {
+    pub async fn destroy(self: &Arc<Self>, reference: &str) -> ApiResult<bool> {
         let sb = match self.get(reference) {
             Ok(sb) => sb,
             Err(ApiError::NotFound(_)) => return Ok(false),
@@ -191,6 +197,17 @@ impl Manager {
         self.save_record(&sb, false).await?;
         fault::check(fault::DESTROY_MARKED)?;
         timer.mark("journal destroying");
+        if sb.link().is_some() && lock(&sb.record).lease.is_empty() {
+            send_shutdown(&sb).await;
+            if self.until_dead(&sb).await {
+                fault::check(fault::DESTROY_STOPPED)?;
+                timer.mark("kill everything (until the exit)");
+                self.forget_destroyed(&sb);
+                timer.mark("forget");
+                self.tear_down_later(sb.clone(), timer);
+                return Ok(true);
+            }
+        }
         self.shutdown_supervisor(&sb).await;
         fault::check(fault::DESTROY_STOPPED)?;
         timer.mark("shut the supervisor down (kill, teardown, reap)");
@@ -201,14 +218,80 @@ impl Manager {
         }
         self.cleanup_host(&sb, Some(fault::DESTROY_CLEANED)).await?;
         timer.mark("host cleanup, remove record");
+        self.forget_destroyed(&sb);
+        timer.finish();
+        Ok(true)
+    }
+
+    /// Waits, at most [`SHUTDOWN_TIMEOUT`], until every process of a
+    /// sandbox whose supervisor was asked to shut down is dead: its exit is
+    /// recorded (the supervisor reports it before its teardown) or the
+    /// supervisor is gone. Records SIGKILL if the supervisor reported none.
+    async fn until_dead(&self, sb: &Arc<Sandbox>) -> bool {
+        let mut exit = sb.exit_tx.subscribe();
+        let mut closed = sb.link_closed.subscribe();
+        let dead = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
+            tokio::select! {
+                _ = exit.wait_for(Option::is_some) => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        })
+        .await
+        .is_ok();
+        if dead && sb.exit_tx.borrow().is_none() {
+            self.finish(sb, ProcessExit::Signaled(libc::SIGKILL), super::DESTROYED)
+                .await;
+        }
+        dead
+    }
+
+    /// The sandbox is gone for the API: unlisted, its name and quota free,
+    /// its Destroyed event out.
+    fn forget_destroyed(&self, sb: &Arc<Sandbox>) {
         {
             lock(&self.registry).forget(&sb.id);
             self.metrics.forget_sandbox(&sb.id);
         }
-        timer.finish();
         tracing::info!(sandbox = %sb.id, "destroyed");
         self.events.emit(EventKind::Destroyed, &sb.id, 0, None);
-        Ok(true)
+    }
+
+    /// The rest of a destroy, which nothing the caller can observe through
+    /// the API waits for: the supervisor's teardown (its namespaces and
+    /// cgroups) and exit, then the host cleanup and the record's removal.
+    /// The record is marked for destruction, so a daemon that dies first
+    /// finishes it at its next start; the daemon's own shutdown waits for
+    /// it ([`Manager::teardowns_pending`]). Only for a sandbox that holds
+    /// no lease: an address or host port must be free when destroy
+    /// returns, for the create that may follow.
+    fn tear_down_later(self: &Arc<Self>, sb: Arc<Sandbox>, mut timer: StepTimer) {
+        let pending = self.teardowns.start();
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let _pending = pending;
+            manager.reap_supervisor(&sb).await;
+            timer.mark("after the reply: supervisor teardown and exit");
+            match manager
+                .cleanup_host(&sb, Some(fault::DESTROY_CLEANED))
+                .await
+            {
+                Ok(()) => timer.mark("after the reply: host cleanup, remove record"),
+                // Left marked for destruction: the next start finishes it.
+                Err(e) => {
+                    tracing::error!(sandbox = %sb.id, error = %e, "destroy: host cleanup failed; the next start retries it");
+                }
+            }
+            timer.finish();
+        });
+    }
+}
+
+/// Asks the supervisor to kill everything and exit, if its channel is open.
+async fn send_shutdown(sb: &Sandbox) {
+    if let Some(link) = sb.link() {
+        if !*sb.link_closed.borrow() {
+            let _ = link.send(&Request::Shutdown, &[]).await;
+        }
     }
 }
 
