@@ -328,6 +328,28 @@ pub fn become_subreaper() -> Result<bool, Errno> {
     }
 }
 
+/// Installs a seccomp filter on the calling thread (after no_new_privs).
+#[cfg(target_os = "linux")]
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> Result<(), Errno> {
+    let len = u16::try_from(program.len()).map_err(|_| Errno::EINVAL)?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: SECCOMP_SET_MODE_FILTER reads `len` instructions through
+    // `prog.filter`, which points into `program`, alive and unchanged for
+    // the call; the kernel copies them and never writes through it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            std::ptr::from_ref(&prog),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 /// Sets no_new_privs: execve can never grant privileges (setuid bits, file
 /// capabilities) to the payload or its descendants.
 pub fn set_no_new_privs() -> Result<(), Errno> {
