@@ -83,6 +83,11 @@ pub struct LinuxIsolation {
     given_netns: Option<OwnedFd>,
     /// The OOM-count files of the sandbox's cgroups (`oom_count`).
     oom_files: std::cell::OnceCell<Vec<PathBuf>>,
+    /// The cgroup files a payload writes itself into (`join_cgroups`),
+    /// opened once at setup (close-on-exec; every payload closes them
+    /// before exec anyway), so each exec writes to a descriptor instead of
+    /// resolving cgroupfs paths.
+    join_files: Vec<(PathBuf, std::fs::File)>,
 }
 
 impl LinuxIsolation {
@@ -99,6 +104,7 @@ impl LinuxIsolation {
             main_output: None,
             given_netns: None,
             oom_files: std::cell::OnceCell::new(),
+            join_files: Vec::new(),
         }
     }
 
@@ -473,6 +479,7 @@ impl LinuxIsolation {
             sys::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
                 .map_err(|e| StepError::new(Step::SetPidNamespaceForChildren, e))?;
         }
+        self.join_files = join_files(&self.launch, self.into_cgroup)?;
         timing::mark("open namespace fds");
         Ok(())
     }
@@ -640,7 +647,16 @@ impl Isolation for LinuxIsolation {
         // created this process in the v2 one when it could (clone3 with
         // CLONE_INTO_CGROUP). This child of the single-threaded supervisor
         // is single-threaded.
-        join_cgroups(&self.launch, self.into_cgroup)?;
+        if self.join_files.is_empty() {
+            // Not opened (or nothing to join): by path, as pid 1 does.
+            join_cgroups(&self.launch, self.into_cgroup)?;
+        }
+        for (file, f) in &self.join_files {
+            use std::io::Write;
+            (&*f).write_all(b"0").map_err(|e| {
+                StepError::new(Step::JoinCgroup, format!("{}: {e}", file.display()))
+            })?;
+        }
         for (flag, fd) in &self.namespaces {
             // Born in it: the supervisor forks into the sandbox's pid
             // namespace (setup_inner).
@@ -670,6 +686,7 @@ impl Isolation for LinuxIsolation {
 
     fn teardown(&mut self) -> Result<(), StepError> {
         self.namespaces.clear();
+        self.join_files.clear();
         self.cgroup_fd = None;
         let shares_pid = self.shares_pid();
         if shares_pid {
@@ -931,17 +948,46 @@ fn reap_forever() -> ! {
 /// `unshare`. With one thread, that thread is the process. A v2 directory
 /// has no `tasks`: `0` to its `cgroup.procs`.
 fn join_cgroups(launch: &LinuxLaunch, in_v2_cgroup: bool) -> Result<(), StepError> {
-    let unified = launch.unified_cgroup.as_ref();
-    for dir in &launch.plan.cgroups.dirs {
-        let file = match Some(dir) == unified {
-            true if in_v2_cgroup => continue,
-            true => dir.join("cgroup.procs"),
-            false => dir.join("tasks"),
-        };
+    for file in join_paths(launch, in_v2_cgroup) {
         sys::write_file(&file, "0")
             .map_err(|e| StepError::new(Step::JoinCgroup, format!("{}: {e}", file.display())))?;
     }
     Ok(())
+}
+
+/// The files a process writes "0" to to join the sandbox's cgroups: each
+/// v1 hierarchy's `tasks`, and the v2 `cgroup.procs` unless it was cloned
+/// into it (CLONE_INTO_CGROUP).
+fn join_paths(launch: &LinuxLaunch, in_v2_cgroup: bool) -> Vec<PathBuf> {
+    let unified = launch.unified_cgroup.as_ref();
+    launch
+        .plan
+        .cgroups
+        .dirs
+        .iter()
+        .filter_map(|dir| match Some(dir) == unified {
+            true if in_v2_cgroup => None,
+            true => Some(dir.join("cgroup.procs")),
+            false => Some(dir.join("tasks")),
+        })
+        .collect()
+}
+
+/// [`join_paths`], opened for writing (close-on-exec), for the payloads.
+fn join_files(
+    launch: &LinuxLaunch,
+    in_v2_cgroup: bool,
+) -> Result<Vec<(PathBuf, std::fs::File)>, StepError> {
+    join_paths(launch, in_v2_cgroup)
+        .into_iter()
+        .map(|file| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .map(|f| (file.clone(), f))
+                .map_err(|e| StepError::new(Step::JoinCgroup, format!("{}: {e}", file.display())))
+        })
+        .collect()
 }
 
 /// Refuses to go on with `what` before the JoinCgroups step ran: nothing of
