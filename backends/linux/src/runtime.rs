@@ -793,6 +793,30 @@ impl Isolation for LinuxIsolation {
     fn oom_kills(&self) -> u64 {
         self.oom_count()
     }
+
+    fn none_left(&self) -> bool {
+        if !self.shares_pid() {
+            // pid 1 of the sandbox's own pid namespace was the supervisor's
+            // child and is reaped: the kernel ended every process of that
+            // namespace before it.
+            return self.reaper.is_some();
+        }
+        // The parent's pid namespace: orphans went to its pid 1, and only
+        // the cgroup knows them. Killed again until it is empty (bounded,
+        // as the teardown's own wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match self.cgroup_pids() {
+                Some(pids) if pids.is_empty() => return true,
+                None => return false,
+                Some(_) => {}
+            }
+            if std::time::Instant::now() > deadline || self.kill_cgroup().is_err() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 /// pid 1 of the sandbox: builds the root, joining its cgroups on the way,

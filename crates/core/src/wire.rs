@@ -265,14 +265,20 @@ pub enum Event {
         #[serde(default)]
         oom_killed: bool,
     },
-    /// The sandbox ended (main process exited, or IDLE stopped). Every
-    /// process in it is gone.
+    /// The sandbox ended (main process exited, IDLE stopped, or a
+    /// `Shutdown` killed it), sent before the teardown.
     SandboxExited {
         /// How the main process ended (for IDLE, the stop signal).
         exit: ProcessExit,
         /// The kernel's OOM killer acted in the sandbox's memory cgroup.
         #[serde(default)]
         oom_killed: bool,
+        /// Every process of the sandbox is known to be dead, orphans
+        /// adopted elsewhere included (the backend could tell: Linux).
+        /// Otherwise (and from older supervisors) some may only die in the
+        /// teardown, which a destroy then waits for.
+        #[serde(default)]
+        none_left: bool,
     },
     /// A Signal request could not be delivered.
     SignalFailed {
@@ -636,6 +642,7 @@ mod tests {
                 Event::SandboxExited {
                     exit: ProcessExit::Exited(1),
                     oom_killed: false,
+                    none_left: false,
                 },
             ),
             (r#""shutdown_complete""#, Event::ShutdownComplete),

@@ -108,6 +108,16 @@ pub trait Isolation {
         None
     }
 
+    /// Once the supervisor has SIGKILLed everything and reaped every child
+    /// of its own: makes sure no other process of the sandbox is left
+    /// (orphans another init adopted), within a bounded wait, and says
+    /// whether it can tell that none is. False (the default) where the
+    /// backend cannot tell before its teardown: a destroy then waits for
+    /// the teardown.
+    fn none_left(&self) -> bool {
+        false
+    }
+
     /// Whether a terminal allocated from `/dev/ptmx` inside the sandbox is
     /// a node of the sandbox's own `/dev/pts` (its own devpts instance), so
     /// a tty exec allocates it there; otherwise the supervisor allocates it
@@ -225,6 +235,8 @@ struct Supervisor<I: Isolation> {
     oom_at_start: u64,
     /// Set by Stop: the signal used.
     stopping: Option<i32>,
+    /// Set at the end: no process of the sandbox is left (`Isolation::none_left`).
+    none_left: bool,
     /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`).
     control: Option<std::os::unix::net::UnixListener>,
     null: OwnedFd,
@@ -322,6 +334,7 @@ pub fn supervise<I: Isolation>(
         isolation,
         main: None,
         main_exit: None,
+        none_left: false,
         execs: HashMap::new(),
         running_execs: HashMap::new(),
         oom_at_exec: HashMap::new(),
@@ -450,7 +463,7 @@ impl<I: Isolation> Supervisor<I> {
     }
 
     fn abort_setup(mut self, e: StepError) -> i32 {
-        self.kill_everything();
+        let _ = self.kill_everything();
         let _ = self.isolation.teardown();
         self.chan.send(&Event::SetupFailed {
             step: e.step.name().to_owned(),
@@ -759,7 +772,7 @@ impl<I: Isolation> Supervisor<I> {
             // Only meaningful once the sandbox has ended (see finish).
             Request::ExitRecorded => {}
             Request::Shutdown => {
-                self.kill_everything();
+                let _ = self.kill_everything();
                 if self.main_exit.is_none() && self.config.mode != Mode::Idle {
                     self.main_exit = Some(ProcessExit::Signaled(Signal::SIGKILL as i32));
                 }
@@ -845,13 +858,17 @@ impl<I: Isolation> Supervisor<I> {
         }
     }
 
-    /// SIGKILLs everything until no child is left (bounded).
-    fn kill_everything(&mut self) {
+    /// SIGKILLs everything until no child is left (bounded); whether none
+    /// is.
+    fn kill_everything(&mut self) -> bool {
         let deadline = Instant::now() + KILL_SWEEP;
         loop {
             self.signal_everything(Signal::SIGKILL);
-            if self.reap() || Instant::now() > deadline {
-                return;
+            if self.reap() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
             }
             // Wake on the next child exit (SIGCHLD self-pipe), not a fixed
             // sleep: this sits on the path of every sandbox's end.
@@ -879,7 +896,11 @@ impl<I: Isolation> Supervisor<I> {
         // before this helper exits, which a destroy waits for (the channel
         // closing) before it cleans the host.
         let exit = self.sandbox_exit();
-        self.chan.send(&Event::SandboxExited { exit, oom_killed });
+        self.chan.send(&Event::SandboxExited {
+            exit,
+            oom_killed,
+            none_left: self.none_left,
+        });
         let code = self.teardown();
         if !self.exit_recorded() {
             self.persist_exit();
@@ -943,13 +964,14 @@ impl<I: Isolation> Supervisor<I> {
         self.chan.send(&Event::SandboxExited {
             exit,
             oom_killed: false,
+            none_left: self.none_left,
         });
         self.teardown()
     }
 
     /// Kills and reports exec exits.
     fn end(&mut self) {
-        self.kill_everything();
+        self.none_left = self.kill_everything() && self.isolation.none_left();
         // What the main process wrote before it ended is in the pipes.
         if let Some(capture) = &mut self.capture {
             capture.drain();

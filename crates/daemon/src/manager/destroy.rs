@@ -224,20 +224,15 @@ impl Manager {
     }
 
     /// Waits, at most [`SHUTDOWN_TIMEOUT`], until every process of a
-    /// sandbox whose supervisor was asked to shut down is dead: its exit is
-    /// recorded (the supervisor reports it before its teardown) or the
-    /// supervisor is gone. Records SIGKILL if the supervisor reported none.
+    /// sandbox whose supervisor was asked to shut down is dead: the
+    /// supervisor says so with the exit it reports before its teardown
+    /// (where the backend can tell), or it is gone (after its teardown).
+    /// Records SIGKILL if the supervisor reported no exit.
     async fn until_dead(&self, sb: &Arc<Sandbox>) -> bool {
-        let mut exit = sb.exit_tx.subscribe();
-        let mut closed = sb.link_closed.subscribe();
-        let dead = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
-            tokio::select! {
-                _ = exit.wait_for(Option::is_some) => {}
-                _ = closed.wait_for(|c| *c) => {}
-            }
-        })
-        .await
-        .is_ok();
+        let mut dead = sb.dead.subscribe();
+        let dead = tokio::time::timeout(SHUTDOWN_TIMEOUT, dead.wait_for(|d| *d))
+            .await
+            .is_ok();
         if dead && sb.exit_tx.borrow().is_none() {
             self.finish(sb, ProcessExit::Signaled(libc::SIGKILL), super::DESTROYED)
                 .await;

@@ -158,7 +158,11 @@ impl Manager {
                     }
                 }
             }
-            Event::SandboxExited { exit, oom_killed } => {
+            Event::SandboxExited {
+                exit,
+                oom_killed,
+                none_left,
+            } => {
                 // An exit during setup (main exited at once) is still an exit.
                 // One reported during a destroy is the destroy's kill.
                 let cause = if lock(&sb.record).destroying {
@@ -173,6 +177,9 @@ impl Manager {
                         "killed by the OOM killer under the sandbox's memory limit".into();
                 }
                 self.finish_recording(sb, record, true).await;
+                if none_left {
+                    sb.dead.send_replace(true);
+                }
             }
             Event::SignalFailed { target, message } => {
                 tracing::warn!(sandbox = %sb.id, ?target, %message, "signal not delivered");
@@ -251,6 +258,7 @@ impl Manager {
             self.finish_with(sb, exit).await;
         }
         // Last: whoever waits for this (destroy) may now delete the state.
+        sb.dead.send_replace(true);
         sb.link_closed.send_replace(true);
     }
 

@@ -76,6 +76,10 @@ pub struct Sandbox {
     exit_tx: watch::Sender<Option<ExitRecord>>,
     link: Mutex<Option<Arc<Link>>>,
     link_closed: watch::Sender<bool>,
+    /// Every process of the sandbox is dead: its supervisor said so
+    /// (`SandboxExited` with `none_left`), or it is gone (after its
+    /// teardown). What a destroy waits for before it answers.
+    dead: watch::Sender<bool>,
     ready: Mutex<Option<ReadyTx>>,
     execs: Mutex<HashMap<u64, ExecSlot>>,
     child: Mutex<Option<SupervisorProc>>,
@@ -283,6 +287,7 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         record: Mutex::new(record),
         link: Mutex::new(None),
         link_closed: watch::channel(false).0,
+        dead: watch::channel(false).0,
         ready: Mutex::new(None),
         execs: Mutex::new(HashMap::new()),
         child: Mutex::new(None),
