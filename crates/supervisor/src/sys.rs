@@ -1274,19 +1274,11 @@ pub fn set_own_args(args: &[u8]) -> Result<(), Errno> {
         if args.last() != Some(&0) {
             return Err(Errno::EINVAL);
         }
-        let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Errno::EIO)?;
-        // Fields 48 and 49 (arg_start, arg_end); fields after the command
-        // name's last ')' start at field 3.
-        let mut fields = stat
-            .rsplit_once(')')
-            .ok_or(Errno::EIO)?
-            .1
-            .split_whitespace()
-            .skip(45);
-        let mut next = || -> Result<usize, Errno> {
-            fields.next().and_then(|f| f.parse().ok()).ok_or(Errno::EIO)
-        };
-        let (start, end) = (next()?, next()?);
+        // The area never moves, and a fork has it at the same address: read
+        // once per process image, not twice per supervisor the zygote forks.
+        static AREA: std::sync::OnceLock<Result<(usize, usize), Errno>> =
+            std::sync::OnceLock::new();
+        let (start, end) = (*AREA.get_or_init(own_arg_area))?;
         if end.checked_sub(start) != Some(args.len()) || start == 0 {
             return Err(Errno::EINVAL);
         }
@@ -1304,6 +1296,23 @@ pub fn set_own_args(args: &[u8]) -> Result<(), Errno> {
         let _ = args;
         Err(Errno::ENOSYS)
     }
+}
+
+/// This process's argument area, `[arg_start, arg_end)` of
+/// `/proc/self/stat` (its fields 48 and 49).
+#[cfg(target_os = "linux")]
+fn own_arg_area() -> Result<(usize, usize), Errno> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Errno::EIO)?;
+    // Fields after the command name's last ')' start at field 3.
+    let mut fields = stat
+        .rsplit_once(')')
+        .ok_or(Errno::EIO)?
+        .1
+        .split_whitespace()
+        .skip(45);
+    let mut next =
+        || -> Result<usize, Errno> { fields.next().and_then(|f| f.parse().ok()).ok_or(Errno::EIO) };
+    Ok((next()?, next()?))
 }
 
 /// clone(2) with fork semantics (no new stack, SIGCHLD) and CLONE_PARENT:
