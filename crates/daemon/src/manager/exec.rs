@@ -84,14 +84,17 @@ impl Manager {
         size: Option<(u16, u16)>,
         detached: bool,
     ) -> ApiResult<ExecHandle> {
-        let record = sb.record();
-        if record.state != SandboxState::Running {
-            return Err(ApiError::FailedPrecondition(format!(
-                "sandbox {} is not running (state {:?})",
-                sb.id, record.state
-            )));
-        }
-        self.backend.check_exec(&record.spec, process.process())?;
+        sb.with_record(|record| {
+            if record.state != SandboxState::Running {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "sandbox {} is not running (state {:?})",
+                    sb.id, record.state
+                )));
+            }
+            self.backend
+                .check_exec(&record.spec, process.process())
+                .map_err(ApiError::from)
+        })?;
         let link = sb
             .link()
             .ok_or_else(|| ApiError::Unavailable(format!("sandbox {} has no supervisor", sb.id)))?;

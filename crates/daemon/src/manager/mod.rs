@@ -118,6 +118,13 @@ impl Sandbox {
         lock(&self.record).clone()
     }
 
+    /// Reads its record in place, under its lock: for a field or two, where
+    /// [`Self::record`] would copy the whole record (its isolation report
+    /// included) on every exec.
+    pub fn with_record<R>(&self, read: impl FnOnce(&SandboxRecord) -> R) -> R {
+        read(&lock(&self.record))
+    }
+
     fn link(&self) -> Option<Arc<Link>> {
         lock(&self.link).clone()
     }

@@ -310,7 +310,7 @@ pub(super) async fn exec_process(
     let mut process = crate::convert::process_from_pb(process);
     // Pinned at create; RemoveImage refuses an image a sandbox uses, so
     // its record stays readable for the sandbox's life.
-    if let Some(d) = pinned_digest(sb.record().spec.image()) {
+    if let Some(d) = sb.with_record(|r| pinned_digest(r.spec.image())) {
         let rec = blocking(store, move |s| s.record(&d)).await?;
         if let Some(run) = &rec.config.config {
             sandboxd_core::oci::apply_exec_defaults(&mut process, run);
