@@ -45,40 +45,13 @@ const ANNOUNCE_WAIT: Duration = Duration::from_secs(5);
 /// `sys::is_supervisor` looks for).
 pub const SUPERVISE_ARG: &str = sandboxd_supervisor::SUPERVISE_ARG;
 
-/// Starts a supervisor helper for sandbox `id` with one end of a
-/// socketpair as its stdin: forked by the zygote when there is one, else
-/// this binary re-executed in helper mode. It waits for its launch
-/// configuration ([`Link::send_launch`]) and creates nothing before, so it
-/// can be started while the daemon still writes the sandbox's record: a
-/// daemon that dies first closes the channel, and the helper exits.
-pub async fn start(
-    exe: &Path,
-    zygote: Option<&Arc<Zygote>>,
-    id: &str,
-) -> io::Result<(SupervisorProc, Link)> {
+/// A new channel: our end as a [`Link`], and the supervisor's end, to hand
+/// to [`spawn`]. What is sent on the link before the supervisor runs waits
+/// in the socket for it.
+pub fn pair() -> io::Result<(Link, OwnedFd)> {
     // std creates both ends close-on-exec; only `theirs` is handed over.
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     ours.set_nonblocking(true)?;
-    let child = match zygote {
-        Some(zygote) => {
-            let pid = zygote.fork_supervisor(id, OwnedFd::from(theirs)).await?;
-            SupervisorProc::forked(pid)?
-        }
-        None => {
-            let mut cmd = Command::new(exe);
-            cmd.arg(SUPERVISE_ARG)
-                .arg(id)
-                .env_clear()
-                .envs(crate::zygote::helper_env());
-            SupervisorProc::Spawned(
-                cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .kill_on_drop(false)
-                    .spawn()?,
-            )
-        }
-    };
     let link = Link {
         sock: UnixStream::from_std(ours)?,
         write: Mutex::new(()),
@@ -86,7 +59,41 @@ pub async fn start(
         peer: watch::Sender::new(wire::PROTOCOL),
         received: std::sync::Mutex::default(),
     };
-    Ok((child, link))
+    Ok((link, OwnedFd::from(theirs)))
+}
+
+/// Starts the supervisor helper of sandbox `id` with the channel end
+/// `theirs` as its stdin: forked by the zygote when there is one, else this
+/// binary re-executed in helper mode. It waits for its launch
+/// configuration ([`Link::send_launch`]) and creates nothing before, so it
+/// can be started while the daemon still writes the sandbox's record: a
+/// daemon that dies first closes the channel, and the helper exits.
+pub async fn spawn(
+    exe: &Path,
+    zygote: Option<&Arc<Zygote>>,
+    id: &str,
+    theirs: OwnedFd,
+) -> io::Result<SupervisorProc> {
+    match zygote {
+        Some(zygote) => {
+            let pid = zygote.fork_supervisor(id, theirs).await?;
+            SupervisorProc::forked(pid)
+        }
+        None => {
+            let mut cmd = Command::new(exe);
+            cmd.arg(SUPERVISE_ARG)
+                .arg(id)
+                .env_clear()
+                .envs(crate::zygote::helper_env());
+            Ok(SupervisorProc::Spawned(
+                cmd.stdin(Stdio::from(theirs))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(false)
+                    .spawn()?,
+            ))
+        }
+    }
 }
 
 /// Reconnects to a running supervisor's control socket (after a daemon

@@ -390,10 +390,14 @@ impl Manager {
             sb.record(),
         );
         let mut t = std::mem::replace(timer, StepTimer::new("create", &sb.id));
+        let (link, theirs) = link::pair()
+            .map_err(|e| ApiError::Internal(format!("the supervisor channel of {}: {e}", sb.id)))?;
+        let link = Arc::new(link);
         // The supervisor is forked while the record is written: it creates
         // nothing until its launch configuration, sent below once the
-        // CREATING record is in the journal.
-        let started = link::start(&self.exe, self.zygote.as_ref(), &sb.id);
+        // CREATING record is in the journal, without waiting for the fork's
+        // reply (it waits in the channel for the supervisor to read it).
+        let started = link::spawn(&self.exe, self.zygote.as_ref(), &sb.id, theirs);
         let written = tokio::task::spawn_blocking(move || -> ApiResult<_> {
             t.mark("to blocking thread");
             store.create_sandbox_dir(&paths2.id)?;
@@ -413,50 +417,51 @@ impl Manager {
             t.mark("backend prepare");
             Ok((prepared, t))
         });
+        let configured = async {
+            // Closed once sent (the supervisor has its copy).
+            let netns = netns;
+            let (prepared, mut t) = written
+                .await
+                .map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
+            // The NAMESPACE sandbox's given namespace, or what the backend
+            // prepared (never both: the backend adds a network namespace
+            // only where pid 1 would make one).
+            let fds: Vec<_> = netns
+                .iter()
+                .chain(&prepared.fds)
+                .map(std::os::fd::AsFd::as_fd)
+                .collect();
+            link.send_launch(&prepared.config, options, &fds)
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(format!("configuring supervisor for {}: {e}", sb.id))
+                })?;
+            t.mark("send launch configuration");
+            Ok::<_, ApiError>(t)
+        };
         let (ready_tx, ready_rx) = oneshot::channel();
         *lock(&sb.ready) = Some(ready_tx);
-        let (started, written) = tokio::join!(started, written);
+        let (started, configured) = tokio::join!(started, configured);
         // Held by the sandbox, its events read, before anything can fail:
         // a rollback shuts it down and reaps it.
-        let link = match started {
-            Ok((child, link)) => {
+        match started {
+            Ok(child) => {
                 let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-                let link = Arc::new(link);
                 *lock(&sb.link) = Some(link.clone());
                 *lock(&sb.child) = Some(child);
                 lock(&sb.record).supervisor_pid = supervisor_pid;
                 tokio::spawn(read_events(self.clone(), sb.clone(), link.clone()));
-                Ok(link)
             }
-            Err(e) => Err(ApiError::Internal(format!(
-                "starting supervisor for {}: {e}",
-                sb.id
-            ))),
-        };
-        let (prepared, t) =
-            written.map_err(|e| ApiError::Internal(format!("create task: {e}")))??;
-        *timer = t;
-        let link = link?;
-        timer.mark("start supervisor (forked meanwhile)");
-
-        // The NAMESPACE sandbox's given namespace, or what the backend
-        // prepared (never both: the backend adds a network namespace only
-        // where pid 1 would make one).
-        let fds: Vec<_> = netns
-            .iter()
-            .chain(&prepared.fds)
-            .map(std::os::fd::AsFd::as_fd)
-            .collect();
-        link.send_launch(&prepared.config, options, &fds)
-            .await
-            .map_err(|e| {
-                ApiError::Internal(format!("configuring supervisor for {}: {e}", sb.id))
-            })?;
-        drop(fds);
-        drop(netns);
-        drop(prepared);
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "starting supervisor for {}: {e}",
+                    sb.id
+                )));
+            }
+        }
+        *timer = configured?;
         fault::check(fault::SUPERVISOR)?;
-        timer.mark("send launch configuration");
+        timer.mark("supervisor forked (meanwhile)");
 
         let main_pid = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok((pid, steps)))) => {
