@@ -516,10 +516,20 @@ async fn per_sandbox_memory(
     }
     let destroy_time = start.elapsed();
     let (rss1, pss1, helpers, avail1) = measured?;
-    let left = procfs::children_of(daemon.pid())
-        .into_iter()
-        .filter(|p| !procfs::is_zygote(*p))
-        .count();
+    // A destroy answers once the sandbox is dead; its supervisor's
+    // teardown and exit finish just after (up to a second is generous).
+    let helpers_left = || {
+        procfs::children_of(daemon.pid())
+            .into_iter()
+            .filter(|p| !procfs::is_zygote(*p))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = helpers_left();
+    while left != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = helpers_left();
+    }
     if left != 0 {
         eprintln!("warning: {left} daemon children still alive after destroying all sandboxes");
     }
