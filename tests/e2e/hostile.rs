@@ -886,3 +886,61 @@ async fn exec_level_hostility_in_a_live_sandbox() {
     assert!(r.truncated);
     d.finish().await;
 }
+
+/// A payload that SIGSTOPs every process of its uid, in a loop (`kill -s
+/// STOP -- -1`), catches a new exec's child between its setuid and its exec,
+/// when it is still the supervisor's fork. The supervisor must not wait
+/// for that child forever: it would answer nothing more (no exec, no stop)
+/// and a destroy would wait for its shutdown timeout. It gives a child
+/// that has not exec'd in time up (killed, the exec failed), and every
+/// call answers.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "needs the Linux backend's pid namespace: without one, kill -1 would stop every process of that uid on the host"
+)]
+#[tokio::test]
+async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await;
+    let r = c
+        .sh(
+            &sb.id,
+            "(while :; do kill -s STOP -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "started\n");
+    let mut gave_up = 0;
+    for i in 0..3 {
+        let call = c.processes.exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(argv(&["/bin/true"])),
+            timeout_ms: 500,
+            ..Default::default()
+        });
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(15), call)
+            .await
+            .unwrap_or_else(|_| panic!("exec {i} got no answer in 15 s: the supervisor is wedged"));
+        if let Err(status) = answered {
+            assert!(
+                status.message().contains("did not exec"),
+                "exec {i}: {status:?}"
+            );
+            gave_up += 1;
+        }
+    }
+    eprintln!("{gave_up} of 3 execs were stopped before their exec and given up");
+    let began = std::time::Instant::now();
+    assert!(c.destroy(&sb.id).await);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "destroy took {:?}",
+        began.elapsed()
+    );
+    d.finish().await;
+}

@@ -3,7 +3,6 @@
 //! step back to the supervisor; EOF on it means exec succeeded.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 #[cfg(target_os = "linux")]
@@ -252,17 +251,24 @@ fn parse_shebang(head: &[u8]) -> Option<(CString, Option<CString>)> {
     Some((interpreter, arg))
 }
 
+/// How long a forked child may take to reach its exec. Until then it is a
+/// copy of the supervisor, which waits for it; once it has switched to the
+/// payload's uid, a process of that uid in the sandbox can SIGSTOP it
+/// there (`kill -STOP -1` in a loop), and the supervisor must not wait for
+/// it forever: it would answer nothing more.
+const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Forks a child that enters the sandbox and execs `plan`. Returns its pid
-/// once exec has succeeded, or the step that failed.
+/// once exec has succeeded, or the step that failed; a child that has not
+/// exec'd within [`EXEC_DEADLINE`] is killed, and that is the failure.
 pub(crate) fn spawn(
     isolation: &dyn Isolation,
     config: &CommonConfig,
     plan: &ExecPlan,
     stdio: Stdio,
 ) -> Result<Pid, StepError> {
-    let (mut err_read, err_write) = sys::pipe()
-        .map(|(r, w)| (std::fs::File::from(r), w))
-        .map_err(|e| StepError::new(Step::CreateErrorPipe, e))?;
+    let (err_read, err_write) =
+        sys::pipe_nonblocking_read().map_err(|e| StepError::new(Step::CreateErrorPipe, e))?;
     // SAFETY: spawn runs only in the supervisor helper, a freshly exec'd
     // process that never starts a thread (helper_main, supervise).
     match unsafe { isolation.fork() }.map_err(|e| StepError::new(Step::Fork, e))? {
@@ -275,7 +281,17 @@ pub(crate) fn spawn(
             drop(err_write);
             drop(stdio);
             let mut bytes = Vec::new();
-            let _ = err_read.read_to_end(&mut bytes);
+            let deadline = std::time::Instant::now() + EXEC_DEADLINE;
+            if !read_until(&err_read, &mut bytes, deadline, |_| {}) {
+                let _ = sys::send_signal(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::wait_for(child);
+                return Err(StepError::new(
+                    Step::Exec,
+                    format!(
+                        "the process did not exec within {EXEC_DEADLINE:?} (stopped or blocked before its exec) and was killed"
+                    ),
+                ));
+            }
             let reports = report::decode(&bytes);
             let pid = child;
             match reports.end {
@@ -404,7 +420,7 @@ fn read_until(
     mut arrived: impl FnMut(&[u8]),
 ) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
-    let mut chunk = [0u8; 64 * 1024];
+    let mut chunk = [0u8; 4096];
     loop {
         match sys::read(fd.as_fd(), &mut chunk) {
             Ok(0) => return true,

@@ -207,6 +207,9 @@ impl Manager {
                 self.tear_down_later(sb.clone(), timer);
                 return Ok(true);
             }
+            // It had its SHUTDOWN_TIMEOUT already: not another one below.
+            tracing::error!(sandbox = %sb.id, "supervisor did not report the sandbox's end in time; killing it");
+            kill_supervisor(&sb).await;
         }
         self.shutdown_supervisor(&sb).await;
         fault::check(fault::DESTROY_STOPPED)?;
@@ -278,6 +281,17 @@ impl Manager {
             }
             timer.finish();
         });
+    }
+}
+
+/// SIGKILLs the supervisor (our own child, by its handle) and reaps it; its
+/// pid 1 dies with it (parent-death signal), and the host cleanup ends the
+/// rest.
+async fn kill_supervisor(sb: &Sandbox) {
+    let child = lock(&sb.child).take();
+    if let Some(mut child) = child {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
     }
 }
 
