@@ -902,12 +902,7 @@ async fn exec_level_hostility_in_a_live_sandbox() {
 async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
     let d = Daemon::start();
     let mut c = d.clients().await;
-    let sb = c
-        .create(pb::SandboxSpec {
-            mode: pb::SandboxMode::Idle as i32,
-            ..Default::default()
-        })
-        .await;
+    let sb = c.idle("host").await;
     let r = c
         .sh(
             &sb.id,
