@@ -86,6 +86,10 @@ pub struct Sandbox {
     /// An exit that arrived while the create was still finishing; applied
     /// after the CREATED/STARTED events so events stay in order.
     pending_exit: Mutex<Option<ExitRecord>>,
+    /// Its OCI image's run-time defaults for execs (Env, WorkingDir),
+    /// read from the image store at the first exec: the image is pinned by
+    /// digest, so they never change for the sandbox's life.
+    exec_defaults: tokio::sync::OnceCell<Option<Arc<sandboxd_core::oci::RunConfig>>>,
     /// The supervisor's channel closed while the create was still
     /// finishing. Set and read under the record lock.
     closed_early: std::sync::atomic::AtomicBool,
@@ -116,6 +120,18 @@ impl Sandbox {
     /// A snapshot of the record.
     pub fn record(&self) -> SandboxRecord {
         lock(&self.record).clone()
+    }
+
+    /// Its image's exec defaults, loaded by `load` once (see the field).
+    pub async fn exec_defaults<F, Fut, E>(
+        &self,
+        load: F,
+    ) -> Result<Option<Arc<sandboxd_core::oci::RunConfig>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Arc<sandboxd_core::oci::RunConfig>>, E>>,
+    {
+        self.exec_defaults.get_or_try_init(load).await.cloned()
     }
 
     /// Reads its record in place, under its lock: for a field or two, where
@@ -299,6 +315,7 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         execs: Mutex::new(HashMap::new()),
         child: Mutex::new(None),
         pending_exit: Mutex::new(None),
+        exec_defaults: tokio::sync::OnceCell::new(),
         closed_early: std::sync::atomic::AtomicBool::new(false),
         op: Arc::new(tokio::sync::Mutex::new(())),
         verifies: Mutex::new(HashMap::new()),

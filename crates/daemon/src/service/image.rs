@@ -309,12 +309,21 @@ pub(super) async fn exec_process(
 ) -> Result<sandboxd_core::spec::ProcessSpec, ApiError> {
     let mut process = crate::convert::process_from_pb(process);
     // Pinned at create; RemoveImage refuses an image a sandbox uses, so
-    // its record stays readable for the sandbox's life.
-    if let Some(d) = sb.with_record(|r| pinned_digest(r.spec.image())) {
-        let rec = blocking(store, move |s| s.record(&d)).await?;
-        if let Some(run) = &rec.config.config {
-            sandboxd_core::oci::apply_exec_defaults(&mut process, run);
-        }
+    // its record stays readable for the sandbox's life. Read at the first
+    // exec only (two blobs parsed on a blocking thread).
+    let run = sb
+        .exec_defaults(|| async {
+            match sb.with_record(|r| pinned_digest(r.spec.image())) {
+                Some(d) => {
+                    let rec = blocking(store, move |s| s.record(&d)).await?;
+                    Ok(rec.config.config.map(Arc::new))
+                }
+                None => Ok::<_, ApiError>(None),
+            }
+        })
+        .await?;
+    if let Some(run) = run {
+        sandboxd_core::oci::apply_exec_defaults(&mut process, &run);
     }
     Ok(process)
 }
