@@ -191,8 +191,8 @@ impl Manager {
         }
         timer.mark("lookup, lock");
         // The journal: from here a crash is rolled forward at the next start.
-        // Not synced (as a create's CREATING record): a power loss ends
-        // the sandbox anyway; the removal at the end is synced.
+        // Not synced (as a create's CREATING record, and as the removal at
+        // the end): a power loss ends the sandbox anyway.
         lock(&sb.record).destroying = true;
         self.save_record(&sb, false).await?;
         fault::check(fault::DESTROY_MARKED)?;
