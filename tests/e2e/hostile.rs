@@ -909,7 +909,7 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
             "(while :; do kill -s STOP -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
         )
         .await;
-    assert_eq!(String::from_utf8_lossy(&r.stdout), "started\n");
+    assert_eq!(crate::harness::out(&r), "started\n");
     let mut gave_up = 0;
     for i in 0..3 {
         let call = c.processes.exec_sync(pb::ExecSyncRequest {
