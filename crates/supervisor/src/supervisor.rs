@@ -949,16 +949,16 @@ impl<I: Isolation> Supervisor<I> {
 
     /// Shutdown, which only a daemon that is destroying the sandbox sends
     /// (over the channel, or as SIGTERM after a restart): kills, reports
-    /// exec exits and the sandbox's end, tears down. No exit file (a new inode on the state
-    /// directory's disk, and its removal): its record is marked for
-    /// destruction already, which a daemon that dies now rolls forward at
-    /// its next start whatever the exit was.
+    /// exec exits and the sandbox's end, tears down. No exit file (a new
+    /// inode on the state directory's disk, and its removal): its record is
+    /// marked for destruction already, which a daemon that dies now rolls
+    /// forward at its next start whatever the exit was.
     fn shut_down(&mut self) -> i32 {
         self.end();
-        // Every process is dead: how the sandbox ended goes to the daemon
-        // before the teardown, as at a natural end (`finish`), so a destroy
-        // need not wait for the teardown to know it and its waiters hear
-        // SIGKILL rather than LOST. No `ExitRecorded` is awaited: the
+        // How the sandbox ended goes to the daemon before the teardown, as
+        // at a natural end (`finish`): its waiters hear SIGKILL rather than
+        // LOST, and where `none_left` says every process is dead a destroy
+        // need not wait for the teardown. No `ExitRecorded` is awaited: the
         // record is marked for destruction already.
         let exit = self.sandbox_exit();
         self.chan.send(&Event::SandboxExited {
