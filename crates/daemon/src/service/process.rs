@@ -139,10 +139,16 @@ impl pb::process_service_server::ProcessService for Processes {
             }))
         };
         let (out, err) = (Collected::default(), Collected::default());
-        let collectors = vec![
-            tokio::spawn(collect(stdout, cap, out.clone())),
-            tokio::spawn(collect(stderr, cap, err.clone())),
-        ];
+        // Read in this task, not spawned ones: the output's EOF and the exit
+        // wake the call itself, with no hand-off between runtime threads.
+        let collecting = async {
+            tokio::join!(
+                collect(stdout, cap, out.clone()),
+                collect(stderr, cap, err.clone())
+            )
+        };
+        tokio::pin!(collecting);
+        let mut collected = false;
         let mut guard = KillOnDrop {
             manager: manager.clone(),
             sandbox: sb.clone(),
@@ -150,20 +156,27 @@ impl pb::process_service_server::ProcessService for Processes {
             armed: true,
         };
         let mut exited = handle.exited;
-        let mut timed_out = false;
-        let exit = if req.timeout_ms == 0 {
-            (&mut exited).await
-        } else {
+        // The exit, and whether the timeout killed it.
+        let ended = async {
+            if req.timeout_ms == 0 {
+                return ((&mut exited).await, false);
+            }
             match tokio::time::timeout(Duration::from_millis(req.timeout_ms), &mut exited).await {
-                Ok(r) => r,
+                Ok(r) => (r, false),
                 Err(_) => {
-                    timed_out = true;
                     // Kill this exec's process tree only.
                     let _ = manager
                         .signal(&sb, SignalTarget::ExecTree(exec_id), libc::SIGKILL)
                         .await;
-                    (&mut exited).await
+                    ((&mut exited).await, true)
                 }
+            }
+        };
+        tokio::pin!(ended);
+        let (exit, timed_out) = loop {
+            tokio::select! {
+                exit = &mut ended => break exit,
+                _ = &mut collecting, if !collected => collected = true,
             }
         };
         guard.armed = false;
@@ -173,7 +186,10 @@ impl pb::process_service_server::ProcessService for Processes {
         if let Some(task) = stdin_task {
             task.abort();
         }
-        drain(collectors, tokio::time::Instant::now() + DRAIN_AFTER_EXIT).await;
+        // A daemonised grandchild may hold a pipe open forever.
+        if !collected {
+            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut collecting).await;
+        }
         let (stdout, t1) = take(&out);
         let (stderr, t2) = take(&err);
         let record = manager.exec_finished(&sb, (exec_id, pid), exit, timed_out);
