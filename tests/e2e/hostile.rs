@@ -903,15 +903,21 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
+    // The stopper waits a second first, so that its launcher (of the same
+    // uid) has exited before it could be stopped too.
     let r = c
         .sh(
             &sb.id,
-            "(while :; do kill -s STOP -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
+            "(sleep 1; while :; do kill -s STOP -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
         )
         .await;
     assert_eq!(crate::harness::out(&r), "started\n");
-    let mut gave_up = 0;
-    for i in 0..3 {
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Until one exec is caught before its exec and given up (each at most
+    // the supervisor's 5 s); one caught after its exec is a stopped `true`,
+    // which its 500 ms timeout ends.
+    let mut gave_up = None;
+    for i in 0..6 {
         let call = c.processes.exec_sync(pb::ExecSyncRequest {
             sandbox_id: sb.id.clone(),
             process: Some(argv(&["/bin/true"])),
@@ -926,10 +932,14 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
                 status.message().contains("did not exec"),
                 "exec {i}: {status:?}"
             );
-            gave_up += 1;
+            gave_up = Some(i);
+            break;
         }
     }
-    eprintln!("{gave_up} of 3 execs were stopped before their exec and given up");
+    assert!(
+        gave_up.is_some(),
+        "no exec was stopped before its exec in 6 tries: the attack was not exercised"
+    );
     let began = std::time::Instant::now();
     assert!(c.destroy(&sb.id).await);
     assert!(
