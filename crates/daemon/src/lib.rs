@@ -28,6 +28,7 @@ pub mod manager;
 pub mod metrics;
 pub mod netns;
 pub mod notify;
+pub mod pending;
 pub mod registry;
 pub mod rlimit;
 pub mod server;

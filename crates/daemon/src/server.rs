@@ -6,7 +6,6 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use crate::auth::Authorizer;
 use crate::config::{Config, Listen};
 use crate::hostdirs;
 use crate::manager::Manager;
+use crate::pending::Pending;
 use crate::service::{Events, Execs, Host, Images, Logs, Processes, Sandboxes, Shared};
 use crate::transport::{self, Bound};
 
@@ -425,11 +425,11 @@ fn too_large_is_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
 
 /// A tower layer counting calls whose response has not been produced yet.
 #[derive(Debug, Clone, Default)]
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Pending);
 
 impl InFlight {
     fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.count()
     }
 }
 
@@ -438,7 +438,7 @@ impl<S> tower::Layer<S> for InFlight {
     fn layer(&self, inner: S) -> Counted<S> {
         Counted {
             inner,
-            count: self.0.clone(),
+            calls: self.0.clone(),
         }
     }
 }
@@ -447,16 +447,7 @@ impl<S> tower::Layer<S> for InFlight {
 #[derive(Debug, Clone)]
 struct Counted<S> {
     inner: S,
-    count: Arc<AtomicUsize>,
-}
-
-/// Decrements the counter when the call's future finishes or is dropped.
-struct Guard(Arc<AtomicUsize>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    calls: Pending,
 }
 
 impl<S, R> tower::Service<R> for Counted<S>
@@ -473,8 +464,8 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        let guard = Guard(self.count.clone());
+        // Ends when the call's future finishes or is dropped.
+        let guard = self.calls.start();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;

@@ -204,30 +204,8 @@ pub struct Manager {
     next_exec: AtomicU64,
     /// Sandboxes found running at start-up, until `reattach` runs.
     reattach: Mutex<Vec<Arc<Sandbox>>>,
-    /// Destroys still tearing down after their reply.
-    teardowns: Teardowns,
-}
-
-/// Counts the destroys whose teardown continues after the reply
-/// (`Manager::tear_down_later`), so the daemon's shutdown can wait for them.
-#[derive(Debug, Default)]
-struct Teardowns(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Teardowns {
-    /// One more, until the guard is dropped.
-    fn start(&self) -> TeardownGuard {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        TeardownGuard(self.0.clone())
-    }
-}
-
-/// Ends one [`Teardowns`] entry when dropped (also if its task panics).
-struct TeardownGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for TeardownGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
+    /// Destroys still tearing down after their reply (`tear_down_later`).
+    teardowns: crate::pending::Pending,
 }
 
 impl Manager {
@@ -254,7 +232,7 @@ impl Manager {
             // may still run execs numbered by the previous daemon.
             next_exec: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(1) << 20),
             reattach: Mutex::new(Vec::new()),
-            teardowns: Teardowns::default(),
+            teardowns: crate::pending::Pending::default(),
         });
         manager.load_previous()?;
         Ok(manager)
@@ -263,7 +241,7 @@ impl Manager {
     /// Destroys that replied and are still tearing down (the daemon's
     /// shutdown waits for them).
     pub fn teardowns_pending(&self) -> usize {
-        self.teardowns.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.teardowns.count()
     }
 
     /// The backend.
