@@ -913,6 +913,18 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
         .await;
     assert_eq!(crate::harness::out(&r), "started\n");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The window between an exec's fork and its exec is a fraction of a
+    // millisecond, too short to hit reliably on a loaded machine. A PATH of
+    // thousands of missing directories before /bin widens it to many
+    // milliseconds: the child searches it as execvp would, one openat2 each,
+    // and takes the pending SIGSTOP on the return from any of them.
+    let mut path = String::from("PATH=");
+    for i in 0..20_000 {
+        path.push_str(&format!("/m{i}:"));
+    }
+    path.push_str("/bin");
+    let mut process = argv(&["true"]);
+    process.env = vec![path];
     // Until one exec is caught before its exec and given up (each at most
     // the supervisor's 5 s); one caught after its exec is a stopped `true`,
     // which its 500 ms timeout ends.
@@ -920,7 +932,7 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
     for i in 0..6 {
         let call = c.processes.exec_sync(pb::ExecSyncRequest {
             sandbox_id: sb.id.clone(),
-            process: Some(argv(&["/bin/true"])),
+            process: Some(process.clone()),
             timeout_ms: 500,
             ..Default::default()
         });
