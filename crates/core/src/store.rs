@@ -1,5 +1,7 @@
 //! The daemon's state store: an append-only journal (`STATE_DIR/journal`)
-//! of whole records, and one JSON record file per sandbox under
+//! of records (whole at a sandbox's first save after each compaction, then
+//! only what changed of its progress: state, pids, exit, the destroy's
+//! mark), and one JSON record file per sandbox under
 //! `STATE_DIR/sandboxes/<id>/record.json`, written by rename (a temp file
 //! renamed over it), so a reader never sees a torn one. A save appends the
 //! record to the journal; a durable one then waits for one `fdatasync`
@@ -434,16 +436,42 @@ impl StateStore {
                 .gate
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (seq, over) = self
-                .journal
-                .append(&JournalEntry::Save(Box::new(record.clone())))
-                .map_err(|e| self.journal_error(e))?;
+            let (seq, over) = {
+                // Held from the choice of entry to its append, so the
+                // journal's entries for a sandbox are in the order of the
+                // versions they were chosen against.
+                let mut unwritten = lock(&self.journal.unwritten);
+                match unwritten.get_mut(&record.id) {
+                    // Journaled whole since the last compaction, and only
+                    // its progress changed: a progress entry (~150 bytes,
+                    // where the whole record, report included, is ~4 KiB).
+                    Some(base) if same_but_progress(base, record) => {
+                        let progress = Progress::of(record);
+                        let appended = self
+                            .journal
+                            .append(&JournalEntry::Progress {
+                                id: record.id.clone(),
+                                progress: progress.clone(),
+                            })
+                            .map_err(|e| self.journal_error(e))?;
+                        progress.apply(base);
+                        appended
+                    }
+                    _ => {
+                        let appended = self
+                            .journal
+                            .append(&JournalEntry::Save(Box::new(record.clone())))
+                            .map_err(|e| self.journal_error(e))?;
+                        unwritten.insert(record.id.clone(), record.clone());
+                        appended
+                    }
+                }
+            };
             if durable {
                 self.journal
                     .commit(seq)
                     .map_err(|e| self.journal_error(e))?;
             }
-            lock(&self.journal.unwritten).insert(record.id.clone(), record.clone());
             over
         };
         if over {
@@ -561,6 +589,13 @@ impl StateStore {
             match entry {
                 JournalEntry::Save(r) if is_id(&r.id) => {
                     last.insert(r.id.clone(), Some(*r));
+                }
+                // Always after a whole record of the same journal (a save
+                // writes one first after every compaction): applied to it.
+                JournalEntry::Progress { id, progress } => {
+                    if let Some(Some(r)) = last.get_mut(&id) {
+                        progress.apply(r);
+                    }
                 }
                 JournalEntry::Remove { id } if is_id(&id) => {
                     last.insert(id, None);
@@ -720,12 +755,77 @@ const JOURNAL: &str = "journal";
 /// journal emptied) once it grows past this.
 const JOURNAL_LIMIT: u64 = 8 << 20;
 
-/// One journal entry: a record as saved, or a sandbox removed.
+/// One journal entry: a record as saved, a later save that changed only
+/// its progress, or a sandbox removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum JournalEntry {
     Save(Box<SandboxRecord>),
+    Progress { id: String, progress: Progress },
     Remove { id: String },
+}
+
+/// The fields of a record that change after its first save (a create's
+/// RUNNING, an exit, a destroy's mark); the rest (spec, report, owner...)
+/// is fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    state: SandboxState,
+    supervisor_pid: i32,
+    main_pid: i32,
+    init_pid: i32,
+    exit: Option<ExitRecord>,
+    destroying: bool,
+}
+
+impl Progress {
+    fn of(r: &SandboxRecord) -> Self {
+        Self {
+            state: r.state,
+            supervisor_pid: r.supervisor_pid,
+            main_pid: r.main_pid,
+            init_pid: r.init_pid,
+            exit: r.exit.clone(),
+            destroying: r.destroying,
+        }
+    }
+
+    fn apply(self, r: &mut SandboxRecord) {
+        r.state = self.state;
+        r.supervisor_pid = self.supervisor_pid;
+        r.main_pid = self.main_pid;
+        r.init_pid = self.init_pid;
+        r.exit = self.exit;
+        r.destroying = self.destroying;
+    }
+}
+
+/// Whether `a` and `b` differ at most in their [`Progress`]. Destructured
+/// without `..`: a field added to the record must be sorted into one or
+/// the other here, or this does not compile.
+fn same_but_progress(a: &SandboxRecord, b: &SandboxRecord) -> bool {
+    let SandboxRecord {
+        id,
+        owner,
+        request_id,
+        spec,
+        report,
+        state: _,
+        supervisor_pid: _,
+        main_pid: _,
+        init_pid: _,
+        exit: _,
+        created_at_ms,
+        lease,
+        destroying: _,
+    } = a;
+    *id == b.id
+        && *owner == b.owner
+        && *request_id == b.request_id
+        && *created_at_ms == b.created_at_ms
+        && *lease == b.lease
+        && *spec == b.spec
+        && *report == b.report
 }
 
 /// The append-only journal that makes record writes durable with one
@@ -1314,6 +1414,86 @@ mod journal_tests {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, [kept], "{records:?}");
         assert!(orphans.is_empty(), "{orphans:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn kinds(store: &StateStore) -> Vec<&'static str> {
+        store
+            .journal
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                JournalEntry::Save(_) => "save",
+                JournalEntry::Progress { .. } => "progress",
+                JournalEntry::Remove { .. } => "remove",
+            })
+            .collect()
+    }
+
+    /// After its first whole save since a compaction, a record's saves
+    /// journal only its progress, which the replay applies in order; a
+    /// save that changed more is whole again.
+    #[test]
+    fn later_saves_journal_only_the_progress() {
+        let dir = tempdir("progress");
+        let (id, other) = ("00000000000004aa", "00000000000004bb");
+        let mut exited = record(id, SandboxState::Exited);
+        exited.exit = Some(ExitRecord {
+            reason: ExitReason::Exited,
+            code: 3,
+            signal: 0,
+            message: String::new(),
+            finished_at_ms: 9,
+        });
+        let mut renamed = exited.clone();
+        renamed.spec.name = "renamed".into();
+        let mut marked = renamed.clone();
+        marked.destroying = true;
+        marked.main_pid = 0;
+        {
+            let store = StateStore::open(&dir).unwrap();
+            for id in [id, other] {
+                store.create_sandbox_dir(id).unwrap();
+            }
+            store
+                .save_unsynced(&record(id, SandboxState::Creating))
+                .unwrap();
+            store
+                .save_unsynced(&record(id, SandboxState::Running))
+                .unwrap();
+            store
+                .save_unsynced(&record(other, SandboxState::Running))
+                .unwrap();
+            store.save(&exited).unwrap();
+            assert_eq!(kinds(&store), ["save", "progress", "save", "progress"]);
+            store.save(&renamed).unwrap();
+            store.save_unsynced(&marked).unwrap();
+            assert_eq!(
+                kinds(&store)[4..],
+                ["save", "progress"],
+                "a change beyond the progress is journaled whole"
+            );
+        }
+        let store = StateStore::open(&dir).unwrap();
+        let (records, orphans) = store.load_all().unwrap();
+        assert_eq!(
+            records,
+            [marked.clone(), record(other, SandboxState::Running)]
+        );
+        assert!(orphans.is_empty(), "{orphans:?}");
+        // The journal was compacted at the start: the next save of each is
+        // whole (its base is the file), then progress again.
+        assert!(kinds(&store).is_empty());
+        let mut ended = marked.clone();
+        ended.state = SandboxState::Stopping;
+        store.save(&ended).unwrap();
+        ended.supervisor_pid = 0;
+        store.save(&ended).unwrap();
+        assert_eq!(kinds(&store), ["save", "progress"]);
+        drop(store);
+        let (records, _) = StateStore::open(&dir).unwrap().load_all().unwrap();
+        assert_eq!(records[0], ended);
         fs::remove_dir_all(dir).unwrap();
     }
 
