@@ -421,15 +421,7 @@ impl StateStore {
     }
 
     fn save_with(&self, record: &SandboxRecord, durable: bool) -> Result<(), StoreError> {
-        let dir = self.sandbox_dir(&record.id)?;
-        // The sandbox's directory must be there, and a real directory (a
-        // planted symlink fails here, not only at the compaction).
-        open_dir_at(self.dir.as_fd(), Path::new(&record.id)).map_err(|source| {
-            StoreError::Write {
-                path: dir.join(RECORD),
-                source,
-            }
-        })?;
+        self.check_sandbox_dir(&record.id)?;
         let over = {
             let _gate = self
                 .journal
@@ -441,23 +433,9 @@ impl StateStore {
                 // journal's entries for a sandbox are in the order of the
                 // versions they were chosen against.
                 let mut unwritten = lock(&self.journal.unwritten);
-                match unwritten.get_mut(&record.id) {
-                    // Journaled whole since the last compaction, and only
-                    // its progress changed: a progress entry (~150 bytes,
-                    // where the whole record, report included, is ~4 KiB).
-                    Some(base) if same_but_progress(base, record) => {
-                        let progress = Progress::of(record);
-                        let appended = self
-                            .journal
-                            .append(&JournalEntry::Progress {
-                                id: record.id.clone(),
-                                progress: progress.clone(),
-                            })
-                            .map_err(|e| self.journal_error(e))?;
-                        progress.apply(base);
-                        appended
-                    }
-                    _ => {
+                match self.append_progress(&mut unwritten, record) {
+                    Some(appended) => appended?,
+                    None => {
                         let appended = self
                             .journal
                             .append(&JournalEntry::Save(Box::new(record.clone())))
@@ -478,6 +456,62 @@ impl StateStore {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// [`Self::save_unsynced`] where it cannot wait: only a progress entry
+    /// (the record is in the journal whole since the last compaction and
+    /// only its progress changed), appended unless a compaction is under
+    /// way or due. `None`: nothing was done, and the caller saves on a
+    /// thread that may wait. A few microseconds, so an async task may call
+    /// it in place of two thread hand-offs.
+    pub fn try_save_progress(&self, record: &SandboxRecord) -> Option<Result<(), StoreError>> {
+        let _gate = self.journal.gate.try_read().ok()?;
+        if lock(&self.journal.file).bytes > JOURNAL_LIMIT {
+            return None;
+        }
+        if let Err(e) = self.check_sandbox_dir(&record.id) {
+            return Some(Err(e));
+        }
+        let mut unwritten = lock(&self.journal.unwritten);
+        self.append_progress(&mut unwritten, record)
+            .map(|appended| appended.map(drop))
+    }
+
+    /// That sandbox `id`'s directory is there, and a real directory (a
+    /// planted symlink fails a save, not only the compaction).
+    fn check_sandbox_dir(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.sandbox_dir(id)?;
+        open_dir_at(self.dir.as_fd(), Path::new(id))
+            .map(drop)
+            .map_err(|source| StoreError::Write {
+                path: dir.join(RECORD),
+                source,
+            })
+    }
+
+    /// Appends `record`'s progress to the journal (the caller holds the
+    /// gate shared, and `unwritten`) where the journal has it whole since
+    /// the last compaction and only its progress changed: ~150 bytes, where
+    /// the whole record, report included, is ~4 KiB. `None` otherwise
+    /// (nothing appended). Its sequence number and whether the journal has
+    /// outgrown [`JOURNAL_LIMIT`].
+    fn append_progress(
+        &self,
+        unwritten: &mut std::collections::BTreeMap<String, SandboxRecord>,
+        record: &SandboxRecord,
+    ) -> Option<Result<(u64, bool), StoreError>> {
+        let base = unwritten
+            .get_mut(&record.id)
+            .filter(|base| same_but_progress(base, record))?;
+        let progress = Progress::of(record);
+        let appended = self.journal.append(&JournalEntry::Progress {
+            id: record.id.clone(),
+            progress: progress.clone(),
+        });
+        if appended.is_ok() {
+            progress.apply(base);
+        }
+        Some(appended.map_err(|e| self.journal_error(e)))
     }
 
     /// Writes the record file of everything saved since the last
@@ -1494,6 +1528,60 @@ mod journal_tests {
         drop(store);
         let (records, _) = StateStore::open(&dir).unwrap().load_all().unwrap();
         assert_eq!(records[0], ended);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The in-place save an async task may make: a progress entry, never
+    /// synced, and nothing at all where it would have to wait or write the
+    /// whole record.
+    #[test]
+    fn a_progress_save_is_tried_in_place_only_where_it_cannot_wait() {
+        let dir = tempdir("tryprogress");
+        let id = "00000000000005aa";
+        let store = StateStore::open(&dir).unwrap();
+        store.create_sandbox_dir(id).unwrap();
+        let running = record(id, SandboxState::Running);
+        assert!(
+            store.try_save_progress(&running).is_none(),
+            "not journaled whole yet"
+        );
+        assert!(kinds(&store).is_empty());
+        store
+            .save_unsynced(&record(id, SandboxState::Creating))
+            .unwrap();
+        let syncs = store
+            .journal
+            .syncs
+            .load(std::sync::atomic::Ordering::SeqCst);
+        store.try_save_progress(&running).unwrap().unwrap();
+        assert_eq!(kinds(&store), ["save", "progress"]);
+        let mut renamed = running.clone();
+        renamed.spec.name = "renamed".into();
+        assert!(store.try_save_progress(&renamed).is_none(), "not progress");
+        {
+            let _compacting = store.journal.gate.write().unwrap();
+            let mut marked = running.clone();
+            marked.destroying = true;
+            assert!(
+                store.try_save_progress(&marked).is_none(),
+                "waited for a compaction"
+            );
+        }
+        assert_eq!(kinds(&store).len(), 2);
+        assert_eq!(
+            store
+                .journal
+                .syncs
+                .load(std::sync::atomic::Ordering::SeqCst),
+            syncs,
+            "synced"
+        );
+        fs::remove_dir_all(store.sandbox_dir(id).unwrap()).unwrap();
+        assert!(matches!(
+            store.try_save_progress(&record(id, SandboxState::Exited)),
+            Some(Err(StoreError::Write { .. }))
+        ));
+        drop(store);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -140,11 +140,13 @@ impl Manager {
         drop(fixtures);
         match started {
             Ok(()) => {
-                let record = sb.record();
-                tracing::info!(sandbox = %sb.id, owner, image = %record.spec.image, mode = ?record.spec.mode, "created");
+                let main_pid = {
+                    let r = lock(&sb.record);
+                    tracing::info!(sandbox = %sb.id, owner, image = %r.spec.image, mode = ?r.spec.mode, "created");
+                    r.main_pid
+                };
                 self.events.emit(EventKind::Created, &sb.id, 0, None);
-                self.events
-                    .emit(EventKind::Started, &sb.id, record.main_pid, None);
+                self.events.emit(EventKind::Started, &sb.id, main_pid, None);
                 // Only now RUNNING: an exit or a closed channel seen while
                 // CREATING was parked, so EXITED always follows STARTED.
                 let closed_early = {

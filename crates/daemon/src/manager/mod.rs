@@ -264,6 +264,22 @@ impl Manager {
     /// exit lost, and no exit file once the supervisor was told the exit
     /// was recorded).
     async fn save_record(&self, sb: &Arc<Sandbox>, durable: bool) -> ApiResult<()> {
+        // An unsynced save that is only a progress entry (a create's RUNNING
+        // record, a destroy's mark) is one small append: made here, not
+        // through the blocking pool's two thread hand-offs (~0.1 ms on the
+        // path of a create), unless it would wait (another save of this
+        // sandbox under way, which may be waiting for the disk, or a
+        // compaction).
+        if !durable {
+            if let Ok(_order) = sb.save_order.try_lock() {
+                // Read in place (a few microseconds under the lock), not
+                // cloned.
+                let saved = self.store.try_save_progress(&lock(&sb.record));
+                if let Some(saved) = saved {
+                    return saved.map_err(Into::into);
+                }
+            }
+        }
         let (store, sb) = (self.store.clone(), sb.clone());
         tokio::task::spawn_blocking(move || {
             let _order = lock(&sb.save_order);
