@@ -847,3 +847,42 @@ async fn a_device_node_in_an_image_cannot_be_opened() {
     }
     d.finish().await;
 }
+
+/// The main process's missing working directory is made inside the
+/// sandbox's root: through an image symlink that climbs out of it
+/// (`/up -> /../../../../tmp`) it is made in the sandbox's own /tmp, and
+/// nothing appears on the host.
+#[tokio::test]
+async fn a_missing_working_directory_is_made_inside_the_root_only() {
+    let d = Daemon::start();
+    let img = d.make_busybox_image("cwdlink");
+    std::os::unix::fs::symlink("/../../../../../../tmp", img.join("up")).expect("image symlink");
+    let name = format!("sandboxd-cwd-escape-{}", std::process::id());
+    let host = Path::new("/tmp").join(&name);
+    let _ = std::fs::remove_dir_all(&host);
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "cwdlink".into(),
+            mode: pb::SandboxMode::Process as i32,
+            process: Some(pb::ProcessSpec {
+                argv: ["/bin/sh", "-c", "exec sleep 60"]
+                    .map(String::from)
+                    .to_vec(),
+                cwd: format!("/up/{name}/x"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let r = c
+        .sh(&sb.id, &format!("test -d /tmp/{name}/x && echo inside"))
+        .await;
+    let inside = out(&r);
+    assert!(c.destroy(&sb.id).await);
+    let on_host = host.exists();
+    let _ = std::fs::remove_dir_all(&host);
+    assert!(!on_host, "{} was made on the host", host.display());
+    assert_eq!(inside, "inside\n");
+    d.finish().await;
+}

@@ -1530,3 +1530,72 @@ async fn a_destroyed_sandbox_ends_killed_not_lost() {
         );
     }
 }
+
+/// The main process's missing working directory is made (root's, 0755), as
+/// `docker run -w` and an image's WorkingDir make a container's; an exec's
+/// missing one is an error, as with `docker exec -w`.
+#[tokio::test]
+async fn a_missing_working_directory_is_made_for_the_main_process_only() {
+    let d = Daemon::start();
+    d.make_busybox_image("cwd");
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "cwd".into(),
+            mode: pb::SandboxMode::Process as i32,
+            process: Some(pb::ProcessSpec {
+                argv: ["/bin/sh", "-c", "pwd > /tmp/pwd; exec sleep 60"]
+                    .map(String::from)
+                    .to_vec(),
+                cwd: "/work/deep/dir".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = out(&c.sh(&sb.id, "cat /tmp/pwd 2>/dev/null").await);
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "/work/deep/dir\n");
+    let r = c
+        .sh(&sb.id, "ls -ldn /work /work/deep /work/deep/dir 2>&1")
+        .await;
+    let modes: Vec<String> = out(&r)
+        .lines()
+        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        modes.len() == 3
+            && modes
+                .iter()
+                .all(|m| m.starts_with("drwxr-xr-x") && m.ends_with(" 0 0")),
+        "{modes:?}"
+    );
+    let mut missing = argv(&["/bin/true"]);
+    missing.cwd = "/not/there".into();
+    let status = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(missing),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an exec's missing cwd is not made");
+    assert!(
+        status.message().contains("chdir to working directory"),
+        "{status:?}"
+    );
+    assert_eq!(
+        code(&c.sh(&sb.id, "test -e /not").await),
+        1,
+        "made for an exec"
+    );
+    assert!(c.destroy(&sb.id).await);
+    d.finish().await;
+}

@@ -55,6 +55,9 @@ pub struct ExecPlan {
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
+    /// Make `cwd` if it is missing (a sandbox's main process, not an exec:
+    /// as `docker run -w` and an image's WorkingDir, not `docker exec -w`).
+    make_cwd: bool,
 }
 
 impl ExecPlan {
@@ -97,6 +100,16 @@ impl ExecPlan {
                 .iter()
                 .map(|g| Gid::from_raw(*g))
                 .collect(),
+            make_cwd: false,
+        })
+    }
+
+    /// The plan of a sandbox's main process: its working directory is made
+    /// if it is missing (see [`sys::make_client_dir_all`]).
+    pub fn for_main(process: &ProcessSpec) -> Result<Self, StepError> {
+        Ok(Self {
+            make_cwd: process.cwd() != "/",
+            ..Self::new(process)?
         })
     }
 }
@@ -490,7 +503,7 @@ pub fn exec_main_in_place(
     keep: i32,
     output: Option<(RawFd, RawFd)>,
 ) -> StepError {
-    let plan = match ExecPlan::new(process) {
+    let plan = match ExecPlan::for_main(process) {
         Ok(p) => p,
         Err(e) => return e,
     };
@@ -623,6 +636,16 @@ fn harden(
     // no path can reach a directory the supervisor held
     // (/proc/self/fd/N; runc's CVE-2024-21626).
     sys::close_fds_except(3, &[keep]);
+    // As root, before the identity changes, and only now that no
+    // descriptor of the supervisor's is left to resolve through.
+    if plan.make_cwd {
+        if let Err(e) = sys::make_client_dir_all(plan.cwd.as_c_str()) {
+            return Err(StepError::new(
+                Step::CreateWorkingDirectory,
+                format!("{:?}: {e}", plan.cwd),
+            ));
+        }
+    }
     // While still privileged: bound what a uid-0 payload can ever hold.
     if let Err(e) = sys::restrict_capabilities(&config.capabilities) {
         return step(Step::DropCapabilitiesFromTheBoundingSet, e);

@@ -63,6 +63,7 @@ steps! {
     Setgid => "setgid",
     Setuid => "setuid",
     SetParentDeathSignal => "set the parent-death signal",
+    CreateWorkingDirectory => "create working directory",
     ChdirToWorkingDirectory => "chdir to working directory",
     FindProgram => "find program",
     CreateImageCopy => "create image copy",

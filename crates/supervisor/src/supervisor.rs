@@ -279,7 +279,7 @@ pub fn supervise<I: Isolation>(
         let sigchld = sys::install_signal_pipe()
             .map_err(|e| StepError::new(Step::InstallSignalHandlers, e))?;
         let null = sys::open_dev_null().map_err(|e| StepError::new(Step::OpenDevNull, e))?;
-        let main = config.main.as_ref().map(ExecPlan::new).transpose()?;
+        let main = config.main.as_ref().map(ExecPlan::for_main).transpose()?;
         // Compiled once here: every payload is a fork of this process and
         // only installs it (a failure is reported by the first install).
         #[cfg(target_os = "linux")]

@@ -1188,6 +1188,67 @@ pub fn enter_client_dir(path: &CStr) -> Result<(), Errno> {
     nix::unistd::fchdir(dir.as_fd())
 }
 
+/// Creates the client's working directory `path` (absolute, inside the
+/// calling process's root) and its missing parents, mode 0755 under umask
+/// 022, as runc and Docker make a container's. Every existing prefix is
+/// resolved with [`open_client_path`] (inside the root, never through a
+/// magic link) and each missing component made with mkdirat(2) in the
+/// directory so resolved: a symlink on the way cannot lead the creation
+/// outside the root, and one planted at a missing component's name (a
+/// dangling one included) is never followed (EEXIST, then ENOENT).
+#[cfg(target_os = "linux")]
+pub fn make_client_dir_all(path: &CStr) -> Result<(), Errno> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{Mode, mkdirat, umask};
+    let bytes = path.to_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(Errno::EINVAL);
+    }
+    let mut dir = open_root()?;
+    let mut prefix = Vec::with_capacity(bytes.len());
+    for name in bytes.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+        prefix.push(b'/');
+        prefix.extend_from_slice(name);
+        let at = CString::new(prefix.as_slice()).map_err(|_| Errno::EINVAL)?;
+        let open = || open_client_path(&at, OFlag::O_PATH | OFlag::O_DIRECTORY);
+        dir = match open() {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+                let old = umask(Mode::from_bits_truncate(0o022));
+                let made = mkdirat(
+                    dir.as_fd(),
+                    name.as_c_str(),
+                    Mode::from_bits_truncate(0o755),
+                );
+                umask(old);
+                match made {
+                    Ok(()) | Err(Errno::EEXIST) => open()?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(())
+}
+
+/// Other systems: mkdir -p inside the process's root (a chroot or jail,
+/// which confines absolute symlinks too), mode 0755 under umask 022.
+#[cfg(not(target_os = "linux"))]
+pub fn make_client_dir_all(path: &CStr) -> Result<(), Errno> {
+    use nix::sys::stat::{Mode, umask};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::DirBuilderExt;
+    let old = umask(Mode::from_bits_truncate(0o022));
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(std::ffi::OsStr::from_bytes(path.to_bytes()));
+    umask(old);
+    made.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
 /// Other systems: chdir(2). (FreeBSD jails mount no procfs of the host's
 /// kind, and the supervisor's descriptors are closed before this.)
 #[cfg(not(target_os = "linux"))]
