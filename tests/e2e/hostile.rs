@@ -405,13 +405,18 @@ const CREATES: &[(&str, Edit, Code, &str)] = &[
         Code::FailedPrecondition,
         "find program",
     ),
+    // A missing cwd is made for the main process (as Docker does); one
+    // that cannot be is refused at that step.
     (
-        "cwd missing in image",
-        |s| proc_mut(s).cwd = "/no/such/dir".into(),
+        "cwd under a file",
+        |s| proc_mut(s).cwd = "/etc/passwd/dir".into(),
         Code::FailedPrecondition,
-        "chdir",
+        "create working directory",
     ),
 ];
+
+/// The cwd of the read-only refusal above.
+const READ_ONLY_CWD: &str = "/usr/sandboxd-hostile-no-such-dir";
 
 /// Refused only by the chroot backend.
 const CHROOT_REFUSALS: &[(&str, Edit, Code, &str)] = &[
@@ -475,6 +480,14 @@ const CHROOT_REFUSALS: &[(&str, Edit, Code, &str)] = &[
 /// Refused by the Linux backend (what its runtime does not do yet, and
 /// targets it reserves).
 const LINUX_REFUSALS: &[(&str, Edit, Code, &str)] = &[
+    // The "host" image's /usr is a read-only bind of the host's: the
+    // directory is made neither there nor on the host (checked below).
+    (
+        "missing cwd on a read-only part of the image",
+        |s| proc_mut(s).cwd = READ_ONLY_CWD.into(),
+        Code::FailedPrecondition,
+        "create working directory",
+    ),
     (
         "user namespace with a uid outside the id map",
         |s| {
@@ -693,6 +706,10 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
     eprintln!("{count} hostile requests, each refused with the expected status");
     assert!(count >= 60, "only {count} hostile requests");
     assert_eq!(host_state(&d), before, "hostile requests changed the host");
+    assert!(
+        !Path::new(READ_ONLY_CWD).exists(),
+        "{READ_ONLY_CWD} was made on the host"
+    );
     let list = c
         .sandboxes
         .list_sandboxes(pb::ListSandboxesRequest::default())
