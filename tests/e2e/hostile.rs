@@ -904,6 +904,23 @@ async fn exec_level_hostility_in_a_live_sandbox() {
     d.finish().await;
 }
 
+/// `true` found through a PATH of 20 000 missing directories before /bin.
+/// The window between an exec's fork and its exec is a fraction of a
+/// millisecond, too short to hit reliably on a loaded machine; this one
+/// searches the PATH as execvp would, one openat2 each, tens of
+/// milliseconds after its setuid, and takes a pending signal on the return
+/// from any of them.
+fn slow_to_exec_true() -> pb::ProcessSpec {
+    let mut path = String::from("PATH=");
+    for i in 0..20_000 {
+        path.push_str(&format!("/m{i}:"));
+    }
+    path.push_str("/bin");
+    let mut process = argv(&["true"]);
+    process.env = vec![path];
+    process
+}
+
 /// A payload that SIGSTOPs every process of its uid, in a loop (`kill -s
 /// STOP -- -1`), catches a new exec's child between its setuid and its exec,
 /// when it is still the supervisor's fork. The supervisor must not wait
@@ -930,18 +947,7 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
         .await;
     assert_eq!(crate::harness::out(&r), "started\n");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    // The window between an exec's fork and its exec is a fraction of a
-    // millisecond, too short to hit reliably on a loaded machine. A PATH of
-    // thousands of missing directories before /bin widens it to many
-    // milliseconds: the child searches it as execvp would, one openat2 each,
-    // and takes the pending SIGSTOP on the return from any of them.
-    let mut path = String::from("PATH=");
-    for i in 0..20_000 {
-        path.push_str(&format!("/m{i}:"));
-    }
-    path.push_str("/bin");
-    let mut process = argv(&["true"]);
-    process.env = vec![path];
+    let process = slow_to_exec_true();
     // Until one exec is caught before its exec and given up (each at most
     // the supervisor's 5 s); one caught after its exec is a stopped `true`,
     // which its 500 ms timeout ends.
@@ -976,5 +982,57 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
         "destroy took {:?}",
         began.elapsed()
     );
+    d.finish().await;
+}
+
+/// A payload that SIGKILLs new execs before their exec (`kill -KILL -1` in
+/// a loop, as their uid): such an exec never ran its program, so it did not
+/// start. It is an error naming that, not a start and an exit by SIGKILL.
+#[tokio::test]
+async fn an_exec_killed_before_its_exec_did_not_start() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let r = c
+        .sh(
+            &sb.id,
+            "(sleep 1; while :; do kill -s KILL -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
+        )
+        .await;
+    assert_eq!(crate::harness::out(&r), "started\n");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut refused = None;
+    for i in 0..6 {
+        let answered = c
+            .processes
+            .exec_sync(pb::ExecSyncRequest {
+                sandbox_id: sb.id.clone(),
+                process: Some(slow_to_exec_true()),
+                timeout_ms: 5000,
+                ..Default::default()
+            })
+            .await;
+        match answered {
+            Err(status) => {
+                assert!(
+                    status.message().contains("died before its exec"),
+                    "exec {i}: {status:?}"
+                );
+                refused = Some(i);
+                break;
+            }
+            // Killed after its exec: it did run.
+            Ok(r) => assert_eq!(
+                r.get_ref().exit.as_ref().map(|e| e.signal),
+                Some(9),
+                "exec {i}: {r:?}"
+            ),
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "every exec was reported started and killed: none was caught before its exec"
+    );
+    assert!(c.destroy(&sb.id).await);
     d.finish().await;
 }

@@ -308,7 +308,23 @@ pub(crate) fn spawn(
             let reports = report::decode(&bytes);
             let pid = child;
             match reports.end {
-                End::Closed => Ok(pid),
+                End::Closed if reports.executing => Ok(pid),
+                // Killed before its exec (by a process of its uid in the
+                // sandbox, or the OOM killer): it never ran the program,
+                // so it did not start.
+                End::Closed => {
+                    let how = match sys::wait_for(pid) {
+                        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                            format!("killed by {sig}")
+                        }
+                        Ok(status) => format!("{status:?}"),
+                        Err(e) => e.to_string(),
+                    };
+                    Err(StepError::new(
+                        Step::Exec,
+                        format!("the process died before its exec ({how})"),
+                    ))
+                }
                 End::Failed(e) => {
                     // The process has exited (127); reap it so it is never
                     // mistaken for a sandbox process.
@@ -467,7 +483,12 @@ fn child(
     if let Err(e) = enter_sandbox(isolation) {
         return e;
     }
-    payload(config, plan, stdio, keep)
+    if let Err(e) = harden(config, plan, stdio, keep) {
+        return e;
+    }
+    // The last word before exec: the pipe's EOF after it is the exec's.
+    Report::Executing.send(sys::borrow_fd(keep));
+    exec(plan)
 }
 
 /// In a forked child: non-dumpable, clean signals, then into the sandbox.

@@ -1,6 +1,7 @@
 //! What a forked child tells the supervisor on its close-on-exec error pipe:
-//! typed messages with one encoding. EOF with nothing after the optional
-//! `Entered` means the exec succeeded (the pipe closed with it).
+//! typed messages with one encoding. EOF right after `Executing` means the
+//! exec succeeded (the pipe closed with it); EOF before it, that the child
+//! died on the way (killed: it never ran the program).
 //!
 //! The child is a fork of the supervisor (the same binary), so the encoding
 //! need not be stable across versions. Each message starts with a marker
@@ -16,6 +17,7 @@ use crate::sys;
 const PROBE: u8 = 0x02;
 const FAILED: u8 = 0x03;
 const ENTERED: u8 = 0x04;
+const EXECUTING: u8 = 0x05;
 
 /// One message on the error pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,9 @@ pub(crate) enum Report {
     /// The probe's child has entered the sandbox (its cgroups joined):
     /// what is read of it from outside now is the sandbox's. First.
     Entered,
+    /// A payload's child is past every step and execs now: EOF after
+    /// this is the exec's, unless a failure follows.
+    Executing,
     /// The isolation probe's output (JSON), instead of an exec.
     Probe(Vec<u8>),
     /// The step that failed; the child exits.
@@ -34,6 +39,7 @@ impl Report {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Self::Entered => vec![ENTERED],
+            Self::Executing => vec![EXECUTING],
             Self::Probe(json) => {
                 let mut out = Vec::with_capacity(json.len() + 1);
                 out.push(PROBE);
@@ -57,11 +63,13 @@ impl Report {
     }
 }
 
-/// How the child's part ended, after the optional `Entered`.
+/// How the child's part ended, after the optional `Entered` and
+/// `Executing`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
-    /// The pipe closed with nothing said: the exec succeeded (or, for a
-    /// probe, it died without a report).
+    /// The pipe closed with nothing more said: after `Executing`, the exec
+    /// succeeded; without it, the child died before (a probe without a
+    /// report).
     Closed,
     /// The probe's output.
     Probe(Vec<u8>),
@@ -74,6 +82,8 @@ pub(crate) enum End {
 pub(crate) struct Reports {
     /// [`Report::Entered`] came.
     pub(crate) entered: bool,
+    /// [`Report::Executing`] came.
+    pub(crate) executing: bool,
     /// How it ended.
     pub(crate) end: End,
 }
@@ -83,6 +93,8 @@ pub(crate) struct Reports {
 pub(crate) fn decode(bytes: &[u8]) -> Reports {
     let entered = bytes.first() == Some(&ENTERED);
     let rest = if entered { &bytes[1..] } else { bytes };
+    let executing = rest.first() == Some(&EXECUTING);
+    let rest = if executing { &rest[1..] } else { rest };
     let end = match rest.split_first() {
         None => End::Closed,
         Some((&PROBE, json)) => End::Probe(json.to_vec()),
@@ -100,7 +112,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Reports {
         }
         Some(_) => malformed(rest),
     };
-    Reports { entered, end }
+    Reports {
+        entered,
+        executing,
+        end,
+    }
 }
 
 fn malformed(bytes: &[u8]) -> End {
@@ -125,13 +141,31 @@ mod tests {
                 vec![],
                 Reports {
                     entered: false,
+                    executing: false,
                     end: End::Closed,
+                },
+            ),
+            (
+                vec![Report::Executing],
+                Reports {
+                    entered: false,
+                    executing: true,
+                    end: End::Closed,
+                },
+            ),
+            (
+                vec![Report::Executing, Report::Failed(failed.clone())],
+                Reports {
+                    entered: false,
+                    executing: true,
+                    end: End::Failed(failed.clone()),
                 },
             ),
             (
                 vec![Report::Failed(failed.clone())],
                 Reports {
                     entered: false,
+                    executing: false,
                     end: End::Failed(failed.clone()),
                 },
             ),
@@ -139,6 +173,7 @@ mod tests {
                 vec![Report::Entered],
                 Reports {
                     entered: true,
+                    executing: false,
                     end: End::Closed,
                 },
             ),
@@ -146,6 +181,7 @@ mod tests {
                 vec![Report::Entered, Report::Probe(b"{}".to_vec())],
                 Reports {
                     entered: true,
+                    executing: false,
                     end: End::Probe(b"{}".to_vec()),
                 },
             ),
@@ -153,6 +189,7 @@ mod tests {
                 vec![Report::Entered, Report::Failed(failed.clone())],
                 Reports {
                     entered: true,
+                    executing: false,
                     end: End::Failed(failed),
                 },
             ),
@@ -165,7 +202,14 @@ mod tests {
 
     #[test]
     fn garbage_is_a_failure_never_a_success() {
-        for bytes in [&b"x"[..], b"\x01nope\n", b"\x0112", b"\x01\n", b"\x04\x04"] {
+        for bytes in [
+            &b"x"[..],
+            b"\x01nope\n",
+            b"\x0112",
+            b"\x01\n",
+            b"\x04\x04",
+            b"\x05\x05",
+        ] {
             assert!(
                 matches!(decode(bytes).end, End::Failed(ref e) if e.step == Step::ReadErrorPipe),
                 "{bytes:?}"
