@@ -904,6 +904,27 @@ async fn exec_level_hostility_in_a_live_sandbox() {
     d.finish().await;
 }
 
+/// An IDLE sandbox of the host image in which a payload sends `signal` to
+/// every process of its uid (`kill -1`) in a loop, returned once the loop
+/// runs. It waits a second first, so that its launcher (of the same uid)
+/// has exited before it could be hit too. Only where the sandbox has its
+/// own pid namespace: elsewhere that would be every process of the uid on
+/// the host.
+async fn signalling_its_uid(c: &mut Clients, signal: &str) -> pb::Sandbox {
+    let sb = c.idle("host").await;
+    let r = c
+        .sh(
+            &sb.id,
+            &format!(
+                "(sleep 1; while :; do kill -s {signal} -- -1; done) >/dev/null 2>&1 </dev/null & echo started"
+            ),
+        )
+        .await;
+    assert_eq!(crate::harness::out(&r), "started\n");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sb
+}
+
 /// `true` found through a PATH of 20 000 missing directories before /bin.
 /// The window between an exec's fork and its exec is a fraction of a
 /// millisecond, too short to hit reliably on a loaded machine; this one
@@ -936,17 +957,7 @@ fn slow_to_exec_true() -> pb::ProcessSpec {
 async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
     let d = Daemon::start();
     let mut c = d.clients().await;
-    let sb = c.idle("host").await;
-    // The stopper waits a second first, so that its launcher (of the same
-    // uid) has exited before it could be stopped too.
-    let r = c
-        .sh(
-            &sb.id,
-            "(sleep 1; while :; do kill -s STOP -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
-        )
-        .await;
-    assert_eq!(crate::harness::out(&r), "started\n");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sb = signalling_its_uid(&mut c, "STOP").await;
     let process = slow_to_exec_true();
     // Until one exec is caught before its exec and given up (each at most
     // the supervisor's 5 s); one caught after its exec is a stopped `true`,
@@ -988,19 +999,15 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
 /// A payload that SIGKILLs new execs before their exec (`kill -KILL -1` in
 /// a loop, as their uid): such an exec never ran its program, so it did not
 /// start. It is an error naming that, not a start and an exit by SIGKILL.
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "needs the Linux backend's pid namespace: without one, kill -1 would kill every process of that uid on the host"
+)]
 #[tokio::test]
 async fn an_exec_killed_before_its_exec_did_not_start() {
     let d = Daemon::start();
     let mut c = d.clients().await;
-    let sb = c.idle("host").await;
-    let r = c
-        .sh(
-            &sb.id,
-            "(sleep 1; while :; do kill -s KILL -- -1; done) >/dev/null 2>&1 </dev/null & echo started",
-        )
-        .await;
-    assert_eq!(crate::harness::out(&r), "started\n");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sb = signalling_its_uid(&mut c, "KILL").await;
     let mut refused = None;
     for i in 0..6 {
         let answered = c
