@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Clients, Daemon, SourceDir, argv, chroot_backend, code, linux_backend, out};
+use crate::harness::{
+    Clients, Daemon, SourceDir, argv, chroot_backend, code, linux_backend, out, sh_in,
+};
 
 /// Working directories that name a descriptor or another process's
 /// directories through /proc's magic links.
@@ -862,18 +864,7 @@ async fn a_missing_working_directory_is_made_inside_the_root_only() {
     let _ = std::fs::remove_dir_all(&host);
     let mut c = d.clients().await;
     let sb = c
-        .create(pb::SandboxSpec {
-            image: "cwdlink".into(),
-            mode: pb::SandboxMode::Process as i32,
-            process: Some(pb::ProcessSpec {
-                argv: ["/bin/sh", "-c", "exec sleep 60"]
-                    .map(String::from)
-                    .to_vec(),
-                cwd: format!("/up/{name}/x"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create(sh_in("cwdlink", "exec sleep 60", &format!("/up/{name}/x")))
         .await;
     let r = c
         .sh(&sb.id, &format!("test -d /tmp/{name}/x && echo inside"))

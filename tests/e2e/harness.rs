@@ -771,6 +771,20 @@ pub(crate) fn argv(args: &[&str]) -> pb::ProcessSpec {
     }
 }
 
+/// A PROCESS sandbox of `image` running `script` with `/bin/sh -c` in
+/// working directory `cwd`.
+pub(crate) fn sh_in(image: &str, script: &str, cwd: &str) -> pb::SandboxSpec {
+    pb::SandboxSpec {
+        image: image.into(),
+        mode: pb::SandboxMode::Process as i32,
+        process: Some(pb::ProcessSpec {
+            cwd: cwd.into(),
+            ..argv(&["/bin/sh", "-c", script])
+        }),
+        ..Default::default()
+    }
+}
+
 /// stdout as text.
 pub(crate) fn out(r: &pb::ExecSyncResponse) -> String {
     String::from_utf8_lossy(&r.stdout).into_owned()

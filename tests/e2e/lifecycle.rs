@@ -7,7 +7,7 @@ use tokio_stream::StreamExt;
 
 use crate::harness::{
     BackendUnderTest, Daemon, argv, backend, chroot_backend, code, linux_backend, out,
-    process_exists, process_running,
+    process_exists, process_running, sh_in,
 };
 
 fn idle_spec() -> pb::SandboxSpec {
@@ -1540,18 +1540,11 @@ async fn a_missing_working_directory_is_made_for_the_main_process_only() {
     d.make_busybox_image("cwd");
     let mut c = d.clients().await;
     let sb = c
-        .create(pb::SandboxSpec {
-            image: "cwd".into(),
-            mode: pb::SandboxMode::Process as i32,
-            process: Some(pb::ProcessSpec {
-                argv: ["/bin/sh", "-c", "pwd > /tmp/pwd; exec sleep 60"]
-                    .map(String::from)
-                    .to_vec(),
-                cwd: "/work/deep/dir".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create(sh_in(
+            "cwd",
+            "pwd > /tmp/pwd; exec sleep 60",
+            "/work/deep/dir",
+        ))
         .await;
     let mut seen = String::new();
     for _ in 0..100 {
