@@ -85,6 +85,10 @@ impl Backend for ChrootBackend {
         self.planner().plan(spec, sandbox)
     }
 
+    fn assess(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.planner().assess(spec, sandbox)
+    }
+
     fn prepare(
         &self,
         spec: &ValidatedSpec,

@@ -129,6 +129,10 @@ impl Backend for FreeBsdBackend {
         self.facts.plan(spec, sandbox)
     }
 
+    fn assess(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.facts.assess(spec, sandbox)
+    }
+
     fn prepare(
         &self,
         spec: &ValidatedSpec,

@@ -142,6 +142,10 @@ impl Backend for LinuxBackend {
         self.facts.plan(spec, sandbox)
     }
 
+    fn assess(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.facts.assess(spec, sandbox)
+    }
+
     fn prepare(
         &self,
         spec: &ValidatedSpec,

@@ -194,6 +194,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// it knows whether the report calls for leased addresses.
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan;
 
+    /// [`Backend::plan`] without the native translation (`native` empty):
+    /// the report and the refusals, all a create needs, for less (the
+    /// translation is rendered for PlanSandbox's display).
+    fn assess(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.plan(spec, sandbox)
+    }
+
     /// Runs a create's host side, building the executable plan once for
     /// all of it: refuses what the plan refuses, creates the host-side
     /// resources that must exist before the supervisor starts (Linux: the

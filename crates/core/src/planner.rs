@@ -115,9 +115,23 @@ pub trait Planner {
     /// out; a spec that cannot be planned at all gets the reason as a
     /// refusal and an empty translation.
     fn plan(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.plan_rendered(spec, sandbox, true)
+    }
+
+    /// [`Self::plan`] without the display translation (`native` left
+    /// empty): the report and the refusals, all a create needs, without
+    /// rendering the plan for display (PlanSandbox's), the larger part of
+    /// a plan's cost.
+    fn assess(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths) -> Plan {
+        self.plan_rendered(spec, sandbox, false)
+    }
+
+    /// [`Self::plan`], its translation rendered only if `render`.
+    fn plan_rendered(&self, spec: &ValidatedSpec, sandbox: &SandboxPaths, render: bool) -> Plan {
         let (report, mut refusals) = capability::assess(Self::KIND, spec, self.rows(spec));
         let native = match self.build_unchecked(spec, sandbox) {
-            Ok(native) => Self::render(&native),
+            Ok(native) if render => Self::render(&native),
+            Ok(_) => NativePlan::empty(Self::KIND),
             Err(e) => {
                 refusals.push(e.to_string());
                 NativePlan::empty(Self::KIND)
@@ -303,6 +317,16 @@ mod tests {
             };
             let s = spec(c.asks);
             let plan = fake.plan(&s, &sandbox);
+            // A create's assessment: the same report and refusals, no
+            // translation.
+            let assessed = fake.assess(&s, &sandbox);
+            assert_eq!(assessed.refusals, c.refusals, "{what}");
+            assert_eq!(assessed.report, plan.report, "{what}");
+            assert_eq!(
+                assessed.native,
+                NativePlan::empty(BackendKind::Chroot),
+                "{what}"
+            );
             assert_eq!(plan.refusals, c.refusals, "{what}");
             assert_eq!(plan.native, c.native, "{what}");
             assert_eq!(plan.report.backend, BackendKind::Chroot, "{what}");

@@ -296,11 +296,12 @@ impl Manager {
             parent,
             ..Default::default()
         };
-        // The one plan of this create: its refusals, whether it needs
+        // The one assessment of this create (a plan without its display
+        // translation): its refusals, whether it needs
         // addresses, and the report the record keeps (which does not depend
         // on the lease, see Backend::plan). The backend builds the
         // executable plan, with the lease, once more in prepare().
-        let plan = self.backend.plan(spec, &paths);
+        let plan = self.backend.assess(spec, &paths);
         if !plan.refusals.is_empty() {
             return Err(ApiError::Backend(sandboxd_core::BackendError::Refused(
                 plan.refusals,
