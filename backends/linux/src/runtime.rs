@@ -394,6 +394,7 @@ impl LinuxIsolation {
                         .unwrap_or(e));
                 }
                 // The supervisor's own preparation, while pid 1 builds.
+                self.open_namespaces(true)?;
                 meanwhile();
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
@@ -433,18 +434,23 @@ impl LinuxIsolation {
                 timing::mark("pid 1 builds the sandbox (mounts, pivot_root, lo)");
             }
         }
+        // The rest, which pid 1 joined or made after its clone.
+        self.open_namespaces(false)?;
+        timing::mark("open namespace fds");
+        Ok(())
+    }
+
+    /// Opens pid 1's namespaces that every payload joins (shared ones
+    /// too: pid 1 is in the parent's, and every payload enters pid 1's),
+    /// in [`NAMESPACES`]' order: the `early` ones, which pid 1 has from
+    /// its clone, while it builds the root, then, once it is Ready, the
+    /// others. With the early ones the supervisor's children are set to be
+    /// born in the sandbox's pid namespace (its own, or the parent's it
+    /// shares): each payload is one fork, which joins the other namespaces
+    /// and execs, with the supervisor as its parent. The supervisor itself
+    /// stays where it is (setns(CLONE_NEWPID) only sets where children go).
+    fn open_namespaces(&mut self, early: bool) -> Result<(), StepError> {
         let reaper = self.reaper.map(Pid::as_raw).unwrap_or_default();
-        // The user namespace last: it owns none of the others (pid 1 created
-        // it after them), so the host's root must join those first.
-        let order = [
-            (Namespace::Ipc, "ipc", CloneFlags::CLONE_NEWIPC),
-            (Namespace::Uts, "uts", CloneFlags::CLONE_NEWUTS),
-            (Namespace::Net, "net", CloneFlags::CLONE_NEWNET),
-            (Namespace::Cgroup, "cgroup", CloneFlags::CLONE_NEWCGROUP),
-            (Namespace::Pid, "pid", CloneFlags::CLONE_NEWPID),
-            (Namespace::Mount, "mnt", CloneFlags::CLONE_NEWNS),
-            (Namespace::User, "user", CloneFlags::CLONE_NEWUSER),
-        ];
         let joined = self
             .launch
             .plan
@@ -452,10 +458,8 @@ impl LinuxIsolation {
             .as_ref()
             .map(|j| j.namespaces.clone())
             .unwrap_or_default();
-        for (ns, name, flag) in order {
-            // Shared ones too: pid 1 is in the parent's, and every payload
-            // enters pid 1's.
-            if self.has(ns) || joined.contains(&ns) {
+        for (ns, name, flag, from_clone) in NAMESPACES {
+            if from_clone == early && (self.has(ns) || joined.contains(&ns)) {
                 let fd = sys::open_namespace(reaper, name).map_err(|e| {
                     StepError::new(
                         Step::OpenNamespace,
@@ -465,12 +469,12 @@ impl LinuxIsolation {
                 self.namespaces.push((flag, fd));
             }
         }
+        if !early {
+            let rank = |flag: &CloneFlags| NAMESPACES.iter().position(|n| n.2 == *flag);
+            self.namespaces.sort_by_key(|(flag, _)| rank(flag));
+            return Ok(());
+        }
         self.pid_ns = sys::pid_ns_of(reaper);
-        // From here on the supervisor's children are born in the sandbox's
-        // pid namespace (its own, or the parent's it shares): each payload
-        // is one fork, which joins the other namespaces and execs, with the
-        // supervisor as its parent. The supervisor itself stays where it is
-        // (setns(CLONE_NEWPID) only sets where children go).
         if let Some((_, fd)) = self
             .namespaces
             .iter()
@@ -480,10 +484,30 @@ impl LinuxIsolation {
                 .map_err(|e| StepError::new(Step::SetPidNamespaceForChildren, e))?;
         }
         self.join_files = join_files(&self.launch, self.into_cgroup)?;
-        timing::mark("open namespace fds");
         Ok(())
     }
 }
+
+/// The namespaces a payload joins, in the order it joins them, and
+/// whether pid 1 has each from its clone (made by it, or the parent's it
+/// was cloned into) rather than later: a given or pooled network
+/// namespace it joins, the cgroup one it unshares once in its cgroups, the
+/// user one it unshares last. The user namespace is joined last: it owns
+/// none of the others, so the host's root must join those first.
+const NAMESPACES: [(Namespace, &str, CloneFlags, bool); 7] = [
+    (Namespace::Ipc, "ipc", CloneFlags::CLONE_NEWIPC, true),
+    (Namespace::Uts, "uts", CloneFlags::CLONE_NEWUTS, true),
+    (Namespace::Net, "net", CloneFlags::CLONE_NEWNET, false),
+    (
+        Namespace::Cgroup,
+        "cgroup",
+        CloneFlags::CLONE_NEWCGROUP,
+        false,
+    ),
+    (Namespace::Pid, "pid", CloneFlags::CLONE_NEWPID, true),
+    (Namespace::Mount, "mnt", CloneFlags::CLONE_NEWNS, true),
+    (Namespace::User, "user", CloneFlags::CLONE_NEWUSER, false),
+];
 
 /// `JoinParent`: moves the supervisor into the namespaces a child shares
 /// with its parent (the parent's pid 1's), so pid 1 is cloned into them.
