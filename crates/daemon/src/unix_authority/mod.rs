@@ -408,8 +408,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = [0u8; MAX_FRAME];
-            let mut raw_buf = ReadBuf::new(&mut raw);
+            // Not zeroed: this runs at every poll, also the ones that find
+            // nothing to read, and 16 KiB of memset showed in the profile.
+            let mut raw = [std::mem::MaybeUninit::<u8>::uninit(); MAX_FRAME];
+            let mut raw_buf = ReadBuf::uninit(&mut raw);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf))?;
             let got = raw_buf.filled();
             if got.is_empty() {
