@@ -925,6 +925,22 @@ async fn signalling_its_uid(c: &mut Clients, signal: &str) -> pb::Sandbox {
     sb
 }
 
+/// ExecSync of [`slow_to_exec_true`] with `timeout_ms`.
+async fn exec_slow_true(
+    c: &mut Clients,
+    id: &str,
+    timeout_ms: u64,
+) -> Result<tonic::Response<pb::ExecSyncResponse>, tonic::Status> {
+    c.processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: id.into(),
+            process: Some(slow_to_exec_true()),
+            timeout_ms,
+            ..Default::default()
+        })
+        .await
+}
+
 /// `true` found through a PATH of 20 000 missing directories before /bin.
 /// The window between an exec's fork and its exec is a fraction of a
 /// millisecond, too short to hit reliably on a loaded machine; this one
@@ -958,18 +974,12 @@ async fn a_payload_that_stops_new_execs_cannot_wedge_the_supervisor() {
     let d = Daemon::start();
     let mut c = d.clients().await;
     let sb = signalling_its_uid(&mut c, "STOP").await;
-    let process = slow_to_exec_true();
     // Until one exec is caught before its exec and given up (each at most
     // the supervisor's 5 s); one caught after its exec is a stopped `true`,
     // which its 500 ms timeout ends.
     let mut gave_up = None;
     for i in 0..6 {
-        let call = c.processes.exec_sync(pb::ExecSyncRequest {
-            sandbox_id: sb.id.clone(),
-            process: Some(process.clone()),
-            timeout_ms: 500,
-            ..Default::default()
-        });
+        let call = exec_slow_true(&mut c, &sb.id, 500);
         let answered = tokio::time::timeout(std::time::Duration::from_secs(15), call)
             .await
             .unwrap_or_else(|_| panic!("exec {i} got no answer in 15 s: the supervisor is wedged"));
@@ -1010,15 +1020,7 @@ async fn an_exec_killed_before_its_exec_did_not_start() {
     let sb = signalling_its_uid(&mut c, "KILL").await;
     let mut refused = None;
     for i in 0..6 {
-        let answered = c
-            .processes
-            .exec_sync(pb::ExecSyncRequest {
-                sandbox_id: sb.id.clone(),
-                process: Some(slow_to_exec_true()),
-                timeout_ms: 5000,
-                ..Default::default()
-            })
-            .await;
+        let answered = exec_slow_true(&mut c, &sb.id, 5000).await;
         match answered {
             Err(status) => {
                 assert!(

@@ -546,9 +546,12 @@ pub fn exec_main_in_place(
     payload(config, &plan, stdio, keep)
 }
 
-/// The payload side once inside the sandbox: session, stdio, working
-/// directory, limits, capabilities, identity, no_new_privs, descriptors,
-/// exec.
+/// The payload side of a process already inside the sandbox (Linux pid 1
+/// becoming the init): session, stdio, working directory, limits,
+/// capabilities, identity, no_new_privs, descriptors, exec. Unlike a forked
+/// child ([`child`]) it says no `Executing`: its `keep` pipe is pid 1's
+/// handshake with the supervisor, which an init's exec closes with nothing
+/// said.
 fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> StepError {
     if let Err(e) = harden(config, plan, stdio, keep) {
         return e;
