@@ -393,8 +393,14 @@ impl LinuxIsolation {
                         .failure_within(std::time::Duration::from_millis(100))
                         .unwrap_or(e));
                 }
-                // The supervisor's own preparation, while pid 1 builds.
-                self.open_namespaces(true)?;
+                // The supervisor's own preparation, while pid 1 builds. A
+                // pid 1 that failed meanwhile is gone (its /proc/<pid>/ns
+                // with it): its own failure is the cause.
+                if let Err(e) = self.open_namespaces(true) {
+                    return Err(init
+                        .failure_within(std::time::Duration::from_millis(100))
+                        .unwrap_or(e));
+                }
                 meanwhile();
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
