@@ -3,7 +3,7 @@
 //! step back to the supervisor; EOF on it means exec succeeded.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 #[cfg(target_os = "linux")]
 use nix::fcntl::OFlag;
@@ -151,7 +151,7 @@ const MAX_INTERPRETERS: usize = 4;
 /// that descriptor with execveat, so what runs is what was resolved.
 /// Returns only on failure.
 #[cfg(target_os = "linux")]
-fn exec_program(plan: &ExecPlan) -> StepError {
+fn exec_program(plan: &ExecPlan, announce: &mut Option<BorrowedFd<'_>>) -> StepError {
     use nix::errno::Errno;
     let argv0 = plan
         .argv
@@ -166,7 +166,7 @@ fn exec_program(plan: &ExecPlan) -> StepError {
         };
         let err = match sys::open_client_path(&path, OFlag::O_PATH) {
             Ok(fd) if sys::is_regular_file(fd.as_fd()) => {
-                exec_fd(&path, &fd, plan.argv.clone(), &plan.env, 0)
+                exec_fd(&path, &fd, plan.argv.clone(), &plan.env, 0, announce)
             }
             Ok(_) => Errno::EACCES,
             // The path names nothing: "not found" (exit 127 in sandboxctl),
@@ -214,8 +214,10 @@ fn exec_fd(
     argv: Vec<CString>,
     env: &[CString],
     depth: usize,
+    announce: &mut Option<BorrowedFd<'_>>,
 ) -> nix::errno::Errno {
     use nix::errno::Errno;
+    announce_exec(announce);
     let err = sys::execveat_fd(fd.as_fd(), &argv, env);
     if err != Errno::ENOENT {
         return err;
@@ -239,7 +241,16 @@ fn exec_fd(
     new_argv.extend(arg);
     new_argv.push(path.to_owned());
     new_argv.extend(argv.into_iter().skip(1));
-    exec_fd(&interpreter, &ifd, new_argv, env, depth + 1)
+    exec_fd(&interpreter, &ifd, new_argv, env, depth + 1, announce)
+}
+
+/// Says [`Report::Executing`] on `announce`, once, right before the first
+/// execve: the error pipe's EOF after it is the exec's, and a child killed
+/// before it (while it searched PATH, say) never ran its program.
+fn announce_exec(announce: &mut Option<BorrowedFd<'_>>) {
+    if let Some(pipe) = announce.take() {
+        Report::Executing.send(pipe);
+    }
 }
 
 /// The longest `#!` line read (the kernel's BINPRM_BUF_SIZE).
@@ -486,9 +497,7 @@ fn child(
     if let Err(e) = harden(config, plan, stdio, keep) {
         return e;
     }
-    // The last word before exec: the pipe's EOF after it is the exec's.
-    Report::Executing.send(sys::borrow_fd(keep));
-    exec(plan)
+    exec(plan, Some(sys::borrow_fd(keep)))
 }
 
 /// In a forked child: non-dumpable, clean signals, then into the sandbox.
@@ -556,7 +565,7 @@ fn payload(config: &CommonConfig, plan: &ExecPlan, stdio: Stdio, keep: i32) -> S
     if let Err(e) = harden(config, plan, stdio, keep) {
         return e;
     }
-    exec(plan)
+    exec(plan, None)
 }
 
 /// Every step between entering the sandbox and exec, for a payload and for
@@ -754,11 +763,13 @@ fn harden(
     Ok(())
 }
 
-/// Runs the program (the last step of a payload). Returns only on failure.
-fn exec(plan: &ExecPlan) -> StepError {
+/// Runs the program (the last step of a payload), saying `Executing` on
+/// `announce` right before (see [`announce_exec`]). Returns only on
+/// failure.
+fn exec(plan: &ExecPlan, mut announce: Option<BorrowedFd<'_>>) -> StepError {
     #[cfg(target_os = "linux")]
     {
-        exec_program(plan)
+        exec_program(plan, &mut announce)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -779,6 +790,7 @@ fn exec(plan: &ExecPlan) -> StepError {
         let Ok(program) = CString::new(program) else {
             return StepError::new(Step::Exec, "program path contains NUL");
         };
+        announce_exec(&mut announce);
         let err = sys::execve(&program, &plan.argv, &plan.env);
         StepError::new(Step::Exec, format!("{}: {err}", program.to_string_lossy()))
     }
