@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the sandboxd benchmark harness (bench/README.md), by hand, as root:
 # installs the peers if missing (bubblewrap, crun, runc, busybox-static),
-# builds sandboxd, sandboxctl and sandboxd-bench in release mode, and runs the harness.
+# builds the static release sandboxd and sandboxctl (ci/build-static.sh) and
+# sandboxd-bench, and runs the harness on them.
 # Extra arguments go to sandboxd-bench (e.g. --iterations 50 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +25,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-cargo build --release -p sandboxd -p sandboxd-bench -p sandboxctl
-exec target/release/sandboxd-bench "$@"
+# The static release build (docs/building.md) is what production Linux
+# hosts run; --sandboxd/--sandboxctl given here override it (e.g. the default
+# build's target/release/sandboxd).
+static_dir=$(ci/build-static.sh)
+cargo build --release -p sandboxd-bench
+binaries=()
+case " $* " in *" --sandboxd"*) ;; *) binaries+=(--sandboxd "$static_dir/sandboxd") ;; esac
+case " $* " in *" --sandboxctl"*) ;; *) binaries+=(--sandboxctl "$static_dir/sandboxctl") ;; esac
+exec target/release/sandboxd-bench "${binaries[@]}" "$@"

@@ -37,6 +37,17 @@ cargo build --workspace --locked --bins
 step "tests (native backend)"
 cargo test --workspace --locked -- --test-threads=4
 
+# The same end-to-end suite against the static release build
+# (docs/building.md): the binaries bench/run.sh measures and production
+# Linux hosts run. The test binary is the one built above; only the daemon,
+# sandboxctl and the shim it starts are the static ones.
+if [ "$(uname -s)" = Linux ]; then
+    step "build the static release binaries (ci/build-static.sh)"
+    static_dir=$(ci/build-static.sh)
+    step "end-to-end tests (static release build, $static_dir)"
+    SANDBOXD_TEST_BIN_DIR="$PWD/$static_dir" cargo test --locked -p sandboxd --test e2e -- --test-threads=4
+fi
+
 # The same end-to-end suite against the chroot backend, which a Linux
 # build selects only with this feature.
 step "end-to-end tests (force-chroot)"

@@ -727,7 +727,7 @@ async fn grpcurl_calls_every_rpc_without_authority() {
 
 /// sandboxctl, built next to sandboxd, on the daemon's socket.
 fn sandboxctl(socket: &Path) -> Command {
-    let sandboxd = Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let path = sandboxd.with_file_name("sandboxctl");
     assert!(
         path.exists(),

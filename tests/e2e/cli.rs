@@ -8,7 +8,7 @@ use crate::harness::{BackendUnderTest, Daemon, backend, chroot_backend};
 /// The sandboxctl binary built next to sandboxd (ci/test.sh builds every
 /// binary before the tests run).
 fn sandboxctl(d: &Daemon) -> Command {
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let path = sandboxd.with_file_name("sandboxctl");
     assert!(
         path.exists(),

@@ -32,7 +32,7 @@ pub(crate) fn tool(name: &str) -> PathBuf {
 
 /// The shim, built next to the daemon by `cargo build --bins`.
 fn shim_binary() -> PathBuf {
-    let daemon = Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let daemon = crate::harness::sandboxd_bin();
     let shim = daemon.with_file_name("containerd-shim-sandboxd-v1");
     assert!(
         shim.exists(),

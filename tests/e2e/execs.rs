@@ -271,7 +271,7 @@ async fn finished_records_are_capped_per_sandbox() {
 }
 
 fn sandboxctl(d: &Daemon) -> Command {
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let mut cmd = Command::new(sandboxd.with_file_name("sandboxctl"));
     cmd.arg("--host")
         .arg(format!("unix://{}", d.socket.display()));

@@ -319,7 +319,7 @@ async fn jail_hides_the_host_and_withholds_privileges() {
 )]
 #[tokio::test]
 async fn the_sandboxd_binary_is_masked_in_host_image_jails() {
-    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_sandboxd")).expect("sandboxd");
+    let exe = std::fs::canonicalize(crate::harness::sandboxd_bin()).expect("sandboxd");
     let shown = ["/bin", "/sbin", "/lib", "/libexec", "/usr", "/etc"]
         .iter()
         .any(|d| exe.starts_with(d));

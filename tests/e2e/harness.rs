@@ -44,6 +44,17 @@ impl BackendUnderTest {
 }
 
 /// The backend under test.
+/// The sandboxd binary the tests start: the one cargo built with this test
+/// binary, or the one in the directory `SANDBOXD_TEST_BIN_DIR` names
+/// (ci/test.sh points it at the static release build, docs/building.md,
+/// for a run of the lifecycle and exec suites against it).
+pub(crate) fn sandboxd_bin() -> PathBuf {
+    match std::env::var_os("SANDBOXD_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join("sandboxd"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_sandboxd")),
+    }
+}
+
 pub(crate) fn backend() -> BackendUnderTest {
     if cfg!(feature = "force-chroot") {
         BackendUnderTest::Chroot
@@ -291,7 +302,7 @@ impl Daemon {
             images,
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_sandboxd")),
+            bin: sandboxd_bin(),
             netns: netns.map(str::to_owned),
             env: env
                 .iter()

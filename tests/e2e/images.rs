@@ -211,7 +211,7 @@ pub(crate) async fn import(
 }
 
 fn sandboxctl(d: &Daemon) -> Command {
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let mut cmd = Command::new(sandboxd.with_file_name("sandboxctl"));
     cmd.arg("--host")
         .arg(format!("unix://{}", d.socket.display()));

@@ -1258,7 +1258,7 @@ async fn the_sandboxd_binary_is_masked_inside_the_host_view() {
     ));
     std::fs::create_dir_all(&dir).expect("install dir");
     let bin = dir.join("sandboxd");
-    std::fs::copy(env!("CARGO_BIN_EXE_sandboxd"), &bin).expect("copy sandboxd");
+    std::fs::copy(crate::harness::sandboxd_bin(), &bin).expect("copy sandboxd");
     d.restart_as(&bin);
     let mut c = d.clients().await;
     let sb = c.idle("host").await;

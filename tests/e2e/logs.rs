@@ -44,7 +44,7 @@ fn req(id: &str) -> pb::LogsRequest {
 }
 
 fn sandboxctl(d: &Daemon) -> Command {
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let path = sandboxd.with_file_name("sandboxctl");
     assert!(
         path.exists(),

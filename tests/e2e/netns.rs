@@ -359,7 +359,7 @@ async fn a_sandbox_runs_in_the_given_namespace_which_outlives_it() {
     let r = c.sh(&child.id, "readlink /proc/self/ns/net").await;
     assert!(out(&r).contains(&format!("net:[{ino}]")), "{}", out(&r));
     // sandboxctl's spelling of the mode: --network ns:PATH.
-    let bin = Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+    let bin = crate::harness::sandboxd_bin().with_file_name("sandboxctl");
     let ctl = Command::new(bin)
         .arg("--host")
         .arg(format!("unix://{}", d.socket.display()))

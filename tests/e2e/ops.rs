@@ -15,7 +15,7 @@ use crate::harness::{Daemon, argv, chroot_backend, free_port, linux_backend};
 
 /// The sandboxctl binary built next to sandboxd.
 fn sandboxctl(d: Option<&Daemon>) -> Command {
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let path = sandboxd.with_file_name("sandboxctl");
     assert!(
         path.exists(),
@@ -190,14 +190,14 @@ async fn metrics_are_scraped_on_loopback_and_follow_the_lifecycle() {
 
 #[test]
 fn metrics_off_the_loopback_need_an_explicit_setting() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+    let out = Command::new(crate::harness::sandboxd_bin())
         .args(["--check-config", "--metrics", "tcp://0.0.0.0:9464"])
         .output()
         .expect("sandboxd");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted a public metrics listener");
     assert!(err.contains("metrics_allow_non_loopback"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+    let out = Command::new(crate::harness::sandboxd_bin())
         .args([
             "--check-config",
             "--metrics",
@@ -434,7 +434,10 @@ fn the_systemd_unit_verifies() {
     let copy = dir.join("sandboxd.service");
     std::fs::write(
         &copy,
-        text.replace("/usr/local/bin/sandboxd", env!("CARGO_BIN_EXE_sandboxd")),
+        text.replace(
+            "/usr/local/bin/sandboxd",
+            &crate::harness::sandboxd_bin().display().to_string(),
+        ),
     )
     .expect("write unit");
     let out = Command::new("systemd-analyze")

@@ -301,7 +301,7 @@ admin = true
     // A valid client on another host creates and runs a sandbox (sandboxctl
     // over TCP, from the client's namespace).
     let sandboxctl = |args: &[&str], pair: Option<&(PathBuf, PathBuf)>| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+        let bin = crate::harness::sandboxd_bin().with_file_name("sandboxctl");
         let mut cmd = match &remote_ns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
@@ -581,7 +581,7 @@ fn check_config_validates_without_starting() {
     let check = |text: &str| {
         let path = dir.0.join("sandboxd.toml");
         std::fs::write(&path, text).expect("config");
-        let out = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+        let out = Command::new(crate::harness::sandboxd_bin())
             .arg("--check-config")
             .arg("--config")
             .arg(&path)

@@ -471,7 +471,7 @@ async fn the_supervisor_control_socket_serves_one_daemon_at_a_time() {
 /// exits within 10 s (a daemon that starts is killed and reported as None).
 fn start_refused(dir: &Path, state: &Path) -> Option<(bool, String)> {
     let log = dir.join("refused.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+    let mut child = std::process::Command::new(crate::harness::sandboxd_bin())
         .arg("--listen")
         .arg(format!("unix://{}", dir.join("run/s.sock").display()))
         .arg("--state-dir")

@@ -530,7 +530,7 @@ const DOC_END: &str = "<!-- END GENERATED -->";
 #[tokio::test]
 async fn semantics_doc_is_current() {
     let d = Daemon::start();
-    let sandboxd = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd"));
+    let sandboxd = crate::harness::sandboxd_bin();
     let ctl = sandboxd.with_file_name("sandboxctl");
     assert!(
         ctl.exists(),
@@ -591,7 +591,7 @@ async fn semantics_doc_is_current() {
 #[tokio::test]
 async fn compare_observe_adds_an_observed_column() {
     let d = Daemon::start();
-    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_sandboxd")).with_file_name("sandboxctl");
+    let ctl = crate::harness::sandboxd_bin().with_file_name("sandboxctl");
     let out = std::process::Command::new(&ctl)
         .arg("--host")
         .arg(format!("unix://{}", d.socket.display()))
