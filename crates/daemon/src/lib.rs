@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod netns;
 pub mod notify;
 pub mod pending;
+pub mod reflection;
 pub mod registry;
 pub mod rlimit;
 pub mod server;

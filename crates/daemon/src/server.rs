@@ -193,17 +193,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<pb::image_service_server::ImageServiceServer<Images>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building reflection service")?;
-    // grpcurl releases before 1.9 speak only v1alpha reflection.
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sandboxd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .context("building reflection service")?;
+    // Built on their first call (most daemons are never asked to reflect).
+    let reflection_v1 = crate::reflection::v1();
+    let reflection_v1alpha = crate::reflection::v1alpha();
 
     let max_message = config.limits.max_message_bytes;
     macro_rules! limited {
