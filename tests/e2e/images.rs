@@ -1247,6 +1247,80 @@ async fn the_chroot_backend_runs_an_oci_image_on_its_layer_chain() {
     not(target_os = "linux"),
     ignore = "OCI images run on the linux and (on Linux) chroot backends here; this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
 )]
+/// An image's WorkingDir that its layers do not hold is made, root's and
+/// 0755, for an exec that defaults to it, as Docker makes an image's WORKDIR:
+/// in an IDLE sandbox no main process made it, and `sandboxctl run` is an
+/// IDLE sandbox and one exec. A cwd the exec names is not made (`docker
+/// exec -w`).
+async fn an_image_working_dir_missing_from_its_layers_is_made_for_execs() {
+    let d = Daemon::start();
+    let run = r#"{"Env":["PATH=/bin"],"WorkingDir":"/work/sub"}"#;
+    import(&d, oci_layout("local/nowork:1", &[busybox_layer()], run))
+        .await
+        .unwrap();
+    let mut c = d.clients().await;
+    let sb = c
+        .create(pb::SandboxSpec {
+            image: "local/nowork:1".into(),
+            mode: pb::SandboxMode::Idle as i32,
+            ..Default::default()
+        })
+        .await;
+    let r = c
+        .exec_sync(
+            &sb.id,
+            crate::harness::argv(&["/bin/sh", "-c", "pwd; ls -ldn /work /work/sub"]),
+            0,
+        )
+        .await;
+    let o = crate::harness::out(&r);
+    let mut lines = o.lines();
+    assert_eq!(lines.next(), Some("/work/sub"), "{r:?}");
+    let modes: Vec<String> = lines
+        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        modes.len() == 2
+            && modes
+                .iter()
+                .all(|m| m.starts_with("drwxr-xr-x") && m.ends_with(" 0 0")),
+        "{modes:?}"
+    );
+    let mut named = crate::harness::argv(&["/bin/true"]);
+    named.cwd = "/not/there".into();
+    let status = c
+        .processes
+        .exec_sync(pb::ExecSyncRequest {
+            sandbox_id: sb.id.clone(),
+            process: Some(named),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a cwd the exec names is not made");
+    assert!(
+        status.message().contains("chdir to working directory"),
+        "{status:?}"
+    );
+    let r = c
+        .exec_sync(&sb.id, crate::harness::argv(&["/bin/ls", "/not"]), 0)
+        .await;
+    assert_ne!(crate::harness::code(&r), 0, "made for a named cwd: {r:?}");
+    c.destroy(&sb.id).await;
+
+    let o = sandboxctl(&d)
+        .args(["run", "--image", "local/nowork:1", "--", "/bin/pwd"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "/work/sub\n");
+    d.finish().await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "OCI images run on the linux and (on Linux) chroot backends here; this suite does not run the FreeBSD flattened copy yet (docs/images.md)"
+)]
 async fn execs_and_run_use_the_image_entrypoint_cmd_env_and_working_dir() {
     use tar::EntryType::Directory;
     let d = Daemon::start();

@@ -114,6 +114,12 @@ pub enum Request {
         /// Started detached (informational: kept for [`RunningExec`]).
         #[serde(default)]
         detached: bool,
+        /// `process.cwd` is the image's WorkingDir, not the request's: made
+        /// (with its parents) if missing, as for a main process and as
+        /// Docker makes an image's WORKDIR. A supervisor from before this
+        /// field ignores it (the exec then fails at its chdir, as before).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        make_cwd: bool,
     },
     /// Send a signal.
     Signal {
@@ -511,12 +517,14 @@ mod tests {
                 },
                 pty: None,
                 detached: false,
+                make_cwd: false,
             },
             Request::Exec {
                 exec_id: 8,
                 process: ProcessSpec::default(),
                 pty: Some(PtySize { rows: 24, cols: 80 }),
                 detached: false,
+                make_cwd: true,
             },
             Request::Shutdown,
         ];
@@ -535,6 +543,29 @@ mod tests {
             }
             assert_eq!(got, msgs);
         }
+    }
+
+    #[test]
+    fn make_cwd_is_written_only_when_set_and_read_as_unset_when_absent() {
+        let exec = |make_cwd| Request::Exec {
+            exec_id: 3,
+            process: ProcessSpec::default(),
+            pty: None,
+            detached: false,
+            make_cwd,
+        };
+        // Unset, the frame is the one an older supervisor has always read.
+        let plain = serde_json::to_string(&exec(false)).expect("encode");
+        assert!(!plain.contains("make_cwd"), "{plain}");
+        assert_eq!(
+            serde_json::from_str::<Request>(&plain).expect("decode"),
+            exec(false)
+        );
+        let set = serde_json::to_string(&exec(true)).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<Request>(&set).expect("decode"),
+            exec(true)
+        );
     }
 
     #[test]
@@ -569,6 +600,7 @@ mod tests {
             process: ProcessSpec::default(),
             pty,
             detached: false,
+            make_cwd: false,
         };
         let with = exec(Some(PtySize { rows: 1, cols: 1 }));
         assert_eq!((with.since(), with.fd_count()), (3, 0));

@@ -55,8 +55,9 @@ pub struct ExecPlan {
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
-    /// Make `cwd` if it is missing (a sandbox's main process, not an exec:
-    /// as `docker run -w` and an image's WorkingDir, not `docker exec -w`).
+    /// Make `cwd` if it is missing: a sandbox's main process's, and an
+    /// exec's that is its image's WorkingDir (as `docker run -w` and an
+    /// image's WORKDIR), not one an exec asks for (`docker exec -w`).
     make_cwd: bool,
 }
 
@@ -107,8 +108,14 @@ impl ExecPlan {
     /// The plan of a sandbox's main process: its working directory is made
     /// if it is missing (see [`sys::make_client_dir_all`]).
     pub fn for_main(process: &ProcessSpec) -> Result<Self, StepError> {
+        Self::making_cwd(process, true)
+    }
+
+    /// The plan of an exec whose working directory is made if missing when
+    /// `make_cwd` (the daemon says so when it is the image's WorkingDir).
+    pub fn making_cwd(process: &ProcessSpec, make_cwd: bool) -> Result<Self, StepError> {
         Ok(Self {
-            make_cwd: process.cwd() != "/",
+            make_cwd: make_cwd && process.cwd() != "/",
             ..Self::new(process)?
         })
     }

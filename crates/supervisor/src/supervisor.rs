@@ -664,12 +664,13 @@ impl<I: Isolation> Supervisor<I> {
                 process,
                 pty,
                 detached,
+                make_cwd,
             } => {
                 let ended = self.main_exit.is_some() || self.stopping.is_some();
                 let result = if ended {
                     Err(StepError::new(Step::Exec, "the sandbox is stopping"))
                 } else {
-                    ExecPlan::new(&process).and_then(|plan| match pty {
+                    ExecPlan::making_cwd(&process, make_cwd).and_then(|plan| match pty {
                         Some(size) => self.spawn_with_pty(&plan, size),
                         None => launch::spawn(
                             &self.isolation,

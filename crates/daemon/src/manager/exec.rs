@@ -40,6 +40,19 @@ pub(super) struct ExecSlot {
     pub(super) pid: i32,
 }
 
+/// How an exec starts, beside what it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecStart {
+    /// A terminal of this size (rows, cols) for a tty process; 24x80 when
+    /// none is given.
+    pub size: Option<(u16, u16)>,
+    /// Started by StartExec: stdio on /dev/null, no terminal.
+    pub detached: bool,
+    /// The process's cwd is its image's WorkingDir, not the request's: the
+    /// supervisor makes it if missing ([`Request::Exec`]'s `make_cwd`).
+    pub image_cwd: bool,
+}
+
 /// A started Exec: its pid and the daemon's ends of its stdio.
 #[derive(Debug)]
 pub struct ExecHandle {
@@ -81,9 +94,13 @@ impl Manager {
         &self,
         sb: &Arc<Sandbox>,
         process: ValidatedProcess,
-        size: Option<(u16, u16)>,
-        detached: bool,
+        start: ExecStart,
     ) -> ApiResult<ExecHandle> {
+        let ExecStart {
+            size,
+            detached,
+            image_cwd,
+        } = start;
         sb.with_record(|record| {
             if record.state != SandboxState::Running {
                 return Err(ApiError::FailedPrecondition(format!(
@@ -164,6 +181,7 @@ impl Manager {
                     process,
                     pty,
                     detached,
+                    make_cwd: image_cwd,
                 },
                 &borrowed,
             )

@@ -24,7 +24,7 @@ mod recover;
 mod registry;
 mod select;
 
-pub use exec::{ExecEnd, ExecHandle, ExecStdio};
+pub use exec::{ExecEnd, ExecHandle, ExecStart, ExecStdio};
 pub use exec_records::{ExecRecord, MAX_EXEC_RECORDS};
 pub use select::{SelectorTerm, matches_selector, parse_selector};
 

@@ -8,7 +8,7 @@ use super::Shared;
 use super::process::{start_exec, without_terminal};
 use crate::convert;
 use crate::error::ApiError;
-use crate::manager::{ExecRecord, ExecStdio};
+use crate::manager::{ExecRecord, ExecStart, ExecStdio};
 
 /// The ExecService implementation.
 #[derive(Debug)]
@@ -47,11 +47,17 @@ impl pb::exec_service_server::ExecService for Execs {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "StartExec", sandbox = %sb.id);
-        let process = super::image::exec_process(&self.0.images, &sb, req.process).await?;
+        let (process, image_cwd) =
+            super::image::exec_process(&self.0.images, &sb, req.process).await?;
         let process = without_terminal(process, manager.policy(), "a detached exec")?;
         // Held until the process exits, by the task below.
         let slot = self.0.execs.take(&sb.id, &who.name)?;
-        let handle = start_exec(&manager, &sb, process, None, true).await?;
+        let start = ExecStart {
+            size: None,
+            detached: true,
+            image_cwd,
+        };
+        let handle = start_exec(&manager, &sb, process, start).await?;
         debug_assert!(matches!(handle.stdio, ExecStdio::Detached));
         let record = sb
             .exec_record(handle.exec_id)

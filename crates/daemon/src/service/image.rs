@@ -302,11 +302,14 @@ pub fn pinned_digest(image: &str) -> Option<sandboxd_core::oci::Digest> {
 /// A process to exec into `sb` (Exec, ExecSync, StartExec), converted
 /// and, when the sandbox runs an OCI image, given the image config's Env
 /// and WorkingDir under the request's (`oci::apply_exec_defaults`).
+/// Returns with it whether its cwd is the image's WorkingDir (made if
+/// missing, as Docker makes an image's WORKDIR; a cwd the request names is
+/// not).
 pub(super) async fn exec_process(
     store: &Arc<Store>,
     sb: &crate::manager::Sandbox,
     process: Option<pb::ProcessSpec>,
-) -> Result<sandboxd_core::spec::ProcessSpec, ApiError> {
+) -> Result<(sandboxd_core::spec::ProcessSpec, bool), ApiError> {
     let mut process = crate::convert::process_from_pb(process);
     // Pinned at create; RemoveImage refuses an image a sandbox uses, so
     // its record stays readable for the sandbox's life. Read at the first
@@ -322,10 +325,12 @@ pub(super) async fn exec_process(
             }
         })
         .await?;
+    let asked_cwd = !process.cwd.is_empty();
     if let Some(run) = run {
         sandboxd_core::oci::apply_exec_defaults(&mut process, &run);
     }
-    Ok(process)
+    let image_cwd = !asked_cwd && !process.cwd.is_empty();
+    Ok((process, image_cwd))
 }
 
 /// Resolves an OCI reference in the store for a create or plan: fills the

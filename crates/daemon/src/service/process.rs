@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use crate::convert;
 use crate::error::ApiError;
-use crate::manager::{ExecHandle, ExecStdio, Manager, Sandbox};
+use crate::manager::{ExecHandle, ExecStart, ExecStdio, Manager, Sandbox};
 
 /// Default and largest ExecSync output kept per stream.
 pub(super) const MAX_OUTPUT: u64 = 1 << 20;
@@ -71,7 +71,8 @@ impl pb::process_service_server::ProcessService for Processes {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&start.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "Exec", sandbox = %sb.id);
-        let process = super::image::exec_process(&self.0.images, &sb, start.process).await?;
+        let (process, image_cwd) =
+            super::image::exec_process(&self.0.images, &sb, start.process).await?;
         let process = validate::validate_process(process, "start.process", manager.policy())
             .map_err(ApiError::from)?;
         if let Some(size) = &start.size {
@@ -79,7 +80,12 @@ impl pb::process_service_server::ProcessService for Processes {
         }
         let size = start.size.map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)));
         let slot = self.0.execs.take(&sb.id, &who.name)?;
-        let handle = start_exec(&manager, &sb, process, size, false).await?;
+        let start = ExecStart {
+            size,
+            detached: false,
+            image_cwd,
+        };
+        let handle = start_exec(&manager, &sb, process, start).await?;
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
             .send(Ok(pb::ExecResponse {
@@ -108,7 +114,8 @@ impl pb::process_service_server::ProcessService for Processes {
         let manager = self.0.manager.clone();
         let sb = manager.get_for(&req.sandbox_id, &who)?;
         tracing::info!(audit = true, identity = %who.name, op = "ExecSync", sandbox = %sb.id);
-        let process = super::image::exec_process(&self.0.images, &sb, req.process).await?;
+        let (process, image_cwd) =
+            super::image::exec_process(&self.0.images, &sb, req.process).await?;
         let process = without_terminal(process, manager.policy(), "ExecSync")?;
         let cap = match req.output_limit_bytes {
             0 => MAX_OUTPUT,
@@ -116,7 +123,11 @@ impl pb::process_service_server::ProcessService for Processes {
         };
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         let _slot = self.0.execs.take(&sb.id, &who.name)?;
-        let handle = start_exec(&manager, &sb, process, None, false).await?;
+        let start = ExecStart {
+            image_cwd,
+            ..ExecStart::default()
+        };
+        let handle = start_exec(&manager, &sb, process, start).await?;
         let (pid, exec_id) = (handle.pid, handle.exec_id);
         let ExecStdio::Pipes {
             stdin,
@@ -357,11 +368,16 @@ async fn exec_in_created(
     let started = async {
         let sb = manager.get_for(id, &run.who)?;
         tracing::info!(audit = true, identity = %run.who.name, op = "Exec", sandbox = %sb.id);
-        let process =
+        let (process, image_cwd) =
             super::image::exec_process(&run.shared.images, &sb, run.process.clone()).await?;
         let process = validate::validate_process(process, "start.process", manager.policy())?;
         let slot = run.shared.execs.take(&sb.id, &run.who.name)?;
-        let handle = start_exec(&manager, &sb, process, run.size, false).await?;
+        let start = ExecStart {
+            size: run.size,
+            detached: false,
+            image_cwd,
+        };
+        let handle = start_exec(&manager, &sb, process, start).await?;
         Ok::<_, ApiError>((sb, slot, handle))
     }
     .await;
@@ -390,13 +406,12 @@ pub(super) async fn start_exec(
     manager: &Arc<Manager>,
     sb: &Arc<Sandbox>,
     process: validate::ValidatedProcess,
-    size: Option<(u16, u16)>,
-    detached: bool,
+    start: ExecStart,
 ) -> Result<ExecHandle, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (manager, sb) = (manager.clone(), sb.clone());
     tokio::spawn(async move {
-        let started = manager.exec(&sb, process, size, detached).await;
+        let started = manager.exec(&sb, process, start).await;
         if let Err(Ok(handle)) = tx.send(started) {
             let _ = manager
                 .signal(&sb, SignalTarget::ExecTree(handle.exec_id), libc::SIGKILL)
