@@ -865,6 +865,83 @@ async fn destroying_a_pid_sharing_child_kills_only_its_processes() {
     d.finish().await;
 }
 
+/// A pod's own stop signal skips its pid-sharing children's processes,
+/// though they share its pid namespace (they are outsiders of its cgroup):
+/// a process of the pod that exits 42 on SIGTERM does so, the same process
+/// in a child is left alone until the pod's pid 1 ends, which ends the
+/// namespace and it with it (SIGKILL).
+#[cfg_attr(
+    any(feature = "force-chroot", not(target_os = "linux")),
+    ignore = "child sandboxes join Linux namespaces: needs the Linux backend (chroot and FreeBSD refuse spec.join)"
+)]
+#[tokio::test]
+async fn a_pods_stop_signal_skips_its_pid_sharing_childrens_processes() {
+    let d = Daemon::start();
+    d.make_busybox_image(IMAGE);
+    let mut c = d.clients().await;
+    let pod = c.create(idle(|_| {})).await;
+    let child = c.create(idle(|s| s.join = join_pid(&pod.id))).await;
+    let mut x = pb::exec_service_client::ExecServiceClient::new(d.channel().await);
+    let trap = [
+        "/bin/sh",
+        "-c",
+        "trap 'exit 42' TERM; touch /tmp/trapped; while :; do /bin/busybox sleep 0.05; done",
+    ];
+    let mut started = Vec::new();
+    for id in [&pod.id, &child.id] {
+        let info = x
+            .start_exec(pb::StartExecRequest {
+                sandbox_id: id.clone(),
+                process: Some(argv(&trap)),
+            })
+            .await
+            .expect("start exec")
+            .into_inner();
+        // The trap is set before the file is made.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while code(&c.sh(id, "test -e /tmp/trapped").await) != 0 {
+            assert!(Instant::now() < deadline, "the trap was not set in {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.push((id.clone(), info.exec_id));
+    }
+    c.sandboxes
+        .stop_sandbox(pb::StopSandboxRequest {
+            id: pod.id.clone(),
+            grace_seconds: 5,
+            signal: 15, // SIGTERM
+        })
+        .await
+        .expect("stop");
+    let mut ends = Vec::new();
+    for (id, exec_id) in &started {
+        let info = tokio::time::timeout(
+            Duration::from_secs(20),
+            x.wait_exec(pb::ExecRef {
+                sandbox_id: id.clone(),
+                exec_id: *exec_id,
+            }),
+        )
+        .await
+        .expect("the exec ends")
+        .expect("wait exec")
+        .into_inner();
+        let exit = info.exit.expect("exit");
+        ends.push((exit.reason, exit.exit_code));
+    }
+    assert_eq!(
+        ends,
+        [
+            (pb::ExitReason::Exited as i32, 42),
+            (pb::ExitReason::Signaled as i32, 137)
+        ],
+        "the pod's process must get the stop signal, the child's must not (only the end of the pod's pid 1)"
+    );
+    assert!(c.destroy(&child.id).await);
+    assert!(c.destroy(&pod.id).await);
+    d.finish().await;
+}
+
 /// `join.pid` refusals: field by field, nothing made.
 #[cfg_attr(
     any(feature = "force-chroot", not(target_os = "linux")),
