@@ -241,6 +241,32 @@ async fn idle_sandbox_serves_several_execs_and_stop_destroy_are_idempotent() {
     d.finish().await;
 }
 
+/// A destroy of a running sandbox waits for its own supervisor through the
+/// task that reaps it. It must never take that supervisor, still exiting,
+/// for one a previous daemon left: that path SIGTERMs it, polls for it every
+/// 20 ms, and logs a restart that never happened. `sandboxctl run`'s cycle
+/// (an IDLE sandbox, one exec, destroy) hit it in one destroy of seven with
+/// the release build, about one of a hundred with the test build: 300 cycles
+/// (under three seconds) catch it nearly always.
+#[tokio::test]
+async fn a_destroy_never_takes_its_own_supervisor_for_a_previous_daemons() {
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    for _ in 0..300 {
+        let sb = c.idle("host").await;
+        let r = c.sh(&sb.id, "true").await;
+        assert_eq!(r.exit.map(|e| e.exit_code), Some(0));
+        assert!(c.destroy(&sb.id).await);
+    }
+    let log = d.log_text();
+    let hits = log.matches("left by a previous daemon").count();
+    assert_eq!(
+        hits, 0,
+        "{hits} of 300 destroys treated this daemon's own supervisor as a previous daemon's"
+    );
+    d.finish().await;
+}
+
 #[tokio::test]
 async fn stop_kills_a_process_that_ignores_sigterm_after_the_grace() {
     let d = Daemon::start();

@@ -19,7 +19,7 @@ use sandboxd_supervisor::now_ms;
 use tokio::sync::oneshot;
 
 use super::events::read_events;
-use super::{Manager, SETUP_TIMEOUT, Sandbox, lock, new_sandbox};
+use super::{Manager, SETUP_TIMEOUT, Sandbox, SupervisorChild, lock, new_sandbox};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
@@ -451,7 +451,7 @@ impl Manager {
             Ok(child) => {
                 let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
                 *lock(&sb.link) = Some(link.clone());
-                *lock(&sb.child) = Some(child);
+                *lock(&sb.child) = SupervisorChild::Ours(child);
                 lock(&sb.record).supervisor_pid = supervisor_pid;
                 tokio::spawn(read_events(self.clone(), sb.clone(), link.clone()));
             }

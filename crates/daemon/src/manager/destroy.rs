@@ -35,19 +35,31 @@ impl Manager {
         {
             tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
         }
-        let child = lock(&sb.child).take();
-        if child.is_none() {
-            self.stop_detached_supervisor(sb).await;
-        }
-        if let Some(mut child) = child {
-            // Reap it (it has exited, or is killed now).
-            if tokio::time::timeout(Duration::from_secs(1), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+        match sb.take_child() {
+            Ok(mut child) => {
+                // Reap it (it has exited, or is killed now).
+                if tokio::time::timeout(Duration::from_secs(1), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+                sb.reaped_by_taker();
             }
+            // Our own, reaped by its event reader now that its channel
+            // closed: it has exited or is exiting, so wait for that rather
+            // than take it for a previous daemon's.
+            Err(true) => {
+                let mut reaped = sb.reaped.subscribe();
+                if tokio::time::timeout(SHUTDOWN_TIMEOUT, reaped.wait_for(|r| *r))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(sandbox = %sb.id, "supervisor was not reaped in time");
+                }
+            }
+            Err(false) => self.stop_detached_supervisor(sb).await,
         }
     }
 
@@ -288,10 +300,10 @@ impl Manager {
 /// pid 1 dies with it (parent-death signal), and the host cleanup ends the
 /// rest.
 async fn kill_supervisor(sb: &Sandbox) {
-    let child = lock(&sb.child).take();
-    if let Some(mut child) = child {
+    if let Ok(mut child) = sb.take_child() {
         let _ = child.start_kill();
         let _ = child.wait().await;
+        sb.reaped_by_taker();
     }
 }
 

@@ -306,9 +306,10 @@ pub(super) async fn read_events(manager: Arc<Manager>, sb: Arc<Sandbox>, link: A
         }
     }
     manager.on_link_closed(&sb).await;
-    // Reap the helper so it never lingers as a zombie.
-    let child = lock(&sb.child).take();
-    if let Some(mut child) = child {
+    // Reap the helper so it never lingers as a zombie (unless a destroy
+    // took it first and reaps it).
+    if let Ok(mut child) = sb.take_child() {
         let _ = child.wait().await;
+        sb.reaped_by_taker();
     }
 }

@@ -82,7 +82,10 @@ pub struct Sandbox {
     dead: watch::Sender<bool>,
     ready: Mutex<Option<ReadyTx>>,
     execs: Mutex<HashMap<u64, ExecSlot>>,
-    child: Mutex<Option<SupervisorProc>>,
+    child: Mutex<SupervisorChild>,
+    /// This daemon's own supervisor child has been reaped (by whoever took
+    /// it from `child`); never set for a previous daemon's supervisor.
+    reaped: watch::Sender<bool>,
     /// An exit that arrived while the create was still finishing; applied
     /// after the CREATED/STARTED events so events stay in order.
     pending_exit: Mutex<Option<ExitRecord>>,
@@ -108,6 +111,43 @@ pub struct Sandbox {
     /// `Manager::save_record`), so saves land in the journal in the order
     /// they read the record.
     save_order: Mutex<()>,
+}
+
+/// Who reaps a sandbox's supervisor. Exactly one task reaps our own child:
+/// the one that takes it, leaving [`SupervisorChild::Reaping`], which tells
+/// a destroy to wait for [`Sandbox::reaped`] rather than treat the exiting
+/// process as a supervisor a previous daemon left.
+#[derive(Debug, Default)]
+enum SupervisorChild {
+    /// Not our child: a previous daemon started it, or none is started yet.
+    #[default]
+    NotOurs,
+    /// Our child, not yet taken.
+    Ours(SupervisorProc),
+    /// Our child, being reaped by the task that took it.
+    Reaping,
+}
+
+impl Sandbox {
+    /// Takes our supervisor child to reap it; the taker must call
+    /// [`Self::reaped_by_taker`] once it has. `Err(true)`: another task is
+    /// reaping it; `Err(false)`: it is not our child.
+    fn take_child(&self) -> Result<SupervisorProc, bool> {
+        let mut slot = lock(&self.child);
+        match std::mem::replace(&mut *slot, SupervisorChild::Reaping) {
+            SupervisorChild::Ours(child) => Ok(child),
+            SupervisorChild::Reaping => Err(true),
+            SupervisorChild::NotOurs => {
+                *slot = SupervisorChild::NotOurs;
+                Err(false)
+            }
+        }
+    }
+
+    /// The child taken by [`Self::take_child`] is reaped.
+    fn reaped_by_taker(&self) {
+        self.reaped.send_replace(true);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -307,7 +347,8 @@ fn new_sandbox(paths: SandboxPaths, record: SandboxRecord) -> Sandbox {
         dead: watch::channel(false).0,
         ready: Mutex::new(None),
         execs: Mutex::new(HashMap::new()),
-        child: Mutex::new(None),
+        child: Mutex::new(SupervisorChild::NotOurs),
+        reaped: watch::channel(false).0,
         pending_exit: Mutex::new(None),
         exec_defaults: tokio::sync::OnceCell::new(),
         closed_early: std::sync::atomic::AtomicBool::new(false),
