@@ -223,6 +223,11 @@ impl Link {
                 sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut stray)
             }) {
                 Ok(0) => return Ok(Vec::new()),
+                // A peer that exited with a request of ours unread (a
+                // destroy's Shutdown crossing its exit): the kernel reports
+                // the reset only once everything it sent has been read, so
+                // this is its close, not a failure.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Vec::new()),
                 Ok(n) => decoder.push(&buf[..n]),
                 Err(e)
                     if matches!(
@@ -316,6 +321,28 @@ mod tests {
                     oom_killed: false
                 },
             ]
+        );
+    }
+
+    /// A supervisor that exits with a request of ours unread (a destroy's
+    /// Shutdown that crossed its exit) resets the channel: after its last
+    /// events, that is its close, not a channel failure.
+    #[tokio::test]
+    async fn a_peer_gone_with_our_request_unread_is_a_close() {
+        let (link, theirs) = pair().unwrap();
+        let mut theirs = std::os::unix::net::UnixStream::from(theirs);
+        theirs
+            .write_all(&raw_frame(r#"{"shutdown_complete":null}"#))
+            .unwrap();
+        link.send(&Request::Shutdown, &[]).await.unwrap();
+        drop(theirs);
+        let mut decoder = Decoder::default();
+        let events = link.recv(&mut decoder).await.expect("its last event");
+        assert_eq!(events, vec![Event::ShutdownComplete]);
+        let end = link.recv(&mut decoder).await;
+        assert!(
+            matches!(&end, Ok(events) if events.is_empty()),
+            "not a close: {end:?}"
         );
     }
 
