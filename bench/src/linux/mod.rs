@@ -167,7 +167,7 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     peers::make_busybox_root(&root, &busybox)?;
     peers::make_busybox_root(&dir.join("images").join(daemon::IMAGE), &busybox)?;
     if let Some(seconds) = args.soak {
-        return soak::soak(&sandboxd, dir, seconds).await;
+        return soak::soak(&sandboxd, dir, seconds, args.daemon_log.as_deref()).await;
     }
 
     let baseline = Peer::baseline()?;

@@ -24,9 +24,15 @@ const CLIENTS: usize = 4;
 /// 198.51.100.0/24), so a soak can run beside them.
 const POOL: &str = "198.51.100.192/26";
 
-/// Runs the soak for `seconds` against a daemon started on `dir`.
-pub(crate) async fn soak(sandboxd: &Path, dir: &Path, seconds: u64) -> anyhow::Result<()> {
-    let daemon = Daemon::start_with(sandboxd, dir, None, &["--net-pool", POOL])?;
+/// Runs the soak for `seconds` against a daemon started on `dir`, its log
+/// kept at `log` if given (`--daemon-log`).
+pub(crate) async fn soak(
+    sandboxd: &Path,
+    dir: &Path,
+    seconds: u64,
+    log: Option<&Path>,
+) -> anyhow::Result<()> {
+    let daemon = Daemon::start_with(sandboxd, dir, log, &["--net-pool", POOL])?;
     let cycles = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
