@@ -10,7 +10,7 @@ use sandboxd_core::fault;
 use sandboxd_core::store::{SandboxRecord, SandboxState};
 use sandboxd_core::wire::{ProcessExit, Request};
 
-use super::{Manager, SHUTDOWN_TIMEOUT, Sandbox, lock};
+use super::{Manager, SHUTDOWN_TIMEOUT, Sandbox, SupervisorChild, lock};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
 use crate::steptime::StepTimer;
@@ -36,7 +36,7 @@ impl Manager {
             tracing::error!(sandbox = %sb.id, "supervisor did not shut down in time; killing it");
         }
         match sb.take_child() {
-            Ok(mut child) => {
+            SupervisorChild::Ours(mut child) => {
                 // Reap it (it has exited, or is killed now).
                 if tokio::time::timeout(Duration::from_secs(1), child.wait())
                     .await
@@ -50,7 +50,7 @@ impl Manager {
             // Our own, reaped by its event reader now that its channel
             // closed: it has exited or is exiting, so wait for that rather
             // than take it for a previous daemon's.
-            Err(true) => {
+            SupervisorChild::Reaping => {
                 let mut reaped = sb.reaped.subscribe();
                 if tokio::time::timeout(SHUTDOWN_TIMEOUT, reaped.wait_for(|r| *r))
                     .await
@@ -59,7 +59,7 @@ impl Manager {
                     tracing::error!(sandbox = %sb.id, "supervisor was not reaped in time");
                 }
             }
-            Err(false) => self.stop_detached_supervisor(sb).await,
+            SupervisorChild::NotOurs => self.stop_detached_supervisor(sb).await,
         }
     }
 
@@ -300,7 +300,7 @@ impl Manager {
 /// pid 1 dies with it (parent-death signal), and the host cleanup ends the
 /// rest.
 async fn kill_supervisor(sb: &Sandbox) {
-    if let Ok(mut child) = sb.take_child() {
+    if let SupervisorChild::Ours(mut child) = sb.take_child() {
         let _ = child.start_kill();
         let _ = child.wait().await;
         sb.reaped_by_taker();

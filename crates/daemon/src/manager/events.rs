@@ -29,7 +29,9 @@ use sandboxd_core::store::{ExitReason, ExitRecord, SandboxState};
 use sandboxd_core::wire::{Decoder, Event, ProcessExit, Request};
 use sandboxd_supervisor::now_ms;
 
-use super::{DESTROYED, Manager, Sandbox, exit_record, lock, lost_exit, read_exit_file};
+use super::{
+    DESTROYED, Manager, Sandbox, SupervisorChild, exit_record, lock, lost_exit, read_exit_file,
+};
 use crate::events::EventKind;
 use crate::link::Link;
 
@@ -308,7 +310,7 @@ pub(super) async fn read_events(manager: Arc<Manager>, sb: Arc<Sandbox>, link: A
     manager.on_link_closed(&sb).await;
     // Reap the helper so it never lingers as a zombie (unless a destroy
     // took it first and reaps it).
-    if let Ok(mut child) = sb.take_child() {
+    if let SupervisorChild::Ours(mut child) = sb.take_child() {
         let _ = child.wait().await;
         sb.reaped_by_taker();
     }

@@ -129,17 +129,16 @@ enum SupervisorChild {
 }
 
 impl Sandbox {
-    /// Takes our supervisor child to reap it; the taker must call
-    /// [`Self::reaped_by_taker`] once it has. `Err(true)`: another task is
-    /// reaping it; `Err(false)`: it is not our child.
-    fn take_child(&self) -> Result<SupervisorProc, bool> {
+    /// Takes our supervisor child to reap it, leaving `Reaping` (the taker
+    /// must call [`Self::reaped_by_taker`] once it has), and returns what
+    /// the slot held: `Ours` to reap, `Reaping` (another task reaps it) or
+    /// `NotOurs` (a previous daemon's, left as it is).
+    fn take_child(&self) -> SupervisorChild {
         let mut slot = lock(&self.child);
-        match std::mem::replace(&mut *slot, SupervisorChild::Reaping) {
-            SupervisorChild::Ours(child) => Ok(child),
-            SupervisorChild::Reaping => Err(true),
-            SupervisorChild::NotOurs => {
-                *slot = SupervisorChild::NotOurs;
-                Err(false)
+        match &*slot {
+            SupervisorChild::NotOurs => SupervisorChild::NotOurs,
+            SupervisorChild::Ours(_) | SupervisorChild::Reaping => {
+                std::mem::replace(&mut *slot, SupervisorChild::Reaping)
             }
         }
     }
