@@ -466,3 +466,68 @@ async fn exec_records_of_running_execs_survive_a_daemon_restart() {
     );
     d.finish().await;
 }
+
+/// The exec caps count the execs a restarted daemon finds still running:
+/// without that, every restart would let a client start a full cap's worth
+/// more beside them (here: a second exec where max_execs_per_sandbox is 1).
+#[tokio::test]
+async fn a_restart_keeps_running_execs_under_the_exec_caps() {
+    let dir = crate::remote::TempDir::new("execs-caps-restart");
+    let config = dir.0.join("sandboxd.toml");
+    std::fs::write(&config, "[limits]\nmax_execs_per_sandbox = 1\n").expect("config");
+    let mut d = Daemon::start_with(&["--config", &config.to_string_lossy()]);
+    let mut c = d.clients().await;
+    let mut x = exec_client(&d).await;
+    let id = c.idle("host").await.id;
+    let sleeper = start(&mut x, &id, &["/bin/sleep", "60"]).await;
+    let second = pb::StartExecRequest {
+        sandbox_id: id.clone(),
+        process: Some(argv(&["/bin/true"])),
+    };
+    let full = x
+        .start_exec(second.clone())
+        .await
+        .expect_err("over the cap");
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
+    drop((c, x));
+    d.kill_and_restart();
+    let mut x = exec_client(&d).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while x.inspect_exec(at(&id, sleeper.exec_id)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the running exec is known again");
+    let full = x
+        .start_exec(second.clone())
+        .await
+        .expect_err("still over the cap after the restart");
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
+    assert!(full.message().contains("max_execs_per_sandbox"), "{full:?}");
+    // Its end gives the slot back.
+    x.signal_exec(pb::SignalExecRequest {
+        sandbox_id: id.clone(),
+        exec_id: sleeper.exec_id,
+        signal: 9,
+        group: false,
+    })
+    .await
+    .expect("signal after the restart");
+    wait(&mut x, &id, sleeper.exec_id).await;
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match x.start_exec(second.clone()).await {
+                Ok(r) => return r.into_inner(),
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(s) => panic!("start exec: {s:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a slot once the recovered exec ended");
+    wait(&mut x, &id, started.exec_id).await;
+    d.finish().await;
+}

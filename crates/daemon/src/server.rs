@@ -80,11 +80,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         reason = crate::backend::REASON,
         "backend selected"
     );
+    let execs = Arc::new(crate::service::ExecSlots::new(
+        config.limits.max_execs_per_sandbox,
+        config.limits.max_execs_per_identity,
+    ));
     let manager = Manager::new(
         backend,
         &config.state_dir,
         config.policy.clone(),
         sandboxd_core::net::Leases::new(config.net_pool.clone(), config.ports.clone()),
+        execs.clone(),
     )
     .map_err(|e| anyhow::anyhow!("loading state from {}: {e}", config.state_dir.display()))?;
     manager.reattach().await;
@@ -162,10 +167,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.limits.max_inflight_creates,
         )),
         protected,
-        execs: Arc::new(crate::service::ExecSlots::new(
-            config.limits.max_execs_per_sandbox,
-            config.limits.max_execs_per_identity,
-        )),
+        execs,
     };
 
     let health_reporter = tonic_health::server::HealthReporter::new();

@@ -206,10 +206,20 @@ impl Manager {
                     lock(&sb.record).init_pid = pid;
                 }
                 // A restarted daemon learns the execs still running, so their
-                // records (InspectExec, WaitExec, SignalExec) survive it.
+                // records (InspectExec, WaitExec, SignalExec) survive it, and
+                // so do the exec caps: each holds a slot, charged to the
+                // sandbox's owner (who started it is not recorded), until
+                // its record has an exit.
+                let owner = lock(&sb.record).owner.clone();
                 let mut table = lock(&sb.exec_records);
                 for e in execs {
                     if table.get(e.exec_id).is_none() {
+                        let slot = self.exec_slots.charge(&sb.id, &owner);
+                        let (sb, exec_id) = (sb.clone(), e.exec_id);
+                        tokio::spawn(async move {
+                            sb.wait_exec(exec_id).await;
+                            drop(slot);
+                        });
                         table.insert(super::ExecRecord {
                             exec_id: e.exec_id,
                             pid: e.pid,

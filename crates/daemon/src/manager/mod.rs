@@ -20,6 +20,7 @@ mod destroy;
 mod events;
 mod exec;
 mod exec_records;
+pub mod exec_slots;
 mod recover;
 mod registry;
 mod select;
@@ -245,6 +246,9 @@ pub struct Manager {
     reattach: Mutex<Vec<Arc<Sandbox>>>,
     /// Destroys still tearing down after their reply (`tear_down_later`).
     teardowns: crate::pending::Pending,
+    /// The exec caps, which also count the execs a reattached supervisor
+    /// still runs.
+    exec_slots: Arc<exec_slots::ExecSlots>,
 }
 
 impl Manager {
@@ -254,6 +258,7 @@ impl Manager {
         state_dir: &std::path::Path,
         policy: Policy,
         leases: Leases,
+        exec_slots: Arc<exec_slots::ExecSlots>,
     ) -> ApiResult<Arc<Self>> {
         let store = StateStore::open(state_dir)?;
         let exe = self_exe()?;
@@ -272,6 +277,7 @@ impl Manager {
             next_exec: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(1) << 20),
             reattach: Mutex::new(Vec::new()),
             teardowns: crate::pending::Pending::default(),
+            exec_slots,
         });
         manager.load_previous()?;
         Ok(manager)

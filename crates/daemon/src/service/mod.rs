@@ -23,12 +23,13 @@ use crate::auth::{Authorizer, Caller};
 use crate::error::ApiError;
 use crate::manager::Manager;
 
+pub use crate::manager::exec_slots::{ExecSlot, ExecSlots};
 pub use events::Events;
 pub use execs::Execs;
 pub use host::Host;
 pub use image::{Images, image_error, image_to_pb, pinned_digest};
 pub use logs::Logs;
-pub use process::{ExecSlot, ExecSlots, Processes};
+pub use process::Processes;
 pub use sandbox::Sandboxes;
 
 /// What every service shares.

@@ -1,6 +1,5 @@
 //! ProcessService: Exec (bidirectional stdio stream), ExecSync, SignalProcess.
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Shared;
+use super::{ExecSlot, Shared};
 use crate::convert;
 use crate::error::ApiError;
 use crate::manager::{ExecHandle, ExecStart, ExecStdio, Manager, Sandbox};
@@ -420,115 +419,6 @@ pub(super) async fn start_exec(
     });
     rx.await
         .map_err(|_| ApiError::Internal("the exec task ended without an answer".into()))?
-}
-
-/// Exec and ExecSync calls running at once, per sandbox and per identity
-/// (the config's max_execs_per_sandbox and max_execs_per_identity): each
-/// holds pipes or a terminal in the daemon and a process in the sandbox.
-#[derive(Debug)]
-pub struct ExecSlots {
-    per_sandbox: usize,
-    per_identity: usize,
-    taken: std::sync::Mutex<SlotCounts>,
-}
-
-#[derive(Debug, Default)]
-struct SlotCounts {
-    by_sandbox: HashMap<String, usize>,
-    by_identity: HashMap<String, usize>,
-}
-
-/// One exec's place under both caps, given back when dropped.
-#[derive(Debug)]
-pub struct ExecSlot {
-    slots: Arc<ExecSlots>,
-    sandbox: String,
-    identity: String,
-}
-
-impl ExecSlots {
-    /// Caps of `per_sandbox` and `per_identity` execs at once.
-    pub fn new(per_sandbox: usize, per_identity: usize) -> Self {
-        Self {
-            per_sandbox,
-            per_identity,
-            taken: std::sync::Mutex::default(),
-        }
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, SlotCounts> {
-        self.taken
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A slot for one more exec in `sandbox` by `identity`, or
-    /// RESOURCE_EXHAUSTED naming the cap that is full.
-    pub fn take(self: &Arc<Self>, sandbox: &str, identity: &str) -> Result<ExecSlot, ApiError> {
-        let mut counts = self.counts();
-        let in_sandbox = counts.by_sandbox.get(sandbox).copied().unwrap_or(0);
-        if in_sandbox >= self.per_sandbox {
-            return Err(ApiError::ResourceExhausted(format!(
-                "sandbox {sandbox} already runs {in_sandbox} execs, the daemon's max_execs_per_sandbox; wait for one to end"
-            )));
-        }
-        let of_identity = counts.by_identity.get(identity).copied().unwrap_or(0);
-        if of_identity >= self.per_identity {
-            return Err(ApiError::ResourceExhausted(format!(
-                "identity {identity:?} already runs {of_identity} execs, the daemon's max_execs_per_identity; wait for one to end"
-            )));
-        }
-        *counts.by_sandbox.entry(sandbox.to_owned()).or_default() += 1;
-        *counts.by_identity.entry(identity.to_owned()).or_default() += 1;
-        Ok(ExecSlot {
-            slots: self.clone(),
-            sandbox: sandbox.to_owned(),
-            identity: identity.to_owned(),
-        })
-    }
-}
-
-impl ExecSlots {
-    /// Whether a first exec in a sandbox not created yet would get a slot
-    /// for `identity` now (an Exec stream that creates its sandbox asks
-    /// before creating it; the slot itself is taken afterwards).
-    pub fn admits(&self, identity: &str) -> Result<(), ApiError> {
-        if self.per_sandbox == 0 {
-            return Err(ApiError::ResourceExhausted(
-                "the daemon's max_execs_per_sandbox is 0: no exec can run".into(),
-            ));
-        }
-        let of_identity = self
-            .counts()
-            .by_identity
-            .get(identity)
-            .copied()
-            .unwrap_or(0);
-        if of_identity >= self.per_identity {
-            return Err(ApiError::ResourceExhausted(format!(
-                "identity {identity:?} already runs {of_identity} execs, the daemon's max_execs_per_identity; wait for one to end"
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ExecSlot {
-    fn drop(&mut self) {
-        let mut guard = self.slots.counts();
-        let counts = &mut *guard;
-        for (map, key) in [
-            (&mut counts.by_sandbox, &self.sandbox),
-            (&mut counts.by_identity, &self.identity),
-        ] {
-            if let Some(n) = map.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(key);
-                }
-            }
-        }
-    }
 }
 
 fn clamp_u16(v: u32) -> u16 {
@@ -1086,31 +976,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn exec_slots_cap_each_sandbox_and_each_identity() {
-        let slots = Arc::new(ExecSlots::new(2, 3));
-        let a1 = slots.take("a", "alice").unwrap();
-        let _a2 = slots.take("a", "alice").unwrap();
-        let full = slots.take("a", "bob").unwrap_err().to_string();
-        assert!(full.contains("max_execs_per_sandbox"), "{full}");
-        let _b1 = slots.take("b", "alice").unwrap();
-        let full = slots.take("b", "alice").unwrap_err().to_string();
-        assert!(full.contains("max_execs_per_identity"), "{full}");
-        // Another identity is not held back by alice's.
-        let _b2 = slots.take("b", "bob").unwrap();
-        drop(a1);
-        let _a3 = slots.take("a", "alice").unwrap();
-        assert!(
-            matches!(
-                slots.take("c", "alice"),
-                Err(ApiError::ResourceExhausted(_))
-            ),
-            "freed and retaken"
-        );
-        drop((_a2, _a3, _b1, _b2));
-        let counts = slots.counts();
-        assert!(counts.by_sandbox.is_empty() && counts.by_identity.is_empty());
     }
 }
