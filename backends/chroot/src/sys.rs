@@ -119,42 +119,6 @@ mod linux {
     /// delete through a bind mount into host data.
     pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
         let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-        Ok(info
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(|p| PathBuf::from(unescape_mountinfo(p)))
-            .filter(|p| p.starts_with(dir))
-            .collect())
-    }
-
-    /// mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    fn unescape_mountinfo(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'\\'
-                && i + 3 < bytes.len()
-                && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-            {
-                let v =
-                    (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-                out.push(v);
-                i += 4;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn mountinfo_unescape() {
-            assert_eq!(super::unescape_mountinfo("/a\\040b"), "/a b");
-            assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
-        }
+        Ok(sandboxd_core::mountinfo::mounts_under(&info, dir))
     }
 }

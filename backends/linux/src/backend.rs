@@ -268,18 +268,7 @@ impl Backend for LinuxBackend {
         // with its last process; prove nothing is left before the caller
         // deletes the directory.
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let dir = sandbox.dir.display().to_string();
-        match mountinfo
-            .lines()
-            .find(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
-        {
-            None => Ok(()),
-            Some(line) => Err(BackendError::Io {
-                step: "check mounts",
-                path: sandbox.dir.clone(),
-                source: std::io::Error::other(format!("still mounted: {line}")),
-            }),
-        }
+        nothing_mounted_under(&mountinfo, &sandbox.dir)
     }
 
     fn check_exec(
@@ -372,5 +361,43 @@ impl Backend for LinuxBackend {
 
     fn images(&self) -> Vec<String> {
         sandboxd_supervisor::images::list_images(&self.images_dir)
+    }
+}
+
+/// Proves from `mountinfo` that nothing is mounted at or below `dir`.
+fn nothing_mounted_under(mountinfo: &str, dir: &Path) -> Result<(), BackendError> {
+    match sandboxd_core::mountinfo::mounts_under(mountinfo, dir).first() {
+        None => Ok(()),
+        Some(mount) => Err(BackendError::Io {
+            step: "check mounts",
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(format!("still mounted: {}", mount.display())),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proof that nothing is mounted below a sandbox's directory reads
+    /// mountinfo's escaped paths and compares whole components.
+    #[test]
+    fn a_mount_below_the_sandbox_directory_is_found() {
+        let info = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:40 / /srv/my\\040state/sandboxes/0123456789abcdef/root rw - tmpfs tmpfs rw
+41 22 0:41 / /srv/state/sandboxes/0123456789abcdef0/x rw - tmpfs tmpfs rw
+";
+        let cases = [
+            ("/srv/my state/sandboxes/0123456789abcdef", false),
+            ("/srv/state/sandboxes/0123456789abcdef", true),
+            ("/srv/state/sandboxes/0123456789abcdef0", false),
+            ("/srv/other", true),
+        ];
+        for (dir, clean) in cases {
+            let got = nothing_mounted_under(info, Path::new(dir));
+            assert_eq!(got.is_ok(), clean, "{dir}: {got:?}");
+        }
     }
 }

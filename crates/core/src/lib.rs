@@ -7,7 +7,9 @@
 //! the [`Planner`] trait whose generic `plan()`/`build()` every backend's
 //! pure plan module uses ([`planner`]), the display form of native plans
 //! ([`plan`]), the daemon ↔ supervisor protocol ([`wire`]), the
-//! verification rule ([`verify`]) and the atomic state store ([`store`]). No tokio, no tonic, no `unsafe`.
+//! verification rule ([`verify`]), the atomic state store ([`store`]) and the
+//! mountinfo reading behind "nothing is mounted below" ([`mountinfo`]). No
+//! tokio, no tonic, no `unsafe`.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,7 @@ pub mod backend;
 pub mod capability;
 pub mod fault;
 pub mod logs;
+pub mod mountinfo;
 pub mod net;
 pub mod oci;
 pub mod plan;
