@@ -205,14 +205,22 @@ mod tests {
         let pid = i32::try_from(child.id()).expect("pid");
         let table = crate::sys::HostProcesses;
         // spawn returns once the exec is past its point of no return; the
-        // new arguments are in place a moment later.
-        for _ in 0..200 {
-            if table.args(pid).is_some_and(|a| !a.is_empty()) {
+        // new arguments are in place a moment later, so wait for them (not
+        // for any arguments: one CI run read something else first).
+        let mut seen = None;
+        for _ in 0..400 {
+            seen = table.args(pid);
+            if is_supervisor_in(&table, pid, &id) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(is_supervisor_in(&table, pid, &id));
+        assert!(
+            is_supervisor_in(&table, pid, &id),
+            "pid {pid}: last read {:?}, exit {:?}",
+            seen.map(|a| String::from_utf8_lossy(&a).into_owned()),
+            child.try_wait()
+        );
         assert_eq!(find_supervisors_in(&table, &id), [pid]);
         assert!(!is_supervisor_in(&table, pid, "fedcba9876543210"));
         assert!(!is_supervisor_in(
