@@ -877,3 +877,63 @@ async fn a_missing_working_directory_is_made_inside_the_root_only() {
     assert_eq!(inside, "inside\n");
     d.finish().await;
 }
+
+/// Before a destroy deletes a sandbox's directory, the backend proves from
+/// mountinfo that nothing is mounted below it, or it deletes nothing: a host
+/// mount there (a bind of host data, say) is never deleted through. The
+/// state directory's name has a space, which mountinfo writes as `\040`.
+#[cfg_attr(
+    any(not(target_os = "linux"), feature = "force-chroot"),
+    ignore = "the Linux backend mounts only in pid 1's namespace, so a host mount below a sandbox is foreign to it (the chroot backend unmounts what is below its sandboxes)"
+)]
+#[tokio::test]
+async fn a_destroy_never_deletes_through_a_host_mount_below_the_sandbox() {
+    let mut d = Daemon::start_with_state_dir("state dir");
+    let mut c = d.clients().await;
+    let sb = c.idle("host").await;
+    let below = d.state.join("sandboxes").join(&sb.id).join("root");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&below)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount a tmpfs on {}", below.display());
+    let canary = below.join("canary");
+    std::fs::write(&canary, "host data").expect("canary");
+    // The reply comes once the sandbox is dead; the host cleanup follows.
+    assert!(c.destroy(&sb.id).await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log_text().contains("host cleanup failed") && canary.exists() {
+        assert!(std::time::Instant::now() < deadline, "no cleanup outcome");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kept = std::fs::read_to_string(&canary);
+    // Wherever the mount is now (a destroy that went wrong moved it into
+    // the state directory's trash with the sandbox's directory).
+    for m in crate::harness::mounts_under(&d.state) {
+        let _ = std::process::Command::new("umount").arg(&m).status();
+    }
+    assert_eq!(
+        kept.ok().as_deref(),
+        Some("host data"),
+        "the destroy deleted through the mount below its directory"
+    );
+    assert!(
+        d.log_text().contains("still mounted"),
+        "the cleanup names the mount"
+    );
+    // Kept marked for destruction: the next start finishes it.
+    drop(c);
+    d.kill_and_restart();
+    let dir = d.state.join("sandboxes").join(&sb.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} stays",
+            dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    d.finish().await;
+}

@@ -105,10 +105,9 @@ pub(crate) fn mount_table() -> String {
 pub(crate) fn mount_points() -> Vec<String> {
     let table = mount_table();
     if cfg!(target_os = "linux") {
-        table
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(str::to_owned)
+        // Unescaped (`\040` is a space), so they compare with real paths.
+        sandboxd_core::mountinfo::mount_points(&table)
+            .map(|p| p.to_string_lossy().into_owned())
             .collect()
     } else if cfg!(target_os = "freebsd") {
         table
@@ -285,13 +284,29 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_at(netns, wrapper, extra, env, "state")
+    }
+
+    /// Starts a daemon whose state directory is `state_name` in the test's
+    /// directory (a name with a space, say).
+    pub(crate) fn start_with_state_dir(state_name: &str) -> Self {
+        Self::start_at(None, &[], &[], &[], state_name)
+    }
+
+    fn start_at(
+        netns: Option<&str>,
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        state_name: &str,
+    ) -> Self {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/sandboxd-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
         let socket = dir.join("run/sandboxd.sock");
-        let state = dir.join("state");
+        let state = dir.join(state_name);
         let images = dir.join("images");
         let log = dir.join("daemon.log");
         let mut d = Self {
