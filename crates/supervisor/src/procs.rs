@@ -205,10 +205,11 @@ mod tests {
         let pid = i32::try_from(child.id()).expect("pid");
         let table = crate::sys::HostProcesses;
         // spawn returns once the exec is past its point of no return; the
-        // new arguments are in place a moment later, so wait for them (not
-        // for any arguments: one CI run read something else first).
+        // new arguments are in place a moment later, so wait for them, up
+        // to 10 s on a loaded host (one full run failed this assertion
+        // after waiting 1 s for any arguments; the cause was not found).
         let mut seen = None;
-        for _ in 0..400 {
+        for _ in 0..2000 {
             seen = table.args(pid);
             if is_supervisor_in(&table, pid, &id) {
                 break;
