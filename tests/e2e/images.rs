@@ -1259,13 +1259,7 @@ async fn an_image_working_dir_missing_from_its_layers_is_made_for_execs() {
         .await
         .unwrap();
     let mut c = d.clients().await;
-    let sb = c
-        .create(pb::SandboxSpec {
-            image: "local/nowork:1".into(),
-            mode: pb::SandboxMode::Idle as i32,
-            ..Default::default()
-        })
-        .await;
+    let sb = c.idle("local/nowork:1").await;
     let r = c
         .exec_sync(
             &sb.id,
@@ -1333,13 +1327,7 @@ async fn execs_and_run_use_the_image_entrypoint_cmd_env_and_working_dir() {
     .await
     .unwrap();
     let mut c = d.clients().await;
-    let sb = c
-        .create(pb::SandboxSpec {
-            image: "local/defaults:1".into(),
-            mode: pb::SandboxMode::Idle as i32,
-            ..Default::default()
-        })
-        .await;
+    let sb = c.idle("local/defaults:1").await;
     // ExecSync: the image's Env under the request's (B), its WorkingDir
     // when the request gives no cwd.
     let r = c
