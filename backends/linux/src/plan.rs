@@ -28,8 +28,9 @@
 //!   never written; without overlayfs [`build`] fails rather than bind the
 //!   image read-write. With a disk limit (the daemon's default gives every
 //!   sandbox one) they are on a tmpfs of that size ([`Layer`]), mounted in
-//!   pid 1's private mount namespace; the "host" image's tmpfs root gets the
-//!   same size. Every other tmpfs has a size and an inode cap too: /tmp and
+//!   pid 1's private mount namespace on the root's own mount point, which
+//!   the overlay then covers; the "host" image's tmpfs root gets the same
+//!   size. Every other tmpfs has a size and an inode cap too: /tmp and
 //!   /dev/shm from the spec, /dev [`DEV_TMPFS_BYTES`].
 //! - Client mounts may not target `/proc`, `/sys` or `/dev` (or below): they
 //!   would shadow or be shadowed by the sandbox's own pseudo-filesystems and
@@ -128,6 +129,12 @@ pub enum PlanError {
 }
 
 /// Whether the spec opts into the user namespace.
+/// The new root's mount point, `<sandbox dir>/root`, which the supervisor
+/// creates before pid 1 is cloned.
+fn rootfs(sandbox: &SandboxPaths) -> std::path::PathBuf {
+    sandbox.dir.join("root")
+}
+
 fn wants_userns(spec: &ValidatedSpec) -> bool {
     matches!(
         spec.spec().isolation.user,
@@ -256,7 +263,7 @@ fn build_unchecked(
         join,
         id: sandbox.id.clone(),
         network: network(spec, sandbox, host),
-        rootfs: sandbox.dir.join("root"),
+        rootfs: rootfs(sandbox),
         mounts,
         cgroups,
         steps: steps::steps(spec, sandbox, host, &namespaces),

@@ -208,11 +208,13 @@ fn image(
         });
     }
     // With a disk limit, upper and work live on a tmpfs of that size (in
-    // pid 1's mount namespace only); without one, on the state directory's
+    // pid 1's mount namespace only), mounted on the root's mount point and
+    // covered by the overlay: no directory of its own on the state disk,
+    // where each new inode costs. Without one, on the state directory's
     // filesystem.
     let (base, layer) = match disk {
         Some(bytes) => {
-            let dir = sandbox.dir.join("layer");
+            let dir = super::rootfs(sandbox);
             let layer = Layer {
                 dir: dir.clone(),
                 flags: vec![Nosuid, Nodev],

@@ -1171,7 +1171,7 @@ fn root_filesystem_variants() {
     let RootOp::Mount(root) = &p.mounts[1] else {
         panic!("no root mount");
     };
-    let layer = sandbox().dir.join("layer");
+    let layer = sandbox().dir.join("root");
     assert_eq!(
         root.source,
         MountSource::Overlay {
@@ -1624,16 +1624,18 @@ fn disk_limit_layer_and_rows() {
         other => panic!("no overlay: {other:?}"),
     };
     // A directory image with a disk limit: upper and work on a tmpfs of
-    // that size, mounted on <dir>/layer.
+    // that size, mounted on the root's mount point <dir>/root, which the
+    // overlay then covers: no directory of its own on the state disk.
     let s = spec(|s| {
         s.image = "alpine".into();
         s.limits.disk_bytes = limit(64 << 20);
     });
     let p = build(&s, &sb, &host).expect("plan");
     let (upper, layer) = overlay(&p);
-    assert_eq!(upper, sb.dir.join("layer/upper"));
+    assert_eq!(upper, sb.dir.join("root/upper"));
     let layer = layer.expect("a layer");
-    assert_eq!(layer.dir, sb.dir.join("layer"));
+    assert_eq!(layer.dir, sb.dir.join("root"));
+    assert_eq!(layer.dir, p.rootfs);
     assert_eq!(layer.data, ["mode=700", "size=64m", "nr_inodes=8192"]);
     assert_eq!(row(&s, &host, Property::DiskLimit).level, Level::Enforced);
     assert!(plan(&s, &sb, &host).refusals.is_empty());
@@ -1643,7 +1645,7 @@ fn disk_limit_layer_and_rows() {
     };
     let at = mounts
         .iter()
-        .position(|m| m.fstype == "tmpfs" && m.target.ends_with("/layer"))
+        .position(|m| m.fstype == "tmpfs" && m.target.ends_with("/root"))
         .expect("layer shown");
     assert_eq!(mounts[at + 1].fstype, "overlay");
     assert!(mounts[at].options.contains(&"size=64m".to_owned()));
@@ -1651,7 +1653,7 @@ fn disk_limit_layer_and_rows() {
         mounts[at + 1]
             .options
             .iter()
-            .any(|o| o.ends_with("/layer/upper")),
+            .any(|o| o.ends_with("/root/upper")),
         "{:?}",
         mounts[at + 1]
     );

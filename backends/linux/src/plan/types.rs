@@ -112,10 +112,12 @@ pub enum MountSource {
 /// A tmpfs mounted on a directory of the sandbox's own (a host path), in
 /// pid 1's private mount namespace after `MakePrivate`, so the host never
 /// sees it and it goes away with the namespace. It holds the overlay's
-/// upper and work directories: its `size=` is the disk limit.
+/// upper and work directories: its `size=` is the disk limit. The overlay
+/// is then mounted on the same directory, over it: overlayfs keeps its own
+/// reference to the upper, so the layer needs no path once it is covered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
-    /// The mount point, `<sandbox dir>/layer`.
+    /// The mount point: the root's, `<sandbox dir>/root`.
     pub dir: PathBuf,
     /// Its flags.
     pub flags: Vec<MountFlag>,
