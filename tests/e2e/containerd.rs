@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sandboxd_proto::v1 as pb;
 
-use crate::harness::{Daemon, mount_table};
+use crate::harness::{Daemon, ScratchDir, mount_table};
 
 /// The containerd namespace the tests use.
 const NS: &str = "sandboxd-e2e";
@@ -418,14 +418,12 @@ const NEEDS_LINUX: &str = "needs the Linux backend and containerd on Linux (the 
 /// A daemon allowing containerd's task bundles as roots, a private
 /// containerd, and the test image imported (Linux backend only: the tests
 /// calling it are ignored elsewhere).
-fn setup(test: &str) -> (PathBuf, Daemon, Containerd) {
+fn setup(test: &str) -> (ScratchDir, Daemon, Containerd) {
     assert!(crate::harness::linux_backend(), "{test}: {NEEDS_LINUX}");
-    let dir = PathBuf::from(format!(
+    let dir = ScratchDir::new(format!(
         "/tmp/sandboxd-e2e-ctd-{test}-{}",
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
     let tasks = dir.join("ctd/state/io.containerd.runtime.v2.task");
     let daemon = Daemon::start_with(&["--allow-rootfs-source", tasks.to_str().expect("utf-8")]);
     let ctd = Containerd::start(&dir.join("ctd"), &daemon);
@@ -618,7 +616,6 @@ async fn ctr_runs_tasks_as_sandboxes() {
     ctd.stop();
     assert_no_mounts(&dir);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `ctr run -t`: the process gets a terminal (ctr itself needs one: it runs
@@ -652,7 +649,6 @@ async fn ctr_run_with_a_terminal() {
     ctd.stop();
     assert_no_mounts(&dir);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The shim of a running task is SIGKILLed: containerd runs the shim's
@@ -713,7 +709,6 @@ async fn a_shim_crash_leaves_nothing() {
     ctd.stop();
     assert_no_mounts(&dir);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// sandboxd is SIGKILLed under a running task: the task's Exec stream
@@ -753,15 +748,13 @@ async fn a_daemon_crash_ends_the_task_consistently() {
     ctd.stop();
     assert_no_mounts(&dir);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `spec.rootfs`, the daemon side the shim relies on: only below an
 /// allowed rootfs source, and never through a symlink on the path.
 #[tokio::test]
 async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
-    let daemon_dir = PathBuf::from(format!("/tmp/sandboxd-e2e-rootfs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&daemon_dir);
+    let daemon_dir = ScratchDir::new(format!("/tmp/sandboxd-e2e-rootfs-{}", std::process::id()));
     let allowed = daemon_dir.join("allowed");
     busybox_root(&allowed.join("real/rootfs"));
     busybox_root(&daemon_dir.join("outside/rootfs"));
@@ -805,7 +798,6 @@ async fn rootfs_only_below_allowed_sources_and_without_symlinks() {
     );
     drop(c);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&daemon_dir);
 }
 
 pub(crate) async fn verify(c: &mut crate::harness::Clients, id: &str) -> pb::Verification {

@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::containerd::{
     Containerd, RUNTIME, assert_no_mounts, eventually, oci_image, sandboxes, summary, tail, verify,
 };
-use crate::harness::Daemon;
+use crate::harness::{Daemon, ScratchDir};
 
 /// The runtime handler name kubelet's RuntimeClass would use.
 const HANDLER: &str = "sandboxd";
@@ -145,8 +145,7 @@ fn cpu_weight_file(pid: &str) -> (String, String) {
 )]
 #[tokio::test]
 async fn cri_pod_lifecycle_through_the_cri_socket() {
-    let dir = std::path::PathBuf::from(format!("/tmp/sandboxd-e2e-cri-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ScratchDir::new(format!("/tmp/sandboxd-e2e-cri-{}", std::process::id()));
     let ctd_dir = dir.join("ctd");
     let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");
     // The CRI plugin bind-mounts each pod's /etc/hosts, /etc/resolv.conf,
@@ -514,7 +513,6 @@ async fn cri_pod_lifecycle_through_the_cri_socket() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_no_mounts(&dir);
     drop(ctd);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The bridge the CNI test's `bridge` plugin makes on the host, unique to
@@ -568,7 +566,7 @@ fn cni_pod_config(logs: &Path, hostname: &str) -> cri::PodSandboxConfig {
 /// containerd with the CRI plugin configured for CNI, and a CRI client.
 struct CniSetup {
     _bridge: BridgeGuard,
-    dir: std::path::PathBuf,
+    dir: ScratchDir,
     ipam: std::path::PathBuf,
     daemon: Daemon,
     ctd: Containerd,
@@ -587,11 +585,10 @@ async fn cni_setup(tag: &str, bridge: &'static str, subnet: &str, allow_netns: b
         "containernetworking-plugins is installed ({CNI_BIN}; .ci/run installs it)"
     );
     let _bridge = BridgeGuard(bridge);
-    let dir = std::path::PathBuf::from(format!(
+    let dir = ScratchDir::new(format!(
         "/tmp/sandboxd-e2e-cri-{tag}-{}",
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&dir);
     let ctd_dir = dir.join("ctd");
     let tasks = ctd_dir.join("state/io.containerd.runtime.v2.task");
     let cri_root = ctd_dir.join("root/io.containerd.grpc.v1.cri/sandboxes");
@@ -887,7 +884,6 @@ async fn cri_pod_with_cni_networking() {
     assert_no_mounts(&dir);
     drop(ctd);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg_attr(
@@ -957,5 +953,4 @@ async fn a_cni_pod_is_refused_without_the_flag_and_leaves_nothing() {
     assert_no_mounts(&dir);
     drop(ctd);
     daemon.finish().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -916,6 +916,90 @@ impl Drop for SourceDir {
     }
 }
 
+/// A test's own scratch directory outside a [`Daemon`]'s (containerd's
+/// root and state, CNI configuration): emptied when made, removed on drop,
+/// so a test that fails half-way leaves nothing for the leak check either.
+/// Declare it before what runs in it (drops run in reverse): a guard that
+/// unmounts (`Containerd`) then drops first; while anything is still
+/// mounted below, the directory is kept rather than deleted through it.
+pub(crate) struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        // A previous run's, unless it left a mount: never deleted through.
+        let left = mounts_under(&path);
+        assert!(
+            left.is_empty(),
+            "mounted below {}: {left:?}",
+            path.display()
+        );
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        Self { path }
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if mounts_under(&self.path).is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A test that panics half-way leaves no scratch directory behind, and a
+/// scratch directory with something still mounted below is kept, never
+/// deleted through the mount.
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "mounts a tmpfs with Linux's mount(2) to stand for a mount left below"
+)]
+#[test]
+fn a_scratch_dir_goes_with_its_test_but_never_through_a_mount() {
+    let path = PathBuf::from(format!("/tmp/sandboxd-e2e-scratch-{}", std::process::id()));
+    let panicked = std::panic::catch_unwind(|| {
+        let dir = ScratchDir::new(&path);
+        std::fs::write(dir.join("file"), "x").expect("write");
+        panic!("a test failing half-way");
+    });
+    assert!(panicked.is_err());
+    assert!(!path.exists(), "{} left by a failed test", path.display());
+
+    #[cfg(target_os = "linux")]
+    {
+        let dir = ScratchDir::new(&path);
+        let below = dir.join("mnt");
+        std::fs::create_dir(&below).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &below,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .expect("mount a tmpfs below");
+        std::fs::write(below.join("kept"), "x").expect("write below");
+        drop(dir);
+        let kept = below.join("kept").exists();
+        nix::mount::umount(&below).expect("umount");
+        assert!(kept, "deleted through the mount below");
+        assert!(path.exists(), "removed with a mount below");
+        drop(ScratchDir::new(&path));
+        assert!(!path.exists());
+    }
+}
+
 /// A failed test's cleanup finds each running sandbox's supervisor, and
 /// only it (not the sandbox's pid 1, which runs the same arguments).
 #[tokio::test]
