@@ -87,6 +87,49 @@ async fn wait(c: &mut crate::harness::Clients, id: &str) {
         .expect("wait");
 }
 
+/// A destroyed sandbox's directory is emptied and renamed into place for
+/// the next create (`StateStore::retire`): the next sandbox's logs and exit
+/// show nothing of the last one's.
+#[tokio::test]
+async fn a_reused_sandbox_directory_shows_nothing_of_the_last_sandbox() {
+    use std::os::unix::fs::MetadataExt;
+
+    let d = Daemon::start();
+    let mut c = d.clients().await;
+    let mut l = log_client(&d).await;
+    let spare = d.state.join("spare");
+    let old = create(
+        &mut c,
+        pb::SandboxMode::Process,
+        "echo secret of the last sandbox; echo more >&2; exit 7",
+    )
+    .await;
+    wait(&mut c, &old).await;
+    let ino = std::fs::metadata(d.state.join("sandboxes").join(&old))
+        .expect("the sandbox's directory")
+        .ino();
+    assert!(c.destroy(&old).await);
+    // Retired off the destroy's path.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&spare).map_or(0, Iterator::count) == 0 {
+        assert!(Instant::now() < deadline, "no spare after the destroy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = create(&mut c, pb::SandboxMode::Process, "echo new").await;
+    wait(&mut c, &new).await;
+    let dir = d.state.join("sandboxes").join(&new);
+    assert_eq!(
+        std::fs::metadata(&dir).expect("dir").ino(),
+        ino,
+        "the directory was not reused"
+    );
+    assert_eq!(text(&read(&mut l, req(&new)).await, None), "new\n");
+    let exit = c.wait(&new).await;
+    assert_eq!(exit.exit_code, 0, "{exit:?}");
+    assert!(c.destroy(&new).await);
+    d.finish().await;
+}
+
 #[tokio::test]
 async fn main_output_is_logged_with_tail_since_and_streams() {
     let d = Daemon::start();

@@ -104,7 +104,7 @@ impl Manager {
             // blocking pool the daemon already has, not a thread per
             // destroy (each new thread would get its own malloc arena).
             if let Some(trashed) = store.remove_unsynced(&paths.id)? {
-                tokio::task::spawn_blocking(move || sandboxd_core::store::delete_trash(&trashed));
+                tokio::task::spawn_blocking(move || store.retire(&trashed));
             }
             // The two halves of the destroy's last step (see steptime).
             tracing::debug!(
