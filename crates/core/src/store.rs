@@ -342,7 +342,8 @@ pub struct StateStore {
 }
 
 /// `spare/` in the state directory: sandbox directories a destroy emptied
-/// (all but an empty `root/`, the mount point every backend makes) instead
+/// (all but an empty `root/`, the mount point every backend makes, and an
+/// empty `logs/`) instead
 /// of deleting them, which [`StateStore::create_sandbox_dir`] renames into
 /// place. A directory is an inode made and freed on the state disk, and on
 /// ext4 the allocator skips recently freed inodes one by one: under a
@@ -372,8 +373,9 @@ const SPARE: &str = "spare";
 /// creates.
 const MAX_SPARES: usize = 32;
 
-/// The one entry a spare keeps: a sandbox's root mount point, if empty.
-const SPARE_KEEPS: &str = "root";
+/// The entries a spare keeps, each only as an empty directory: a sandbox's
+/// root mount point and its log directory (`crate::logs::DIR`).
+const SPARE_KEEPS: [&str; 2] = ["root", crate::logs::DIR];
 
 impl StateStore {
     /// Opens (creating) the store under `state_dir`. `sandboxes` inside it
@@ -436,7 +438,8 @@ impl StateStore {
 
     /// Creates the directory of a new sandbox (an existing one must be a
     /// real directory, not a symlink): a spare renamed into place when
-    /// there is one ([`Self::retire`]), else a new directory.
+    /// there is one ([`Self::retire`]; it may hold an empty `root/` and
+    /// `logs/`, which their makers take as they are), else a new one.
     pub fn create_sandbox_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
         let dir = self.sandbox_dir(id)?;
         let spare = lock(&self.spares.names).pop();
@@ -833,7 +836,8 @@ impl StateStore {
 
 impl StateStore {
     /// Disposes of a directory [`Self::remove_unsynced`] moved into
-    /// `trash/`: emptied of everything but an empty `root/` and kept as a
+    /// `trash/`: emptied of everything but an empty `root/` and `logs/`
+    /// (see [`SPARE_KEEPS`]) and kept as a
     /// spare for [`Self::create_sandbox_dir`], or, past [`MAX_SPARES`] or
     /// when it cannot be emptied, deleted. Best effort: what is left in
     /// `trash/` goes at the next start. The caller has proved nothing is
@@ -864,8 +868,8 @@ impl StateStore {
     }
 }
 
-/// Deletes everything in `dir` but an empty `root/` directory: whether it
-/// all went. Never follows a symlink (`remove_dir_all` does not either).
+/// Deletes everything in `dir` but the empty directories [`SPARE_KEEPS`]
+/// names: whether it all went. Never follows a symlink (`remove_dir_all` does not either).
 fn empty_but_root(dir: &Path) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return false;
@@ -879,7 +883,7 @@ fn empty_but_root(dir: &Path) -> bool {
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir
-            && entry.file_name() == SPARE_KEEPS
+            && SPARE_KEEPS.iter().any(|k| entry.file_name() == *k)
             && fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none())
         {
             continue;
@@ -1771,6 +1775,16 @@ mod spare_tests {
         let cases: &[(&str, Setup, &[&str])] = &[
             ("an empty root is kept", |_, _| {}, &["root"]),
             (
+                "an empty log directory is kept",
+                |d, _| fs::create_dir(d.join("logs")).unwrap(),
+                &["logs", "root"],
+            ),
+            (
+                "a symlink named logs goes, its target stays",
+                |d, outside| symlink(outside, d.join("logs")).unwrap(),
+                &["root"],
+            ),
+            (
                 "files, logs, a socket's name, an overlay upper",
                 |d, _| {
                     fs::write(d.join("record.json"), "{}").unwrap();
@@ -1818,8 +1832,8 @@ mod spare_tests {
             let d = store.create_sandbox_dir(new).unwrap();
             assert_eq!(fs::metadata(&d).unwrap().ino(), ino, "{what}: not reused");
             assert_eq!(names(&d), *left, "{what}");
-            if left.contains(&"root") {
-                assert!(names(&d.join("root")).is_empty(), "{what}");
+            for kept in *left {
+                assert!(names(&d.join(kept)).is_empty(), "{what}: {kept}");
             }
             assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700, "{what}");
             assert_eq!(names(&outside), ["host-file"], "{what}: followed a symlink");
