@@ -342,8 +342,8 @@ pub struct StateStore {
 }
 
 /// `spare/` in the state directory: sandbox directories a destroy emptied
-/// (all but an empty `root/`, the mount point every backend makes, and an
-/// empty `logs/`) instead
+/// (all but `root/`, the mount point every backend makes, emptied too)
+/// instead
 /// of deleting them, which [`StateStore::create_sandbox_dir`] renames into
 /// place. A directory is an inode made and freed on the state disk, and on
 /// ext4 the allocator skips recently freed inodes one by one: under a
@@ -373,9 +373,13 @@ const SPARE: &str = "spare";
 /// creates.
 const MAX_SPARES: usize = 32;
 
-/// The entries a spare keeps, each only as an empty directory: a sandbox's
-/// root mount point and its log directory (`crate::logs::DIR`).
-const SPARE_KEEPS: [&str; 2] = ["root", crate::logs::DIR];
+/// The entries a spare keeps, emptied, if they are directories (not
+/// symlinks): a sandbox's root mount point, which nothing holds open once
+/// the sandbox is gone. Not its log directory: a Logs stream that follows
+/// a sandbox holds that directory open and lists it again for new files
+/// (a rotation's) until it sees the sandbox ended, so, reused, it could show
+/// the next sandbox's output to the last one's reader.
+const SPARE_KEEPS: [&str; 1] = ["root"];
 
 impl StateStore {
     /// Opens (creating) the store under `state_dir`. `sandboxes` inside it
@@ -438,8 +442,8 @@ impl StateStore {
 
     /// Creates the directory of a new sandbox (an existing one must be a
     /// real directory, not a symlink): a spare renamed into place when
-    /// there is one ([`Self::retire`]; it may hold an empty `root/` and
-    /// `logs/`, which their makers take as they are), else a new one.
+    /// there is one ([`Self::retire`]; it may hold an empty `root/`, which
+    /// its maker takes as it is), else a new one.
     pub fn create_sandbox_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
         let dir = self.sandbox_dir(id)?;
         let spare = lock(&self.spares.names).pop();
@@ -836,14 +840,14 @@ impl StateStore {
 
 impl StateStore {
     /// Disposes of a directory [`Self::remove_unsynced`] moved into
-    /// `trash/`: emptied of everything but an empty `root/` and `logs/`
-    /// (see [`SPARE_KEEPS`]) and kept as a
+    /// `trash/`: emptied of everything but `root/`, emptied too (see
+    /// [`SPARE_KEEPS`]), and kept as a
     /// spare for [`Self::create_sandbox_dir`], or, past [`MAX_SPARES`] or
     /// when it cannot be emptied, deleted. Best effort: what is left in
     /// `trash/` goes at the next start. The caller has proved nothing is
     /// mounted below it (as for any removal).
     pub fn retire(&self, trashed: &Path) {
-        let keep = lock(&self.spares.names).len() < MAX_SPARES && empty_but_root(trashed);
+        let keep = lock(&self.spares.names).len() < MAX_SPARES && empty_but_kept(trashed);
         let name = trashed.file_name().filter(|_| keep).and_then(|from| {
             let n = self
                 .spares
@@ -868,9 +872,17 @@ impl StateStore {
     }
 }
 
-/// Deletes everything in `dir` but the empty directories [`SPARE_KEEPS`]
-/// names: whether it all went. Never follows a symlink (`remove_dir_all` does not either).
-fn empty_but_root(dir: &Path) -> bool {
+/// Empties `dir`: everything in it goes but the directories
+/// [`SPARE_KEEPS`] names, which are emptied the same way and kept. Whether
+/// it all went. Never follows a symlink (`remove_dir_all` does not either;
+/// a symlink is never taken for a directory to keep).
+fn empty_but_kept(dir: &Path) -> bool {
+    empty(dir, &SPARE_KEEPS)
+}
+
+/// Removes every entry of `dir` but the directories named in `keep`, which
+/// are emptied (of everything) instead: whether it all went.
+fn empty(dir: &Path, keep: &[&str]) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return false;
     };
@@ -882,10 +894,8 @@ fn empty_but_root(dir: &Path) -> bool {
         };
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir
-            && SPARE_KEEPS.iter().any(|k| entry.file_name() == *k)
-            && fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none())
-        {
+        if is_dir && keep.iter().any(|k| entry.file_name() == *k) {
+            emptied &= empty(&path, &[]);
             continue;
         }
         let removed = if is_dir {
@@ -1775,13 +1785,8 @@ mod spare_tests {
         let cases: &[(&str, Setup, &[&str])] = &[
             ("an empty root is kept", |_, _| {}, &["root"]),
             (
-                "an empty log directory is kept",
+                "a log directory goes, even empty",
                 |d, _| fs::create_dir(d.join("logs")).unwrap(),
-                &["logs", "root"],
-            ),
-            (
-                "a symlink named logs goes, its target stays",
-                |d, outside| symlink(outside, d.join("logs")).unwrap(),
                 &["root"],
             ),
             (
@@ -1798,9 +1803,21 @@ mod spare_tests {
                 &["root"],
             ),
             (
-                "a root with something in it goes",
-                |d, _| fs::write(d.join("root/left"), "secret").unwrap(),
-                &[],
+                "a root with something in it is emptied",
+                |d, _| {
+                    fs::create_dir_all(d.join("root/etc")).unwrap();
+                    fs::write(d.join("root/etc/left"), "secret").unwrap();
+                    fs::write(d.join("root/left"), "secret").unwrap();
+                },
+                &["root"],
+            ),
+            (
+                "a symlink in root goes, its target stays",
+                |d, outside| {
+                    symlink(outside, d.join("root/dir")).unwrap();
+                    symlink(outside.join("host-file"), d.join("root/file")).unwrap();
+                },
+                &["root"],
             ),
             (
                 "a symlink named root goes, its target stays",
