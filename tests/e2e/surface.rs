@@ -411,10 +411,14 @@ async fn a_cancelled_exec_stream_kills_its_process() {
     d.finish().await;
 }
 
+/// The control socket exists only once the daemon that started the
+/// supervisor is gone (a daemon that stays never needs it); a restarted
+/// daemon reattaches through it, and while that one is attached any other
+/// peer is turned away and the daemon keeps its channel.
 #[tokio::test]
 async fn the_supervisor_control_socket_serves_one_daemon_at_a_time() {
     use std::io::Read;
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let mut c = d.clients().await;
     let sb = c.idle("host").await;
     let path = d
@@ -422,8 +426,42 @@ async fn the_supervisor_control_socket_serves_one_daemon_at_a_time() {
         .join("sandboxes")
         .join(&sb.id)
         .join("supervisor.sock");
-    // Another root process connects while the daemon's channel is live: it
-    // is turned away, and the daemon keeps its channel.
+    assert!(
+        !path.exists(),
+        "bound while its daemon is attached: {}",
+        path.display()
+    );
+    // A restarted daemon reattaches (the old channel is gone).
+    d.kill_and_restart();
+    let c = d.clients().await;
+    let exec = |c: &Clients, text: &'static str| {
+        let mut p = c.processes.clone();
+        let id = sb.id.clone();
+        async move {
+            p.exec_sync(pb::ExecSyncRequest {
+                sandbox_id: id,
+                process: Some(argv(&["/bin/echo", text])),
+                ..Default::default()
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().stdout == format!("{text}\n").as_bytes())
+        }
+    };
+    let mut ok = false;
+    for _ in 0..100 {
+        if exec(&c, "reattached").await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ok,
+        "the restarted daemon did not reattach:\n{}",
+        d.log_text()
+    );
+    // Another root process connects while that daemon's channel is live:
+    // it is turned away, and the daemon keeps its channel.
     let mut intruder = std::os::unix::net::UnixStream::connect(&path).expect("connect");
     intruder
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -437,33 +475,7 @@ async fn the_supervisor_control_socket_serves_one_daemon_at_a_time() {
         String::from_utf8_lossy(&buf[..n])
     );
     drop(intruder);
-    let r = c.sh(&sb.id, "echo still-mine").await;
-    assert_eq!(out(&r), "still-mine\n");
-    // A restarted daemon still reattaches (the old channel is gone).
-    let mut d = d;
-    d.kill_and_restart();
-    let mut c = d.clients().await;
-    let mut ok = false;
-    for _ in 0..100 {
-        let r = c
-            .processes
-            .exec_sync(pb::ExecSyncRequest {
-                sandbox_id: sb.id.clone(),
-                process: Some(argv(&["/bin/sh", "-c", "echo reattached"])),
-                ..Default::default()
-            })
-            .await;
-        if r.is_ok_and(|r| r.into_inner().stdout == b"reattached\n") {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        ok,
-        "the restarted daemon did not reattach:\n{}",
-        d.log_text()
-    );
+    assert!(exec(&c, "still-mine").await, "{}", d.log_text());
     d.finish().await;
 }
 

@@ -35,8 +35,7 @@ impl ChrootIsolation {
 }
 
 impl Isolation for ChrootIsolation {
-    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
-        meanwhile();
+    fn setup(&mut self) -> Result<(), StepError> {
         if let Err(e) = build_root(&self.setup) {
             let _ = self.teardown();
             return Err(e);

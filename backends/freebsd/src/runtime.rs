@@ -572,8 +572,7 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), StepError> {
 }
 
 impl Isolation for FreeBsdIsolation {
-    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
-        meanwhile();
+    fn setup(&mut self) -> Result<(), StepError> {
         if let Err(e) = self.setup_inner() {
             // Undo whatever was done; the first error is the one to report.
             let _ = self.teardown();

@@ -288,7 +288,7 @@ impl LinuxIsolation {
         Ok(())
     }
 
-    fn setup_inner(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
+    fn setup_inner(&mut self) -> Result<(), StepError> {
         let id_map = supervisor_steps(&self.launch.plan)?;
         // Before the clone only the v2 cgroup, which pid 1 is cloned
         // straight into; the v1 ones (a hybrid host's) are made while pid 1
@@ -401,7 +401,6 @@ impl LinuxIsolation {
                         .failure_within(std::time::Duration::from_millis(100))
                         .unwrap_or(e));
                 }
-                meanwhile();
                 // A reaper says Ready; an init's successful exec closes the
                 // pipe with nothing said.
                 let ready = loop {
@@ -664,8 +663,8 @@ pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<(), StepError> {
 }
 
 impl Isolation for LinuxIsolation {
-    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError> {
-        let result = self.setup_inner(meanwhile);
+    fn setup(&mut self) -> Result<(), StepError> {
+        let result = self.setup_inner();
         if result.is_err() {
             let _ = self.teardown();
         }

@@ -49,11 +49,8 @@ impl StepError {
 /// What a backend does to build, enter and remove its sandbox.
 pub trait Isolation {
     /// In the supervisor, before any process starts (mounts, jail, ...). On
-    /// error it must have undone whatever it did. `meanwhile` is the
-    /// supervisor's own preparation (its control socket): called once, at a
-    /// moment the backend would otherwise only wait (Linux: while pid 1
-    /// builds the root), or first by a backend that never waits.
-    fn setup(&mut self, meanwhile: &mut dyn FnMut()) -> Result<(), StepError>;
+    /// error it must have undone whatever it did.
+    fn setup(&mut self) -> Result<(), StepError>;
     /// In each forked child, before privileges are dropped: enter the
     /// sandbox (chroot, jail_attach, setns) and chdir to its root. The
     /// child goes on to exec: a backend with a pid namespace has its
@@ -237,8 +234,11 @@ struct Supervisor<I: Isolation> {
     stopping: Option<i32>,
     /// Set at the end: no process of the sandbox is left (`Isolation::none_left`).
     none_left: bool,
-    /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`).
+    /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`),
+    /// bound once the daemon is gone ([`Supervisor::listen_for_a_daemon`]).
     control: Option<std::os::unix::net::UnixListener>,
+    /// Whether binding it was tried (once).
+    listening: bool,
     null: OwnedFd,
     /// The main process's output capture (PROCESS and INIT).
     capture: Option<Capture>,
@@ -306,26 +306,10 @@ pub fn supervise<I: Isolation>(
     if let Some(output) = &main_output {
         isolation.main_output(output);
     }
-    // A daemon that restarts reconnects here (the directory is the
-    // sandbox's own, 0700 under the state dir). Without it the sandbox still
-    // runs; only reattaching is lost. Bound while the backend waits (pid 1
-    // builds the root), a step off the create's path.
-    let control_path = config.exit_file.with_file_name(CONTROL_SOCKET);
-    let mut control = None;
-    let mut bound = false;
-    let mut bind_control = || {
-        if !bound {
-            bound = true;
-            control = bind_control_socket(&control_path, &config.sandbox_id);
-            crate::timing::mark("control socket");
-        }
-    };
-    if let Err(e) = isolation.setup(&mut bind_control) {
+    if let Err(e) = isolation.setup() {
         return fail(&mut chan, e);
     }
-    // Once, also where the backend did not call it.
-    bind_control();
-    crate::timing::mark("isolation setup (rest)");
+    crate::timing::mark("isolation setup");
     let oom_at_start = isolation.oom_kills();
     let mut sup = Supervisor {
         chan,
@@ -340,7 +324,8 @@ pub fn supervise<I: Isolation>(
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
-        control,
+        control: None,
+        listening: false,
         null,
         capture,
     };
@@ -483,6 +468,7 @@ impl<I: Isolation> Supervisor<I> {
             }
         }
         loop {
+            self.listen_for_a_daemon();
             let mut fds = vec![PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
             if let Some(l) = &self.control {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
@@ -555,9 +541,8 @@ impl<I: Isolation> Supervisor<I> {
                     Err(_) => self.chan.close(),
                 }
             }
-            // After the channel: a daemon that died and one that restarted
-            // are seen in that order (its hang-up is already pending when
-            // the new one connects).
+            // Bound only once the channel closed (above): a restarted
+            // daemon cannot connect before its predecessor's hang-up is seen.
             if control_ready {
                 self.accept_daemon();
             }
@@ -575,6 +560,20 @@ impl<I: Isolation> Supervisor<I> {
             if ended {
                 return self.finish();
             }
+        }
+    }
+
+    /// Once the daemon is gone (its channel closed), binds the control
+    /// socket a restarted daemon reattaches through; once. Not before: a
+    /// socket is an inode made and deleted on the state disk per sandbox,
+    /// which a daemon that stays never needs (the restarted one retries
+    /// while this supervisor lives). Without it the sandbox still runs;
+    /// only reattaching is lost.
+    fn listen_for_a_daemon(&mut self) {
+        if self.chan.is_closed() && !self.listening {
+            self.listening = true;
+            let path = self.config.exit_file.with_file_name(CONTROL_SOCKET);
+            self.control = bind_control_socket(&path, &self.config.sandbox_id);
         }
     }
 

@@ -146,8 +146,7 @@ impl Manager {
     pub async fn reattach(self: &Arc<Self>) {
         let pending = std::mem::take(&mut *lock(&self.reattach));
         for sb in pending {
-            let path = sb.paths.dir.join(sandboxd_supervisor::CONTROL_SOCKET);
-            match link::connect(&path).await {
+            match connect_supervisor(&sb).await {
                 Ok(link) => {
                     let link = Arc::new(link);
                     *lock(&sb.link) = Some(link.clone());
@@ -174,6 +173,35 @@ impl Manager {
             }
         }
         self.events.emit(EventKind::ReconcileComplete, "", 0, None);
+    }
+}
+
+/// How long a restarted daemon waits for a live supervisor to bind its
+/// control socket, which it does once it has seen the previous daemon's
+/// channel close: a daemon restarted at once may look first.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
+
+/// Connects to `sb`'s supervisor through its control socket, retrying while
+/// the socket is not there yet (or not listening) and the supervisor runs.
+async fn connect_supervisor(sb: &super::Sandbox) -> std::io::Result<link::Link> {
+    let path = sb.paths.dir.join(sandboxd_supervisor::CONTROL_SOCKET);
+    let deadline = std::time::Instant::now() + ATTACH_WAIT;
+    loop {
+        match link::connect(&path).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && std::time::Instant::now() < deadline
+                    && sandboxd_supervisor::sys::is_supervisor(
+                        sb.record().supervisor_pid,
+                        &sb.id,
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
     }
 }
 
