@@ -63,6 +63,68 @@ pub(crate) struct Rate {
     /// Host CPU time (all processes and the kernel, `/proc/stat` busy time
     /// without steal) per completed operation, in ms; None if unreadable.
     pub(crate) cpu_ms_per_op: Option<f64>,
+    /// sandboxd's runs: that CPU time by who spent it; None for b, or if
+    /// unreadable.
+    pub(crate) roles: Option<Roles>,
+}
+
+/// Host CPU per operation by role, in ms, from `/proc/<pid>/stat` of the
+/// daemon and its zygote. The supervisors are the daemon's children
+/// (forked by the zygote with `CLONE_PARENT`), so what they, their pid 1s
+/// and the main processes spent reaches the daemon's reaped time when it
+/// waits for them (a supervisor still running at the end is not counted:
+/// at most the two in flight).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Roles {
+    /// The daemon's own threads (gRPC, journal, cleanup, the netns pool).
+    pub(crate) daemon: f64,
+    /// The zygote's own (forking the supervisors).
+    pub(crate) zygote: f64,
+    /// Supervisors, pid 1s and main processes, reaped by the daemon.
+    pub(crate) sandboxes: f64,
+    /// The rest of the host's busy time: the bench's own clients, kernel
+    /// threads (namespace and cgroup teardown), interrupts.
+    pub(crate) other: f64,
+}
+
+/// The daemon's and its zygote's CPU times at one moment.
+#[derive(Debug, Clone, Copy)]
+struct RoleCpu {
+    daemon: procfs::ProcCpu,
+    zygote_pid: u32,
+    zygote: Duration,
+}
+
+impl RoleCpu {
+    fn read(daemon: &Daemon) -> Option<Self> {
+        let zygote_pid = procfs::children_of(daemon.pid())
+            .into_iter()
+            .find(|p| procfs::is_zygote(*p))?;
+        Some(Self {
+            daemon: procfs::proc_cpu(daemon.pid())?,
+            zygote_pid,
+            zygote: procfs::proc_cpu(zygote_pid)?.own,
+        })
+    }
+
+    /// Per operation over `total` operations since `before`; None if the
+    /// zygote was replaced meanwhile.
+    fn since(self, before: Self, total: u64, host_ms: Option<f64>) -> Option<Roles> {
+        if total == 0 || self.zygote_pid != before.zygote_pid {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)] // op counts are far below 2^52
+        let per_op = |d: Duration| d.as_secs_f64() * 1e3 / total as f64;
+        let daemon = per_op(self.daemon.own.saturating_sub(before.daemon.own));
+        let zygote = per_op(self.zygote.saturating_sub(before.zygote));
+        let sandboxes = per_op(self.daemon.reaped.saturating_sub(before.daemon.reaped));
+        Some(Roles {
+            daemon,
+            zygote,
+            sandboxes,
+            other: (host_ms? - daemon - zygote - sandboxes).max(0.0),
+        })
+    }
 }
 
 /// Results of the memory phase, in KiB.
@@ -407,6 +469,7 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
             clients.push(daemon.connect().await?);
         }
         let cpu = procfs::busy_cpu();
+        let roles_before = RoleCpu::read(daemon);
         let start = Instant::now();
         let tasks: Vec<_> = clients
             .into_iter()
@@ -428,7 +491,11 @@ async fn throughput(args: &Args, daemon: &Daemon, root: &Path, baseline: &Peer) 
             total += n;
             longest = longest.max(d);
         }
-        anyhow::Ok(Rate::of(total, longest, cpu))
+        let mut rate = Rate::of(total, longest, cpu);
+        rate.roles = RoleCpu::read(daemon)
+            .zip(roles_before)
+            .and_then(|(after, before)| after.since(before, total, rate.cpu_ms_per_op));
+        anyhow::Ok(rate)
     }
     .await
     .map_err(|e| format!("failed: {e:#}"));
@@ -451,6 +518,7 @@ impl Rate {
         Self {
             ops_per_sec: n / elapsed.as_secs_f64(),
             cpu_ms_per_op,
+            roles: None,
         }
     }
 }

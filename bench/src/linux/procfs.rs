@@ -97,6 +97,47 @@ fn ppid_of(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A process's CPU time from `/proc/<pid>/stat`: its own (user + system)
+/// and that of the children it has waited for, which includes their
+/// children's in turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcCpu {
+    /// utime + stime.
+    pub(crate) own: std::time::Duration,
+    /// cutime + cstime.
+    pub(crate) reaped: std::time::Duration,
+}
+
+/// [`ProcCpu`] of `pid`, None if it cannot be read.
+pub(crate) fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    proc_cpu_of(&stat, u64::try_from(hz).ok().filter(|h| *h > 0)?)
+}
+
+/// Parses [`ProcCpu`] out of a `/proc/<pid>/stat` line, in ticks of `hz`:
+/// fields 14-17 (utime, stime, cutime, cstime), counted after the command
+/// name's last `)`, as it may hold spaces and parentheses.
+fn proc_cpu_of(stat: &str, hz: u64) -> Option<ProcCpu> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (the state) is the first after the name: 14-17 are 11-14.
+    let ticks: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [utime, stime, cutime, cstime] = ticks[..] else {
+        return None;
+    };
+    let time = |t: u64| std::time::Duration::from_nanos(t.saturating_mul(1_000_000_000) / hz);
+    Some(ProcCpu {
+        own: time(utime + stime),
+        reaped: time(cutime + cstime),
+    })
+}
+
 /// Whether anything is mounted at or below `dir` (in this mount namespace).
 pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
     let needle = dir.display().to_string();
@@ -140,6 +181,36 @@ mod tests {
         );
         assert_eq!(busy_of("intr 1 2 3\n"), None);
         assert_eq!(busy_of("cpu  1 x 3\n"), None);
+    }
+
+    #[test]
+    fn cpu_times_come_from_fields_14_to_17() {
+        let ms = std::time::Duration::from_millis;
+        let cases: &[(&str, Option<(u64, u64)>)] = &[
+            (
+                "42 (sandboxd) S 1 42 42 0 -1 4194560 900 0 0 0 30 12 7 5 20 0 3 0 100 1000 200",
+                Some((420, 120)),
+            ),
+            // A name with spaces and parentheses.
+            (
+                "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 1 2 3 4 20 0 1 0 1 1 1",
+                Some((30, 70)),
+            ),
+            ("7 (short) R 1 7 7 0 -1 0 0 0 0 0 1 2", None),
+            ("7 (bad) R 1 7 7 0 -1 0 0 0 0 0 1 x 3 4 20", None),
+            ("no name", None),
+        ];
+        for (stat, want) in cases {
+            let got = proc_cpu_of(stat, 100);
+            assert_eq!(
+                got,
+                want.map(|(own, reaped)| ProcCpu {
+                    own: ms(own),
+                    reaped: ms(reaped)
+                }),
+                "{stat}"
+            );
+        }
     }
 
     #[test]

@@ -126,6 +126,16 @@ pub(crate) fn print(args: &Args, r: &Results) {
                 "{:<34} {ops:>9.1} {ratio:>8}   target >= 1.2x b{judged}  ({per_op})",
                 "sandboxd: 2 clients c+w+d"
             );
+            if let Some(roles) = rate.roles {
+                println!(
+                    "  {:<32} daemon {:.2}, zygote {:.2}, supervisors+pid 1s+main processes {:.2}, other (clients, kernel threads) {:.2} ms/op",
+                    "(info) host CPU by role",
+                    roles.daemon,
+                    roles.zygote,
+                    roles.sandboxes,
+                    roles.other
+                );
+            }
         }
         Err(why) => println!("{:<34} {why}", "sandboxd: 2 clients c+w+d"),
     }
