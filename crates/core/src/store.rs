@@ -342,10 +342,9 @@ pub struct StateStore {
 }
 
 /// `spare/` in the state directory: sandbox directories a destroy emptied
-/// (all but `root/`, the mount point every backend makes, emptied too)
-/// instead
-/// of deleting them, which [`StateStore::create_sandbox_dir`] renames into
-/// place. A directory is an inode made and freed on the state disk, and on
+/// (all but `root/`, the Linux and FreeBSD root's mount point, emptied
+/// too) instead of deleting them, which [`StateStore::create_sandbox_dir`]
+/// renames into place. A directory is an inode made and freed on the state disk, and on
 /// ext4 the allocator skips recently freed inodes one by one: under a
 /// steady stream of creates and destroys, two fewer per sandbox are
 /// measurable (bench/README.md, tenth round).
@@ -368,9 +367,9 @@ const TRASH: &str = "trash";
 /// The state directory's subdirectory of emptied sandbox directories.
 const SPARE: &str = "spare";
 
-/// At most this many spares are kept; a destroy deletes the rest. The
-/// steady state of a busy daemon needs about as many as destroys overlap
-/// creates.
+/// About this many spares are kept (two destroys retiring at once may
+/// both take the last place); a destroy deletes the rest. A busy daemon
+/// needs about as many as destroys overlap creates.
 const MAX_SPARES: usize = 32;
 
 /// The entries a spare keeps, emptied, if they are directories (not
@@ -841,13 +840,13 @@ impl StateStore {
 impl StateStore {
     /// Disposes of a directory [`Self::remove_unsynced`] moved into
     /// `trash/`: emptied of everything but `root/`, emptied too (see
-    /// [`SPARE_KEEPS`]), and kept as a
-    /// spare for [`Self::create_sandbox_dir`], or, past [`MAX_SPARES`] or
-    /// when it cannot be emptied, deleted. Best effort: what is left in
+    /// [`SPARE_KEEPS`]), and kept as a spare for
+    /// [`Self::create_sandbox_dir`], or, past [`MAX_SPARES`] or when it
+    /// cannot be emptied, deleted. Best effort: what is left in
     /// `trash/` goes at the next start. The caller has proved nothing is
     /// mounted below it (as for any removal).
     pub fn retire(&self, trashed: &Path) {
-        let keep = lock(&self.spares.names).len() < MAX_SPARES && empty_but_kept(trashed);
+        let keep = lock(&self.spares.names).len() < MAX_SPARES && empty(trashed, &SPARE_KEEPS);
         let name = trashed.file_name().filter(|_| keep).and_then(|from| {
             let n = self
                 .spares
@@ -872,16 +871,10 @@ impl StateStore {
     }
 }
 
-/// Empties `dir`: everything in it goes but the directories
-/// [`SPARE_KEEPS`] names, which are emptied the same way and kept. Whether
-/// it all went. Never follows a symlink (`remove_dir_all` does not either;
-/// a symlink is never taken for a directory to keep).
-fn empty_but_kept(dir: &Path) -> bool {
-    empty(dir, &SPARE_KEEPS)
-}
-
 /// Removes every entry of `dir` but the directories named in `keep`, which
-/// are emptied (of everything) instead: whether it all went.
+/// are emptied (of everything) instead: whether it all went. Never follows
+/// a symlink (`remove_dir_all` does not either; a symlink is never taken
+/// for a directory to keep).
 fn empty(dir: &Path, keep: &[&str]) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return false;

@@ -236,12 +236,22 @@ struct Supervisor<I: Isolation> {
     none_left: bool,
     /// Where a restarted daemon reconnects (`<sandbox dir>/supervisor.sock`),
     /// bound once the daemon is gone ([`Supervisor::listen_for_a_daemon`]).
-    control: Option<std::os::unix::net::UnixListener>,
-    /// Whether binding it was tried (once).
-    listening: bool,
+    control: Control,
     null: OwnedFd,
     /// The main process's output capture (PROCESS and INIT).
     capture: Option<Capture>,
+}
+
+/// The control socket a restarted daemon reattaches through.
+#[derive(Debug)]
+enum Control {
+    /// Not bound: the daemon that started this supervisor is attached.
+    Unbound,
+    /// Bound, once that daemon was gone.
+    Listening(std::os::unix::net::UnixListener),
+    /// Binding failed (said on stderr): the sandbox runs on, but no daemon
+    /// can reattach to it.
+    Failed,
 }
 
 /// How much longer than its own budget a probe may take before the
@@ -324,8 +334,7 @@ pub fn supervise<I: Isolation>(
         oom_at_exec: HashMap::new(),
         oom_at_start,
         stopping: None,
-        control: None,
-        listening: false,
+        control: Control::Unbound,
         null,
         capture,
     };
@@ -470,7 +479,7 @@ impl<I: Isolation> Supervisor<I> {
         loop {
             self.listen_for_a_daemon();
             let mut fds = vec![PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN)];
-            if let Some(l) = &self.control {
+            if let Control::Listening(l) = &self.control {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
             let chan_index = fds.len();
@@ -502,7 +511,7 @@ impl<I: Isolation> Supervisor<I> {
                     .and_then(PollFd::revents)
                     .is_some_and(|r| !r.is_empty())
             };
-            let control_ready = self.control.is_some() && ready(1);
+            let control_ready = matches!(self.control, Control::Listening(_)) && ready(1);
             let chan_ready = !self.chan.is_closed() && ready(chan_index);
             let logs_ready: Vec<usize> = log_pipes
                 .iter()
@@ -570,10 +579,10 @@ impl<I: Isolation> Supervisor<I> {
     /// while this supervisor lives). Without it the sandbox still runs;
     /// only reattaching is lost.
     fn listen_for_a_daemon(&mut self) {
-        if self.chan.is_closed() && !self.listening {
-            self.listening = true;
+        if self.chan.is_closed() && matches!(self.control, Control::Unbound) {
             let path = self.config.exit_file.with_file_name(CONTROL_SOCKET);
-            self.control = bind_control_socket(&path, &self.config.sandbox_id);
+            self.control = bind_control_socket(&path, &self.config.sandbox_id)
+                .map_or(Control::Failed, Control::Listening);
         }
     }
 
@@ -582,7 +591,7 @@ impl<I: Isolation> Supervisor<I> {
     /// else is closed at once, before a byte is read or written: a second
     /// peer must not replace a live daemon's channel.
     fn accept_daemon(&mut self) {
-        let Some(listener) = &self.control else {
+        let Control::Listening(listener) = &self.control else {
             return;
         };
         if let Ok((stream, _)) = listener.accept() {
