@@ -322,7 +322,7 @@ async fn mount_target_through_an_image_symlink_cannot_cover_proc() {
     let img = d.make_busybox_image("linky");
     std::os::unix::fs::symlink("/proc", img.join("pp")).expect("image symlink");
     std::os::unix::fs::symlink("../dev", img.join("dd")).expect("image symlink");
-    let src = allowed.path.join("escape-src");
+    let src = allowed.join("escape-src");
     std::fs::create_dir_all(&src).expect("bind source");
     let mut c = d.clients().await;
     for target in ["/pp/sys", "/pp", "/dd/shm", "/dd"] {
@@ -524,7 +524,7 @@ async fn root_cannot_plant_setuid_files_in_a_read_write_bind() {
     use std::os::unix::fs::MetadataExt;
     let allowed = SourceDir::new("setuid");
     let d = Daemon::start_with(&allowed.flag());
-    let src = allowed.path.join("out");
+    let src = allowed.join("out");
     std::fs::create_dir_all(&src).expect("bind source");
     std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod");

@@ -881,38 +881,37 @@ pub(crate) fn mount_count() -> usize {
 /// A bind-mount source directory of one test's own, below `/srv` (outside
 /// the test dir, whose state and images a mount source may not overlap):
 /// tests sharing one would see each other's files (the hostile suite
-/// compares the host before and after). Removed on drop unless something is
-/// still mounted under it.
+/// compares the host before and after). A [`ScratchDir`]: removed on drop
+/// unless something is still mounted under it.
 pub(crate) struct SourceDir {
-    pub(crate) path: PathBuf,
+    dir: ScratchDir,
 }
 
 impl SourceDir {
     pub(crate) fn new(name: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!(
-            "/srv/sandboxd-e2e-{}-{n}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create source dir");
-        Self { path }
+        Self {
+            dir: ScratchDir::new(format!(
+                "/srv/sandboxd-e2e-{}-{n}-{name}",
+                std::process::id()
+            )),
+        }
     }
 
     /// The daemon flag that allows this directory as a mount source.
     pub(crate) fn flag(&self) -> [&str; 2] {
         [
             "--allow-mount-source",
-            self.path.to_str().expect("a UTF-8 path of our own making"),
+            self.dir.to_str().expect("a UTF-8 path of our own making"),
         ]
     }
 }
 
-impl Drop for SourceDir {
-    fn drop(&mut self) {
-        if mounts_under(&self.path).is_empty() {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+impl std::ops::Deref for SourceDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.dir
     }
 }
 

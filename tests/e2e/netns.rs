@@ -37,13 +37,13 @@ impl NsDir {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path.join(name)
+        self.dir.join(name)
     }
 
     fn flag(&self) -> [&str; 2] {
         [
             "--allow-netns-source",
-            self.dir.path.to_str().expect("our own UTF-8 path"),
+            self.dir.to_str().expect("our own UTF-8 path"),
         ]
     }
 
@@ -126,7 +126,7 @@ async fn attacks_on_the_namespace_path_are_refused_and_leave_nothing() {
     let d = Daemon::start_with(&ns.flag());
     d.make_busybox_image(IMAGE);
     let mut c = d.clients().await;
-    let dir = ns.dir.path.display().to_string();
+    let dir = ns.dir.display().to_string();
     let cases: Vec<(&str, String, Code, &str)> = vec![
         (
             "a symlink to pid 1's network namespace",
@@ -183,7 +183,7 @@ async fn attacks_on_the_namespace_path_are_refused_and_leave_nothing() {
             "--allow-netns-source",
         ),
     ];
-    let before = crate::harness::mounts_under(&ns.dir.path);
+    let before = crate::harness::mounts_under(&ns.dir);
     for (what, path, want, text) in &cases {
         let err = c.try_create(spec(Path::new(path))).await.expect_err(what);
         assert_eq!(err.code(), *want, "{what}: {err:?}");
@@ -203,7 +203,7 @@ async fn attacks_on_the_namespace_path_are_refused_and_leave_nothing() {
         "{err:?}"
     );
     assert_eq!(
-        crate::harness::mounts_under(&ns.dir.path),
+        crate::harness::mounts_under(&ns.dir),
         before,
         "mounts changed"
     );
